@@ -1,0 +1,20 @@
+package pipeline
+
+import (
+	"context"
+
+	"github.com/sluice-dev/sluice/sinks/document"
+)
+
+// DocSink is a document store the chunk path writes to: the embedded SQLite store or AstraDB.
+//
+// Implementations must be safe for concurrent use.
+type DocSink interface {
+	// WriteDocs durably writes docs into collection, replacing a stored document with the same
+	// ID unless the stored Version is higher (then the write is skipped and reported as
+	// success). It returns one outcome per document, in order: nil when that document is
+	// durably stored, else an error (marked with Permanent when retrying can never help).
+	// A non-nil second return means the whole call failed and nothing is known to be written;
+	// the caller retries it unless it is permanent. WriteDocs may block; it honours ctx.
+	WriteDocs(ctx context.Context, collection string, docs []document.Doc) ([]error, error)
+}
