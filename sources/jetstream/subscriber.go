@@ -1,0 +1,395 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// SubscriberConfig configures a Subscriber.
+type SubscriberConfig struct {
+	// Consumer is the durable pull consumer to drain. Required.
+	Consumer jetstream.Consumer
+	// MaxInFlight bounds messages pulled but not yet acked, nacked or terminated. The subscriber
+	// pulls only for free slots, so nothing waits in a buffer while its AckWait runs. Default 1024.
+	MaxInFlight int
+	// FetchBatch is the most messages asked for in one pull request. Default 256.
+	FetchBatch int
+	// FetchMaxWait is how long one pull request waits for messages. Default 500 ms.
+	FetchMaxWait time.Duration
+	// InProgressEvery is how often a message still being handled gets its AckWait extended
+	// (InProgress). Default a third of the consumer's AckWait.
+	InProgressEvery time.Duration
+	// DrainTimeout bounds how long Close waits for in-flight messages to finish; what is still
+	// running after it is nacked for redelivery and Close returns an error. Default 30 s.
+	DrainTimeout time.Duration
+	// Logger, nil discards.
+	Logger *slog.Logger
+}
+
+// Subscriber is a Watermill message.Subscriber over one durable JetStream pull consumer.
+//
+// Handler outcomes map to JetStream as follows. A message the handler acks is acked, unless the
+// handler called SetRetry (NakWithDelay) or SetTerm (TermWithReason) on it first: Sluice's
+// handlers settle every message themselves and then ack it to the router, so a retry never
+// holds a processing slot (watermill#271) and the router never logs an expected retry as a
+// failure. A message the handler nacks (an unexpected error, a panic) is retried with
+// NakWithDelay and the retry delay set on it, or one second.
+//
+// Subscribe may be called once. Close stops pulling and drains. Safe for concurrent use.
+type Subscriber struct {
+	cfg     SubscriberConfig
+	log     *slog.Logger
+	slots   chan struct{}
+	closing chan struct{}
+	done    chan struct{}
+
+	mu         sync.Mutex // guards subscribed, closed and inflight
+	subscribed bool
+	closed     bool
+	inflight   map[*delivery]struct{}
+	wg         sync.WaitGroup // one per in-flight delivery
+}
+
+var _ message.Subscriber = (*Subscriber)(nil)
+
+// NewSubscriber returns a Subscriber. The caller must Close it.
+func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
+	if cfg.Consumer == nil {
+		return nil, errors.New("subscriber: Consumer is required")
+	}
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 1024
+	}
+	if cfg.FetchBatch <= 0 {
+		cfg.FetchBatch = 256
+	}
+	if cfg.FetchMaxWait <= 0 {
+		cfg.FetchMaxWait = 500 * time.Millisecond
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 30 * time.Second
+	}
+	if cfg.InProgressEvery <= 0 {
+		ackWait := 30 * time.Second
+		if ci := cfg.Consumer.CachedInfo(); ci != nil && ci.Config.AckWait > 0 {
+			ackWait = ci.Config.AckWait
+		}
+		cfg.InProgressEvery = ackWait / 3
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Subscriber{
+		cfg:      cfg,
+		log:      log,
+		slots:    make(chan struct{}, cfg.MaxInFlight),
+		closing:  make(chan struct{}),
+		done:     make(chan struct{}),
+		inflight: make(map[*delivery]struct{}),
+	}, nil
+}
+
+type ctxKey struct{}
+
+// delivery ties a Watermill message to the JetStream message it came from.
+type delivery struct {
+	js      jetstream.Msg
+	wm      *message.Message
+	started time.Time
+
+	mu     sync.Mutex // guards kind, delay, reason
+	kind   disposition
+	delay  time.Duration
+	reason string
+}
+
+type disposition int
+
+const (
+	dispAck disposition = iota
+	dispRetry
+	dispTerm
+)
+
+func deliveryOf(m *message.Message) *delivery {
+	d, _ := m.Context().Value(ctxKey{}).(*delivery)
+	return d
+}
+
+// SetRetry makes the message be redelivered after delay instead of acked when the handler
+// settles it. It reports false when m did not come from a Subscriber.
+func SetRetry(m *message.Message, delay time.Duration) bool {
+	d := deliveryOf(m)
+	if d == nil {
+		return false
+	}
+	d.mu.Lock()
+	d.kind, d.delay = dispRetry, delay
+	d.mu.Unlock()
+	return true
+}
+
+// SetTerm makes the message be terminated (never redelivered) with reason instead of acked
+// when the handler settles it. Dead-letter it first. It reports false when m did not come from
+// a Subscriber.
+func SetTerm(m *message.Message, reason string) bool {
+	d := deliveryOf(m)
+	if d == nil {
+		return false
+	}
+	d.mu.Lock()
+	d.kind, d.reason = dispTerm, reason
+	d.mu.Unlock()
+	return true
+}
+
+// Native returns the JetStream message behind m, for its headers and metadata.
+func Native(m *message.Message) (jetstream.Msg, bool) {
+	d := deliveryOf(m)
+	if d == nil {
+		return nil, false
+	}
+	return d.js, true
+}
+
+// Subscribe starts pulling and returns the channel of messages. topic is informational: the
+// consumer's filter decides what arrives. The channel is closed after Close, or when ctx ends
+// and in-flight messages are drained.
+func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return nil, errors.New("subscriber: closed")
+	}
+	if s.subscribed {
+		return nil, errors.New("subscriber: Subscribe may be called once")
+	}
+	s.subscribed = true
+	out := make(chan *message.Message)
+	go func() {
+		select {
+		case <-ctx.Done():
+			_ = s.Close()
+		case <-s.closing:
+		}
+	}()
+	go s.run(out)
+	return out, nil
+}
+
+func (s *Subscriber) run(out chan<- *message.Message) {
+	defer close(s.done)
+	stopTicker := make(chan struct{})
+	tickerDone := make(chan struct{})
+	go s.extendLoop(stopTicker, tickerDone)
+	s.pullLoop(out)
+	s.waitInflight()
+	close(stopTicker)
+	<-tickerDone
+	close(out)
+}
+
+func (s *Subscriber) pullLoop(out chan<- *message.Message) {
+	errDelay := 50 * time.Millisecond
+	for {
+		// Take at least one free slot, then as many more as are free now.
+		select {
+		case s.slots <- struct{}{}:
+		case <-s.closing:
+			return
+		}
+		n := 1
+	more:
+		for n < s.cfg.FetchBatch {
+			select {
+			case s.slots <- struct{}{}:
+				n++
+			default:
+				break more
+			}
+		}
+		batch, err := s.cfg.Consumer.Fetch(n, jetstream.FetchMaxWait(s.cfg.FetchMaxWait))
+		got := 0
+		if err == nil {
+			for m := range batch.Messages() {
+				got++
+				s.deliver(out, m)
+			}
+			err = batch.Error()
+		}
+		for i := got; i < n; i++ {
+			<-s.slots
+		}
+		if err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+			s.log.Warn("pull from consumer failed", "err", err)
+			select {
+			case <-time.After(errDelay):
+			case <-s.closing:
+				return
+			}
+			errDelay = min(errDelay*2, 2*time.Second)
+			continue
+		}
+		errDelay = 50 * time.Millisecond
+	}
+}
+
+// deliver hands one message to the router and settles it in its own goroutine once the
+// handler is done. Its slot is released then.
+func (s *Subscriber) deliver(out chan<- *message.Message, m jetstream.Msg) {
+	meta, _ := m.Metadata()
+	uuid := m.Subject()
+	if meta != nil {
+		uuid = meta.Stream + ":" + strconv.FormatUint(meta.Sequence.Stream, 10)
+	}
+	wm := message.NewMessage(uuid, m.Data())
+	for k, v := range m.Headers() {
+		if len(v) > 0 {
+			wm.Metadata.Set(k, v[0])
+		}
+	}
+	wm.Metadata.Set("subject", m.Subject())
+	d := &delivery{js: m, wm: wm, started: time.Now()}
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, d))
+	wm.SetContext(ctx)
+
+	s.mu.Lock()
+	s.inflight[d] = struct{}{}
+	s.wg.Add(1)
+	s.mu.Unlock()
+
+	select {
+	case out <- wm:
+	case <-s.closing:
+		// The router stopped taking messages: hand it back at once.
+		_ = m.Nak()
+		cancel()
+		s.finish(d)
+		return
+	}
+	go func() {
+		defer cancel()
+		defer s.finish(d)
+		select {
+		case <-wm.Acked():
+			s.settle(d)
+		case <-wm.Nacked():
+			d.mu.Lock()
+			if d.kind != dispTerm {
+				d.kind = dispRetry
+				if d.delay <= 0 {
+					d.delay = time.Second
+				}
+			}
+			d.mu.Unlock()
+			s.settle(d)
+		case <-s.done:
+			// Close gave up waiting: let another worker have it now.
+			_ = m.Nak()
+		}
+	}()
+}
+
+func (s *Subscriber) settle(d *delivery) {
+	d.mu.Lock()
+	kind, delay, reason := d.kind, d.delay, d.reason
+	d.mu.Unlock()
+	var err error
+	switch kind {
+	case dispAck:
+		err = d.js.Ack()
+	case dispRetry:
+		err = d.js.NakWithDelay(delay)
+	case dispTerm:
+		err = d.js.TermWithReason(reason)
+	}
+	if err != nil {
+		// The message will be redelivered after AckWait; handlers are idempotent.
+		s.log.Warn("settle message failed", "subject", d.js.Subject(), "err", err)
+	}
+}
+
+func (s *Subscriber) finish(d *delivery) {
+	s.mu.Lock()
+	delete(s.inflight, d)
+	s.mu.Unlock()
+	<-s.slots
+	s.wg.Done()
+}
+
+// extendLoop sends InProgress for messages held longer than InProgressEvery, so long writes
+// are not redelivered to another worker mid-flight.
+func (s *Subscriber) extendLoop(stop <-chan struct{}, done chan<- struct{}) {
+	defer close(done)
+	t := time.NewTicker(s.cfg.InProgressEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			s.mu.Lock()
+			var late []jetstream.Msg
+			for d := range s.inflight {
+				if now.Sub(d.started) >= s.cfg.InProgressEvery {
+					late = append(late, d.js)
+				}
+			}
+			s.mu.Unlock()
+			for _, m := range late {
+				_ = m.InProgress()
+			}
+		}
+	}
+}
+
+var errDrainTimeout = errors.New("subscriber: drain timed out; unfinished messages were nacked")
+
+func (s *Subscriber) waitInflight() {
+	idle := make(chan struct{})
+	go func() { s.wg.Wait(); close(idle) }()
+	select {
+	case <-idle:
+	case <-time.After(s.cfg.DrainTimeout):
+		s.log.Warn("drain timed out", "timeout", s.cfg.DrainTimeout)
+	}
+}
+
+// Close stops pulling, waits up to DrainTimeout for in-flight messages to be settled, nacks
+// what is left, and closes the message channel. It is idempotent; it returns an error when the
+// drain timed out.
+func (s *Subscriber) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		<-s.done
+		return nil
+	}
+	s.closed = true
+	subscribed := s.subscribed
+	s.mu.Unlock()
+	close(s.closing)
+	if !subscribed {
+		close(s.done)
+		return nil
+	}
+	<-s.done
+	s.mu.Lock()
+	left := len(s.inflight)
+	s.mu.Unlock()
+	if left > 0 {
+		// The settle goroutines nack on done; wait for them to let go of their slots.
+		s.wg.Wait()
+		return fmt.Errorf("%w (%d messages)", errDrainTimeout, left)
+	}
+	return nil
+}
