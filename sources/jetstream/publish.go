@@ -39,6 +39,11 @@ func PublishAtomic(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg
 		return fmt.Errorf("publish atomic batch of %d: %w", len(msgs), err)
 	}
 	for _, m := range msgs {
+		// PublishMsgBatch stamped the batch headers onto the messages; sent again with them,
+		// each would open a new batch.
+		m.Header.Del(jetstreamext.BatchIDHeader)
+		m.Header.Del(jetstreamext.BatchSeqHeader)
+		m.Header.Del(jetstreamext.BatchCommitHeader)
 		if _, err := js.PublishMsg(ctx, m); err != nil {
 			return fmt.Errorf("publish %s after duplicate batch: %w", m.Header.Get(nats.MsgIdHdr), err)
 		}
