@@ -1,0 +1,137 @@
+package httpapi
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"net/http"
+	"strings"
+)
+
+// LocalPrincipal is the principal of every request when no tokens are configured.
+const LocalPrincipal = "local"
+
+// principalKey is the context key of the authenticated principal's name.
+type principalKey struct{}
+
+// Principal returns the name of the token that authenticated the request carrying ctx
+// (LocalPrincipal when the server runs without tokens). ok is false outside an authenticated
+// route. The name comes from the server's token list, never from a request header.
+func Principal(ctx context.Context) (string, bool) {
+	name, ok := ctx.Value(principalKey{}).(string)
+	return name, ok
+}
+
+// authEntry is one configured token, kept as its SHA-256 hash.
+type authEntry struct {
+	hash  [sha256.Size]byte
+	name  string
+	level int // the highest Scope.level granted
+}
+
+// authState is an immutable snapshot of the configured tokens; SetTokens swaps it.
+type authState struct {
+	entries []authEntry
+	// open: no tokens configured and the listener is loopback-only, so every request is
+	// allowed as LocalPrincipal.
+	open bool
+}
+
+func newAuthState(tokens []Token, loopback bool) *authState {
+	st := &authState{entries: make([]authEntry, 0, len(tokens))}
+	for _, t := range tokens {
+		lvl := 0
+		for _, s := range t.Scopes {
+			lvl = max(lvl, s.level())
+		}
+		st.entries = append(st.entries, authEntry{hash: sha256.Sum256([]byte(t.Token)), name: t.Name, level: lvl})
+	}
+	st.open = len(st.entries) == 0 && loopback
+	return st
+}
+
+// authenticate finds the entry whose token equals presented. It hashes presented and compares
+// it against every entry in constant time without an early exit, so timing reveals neither
+// which token matched nor how much of it.
+func (st *authState) authenticate(presented string) (authEntry, bool) {
+	h := sha256.Sum256([]byte(presented))
+	found := -1
+	for i := range st.entries {
+		eq := subtle.ConstantTimeCompare(h[:], st.entries[i].hash[:])
+		found = subtle.ConstantTimeSelect(eq, i, found)
+	}
+	if found < 0 {
+		return authEntry{}, false
+	}
+	return st.entries[found], true
+}
+
+// bearerToken extracts the token from the request's single Authorization header.
+func bearerToken(r *http.Request) (string, bool) {
+	vals := r.Header.Values("Authorization")
+	if len(vals) != 1 {
+		return "", false
+	}
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(vals[0]), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	tok = strings.TrimSpace(tok)
+	return tok, tok != ""
+}
+
+// SetTokens replaces the accepted tokens; requests already authenticated are unaffected. It is
+// safe for concurrent use with request handling. Validate the list with ValidateTokens (or
+// LoadTokens) first: SetTokens skips, and logs by name, any token that is invalid on its own.
+// An empty list makes a loopback-only server open to every request again; on a server
+// listening beyond loopback it rejects every authenticated request (fails closed).
+func (s *Server) SetTokens(tokens []Token) {
+	valid := make([]Token, 0, len(tokens))
+	for i, t := range tokens {
+		if err := validateToken(t); err != nil {
+			s.log.Warn("ignoring invalid API token", "index", i, "name", t.Name, "error", err)
+			continue
+		}
+		valid = append(valid, t)
+	}
+	s.auth.Store(newAuthState(valid, s.loopback))
+}
+
+// require wraps h so it runs only for requests carrying a token with at least scope need.
+func (s *Server) require(need Scope, h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		st := s.auth.Load()
+		var name string
+		if st.open {
+			name = LocalPrincipal
+		} else {
+			tok, ok := bearerToken(r)
+			var e authEntry
+			if ok {
+				e, ok = st.authenticate(tok)
+			}
+			if !ok {
+				if _, present := r.Header["Authorization"]; present {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="sluice", error="invalid_token"`)
+				} else {
+					w.Header().Set("WWW-Authenticate", `Bearer realm="sluice"`)
+				}
+				s.problem(w, r, http.StatusUnauthorized, "A valid bearer token is required (Authorization: Bearer <token>).")
+				return
+			}
+			name = e.name
+			if e.level < need.level() {
+				if info := reqInfoFrom(r.Context()); info != nil {
+					info.principal = name
+				}
+				w.Header().Set("WWW-Authenticate", `Bearer realm="sluice", error="insufficient_scope", scope="`+string(need)+`"`)
+				s.problem(w, r, http.StatusForbidden, "This token lacks the "+string(need)+" scope.")
+				return
+			}
+		}
+		if info := reqInfoFrom(r.Context()); info != nil {
+			info.principal = name
+		}
+		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, name)))
+	}
+}

@@ -1,0 +1,6 @@
+package httpapi
+
+import "time"
+
+// SetBodyIdleTimeout shortens the per-read upload timeout for tests. Call it before Run.
+func SetBodyIdleTimeout(s *Server, d time.Duration) { s.bodyIdleTimeout = d }

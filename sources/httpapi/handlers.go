@@ -1,0 +1,263 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"sync/atomic"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+const (
+	// maxFileNameLen bounds the "file" query parameter.
+	maxFileNameLen = 1024
+	// defaultBodyIdleTimeout is how long one read of an upload may wait for the client.
+	defaultBodyIdleTimeout = time.Minute
+	// statusClientClosed is nginx's code for a request the client abandoned; it only shows in
+	// metrics and the access log, as nobody reads the answer.
+	statusClientClosed = 499
+)
+
+// envParam returns the "env" query parameter, "dev" when absent, or an error for anything other
+// than dev, test or prod.
+func envParam(r *http.Request) (string, error) {
+	env := r.URL.Query().Get("env")
+	switch env {
+	case "":
+		return "dev", nil
+	case "dev", "test", "prod":
+		return env, nil
+	}
+	return "", fmt.Errorf("env %q is not one of dev, test, prod", env)
+}
+
+// submitJob handles POST /v1/jobs?env=&file=&force=: it streams the body to JobService.SubmitJob.
+func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
+	env, err := envParam(r)
+	if err != nil {
+		s.problem(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	q := r.URL.Query()
+	file := q.Get("file")
+	if len(file) > maxFileNameLen || !utf8.ValidString(file) || containsControl(file) {
+		s.problem(w, r, http.StatusBadRequest, fmt.Sprintf("file must be valid UTF-8 without control characters, at most %d bytes", maxFileNameLen))
+		return
+	}
+	force := false
+	if v := q.Get("force"); v != "" {
+		force, err = strconv.ParseBool(v)
+		if err != nil {
+			s.problem(w, r, http.StatusBadRequest, fmt.Sprintf("force %q is not a boolean (true or false)", v))
+			return
+		}
+	}
+	format := ""
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err == nil && (mt == "application/x-ndjson" || mt == "application/jsonl") {
+			format = "jsonl"
+		}
+	}
+	limit := s.cfg.MaxUploadBytes
+	if r.ContentLength > limit {
+		s.problem(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The file is larger than the limit of %d bytes.", limit))
+		return
+	}
+	// MaxBytesReader gets the server's own writer so that hitting the limit also tells the
+	// server to close the connection instead of draining the rest of the body.
+	body := &limitedBody{
+		r:       http.MaxBytesReader(innermost(w), r.Body, limit),
+		rc:      http.NewResponseController(w),
+		timeout: s.bodyIdleTimeout,
+	}
+
+	res, err := s.cfg.Jobs.SubmitJob(r.Context(), SubmitRequest{Env: env, File: file, Format: format, Body: body, Force: force})
+	if err != nil {
+		var mbe *http.MaxBytesError
+		switch {
+		case body.tooLarge.Load() || errors.As(err, &mbe):
+			s.problem(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The file is larger than the limit of %d bytes.", limit))
+		case body.timedOut.Load():
+			s.problem(w, r, http.StatusRequestTimeout, fmt.Sprintf("The client sent no data for %s while uploading the file.", s.bodyIdleTimeout))
+		case errors.Is(err, ErrBadRequest):
+			s.problem(w, r, http.StatusBadRequest, err.Error())
+		case r.Context().Err() != nil:
+			// The client went away; nobody reads the answer.
+			s.log.DebugContext(r.Context(), "job submission abandoned by client", "file", file, "env", env, "error", err)
+			s.writeProblem(w, r, problemDoc{Status: statusClientClosed, Title: "Client Closed Request", Detail: "The client closed the request."})
+		default:
+			s.internalError(w, r, "submit job", err)
+		}
+		return
+	}
+	w.Header().Set("Location", "/v1/jobs/"+url.PathEscape(res.JobID))
+	status := http.StatusAccepted
+	if res.Existing {
+		status = http.StatusOK
+	}
+	s.writeJSON(w, r, status, res)
+}
+
+func containsControl(s string) bool {
+	for _, c := range s {
+		if unicode.IsControl(c) {
+			return true
+		}
+	}
+	return false
+}
+
+// innermost unwraps w down to the server's own ResponseWriter.
+func innermost(w http.ResponseWriter) http.ResponseWriter {
+	for {
+		u, ok := w.(interface{ Unwrap() http.ResponseWriter })
+		if !ok {
+			return w
+		}
+		w = u.Unwrap()
+	}
+}
+
+// limitedBody remembers whether reading hit the upload limit, so a service that reports the
+// truncated read as a parse error still yields 413, and gives each Read a timeout so a
+// client that stops sending mid-body cannot hold the request forever (the server has no
+// overall ReadTimeout: large uploads legitimately take long). Reads must not be concurrent
+// (as for any io.Reader); tooLarge may be read from any goroutine.
+type limitedBody struct {
+	r        io.Reader
+	rc       *http.ResponseController
+	timeout  time.Duration
+	eof      bool // EOF was read: no more deadlines
+	tooLarge atomic.Bool
+	timedOut atomic.Bool
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	if b.eof {
+		// Past EOF the server runs a background read on the connection to notice a client
+		// that goes away; a deadline set now would make it time out while the service is
+		// still publishing, and that cancels the request's context.
+		return b.r.Read(p)
+	}
+	// Not supported by every ResponseWriter (httptest.ResponseRecorder); then there is no
+	// per-read deadline.
+	_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))
+	n, err := b.r.Read(p)
+	if errors.Is(err, io.EOF) {
+		// The server clears the deadline when it starts that background read; clear it here
+		// too rather than depend on that. After other errors the deadline stays, so the
+		// server's drain of an unread body cannot hang.
+		b.eof = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			b.tooLarge.Store(true)
+		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			b.timedOut.Store(true)
+		}
+	}
+	return n, err
+}
+
+// getJob handles GET /v1/jobs/{id}.
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	job, err := s.cfg.Jobs.GetJob(r.Context(), id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		s.problem(w, r, http.StatusNotFound, fmt.Sprintf("No job with id %q.", id))
+	case err != nil:
+		s.internalError(w, r, "get job", err)
+	default:
+		s.writeJSON(w, r, http.StatusOK, job)
+	}
+}
+
+// getChunk handles GET /v1/chunks/{id}?env=: the stored document, as stored.
+func (s *Server) getChunk(w http.ResponseWriter, r *http.Request) {
+	env, err := envParam(r)
+	if err != nil {
+		s.problem(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	id := r.PathValue("id")
+	doc, err := s.cfg.Chunks.GetChunk(r.Context(), env, id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		s.problem(w, r, http.StatusNotFound, fmt.Sprintf("No chunk with id %q in env %s.", id, env))
+	case err != nil:
+		s.internalError(w, r, "get chunk", err)
+	default:
+		writeRawJSON(w, http.StatusOK, doc)
+	}
+}
+
+// healthz handles GET /healthz: the process is up and serving.
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeRawJSON(w, http.StatusOK, []byte(`{"status":"ok"}`+"\n"))
+}
+
+// readyz handles GET /readyz: it runs every check concurrently under one 2 s deadline.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	type outcome struct {
+		name string
+		err  error
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
+	defer cancel()
+	// Buffered for every check, so a check that ignores ctx and returns late never blocks.
+	results := make(chan outcome, len(s.cfg.Ready))
+	for _, c := range s.cfg.Ready {
+		go func() {
+			defer func() {
+				if p := recover(); p != nil {
+					results <- outcome{c.Name, fmt.Errorf("check panicked: %v", p)}
+				}
+			}()
+			results <- outcome{c.Name, c.Check(ctx)}
+		}()
+	}
+	timedOut := fmt.Sprintf("timed out after %s", readyTimeout)
+	checks := make(map[string]string, len(s.cfg.Ready))
+	for _, c := range s.cfg.Ready {
+		checks[c.Name] = timedOut
+	}
+	failed, pending := 0, len(s.cfg.Ready)
+wait:
+	for pending > 0 {
+		select {
+		case o := <-results:
+			pending--
+			if o.err != nil {
+				checks[o.name] = o.err.Error()
+				failed++
+				s.log.WarnContext(r.Context(), "readiness check failed", "check", o.name, "error", o.err)
+			} else {
+				checks[o.name] = "ok"
+			}
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	failed += pending
+	if failed == 0 {
+		s.writeJSON(w, r, http.StatusOK, map[string]any{"status": "ready", "checks": checks})
+		return
+	}
+	s.writeProblem(w, r, problemDoc{
+		Status: http.StatusServiceUnavailable,
+		Detail: fmt.Sprintf("Not ready: %d of %d readiness checks failed or timed out.", failed, len(s.cfg.Ready)),
+		Checks: checks,
+	})
+}

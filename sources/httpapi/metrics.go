@@ -1,0 +1,86 @@
+package httpapi
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// unmatchedRoute labels requests that reached no route (404, 405, path redirects), so that a
+// client cannot create label values with made-up paths.
+const unmatchedRoute = "unmatched"
+
+// httpMetrics are the server's request metrics. Labels are bounded: a known method or
+// "OTHER", a registered route pattern or "unmatched", and the status code.
+type httpMetrics struct {
+	requests *prometheus.CounterVec   // method, route, code
+	duration *prometheus.HistogramVec // method, route
+	inFlight prometheus.Gauge
+}
+
+func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
+	m := &httpMetrics{
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "sluice", Subsystem: "http", Name: "requests_total",
+			Help: "HTTP requests answered, by method, route pattern and status code.",
+		}, []string{"method", "route", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: "sluice", Subsystem: "http", Name: "request_duration_seconds",
+			Help:    "Time from reading an HTTP request's headers to the handler's return, by method and route pattern.",
+			Buckets: []float64{.001, .005, .01, .05, .1, .5, 1, 5, 30, 120},
+		}, []string{"method", "route"}),
+		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: "sluice", Subsystem: "http", Name: "requests_in_flight",
+			Help: "HTTP requests being handled.",
+		}),
+	}
+	var err error
+	m.requests, err = register(reg, m.requests)
+	if err != nil {
+		return nil, err
+	}
+	m.duration, err = register(reg, m.duration)
+	if err != nil {
+		return nil, err
+	}
+	m.inFlight, err = register(reg, m.inFlight)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// register registers c, or returns the identical collector already registered (two servers
+// sharing one registry share the metrics).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	if err == nil {
+		return c, nil
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, fmt.Errorf("register http metrics: %w", err)
+}
+
+// methodLabel bounds the method label to the standard methods.
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "OTHER"
+}
+
+func (m *httpMetrics) observe(method, route string, code int, seconds float64) {
+	method = methodLabel(method)
+	m.requests.WithLabelValues(method, route, strconv.Itoa(code)).Inc()
+	m.duration.WithLabelValues(method, route).Observe(seconds)
+}
