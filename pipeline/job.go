@@ -1,0 +1,58 @@
+package pipeline
+
+import (
+	"time"
+
+	"github.com/sluice-dev/sluice/schemas"
+)
+
+// JobState is where a job is in its life.
+type JobState string
+
+// The job states, as the API and the CLI report them.
+const (
+	// JobPending: opened, nothing processed yet.
+	JobPending JobState = "pending"
+	// JobRunning: some items processed, or not yet sealed.
+	JobRunning JobState = "running"
+	// JobCompleted: sealed, and every published item written.
+	JobCompleted JobState = "completed"
+	// JobCompletedWithErrors: sealed, every item accounted for, some rejected or dead-lettered.
+	JobCompletedWithErrors JobState = "completed_with_errors"
+)
+
+// Done reports whether s is a final state.
+func (s JobState) Done() bool { return s == JobCompleted || s == JobCompletedWithErrors }
+
+// ItemIssue is one item of a job that was rejected at intake, or drew a warning.
+type ItemIssue = schemas.ItemIssue
+
+// Job is the state of one load job as the job store reports it. It is a value: callers own it.
+type Job struct {
+	JobID string   `json:"job_id"`
+	Env   string   `json:"env"`
+	State JobState `json:"state"`
+	// File is the name the producer gave the job's file.
+	File string `json:"file,omitempty"`
+	// Format is the chunk file format the items came in.
+	Format string `json:"format,omitempty"`
+	// SourceJobID is the producer's own job id (the file's "job_id"), when it had one.
+	SourceJobID string `json:"source_job_id,omitempty"`
+	// Sealed is true once the producer published every item and sent the seal.
+	Sealed bool `json:"sealed"`
+	// Total is the number of items in the file (published + rejected); known once sealed.
+	Total int64 `json:"total"`
+	// Published is the number of items published to JetStream; known once sealed.
+	Published    int64 `json:"published"`
+	Written      int64 `json:"written"`
+	Rejected     int64 `json:"rejected"`
+	DeadLettered int64 `json:"dead_lettered"`
+	// Rejections lists rejected items (at most 1000; RejectionsTruncated says when more).
+	Rejections          []ItemIssue `json:"rejections,omitempty"`
+	RejectionsTruncated bool        `json:"rejections_truncated,omitempty"`
+	// Warnings lists items that loaded with a warning, such as a duplicate id.
+	Warnings    []ItemIssue `json:"warnings,omitempty"`
+	CreatedAt   time.Time   `json:"created_at"`
+	UpdatedAt   time.Time   `json:"updated_at"`
+	CompletedAt *time.Time  `json:"completed_at,omitempty"`
+}

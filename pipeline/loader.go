@@ -1,0 +1,335 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/schemas"
+	"github.com/sluice-dev/sluice/sinks/document"
+	"github.com/sluice-dev/sluice/sources/files"
+	sjs "github.com/sluice-dev/sluice/sources/jetstream"
+)
+
+// ErrBadInput wraps load errors caused by the input itself (unknown env, not a chunk file,
+// a file that cannot be parsed): retrying the same input cannot help.
+var ErrBadInput = errors.New("bad input")
+
+// LoaderConfig configures a Loader.
+type LoaderConfig struct {
+	// JS is the JetStream context. Required.
+	JS jetstream.JetStream
+	// Jobs is the job store, to recognise a resubmitted job. Required.
+	Jobs *JobStore
+	// Document is the document configuration the workers use; the loader validates every item
+	// with it, so an item that can never be written is rejected at intake with its index.
+	Document document.Config
+	// Batch configures atomic publishing.
+	Batch sjs.BatchWriterConfig
+	// MaxMessageBytes is the largest chunk payload published. Default
+	// schemas.DefaultMaxMessageBytes less room for headers.
+	MaxMessageBytes int
+	// SpoolDir holds uploads while they are hashed and published. Default os.TempDir().
+	SpoolDir string
+}
+
+// Loader publishes chunk files as jobs: an open event, every valid item as one message (in
+// atomic batches), then a seal event with the totals and every rejected item. Safe for
+// concurrent use.
+type Loader struct {
+	cfg LoaderConfig
+}
+
+// NewLoader checks cfg and returns a Loader.
+func NewLoader(cfg LoaderConfig) (*Loader, error) {
+	var errs []error
+	if cfg.JS == nil {
+		errs = append(errs, errors.New("loader: JS is required"))
+	}
+	if cfg.Jobs == nil {
+		errs = append(errs, errors.New("loader: Jobs is required"))
+	}
+	if cfg.MaxMessageBytes <= 0 {
+		cfg.MaxMessageBytes = schemas.DefaultMaxMessageBytes - 8<<10
+	}
+	if cfg.SpoolDir == "" {
+		cfg.SpoolDir = os.TempDir()
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return &Loader{cfg: cfg}, nil
+}
+
+// LoadRequest is one file to load as one job. Set Path or Body.
+type LoadRequest struct {
+	// Env is dev, test or prod. Required.
+	Env string
+	// Path of a chunk file on disk.
+	Path string
+	// Body is a chunk file streamed in (an upload); it is spooled to SpoolDir first.
+	Body io.Reader
+	// File is the name recorded for the job. Default: the base name of Path.
+	File string
+	// Format is a format hint ("jsonl" for NDJSON uploads); empty sniffs the content.
+	Format files.Format
+	// Force loads the file as a new job even if the same content was loaded before.
+	Force bool
+}
+
+// LoadResult is what Load published.
+type LoadResult struct {
+	JobID      string      `json:"job_id"`
+	Env        string      `json:"env"`
+	File       string      `json:"file,omitempty"`
+	State      JobState    `json:"state"`
+	Total      int64       `json:"total"`
+	Published  int64       `json:"published"`
+	Rejected   int64       `json:"rejected"`
+	Rejections []ItemIssue `json:"rejections,omitempty"`
+	Warnings   []ItemIssue `json:"warnings,omitempty"`
+	// Existing is true when the same content was already loaded as this job: nothing was
+	// published again.
+	Existing bool `json:"existing"`
+}
+
+// JobID returns the job id of a file's content in env: the same content in the same env
+// always gets the same id, so a resubmitted file is recognised as the same job.
+func JobID(env string, contentHash []byte) string {
+	h := sha256.New()
+	h.Write([]byte(env))
+	h.Write([]byte{0})
+	h.Write(contentHash)
+	return "j" + hex.EncodeToString(h.Sum(nil))[:24]
+}
+
+// Load publishes one file as one job and returns once every item is stored in JetStream and the
+// job is sealed. Workers write the items asynchronously; Wait follows the job to its end. A
+// file whose content was loaded before (same env) returns the existing job with Existing set,
+// publishing nothing, unless Force is set. A job interrupted mid-publish (no seal) is resumed:
+// messages already stored are deduplicated by their Nats-Msg-Id.
+func (l *Loader) Load(ctx context.Context, req LoadRequest) (LoadResult, error) {
+	if !schemas.ValidEnv(req.Env) {
+		return LoadResult{}, fmt.Errorf("%w: env %q is not dev, test or prod", ErrBadInput, req.Env)
+	}
+	path := req.Path
+	if req.File == "" && path != "" {
+		req.File = filepath.Base(path)
+	}
+	var sum []byte
+	var err error
+	if req.Body != nil {
+		path, sum, err = l.spool(req.Body)
+		if err != nil {
+			return LoadResult{}, err
+		}
+		defer os.Remove(path)
+	} else if sum, err = hashFile(path); err != nil {
+		return LoadResult{}, err
+	}
+	if req.Force {
+		nonce := make([]byte, 16)
+		_, _ = rand.Read(nonce)
+		sum = append(sum, nonce...)
+	}
+	jobID := JobID(req.Env, sum)
+	res := LoadResult{JobID: jobID, Env: req.Env, File: req.File}
+	if job, err := l.cfg.Jobs.Get(ctx, jobID); err == nil && job.Sealed {
+		res.State, res.Total, res.Published, res.Rejected = job.State, job.Total, job.Published, job.Rejected
+		res.Rejections, res.Warnings, res.Existing = job.Rejections, job.Warnings, true
+		return res, nil
+	} else if err != nil && !errors.Is(err, ErrJobNotFound) {
+		return res, fmt.Errorf("look up job %s: %w", jobID, err)
+	}
+
+	f, err := os.Open(path)
+	if err != nil {
+		return res, fmt.Errorf("open %s: %w", req.File, err)
+	}
+	defer f.Close()
+	r, err := files.NewReader(f, files.Options{Name: req.File, Format: req.Format})
+	if err != nil {
+		return res, fmt.Errorf("%w: %s: %w", ErrBadInput, req.File, err)
+	}
+	defer r.Close()
+	dc := l.cfg.Document
+	dc.Env = req.Env
+	builder, err := document.NewBuilder(dc)
+	if err != nil {
+		return res, err
+	}
+	// The first item decides the format; open the job only once the file is known to be a
+	// chunk file, so that a wrong file leaves no job behind.
+	first, ferr := r.Next()
+	if ferr != nil && !errors.Is(ferr, io.EOF) {
+		return res, fmt.Errorf("%w: %s: %w", ErrBadInput, req.File, ferr)
+	}
+	if err := l.publishEvent(ctx, req.Env, jobID+"/open", schemas.JobOpen{
+		JobID: jobID, Env: req.Env, File: req.File, Format: string(r.Format()),
+		SourceJobID: r.SourceJobID(), CreatedAt: time.Now().UTC(),
+	}); err != nil {
+		return res, err
+	}
+
+	w := sjs.NewBatchWriter(ctx, l.cfg.JS, l.cfg.Batch)
+	subject := schemas.ChunkSubject(req.Env)
+	reject := func(index int, id, reason string) {
+		res.Rejected++
+		if len(res.Rejections) < schemas.MaxIssues {
+			res.Rejections = append(res.Rejections, ItemIssue{Index: index, ID: id, Reason: reason})
+		}
+	}
+	item, ierr := first, ferr
+	for ierr == nil {
+		res.Total++
+		switch {
+		case item.Err != nil:
+			reject(item.Index, item.ID, reasonOf(item.Err))
+		default:
+			if _, err := builder.Build(item.Record, document.Meta{Job: jobID}); err != nil {
+				reject(item.Index, item.ID, err.Error())
+				break
+			}
+			if len(item.Record) > l.cfg.MaxMessageBytes {
+				reject(item.Index, item.ID, fmt.Sprintf("record too large: %d bytes exceeds the message limit of %d", len(item.Record), l.cfg.MaxMessageBytes))
+				break
+			}
+			msgID := schemas.ChunkMsgID(jobID, item.ID)
+			if item.DuplicateOf >= 0 {
+				msgID = schemas.ChunkMsgIDDup(jobID, item.ID, item.Index)
+				if len(res.Warnings) < schemas.MaxIssues {
+					res.Warnings = append(res.Warnings, ItemIssue{Index: item.Index, ID: item.ID,
+						Reason: fmt.Sprintf("duplicate id: item %d has the same id; the later item wins", item.DuplicateOf)})
+				}
+			}
+			m := nats.NewMsg(subject)
+			m.Data = item.Record
+			m.Header.Set(nats.MsgIdHdr, msgID)
+			m.Header.Set(schemas.HeaderJob, jobID)
+			m.Header.Set(schemas.HeaderItem, strconv.Itoa(item.Index))
+			m.Header.Set(schemas.HeaderSchema, string(schemas.Chunk))
+			if err := w.Add(m); err != nil {
+				_ = w.Close()
+				return res, fmt.Errorf("publish job %s: %w", jobID, err)
+			}
+			res.Published++
+		}
+		item, ierr = r.Next()
+	}
+	if err := w.Close(); err != nil {
+		return res, fmt.Errorf("publish job %s: %w", jobID, err)
+	}
+	if !errors.Is(ierr, io.EOF) {
+		// The rest of the file cannot be read: the job stays open (unsealed); fix the file and
+		// resubmit with Force, or the same content resumes it.
+		return res, fmt.Errorf("%w: %s: %w", ErrBadInput, req.File, ierr)
+	}
+	seal := schemas.JobSeal{
+		JobID: jobID, Env: req.Env, Total: res.Total, Published: res.Published, Rejected: res.Rejected,
+		RejectionsTruncated: int64(len(res.Rejections)) < res.Rejected, SealedAt: time.Now().UTC(),
+	}
+	seal.Rejections, seal.Warnings = res.Rejections, res.Warnings
+	if err := l.publishEvent(ctx, req.Env, jobID+"/seal", seal); err != nil {
+		return res, err
+	}
+	res.State = JobRunning
+	if res.Published == 0 {
+		res.State = JobCompletedWithErrors
+	}
+	return res, nil
+}
+
+// reasonOf returns the reason of an item error without the "item N: " prefix, which the
+// rejection's index already says.
+func reasonOf(err error) string {
+	var ie *files.ItemError
+	if errors.As(err, &ie) {
+		return ie.Reason
+	}
+	return err.Error()
+}
+
+func (l *Loader) publishEvent(ctx context.Context, env, msgID string, ev any) error {
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return fmt.Errorf("encode job event: %w", err)
+	}
+	m := nats.NewMsg(schemas.JobSubject(env))
+	m.Data = b
+	m.Header.Set(nats.MsgIdHdr, msgID)
+	m.Header.Set(schemas.HeaderSchema, string(schemas.JobEvent))
+	if _, err := l.cfg.JS.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("publish job event %s: %w", msgID, err)
+	}
+	return nil
+}
+
+func (l *Loader) spool(body io.Reader) (string, []byte, error) {
+	if err := os.MkdirAll(l.cfg.SpoolDir, 0o755); err != nil {
+		return "", nil, fmt.Errorf("create spool directory: %w", err)
+	}
+	f, err := os.CreateTemp(l.cfg.SpoolDir, "upload-*")
+	if err != nil {
+		return "", nil, fmt.Errorf("spool upload: %w", err)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(f, io.TeeReader(body, h)); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return "", nil, fmt.Errorf("%w: read upload: %w", ErrBadInput, err)
+	}
+	if err := f.Close(); err != nil {
+		os.Remove(f.Name())
+		return "", nil, fmt.Errorf("spool upload: %w", err)
+	}
+	return f.Name(), h.Sum(nil), nil
+}
+
+func hashFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrBadInput, err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	return h.Sum(nil), nil
+}
+
+// Wait follows job id until it completes, calling progress (if not nil) with each change, and
+// returns its final state. It returns ctx's error if ctx ends first.
+func Wait(ctx context.Context, jobs *JobStore, id string, progress func(Job)) (Job, error) {
+	var final Job
+	err := jobs.Watch(ctx, id, func(j Job) bool {
+		if progress != nil {
+			progress(j)
+		}
+		final = j
+		return j.State.Done()
+	})
+	if err != nil {
+		return final, err
+	}
+	// The watched record has no issues; read them back.
+	if j, err := jobs.Get(ctx, id); err == nil {
+		final = j
+	}
+	return final, nil
+}
+
+var _ = fault.Validation

@@ -1,0 +1,74 @@
+package pipeline
+
+import (
+	"context"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluice-dev/sluice/sinks/document"
+)
+
+type workerMetrics struct {
+	messages   *prometheus.CounterVec
+	latency    prometheus.Histogram
+	batchDocs  prometheus.Histogram
+	writeSecs  prometheus.Histogram
+	writeFails prometheus.Counter
+}
+
+func newWorkerMetrics(reg prometheus.Registerer) *workerMetrics {
+	m := &workerMetrics{
+		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "sluice_chunk_messages_total",
+			Help: "Chunk messages handled, by outcome (written, retried, dead_lettered).",
+		}, []string{"outcome"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sluice_chunk_handle_seconds",
+			Help:    "Time from delivery to durable write of a chunk message.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}),
+		batchDocs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sluice_sink_batch_documents",
+			Help:    "Documents per sink write call (group commit size).",
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000},
+		}),
+		writeSecs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sluice_sink_write_seconds",
+			Help:    "Duration of one sink write call.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		writeFails: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_sink_write_failures_total",
+			Help: "Sink write calls that failed as a whole.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.messages, m.latency, m.batchDocs, m.writeSecs, m.writeFails)
+	}
+	return m
+}
+
+func (m *workerMetrics) outcome(o string, d time.Duration) {
+	m.messages.WithLabelValues(o).Inc()
+	if d > 0 {
+		m.latency.Observe(d.Seconds())
+	}
+}
+
+// instrumentedSink measures every write call of the sink it wraps.
+type instrumentedSink struct {
+	DocSink
+	m *workerMetrics
+}
+
+func (s instrumentedSink) WriteDocs(ctx context.Context, collection string, docs []document.Doc) ([]error, error) {
+	start := time.Now()
+	out, err := s.DocSink.WriteDocs(ctx, collection, docs)
+	s.m.writeSecs.Observe(time.Since(start).Seconds())
+	s.m.batchDocs.Observe(float64(len(docs)))
+	if err != nil {
+		s.m.writeFails.Inc()
+	}
+	return out, err
+}

@@ -1,0 +1,158 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/sourcegraph/conc/pool"
+)
+
+// ProgressConfig configures a Progress recorder.
+type ProgressConfig struct {
+	// Store is the job store. Required.
+	Store *JobStore
+	// Linger is how long a flush waits to gather more marks. Default 2 ms.
+	Linger time.Duration
+	// QueueSize bounds marks waiting to be flushed; Record blocks when it is full. Default 8192.
+	QueueSize int
+	// Concurrency is how many jobs are updated at once in a flush. Default 8.
+	Concurrency int
+	// OnJob, if set, is called after each flush with every job it changed. It runs on the
+	// flushing goroutine and must not block.
+	OnJob func(Job)
+}
+
+// Progress records item outcomes in the job store in batches: one compare-and-set per job per
+// flush instead of one round trip per message. Record blocks until its mark is durable, so a
+// handler acks only after its progress is recorded: a crash can make an outcome be recorded
+// twice (harmless: records are sets), never lost.
+//
+// NewProgress starts a goroutine; Close stops it. Safe for concurrent use.
+type Progress struct {
+	cfg     ProgressConfig
+	reqs    chan *markReq
+	closing chan struct{}
+	done    chan struct{}
+	once    sync.Once
+}
+
+type markReq struct {
+	mark Mark
+	err  error
+	done chan struct{}
+}
+
+// NewProgress returns a running recorder. The caller must Close it.
+func NewProgress(cfg ProgressConfig) (*Progress, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("progress: Store is required")
+	}
+	if cfg.Linger <= 0 {
+		cfg.Linger = 2 * time.Millisecond
+	}
+	if cfg.QueueSize <= 0 {
+		cfg.QueueSize = 8192
+	}
+	if cfg.Concurrency <= 0 {
+		cfg.Concurrency = 8
+	}
+	p := &Progress{cfg: cfg, reqs: make(chan *markReq, cfg.QueueSize), closing: make(chan struct{}), done: make(chan struct{})}
+	go p.run()
+	return p, nil
+}
+
+// Record durably records m and returns nil, or the error that prevented it.
+func (p *Progress) Record(ctx context.Context, m Mark) error {
+	r := &markReq{mark: m, done: make(chan struct{})}
+	select {
+	case p.reqs <- r:
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-p.closing:
+		return errors.New("progress: closed")
+	}
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (p *Progress) run() {
+	defer close(p.done)
+	for {
+		var first *markReq
+		select {
+		case first = <-p.reqs:
+		case <-p.closing:
+			// Finish what is queued.
+			for {
+				select {
+				case r := <-p.reqs:
+					p.flush([]*markReq{r})
+				default:
+					return
+				}
+			}
+		}
+		batch := []*markReq{first}
+		timer := time.NewTimer(p.cfg.Linger)
+	gather:
+		for len(batch) < cap(p.reqs) {
+			select {
+			case r := <-p.reqs:
+				batch = append(batch, r)
+			case <-timer.C:
+				break gather
+			}
+		}
+		timer.Stop()
+		p.flush(batch)
+	}
+}
+
+func (p *Progress) flush(batch []*markReq) {
+	byJob := map[string][]*markReq{}
+	for _, r := range batch {
+		byJob[r.mark.Job] = append(byJob[r.mark.Job], r)
+	}
+	var mu sync.Mutex
+	var changed []Job
+	wp := pool.New().WithMaxGoroutines(p.cfg.Concurrency)
+	for id, reqs := range byJob {
+		wp.Go(func() {
+			marks := make([]Mark, len(reqs))
+			for i, r := range reqs {
+				marks[i] = r.mark
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			job, err := p.cfg.Store.record(ctx, id, marks)
+			cancel()
+			for _, r := range reqs {
+				r.err = err
+				close(r.done)
+			}
+			if err == nil {
+				mu.Lock()
+				changed = append(changed, job)
+				mu.Unlock()
+			}
+		})
+	}
+	wp.Wait()
+	if p.cfg.OnJob != nil {
+		for _, j := range changed {
+			p.cfg.OnJob(j)
+		}
+	}
+}
+
+// Close records what is queued and stops the recorder. It is idempotent.
+func (p *Progress) Close() error {
+	p.once.Do(func() { close(p.closing) })
+	<-p.done
+	return nil
+}
