@@ -267,14 +267,24 @@ func (s *Subscriber) deliver(out chan<- *message.Message, m jetstream.Msg) {
 	s.wg.Add(1)
 	s.mu.Unlock()
 
+	// Prefer handing the message over: a message already pulled is better finished than
+	// handed back, even during a drain.
+	sent := false
 	select {
 	case out <- wm:
-	case <-s.closing:
-		// The router stopped taking messages: hand it back at once.
-		_ = m.Nak()
-		cancel()
-		s.finish(d)
-		return
+		sent = true
+	default:
+	}
+	if !sent {
+		select {
+		case out <- wm:
+		case <-s.closing:
+			// The router stopped taking messages: hand it back at once.
+			_ = m.Nak()
+			cancel()
+			s.finish(d)
+			return
+		}
 	}
 	go func() {
 		defer cancel()

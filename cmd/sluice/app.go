@@ -1,0 +1,119 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/sinks/docstore"
+	"github.com/sluice-dev/sluice/sources/embedded"
+	sjs "github.com/sluice-dev/sluice/sources/jetstream"
+)
+
+// config is everything the commands read from flags and the environment. Packages get plain
+// structs built from it.
+type config struct {
+	DataDir    string
+	HTTPAddr   string
+	TokensFile string
+	NATS       sjs.ConnConfig
+	LazySync   bool
+}
+
+// bindCommon registers the flags every command shares; defaults come from the environment.
+func bindCommon(fs *flag.FlagSet, c *config) {
+	fs.StringVar(&c.DataDir, "data-dir", envOr("SLUICE_DATA_DIR", "./.sluice"), "data directory of the embedded broker and stores (SLUICE_DATA_DIR)")
+	fs.StringVar(&c.NATS.URL, "nats-url", envOr("NATS_URL", ""), "external NATS server; empty runs the embedded one (NATS_URL)")
+	fs.StringVar(&c.NATS.CredsFile, "nats-creds", envOr("NATS_CREDS", ""), "NATS credentials file (NATS_CREDS)")
+	fs.StringVar(&c.NATS.User, "nats-user", envOr("NATS_USER", ""), "NATS user (NATS_USER)")
+	c.NATS.Password = envOr("NATS_PASSWORD", "") // never a flag: it would show in ps
+	fs.StringVar(&c.NATS.CAFile, "nats-ca", envOr("NATS_CA", ""), "CA file for NATS TLS (NATS_CA)")
+	fs.StringVar(&c.NATS.CertFile, "nats-cert", envOr("NATS_CERT", ""), "client certificate for NATS TLS (NATS_CERT)")
+	fs.StringVar(&c.NATS.KeyFile, "nats-key", envOr("NATS_KEY", ""), "client key for NATS TLS (NATS_KEY)")
+	fs.BoolVar(&c.LazySync, "lazy-fsync", false, "embedded broker: fsync lazily (faster; loses acknowledged messages on power loss)")
+}
+
+// broker is a connection to JetStream with Sluice's streams provisioned, and the embedded
+// server behind it when this process runs one.
+type broker struct {
+	srv     *embedded.Server
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	streams *sjs.Provisioned
+	jobs    *pipeline.JobStore
+	// remote is true when the broker belongs to another process (NATS_URL, or a running
+	// sluice serve on the same data directory).
+	remote bool
+}
+
+// openBroker connects to NATS_URL, else to the embedded server another sluice process runs on
+// the data directory, else starts one in this process (when allowEmbedded).
+func openBroker(ctx context.Context, c config, log *slog.Logger, allowEmbedded bool) (*broker, error) {
+	b := &broker{}
+	url := c.NATS.URL
+	switch {
+	case url != "":
+		b.remote = true
+	case embedded.Discover(c.DataDir) != "":
+		url = embedded.Discover(c.DataDir)
+		b.remote = true
+	case allowEmbedded:
+		srv, err := embedded.Start(embedded.Config{DataDir: c.DataDir, LazySync: c.LazySync, Logger: log})
+		if err != nil {
+			return nil, fmt.Errorf("start embedded broker: %w", err)
+		}
+		b.srv = srv
+		url = srv.ClientURL()
+	default:
+		return nil, errors.New("no broker: set NATS_URL or start sluice serve on this data directory")
+	}
+	nc := c.NATS
+	nc.URL = url
+	nc.Logger = log
+	conn, err := sjs.Connect(ctx, nc)
+	if err != nil {
+		b.close()
+		return nil, err
+	}
+	b.nc = conn
+	if b.js, err = jetstream.New(conn); err != nil {
+		b.close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if b.streams, err = sjs.Provision(ctx, b.js, sjs.ProvisionConfig{}); err != nil {
+		b.close()
+		return nil, err
+	}
+	b.jobs = pipeline.NewJobStore(b.streams.JobsKV)
+	return b, nil
+}
+
+func (b *broker) close() {
+	if b.nc != nil {
+		_ = b.nc.Drain()
+		b.nc.Close()
+	}
+	if b.srv != nil {
+		b.srv.Shutdown()
+	}
+}
+
+func (b *broker) ping(ctx context.Context) error {
+	if !b.nc.IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	_, err := b.js.AccountInfo(ctx)
+	return err
+}
+
+// openStore opens the embedded document store in the data directory.
+func openStore(ctx context.Context, c config, log *slog.Logger) (*docstore.Store, error) {
+	return docstore.Open(ctx, docstore.Config{Path: filepath.Join(c.DataDir, "documents.db"), Logger: log})
+}

@@ -1,0 +1,170 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sourcegraph/conc/pool"
+
+	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/sinks/docstore"
+	"github.com/sluice-dev/sluice/sources/embedded"
+	"github.com/sluice-dev/sluice/sources/files"
+	"github.com/sluice-dev/sluice/sources/httpapi"
+	sjs "github.com/sluice-dev/sluice/sources/jetstream"
+)
+
+// cmdServe runs the workers, the HTTP API, or both, until ctx ends (SIGINT/SIGTERM), then
+// drains and exits.
+func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Logger, workers, api bool) error {
+	name := map[[2]bool]string{{true, true}: "serve", {true, false}: "worker", {false, true}: "api"}[[2]bool{workers, api}]
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var c config
+	bindCommon(fs, &c)
+	fs.StringVar(&c.HTTPAddr, "http-addr", envOr("SLUICE_HTTP_ADDR", "127.0.0.1:8080"), "HTTP API address (SLUICE_HTTP_ADDR)")
+	fs.StringVar(&c.TokensFile, "tokens-file", envOr("SLUICE_API_TOKENS_FILE", ""), "JSON list of API tokens; without it the API serves loopback only (SLUICE_API_TOKENS_FILE)")
+	drain := fs.Duration("drain-timeout", 30*time.Second, "how long in-flight work may take to finish on shutdown")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fmt.Sprintf("%s takes no arguments", name)}
+	}
+	if c.NATS.URL == "" {
+		if url := embeddedURL(c); url != "" && name == "serve" {
+			return fmt.Errorf("another sluice process already runs the embedded broker on %s (%s)", c.DataDir, url)
+		}
+	}
+	b, err := openBroker(ctx, c, log, true)
+	if err != nil {
+		return err
+	}
+	defer b.close()
+	store, err := openStore(ctx, c, log)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	var worker *pipeline.Worker
+	if workers {
+		worker, err = pipeline.NewWorker(pipeline.WorkerConfig{
+			JS: b.js, Streams: b.streams, Sink: store, DrainTimeout: *drain, Registerer: reg, Logger: log,
+		})
+		if err != nil {
+			return err
+		}
+	}
+	var srv *httpapi.Server
+	if api {
+		var tokens []httpapi.Token
+		if c.TokensFile != "" {
+			if tokens, err = httpapi.LoadTokens(c.TokensFile); err != nil {
+				return err
+			}
+		}
+		loader, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: b.js, Jobs: b.jobs, SpoolDir: c.DataDir + "/spool"})
+		if err != nil {
+			return err
+		}
+		srv, err = httpapi.New(httpapi.Config{
+			Addr:     c.HTTPAddr,
+			Tokens:   tokens,
+			Jobs:     jobService{loader: loader, jobs: b.jobs},
+			Chunks:   chunkReader{store: store, collection: "ttrpg_chunks_{env}"},
+			Registry: reg,
+			Ready: []httpapi.Check{
+				{Name: "nats", Check: b.ping},
+				{Name: "store", Check: store.Ping},
+			},
+			ShutdownTimeout: *drain,
+			Logger:          log,
+		})
+		if err != nil {
+			return err
+		}
+		if len(tokens) == 0 {
+			log.Warn("no API tokens configured (SLUICE_API_TOKENS_FILE): the API serves loopback only, without authentication", "addr", srv.Addr())
+		}
+		log.Info("HTTP API listening", "addr", "http://"+srv.Addr())
+	}
+	p := pool.New().WithContext(ctx).WithCancelOnError()
+	if worker != nil {
+		p.Go(func(ctx context.Context) error { return worker.Run(ctx) })
+		p.Go(func(ctx context.Context) error {
+			return sjs.RunReclaimer(ctx, b.streams.Chunks, sjs.ConsumerChunks, 30*time.Second,
+				func(err error) { log.Warn("reclaim chunk stream", "err", err) })
+		})
+	}
+	if srv != nil {
+		p.Go(srv.Run)
+	}
+	log.Info("sluice running", "mode", name, "data_dir", c.DataDir, "embedded_broker", b.srv != nil)
+	err = p.Wait()
+	log.Info("sluice stopped", "mode", name)
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+func embeddedURL(c config) string { return embedded.Discover(c.DataDir) }
+
+// jobService adapts the loader and job store to the API.
+type jobService struct {
+	loader *pipeline.Loader
+	jobs   *pipeline.JobStore
+}
+
+func (s jobService) SubmitJob(ctx context.Context, req httpapi.SubmitRequest) (httpapi.SubmitResult, error) {
+	res, err := s.loader.Load(ctx, pipeline.LoadRequest{
+		Env: req.Env, Body: req.Body, File: req.File, Format: files.Format(req.Format), Force: req.Force,
+	})
+	if err != nil {
+		if errors.Is(err, pipeline.ErrBadInput) {
+			return httpapi.SubmitResult{}, fmt.Errorf("%w: %w", httpapi.ErrBadRequest, err)
+		}
+		return httpapi.SubmitResult{}, err
+	}
+	return httpapi.SubmitResult{
+		JobID: res.JobID, Env: res.Env, State: res.State, Total: res.Total, Published: res.Published,
+		Rejected: res.Rejected, Rejections: res.Rejections, Existing: res.Existing,
+	}, nil
+}
+
+func (s jobService) GetJob(ctx context.Context, id string) (pipeline.Job, error) {
+	j, err := s.jobs.Get(ctx, id)
+	if errors.Is(err, pipeline.ErrJobNotFound) {
+		return j, fmt.Errorf("%w: job %s", httpapi.ErrNotFound, id)
+	}
+	return j, err
+}
+
+// chunkReader reads chunks from the embedded document store.
+type chunkReader struct {
+	store      *docstore.Store
+	collection string
+}
+
+func (r chunkReader) GetChunk(ctx context.Context, env, id string) (json.RawMessage, error) {
+	doc, err := r.store.GetDoc(ctx, strings.ReplaceAll(r.collection, "{env}", env), id)
+	if errors.Is(err, docstore.ErrNotFound) {
+		return nil, fmt.Errorf("%w: chunk %s", httpapi.ErrNotFound, id)
+	}
+	return doc, err
+}
