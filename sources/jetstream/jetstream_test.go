@@ -25,7 +25,7 @@ func TestMain(m *testing.M) {
 	)
 }
 
-func setup(t *testing.T, cfg sjs.ProvisionConfig) (jetstream.JetStream, *sjs.Provisioned) {
+func setup(t testing.TB, cfg sjs.ProvisionConfig) (jetstream.JetStream, *sjs.Provisioned) {
 	t.Helper()
 	srv, err := embedded.Start(embedded.Config{DataDir: t.TempDir(), LazySync: true})
 	if err != nil {

@@ -199,6 +199,16 @@ func (s *Subscriber) run(out chan<- *message.Message) {
 }
 
 func (s *Subscriber) pullLoop(out chan<- *message.Message) {
+	// A pull request waiting for messages is cancelled at once when Close starts.
+	fetchCtx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.closing:
+			cancel()
+		case <-fetchCtx.Done():
+		}
+	}()
 	errDelay := 50 * time.Millisecond
 	for {
 		// Take at least one free slot, then as many more as are free now.
@@ -217,7 +227,8 @@ func (s *Subscriber) pullLoop(out chan<- *message.Message) {
 				break more
 			}
 		}
-		batch, err := s.cfg.Consumer.Fetch(n, jetstream.FetchMaxWait(s.cfg.FetchMaxWait))
+		ctx, cancelWait := context.WithTimeout(fetchCtx, s.cfg.FetchMaxWait)
+		batch, err := s.cfg.Consumer.Fetch(n, jetstream.FetchContext(ctx))
 		got := 0
 		if err == nil {
 			for m := range batch.Messages() {
@@ -226,10 +237,11 @@ func (s *Subscriber) pullLoop(out chan<- *message.Message) {
 			}
 			err = batch.Error()
 		}
+		cancelWait()
 		for i := got; i < n; i++ {
 			<-s.slots
 		}
-		if err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) {
+		if err != nil && !errors.Is(err, jetstream.ErrNoMessages) && !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 			s.log.Warn("pull from consumer failed", "err", err)
 			select {
 			case <-time.After(errDelay):
