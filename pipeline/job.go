@@ -19,10 +19,27 @@ const (
 	JobCompleted JobState = "completed"
 	// JobCompletedWithErrors: sealed, every item accounted for, some rejected or dead-lettered.
 	JobCompletedWithErrors JobState = "completed_with_errors"
+	// JobRolledBack: an operator rolled the job back; the documents it wrote are deleted.
+	JobRolledBack JobState = "rolled_back"
 )
 
-// Done reports whether s is a final state.
-func (s JobState) Done() bool { return s == JobCompleted || s == JobCompletedWithErrors }
+// Done reports whether s is a final state of loading: every item is accounted for.
+func (s JobState) Done() bool {
+	return s == JobCompleted || s == JobCompletedWithErrors || s == JobRolledBack
+}
+
+// Rollback is the state of a job's rollback.
+type Rollback struct {
+	// State is "requested", "done" or "failed".
+	State       string     `json:"state"`
+	RequestedBy string     `json:"requested_by,omitempty"`
+	RequestedAt time.Time  `json:"requested_at"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	// Deleted counts the documents deleted.
+	Deleted int64 `json:"deleted"`
+	// Error says why a failed rollback failed.
+	Error string `json:"error,omitempty"`
+}
 
 // ItemIssue is one item of a job that was rejected at intake, or drew a warning.
 type ItemIssue = schemas.ItemIssue
@@ -51,8 +68,10 @@ type Job struct {
 	Rejections          []ItemIssue `json:"rejections,omitempty"`
 	RejectionsTruncated bool        `json:"rejections_truncated,omitempty"`
 	// Warnings lists items that loaded with a warning, such as a duplicate id.
-	Warnings    []ItemIssue `json:"warnings,omitempty"`
-	CreatedAt   time.Time   `json:"created_at"`
-	UpdatedAt   time.Time   `json:"updated_at"`
-	CompletedAt *time.Time  `json:"completed_at,omitempty"`
+	Warnings []ItemIssue `json:"warnings,omitempty"`
+	// Rollback is set once a rollback was requested.
+	Rollback    *Rollback  `json:"rollback,omitempty"`
+	CreatedAt   time.Time  `json:"created_at"`
+	UpdatedAt   time.Time  `json:"updated_at"`
+	CompletedAt *time.Time `json:"completed_at,omitempty"`
 }

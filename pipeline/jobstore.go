@@ -2,9 +2,14 @@ package pipeline
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -14,6 +19,9 @@ import (
 
 // ErrJobNotFound is returned by JobStore.Get for an unknown job.
 var ErrJobNotFound = errors.New("job not found")
+
+// ErrBadCursor is returned by List for a cursor it did not make.
+var ErrBadCursor = errors.New("bad cursor")
 
 // jobRecord is what the job KV bucket holds under the job id. Progress is kept as sets of item
 // indexes, not counters, so recording the same item twice (a redelivery) changes nothing:
@@ -122,6 +130,8 @@ func (r *jobRecord) settle(now time.Time) {
 	r.DeadLettered = r.DeadSet.count()
 	r.UpdatedAt = now
 	switch {
+	case r.Rollback != nil && r.Rollback.State == "done":
+		r.State = JobRolledBack
 	case r.Sealed && r.Written+r.DeadLettered >= r.Published:
 		if r.Rejected+r.DeadLettered > 0 {
 			r.State = JobCompletedWithErrors
@@ -169,6 +179,143 @@ func (s *JobStore) Seal(ctx context.Context, ev schemas.JobSeal) (Job, error) {
 		r.Sealed = true
 		r.Total, r.Published, r.Rejected = ev.Total, ev.Published, ev.Rejected
 	})
+}
+
+// JobFilter selects jobs in List. Zero fields match everything.
+type JobFilter struct {
+	State JobState
+	Env   string
+}
+
+// List returns up to limit jobs matching f, newest first, starting after cursor (the
+// NextCursor of the previous page; "" for the first), and the cursor of the next page ("" at
+// the end). It reads every job record, so it costs one KV read per job in the bucket.
+func (s *JobStore) List(ctx context.Context, f JobFilter, cursor string, limit int) ([]Job, string, error) {
+	if limit <= 0 || limit > 1000 {
+		limit = 100
+	}
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, "", fmt.Errorf("list jobs: %w", err)
+	}
+	var jobs []Job
+	for key := range lister.Keys() {
+		if strings.Contains(key, ".") {
+			continue // issues and idempotency records
+		}
+		rec, _, err := s.load(ctx, key)
+		if errors.Is(err, ErrJobNotFound) {
+			continue
+		}
+		if err != nil {
+			_ = lister.Stop()
+			return nil, "", err
+		}
+		if (f.State == "" || rec.State == f.State) && (f.Env == "" || rec.Env == f.Env) {
+			jobs = append(jobs, rec.Job)
+		}
+	}
+	sort.Slice(jobs, func(i, k int) bool {
+		if !jobs[i].CreatedAt.Equal(jobs[k].CreatedAt) {
+			return jobs[i].CreatedAt.After(jobs[k].CreatedAt)
+		}
+		return jobs[i].JobID < jobs[k].JobID
+	})
+	start := 0
+	if cursor != "" {
+		at, id, ok := decodeJobCursor(cursor)
+		if !ok {
+			return nil, "", fmt.Errorf("list jobs: %w %q", ErrBadCursor, cursor)
+		}
+		start = sort.Search(len(jobs), func(i int) bool {
+			j := jobs[i]
+			return j.CreatedAt.Before(at) || (j.CreatedAt.Equal(at) && j.JobID > id)
+		})
+	}
+	end := min(start+limit, len(jobs))
+	page := jobs[start:end]
+	next := ""
+	if end < len(jobs) {
+		last := page[len(page)-1]
+		next = encodeJobCursor(last.CreatedAt, last.JobID)
+	}
+	return page, next, nil
+}
+
+func encodeJobCursor(at time.Time, id string) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(at.UTC().Format(time.RFC3339Nano) + " " + id))
+}
+
+func decodeJobCursor(c string) (time.Time, string, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(c)
+	if err != nil {
+		return time.Time{}, "", false
+	}
+	ts, id, ok := strings.Cut(string(b), " ")
+	if !ok {
+		return time.Time{}, "", false
+	}
+	at, err := time.Parse(time.RFC3339Nano, ts)
+	return at, id, err == nil
+}
+
+// RequestRollback records that a rollback of job id was asked for. It fails with
+// ErrJobNotFound for an unknown job.
+func (s *JobStore) RequestRollback(ctx context.Context, id, by string) (Job, error) {
+	if _, _, err := s.load(ctx, id); err != nil {
+		return Job{}, err
+	}
+	return s.update(ctx, id, func(r *jobRecord) {
+		if r.Rollback == nil || r.Rollback.State == "failed" {
+			r.Rollback = &Rollback{State: "requested", RequestedBy: by, RequestedAt: s.now().UTC()}
+		}
+	})
+}
+
+// finishRollback records the outcome of a rollback.
+func (s *JobStore) finishRollback(ctx context.Context, id string, deleted int64, cause error) (Job, error) {
+	return s.update(ctx, id, func(r *jobRecord) {
+		now := s.now().UTC()
+		if r.Rollback == nil {
+			r.Rollback = &Rollback{RequestedAt: now}
+		}
+		r.Rollback.FinishedAt = &now
+		r.Rollback.Deleted += deleted
+		r.Rollback.State, r.Rollback.Error = "done", ""
+		if cause != nil {
+			r.Rollback.State, r.Rollback.Error = "failed", cause.Error()
+		}
+	})
+}
+
+// IdempotentJob returns the job recorded for an idempotency key, or "" if none.
+func (s *JobStore) IdempotentJob(ctx context.Context, key string) (string, error) {
+	e, err := s.kv.Get(ctx, idemKey(key))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read idempotency key: %w", err)
+	}
+	return string(e.Value()), nil
+}
+
+// RememberIdempotent records that key produced job id. The first job recorded for a key wins.
+func (s *JobStore) RememberIdempotent(ctx context.Context, key, id string) (string, error) {
+	_, err := s.kv.Create(ctx, idemKey(key), []byte(id))
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return s.IdempotentJob(ctx, key)
+	}
+	if err != nil {
+		return "", fmt.Errorf("record idempotency key: %w", err)
+	}
+	return id, nil
+}
+
+// idemKey hashes a client's key: clients choose it, KV keys have a restricted alphabet.
+func idemKey(key string) string {
+	sum := sha256.Sum256([]byte(key))
+	return "idem." + hex.EncodeToString(sum[:16])
 }
 
 // Outcome is what became of one item of a job.

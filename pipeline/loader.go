@@ -88,6 +88,9 @@ type LoadRequest struct {
 	Format files.Format
 	// Force loads the file as a new job even if the same content was loaded before.
 	Force bool
+	// IdempotencyKey, if set, names this submission: a later request with the same key gets
+	// the job of the first one and publishes nothing.
+	IdempotencyKey string
 }
 
 // LoadResult is what Load published.
@@ -125,6 +128,44 @@ func (l *Loader) Load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 	if !schemas.ValidEnv(req.Env) {
 		return LoadResult{}, fmt.Errorf("%w: env %q is not dev, test or prod", ErrBadInput, req.Env)
 	}
+	if req.IdempotencyKey != "" {
+		id, err := l.cfg.Jobs.IdempotentJob(ctx, req.IdempotencyKey)
+		if err != nil {
+			return LoadResult{}, err
+		}
+		if id != "" {
+			return l.existing(ctx, id, req)
+		}
+	}
+	res, err := l.load(ctx, req)
+	if err != nil || req.IdempotencyKey == "" {
+		return res, err
+	}
+	first, err := l.cfg.Jobs.RememberIdempotent(ctx, req.IdempotencyKey, res.JobID)
+	if err != nil {
+		return res, err
+	}
+	if first != res.JobID {
+		// A concurrent request with the same key got there first.
+		return l.existing(ctx, first, req)
+	}
+	return res, nil
+}
+
+// existing reports job id as an earlier submission's job.
+func (l *Loader) existing(ctx context.Context, id string, req LoadRequest) (LoadResult, error) {
+	job, err := l.cfg.Jobs.Get(ctx, id)
+	if err != nil {
+		return LoadResult{}, fmt.Errorf("look up job %s: %w", id, err)
+	}
+	return LoadResult{
+		JobID: id, Env: job.Env, File: job.File, State: job.State, Total: job.Total,
+		Published: job.Published, Rejected: job.Rejected, Rejections: job.Rejections,
+		Warnings: job.Warnings, Existing: true,
+	}, nil
+}
+
+func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) {
 	path := req.Path
 	if req.File == "" && path != "" {
 		req.File = filepath.Base(path)
@@ -148,9 +189,7 @@ func (l *Loader) Load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 	jobID := JobID(req.Env, sum)
 	res := LoadResult{JobID: jobID, Env: req.Env, File: req.File}
 	if job, err := l.cfg.Jobs.Get(ctx, jobID); err == nil && job.Sealed {
-		res.State, res.Total, res.Published, res.Rejected = job.State, job.Total, job.Published, job.Rejected
-		res.Rejections, res.Warnings, res.Existing = job.Rejections, job.Warnings, true
-		return res, nil
+		return l.existing(ctx, jobID, req)
 	} else if err != nil && !errors.Is(err, ErrJobNotFound) {
 		return res, fmt.Errorf("look up job %s: %w", jobID, err)
 	}
@@ -333,3 +372,30 @@ func Wait(ctx context.Context, jobs *JobStore, id string, progress func(Job)) (J
 }
 
 var _ = fault.Validation
+
+// ErrJobRunning is returned by Rollback for a job that has not finished loading: a rollback
+// racing the job's own writes would leave some of them behind.
+var ErrJobRunning = errors.New("job is still loading")
+
+// Rollback asks the workers to delete every document job id wrote: it records the request in
+// the job and publishes a rollback event, and returns once the event is stored. The job's
+// Rollback field shows the outcome. by names who asked. ErrJobNotFound, ErrJobRunning.
+func (l *Loader) Rollback(ctx context.Context, id, by string) (Job, error) {
+	job, err := l.cfg.Jobs.Get(ctx, id)
+	if err != nil {
+		return job, err
+	}
+	if !job.State.Done() {
+		return job, fmt.Errorf("%w: job %s is %s", ErrJobRunning, id, job.State)
+	}
+	job, err = l.cfg.Jobs.RequestRollback(ctx, id, by)
+	if err != nil {
+		return job, err
+	}
+	now := time.Now().UTC()
+	ev := schemas.JobRollback{JobID: id, Env: job.Env, RequestedBy: by, RequestedAt: now}
+	if err := l.publishEvent(ctx, job.Env, fmt.Sprintf("%s/rollback/%d", id, now.UnixNano()), ev); err != nil {
+		return job, err
+	}
+	return job, nil
+}

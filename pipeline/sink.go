@@ -18,3 +18,11 @@ type DocSink interface {
 	// the caller retries it unless it is permanent. WriteDocs may block; it honours ctx.
 	WriteDocs(ctx context.Context, collection string, docs []document.Doc) ([]error, error)
 }
+
+// JobDocDeleter is a DocSink that can delete the documents one job wrote: those whose
+// "sluice_job" field is the job id. Job rollback needs it.
+type JobDocDeleter interface {
+	// DeleteJobDocs deletes the job's documents in collection and returns how many. It must be
+	// idempotent (a repeated call deletes nothing more) and safe for concurrent use.
+	DeleteJobDocs(ctx context.Context, collection, jobID string) (int64, error)
+}

@@ -369,9 +369,28 @@ func (w *Worker) handleJobEvent(msg *message.Message) error {
 			return w.deadLetter(ctx, msg, m, meta, fault.Permanent(fault.Validation, cerr), "")
 		}
 		_, err = w.jobs.Seal(ctx, *ev.Seal)
+	case ev.Rollback != nil:
+		err = w.rollback(ctx, *ev.Rollback)
 	}
 	if err != nil {
 		return w.retry(ctx, msg, m, meta, err)
 	}
 	return nil
+}
+
+// rollback deletes what a job wrote and records the outcome in the job record. Transient
+// failures are returned (the event is retried); a permanent one is recorded as failed.
+func (w *Worker) rollback(ctx context.Context, ev schemas.JobRollback) error {
+	d, ok := w.cfg.Sink.(JobDocDeleter)
+	if !ok {
+		_, err := w.jobs.finishRollback(ctx, ev.JobID, 0, fmt.Errorf("the %s store cannot delete documents by job", w.cfg.SinkName))
+		return err
+	}
+	n, err := d.DeleteJobDocs(ctx, w.CollectionFor(ev.Env), ev.JobID)
+	if err != nil && !fault.IsPermanent(err) {
+		return err
+	}
+	w.log.Info("rolled back job", "job", ev.JobID, "deleted", n, "err", err)
+	_, ferr := w.jobs.finishRollback(ctx, ev.JobID, n, err)
+	return ferr
 }

@@ -16,6 +16,8 @@ const (
 	JobTypeOpen JobEventType = "open"
 	// JobTypeSeal seals a job with its totals (JobSeal).
 	JobTypeSeal JobEventType = "seal"
+	// JobTypeRollback asks the workers to delete what a job wrote (JobRollback).
+	JobTypeRollback JobEventType = "rollback"
 )
 
 // ItemIssue is one item of a job that the producer rejected, or that drew a warning.
@@ -120,17 +122,40 @@ func (s JobSeal) Check() error {
 	return errors.Join(errs...)
 }
 
-// JobEventEnvelope decodes one job lifecycle message whose type is not known in advance.
-// After json.Unmarshal exactly one of Open and Seal is set, matching Type. Marshalling encodes
-// whichever of Open or Seal matches Type. Decoding does not validate; use Validator.Validate
-// with JobEvent first.
-type JobEventEnvelope struct {
-	Type JobEventType
-	Open *JobOpen
-	Seal *JobSeal
+// JobRollback asks the workers to delete every document a job wrote. It marshals with
+// "type":"rollback".
+type JobRollback struct {
+	// JobID is the job to roll back. Required.
+	JobID string `json:"job_id"`
+	// Env is the job's environment. Required.
+	Env string `json:"env"`
+	// RequestedBy names the API token that asked for it. Optional.
+	RequestedBy string `json:"requested_by,omitempty"`
+	// RequestedAt is when it was asked for. Required.
+	RequestedAt time.Time `json:"requested_at"`
 }
 
-// UnmarshalJSON decodes an open or seal event. It fails on any other "type".
+// MarshalJSON encodes r with "type":"rollback".
+func (r JobRollback) MarshalJSON() ([]byte, error) {
+	type plain JobRollback
+	return json.Marshal(struct {
+		Type JobEventType `json:"type"`
+		plain
+	}{JobTypeRollback, plain(r)})
+}
+
+// JobEventEnvelope decodes one job lifecycle message whose type is not known in advance.
+// After json.Unmarshal exactly one of Open, Seal and Rollback is set, matching Type.
+// Marshalling encodes whichever of them matches Type. Decoding does not validate; use Validator.Validate
+// with JobEvent first.
+type JobEventEnvelope struct {
+	Type     JobEventType
+	Open     *JobOpen
+	Seal     *JobSeal
+	Rollback *JobRollback
+}
+
+// UnmarshalJSON decodes an open, seal or rollback event. It fails on any other "type".
 func (e *JobEventEnvelope) UnmarshalJSON(b []byte) error {
 	var head struct {
 		Type JobEventType `json:"type"`
@@ -150,6 +175,11 @@ func (e *JobEventEnvelope) UnmarshalJSON(b []byte) error {
 		if err := json.Unmarshal(b, e.Seal); err != nil {
 			return fmt.Errorf("decode job seal event: %w", err)
 		}
+	case JobTypeRollback:
+		e.Rollback = new(JobRollback)
+		if err := json.Unmarshal(b, e.Rollback); err != nil {
+			return fmt.Errorf("decode job rollback event: %w", err)
+		}
 	default:
 		return fmt.Errorf("decode job event: unknown type %q", head.Type)
 	}
@@ -163,6 +193,8 @@ func (e JobEventEnvelope) MarshalJSON() ([]byte, error) {
 		return json.Marshal(*e.Open)
 	case e.Type == JobTypeSeal && e.Seal != nil:
 		return json.Marshal(*e.Seal)
+	case e.Type == JobTypeRollback && e.Rollback != nil:
+		return json.Marshal(*e.Rollback)
 	}
 	return nil, fmt.Errorf("encode job event: type %q without its event", e.Type)
 }

@@ -242,6 +242,7 @@ func TestGoFieldsMatchSchemaProperties(t *testing.T) {
 	}{
 		{name: "JobOpen", typ: reflect.TypeFor[schemas.JobOpen](), obj: obj(jobDefs["open"]), extra: []string{"type"}},
 		{name: "JobSeal", typ: reflect.TypeFor[schemas.JobSeal](), obj: obj(jobDefs["seal"]), extra: []string{"type"}},
+		{name: "JobRollback", typ: reflect.TypeFor[schemas.JobRollback](), obj: obj(jobDefs["rollback"]), extra: []string{"type"}},
 		{name: "ItemIssue", typ: reflect.TypeFor[schemas.ItemIssue](), obj: obj(jobDefs["issue"])},
 		{name: "DeadLetterEnvelope", typ: reflect.TypeFor[schemas.DeadLetterEnvelope](), obj: dlTop},
 		{name: "DeadLetterError", typ: reflect.TypeFor[schemas.DeadLetterError](), obj: obj(dlTop.Properties["error"])},
@@ -374,6 +375,7 @@ func TestJobEventEnvelope(t *testing.T) {
 	}{
 		{name: "open", doc: `{"type":"open","job_id":"j","env":"dev","created_at":"2025-09-10T10:04:02Z"}`, wantType: schemas.JobTypeOpen},
 		{name: "seal", doc: `{"type":"seal","job_id":"j","env":"dev","total":1,"published":1,"rejected":0,"sealed_at":"2025-09-10T10:04:02Z"}`, wantType: schemas.JobTypeSeal},
+		{name: "rollback", doc: `{"type":"rollback","job_id":"j","env":"dev","requested_at":"2025-09-10T10:04:02Z"}`, wantType: schemas.JobTypeRollback},
 		{name: "unknown type", doc: `{"type":"close"}`, wantErr: true},
 		{name: "no type", doc: `{"job_id":"j"}`, wantErr: true},
 		{name: "bad field type", doc: `{"type":"seal","total":"1"}`, wantErr: true},

@@ -27,6 +27,7 @@ type loadSummary struct {
 	Existing     bool                 `json:"existing,omitempty"`
 	ElapsedMS    int64                `json:"elapsed_ms"`
 	Rejections   []pipeline.ItemIssue `json:"rejections,omitempty"`
+	Warnings     []pipeline.ItemIssue `json:"warnings,omitempty"`
 	Error        string               `json:"error,omitempty"`
 }
 
@@ -125,7 +126,7 @@ func loadOne(ctx context.Context, l *pipeline.Loader, jobs *pipeline.JobStore, p
 		return s
 	}
 	s.State, s.Total, s.Written, s.Rejected, s.DeadLettered = job.State, job.Total, job.Written, job.Rejected, job.DeadLettered
-	s.Rejections = job.Rejections
+	s.Rejections, s.Warnings = job.Rejections, job.Warnings
 	s.ElapsedMS = time.Since(start).Milliseconds()
 	return s
 }
@@ -168,6 +169,9 @@ func report(w io.Writer, sums []loadSummary, elapsed time.Duration, asJSON bool)
 					id = " (" + r.ID + ")"
 				}
 				fmt.Fprintf(w, "  rejected item %d%s: %s\n", r.Index, id, r.Reason)
+			}
+			for _, r := range s.Warnings {
+				fmt.Fprintf(w, "  warning, item %d (%s): %s\n", r.Index, r.ID, r.Reason)
 			}
 		}
 		fmt.Fprintf(w, "%d job(s) in %.1fs\n", len(sums), elapsed.Seconds())

@@ -134,6 +134,7 @@ type jobService struct {
 func (s jobService) SubmitJob(ctx context.Context, req httpapi.SubmitRequest) (httpapi.SubmitResult, error) {
 	res, err := s.loader.Load(ctx, pipeline.LoadRequest{
 		Env: req.Env, Body: req.Body, File: req.File, Format: files.Format(req.Format), Force: req.Force,
+		IdempotencyKey: req.IdempotencyKey,
 	})
 	if err != nil {
 		if errors.Is(err, pipeline.ErrBadInput) {
@@ -153,6 +154,29 @@ func (s jobService) GetJob(ctx context.Context, id string) (pipeline.Job, error)
 		return j, fmt.Errorf("%w: job %s", httpapi.ErrNotFound, id)
 	}
 	return j, err
+}
+
+func (s jobService) ListJobs(ctx context.Context, f httpapi.JobFilter, cursor string, limit int) ([]pipeline.Job, string, error) {
+	jobs, next, err := s.jobs.List(ctx, pipeline.JobFilter{State: f.State, Env: f.Env}, cursor, limit)
+	if errors.Is(err, pipeline.ErrBadCursor) {
+		return nil, "", fmt.Errorf("%w: %w", httpapi.ErrBadRequest, err)
+	}
+	return jobs, next, err
+}
+
+func (s jobService) WatchJob(ctx context.Context, id string, fn func(pipeline.Job) bool) error {
+	return s.jobs.Watch(ctx, id, fn)
+}
+
+func (s jobService) RollbackJob(ctx context.Context, id, by string) (pipeline.Job, error) {
+	job, err := s.loader.Rollback(ctx, id, by)
+	switch {
+	case errors.Is(err, pipeline.ErrJobNotFound):
+		return job, fmt.Errorf("%w: job %s", httpapi.ErrNotFound, id)
+	case errors.Is(err, pipeline.ErrJobRunning):
+		return job, fmt.Errorf("%w: %w", httpapi.ErrConflict, err)
+	}
+	return job, err
 }
 
 // chunkReader reads chunks from the embedded document store.

@@ -44,13 +44,21 @@ const (
 	// busyTimeoutMS is how long a connection waits for a lock held by another connection
 	// (another process on the same file, or a checkpoint) before failing with SQLITE_BUSY.
 	busyTimeoutMS = 5000
-	// schemaVersion is stored in PRAGMA user_version.
-	schemaVersion = 1
+	// schemaVersion is stored in PRAGMA user_version: the number of migrations applied.
+	schemaVersion = 2
 	// maxCollectionLen is the Data API's name limit.
 	maxCollectionLen = 48
 	// defaultListLimit is what ListIDs uses for limit <= 0.
 	defaultListLimit = 1000
 )
+
+// migrations[i] takes a file from schema version i to i+1. They run in order, in one
+// transaction, at Open.
+var migrations = []string{
+	schema,
+	// 2: documents by the Sluice job that wrote them, for job rollback.
+	`CREATE INDEX IF NOT EXISTS documents_by_job ON documents (collection, json_extract(body, '$.sluice_job'))`,
+}
 
 // schema is applied idempotently at Open. A rowid table (not WITHOUT ROWID) because rows are
 // 1.5 KB chunks and larger: SQLite advises WITHOUT ROWID only for rows under about 1/20 of a
@@ -206,8 +214,10 @@ func (s *Store) migrate(ctx context.Context) error {
 	case v > schemaVersion:
 		return fmt.Errorf("docstore: %s has schema version %d, this build knows %d", s.path, v, schemaVersion)
 	}
-	if _, err := tx.ExecContext(ctx, schema); err != nil {
-		return fmt.Errorf("docstore: create schema: %w", err)
+	for i := v; i < schemaVersion; i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return fmt.Errorf("docstore: migrate schema to version %d: %w", i+1, err)
+		}
 	}
 	if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", schemaVersion)); err != nil {
 		return fmt.Errorf("docstore: set schema version: %w", err)
@@ -380,6 +390,27 @@ func (s *Store) DeleteDocs(ctx context.Context, collection string, ids []string)
 	}
 	if err := tx.Commit(); err != nil {
 		return 0, fmt.Errorf("delete documents from %s: commit: %w", collection, err)
+	}
+	return n, nil
+}
+
+// DeleteJobDocs deletes every document of collection whose "sluice_job" field is jobID (the
+// documents that job wrote and no later job rewrote), and returns how many. It blocks behind
+// other writes; it honours ctx.
+func (s *Store) DeleteJobDocs(ctx context.Context, collection, jobID string) (int64, error) {
+	if err := s.checkOpen("delete job documents"); err != nil {
+		return 0, err
+	}
+	if err := checkCollection(collection); err != nil {
+		return 0, err
+	}
+	res, err := s.w.ExecContext(ctx, "DELETE FROM documents WHERE collection = ? AND json_extract(body, '$.sluice_job') = ?", collection, jobID)
+	if err != nil {
+		return 0, fmt.Errorf("delete documents of job %s from %s: %w", jobID, collection, err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return 0, fmt.Errorf("delete documents of job %s from %s: %w", jobID, collection, err)
 	}
 	return n, nil
 }

@@ -150,7 +150,7 @@ func TestOpenSetsUpFile(t *testing.T) {
 		{"writer busy timeout", s.w, "busy_timeout", "5000"},
 		{"reader busy timeout", s.r, "busy_timeout", "5000"},
 		{"reader query only", s.r, "query_only", "1"},
-		{"schema version", s.r, "user_version", "1"},
+		{"schema version", s.r, "user_version", "2"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -648,5 +648,36 @@ func TestConcurrentReadersDuringWrites(t *testing.T) {
 	}
 	if n, err := s.CountDocs(ctx, coll); err != nil || n != (batches-1)*perBatch/2+perBatch {
 		t.Fatalf("final CountDocs = %d, %v; want %d", n, err, (batches-1)*perBatch/2+perBatch)
+	}
+}
+
+func TestDeleteJobDocs(t *testing.T) {
+	ctx := context.Background()
+	s, err := Open(ctx, Config{Path: filepath.Join(t.TempDir(), "d.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var docs []document.Doc
+	for i, job := range []string{"jA", "jA", "jB", ""} {
+		id := fmt.Sprintf("d%d", i)
+		body := fmt.Sprintf(`{"_id":%q,"content":"x"}`, id)
+		if job != "" {
+			body = fmt.Sprintf(`{"_id":%q,"content":"x","sluice_job":%q}`, id, job)
+		}
+		docs = append(docs, document.Doc{ID: id, Version: 1, Body: json.RawMessage(body)})
+	}
+	if _, err := s.WriteDocs(ctx, "c", docs); err != nil {
+		t.Fatal(err)
+	}
+	n, err := s.DeleteJobDocs(ctx, "c", "jA")
+	if err != nil || n != 2 {
+		t.Fatalf("deleted %d (%v), want 2", n, err)
+	}
+	if c, _ := s.CountDocs(ctx, "c"); c != 2 {
+		t.Fatalf("%d documents left, want 2", c)
+	}
+	if _, err := s.GetDoc(ctx, "c", "d2"); err != nil {
+		t.Fatalf("job B's document went too: %v", err)
 	}
 }

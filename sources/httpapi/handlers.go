@@ -60,6 +60,10 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if k := r.Header.Get("Idempotency-Key"); len(k) > 255 || containsControl(k) {
+		s.problem(w, r, http.StatusBadRequest, "Idempotency-Key must be at most 255 characters without control characters")
+		return
+	}
 	format := ""
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		if mt, _, err := mime.ParseMediaType(ct); err == nil && (mt == "application/x-ndjson" || mt == "application/jsonl") {
@@ -79,7 +83,10 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		timeout: s.bodyIdleTimeout,
 	}
 
-	res, err := s.cfg.Jobs.SubmitJob(r.Context(), SubmitRequest{Env: env, File: file, Format: format, Body: body, Force: force})
+	res, err := s.cfg.Jobs.SubmitJob(r.Context(), SubmitRequest{
+		Env: env, File: file, Format: format, Body: body, Force: force,
+		IdempotencyKey: r.Header.Get("Idempotency-Key"),
+	})
 	if err != nil {
 		var mbe *http.MaxBytesError
 		switch {

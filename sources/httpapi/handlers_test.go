@@ -246,12 +246,14 @@ func TestProblemShapes(t *testing.T) {
 	if p.Instance != "/v2/nothing" {
 		t.Errorf("instance = %q", p.Instance)
 	}
-	decodeProblem(t, serve(t, h, "GET", "/v1/jobs", "", nil, nil), 405)
+	decodeProblem(t, serve(t, h, "PUT", "/v1/jobs", "", nil, nil), 405)
+	// A service without the optional job capabilities answers 501.
+	decodeProblem(t, serve(t, h, "GET", "/v1/jobs", "", nil, nil), 501)
 
-	rec := serve(t, h, "DELETE", "/v1/jobs/j1", "", nil, nil)
+	rec := serve(t, h, "PUT", "/v1/jobs/j1", "", nil, nil)
 	decodeProblem(t, rec, 405)
-	if allow := rec.Header().Get("Allow"); allow != "GET, HEAD" {
-		t.Errorf("Allow = %q, want GET, HEAD", allow)
+	if allow := rec.Header().Get("Allow"); allow != "DELETE, GET, HEAD" {
+		t.Errorf("Allow = %q, want DELETE, GET, HEAD", allow)
 	}
 	// The mux's plain-text body must not trail the problem document.
 	var v map[string]any

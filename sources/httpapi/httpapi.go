@@ -59,6 +59,9 @@ type SubmitRequest struct {
 	Body io.Reader
 	// Force republishes a file that was submitted before instead of reporting the existing job.
 	Force bool
+	// IdempotencyKey is the request's Idempotency-Key header: a repeated key gets the first
+	// request's job, and nothing is republished. Optional.
+	IdempotencyKey string
 }
 
 // SubmitResult is what SubmitJob reports, and the body of the API's answer to a submission.

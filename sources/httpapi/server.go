@@ -46,6 +46,10 @@ type Server struct {
 	// bodyIdleTimeout bounds each read of an upload; a field so tests can shorten it.
 	bodyIdleTimeout time.Duration
 	auth            atomic.Pointer[authState]
+	// stopStreams is closed when the server starts shutting down, so long-lived responses
+	// (server-sent events) end instead of holding Shutdown until its timeout.
+	stopStreams     chan struct{}
+	stopStreamsOnce sync.Once
 
 	// mu guards started and closed.
 	mu      sync.Mutex
@@ -105,6 +109,8 @@ func New(cfg Config) (*Server, error) {
 		IdleTimeout:       idleTimeout,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
+	s.stopStreams = make(chan struct{})
+	s.srv.RegisterOnShutdown(func() { s.stopStreamsOnce.Do(func() { close(s.stopStreams) }) })
 	return s, nil
 }
 
@@ -192,6 +198,9 @@ func (s *Server) Close() error {
 func (s *Server) routes() {
 	s.handle("POST /v1/jobs", s.require(ScopeWrite, s.submitJob))
 	s.handle("GET /v1/jobs/{id}", s.require(ScopeRead, s.getJob))
+	s.handle("GET /v1/jobs", s.require(ScopeRead, s.listJobs))
+	s.handle("GET /v1/jobs/{id}/events", s.require(ScopeRead, s.jobEvents))
+	s.handle("DELETE /v1/jobs/{id}", s.require(ScopeAdmin, s.rollbackJob))
 	s.handle("GET /v1/chunks/{id}", s.require(ScopeRead, s.getChunk))
 	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /readyz", s.readyz)

@@ -1,0 +1,223 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// TestServeEndToEnd runs the real binary: sluice serve on the embedded default, a chunk file
+// posted over HTTP, the job followed to its end, a chunk read back, and `sluice load` from a
+// second process publishing to the running server.
+func TestServeEndToEnd(t *testing.T) {
+	dataDir := t.TempDir()
+	addr := freeAddr(t)
+	srv := exec.Command(binary, "serve", "--data-dir", dataDir, "--http-addr", addr)
+	srv.Env = append(os.Environ(), "SLUICE_LOG_LEVEL=warn")
+	var stderr bytes.Buffer
+	srv.Stderr = &stderr
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if srv.ProcessState == nil {
+			_ = srv.Process.Kill()
+			_ = srv.Wait()
+		}
+		if t.Failed() {
+			t.Logf("serve stderr:\n%s", stderr.String())
+		}
+	})
+	base := "http://" + addr
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server not ready: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	body, err := os.ReadFile("../../testdata/chunks/nasty_job_1757498642_0a06fa1bc2da_pass_a_chunks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(base+"/v1/jobs?env=dev&file=nasty.json", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sub map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&sub)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted || sub["job_id"] == nil || sub["rejected"].(float64) != 6 {
+		t.Fatalf("POST /v1/jobs: %d %v", resp.StatusCode, sub)
+	}
+	jobID := sub["job_id"].(string)
+	var job map[string]any
+	for deadline := time.Now().Add(time.Minute); ; {
+		job = getJSON(t, base+"/v1/jobs/"+jobID, 200)
+		if job["state"] == "completed_with_errors" || job["state"] == "completed" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job never finished: %v", job)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if job["state"] != "completed_with_errors" || job["written"].(float64) != 36 || job["rejected"].(float64) != 6 || len(job["rejections"].([]any)) != 6 {
+		t.Fatalf("job = %v", job)
+	}
+	doc := getJSON(t, base+"/v1/chunks/job_1757498642_0a06fa1bc2da_chunk_9003?env=dev", 200)
+	if !strings.Contains(doc["content"].(string), "\u200d") {
+		t.Fatalf("emoji chunk lost its ZWJ: %v", doc["content"])
+	}
+	getJSON(t, base+"/v1/chunks/nope?env=dev", 404)
+	getJSON(t, base+"/v1/jobs/jnope", 404)
+
+	// The same file again is the same job, published once.
+	resp, err = http.Post(base+"/v1/jobs?env=dev", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&sub)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || sub["job_id"] != jobID || sub["existing"] != true {
+		t.Fatalf("resubmission: %d %v", resp.StatusCode, sub)
+	}
+
+	// sluice load finds the running server through the data directory and publishes there.
+	load := exec.Command(binary, "load", "--data-dir", dataDir, "--json", "../../testdata/chunks/passB_enriched.json")
+	out, err := load.Output()
+	if err != nil {
+		t.Fatalf("load against the running server: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), `"written": 20`) {
+		t.Fatalf("load output: %s", out)
+	}
+	enriched := getJSON(t, base+"/v1/chunks/chunk_001?env=dev", 200)
+	if md, _ := enriched["metadata"].(map[string]any); md["chunk_type"] != "enriched" {
+		t.Fatalf("enriched item not converted: %v", enriched)
+	}
+
+	// The job's events stream ends with a "done" event.
+	resp, err = http.Get(base + "/v1/jobs/" + jobID + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	events, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.Header.Get("Content-Type") != "text/event-stream" || !strings.Contains(string(events), "event: done\n") {
+		t.Fatalf("events: %s\n%s", resp.Header.Get("Content-Type"), events)
+	}
+	list := getJSON(t, base+"/v1/jobs?state=completed_with_errors", 200)
+	if jobs := list["jobs"].([]any); len(jobs) != 1 || jobs[0].(map[string]any)["job_id"] != jobID {
+		t.Fatalf("list: %v", list)
+	}
+	// An Idempotency-Key makes a retried upload return the first job.
+	post := func(key string, body []byte) map[string]any {
+		req, _ := http.NewRequest("POST", base+"/v1/jobs?env=test", bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-ndjson")
+		req.Header.Set("Idempotency-Key", key)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		return m
+	}
+	k1 := post("retry-me", []byte(`{"chunk_id":"idem1","content":"first"}`))
+	k2 := post("retry-me", []byte(`{"chunk_id":"idem2","content":"second"}`))
+	if k1["job_id"] == nil || k1["job_id"] != k2["job_id"] || k2["existing"] != true {
+		t.Fatalf("idempotent upload: %v then %v", k1, k2)
+	}
+	// Roll the nasty job back: its documents go, the job says so.
+	req, _ := http.NewRequest("DELETE", base+"/v1/jobs/"+jobID, nil)
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("DELETE /v1/jobs: %d", resp.StatusCode)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		job = getJSON(t, base+"/v1/jobs/"+jobID, 200)
+		if job["state"] == "rolled_back" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("rollback never finished: %v", job)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	getJSON(t, base+"/v1/chunks/job_1757498642_0a06fa1bc2da_chunk_9003?env=dev", 404)
+
+	resp, err = http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(metrics), `sluice_chunk_messages_total{outcome="written"} 57`) {
+		t.Fatalf("metrics do not count the 57 written chunks (36 + 20 + 1):\n%s", grepLines(string(metrics), "sluice_chunk"))
+	}
+
+	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Wait(); err != nil {
+		t.Fatalf("serve exit after SIGTERM: %v", err)
+	}
+}
+
+func getJSON(t *testing.T, url string, want int) map[string]any {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	if resp.StatusCode != want {
+		t.Fatalf("GET %s: %d, want %d: %v", url, resp.StatusCode, want, m)
+	}
+	return m
+}
+
+func grepLines(s, sub string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			fmt.Fprintln(&b, l)
+		}
+	}
+	return b.String()
+}

@@ -1,0 +1,202 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/sluice-dev/sluice/pipeline"
+)
+
+// ErrConflict is wrapped by services for a request that conflicts with the resource's state
+// (rolling back a job that is still running): 409.
+var ErrConflict = errors.New("conflict")
+
+// JobFilter selects jobs in GET /v1/jobs. Zero fields match everything.
+type JobFilter struct {
+	State pipeline.JobState
+	Env   string
+}
+
+// JobLister is a JobService that can list jobs (GET /v1/jobs). Optional: without it the route
+// answers 501.
+type JobLister interface {
+	// ListJobs returns up to limit jobs, newest first, after cursor, and the next cursor ("" at
+	// the end). A bad cursor wraps ErrBadRequest.
+	ListJobs(ctx context.Context, f JobFilter, cursor string, limit int) ([]pipeline.Job, string, error)
+}
+
+// JobWatcher is a JobService that can follow a job (GET /v1/jobs/{id}/events). Optional.
+type JobWatcher interface {
+	// WatchJob calls fn with the job's state now and after every change until fn returns true
+	// or ctx ends. It returns an error wrapping ErrNotFound for an unknown job.
+	WatchJob(ctx context.Context, id string, fn func(pipeline.Job) bool) error
+}
+
+// JobRoller is a JobService that can roll a job back (DELETE /v1/jobs/{id}). Optional.
+type JobRoller interface {
+	// RollbackJob asks for the job's documents to be deleted and returns the job with its
+	// rollback requested. ErrNotFound for an unknown job; ErrConflict while it still runs.
+	// by is the name of the token that asked.
+	RollbackJob(ctx context.Context, id, by string) (pipeline.Job, error)
+}
+
+type jobList struct {
+	Jobs       []pipeline.Job `json:"jobs"`
+	NextCursor string         `json:"next_cursor,omitempty"`
+}
+
+// listJobs handles GET /v1/jobs?state=&env=&limit=&cursor=.
+func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
+	l, ok := s.cfg.Jobs.(JobLister)
+	if !ok {
+		s.problem(w, r, http.StatusNotImplemented, "This server cannot list jobs.")
+		return
+	}
+	q := r.URL.Query()
+	f := JobFilter{State: pipeline.JobState(q.Get("state")), Env: q.Get("env")}
+	switch f.State {
+	case "", pipeline.JobPending, pipeline.JobRunning, pipeline.JobCompleted, pipeline.JobCompletedWithErrors, pipeline.JobRolledBack:
+	default:
+		s.problem(w, r, http.StatusBadRequest, fmt.Sprintf("state %q is not a job state", f.State))
+		return
+	}
+	if f.Env != "" {
+		if _, err := envParam(r); err != nil {
+			s.problem(w, r, http.StatusBadRequest, err.Error())
+			return
+		}
+	}
+	limit := 100
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			s.problem(w, r, http.StatusBadRequest, "limit must be a number from 1 to 1000")
+			return
+		}
+		limit = n
+	}
+	jobs, next, err := l.ListJobs(r.Context(), f, q.Get("cursor"), limit)
+	switch {
+	case errors.Is(err, ErrBadRequest):
+		s.problem(w, r, http.StatusBadRequest, err.Error())
+		return
+	case err != nil:
+		s.internalError(w, r, "list jobs", err)
+		return
+	}
+	if jobs == nil {
+		jobs = []pipeline.Job{}
+	}
+	s.writeJSON(w, r, http.StatusOK, jobList{Jobs: jobs, NextCursor: next})
+}
+
+// sseKeepAlive is how often an idle event stream gets a comment line, so proxies keep it open.
+const sseKeepAlive = 15 * time.Second
+
+// jobEvents handles GET /v1/jobs/{id}/events: server-sent events, one "progress" event per
+// change of the job, a final "done" event when it ends, then the stream closes.
+func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
+	wt, ok := s.cfg.Jobs.(JobWatcher)
+	if !ok {
+		s.problem(w, r, http.StatusNotImplemented, "This server cannot follow jobs.")
+		return
+	}
+	id := r.PathValue("id")
+	// Answer 404 before starting the stream.
+	if _, err := s.cfg.Jobs.GetJob(r.Context(), id); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			s.problem(w, r, http.StatusNotFound, fmt.Sprintf("No job %q.", id))
+			return
+		}
+		s.internalError(w, r, "get job", err)
+		return
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-s.stopStreams:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	_ = rc.Flush()
+
+	updates := make(chan pipeline.Job, 16)
+	watchErr := make(chan error, 1)
+	go func() {
+		watchErr <- wt.WatchJob(ctx, id, func(j pipeline.Job) bool {
+			select {
+			case updates <- j:
+			case <-ctx.Done():
+				return true
+			}
+			return j.State.Done()
+		})
+		close(updates)
+	}()
+	keep := time.NewTicker(sseKeepAlive)
+	defer keep.Stop()
+	seq := 0
+	for {
+		select {
+		case j, ok := <-updates:
+			if !ok {
+				if err := <-watchErr; err != nil && ctx.Err() == nil {
+					fmt.Fprintf(w, "event: error\ndata: %q\n\n", "watch failed")
+					_ = rc.Flush()
+				}
+				return
+			}
+			b, _ := json.Marshal(j)
+			seq++
+			event := "progress"
+			if j.State.Done() {
+				event = "done"
+			}
+			if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", seq, event, b); err != nil {
+				return
+			}
+			_ = rc.Flush()
+		case <-keep.C:
+			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+				return
+			}
+			_ = rc.Flush()
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// rollbackJob handles DELETE /v1/jobs/{id}: 202 with the job, its rollback requested.
+func (s *Server) rollbackJob(w http.ResponseWriter, r *http.Request) {
+	rb, ok := s.cfg.Jobs.(JobRoller)
+	if !ok {
+		s.problem(w, r, http.StatusNotImplemented, "This server cannot roll jobs back.")
+		return
+	}
+	id := r.PathValue("id")
+	by, _ := Principal(r.Context())
+	job, err := rb.RollbackJob(r.Context(), id, by)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		s.problem(w, r, http.StatusNotFound, fmt.Sprintf("No job %q.", id))
+	case errors.Is(err, ErrConflict):
+		s.problem(w, r, http.StatusConflict, err.Error())
+	case err != nil:
+		s.internalError(w, r, "roll back job", err)
+	default:
+		s.writeJSON(w, r, http.StatusAccepted, job)
+	}
+}
