@@ -28,6 +28,12 @@ func (s JobState) Done() bool {
 	return s == JobCompleted || s == JobCompletedWithErrors || s == JobRolledBack
 }
 
+// Settled reports whether nothing more will happen to the job without a new request: it is
+// done loading and no rollback is pending.
+func (j Job) Settled() bool {
+	return j.State.Done() && (j.Rollback == nil || j.Rollback.State != "requested")
+}
+
 // Rollback is the state of a job's rollback.
 type Rollback struct {
 	// State is "requested", "done" or "failed".

@@ -35,11 +35,14 @@ Usage:
   sluice serve [flags]          run the HTTP API and the workers (embedded broker unless NATS_URL)
   sluice worker [flags]         run the workers only
   sluice api [flags]            run the HTTP API only
+  sluice jobs ls|show|wait|rollback   inspect, follow and roll back jobs (through the API)
+  sluice completion bash|zsh    print a shell completion script
   sluice version                print the version
 
 Run "sluice COMMAND -h" for a command's flags. Configuration comes from flags or environment:
 SLUICE_DATA_DIR, SLUICE_HTTP_ADDR, SLUICE_API_TOKENS_FILE, NATS_URL, NATS_CREDS, NATS_USER,
-NATS_PASSWORD, NATS_CA, NATS_CERT, NATS_KEY.
+NATS_PASSWORD, NATS_CA, NATS_CERT, NATS_KEY; the operator commands use SLUICE_API_URL and
+SLUICE_TOKEN.
 Exit status: 0 all good, 1 failure, 2 bad usage, 3 finished with rejected or dead-lettered items.
 `
 
@@ -58,6 +61,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog
 		err = cmdServe(ctx, rest, stderr, log, true, false)
 	case "api":
 		err = cmdServe(ctx, rest, stderr, log, false, true)
+	case "jobs":
+		err = cmdJobs(ctx, rest, stdout, stderr)
+	case "completion":
+		err = cmdCompletion(rest, stdout)
 	case "version":
 		fmt.Fprintln(stdout, "sluice", version())
 		return exitOK

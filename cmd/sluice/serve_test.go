@@ -157,25 +157,34 @@ func TestServeEndToEnd(t *testing.T) {
 	if k1["job_id"] == nil || k1["job_id"] != k2["job_id"] || k2["existing"] != true {
 		t.Fatalf("idempotent upload: %v then %v", k1, k2)
 	}
+	// The operator commands talk to the API.
+	cli := func(args ...string) (string, int) {
+		cmd := exec.Command(binary, args...)
+		cmd.Env = append(os.Environ(), "SLUICE_API_URL="+base)
+		out, err := cmd.Output()
+		code := 0
+		if ee, ok := err.(*exec.ExitError); ok {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return string(out), code
+	}
+	if out, code := cli("jobs", "ls"); code != 0 || !strings.Contains(out, jobID) || !strings.Contains(out, "completed_with_errors") {
+		t.Fatalf("jobs ls: exit %d\n%s", code, out)
+	}
+	if out, code := cli("jobs", "wait", "--json", jobID); code != 3 || !strings.Contains(out, `"rejected": 6`) {
+		t.Fatalf("jobs wait on a job with rejections: exit %d\n%s", code, out)
+	}
+	if out, code := cli("jobs", "show", "jnosuch"); code != 1 {
+		t.Fatalf("jobs show of an unknown job: exit %d\n%s", code, out)
+	}
+	if _, code := cli("jobs", "frobnicate"); code != 2 {
+		t.Fatalf("unknown subcommand: exit %d, want 2", code)
+	}
 	// Roll the nasty job back: its documents go, the job says so.
-	req, _ := http.NewRequest("DELETE", base+"/v1/jobs/"+jobID, nil)
-	resp, err = http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("DELETE /v1/jobs: %d", resp.StatusCode)
-	}
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		job = getJSON(t, base+"/v1/jobs/"+jobID, 200)
-		if job["state"] == "rolled_back" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rollback never finished: %v", job)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if out, code := cli("jobs", "rollback", "--json", jobID); code != 0 || !strings.Contains(out, `"state": "rolled_back"`) || !strings.Contains(out, `"deleted": 109`) {
+		t.Fatalf("jobs rollback: exit %d\n%s", code, out)
 	}
 	getJSON(t, base+"/v1/chunks/job_1757498642_0a06fa1bc2da_chunk_9003?env=dev", 404)
 

@@ -99,7 +99,8 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 const sseKeepAlive = 15 * time.Second
 
 // jobEvents handles GET /v1/jobs/{id}/events: server-sent events, one "progress" event per
-// change of the job, a final "done" event when it ends, then the stream closes.
+// change of the job, a final "done" event once it is settled (done loading, no rollback
+// pending), then the stream closes.
 func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
 	wt, ok := s.cfg.Jobs.(JobWatcher)
 	if !ok {
@@ -141,7 +142,7 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
 			case <-ctx.Done():
 				return true
 			}
-			return j.State.Done()
+			return j.Settled()
 		})
 		close(updates)
 	}()
@@ -161,7 +162,7 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
 			b, _ := json.Marshal(j)
 			seq++
 			event := "progress"
-			if j.State.Done() {
+			if j.Settled() {
 				event = "done"
 			}
 			if _, err := fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", seq, event, b); err != nil {
