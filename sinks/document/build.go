@@ -1,6 +1,7 @@
 package document
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -146,12 +147,12 @@ func (b *Builder) Build(raw json.RawMessage, m Meta) ([]Doc, error) {
 	if err != nil {
 		return nil, err
 	}
-	content, contentField, err := b.content(fields)
+	content, contentLen, rawContent, contentField, err := b.content(fields)
 	if err != nil {
 		return nil, err
 	}
 
-	tail, split, err := b.tail(fields, idField, contentField, len(content) > b.cfg.SplitThreshold, m)
+	tail, split, err := b.tail(fields, idField, contentField, contentLen > b.cfg.SplitThreshold, m)
 	if err != nil {
 		return nil, err
 	}
@@ -175,7 +176,11 @@ func (b *Builder) Build(raw json.RawMessage, m Meta) ([]Doc, error) {
 		body = append(body, `,"chunk_id":`...)
 		body = appendString(body, id)
 		body = append(body, `,"content":`...)
-		body = appendString(body, p)
+		if rawContent != nil && !split {
+			body = append(body, rawContent...) // the producer's own encoding of the same text
+		} else {
+			body = appendString(body, p)
+		}
 		if split {
 			body = append(body, `,"part":`...)
 			body = strconv.AppendInt(body, int64(n+1), 10)
@@ -195,29 +200,44 @@ func (b *Builder) Build(raw json.RawMessage, m Meta) ([]Doc, error) {
 	return docs, nil
 }
 
-// content returns the decoded content and the field it came from.
-func (b *Builder) content(fields map[string]json.RawMessage) (string, string, error) {
+// content returns the decoded content, the field it came from, and, when the producer's JSON
+// encoding of it can go into the document as it is, that encoding (else nil). Most records
+// take that path, which neither decodes nor re-encodes the text: only content that will be
+// split is decoded.
+func (b *Builder) content(fields map[string]json.RawMessage) (text string, n int, encoded json.RawMessage, field string, err error) {
 	raw, field := fields["content"], "content"
 	if isNull(raw) {
 		raw, field = fields["text"], "text"
 	}
 	if isNull(raw) {
-		return "", "", fault.Permanentf(fault.Validation, "no content (content or text)")
+		return "", 0, nil, "", fault.Permanentf(fault.Validation, "no content (content or text)")
 	}
 	if firstByte(raw) != '"' {
-		return "", "", fault.Permanentf(fault.Validation, "%s must be a string, got %s", field, jsonType(raw))
+		return "", 0, nil, "", fault.Permanentf(fault.Validation, "%s must be a string, got %s", field, jsonType(raw))
+	}
+	raw = bytes.TrimSpace(raw)
+	if n, ok := plainStringLen(raw); ok {
+		switch {
+		case n == 0:
+			return "", 0, nil, "", fault.Permanentf(fault.Validation, "empty content")
+		case n > b.cfg.MaxContentBytes:
+			return "", 0, nil, "", fault.Permanentf(fault.Limit, "content too large: %d bytes exceeds maximum %d", n, b.cfg.MaxContentBytes)
+		case n <= b.cfg.SplitThreshold:
+			// Not split: the document takes the encoded text as it is; n is all Build needs.
+			return "", n, raw, field, nil
+		}
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", "", fault.Permanent(fault.Validation, fmt.Errorf("decode %s: %w", field, err))
+		return "", 0, nil, "", fault.Permanent(fault.Validation, fmt.Errorf("decode %s: %w", field, err))
 	}
 	if s == "" {
-		return "", "", fault.Permanentf(fault.Validation, "empty content")
+		return "", 0, nil, "", fault.Permanentf(fault.Validation, "empty content")
 	}
 	if len(s) > b.cfg.MaxContentBytes {
-		return "", "", fault.Permanentf(fault.Limit, "content too large: %d bytes exceeds maximum %d", len(s), b.cfg.MaxContentBytes)
+		return "", 0, nil, "", fault.Permanentf(fault.Limit, "content too large: %d bytes exceeds maximum %d", len(s), b.cfg.MaxContentBytes)
 	}
-	return s, field, nil
+	return s, len(s), nil, field, nil
 }
 
 // tail renders every member after content, each preceded by a comma, in key order. It is
@@ -342,4 +362,65 @@ func windows(s string, n int) []string {
 		out = append(out, w)
 	}
 	return out
+}
+
+// plainStringLen returns the decoded UTF-8 length of the JSON string token raw, and true,
+// when raw can be copied into a document as it is: valid UTF-8, no raw control characters, and
+// escapes that decode to exactly one valid character (no lone or paired surrogate escapes,
+// which take the decoding path so that a lone one becomes U+FFFD as the reference requires).
+func plainStringLen(raw []byte) (int, bool) {
+	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
+		return 0, false
+	}
+	body := raw[1 : len(raw)-1]
+	if !utf8.Valid(body) {
+		return 0, false
+	}
+	n := 0
+	for i := 0; i < len(body); i++ {
+		c := body[i]
+		switch {
+		case c < 0x20:
+			return 0, false
+		case c == '"':
+			return 0, false // an unescaped quote: not one string token
+		case c != '\\':
+			n++
+			continue
+		}
+		i++
+		if i >= len(body) {
+			return 0, false
+		}
+		switch body[i] {
+		case '"', '\\', '/', 'b', 'f', 'n', 'r', 't':
+			n++
+		case 'u':
+			if i+4 >= len(body) {
+				return 0, false
+			}
+			var v rune
+			for _, h := range body[i+1 : i+5] {
+				v <<= 4
+				switch {
+				case h >= '0' && h <= '9':
+					v |= rune(h - '0')
+				case h >= 'a' && h <= 'f':
+					v |= rune(h - 'a' + 10)
+				case h >= 'A' && h <= 'F':
+					v |= rune(h - 'A' + 10)
+				default:
+					return 0, false
+				}
+			}
+			if v >= 0xD800 && v <= 0xDFFF {
+				return 0, false
+			}
+			n += utf8.RuneLen(v)
+			i += 4
+		default:
+			return 0, false
+		}
+	}
+	return n, true
 }
