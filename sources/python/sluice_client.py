@@ -1,0 +1,524 @@
+#!/usr/bin/env python3
+"""Sluice client: submit chunk files as load jobs to a Sluice server and wait for them.
+
+A single-file module using only the Python standard library (3.9 or later). Copy it next to
+your code or add ``sources/python`` to ``sys.path``.
+
+Quick start::
+
+    from sluice_client import Client, JobFailed
+
+    client = Client("http://127.0.0.1:8080")          # token from SLUICE_TOKEN when set
+    job = client.load("job_123_pass_a_chunks.json", env="dev")
+    print(job["state"], job["written"])              # completed 400
+
+    # An iterator of chunk dicts is streamed as NDJSON; it is never turned into a list.
+    job = client.load(({"chunk_id": f"c{i}", "content": text} for i, text in enumerate(texts)))
+
+API
+---
+``class SluiceError(Exception)``
+    Any failure talking to Sluice. Attributes: ``status`` (the HTTP status, or ``None`` when no
+    answer came, e.g. connection refused), ``problem`` (the server's RFC 9457
+    ``application/problem+json`` document as a dict, ``{}`` when there was none) and
+    ``message`` (the text, built from the problem's ``detail``). 401 and 403 say "token missing
+    or lacks scope".
+
+``class JobFailed(SluiceError)``
+    Raised by ``wait()`` (and ``load()``) when a job ends ``completed_with_errors`` -- some items
+    were rejected at intake or dead-lettered -- and ``raise_on_errors`` is true. ``job`` is the
+    final job dict; the message lists the first rejections.
+
+``Client(base_url="http://127.0.0.1:8080", token=None, timeout=30.0, submit_timeout=600.0)``
+    ``base_url`` may carry a path prefix (``https://host/sluice``). ``token`` defaults to the
+    ``SLUICE_TOKEN`` environment variable and is sent as ``Authorization: Bearer``. ``timeout``
+    bounds each socket operation of a request, in seconds; ``submit_timeout`` does the same for
+    uploads, whose answer comes only once every item is durably published. A Client holds no
+    connection between calls (each call opens its own), so it is safe to share across threads.
+    Environment proxies are not used.
+
+``Client.submit_file(path, env="dev", force=False, idempotency_key=None, file_name=None) -> dict``
+    Streams the file (it is never read whole): ``.jsonl``/``.ndjson`` files as
+    ``application/x-ndjson``, anything else as ``application/json`` (the server recognises the
+    chunk file format from the content). A regular file is sent with ``Content-Length``, a pipe
+    with chunked transfer encoding. Returns the submission:
+    ``{"job_id", "env", "state", "total", "published", "rejected", "rejections", "existing"}``.
+    ``existing`` is true when the same content was already loaded in ``env`` (nothing was
+    published again); ``force=True`` loads it again as a new job. ``idempotency_key`` is sent
+    as the ``Idempotency-Key`` header. ``file_name`` (default: the file's base name) is the name
+    recorded on the job. Blocks until the server has published every item.
+
+``Client.submit_chunks(chunks, env="dev", file_name=None, force=False,
+idempotency_key=None) -> dict``
+    Streams an iterable of chunk dicts as NDJSON with chunked transfer encoding, encoding items
+    as the iterator yields them; memory stays bounded however many there are. Item ``i`` of the
+    iterator is item ``i`` of the job (rejections name it by that index). An item that cannot be
+    encoded as JSON (``NaN``, a ``set``) raises ``ValueError`` naming its index and the upload
+    is abandoned: the server publishes nothing. Returns the submission, as ``submit_file``.
+
+``Client.get_job(job_id) -> dict``
+    The job: ``{"job_id", "env", "state", "total", "published", "written", "rejected",
+    "dead_lettered", "rejections", "warnings", "created_at", ...}``. ``state`` is ``pending``,
+    ``running``, ``completed`` or ``completed_with_errors``. Raises ``SluiceError`` (404) for an
+    unknown id.
+
+``Client.wait(job_id, timeout=None, poll_interval=0.5, progress=None,
+raise_on_errors=True) -> dict``
+    Polls ``get_job`` until the job is ``completed`` or ``completed_with_errors`` and returns the
+    final job. ``progress(job)`` is called with the first job seen and again whenever its state
+    or counts change (so at least once). Raises ``JobFailed`` for ``completed_with_errors`` when
+    ``raise_on_errors``, and the built-in ``TimeoutError`` when ``timeout`` seconds pass first.
+    Answers 502/503/504 and lost connections are retried (at most 5 in a row).
+
+``Client.load(path_or_chunks, env="dev", wait=True, progress=None, **kw) -> dict``
+    ``submit_file`` for a path (``str``/``os.PathLike``), ``submit_chunks`` for an iterable,
+    then ``wait`` unless ``wait=False`` (then the submission is returned). Keyword arguments go
+    to the call that takes them: ``force``, ``idempotency_key``, ``file_name`` to the submit;
+    ``timeout``, ``poll_interval``, ``raise_on_errors`` to ``wait``.
+
+Command line::
+
+    python3 sluice_client.py load FILE... [--env dev|test|prod] [--url URL] [--no-wait]
+                                          [--force] [--json] [--timeout SECONDS]
+
+``--url`` defaults to ``SLUICE_API_URL`` or ``http://127.0.0.1:8080``; the token comes from
+``SLUICE_TOKEN`` only (never from the command line, where other users could see it). On a
+terminal a progress line is drawn on stderr. Exit status as ``sluice load``: 0 every item
+written, 3 some items rejected or dead-lettered, 1 any other failure, 2 bad usage.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import ssl
+import stat
+import sys
+import time
+import urllib.parse
+from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
+
+__all__ = ["Client", "SluiceError", "JobFailed", "DONE_STATES", "main"]
+
+#: Job states after which nothing changes any more.
+DONE_STATES = ("completed", "completed_with_errors")
+
+_DEFAULT_URL = "http://127.0.0.1:8080"
+_ENVS = ("dev", "test", "prod")
+_NDJSON_SUFFIXES = (".jsonl", ".ndjson")
+# Bytes per socket write of a file upload, and the size an NDJSON batch grows to before it is
+# sent as one chunk of the chunked transfer encoding.
+_BLOCK = 64 * 1024
+# An answer longer than this is not a Sluice answer (a job with 1000 rejections is ~200 KB).
+_MAX_RESPONSE = 16 * 1024 * 1024
+_WAIT_RETRIES = 5
+_RETRY_STATUSES = (502, 503, 504)
+
+
+class SluiceError(Exception):
+    """A request to Sluice failed.
+
+    ``status`` is the HTTP status (``None`` when no answer came), ``problem`` the server's
+    problem+json document (``{}`` when there was none), ``message`` the explanation.
+    """
+
+    def __init__(self, message: str, status: Optional[int] = None,
+                 problem: Optional[Dict[str, Any]] = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.problem = problem if problem is not None else {}
+
+
+class JobFailed(SluiceError):
+    """A job ended with rejected or dead-lettered items. ``job`` is the final job dict."""
+
+    def __init__(self, job: Dict[str, Any]) -> None:
+        self.job = job
+        super().__init__(_failure_message(job))
+
+
+def _failure_message(job: Dict[str, Any]) -> str:
+    msg = (f"job {job.get('job_id')} {job.get('state')}: {job.get('total', 0)} total, "
+           f"{job.get('written', 0)} written, {job.get('rejected', 0)} rejected, "
+           f"{job.get('dead_lettered', 0)} dead-lettered")
+    rejections = job.get("rejections") or []
+    if rejections:
+        shown = []
+        for r in rejections[:10]:
+            ident = f" ({r['id']})" if r.get("id") else ""
+            shown.append(f"item {r.get('index')}{ident}: {r.get('reason')}")
+        more = len(rejections) - len(shown)
+        msg += "; rejections: " + "; ".join(shown) + (f"; and {more} more" if more > 0 else "")
+        if job.get("rejections_truncated"):
+            msg += " (list truncated by the server)"
+    if job.get("dead_lettered"):
+        msg += "; dead letters: see `sluice dlq ls --job " + str(job.get("job_id")) + "`"
+    return msg
+
+
+def _failed(job: Dict[str, Any]) -> bool:
+    return (job.get("state") == "completed_with_errors" or bool(job.get("rejected"))
+            or bool(job.get("dead_lettered")))
+
+
+def _content_type(path: str) -> str:
+    if path.lower().endswith(_NDJSON_SUFFIXES):
+        return "application/x-ndjson"
+    return "application/json"
+
+
+def _ndjson(chunks: Iterable[Any]) -> Iterator[bytes]:
+    """Encodes chunks as NDJSON lines, yielding batches of about _BLOCK bytes.
+
+    ensure_ascii keeps every line ASCII, so even a str holding a lone surrogate encodes (as a
+    \\uXXXX escape, which the server replaces with U+FFFD) and no raw newline can appear.
+    """
+    buf = []
+    size = 0
+    for index, chunk in enumerate(chunks):
+        try:
+            line = json.dumps(chunk, ensure_ascii=True, allow_nan=False,
+                              separators=(",", ":")).encode("ascii")
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"chunk {index} cannot be encoded as JSON: {e}") from e
+        buf.append(line)
+        buf.append(b"\n")
+        size += len(line) + 1
+        if size >= _BLOCK:
+            yield b"".join(buf)
+            buf, size = [], 0
+    if buf:
+        yield b"".join(buf)
+
+
+class Client:
+    """A Sluice HTTP API client. See the module docstring for every method.
+
+    Safe for concurrent use: it keeps no connection or other mutable state between calls.
+    """
+
+    def __init__(self, base_url: str = _DEFAULT_URL, token: Optional[str] = None,
+                 timeout: float = 30.0, submit_timeout: float = 600.0,
+                 ssl_context: Optional[ssl.SSLContext] = None) -> None:
+        parts = urllib.parse.urlsplit(base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"base_url {base_url!r} is not an http:// or https:// URL")
+        if parts.query or parts.fragment:
+            raise ValueError(f"base_url {base_url!r} must not have a query or fragment")
+        if timeout is None or timeout <= 0 or submit_timeout is None or submit_timeout <= 0:
+            raise ValueError("timeout and submit_timeout must be positive numbers of seconds")
+        if token is None:
+            token = os.environ.get("SLUICE_TOKEN")
+        token = (token or "").strip() or None
+        if token is not None and any(c <= " " or c == "\x7f" for c in token):
+            raise ValueError("token must not contain whitespace or control characters")
+        self.base_url = base_url.rstrip("/")
+        self.timeout = float(timeout)
+        self.submit_timeout = float(submit_timeout)
+        self._scheme = parts.scheme
+        self._host = parts.hostname
+        self._port = parts.port
+        self._prefix = parts.path.rstrip("/")
+        self._token = token
+        self._ssl_context = ssl_context
+
+    def __repr__(self) -> str:
+        auth = "with token" if self._token else "without token"
+        return f"Client({self.base_url!r}, {auth})"
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def _connection(self, timeout: float) -> http.client.HTTPConnection:
+        if self._scheme == "https":
+            return http.client.HTTPSConnection(self._host, self._port, timeout=timeout,
+                                               context=self._ssl_context, blocksize=_BLOCK)
+        return http.client.HTTPConnection(self._host, self._port, timeout=timeout,
+                                          blocksize=_BLOCK)
+
+    def _request(self, method: str, path: str, query: Optional[Dict[str, str]] = None,
+                 body: Any = None, headers: Optional[Dict[str, str]] = None,
+                 timeout: Optional[float] = None,
+                 chunked: bool = False) -> Tuple[int, Dict[str, Any]]:
+        """Sends one request and returns (status, decoded JSON body) of a 2xx answer.
+
+        Raises SluiceError for any other answer or when no answer came.
+        """
+        target = self._prefix + path
+        if query:
+            target += "?" + urllib.parse.urlencode(query)
+        hdrs = {"Accept": "application/json, application/problem+json",
+                "User-Agent": "sluice-python-client/1"}
+        if self._token:
+            hdrs["Authorization"] = "Bearer " + self._token
+        if headers:
+            hdrs.update(headers)
+        where = f"{method} {self.base_url}{path}"
+        conn = self._connection(timeout or self.timeout)
+        try:
+            send_error = None
+            try:
+                conn.request(method, target, body=body, headers=hdrs, encode_chunked=chunked)
+            except (BrokenPipeError, ConnectionResetError) as e:
+                # The server may have answered before reading the whole body (401, 403, 413)
+                # and closed the connection: read that answer if it is there.
+                send_error = e
+            except OSError as e:
+                raise SluiceError(f"{where}: cannot reach Sluice at {self.base_url}: {e}") from e
+            try:
+                resp = conn.getresponse()
+                raw = resp.read(_MAX_RESPONSE + 1)
+            except (OSError, http.client.HTTPException) as e:
+                cause = send_error or e
+                raise SluiceError(f"{where}: no answer from Sluice at {self.base_url}: "
+                                  f"{cause}") from cause
+        finally:
+            conn.close()
+        status = resp.status
+        ctype = (resp.getheader("Content-Type") or "").split(";")[0].strip().lower()
+        if len(raw) > _MAX_RESPONSE:
+            raise SluiceError(f"{where}: answer larger than {_MAX_RESPONSE} bytes", status)
+        doc: Any = None
+        if ctype in ("application/json", "application/problem+json") or ctype.endswith("+json"):
+            try:
+                doc = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                doc = None
+        if 200 <= status < 300:
+            if not isinstance(doc, dict):
+                raise SluiceError(f"{where}: {status} answer is not a JSON object "
+                                  f"(Content-Type {ctype or 'none'})", status)
+            return status, doc
+        raise _http_error(where, status, resp.reason, doc if isinstance(doc, dict) else None, raw)
+
+    # -- jobs ----------------------------------------------------------------------------------
+
+    def submit_file(self, path: "os.PathLike[str] | str", env: str = "dev", force: bool = False,
+                    idempotency_key: Optional[str] = None,
+                    file_name: Optional[str] = None) -> Dict[str, Any]:
+        """Uploads a chunk file as one job; see the module docstring."""
+        path = os.fspath(path)
+        _check_env(env)
+        name = file_name if file_name is not None else os.path.basename(path)
+        headers = {"Content-Type": _content_type(path)}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            chunked = True
+            if _is_regular(st.st_mode):
+                headers["Content-Length"] = str(st.st_size)
+                chunked = False
+            _, doc = self._request("POST", "/v1/jobs", _submit_query(env, name, force), body=f,
+                                   headers=headers, timeout=self.submit_timeout,
+                                   chunked=chunked)
+        return doc
+
+    def submit_chunks(self, chunks: Iterable[Dict[str, Any]], env: str = "dev",
+                      file_name: Optional[str] = None, force: bool = False,
+                      idempotency_key: Optional[str] = None) -> Dict[str, Any]:
+        """Streams an iterable of chunk dicts as one NDJSON job; see the module docstring."""
+        if isinstance(chunks, (dict, str, bytes)):
+            raise TypeError("chunks must be an iterable of chunk dicts, not a single "
+                            f"{type(chunks).__name__}")
+        _check_env(env)
+        headers = {"Content-Type": "application/x-ndjson"}
+        if idempotency_key is not None:
+            headers["Idempotency-Key"] = idempotency_key
+        _, doc = self._request("POST", "/v1/jobs", _submit_query(env, file_name or "", force),
+                               body=_ndjson(chunks), headers=headers,
+                               timeout=self.submit_timeout, chunked=True)
+        return doc
+
+    def get_job(self, job_id: str) -> Dict[str, Any]:
+        """Returns the job's current state; SluiceError (404) when the id is unknown."""
+        if not job_id:
+            raise ValueError("job_id is empty")
+        _, doc = self._request("GET", "/v1/jobs/" + urllib.parse.quote(job_id, safe=""))
+        return doc
+
+    def wait(self, job_id: str, timeout: Optional[float] = None, poll_interval: float = 0.5,
+             progress: Optional[Callable[[Dict[str, Any]], None]] = None,
+             raise_on_errors: bool = True) -> Dict[str, Any]:
+        """Polls the job until it ends and returns it; see the module docstring."""
+        if poll_interval <= 0:
+            raise ValueError("poll_interval must be positive")
+        deadline = None if timeout is None else time.monotonic() + timeout
+        last_key = None
+        last_job: Optional[Dict[str, Any]] = None
+        failures = 0
+        while True:
+            job = None
+            try:
+                job = self.get_job(job_id)
+                failures = 0
+            except SluiceError as e:
+                retryable = e.status is None or e.status in _RETRY_STATUSES
+                failures += 1
+                if not retryable or failures > _WAIT_RETRIES:
+                    raise
+            if job is not None:
+                last_job = job
+                key = _progress_key(job)
+                if progress is not None and key != last_key:
+                    progress(job)
+                last_key = key
+                if job.get("state") in DONE_STATES:
+                    if raise_on_errors and _failed(job):
+                        raise JobFailed(job)
+                    return job
+            pause = poll_interval
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    state = last_job.get("state") if last_job else "unknown"
+                    raise TimeoutError(f"job {job_id} did not finish within {timeout}s "
+                                       f"(last state: {state})")
+                pause = min(pause, remaining)
+            time.sleep(pause)
+
+    def load(self, path_or_chunks: Any, env: str = "dev", wait: bool = True,
+             progress: Optional[Callable[[Dict[str, Any]], None]] = None,
+             **kw: Any) -> Dict[str, Any]:
+        """Submits a file or an iterable of chunks, then waits; see the module docstring."""
+        submit_kw = {k: kw.pop(k) for k in ("force", "idempotency_key", "file_name") if k in kw}
+        wait_kw = {k: kw.pop(k) for k in ("timeout", "poll_interval", "raise_on_errors")
+                   if k in kw}
+        if kw:
+            raise TypeError(f"load() got unexpected keyword arguments: {', '.join(sorted(kw))}")
+        if isinstance(path_or_chunks, (str, bytes, os.PathLike)):
+            if isinstance(path_or_chunks, bytes):
+                path_or_chunks = os.fsdecode(path_or_chunks)
+            sub = self.submit_file(path_or_chunks, env=env, **submit_kw)
+        else:
+            sub = self.submit_chunks(path_or_chunks, env=env, **submit_kw)
+        if not wait:
+            return sub
+        return self.wait(sub["job_id"], progress=progress, **wait_kw)
+
+
+def _check_env(env: str) -> None:
+    if env not in _ENVS:
+        raise ValueError(f"env {env!r} is not one of dev, test, prod")
+
+
+def _submit_query(env: str, file_name: str, force: bool) -> Dict[str, str]:
+    q = {"env": env}
+    if file_name:
+        q["file"] = file_name
+    if force:
+        q["force"] = "true"
+    return q
+
+
+def _is_regular(mode: int) -> bool:
+    return stat.S_ISREG(mode)
+
+
+def _progress_key(job: Dict[str, Any]) -> Tuple[Any, ...]:
+    return tuple(job.get(k) for k in ("state", "total", "published", "written", "rejected",
+                                      "dead_lettered", "sealed"))
+
+
+def _http_error(where: str, status: int, reason: str, problem: Optional[Dict[str, Any]],
+                raw: bytes) -> SluiceError:
+    problem = problem or {}
+    detail = problem.get("detail") or problem.get("title")
+    if not detail:
+        text = raw[:200].decode("utf-8", "replace").strip()
+        detail = text or reason or "no details"
+    if status == 401:
+        msg = (f"{where}: 401 Unauthorized: token missing or lacks scope: no valid bearer "
+               f"token was sent (set SLUICE_TOKEN or pass token=): {detail}")
+    elif status == 403:
+        msg = (f"{where}: 403 Forbidden: token missing or lacks scope: the token is valid but "
+               f"lacks the scope this call needs: {detail}")
+    else:
+        msg = f"{where}: {status} {problem.get('title') or reason}: {detail}"
+    if problem.get("request_id"):
+        msg += f" (request id {problem['request_id']})"
+    return SluiceError(msg, status, problem)
+
+
+# -- command line ------------------------------------------------------------------------------
+
+
+def _progress_line(path: str) -> Callable[[Dict[str, Any]], None]:
+    def show(job: Dict[str, Any]) -> None:
+        total = job.get("total") or 0
+        done = (job.get("written") or 0) + (job.get("rejected") or 0) + \
+            (job.get("dead_lettered") or 0)
+        pct = f"{100 * done // total:3d}%" if total else "  ?%"
+        line = (f"{path}: {job.get('job_id')} {job.get('state')} {pct} {done}/{total} "
+                f"({job.get('written', 0)} written, {job.get('rejected', 0)} rejected, "
+                f"{job.get('dead_lettered', 0)} dead-lettered)")
+        sys.stderr.write("\r\x1b[K" + line)
+        sys.stderr.flush()
+    return show
+
+
+def _summary(path: str, job: Dict[str, Any], seconds: float) -> str:
+    return (f"{path}: job {job.get('job_id')} {job.get('state')} \u2014 {job.get('total', 0)} "
+            f"total, {job.get('written', 0)} written, {job.get('rejected', 0)} rejected, "
+            f"{job.get('dead_lettered', 0)} dead-lettered ({seconds:.1f}s)")
+
+
+def main(argv: Optional[list] = None) -> int:
+    """Runs the command line; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="sluice_client.py",
+                                     description="Submit chunk files to a Sluice server.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    load = sub.add_parser("load", help="submit chunk files as jobs and wait for them")
+    load.add_argument("files", nargs="+", metavar="FILE")
+    load.add_argument("--env", default="dev", choices=_ENVS)
+    load.add_argument("--url", "--api-url", dest="url",
+                      default=os.environ.get("SLUICE_API_URL") or _DEFAULT_URL,
+                      help="Sluice API base URL (SLUICE_API_URL; default %(default)s)")
+    load.add_argument("--no-wait", action="store_true",
+                      help="return once the job is published, without waiting for it")
+    load.add_argument("--force", action="store_true", help="load a file submitted before again")
+    load.add_argument("--json", action="store_true", help="print each result as JSON")
+    load.add_argument("--timeout", type=float, default=None,
+                      help="give up waiting for a job after this many seconds")
+    args = parser.parse_args(argv)
+
+    try:
+        client = Client(args.url)
+    except ValueError as e:
+        print(f"sluice_client: {e}", file=sys.stderr)
+        return 2
+    tty = sys.stderr.isatty() and not args.json
+    status = 0
+    for path in args.files:
+        start = time.monotonic()
+        try:
+            sub_result = client.submit_file(path, env=args.env, force=args.force)
+            job = sub_result
+            if not args.no_wait:
+                job = client.wait(sub_result["job_id"], timeout=args.timeout,
+                                  progress=_progress_line(path) if tty else None,
+                                  raise_on_errors=False)
+        except (SluiceError, OSError, ValueError) as e:
+            if tty:
+                sys.stderr.write("\r\x1b[K")
+            print(f"{path}: {e}", file=sys.stderr)
+            status = 1
+            continue
+        if tty and not args.no_wait:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+        if args.json:
+            print(json.dumps(job, indent=2, ensure_ascii=False))
+        elif args.no_wait:
+            state = "existing" if job.get("existing") else "submitted"
+            print(f"{path}: job {job.get('job_id')} {state} \u2014 {job.get('total', 0)} total, "
+                  f"{job.get('published', 0)} published, {job.get('rejected', 0)} rejected")
+        else:
+            print(_summary(path, job, time.monotonic() - start))
+        if _failed(job) and status == 0:
+            status = 3
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

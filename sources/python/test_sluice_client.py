@@ -1,0 +1,803 @@
+"""Tests of sluice_client.
+
+Most tests run against a REAL ``sluice serve``: the binary named by the environment variable
+SLUICE_BIN (``.ci/python-client-test`` builds it), started on a free loopback port with a
+temporary data directory. Without SLUICE_BIN those tests fail (they are never skipped). A
+small in-process HTTP server covers what a real server cannot show: that uploads are streamed,
+which headers are sent, and answers Sluice never gives (HTML errors, flapping 503s).
+
+Run: ``SLUICE_BIN=/path/to/sluice python3 test_sluice_client.py`` (prints unittest's summary
+and a final "N passed, M failed" line), or ``python3 -m unittest test_sluice_client``.
+"""
+
+import http.server
+import json
+import os
+import pty
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE / "examples"))
+
+import publish_nats  # noqa: E402  (importable without nats-py)
+from sluice_client import Client, JobFailed, SluiceError  # noqa: E402
+
+REPO = HERE.parent.parent
+CHUNKS = REPO / "testdata" / "chunks"
+PASS_A = CHUNKS / "passA_chunks.json"
+NASTY = CHUNKS / "nasty_job_1757498642_0a06fa1bc2da_pass_a_chunks.json"
+PASS_C = CHUNKS / "job_1757237159_c8623a8fec21_pass_c_raw_chunks.jsonl"
+NASTY_REJECTED = [13, 14, 21, 27, 34, 37]
+
+# How long a job of these sizes may take; generous for a loaded 2-core CI machine.
+JOB_TIMEOUT = 120.0
+READY_TIMEOUT = 60.0
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SluiceServer:
+    """A `sluice serve` process on a free loopback port with its own data directory."""
+
+    def __init__(self, tokens=None):
+        self.tokens = tokens
+        self.proc = None
+        self.dir = None
+        self.base_url = None
+        self.log_path = None
+
+    def start(self):
+        binary = os.environ.get("SLUICE_BIN")
+        if not binary:
+            raise RuntimeError("SLUICE_BIN is not set: build the binary "
+                               "(go build -o /tmp/sluice ./cmd/sluice) and set SLUICE_BIN; "
+                               "these tests need a real sluice serve")
+        if not os.access(binary, os.X_OK):
+            raise RuntimeError(f"SLUICE_BIN={binary} is not an executable file")
+        self.dir = tempfile.mkdtemp(prefix="sluice-pyclient-")
+        args = [binary, "serve", "--data-dir", os.path.join(self.dir, "data")]
+        env = dict(os.environ, SLUICE_LOG_LEVEL="warn")
+        env.pop("SLUICE_API_TOKENS_FILE", None)
+        if self.tokens is not None:
+            tokens_file = os.path.join(self.dir, "tokens.json")
+            with open(tokens_file, "w") as f:
+                json.dump(self.tokens, f)
+            args += ["--tokens-file", tokens_file]
+        self.log_path = os.path.join(self.dir, "serve.log")
+        # A port found free can be taken before the server binds it: try a few.
+        last = None
+        for _ in range(3):
+            port = free_port()
+            self.base_url = f"http://127.0.0.1:{port}"
+            with open(self.log_path, "wb") as log:
+                self.proc = subprocess.Popen(args + ["--http-addr", f"127.0.0.1:{port}"],
+                                             env=env, stdout=log, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL)
+            try:
+                self._wait_ready()
+                return self
+            except RuntimeError as e:
+                last = e
+                self._kill()
+        self.cleanup()
+        raise last
+
+    def _wait_ready(self):
+        deadline = time.monotonic() + READY_TIMEOUT
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"sluice serve exited with {self.proc.returncode}:\n"
+                                   + self.log_tail())
+            try:
+                with urllib.request.urlopen(self.base_url + "/readyz", timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as e:
+                last = e
+            time.sleep(0.05)  # polling a separate process; nothing to wait on instead
+        raise RuntimeError(f"sluice serve not ready within {READY_TIMEOUT}s ({last}):\n"
+                           + self.log_tail())
+
+    def log_tail(self, n=4000):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read()[-n:].decode("utf-8", "replace")
+        except OSError:
+            return "(no log)"
+
+    def _kill(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+    def stop(self):
+        """Stops the server with SIGTERM; returns its exit status."""
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.terminate()
+                try:
+                    self.proc.wait(30)
+                except subprocess.TimeoutExpired:
+                    self._kill()
+            return None if self.proc is None else self.proc.returncode
+        finally:
+            self.cleanup()
+
+    def cleanup(self):
+        if self.dir:
+            shutil.rmtree(self.dir, ignore_errors=True)
+            self.dir = None
+
+
+def get_chunk(base_url, chunk_id, env="dev", token=None):
+    req = urllib.request.Request(f"{base_url}/v1/chunks/{chunk_id}?env={env}")
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    with urllib.request.urlopen(req, timeout=10) as r:
+        return json.load(r)
+
+
+class RealServerTest(unittest.TestCase):
+    """A `sluice serve` without tokens (loopback only, open)."""
+
+    server = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = SluiceServer().start()
+        cls.client = Client(cls.server.base_url, token="", timeout=30)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.server is not None:
+            status = cls.server.stop()
+            if status != 0:
+                raise AssertionError(f"sluice serve exited with {status} after SIGTERM")
+
+    def test_submit_file_completes(self):
+        sub = self.client.submit_file(PASS_A, env="dev")
+        self.assertEqual(sub["env"], "dev")
+        self.assertEqual((sub["total"], sub["published"], sub["rejected"], sub["existing"]),
+                         (20, 20, 0, False))
+        job = self.client.wait(sub["job_id"], timeout=JOB_TIMEOUT, poll_interval=0.05)
+        self.assertEqual(job["job_id"], sub["job_id"])
+        self.assertEqual(job["state"], "completed")
+        self.assertEqual((job["total"], job["written"], job["rejected"], job["dead_lettered"]),
+                         (20, 20, 0, 0))
+        self.assertEqual(job.get("file"), "passA_chunks.json")
+        want = json.loads(PASS_A.read_text("utf-8"))["chunks"][1]
+        got = get_chunk(self.server.base_url, want["id"])
+        self.assertEqual(got["content"], want["content"])
+
+    def test_submit_file_ndjson(self):
+        sub = self.client.submit_file(PASS_C, env="prod")
+        job = self.client.wait(sub["job_id"], timeout=JOB_TIMEOUT, poll_interval=0.05)
+        self.assertEqual(job["state"], "completed")
+        self.assertEqual(job["written"], 400)
+        self.assertEqual(job.get("format"), "jsonl")
+
+    def test_submit_chunks_streams_a_generator(self):
+        n = 5000
+        produced = []
+        special = ("caf\u00e9 \u2019quoted\u2019 \U0001F409 "
+                   "\u0627\u0644\u0639\u0631\u0628\u064a\u0629 NUL\x00 end")
+
+        def chunks():
+            for i in range(n):
+                produced.append(i)
+                yield {"chunk_id": f"py_gen_{i:05d}",
+                       "content": special if i == 0 else f"Generated chunk {i}: some text.",
+                       "metadata": {"i": i, "source": "generator"}}
+
+        sub = self.client.submit_chunks(chunks(), env="dev", file_name="generated.ndjson")
+        self.assertEqual(len(produced), n)
+        self.assertEqual((sub["total"], sub["published"], sub["rejected"]), (n, n, 0))
+        job = self.client.wait(sub["job_id"], timeout=JOB_TIMEOUT, poll_interval=0.1)
+        self.assertEqual(job["state"], "completed")
+        self.assertEqual((job["total"], job["written"], job["rejected"], job["dead_lettered"]),
+                         (n, n, 0, 0))
+        self.assertEqual(job.get("file"), "generated.ndjson")
+        self.assertEqual(get_chunk(self.server.base_url, "py_gen_00000")["content"], special)
+        self.assertEqual(get_chunk(self.server.base_url, "py_gen_04999")["metadata"]["i"], 4999)
+
+    def test_nasty_file_raises_job_failed_with_rejections(self):
+        with self.assertRaises(JobFailed) as cm:
+            self.client.load(NASTY, env="dev", timeout=JOB_TIMEOUT, poll_interval=0.05)
+        err = cm.exception
+        self.assertIsInstance(err, SluiceError)
+        job = err.job
+        self.assertEqual(job["state"], "completed_with_errors")
+        self.assertEqual((job["total"], job["written"], job["rejected"]), (42, 36, 6))
+        self.assertEqual(sorted(r["index"] for r in job["rejections"]), NASTY_REJECTED)
+        for idx in NASTY_REJECTED:
+            self.assertIn(f"item {idx}", str(err))
+        self.assertIn("empty content", str(err))
+        self.assertIn("no id", str(err))
+
+        again = self.client.wait(job["job_id"], timeout=JOB_TIMEOUT, raise_on_errors=False)
+        self.assertEqual(again["state"], "completed_with_errors")
+        self.assertEqual(again["job_id"], job["job_id"])
+        self.assertEqual(len(again["rejections"]), 6)
+
+    def test_resubmission_returns_the_same_job(self):
+        first = self.client.submit_file(PASS_A, env="test")
+        self.assertFalse(first["existing"])
+        self.client.wait(first["job_id"], timeout=JOB_TIMEOUT, poll_interval=0.05)
+        second = self.client.submit_file(PASS_A, env="test")
+        self.assertEqual(second["job_id"], first["job_id"])
+        self.assertTrue(second["existing"])
+        # The nats-py example computes the same job id for the same file.
+        self.assertEqual(publish_nats.job_id_for(str(PASS_A), "test"), first["job_id"])
+        forced = self.client.submit_file(PASS_A, env="test", force=True)
+        self.assertNotEqual(forced["job_id"], first["job_id"])
+        self.assertFalse(forced["existing"])
+
+    def test_idempotency_key_is_accepted(self):
+        items = [{"chunk_id": f"idem_{i}", "content": f"idempotent {i}"} for i in range(3)]
+        first = self.client.submit_chunks(iter(items), env="test", idempotency_key="py-idem-1")
+        # The server recognises a resubmission once its job store has seen the seal.
+        self.client.wait(first["job_id"], timeout=JOB_TIMEOUT, poll_interval=0.05)
+        second = self.client.submit_chunks(iter(items), env="test", idempotency_key="py-idem-1")
+        self.assertEqual(second["job_id"], first["job_id"])
+        self.assertTrue(second["existing"])
+
+    def test_progress_callback_is_called(self):
+        seen = []
+        items = ({"chunk_id": f"progress_{i}", "content": f"progress {i}"} for i in range(300))
+        job = self.client.load(items, env="prod", progress=seen.append, poll_interval=0.02,
+                               timeout=JOB_TIMEOUT)
+        self.assertGreaterEqual(len(seen), 1)
+        self.assertTrue(all(s["job_id"] == job["job_id"] for s in seen))
+        self.assertEqual(seen[-1]["state"], "completed")
+        self.assertEqual(seen[-1]["written"], 300)
+        written = [s["written"] for s in seen]
+        self.assertEqual(written, sorted(written))
+
+    def test_load_without_waiting_returns_the_submission(self):
+        items = [{"chunk_id": "nowait_1", "content": "no wait"}]
+        sub = self.client.load(items, env="prod", wait=False)
+        self.assertIn("existing", sub)
+        self.assertEqual(sub["total"], 1)
+        self.client.wait(sub["job_id"], timeout=JOB_TIMEOUT, poll_interval=0.05)
+
+    def test_unknown_job_is_404(self):
+        with self.assertRaises(SluiceError) as cm:
+            self.client.get_job("jdoesnotexist")
+        self.assertEqual(cm.exception.status, 404)
+        self.assertEqual(cm.exception.problem.get("status"), 404)
+        self.assertIn('No job with id "jdoesnotexist"', cm.exception.message)
+
+    def test_not_a_chunk_file_is_400_with_detail(self):
+        with self.assertRaises(SluiceError) as cm:
+            self.client.submit_file(CHUNKS / "graph_snapshot.json", env="dev")
+        self.assertEqual(cm.exception.status, 400)
+        self.assertTrue(cm.exception.problem.get("detail"))
+        self.assertIn(cm.exception.problem["detail"], cm.exception.message)
+
+    def test_unencodable_chunk_abandons_the_upload(self):
+        def chunks():
+            yield {"chunk_id": "ok_1", "content": "fine"}
+            yield {"chunk_id": "bad_1", "content": float("nan")}
+
+        with self.assertRaises(ValueError) as cm:
+            self.client.submit_chunks(chunks(), env="dev")
+        self.assertIn("chunk 1", str(cm.exception))
+        with self.assertRaises(urllib.error.HTTPError) as nf:
+            get_chunk(self.server.base_url, "ok_1")
+        self.assertEqual(nf.exception.code, 404)
+
+    def test_client_side_argument_errors(self):
+        with self.assertRaises(ValueError):
+            self.client.submit_file(PASS_A, env="staging")
+        with self.assertRaises(TypeError):
+            self.client.submit_chunks({"chunk_id": "x", "content": "y"})
+        with self.assertRaises(TypeError):
+            self.client.load(PASS_A, colour="blue")
+        with self.assertRaises(ValueError):
+            Client("ftp://example.com")
+
+    def test_connection_refused_is_a_sluice_error(self):
+        c = Client(f"http://127.0.0.1:{free_port()}", token="", timeout=5)
+        with self.assertRaises(SluiceError) as cm:
+            c.get_job("jx")
+        self.assertIsNone(cm.exception.status)
+        self.assertIn("cannot reach Sluice", cm.exception.message)
+
+    def run_cli(self, *args, stderr=subprocess.PIPE):
+        env = dict(os.environ)
+        env.pop("SLUICE_TOKEN", None)
+        return subprocess.run([sys.executable, str(HERE / "sluice_client.py"), "load",
+                               "--url", self.server.base_url, *args],
+                              stdout=subprocess.PIPE, stderr=stderr, env=env, timeout=300)
+
+    def test_cli_load(self):
+        done = self.run_cli("--env", "prod", str(PASS_A))
+        self.assertEqual(done.returncode, 0, done.stderr.decode())
+        self.assertRegex(done.stdout.decode(),
+                         r"passA_chunks\.json: job j\w+ completed \u2014 20 total, 20 written, "
+                         r"0 rejected, 0 dead-lettered")
+        self.assertNotIn(b"\x1b[K", done.stderr)  # no progress line when stderr is no TTY
+
+        nasty = self.run_cli("--env", "prod", "--json", str(NASTY))
+        self.assertEqual(nasty.returncode, 3, nasty.stderr.decode())
+        job = json.loads(nasty.stdout)
+        self.assertEqual((job["state"], job["rejected"]), ("completed_with_errors", 6))
+
+        missing = self.run_cli(str(CHUNKS / "no_such_file.json"))
+        self.assertEqual(missing.returncode, 1)
+        self.assertIn(b"no_such_file.json", missing.stderr)
+
+    def test_cli_progress_line_on_a_tty(self):
+        master, slave = pty.openpty()
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, str(HERE / "sluice_client.py"), "load", "--url",
+                 self.server.base_url, "--env", "test", str(PASS_C)],
+                stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL,
+                env={k: v for k, v in os.environ.items() if k != "SLUICE_TOKEN"})
+        finally:
+            os.close(slave)
+        tty_out = b""
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not data:
+                break
+            tty_out += data
+        os.close(master)
+        out, _ = proc.communicate(timeout=300)
+        self.assertEqual(proc.returncode, 0, tty_out.decode("utf-8", "replace"))
+        self.assertIn(b"\r\x1b[K", tty_out)
+        self.assertRegex(tty_out.decode("utf-8", "replace"), r"completed 100% 400/400")
+        self.assertIn(b"completed \xe2\x80\x94 400 total, 400 written", out)
+
+
+READ_TOKEN = "read-only-token-0123456789abcdef"
+WRITE_TOKEN = "write-token-0123456789abcdef0123"
+
+
+class AuthTest(unittest.TestCase):
+    """A `sluice serve` with a tokens file: one read-only and one write token."""
+
+    server = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = SluiceServer(tokens=[
+            {"name": "reader", "token": READ_TOKEN, "scopes": ["read"]},
+            {"name": "writer", "token": WRITE_TOKEN, "scopes": ["write"]},
+        ]).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.server is not None:
+            status = cls.server.stop()
+            if status != 0:
+                raise AssertionError(f"sluice serve exited with {status} after SIGTERM")
+
+    def client(self, token):
+        return Client(self.server.base_url, token=token, timeout=30)
+
+    def test_scopes_are_enforced_and_refusals_change_nothing(self):
+        with self.assertRaises(SluiceError) as cm:
+            self.client(READ_TOKEN).submit_file(PASS_A, env="dev")
+        self.assertEqual(cm.exception.status, 403)
+        self.assertIn("token missing or lacks scope", cm.exception.message)
+        self.assertIn("write", cm.exception.problem.get("detail", ""))
+
+        with self.assertRaises(SluiceError) as cm:
+            self.client("").submit_file(PASS_A, env="dev")
+        self.assertEqual(cm.exception.status, 401)
+        self.assertIn("token missing or lacks scope", cm.exception.message)
+
+        # Neither refusal published anything: the writer's upload is a new job.
+        sub = self.client(WRITE_TOKEN).submit_file(PASS_A, env="dev")
+        self.assertFalse(sub["existing"])
+        job = self.client(READ_TOKEN).wait(sub["job_id"], timeout=JOB_TIMEOUT,
+                                           poll_interval=0.05)
+        self.assertEqual((job["state"], job["written"]), ("completed", 20))
+
+    def test_no_token_and_wrong_token_get_401(self):
+        for token in ("", "not-a-configured-token-000000000"):
+            with self.subTest(token=token):
+                with self.assertRaises(SluiceError) as cm:
+                    self.client(token).get_job("janything")
+                self.assertEqual(cm.exception.status, 401)
+                self.assertEqual(cm.exception.problem.get("status"), 401)
+
+    def test_token_from_environment(self):
+        old = os.environ.get("SLUICE_TOKEN")
+        os.environ["SLUICE_TOKEN"] = READ_TOKEN
+        try:
+            c = Client(self.server.base_url)
+        finally:
+            if old is None:
+                del os.environ["SLUICE_TOKEN"]
+            else:
+                os.environ["SLUICE_TOKEN"] = old
+        self.assertNotIn(READ_TOKEN, repr(c))
+        with self.assertRaises(SluiceError) as cm:
+            c.get_job("jmissing")
+        self.assertEqual(cm.exception.status, 404)  # authenticated, then not found
+
+    def test_refused_large_upload_reports_403_not_a_broken_pipe(self):
+        # The server answers 403 without reading the body and closes the connection while the
+        # client is still sending megabytes; the client must report the 403.
+        def chunks():
+            for i in range(40000):
+                yield {"chunk_id": f"big_{i}", "content": "x" * 200}
+
+        with self.assertRaises(SluiceError) as cm:
+            self.client(READ_TOKEN).submit_chunks(chunks(), env="dev")
+        self.assertEqual(cm.exception.status, 403, cm.exception.message)
+
+
+# -- an in-process fake server, for what a real Sluice cannot show --------------------------
+
+
+class FakeHandler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def read_body(self):
+        fake = self.server.fake
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            parts = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    break
+                parts.append(self.rfile.read(size))
+                self.rfile.readline()
+                fake.first_bytes.set()
+            return b"".join(parts)
+        n = int(self.headers.get("Content-Length", "0"))
+        body = self.rfile.read(n)
+        fake.first_bytes.set()
+        return body
+
+    def answer(self, status, body, ctype="application/json"):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_POST(self):
+        fake = self.server.fake
+        body = self.read_body()
+        fake.requests.append((self.command, self.path, dict(self.headers), body))
+        self.answer(*fake.next_answer())
+
+    def do_GET(self):
+        fake = self.server.fake
+        fake.requests.append((self.command, self.path, dict(self.headers), b""))
+        self.answer(*fake.next_answer())
+
+
+class FakeServer:
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.requests = []
+        self.first_bytes = threading.Event()
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeHandler)
+        self.httpd.daemon_threads = True
+        self.httpd.fake = self
+        self.thread = threading.Thread(target=self.httpd.serve_forever,
+                                       kwargs={"poll_interval": 0.05}, daemon=True)
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}"
+
+    def next_answer(self):
+        if len(self.answers) > 1:
+            return self.answers.pop(0)
+        return self.answers[0]
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(10)
+
+
+SUBMITTED = (202, {"job_id": "jfake", "env": "dev", "state": "running", "total": 1,
+                   "published": 1, "rejected": 0, "existing": False})
+
+
+def fake_job(state, **counts):
+    job = {"job_id": "jfake", "env": "dev", "state": state, "total": 3, "published": 3,
+           "written": 0, "rejected": 0, "dead_lettered": 0}
+    job.update(counts)
+    return (200, job)
+
+
+class FakeServerTest(unittest.TestCase):
+
+    def test_submit_chunks_streams_before_the_iterator_ends(self):
+        with FakeServer([SUBMITTED]) as fake:
+            sent_before_end = []
+
+            def chunks():
+                for i in range(5000):
+                    if i == 4000:
+                        # If the client built the whole body first, nothing would have reached
+                        # the server yet and this wait would time out.
+                        sent_before_end.append(fake.first_bytes.wait(30))
+                    yield {"chunk_id": f"c{i}", "content": f"text {i}"}
+
+            c = Client(fake.url, token="tok-0123456789abcdef", timeout=30)
+            res = c.submit_chunks(chunks(), env="test", file_name="gen.ndjson",
+                                  idempotency_key="key-1", force=True)
+        self.assertEqual(res["job_id"], "jfake")
+        self.assertEqual(sent_before_end, [True])
+        method, path, headers, body = fake.requests[0]
+        self.assertEqual(method, "POST")
+        self.assertEqual(path, "/v1/jobs?env=test&file=gen.ndjson&force=true")
+        self.assertEqual(headers["Transfer-Encoding"], "chunked")
+        self.assertNotIn("Content-Length", headers)
+        self.assertEqual(headers["Content-Type"], "application/x-ndjson")
+        self.assertEqual(headers["Idempotency-Key"], "key-1")
+        self.assertEqual(headers["Authorization"], "Bearer tok-0123456789abcdef")
+        lines = body.split(b"\n")
+        self.assertEqual(lines[-1], b"")
+        items = [json.loads(line) for line in lines[:-1]]
+        self.assertEqual(len(items), 5000)
+        self.assertEqual(items[4999], {"chunk_id": "c4999", "content": "text 4999"})
+
+    def test_submit_file_sends_content_length_and_type(self):
+        cases = [
+            {"name": "json", "path": PASS_A, "ctype": "application/json"},
+            {"name": "jsonl", "path": PASS_C, "ctype": "application/x-ndjson"},
+        ]
+        for case in cases:
+            with self.subTest(case["name"]), FakeServer([SUBMITTED]) as fake:
+                Client(fake.url, token="").submit_file(case["path"], env="prod")
+                _, path, headers, body = fake.requests[0]
+                self.assertEqual(path, f"/v1/jobs?env=prod&file={case['path'].name}")
+                self.assertEqual(headers["Content-Type"], case["ctype"])
+                self.assertEqual(headers["Content-Length"], str(case["path"].stat().st_size))
+                self.assertNotIn("Transfer-Encoding", headers)
+                self.assertNotIn("Authorization", headers)
+                self.assertNotIn("Idempotency-Key", headers)
+                self.assertEqual(body, case["path"].read_bytes())
+
+    def test_submit_file_from_a_pipe_is_chunked(self):
+        r, w = os.pipe()
+        data = PASS_A.read_bytes()
+
+        def feed():
+            with os.fdopen(w, "wb") as f:
+                f.write(data)
+
+        writer = threading.Thread(target=feed)
+        writer.start()
+        try:
+            with FakeServer([SUBMITTED]) as fake:
+                Client(fake.url, token="").submit_file(f"/dev/fd/{r}", file_name="piped.json")
+        finally:
+            writer.join(10)
+            os.close(r)
+        _, path, headers, body = fake.requests[0]
+        self.assertEqual(path, "/v1/jobs?env=dev&file=piped.json")
+        self.assertEqual(headers["Transfer-Encoding"], "chunked")
+        self.assertEqual(body, data)
+
+    def test_error_answers(self):
+        cases = [
+            {"name": "problem json", "answer": (409, {"type": "about:blank", "title": "Conflict",
+                                                       "status": 409, "detail": "Key reused.",
+                                                       "request_id": "r1"},
+                                                 "application/problem+json"),
+             "status": 409, "in_msg": ["409 Conflict: Key reused.", "request id r1"],
+             "problem_detail": "Key reused."},
+            {"name": "html from a proxy", "answer": (502, b"<html>Bad gateway</html>", "text/html"),
+             "status": 502, "in_msg": ["502", "<html>Bad gateway</html>"], "problem_detail": None},
+            {"name": "401", "answer": (401, {"status": 401,
+                                             "detail": "A valid bearer token is required."},
+                                       "application/problem+json"),
+             "status": 401, "in_msg": ["token missing or lacks scope", "SLUICE_TOKEN"],
+             "problem_detail": "A valid bearer token is required."},
+            {"name": "2xx without json", "answer": (200, b"ok", "text/plain"),
+             "status": 200, "in_msg": ["not a JSON object"], "problem_detail": None},
+        ]
+        for case in cases:
+            with self.subTest(case["name"]), FakeServer([case["answer"]]) as fake:
+                with self.assertRaises(SluiceError) as cm:
+                    Client(fake.url, token="").get_job("jfake")
+                err = cm.exception
+                self.assertEqual(err.status, case["status"])
+                for s in case["in_msg"]:
+                    self.assertIn(s, err.message)
+                self.assertEqual(err.problem.get("detail"), case["problem_detail"])
+
+    def test_wait(self):
+        failed = fake_job("completed_with_errors", written=2, rejected=1,
+                          rejections=[{"index": 2, "id": "c2", "reason": "empty content"}])
+        cases = [
+            {"name": "completes after running", "answers": [
+                fake_job("pending"), fake_job("running", written=1),
+                fake_job("completed", written=3)],
+             "raise": True, "want_state": "completed", "want_progress": 3},
+            {"name": "503 and recovers", "answers": [
+                (503, {"status": 503, "detail": "Not ready"}, "application/problem+json"),
+                fake_job("completed", written=3)],
+             "raise": True, "want_state": "completed", "want_progress": 1},
+            {"name": "errors raise", "answers": [failed], "raise": True,
+             "want_error": JobFailed, "want_progress": 1},
+            {"name": "errors returned", "answers": [failed], "raise": False,
+             "want_state": "completed_with_errors", "want_progress": 1},
+            {"name": "404 is not retried", "answers": [
+                (404, {"status": 404, "detail": "No job"}, "application/problem+json"),
+                fake_job("completed")],
+             "raise": True, "want_error": SluiceError, "want_progress": 0},
+            {"name": "unchanged polls report once", "answers": [
+                fake_job("running"), fake_job("running"), fake_job("running"),
+                fake_job("completed", written=3)],
+             "raise": True, "want_state": "completed", "want_progress": 2},
+        ]
+        for case in cases:
+            with self.subTest(case["name"]), FakeServer(case["answers"]) as fake:
+                seen = []
+                c = Client(fake.url, token="")
+                if "want_error" in case:
+                    with self.assertRaises(case["want_error"]) as cm:
+                        c.wait("jfake", timeout=30, poll_interval=0.01, progress=seen.append,
+                               raise_on_errors=case["raise"])
+                    if case["want_error"] is JobFailed:
+                        self.assertEqual(cm.exception.job["rejected"], 1)
+                        self.assertIn("item 2 (c2): empty content", str(cm.exception))
+                    else:
+                        self.assertEqual(cm.exception.status, 404)
+                else:
+                    job = c.wait("jfake", timeout=30, poll_interval=0.01, progress=seen.append,
+                                 raise_on_errors=case["raise"])
+                    self.assertEqual(job["state"], case["want_state"])
+                self.assertEqual(len(seen), case["want_progress"])
+
+    def test_wait_times_out(self):
+        with FakeServer([fake_job("running")]) as fake:
+            with self.assertRaises(TimeoutError) as cm:
+                Client(fake.url, token="").wait("jfake", timeout=0.2, poll_interval=0.01)
+        self.assertIn("last state: running", str(cm.exception))
+        self.assertGreaterEqual(len(fake.requests), 1)
+
+    def test_base_url_path_prefix(self):
+        with FakeServer([fake_job("completed")]) as fake:
+            Client(fake.url + "/sluice/", token="").get_job("j/odd id")
+        self.assertEqual(fake.requests[0][1], "/sluice/v1/jobs/j%2Fodd%20id")
+
+
+class PublishNatsExampleTest(unittest.TestCase):
+    """The parts of examples/publish_nats.py that need no NATS (nats-py is not installed here)."""
+
+    def setUp(self):
+        import re
+        schema = json.loads((REPO / "schemas" / "job.v1.json").read_text("utf-8"))
+        self.defs = schema["$defs"]
+        self.timestamp = re.compile(self.defs["timestamp"]["pattern"])
+        self.job_id = re.compile(self.defs["job_id"]["pattern"])
+
+    def assert_event(self, ev, kind):
+        d = self.defs[kind]
+        self.assertLessEqual(set(ev), set(d["properties"]))  # additionalProperties: false
+        self.assertLessEqual(set(d["required"]), set(ev))
+        self.assertRegex(ev["job_id"], self.job_id)
+        stamp = ev["created_at" if kind == "open" else "sealed_at"]
+        self.assertRegex(stamp, self.timestamp)
+
+    def test_nasty_file(self):
+        src = publish_nats.read_items(str(NASTY))
+        self.assertEqual((src.format, src.source_job_id), ("chunks", "job_1757498642_0a06fa1bc2da"))
+        job_id = publish_nats.job_id_for(str(NASTY), "dev")
+        issues = publish_nats.Issues()
+        msgs = list(publish_nats.prepare(src.items, job_id, issues))
+        reasons = {r["index"]: r["reason"] for r in issues.rejections}
+        # Rejected at intake here; 14 (depth) and 27 (array length) are left to Sluice, which
+        # dead-letters them with class limit.
+        self.assertEqual(sorted(reasons), [13, 21, 34, 37])
+        self.assertEqual(reasons[13], "empty content")
+        self.assertEqual(reasons[34], "no id")
+        self.assertEqual(reasons[37], "id must be a string, got number")
+        self.assertIn("record too large", reasons[21])
+        self.assertEqual(len(msgs) + issues.rejected, 42)
+        by_index = {m.index: m for m in msgs}
+        dup = f"{job_id}/job_1757498642_0a06fa1bc2da_chunk_006"
+        self.assertEqual(by_index[7].headers["Nats-Msg-Id"], dup)
+        self.assertEqual(by_index[12].headers["Nats-Msg-Id"], dup + "#12")
+        self.assertEqual([w["index"] for w in issues.warnings], [12])
+        for m in msgs:
+            self.assertEqual(m.headers["Sluice-Item"], str(m.index))
+            self.assertEqual(m.headers["Sluice-Job"], job_id)
+            self.assertEqual(m.headers["Sluice-Schema"], "sluice.chunk.v1")
+            self.assertLessEqual(len(m.data), publish_nats.MAX_MESSAGE_BYTES)
+            m.data.decode("ascii")
+        # The lone surrogates of item 2 are kept as escapes, as Sluice expects them.
+        self.assertIn(b"\\ud83d", by_index[2].data)
+
+        self.assert_event(publish_nats.open_event(job_id, "dev", NASTY.name, src.format,
+                                                  src.source_job_id), "open")
+        seal = publish_nats.seal_event(job_id, "dev", len(msgs), issues)
+        self.assert_event(seal, "seal")
+        self.assertEqual(seal["total"], seal["published"] + seal["rejected"])
+        self.assertEqual(len(seal["rejections"]), seal["rejected"])
+        self.assertNotIn("rejections_truncated", seal)
+
+    def test_jsonl_file(self):
+        src = publish_nats.read_items(str(PASS_C))
+        self.assertEqual(src.format, "jsonl")
+        issues = publish_nats.Issues()
+        msgs = list(publish_nats.prepare(src.items, "jtest", issues))
+        self.assertEqual([m.index for m in msgs], list(range(400)))
+        self.assertEqual((issues.rejected, issues.warnings), (0, []))
+        seal = publish_nats.seal_event("jtest", "dev", len(msgs), issues)
+        self.assert_event(seal, "seal")
+        self.assertNotIn("rejections", seal)
+
+    def test_not_a_chunk_file(self):
+        with self.assertRaises(ValueError):
+            publish_nats.read_items(str(CHUNKS / "graph_snapshot.json"))
+
+    def test_many_rejections_are_truncated(self):
+        issues = publish_nats.Issues()
+        items = ((i, {"content": "no id"}, None) for i in range(1500))
+        self.assertEqual(list(publish_nats.prepare(items, "jtest", issues)), [])
+        seal = publish_nats.seal_event("jtest", "dev", 0, issues)
+        self.assert_event(seal, "seal")
+        self.assertEqual((seal["rejected"], len(seal["rejections"]), seal["rejections_truncated"]),
+                         (1500, 1000, True))
+
+
+def main() -> int:
+    """Runs every test, prints unittest's summary and then "N passed, M failed".
+
+    A test that did not run because its class or module set-up failed counts as failed, and so
+    does a skip (nothing is skipped on purpose) and a failing tear-down (the server's exit).
+    """
+    suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
+    total = suite.countTestCases()
+    result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
+    test_errors = [t for t, _ in result.errors if isinstance(t, unittest.TestCase)]
+    fixture_errors = [t for t, _ in result.errors if not isinstance(t, unittest.TestCase)]
+    passed = max(result.testsRun - len(result.failures) - len(test_errors)
+                 - len(result.skipped) - len(result.unexpectedSuccesses), 0)
+    teardown_errors = sum(1 for t in fixture_errors if "tearDown" in str(t))
+    failed = total - passed + teardown_errors
+    if result.skipped:
+        print(f"{len(result.skipped)} skipped (counted as failed)")
+    if total > result.testsRun:
+        print(f"{total - result.testsRun} tests did not run because a set-up failed "
+              "(counted as failed)")
+    print(f"{passed} passed, {failed} failed")
+    return 0 if failed == 0 and result.wasSuccessful() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
