@@ -216,10 +216,17 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 	if ferr != nil && !errors.Is(ferr, io.EOF) {
 		return res, fmt.Errorf("%w: %s: %w", ErrBadInput, req.File, ferr)
 	}
-	if err := l.publishEvent(ctx, req.Env, jobID+"/open", schemas.JobOpen{
+	open := schemas.JobOpen{
 		JobID: jobID, Env: req.Env, File: req.File, Format: string(r.Format()),
 		SourceJobID: r.SourceJobID(), CreatedAt: time.Now().UTC(),
-	}); err != nil {
+	}
+	// The loader records open and seal in the job store itself, so the job is visible (and a
+	// resubmission recognised) at once; the events carry the same facts for the workers, which
+	// apply them idempotently, and for producers that publish without this loader.
+	if _, err := l.cfg.Jobs.Open(ctx, open); err != nil {
+		return res, err
+	}
+	if err := l.publishEvent(ctx, req.Env, jobID+"/open", open); err != nil {
 		return res, err
 	}
 
@@ -282,6 +289,9 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 	}
 	seal.Rejections, seal.Warnings = res.Rejections, res.Warnings
 	if err := l.publishEvent(ctx, req.Env, jobID+"/seal", seal); err != nil {
+		return res, err
+	}
+	if _, err := l.cfg.Jobs.Seal(ctx, seal); err != nil {
 		return res, err
 	}
 	res.State = JobRunning
