@@ -173,6 +173,9 @@ type Config struct {
 	Jobs JobService
 	// Chunks reads stored chunks. Required.
 	Chunks ChunkReader
+	// DeadLetters lists, shows, replays, deletes and purges dead letters (/v1/dlq…).
+	// Optional; nil answers those routes with 501.
+	DeadLetters DeadLetterService
 	// Ready lists the readiness checks GET /readyz runs. Optional; none means always ready.
 	Ready []Check
 	// Registry receives the server's HTTP metrics and is what GET /metrics serves. Optional;

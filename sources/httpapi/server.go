@@ -202,6 +202,7 @@ func (s *Server) routes() {
 	s.handle("GET /v1/jobs/{id}/events", s.require(ScopeRead, s.jobEvents))
 	s.handle("DELETE /v1/jobs/{id}", s.require(ScopeAdmin, s.rollbackJob))
 	s.handle("GET /v1/chunks/{id}", s.require(ScopeRead, s.getChunk))
+	s.dlqRoutes() // dlq.go
 	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /readyz", s.readyz)
 	s.handle("GET /metrics", s.require(ScopeRead, promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{

@@ -1,0 +1,332 @@
+package dlq
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"golang.org/x/time/rate"
+
+	"github.com/sluice-dev/sluice/schemas"
+)
+
+// Replay defaults and bounds.
+const (
+	// DefaultRate is the replay rate, in messages per second, when ReplayRequest.Rate is 0.
+	DefaultRate = 100
+	// MaxRate is the largest ReplayRequest.Rate.
+	MaxRate = 10000
+	// DefaultMaxReplays is the per-entry replay limit when ReplayRequest.MaxReplays is 0.
+	DefaultMaxReplays = 3
+	// DefaultReplayLimit is how many entries one Replay by filter handles when
+	// ReplayRequest.Limit is 0; MaxReplayLimit is the largest Limit and the most IDs.
+	DefaultReplayLimit = 1000
+	MaxReplayLimit     = 10000
+)
+
+// Reasons a replay skips an entry (ReplaySkip.Reason).
+const (
+	// ReasonLimit: the entry was replayed MaxReplays times already (loop guard).
+	ReasonLimit = "replay limit reached"
+	// ReasonNotFound: no entry has the id (already replayed or deleted, or never existed).
+	ReasonNotFound = "not found"
+	// ReasonInProgress: this process is replaying the entry right now.
+	ReasonInProgress = "replay already in progress"
+	// ReasonDuplicate: JetStream already had the replayed message (another process replayed
+	// the entry within the duplicate window); the entry is removed.
+	ReasonDuplicate = "already replayed"
+	// ReasonNoSubject: the entry's original subject is unknown or a DLQ subject.
+	ReasonNoSubject = "original subject cannot be replayed"
+)
+
+// ReplayRequest selects dead letters to replay. Exactly one of IDs and Filter must be set.
+type ReplayRequest struct {
+	// IDs lists envelope ids, at most MaxReplayLimit.
+	IDs []string `json:"ids,omitempty"`
+	// Filter selects entries stored before Replay started; at most Limit are handled.
+	Filter *Filter `json:"filter,omitempty"`
+	// DryRun reports what would be replayed and changes nothing.
+	DryRun bool `json:"dry_run,omitempty"`
+	// Rate is the most messages republished per second. Optional; 0 means DefaultRate;
+	// negative or above MaxRate is invalid.
+	Rate float64 `json:"rate,omitempty"`
+	// MaxReplays skips entries already replayed this many times. Optional; 0 means
+	// DefaultMaxReplays; negative is invalid.
+	MaxReplays int `json:"max_replays,omitempty"`
+	// Limit bounds the entries a Replay by Filter handles. Optional; 0 means
+	// DefaultReplayLimit; negative or above MaxReplayLimit is invalid.
+	Limit int `json:"limit,omitempty"`
+}
+
+// Validate reports every problem in r at once, each wrapping ErrInvalid.
+func (r ReplayRequest) Validate() error {
+	var errs []error
+	switch {
+	case len(r.IDs) == 0 && r.Filter == nil:
+		errs = append(errs, fmt.Errorf("%w: give ids or a filter", ErrInvalid))
+	case len(r.IDs) > 0 && r.Filter != nil:
+		errs = append(errs, fmt.Errorf("%w: give ids or a filter, not both", ErrInvalid))
+	}
+	if len(r.IDs) > MaxReplayLimit {
+		errs = append(errs, fmt.Errorf("%w: %d ids, more than %d", ErrInvalid, len(r.IDs), MaxReplayLimit))
+	}
+	for i, id := range r.IDs {
+		if id == "" {
+			errs = append(errs, fmt.Errorf("%w: ids[%d] is empty", ErrInvalid, i))
+		}
+	}
+	if r.Filter != nil {
+		if err := r.Filter.Validate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if r.Rate < 0 || r.Rate > MaxRate || r.Rate != r.Rate {
+		errs = append(errs, fmt.Errorf("%w: rate %v is outside 0..%d messages per second", ErrInvalid, r.Rate, MaxRate))
+	}
+	if r.MaxReplays < 0 {
+		errs = append(errs, fmt.Errorf("%w: max_replays %d is negative", ErrInvalid, r.MaxReplays))
+	}
+	if r.Limit < 0 || r.Limit > MaxReplayLimit {
+		errs = append(errs, fmt.Errorf("%w: limit %d is outside 0..%d", ErrInvalid, r.Limit, MaxReplayLimit))
+	}
+	return errors.Join(errs...)
+}
+
+// Replayed is one entry Replay republished (or, in a dry run, would republish).
+type Replayed struct {
+	ID string `json:"id"`
+	// Subject is the original subject the message went (would go) to.
+	Subject string `json:"subject"`
+	// MsgID is the Nats-Msg-Id of the republished message.
+	MsgID string `json:"msg_id"`
+	// Replay is the message's replay count (its Sluice-Replay header).
+	Replay int `json:"replay"`
+	// Seq is the republished message's stream sequence; 0 in a dry run.
+	Seq uint64 `json:"seq,omitempty"`
+}
+
+// Skipped is one entry Replay left alone, and why.
+type Skipped struct {
+	ID     string `json:"id"`
+	Reason string `json:"reason"`
+}
+
+// Failed is one entry whose replay failed; the entry remains in the DLQ.
+type Failed struct {
+	ID    string `json:"id"`
+	Error string `json:"error"`
+}
+
+// ReplayResult reports what Replay did.
+type ReplayResult struct {
+	Replayed []Replayed `json:"replayed"`
+	Skipped  []Skipped  `json:"skipped"`
+	Failed   []Failed   `json:"failed"`
+	DryRun   bool       `json:"dry_run"`
+	// Truncated is true when a Replay by filter stopped at its Limit with more entries left.
+	Truncated bool `json:"truncated"`
+}
+
+// Replay republishes dead letters to their original subjects, with their original headers, a
+// new Nats-Msg-Id ("<first msg id>/replay<n>/<entry id>") and Sluice-Replay: n, at most
+// req.Rate per second. Only after JetStream acknowledged a republish is the entry deleted; a
+// message that fails again comes back as a new entry carrying its replay count, and entries
+// replayed req.MaxReplays times are skipped (ReasonLimit). Replaying is idempotent: a second
+// replay of the same entry finds it in progress or gone, and a republish racing another
+// process is dropped by JetStream's duplicate window (same Nats-Msg-Id).
+//
+// A dry run reports the entries that would be replayed and changes nothing. Replay blocks
+// until done (honouring ctx and the rate) and handles entries one at a time. Input errors wrap
+// ErrInvalid; a failed republish or delete is reported per entry in Failed; other errors end
+// the call and are returned with the result so far.
+func (s *Store) Replay(ctx context.Context, req ReplayRequest) (ReplayResult, error) {
+	res := ReplayResult{DryRun: req.DryRun, Replayed: []Replayed{}, Skipped: []Skipped{}, Failed: []Failed{}}
+	if err := req.Validate(); err != nil {
+		return res, err
+	}
+	r := req.Rate
+	if r == 0 {
+		r = DefaultRate
+	}
+	maxReplays := req.MaxReplays
+	if maxReplays == 0 {
+		maxReplays = DefaultMaxReplays
+	}
+	lim := rate.NewLimiter(rate.Limit(r), 1)
+	one := func(id string, es []Entry) error {
+		if len(es) == 0 {
+			res.Skipped = append(res.Skipped, Skipped{ID: id, Reason: ReasonNotFound})
+			return nil
+		}
+		return s.replayOne(ctx, &res, lim, maxReplays, req.DryRun, id, es)
+	}
+
+	if req.Filter == nil {
+		seen := make(map[string]bool, len(req.IDs))
+		for _, id := range req.IDs {
+			if seen[id] {
+				continue
+			}
+			seen[id] = true
+			if !s.claim(id) {
+				res.Skipped = append(res.Skipped, Skipped{ID: id, Reason: ReasonInProgress})
+				continue
+			}
+			es, err := s.locate(ctx, id)
+			if err == nil {
+				err = one(id, es)
+			}
+			s.release(id)
+			if err != nil {
+				return res, err
+			}
+		}
+		return res, nil
+	}
+
+	// By filter: only entries stored before now, so messages that fail again during this call
+	// are not replayed again by it.
+	info, err := s.stream.Info(ctx)
+	if err != nil {
+		return res, fmt.Errorf("replay dead letters: stream info: %w", err)
+	}
+	upTo := info.State.LastSeq
+	limit := req.Limit
+	if limit == 0 {
+		limit = DefaultReplayLimit
+	}
+	handled := 0
+	var after uint64
+	for upTo > 0 {
+		page, err := s.list(ctx, *req.Filter, after, min(MaxLimit, limit-handled+1), upTo)
+		if err != nil {
+			return res, fmt.Errorf("replay dead letters: %w", err)
+		}
+		for _, e := range page.Entries {
+			if handled == limit {
+				res.Truncated = true
+				return res, nil
+			}
+			handled++
+			id := e.Envelope.ID
+			if !s.claim(id) {
+				res.Skipped = append(res.Skipped, Skipped{ID: id, Reason: ReasonInProgress})
+				continue
+			}
+			// Re-read: the entry may have gone since it was listed.
+			es, err := s.locate(ctx, id)
+			if err == nil {
+				err = one(id, es)
+			}
+			s.release(id)
+			if err != nil {
+				return res, err
+			}
+		}
+		if page.NextCursor == "" {
+			break
+		}
+		if after, err = ParseCursor(page.NextCursor); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// claim marks id as being replayed by this Store; false when it already is.
+func (s *Store) claim(id string) bool {
+	s.replayMu.Lock()
+	defer s.replayMu.Unlock()
+	if s.replaying[id] {
+		return false
+	}
+	s.replaying[id] = true
+	return true
+}
+
+func (s *Store) release(id string) {
+	s.replayMu.Lock()
+	delete(s.replaying, id)
+	s.replayMu.Unlock()
+}
+
+// replayOne replays the newest copy of entry id (es holds every copy) and deletes all copies.
+func (s *Store) replayOne(ctx context.Context, res *ReplayResult, lim *rate.Limiter, maxReplays int, dry bool, id string, es []Entry) error {
+	e := es[len(es)-1]
+	env := e.Envelope
+	if env.Replays >= maxReplays {
+		res.Skipped = append(res.Skipped, Skipped{ID: id, Reason: ReasonLimit})
+		return nil
+	}
+	if env.Subject == "" || strings.HasPrefix(env.Subject, "sluice.dlq.") || !validSubject(env.Subject) || strings.ContainsAny(env.Subject, "*>") {
+		res.Skipped = append(res.Skipped, Skipped{ID: id, Reason: ReasonNoSubject})
+		return nil
+	}
+	n := env.Replays + 1
+	msg := replayMsg(env, n)
+	item := Replayed{ID: id, Subject: env.Subject, MsgID: msg.Header.Get(nats.MsgIdHdr), Replay: n}
+	if dry {
+		res.Replayed = append(res.Replayed, item)
+		return nil
+	}
+	if err := lim.Wait(ctx); err != nil {
+		return fmt.Errorf("replay %s: wait for rate limit: %w", id, err)
+	}
+	var opts []jetstream.PublishOpt
+	if env.Stream != "" {
+		opts = append(opts, jetstream.WithExpectStream(env.Stream))
+	}
+	ack, err := s.js.PublishMsg(ctx, msg, opts...)
+	if err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("replay %s: %w", id, ctx.Err())
+		}
+		res.Failed = append(res.Failed, Failed{ID: id, Error: fmt.Sprintf("republish to %s: %v", env.Subject, err)})
+		return nil
+	}
+	// Acknowledged: now, and only now, remove the entry.
+	for _, c := range es {
+		if _, err := s.deleteSeq(ctx, id, c.Seq); err != nil {
+			res.Failed = append(res.Failed, Failed{ID: id, Error: fmt.Sprintf("republished (seq %d) but could not remove the entry; replaying it again is deduplicated for the stream's duplicate window: %v", ack.Sequence, err)})
+			return nil
+		}
+	}
+	if ack.Duplicate {
+		res.Skipped = append(res.Skipped, Skipped{ID: id, Reason: ReasonDuplicate})
+		return nil
+	}
+	item.Seq = ack.Sequence
+	res.Replayed = append(res.Replayed, item)
+	return nil
+}
+
+// replayMsg builds the republished message of env as replay n.
+func replayMsg(env schemas.DeadLetterEnvelope, n int) *nats.Msg {
+	m := nats.NewMsg(env.Subject)
+	m.Data = env.Payload
+	for k, vs := range env.Headers {
+		// Publish expectations and batch markers of the first publish must not apply again.
+		if strings.HasPrefix(k, "Nats-Expected-") || strings.HasPrefix(k, "Nats-Batch-") {
+			continue
+		}
+		m.Header[k] = append([]string(nil), vs...)
+	}
+	first := m.Header.Get(HeaderReplayOf)
+	if first == "" {
+		first = m.Header.Get(nats.MsgIdHdr)
+		if first != "" {
+			m.Header.Set(HeaderReplayOf, first)
+		}
+	}
+	id := "replay" + strconv.Itoa(n) + "/" + env.ID
+	if first != "" {
+		id = first + "/" + id
+	}
+	m.Header.Set(nats.MsgIdHdr, id)
+	m.Header.Set(HeaderReplay, strconv.Itoa(n))
+	return m
+}

@@ -1,0 +1,276 @@
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"time"
+
+	"github.com/sluice-dev/sluice/pipeline/dlq"
+)
+
+// DeadLetterService reads and acts on dead letters; *dlq.Store implements it. Implementations
+// must be safe for concurrent use; every method may block on I/O and honours ctx.
+type DeadLetterService interface {
+	// List returns a page of entries matching f, oldest first, after cursor. Input errors wrap
+	// dlq.ErrInvalid (400).
+	List(ctx context.Context, f dlq.Filter, cursor string, limit int) (dlq.Page, error)
+	// Get returns one entry by id, or an error wrapping dlq.ErrNotFound or ErrNotFound (404).
+	Get(ctx context.Context, id string) (dlq.Entry, error)
+	// Delete removes one entry by id, or returns an error wrapping dlq.ErrNotFound or
+	// ErrNotFound (404).
+	Delete(ctx context.Context, id string) error
+	// Purge removes every entry matching f and returns how many.
+	Purge(ctx context.Context, f dlq.Filter) (int, error)
+	// Replay republishes entries; input errors wrap dlq.ErrInvalid (400).
+	Replay(ctx context.Context, req dlq.ReplayRequest) (dlq.ReplayResult, error)
+}
+
+// maxDLQBodyBytes bounds a replay request body.
+const maxDLQBodyBytes = 1 << 20
+
+// dlqRoutes registers the dead-letter routes: reads need ScopeRead, replay, delete and purge
+// need ScopeAdmin.
+func (s *Server) dlqRoutes() {
+	s.handle("GET /v1/dlq", s.require(ScopeRead, s.withDLQ(s.listDLQ)))
+	s.handle("GET /v1/dlq/{id}", s.require(ScopeRead, s.withDLQ(s.getDLQ)))
+	s.handle("POST /v1/dlq/replay", s.require(ScopeAdmin, s.withDLQ(s.replayDLQ)))
+	s.handle("DELETE /v1/dlq/{id}", s.require(ScopeAdmin, s.withDLQ(s.deleteDLQ)))
+	s.handle("DELETE /v1/dlq", s.require(ScopeAdmin, s.withDLQ(s.purgeDLQ)))
+}
+
+// withDLQ answers 501 when the server has no DeadLetterService.
+func (s *Server) withDLQ(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.DeadLetters == nil {
+			s.problem(w, r, http.StatusNotImplemented, "Dead-letter inspection and replay are not enabled on this server.")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// encodeEntry is the wire shape of a dead letter: the envelope (payload as standard base64)
+// plus dlq_seq (its DLQ stream sequence), stored_at, and payload_json (the payload itself when
+// it is JSON).
+func encodeEntry(e dlq.Entry) (json.RawMessage, error) {
+	env, err := json.Marshal(e.Envelope)
+	if err != nil {
+		return nil, fmt.Errorf("encode dead letter %s: %w", e.Envelope.ID, err)
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(env, &fields); err != nil {
+		return nil, fmt.Errorf("encode dead letter %s: %w", e.Envelope.ID, err)
+	}
+	fields["dlq_seq"] = json.RawMessage(strconv.FormatUint(e.Seq, 10))
+	at, _ := json.Marshal(e.StoredAt)
+	fields["stored_at"] = at
+	if len(e.Envelope.Payload) > 0 && json.Valid(e.Envelope.Payload) {
+		fields["payload_json"] = json.RawMessage(e.Envelope.Payload)
+	}
+	return json.Marshal(fields)
+}
+
+// dlqFilter reads job, subject, error_class, since and until from the query. Times are
+// RFC 3339.
+func dlqFilter(q url.Values) (dlq.Filter, error) {
+	f := dlq.Filter{Job: q.Get("job"), Subject: q.Get("subject"), ErrorClass: q.Get("error_class")}
+	var errs []error
+	for _, p := range []struct {
+		name string
+		dst  *time.Time
+	}{{"since", &f.Since}, {"until", &f.Until}} {
+		v := q.Get(p.name)
+		if v == "" {
+			continue
+		}
+		t, err := time.Parse(time.RFC3339Nano, v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s %q is not an RFC 3339 time (e.g. 2025-01-02T15:04:05Z)", p.name, v))
+			continue
+		}
+		*p.dst = t
+	}
+	if err := errors.Join(errs...); err != nil {
+		return f, err
+	}
+	if err := f.Validate(); err != nil {
+		return f, err
+	}
+	return f, nil
+}
+
+// listDLQ handles GET /v1/dlq?job=&subject=&error_class=&since=&until=&limit=&cursor=.
+func (s *Server) listDLQ(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f, err := dlqFilter(q)
+	if err != nil {
+		s.problem(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	limit := 0
+	if v := q.Get("limit"); v != "" {
+		if limit, err = strconv.Atoi(v); err != nil || limit < 1 || limit > dlq.MaxLimit {
+			s.problem(w, r, http.StatusBadRequest, fmt.Sprintf("limit %q is not a number from 1 to %d", v, dlq.MaxLimit))
+			return
+		}
+	}
+	page, err := s.cfg.DeadLetters.List(r.Context(), f, q.Get("cursor"), limit)
+	if err != nil {
+		s.dlqError(w, r, "list dead letters", err)
+		return
+	}
+	out := struct {
+		Entries    []json.RawMessage `json:"entries"`
+		NextCursor *string           `json:"next_cursor"`
+	}{Entries: make([]json.RawMessage, 0, len(page.Entries))}
+	for _, e := range page.Entries {
+		b, err := encodeEntry(e)
+		if err != nil {
+			s.internalError(w, r, "list dead letters", err)
+			return
+		}
+		out.Entries = append(out.Entries, b)
+	}
+	if page.NextCursor != "" {
+		out.NextCursor = &page.NextCursor
+	}
+	s.writeJSON(w, r, http.StatusOK, out)
+}
+
+// getDLQ handles GET /v1/dlq/{id}.
+func (s *Server) getDLQ(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	e, err := s.cfg.DeadLetters.Get(r.Context(), id)
+	if err != nil {
+		s.dlqError(w, r, "get dead letter", err)
+		return
+	}
+	b, err := encodeEntry(e)
+	if err != nil {
+		s.internalError(w, r, "get dead letter", err)
+		return
+	}
+	writeRawJSON(w, http.StatusOK, append(b, '\n'))
+}
+
+// deleteDLQ handles DELETE /v1/dlq/{id}.
+func (s *Server) deleteDLQ(w http.ResponseWriter, r *http.Request) {
+	if err := s.cfg.DeadLetters.Delete(r.Context(), r.PathValue("id")); err != nil {
+		s.dlqError(w, r, "delete dead letter", err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// purgeDLQ handles DELETE /v1/dlq?job=&subject=&error_class=&since=&until=; at least one
+// filter is required so that a bare DELETE cannot empty the DLQ.
+func (s *Server) purgeDLQ(w http.ResponseWriter, r *http.Request) {
+	f, err := dlqFilter(r.URL.Query())
+	if err != nil {
+		s.problem(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	if f.IsZero() {
+		s.problem(w, r, http.StatusBadRequest, "Purging needs at least one filter: job, subject, error_class, since or until.")
+		return
+	}
+	n, err := s.cfg.DeadLetters.Purge(r.Context(), f)
+	if err != nil {
+		s.dlqError(w, r, "purge dead letters", err)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]int{"purged": n})
+}
+
+// replayBody is the body of POST /v1/dlq/replay.
+type replayBody struct {
+	IDs    []string `json:"ids"`
+	Filter *struct {
+		Job        string `json:"job"`
+		Subject    string `json:"subject"`
+		ErrorClass string `json:"error_class"`
+		Since      string `json:"since"`
+		Until      string `json:"until"`
+	} `json:"filter"`
+	DryRun     bool    `json:"dry_run"`
+	Rate       float64 `json:"rate"`
+	MaxReplays int     `json:"max_replays"`
+	Limit      int     `json:"limit"`
+}
+
+// replayDLQ handles POST /v1/dlq/replay.
+func (s *Server) replayDLQ(w http.ResponseWriter, r *http.Request) {
+	dec := json.NewDecoder(http.MaxBytesReader(innermost(w), r.Body, maxDLQBodyBytes))
+	dec.DisallowUnknownFields()
+	var body replayBody
+	if err := dec.Decode(&body); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			s.problem(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The request body is larger than %d bytes.", maxDLQBodyBytes))
+			return
+		}
+		s.problem(w, r, http.StatusBadRequest, "The body must be a JSON object {\"ids\":[…]} or {\"filter\":{…}}, with optional dry_run, rate, max_replays, limit: "+jsonProblem(err))
+		return
+	}
+	if dec.More() {
+		s.problem(w, r, http.StatusBadRequest, "The body must hold one JSON object.")
+		return
+	}
+	req := dlq.ReplayRequest{IDs: body.IDs, DryRun: body.DryRun, Rate: body.Rate, MaxReplays: body.MaxReplays, Limit: body.Limit}
+	if body.Filter != nil {
+		q := url.Values{}
+		for k, v := range map[string]string{"job": body.Filter.Job, "subject": body.Filter.Subject, "error_class": body.Filter.ErrorClass, "since": body.Filter.Since, "until": body.Filter.Until} {
+			if v != "" {
+				q.Set(k, v)
+			}
+		}
+		f, err := dlqFilter(q)
+		if err != nil {
+			s.problem(w, r, http.StatusBadRequest, "filter: "+err.Error())
+			return
+		}
+		req.Filter = &f
+	}
+	res, err := s.cfg.DeadLetters.Replay(r.Context(), req)
+	if err != nil {
+		s.dlqError(w, r, "replay dead letters", err)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, res)
+}
+
+// jsonProblem describes a JSON decoding error without echoing the body.
+func jsonProblem(err error) string {
+	var se *json.SyntaxError
+	var te *json.UnmarshalTypeError
+	switch {
+	case errors.As(err, &se):
+		return fmt.Sprintf("invalid JSON at byte offset %d.", se.Offset)
+	case errors.As(err, &te):
+		return fmt.Sprintf("field %q has the wrong type.", te.Field)
+	case errors.Is(err, io.EOF):
+		return "the body is empty."
+	}
+	// DisallowUnknownFields: `json: unknown field "x"` names only the field.
+	return err.Error() + "."
+}
+
+// dlqError maps a DeadLetterService error to an answer.
+func (s *Server) dlqError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	switch {
+	case errors.Is(err, dlq.ErrNotFound), errors.Is(err, ErrNotFound):
+		s.problem(w, r, http.StatusNotFound, fmt.Sprintf("No dead letter with id %q.", r.PathValue("id")))
+	case errors.Is(err, dlq.ErrInvalid):
+		s.problem(w, r, http.StatusBadRequest, err.Error())
+	case r.Context().Err() != nil:
+		s.writeProblem(w, r, problemDoc{Status: statusClientClosed, Title: "Client Closed Request", Detail: "The client closed the request."})
+	default:
+		s.internalError(w, r, what, err)
+	}
+}
