@@ -87,6 +87,11 @@ func (d *deadLetterer) send(ctx context.Context, m jetstream.Msg, meta *jetstrea
 		JobID:          m.Headers().Get(schemas.HeaderJob),
 		DeadLetteredAt: now,
 	}
+	// A replayed message that fails again carries its replay count forward (the DLQ's loop
+	// guard reads it).
+	if n, err := strconv.Atoi(m.Headers().Get("Sluice-Replay")); err == nil && n > 0 {
+		env.Replays = n
+	}
 	if s := m.Headers().Get(schemas.HeaderItem); s != "" {
 		if n, err := strconv.Atoi(s); err == nil && n >= 0 {
 			env.Item = &n

@@ -334,6 +334,13 @@ type Mark struct {
 	Outcome Outcome
 }
 
+// Mark records item outcomes of job id directly, in one compare-and-set. Workers use the
+// batched Progress recorder; Mark is for rare events (a dead letter captured from an
+// advisory). Recording an outcome twice changes nothing.
+func (s *JobStore) Mark(ctx context.Context, id string, marks ...Mark) (Job, error) {
+	return s.record(ctx, id, marks)
+}
+
 // record applies marks for one job in one compare-and-set.
 func (s *JobStore) record(ctx context.Context, id string, marks []Mark) (Job, error) {
 	return s.update(ctx, id, func(r *jobRecord) {

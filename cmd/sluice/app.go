@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/sinks/astra"
 	"github.com/sluice-dev/sluice/sinks/docstore"
 	"github.com/sluice-dev/sluice/sources/embedded"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
@@ -25,6 +27,9 @@ type config struct {
 	TokensFile string
 	NATS       sjs.ConnConfig
 	LazySync   bool
+	Astra      astra.Config
+	// AstraVector stores a 1024-float embedding as $vector in vector collections.
+	AstraVector bool
 }
 
 // bindCommon registers the flags every command shares; defaults come from the environment.
@@ -38,6 +43,10 @@ func bindCommon(fs *flag.FlagSet, c *config) {
 	fs.StringVar(&c.NATS.CertFile, "nats-cert", envOr("NATS_CERT", ""), "client certificate for NATS TLS (NATS_CERT)")
 	fs.StringVar(&c.NATS.KeyFile, "nats-key", envOr("NATS_KEY", ""), "client key for NATS TLS (NATS_KEY)")
 	fs.BoolVar(&c.LazySync, "lazy-fsync", false, "embedded broker: fsync lazily (faster; loses acknowledged messages on power loss)")
+	fs.StringVar(&c.Astra.Endpoint, "astra-endpoint", envOr("ASTRA_DB_API_ENDPOINT", ""), "AstraDB Data API endpoint; empty uses the embedded store (ASTRA_DB_API_ENDPOINT)")
+	c.Astra.Token = envOr("ASTRA_DB_APPLICATION_TOKEN", "") // never a flag: it would show in ps
+	fs.StringVar(&c.Astra.Keyspace, "astra-keyspace", envOr("ASTRA_DB_KEYSPACE", "default_keyspace"), "AstraDB keyspace (ASTRA_DB_KEYSPACE)")
+	fs.BoolVar(&c.AstraVector, "astra-vector", false, "AstraDB: create vector collections and store embeddings as $vector")
 }
 
 // broker is a connection to JetStream with Sluice's streams provisioned, and the embedded
@@ -113,7 +122,44 @@ func (b *broker) ping(ctx context.Context) error {
 	return err
 }
 
-// openStore opens the embedded document store in the data directory.
-func openStore(ctx context.Context, c config, log *slog.Logger) (*docstore.Store, error) {
-	return docstore.Open(ctx, docstore.Config{Path: filepath.Join(c.DataDir, "documents.db"), Logger: log})
+// docSink is the document store chunks go to and are read from.
+type docSink interface {
+	pipeline.DocSink
+	GetDoc(ctx context.Context, collection, id string) (json.RawMessage, error)
+}
+
+// sinks is the document store this process writes to: AstraDB when an endpoint is
+// configured, else the embedded SQLite store.
+type sinks struct {
+	docs     docSink
+	name     string
+	notFound error
+	ping     func(context.Context) error
+	close    func()
+}
+
+func openSinks(ctx context.Context, c config, log *slog.Logger) (*sinks, error) {
+	if c.Astra.Endpoint != "" {
+		ac := c.Astra
+		ac.Logger = log
+		client, err := astra.NewClient(ac)
+		if err != nil {
+			return nil, fmt.Errorf("astra: %w", err)
+		}
+		sink, err := astra.NewSink(astra.SinkConfig{Client: client, Vector: c.AstraVector, Logger: log})
+		if err != nil {
+			client.Close()
+			return nil, fmt.Errorf("astra: %w", err)
+		}
+		log.Info("writing chunks to AstraDB", "astra", ac) // Config logs the token redacted
+		return &sinks{
+			docs: sink, name: "astra", notFound: astra.ErrNotFound, close: client.Close,
+			ping: func(ctx context.Context) error { _, err := client.FindCollections(ctx); return err },
+		}, nil
+	}
+	store, err := docstore.Open(ctx, docstore.Config{Path: filepath.Join(c.DataDir, "documents.db"), Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return &sinks{docs: store, name: "docstore", notFound: docstore.ErrNotFound, ping: store.Ping, close: func() { _ = store.Close() }}, nil
 }

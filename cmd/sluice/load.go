@@ -72,12 +72,12 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 	workerCtx, stopWorker := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopWorker()
 	if !b.remote {
-		store, err := openStore(ctx, c, log)
+		sk, err := openSinks(ctx, c, log)
 		if err != nil {
 			return err
 		}
-		defer store.Close()
-		w, err := pipeline.NewWorker(pipeline.WorkerConfig{JS: b.js, Streams: b.streams, Sink: store, Logger: log})
+		defer sk.close()
+		w, err := pipeline.NewWorker(pipeline.WorkerConfig{JS: b.js, Streams: b.streams, Sink: sk.docs, SinkName: sk.name, Logger: log})
 		if err != nil {
 			return err
 		}

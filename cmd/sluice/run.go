@@ -36,6 +36,7 @@ Usage:
   sluice worker [flags]         run the workers only
   sluice api [flags]            run the HTTP API only
   sluice jobs ls|show|wait|rollback   inspect, follow and roll back jobs (through the API)
+  sluice dlq ls|show|replay|purge     inspect and replay dead letters (through the API)
   sluice completion bash|zsh    print a shell completion script
   sluice version                print the version
 
@@ -63,6 +64,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog
 		err = cmdServe(ctx, rest, stderr, log, false, true)
 	case "jobs":
 		err = cmdJobs(ctx, rest, stdout, stderr)
+	case "dlq":
+		err = cmdDLQ(ctx, rest, stdout, stderr)
 	case "completion":
 		err = cmdCompletion(rest, stdout)
 	case "version":

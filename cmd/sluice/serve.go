@@ -16,7 +16,7 @@ import (
 	"github.com/sourcegraph/conc/pool"
 
 	"github.com/sluice-dev/sluice/pipeline"
-	"github.com/sluice-dev/sluice/sinks/docstore"
+	"github.com/sluice-dev/sluice/pipeline/dlq"
 	"github.com/sluice-dev/sluice/sources/embedded"
 	"github.com/sluice-dev/sluice/sources/files"
 	"github.com/sluice-dev/sluice/sources/httpapi"
@@ -53,18 +53,22 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 		return err
 	}
 	defer b.close()
-	store, err := openStore(ctx, c, log)
+	sk, err := openSinks(ctx, c, log)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
+	defer sk.close()
+	dead, err := dlq.New(dlq.Config{JS: b.js, Stream: b.streams.DLQ, Logger: log})
+	if err != nil {
+		return err
+	}
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	var worker *pipeline.Worker
 	if workers {
 		worker, err = pipeline.NewWorker(pipeline.WorkerConfig{
-			JS: b.js, Streams: b.streams, Sink: store, DrainTimeout: *drain, Registerer: reg, Logger: log,
+			JS: b.js, Streams: b.streams, Sink: sk.docs, SinkName: sk.name, DrainTimeout: *drain, Registerer: reg, Logger: log,
 		})
 		if err != nil {
 			return err
@@ -83,14 +87,15 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 			return err
 		}
 		srv, err = httpapi.New(httpapi.Config{
-			Addr:     c.HTTPAddr,
-			Tokens:   tokens,
-			Jobs:     jobService{loader: loader, jobs: b.jobs},
-			Chunks:   chunkReader{store: store, collection: "ttrpg_chunks_{env}"},
-			Registry: reg,
+			Addr:        c.HTTPAddr,
+			Tokens:      tokens,
+			Jobs:        jobService{loader: loader, jobs: b.jobs},
+			Chunks:      chunkReader{sinks: sk, collection: "ttrpg_chunks_{env}"},
+			DeadLetters: dead,
+			Registry:    reg,
 			Ready: []httpapi.Check{
 				{Name: "nats", Check: b.ping},
-				{Name: "store", Check: store.Ping},
+				{Name: "store", Check: sk.ping},
 			},
 			ShutdownTimeout: *drain,
 			Logger:          log,
@@ -109,6 +114,19 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 		p.Go(func(ctx context.Context) error {
 			return sjs.RunReclaimer(ctx, b.streams.Chunks, sjs.ConsumerChunks, 30*time.Second,
 				func(err error) { log.Warn("reclaim chunk stream", "err", err) })
+		})
+		// Messages that exhaust their deliveries without reaching the worker's own
+		// dead-lettering (a worker crashing on them) are captured from the server's advisories
+		// and counted against their job.
+		p.Go(func(ctx context.Context) error {
+			return dead.CaptureAdvisories(ctx, func(ctx context.Context, cp dlq.CaptureParams) error {
+				env := cp.Envelope
+				if env.JobID == "" || env.Item == nil {
+					return nil
+				}
+				_, err := b.jobs.Mark(ctx, env.JobID, pipeline.Mark{Job: env.JobID, Item: int64(*env.Item), Outcome: pipeline.DeadLettered})
+				return err
+			})
 		})
 	}
 	if srv != nil {
@@ -179,15 +197,15 @@ func (s jobService) RollbackJob(ctx context.Context, id, by string) (pipeline.Jo
 	return job, err
 }
 
-// chunkReader reads chunks from the embedded document store.
+// chunkReader reads chunks from the document store.
 type chunkReader struct {
-	store      *docstore.Store
+	sinks      *sinks
 	collection string
 }
 
 func (r chunkReader) GetChunk(ctx context.Context, env, id string) (json.RawMessage, error) {
-	doc, err := r.store.GetDoc(ctx, strings.ReplaceAll(r.collection, "{env}", env), id)
-	if errors.Is(err, docstore.ErrNotFound) {
+	doc, err := r.sinks.docs.GetDoc(ctx, strings.ReplaceAll(r.collection, "{env}", env), id)
+	if errors.Is(err, r.sinks.notFound) {
 		return nil, fmt.Errorf("%w: chunk %s", httpapi.ErrNotFound, id)
 	}
 	return doc, err

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats.go"
 )
 
 func freeAddr(t *testing.T) string {
@@ -187,6 +189,62 @@ func TestServeEndToEnd(t *testing.T) {
 		t.Fatalf("jobs rollback: exit %d\n%s", code, out)
 	}
 	getJSON(t, base+"/v1/chunks/job_1757498642_0a06fa1bc2da_chunk_9003?env=dev", 404)
+
+	// A message no file loader would send goes to the dead-letter queue; the CLI finds it,
+	// shows it, replays it (it fails again, and carries its replay count), and purges it.
+	url, err := os.ReadFile(dataDir + "/nats.url")
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := nats.Connect(strings.TrimSpace(string(url)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	bad := nats.NewMsg("sluice.v1.chunks.dev")
+	bad.Data = []byte(`{"chunk_id":"broken","content":""}`)
+	if err := nc.PublishMsg(bad); err != nil {
+		t.Fatal(err)
+	}
+	var dlqID string
+	for deadline := time.Now().Add(30 * time.Second); dlqID == ""; {
+		out, _ := cli("dlq", "ls", "--json", "--error-class", "validation")
+		var page struct {
+			Entries []map[string]any `json:"entries"`
+		}
+		_ = json.Unmarshal([]byte(out), &page)
+		if len(page.Entries) == 1 {
+			dlqID = page.Entries[0]["id"].(string)
+		} else if time.Now().After(deadline) {
+			t.Fatalf("dead letter never listed: %s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if out, code := cli("dlq", "show", dlqID); code != 0 || !strings.Contains(out, "empty content") || !strings.Contains(out, `"chunk_id":"broken"`) {
+		t.Fatalf("dlq show: exit %d\n%s", code, out)
+	}
+	if out, code := cli("dlq", "replay", "--dry-run", dlqID); code != 0 || !strings.Contains(out, "would replay 1") {
+		t.Fatalf("dlq replay --dry-run: exit %d\n%s", code, out)
+	}
+	if out, code := cli("dlq", "replay", dlqID); code != 0 || !strings.Contains(out, "replayed 1") {
+		t.Fatalf("dlq replay: exit %d\n%s", code, out)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		out, _ := cli("dlq", "ls", "--json")
+		if strings.Contains(out, `"replays": 1`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replayed message did not come back with its replay count: %s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, code := cli("dlq", "purge", "--error-class", "validation"); code != 2 {
+		t.Fatalf("purge without --yes: exit %d, want 2", code)
+	}
+	if out, code := cli("dlq", "purge", "--error-class", "validation", "--yes"); code != 0 || !strings.Contains(out, "purged 1") {
+		t.Fatalf("dlq purge: exit %d\n%s", code, out)
+	}
 
 	resp, err = http.Get(base + "/metrics")
 	if err != nil {

@@ -550,3 +550,18 @@ func (s *Sink) GetDoc(ctx context.Context, coll, id string) (json.RawMessage, er
 	}
 	return doc, nil
 }
+
+// DeleteJobDocs deletes every document of coll whose "sluice_job" is jobID (job rollback) and
+// returns how many. deleteMany removes 20 per call; it loops until none is left. A missing
+// collection has nothing to delete.
+func (s *Sink) DeleteJobDocs(ctx context.Context, coll, jobID string) (int64, error) {
+	n, err := s.c.DeleteMany(ctx, coll, map[string]any{"sluice_job": jobID})
+	var ae *APIError
+	if errors.As(err, &ae) && ae.Code == CodeUnknownCollection {
+		return 0, nil
+	}
+	if err != nil {
+		return int64(n), fmt.Errorf("delete documents of job %s from %s: %w", jobID, coll, err)
+	}
+	return int64(n), nil
+}
