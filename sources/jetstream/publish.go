@@ -53,7 +53,7 @@ func PublishAtomic(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg
 
 // BatchWriterConfig configures a BatchWriter.
 type BatchWriterConfig struct {
-	// BatchSize is the number of messages per atomic batch. Default 256, at most MaxAtomicBatch.
+	// BatchSize is the number of messages per atomic batch. Default 500, at most MaxAtomicBatch.
 	BatchSize int
 	// BatchBytes closes a batch early once its payloads reach this size. Default 4 MiB.
 	BatchBytes int
@@ -80,7 +80,7 @@ type BatchWriter struct {
 // call Close, which waits for every batch.
 func NewBatchWriter(ctx context.Context, js jetstream.JetStream, cfg BatchWriterConfig) *BatchWriter {
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 256
+		cfg.BatchSize = 500
 	}
 	if cfg.BatchSize > MaxAtomicBatch {
 		cfg.BatchSize = MaxAtomicBatch
