@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/sluice-dev/sluice/sources/httpapi/openapitest"
 )
 
 func freeAddr(t *testing.T) string {
@@ -65,6 +67,18 @@ func TestServeEndToEnd(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 
+	// Every JSON answer below is checked against the server's own OpenAPI document.
+	resp0, err := http.Get(base + "/openapi.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	docBytes, _ := io.ReadAll(resp0.Body)
+	resp0.Body.Close()
+	if apiDoc, err = openapitest.Load(docBytes); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { apiDoc = nil })
+
 	body, err := os.ReadFile("../../testdata/chunks/nasty_job_1757498642_0a06fa1bc2da_pass_a_chunks.json")
 	if err != nil {
 		t.Fatal(err)
@@ -74,15 +88,19 @@ func TestServeEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	var sub map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&sub)
+	subBody, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
+	_ = json.Unmarshal(subBody, &sub)
+	if err := apiDoc.Check("POST /v1/jobs", resp.StatusCode, resp.Header.Get("Content-Type"), subBody); err != nil {
+		t.Fatal(err)
+	}
 	if resp.StatusCode != http.StatusAccepted || sub["job_id"] == nil || sub["rejected"].(float64) != 6 {
 		t.Fatalf("POST /v1/jobs: %d %v", resp.StatusCode, sub)
 	}
 	jobID := sub["job_id"].(string)
 	var job map[string]any
 	for deadline := time.Now().Add(time.Minute); ; {
-		job = getJSON(t, base+"/v1/jobs/"+jobID, 200)
+		job = getJSON(t, base+"/v1/jobs/"+jobID, 200, "GET /v1/jobs/{id}")
 		if job["state"] == "completed_with_errors" || job["state"] == "completed" {
 			break
 		}
@@ -94,12 +112,13 @@ func TestServeEndToEnd(t *testing.T) {
 	if job["state"] != "completed_with_errors" || job["written"].(float64) != 36 || job["rejected"].(float64) != 6 || len(job["rejections"].([]any)) != 6 {
 		t.Fatalf("job = %v", job)
 	}
-	doc := getJSON(t, base+"/v1/chunks/job_1757498642_0a06fa1bc2da_chunk_9003?env=dev", 200)
+	doc := getJSON(t, base+"/v1/chunks/job_1757498642_0a06fa1bc2da_chunk_9003?env=dev", 200, "GET /v1/chunks/{id}")
 	if !strings.Contains(doc["content"].(string), "\u200d") {
 		t.Fatalf("emoji chunk lost its ZWJ: %v", doc["content"])
 	}
-	getJSON(t, base+"/v1/chunks/nope?env=dev", 404)
-	getJSON(t, base+"/v1/jobs/jnope", 404)
+	getJSON(t, base+"/v1/chunks/nope?env=dev", 404, "GET /v1/chunks/{id}")
+	getJSON(t, base+"/v1/jobs/jnope", 404, "GET /v1/jobs/{id}")
+	getJSON(t, base+"/readyz", 200, "GET /readyz")
 
 	// The same file again is the same job, published once.
 	resp, err = http.Post(base+"/v1/jobs?env=dev", "application/json", bytes.NewReader(body))
@@ -136,7 +155,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if resp.Header.Get("Content-Type") != "text/event-stream" || !strings.Contains(string(events), "event: done\n") {
 		t.Fatalf("events: %s\n%s", resp.Header.Get("Content-Type"), events)
 	}
-	list := getJSON(t, base+"/v1/jobs?state=completed_with_errors", 200)
+	list := getJSON(t, base+"/v1/jobs?state=completed_with_errors", 200, "GET /v1/jobs")
 	if jobs := list["jobs"].([]any); len(jobs) != 1 || jobs[0].(map[string]any)["job_id"] != jobID {
 		t.Fatalf("list: %v", list)
 	}
@@ -220,6 +239,8 @@ func TestServeEndToEnd(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	getJSON(t, base+"/v1/dlq", 200, "GET /v1/dlq")
+	getJSON(t, base+"/v1/dlq/"+dlqID, 200, "GET /v1/dlq/{id}")
 	if out, code := cli("dlq", "show", dlqID); code != 0 || !strings.Contains(out, "empty content") || !strings.Contains(out, `"chunk_id":"broken"`) {
 		t.Fatalf("dlq show: exit %d\n%s", code, out)
 	}
@@ -264,17 +285,28 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 }
 
-func getJSON(t *testing.T, url string, want int) map[string]any {
+// apiDoc is the running server's OpenAPI document while TestServeEndToEnd runs.
+var apiDoc *openapitest.Doc
+
+// getJSON GETs url, expects status want, checks the answer against the OpenAPI document's
+// operation op (when given) and returns the decoded body.
+func getJSON(t *testing.T, url string, want int, op ...string) map[string]any {
 	t.Helper()
 	resp, err := http.Get(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
 	var m map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&m)
+	_ = json.Unmarshal(b, &m)
 	if resp.StatusCode != want {
 		t.Fatalf("GET %s: %d, want %d: %v", url, resp.StatusCode, want, m)
+	}
+	if len(op) > 0 && apiDoc != nil {
+		if err := apiDoc.Check(op[0], resp.StatusCode, resp.Header.Get("Content-Type"), b); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return m
 }

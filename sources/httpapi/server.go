@@ -50,6 +50,8 @@ type Server struct {
 	// (server-sent events) end instead of holding Shutdown until its timeout.
 	stopStreams     chan struct{}
 	stopStreamsOnce sync.Once
+	// patterns lists every registered route ("METHOD /path"), for the OpenAPI parity test.
+	patterns []string
 
 	// mu guards started and closed.
 	mu      sync.Mutex
@@ -204,6 +206,7 @@ func (s *Server) routes() {
 	s.handle("GET /v1/chunks/{id}", s.require(ScopeRead, s.getChunk))
 	s.dlqRoutes() // dlq.go
 	s.handle("GET /healthz", s.healthz)
+	s.handle("GET /openapi.json", s.openapi)
 	s.handle("GET /readyz", s.readyz)
 	s.handle("GET /metrics", s.require(ScopeRead, promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
@@ -217,6 +220,7 @@ func (s *Server) handle(pattern string, h http.HandlerFunc) {
 	if _, path, ok := strings.Cut(pattern, " "); ok {
 		route = path
 	}
+	s.patterns = append(s.patterns, pattern)
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		if info := reqInfoFrom(r.Context()); info != nil {
 			info.route = route

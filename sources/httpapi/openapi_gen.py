@@ -1,0 +1,91 @@
+# Generates openapi.json: python3 openapi_gen.py > openapi.json. Edit this, not the JSON; the
+# tests (TestOpenAPIMatchesRoutes, the serve end-to-end test) fail when the two drift apart.
+import json
+ref=lambda n: {"$ref": "#/components/schemas/"+n}
+def problem_resp(desc): return {"description": desc, "content": {"application/problem+json": {"schema": ref("Problem")}}}
+def json_resp(desc, schema): return {"description": desc, "content": {"application/json": {"schema": schema}}}
+P = lambda name, where="query", desc="", schema={"type":"string"}, required=False: {"name": name, "in": where, "description": desc, "required": required or where=="path", "schema": schema}
+env_param = P("env", desc="Environment: dev (default), test or prod.", schema={"type":"string","enum":["dev","test","prod"]})
+std_err = {"401": problem_resp("No valid bearer token."), "403": problem_resp("The token lacks the scope this needs."), "500": problem_resp("Internal failure; the request id identifies it in the logs.")}
+def errs(*codes, **more):
+    d = {c: std_err[c] for c in ("401","403","500")}
+    for c in codes: d[c] = problem_resp({"400":"Bad input.","404":"Not found.","409":"Conflicts with the resource's state.","413":"Body over the size limit.","501":"Not enabled on this server."}[c])
+    return d
+sec = lambda scope: [{"bearer": [scope]}]
+paths = {
+ "/v1/jobs": {
+  "post": {"operationId":"submitJob","summary":"Load a chunk file as one job","security":sec("write"),
+   "parameters":[env_param, P("file",desc="Name recorded for the job."), P("force",desc="Load again even if the same content was loaded before.",schema={"type":"boolean"}), P("Idempotency-Key","header","A repeated key returns the first request's job; nothing is republished.")],
+   "requestBody":{"required":True,"content":{"application/json":{"schema":{"description":"A chunk file in any accepted format (chunks, vectorized_chunks, items, enriched_chunks)."}},"application/x-ndjson":{"schema":{"type":"string","description":"One chunk record per line (Pass C / Pass D JSONL)."}}}},
+   "responses":{"202":json_resp("Every item is published; workers write them now.",ref("SubmitResult")),"200":json_resp("The same file (or Idempotency-Key) was submitted before; nothing was republished.",ref("SubmitResult")), **errs("400","413")}},
+  "get": {"operationId":"listJobs","summary":"List jobs, newest first","security":sec("read"),
+   "parameters":[P("state",schema=ref("JobState")), P("env",schema={"type":"string","enum":["dev","test","prod"]}), P("limit",schema={"type":"integer","minimum":1,"maximum":1000}), P("cursor",desc="next_cursor of the previous page.")],
+   "responses":{"200":json_resp("A page of jobs.",ref("JobList")), **errs("400","501")}}},
+ "/v1/jobs/{id}": {
+  "get": {"operationId":"getJob","summary":"A job's state and counts","security":sec("read"),"parameters":[P("id","path")],
+   "responses":{"200":json_resp("The job.",ref("Job")), **errs("404")}},
+  "delete": {"operationId":"rollbackJob","summary":"Roll a job back: delete the documents it wrote","security":sec("admin"),"parameters":[P("id","path")],
+   "responses":{"202":json_resp("Rollback requested; follow it on the job's rollback field.",ref("Job")), **errs("404","409","501")}}},
+ "/v1/jobs/{id}/events": {
+  "get": {"operationId":"jobEvents","summary":"Server-sent events: the job after every change, until it is settled","security":sec("read"),"parameters":[P("id","path")],
+   "responses":{"200":{"description":"An event stream: 'progress' events, then one 'done' event; data is a Job.","content":{"text/event-stream":{"schema":{"type":"string"}}}}, **errs("404","501")}}},
+ "/v1/chunks/{id}": {
+  "get": {"operationId":"getChunk","summary":"A stored chunk document","security":sec("read"),"parameters":[P("id","path"), env_param],
+   "responses":{"200":json_resp("The document as stored.",ref("ChunkDocument")), **errs("400","404")}}},
+ "/v1/dlq": {
+  "get": {"operationId":"listDeadLetters","summary":"List dead letters, oldest first","security":sec("read"),
+   "parameters":[P("job"),P("subject",desc="Original subject; NATS wildcards allowed."),P("error_class",schema=ref("ErrorClass")),P("since",schema={"type":"string","format":"date-time"}),P("until",schema={"type":"string","format":"date-time"}),P("limit",schema={"type":"integer","minimum":1,"maximum":1000}),P("cursor")],
+   "responses":{"200":json_resp("A page of dead letters.",ref("DeadLetterPage")), **errs("400","501")}},
+  "delete": {"operationId":"purgeDeadLetters","summary":"Delete every dead letter matching a filter (at least one filter is required)","security":sec("admin"),
+   "parameters":[P("job"),P("subject"),P("error_class",schema=ref("ErrorClass")),P("since",schema={"type":"string","format":"date-time"}),P("until",schema={"type":"string","format":"date-time"})],
+   "responses":{"200":json_resp("How many were deleted.",{"type":"object","required":["purged"],"properties":{"purged":{"type":"integer","minimum":0}}}), **errs("400","501")}}},
+ "/v1/dlq/{id}": {
+  "get": {"operationId":"getDeadLetter","summary":"One dead letter with its payload and error","security":sec("read"),"parameters":[P("id","path")],
+   "responses":{"200":json_resp("The dead letter.",ref("DeadLetter")), **errs("404","501")}},
+  "delete": {"operationId":"deleteDeadLetter","summary":"Delete one dead letter","security":sec("admin"),"parameters":[P("id","path")],
+   "responses":{"204":{"description":"Deleted."}, **errs("404","501")}}},
+ "/v1/dlq/replay": {
+  "post": {"operationId":"replayDeadLetters","summary":"Republish dead letters to their original subjects","security":sec("admin"),
+   "requestBody":{"required":True,"content":{"application/json":{"schema":ref("ReplayRequest")}}},
+   "responses":{"200":json_resp("What was (or, with dry_run, would be) replayed.",ref("ReplayResult")), **errs("400","413","501")}}},
+ "/healthz": {"get":{"operationId":"health","summary":"Liveness","security":[],"responses":{"200":json_resp("Alive.",{"type":"object","required":["status"],"properties":{"status":{"const":"ok"}}})}}},
+ "/readyz": {"get":{"operationId":"ready","summary":"Readiness: broker and store reachable","security":[],"responses":{"200":json_resp("Ready.",ref("Readiness")),"503":problem_resp("Not ready; checks says what each check answered.")}}},
+ "/metrics": {"get":{"operationId":"metrics","summary":"Prometheus metrics","security":sec("read"),"responses":{"200":{"description":"Prometheus text format.","content":{"text/plain":{"schema":{"type":"string"}}}}, **errs()}}},
+ "/openapi.json": {"get":{"operationId":"openapi","summary":"This document","security":[],"responses":{"200":json_resp("OpenAPI 3.1.",{"type":"object"})}}},
+}
+issue = {"type":"object","required":["index","reason"],"properties":{"index":{"type":"integer","minimum":0},"id":{"type":"string"},"reason":{"type":"string"}}}
+ts = {"type":"string","format":"date-time"}
+schemas = {
+ "Problem": {"type":"object","description":"RFC 9457 problem details.","required":["type","title","status"],"properties":{"type":{"type":"string"},"title":{"type":"string"},"status":{"type":"integer"},"detail":{"type":"string"},"instance":{"type":"string"},"request_id":{"type":"string"},"checks":{"type":"object","additionalProperties":{"type":"string"},"description":"GET /readyz only: each check's answer."}}},
+ "JobState": {"type":"string","enum":["pending","running","completed","completed_with_errors","rolled_back"]},
+ "ErrorClass": {"type":"string","enum":["validation","limit","rejected","auth","transient","exhausted"]},
+ "ItemIssue": issue,
+ "Rollback": {"type":"object","required":["state","requested_at","deleted"],"properties":{"state":{"type":"string","enum":["requested","done","failed"]},"requested_by":{"type":"string"},"requested_at":ts,"finished_at":ts,"deleted":{"type":"integer"},"error":{"type":"string"}}},
+ "Job": {"type":"object","required":["job_id","env","state","sealed","total","published","written","rejected","dead_lettered","created_at","updated_at"],"properties":{
+   "job_id":{"type":"string"},"env":{"type":"string"},"state":ref("JobState"),"file":{"type":"string"},"format":{"type":"string"},"source_job_id":{"type":"string"},
+   "sealed":{"type":"boolean"},"total":{"type":"integer"},"published":{"type":"integer"},"written":{"type":"integer"},"rejected":{"type":"integer"},"dead_lettered":{"type":"integer"},
+   "rejections":{"type":"array","items":ref("ItemIssue")},"rejections_truncated":{"type":"boolean"},"warnings":{"type":"array","items":ref("ItemIssue")},
+   "rollback":ref("Rollback"),"created_at":ts,"updated_at":ts,"completed_at":ts},"additionalProperties":False},
+ "JobList": {"type":"object","required":["jobs"],"properties":{"jobs":{"type":"array","items":ref("Job")},"next_cursor":{"type":"string"}}},
+ "SubmitResult": {"type":"object","required":["job_id","env","state","total","published","rejected","existing"],"properties":{"job_id":{"type":"string"},"env":{"type":"string"},"state":ref("JobState"),"total":{"type":"integer"},"published":{"type":"integer"},"rejected":{"type":"integer"},"rejections":{"type":"array","items":ref("ItemIssue")},"existing":{"type":"boolean"}}},
+ "ChunkDocument": {"type":"object","required":["_id","chunk_id","content"],"properties":{"_id":{"type":"string"},"chunk_id":{"type":"string"},"content":{"type":"string"},"part":{"type":"integer"},"parts":{"type":"integer"},"environment":{"type":"string"},"stage":{"type":"string"},"metadata":{"type":"object"},"sluice_job":{"type":"string"}}},
+ "DeadLetter": {"type":"object","description":"The dead-letter envelope (schemas/dead-letter.v1.json) plus where the DLQ stores it.","required":["id","subject","headers","payload","error","attempts","stream","stream_seq","dlq_seq","stored_at"],"properties":{
+   "id":{"type":"string"},"subject":{"type":"string"},"headers":{"type":"object","additionalProperties":{"type":"array","items":{"type":"string"}}},"payload":{"type":"string","contentEncoding":"base64"},
+   "payload_json":{"description":"The payload itself, when it is JSON."},
+   "error":{"type":"object","required":["class","message"],"properties":{"class":ref("ErrorClass"),"message":{"type":"string"},"sink":{"type":"string"}}},
+   "attempts":{"type":"integer"},"first_failure":ts,"last_failure":ts,"stream":{"type":"string"},"stream_seq":{"type":"integer"},"consumer":{"type":"string"},"trace_id":{"type":"string"},"job_id":{"type":"string"},"item":{"type":"integer"},"dead_lettered_at":ts,"replays":{"type":"integer"},"dlq_seq":{"type":"integer"},"stored_at":ts}},
+ "DeadLetterPage": {"type":"object","required":["entries","next_cursor"],"properties":{"entries":{"type":"array","items":ref("DeadLetter")},"next_cursor":{"type":["string","null"]}}},
+ "DeadLetterFilter": {"type":"object","properties":{"job":{"type":"string"},"subject":{"type":"string"},"error_class":ref("ErrorClass"),"since":ts,"until":ts},"additionalProperties":False},
+ "ReplayRequest": {"type":"object","description":"ids or filter, not both.","properties":{"ids":{"type":"array","items":{"type":"string"}},"filter":ref("DeadLetterFilter"),"dry_run":{"type":"boolean"},"rate":{"type":"number","exclusiveMinimum":0,"description":"Replays per second (default 100)."},"max_replays":{"type":"integer","minimum":1,"description":"Skip entries replayed this many times already (default 3)."},"limit":{"type":"integer","minimum":1}}},
+ "ReplayResult": {"type":"object","required":["replayed","skipped","failed","dry_run","truncated"],"properties":{
+   "replayed":{"type":"array","items":{"type":"object","required":["id"],"properties":{"id":{"type":"string"}}}},
+   "skipped":{"type":"array","items":{"type":"object","required":["id","reason"],"properties":{"id":{"type":"string"},"reason":{"type":"string"}}}},
+   "failed":{"type":"array","items":{"type":"object","required":["id","error"],"properties":{"id":{"type":"string"},"error":{"type":"string"}}}},
+   "dry_run":{"type":"boolean"},"truncated":{"type":"boolean"}}},
+ "Readiness": {"type":"object","required":["status","checks"],"properties":{"status":{"const":"ready"},"checks":{"type":"object","additionalProperties":{"type":"string"}}}},
+}
+doc = {"openapi":"3.1.0","info":{"title":"Sluice API","version":"1","description":"Publish load jobs and commands; read jobs, chunks and dead letters. Errors are application/problem+json (RFC 9457). Bearer tokens carry scopes read, write and admin (admin implies write implies read); without configured tokens the API serves loopback only, without authentication."},
+ "servers":[{"url":"http://127.0.0.1:8080"}],
+ "security":[{"bearer":["read"]}],
+ "paths":paths,"components":{"schemas":schemas,"securitySchemes":{"bearer":{"type":"http","scheme":"bearer","description":"A token from SLUICE_API_TOKENS_FILE."}}}}
+print(json.dumps(doc, indent=2))
