@@ -320,3 +320,5 @@ func grepLines(s, sub string) string {
 	}
 	return b.String()
 }
+
+func jsonDecode(r io.Reader, v any) error { return json.NewDecoder(r).Decode(v) }
