@@ -34,6 +34,13 @@ const (
 	// DeadLetter is the dead-letter envelope Sluice writes on sluice.dlq.>
 	// (dead-letter.v1.json).
 	DeadLetter Name = "sluice.dead-letter.v1"
+	// Command is a requirement or feature-request command, the payload of a message on
+	// sluice.v1.requirements.{key} or sluice.v1.features.{key} (command.v1.json).
+	Command Name = "sluice.command.v1"
+	// Requirements is a stored requirements version (requirements.v1.json).
+	Requirements Name = "sluice.requirements.v1"
+	// FeatureRequest is a stored feature request (feature-request.v1.json).
+	FeatureRequest Name = "sluice.feature-request.v1"
 )
 
 // MaxProblems is the most problems a ValidationError lists; further ones are summarised in one
@@ -43,7 +50,7 @@ const MaxProblems = 20
 // ErrUnknownSchema is returned (wrapped) by Validate for a Name that is not one of Names().
 var ErrUnknownSchema = errors.New("unknown schema")
 
-//go:embed chunk.v1.json job.v1.json dead-letter.v1.json
+//go:embed chunk.v1.json job.v1.json dead-letter.v1.json command.v1.json requirements.v1.json feature-request.v1.json
 var files embed.FS
 
 // fileOf maps each Name to its embedded file.
@@ -55,13 +62,19 @@ func fileOf(name Name) (string, bool) {
 		return "job.v1.json", true
 	case DeadLetter:
 		return "dead-letter.v1.json", true
+	case Command:
+		return "command.v1.json", true
+	case Requirements:
+		return "requirements.v1.json", true
+	case FeatureRequest:
+		return "feature-request.v1.json", true
 	}
 	return "", false
 }
 
 // Names returns every schema name, sorted. The caller owns the slice.
 func Names() []Name {
-	return []Name{Chunk, DeadLetter, JobEvent}
+	return []Name{Chunk, Command, DeadLetter, FeatureRequest, JobEvent, Requirements}
 }
 
 // FileName returns the file name of schema name (e.g. "chunk.v1.json"), the last path element of

@@ -1,0 +1,206 @@
+package requirements_test
+
+import (
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/schemas"
+)
+
+func newValidator(t testing.TB) *requirements.Validator {
+	t.Helper()
+	v, err := requirements.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// TestDecodeCommandExamples decodes every example of schemas/examples/command.
+func TestDecodeCommandExamples(t *testing.T) {
+	v := newValidator(t)
+	for _, kind := range []string{"valid", "invalid"} {
+		paths, err := filepath.Glob(filepath.Join("../../schemas/examples/command", kind, "*.json"))
+		if err != nil || len(paths) < 3 {
+			t.Fatalf("examples: %v %d", err, len(paths))
+		}
+		for _, p := range paths {
+			t.Run(kind+"/"+filepath.Base(p), func(t *testing.T) {
+				raw, err := os.ReadFile(p)
+				if err != nil {
+					t.Fatal(err)
+				}
+				cmd, err := v.DecodeCommand(raw)
+				if kind == "invalid" {
+					if err == nil || !fault.IsPermanent(err) || fault.ClassOf(err) != fault.Validation {
+						t.Fatalf("got %v, want a permanent validation error", err)
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cmd.Key() == "" || cmd.Actor != "api-admin" || cmd.IssuedAt.IsZero() {
+					t.Errorf("decoded %+v", cmd)
+				}
+				if err := v.Check(cmd); err != nil {
+					t.Errorf("Check of a decoded valid command: %v", err)
+				}
+				// Re-encoding gives the same JSON value (key order of bodies may differ).
+				again, err := json.Marshal(cmd)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var a, b any
+				_ = json.Unmarshal(raw, &a)
+				_ = json.Unmarshal(again, &b)
+				if ja, jb := mustJSON(a), mustJSON(b); ja != jb {
+					t.Errorf("round trip\n%s\n%s", ja, jb)
+				}
+			})
+		}
+	}
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func TestCheck(t *testing.T) {
+	v := newValidator(t)
+	tests := []struct {
+		name    string
+		cmd     func() requirements.Command
+		problem string // "" = valid
+	}{
+		{name: "feature submission", cmd: func() requirements.Command { return submitFeature(reqID) }},
+		{name: "prose that Python's script check rejected", cmd: func() requirements.Command {
+			c := submitFeature(reqID)
+			c.SubmitFeatureRequest.Description = `Show metadata: and data: fields; <script>alert(1)</script> is stored as given`
+			return c
+		}},
+		{name: "title with apostrophe", cmd: func() requirements.Command {
+			c := submitFeature(reqID)
+			c.SubmitFeatureRequest.Title = "Don't crash"
+			return c
+		}, problem: "/title"},
+		{name: "user story not in the template", cmd: func() requirements.Command {
+			c := submitFeature(reqID)
+			c.SubmitFeatureRequest.UserStory = "I want initiative tracking"
+			return c
+		}, problem: "/user_story"},
+		{name: "actor from nowhere", cmd: func() requirements.Command {
+			c := submitFeature(reqID)
+			c.Actor = ""
+			return c
+		}, problem: "/actor"},
+		{name: "requirements submission", cmd: func() requirements.Command { return submitRequirements(t) }},
+		{name: "duplicate requirement ids", cmd: func() requirements.Command {
+			c := submitRequirements(t)
+			c.SubmitRequirements.Requirements = mustObject(t, `{"functional":[{"id":"DR-001","title":"a","description":"b","priority":"low"}],"non_functional":[{"id":"DR-001","title":"a","description":"b","priority":"low"}]}`)
+			return c
+		}, problem: "not unique"},
+		{name: "requirements without non_functional", cmd: func() requirements.Command {
+			c := submitRequirements(t)
+			c.SubmitRequirements.Requirements = mustObject(t, `{"functional":[]}`)
+			return c
+		}, problem: "non_functional"},
+		{name: "decision", cmd: func() requirements.Command {
+			return decide(reqID, requirements.ActionReject, ptr("why"), ptr(int64(1)))
+		}},
+		{name: "empty reason", cmd: func() requirements.Command { return decide(reqID, requirements.ActionReject, ptr(""), nil) }, problem: "/reason"},
+		{name: "transition", cmd: func() requirements.Command { return transition(reqID, requirements.StatusCompleted, nil) }},
+		{name: "missing body", cmd: func() requirements.Command { return header(requirements.TypeTransitionFeatureRequest) }, problem: "without its body"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := v.Check(tt.cmd())
+			if tt.problem == "" {
+				if err != nil {
+					t.Fatalf("valid command refused: %v", err)
+				}
+				return
+			}
+			var r *requirements.Refusal
+			if !errors.As(err, &r) || r.Code != requirements.RefusalInvalid || !strings.Contains(r.Message, tt.problem) {
+				t.Fatalf("got %v, want invalid mentioning %q", err, tt.problem)
+			}
+		})
+	}
+}
+
+func TestCommandJSON(t *testing.T) {
+	c := decide(reqID, requirements.ActionApprove, nil, ptr(int64(2)))
+	c.IssuedAt = time.Date(2025, 10, 9, 8, 53, 20, 123456789, time.FixedZone("x", 7200))
+	raw, err := json.Marshal(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"type":"decide_feature_request","command_id":"` + c.CommandID + `","actor":"api-admin","issued_at":"2025-10-09T06:53:20.123456789Z","request_id":"FR-17600000001234567","action":"approve","expected_version":2}`
+	if string(raw) != want {
+		t.Errorf("got  %s\nwant %s", raw, want)
+	}
+	var back requirements.Command
+	if err := json.Unmarshal(raw, &back); err != nil {
+		t.Fatal(err)
+	}
+	if !back.IssuedAt.Equal(c.IssuedAt) || back.Decide == nil || *back.Decide.ExpectedVersion != 2 || back.Subject() != "sluice.v1.features."+reqID {
+		t.Errorf("round trip %+v", back)
+	}
+	if s := submitRequirements(t).Subject(); s != schemas.RequirementSubject(requirements.RequirementsKey) {
+		t.Errorf("requirements subject %s", s)
+	}
+	for _, bad := range []string{`{"type":"nope","issued_at":"2025-10-09T06:53:20Z"}`, `{"type":"decide_feature_request","issued_at":"yesterday"}`, `[]`} {
+		if err := json.Unmarshal([]byte(bad), &back); err == nil {
+			t.Errorf("decoded %s", bad)
+		}
+	}
+	if _, err := json.Marshal(header(requirements.TypeDecideFeatureRequest)); err == nil {
+		t.Error("marshalled a command without body")
+	}
+}
+
+func TestNewRequestID(t *testing.T) {
+	now := time.UnixMilli(1757214103437)
+	re := regexp.MustCompile(`^FR-1757214103437[0-9]{4}$`)
+	for range 50 {
+		if id := requirements.NewRequestID(now); !re.MatchString(id) || !schemas.ValidKey(id) {
+			t.Fatalf("NewRequestID = %q", id)
+		}
+	}
+}
+
+func TestParseTimestamp(t *testing.T) {
+	tests := []struct {
+		in   string
+		want time.Time
+		bad  bool
+	}{
+		{in: "2025-09-06T21:59:47.664330", want: time.Date(2025, 9, 6, 21, 59, 47, 664330000, time.UTC)},
+		{in: "2025-09-06T21:59:47", want: time.Date(2025, 9, 6, 21, 59, 47, 0, time.UTC)},
+		{in: "2025-09-06T21:59:47.664330Z", want: time.Date(2025, 9, 6, 21, 59, 47, 664330000, time.UTC)},
+		{in: "2025-09-06T23:59:47+02:00", want: time.Date(2025, 9, 6, 21, 59, 47, 0, time.UTC)},
+		{in: "06/09/2025", bad: true},
+		{in: "", bad: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := requirements.ParseTimestamp(tt.in)
+			if tt.bad != (err != nil) || (!tt.bad && !got.Equal(tt.want)) {
+				t.Errorf("ParseTimestamp = %v, %v", got, err)
+			}
+		})
+	}
+	if s := requirements.FormatTimestamp(time.Date(2025, 9, 6, 23, 59, 47, 5000, time.FixedZone("x", 7200))); s != "2025-09-06T21:59:47.000005Z" {
+		t.Errorf("FormatTimestamp = %s", s)
+	}
+}

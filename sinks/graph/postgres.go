@@ -1,0 +1,596 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/sluice-dev/sluice/pipeline/fault"
+)
+
+// migrationLockKey is the pg_advisory_xact_lock key that serialises schema migrations
+// between workers ("sluicegr" in ASCII).
+const migrationLockKey int64 = 0x736c75696365_6772
+
+// PostgresConfig configures OpenPostgres. The pool defaults are the seed's ASYNC_DB_CONFIG.
+// The zero value of each optional field means its default.
+type PostgresConfig struct {
+	// DSN is a "postgres://" or "postgresql://" URL (or a libpq key=value string). Required.
+	// It is never included in errors, since it may hold a password.
+	DSN string
+	// MinConns is the number of connections kept open. Optional; 0 means 5; negative is invalid.
+	MinConns int32
+	// MaxConns bounds the pool. Optional; 0 means 20; negative is invalid.
+	MaxConns int32
+	// MaxConnLifetime recycles a connection after this long. Optional; 0 means 3600s;
+	// negative is invalid.
+	MaxConnLifetime time.Duration
+	// AcquireTimeout bounds the wait for a free pool connection; running out is a
+	// transient error. Optional; 0 means 30s; negative is invalid.
+	AcquireTimeout time.Duration
+	// HealthCheckPeriod is how often idle connections are checked. Optional; 0 means 30s;
+	// negative is invalid.
+	HealthCheckPeriod time.Duration
+	// MaxRetries is how many times ApplyBatch retries a transaction that failed with a
+	// serialization failure (40001) or deadlock (40P01) before returning a transient error.
+	// Optional; 0 means 5; negative means no retries.
+	MaxRetries int
+	// Options are the property rules. Optional; the zero value is the Python behaviour.
+	Options Options
+}
+
+func (c *PostgresConfig) setDefaults() {
+	if c.MinConns == 0 {
+		c.MinConns = 5
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = 20
+	}
+	if c.MaxConnLifetime == 0 {
+		c.MaxConnLifetime = 3600 * time.Second
+	}
+	if c.AcquireTimeout == 0 {
+		c.AcquireTimeout = 30 * time.Second
+	}
+	if c.HealthCheckPeriod == 0 {
+		c.HealthCheckPeriod = 30 * time.Second
+	}
+	if c.MaxRetries == 0 {
+		c.MaxRetries = 5
+	}
+	if c.MaxRetries < 0 {
+		c.MaxRetries = 0
+	}
+}
+
+// Validate reports every problem with c at once.
+func (c PostgresConfig) Validate() error {
+	var errs []error
+	if c.DSN == "" {
+		errs = append(errs, errors.New("graph: PostgresConfig.DSN is required"))
+	}
+	if c.MinConns < 0 || c.MaxConns < 0 {
+		errs = append(errs, fmt.Errorf("graph: PostgresConfig.MinConns %d / MaxConns %d must not be negative", c.MinConns, c.MaxConns))
+	}
+	if c.MaxConns > 0 && c.MinConns > c.MaxConns {
+		errs = append(errs, fmt.Errorf("graph: PostgresConfig.MinConns %d is over MaxConns %d", c.MinConns, c.MaxConns))
+	}
+	if c.MaxConnLifetime < 0 || c.AcquireTimeout < 0 || c.HealthCheckPeriod < 0 {
+		errs = append(errs, errors.New("graph: PostgresConfig durations must not be negative"))
+	}
+	errs = append(errs, c.Options.Validate())
+	return errors.Join(errs...)
+}
+
+// Postgres is the PostgreSQL graph store on a pgx connection pool. Transactions run at READ
+// COMMITTED; rows are locked in id order (nodes, then edges) so overlapping batches do not
+// deadlock, and serialization failures and deadlocks are retried inside ApplyBatch. Safe
+// for concurrent use.
+type Postgres struct {
+	pool    *pgxpool.Pool
+	acquire time.Duration
+	retries int
+	opts    Options
+	closed  atomic.Bool
+}
+
+// OpenPostgres connects a pool to cfg.DSN and applies pending schema migrations under a
+// transaction-scoped advisory lock, so several workers may open at once. It blocks until
+// the migration is done; the caller must Close the store.
+func OpenPostgres(ctx context.Context, cfg PostgresConfig) (*Postgres, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	pc, err := pgxpool.ParseConfig(cfg.DSN)
+	if err != nil {
+		// The parse error may quote the DSN; do not wrap it.
+		return nil, errors.New("graph: parse PostgreSQL DSN: invalid connection string")
+	}
+	pc.MinConns = cfg.MinConns
+	pc.MaxConns = cfg.MaxConns
+	pc.MaxConnLifetime = cfg.MaxConnLifetime
+	pc.MaxConnLifetimeJitter = cfg.MaxConnLifetime / 20
+	pc.HealthCheckPeriod = cfg.HealthCheckPeriod
+	// JIT compilation costs ~20 ms per query and kicks in on cost estimates alone: the
+	// traversal's estimate is large whenever the walk's size is unknown (stale statistics
+	// after bulk loads), which made a 1 ms depth-3 query take 25 ms. Nothing here is OLAP.
+	if pc.ConnConfig.RuntimeParams == nil {
+		pc.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	if _, set := pc.ConnConfig.RuntimeParams["jit"]; !set {
+		pc.ConnConfig.RuntimeParams["jit"] = "off"
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, pc)
+	if err != nil {
+		return nil, fmt.Errorf("graph: create PostgreSQL pool: %w", err)
+	}
+	s := &Postgres{pool: pool, acquire: cfg.AcquireTimeout, retries: cfg.MaxRetries, opts: cfg.Options}
+	if err := s.migrate(ctx); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+// conn acquires a pool connection, waiting at most the acquire timeout.
+func (s *Postgres) conn(ctx context.Context) (*pgxpool.Conn, error) {
+	if s.closed.Load() {
+		return nil, fault.Retry(fault.Transient, ErrClosed)
+	}
+	actx, cancel := context.WithTimeout(ctx, s.acquire)
+	defer cancel()
+	c, err := s.pool.Acquire(actx)
+	if err != nil {
+		if ctx.Err() == nil && actx.Err() != nil {
+			return nil, fault.Retry(fault.Transient, fmt.Errorf("graph: no PostgreSQL connection free within %s: %w", s.acquire, err))
+		}
+		return nil, fmt.Errorf("graph: acquire PostgreSQL connection: %w", err)
+	}
+	return c, nil
+}
+
+func (s *Postgres) migrate(ctx context.Context) error {
+	c, err := s.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("graph: begin migration: %w", classifyPG(err))
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, migrationLockKey); err != nil {
+		return fmt.Errorf("graph: take migration lock: %w", classifyPG(err))
+	}
+	if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    integer PRIMARY KEY,
+		name       text NOT NULL,
+		applied_at bigint NOT NULL)`); err != nil {
+		return fmt.Errorf("graph: create schema_migrations: %w", classifyPG(err))
+	}
+	var cur int
+	if err := tx.QueryRow(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&cur); err != nil {
+		return fmt.Errorf("graph: read schema version: %w", classifyPG(err))
+	}
+	if cur > SchemaVersion() {
+		return fmt.Errorf("graph: database has schema version %d, this build knows %d", cur, SchemaVersion())
+	}
+	for _, m := range migrations {
+		if m.version <= cur {
+			continue
+		}
+		for _, stmt := range m.postgres {
+			if _, err := tx.Exec(ctx, stmt); err != nil {
+				return fmt.Errorf("graph: migration %d (%s): %w", m.version, m.name, classifyPG(err))
+			}
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES ($1, $2, $3)`,
+			m.version, m.name, now().UnixMicro()); err != nil {
+			return fmt.Errorf("graph: record migration %d: %w", m.version, classifyPG(err))
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("graph: commit migration: %w", classifyPG(err))
+	}
+	return nil
+}
+
+// SQLSTATEs that ApplyBatch retries itself.
+const (
+	sqlstateSerialization = "40001"
+	sqlstateDeadlock      = "40P01"
+)
+
+func pgCode(err error) string {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		return pe.Code
+	}
+	return ""
+}
+
+// classifyPG marks integrity-constraint (class 23) and data (class 22) errors permanent,
+// wrapping ErrInvalid; every other error stays transient. By SQLSTATE only.
+func classifyPG(err error) error {
+	if err == nil || fault.ClassOf(err) != fault.Transient {
+		return err
+	}
+	code := pgCode(err)
+	switch {
+	case strings.HasPrefix(code, "23"), strings.HasPrefix(code, "22"):
+		return fault.Permanent(fault.Validation, fmt.Errorf("%w: %w", ErrInvalid, err))
+	case code != "":
+		return fault.Retry(fault.Transient, err)
+	}
+	return err
+}
+
+// ApplyBatch implements Store.ApplyBatch. Serialization failures and deadlocks are retried
+// up to MaxRetries times with a short jittered backoff; it blocks for those retries.
+func (s *Postgres) ApplyBatch(ctx context.Context, b Batch, msgID string) (Result, error) {
+	p, err := prepare(b, s.opts)
+	if err != nil {
+		return Result{}, err
+	}
+	props, err := encodeAll(p)
+	if err != nil {
+		return Result{}, err
+	}
+	for attempt := 0; ; attempt++ {
+		res, err := s.applyOnce(ctx, p, props, msgID)
+		if err == nil {
+			return res, nil
+		}
+		code := pgCode(err)
+		if (code != sqlstateSerialization && code != sqlstateDeadlock) || attempt >= s.retries {
+			return Result{}, classifyPG(err)
+		}
+		backoff := time.Duration(rand.Int64N(int64(5*time.Millisecond<<attempt))) + time.Millisecond
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return Result{}, fmt.Errorf("graph: retry batch after %s: %w", code, ctx.Err())
+		case <-t.C:
+		}
+	}
+}
+
+// encoded holds the JSON text of each prepared node's and edge's properties.
+type encoded struct{ nodes, edges []string }
+
+func encodeAll(p prepared) (encoded, error) {
+	e := encoded{nodes: make([]string, len(p.nodes)), edges: make([]string, len(p.edges))}
+	for i, n := range p.nodes {
+		s, err := encodeProps(n.Properties)
+		if err != nil {
+			return e, fmt.Errorf("node %s: %w", n.ID, err)
+		}
+		e.nodes[i] = s
+	}
+	for i, x := range p.edges {
+		s, err := encodeProps(x.Properties)
+		if err != nil {
+			return e, fmt.Errorf("edge %s: %w", x.ID, err)
+		}
+		e.edges[i] = s
+	}
+	return e, nil
+}
+
+// Node and edge upserts insert new rows and lock existing ones in one statement, in id
+// order; the RETURNING list gives each existing row's stored properties to merge in Go.
+const (
+	pgUpsertNodes = `INSERT INTO graph_nodes AS g (id, type, properties, created_at, updated_at, version)
+		SELECT u.id, u.type, u.props::json, $4, $4, 1 FROM unnest($1::text[], $2::text[], $3::text[]) AS u(id, type, props) ORDER BY u.id
+		ON CONFLICT (id) DO UPDATE SET updated_at = EXCLUDED.updated_at
+		RETURNING g.id, (g.xmax = 0) AS inserted, g.properties::text`
+	pgUpdateNodes = `UPDATE graph_nodes AS g SET properties = u.props::json, version = g.version + 1
+		FROM unnest($1::text[], $2::text[]) AS u(id, props) WHERE g.id = u.id`
+	pgUpsertEdges = `INSERT INTO graph_edges AS g (id, source, type, target, properties, created_at, updated_at, version)
+		SELECT u.id, u.source, u.type, u.target, u.props::json, $6, $6, 1
+		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(id, source, type, target, props) ORDER BY u.id
+		ON CONFLICT (id) DO UPDATE SET updated_at = EXCLUDED.updated_at
+		RETURNING g.id, (g.xmax = 0) AS inserted, g.properties::text`
+	pgUpdateEdges = `UPDATE graph_edges AS g SET properties = u.props::json, version = g.version + 1
+		FROM unnest($1::text[], $2::text[]) AS u(id, props) WHERE g.id = u.id`
+	pgMissing = `SELECT x FROM unnest($1::text[]) AS x WHERE NOT EXISTS (SELECT 1 FROM graph_nodes n WHERE n.id = x) ORDER BY x`
+)
+
+func (s *Postgres) applyOnce(ctx context.Context, p prepared, enc encoded, msgID string) (Result, error) {
+	var res Result
+	c, err := s.conn(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer c.Release()
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		return res, fmt.Errorf("graph: begin batch: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	ts := now().UnixMicro()
+	if msgID != "" {
+		tag, err := tx.Exec(ctx, `INSERT INTO graph_applied (msg_id, applied_at) VALUES ($1, $2) ON CONFLICT (msg_id) DO NOTHING`, msgID, ts)
+		if err != nil {
+			return res, fmt.Errorf("graph: record apply marker %q: %w", msgID, err)
+		}
+		if tag.RowsAffected() == 0 {
+			return Result{AlreadyApplied: true}, nil
+		}
+	}
+	if len(p.nodes) > 0 {
+		ids, types := make([]string, len(p.nodes)), make([]string, len(p.nodes))
+		for i, n := range p.nodes {
+			ids[i], types[i] = n.ID, n.Type
+		}
+		upd := make(map[string]map[string]any, len(p.nodes))
+		for _, n := range p.nodes {
+			upd[n.ID] = n.Properties
+		}
+		created, updIDs, updProps, err := upsertReturning(ctx, tx, "node", pgUpsertNodes, upd, ids, types, enc.nodes, ts)
+		if err != nil {
+			return res, err
+		}
+		res.NodesCreated, res.NodesUpdated = created, len(updIDs)
+		if len(updIDs) > 0 {
+			if _, err := tx.Exec(ctx, pgUpdateNodes, updIDs, updProps); err != nil {
+				return res, fmt.Errorf("graph: update %d nodes: %w", len(updIDs), err)
+			}
+		}
+	}
+	if len(p.external) > 0 {
+		rows, err := tx.Query(ctx, pgMissing, p.external)
+		if err != nil {
+			return res, fmt.Errorf("graph: check edge endpoints: %w", err)
+		}
+		missing, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return res, fmt.Errorf("graph: check edge endpoints: %w", err)
+		}
+		if err := missingEndpoints(p.edges, missing); err != nil {
+			return res, err
+		}
+	}
+	if len(p.edges) > 0 {
+		n := len(p.edges)
+		ids, srcs, types, tgts := make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		upd := make(map[string]map[string]any, n)
+		for i, e := range p.edges {
+			ids[i], srcs[i], types[i], tgts[i] = e.ID, e.Source, e.Type, e.Target
+			upd[e.ID] = e.Properties
+		}
+		created, updIDs, updProps, err := upsertReturning(ctx, tx, "edge", pgUpsertEdges, upd, ids, srcs, types, tgts, enc.edges, ts)
+		if err != nil {
+			return res, err
+		}
+		res.EdgesCreated, res.EdgesUpdated = created, len(updIDs)
+		if len(updIDs) > 0 {
+			if _, err := tx.Exec(ctx, pgUpdateEdges, updIDs, updProps); err != nil {
+				return res, fmt.Errorf("graph: update %d edges: %w", len(updIDs), err)
+			}
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return Result{}, fmt.Errorf("graph: commit batch: %w", err)
+	}
+	return res, nil
+}
+
+// upsertReturning runs an upsert statement and, for each row that already existed, merges
+// upd[id] into the returned stored properties. It returns the count of inserted rows and
+// the ids and merged JSON of the existing ones.
+func upsertReturning(ctx context.Context, tx pgx.Tx, what, query string, upd map[string]map[string]any, args ...any) (int, []string, []string, error) {
+	rows, err := tx.Query(ctx, query, args...)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("graph: upsert %ss: %w", what, err)
+	}
+	defer rows.Close()
+	created := 0
+	var ids, props []string
+	for rows.Next() {
+		var id, old string
+		var inserted bool
+		if err := rows.Scan(&id, &inserted, &old); err != nil {
+			return 0, nil, nil, fmt.Errorf("graph: upsert %ss: %w", what, err)
+		}
+		if inserted {
+			created++
+			continue
+		}
+		merged, err := mergeEncoded(old, upd[id])
+		if err != nil {
+			return 0, nil, nil, fmt.Errorf("%s %s: %w", what, id, err)
+		}
+		ids, props = append(ids, id), append(props, merged)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, nil, nil, fmt.Errorf("graph: upsert %ss: %w", what, err)
+	}
+	return created, ids, props, nil
+}
+
+// GetNode implements Store.GetNode.
+func (s *Postgres) GetNode(ctx context.Context, id string) (Node, error) {
+	c, err := s.conn(ctx)
+	if err != nil {
+		return Node{}, err
+	}
+	defer c.Release()
+	row := c.QueryRow(ctx, `SELECT id, type, properties::text, created_at, updated_at, version FROM graph_nodes WHERE id = $1`, id)
+	n, err := scanNode(row.Scan)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Node{}, fmt.Errorf("graph: get node %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Node{}, fmt.Errorf("graph: get node %q: %w", id, classifyPG(err))
+	}
+	return n, nil
+}
+
+// GetEdge returns the edge with id, or an error wrapping ErrNotFound.
+func (s *Postgres) GetEdge(ctx context.Context, id string) (Edge, error) {
+	c, err := s.conn(ctx)
+	if err != nil {
+		return Edge{}, err
+	}
+	defer c.Release()
+	row := c.QueryRow(ctx, `SELECT id, source, type, target, properties::text, created_at, updated_at, version FROM graph_edges WHERE id = $1`, id)
+	e, err := scanEdge(row.Scan)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Edge{}, fmt.Errorf("graph: get edge %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Edge{}, fmt.Errorf("graph: get edge %q: %w", id, classifyPG(err))
+	}
+	return e, nil
+}
+
+// pgNeighbors walks both directions through a LATERAL union (PostgreSQL allows only one
+// reference to the recursive table); UNION drops repeated (id, depth) pairs so cycles end.
+// The node rows are fetched through a LATERAL ... OFFSET 0 subquery: it cannot be flattened,
+// so each of the (at most 1000) ids is an index lookup. A plain join let the planner, which
+// cannot estimate the walk's size, hash-join against a full scan of graph_nodes (30 ms per
+// query on 100k nodes instead of under 1 ms).
+const pgNeighbors = `WITH RECURSIVE walk(id, depth) AS (
+	SELECT $1::text, 0
+	UNION
+	SELECT nb.id, w.depth + 1 FROM walk w CROSS JOIN LATERAL (
+		SELECT e.target AS id FROM graph_edges e WHERE e.source = w.id AND ($3::text[] IS NULL OR e.type = ANY($3))
+		UNION ALL
+		SELECT e.source FROM graph_edges e WHERE e.target = w.id AND ($3::text[] IS NULL OR e.type = ANY($3))
+	) nb WHERE w.depth < $2
+)
+SELECT n.id, n.type, n.properties::text, n.created_at, n.updated_at, n.version
+FROM (SELECT id, MIN(depth) AS d FROM walk WHERE id <> $1 GROUP BY id ORDER BY d, id COLLATE "C" LIMIT $4) r
+CROSS JOIN LATERAL (SELECT * FROM graph_nodes g WHERE g.id = r.id OFFSET 0) n
+ORDER BY r.d, r.id COLLATE "C"`
+
+// Neighbors implements Store.Neighbors with one recursive query.
+func (s *Postgres) Neighbors(ctx context.Context, id string, depth int, edgeTypes []string) ([]Node, error) {
+	c, err := s.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Release()
+	depth = clampDepth(depth)
+	var nodes []Node
+	if depth > 0 {
+		var types []string // nil encodes as SQL NULL: no filter
+		if len(edgeTypes) > 0 {
+			types = edgeTypes
+		}
+		rows, err := c.Query(ctx, pgNeighbors, id, depth, types, MaxNeighbors)
+		if err != nil {
+			return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifyPG(err))
+		}
+		defer rows.Close()
+		for rows.Next() {
+			n, err := scanNode(rows.Scan)
+			if err != nil {
+				return nil, fmt.Errorf("graph: neighbors of %q: %w", id, err)
+			}
+			nodes = append(nodes, n)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifyPG(err))
+		}
+	}
+	if len(nodes) == 0 {
+		var one int
+		err := c.QueryRow(ctx, `SELECT 1 FROM graph_nodes WHERE id = $1`, id).Scan(&one)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil, fmt.Errorf("graph: neighbors of %q: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifyPG(err))
+		}
+	}
+	return nodes, nil
+}
+
+// Stats implements Store.Stats.
+func (s *Postgres) Stats(ctx context.Context) (Stats, error) {
+	c, err := s.conn(ctx)
+	if err != nil {
+		return Stats{}, err
+	}
+	defer c.Release()
+	st := Stats{Nodes: map[string]int{}, Edges: map[string]int{}}
+	for _, q := range []struct {
+		table string
+		into  map[string]int
+	}{{"graph_nodes", st.Nodes}, {"graph_edges", st.Edges}} {
+		rows, err := c.Query(ctx, `SELECT type, COUNT(*) FROM `+q.table+` GROUP BY type`)
+		if err != nil {
+			return Stats{}, fmt.Errorf("graph: count %s: %w", q.table, classifyPG(err))
+		}
+		for rows.Next() {
+			var t string
+			var n int
+			if err := rows.Scan(&t, &n); err != nil {
+				rows.Close()
+				return Stats{}, fmt.Errorf("graph: count %s: %w", q.table, err)
+			}
+			q.into[t] = n
+		}
+		if err := rows.Err(); err != nil {
+			return Stats{}, fmt.Errorf("graph: count %s: %w", q.table, classifyPG(err))
+		}
+	}
+	return st, nil
+}
+
+// Ping implements Store.Ping.
+func (s *Postgres) Ping(ctx context.Context) error {
+	c, err := s.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	if err := c.Ping(ctx); err != nil {
+		return fmt.Errorf("graph: ping PostgreSQL: %w", err)
+	}
+	return nil
+}
+
+// Close implements Store.Close: it waits until every acquired connection is released, then
+// closes the pool. Idempotent.
+func (s *Postgres) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	s.pool.Close()
+	return nil
+}
+
+// PoolStats is a snapshot of the connection pool, for metrics.
+type PoolStats struct {
+	TotalConns, IdleConns, AcquiredConns, ConstructingConns, MaxConns    int32
+	AcquireCount, EmptyAcquireCount, CanceledAcquireCount, NewConnsCount int64
+	MaxLifetimeDestroyCount, MaxIdleDestroyCount                         int64
+	AcquireDuration, EmptyAcquireWaitTime                                time.Duration
+}
+
+// PoolStats returns a snapshot of the pool's counters. Safe for concurrent use; never blocks.
+func (s *Postgres) PoolStats() PoolStats {
+	st := s.pool.Stat()
+	return PoolStats{
+		TotalConns: st.TotalConns(), IdleConns: st.IdleConns(), AcquiredConns: st.AcquiredConns(),
+		ConstructingConns: st.ConstructingConns(), MaxConns: st.MaxConns(),
+		AcquireCount: st.AcquireCount(), EmptyAcquireCount: st.EmptyAcquireCount(),
+		CanceledAcquireCount: st.CanceledAcquireCount(), NewConnsCount: st.NewConnsCount(),
+		MaxLifetimeDestroyCount: st.MaxLifetimeDestroyCount(), MaxIdleDestroyCount: st.MaxIdleDestroyCount(),
+		AcquireDuration: st.AcquireDuration(), EmptyAcquireWaitTime: st.EmptyAcquireWaitTime(),
+	}
+}

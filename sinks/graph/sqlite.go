@@ -1,0 +1,526 @@
+package graph
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"modernc.org/sqlite"
+
+	"github.com/sluice-dev/sluice/pipeline/fault"
+)
+
+// SQLite result codes used for classification (primary codes; extended codes carry the
+// primary code in their low byte).
+const (
+	sqliteBusy       = 5
+	sqliteLocked     = 6
+	sqliteTooBig     = 18
+	sqliteConstraint = 19
+	sqliteMismatch   = 20
+)
+
+// SQLiteConfig configures OpenSQLite. The zero value of each optional field means its default.
+type SQLiteConfig struct {
+	// Path is the database file; its parent directory is created if missing. Required;
+	// must not contain '?'.
+	Path string
+	// MaxReadConns bounds the read pool (GetNode, Neighbors, Stats, Ping). Optional; 0
+	// means 8; negative is invalid.
+	MaxReadConns int
+	// BusyTimeout is how long a connection waits for a lock held by another process before
+	// failing with SQLITE_BUSY (a transient error). Optional; 0 means 5s; negative is invalid.
+	BusyTimeout time.Duration
+	// Options are the property rules. Optional; the zero value is the Python behaviour.
+	Options Options
+}
+
+func (c *SQLiteConfig) setDefaults() {
+	if c.MaxReadConns == 0 {
+		c.MaxReadConns = 8
+	}
+	if c.BusyTimeout == 0 {
+		c.BusyTimeout = 5 * time.Second
+	}
+}
+
+// Validate reports every problem with c at once.
+func (c SQLiteConfig) Validate() error {
+	var errs []error
+	if c.Path == "" {
+		errs = append(errs, errors.New("graph: SQLiteConfig.Path is required"))
+	}
+	if strings.Contains(c.Path, "?") {
+		errs = append(errs, fmt.Errorf("graph: SQLiteConfig.Path %q contains '?'", c.Path))
+	}
+	if c.MaxReadConns < 0 {
+		errs = append(errs, fmt.Errorf("graph: SQLiteConfig.MaxReadConns %d is negative", c.MaxReadConns))
+	}
+	if c.BusyTimeout < 0 {
+		errs = append(errs, fmt.Errorf("graph: SQLiteConfig.BusyTimeout %s is negative", c.BusyTimeout))
+	}
+	errs = append(errs, c.Options.Validate())
+	return errors.Join(errs...)
+}
+
+// SQLite is the embedded graph store: one SQLite file in WAL mode with synchronous=FULL, so
+// a committed batch is fsynced before ApplyBatch returns. Writes go through one writer
+// connection (transactions start with BEGIN IMMEDIATE, so writers in other processes queue
+// on the file lock); reads use a separate pool and never wait for writers. Safe for
+// concurrent use.
+type SQLite struct {
+	w, r   *sql.DB
+	path   string
+	opts   Options
+	closed atomic.Bool
+}
+
+// OpenSQLite opens (creating if needed) the graph database at cfg.Path and applies pending
+// schema migrations. It blocks for the migration; the caller must Close the store.
+func OpenSQLite(ctx context.Context, cfg SQLiteConfig) (*SQLite, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	path, err := filepath.Abs(cfg.Path)
+	if err != nil {
+		return nil, fmt.Errorf("graph: resolve path %q: %w", cfg.Path, err)
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o750); err != nil {
+		return nil, fmt.Errorf("graph: create directory for %s: %w", path, err)
+	}
+	s := &SQLite{path: path, opts: cfg.Options}
+	if err := s.open(ctx, cfg); err != nil {
+		s.closeDBs()
+		return nil, err
+	}
+	return s, nil
+}
+
+func (s *SQLite) open(ctx context.Context, cfg SQLiteConfig) error {
+	busy := fmt.Sprintf("busy_timeout(%d)", cfg.BusyTimeout.Milliseconds())
+	q := url.Values{}
+	q.Add("_pragma", busy)
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Set("_txlock", "immediate")
+	w, err := sql.Open("sqlite", s.path+"?"+q.Encode())
+	if err != nil {
+		return fmt.Errorf("graph: open writer on %s: %w", s.path, err)
+	}
+	s.w = w
+	// One writer connection: SQLite serialises writers anyway, and queueing in database/sql
+	// honours ctx instead of spinning on SQLITE_BUSY.
+	w.SetMaxOpenConns(1)
+	w.SetMaxIdleConns(1)
+	w.SetConnMaxLifetime(0)
+	w.SetConnMaxIdleTime(0)
+	var mode string
+	if err := w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
+		return fmt.Errorf("graph: read journal mode of %s: %w", s.path, err)
+	}
+	if !strings.EqualFold(mode, "wal") {
+		return fmt.Errorf("graph: %s: journal mode is %q, want wal", s.path, mode)
+	}
+	if err := s.migrate(ctx); err != nil {
+		return err
+	}
+	rq := url.Values{}
+	rq.Add("_pragma", busy)
+	rq.Add("_pragma", "query_only(1)")
+	r, err := sql.Open("sqlite", s.path+"?"+rq.Encode())
+	if err != nil {
+		return fmt.Errorf("graph: open readers on %s: %w", s.path, err)
+	}
+	s.r = r
+	r.SetMaxOpenConns(cfg.MaxReadConns)
+	r.SetMaxIdleConns(cfg.MaxReadConns)
+	if err := r.PingContext(ctx); err != nil {
+		return fmt.Errorf("graph: open readers on %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// migrate applies pending migrations in one BEGIN IMMEDIATE transaction, so several
+// processes opening the same file at once apply each step exactly once.
+func (s *SQLite) migrate(ctx context.Context) error {
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return classifySQLite(fmt.Errorf("graph: begin migration on %s: %w", s.path, err))
+	}
+	defer func() { _ = tx.Rollback() }()
+	if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
+		version    INTEGER PRIMARY KEY,
+		name       TEXT NOT NULL,
+		applied_at INTEGER NOT NULL)`); err != nil {
+		return fmt.Errorf("graph: create schema_migrations: %w", err)
+	}
+	var cur int
+	if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version), 0) FROM schema_migrations`).Scan(&cur); err != nil {
+		return fmt.Errorf("graph: read schema version: %w", err)
+	}
+	if cur > SchemaVersion() {
+		return fmt.Errorf("graph: %s has schema version %d, this build knows %d", s.path, cur, SchemaVersion())
+	}
+	for _, m := range migrations {
+		if m.version <= cur {
+			continue
+		}
+		for _, stmt := range m.sqlite {
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				return fmt.Errorf("graph: migration %d (%s): %w", m.version, m.name, err)
+			}
+		}
+		if _, err := tx.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)`,
+			m.version, m.name, now().UnixMicro()); err != nil {
+			return fmt.Errorf("graph: record migration %d: %w", m.version, err)
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return classifySQLite(fmt.Errorf("graph: commit migration: %w", err))
+	}
+	return nil
+}
+
+// classifySQLite marks constraint, size and type errors permanent (wrapping ErrInvalid) and
+// busy/locked errors transient, by result code. Other errors are returned unchanged
+// (unmarked, hence transient).
+func classifySQLite(err error) error {
+	var se *sqlite.Error
+	if err == nil || fault.ClassOf(err) != fault.Transient || !errors.As(err, &se) {
+		return err
+	}
+	switch se.Code() & 0xff {
+	case sqliteConstraint, sqliteTooBig, sqliteMismatch:
+		return fault.Permanent(fault.Validation, fmt.Errorf("%w: %w", ErrInvalid, err))
+	case sqliteBusy, sqliteLocked:
+		return fault.Retry(fault.Transient, err)
+	}
+	return err
+}
+
+func (s *SQLite) checkOpen() error {
+	if s.closed.Load() {
+		return fault.Retry(fault.Transient, ErrClosed)
+	}
+	return nil
+}
+
+// ApplyBatch implements Store.ApplyBatch. It blocks while another batch of this store is
+// being written (one writer connection) and while another process holds the file's write
+// lock, up to the busy timeout.
+func (s *SQLite) ApplyBatch(ctx context.Context, b Batch, msgID string) (Result, error) {
+	if err := s.checkOpen(); err != nil {
+		return Result{}, err
+	}
+	p, err := prepare(b, s.opts)
+	if err != nil {
+		return Result{}, err
+	}
+	res, err := s.apply(ctx, p, msgID)
+	if err != nil {
+		return Result{}, classifySQLite(err)
+	}
+	return res, nil
+}
+
+func (s *SQLite) apply(ctx context.Context, p prepared, msgID string) (Result, error) {
+	var res Result
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return res, fmt.Errorf("graph: begin batch: %w", err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	ts := now().UnixMicro()
+	if msgID != "" {
+		r, err := tx.ExecContext(ctx, `INSERT INTO graph_applied (msg_id, applied_at) VALUES (?, ?) ON CONFLICT (msg_id) DO NOTHING`, msgID, ts)
+		if err != nil {
+			return res, fmt.Errorf("graph: record apply marker %q: %w", msgID, err)
+		}
+		if n, err := r.RowsAffected(); err != nil {
+			return res, fmt.Errorf("graph: record apply marker %q: %w", msgID, err)
+		} else if n == 0 {
+			return Result{AlreadyApplied: true}, nil
+		}
+	}
+	if len(p.nodes) > 0 {
+		if err := s.upsertNodes(ctx, tx, p.nodes, ts, &res); err != nil {
+			return res, err
+		}
+	}
+	if len(p.external) > 0 {
+		if err := s.checkEndpoints(ctx, tx, p); err != nil {
+			return res, err
+		}
+	}
+	if len(p.edges) > 0 {
+		if err := s.upsertEdges(ctx, tx, p.edges, ts, &res); err != nil {
+			return res, err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return Result{}, fmt.Errorf("graph: commit batch: %w", err)
+	}
+	return res, nil
+}
+
+func (s *SQLite) upsertNodes(ctx context.Context, tx *sql.Tx, nodes []Node, ts int64, res *Result) error {
+	sel, err := tx.PrepareContext(ctx, `SELECT properties FROM graph_nodes WHERE id = ?`)
+	if err != nil {
+		return fmt.Errorf("graph: prepare node read: %w", err)
+	}
+	defer sel.Close()
+	ins, err := tx.PrepareContext(ctx, `INSERT INTO graph_nodes (id, type, properties, created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, 1)`)
+	if err != nil {
+		return fmt.Errorf("graph: prepare node insert: %w", err)
+	}
+	defer ins.Close()
+	upd, err := tx.PrepareContext(ctx, `UPDATE graph_nodes SET properties = ?, updated_at = ?, version = version + 1 WHERE id = ?`)
+	if err != nil {
+		return fmt.Errorf("graph: prepare node update: %w", err)
+	}
+	defer upd.Close()
+	for _, n := range nodes {
+		var old string
+		switch err := sel.QueryRowContext(ctx, n.ID).Scan(&old); {
+		case errors.Is(err, sql.ErrNoRows):
+			props, err := encodeProps(n.Properties)
+			if err != nil {
+				return fmt.Errorf("node %s: %w", n.ID, err)
+			}
+			if _, err := ins.ExecContext(ctx, n.ID, n.Type, props, ts, ts); err != nil {
+				return fmt.Errorf("graph: insert node %s: %w", n.ID, err)
+			}
+			res.NodesCreated++
+		case err != nil:
+			return fmt.Errorf("graph: read node %s: %w", n.ID, err)
+		default:
+			props, err := mergeEncoded(old, n.Properties)
+			if err != nil {
+				return fmt.Errorf("node %s: %w", n.ID, err)
+			}
+			if _, err := upd.ExecContext(ctx, props, ts, n.ID); err != nil {
+				return fmt.Errorf("graph: update node %s: %w", n.ID, err)
+			}
+			res.NodesUpdated++
+		}
+	}
+	return nil
+}
+
+func (s *SQLite) upsertEdges(ctx context.Context, tx *sql.Tx, edges []Edge, ts int64, res *Result) error {
+	sel, err := tx.PrepareContext(ctx, `SELECT properties FROM graph_edges WHERE id = ?`)
+	if err != nil {
+		return fmt.Errorf("graph: prepare edge read: %w", err)
+	}
+	defer sel.Close()
+	ins, err := tx.PrepareContext(ctx, `INSERT INTO graph_edges (id, source, type, target, properties, created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, 1)`)
+	if err != nil {
+		return fmt.Errorf("graph: prepare edge insert: %w", err)
+	}
+	defer ins.Close()
+	upd, err := tx.PrepareContext(ctx, `UPDATE graph_edges SET properties = ?, updated_at = ?, version = version + 1 WHERE id = ?`)
+	if err != nil {
+		return fmt.Errorf("graph: prepare edge update: %w", err)
+	}
+	defer upd.Close()
+	for _, e := range edges {
+		var old string
+		switch err := sel.QueryRowContext(ctx, e.ID).Scan(&old); {
+		case errors.Is(err, sql.ErrNoRows):
+			props, err := encodeProps(e.Properties)
+			if err != nil {
+				return fmt.Errorf("edge %s: %w", e.ID, err)
+			}
+			if _, err := ins.ExecContext(ctx, e.ID, e.Source, e.Type, e.Target, props, ts, ts); err != nil {
+				return fmt.Errorf("graph: insert edge %s (%s -%s-> %s): %w", e.ID, e.Source, e.Type, e.Target, err)
+			}
+			res.EdgesCreated++
+		case err != nil:
+			return fmt.Errorf("graph: read edge %s: %w", e.ID, err)
+		default:
+			props, err := mergeEncoded(old, e.Properties)
+			if err != nil {
+				return fmt.Errorf("edge %s: %w", e.ID, err)
+			}
+			if _, err := upd.ExecContext(ctx, props, ts, e.ID); err != nil {
+				return fmt.Errorf("graph: update edge %s: %w", e.ID, err)
+			}
+			res.EdgesUpdated++
+		}
+	}
+	return nil
+}
+
+// checkEndpoints fails permanently when an edge endpoint that is not in the batch is not
+// stored either, naming the first edge that needs it.
+func (s *SQLite) checkEndpoints(ctx context.Context, tx *sql.Tx, p prepared) error {
+	ids, err := encodeIDs(p.external)
+	if err != nil {
+		return err
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT j.value FROM json_each(?) AS j
+		WHERE NOT EXISTS (SELECT 1 FROM graph_nodes n WHERE n.id = j.value) ORDER BY j.value`, ids)
+	if err != nil {
+		return fmt.Errorf("graph: check edge endpoints: %w", err)
+	}
+	missing, err := scanStrings(rows)
+	if err != nil {
+		return fmt.Errorf("graph: check edge endpoints: %w", err)
+	}
+	return missingEndpoints(p.edges, missing)
+}
+
+// GetNode implements Store.GetNode. It reads from the reader pool and never waits for writers.
+func (s *SQLite) GetNode(ctx context.Context, id string) (Node, error) {
+	if err := s.checkOpen(); err != nil {
+		return Node{}, err
+	}
+	row := s.r.QueryRowContext(ctx, `SELECT id, type, properties, created_at, updated_at, version FROM graph_nodes WHERE id = ?`, id)
+	n, err := scanNode(row.Scan)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Node{}, fmt.Errorf("graph: get node %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Node{}, fmt.Errorf("graph: get node %q: %w", id, classifySQLite(err))
+	}
+	return n, nil
+}
+
+// GetEdge returns the edge with id, or an error wrapping ErrNotFound.
+func (s *SQLite) GetEdge(ctx context.Context, id string) (Edge, error) {
+	if err := s.checkOpen(); err != nil {
+		return Edge{}, err
+	}
+	row := s.r.QueryRowContext(ctx, `SELECT id, source, type, target, properties, created_at, updated_at, version FROM graph_edges WHERE id = ?`, id)
+	e, err := scanEdge(row.Scan)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Edge{}, fmt.Errorf("graph: get edge %q: %w", id, ErrNotFound)
+	}
+	if err != nil {
+		return Edge{}, fmt.Errorf("graph: get edge %q: %w", id, classifySQLite(err))
+	}
+	return e, nil
+}
+
+// Neighbors implements Store.Neighbors with one recursive query on the reader pool.
+func (s *SQLite) Neighbors(ctx context.Context, id string, depth int, edgeTypes []string) ([]Node, error) {
+	if err := s.checkOpen(); err != nil {
+		return nil, err
+	}
+	depth = clampDepth(depth)
+	filter, args := "", []any{id, depth}
+	if len(edgeTypes) > 0 {
+		ph := make([]string, len(edgeTypes))
+		for i, t := range edgeTypes {
+			ph[i] = fmt.Sprintf("?%d", i+3)
+			args = append(args, t)
+		}
+		filter = " AND e.type IN (" + strings.Join(ph, ", ") + ")"
+	}
+	var nodes []Node
+	if depth > 0 {
+		// Walks of length <= depth from the start, in both directions; UNION drops repeated
+		// (id, depth) pairs, so cycles terminate. MIN(depth) is the BFS distance.
+		query := `WITH RECURSIVE walk(id, depth) AS (
+			SELECT ?1, 0
+			UNION
+			SELECT e.target, w.depth + 1 FROM walk w JOIN graph_edges e ON e.source = w.id WHERE w.depth < ?2` + filter + `
+			UNION
+			SELECT e.source, w.depth + 1 FROM walk w JOIN graph_edges e ON e.target = w.id WHERE w.depth < ?2` + filter + `
+		)
+		SELECT n.id, n.type, n.properties, n.created_at, n.updated_at, n.version
+		FROM (SELECT id, MIN(depth) AS d FROM walk WHERE id <> ?1 GROUP BY id ORDER BY d, id LIMIT ` + fmt.Sprint(MaxNeighbors) + `) r
+		JOIN graph_nodes n ON n.id = r.id
+		ORDER BY r.d, r.id`
+		rows, err := s.r.QueryContext(ctx, query, args...)
+		if err != nil {
+			return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifySQLite(err))
+		}
+		defer rows.Close()
+		for rows.Next() {
+			n, err := scanNode(rows.Scan)
+			if err != nil {
+				return nil, fmt.Errorf("graph: neighbors of %q: %w", id, err)
+			}
+			nodes = append(nodes, n)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifySQLite(err))
+		}
+	}
+	if len(nodes) == 0 {
+		var one int
+		err := s.r.QueryRowContext(ctx, `SELECT 1 FROM graph_nodes WHERE id = ?`, id).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil, fmt.Errorf("graph: neighbors of %q: %w", id, ErrNotFound)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifySQLite(err))
+		}
+	}
+	return nodes, nil
+}
+
+// Stats implements Store.Stats.
+func (s *SQLite) Stats(ctx context.Context) (Stats, error) {
+	if err := s.checkOpen(); err != nil {
+		return Stats{}, err
+	}
+	st := Stats{Nodes: map[string]int{}, Edges: map[string]int{}}
+	for _, q := range []struct {
+		table string
+		into  map[string]int
+	}{{"graph_nodes", st.Nodes}, {"graph_edges", st.Edges}} {
+		rows, err := s.r.QueryContext(ctx, `SELECT type, COUNT(*) FROM `+q.table+` GROUP BY type`)
+		if err != nil {
+			return Stats{}, fmt.Errorf("graph: count %s: %w", q.table, classifySQLite(err))
+		}
+		if err := scanCounts(rows, q.into); err != nil {
+			return Stats{}, fmt.Errorf("graph: count %s: %w", q.table, err)
+		}
+	}
+	return st, nil
+}
+
+// Ping implements Store.Ping.
+func (s *SQLite) Ping(ctx context.Context) error {
+	if err := s.checkOpen(); err != nil {
+		return err
+	}
+	if err := s.r.PingContext(ctx); err != nil {
+		return fmt.Errorf("graph: ping %s: %w", s.path, err)
+	}
+	return nil
+}
+
+// Close implements Store.Close: it waits for running calls' connections to be returned and
+// closes the file. Idempotent.
+func (s *SQLite) Close() error {
+	if s.closed.Swap(true) {
+		return nil
+	}
+	return s.closeDBs()
+}
+
+func (s *SQLite) closeDBs() error {
+	var errs []error
+	if s.r != nil {
+		errs = append(errs, s.r.Close())
+	}
+	if s.w != nil {
+		errs = append(errs, s.w.Close())
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("graph: close %s: %w", s.path, err)
+	}
+	return nil
+}

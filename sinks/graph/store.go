@@ -1,0 +1,167 @@
+package graph
+
+import (
+	"context"
+	"strings"
+	"time"
+)
+
+// Store is what both backends (*SQLite, *Postgres) offer. All methods are safe for
+// concurrent use and block until the database answers or ctx ends.
+type Store interface {
+	// ApplyBatch applies b in one transaction (nodes before edges, all or nothing). msgID is
+	// the apply marker (for example "SLUICE_GRAPH:123"): when a batch with the same msgID was
+	// already committed, nothing is written and Result.AlreadyApplied is true. An empty
+	// msgID records no marker, so every call applies. Errors are permanent (fault.Validation,
+	// wrapping ErrInvalid) or transient.
+	ApplyBatch(ctx context.Context, b Batch, msgID string) (Result, error)
+	// GetNode returns the node with id, or an error wrapping ErrNotFound.
+	GetNode(ctx context.Context, id string) (Node, error)
+	// GetEdge returns the edge with id, or an error wrapping ErrNotFound.
+	GetEdge(ctx context.Context, id string) (Edge, error)
+	// Neighbors returns the nodes within depth hops of id over edges in both directions,
+	// restricted to edgeTypes when it is non-empty. depth is clamped to 0..MaxDepth (0
+	// returns none); the start node is excluded; at most MaxNeighbors nodes come back, the
+	// nearest first (ties by id). One recursive SQL query. An unknown start id gives an
+	// error wrapping ErrNotFound.
+	Neighbors(ctx context.Context, id string, depth int, edgeTypes []string) ([]Node, error)
+	// Stats counts nodes and edges by type.
+	Stats(ctx context.Context) (Stats, error)
+	// Ping checks that the database answers.
+	Ping(ctx context.Context) error
+	// Close releases the database. It is idempotent; later calls on the store fail with
+	// ErrClosed.
+	Close() error
+}
+
+// Result reports what ApplyBatch did. Counts are after deduplication of repeated ids in the
+// batch.
+type Result struct {
+	// AlreadyApplied is true when the message id had been applied before; nothing changed.
+	AlreadyApplied bool
+	NodesCreated   int
+	NodesUpdated   int
+	EdgesCreated   int
+	EdgesUpdated   int
+}
+
+// Stats counts stored nodes and edges by type; types with no rows are absent.
+type Stats struct {
+	Nodes map[string]int `json:"node_types"`
+	Edges map[string]int `json:"edge_types"`
+}
+
+// TotalNodes returns the sum of s.Nodes.
+func (s Stats) TotalNodes() int { return sum(s.Nodes) }
+
+// TotalEdges returns the sum of s.Edges.
+func (s Stats) TotalEdges() int { return sum(s.Edges) }
+
+func sum(m map[string]int) int {
+	t := 0
+	for _, v := range m {
+		t += v
+	}
+	return t
+}
+
+// IsPostgresDSN reports whether dsn names a PostgreSQL server ("postgres://" or
+// "postgresql://"); anything else is a SQLite path.
+func IsPostgresDSN(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// Open opens the store dsn names: a "postgres://…" or "postgresql://…" URL opens a
+// *Postgres with the default pool settings, anything else is a SQLite file path. Schema
+// migrations run before it returns. The caller closes the store.
+func Open(ctx context.Context, dsn string, opts Options) (Store, error) {
+	if IsPostgresDSN(dsn) {
+		return OpenPostgres(ctx, PostgresConfig{DSN: dsn, Options: opts})
+	}
+	return OpenSQLite(ctx, SQLiteConfig{Path: dsn, Options: opts})
+}
+
+// now is the store clock, in microseconds (the stored resolution).
+func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+func clampDepth(d int) int {
+	return max(0, min(d, MaxDepth))
+}
+
+// migration is one schema step; steps run in version order, each in the migration
+// transaction, and are recorded in schema_migrations.
+type migration struct {
+	version  int
+	name     string
+	sqlite   []string
+	postgres []string
+}
+
+// migrations is the schema history. Append only; never edit a released step.
+//
+// Timestamps are Unix microseconds. Properties are JSON text (PostgreSQL type json, which
+// keeps the text exactly and, unlike jsonb, accepts \u0000), merged in Go, so both backends
+// store the same bytes.
+var migrations = []migration{{
+	version: 1,
+	name:    "graph nodes, edges and apply markers",
+	sqlite: []string{
+		`CREATE TABLE graph_nodes (
+			id         TEXT PRIMARY KEY,
+			type       TEXT NOT NULL CHECK (type IN ('Rule','Concept','Procedure','Step','Entity','SourceDoc','Artifact','Decision')),
+			properties TEXT NOT NULL CHECK (json_valid(properties)),
+			created_at INTEGER NOT NULL,
+			updated_at INTEGER NOT NULL,
+			version    INTEGER NOT NULL CHECK (version > 0)
+		)`,
+		`CREATE INDEX graph_nodes_type ON graph_nodes (type)`,
+		`CREATE TABLE graph_edges (
+			id         TEXT PRIMARY KEY,
+			source     TEXT NOT NULL REFERENCES graph_nodes (id),
+			type       TEXT NOT NULL CHECK (type IN ('depends_on','part_of','implements','cites','produces','variant_of','prereq')),
+			target     TEXT NOT NULL REFERENCES graph_nodes (id),
+			properties TEXT NOT NULL CHECK (json_valid(properties)),
+			created_at INTEGER NOT NULL,
+			updated_at INTEGER NOT NULL,
+			version    INTEGER NOT NULL CHECK (version > 0),
+			UNIQUE (source, type, target)
+		)`,
+		`CREATE INDEX graph_edges_target ON graph_edges (target, type, source)`,
+		`CREATE INDEX graph_edges_type ON graph_edges (type)`,
+		`CREATE TABLE graph_applied (
+			msg_id     TEXT PRIMARY KEY,
+			applied_at INTEGER NOT NULL
+		)`,
+	},
+	postgres: []string{
+		`CREATE TABLE graph_nodes (
+			id         text PRIMARY KEY,
+			type       text NOT NULL CHECK (type IN ('Rule','Concept','Procedure','Step','Entity','SourceDoc','Artifact','Decision')),
+			properties json NOT NULL,
+			created_at bigint NOT NULL,
+			updated_at bigint NOT NULL,
+			version    bigint NOT NULL CHECK (version > 0)
+		)`,
+		`CREATE INDEX graph_nodes_type ON graph_nodes (type)`,
+		`CREATE TABLE graph_edges (
+			id         text PRIMARY KEY,
+			source     text NOT NULL REFERENCES graph_nodes (id),
+			type       text NOT NULL CHECK (type IN ('depends_on','part_of','implements','cites','produces','variant_of','prereq')),
+			target     text NOT NULL REFERENCES graph_nodes (id),
+			properties json NOT NULL,
+			created_at bigint NOT NULL,
+			updated_at bigint NOT NULL,
+			version    bigint NOT NULL CHECK (version > 0),
+			UNIQUE (source, type, target)
+		)`,
+		`CREATE INDEX graph_edges_target ON graph_edges (target, type, source)`,
+		`CREATE INDEX graph_edges_type ON graph_edges (type)`,
+		`CREATE TABLE graph_applied (
+			msg_id     text PRIMARY KEY,
+			applied_at bigint NOT NULL
+		)`,
+	},
+}}
+
+// SchemaVersion is the newest schema version this build knows.
+func SchemaVersion() int { return migrations[len(migrations)-1].version }
