@@ -200,6 +200,9 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 	}
 	defer f.Close()
 	r, err := files.NewReader(f, files.Options{Name: req.File, Format: req.Format})
+	if errors.Is(err, files.ErrNoChunks) {
+		return l.loadGraph(ctx, req, path, jobID, res)
+	}
 	if err != nil {
 		return res, fmt.Errorf("%w: %s: %w", ErrBadInput, req.File, err)
 	}
@@ -213,8 +216,15 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 	// The first item decides the format; open the job only once the file is known to be a
 	// chunk file, so that a wrong file leaves no job behind.
 	first, ferr := r.Next()
+	if errors.Is(ferr, files.ErrNoChunks) {
+		// Not a chunk file: maybe a graph file.
+		return l.loadGraph(ctx, req, path, jobID, res)
+	}
 	if ferr != nil && !errors.Is(ferr, io.EOF) {
 		return res, fmt.Errorf("%w: %s: %w", ErrBadInput, req.File, ferr)
+	}
+	if ferr == nil && first.Err != nil && isEdgeRecord(first.Record) {
+		return res, fmt.Errorf("%w: %s holds graph edges (Pass E relationship_edges.jsonl), not chunks: load graph_snapshot.json, which has the same edges with their nodes", ErrBadInput, req.File)
 	}
 	open := schemas.JobOpen{
 		JobID: jobID, Env: req.Env, File: req.File, Format: string(r.Format()),
@@ -408,4 +418,21 @@ func (l *Loader) Rollback(ctx context.Context, id, by string) (Job, error) {
 		return job, err
 	}
 	return job, nil
+}
+
+// isEdgeRecord reports whether a record is a graph edge rather than a chunk.
+func isEdgeRecord(raw json.RawMessage) bool {
+	var probe map[string]json.RawMessage
+	if json.Unmarshal(raw, &probe) != nil {
+		return false
+	}
+	has := func(keys ...string) bool {
+		for _, k := range keys {
+			if _, ok := probe[k]; ok {
+				return true
+			}
+		}
+		return false
+	}
+	return has("source", "source_id") && has("target", "target_id") && !has("content", "text")
 }

@@ -30,6 +30,9 @@ type WorkerConfig struct {
 	Streams *sjs.Provisioned
 	// Sink is the document store chunks go to. Required.
 	Sink DocSink
+	// Graph is the graph store graph batches go to. Optional: without it the worker does not
+	// consume graph batches.
+	Graph GraphStore
 	// SinkName names the sink in dead letters and metrics ("docstore", "astra").
 	SinkName string
 	// Collection is the collection name template; "{env}" is replaced by the message's env.
@@ -200,10 +203,24 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	router.AddConsumerHandler("chunks", sjs.ConsumerChunks, chunkSub, w.handleChunk)
 	router.AddConsumerHandler("jobs", sjs.ConsumerJobs, jobSub, w.handleJobEvent)
+	var graphSub *sjs.Subscriber
+	if w.cfg.Graph != nil {
+		graphSub, err = sjs.NewSubscriber(sjs.SubscriberConfig{
+			Consumer: w.cfg.Streams.GraphConsumer, MaxInFlight: 1, FetchBatch: 1,
+			DrainTimeout: w.cfg.DrainTimeout, Logger: w.log,
+		})
+		if err != nil {
+			return err
+		}
+		router.AddConsumerHandler("graph", sjs.ConsumerGraph, graphSub, w.handleGraph)
+	}
 
 	runErr := router.Run(ctx)
 	// The router closed the subscribers, which waited for in-flight handlers.
 	cerr := errors.Join(chunkSub.Close(), jobSub.Close())
+	if graphSub != nil {
+		cerr = errors.Join(cerr, graphSub.Close())
+	}
 	_ = b.Close()
 	_ = p.Close()
 	if runErr != nil && !errors.Is(runErr, context.Canceled) {

@@ -16,6 +16,12 @@ import (
 const (
 	ConsumerChunks = "sluice-chunks"
 	ConsumerJobs   = "sluice-jobs"
+	// ConsumerGraph delivers graph batches one at a time (MaxAckPending 1), in publish
+	// order, even to several workers: a file split into several batches puts nodes before the
+	// edges that need them.
+	ConsumerGraph = "sluice-graph"
+	// StreamGraph captures graph batches (schemas.GraphSubjects).
+	StreamGraph = "SLUICE_GRAPH"
 
 	BucketJobs = "sluice_jobs"
 )
@@ -72,10 +78,11 @@ func (c *ProvisionConfig) setDefaults() {
 
 // Provisioned holds handles to what Provision created.
 type Provisioned struct {
-	Chunks, Jobs, DLQ jetstream.Stream
-	JobsKV            jetstream.KeyValue
-	ChunkConsumer     jetstream.Consumer
-	JobConsumer       jetstream.Consumer
+	Chunks, Jobs, DLQ, Graph jetstream.Stream
+	JobsKV                   jetstream.KeyValue
+	ChunkConsumer            jetstream.Consumer
+	JobConsumer              jetstream.Consumer
+	GraphConsumer            jetstream.Consumer
 }
 
 // Provision creates or updates the streams, durable consumers and KV bucket Sluice uses. It is
@@ -118,6 +125,21 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 	if err != nil {
 		return nil, err
 	}
+	p.Graph, err = ensureStream(ctx, js, jetstream.StreamConfig{
+		Name:               StreamGraph,
+		Description:        "Graph batches: nodes and edges applied in one transaction",
+		Subjects:           []string{schemas.GraphSubjects},
+		Retention:          jetstream.LimitsPolicy,
+		Discard:            jetstream.DiscardNew,
+		MaxAge:             cfg.ChunkMaxAge,
+		Storage:            jetstream.FileStorage,
+		Replicas:           cfg.Replicas,
+		Duplicates:         cfg.DuplicateWindow,
+		AllowAtomicPublish: true,
+	})
+	if err != nil {
+		return nil, err
+	}
 	p.DLQ, err = ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:        schemas.StreamDLQ,
 		Description: "Dead letters: original message, error and history",
@@ -143,14 +165,13 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 	if err != nil {
 		return nil, fmt.Errorf("provision bucket %s: %w", BucketJobs, err)
 	}
-	consumer := func(stream jetstream.Stream, name, filter string) (jetstream.Consumer, error) {
+	consumer := func(stream jetstream.Stream, name string, maxAckPending int) (jetstream.Consumer, error) {
 		c, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 			Durable:       name,
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       cfg.AckWait,
 			MaxDeliver:    cfg.MaxDeliver,
-			MaxAckPending: cfg.MaxAckPending,
-			FilterSubject: filter,
+			MaxAckPending: maxAckPending,
 			MaxWaiting:    512,
 		})
 		if err != nil {
@@ -158,10 +179,13 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		}
 		return c, nil
 	}
-	if p.ChunkConsumer, err = consumer(p.Chunks, ConsumerChunks, ""); err != nil {
+	if p.ChunkConsumer, err = consumer(p.Chunks, ConsumerChunks, cfg.MaxAckPending); err != nil {
 		return nil, err
 	}
-	if p.JobConsumer, err = consumer(p.Jobs, ConsumerJobs, ""); err != nil {
+	if p.JobConsumer, err = consumer(p.Jobs, ConsumerJobs, cfg.MaxAckPending); err != nil {
+		return nil, err
+	}
+	if p.GraphConsumer, err = consumer(p.Graph, ConsumerGraph, 1); err != nil {
 		return nil, err
 	}
 	return &p, nil

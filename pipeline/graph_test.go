@@ -1,0 +1,99 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/nats-io/nats.go"
+
+	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/schemas"
+	"github.com/sluice-dev/sluice/sinks/graph"
+)
+
+func graphStore(t *testing.T) *graph.SQLite {
+	t.Helper()
+	g, err := graph.OpenSQLite(context.Background(), graph.SQLiteConfig{Path: filepath.Join(t.TempDir(), "graph.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = g.Close() })
+	return g
+}
+
+func TestGraphFilesLoad(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	g := graphStore(t)
+	e.startWorker(t, e.store, func(c *pipeline.WorkerConfig) { c.Graph = g })
+	ctx := context.Background()
+
+	res, job := e.load(t, filepath.Join(fixtures, "job_1757237159_c8623a8fec21_graphstore_batch.json"), false)
+	if job.State != pipeline.JobCompleted || job.Written != job.Total || job.Total < 1 {
+		t.Fatalf("graphstore batch job: %+v", job)
+	}
+	st, err := g.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.TotalNodes() != 626 || st.TotalEdges() != 1280 {
+		t.Fatalf("graph holds %d nodes, %d edges; want 626 and 1280", st.TotalNodes(), st.TotalEdges())
+	}
+	// Loading it again (a new job) applies every node a second time: version 2.
+	_, job2 := e.load(t, filepath.Join(fixtures, "job_1757237159_c8623a8fec21_graphstore_batch.json"), true)
+	if job2.State != pipeline.JobCompleted || job2.JobID == res.JobID {
+		t.Fatalf("second load: %+v", job2)
+	}
+	n, err := g.GetNode(ctx, "concept:dev:blinded")
+	if err != nil {
+		// fall back to any node of the batch
+		t.Fatalf("get node: %v", err)
+	}
+	if n.Version != 2 {
+		t.Fatalf("node %s version %d after two loads, want 2", n.ID, n.Version)
+	}
+
+	_, snap := e.load(t, filepath.Join(fixtures, "graph_snapshot.json"), false)
+	if snap.State != pipeline.JobCompleted || len(snap.Warnings) != 2 {
+		t.Fatalf("snapshot job: %+v (warnings %v)", snap, snap.Warnings)
+	}
+	for _, w := range snap.Warnings {
+		if !strings.Contains(w.ID+w.Reason, "hierarchy") {
+			t.Errorf("unexpected warning %+v", w)
+		}
+	}
+	_, legacy := e.load(t, filepath.Join(fixtures, "job_1757237159_c8623a8fec21_pass_c_graph.json"), false)
+	if legacy.State != pipeline.JobCompleted {
+		t.Fatalf("legacy graph job: %+v", legacy)
+	}
+
+	// Files that hold neither chunks nor a graph are refused with a clear error.
+	for _, f := range []string{"split_index.json", "alias_map.json", "job_1757237159_c8623a8fec21_pass_b_dictionary_delta.json", "relationship_edges.jsonl"} {
+		_, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: filepath.Join(fixtures, f)})
+		if !errors.Is(err, pipeline.ErrBadInput) {
+			t.Errorf("%s: %v, want a bad-input error", f, err)
+		}
+	}
+}
+
+func TestGraphBatchRollsBackOnBadEdge(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	g := graphStore(t)
+	e.startWorker(t, e.store, func(c *pipeline.WorkerConfig) { c.Graph = g })
+	m := nats.NewMsg(schemas.GraphSubject("dev"))
+	m.Data = []byte(`{"nodes":[{"id":"rule:a","type":"Rule","properties":{}},{"id":"rule:b","type":"Rule","properties":{}}],
+		"edges":[{"source":"rule:a","type":"depends_on","target":"rule:b"},{"source":"rule:a","type":"depends_on","target":"rule:missing"}]}`)
+	if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the bad batch dead-lettered", func() bool { return len(e.deadLetters(t)) == 1 })
+	dl := e.deadLetters(t)[0]
+	if dl["error"].(map[string]any)["class"] != "validation" || !strings.Contains(dl["error"].(map[string]any)["message"].(string), "rule:missing") {
+		t.Fatalf("dead letter: %v", dl)
+	}
+	if _, err := g.GetNode(context.Background(), "rule:a"); !errors.Is(err, graph.ErrNotFound) {
+		t.Fatalf("a node of the failed batch was left behind: %v", err)
+	}
+}
