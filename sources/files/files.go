@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"io"
 	"os"
 	"path/filepath"
@@ -135,7 +136,11 @@ type Reader struct {
 
 	single json.RawMessage
 	index  int
-	seen   map[string]int
+	// seen maps a 64-bit hash of each id to the index of its latest item: 12 bytes an item
+	// however long the ids, so a file of millions of items stays small. Two different ids
+	// with the same hash (odds about n²/2⁶⁵) would only draw a false duplicate warning.
+	seen     map[uint64]int
+	seenSeed maphash.Seed
 }
 
 // Open opens the chunk file at path; a .jsonl or .ndjson name is read as JSONL. The caller
@@ -172,11 +177,12 @@ func NewReader(r io.Reader, opts Options) (*Reader, error) {
 		opts.MaxItemBytes = DefaultMaxItemBytes
 	}
 	return &Reader{
-		name: opts.Name,
-		max:  opts.MaxItemBytes,
-		hint: opts.Format,
-		br:   bufio.NewReaderSize(r, 64<<10),
-		seen: make(map[string]int),
+		name:     opts.Name,
+		max:      opts.MaxItemBytes,
+		hint:     opts.Format,
+		br:       bufio.NewReaderSize(r, 64<<10),
+		seen:     make(map[uint64]int),
+		seenSeed: maphash.MakeSeed(),
 	}, nil
 }
 
@@ -619,10 +625,11 @@ func (r *Reader) item(idx int, raw json.RawMessage) Item {
 		return r.reject(idx, "", rec, err.Error())
 	}
 	it := Item{Index: idx, ID: id, Record: rec, DuplicateOf: -1}
-	if prev, ok := r.seen[id]; ok {
+	h := maphash.String(r.seenSeed, id)
+	if prev, ok := r.seen[h]; ok {
 		it.DuplicateOf = prev
 	}
-	r.seen[id] = idx
+	r.seen[h] = idx
 	return it
 }
 
