@@ -11,10 +11,12 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/sinks/astra"
 	"github.com/sluice-dev/sluice/sinks/docstore"
+	"github.com/sluice-dev/sluice/sinks/graph"
 	"github.com/sluice-dev/sluice/sources/embedded"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
@@ -30,6 +32,8 @@ type config struct {
 	Astra      astra.Config
 	// AstraVector stores a 1024-float embedding as $vector in vector collections.
 	AstraVector bool
+	// GraphDSN is the graph store: an SQLite path or a postgres:// DSN.
+	GraphDSN string
 }
 
 // bindCommon registers the flags every command shares; defaults come from the environment.
@@ -47,6 +51,34 @@ func bindCommon(fs *flag.FlagSet, c *config) {
 	c.Astra.Token = envOr("ASTRA_DB_APPLICATION_TOKEN", "") // never a flag: it would show in ps
 	fs.StringVar(&c.Astra.Keyspace, "astra-keyspace", envOr("ASTRA_DB_KEYSPACE", "default_keyspace"), "AstraDB keyspace (ASTRA_DB_KEYSPACE)")
 	fs.BoolVar(&c.AstraVector, "astra-vector", false, "AstraDB: create vector collections and store embeddings as $vector")
+	fs.StringVar(&c.GraphDSN, "graph-dsn", envOr("SLUICE_GRAPH_DSN", ""), "graph store: SQLite path or postgres:// DSN; default graph.db in the data directory (SLUICE_GRAPH_DSN)")
+}
+
+// openGraph opens the graph store; with reg set, a PostgreSQL pool's statistics are exported.
+func openGraph(ctx context.Context, c config, reg prometheus.Registerer) (graph.Store, error) {
+	dsn := c.GraphDSN
+	if dsn == "" {
+		dsn = filepath.Join(c.DataDir, "graph.db")
+	}
+	g, err := graph.Open(ctx, dsn, graph.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("open graph store: %w", err)
+	}
+	if pg, ok := g.(*graph.Postgres); ok && reg != nil {
+		gauge := func(name, help string, f func(graph.PoolStats) float64) prometheus.Collector {
+			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_graph_pool_" + name, Help: help},
+				func() float64 { return f(pg.PoolStats()) })
+		}
+		reg.MustRegister(
+			gauge("conns_total", "PostgreSQL pool connections open.", func(s graph.PoolStats) float64 { return float64(s.TotalConns) }),
+			gauge("conns_idle", "PostgreSQL pool connections idle.", func(s graph.PoolStats) float64 { return float64(s.IdleConns) }),
+			gauge("conns_acquired", "PostgreSQL pool connections in use.", func(s graph.PoolStats) float64 { return float64(s.AcquiredConns) }),
+			gauge("conns_max", "PostgreSQL pool size limit.", func(s graph.PoolStats) float64 { return float64(s.MaxConns) }),
+			gauge("acquire_wait_seconds_total", "Time spent waiting for a pool connection.", func(s graph.PoolStats) float64 { return s.EmptyAcquireWaitTime.Seconds() }),
+			gauge("acquires_waited_total", "Acquires that had to wait for a connection.", func(s graph.PoolStats) float64 { return float64(s.EmptyAcquireCount) }),
+		)
+	}
+	return g, nil
 }
 
 // broker is a connection to JetStream with Sluice's streams provisioned, and the embedded

@@ -77,7 +77,12 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 			return err
 		}
 		defer sk.close()
-		w, err := pipeline.NewWorker(pipeline.WorkerConfig{JS: b.js, Streams: b.streams, Sink: sk.docs, SinkName: sk.name, Logger: log})
+		g, err := openGraph(ctx, c, nil)
+		if err != nil {
+			return err
+		}
+		defer g.Close()
+		w, err := pipeline.NewWorker(pipeline.WorkerConfig{JS: b.js, Streams: b.streams, Sink: sk.docs, SinkName: sk.name, Graph: g, Logger: log})
 		if err != nil {
 			return err
 		}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/dlq"
+	"github.com/sluice-dev/sluice/sinks/graph"
 	"github.com/sluice-dev/sluice/sources/embedded"
 	"github.com/sluice-dev/sluice/sources/files"
 	"github.com/sluice-dev/sluice/sources/httpapi"
@@ -69,10 +70,20 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	g, err := openGraph(ctx, c, reg)
+	if err != nil {
+		return err
+	}
+	defer g.Close()
+	rq, err := startRequirements(ctx, c, requirementsOptions{JS: b.js, JobsKV: b.streams.JobsKV, Graph: g, Workers: workers, API: api, Drain: *drain, Logger: log})
+	if err != nil {
+		return err
+	}
+	defer rq.close()
 	var worker *pipeline.Worker
 	if workers {
 		worker, err = pipeline.NewWorker(pipeline.WorkerConfig{
-			JS: b.js, Streams: b.streams, Sink: sk.docs, SinkName: sk.name, DrainTimeout: *drain, Registerer: reg, Logger: log,
+			JS: b.js, Streams: b.streams, Sink: sk.docs, SinkName: sk.name, Graph: g, DrainTimeout: *drain, Registerer: reg, Logger: log,
 		})
 		if err != nil {
 			return err
@@ -91,15 +102,19 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 			return err
 		}
 		srv, err = httpapi.New(httpapi.Config{
-			Addr:        c.HTTPAddr,
-			Tokens:      tokens,
-			Jobs:        jobService{loader: loader, jobs: b.jobs},
-			Chunks:      chunkReader{sinks: sk, collection: "ttrpg_chunks_{env}"},
-			DeadLetters: dead,
-			Registry:    reg,
+			Addr:         c.HTTPAddr,
+			Tokens:       tokens,
+			Jobs:         jobService{loader: loader, jobs: b.jobs},
+			Chunks:       chunkReader{sinks: sk, collection: "ttrpg_chunks_{env}"},
+			DeadLetters:  dead,
+			Graph:        graphReader{g},
+			Requirements: rq.requirementsService(),
+			Events:       rq.eventSource(),
+			Registry:     reg,
 			Ready: []httpapi.Check{
 				{Name: "nats", Check: b.ping},
 				{Name: "store", Check: sk.ping},
+				{Name: "graph", Check: g.Ping},
 			},
 			ShutdownTimeout: *drain,
 			Logger:          log,
@@ -113,6 +128,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 		log.Info("HTTP API listening", "addr", "http://"+srv.Addr())
 	}
 	p := pool.New().WithContext(ctx).WithCancelOnError()
+	rq.run(p)
 	if worker != nil {
 		p.Go(func(ctx context.Context) error { return worker.Run(ctx) })
 		p.Go(func(ctx context.Context) error {
@@ -254,4 +270,15 @@ func watchTokens(ctx context.Context, path string, srv *httpapi.Server, log *slo
 		srv.SetTokens(tokens)
 		log.Info("reloaded API tokens", "tokens", len(tokens))
 	}
+}
+
+// graphReader adapts the graph store to the API.
+type graphReader struct{ graph.Store }
+
+func (r graphReader) GetNode(ctx context.Context, id string) (graph.Node, error) {
+	n, err := r.Store.GetNode(ctx, id)
+	if errors.Is(err, graph.ErrNotFound) {
+		return n, fmt.Errorf("%w: node %s", httpapi.ErrNotFound, id)
+	}
+	return n, err
 }

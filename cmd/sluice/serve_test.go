@@ -209,6 +209,45 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	getJSON(t, base+"/v1/chunks/job_1757498642_0a06fa1bc2da_chunk_9003?env=dev", 404)
 
+	// A graph file loads through the same endpoint, and the graph reads answer.
+	snap, err := os.ReadFile("../../testdata/chunks/graph_snapshot.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err = http.Post(base+"/v1/graph?env=dev", "application/json", bytes.NewReader(snap))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var gsub map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&gsub)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST /v1/graph: %d %v", resp.StatusCode, gsub)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		gj := getJSON(t, base+"/v1/jobs/"+gsub["job_id"].(string), 200, "GET /v1/jobs/{id}")
+		if gj["state"] == "completed" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("graph job never completed: %v", gj)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	stats := getJSON(t, base+"/v1/graph/stats", 200, "GET /v1/graph/stats")
+	if stats["total_nodes"].(float64) < 700 {
+		t.Fatalf("graph stats: %v", stats)
+	}
+	node := getJSON(t, base+"/v1/graph/nodes/source:chunk:job_1757237159_c8623a8fec21_c_1_0001", 200, "GET /v1/graph/nodes/{id}")
+	if node["type"] != "SourceDoc" {
+		t.Fatalf("node: %v", node)
+	}
+	nb := getJSON(t, base+"/v1/graph/nodes/source:chunk:job_1757237159_c8623a8fec21_c_1_0001/neighbors?depth=2", 200, "GET /v1/graph/nodes/{id}/neighbors")
+	if nb["count"].(float64) < 1 {
+		t.Fatalf("neighbors: %v", nb)
+	}
+	getJSON(t, base+"/v1/graph/nodes/nope/neighbors", 404, "GET /v1/graph/nodes/{id}/neighbors")
+
 	// A message no file loader would send goes to the dead-letter queue; the CLI finds it,
 	// shows it, replays it (it fails again, and carries its replay count), and purges it.
 	url, err := os.ReadFile(dataDir + "/nats.url")

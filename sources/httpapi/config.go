@@ -176,6 +176,13 @@ type Config struct {
 	// DeadLetters lists, shows, replays, deletes and purges dead letters (/v1/dlq…).
 	// Optional; nil answers those routes with 501.
 	DeadLetters DeadLetterService
+	// Requirements serves requirement and feature-request commands and reads (/v1/requirements…, /v1/features…, /v1/audit…, /api/…). Optional; nil answers those routes with 501.
+	Requirements RequirementsService
+	// Events is the change feed (GET /v1/events, GET /v1/ws). Optional; nil answers 501.
+	Events EventSource
+	// Graph reads the graph store (/v1/graph/nodes…, /v1/graph/stats). Optional; nil answers
+	// those routes with 501. POST /v1/graph loads graph files through Jobs.
+	Graph GraphService
 	// Ready lists the readiness checks GET /readyz runs. Optional; none means always ready.
 	Ready []Check
 	// Registry receives the server's HTTP metrics and is what GET /metrics serves. Optional;

@@ -88,4 +88,6 @@ doc = {"openapi":"3.1.0","info":{"title":"Sluice API","version":"1","description
  "servers":[{"url":"http://127.0.0.1:8080"}],
  "security":[{"bearer":["read"]}],
  "paths":paths,"components":{"schemas":schemas,"securitySchemes":{"bearer":{"type":"http","scheme":"bearer","description":"A token from SLUICE_API_TOKENS_FILE."}}}}
+import openapi_requirements; openapi_requirements.add(paths, schemas)  # requirements, features, /api compat, change feed
+import openapi_graph; openapi_graph.add(paths, schemas)  # graph store reads and graph loads
 print(json.dumps(doc, indent=2))

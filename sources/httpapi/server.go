@@ -204,7 +204,9 @@ func (s *Server) routes() {
 	s.handle("GET /v1/jobs/{id}/events", s.require(ScopeRead, s.jobEvents))
 	s.handle("DELETE /v1/jobs/{id}", s.require(ScopeAdmin, s.rollbackJob))
 	s.handle("GET /v1/chunks/{id}", s.require(ScopeRead, s.getChunk))
-	s.dlqRoutes() // dlq.go
+	s.dlqRoutes()   // dlq.go
+	s.graphRoutes() // graph.go
+	s.requirementsRoutes()
 	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /openapi.json", s.openapi)
 	s.handle("GET /readyz", s.readyz)

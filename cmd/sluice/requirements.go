@@ -1,0 +1,123 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sourcegraph/conc/pool"
+
+	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/sources/httpapi"
+	sjs "github.com/sluice-dev/sluice/sources/jetstream"
+)
+
+// requirementsParts is the requirements side of serve, worker and api: the SQLite requirements
+// store in the data directory, the command streams, the command worker (workers) and the API
+// services (api).
+type requirementsParts struct {
+	store   *requirements.SQLiteStore
+	streams *sjs.CommandStreams
+	js      jetstream.JetStream
+	jobsKV  jetstream.KeyValue
+	log     *slog.Logger
+	// worker is nil unless workers run in this process.
+	worker *pipeline.CommandWorker
+	// client and events are nil unless the API runs in this process.
+	client *pipeline.CommandClient
+	events *pipeline.EventFeed
+}
+
+// requirementsOptions says what startRequirements builds.
+type requirementsOptions struct {
+	// JS is the broker connection; JobsKV the jobs bucket (job progress goes to the change feed).
+	JS     jetstream.JetStream
+	JobsKV jetstream.KeyValue
+	// Graph receives the projection of applied commands and imports. Optional.
+	Graph pipeline.GraphApplier
+	// Workers builds the command worker; API builds the API services.
+	Workers, API bool
+	Drain        time.Duration
+	Logger       *slog.Logger
+}
+
+// startRequirements opens the requirements store (requirements.db in the data directory),
+// provisions the command streams, and builds the command worker and the API services. Nothing
+// runs until run; the caller must call close after the pool it ran in has returned.
+func startRequirements(ctx context.Context, c config, o requirementsOptions) (*requirementsParts, error) {
+	streams, err := sjs.ProvisionCommands(ctx, o.JS, sjs.ProvisionConfig{})
+	if err != nil {
+		return nil, err
+	}
+	v, err := requirements.NewValidator()
+	if err != nil {
+		return nil, err
+	}
+	store, err := requirements.OpenSQLite(ctx, requirements.SQLiteConfig{Path: filepath.Join(c.DataDir, "requirements.db"), Validator: v})
+	if err != nil {
+		return nil, fmt.Errorf("open requirements store: %w", err)
+	}
+	rp := &requirementsParts{store: store, streams: streams, js: o.JS, jobsKV: o.JobsKV, log: o.Logger}
+	if o.Workers {
+		rp.worker, err = pipeline.NewCommandWorker(pipeline.CommandWorkerConfig{
+			JS: o.JS, Streams: streams, Store: store, Graph: o.Graph, Validator: v, DrainTimeout: o.Drain, Logger: o.Logger,
+		})
+		if err != nil {
+			rp.close()
+			return nil, err
+		}
+	}
+	if o.API {
+		rp.client, err = pipeline.NewCommandClient(pipeline.CommandClientConfig{JS: o.JS, Streams: streams, Store: store, Graph: o.Graph, Validator: v})
+		if err != nil {
+			rp.close()
+			return nil, err
+		}
+		rp.events = pipeline.NewEventFeed(o.JS)
+	}
+	return rp, nil
+}
+
+// requirementsService is the API's requirements service, nil (no routes) without the API.
+func (rp *requirementsParts) requirementsService() httpapi.RequirementsService {
+	if rp.client == nil {
+		return nil
+	}
+	return rp.client
+}
+
+// eventSource is the API's change feed, nil (no routes) without the API.
+func (rp *requirementsParts) eventSource() httpapi.EventSource {
+	if rp.events == nil {
+		return nil
+	}
+	return rp.events
+}
+
+// run starts the command worker and the job-progress forwarder in p (workers only).
+func (rp *requirementsParts) run(p *pool.ContextPool) {
+	if rp.worker == nil {
+		return
+	}
+	p.Go(func(ctx context.Context) error { return rp.worker.Run(ctx) })
+	p.Go(func(ctx context.Context) error {
+		err := pipeline.ForwardJobEvents(ctx, rp.js, rp.jobsKV, func(err error) { rp.log.Warn("job progress to the change feed", "err", err) })
+		if err != nil && !errors.Is(err, context.Canceled) {
+			rp.log.Warn("job progress is not forwarded to the change feed", "err", err)
+		}
+		return nil // the change feed is best effort; it never stops the workers
+	})
+}
+
+// close releases the API client and the store.
+func (rp *requirementsParts) close() {
+	if rp.client != nil {
+		_ = rp.client.Close()
+	}
+	_ = rp.store.Close()
+}

@@ -1,0 +1,272 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/requirements"
+	sjs "github.com/sluice-dev/sluice/sources/jetstream"
+)
+
+// GraphApplier is the GraphStore the command worker projects into: idempotent by msgID, a batch whose
+// msgID was applied before changes nothing. graph.Store implements it. It must be safe for
+// concurrent use.
+type GraphApplier = GraphStore
+
+// CommandWorkerConfig configures a CommandWorker.
+type CommandWorkerConfig struct {
+	// JS is the JetStream context (dead letters, outcomes, change feed). Required.
+	JS jetstream.JetStream
+	// Streams is what sources/jetstream.ProvisionCommands returned. Required.
+	Streams *sjs.CommandStreams
+	// Store keeps requirements, feature requests and their audit trail. Required.
+	Store requirements.Store
+	// Graph receives each applied command's projection (requirements.Project). Optional; nil
+	// skips the projection.
+	Graph GraphApplier
+	// Validator decodes commands. Optional; nil compiles the embedded schemas.
+	Validator *requirements.Validator
+	// Retry spaces redeliveries of transiently failed commands.
+	Retry RetryPolicy
+	// DrainTimeout bounds a graceful stop. Optional; 0 means 30 s.
+	DrainTimeout time.Duration
+	// Logger, nil discards.
+	Logger *slog.Logger
+}
+
+// Validate reports every missing required field at once.
+func (c CommandWorkerConfig) Validate() error {
+	var errs []error
+	if c.JS == nil {
+		errs = append(errs, errors.New("command worker: JS is required"))
+	}
+	if c.Streams == nil || len(c.Streams.Consumers) == 0 || c.Streams.Outcomes == nil {
+		errs = append(errs, errors.New("command worker: Streams (from ProvisionCommands) is required"))
+	}
+	if c.Store == nil {
+		errs = append(errs, errors.New("command worker: Store is required"))
+	}
+	return errors.Join(errs...)
+}
+
+// CommandWorker applies requirement and feature-request commands: one Watermill handler per
+// command partition, each with one message in flight (the partition consumer's
+// MaxAckPending is 1, across every process), so the commands of one key apply in publish
+// order while partitions run in parallel.
+//
+// Per message: decode and validate (an invalid payload is dead-lettered and terminated),
+// Store.ApplyCommand keyed by the message id "<stream>:<seq>", the graph projection keyed by
+// the command id, the outcome into the outcomes bucket, a change-feed event, then the ack. A
+// refusal is an outcome: recorded, reported and acked, never dead-lettered. Transient
+// failures are redelivered with a delay; a redelivery finds the store's apply marker and
+// completes the missing steps without applying anything twice.
+type CommandWorker struct {
+	cfg        CommandWorkerConfig
+	log        *slog.Logger
+	v          *requirements.Validator
+	dlq        *deadLetterer
+	maxDeliver uint64
+}
+
+// NewCommandWorker checks cfg and returns a CommandWorker; nothing runs until Run.
+func NewCommandWorker(cfg CommandWorkerConfig) (*CommandWorker, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 30 * time.Second
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	v := cfg.Validator
+	if v == nil {
+		var err error
+		if v, err = requirements.NewValidator(); err != nil {
+			return nil, fmt.Errorf("command worker: %w", err)
+		}
+	}
+	maxDeliver := uint64(10)
+	if ci := cfg.Streams.Consumers[0].CachedInfo(); ci != nil && ci.Config.MaxDeliver > 0 {
+		maxDeliver = uint64(ci.Config.MaxDeliver)
+	}
+	return &CommandWorker{cfg: cfg, log: log, v: v, dlq: newDeadLetterer(cfg.JS), maxDeliver: maxDeliver}, nil
+}
+
+// Run applies commands until ctx ends, then drains (in-flight commands get DrainTimeout to
+// finish) and returns; nil after a clean drain. Call it once.
+func (w *CommandWorker) Run(ctx context.Context) error {
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: w.cfg.DrainTimeout},
+		watermill.NewSlogLoggerWithLevelMapping(w.log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}))
+	if err != nil {
+		return err
+	}
+	subs := make([]*sjs.Subscriber, 0, len(w.cfg.Streams.Consumers))
+	for p, c := range w.cfg.Streams.Consumers {
+		sub, err := sjs.NewSubscriber(sjs.SubscriberConfig{
+			Consumer: c, MaxInFlight: 1, FetchBatch: 1, DrainTimeout: w.cfg.DrainTimeout, Logger: w.log,
+		})
+		if err != nil {
+			return err
+		}
+		subs = append(subs, sub)
+		name := sjs.CommandConsumerName(p)
+		router.AddConsumerHandler(name, name, sub, w.handle)
+	}
+	runErr := router.Run(ctx)
+	var cerr error
+	for _, s := range subs {
+		cerr = errors.Join(cerr, s.Close())
+	}
+	if runErr != nil && !errors.Is(runErr, context.Canceled) {
+		return fmt.Errorf("command worker: router: %w", runErr)
+	}
+	return cerr
+}
+
+// graphMarker is the graph store's apply marker of a command's projection. It is keyed by the
+// command id, not the message id, so a command published twice (a client retry outside the
+// duplicate window) is projected once, like it is applied once.
+func graphMarker(commandID string) string { return "command:" + commandID }
+
+// handle applies one command message and settles it itself (SetRetry, SetTerm or ack).
+func (w *CommandWorker) handle(msg *message.Message) error {
+	m, ok := sjs.Native(msg)
+	if !ok {
+		return errors.New("command handler: message did not come from JetStream")
+	}
+	meta, err := m.Metadata()
+	if err != nil {
+		return fmt.Errorf("command handler: metadata: %w", err)
+	}
+	ctx := msg.Context()
+	orig := originalSubjectMsg{Msg: m}
+	cmd, err := w.v.DecodeCommand(m.Data())
+	if err != nil {
+		return w.deadLetter(ctx, msg, orig, meta, err, "")
+	}
+	if want := cmd.Subject(); want != orig.Subject() {
+		// Published on another key's subject, it would be ordered with the wrong key.
+		return w.deadLetter(ctx, msg, orig, meta, fault.Permanentf(fault.Validation,
+			"command %s was published on %s; its subject is %s", cmd.CommandID, orig.Subject(), want), "")
+	}
+	msgID := meta.Stream + ":" + strconv.FormatUint(meta.Sequence.Stream, 10)
+	out, err := w.cfg.Store.ApplyCommand(ctx, cmd, msgID)
+	if err != nil {
+		return w.fail(ctx, msg, orig, meta, fmt.Errorf("apply command %s: %w", cmd.CommandID, err), "requirements")
+	}
+	if w.cfg.Graph != nil {
+		if b := requirements.Project(out); len(b.Nodes)+len(b.Edges) > 0 {
+			if _, err := w.cfg.Graph.ApplyBatch(ctx, b, graphMarker(cmd.CommandID)); err != nil {
+				return w.fail(ctx, msg, orig, meta, fmt.Errorf("project command %s into the graph: %w", cmd.CommandID, err), "graph")
+			}
+		}
+	}
+	out.AlreadyApplied = false
+	body, err := json.Marshal(out)
+	if err != nil {
+		return w.deadLetter(ctx, msg, orig, meta, fault.Permanent(fault.Rejected, fmt.Errorf("encode outcome of %s: %w", cmd.CommandID, err)), "")
+	}
+	if _, err := w.cfg.Streams.Outcomes.Put(ctx, cmd.CommandID, body); err != nil {
+		return w.fail(ctx, msg, orig, meta, fmt.Errorf("record outcome of %s: %w", cmd.CommandID, err), "")
+	}
+	if err := publishMutation(ctx, w.cfg.JS, out); err != nil {
+		return w.fail(ctx, msg, orig, meta, err, "")
+	}
+	w.dlq.forget(meta)
+	w.log.Debug("command settled", "command_id", cmd.CommandID, "type", cmd.Type, "key", out.Key,
+		"applied", out.Applied, "refusal", out.Refusal)
+	return nil
+}
+
+// fail retries a transient failure, or dead-letters a permanent one or the last delivery.
+func (w *CommandWorker) fail(ctx context.Context, msg *message.Message, m jetstream.Msg, meta *jetstream.MsgMetadata, cause error, sink string) error {
+	if fault.IsPermanent(cause) {
+		return w.deadLetter(ctx, msg, m, meta, cause, sink)
+	}
+	w.dlq.noteFailure(meta)
+	if meta.NumDelivered >= w.maxDeliver {
+		return w.deadLetter(ctx, msg, m, meta, fault.Permanent(fault.Exhausted,
+			fmt.Errorf("gave up after %d deliveries: %w", meta.NumDelivered, cause)), sink)
+	}
+	delay := w.cfg.Retry.Delay(meta.NumDelivered)
+	w.log.Warn("retrying command", "subject", m.Subject(), "seq", meta.Sequence.Stream,
+		"attempt", meta.NumDelivered, "delay", delay, "err", cause)
+	sjs.SetRetry(msg, delay)
+	return nil
+}
+
+// deadLetter publishes m's dead letter and terminates m; if the dead letter cannot be
+// stored, m is retried instead.
+func (w *CommandWorker) deadLetter(ctx context.Context, msg *message.Message, m jetstream.Msg, meta *jetstream.MsgMetadata, cause error, sink string) error {
+	if !fault.IsPermanent(cause) {
+		cause = fault.Permanent(fault.ClassOf(cause), cause)
+	}
+	env, err := w.dlq.send(ctx, m, meta, cause, sink)
+	if err != nil {
+		sjs.SetRetry(msg, w.cfg.Retry.Delay(meta.NumDelivered))
+		w.log.Error("dead-letter publish failed; will retry", "subject", m.Subject(), "err", err)
+		return nil
+	}
+	w.log.Warn("dead-lettered command", "subject", m.Subject(), "seq", meta.Sequence.Stream,
+		"class", env.Error.Class, "err", cause)
+	sjs.SetTerm(msg, string(fault.ClassOf(cause))+": "+truncate(cause.Error(), 200))
+	return nil
+}
+
+// originalSubjectMsg shows a command under the subject it was published on rather than the
+// partitioned subject the stream stored it under, so its dead letter replays to a subject the
+// command stream captures.
+type originalSubjectMsg struct{ jetstream.Msg }
+
+func (m originalSubjectMsg) Subject() string { return sjs.OriginalCommandSubject(m.Msg.Subject()) }
+
+// MutationEvent is the change-feed payload of one settled command, published on
+// sjs.MutationEventSubject(key): what it applied, or why it was refused.
+type MutationEvent struct {
+	// Type is "mutation".
+	Type        string                   `json:"type"`
+	CommandID   string                   `json:"command_id"`
+	CommandType requirements.CommandType `json:"command_type"`
+	Key         string                   `json:"key"`
+	Applied     bool                     `json:"applied"`
+	Refusal     *requirements.Refusal    `json:"refusal,omitempty"`
+	// Feature is the feature request after the command (feature commands).
+	Feature *requirements.FeatureRequest `json:"feature,omitempty"`
+	// Version is the new requirements version (submit_requirements).
+	Version *requirements.RequirementsVersion `json:"version,omitempty"`
+	Audit   *requirements.AuditEntry          `json:"audit,omitempty"`
+}
+
+// publishMutation publishes out's change-feed event and waits for the stream to store it. Its
+// Nats-Msg-Id is derived from the command id, so a redelivered command adds no second event
+// within the duplicate window.
+func publishMutation(ctx context.Context, js jetstream.JetStream, out requirements.Outcome) error {
+	ev := MutationEvent{
+		Type: "mutation", CommandID: out.CommandID, CommandType: out.Type, Key: out.Key,
+		Applied: out.Applied, Refusal: out.Refusal, Feature: out.Feature, Version: out.Version, Audit: out.Audit,
+	}
+	body, err := json.Marshal(ev)
+	if err != nil {
+		return fault.Permanent(fault.Rejected, fmt.Errorf("encode mutation event %s: %w", out.CommandID, err))
+	}
+	m := nats.NewMsg(sjs.MutationEventSubject(out.Key))
+	m.Data = body
+	m.Header.Set(nats.MsgIdHdr, "mutation/"+out.CommandID)
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("publish mutation event %s: %w", out.CommandID, err)
+	}
+	return nil
+}

@@ -1,0 +1,317 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-dev/sluice/pipeline/requirements"
+	sjs "github.com/sluice-dev/sluice/sources/jetstream"
+)
+
+// CommandClientConfig configures a CommandClient.
+type CommandClientConfig struct {
+	// JS publishes commands. Required.
+	JS jetstream.JetStream
+	// Streams is what sources/jetstream.ProvisionCommands returned (the outcomes bucket).
+	// Required.
+	Streams *sjs.CommandStreams
+	// Store serves reads and imports. Required.
+	Store requirements.Store
+	// Graph receives the projection of imported records. Optional; nil skips it.
+	Graph GraphApplier
+	// Validator checks commands before they are published. Optional; nil compiles the
+	// embedded schemas.
+	Validator *requirements.Validator
+	// Now is the clock for issued_at. Optional; nil means time.Now.
+	Now func() time.Time
+}
+
+// CommandClient is what the API uses: it publishes commands, waits for their outcomes and
+// reads state from the Store. It is safe for concurrent use. Await shares one watch of the
+// outcomes bucket among all waiters, started on first use; Close stops it.
+type CommandClient struct {
+	cfg CommandClientConfig
+	v   *requirements.Validator
+
+	mu      sync.Mutex // guards waiters, watcher, closed
+	waiters map[string]map[chan requirements.Outcome]struct{}
+	watcher jetstream.KeyWatcher
+	closed  bool
+	wg      sync.WaitGroup // the watch goroutine
+}
+
+// NewCommandClient checks cfg and returns a CommandClient. The caller must Close it.
+func NewCommandClient(cfg CommandClientConfig) (*CommandClient, error) {
+	var errs []error
+	if cfg.JS == nil {
+		errs = append(errs, errors.New("command client: JS is required"))
+	}
+	if cfg.Streams == nil || cfg.Streams.Outcomes == nil {
+		errs = append(errs, errors.New("command client: Streams (from ProvisionCommands) is required"))
+	}
+	if cfg.Store == nil {
+		errs = append(errs, errors.New("command client: Store is required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	v := cfg.Validator
+	if v == nil {
+		var err error
+		if v, err = requirements.NewValidator(); err != nil {
+			return nil, fmt.Errorf("command client: %w", err)
+		}
+	}
+	return &CommandClient{cfg: cfg, v: v, waiters: map[string]map[chan requirements.Outcome]struct{}{}}, nil
+}
+
+// Validator returns the validator commands are checked with (also for validating stored
+// records against their schemas).
+func (c *CommandClient) Validator() *requirements.Validator { return c.v }
+
+// NewCommandID returns a new random command id (32 hex digits).
+func NewCommandID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
+	return hex.EncodeToString(b[:])
+}
+
+// Submit publishes cmd on cmd.Subject() with Nats-Msg-Id = its command id, and returns the
+// command id once JetStream stored it; the worker applies it asynchronously (see Await). An
+// empty CommandID is filled with NewCommandID, a zero IssuedAt with now. A command that fails
+// validation is not published: the error is a *requirements.Refusal with code invalid. It
+// blocks for the publish acknowledgement.
+func (c *CommandClient) Submit(ctx context.Context, cmd requirements.Command) (string, error) {
+	if cmd.CommandID == "" {
+		cmd.CommandID = NewCommandID()
+	}
+	if cmd.IssuedAt.IsZero() {
+		cmd.IssuedAt = c.cfg.Now()
+	}
+	if err := c.v.Check(cmd); err != nil {
+		return "", err
+	}
+	body, err := json.Marshal(cmd)
+	if err != nil {
+		return "", fmt.Errorf("submit command %s: %w", cmd.CommandID, err)
+	}
+	m := nats.NewMsg(cmd.Subject())
+	m.Data = body
+	m.Header.Set(nats.MsgIdHdr, cmd.CommandID)
+	if _, err := c.cfg.JS.PublishMsg(ctx, m); err != nil {
+		return "", fmt.Errorf("submit command %s: publish: %w", cmd.CommandID, err)
+	}
+	return cmd.CommandID, nil
+}
+
+// Await waits up to timeout (or until ctx ends) for the outcome of commandID: the worker
+// records it once the command is applied (or refused) in the store and projected into the
+// graph. It returns the outcome and true, or false when none came in time (the command may
+// still be applied later). When the wait ends without an outcome in the bucket (entries expire
+// after an hour) the store's record is returned if it has one. An error means the outcome
+// could not be read.
+func (c *CommandClient) Await(ctx context.Context, commandID string, timeout time.Duration) (requirements.Outcome, bool, error) {
+	ch := make(chan requirements.Outcome, 1)
+	if err := c.register(ctx, commandID, ch); err != nil {
+		return requirements.Outcome{}, false, err
+	}
+	defer c.unregister(commandID, ch)
+	// Registered first, so an outcome written from now on reaches ch; one written before is
+	// in the bucket.
+	if e, err := c.cfg.Streams.Outcomes.Get(ctx, commandID); err == nil {
+		var out requirements.Outcome
+		if err := json.Unmarshal(e.Value(), &out); err != nil {
+			return requirements.Outcome{}, false, fmt.Errorf("await %s: decode outcome: %w", commandID, err)
+		}
+		return out, true, nil
+	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
+		return requirements.Outcome{}, false, fmt.Errorf("await %s: read outcome: %w", commandID, err)
+	}
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case out := <-ch:
+		return out, true, nil
+	case <-t.C:
+	case <-ctx.Done():
+	}
+	if ctx.Err() != nil {
+		return requirements.Outcome{}, false, ctx.Err()
+	}
+	out, err := c.cfg.Store.CommandOutcome(ctx, commandID)
+	switch {
+	case err == nil:
+		out.AlreadyApplied = false
+		return out, true, nil
+	case errors.Is(err, requirements.ErrNotFound):
+		return requirements.Outcome{}, false, nil
+	}
+	return requirements.Outcome{}, false, fmt.Errorf("await %s: %w", commandID, err)
+}
+
+// register adds ch as a waiter for id and makes sure the bucket is watched.
+func (c *CommandClient) register(ctx context.Context, id string, ch chan requirements.Outcome) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return errors.New("command client: closed")
+	}
+	if c.watcher == nil {
+		w, err := c.cfg.Streams.Outcomes.WatchAll(context.WithoutCancel(ctx), jetstream.UpdatesOnly())
+		if err != nil {
+			return fmt.Errorf("watch command outcomes: %w", err)
+		}
+		c.watcher = w
+		c.wg.Add(1)
+		go c.watch(w)
+	}
+	set := c.waiters[id]
+	if set == nil {
+		set = map[chan requirements.Outcome]struct{}{}
+		c.waiters[id] = set
+	}
+	set[ch] = struct{}{}
+	return nil
+}
+
+func (c *CommandClient) unregister(id string, ch chan requirements.Outcome) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if set := c.waiters[id]; set != nil {
+		delete(set, ch)
+		if len(set) == 0 {
+			delete(c.waiters, id)
+		}
+	}
+}
+
+// watch hands every outcome written to the bucket to its waiters, until the watcher stops;
+// the next Await then starts a new one.
+func (c *CommandClient) watch(w jetstream.KeyWatcher) {
+	defer c.wg.Done()
+	for e := range w.Updates() {
+		if e == nil || e.Operation() != jetstream.KeyValuePut {
+			continue
+		}
+		c.mu.Lock()
+		set := c.waiters[e.Key()]
+		var targets []chan requirements.Outcome
+		for ch := range set {
+			targets = append(targets, ch)
+		}
+		c.mu.Unlock()
+		if len(targets) == 0 {
+			continue
+		}
+		var out requirements.Outcome
+		if err := json.Unmarshal(e.Value(), &out); err != nil {
+			continue
+		}
+		for _, ch := range targets {
+			select {
+			case ch <- out:
+			default: // already has one
+			}
+		}
+	}
+	c.mu.Lock()
+	if c.watcher == w {
+		c.watcher = nil
+	}
+	c.mu.Unlock()
+}
+
+// Close stops the outcome watch and waits for it; Await fails afterwards. It is idempotent.
+func (c *CommandClient) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	w := c.watcher
+	c.mu.Unlock()
+	var err error
+	if w != nil {
+		err = w.Stop()
+	}
+	c.wg.Wait()
+	return err
+}
+
+// ListVersions implements the API's read of every requirements version, newest first.
+func (c *CommandClient) ListVersions(ctx context.Context) ([]requirements.VersionInfo, error) {
+	return c.cfg.Store.ListVersions(ctx)
+}
+
+// LatestVersion returns the newest requirements version, or an error wrapping
+// requirements.ErrNotFound.
+func (c *CommandClient) LatestVersion(ctx context.Context) (requirements.RequirementsVersion, error) {
+	return c.cfg.Store.LatestVersion(ctx)
+}
+
+// GetVersion returns requirements version id, or an error wrapping requirements.ErrNotFound.
+func (c *CommandClient) GetVersion(ctx context.Context, id int64) (requirements.RequirementsVersion, error) {
+	return c.cfg.Store.GetVersion(ctx, id)
+}
+
+// ListFeatures returns a page of feature requests (see requirements.Store.ListFeatures).
+func (c *CommandClient) ListFeatures(ctx context.Context, q requirements.FeatureQuery) (requirements.FeaturePage, error) {
+	return c.cfg.Store.ListFeatures(ctx, q)
+}
+
+// GetFeature returns one feature request, or an error wrapping requirements.ErrNotFound.
+func (c *CommandClient) GetFeature(ctx context.Context, id string) (requirements.FeatureRequest, error) {
+	return c.cfg.Store.GetFeature(ctx, id)
+}
+
+// ListAudit returns audit entries, newest first (see requirements.Store.ListAudit).
+func (c *CommandClient) ListAudit(ctx context.Context, requestID string, limit int) ([]requirements.AuditEntry, error) {
+	return c.cfg.Store.ListAudit(ctx, requestID, limit)
+}
+
+// VerifyAudit checks the whole audit trail.
+func (c *CommandClient) VerifyAudit(ctx context.Context) (requirements.Integrity, error) {
+	return c.cfg.Store.VerifyAudit(ctx)
+}
+
+// Import stores files written by the Python service (requirements.Store.Import) and, when a
+// Graph is configured, projects each imported record into it (idempotently: a record
+// imported again projects nothing new). Import bypasses the command stream: it is an
+// operator's bulk load of records that already exist.
+func (c *CommandClient) Import(ctx context.Context, files []requirements.LegacyFile) (requirements.ImportReport, error) {
+	rep, err := c.cfg.Store.Import(ctx, files)
+	if err != nil || c.cfg.Graph == nil {
+		return rep, err
+	}
+	for _, id := range rep.Versions {
+		v, err := c.cfg.Store.GetVersion(ctx, id)
+		if err != nil {
+			return rep, fmt.Errorf("project imported version %d: %w", id, err)
+		}
+		b := requirements.Project(requirements.Outcome{Type: requirements.TypeSubmitRequirements, Applied: true, Version: &v})
+		if _, err := c.cfg.Graph.ApplyBatch(ctx, b, "import:version:"+strconv.FormatInt(id, 10)); err != nil {
+			return rep, fmt.Errorf("project imported version %d: %w", id, err)
+		}
+	}
+	for _, id := range rep.Features {
+		f, err := c.cfg.Store.GetFeature(ctx, id)
+		if err != nil {
+			return rep, fmt.Errorf("project imported feature request %s: %w", id, err)
+		}
+		b := requirements.Project(requirements.Outcome{Type: requirements.TypeSubmitFeatureRequest, Applied: true, Feature: &f})
+		if _, err := c.cfg.Graph.ApplyBatch(ctx, b, "import:feature:"+id); err != nil {
+			return rep, fmt.Errorf("project imported feature request %s: %w", id, err)
+		}
+	}
+	return rep, nil
+}

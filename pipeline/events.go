@@ -1,0 +1,172 @@
+package pipeline
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-dev/sluice/schemas"
+	sjs "github.com/sluice-dev/sluice/sources/jetstream"
+)
+
+// Event is one entry of the change feed (stream sjs.StreamEvents).
+type Event struct {
+	// Seq is the entry's stream sequence: resume after it with Follow(ctx, Seq, …).
+	Seq uint64 `json:"seq"`
+	// Subject is sjs.MutationEventSubject(key) or sjs.JobEventSubject(id).
+	Subject string `json:"subject"`
+	// Type is the payload's "type": "mutation" (a MutationEvent) or "job" (a JobEvent).
+	Type string `json:"type"`
+	// Time is when the stream stored it.
+	Time time.Time `json:"time"`
+	// Data is the payload, a JSON object.
+	Data json.RawMessage `json:"data"`
+}
+
+// JobEvent is the change-feed payload of a job's change, published on sjs.JobEventSubject.
+type JobEvent struct {
+	// Type is "job".
+	Type string `json:"type"`
+	Job  Job    `json:"job"`
+}
+
+// EventFeed reads the change feed. It is safe for concurrent use; each Follow has its own
+// ordered consumer.
+type EventFeed struct {
+	js jetstream.JetStream
+}
+
+// NewEventFeed returns a feed over js (the stream comes from sjs.ProvisionCommands).
+func NewEventFeed(js jetstream.JetStream) *EventFeed { return &EventFeed{js: js} }
+
+// FeedFromNow, as Follow's since, follows only events stored from now on.
+const FeedFromNow int64 = -1
+
+// Follow calls fn, from one goroutine, with every event whose sequence is above since (0:
+// every event the stream still holds; FeedFromNow: only new ones), in stream order, until fn
+// returns an error (which Follow returns) or ctx ends (ctx's error). Events older than the
+// stream's retention (7 days) are gone; following resumes at the oldest one kept. It blocks.
+func (f *EventFeed) Follow(ctx context.Context, since int64, fn func(Event) error) error {
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{sjs.EventSubjects}}
+	switch {
+	case since < 0:
+		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
+	case since == 0:
+		cfg.DeliverPolicy = jetstream.DeliverAllPolicy
+	default:
+		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
+		cfg.OptStartSeq = uint64(since) + 1
+	}
+	cons, err := f.js.OrderedConsumer(ctx, sjs.StreamEvents, cfg)
+	if err != nil {
+		return fmt.Errorf("follow change feed: %w", err)
+	}
+	it, err := cons.Messages(jetstream.PullMaxMessages(256))
+	if err != nil {
+		return fmt.Errorf("follow change feed: %w", err)
+	}
+	stopped := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-ctx.Done():
+			it.Stop()
+		case <-stopped:
+		}
+	}()
+	defer func() { close(stopped); <-done; it.Stop() }()
+	for {
+		m, err := it.Next()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fmt.Errorf("follow change feed: %w", err)
+		}
+		meta, err := m.Metadata()
+		if err != nil {
+			return fmt.Errorf("follow change feed: metadata: %w", err)
+		}
+		var head struct {
+			Type string `json:"type"`
+		}
+		_ = json.Unmarshal(m.Data(), &head)
+		ev := Event{Seq: meta.Sequence.Stream, Subject: m.Subject(), Type: head.Type, Time: meta.Timestamp.UTC(), Data: json.RawMessage(m.Data())}
+		if err := fn(ev); err != nil {
+			return err
+		}
+	}
+}
+
+// ForwardJobEvents puts job progress on the change feed: it watches the jobs bucket
+// (sjs.BucketJobs) and publishes every change of a job record as a JobEvent on
+// sjs.JobEventSubject(id), until ctx ends (then it returns nil). Each event's Nats-Msg-Id is
+// the record's revision, so several processes forwarding the same bucket store each change
+// once (within the duplicate window). Changes made while no forwarder runs are not replayed.
+// A publish that fails is logged by the caller through onErr (may be nil) and skipped.
+func ForwardJobEvents(ctx context.Context, js jetstream.JetStream, jobs jetstream.KeyValue, onErr func(error)) error {
+	w, err := jobs.WatchAll(ctx, jetstream.UpdatesOnly())
+	if err != nil {
+		return fmt.Errorf("forward job events: watch: %w", err)
+	}
+	defer func() { _ = w.Stop() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case e, ok := <-w.Updates():
+			if !ok {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return errors.New("forward job events: watcher stopped")
+			}
+			if e == nil || e.Operation() != jetstream.KeyValuePut || strings.Contains(e.Key(), ".") || !schemas.ValidKey(e.Key()) {
+				continue // the initial-values marker, deletions, and the ".issues"/"idem." side keys
+			}
+			if err := publishJobEvent(ctx, js, e.Key(), e.Revision(), e.Value()); err != nil && onErr != nil && ctx.Err() == nil {
+				onErr(err)
+			}
+		}
+	}
+}
+
+// PublishJob puts job's current state on the change feed (sjs.JobEventSubject). It is the
+// direct alternative to ForwardJobEvents for a caller that has the job at hand; rev, when not
+// 0, deduplicates repeated publishes of the same revision. It blocks for the stream's ack.
+func PublishJob(ctx context.Context, js jetstream.JetStream, job Job, rev uint64) error {
+	raw, err := json.Marshal(job)
+	if err != nil {
+		return fmt.Errorf("encode job %s: %w", job.JobID, err)
+	}
+	return publishJobEvent(ctx, js, job.JobID, rev, raw)
+}
+
+func publishJobEvent(ctx context.Context, js jetstream.JetStream, id string, rev uint64, record []byte) error {
+	// The record may hold more than Job (its item sets); keep only Job's fields.
+	var job Job
+	if err := json.Unmarshal(record, &job); err != nil {
+		return fmt.Errorf("decode job %s: %w", id, err)
+	}
+	body, err := json.Marshal(JobEvent{Type: "job", Job: job})
+	if err != nil {
+		return fmt.Errorf("encode job event %s: %w", id, err)
+	}
+	m := nats.NewMsg(sjs.JobEventSubject(id))
+	m.Data = body
+	if rev > 0 {
+		m.Header.Set(nats.MsgIdHdr, "job/"+id+"/"+strconv.FormatUint(rev, 10))
+	}
+	if _, err := js.PublishMsg(ctx, m); err != nil {
+		return fmt.Errorf("publish job event %s: %w", id, err)
+	}
+	return nil
+}

@@ -1,0 +1,119 @@
+package httpapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/sluice-dev/sluice/sinks/graph"
+)
+
+// GraphService reads the graph store. Graph batches are written through POST /v1/graph, which
+// loads a graph file as a job (JobService.SubmitJob). Optional in Config: without it the read
+// routes answer 501.
+type GraphService interface {
+	// GetNode returns a node, or an error wrapping ErrNotFound.
+	GetNode(ctx context.Context, id string) (graph.Node, error)
+	// Neighbors returns the nodes within depth hops of id in both directions, over edges of
+	// the given types (all when empty): at most 1000, the start node excluded. Depth is
+	// clamped to 0..10 by the store.
+	Neighbors(ctx context.Context, id string, depth int, edgeTypes []string) ([]graph.Node, error)
+	// Stats counts nodes and edges by type.
+	Stats(ctx context.Context) (graph.Stats, error)
+}
+
+func (s *Server) graphRoutes() {
+	s.handle("POST /v1/graph", s.require(ScopeWrite, s.submitJob))
+	s.handle("GET /v1/graph/nodes/{id}", s.require(ScopeRead, s.withGraph(s.getNode)))
+	s.handle("GET /v1/graph/nodes/{id}/neighbors", s.require(ScopeRead, s.withGraph(s.neighbors)))
+	s.handle("GET /v1/graph/stats", s.require(ScopeRead, s.withGraph(s.graphStats)))
+}
+
+func (s *Server) withGraph(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if s.cfg.Graph == nil {
+			s.problem(w, r, http.StatusNotImplemented, "This server has no graph store.")
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (s *Server) getNode(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	n, err := s.cfg.Graph.GetNode(r.Context(), id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		s.problem(w, r, http.StatusNotFound, fmt.Sprintf("No node %q.", id))
+	case err != nil:
+		s.internalError(w, r, "get node", err)
+	default:
+		s.writeJSON(w, r, http.StatusOK, n)
+	}
+}
+
+type neighborsAnswer struct {
+	Node      string       `json:"node"`
+	Depth     int          `json:"depth"`
+	Types     []string     `json:"types,omitempty"`
+	Neighbors []graph.Node `json:"neighbors"`
+	Count     int          `json:"count"`
+}
+
+// neighbors handles GET /v1/graph/nodes/{id}/neighbors?depth=&types=a,b.
+func (s *Server) neighbors(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	q := r.URL.Query()
+	depth := 1
+	if v := q.Get("depth"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil {
+			s.problem(w, r, http.StatusBadRequest, fmt.Sprintf("depth %q is not a number", v))
+			return
+		}
+		depth = max(0, min(n, graph.MaxDepth))
+	}
+	var types []string
+	if v := q.Get("types"); v != "" {
+		for _, t := range strings.Split(v, ",") {
+			if t = strings.TrimSpace(t); t != "" {
+				if !graph.IsEdgeType(t) {
+					s.problem(w, r, http.StatusBadRequest, fmt.Sprintf("%q is not an edge type (%s)", t, strings.Join(graph.EdgeTypes(), ", ")))
+					return
+				}
+				types = append(types, t)
+			}
+		}
+	}
+	if _, err := s.cfg.Graph.GetNode(r.Context(), id); err != nil {
+		if errors.Is(err, ErrNotFound) {
+			s.problem(w, r, http.StatusNotFound, fmt.Sprintf("No node %q.", id))
+			return
+		}
+		s.internalError(w, r, "get node", err)
+		return
+	}
+	nodes, err := s.cfg.Graph.Neighbors(r.Context(), id, depth, types)
+	if err != nil {
+		s.internalError(w, r, "neighbors", err)
+		return
+	}
+	if nodes == nil {
+		nodes = []graph.Node{}
+	}
+	s.writeJSON(w, r, http.StatusOK, neighborsAnswer{Node: id, Depth: depth, Types: types, Neighbors: nodes, Count: len(nodes)})
+}
+
+func (s *Server) graphStats(w http.ResponseWriter, r *http.Request) {
+	st, err := s.cfg.Graph.Stats(r.Context())
+	if err != nil {
+		s.internalError(w, r, "graph stats", err)
+		return
+	}
+	s.writeJSON(w, r, http.StatusOK, map[string]any{
+		"nodes": st.Nodes, "edges": st.Edges, "total_nodes": st.TotalNodes(), "total_edges": st.TotalEdges(),
+	})
+}

@@ -1,0 +1,161 @@
+package jetstream
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-dev/sluice/schemas"
+)
+
+// Names and sizes of what ProvisionCommands creates.
+const (
+	// StreamCommands captures requirement and feature-request commands
+	// (schemas.RequirementSubjects, schemas.FeatureSubjects).
+	StreamCommands = "SLUICE_COMMANDS"
+	// StreamEvents is the change feed: applied mutations and job progress (EventSubjects).
+	StreamEvents = "SLUICE_EVENTS"
+	// BucketOutcomes holds each command's outcome (JSON) under its command id, for callers
+	// waiting on it; entries expire after OutcomeTTL.
+	BucketOutcomes = "sluice_outcomes"
+	// CommandPartitions is how many partitions the command stream splits keys into. Each has
+	// one durable consumer with one message in flight, across every worker process.
+	CommandPartitions = 16
+	// ConsumerCommandsPrefix + partition number names a partition's durable consumer.
+	ConsumerCommandsPrefix = "sluice-commands-p"
+
+	// EventSubjects matches every change-feed subject.
+	EventSubjects = "sluice.events.>"
+	// OutcomeTTL is how long a command's outcome stays in BucketOutcomes.
+	OutcomeTTL = time.Hour
+	// EventsMaxAge is how long the change feed keeps events.
+	EventsMaxAge = 7 * 24 * time.Hour
+
+	mutationEventPrefix = "sluice.events.mutations."
+	jobEventPrefix      = "sluice.events.jobs."
+)
+
+// CommandStreams holds handles to what ProvisionCommands created.
+type CommandStreams struct {
+	Commands jetstream.Stream
+	Events   jetstream.Stream
+	Outcomes jetstream.KeyValue
+	// Consumers[p] is partition p's durable consumer (CommandConsumerName(p)); there are
+	// CommandPartitions of them.
+	Consumers []jetstream.Consumer
+}
+
+// CommandConsumerName returns the durable consumer name of partition p.
+func CommandConsumerName(p int) string { return ConsumerCommandsPrefix + strconv.Itoa(p) }
+
+// CommandPartitionFilter returns the filter subject of partition p's consumer: the stored
+// (transformed) subjects "sluice.v1.<kind>.<p>.<key>".
+func CommandPartitionFilter(p int) string { return "sluice.v1.*." + strconv.Itoa(p) + ".*" }
+
+// OriginalCommandSubject returns the subject a command was published on, given the subject
+// the stream stored it under: the stream inserts a partition token
+// ("sluice.v1.features.7.FR-1" gives "sluice.v1.features.FR-1"). Other subjects come back
+// unchanged.
+func OriginalCommandSubject(stored string) string {
+	parts := strings.Split(stored, ".")
+	if len(parts) != 5 || parts[0] != "sluice" || parts[1] != "v1" {
+		return stored
+	}
+	if _, err := strconv.Atoi(parts[3]); err != nil {
+		return stored
+	}
+	return strings.Join([]string{parts[0], parts[1], parts[2], parts[4]}, ".")
+}
+
+// MutationEventSubject returns the change-feed subject of an applied (or refused) command of
+// aggregate key key: "sluice.events.mutations."+key.
+func MutationEventSubject(key string) string { return mutationEventPrefix + key }
+
+// JobEventSubject returns the change-feed subject of a job's progress: "sluice.events.jobs."+id.
+func JobEventSubject(id string) string { return jobEventPrefix + id }
+
+// commandTransform inserts a partition token computed from the key (the last token) into
+// every command subject. The partition is a hash of the key, so every command of one key
+// lands in the same partition, whatever its kind.
+var commandTransform = jetstream.SubjectTransformConfig{
+	Source:      "sluice.v1.*.*",
+	Destination: "sluice.v1.{{wildcard(1)}}.{{partition(" + strconv.Itoa(CommandPartitions) + ",2)}}.{{wildcard(2)}}",
+}
+
+// ProvisionCommands creates or updates the command stream with its partition consumers, the
+// change-feed stream and the outcomes bucket. It is idempotent and safe to run from several
+// processes at once. cfg supplies Replicas, DuplicateWindow, AckWait and MaxDeliver (with
+// Provision's defaults); every partition consumer has MaxAckPending 1, which keeps the
+// commands of one key in publish order across all worker processes while partitions run in
+// parallel.
+//
+// The command stream uses Limits retention like the chunk stream, and keeps commands for
+// cfg.ChunkMaxAge (default 7 days): a command's apply marker, not its deletion, makes it
+// idempotent.
+func ProvisionCommands(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig) (*CommandStreams, error) {
+	cfg.setDefaults()
+	var cs CommandStreams
+	var err error
+	cs.Commands, err = ensureStream(ctx, js, jetstream.StreamConfig{
+		Name:             StreamCommands,
+		Description:      "Requirement and feature-request commands, partitioned by key",
+		Subjects:         []string{schemas.RequirementSubjects, schemas.FeatureSubjects},
+		SubjectTransform: &commandTransform,
+		Retention:        jetstream.LimitsPolicy,
+		Discard:          jetstream.DiscardNew,
+		MaxAge:           cfg.ChunkMaxAge,
+		Storage:          jetstream.FileStorage,
+		Replicas:         cfg.Replicas,
+		Duplicates:       cfg.DuplicateWindow,
+	})
+	if err != nil {
+		return nil, err
+	}
+	cs.Events, err = ensureStream(ctx, js, jetstream.StreamConfig{
+		Name:        StreamEvents,
+		Description: "Change feed: applied mutations and job progress",
+		Subjects:    []string{EventSubjects},
+		Retention:   jetstream.LimitsPolicy,
+		Discard:     jetstream.DiscardOld,
+		MaxAge:      EventsMaxAge,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		Duplicates:  cfg.DuplicateWindow,
+	})
+	if err != nil {
+		return nil, err
+	}
+	cs.Outcomes, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      BucketOutcomes,
+		Description: "Command outcomes by command id",
+		History:     1,
+		TTL:         OutcomeTTL,
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision bucket %s: %w", BucketOutcomes, err)
+	}
+	cs.Consumers = make([]jetstream.Consumer, CommandPartitions)
+	for p := range CommandPartitions {
+		name := CommandConsumerName(p)
+		c, err := cs.Commands.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+			Durable:       name,
+			AckPolicy:     jetstream.AckExplicitPolicy,
+			AckWait:       cfg.AckWait,
+			MaxDeliver:    cfg.MaxDeliver,
+			MaxAckPending: 1,
+			FilterSubject: CommandPartitionFilter(p),
+			MaxWaiting:    512,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("provision consumer %s: %w", name, err)
+		}
+		cs.Consumers[p] = c
+	}
+	return &cs, nil
+}

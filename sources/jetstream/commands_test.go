@@ -1,0 +1,110 @@
+package jetstream_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-dev/sluice/schemas"
+	sjs "github.com/sluice-dev/sluice/sources/jetstream"
+)
+
+// The command stream stores every command of one key under the same partition token, and
+// only that partition's consumer receives it.
+func TestProvisionCommandsPartitionsByKey(t *testing.T) {
+	js, _ := setup(t, sjs.ProvisionConfig{})
+	ctx := context.Background()
+	cs, err := sjs.ProvisionCommands(ctx, js, sjs.ProvisionConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sjs.ProvisionCommands(ctx, js, sjs.ProvisionConfig{}); err != nil {
+		t.Fatalf("second provision: %v", err)
+	}
+	if len(cs.Consumers) != sjs.CommandPartitions {
+		t.Fatalf("%d consumers", len(cs.Consumers))
+	}
+	partitionOf := map[string]string{}
+	seen := map[string]bool{}
+	for i := range 64 {
+		key := fmt.Sprintf("FR-%03d", i)
+		for _, subj := range []string{schemas.FeatureSubject(key), schemas.FeatureSubject(key)} {
+			ack, err := js.Publish(ctx, subj, []byte(`{}`))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := cs.Commands.GetMsg(ctx, ack.Sequence)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := sjs.OriginalCommandSubject(m.Subject); got != subj {
+				t.Fatalf("stored %q, original %q, want %q", m.Subject, got, subj)
+			}
+			if p, ok := partitionOf[key]; ok && p != m.Subject {
+				t.Fatalf("key %s stored as %s and %s", key, p, m.Subject)
+			}
+			partitionOf[key] = m.Subject
+			seen[m.Subject[len("sluice.v1.features."):len(m.Subject)-len(key)-1]] = true
+		}
+	}
+	if len(seen) < sjs.CommandPartitions/2 {
+		t.Fatalf("64 keys spread over only %d partitions: %v", len(seen), seen)
+	}
+	if _, err := js.Publish(ctx, schemas.RequirementSubject("requirements"), []byte(`{}`)); err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for p, c := range cs.Consumers {
+		info, err := c.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Config.MaxAckPending != 1 || info.Config.FilterSubject != sjs.CommandPartitionFilter(p) {
+			t.Fatalf("consumer %d config %+v", p, info.Config)
+		}
+		total += int(info.NumPending)
+	}
+	if total != 129 {
+		t.Fatalf("partitions hold %d messages, want 129", total)
+	}
+	// One in flight per partition: a second fetch gets nothing until the first is acked.
+	var c jetstream.Consumer
+	for _, cc := range cs.Consumers {
+		if info, _ := cc.Info(ctx); info.NumPending >= 2 {
+			c = cc
+			break
+		}
+	}
+	b, err := c.Fetch(2, jetstream.FetchMaxWait(time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []jetstream.Msg
+	for m := range b.Messages() {
+		got = append(got, m)
+	}
+	if len(got) != 1 {
+		t.Fatalf("fetched %d messages with MaxAckPending 1", len(got))
+	}
+	if err := got[0].Ack(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOriginalCommandSubject(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"feature", "sluice.v1.features.7.FR-1", "sluice.v1.features.FR-1"},
+		{"requirements", "sluice.v1.requirements.15.requirements", "sluice.v1.requirements.requirements"},
+		{"untransformed", "sluice.v1.features.FR-1", "sluice.v1.features.FR-1"},
+		{"non-numeric partition", "sluice.v1.features.x.FR-1", "sluice.v1.features.x.FR-1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := sjs.OriginalCommandSubject(tc.in); got != tc.want {
+				t.Fatalf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
