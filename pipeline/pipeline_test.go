@@ -347,3 +347,36 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestContractViolationsDeadLetter(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.startWorker(t, e.store, nil)
+	for _, tc := range []struct {
+		name    string
+		headers map[string]string
+		want    string
+	}{
+		{"job without item", map[string]string{schemas.HeaderJob: "j1"}, "Sluice-Item"},
+		{"wrong schema header", map[string]string{schemas.HeaderSchema: "sluice.job.v1"}, "Sluice-Schema"},
+	} {
+		m := nats.NewMsg(schemas.ChunkSubject("dev"))
+		m.Data = []byte(`{"chunk_id":"contract","content":"x"}`)
+		for k, v := range tc.headers {
+			m.Header.Set(k, v)
+		}
+		if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, tc.name+" dead-lettered", func() bool {
+			for _, d := range e.deadLetters(t) {
+				if strings.Contains(d["error"].(map[string]any)["message"].(string), tc.want) {
+					return true
+				}
+			}
+			return false
+		})
+	}
+	if _, err := e.store.GetDoc(context.Background(), "ttrpg_chunks_dev", "contract"); err == nil {
+		t.Fatal("a message breaking the contract was written")
+	}
+}

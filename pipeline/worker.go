@@ -264,6 +264,10 @@ func (w *Worker) handleChunk(msg *message.Message) error {
 	if !ok {
 		return w.deadLetter(ctx, msg, m, meta, fault.Permanentf(fault.Validation, "subject %q names no valid environment", m.Subject()), "")
 	}
+	if sch := m.Headers().Get(schemas.HeaderSchema); sch != "" && sch != string(schemas.Chunk) {
+		return w.deadLetter(ctx, msg, m, meta, fault.Permanentf(fault.Validation,
+			"header %s is %q; a chunk subject carries %q", schemas.HeaderSchema, sch, schemas.Chunk), "")
+	}
 	jobID := m.Headers().Get(schemas.HeaderJob)
 	item := int64(-1)
 	if jobID != "" {
