@@ -1,9 +1,7 @@
 package astra
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -36,8 +34,7 @@ func (s *Sink) prepare(d document.Doc) (json.RawMessage, error) {
 			return nil, fault.Permanentf(fault.Validation, "field %q appears more than once", m.key)
 		}
 		seen[m.key] = true
-		val := d.Body[m.valStart:m.valEnd]
-		key := d.Body[m.keyStart:m.keyEnd]
+		val, key := m.val, m.rawKey
 		switch m.key {
 		case "_id":
 			var id string
@@ -118,48 +115,35 @@ func jsonKind(v []byte) string {
 	return "number"
 }
 
-// member locates one top-level member of a JSON object.
+// member is one top-level member of a JSON object.
 type member struct {
-	key              string // decoded
-	keyStart, keyEnd int    // the raw key, quotes included
-	valStart, valEnd int
+	key    string // decoded
+	rawKey []byte // with its quotes, as in the body
+	val    []byte
 }
 
 // topMembers returns the top-level members of body, a well-formed JSON object.
 func topMembers(body []byte) ([]member, error) {
-	i := skipSpace(body, 0)
-	if i >= len(body) || body[i] != '{' {
-		return nil, errors.New("body is not a JSON object")
-	}
 	var ms []member
-	i++
-	for {
-		i = skipSpace(body, i)
-		if i >= len(body) {
-			return nil, errors.New("body is not a JSON object: unterminated")
+	var kerr error
+	err := document.EachMember(body, func(key []byte, escaped bool, val []byte) bool {
+		k, err := document.DecodeKey(key, escaped)
+		if err != nil {
+			kerr = err
+			return false
 		}
-		if body[i] == '}' {
-			return ms, nil
-		}
-		if body[i] == ',' {
-			i = skipSpace(body, i+1)
-		}
-		var m member
-		m.keyStart = i
-		m.keyEnd = skipString(body, i)
-		raw := body[m.keyStart:m.keyEnd]
-		if bytes.IndexByte(raw, '\\') < 0 {
-			m.key = string(raw[1 : len(raw)-1])
-		} else if err := json.Unmarshal(raw, &m.key); err != nil {
-			return nil, fmt.Errorf("decode field name: %w", err)
-		}
-		i = skipSpace(body, m.keyEnd)
-		i = skipSpace(body, i+1) // the ':'
-		m.valStart = i
-		m.valEnd = skipValue(body, i)
-		i = m.valEnd
-		ms = append(ms, m)
+		// The raw key with its quotes: key aliases body, so the quotes sit on either side.
+		start := cap(body) - cap(key) - 1
+		ms = append(ms, member{key: k, rawKey: body[start : start+len(key)+2], val: val})
+		return true
+	})
+	if err == nil {
+		err = kerr
 	}
+	if err != nil {
+		return nil, fmt.Errorf("body is not a JSON object: %w", err)
+	}
+	return ms, nil
 }
 
 // numberArrayLen returns the length of val when it is an array of numbers only.
@@ -198,49 +182,4 @@ func skipSpace(b []byte, i int) int {
 		i++
 	}
 	return i
-}
-
-// skipString returns the index just past the string starting at b[i] == '"'.
-func skipString(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-	return i
-}
-
-// skipValue returns the index just past the well-formed JSON value starting at b[i].
-func skipValue(b []byte, i int) int {
-	if i >= len(b) {
-		return i
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case '"':
-				i = skipString(b, i) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-		}
-		return i
-	default: // number, true, false, null
-		for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' && !isSpace(b[i]) {
-			i++
-		}
-		return i
-	}
 }

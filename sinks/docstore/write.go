@@ -1,7 +1,6 @@
 package docstore
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/json"
@@ -157,97 +156,25 @@ func checkDoc(d document.Doc) error {
 // topLevelID returns the raw value of the top-level "_id" member of body, which json.Valid
 // accepted. It fails when body is not an object or has no "_id", or more than one.
 func topLevelID(body []byte) ([]byte, error) {
-	i := skipSpace(body, 0)
-	if i >= len(body) || body[i] != '{' {
-		return nil, errNotObject
-	}
 	var found []byte
-	i++
-	for {
-		i = skipSpace(body, i)
-		if i >= len(body) || body[i] == '}' {
-			break
-		}
-		if body[i] == ',' {
-			i = skipSpace(body, i+1)
-		}
-		keyEnd := skipString(body, i)
-		key := body[i:keyEnd]
-		i = skipSpace(body, keyEnd)
-		i = skipSpace(body, i+1) // the ':'
-		valEnd := skipValue(body, i)
-		if isIDKey(key) {
+	dup := false
+	err := document.EachMember(body, func(key []byte, escaped bool, val []byte) bool {
+		if document.KeyIs(key, escaped, "_id") {
 			if found != nil {
-				return nil, errDupBodyID
+				dup = true
+				return false
 			}
-			found = body[i:valEnd]
+			found = val
 		}
-		i = valEnd
-	}
-	if found == nil {
+		return true
+	})
+	switch {
+	case err != nil:
+		return nil, errNotObject
+	case dup:
+		return nil, errDupBodyID
+	case found == nil:
 		return nil, errNoBodyID
 	}
 	return found, nil
-}
-
-// isIDKey reports whether the raw JSON string key decodes to "_id".
-func isIDKey(key []byte) bool {
-	if bytes.IndexByte(key, '\\') < 0 {
-		return string(key) == `"_id"`
-	}
-	var k string
-	return json.Unmarshal(key, &k) == nil && k == "_id"
-}
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
-		i++
-	}
-	return i
-}
-
-// skipString returns the index just past the string starting at b[i] == '"'.
-func skipString(b []byte, i int) int {
-	for i++; i < len(b); i++ {
-		switch b[i] {
-		case '\\':
-			i++
-		case '"':
-			return i + 1
-		}
-	}
-	return i
-}
-
-// skipValue returns the index just past the valid JSON value starting at b[i].
-func skipValue(b []byte, i int) int {
-	if i >= len(b) {
-		return i
-	}
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for ; i < len(b); i++ {
-			switch b[i] {
-			case '"':
-				i = skipString(b, i) - 1
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-		}
-		return i
-	default: // number, true, false, null
-		for i < len(b) && b[i] != ',' && b[i] != '}' && b[i] != ']' &&
-			b[i] != ' ' && b[i] != '\t' && b[i] != '\n' && b[i] != '\r' {
-			i++
-		}
-		return i
-	}
 }

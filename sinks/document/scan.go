@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"unicode/utf8"
 )
 
@@ -296,4 +297,31 @@ func appendObject(dst []byte, ms []member) []byte {
 		dst = appendRaw(dst, m.val)
 	}
 	return append(dst, '}')
+}
+
+// EachMember calls fn for each top-level member of the JSON object obj, in order: the raw
+// key (without its quotes, escapes not decoded), whether the key has escapes, and the raw
+// value. fn returns false to stop. It checks the object's structure, not its full grammar
+// (use Limits.Check or json.Valid for that), and fails when obj is not one object. It
+// allocates nothing; the slices alias obj. Sinks use it to look at a document's top level
+// without decoding it.
+func EachMember(obj []byte, fn func(key []byte, escaped bool, val []byte) bool) error {
+	return eachMember(obj, fn)
+}
+
+// KeyIs reports whether a raw key from EachMember decodes to name.
+func KeyIs(key []byte, escaped bool, name string) bool { return keyIs(key, escaped, name) }
+
+// DecodeKey returns a raw key from EachMember as a string.
+func DecodeKey(key []byte, escaped bool) (string, error) {
+	if !escaped {
+		return string(key), nil
+	}
+	var s string
+	q := make([]byte, 0, len(key)+2)
+	q = append(append(append(q, '"'), key...), '"')
+	if err := json.Unmarshal(q, &s); err != nil {
+		return "", fmt.Errorf("decode field name: %w", err)
+	}
+	return s, nil
 }
