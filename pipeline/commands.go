@@ -72,11 +72,11 @@ func (c CommandWorkerConfig) Validate() error {
 // failures are redelivered with a delay; a redelivery finds the store's apply marker and
 // completes the missing steps without applying anything twice.
 type CommandWorker struct {
-	cfg        CommandWorkerConfig
-	log        *slog.Logger
-	v          *requirements.Validator
-	dlq        *deadLetterer
-	maxDeliver uint64
+	cfg CommandWorkerConfig
+	log *slog.Logger
+	v   *requirements.Validator
+	*settler
+	dlq *deadLetterer
 }
 
 // NewCommandWorker checks cfg and returns a CommandWorker; nothing runs until Run.
@@ -102,7 +102,9 @@ func NewCommandWorker(cfg CommandWorkerConfig) (*CommandWorker, error) {
 	if ci := cfg.Streams.Consumers[0].CachedInfo(); ci != nil && ci.Config.MaxDeliver > 0 {
 		maxDeliver = uint64(ci.Config.MaxDeliver)
 	}
-	return &CommandWorker{cfg: cfg, log: log, v: v, dlq: newDeadLetterer(cfg.JS), maxDeliver: maxDeliver}, nil
+	dlq := newDeadLetterer(cfg.JS)
+	return &CommandWorker{cfg: cfg, log: log, v: v, dlq: dlq,
+		settler: &settler{dlq: dlq, retry: cfg.Retry, maxDeliver: maxDeliver, log: log, kind: "command"}}, nil
 }
 
 // Run applies commands until ctx ends, then drains (in-flight commands get DrainTimeout to
@@ -143,13 +145,9 @@ func graphMarker(commandID string) string { return "command:" + commandID }
 
 // handle applies one command message and settles it itself (SetRetry, SetTerm or ack).
 func (w *CommandWorker) handle(msg *message.Message) error {
-	m, ok := sjs.Native(msg)
-	if !ok {
-		return errors.New("command handler: message did not come from JetStream")
-	}
-	meta, err := m.Metadata()
+	m, meta, err := native(msg)
 	if err != nil {
-		return fmt.Errorf("command handler: metadata: %w", err)
+		return fmt.Errorf("command handler: %w", err)
 	}
 	ctx := msg.Context()
 	orig := originalSubjectMsg{Msg: m}
@@ -188,41 +186,6 @@ func (w *CommandWorker) handle(msg *message.Message) error {
 	w.dlq.forget(meta)
 	w.log.Debug("command settled", "command_id", cmd.CommandID, "type", cmd.Type, "key", out.Key,
 		"applied", out.Applied, "refusal", out.Refusal)
-	return nil
-}
-
-// fail retries a transient failure, or dead-letters a permanent one or the last delivery.
-func (w *CommandWorker) fail(ctx context.Context, msg *message.Message, m jetstream.Msg, meta *jetstream.MsgMetadata, cause error, sink string) error {
-	if fault.IsPermanent(cause) {
-		return w.deadLetter(ctx, msg, m, meta, cause, sink)
-	}
-	w.dlq.noteFailure(meta)
-	if meta.NumDelivered >= w.maxDeliver {
-		return w.deadLetter(ctx, msg, m, meta, fault.Permanent(fault.Exhausted,
-			fmt.Errorf("gave up after %d deliveries: %w", meta.NumDelivered, cause)), sink)
-	}
-	delay := w.cfg.Retry.Delay(meta.NumDelivered)
-	w.log.Warn("retrying command", "subject", m.Subject(), "seq", meta.Sequence.Stream,
-		"attempt", meta.NumDelivered, "delay", delay, "err", cause)
-	sjs.SetRetry(msg, delay)
-	return nil
-}
-
-// deadLetter publishes m's dead letter and terminates m; if the dead letter cannot be
-// stored, m is retried instead.
-func (w *CommandWorker) deadLetter(ctx context.Context, msg *message.Message, m jetstream.Msg, meta *jetstream.MsgMetadata, cause error, sink string) error {
-	if !fault.IsPermanent(cause) {
-		cause = fault.Permanent(fault.ClassOf(cause), cause)
-	}
-	env, err := w.dlq.send(ctx, m, meta, cause, sink)
-	if err != nil {
-		sjs.SetRetry(msg, w.cfg.Retry.Delay(meta.NumDelivered))
-		w.log.Error("dead-letter publish failed; will retry", "subject", m.Subject(), "err", err)
-		return nil
-	}
-	w.log.Warn("dead-lettered command", "subject", m.Subject(), "seq", meta.Sequence.Stream,
-		"class", env.Error.Class, "err", cause)
-	sjs.SetTerm(msg, string(fault.ClassOf(cause))+": "+truncate(cause.Error(), 200))
 	return nil
 }
 

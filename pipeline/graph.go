@@ -3,7 +3,6 @@ package pipeline
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 
@@ -12,7 +11,6 @@ import (
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/graph"
-	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
 // GraphStore is where graph batches are applied: sinks/graph's SQLite or PostgreSQL store.
@@ -26,13 +24,9 @@ type GraphStore interface {
 // goes to the graph store in one transaction, keyed by the message's stream position so a
 // redelivery never bumps versions twice; acked after commit.
 func (w *Worker) handleGraph(msg *message.Message) error {
-	m, ok := sjs.Native(msg)
-	if !ok {
-		return errors.New("graph handler: message did not come from JetStream")
-	}
-	meta, err := m.Metadata()
+	m, meta, err := native(msg)
 	if err != nil {
-		return fmt.Errorf("graph handler: metadata: %w", err)
+		return fmt.Errorf("graph handler: %w", err)
 	}
 	ctx := msg.Context()
 	if _, ok := schemas.EnvFromSubject(m.Subject()); !ok {
@@ -56,11 +50,11 @@ func (w *Worker) handleGraph(msg *message.Message) error {
 		if fault.IsPermanent(err) {
 			return w.deadLetter(ctx, msg, m, meta, err, "graph")
 		}
-		return w.retry(ctx, msg, m, meta, fmt.Errorf("apply graph batch: %w", err))
+		return w.fail(ctx, msg, m, meta, fmt.Errorf("apply graph batch: %w", err), "graph")
 	}
 	if jobID != "" {
 		if err := w.progress.Record(ctx, Mark{Job: jobID, Item: item, Outcome: Written}); err != nil {
-			return w.retry(ctx, msg, m, meta, fmt.Errorf("record progress: %w", err))
+			return w.fail(ctx, msg, m, meta, fmt.Errorf("record progress: %w", err), "")
 		}
 	}
 	w.dlq.forget(meta)

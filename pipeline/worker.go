@@ -89,15 +89,15 @@ func (p RetryPolicy) Delay(attempt uint64) time.Duration {
 // durable; transient failures go back to the broker with a delay; permanent ones are
 // dead-lettered and terminated.
 type Worker struct {
-	cfg        WorkerConfig
-	log        *slog.Logger
-	jobs       *JobStore
-	progress   *Progress
-	batcher    *Batcher
-	dlq        *deadLetterer
-	validator  *schemas.Validator
-	maxDeliver uint64
-	metrics    *workerMetrics
+	cfg       WorkerConfig
+	log       *slog.Logger
+	jobs      *JobStore
+	progress  *Progress
+	batcher   *Batcher
+	dlq       *deadLetterer
+	validator *schemas.Validator
+	metrics   *workerMetrics
+	*settler
 
 	mu       sync.Mutex // guards builders
 	builders map[string]*document.Builder
@@ -149,16 +149,28 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if ci := cfg.Streams.ChunkConsumer.CachedInfo(); ci != nil && ci.Config.MaxDeliver > 0 {
 		maxDeliver = uint64(ci.Config.MaxDeliver)
 	}
-	return &Worker{
-		cfg:        cfg,
-		log:        log,
-		jobs:       NewJobStore(cfg.Streams.JobsKV),
-		dlq:        newDeadLetterer(cfg.JS),
-		validator:  v,
-		maxDeliver: maxDeliver,
-		metrics:    newWorkerMetrics(cfg.Registerer),
-		builders:   map[string]*document.Builder{},
-	}, nil
+	w := &Worker{
+		cfg:       cfg,
+		log:       log,
+		jobs:      NewJobStore(cfg.Streams.JobsKV),
+		dlq:       newDeadLetterer(cfg.JS),
+		validator: v,
+		metrics:   newWorkerMetrics(cfg.Registerer),
+		builders:  map[string]*document.Builder{},
+	}
+	w.settler = &settler{
+		dlq: w.dlq, retry: cfg.Retry, maxDeliver: maxDeliver, log: log, kind: "message",
+		// A dead-lettered item of a job counts towards it, so the job can complete.
+		onDead: func(ctx context.Context, env schemas.DeadLetterEnvelope) error {
+			if env.JobID == "" || env.Item == nil || !schemas.ValidKey(env.JobID) {
+				return nil
+			}
+			return w.progress.Record(ctx, Mark{Job: env.JobID, Item: int64(*env.Item), Outcome: DeadLettered})
+		},
+		retried: func() { w.metrics.outcome("retried", 0) },
+		dead:    func() { w.metrics.outcome("dead_lettered", 0) },
+	}
+	return w, nil
 }
 
 // Jobs returns the worker's job store.
@@ -250,13 +262,9 @@ func (w *Worker) CollectionFor(env string) string {
 // handleChunk writes one chunk message. It settles the message itself (SetRetry, SetTerm or
 // plain ack) and returns nil, except when it cannot even do that.
 func (w *Worker) handleChunk(msg *message.Message) error {
-	m, ok := sjs.Native(msg)
-	if !ok {
-		return errors.New("chunk handler: message did not come from JetStream")
-	}
-	meta, err := m.Metadata()
+	m, meta, err := native(msg)
 	if err != nil {
-		return fmt.Errorf("chunk handler: metadata: %w", err)
+		return fmt.Errorf("chunk handler: %w", err)
 	}
 	ctx := msg.Context()
 	start := time.Now()
@@ -297,11 +305,11 @@ func (w *Worker) handleChunk(msg *message.Message) error {
 	case permanent != nil:
 		return w.deadLetter(ctx, msg, m, meta, permanent, w.cfg.SinkName)
 	case transient != nil:
-		return w.retry(ctx, msg, m, meta, fmt.Errorf("write chunk: %w", transient))
+		return w.fail(ctx, msg, m, meta, fmt.Errorf("write chunk: %w", transient), w.cfg.SinkName)
 	}
 	if jobID != "" {
 		if err := w.progress.Record(ctx, Mark{Job: jobID, Item: item, Outcome: Written}); err != nil {
-			return w.retry(ctx, msg, m, meta, fmt.Errorf("record progress: %w", err))
+			return w.fail(ctx, msg, m, meta, fmt.Errorf("record progress: %w", err), "")
 		}
 	}
 	w.dlq.forget(meta)
@@ -316,63 +324,11 @@ func cmpErr(have, e error) error {
 	return e
 }
 
-// retry sends m back to the broker with a delay, or dead-letters it on its last delivery.
-func (w *Worker) retry(ctx context.Context, msg *message.Message, m jetstream.Msg, meta *jetstream.MsgMetadata, cause error) error {
-	w.dlq.noteFailure(meta)
-	if meta.NumDelivered >= w.maxDeliver {
-		return w.deadLetter(ctx, msg, m, meta, fault.Permanent(fault.Exhausted,
-			fmt.Errorf("gave up after %d deliveries: %w", meta.NumDelivered, cause)), w.cfg.SinkName)
-	}
-	delay := w.cfg.Retry.Delay(meta.NumDelivered)
-	w.log.Warn("retrying message", "subject", m.Subject(), "seq", meta.Sequence.Stream,
-		"attempt", meta.NumDelivered, "delay", delay, "err", cause)
-	sjs.SetRetry(msg, delay)
-	w.metrics.outcome("retried", 0)
-	return nil
-}
-
-// deadLetter publishes m's dead letter, records it against its job, and terminates m. If the
-// dead letter cannot be stored, m is retried instead: it is never dropped.
-func (w *Worker) deadLetter(ctx context.Context, msg *message.Message, m jetstream.Msg, meta *jetstream.MsgMetadata, cause error, sink string) error {
-	if !fault.IsPermanent(cause) {
-		cause = fault.Permanent(fault.ClassOf(cause), cause)
-	}
-	env, err := w.dlq.send(ctx, m, meta, cause, sink)
-	if err != nil {
-		sjs.SetRetry(msg, w.cfg.Retry.Delay(meta.NumDelivered))
-		w.log.Error("dead-letter publish failed; will retry", "subject", m.Subject(), "err", err)
-		return nil
-	}
-	if env.JobID != "" && env.Item != nil && schemas.ValidKey(env.JobID) {
-		if err := w.progress.Record(ctx, Mark{Job: env.JobID, Item: int64(*env.Item), Outcome: DeadLettered}); err != nil {
-			// The dead letter is stored (and deduplicated on redelivery); retry to count it.
-			sjs.SetRetry(msg, w.cfg.Retry.Delay(meta.NumDelivered))
-			return nil
-		}
-	}
-	w.log.Warn("dead-lettered message", "subject", m.Subject(), "seq", meta.Sequence.Stream,
-		"class", env.Error.Class, "err", cause)
-	sjs.SetTerm(msg, string(fault.ClassOf(cause))+": "+truncate(cause.Error(), 200))
-	w.metrics.outcome("dead_lettered", 0)
-	return nil
-}
-
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
-}
-
 // handleJobEvent applies a job's open or seal event to the job store.
 func (w *Worker) handleJobEvent(msg *message.Message) error {
-	m, ok := sjs.Native(msg)
-	if !ok {
-		return errors.New("job handler: message did not come from JetStream")
-	}
-	meta, err := m.Metadata()
+	m, meta, err := native(msg)
 	if err != nil {
-		return fmt.Errorf("job handler: metadata: %w", err)
+		return fmt.Errorf("job handler: %w", err)
 	}
 	ctx := msg.Context()
 	if err := w.validator.Validate(schemas.JobEvent, m.Data()); err != nil {
@@ -394,7 +350,7 @@ func (w *Worker) handleJobEvent(msg *message.Message) error {
 		err = w.rollback(ctx, *ev.Rollback)
 	}
 	if err != nil {
-		return w.retry(ctx, msg, m, meta, err)
+		return w.fail(ctx, msg, m, meta, err, "")
 	}
 	return nil
 }

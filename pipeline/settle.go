@@ -1,0 +1,99 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/schemas"
+	sjs "github.com/sluice-dev/sluice/sources/jetstream"
+)
+
+// settler settles messages whose handling failed, for every worker: a transient failure goes
+// back to the broker with a delay (the handler slot is freed), a permanent one — or the last
+// allowed delivery — is dead-lettered and terminated. Safe for concurrent use.
+type settler struct {
+	dlq        *deadLetterer
+	retry      RetryPolicy
+	maxDeliver uint64
+	log        *slog.Logger
+	// kind names the messages in logs ("chunk", "command").
+	kind string
+	// onDead, if set, runs after a dead letter is stored and before the message is
+	// terminated; an error retries the message instead (its dead letter is deduplicated).
+	onDead func(ctx context.Context, env schemas.DeadLetterEnvelope) error
+	// retried and dead count outcomes, if set.
+	retried, dead func()
+}
+
+// native returns the JetStream message behind a Watermill message and its metadata.
+func native(msg *message.Message) (jetstream.Msg, *jetstream.MsgMetadata, error) {
+	m, ok := sjs.Native(msg)
+	if !ok {
+		return nil, nil, errors.New("message did not come from JetStream")
+	}
+	meta, err := m.Metadata()
+	if err != nil {
+		return nil, nil, fmt.Errorf("message metadata: %w", err)
+	}
+	return m, meta, nil
+}
+
+// fail retries a transient failure, or dead-letters a permanent one or the last delivery.
+func (s *settler) fail(ctx context.Context, msg *message.Message, m jetstream.Msg, meta *jetstream.MsgMetadata, cause error, sink string) error {
+	if fault.IsPermanent(cause) {
+		return s.deadLetter(ctx, msg, m, meta, cause, sink)
+	}
+	s.dlq.noteFailure(meta)
+	if meta.NumDelivered >= s.maxDeliver {
+		return s.deadLetter(ctx, msg, m, meta, fault.Permanent(fault.Exhausted,
+			fmt.Errorf("gave up after %d deliveries: %w", meta.NumDelivered, cause)), sink)
+	}
+	delay := s.retry.Delay(meta.NumDelivered)
+	s.log.Warn("retrying "+s.kind, "subject", m.Subject(), "seq", meta.Sequence.Stream,
+		"attempt", meta.NumDelivered, "delay", delay, "err", cause)
+	sjs.SetRetry(msg, delay)
+	if s.retried != nil {
+		s.retried()
+	}
+	return nil
+}
+
+// deadLetter publishes m's dead letter, runs onDead, and terminates m. If the dead letter
+// cannot be stored, m is retried instead: it is never dropped.
+func (s *settler) deadLetter(ctx context.Context, msg *message.Message, m jetstream.Msg, meta *jetstream.MsgMetadata, cause error, sink string) error {
+	if !fault.IsPermanent(cause) {
+		cause = fault.Permanent(fault.ClassOf(cause), cause)
+	}
+	env, err := s.dlq.send(ctx, m, meta, cause, sink)
+	if err != nil {
+		sjs.SetRetry(msg, s.retry.Delay(meta.NumDelivered))
+		s.log.Error("dead-letter publish failed; will retry", "subject", m.Subject(), "err", err)
+		return nil
+	}
+	if s.onDead != nil {
+		if err := s.onDead(ctx, env); err != nil {
+			sjs.SetRetry(msg, s.retry.Delay(meta.NumDelivered))
+			return nil
+		}
+	}
+	s.log.Warn("dead-lettered "+s.kind, "subject", m.Subject(), "seq", meta.Sequence.Stream,
+		"class", env.Error.Class, "err", cause)
+	sjs.SetTerm(msg, string(fault.ClassOf(cause))+": "+truncate(cause.Error(), 200))
+	if s.dead != nil {
+		s.dead()
+	}
+	return nil
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
