@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/sinks/astra"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
@@ -21,7 +22,7 @@ import (
 // store in the data directory, the command streams, the command worker (workers) and the API
 // services (api).
 type requirementsParts struct {
-	store   *requirements.SQLiteStore
+	store   reqStore
 	streams *sjs.CommandStreams
 	js      jetstream.JetStream
 	jobsKV  jetstream.KeyValue
@@ -58,9 +59,28 @@ func startRequirements(ctx context.Context, c config, o requirementsOptions) (*r
 	if err != nil {
 		return nil, err
 	}
-	store, err := requirements.OpenSQLite(ctx, requirements.SQLiteConfig{Path: filepath.Join(c.DataDir, "requirements.db"), Validator: v})
-	if err != nil {
-		return nil, fmt.Errorf("open requirements store: %w", err)
+	var store reqStore
+	if c.Astra.Endpoint != "" {
+		// With AstraDB configured, requirement versions, feature requests, the audit trail and
+		// the apply markers are documents of one collection (the database allows 5 to 10).
+		ac := c.Astra
+		ac.Logger = o.Logger
+		client, cerr := astra.NewClient(ac)
+		if cerr != nil {
+			return nil, fmt.Errorf("astra: %w", cerr)
+		}
+		as, cerr := requirements.OpenAstra(ctx, requirements.AstraConfig{Client: client, Validator: v})
+		if cerr != nil {
+			client.Close()
+			return nil, fmt.Errorf("open requirements store: %w", cerr)
+		}
+		store = closeBoth{as, client.Close}
+	} else {
+		sq, cerr := requirements.OpenSQLite(ctx, requirements.SQLiteConfig{Path: filepath.Join(c.DataDir, "requirements.db"), Validator: v})
+		if cerr != nil {
+			return nil, fmt.Errorf("open requirements store: %w", cerr)
+		}
+		store = sq
 	}
 	rp := &requirementsParts{store: store, streams: streams, js: o.JS, jobsKV: o.JobsKV, log: o.Logger}
 	if o.Workers {
@@ -120,4 +140,22 @@ func (rp *requirementsParts) close() {
 		_ = rp.client.Close()
 	}
 	_ = rp.store.Close()
+}
+
+// reqStore is a requirements store this process owns and closes.
+type reqStore interface {
+	requirements.Store
+	Close() error
+}
+
+// closeBoth closes the store, then the client it does not own.
+type closeBoth struct {
+	*requirements.AstraStore
+	closeClient func()
+}
+
+func (c closeBoth) Close() error {
+	err := c.AstraStore.Close()
+	c.closeClient()
+	return err
 }

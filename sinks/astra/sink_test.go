@@ -11,14 +11,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
 	"github.com/sluice-dev/sluice/sinks/document"
 	"github.com/sluice-dev/sluice/sinks/sinktest"
 )
-
-var _ pipeline.DocSink = (*Sink)(nil)
 
 const ks = "default_keyspace"
 

@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
+)
+
+// TestServeOnAstra runs sluice serve with ASTRA_DB_* pointing at the strict Data API double:
+// chunks and requirement commands land in AstraDB collections, the token stays out of the
+// logs, and the double sees no protocol violation.
+func TestServeOnAstra(t *testing.T) {
+	double := dataapitest.New(dataapitest.Config{})
+	defer double.Close()
+	dir := t.TempDir()
+	addr := freeAddr(t)
+	srv := exec.Command(binary, "serve", "--data-dir", filepath.Join(dir, "data"), "--http-addr", addr)
+	srv.Env = append(os.Environ(), "SLUICE_LOG_LEVEL=info",
+		"ASTRA_DB_API_ENDPOINT="+double.URL(), "ASTRA_DB_APPLICATION_TOKEN="+double.Token())
+	var logs bytes.Buffer
+	srv.Stderr = &logs
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if srv.ProcessState == nil {
+			_ = srv.Process.Kill()
+			_ = srv.Wait()
+		}
+		if t.Failed() {
+			t.Logf("serve logs:\n%s", logs.String())
+		}
+	})
+	base := "http://" + addr
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if resp, err := http.Get(base + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("not ready")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	body, _ := os.ReadFile("../../testdata/chunks/passA_chunks.json")
+	resp, err := http.Post(base+"/v1/jobs?env=dev", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sub map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&sub)
+	resp.Body.Close()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		j := getJSON(t, base+"/v1/jobs/"+sub["job_id"].(string), 200)
+		if j["state"] == "completed" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job: %v", j)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := len(double.Documents("default_keyspace", "ttrpg_chunks_dev")); n != 20 {
+		t.Fatalf("AstraDB holds %d chunk documents, want 20", n)
+	}
+	chunk := getJSON(t, base+"/v1/chunks/chunk_001?env=dev", 200)
+	if chunk["chunk_id"] != "chunk_001" {
+		t.Fatalf("chunk read back from Astra: %v", chunk)
+	}
+
+	fr := []byte(`{"title":"Export to PDF","description":"Export the rules to a PDF file.","priority":"high","requester":"dev_team"}`)
+	resp, err = http.Post(base+"/v1/features?wait=5s", "application/json", bytes.NewReader(fr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		t.Fatalf("POST /v1/features?wait: %d %v", resp.StatusCode, out)
+	}
+	docs := double.Documents("default_keyspace", "sluice_requirements")
+	kinds := map[string]int{}
+	for _, d := range docs {
+		var m map[string]any
+		_ = json.Unmarshal(d, &m)
+		kinds[m["kind"].(string)]++
+	}
+	if kinds["feature_request"] != 1 || kinds["audit"] != 1 || kinds["marker"] < 1 {
+		t.Fatalf("requirements collection holds %v", kinds)
+	}
+	if v := double.Stats().Violations; len(v) != 0 {
+		t.Fatalf("protocol violations: %v", v)
+	}
+	_ = srv.Process.Signal(syscall.SIGTERM)
+	if err := srv.Wait(); err != nil {
+		t.Fatalf("serve exit: %v", err)
+	}
+	if strings.Contains(logs.String(), double.Token()) {
+		t.Fatal("the Astra token appears in the logs")
+	}
+	if !strings.Contains(logs.String(), "AstraDB") {
+		t.Fatalf("serve did not say it writes to AstraDB:\n%s", logs.String())
+	}
+}
