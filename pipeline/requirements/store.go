@@ -114,13 +114,15 @@ const ImportActor = "import"
 // consistency under concurrent ApplyCommand calls (from goroutines or processes). The
 // interface carries no storage types, so a document store (AstraDB) can implement it.
 type Store interface {
-	// ApplyCommand applies cmd atomically: if an apply marker exists for cmd.CommandID or
-	// msgID (the JetStream message id; "" means none), it returns the recorded outcome with
-	// AlreadyApplied set and changes nothing. Otherwise it validates cmd, loads the state it
-	// names, runs Apply, and writes the new state, the chained audit entry and the apply
-	// marker together, or nothing. A refusal is recorded with its marker too, and returned in
-	// Outcome.Refusal with a nil error. An error means nothing was written and the call may be
-	// retried (it is transient unless marked fault.Permanent).
+	// ApplyCommand applies cmd exactly once in effect: if an apply marker exists for
+	// cmd.CommandID or msgID (the JetStream message id; "" means none), it returns the
+	// recorded outcome with AlreadyApplied set and changes nothing. Otherwise it validates
+	// cmd, loads the state it names, runs Apply, and writes the new state, the chained audit
+	// entry and the apply marker. The SQLite store writes them in one transaction; the AstraDB
+	// store, which has none, writes the state first as its commit point and lets a retry
+	// complete the rest (see README). A refusal is recorded with its marker too, and returned
+	// in Outcome.Refusal with a nil error. After an error the call may be retried with the same
+	// arguments (it is transient unless marked fault.Permanent).
 	ApplyCommand(ctx context.Context, cmd Command, msgID string) (Outcome, error)
 	// CommandOutcome returns the recorded outcome of a command id, or an error wrapping
 	// ErrNotFound when it has not been applied (yet).
@@ -141,8 +143,9 @@ type Store interface {
 	ListAudit(ctx context.Context, requestID string, limit int) ([]AuditEntry, error)
 	// VerifyAudit checks the whole audit trail (see Integrity).
 	VerifyAudit(ctx context.Context) (Integrity, error)
-	// Import stores files written by the Python service, all or nothing, each with one audit
-	// entry by ImportActor. A file already imported with the same content is skipped; one
+	// Import stores files written by the Python service, each with one audit entry by
+	// ImportActor: all or nothing on SQLite; on AstraDB checked first and written
+	// idempotently, so a failed import completes when run again. A file already imported with the same content is skipped; one
 	// that conflicts with a stored record fails the import.
 	Import(ctx context.Context, files []LegacyFile) (ImportReport, error)
 }
