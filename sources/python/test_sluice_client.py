@@ -283,9 +283,10 @@ class RealServerTest(unittest.TestCase):
         self.assertEqual(cm.exception.problem.get("status"), 404)
         self.assertIn('No job with id "jdoesnotexist"', cm.exception.message)
 
-    def test_not_a_chunk_file_is_400_with_detail(self):
+    def test_not_a_loadable_file_is_400_with_detail(self):
         with self.assertRaises(SluiceError) as cm:
-            self.client.submit_file(CHUNKS / "graph_snapshot.json", env="dev")
+            # Neither a chunk file nor a graph file (graph_snapshot.json loads as a graph).
+            self.client.submit_file(CHUNKS / "split_index.json", env="dev")
         self.assertEqual(cm.exception.status, 400)
         self.assertTrue(cm.exception.problem.get("detail"))
         self.assertIn(cm.exception.problem["detail"], cm.exception.message)
