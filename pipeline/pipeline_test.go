@@ -312,26 +312,22 @@ func TestDrainFinishesInFlightWork(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Fatalf("drain: %v", err)
 	}
-	// Whatever was acked is written; nothing is left unacked and in flight.
+	// Whatever the drained worker counted as written is in the store.
 	job, err := e.jobs.Get(context.Background(), res.JobID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	info, err := e.streams.ChunkConsumer.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
+	if job.Written == 0 || e.count(t) < job.Written {
+		t.Fatalf("written %d, store holds %d: drain did not finish in-flight writes", job.Written, e.count(t))
 	}
-	if info.NumAckPending != 0 {
-		t.Fatalf("%d messages still pending ack after drain", info.NumAckPending)
-	}
-	if int64(info.AckFloor.Consumer) < job.Written || job.Written == 0 {
-		t.Fatalf("written %d, ack floor %d: drain did not finish in-flight writes", job.Written, info.AckFloor.Consumer)
-	}
-	// A new worker finishes the job.
+	// Nothing was stranded: what the drain did not finish it handed back, so a new worker
+	// finishes the job well inside the 30 s AckWait a stranded message would wait for.
+	start := time.Now()
 	e.startWorker(t, e.store, nil)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
 	final, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
+	t.Logf("restart finished the job in %s", time.Since(start))
 	if err != nil || final.Written != 50 {
 		t.Fatalf("after restart: %+v, %v", final, err)
 	}

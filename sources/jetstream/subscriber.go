@@ -199,16 +199,11 @@ func (s *Subscriber) run(out chan<- *message.Message) {
 }
 
 func (s *Subscriber) pullLoop(out chan<- *message.Message) {
-	// A pull request waiting for messages is cancelled at once when Close starts.
-	fetchCtx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() {
-		select {
-		case <-s.closing:
-			cancel()
-		case <-fetchCtx.Done():
-		}
-	}()
+	// A pull request under way when Close starts is let run out (at most FetchMaxWait) rather
+	// than cancelled: the server may already have sent messages to it, and a cancelled
+	// request would strand them until their AckWait ran out. What it brings is handled or
+	// handed back.
+	fetchCtx := context.Background()
 	errDelay := 50 * time.Millisecond
 	for {
 		// Take at least one free slot, then as many more as are free now.
