@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -22,37 +21,10 @@ func TestServeOnAstra(t *testing.T) {
 	double := dataapitest.New(dataapitest.Config{})
 	defer double.Close()
 	dir := t.TempDir()
-	addr := freeAddr(t)
-	srv := exec.Command(binary, "serve", "--data-dir", filepath.Join(dir, "data"), "--http-addr", addr)
-	srv.Env = append(os.Environ(), "SLUICE_LOG_LEVEL=info",
-		"ASTRA_DB_API_ENDPOINT="+double.URL(), "ASTRA_DB_APPLICATION_TOKEN="+double.Token())
-	var logs bytes.Buffer
-	srv.Stderr = &logs
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if srv.ProcessState == nil {
-			_ = srv.Process.Kill()
-			_ = srv.Wait()
-		}
-		if t.Failed() {
-			t.Logf("serve logs:\n%s", logs.String())
-		}
-	})
-	base := "http://" + addr
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if resp, err := http.Get(base + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("not ready")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	s0 := startServer(t, "serve", []string{"SLUICE_LOG_LEVEL=info",
+		"ASTRA_DB_API_ENDPOINT=" + double.URL(), "ASTRA_DB_APPLICATION_TOKEN=" + double.Token()},
+		"--data-dir", filepath.Join(dir, "data"))
+	srv, base, logs := s0.cmd, s0.base, s0.logs
 	body, _ := os.ReadFile("../../testdata/chunks/passA_chunks.json")
 	resp, err := http.Post(base+"/v1/jobs?env=dev", "application/json", bytes.NewReader(body))
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -27,22 +26,7 @@ func TestServeTokensScopesAndRotation(t *testing.T) {
 	write(`[{"name":"reader","token":"reader-token-0123456789","scopes":["read"]},
 	        {"name":"loader","token":"loader-token-0123456789","scopes":["write"]},
 	        {"name":"operator","token":"operator-token-012345678","scopes":["admin"]}]`)
-	addr := freeAddr(t)
-	srv := exec.Command(binary, "serve", "--data-dir", filepath.Join(dir, "data"), "--http-addr", addr, "--tokens-file", tokens)
-	srv.Env = append(os.Environ(), "SLUICE_LOG_LEVEL=warn")
-	var stderr bytes.Buffer
-	srv.Stderr = &stderr
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = srv.Process.Kill()
-		_ = srv.Wait()
-		if t.Failed() {
-			t.Logf("serve stderr:\n%s", stderr.String())
-		}
-	})
-	base := "http://" + addr
+	base := startServer(t, "serve", nil, "--data-dir", filepath.Join(dir, "data"), "--tokens-file", tokens).base
 	call := func(method, path, token string, body []byte) int {
 		req, _ := http.NewRequest(method, base+path, bytes.NewReader(body))
 		if token != "" {
@@ -54,12 +38,6 @@ func TestServeTokensScopesAndRotation(t *testing.T) {
 		}
 		resp.Body.Close()
 		return resp.StatusCode
-	}
-	for deadline := time.Now().Add(30 * time.Second); call("GET", "/readyz", "", nil) != 200; {
-		if time.Now().After(deadline) {
-			t.Fatal("server not ready")
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	chunk := []byte(`{"chunk_id":"auth_1","content":"a chunk"}`)
 	for _, tc := range []struct {

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -25,29 +24,11 @@ func TestBigUploadMemory(t *testing.T) {
 		t.Skip("set SLUICE_BIG_UPLOAD_MB (e.g. 500) to measure the server's memory during a large upload")
 	}
 	dir := t.TempDir()
-	addr := freeAddr(t)
 	// The broker runs in this test process, so the measured process is Sluice alone (in
 	// production the broker is its own process too).
 	url, _, _ := startBroker(t)
-	srv := exec.Command(binary, "api", "--data-dir", filepath.Join(dir, "data"), "--http-addr", addr, "--nats-url", url)
-	srv.Env = append(os.Environ(), "SLUICE_LOG_LEVEL=warn")
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Process.Kill(); _ = srv.Wait() })
-	base := "http://" + addr
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if resp, err := http.Get(base + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("not ready")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	s0 := startServer(t, "api", nil, "--data-dir", filepath.Join(dir, "data"), "--nats-url", url)
+	srv, base := s0.cmd, s0.base
 	pr, pw := io.Pipe()
 	target := int64(mb) << 20
 	go func() {

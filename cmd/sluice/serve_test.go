@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -19,54 +18,13 @@ import (
 	"github.com/sluice-dev/sluice/sources/httpapi/openapitest"
 )
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
 // TestServeEndToEnd runs the real binary: sluice serve on the embedded default, a chunk file
 // posted over HTTP, the job followed to its end, a chunk read back, and `sluice load` from a
 // second process publishing to the running server.
 func TestServeEndToEnd(t *testing.T) {
 	dataDir := t.TempDir()
-	addr := freeAddr(t)
-	srv := exec.Command(binary, "serve", "--data-dir", dataDir, "--http-addr", addr)
-	srv.Env = append(os.Environ(), "SLUICE_LOG_LEVEL=warn")
-	var stderr bytes.Buffer
-	srv.Stderr = &stderr
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if srv.ProcessState == nil {
-			_ = srv.Process.Kill()
-			_ = srv.Wait()
-		}
-		if t.Failed() {
-			t.Logf("serve stderr:\n%s", stderr.String())
-		}
-	})
-	base := "http://" + addr
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server not ready: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-
+	s0 := startServer(t, "serve", nil, "--data-dir", dataDir)
+	srv, base := s0.cmd, s0.base
 	// Every JSON answer below is checked against the server's own OpenAPI document.
 	resp0, err := http.Get(base + "/openapi.json")
 	if err != nil {

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"bytes"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"testing"
+	"time"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// server is a running sluice binary (serve or api) with its HTTP base URL and its logs.
+type server struct {
+	cmd  *exec.Cmd
+	base string
+	logs *bytes.Buffer
+}
+
+// startServer runs `sluice <mode> --http-addr <free> args...` with extra environment, waits
+// until /readyz answers 200, and kills it (printing its logs on failure) when the test ends.
+func startServer(t *testing.T, mode string, env []string, args ...string) *server {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd := exec.Command(binary, append([]string{mode, "--http-addr", addr}, args...)...)
+	cmd.Env = append(append(os.Environ(), "SLUICE_LOG_LEVEL=warn"), env...)
+	s := &server{cmd: cmd, base: "http://" + addr, logs: &bytes.Buffer{}}
+	cmd.Stderr = s.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("%s logs:\n%s", mode, s.logs.String())
+		}
+	})
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if resp, err := http.Get(s.base + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return s
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not ready after 30 s", mode)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
