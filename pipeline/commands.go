@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -111,7 +110,7 @@ func NewCommandWorker(cfg CommandWorkerConfig) (*CommandWorker, error) {
 // finish) and returns; nil after a clean drain. Call it once.
 func (w *CommandWorker) Run(ctx context.Context) error {
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: w.cfg.DrainTimeout},
-		watermill.NewSlogLoggerWithLevelMapping(w.log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug}))
+		routerLogger(w.log))
 	if err != nil {
 		return err
 	}

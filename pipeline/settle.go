@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 
+	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -36,6 +37,9 @@ func native(msg *message.Message) (jetstream.Msg, *jetstream.MsgMetadata, error)
 	m, ok := sjs.Native(msg)
 	if !ok {
 		return nil, nil, errors.New("message did not come from JetStream")
+	}
+	if meta, ok := sjs.Metadata(msg); ok {
+		return m, meta, nil
 	}
 	meta, err := m.Metadata()
 	if err != nil {
@@ -96,4 +100,19 @@ func truncate(s string, n int) string {
 		return s
 	}
 	return s[:n] + "…"
+}
+
+// routerLogger adapts log for Watermill's router. The router logs every message at Trace and
+// Debug, building its fields before the level is checked (3–4% of a worker's CPU); those
+// levels are dropped here, and its Info lines (handler start and stop) become Debug.
+func routerLogger(log *slog.Logger) watermill.LoggerAdapter {
+	return quietLogger{watermill.NewSlogLoggerWithLevelMapping(log, map[slog.Level]slog.Level{slog.LevelInfo: slog.LevelDebug})}
+}
+
+type quietLogger struct{ watermill.LoggerAdapter }
+
+func (quietLogger) Debug(string, watermill.LogFields) {}
+func (quietLogger) Trace(string, watermill.LogFields) {}
+func (l quietLogger) With(f watermill.LogFields) watermill.LoggerAdapter {
+	return quietLogger{l.LoggerAdapter.With(f)}
 }

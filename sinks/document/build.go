@@ -8,6 +8,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
@@ -90,6 +91,9 @@ func (c Config) Validate() error {
 type Builder struct {
 	cfg Config
 	env []byte // Env as a JSON string
+	// scratch pools the limit checker's working space (*scratch), kept off the stacks of
+	// the short-lived goroutines that build documents.
+	scratch sync.Pool
 }
 
 // NewBuilder returns a Builder for cfg, or the errors of cfg.Validate.
@@ -98,7 +102,9 @@ func NewBuilder(cfg Config) (*Builder, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("new document builder: %w", err)
 	}
-	return &Builder{cfg: cfg, env: appendString(nil, cfg.Env)}, nil
+	b := &Builder{cfg: cfg, env: appendString(nil, cfg.Env)}
+	b.scratch.New = func() any { return new(scratch) }
+	return b, nil
 }
 
 // Meta is what the message around a record adds to its documents.
@@ -189,7 +195,10 @@ func (b *Builder) Build(raw json.RawMessage, m Meta) ([]Doc, error) {
 		}
 		body = append(body, tail...)
 		body = append(body, '}')
-		if err := b.cfg.Limits.Check(body); err != nil {
+		sc := b.scratch.Get().(*scratch)
+		err := b.cfg.Limits.check(body, sc)
+		b.scratch.Put(sc)
+		if err != nil {
 			if fault.ClassOf(err) == fault.Validation && !json.Valid(raw) {
 				return nil, syntaxError(raw) // say where the record is broken, not the body
 			}

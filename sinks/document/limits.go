@@ -189,8 +189,13 @@ func (e *LimitError) Error() string {
 // violation is reported with the deepest level of its subtree and takes precedence over
 // what lies inside that subtree.
 func (l Limits) Check(body []byte) error {
+	return l.check(body, new(scratch))
+}
+
+// check is Check with the caller's scratch space (Builder keeps a pool of them).
+func (l Limits) check(body []byte, sc *scratch) error {
 	c := checker{l: l.withDefaults(), b: body}
-	if err := c.run(); err != nil {
+	if err := c.run(sc); err != nil {
 		var le *LimitError
 		if errors.As(err, &le) {
 			return fault.Permanent(fault.Limit, le)
@@ -278,10 +283,16 @@ const (
 	stValueOrEnd        // just after '['
 )
 
-func (c *checker) run() error {
-	var stackBuf [32]frame
-	var pathBuf [256]byte
-	stack, path := stackBuf[:0], pathBuf[:0]
+// scratch holds a check's container stack and path. It comes from a pool rather than run's
+// stack frame: checks run on fresh goroutines (one per message), whose small initial stacks
+// a kilobyte of frame would make the runtime grow and copy on every message.
+type scratch struct {
+	stack [32]frame
+	path  [256]byte
+}
+
+func (c *checker) run(sc *scratch) error {
+	stack, path := sc.stack[:0], sc.path[:0]
 	push := func(array, indexed, vector bool) {
 		stack = append(stack, frame{array: array, indexed: indexed, vector: vector, base: len(path)})
 		c.pushed(len(stack), path)

@@ -103,6 +103,7 @@ type ctxKey struct{}
 // delivery ties a Watermill message to the JetStream message it came from.
 type delivery struct {
 	js      jetstream.Msg
+	meta    *jetstream.MsgMetadata // parsed once, when pulled
 	wm      *message.Message
 	started time.Time
 
@@ -159,6 +160,17 @@ func Native(m *message.Message) (jetstream.Msg, bool) {
 		return nil, false
 	}
 	return d.js, true
+}
+
+// Metadata returns the JetStream metadata of the message behind m (stream, sequences,
+// deliveries), parsed once when the message was pulled; false when m did not come from a
+// Subscriber or its metadata could not be parsed.
+func Metadata(m *message.Message) (*jetstream.MsgMetadata, bool) {
+	d := deliveryOf(m)
+	if d == nil || d.meta == nil {
+		return nil, false
+	}
+	return d.meta, true
 }
 
 // Subscribe starts pulling and returns the channel of messages. topic is informational: the
@@ -265,7 +277,7 @@ func (s *Subscriber) deliver(out chan<- *message.Message, m jetstream.Msg) {
 		}
 	}
 	wm.Metadata.Set("subject", m.Subject())
-	d := &delivery{js: m, wm: wm, started: time.Now()}
+	d := &delivery{js: m, meta: meta, wm: wm, started: time.Now()}
 	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, d))
 	wm.SetContext(ctx)
 
