@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/sinks/sqlitedb"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
 )
@@ -162,43 +162,12 @@ func OpenSQLite(ctx context.Context, cfg SQLiteConfig) (*SQLiteStore, error) {
 }
 
 func (s *SQLiteStore) open(ctx context.Context, path string, readers int) error {
-	q := url.Values{}
-	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeoutMS))
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(FULL)")
-	q.Set("_txlock", "immediate")
-	w, err := sql.Open("sqlite", path+"?"+q.Encode())
+	db, err := sqlitedb.Open(ctx, sqlitedb.Config{Path: path, BusyTimeout: sqliteBusyTimeoutMS * time.Millisecond, MaxReadConns: readers})
 	if err != nil {
-		return fmt.Errorf("requirements: open writer on %s: %w", path, err)
+		return fmt.Errorf("requirements: %w", err)
 	}
-	s.w = w
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxLifetime(0)
-	var mode string
-	if err := w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		return fmt.Errorf("requirements: read journal mode of %s: %w", path, err)
-	}
-	if !strings.EqualFold(mode, "wal") {
-		return fmt.Errorf("requirements: %s: journal mode is %q, want wal", path, mode)
-	}
-	if err := s.migrate(ctx, path); err != nil {
-		return err
-	}
-	rq := url.Values{}
-	rq.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", sqliteBusyTimeoutMS))
-	rq.Add("_pragma", "query_only(1)")
-	r, err := sql.Open("sqlite", path+"?"+rq.Encode())
-	if err != nil {
-		return fmt.Errorf("requirements: open readers on %s: %w", path, err)
-	}
-	s.r = r
-	r.SetMaxOpenConns(readers)
-	r.SetMaxIdleConns(readers)
-	if err := r.PingContext(ctx); err != nil {
-		return fmt.Errorf("requirements: open readers on %s: %w", path, err)
-	}
-	return nil
+	s.w, s.r = db.W, db.R
+	return s.migrate(ctx, path)
 }
 
 func (s *SQLiteStore) migrate(ctx context.Context, path string) error {

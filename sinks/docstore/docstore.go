@@ -14,16 +14,17 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-
-	"github.com/sluice-dev/sluice/pipeline/fault"
+	"time"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
+
+	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/sinks/sqlitedb"
 )
 
 // ErrNotFound is returned (wrapped) by GetDoc when the collection holds no document with the
@@ -149,50 +150,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 }
 
 func (s *Store) open(ctx context.Context, cfg Config) error {
-	q := url.Values{}
-	q.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeoutMS))
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(FULL)")
-	q.Set("_txlock", "immediate")
-	w, err := sql.Open("sqlite", s.path+"?"+q.Encode())
+	db, err := sqlitedb.Open(ctx, sqlitedb.Config{Path: s.path, BusyTimeout: busyTimeoutMS * time.Millisecond, MaxReadConns: cfg.MaxReadConns})
 	if err != nil {
-		return fmt.Errorf("docstore: open writer on %s: %w", s.path, err)
+		return fmt.Errorf("docstore: %w", err)
 	}
-	s.w = w
-	// One writer: SQLite serialises writers anyway, and one connection lets the upsert stay
-	// prepared and makes WriteDocs calls queue in database/sql (honouring ctx) instead of
-	// spinning on SQLITE_BUSY.
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxLifetime(0)
-	w.SetConnMaxIdleTime(0)
-
-	var mode string
-	if err := w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		return fmt.Errorf("docstore: read journal mode of %s: %w", s.path, err)
-	}
-	if !strings.EqualFold(mode, "wal") {
-		return fmt.Errorf("docstore: %s: journal mode is %q, want wal", s.path, mode)
-	}
+	s.w, s.r = db.W, db.R
 	if err := s.migrate(ctx); err != nil {
 		return err
 	}
-	if s.upsert, err = w.PrepareContext(ctx, upsertSQL); err != nil {
+	if s.upsert, err = s.w.PrepareContext(ctx, upsertSQL); err != nil {
 		return fmt.Errorf("docstore: prepare upsert: %w", err)
-	}
-
-	rq := url.Values{}
-	rq.Add("_pragma", fmt.Sprintf("busy_timeout(%d)", busyTimeoutMS))
-	rq.Add("_pragma", "query_only(1)")
-	r, err := sql.Open("sqlite", s.path+"?"+rq.Encode())
-	if err != nil {
-		return fmt.Errorf("docstore: open readers on %s: %w", s.path, err)
-	}
-	s.r = r
-	r.SetMaxOpenConns(cfg.MaxReadConns)
-	r.SetMaxIdleConns(cfg.MaxReadConns)
-	if err := r.PingContext(ctx); err != nil {
-		return fmt.Errorf("docstore: open readers on %s: %w", s.path, err)
 	}
 	return nil
 }

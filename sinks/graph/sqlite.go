@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"modernc.org/sqlite"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/sinks/sqlitedb"
 )
 
 // SQLite result codes used for classification (primary codes; extended codes carry the
@@ -105,48 +105,12 @@ func OpenSQLite(ctx context.Context, cfg SQLiteConfig) (*SQLite, error) {
 }
 
 func (s *SQLite) open(ctx context.Context, cfg SQLiteConfig) error {
-	busy := fmt.Sprintf("busy_timeout(%d)", cfg.BusyTimeout.Milliseconds())
-	q := url.Values{}
-	q.Add("_pragma", busy)
-	q.Add("_pragma", "journal_mode(WAL)")
-	q.Add("_pragma", "synchronous(FULL)")
-	q.Add("_pragma", "foreign_keys(1)")
-	q.Set("_txlock", "immediate")
-	w, err := sql.Open("sqlite", s.path+"?"+q.Encode())
+	db, err := sqlitedb.Open(ctx, sqlitedb.Config{Path: s.path, BusyTimeout: cfg.BusyTimeout, MaxReadConns: cfg.MaxReadConns, ForeignKeys: true})
 	if err != nil {
-		return fmt.Errorf("graph: open writer on %s: %w", s.path, err)
+		return fmt.Errorf("graph: %w", err)
 	}
-	s.w = w
-	// One writer connection: SQLite serialises writers anyway, and queueing in database/sql
-	// honours ctx instead of spinning on SQLITE_BUSY.
-	w.SetMaxOpenConns(1)
-	w.SetMaxIdleConns(1)
-	w.SetConnMaxLifetime(0)
-	w.SetConnMaxIdleTime(0)
-	var mode string
-	if err := w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		return fmt.Errorf("graph: read journal mode of %s: %w", s.path, err)
-	}
-	if !strings.EqualFold(mode, "wal") {
-		return fmt.Errorf("graph: %s: journal mode is %q, want wal", s.path, mode)
-	}
-	if err := s.migrate(ctx); err != nil {
-		return err
-	}
-	rq := url.Values{}
-	rq.Add("_pragma", busy)
-	rq.Add("_pragma", "query_only(1)")
-	r, err := sql.Open("sqlite", s.path+"?"+rq.Encode())
-	if err != nil {
-		return fmt.Errorf("graph: open readers on %s: %w", s.path, err)
-	}
-	s.r = r
-	r.SetMaxOpenConns(cfg.MaxReadConns)
-	r.SetMaxIdleConns(cfg.MaxReadConns)
-	if err := r.PingContext(ctx); err != nil {
-		return fmt.Errorf("graph: open readers on %s: %w", s.path, err)
-	}
-	return nil
+	s.w, s.r = db.W, db.R
+	return s.migrate(ctx)
 }
 
 // migrate applies pending migrations in one BEGIN IMMEDIATE transaction, so several
