@@ -135,7 +135,9 @@ func (a *apiEnv) json(t testing.TB, method, path, token string, body any, want i
 	return m
 }
 
-const fixtureDir = "/work/shared/fixtures/ttrpg-center"
+// fixtureDir is the shared/ folder beside the checkout (the records carry no licence, so they
+// are not copied into the repository).
+const fixtureDir = "../../shared/fixtures/ttrpg-center"
 
 // The four stored fixtures imported through the API read back the same through the /v1 and
 // the Python-compatible routes: the stored documents byte for byte.
