@@ -9,7 +9,7 @@ const bashCompletion = `# bash completion for sluice: source <(sluice completion
 _sluice() {
   local cur prev words cword
   _init_completion 2>/dev/null || { cur="${COMP_WORDS[COMP_CWORD]}"; prev="${COMP_WORDS[COMP_CWORD-1]}"; cword=$COMP_CWORD; words=("${COMP_WORDS[@]}"); }
-  local cmds="load serve worker api jobs dlq bench completion version help"
+  local cmds="load serve worker api jobs dlq completion version help"
   if [ "$cword" -eq 1 ]; then COMPREPLY=($(compgen -W "$cmds" -- "$cur")); return; fi
   case "${words[1]}" in
     jobs) [ "$cword" -eq 2 ] && COMPREPLY=($(compgen -W "ls show wait rollback" -- "$cur")) && return
