@@ -18,18 +18,12 @@ import (
 	"github.com/sluice-dev/sluice/sinks/docstore"
 	"github.com/sluice-dev/sluice/sinks/document"
 	"github.com/sluice-dev/sluice/sources/embedded"
+	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// nats-server keeps a few process-wide goroutines after its first start.
-		goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.init.func1"),
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).handleSignals.func1"),
-		goleak.IgnoreAnyFunction("go.opencensus.io/stats/view.(*worker).start"),
-		goleak.IgnoreAnyFunction("modernc.org/sqlite/lib.init.func1"),
-	)
+	goleak.VerifyTestMain(m, embeddedtest.LeakOptions()...)
 }
 
 // testEnv is a real embedded nats-server with Sluice's streams, and a real SQLite store.
@@ -53,20 +47,7 @@ type envOpts struct {
 func newEnv(t testing.TB, o envOpts) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
-	srv, err := embedded.Start(embedded.Config{DataDir: dir, LazySync: !o.syncAlways})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, nc, js := embeddedtest.Start(t, embedded.Config{DataDir: dir, LazySync: !o.syncAlways})
 	ctx := context.Background()
 	streams, err := sjs.Provision(ctx, js, sjs.ProvisionConfig{MaxDeliver: o.maxDeliver, AckWait: o.ackWait})
 	if err != nil {

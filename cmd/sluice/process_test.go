@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/sinks/docstore"
 	"github.com/sluice-dev/sluice/sources/embedded"
+	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
@@ -45,21 +45,8 @@ func TestMain(m *testing.M) {
 // broker is a real embedded nats-server owned by the test, shared by the worker processes.
 func startBroker(t *testing.T) (url string, js jetstream.JetStream, streams *sjs.Provisioned) {
 	t.Helper()
-	srv, err := embedded.Start(embedded.Config{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err = jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	streams, err = sjs.Provision(context.Background(), js, sjs.ProvisionConfig{})
+	srv, _, js := embeddedtest.Start(t, embedded.Config{})
+	streams, err := sjs.Provision(context.Background(), js, sjs.ProvisionConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

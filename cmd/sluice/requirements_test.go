@@ -8,13 +8,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sourcegraph/conc/pool"
 
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/sinks/graph"
 	"github.com/sluice-dev/sluice/sources/embedded"
+	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
@@ -22,20 +21,7 @@ import (
 // projection and the API services: a command submitted through the API service is applied.
 func TestStartRequirements(t *testing.T) {
 	dir := t.TempDir()
-	srv, err := embedded.Start(embedded.Config{DataDir: filepath.Join(dir, "nats"), LazySync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, js := embeddedtest.Start(t, embedded.Config{DataDir: filepath.Join(dir, "nats"), LazySync: true})
 	ctx := context.Background()
 	streams, err := sjs.Provision(ctx, js, sjs.ProvisionConfig{})
 	if err != nil {

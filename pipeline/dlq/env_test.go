@@ -20,18 +20,12 @@ import (
 	"github.com/sluice-dev/sluice/sinks/docstore"
 	"github.com/sluice-dev/sluice/sinks/document"
 	"github.com/sluice-dev/sluice/sources/embedded"
+	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		// nats-server keeps a few process-wide goroutines after its first start.
-		goleak.IgnoreTopFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.init.func1"),
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).handleSignals.func1"),
-		goleak.IgnoreAnyFunction("go.opencensus.io/stats/view.(*worker).start"),
-		goleak.IgnoreAnyFunction("modernc.org/sqlite/lib.init.func1"),
-	)
+	goleak.VerifyTestMain(m, embeddedtest.LeakOptions()...)
 }
 
 // testEnv is a real embedded nats-server with Sluice's streams, a real SQLite document store
@@ -49,20 +43,7 @@ type testEnv struct {
 func newEnv(t testing.TB) *testEnv {
 	t.Helper()
 	dir := t.TempDir()
-	srv, err := embedded.Start(embedded.Config{DataDir: dir, LazySync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, nc, js := embeddedtest.Start(t, embedded.Config{DataDir: dir, LazySync: true})
 	ctx := context.Background()
 	streams, err := sjs.Provision(ctx, js, sjs.ProvisionConfig{MaxDeliver: 3})
 	if err != nil {

@@ -15,14 +15,12 @@ import (
 
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sources/embedded"
+	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m,
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.(*Server).startGoRoutine.func1"),
-		goleak.IgnoreAnyFunction("github.com/nats-io/nats-server/v2/server.init.func1"),
-	)
+	goleak.VerifyTestMain(m, embeddedtest.LeakOptions()...)
 }
 
 func setup(t testing.TB, cfg sjs.ProvisionConfig) (jetstream.JetStream, *sjs.Provisioned) {
