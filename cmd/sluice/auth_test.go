@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -26,7 +27,8 @@ func TestServeTokensScopesAndRotation(t *testing.T) {
 	write(`[{"name":"reader","token":"reader-token-0123456789","scopes":["read"]},
 	        {"name":"loader","token":"loader-token-0123456789","scopes":["write"]},
 	        {"name":"operator","token":"operator-token-012345678","scopes":["admin"]}]`)
-	base := startServer(t, "serve", nil, "--data-dir", filepath.Join(dir, "data"), "--tokens-file", tokens).base
+	srv := startServer(t, "serve", nil, "--data-dir", filepath.Join(dir, "data"), "--tokens-file", tokens)
+	base := srv.base
 	call := func(method, path, token string, body []byte) int {
 		req, _ := http.NewRequest(method, base+path, bytes.NewReader(body))
 		if token != "" {
@@ -79,9 +81,15 @@ func TestServeTokensScopesAndRotation(t *testing.T) {
 	if got := call("GET", "/v1/jobs", "reader-token-0123456789", nil); got != 401 {
 		t.Fatalf("the removed token still works: %d", got)
 	}
-	// A broken file keeps the tokens in force.
+	// A broken file keeps the tokens in force: once the server says it refused the file, the
+	// rotated token still works.
 	write(`[{"name":`)
-	time.Sleep(2500 * time.Millisecond)
+	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(srv.logs.String(), "keeping the previous tokens"); {
+		if time.Now().After(deadline) {
+			t.Fatal("the server never reported the broken tokens file")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if got := call("GET", "/v1/jobs", "reader-token-rotated-0001", nil); got != 200 {
 		t.Fatalf("a broken tokens file dropped the tokens in force: %d", got)
 	}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 	"time"
 )
@@ -24,7 +25,26 @@ func freeAddr(t *testing.T) string {
 type server struct {
 	cmd  *exec.Cmd
 	base string
-	logs *bytes.Buffer
+	logs *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer that the process's output goroutine and the test may use at
+// once.
+type syncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // startServer runs `sluice <mode> --http-addr <free> args...` with extra environment, waits
@@ -34,7 +54,7 @@ func startServer(t *testing.T, mode string, env []string, args ...string) *serve
 	addr := freeAddr(t)
 	cmd := exec.Command(binary, append([]string{mode, "--http-addr", addr}, args...)...)
 	cmd.Env = append(append(os.Environ(), "SLUICE_LOG_LEVEL=warn"), env...)
-	s := &server{cmd: cmd, base: "http://" + addr, logs: &bytes.Buffer{}}
+	s := &server{cmd: cmd, base: "http://" + addr, logs: &syncBuffer{}}
 	cmd.Stderr = s.logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
