@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/bench"
 	"github.com/sluice-dev/sluice/sinks/astra"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
 )
@@ -131,60 +132,31 @@ func TestAstraPersistentUnauthorizedDeadLetters(t *testing.T) {
 }
 
 // BenchmarkAstraLoad compares, against the same strict Data API double answering each request
-// after 20 ms, side by side in one run, one op per chunk:
+// after 20 ms, one op per chunk, each mode starting from the chunk file on disk (pipeline/bench
+// has the scenario; `sluice bench astra` runs the same):
 //   - seed: the Python system today, one findOneAndReplace(upsert) per chunk, in sequence;
 //   - astrapy: a direct bulk loader as astrapy does it (insertMany of 50, 20 concurrent), no broker;
 //   - sluice: Sluice end to end: file -> JetStream (sync always) -> workers -> group commit -> Astra -> ack.
 func BenchmarkAstraLoad(b *testing.B) {
-	const n = 2000
-	for _, mode := range []string{"seed", "astrapy", "sluice"} {
+	for _, mode := range []string{bench.ModeSeed, bench.ModeAstrapy, bench.ModeSluice} {
 		b.Run(mode, func(b *testing.B) {
-			srv, sink, client := astraSink(b, nil)
-			srv.SetLatency(20*time.Millisecond, 0)
-			builder, _ := newBuilder("dev")
-			path := writeChunks(b, b.TempDir(), n, "ab_%06d")
-			docs := buildFile(b, builder, path)
 			ctx := context.Background()
-			if err := sink.EnsureCollection(ctx, "ttrpg_chunks_dev"); err != nil {
+			a, err := bench.NewAstra(ctx, bench.AstraConfig{Modes: []string{mode}, Dir: b.TempDir()})
+			if err != nil {
 				b.Fatal(err)
 			}
-			var e *testEnv
-			if mode == "sluice" {
-				e = newEnv(b, envOpts{syncAlways: true})
-				e.startWorker(b, sink, func(c *pipeline.WorkerConfig) { c.SinkName = "astra" })
-			}
+			b.Cleanup(func() {
+				if err := a.Close(); err != nil {
+					b.Error(err)
+				}
+			})
 			b.ResetTimer()
-			var total time.Duration
-			for i := range b.N {
-				if _, err := client.DeleteMany(ctx, "ttrpg_chunks_dev", nil); err != nil {
-					b.Fatal(err)
-				}
-				start := time.Now()
-				switch mode {
-				case "seed":
-					for _, d := range docs {
-						if _, err := client.FindOneAndReplace(ctx, "ttrpg_chunks_dev", map[string]any{"_id": d.ID}, d.Body, true); err != nil {
-							b.Fatal(err)
-						}
-					}
-				case "astrapy":
-					bulkInsert(b, client, docs, 50, 20)
-				case "sluice":
-					res, err := e.loader(b).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: path, Force: i > 0})
-					if err != nil {
-						b.Fatal(err)
-					}
-					if job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil); err != nil || job.Written != n {
-						b.Fatalf("job %+v: %v", job, err)
-					}
-				}
-				total += time.Since(start)
-			}
+			res, err := a.Run(ctx, mode, b.N)
 			b.StopTimer()
-			if got := len(srv.Documents("default_keyspace", "ttrpg_chunks_dev")); got != n {
-				b.Fatalf("%d documents stored, want %d", got, n)
+			if err != nil {
+				b.Fatal(err)
 			}
-			b.ReportMetric(float64(n*b.N)/total.Seconds(), "docs/s")
+			b.ReportMetric(res.DocsPerSec, "docs/s")
 			b.ReportMetric(0, "ns/op")
 		})
 	}

@@ -9,7 +9,7 @@ const bashCompletion = `# bash completion for sluice: source <(sluice completion
 _sluice() {
   local cur prev words cword
   _init_completion 2>/dev/null || { cur="${COMP_WORDS[COMP_CWORD]}"; prev="${COMP_WORDS[COMP_CWORD-1]}"; cword=$COMP_CWORD; words=("${COMP_WORDS[@]}"); }
-  local cmds="load serve worker api jobs dlq completion version help"
+  local cmds="load serve worker api jobs dlq bench completion version help"
   if [ "$cword" -eq 1 ]; then COMPREPLY=($(compgen -W "$cmds" -- "$cur")); return; fi
   case "${words[1]}" in
     jobs) [ "$cword" -eq 2 ] && COMPREPLY=($(compgen -W "ls show wait rollback" -- "$cur")) && return
@@ -18,6 +18,9 @@ _sluice() {
           COMPREPLY=($(compgen -W "--api-url --json --job --subject --error-class --since --until --limit --cursor --dry-run --rate --max-replays --yes" -- "$cur")) ;;
     load) case "$prev" in --env) COMPREPLY=($(compgen -W "dev test prod" -- "$cur")); return;; esac
           if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--env --json --force --data-dir --nats-url" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
+    bench) [ "$cword" -eq 2 ] && COMPREPLY=($(compgen -W "astra" -- "$cur")) && return
+           case "$prev" in --modes) COMPREPLY=($(compgen -W "seed astrapy sluice jetstream seed,astrapy,sluice,jetstream astrapy,sluice,jetstream" -- "$cur")); return;; esac
+           COMPREPLY=($(compgen -W "--chunks --latency --runs --modes --dir --json" -- "$cur")) ;;
     completion) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")) ;;
     *) COMPREPLY=($(compgen -W "--data-dir --nats-url --http-addr --tokens-file --drain-timeout" -- "$cur")) ;;
   esac

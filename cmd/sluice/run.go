@@ -37,6 +37,7 @@ Usage:
   sluice api [flags]            run the HTTP API only
   sluice jobs ls|show|wait|rollback   inspect, follow and roll back jobs (through the API)
   sluice dlq ls|show|replay|purge     inspect and replay dead letters (through the API)
+  sluice bench astra [flags]    measure AstraDB loading: seed vs astrapy vs sluice, in-process
   sluice completion bash|zsh    print a shell completion script
   sluice version                print the version
 
@@ -66,6 +67,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog
 		err = cmdJobs(ctx, rest, stdout, stderr)
 	case "dlq":
 		err = cmdDLQ(ctx, rest, stdout, stderr)
+	case "bench":
+		err = cmdBench(ctx, rest, stdout, stderr, log)
 	case "completion":
 		err = cmdCompletion(rest, stdout)
 	case "version":

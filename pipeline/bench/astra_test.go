@@ -1,0 +1,110 @@
+package bench_test
+
+import (
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/sluice-dev/sluice/pipeline/bench"
+	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, embeddedtest.LeakOptions()...)
+}
+
+func TestRunAstraEveryMode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := bench.RunAstra(ctx, bench.AstraConfig{Chunks: 200, Latency: time.Millisecond, Runs: 2, Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Modes) != 4 {
+		t.Fatalf("%d mode results, want 4: %+v", len(res.Modes), res)
+	}
+	for i, want := range []string{bench.ModeSeed, bench.ModeAstrapy, bench.ModeSluice, bench.ModeJetStream} {
+		m := res.Modes[i]
+		if m.Mode != want || m.Runs != 2 || m.Chunks != 200 || m.Stored != 200 || m.Elapsed <= 0 || m.DocsPerSec <= 0 {
+			t.Errorf("mode %d = %+v, want %s, 2 runs of 200 chunks, all stored, docs/s > 0", i, m, want)
+		}
+	}
+	if res.SluiceVsSeed <= 0 || res.SluiceVsAstrapy <= 0 || res.SluiceVsAstrapyCeiling <= 0 {
+		t.Errorf("ratios c/a = %v, c/b = %v, c/b ceiling = %v, want all computed", res.SluiceVsSeed, res.SluiceVsAstrapy, res.SluiceVsAstrapyCeiling)
+	}
+	// The floor publishes what the sluice mode publishes, and does nothing else.
+	if floor, sluice := res.Modes[3], res.Modes[2]; floor.DocsPerSec <= sluice.DocsPerSec {
+		t.Errorf("the jetstream floor (%.0f docs/s) is not faster than the whole sluice path (%.0f docs/s)", floor.DocsPerSec, sluice.DocsPerSec)
+	}
+	if res.Chunks != 200 || res.Latency != time.Millisecond || res.Runs != 2 {
+		t.Errorf("result = %+v, want the configuration echoed", res)
+	}
+}
+
+// TestAstraRunsSluiceAgain checks that later Run calls on one Astra load the file again (a
+// benchmark calls Run once with b.N = 1, then with the real b.N): the loader would otherwise
+// recognise the file and publish nothing.
+func TestAstraRunsSluiceAgain(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	dir := t.TempDir()
+	a, err := bench.NewAstra(ctx, bench.AstraConfig{Chunks: 50, Latency: -1, Modes: []string{bench.ModeSluice}, Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	for _, runs := range []int{1, 2} {
+		res, err := a.Run(ctx, bench.ModeSluice, runs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Runs != runs || res.Stored != 50 || res.DocsPerSec <= 0 {
+			t.Fatalf("run of %d: %+v", runs, res)
+		}
+	}
+	if _, err := a.Run(ctx, bench.ModeSeed, 1); err == nil || !strings.Contains(err.Error(), "not set up") {
+		t.Fatalf("a mode that was not set up ran: %v", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatalf("close: %v", err)
+	}
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Fatalf("Close left %d entries in %s", len(left), dir)
+	}
+}
+
+func TestAstraConfigErrors(t *testing.T) {
+	tests := []struct {
+		name string
+		cfg  bench.AstraConfig
+		want []string
+	}{
+		{"unknown mode", bench.AstraConfig{Modes: []string{"seed", "turbo"}}, []string{`unknown mode "turbo"`}},
+		{"mode twice", bench.AstraConfig{Modes: []string{"sluice", "sluice"}}, []string{`mode "sluice" given twice`}},
+		{"no chunks", bench.AstraConfig{Chunks: -1}, []string{"Chunks must be at least 1, got -1"}},
+		{"every problem at once", bench.AstraConfig{Chunks: -3, Runs: -1, Modes: []string{"x"}},
+			[]string{"Chunks must be at least 1", "Runs must be at least 1", `unknown mode "x"`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			tt.cfg.Dir = dir
+			_, err := bench.RunAstra(context.Background(), tt.cfg)
+			if err == nil {
+				t.Fatal("RunAstra accepted the configuration")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not say %q", err, w)
+				}
+			}
+			if _, err := bench.NewAstra(context.Background(), tt.cfg); err == nil {
+				t.Error("NewAstra accepted the configuration")
+			}
+		})
+	}
+}
