@@ -26,7 +26,8 @@ type BatcherConfig struct {
 	// Linger is how long a partial batch waits for more documents before it is written.
 	// Default 5 ms. Under load batches fill long before it runs out.
 	Linger time.Duration
-	// Concurrency is how many WriteDocs calls run at once. Default 10.
+	// Concurrency is how many WriteDocs calls run at once. Default 10; the worker uses the
+	// sink's own WriteConcurrency when it has one (Astra: its connection pool of 20).
 	Concurrency int
 	// QueueSize bounds write requests waiting to be batched; Write blocks when it is full.
 	// Default 4096.

@@ -19,6 +19,13 @@ type DocSink interface {
 	WriteDocs(ctx context.Context, collection string, docs []document.Doc) ([]error, error)
 }
 
+// WriteConcurrencer is a DocSink that knows how many WriteDocs calls it serves at once (the
+// Astra sink: its HTTP connection pool). The worker's batcher runs that many writes at once
+// unless BatcherConfig.Concurrency says otherwise.
+type WriteConcurrencer interface {
+	WriteConcurrency() int
+}
+
 // JobDocDeleter is a DocSink that can delete the documents one job wrote: those whose
 // "sluice_job" field is the job id. Job rollback needs it.
 type JobDocDeleter interface {

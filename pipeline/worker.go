@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -98,8 +97,7 @@ type Worker struct {
 	metrics   *workerMetrics
 	*settler
 
-	mu       sync.Mutex // guards builders
-	builders map[string]*document.Builder
+	builders map[string]*document.Builder // one per env, built in NewWorker, read-only after
 }
 
 // NewWorker checks cfg and returns a Worker; nothing runs until Run.
@@ -129,12 +127,15 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 30 * time.Second
 	}
+	builders := map[string]*document.Builder{}
 	for _, env := range []string{schemas.Dev, schemas.Test, schemas.Prod} {
 		c := cfg.Document
 		c.Env = env
-		if _, err := document.NewBuilder(c); err != nil {
+		b, err := document.NewBuilder(c)
+		if err != nil {
 			return nil, fmt.Errorf("worker: document config: %w", err)
 		}
+		builders[env] = b
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -155,7 +156,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		dlq:       newDeadLetterer(cfg.JS),
 		validator: v,
 		metrics:   newWorkerMetrics(cfg.Registerer),
-		builders:  map[string]*document.Builder{},
+		builders:  builders,
 	}
 	w.settler = &settler{
 		dlq: w.dlq, retry: cfg.Retry, maxDeliver: maxDeliver, log: log, kind: "message",
@@ -181,6 +182,9 @@ func (w *Worker) Jobs() *JobStore { return w.jobs }
 func (w *Worker) Run(ctx context.Context) error {
 	batchCfg := w.cfg.Batch
 	batchCfg.Sink = instrumentedSink{w.cfg.Sink, w.metrics}
+	if wc, ok := w.cfg.Sink.(WriteConcurrencer); ok && batchCfg.Concurrency <= 0 {
+		batchCfg.Concurrency = wc.WriteConcurrency()
+	}
 	b, err := NewBatcher(batchCfg)
 	if err != nil {
 		return err
@@ -240,18 +244,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	return cerr
 }
 
-func (w *Worker) builder(env string) *document.Builder {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if b, ok := w.builders[env]; ok {
-		return b
-	}
-	c := w.cfg.Document
-	c.Env = env
-	b, _ := document.NewBuilder(c) // checked in NewWorker
-	w.builders[env] = b
-	return b
-}
+func (w *Worker) builder(env string) *document.Builder { return w.builders[env] }
 
 // CollectionFor returns the collection chunks of env are written to.
 func (w *Worker) CollectionFor(env string) string {

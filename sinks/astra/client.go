@@ -257,6 +257,9 @@ func (c *Client) Close() {
 	}
 }
 
+// MaxConns returns how many requests the client has in flight at most.
+func (c *Client) MaxConns() int { return c.cfg.MaxConns }
+
 // Keyspace returns the keyspace the client sends commands to.
 func (c *Client) Keyspace() string { return c.cfg.Keyspace }
 

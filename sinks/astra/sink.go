@@ -191,6 +191,10 @@ type pending struct {
 	body    json.RawMessage // as sent: VersionField added, embedding moved to $vector
 }
 
+// WriteConcurrency is how many WriteDocs calls the sink serves at once: the client's
+// connection pool (pipeline.WriteConcurrencer).
+func (s *Sink) WriteConcurrency() int { return s.c.MaxConns() }
+
 // WriteDocs writes docs into collection coll with unordered insertMany commands (at most
 // MaxInsertMany documents each) and returns one outcome per document, in order. It
 // implements pipeline.DocSink.
