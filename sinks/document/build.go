@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -298,7 +298,7 @@ func (b *Builder) tail(fields map[string]json.RawMessage, idField, contentField 
 	if m.Job != "" {
 		ms = append(ms, member{"sluice_job", appendString(nil, m.Job)})
 	}
-	sort.Slice(ms, func(i, j int) bool { return ms[i].key < ms[j].key })
+	slices.SortFunc(ms, byKey)
 
 	size := 0
 	for _, x := range ms {

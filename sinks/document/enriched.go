@@ -3,7 +3,7 @@ package document
 import (
 	"encoding/json"
 	"fmt"
-	"sort"
+	"slices"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
 )
@@ -96,7 +96,7 @@ func appendSorted(ms []member, fields map[string]json.RawMessage) []member {
 		ms = append(ms, member{k, v})
 	}
 	tail := ms[start:]
-	sort.Slice(tail, func(i, j int) bool { return tail[i].key < tail[j].key })
+	slices.SortFunc(tail, byKey)
 	return ms
 }
 

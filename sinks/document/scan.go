@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -284,6 +285,9 @@ type member struct {
 	key string
 	val []byte
 }
+
+// byKey orders members by key (slices.SortFunc: no reflection, unlike sort.Slice).
+func byKey(a, b member) int { return strings.Compare(a.key, b.key) }
 
 // appendObject appends a JSON object with the members in order.
 func appendObject(dst []byte, ms []member) []byte {
