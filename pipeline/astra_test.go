@@ -136,9 +136,10 @@ func TestAstraPersistentUnauthorizedDeadLetters(t *testing.T) {
 // has the scenario; `sluice bench astra` runs the same):
 //   - seed: the Python system today, one findOneAndReplace(upsert) per chunk, in sequence;
 //   - astrapy: a direct bulk loader as astrapy does it (insertMany of 50, 20 concurrent), no broker;
-//   - sluice: Sluice end to end: file -> JetStream (sync always) -> workers -> group commit -> Astra -> ack.
+//   - sluice: Sluice end to end: file -> JetStream (sync always) -> workers -> group commit -> Astra -> ack;
+//   - jetstream: the floor, the records published durably to JetStream and nothing else.
 func BenchmarkAstraLoad(b *testing.B) {
-	for _, mode := range []string{bench.ModeSeed, bench.ModeAstrapy, bench.ModeSluice} {
+	for _, mode := range []string{bench.ModeSeed, bench.ModeAstrapy, bench.ModeSluice, bench.ModeJetStream} {
 		b.Run(mode, func(b *testing.B) {
 			ctx := context.Background()
 			a, err := bench.NewAstra(ctx, bench.AstraConfig{Modes: []string{mode}, Dir: b.TempDir()})
