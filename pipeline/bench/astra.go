@@ -371,7 +371,7 @@ func (a *Astra) createFloor(ctx context.Context) error {
 	a.floor, err = a.js.CreateStream(ctx, jetstream.StreamConfig{
 		Name: floorStream, Subjects: []string{floorSubject},
 		Retention: jetstream.LimitsPolicy, Discard: jetstream.DiscardNew, Storage: jetstream.FileStorage,
-		Duplicates: 2 * time.Minute, AllowAtomicPublish: true,
+		Duplicates: 10 * time.Minute, AllowAtomicPublish: true, // Provision's default window
 	})
 	if err != nil {
 		return fmt.Errorf("bench astra: create stream %s: %w", floorStream, err)
