@@ -70,6 +70,7 @@ type Batcher struct {
 type writeReq struct {
 	ctx        context.Context
 	collection string
+	now        bool // write at once, do not wait Linger for more
 	docs       []document.Doc
 	results    []error
 	left       atomic.Int64
@@ -101,11 +102,21 @@ func NewBatcher(cfg BatcherConfig) (*Batcher, error) {
 // nil when durably written. If ctx ends first, the outstanding outcomes are ctx's error (the
 // documents may still be written: writes are idempotent).
 func (b *Batcher) Write(ctx context.Context, collection string, docs []document.Doc) []error {
+	return b.write1(ctx, collection, docs, false)
+}
+
+// WriteNow is Write for a caller that gathered its documents already (a batch handler): they
+// are written at once, with what is pending for collection, instead of waiting Linger for more.
+func (b *Batcher) WriteNow(ctx context.Context, collection string, docs []document.Doc) []error {
+	return b.write1(ctx, collection, docs, true)
+}
+
+func (b *Batcher) write1(ctx context.Context, collection string, docs []document.Doc, now bool) []error {
 	results := make([]error, len(docs))
 	if len(docs) == 0 {
 		return results
 	}
-	r := &writeReq{ctx: ctx, collection: collection, docs: docs, results: results, done: make(chan struct{})}
+	r := &writeReq{ctx: ctx, collection: collection, now: now, docs: docs, results: results, done: make(chan struct{})}
 	r.left.Store(int64(len(docs)))
 	fail := func(err error) []error {
 		for i := range results {
@@ -128,6 +139,14 @@ func (b *Batcher) Write(ctx context.Context, collection string, docs []document.
 	select {
 	case <-r.done:
 		return results
+	case <-b.done:
+		// Closed while it was being queued: written only if the last flush took it.
+		select {
+		case <-r.done:
+			return results
+		default:
+			return fail(ErrBatcherClosed)
+		}
 	case <-ctx.Done():
 		out := make([]error, len(docs))
 		for i := range out {
@@ -168,6 +187,9 @@ func (b *Batcher) run() {
 			if len(pending[r.collection]) >= b.cfg.MaxBatch {
 				flush(r.collection)
 			}
+		}
+		if r.now && len(pending[r.collection]) > 0 {
+			flush(r.collection)
 		}
 		if len(pending) > 0 && timer == nil {
 			timer = time.NewTimer(b.cfg.Linger)

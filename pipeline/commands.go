@@ -152,35 +152,35 @@ func (w *CommandWorker) handle(msg *message.Message) error {
 	orig := originalSubjectMsg{Msg: m}
 	cmd, err := w.v.DecodeCommand(m.Data())
 	if err != nil {
-		return w.deadLetter(ctx, msg, orig, meta, err, "")
+		return w.deadLetter(ctx, wm(msg), orig, meta, err, "")
 	}
 	if want := cmd.Subject(); want != orig.Subject() {
 		// Published on another key's subject, it would be ordered with the wrong key.
-		return w.deadLetter(ctx, msg, orig, meta, fault.Permanentf(fault.Validation,
+		return w.deadLetter(ctx, wm(msg), orig, meta, fault.Permanentf(fault.Validation,
 			"command %s was published on %s; its subject is %s", cmd.CommandID, orig.Subject(), want), "")
 	}
 	msgID := meta.Stream + ":" + strconv.FormatUint(meta.Sequence.Stream, 10)
 	out, err := w.cfg.Store.ApplyCommand(ctx, cmd, msgID)
 	if err != nil {
-		return w.fail(ctx, msg, orig, meta, fmt.Errorf("apply command %s: %w", cmd.CommandID, err), "requirements")
+		return w.fail(ctx, wm(msg), orig, meta, fmt.Errorf("apply command %s: %w", cmd.CommandID, err), "requirements")
 	}
 	if w.cfg.Graph != nil {
 		if b := requirements.Project(out); len(b.Nodes)+len(b.Edges) > 0 {
 			if _, err := w.cfg.Graph.ApplyBatch(ctx, b, graphMarker(cmd.CommandID)); err != nil {
-				return w.fail(ctx, msg, orig, meta, fmt.Errorf("project command %s into the graph: %w", cmd.CommandID, err), "graph")
+				return w.fail(ctx, wm(msg), orig, meta, fmt.Errorf("project command %s into the graph: %w", cmd.CommandID, err), "graph")
 			}
 		}
 	}
 	out.AlreadyApplied = false
 	body, err := json.Marshal(out)
 	if err != nil {
-		return w.deadLetter(ctx, msg, orig, meta, fault.Permanent(fault.Rejected, fmt.Errorf("encode outcome of %s: %w", cmd.CommandID, err)), "")
+		return w.deadLetter(ctx, wm(msg), orig, meta, fault.Permanent(fault.Rejected, fmt.Errorf("encode outcome of %s: %w", cmd.CommandID, err)), "")
 	}
 	if _, err := w.cfg.Streams.Outcomes.Put(ctx, cmd.CommandID, body); err != nil {
-		return w.fail(ctx, msg, orig, meta, fmt.Errorf("record outcome of %s: %w", cmd.CommandID, err), "")
+		return w.fail(ctx, wm(msg), orig, meta, fmt.Errorf("record outcome of %s: %w", cmd.CommandID, err), "")
 	}
 	if err := publishMutation(ctx, w.cfg.JS, out); err != nil {
-		return w.fail(ctx, msg, orig, meta, err, "")
+		return w.fail(ctx, wm(msg), orig, meta, err, "")
 	}
 	w.dlq.forget(meta)
 	w.log.Debug("command settled", "command_id", cmd.CommandID, "type", cmd.Type, "key", out.Key,

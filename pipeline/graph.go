@@ -30,31 +30,31 @@ func (w *Worker) handleGraph(msg *message.Message) error {
 	}
 	ctx := msg.Context()
 	if _, ok := schemas.EnvFromSubject(m.Subject()); !ok {
-		return w.deadLetter(ctx, msg, m, meta, fault.Permanentf(fault.Validation, "subject %q names no valid environment", m.Subject()), "")
+		return w.deadLetter(ctx, wm(msg), m, meta, fault.Permanentf(fault.Validation, "subject %q names no valid environment", m.Subject()), "")
 	}
 	jobID := m.Headers().Get(schemas.HeaderJob)
 	item := int64(-1)
 	if jobID != "" {
 		n, err := strconv.ParseInt(m.Headers().Get(schemas.HeaderItem), 10, 64)
 		if err != nil || n < 0 || !schemas.ValidKey(jobID) {
-			return w.deadLetter(ctx, msg, m, meta, fault.Permanentf(fault.Validation,
+			return w.deadLetter(ctx, wm(msg), m, meta, fault.Permanentf(fault.Validation,
 				"a graph batch with %s must carry a valid job id and a %s index", schemas.HeaderJob, schemas.HeaderItem), "")
 		}
 		item = n
 	}
 	batch, err := graph.FromGraphStoreBatch(bytes.NewReader(m.Data()))
 	if err != nil {
-		return w.deadLetter(ctx, msg, m, meta, err, "graph")
+		return w.deadLetter(ctx, wm(msg), m, meta, err, "graph")
 	}
 	if _, err := w.cfg.Graph.ApplyBatch(ctx, batch, meta.Stream+":"+strconv.FormatUint(meta.Sequence.Stream, 10)); err != nil {
 		if fault.IsPermanent(err) {
-			return w.deadLetter(ctx, msg, m, meta, err, "graph")
+			return w.deadLetter(ctx, wm(msg), m, meta, err, "graph")
 		}
-		return w.fail(ctx, msg, m, meta, fmt.Errorf("apply graph batch: %w", err), "graph")
+		return w.fail(ctx, wm(msg), m, meta, fmt.Errorf("apply graph batch: %w", err), "graph")
 	}
 	if jobID != "" {
 		if err := w.progress.Record(ctx, Mark{Job: jobID, Item: item, Outcome: Written}); err != nil {
-			return w.fail(ctx, msg, m, meta, fmt.Errorf("record progress: %w", err), "")
+			return w.fail(ctx, wm(msg), m, meta, fmt.Errorf("record progress: %w", err), "")
 		}
 	}
 	w.dlq.forget(meta)

@@ -376,3 +376,44 @@ func TestContractViolationsDeadLetter(t *testing.T) {
 		t.Fatal("a message breaking the contract was written")
 	}
 }
+
+// A batch holding chunks of several environments, and one that can never be written, writes
+// each chunk to its own environment's collection and dead-letters only the bad one.
+func TestOneBatchSpansEnvironments(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	envs := []string{"dev", "test", "prod"}
+	for i := range 30 {
+		m := nats.NewMsg(schemas.ChunkSubject(envs[i%3]))
+		m.Data = fmt.Appendf(nil, `{"chunk_id":"mixed%02d","content":"chunk %d"}`, i, i)
+		if i == 13 {
+			m.Data = []byte(`{"chunk_id":"mixed13","content":""}`) // empty content: permanent
+		}
+		if _, err := e.js.PublishMsg(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Published before the worker starts, so its first batches mix the three environments.
+	e.startWorker(t, e.store, nil)
+	waitFor(t, "every chunk settled", func() bool { return e.pendingAcks(t) == 0 })
+	for k, env := range envs {
+		want := int64(10)
+		if k == 13%3 {
+			want = 9
+		}
+		n, err := e.store.CountDocs(ctx, "ttrpg_chunks_"+env)
+		if err != nil || n != want {
+			t.Fatalf("ttrpg_chunks_%s holds %d documents (%v), want %d", env, n, err, want)
+		}
+		for i := k; i < 30; i += 3 {
+			_, err := e.store.GetDoc(ctx, "ttrpg_chunks_"+env, fmt.Sprintf("mixed%02d", i))
+			if (err == nil) != (i != 13) {
+				t.Fatalf("mixed%02d in %s: %v", i, env, err)
+			}
+		}
+	}
+	dls := e.deadLetters(t)
+	if len(dls) != 1 || dls[0]["stream_seq"] != float64(14) || dls[0]["subject"] != schemas.ChunkSubject("test") {
+		t.Fatalf("dead letters = %v, want only mixed13's (stream sequence 14, in test)", dls)
+	}
+}

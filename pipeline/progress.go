@@ -15,7 +15,8 @@ type ProgressConfig struct {
 	Store *JobStore
 	// Linger is how long a flush waits to gather more marks. Default 2 ms.
 	Linger time.Duration
-	// QueueSize bounds marks waiting to be flushed; Record blocks when it is full. Default 8192.
+	// QueueSize bounds requests waiting to be flushed (a request is one caller's marks of one
+	// job); Record and RecordAll block when it is full. Default 8192.
 	QueueSize int
 	// Concurrency is how many jobs are updated at once in a flush. Default 8.
 	Concurrency int
@@ -38,11 +39,15 @@ type Progress struct {
 	once    sync.Once
 }
 
+// markReq is one job's marks from one caller.
 type markReq struct {
-	mark Mark
-	err  error
-	done chan struct{}
+	job   string
+	marks []Mark
+	err   error
+	done  chan struct{}
 }
+
+var errClosedProgress = errors.New("progress: closed")
 
 // NewProgress returns a running recorder. The caller must Close it.
 func NewProgress(cfg ProgressConfig) (*Progress, error) {
@@ -65,20 +70,64 @@ func NewProgress(cfg ProgressConfig) (*Progress, error) {
 
 // Record durably records m and returns nil, or the error that prevented it.
 func (p *Progress) Record(ctx context.Context, m Mark) error {
-	r := &markReq{mark: m, done: make(chan struct{})}
+	return p.RecordAll(ctx, []Mark{m})
+}
+
+// RecordAll durably records marks (of one job or several) and returns nil, or the first
+// error that prevented it; then some of the marks may be recorded (recording is idempotent).
+// A batch handler records a whole batch with one call.
+func (p *Progress) RecordAll(ctx context.Context, marks []Mark) error {
+	reqs := make([]*markReq, 0, 1)
+	for _, m := range marks {
+		var r *markReq
+		for _, have := range reqs {
+			if have.job == m.Job {
+				r = have
+				break
+			}
+		}
+		if r == nil {
+			r = &markReq{job: m.Job, marks: make([]Mark, 0, len(marks)), done: make(chan struct{})}
+			reqs = append(reqs, r)
+		}
+		r.marks = append(r.marks, m)
+	}
 	select {
-	case p.reqs <- r:
-	case <-ctx.Done():
-		return ctx.Err()
 	case <-p.closing:
-		return errors.New("progress: closed")
+		return errClosedProgress
+	default:
 	}
-	select {
-	case <-r.done:
-		return r.err
-	case <-ctx.Done():
-		return ctx.Err()
+	for _, r := range reqs {
+		select {
+		case p.reqs <- r:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.closing:
+			// Those already queued are still recorded by Close.
+			return errClosedProgress
+		}
 	}
+	for _, r := range reqs {
+		select {
+		case <-r.done:
+			if r.err != nil {
+				return r.err
+			}
+		case <-p.done:
+			// Closed while it was being queued: recorded only if the last flush took it.
+			select {
+			case <-r.done:
+				if r.err != nil {
+					return r.err
+				}
+			default:
+				return errClosedProgress
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return nil
 }
 
 func (p *Progress) run() {
@@ -117,16 +166,16 @@ func (p *Progress) run() {
 func (p *Progress) flush(batch []*markReq) {
 	byJob := map[string][]*markReq{}
 	for _, r := range batch {
-		byJob[r.mark.Job] = append(byJob[r.mark.Job], r)
+		byJob[r.job] = append(byJob[r.job], r)
 	}
 	var mu sync.Mutex
 	var changed []Job
 	wp := pool.New().WithMaxGoroutines(p.cfg.Concurrency)
 	for id, reqs := range byJob {
 		wp.Go(func() {
-			marks := make([]Mark, len(reqs))
-			for i, r := range reqs {
-				marks[i] = r.mark
+			var marks []Mark
+			for _, r := range reqs {
+				marks = append(marks, r.marks...)
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			job, err := p.cfg.Store.record(ctx, id, marks)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -32,6 +33,21 @@ type settler struct {
 	retried, dead func()
 }
 
+// disposer settles one message: a Watermill message through its subscriber (the disposition
+// is applied when the router acks it) or a batch delivery (*sjs.Delivery), at once.
+type disposer interface {
+	Retry(delay time.Duration)
+	Term(reason string)
+}
+
+// wm makes a Watermill message from a Subscriber a disposer.
+func wm(msg *message.Message) disposer { return wmDisposer{msg} }
+
+type wmDisposer struct{ msg *message.Message }
+
+func (d wmDisposer) Retry(delay time.Duration) { sjs.SetRetry(d.msg, delay) }
+func (d wmDisposer) Term(reason string)        { sjs.SetTerm(d.msg, reason) }
+
 // native returns the JetStream message behind a Watermill message and its metadata.
 func native(msg *message.Message) (jetstream.Msg, *jetstream.MsgMetadata, error) {
 	m, ok := sjs.Native(msg)
@@ -49,7 +65,7 @@ func native(msg *message.Message) (jetstream.Msg, *jetstream.MsgMetadata, error)
 }
 
 // fail retries a transient failure, or dead-letters a permanent one or the last delivery.
-func (s *settler) fail(ctx context.Context, msg *message.Message, m jetstream.Msg, meta *jetstream.MsgMetadata, cause error, sink string) error {
+func (s *settler) fail(ctx context.Context, msg disposer, m jetstream.Msg, meta *jetstream.MsgMetadata, cause error, sink string) error {
 	if fault.IsPermanent(cause) {
 		return s.deadLetter(ctx, msg, m, meta, cause, sink)
 	}
@@ -61,7 +77,7 @@ func (s *settler) fail(ctx context.Context, msg *message.Message, m jetstream.Ms
 	delay := s.retry.Delay(meta.NumDelivered)
 	s.log.Warn("retrying "+s.kind, "subject", m.Subject(), "seq", meta.Sequence.Stream,
 		"attempt", meta.NumDelivered, "delay", delay, "err", cause)
-	sjs.SetRetry(msg, delay)
+	msg.Retry(delay)
 	if s.retried != nil {
 		s.retried()
 	}
@@ -70,25 +86,25 @@ func (s *settler) fail(ctx context.Context, msg *message.Message, m jetstream.Ms
 
 // deadLetter publishes m's dead letter, runs onDead, and terminates m. If the dead letter
 // cannot be stored, m is retried instead: it is never dropped.
-func (s *settler) deadLetter(ctx context.Context, msg *message.Message, m jetstream.Msg, meta *jetstream.MsgMetadata, cause error, sink string) error {
+func (s *settler) deadLetter(ctx context.Context, msg disposer, m jetstream.Msg, meta *jetstream.MsgMetadata, cause error, sink string) error {
 	if !fault.IsPermanent(cause) {
 		cause = fault.Permanent(fault.ClassOf(cause), cause)
 	}
 	env, err := s.dlq.send(ctx, m, meta, cause, sink)
 	if err != nil {
-		sjs.SetRetry(msg, s.retry.Delay(meta.NumDelivered))
+		msg.Retry(s.retry.Delay(meta.NumDelivered))
 		s.log.Error("dead-letter publish failed; will retry", "subject", m.Subject(), "err", err)
 		return nil
 	}
 	if s.onDead != nil {
 		if err := s.onDead(ctx, env); err != nil {
-			sjs.SetRetry(msg, s.retry.Delay(meta.NumDelivered))
+			msg.Retry(s.retry.Delay(meta.NumDelivered))
 			return nil
 		}
 	}
 	s.log.Warn("dead-lettered "+s.kind, "subject", m.Subject(), "seq", meta.Sequence.Stream,
 		"class", env.Error.Class, "err", cause)
-	sjs.SetTerm(msg, string(fault.ClassOf(cause))+": "+truncate(cause.Error(), 200))
+	msg.Term(string(fault.ClassOf(cause)) + ": " + truncate(cause.Error(), 200))
 	if s.dead != nil {
 		s.dead()
 	}

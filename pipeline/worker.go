@@ -41,8 +41,12 @@ type WorkerConfig struct {
 	// MaxInFlight bounds chunk messages being handled at once. Default 1024: group commit
 	// needs hundreds waiting on one flush (DESIGN.md, "Keep many messages in flight").
 	MaxInFlight int
-	// Batch configures the group-commit batcher (Sink is set from Sink).
+	// Batch configures the group-commit batcher (Sink is set from Sink). Chunk messages are
+	// handled in batches of its MaxBatch messages, gathered for at most its Linger.
 	Batch BatcherConfig
+	// Handlers is how many chunk batches are handled at once. Default twice the batcher's
+	// write concurrency, so batches are built and their progress recorded while others write.
+	Handlers int
 	// Retry is the broker-level retry policy for transient failures.
 	Retry RetryPolicy
 	// DrainTimeout bounds a graceful stop: in-flight messages get this long to finish.
@@ -97,7 +101,8 @@ type Worker struct {
 	metrics   *workerMetrics
 	*settler
 
-	builders map[string]*document.Builder // one per env, built in NewWorker, read-only after
+	builders    map[string]*document.Builder // one per env, built in NewWorker, read-only after
+	collections map[string]string            // collection per env, likewise
 }
 
 // NewWorker checks cfg and returns a Worker; nothing runs until Run.
@@ -128,7 +133,9 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		cfg.DrainTimeout = 30 * time.Second
 	}
 	builders := map[string]*document.Builder{}
+	collections := map[string]string{}
 	for _, env := range []string{schemas.Dev, schemas.Test, schemas.Prod} {
+		collections[env] = strings.ReplaceAll(cfg.Collection, "{env}", env)
 		c := cfg.Document
 		c.Env = env
 		b, err := document.NewBuilder(c)
@@ -158,6 +165,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		metrics:   newWorkerMetrics(cfg.Registerer),
 		builders:  builders,
 	}
+	w.collections = collections
 	w.settler = &settler{
 		dlq: w.dlq, retry: cfg.Retry, maxDeliver: maxDeliver, log: log, kind: "message",
 		// A dead-lettered item of a job counts towards it, so the job can complete.
@@ -216,7 +224,6 @@ func (w *Worker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	router.AddConsumerHandler("chunks", sjs.ConsumerChunks, chunkSub, w.handleChunk)
 	router.AddConsumerHandler("jobs", sjs.ConsumerJobs, jobSub, w.handleJobEvent)
 	var graphSub *sjs.Subscriber
 	if w.cfg.Graph != nil {
@@ -230,9 +237,25 @@ func (w *Worker) Run(ctx context.Context) error {
 		router.AddConsumerHandler("graph", sjs.ConsumerGraph, graphSub, w.handleGraph)
 	}
 
+	// Chunks are handled in batches, beside the router (docs/architecture.md, "Chunks in
+	// batches"); job events and graph batches go through it one at a time.
+	handlers := w.cfg.Handlers
+	if handlers <= 0 {
+		handlers = 2 * b.cfg.Concurrency
+	}
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	chunksDone := make(chan error, 1)
+	go func() {
+		chunksDone <- chunkSub.ConsumeBatches(ctx, sjs.BatchConfig{
+			MaxBatch: b.cfg.MaxBatch, Linger: b.cfg.Linger, Workers: handlers,
+		}, w.handleChunks)
+	}()
 	runErr := router.Run(ctx)
-	// The router closed the subscribers, which waited for in-flight handlers.
-	cerr := errors.Join(chunkSub.Close(), jobSub.Close())
+	stop() // the router may stop on its own (an error): stop the chunks too
+	// The router closed its subscribers, which waited for in-flight handlers.
+	chunkErr := <-chunksDone
+	cerr := errors.Join(chunkErr, jobSub.Close())
 	if graphSub != nil {
 		cerr = errors.Join(cerr, graphSub.Close())
 	}
@@ -248,65 +271,133 @@ func (w *Worker) builder(env string) *document.Builder { return w.builders[env] 
 
 // CollectionFor returns the collection chunks of env are written to.
 func (w *Worker) CollectionFor(env string) string {
+	if c, ok := w.collections[env]; ok {
+		return c
+	}
 	return strings.ReplaceAll(w.cfg.Collection, "{env}", env)
 }
 
-// handleChunk writes one chunk message. It settles the message itself (SetRetry, SetTerm or
-// plain ack) and returns nil, except when it cannot even do that.
-func (w *Worker) handleChunk(msg *message.Message) error {
-	m, meta, err := native(msg)
-	if err != nil {
-		return fmt.Errorf("chunk handler: %w", err)
-	}
-	ctx := msg.Context()
+// chunkItem is one chunk message of a batch and what became of it.
+type chunkItem struct {
+	d    *sjs.Delivery
+	meta *jetstream.MsgMetadata
+	job  string
+	item int64
+	// docs[first:last] of its collection's write are this chunk's documents.
+	coll        string
+	first, last int
+	permanent   error
+	transient   error
+}
+
+// handleChunks writes a batch of chunk messages (sjs.BatchHandler): each chunk is checked and
+// built into documents, each collection's documents go to the batcher in one call, the job
+// progress of the written ones is recorded in one call, and then each message is settled on
+// its own — acked once its documents and its progress are durable, retried with a delay after
+// a transient failure, dead-lettered after a permanent one.
+func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 	start := time.Now()
+	items := make([]chunkItem, 0, len(batch))
+	docs := map[string][]document.Doc{} // by collection; a batch usually has one
+	for _, d := range batch {
+		m, meta := d.Msg(), d.Meta()
+		if meta == nil {
+			var err error
+			if meta, err = m.Metadata(); err != nil {
+				w.log.Error("chunk without JetStream metadata; retrying", "subject", m.Subject(), "err", err)
+				d.Retry(time.Second)
+				continue
+			}
+		}
+		it, docsOf, err := w.checkChunk(m, meta)
+		if err != nil {
+			_ = w.deadLetter(ctx, d, m, meta, err, "")
+			continue
+		}
+		it.d = d
+		it.first = len(docs[it.coll])
+		docs[it.coll] = append(docs[it.coll], docsOf...)
+		it.last = len(docs[it.coll])
+		items = append(items, it)
+	}
+	for coll, cdocs := range docs {
+		// Collections are written one after another; a batch spans several only when chunks
+		// of different environments arrive together.
+		results := w.batcher.WriteNow(ctx, coll, cdocs)
+		for i := range items {
+			it := &items[i]
+			if it.coll != coll {
+				continue
+			}
+			for _, e := range results[it.first:it.last] {
+				switch {
+				case e == nil:
+				case fault.IsPermanent(e):
+					it.permanent = cmpErr(it.permanent, e)
+				default:
+					it.transient = cmpErr(it.transient, e)
+				}
+			}
+		}
+	}
+	var marks []Mark
+	for _, it := range items {
+		if it.job != "" && it.permanent == nil && it.transient == nil {
+			marks = append(marks, Mark{Job: it.job, Item: it.item, Outcome: Written})
+		}
+	}
+	var progressErr error
+	if len(marks) > 0 {
+		if err := w.progress.RecordAll(ctx, marks); err != nil {
+			progressErr = fmt.Errorf("record progress: %w", err)
+		}
+	}
+	for _, it := range items {
+		m := it.d.Msg()
+		switch {
+		case it.permanent != nil:
+			_ = w.deadLetter(ctx, it.d, m, it.meta, it.permanent, w.cfg.SinkName)
+		case it.transient != nil:
+			_ = w.fail(ctx, it.d, m, it.meta, fmt.Errorf("write chunk: %w", it.transient), w.cfg.SinkName)
+		case progressErr != nil && it.job != "":
+			_ = w.fail(ctx, it.d, m, it.meta, progressErr, "")
+		default:
+			if it.meta.NumDelivered > 1 {
+				w.dlq.forget(it.meta)
+			}
+			it.d.Ack()
+			w.metrics.outcome("written", time.Since(start))
+		}
+	}
+}
+
+// checkChunk checks a chunk message's subject and headers and builds its documents. Its
+// errors are permanent.
+func (w *Worker) checkChunk(m jetstream.Msg, meta *jetstream.MsgMetadata) (chunkItem, []document.Doc, error) {
 	env, ok := schemas.EnvFromSubject(m.Subject())
 	if !ok {
-		return w.deadLetter(ctx, msg, m, meta, fault.Permanentf(fault.Validation, "subject %q names no valid environment", m.Subject()), "")
+		return chunkItem{}, nil, fault.Permanentf(fault.Validation, "subject %q names no valid environment", m.Subject())
 	}
-	if sch := m.Headers().Get(schemas.HeaderSchema); sch != "" && sch != string(schemas.Chunk) {
-		return w.deadLetter(ctx, msg, m, meta, fault.Permanentf(fault.Validation,
-			"header %s is %q; a chunk subject carries %q", schemas.HeaderSchema, sch, schemas.Chunk), "")
+	h := m.Headers()
+	if sch := h.Get(schemas.HeaderSchema); sch != "" && sch != string(schemas.Chunk) {
+		return chunkItem{}, nil, fault.Permanentf(fault.Validation,
+			"header %s is %q; a chunk subject carries %q", schemas.HeaderSchema, sch, schemas.Chunk)
 	}
-	jobID := m.Headers().Get(schemas.HeaderJob)
-	item := int64(-1)
-	if jobID != "" {
-		n, err := strconv.ParseInt(m.Headers().Get(schemas.HeaderItem), 10, 64)
-		if err != nil || n < 0 || !schemas.ValidKey(jobID) {
-			return w.deadLetter(ctx, msg, m, meta, fault.Permanentf(fault.Validation,
+	it := chunkItem{meta: meta, item: -1, coll: w.CollectionFor(env)}
+	if it.job = h.Get(schemas.HeaderJob); it.job != "" {
+		n, err := strconv.ParseInt(h.Get(schemas.HeaderItem), 10, 64)
+		if err != nil || n < 0 || !schemas.ValidKey(it.job) {
+			return chunkItem{}, nil, fault.Permanentf(fault.Validation,
 				"a chunk with %s must carry a valid job id and a %s index (got %q, %q)",
-				schemas.HeaderJob, schemas.HeaderItem, jobID, m.Headers().Get(schemas.HeaderItem)), "")
+				schemas.HeaderJob, schemas.HeaderItem, it.job, h.Get(schemas.HeaderItem))
 		}
-		item = n
+		it.item = n
 	}
-	docs, err := w.builder(env).Build(m.Data(), document.Meta{Version: meta.Sequence.Stream, Job: jobID})
+	docs, err := w.builder(env).Build(m.Data(), document.Meta{Version: meta.Sequence.Stream, Job: it.job})
 	if err != nil {
-		return w.deadLetter(ctx, msg, m, meta, err, "")
+		return chunkItem{}, nil, err
 	}
-	var permanent, transient error
-	for _, e := range w.batcher.Write(ctx, w.CollectionFor(env), docs) {
-		switch {
-		case e == nil:
-		case fault.IsPermanent(e):
-			permanent = cmpErr(permanent, e)
-		default:
-			transient = cmpErr(transient, e)
-		}
-	}
-	switch {
-	case permanent != nil:
-		return w.deadLetter(ctx, msg, m, meta, permanent, w.cfg.SinkName)
-	case transient != nil:
-		return w.fail(ctx, msg, m, meta, fmt.Errorf("write chunk: %w", transient), w.cfg.SinkName)
-	}
-	if jobID != "" {
-		if err := w.progress.Record(ctx, Mark{Job: jobID, Item: item, Outcome: Written}); err != nil {
-			return w.fail(ctx, msg, m, meta, fmt.Errorf("record progress: %w", err), "")
-		}
-	}
-	w.dlq.forget(meta)
-	w.metrics.outcome("written", time.Since(start))
-	return nil
+	return it, docs, nil
 }
 
 func cmpErr(have, e error) error {
@@ -324,25 +415,25 @@ func (w *Worker) handleJobEvent(msg *message.Message) error {
 	}
 	ctx := msg.Context()
 	if err := w.validator.Validate(schemas.JobEvent, m.Data()); err != nil {
-		return w.deadLetter(ctx, msg, m, meta, fault.Permanent(fault.Validation, err), "")
+		return w.deadLetter(ctx, wm(msg), m, meta, fault.Permanent(fault.Validation, err), "")
 	}
 	var ev schemas.JobEventEnvelope
 	if err := ev.UnmarshalJSON(m.Data()); err != nil {
-		return w.deadLetter(ctx, msg, m, meta, fault.Permanent(fault.Validation, err), "")
+		return w.deadLetter(ctx, wm(msg), m, meta, fault.Permanent(fault.Validation, err), "")
 	}
 	switch {
 	case ev.Open != nil:
 		_, err = w.jobs.Open(ctx, *ev.Open)
 	case ev.Seal != nil:
 		if cerr := ev.Seal.Check(); cerr != nil {
-			return w.deadLetter(ctx, msg, m, meta, fault.Permanent(fault.Validation, cerr), "")
+			return w.deadLetter(ctx, wm(msg), m, meta, fault.Permanent(fault.Validation, cerr), "")
 		}
 		_, err = w.jobs.Seal(ctx, *ev.Seal)
 	case ev.Rollback != nil:
 		err = w.rollback(ctx, *ev.Rollback)
 	}
 	if err != nil {
-		return w.fail(ctx, msg, m, meta, err, "")
+		return w.fail(ctx, wm(msg), m, meta, err, "")
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -54,8 +55,9 @@ type Subscriber struct {
 	mu         sync.Mutex // guards subscribed, closed and inflight
 	subscribed bool
 	closed     bool
-	inflight   map[*delivery]struct{}
-	wg         sync.WaitGroup // one per in-flight delivery
+	inflight   map[*Delivery]struct{}
+	drainLeft  int            // messages ConsumeBatches nacked when its drain timed out
+	wg         sync.WaitGroup // one per in-flight message
 }
 
 var _ message.Subscriber = (*Subscriber)(nil)
@@ -94,14 +96,15 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 		slots:    make(chan struct{}, cfg.MaxInFlight),
 		closing:  make(chan struct{}),
 		done:     make(chan struct{}),
-		inflight: make(map[*delivery]struct{}),
+		inflight: make(map[*Delivery]struct{}),
 	}, nil
 }
 
 type ctxKey struct{}
 
-// delivery ties a Watermill message to the JetStream message it came from.
-type delivery struct {
+// Delivery is one pulled message being handled: behind a Watermill message (Subscribe) or
+// handed to a BatchHandler (ConsumeBatches), which settles it with Ack, Retry or Term.
+type Delivery struct {
 	js      jetstream.Msg
 	meta    *jetstream.MsgMetadata // parsed once, when pulled
 	wm      *message.Message
@@ -111,6 +114,10 @@ type delivery struct {
 	kind   disposition
 	delay  time.Duration
 	reason string
+
+	// settled is set once a batch handler's message has been settled (ConsumeBatches only).
+	settled atomic.Bool
+	sub     *Subscriber
 }
 
 type disposition int
@@ -121,8 +128,8 @@ const (
 	dispTerm
 )
 
-func deliveryOf(m *message.Message) *delivery {
-	d, _ := m.Context().Value(ctxKey{}).(*delivery)
+func deliveryOf(m *message.Message) *Delivery {
+	d, _ := m.Context().Value(ctxKey{}).(*Delivery)
 	return d
 }
 
@@ -203,14 +210,14 @@ func (s *Subscriber) run(out chan<- *message.Message) {
 	stopTicker := make(chan struct{})
 	tickerDone := make(chan struct{})
 	go s.extendLoop(stopTicker, tickerDone)
-	s.pullLoop(out)
+	s.pullLoop(func(m jetstream.Msg) { s.deliver(out, m) })
 	s.waitInflight()
 	close(stopTicker)
 	<-tickerDone
 	close(out)
 }
 
-func (s *Subscriber) pullLoop(out chan<- *message.Message) {
+func (s *Subscriber) pullLoop(deliver func(jetstream.Msg)) {
 	// A pull request under way when Close starts is let run out (at most FetchMaxWait) rather
 	// than cancelled: the server may already have sent messages to it, and a cancelled
 	// request would strand them until their AckWait ran out. What it brings is handled or
@@ -218,6 +225,12 @@ func (s *Subscriber) pullLoop(out chan<- *message.Message) {
 	fetchCtx := context.Background()
 	errDelay := 50 * time.Millisecond
 	for {
+		// Closing wins over a free slot: no new pull once a drain has started.
+		select {
+		case <-s.closing:
+			return
+		default:
+		}
 		// Take at least one free slot, then as many more as are free now.
 		select {
 		case s.slots <- struct{}{}:
@@ -240,7 +253,7 @@ func (s *Subscriber) pullLoop(out chan<- *message.Message) {
 		if err == nil {
 			for m := range batch.Messages() {
 				got++
-				s.deliver(out, m)
+				deliver(m)
 			}
 			err = batch.Error()
 		}
@@ -277,7 +290,7 @@ func (s *Subscriber) deliver(out chan<- *message.Message, m jetstream.Msg) {
 		}
 	}
 	wm.Metadata.Set("subject", m.Subject())
-	d := &delivery{js: m, meta: meta, wm: wm, started: time.Now()}
+	d := &Delivery{js: m, meta: meta, wm: wm, started: time.Now()}
 	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, d))
 	wm.SetContext(ctx)
 
@@ -328,7 +341,7 @@ func (s *Subscriber) deliver(out chan<- *message.Message, m jetstream.Msg) {
 	}()
 }
 
-func (s *Subscriber) settle(d *delivery) {
+func (s *Subscriber) settle(d *Delivery) {
 	d.mu.Lock()
 	kind, delay, reason := d.kind, d.delay, d.reason
 	d.mu.Unlock()
@@ -347,7 +360,7 @@ func (s *Subscriber) settle(d *delivery) {
 	}
 }
 
-func (s *Subscriber) finish(d *delivery) {
+func (s *Subscriber) finish(d *Delivery) {
 	s.mu.Lock()
 	delete(s.inflight, d)
 	s.mu.Unlock()
@@ -381,7 +394,9 @@ func (s *Subscriber) extendLoop(stop <-chan struct{}, done chan<- struct{}) {
 	}
 }
 
-var errDrainTimeout = errors.New("subscriber: drain timed out; unfinished messages were nacked")
+// ErrDrainTimeout is returned (wrapped) by Close and ConsumeBatches when in-flight messages were
+// still unsettled after DrainTimeout; they were nacked for redelivery.
+var ErrDrainTimeout = errors.New("subscriber: drain timed out; unfinished messages were nacked")
 
 func (s *Subscriber) waitInflight() {
 	idle := make(chan struct{})
@@ -414,11 +429,16 @@ func (s *Subscriber) Close() error {
 	<-s.done
 	s.mu.Lock()
 	left := len(s.inflight)
+	if s.drainLeft > 0 {
+		// ConsumeBatches nacked them already and returns the error too.
+		s.mu.Unlock()
+		return fmt.Errorf("%w (%d messages)", ErrDrainTimeout, s.drainLeft)
+	}
 	s.mu.Unlock()
 	if left > 0 {
 		// The settle goroutines nack on done; wait for them to let go of their slots.
 		s.wg.Wait()
-		return fmt.Errorf("%w (%d messages)", errDrainTimeout, left)
+		return fmt.Errorf("%w (%d messages)", ErrDrainTimeout, left)
 	}
 	return nil
 }

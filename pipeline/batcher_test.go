@@ -1,0 +1,179 @@
+package pipeline_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/schemas"
+	"github.com/sluice-dev/sluice/sinks/document"
+)
+
+// callSink records the documents of each WriteDocs call; a document whose ID starts with
+// "bad" fails permanently, and a call holding a document "down" fails as a whole.
+type callSink struct {
+	mu    sync.Mutex
+	calls [][]string
+}
+
+func (s *callSink) WriteDocs(_ context.Context, _ string, docs []document.Doc) ([]error, error) {
+	ids := make([]string, len(docs))
+	out := make([]error, len(docs))
+	for i, d := range docs {
+		ids[i] = d.ID
+		if len(d.ID) >= 3 && d.ID[:3] == "bad" {
+			out[i] = fault.Permanentf(fault.Validation, "document %s is bad", d.ID)
+		}
+		if d.ID == "down" {
+			return nil, errors.New("store unavailable")
+		}
+	}
+	s.mu.Lock()
+	s.calls = append(s.calls, ids)
+	s.mu.Unlock()
+	return out, nil
+}
+
+func (s *callSink) sizes() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n []int
+	for _, c := range s.calls {
+		n = append(n, len(c))
+	}
+	return n
+}
+
+func docsNamed(ids ...string) []document.Doc {
+	docs := make([]document.Doc, len(ids))
+	for i, id := range ids {
+		docs[i] = document.Doc{ID: id, Body: []byte(`{"_id":"` + id + `"}`)}
+	}
+	return docs
+}
+
+func TestBatcherWriteNowDoesNotLinger(t *testing.T) {
+	sink := &callSink{}
+	b, err := pipeline.NewBatcher(pipeline.BatcherConfig{Sink: sink, MaxBatch: 10, Linger: time.Hour, Concurrency: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, 25)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("d%02d", i)
+	}
+	ids[7] = "bad7"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	// With an hour of linger only WriteNow can return before the deadline.
+	res := b.WriteNow(ctx, "c", docsNamed(ids...))
+	for i, e := range res {
+		switch {
+		case i == 7 && !fault.IsPermanent(e):
+			t.Errorf("outcome of bad7 = %v, want its permanent error", e)
+		case i != 7 && e != nil:
+			t.Errorf("outcome of %s = %v, want nil", ids[i], e)
+		}
+	}
+	got := sink.sizes()
+	if total := sum(got); total != 25 || len(got) != 3 {
+		t.Fatalf("calls of %v documents, want three calls of at most 10 with 25 in all", got)
+	}
+
+	// Write, by contrast, waits for more: it has not written when its ctx ends, and Close
+	// writes what it left.
+	short, cancelShort := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancelShort()
+	res = b.Write(short, "c", docsNamed("late1", "late2"))
+	if !errors.Is(res[0], context.DeadlineExceeded) {
+		t.Fatalf("Write with an hour's linger returned %v, want the deadline", res[0])
+	}
+	if n := sum(sink.sizes()); n != 25 {
+		t.Fatalf("%d documents written before Close, want 25", n)
+	}
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := sum(sink.sizes()); n != 27 {
+		t.Fatalf("%d documents written after Close, want 27", n)
+	}
+	if res := b.WriteNow(ctx, "c", docsNamed("after")); !errors.Is(res[0], pipeline.ErrBatcherClosed) {
+		t.Fatalf("WriteNow after Close returned %v, want ErrBatcherClosed", res[0])
+	}
+}
+
+func TestBatcherWholeCallFailureReachesEveryDocument(t *testing.T) {
+	sink := &callSink{}
+	b, err := pipeline.NewBatcher(pipeline.BatcherConfig{Sink: sink, MaxBatch: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	res := b.WriteNow(context.Background(), "c", docsNamed("a", "down", "b", "c"))
+	for i, e := range res[:3] {
+		if e == nil || fault.IsPermanent(e) {
+			t.Errorf("outcome %d = %v, want the transient failure of its call", i, e)
+		}
+	}
+	if res[3] != nil {
+		t.Errorf("outcome of the document in the next call = %v, want nil", res[3])
+	}
+}
+
+func sum(n []int) (s int) {
+	for _, v := range n {
+		s += v
+	}
+	return s
+}
+
+func TestProgressRecordAllAcrossJobs(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	for _, id := range []string{"job-a", "job-b"} {
+		if _, err := e.jobs.Open(ctx, schemas.JobOpen{JobID: id, Env: "dev", CreatedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, err := pipeline.NewProgress(pipeline.ProgressConfig{Store: e.jobs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var marks []pipeline.Mark
+	for i := range 50 {
+		marks = append(marks, pipeline.Mark{Job: "job-a", Item: int64(i), Outcome: pipeline.Written})
+	}
+	marks = append(marks,
+		pipeline.Mark{Job: "job-b", Item: 0, Outcome: pipeline.Written},
+		pipeline.Mark{Job: "job-b", Item: 1, Outcome: pipeline.DeadLettered},
+		pipeline.Mark{Job: "job-a", Item: 3, Outcome: pipeline.Written}, // recorded twice: a set
+	)
+	if err := p.RecordAll(ctx, marks); err != nil {
+		t.Fatal(err)
+	}
+	a, err := e.jobs.Get(ctx, "job-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := e.jobs.Get(ctx, "job-b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Written != 50 || a.DeadLettered != 0 || b.Written != 1 || b.DeadLettered != 1 {
+		t.Fatalf("job-a written %d dead %d, job-b written %d dead %d; want 50/0 and 1/1",
+			a.Written, a.DeadLettered, b.Written, b.DeadLettered)
+	}
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 100 { // after Close it fails at once, never hangs
+		if err := p.RecordAll(ctx, marks[:1]); err == nil {
+			t.Fatal("RecordAll after Close succeeded")
+		}
+	}
+}

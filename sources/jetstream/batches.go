@@ -1,0 +1,195 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sourcegraph/conc/pool"
+)
+
+// BatchConfig configures ConsumeBatches.
+type BatchConfig struct {
+	// MaxBatch is the most messages handed to the handler at once. Default 100.
+	MaxBatch int
+	// Linger is how long a partial batch waits for more messages before it is handed over.
+	// Default 5 ms. Under load batches fill long before it runs out.
+	Linger time.Duration
+	// Workers is how many batches are handled at once. Default 10.
+	Workers int
+}
+
+// BatchHandler handles a batch of messages and settles each one with Ack (after its write
+// succeeded), Retry or Term. Messages it leaves unsettled, or all of them if it panics, are
+// retried after a second. ctx is not cancelled when a drain starts (in-flight batches are
+// finished), only when the drain times out.
+type BatchHandler func(ctx context.Context, batch []*Delivery)
+
+// Msg returns the JetStream message.
+func (d *Delivery) Msg() jetstream.Msg { return d.js }
+
+// Meta returns the message's metadata (stream, sequences, deliveries), parsed once when it
+// was pulled; nil if it could not be parsed.
+func (d *Delivery) Meta() *jetstream.MsgMetadata { return d.meta }
+
+// Ack acknowledges a message of a BatchHandler and frees its slot. Of Ack, Retry and Term,
+// the first call settles the message; later calls do nothing.
+func (d *Delivery) Ack() { d.settleOnce(dispAck, 0, "") }
+
+// Retry makes JetStream redeliver the message after delay (NakWithDelay) and frees its slot.
+func (d *Delivery) Retry(delay time.Duration) { d.settleOnce(dispRetry, delay, "") }
+
+// Term terminates the message (never redelivered) with reason and frees its slot.
+// Dead-letter it first.
+func (d *Delivery) Term(reason string) { d.settleOnce(dispTerm, 0, reason) }
+
+func (d *Delivery) settleOnce(kind disposition, delay time.Duration, reason string) {
+	if d.sub == nil || !d.settled.CompareAndSwap(false, true) {
+		return
+	}
+	d.mu.Lock()
+	d.kind, d.delay, d.reason = kind, delay, reason
+	d.mu.Unlock()
+	d.sub.settle(d)
+	d.sub.finish(d)
+}
+
+// ConsumeBatches pulls like Subscribe — only for free in-flight slots, extending AckWait of
+// messages held long — but hands messages to handle in batches of up to MaxBatch, Workers
+// batches at a time, without a router and without a goroutine per message. It is the other
+// way to use a Subscriber: call Subscribe or ConsumeBatches, once.
+//
+// It blocks until ctx ends or Close is called, then drains: it stops pulling, hands over
+// what was pulled, waits up to DrainTimeout for every message to be settled, nacks what is
+// left for redelivery (returning an error) and returns.
+func (s *Subscriber) ConsumeBatches(ctx context.Context, cfg BatchConfig, handle BatchHandler) error {
+	if handle == nil {
+		return errors.New("subscriber: a batch handler is required")
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = 100
+	}
+	if cfg.Linger <= 0 {
+		cfg.Linger = 5 * time.Millisecond
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 10
+	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return errors.New("subscriber: closed")
+	}
+	if s.subscribed {
+		s.mu.Unlock()
+		return errors.New("subscriber: Subscribe or ConsumeBatches may be called once")
+	}
+	s.subscribed = true
+	s.mu.Unlock()
+
+	go func() {
+		select {
+		case <-ctx.Done():
+			_ = s.Close()
+		case <-s.closing:
+		}
+	}()
+	// Handlers finish in-flight work during a drain; they are cancelled only when it times out.
+	hctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	stopTicker := make(chan struct{})
+	tickerDone := make(chan struct{})
+	go s.extendLoop(stopTicker, tickerDone)
+
+	// Every delivery holds one of MaxInFlight slots, so sending to in never blocks.
+	in := make(chan *Delivery, s.cfg.MaxInFlight)
+	gathered := make(chan struct{})
+	go func() {
+		defer close(gathered)
+		s.gather(hctx, in, cfg, handle)
+	}()
+	s.pullLoop(func(m jetstream.Msg) {
+		meta, _ := m.Metadata()
+		d := &Delivery{js: m, meta: meta, started: time.Now(), sub: s}
+		s.mu.Lock()
+		s.inflight[d] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		in <- d
+	})
+	close(in)
+
+	s.waitInflight()
+	cancel()
+	s.mu.Lock()
+	left := make([]*Delivery, 0, len(s.inflight))
+	for d := range s.inflight {
+		left = append(left, d)
+	}
+	s.drainLeft = len(left)
+	s.mu.Unlock()
+	for _, d := range left {
+		d.settleOnce(dispRetry, 0, "")
+	}
+	if len(left) == 0 {
+		<-gathered
+	}
+	close(stopTicker)
+	<-tickerDone
+	close(s.done)
+	if len(left) > 0 {
+		return fmt.Errorf("%w (%d messages)", ErrDrainTimeout, len(left))
+	}
+	return nil
+}
+
+// gather groups deliveries into batches of up to MaxBatch, waiting at most Linger for a
+// batch to fill, and hands each to one of Workers handler goroutines. It returns when in is
+// closed and every batch was handled.
+func (s *Subscriber) gather(ctx context.Context, in <-chan *Delivery, cfg BatchConfig, handle BatchHandler) {
+	workers := pool.New().WithMaxGoroutines(cfg.Workers)
+	defer workers.Wait()
+	for d := range in {
+		batch := make([]*Delivery, 1, cfg.MaxBatch)
+		batch[0] = d
+		timer := time.NewTimer(cfg.Linger)
+	fill:
+		for len(batch) < cfg.MaxBatch {
+			select {
+			case d, ok := <-in:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, d)
+			case <-timer.C:
+				break fill
+			}
+		}
+		timer.Stop()
+		workers.Go(func() { s.handleBatch(ctx, batch, handle) })
+	}
+}
+
+func (s *Subscriber) handleBatch(ctx context.Context, batch []*Delivery, handle BatchHandler) {
+	defer func() {
+		if r := recover(); r != nil {
+			s.log.Error("batch handler panicked; its messages will be retried", "panic", r)
+		}
+		delay := time.Second
+		if ctx.Err() != nil {
+			// The drain timed out: hand what is left back at once, as ConsumeBatches does.
+			delay = 0
+		}
+		for _, d := range batch {
+			d.settleOnce(dispRetry, delay, "")
+		}
+	}()
+	if ctx.Err() != nil {
+		// The drain timed out while this batch waited for a worker: its messages are nacked,
+		// and ConsumeBatches may have returned and the caller closed what handle writes to.
+		return
+	}
+	handle(ctx, batch)
+}
