@@ -38,8 +38,10 @@ type WorkerConfig struct {
 	Collection string
 	// Document configures document building (split rule, limits); Env is set per message.
 	Document document.Config
-	// MaxInFlight bounds chunk messages being handled at once. Default 1024: group commit
-	// needs hundreds waiting on one flush (DESIGN.md, "Keep many messages in flight").
+	// MaxInFlight bounds chunk messages pulled and not yet settled. Default enough for every
+	// handler to hold a full batch and the next two to gather: (Handlers+2) × Batch.MaxBatch
+	// (4,200 for Astra's pool of 20, 2,200 otherwise). Fewer starve the writers: the next
+	// batch can only be pulled once a whole write has been acked.
 	MaxInFlight int
 	// Batch configures the group-commit batcher (Sink is set from Sink). Chunk messages are
 	// handled in batches of its MaxBatch messages, gathered for at most its Linger.
@@ -126,9 +128,6 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if cfg.SinkName == "" {
 		cfg.SinkName = "docstore"
 	}
-	if cfg.MaxInFlight <= 0 {
-		cfg.MaxInFlight = 1024
-	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 30 * time.Second
 	}
@@ -205,8 +204,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.progress = p
 
+	handlers := w.cfg.Handlers
+	if handlers <= 0 {
+		handlers = 2 * b.cfg.Concurrency
+	}
+	inFlight := w.cfg.MaxInFlight
+	if inFlight <= 0 {
+		inFlight = (handlers + 2) * b.cfg.MaxBatch
+	}
 	chunkSub, err := sjs.NewSubscriber(sjs.SubscriberConfig{
-		Consumer: w.cfg.Streams.ChunkConsumer, MaxInFlight: w.cfg.MaxInFlight,
+		Consumer: w.cfg.Streams.ChunkConsumer, MaxInFlight: inFlight,
 		DrainTimeout: w.cfg.DrainTimeout, Logger: w.log,
 	})
 	if err != nil {
@@ -239,10 +246,6 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	// Chunks are handled in batches, beside the router (docs/architecture.md, "Chunks in
 	// batches"); job events and graph batches go through it one at a time.
-	handlers := w.cfg.Handlers
-	if handlers <= 0 {
-		handlers = 2 * b.cfg.Concurrency
-	}
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	chunksDone := make(chan error, 1)

@@ -335,6 +335,10 @@ func (c *Client) redact(s string) string {
 // transient failures. It returns the envelope of a response that succeeded at least in part
 // (it may still carry per-document errors), or a classified error when the request failed as
 // a whole: transport, HTTP status, or an envelope with errors and neither status nor data.
+// rawPayload is a command's arguments already encoded as one valid JSON object; command
+// sends it as it is.
+type rawPayload []byte
+
 func (c *Client) command(ctx context.Context, coll, name string, payload any) (*envelope, error) {
 	what := "data api " + name
 	if coll != "" {
@@ -343,9 +347,16 @@ func (c *Client) command(ctx context.Context, coll, name string, payload any) (*
 			return nil, fault.Permanentf(fault.Rejected, "%s: invalid collection name (1-48 letters, digits or underscores)", what)
 		}
 	}
-	body, err := json.Marshal(map[string]any{name: payload})
-	if err != nil {
-		return nil, fault.Permanent(fault.Validation, fmt.Errorf("%s: encode request: %w", what, err))
+	var body []byte
+	if raw, ok := payload.(rawPayload); ok {
+		body = make([]byte, 0, len(name)+len(raw)+5)
+		body = append(append(append(append(body, `{"`...), name...), `":`...), raw...)
+		body = append(body, '}')
+	} else {
+		var err error
+		if body, err = json.Marshal(map[string]any{name: payload}); err != nil {
+			return nil, fault.Permanent(fault.Validation, fmt.Errorf("%s: encode request: %w", what, err))
+		}
 	}
 	target := c.base
 	if coll != "" {

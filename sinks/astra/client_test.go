@@ -380,3 +380,37 @@ func TestInsertManyFallbackWithoutDocumentResponses(t *testing.T) {
 		t.Fatalf("outcomes = %v", out)
 	}
 }
+
+func TestInsertManyRequestShapeAndInvalidDocument(t *testing.T) {
+	srv := newScripted(t, reply{body: `{"status":{"documentResponses":[{"_id":"a","status":"OK"},{"_id":"b","status":"OK"}]}}`})
+	c := newTestClient(t, srv.srv.URL+"/", nil, func(*Config) {})
+	docs := []json.RawMessage{[]byte(`{"_id":"a","n":1}`), []byte(` {"_id":"b","s":"x\u00e9"} `)}
+	out, err := c.InsertMany(t.Context(), "chunks", docs)
+	if err != nil || len(out) != 2 || out[0] != nil || out[1] != nil {
+		t.Fatalf("InsertMany = %v, %v", out, err)
+	}
+	got := srv.requests()
+	if len(got) != 1 {
+		t.Fatalf("%d requests", len(got))
+	}
+	var body struct {
+		Documents []map[string]any `json:"documents"`
+		Options   map[string]any   `json:"options"`
+	}
+	if err := json.Unmarshal(got[0].body["insertMany"], &body); err != nil {
+		t.Fatalf("request body %s: %v", got[0].body["insertMany"], err)
+	}
+	if len(body.Documents) != 2 || body.Documents[1]["s"] != "xé" ||
+		body.Options["ordered"] != false || body.Options["returnDocumentResponses"] != true {
+		t.Fatalf("insertMany arguments = %+v", body)
+	}
+
+	// A document that is not one JSON value fails the call before anything is sent.
+	_, err = c.InsertMany(t.Context(), "chunks", []json.RawMessage{[]byte(`{"_id":"c"}`), []byte(`{"_id":`)})
+	if !fault.IsPermanent(err) || !strings.Contains(err.Error(), "document 1 is not valid JSON") {
+		t.Fatalf("invalid document: err = %v, want a permanent error naming document 1", err)
+	}
+	if n := len(srv.requests()); n != 1 {
+		t.Fatalf("%d requests after the invalid call, want still 1", n)
+	}
+}

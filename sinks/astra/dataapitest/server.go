@@ -372,7 +372,10 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		return // the client went away mid-body
 	}
-	cmd, docs := peekCommand(body)
+	s.fmu.Lock()
+	perDoc := s.latPerDoc > 0
+	s.fmu.Unlock()
+	cmd, docs := peekCommand(body, perDoc)
 	s.count(cmd)
 
 	fault, lat, retryCode := s.pickFault(cmd, docs)
@@ -442,9 +445,9 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.write(w, cmd, res)
 }
 
-// peekCommand reads the command name (the body's first key) and, for insertMany, a
-// document count estimate used for latency, without a full parse.
-func peekCommand(body []byte) (string, int) {
+// peekCommand reads the command name (the body's first key) and, for insertMany when
+// countDocs is set (per-document latency), a document count, without a full parse.
+func peekCommand(body []byte, countDocs bool) (string, int) {
 	dec := json.NewDecoder(bytes.NewReader(body))
 	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
 		return "", 0
@@ -458,6 +461,9 @@ func peekCommand(body []byte) (string, int) {
 	case "insertOne":
 		return name, 1
 	case "insertMany":
+		if !countDocs {
+			return name, 0
+		}
 		var args struct {
 			Documents []json.RawMessage `json:"documents"`
 		}
