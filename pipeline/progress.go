@@ -13,7 +13,8 @@ import (
 type ProgressConfig struct {
 	// Store is the job store. Required.
 	Store *JobStore
-	// Linger is how long a flush waits to gather more marks. Default 2 ms.
+	// Linger is how long a flush waits to gather more marks when the recorder was idle; marks
+	// queued while a flush ran are flushed right after it. Default 2 ms.
 	Linger time.Duration
 	// QueueSize bounds requests waiting to be flushed (a request is one caller's marks of one
 	// job); Record and RecordAll block when it is full. Default 8192.
@@ -148,6 +149,14 @@ func (p *Progress) run() {
 			}
 		}
 		batch := []*markReq{first}
+		if len(p.reqs) > 0 {
+			// Requests queued while the last flush ran: they have waited long enough.
+			for len(batch) < cap(p.reqs) && len(p.reqs) > 0 {
+				batch = append(batch, <-p.reqs)
+			}
+			p.flush(batch)
+			continue
+		}
 		timer := time.NewTimer(p.cfg.Linger)
 	gather:
 		for len(batch) < cap(p.reqs) {

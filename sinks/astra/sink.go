@@ -328,7 +328,7 @@ func (s *Sink) insertChunk(ctx context.Context, coll string, ps []*pending, out 
 	for i, p := range ps {
 		bodies[i] = p.body
 	}
-	res, err := s.c.InsertMany(ctx, coll, bodies)
+	res, err := s.c.insertMany(ctx, coll, bodies, true) // prepare checked every body
 	if err == nil {
 		copy(out, res)
 		return nil
