@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,16 +17,26 @@ import (
 	"github.com/sluice-dev/sluice/schemas"
 )
 
-// Advisory subjects JetStream publishes (core NATS, not persisted) for a consumer's message
-// that hit MaxDeliver or was terminated; the tokens after the prefix are stream and consumer.
+// Advisory subjects JetStream publishes (core NATS) for a consumer's message that hit
+// MaxDeliver or was terminated; the tokens after the prefix are stream and consumer.
 const (
 	advisoryMaxDeliveries = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
 	advisoryTerminated    = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED."
 )
 
-// advisoryBuffer bounds the advisories waiting to be handled. When it is full the NATS client
-// drops further advisories (a slow consumer) and reports it on the connection's error handler.
-const advisoryBuffer = 4096
+// AdvisoryStream keeps those advisories until a capture has handled them: the server only
+// publishes them, so without a stream the ones sent while no capture runs would be lost. It is
+// a work queue (a handled advisory is deleted), bounded by advisoryMaxMsgs and advisoryMaxAge.
+const AdvisoryStream = "SLUICE_ADVISORIES"
+
+const (
+	advisoryConsumer = "sluice-advisories"
+	advisoryMaxMsgs  = 100_000
+	advisoryMaxAge   = 30 * 24 * time.Hour
+	// advisoryRetry spaces attempts at an advisory whose capture failed (the DLQ stream
+	// unavailable, say); it is retried until it succeeds.
+	advisoryRetry = 10 * time.Second
+)
 
 // advisory is the part of JetStream's max_deliver and terminated advisories we use.
 type advisory struct {
@@ -44,12 +55,10 @@ type CaptureParams struct {
 }
 
 // Capture turns max-deliveries and terminated advisories into dead letters. Make one with
-// Store.SubscribeAdvisories, then call Run (or Close to drop it unused).
+// Store.SubscribeAdvisories, then call Run.
 type Capture struct {
 	s     *Store
-	ch    chan *nats.Msg
-	subs  []*nats.Subscription
-	once  sync.Once
+	cons  jetstream.Consumer
 	onCap func(context.Context, CaptureParams) error
 
 	// mu guards streams.
@@ -57,69 +66,82 @@ type Capture struct {
 	streams map[string]jetstream.Stream
 }
 
-// SubscribeAdvisories subscribes to the max-deliveries and terminated advisories of
-// Config.AdvisoryStreams on the Store's connection, and returns once the server has the
-// subscriptions, so advisories published after it returns are captured. onCapture, when not
-// nil, is called (serially, from Run) after each dead letter the capture stores — for example to
-// count it against its job; its error is logged. The caller must call Run or Close.
+// SubscribeAdvisories makes sure the advisory stream (AdvisoryStream) keeps the
+// max-deliveries and terminated advisories of Config.AdvisoryStreams, with the durable
+// consumer captures share, and returns once both exist: every advisory published after it
+// returns is captured, by this capture's Run or by any other's, even if none runs at the time.
+// onCapture, when not nil, is called (serially, from Run) after each dead letter the capture
+// stores — for example to count it against its job; its error is logged.
 func (s *Store) SubscribeAdvisories(ctx context.Context, onCapture func(context.Context, CaptureParams) error) (*Capture, error) {
-	nc := s.js.Conn()
-	c := &Capture{s: s, ch: make(chan *nats.Msg, advisoryBuffer), onCap: onCapture, streams: map[string]jetstream.Stream{}}
+	var subjects []string
 	for _, stream := range s.cfg.AdvisoryStreams {
-		for _, prefix := range []string{advisoryMaxDeliveries, advisoryTerminated} {
-			sub, err := nc.ChanSubscribe(prefix+stream+".*", c.ch)
-			if err != nil {
-				c.Close()
-				return nil, fmt.Errorf("subscribe to advisories %s%s.*: %w", prefix, stream, err)
-			}
-			c.subs = append(c.subs, sub)
-		}
+		subjects = append(subjects, advisoryMaxDeliveries+stream+".*", advisoryTerminated+stream+".*")
 	}
-	fctx := ctx
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		fctx, cancel = context.WithTimeout(ctx, 10*time.Second)
-		defer cancel()
-	}
-	if err := nc.FlushWithContext(fctx); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("subscribe to advisories: flush: %w", err)
-	}
-	return c, nil
-}
-
-// Close drops the subscriptions. It is idempotent and safe for concurrent use; Run calls it.
-func (c *Capture) Close() {
-	c.once.Do(func() {
-		for _, sub := range c.subs {
-			_ = sub.Unsubscribe()
-		}
+	st, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        AdvisoryStream,
+		Description: "Sluice: max-deliveries and terminated advisories, kept until captured as dead letters",
+		Subjects:    subjects,
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Discard:     jetstream.DiscardOld,
+		MaxMsgs:     advisoryMaxMsgs,
+		MaxAge:      advisoryMaxAge,
 	})
+	if err != nil {
+		return nil, fmt.Errorf("provision advisory stream %s: %w", AdvisoryStream, err)
+	}
+	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		Durable:       advisoryConsumer,
+		Description:   "Sluice: captures advisories as dead letters",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       30 * time.Second,
+		MaxDeliver:    -1,
+		MaxAckPending: 64,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision advisory consumer %s: %w", advisoryConsumer, err)
+	}
+	return &Capture{s: s, cons: cons, onCap: onCapture, streams: map[string]jetstream.Stream{}}, nil
 }
 
-// Run handles advisories until ctx ends, then closes the subscriptions and returns nil. An
-// advisory for a message that already has a dead letter (the worker dead-letters before it
-// terminates) is ignored; otherwise the original message is read back from its stream by
-// sequence and dead-lettered with class "exhausted" (max deliveries) or "transient"
-// (terminated), deduplicated by the same Nats-Msg-Id the worker uses. Failures are logged and
-// do not stop Run. Advisories are not persisted: those published while nothing runs are lost.
+// Run handles advisories until ctx ends, then returns nil, or the error that kept it from
+// consuming. An advisory for a message that already has a dead letter (the worker dead-letters
+// before it terminates) is ignored; otherwise the original message is read back from its
+// stream by sequence and dead-lettered with class "exhausted" (max deliveries) or "transient"
+// (terminated), deduplicated by the same Nats-Msg-Id the worker uses. An advisory is removed
+// from AdvisoryStream once handled; one whose capture failed is logged and retried every 10 s.
 func (c *Capture) Run(ctx context.Context) error {
-	defer c.Close()
+	it, err := c.cons.Messages(jetstream.PullMaxMessages(16))
+	if err != nil {
+		return fmt.Errorf("consume advisories: %w", err)
+	}
+	stop := context.AfterFunc(ctx, it.Stop)
+	defer stop()
+	defer it.Stop()
 	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case m := <-c.ch:
-			if err := c.handle(ctx, m); err != nil && ctx.Err() == nil {
-				c.s.log.Warn("could not capture advisory as a dead letter", "subject", m.Subject, "error", err)
+		m, err := it.Next()
+		if err != nil {
+			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
+				return nil
 			}
+			c.s.log.Warn("consume advisories", "error", err)
+			continue
 		}
+		if err := c.handle(ctx, m.Subject(), m.Data()); err != nil {
+			if ctx.Err() != nil {
+				_ = m.Nak()
+				return nil
+			}
+			c.s.log.Warn("could not capture advisory as a dead letter; will retry", "subject", m.Subject(), "error", err)
+			_ = m.NakWithDelay(advisoryRetry)
+			continue
+		}
+		_ = m.Ack()
 	}
 }
 
 // CaptureAdvisories subscribes to the advisories and handles them until ctx ends
-// (SubscribeAdvisories then Run). It blocks and returns nil when ctx ends, or the subscription
-// error.
+// (SubscribeAdvisories then Run). It blocks and returns nil when ctx ends, or the error.
 func (s *Store) CaptureAdvisories(ctx context.Context, onCapture func(context.Context, CaptureParams) error) error {
 	c, err := s.SubscribeAdvisories(ctx, onCapture)
 	if err != nil {
@@ -145,19 +167,18 @@ func (c *Capture) stream(ctx context.Context, name string) (jetstream.Stream, er
 	return st, nil
 }
 
-// handle captures one advisory.
-func (c *Capture) handle(ctx context.Context, m *nats.Msg) error {
+// handle captures one advisory. An advisory that cannot be understood is logged and dropped
+// (retrying it cannot help); other errors are worth a retry.
+func (c *Capture) handle(ctx context.Context, subject string, data []byte) error {
 	var adv advisory
-	if err := json.Unmarshal(m.Data, &adv); err != nil {
-		return fmt.Errorf("decode advisory: %w", err)
-	}
-	if adv.Stream == "" || adv.StreamSeq == 0 {
-		return fmt.Errorf("advisory %q names no stream message", adv.Type)
+	if err := json.Unmarshal(data, &adv); err != nil || adv.Stream == "" || adv.StreamSeq == 0 {
+		c.s.log.Error("dropping an advisory that names no stream message", "subject", subject, "type", adv.Type, "error", err)
+		return nil
 	}
 	var class fault.Class
 	var why string
 	switch {
-	case len(m.Subject) > len(advisoryMaxDeliveries) && m.Subject[:len(advisoryMaxDeliveries)] == advisoryMaxDeliveries:
+	case strings.HasPrefix(subject, advisoryMaxDeliveries):
 		class = fault.Exhausted
 		why = fmt.Sprintf("delivered %d times to consumer %s without being acknowledged (max deliveries)", adv.Deliveries, adv.Consumer)
 	default:

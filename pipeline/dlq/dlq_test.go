@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -586,5 +587,73 @@ func TestCaptureAdvisories(t *testing.T) {
 	}
 	if len(captured) != 2 {
 		t.Fatalf("captured %v, want %s and %s", capturedIDs, id, id2)
+	}
+}
+
+// Advisories sent while no capture runs wait in the advisory stream and become dead letters
+// once one runs; handled advisories leave the stream.
+func TestCaptureAdvisoriesSentWhileNothingRuns(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	if _, err := e.dlq.SubscribeAdvisories(ctx, nil); err != nil { // provisions, never runs
+		t.Fatal(err)
+	}
+	m := nats.NewMsg("sluice.v1.chunks.test")
+	m.Data = []byte(`{"chunk_id":"adv_late","content":"z"}`)
+	ack, err := e.js.PublishMsg(ctx, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := naker(t, e, "naker", "sluice.v1.chunks.test", 1)
+	if err := fetchOne(t, n).Nak(); err != nil {
+		t.Fatal(err)
+	}
+	advisories, err := e.js.Stream(ctx, dlq.AdvisoryStream)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := func() uint64 {
+		info, err := advisories.Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return info.State.Msgs
+	}
+	waitFor(t, "the max-deliveries advisory kept in the stream", func() bool {
+		if b, err := n.FetchNoWait(1); err == nil { // let the server notice the limit
+			for m := range b.Messages() {
+				_ = m.Nak()
+			}
+		}
+		return held() == 1
+	})
+	id := schemas.StreamChunks + "-" + strconv.FormatUint(ack.Sequence, 10)
+	if _, err := e.dlq.Get(ctx, id); err == nil {
+		t.Fatal("a dead letter exists before any capture ran")
+	}
+
+	runCtx, cancel := context.WithCancel(ctx)
+	var captured atomic.Int64
+	c, err := e.dlq.SubscribeAdvisories(runCtx, func(context.Context, dlq.CaptureParams) error {
+		captured.Add(1)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(runCtx) }()
+	waitFor(t, "the late advisory captured", func() bool {
+		_, err := e.dlq.Get(ctx, id)
+		return err == nil
+	})
+	waitFor(t, "the handled advisory removed from the stream", func() bool { return held() == 0 })
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	got, _ := e.dlq.Get(ctx, id)
+	if got.Envelope.Error.Class != "exhausted" || string(got.Envelope.Payload) != `{"chunk_id":"adv_late","content":"z"}` || captured.Load() != 1 {
+		t.Fatalf("captured %d, envelope %+v", captured.Load(), got.Envelope)
 	}
 }
