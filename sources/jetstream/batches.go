@@ -121,26 +121,29 @@ func (s *Subscriber) ConsumeBatches(ctx context.Context, cfg BatchConfig, handle
 	})
 	close(in)
 
-	s.waitInflight()
-	cancel()
-	s.mu.Lock()
-	left := make([]*Delivery, 0, len(s.inflight))
-	for d := range s.inflight {
-		left = append(left, d)
+	var left []*Delivery
+	if !s.waitInflight() {
+		// Taken before the handlers are cancelled: once they are, they settle their own
+		// messages, and the timeout must still be reported.
+		s.mu.Lock()
+		for d := range s.inflight {
+			left = append(left, d)
+		}
+		s.drainLeft = max(len(left), 1)
+		s.mu.Unlock()
 	}
-	s.drainLeft = len(left)
-	s.mu.Unlock()
+	cancel()
 	for _, d := range left {
 		d.settleOnce(dispRetry, 0, "")
 	}
-	if len(left) == 0 {
+	if s.drainLeft == 0 {
 		<-gathered
 	}
 	close(stopTicker)
 	<-tickerDone
 	close(s.done)
-	if len(left) > 0 {
-		return fmt.Errorf("%w (%d messages)", ErrDrainTimeout, len(left))
+	if s.drainLeft > 0 {
+		return fmt.Errorf("%w (%d messages)", ErrDrainTimeout, s.drainLeft)
 	}
 	return nil
 }

@@ -398,13 +398,17 @@ func (s *Subscriber) extendLoop(stop <-chan struct{}, done chan<- struct{}) {
 // still unsettled after DrainTimeout; they were nacked for redelivery.
 var ErrDrainTimeout = errors.New("subscriber: drain timed out; unfinished messages were nacked")
 
-func (s *Subscriber) waitInflight() {
+// waitInflight waits up to DrainTimeout for every in-flight message to be settled and reports
+// whether they all were.
+func (s *Subscriber) waitInflight() bool {
 	idle := make(chan struct{})
 	go func() { s.wg.Wait(); close(idle) }()
 	select {
 	case <-idle:
+		return true
 	case <-time.After(s.cfg.DrainTimeout):
 		s.log.Warn("drain timed out", "timeout", s.cfg.DrainTimeout)
+		return false
 	}
 }
 
