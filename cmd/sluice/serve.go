@@ -135,6 +135,11 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 			return sjs.RunReclaimer(ctx, b.streams.Chunks, sjs.ConsumerChunks, 30*time.Second,
 				func(err error) { log.Warn("reclaim chunk stream", "err", err) })
 		})
+		// Graph batches' apply markers are needed only while their message can come back.
+		p.Go(func(ctx context.Context) error {
+			return graph.RunMarkerPruner(ctx, g, sjs.StreamGraph+":", 0, 0,
+				func(err error) { log.Warn("prune graph apply markers", "err", err) })
+		})
 		// Messages that exhaust their deliveries without reaching the worker's own
 		// dead-lettering (a worker crashing on them) are captured from the server's advisories
 		// and counted against their job.

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -562,6 +563,41 @@ func (s *Postgres) Ping(ctx context.Context) error {
 		return fmt.Errorf("graph: ping PostgreSQL: %w", err)
 	}
 	return nil
+}
+
+// pgPruneApplied deletes one chunk of old markers. SKIP LOCKED lets several workers prune
+// at once without queueing behind each other's chunks.
+const pgPruneApplied = `DELETE FROM graph_applied WHERE msg_id IN (
+	SELECT msg_id FROM graph_applied WHERE applied_at < $1 AND substr(msg_id, 1, $2) = $3
+	LIMIT $4 FOR UPDATE SKIP LOCKED)`
+
+// PruneApplied implements Store.PruneApplied. Each chunk is one autocommit statement on a
+// connection acquired for that chunk only, so Close waits for one chunk at most.
+func (s *Postgres) PruneApplied(ctx context.Context, prefix string, before time.Time) (int64, error) {
+	var total int64
+	for {
+		n, err := s.pruneOnce(ctx, prefix, before.UnixMicro())
+		total += n
+		if err != nil {
+			return total, err
+		}
+		if n < pruneChunk {
+			return total, nil
+		}
+	}
+}
+
+func (s *Postgres) pruneOnce(ctx context.Context, prefix string, before int64) (int64, error) {
+	c, err := s.conn(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer c.Release()
+	tag, err := c.Exec(ctx, pgPruneApplied, before, utf8.RuneCountInString(prefix), prefix, pruneChunk)
+	if err != nil {
+		return 0, fmt.Errorf("graph: prune apply markers: %w", classifyPG(err))
+	}
+	return tag.RowsAffected(), nil
 }
 
 // Close implements Store.Close: it waits until every acquired connection is released, then

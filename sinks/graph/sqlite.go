@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"modernc.org/sqlite"
 
@@ -464,6 +465,35 @@ func (s *SQLite) Ping(ctx context.Context) error {
 		return fmt.Errorf("graph: ping %s: %w", s.path, err)
 	}
 	return nil
+}
+
+// PruneApplied implements Store.PruneApplied. Each chunk is one autocommit DELETE on the
+// writer connection, so batches of this store queue behind one chunk at most, and writers
+// in other processes wait for the file lock no longer than that either.
+func (s *SQLite) PruneApplied(ctx context.Context, prefix string, before time.Time) (int64, error) {
+	var total int64
+	for {
+		if err := s.checkOpen(); err != nil {
+			return total, err
+		}
+		if err := ctx.Err(); err != nil {
+			return total, fmt.Errorf("graph: prune apply markers: %w", err)
+		}
+		r, err := s.w.ExecContext(ctx, `DELETE FROM graph_applied WHERE rowid IN (
+			SELECT rowid FROM graph_applied WHERE applied_at < ? AND substr(msg_id, 1, ?) = ? LIMIT ?)`,
+			before.UnixMicro(), utf8.RuneCountInString(prefix), prefix, pruneChunk)
+		if err != nil {
+			return total, fmt.Errorf("graph: prune apply markers: %w", classifySQLite(err))
+		}
+		n, err := r.RowsAffected()
+		if err != nil {
+			return total, fmt.Errorf("graph: prune apply markers: %w", classifySQLite(err))
+		}
+		total += n
+		if n < pruneChunk {
+			return total, nil
+		}
+	}
 }
 
 // Close implements Store.Close: it waits for running calls' connections to be returned and

@@ -29,6 +29,16 @@ type Store interface {
 	Stats(ctx context.Context) (Stats, error)
 	// Ping checks that the database answers.
 	Ping(ctx context.Context) error
+	// PruneApplied deletes the apply markers whose id starts with prefix and whose
+	// applied_at < before, and returns how many it deleted. A message whose marker is gone is
+	// applied again if it is redelivered, so before must be older than any redelivery (see
+	// DefaultMarkerRetention), and prefix must select markers keyed by stream position
+	// ("SLUICE_GRAPH:"), not by something a client may send again (the command worker's
+	// "command:<id>", kept for good). An empty prefix selects every marker. It deletes in statements of at most 10,000 rows, each its
+	// own short transaction, until one deletes fewer, so batches being applied meanwhile
+	// wait for one chunk at most. It blocks until done or ctx ends; on error it returns
+	// the number deleted before the error, and the error is transient.
+	PruneApplied(ctx context.Context, prefix string, before time.Time) (int64, error)
 	// Close releases the database. It is idempotent; later calls on the store fail with
 	// ErrClosed.
 	Close() error
@@ -161,6 +171,15 @@ var migrations = []migration{{
 			applied_at bigint NOT NULL
 		)`,
 	},
+}, {
+	// PruneApplied deletes by age; without the index every chunk scans the whole table.
+	// The build holds the migration transaction's write lock on graph_applied (PostgreSQL
+	// cannot build CONCURRENTLY inside a transaction), so a store opened on a large table
+	// blocks batches for the length of the build once.
+	version:  2,
+	name:     "apply marker age index",
+	sqlite:   []string{`CREATE INDEX graph_applied_applied_at ON graph_applied (applied_at)`},
+	postgres: []string{`CREATE INDEX graph_applied_applied_at ON graph_applied (applied_at)`},
 }}
 
 // SchemaVersion is the newest schema version this build knows.

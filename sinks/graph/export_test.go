@@ -1,0 +1,58 @@
+package graph
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"time"
+)
+
+// Test hooks into graph_applied, which Store can neither backdate nor count. They use the
+// store's own writer connection or pool.
+
+// InsertMarkers records an apply marker for each of msgIDs with applied_at = at, in one
+// transaction.
+func InsertMarkers(ctx context.Context, s Store, at time.Time, msgIDs []string) error {
+	ts := at.UnixMicro()
+	switch s := s.(type) {
+	case *SQLite:
+		ids, err := json.Marshal(msgIDs)
+		if err != nil {
+			return err
+		}
+		_, err = s.w.ExecContext(ctx, `INSERT INTO graph_applied (msg_id, applied_at) SELECT value, ? FROM json_each(?)`, ts, string(ids))
+		return err
+	case *Postgres:
+		_, err := s.pool.Exec(ctx, `INSERT INTO graph_applied (msg_id, applied_at) SELECT unnest($1::text[]), $2`, msgIDs, ts)
+		return err
+	}
+	return fmt.Errorf("InsertMarkers: unknown store %T", s)
+}
+
+// CountMarkers returns the number of rows in graph_applied.
+func CountMarkers(ctx context.Context, s Store) (int64, error) {
+	var n int64
+	switch s := s.(type) {
+	case *SQLite:
+		err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM graph_applied`).Scan(&n)
+		return n, err
+	case *Postgres:
+		err := s.pool.QueryRow(ctx, `SELECT COUNT(*) FROM graph_applied`).Scan(&n)
+		return n, err
+	}
+	return 0, fmt.Errorf("CountMarkers: unknown store %T", s)
+}
+
+// MigrationSQL returns the statements of migration version for PostgreSQL or SQLite, so a
+// test can build a database at an older schema version.
+func MigrationSQL(version int, postgres bool) []string {
+	for _, m := range migrations {
+		if m.version == version {
+			if postgres {
+				return m.postgres
+			}
+			return m.sqlite
+		}
+	}
+	return nil
+}

@@ -1,0 +1,252 @@
+package graph_test
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"slices"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"go.uber.org/goleak"
+
+	"github.com/sluice-dev/sluice/sinks/graph"
+)
+
+// TestMigrateFromV1 opens a database made by schema version 1 (no index on applied_at) that
+// holds markers: the store migrates it forward, keeps the markers, and prunes the old ones.
+func TestMigrateFromV1(t *testing.T) {
+	ctx := context.Background()
+	now := time.Now()
+	tests := []struct {
+		name string
+		// create builds a version 1 database with markers old:0..2 (two days old) and
+		// kept (now), and returns how to open it and how to query it.
+		create func(t *testing.T) (open func() (graph.Store, error), query func(q string) ([]string, error))
+		// indexes lists graph_applied's indexes.
+		indexes string
+	}{
+		{"sqlite", func(t *testing.T) (func() (graph.Store, error), func(string) ([]string, error)) {
+			path := filepath.Join(t.TempDir(), "v1.db")
+			db, err := sql.Open("sqlite", path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = db.Close() })
+			stmts := append([]string{`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`},
+				graph.MigrationSQL(1, false)...)
+			stmts = append(stmts, `INSERT INTO schema_migrations VALUES (1, 'graph nodes, edges and apply markers', 0)`)
+			for _, q := range stmts {
+				if _, err := db.ExecContext(ctx, q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			for _, id := range []string{"old:0", "old:1", "old:2"} {
+				if _, err := db.ExecContext(ctx, `INSERT INTO graph_applied VALUES (?, ?)`, id, now.Add(-48*time.Hour).UnixMicro()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := db.ExecContext(ctx, `INSERT INTO graph_applied VALUES ('kept', ?)`, now.UnixMicro()); err != nil {
+				t.Fatal(err)
+			}
+			open := func() (graph.Store, error) { return graph.OpenSQLite(ctx, graph.SQLiteConfig{Path: path}) }
+			query := func(q string) ([]string, error) {
+				rows, err := db.QueryContext(ctx, q)
+				if err != nil {
+					return nil, err
+				}
+				defer rows.Close()
+				var out []string
+				for rows.Next() {
+					var s string
+					if err := rows.Scan(&s); err != nil {
+						return nil, err
+					}
+					out = append(out, s)
+				}
+				return out, rows.Err()
+			}
+			return open, query
+		}, `SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'graph_applied' AND sql IS NOT NULL ORDER BY name`},
+		{"postgres", func(t *testing.T) (func() (graph.Store, error), func(string) ([]string, error)) {
+			dsn := pg.Database(t)
+			conn, err := pgx.Connect(ctx, dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = conn.Close(context.Background()) })
+			stmts := append([]string{`CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at bigint NOT NULL)`},
+				graph.MigrationSQL(1, true)...)
+			stmts = append(stmts, `INSERT INTO schema_migrations VALUES (1, 'graph nodes, edges and apply markers', 0)`)
+			for _, q := range stmts {
+				if _, err := conn.Exec(ctx, q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			if _, err := conn.Exec(ctx, `INSERT INTO graph_applied SELECT unnest($1::text[]), $2`, []string{"old:0", "old:1", "old:2"}, now.Add(-48*time.Hour).UnixMicro()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := conn.Exec(ctx, `INSERT INTO graph_applied VALUES ('kept', $1)`, now.UnixMicro()); err != nil {
+				t.Fatal(err)
+			}
+			open := func() (graph.Store, error) {
+				return graph.OpenPostgres(ctx, graph.PostgresConfig{DSN: dsn, MinConns: 1, MaxConns: 2})
+			}
+			query := func(q string) ([]string, error) {
+				rows, err := conn.Query(ctx, q)
+				if err != nil {
+					return nil, err
+				}
+				return pgx.CollectRows(rows, pgx.RowTo[string])
+			}
+			return open, query
+		}, `SELECT indexname::text FROM pg_indexes WHERE tablename = 'graph_applied' AND indexname <> 'graph_applied_pkey' ORDER BY indexname`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			open, query := tc.create(t)
+			if idx, err := query(tc.indexes); err != nil || len(idx) != 0 {
+				t.Fatalf("version 1 indexes on graph_applied: %v, %v; want none", idx, err)
+			}
+			s, err := open()
+			if err != nil {
+				t.Fatalf("open a version 1 database: %v", err)
+			}
+			defer s.Close()
+			versions, err := query(`SELECT CAST(version AS text) FROM schema_migrations ORDER BY version`)
+			if want := []string{"1", "2"}; err != nil || !slices.Equal(versions, want) || graph.SchemaVersion() != 2 {
+				t.Errorf("schema_migrations versions %v, %v; want %v (SchemaVersion %d)", versions, err, want, graph.SchemaVersion())
+			}
+			if idx, err := query(tc.indexes); err != nil || !slices.Equal(idx, []string{"graph_applied_applied_at"}) {
+				t.Errorf("indexes on graph_applied after migrating: %v, %v; want graph_applied_applied_at", idx, err)
+			}
+			if n, err := graph.CountMarkers(ctx, s); err != nil || n != 4 {
+				t.Errorf("markers after migrating: %d, %v; want the 4 written by version 1", n, err)
+			}
+			b := graph.Batch{Nodes: []graph.Node{{ID: "m", Type: graph.TypeRule}}}
+			if r, err := s.ApplyBatch(ctx, b, "old:0"); err != nil || !r.AlreadyApplied {
+				t.Errorf("old:0 before pruning: %+v, %v; want AlreadyApplied", r, err)
+			}
+			if n, err := s.PruneApplied(ctx, "", now.Add(-graph.DefaultMarkerRetention)); err != nil || n != 3 {
+				t.Errorf("PruneApplied = %d, %v; want 3", n, err)
+			}
+			if r, err := s.ApplyBatch(ctx, b, "kept"); err != nil || !r.AlreadyApplied {
+				t.Errorf("kept after pruning: %+v, %v; want AlreadyApplied", r, err)
+			}
+			// Reopening finds nothing to migrate.
+			s2, err := open()
+			if err != nil {
+				t.Fatalf("reopen: %v", err)
+			}
+			_ = s2.Close()
+		})
+	}
+}
+
+// TestSQLitePruneUsesIndex: the chunk query searches the applied_at index instead of
+// scanning graph_applied.
+func TestSQLitePruneUsesIndex(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "g.db")
+	s, err := graph.OpenSQLite(context.Background(), graph.SQLiteConfig{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	rows, err := db.Query(`EXPLAIN QUERY PLAN SELECT rowid FROM graph_applied WHERE applied_at < ? LIMIT ?`, 1, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(plan, "SEARCH graph_applied USING COVERING INDEX graph_applied_applied_at (applied_at<?)") {
+		t.Errorf("plan %q, want a search of graph_applied_applied_at", plan)
+	}
+}
+
+// failingPruner is a Store whose PruneApplied always fails; it records each cut.
+type failingPruner struct {
+	graph.Store // nil: RunMarkerPruner calls only PruneApplied
+	cuts        chan time.Time
+}
+
+func (f *failingPruner) PruneApplied(ctx context.Context, prefix string, before time.Time) (int64, error) {
+	if prefix != "SLUICE_GRAPH:" {
+		return 0, fmt.Errorf("prefix %q, want the one RunMarkerPruner was given", prefix)
+	}
+	select {
+	case f.cuts <- before:
+	default:
+	}
+	return 0, errors.New("database unavailable")
+}
+
+func TestRunMarkerPruner(t *testing.T) {
+	tests := []struct {
+		name        string
+		every, keep time.Duration
+		wantKeep    time.Duration
+		wantCalls   int
+	}{
+		// The first prune runs at once; errors do not stop the ticks that follow.
+		{"errors reported and retried", 5 * time.Millisecond, time.Hour, time.Hour, 4},
+		// Zero means the defaults: only the first prune comes within the test.
+		{"zero means defaults", 0, 0, graph.DefaultMarkerRetention, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+			f := &failingPruner{cuts: make(chan time.Time, 100)}
+			var reported atomic.Int32
+			ctx, cancel := context.WithCancel(context.Background())
+			stopped := make(chan struct{})
+			var runErr error
+			start := time.Now()
+			go func() {
+				defer close(stopped)
+				runErr = graph.RunMarkerPruner(ctx, f, "SLUICE_GRAPH:", tc.every, tc.keep, func(error) { reported.Add(1) })
+			}()
+			for i := range tc.wantCalls {
+				select {
+				case cut := <-f.cuts:
+					if lo, hi := start.Add(-tc.wantKeep), time.Now().Add(-tc.wantKeep); cut.Before(lo) || cut.After(hi) {
+						t.Errorf("prune %d cut %v, want now-%v (between %v and %v)", i, cut, tc.wantKeep, lo, hi)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatalf("%d prunes in 5s, want %d", i, tc.wantCalls)
+				}
+			}
+			cancel()
+			select {
+			case <-stopped:
+			case <-time.After(5 * time.Second):
+				t.Fatal("RunMarkerPruner still running 5s after ctx ended")
+			}
+			if runErr != nil {
+				t.Errorf("RunMarkerPruner = %v, want nil", runErr)
+			}
+			if n := int(reported.Load()); n < tc.wantCalls {
+				t.Errorf("onErr called %d times, want at least %d", n, tc.wantCalls)
+			}
+		})
+	}
+}
