@@ -56,3 +56,6 @@ func MigrationSQL(version int, postgres bool) []string {
 	}
 	return nil
 }
+
+// ScanStrings reads one string column from rows and closes them.
+var ScanStrings = scanStrings

@@ -59,16 +59,7 @@ func TestMigrateFromV1(t *testing.T) {
 				if err != nil {
 					return nil, err
 				}
-				defer rows.Close()
-				var out []string
-				for rows.Next() {
-					var s string
-					if err := rows.Scan(&s); err != nil {
-						return nil, err
-					}
-					out = append(out, s)
-				}
-				return out, rows.Err()
+				return graph.ScanStrings(rows)
 			}
 			return open, query
 		}, `SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'graph_applied' AND sql IS NOT NULL ORDER BY name`},
