@@ -94,6 +94,9 @@ type Builder struct {
 	// scratch pools the limit checker's working space (*scratch), kept off the stacks of
 	// the short-lived goroutines that build documents.
 	scratch sync.Pool
+	// fields pools the maps records' top-level members are decoded into: a fresh map was
+	// the largest allocation of a build.
+	fields sync.Pool
 }
 
 // NewBuilder returns a Builder for cfg, or the errors of cfg.Validate.
@@ -104,6 +107,7 @@ func NewBuilder(cfg Config) (*Builder, error) {
 	}
 	b := &Builder{cfg: cfg, env: appendString(nil, cfg.Env)}
 	b.scratch.New = func() any { return new(scratch) }
+	b.fields.New = func() any { return make(map[string]json.RawMessage, 16) }
 	return b, nil
 }
 
@@ -140,7 +144,14 @@ type Meta struct {
 func (b *Builder) Build(raw json.RawMessage, m Meta) ([]Doc, error) {
 	// The split is structural only: every value that reaches a document is validated by
 	// Limits.Check on the body, the dropped ones in tail, the id and content when decoded.
-	fields, err := decodeObject(raw, false)
+	// The map is not kept: values point into raw or into new slices, documents get new
+	// bodies, errors copy what they quote.
+	pooled := b.fields.Get().(map[string]json.RawMessage)
+	defer func() {
+		clear(pooled)
+		b.fields.Put(pooled)
+	}()
+	fields, err := decodeObjectInto(pooled, raw, false)
 	if err != nil {
 		return nil, err
 	}

@@ -47,13 +47,17 @@ func ConvertEnriched(raw json.RawMessage) (json.RawMessage, error) {
 // cheaper than json.Unmarshal into a map, which validates, then scans and copies every
 // value again.
 func decodeObject(raw []byte, validate bool) (map[string]json.RawMessage, error) {
+	return decodeObjectInto(make(map[string]json.RawMessage, 16), raw, validate)
+}
+
+// decodeObjectInto is decodeObject into fields, which must be empty.
+func decodeObjectInto(fields map[string]json.RawMessage, raw []byte, validate bool) (map[string]json.RawMessage, error) {
 	if c := firstByte(raw); c != '{' {
 		return nil, fault.Permanentf(fault.Validation, "record must be a JSON object, got %s", jsonType(raw))
 	}
 	if validate && !json.Valid(raw) {
 		return nil, syntaxError(raw)
 	}
-	fields := make(map[string]json.RawMessage, 16)
 	var keyErr error
 	err := eachMember(raw, func(key []byte, esc bool, val []byte) bool {
 		k := string(key)
