@@ -253,6 +253,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		chunksDone <- chunkSub.ConsumeBatches(ctx, sjs.BatchConfig{
 			MaxBatch: b.cfg.MaxBatch, Linger: b.cfg.Linger, Workers: handlers,
 		}, w.handleChunks)
+		stop() // it returns early only on failure: stop the router too
 	}()
 	runErr := router.Run(ctx)
 	stop() // the router may stop on its own (an error): stop the chunks too
