@@ -43,6 +43,10 @@ type WorkerConfig struct {
 	// (4,200 for Astra's pool of 20, 2,200 otherwise). Fewer starve the writers: the next
 	// batch can only be pulled once a whole write has been acked.
 	MaxInFlight int
+	// MaxInFlightBytes bounds the bytes of the chunk messages pulled and not yet settled, so
+	// that large chunks (up to 1 MiB each) cannot multiply memory by MaxInFlight. Default
+	// 128 MiB: MaxInFlight of typical chunks (a few to 30 KiB, embeddings included).
+	MaxInFlightBytes int64
 	// Batch configures the group-commit batcher (Sink is set from Sink). Chunk messages are
 	// handled in batches of its MaxBatch messages, gathered for at most its Linger.
 	Batch BatcherConfig
@@ -131,6 +135,9 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 30 * time.Second
 	}
+	if cfg.MaxInFlightBytes <= 0 {
+		cfg.MaxInFlightBytes = 128 << 20
+	}
 	builders := map[string]*document.Builder{}
 	collections := map[string]string{}
 	for _, env := range []string{schemas.Dev, schemas.Test, schemas.Prod} {
@@ -213,7 +220,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		inFlight = (handlers + 2) * b.cfg.MaxBatch
 	}
 	chunkSub, err := sjs.NewSubscriber(sjs.SubscriberConfig{
-		Consumer: w.cfg.Streams.ChunkConsumer, MaxInFlight: inFlight,
+		Consumer: w.cfg.Streams.ChunkConsumer, MaxInFlight: inFlight, MaxInFlightBytes: w.cfg.MaxInFlightBytes,
 		DrainTimeout: w.cfg.DrainTimeout, Logger: w.log,
 	})
 	if err != nil {

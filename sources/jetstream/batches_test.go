@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluice-dev/sluice/schemas"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
@@ -614,5 +616,59 @@ func raise(most *atomic.Int64, v int64) {
 		if v <= old || most.CompareAndSwap(old, v) {
 			return
 		}
+	}
+}
+
+// With MaxInFlightBytes, the bytes of unsettled messages never exceed it, however many slots
+// MaxInFlight leaves free, and every message still gets through.
+func TestConsumeBatchesBoundsBytesInFlight(t *testing.T) {
+	js, p := setup(t, sjs.ProvisionConfig{})
+	const n, size = 60, 100 << 10
+	pad := strings.Repeat("x", size)
+	w := sjs.NewBatchWriter(context.Background(), js, sjs.BatchWriterConfig{})
+	for i := range n {
+		m := nats.NewMsg(schemas.ChunkSubject("dev"))
+		m.Data = fmt.Appendf(nil, `{"chunk_id":"big%02d","content":"%s"}`, i, pad)
+		if err := w.Add(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	const budget = 1 << 20
+	sub := newSubscriber(t, sjs.SubscriberConfig{
+		Consumer: p.ChunkConsumer, MaxInFlight: 1000, MaxInFlightBytes: budget, MinPullBytes: 200 << 10,
+		FetchMaxWait: 100 * time.Millisecond,
+	})
+	var unsettled, most atomic.Int64
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	cancel, done := consumeBatches(t, sub, sjs.BatchConfig{MaxBatch: 4, Linger: time.Millisecond, Workers: 8},
+		func(_ context.Context, batch []*sjs.Delivery) {
+			for _, d := range batch {
+				raise(&most, unsettled.Add(int64(len(d.Msg().Data()))))
+				mu.Lock()
+				seen[chunkID(d)] = true
+				mu.Unlock()
+			}
+			time.Sleep(10 * time.Millisecond) // hold them, so that more would be pulled if allowed
+			for _, d := range batch {
+				unsettled.Add(-int64(len(d.Msg().Data())))
+				d.Ack()
+			}
+		})
+	waitSettled(t, p.ChunkConsumer, n)
+	cancel()
+	if err := waitReturn(t, done); err != nil {
+		t.Fatalf("ConsumeBatches: %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(seen) != n {
+		t.Fatalf("handled %d distinct messages, want %d", len(seen), n)
+	}
+	if got := most.Load(); got > budget || got < 4*size {
+		t.Fatalf("at most %d payload bytes unsettled at once; want within MaxInFlightBytes %d (and several messages at a time)", got, budget)
 	}
 }

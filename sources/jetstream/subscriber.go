@@ -21,6 +21,15 @@ type SubscriberConfig struct {
 	// MaxInFlight bounds messages pulled but not yet acked, nacked or terminated. The subscriber
 	// pulls only for free slots, so nothing waits in a buffer while its AckWait runs. Default 1024.
 	MaxInFlight int
+	// MaxInFlightBytes bounds the bytes (payload and headers) of the messages pulled but not
+	// yet settled, beside MaxInFlight; 0 means no byte bound. A pull asks the server for at most
+	// what is left (FetchMaxBytes), and none is made while less than one largest message
+	// (MinPullBytes) is left, so a message never waits for room it cannot get.
+	MaxInFlightBytes int64
+	// MinPullBytes is the least room a pull is made for: the largest message the server
+	// accepts (its max_payload) plus subject and headers. Default 1 MiB + 64 KiB (the NATS
+	// default max_payload); at most MaxInFlightBytes.
+	MinPullBytes int64
 	// FetchBatch is the most messages asked for in one pull request. Default 256.
 	FetchBatch int
 	// FetchMaxWait is how long one pull request waits for messages. Default 500 ms.
@@ -56,6 +65,8 @@ type Subscriber struct {
 	subscribed bool
 	closed     bool
 	inflight   map[*Delivery]struct{}
+	bytes      atomic.Int64   // of the in-flight messages (msgSize), with MaxInFlightBytes
+	freed      chan struct{}  // signalled when bytes fall, with MaxInFlightBytes
 	drainLeft  int            // messages ConsumeBatches nacked when its drain timed out
 	wg         sync.WaitGroup // one per in-flight message
 }
@@ -72,6 +83,12 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 	}
 	if cfg.FetchBatch <= 0 {
 		cfg.FetchBatch = 256
+	}
+	if cfg.MinPullBytes <= 0 {
+		cfg.MinPullBytes = 1<<20 + 64<<10
+	}
+	if cfg.MaxInFlightBytes > 0 {
+		cfg.MinPullBytes = min(cfg.MinPullBytes, cfg.MaxInFlightBytes)
 	}
 	if cfg.FetchMaxWait <= 0 {
 		cfg.FetchMaxWait = 500 * time.Millisecond
@@ -97,6 +114,7 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 		closing:  make(chan struct{}),
 		done:     make(chan struct{}),
 		inflight: make(map[*Delivery]struct{}),
+		freed:    make(chan struct{}, 1),
 	}, nil
 }
 
@@ -231,7 +249,11 @@ func (s *Subscriber) pullLoop(deliver func(jetstream.Msg)) {
 			return
 		default:
 		}
-		// Take at least one free slot, then as many more as are free now.
+		// Wait for room for at least one largest message, then take at least one free slot,
+		// then as many more as are free now.
+		if !s.waitForBytes() {
+			return
+		}
 		select {
 		case s.slots <- struct{}{}:
 		case <-s.closing:
@@ -248,14 +270,23 @@ func (s *Subscriber) pullLoop(deliver func(jetstream.Msg)) {
 			}
 		}
 		ctx, cancelWait := context.WithTimeout(fetchCtx, s.cfg.FetchMaxWait)
-		batch, err := s.cfg.Consumer.Fetch(n, jetstream.FetchContext(ctx))
+		opts := []jetstream.FetchOpt{jetstream.FetchContext(ctx)}
+		if s.cfg.MaxInFlightBytes > 0 {
+			opts = append(opts, jetstream.FetchMaxBytes(int(s.cfg.MaxInFlightBytes-s.bytes.Load())))
+		}
+		batch, err := s.cfg.Consumer.Fetch(n, opts...)
 		got := 0
 		if err == nil {
 			for m := range batch.Messages() {
 				got++
+				if s.cfg.MaxInFlightBytes > 0 {
+					s.bytes.Add(msgSize(m))
+				}
 				deliver(m)
 			}
-			err = batch.Error()
+			if err = batch.Error(); errors.Is(err, jetstream.ErrMaxBytesExceeded) {
+				err = nil // the pull used up its room
+			}
 		}
 		cancelWait()
 		for i := got; i < n; i++ {
@@ -360,10 +391,44 @@ func (s *Subscriber) settle(d *Delivery) {
 	}
 }
 
+// waitForBytes waits until a pull has room for one largest message (always, without
+// MaxInFlightBytes); false when the subscriber is closing first.
+func (s *Subscriber) waitForBytes() bool {
+	if s.cfg.MaxInFlightBytes <= 0 {
+		return true
+	}
+	for s.bytes.Load() > s.cfg.MaxInFlightBytes-s.cfg.MinPullBytes {
+		select {
+		case <-s.freed:
+		case <-s.closing:
+			return false
+		}
+	}
+	return true
+}
+
+// msgSize is what a message counts against MaxInFlightBytes: its payload and headers.
+func msgSize(m jetstream.Msg) int64 {
+	n := len(m.Data())
+	for k, vs := range m.Headers() {
+		for _, v := range vs {
+			n += len(k) + len(v) + 4
+		}
+	}
+	return int64(n)
+}
+
 func (s *Subscriber) finish(d *Delivery) {
 	s.mu.Lock()
 	delete(s.inflight, d)
 	s.mu.Unlock()
+	if s.cfg.MaxInFlightBytes > 0 {
+		s.bytes.Add(-msgSize(d.js))
+		select {
+		case s.freed <- struct{}{}:
+		default:
+		}
+	}
 	<-s.slots
 	s.wg.Done()
 }
