@@ -125,6 +125,7 @@ type ctxKey struct{}
 type Delivery struct {
 	js      jetstream.Msg
 	meta    *jetstream.MsgMetadata // parsed once, when pulled
+	size    int64                  // counted against MaxInFlightBytes
 	wm      *message.Message
 	started time.Time
 
@@ -228,14 +229,16 @@ func (s *Subscriber) run(out chan<- *message.Message) {
 	stopTicker := make(chan struct{})
 	tickerDone := make(chan struct{})
 	go s.extendLoop(stopTicker, tickerDone)
-	s.pullLoop(func(m jetstream.Msg) { s.deliver(out, m) })
+	s.pullLoop(func(m jetstream.Msg, size int64) { s.deliver(out, m, size) })
 	s.waitInflight()
 	close(stopTicker)
 	<-tickerDone
 	close(out)
 }
 
-func (s *Subscriber) pullLoop(deliver func(jetstream.Msg)) {
+// pullLoop pulls for free slots (and room in MaxInFlightBytes) until Close and passes each
+// message, with what it counts against MaxInFlightBytes (0 without it), to deliver.
+func (s *Subscriber) pullLoop(deliver func(m jetstream.Msg, size int64)) {
 	// A pull request under way when Close starts is let run out (at most FetchMaxWait) rather
 	// than cancelled: the server may already have sent messages to it, and a cancelled
 	// request would strand them until their AckWait ran out. What it brings is handled or
@@ -279,10 +282,12 @@ func (s *Subscriber) pullLoop(deliver func(jetstream.Msg)) {
 		if err == nil {
 			for m := range batch.Messages() {
 				got++
+				var size int64
 				if s.cfg.MaxInFlightBytes > 0 {
-					s.bytes.Add(msgSize(m))
+					size = msgSize(m)
+					s.bytes.Add(size)
 				}
-				deliver(m)
+				deliver(m, size)
 			}
 			if err = batch.Error(); errors.Is(err, jetstream.ErrMaxBytesExceeded) {
 				err = nil // the pull used up its room
@@ -308,7 +313,7 @@ func (s *Subscriber) pullLoop(deliver func(jetstream.Msg)) {
 
 // deliver hands one message to the router and settles it in its own goroutine once the
 // handler is done. Its slot is released then.
-func (s *Subscriber) deliver(out chan<- *message.Message, m jetstream.Msg) {
+func (s *Subscriber) deliver(out chan<- *message.Message, m jetstream.Msg, size int64) {
 	meta, _ := m.Metadata()
 	uuid := m.Subject()
 	if meta != nil {
@@ -321,7 +326,7 @@ func (s *Subscriber) deliver(out chan<- *message.Message, m jetstream.Msg) {
 		}
 	}
 	wm.Metadata.Set("subject", m.Subject())
-	d := &Delivery{js: m, meta: meta, wm: wm, started: time.Now()}
+	d := &Delivery{js: m, meta: meta, wm: wm, size: size, started: time.Now()}
 	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, d))
 	wm.SetContext(ctx)
 
@@ -422,8 +427,8 @@ func (s *Subscriber) finish(d *Delivery) {
 	s.mu.Lock()
 	delete(s.inflight, d)
 	s.mu.Unlock()
-	if s.cfg.MaxInFlightBytes > 0 {
-		s.bytes.Add(-msgSize(d.js))
+	if d.size > 0 {
+		s.bytes.Add(-d.size)
 		select {
 		case s.freed <- struct{}{}:
 		default:
