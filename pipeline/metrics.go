@@ -12,6 +12,7 @@ import (
 type workerMetrics struct {
 	messages   *prometheus.CounterVec
 	latency    prometheus.Histogram
+	batchMsgs  prometheus.Histogram
 	batchDocs  prometheus.Histogram
 	writeSecs  prometheus.Histogram
 	writeFails prometheus.Counter
@@ -25,8 +26,13 @@ func newWorkerMetrics(reg prometheus.Registerer) *workerMetrics {
 		}, []string{"outcome"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "sluice_chunk_handle_seconds",
-			Help:    "Time from delivery to durable write of a chunk message.",
+			Help:    "Time from pulling a chunk message to its durable write and recorded progress.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 2, 15),
+		}),
+		batchMsgs: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "sluice_chunk_batch_messages",
+			Help:    "Chunk messages per batch handed to the chunk handler.",
+			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500},
 		}),
 		batchDocs: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "sluice_sink_batch_documents",
@@ -44,7 +50,7 @@ func newWorkerMetrics(reg prometheus.Registerer) *workerMetrics {
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.messages, m.latency, m.batchDocs, m.writeSecs, m.writeFails)
+		reg.MustRegister(m.messages, m.latency, m.batchMsgs, m.batchDocs, m.writeSecs, m.writeFails)
 	}
 	return m
 }

@@ -307,7 +307,7 @@ type chunkItem struct {
 // its own — acked once its documents and its progress are durable, retried with a delay after
 // a transient failure, dead-lettered after a permanent one.
 func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
-	start := time.Now()
+	w.metrics.batchMsgs.Observe(float64(len(batch)))
 	items := make([]chunkItem, 0, len(batch))
 	docs := map[string][]document.Doc{} // by collection; a batch usually has one
 	for _, d := range batch {
@@ -377,7 +377,7 @@ func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 				w.dlq.forget(it.meta)
 			}
 			it.d.Ack()
-			w.metrics.outcome("written", time.Since(start))
+			w.metrics.outcome("written", time.Since(it.d.Received()))
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -272,6 +273,9 @@ func TestServeEndToEnd(t *testing.T) {
 	resp.Body.Close()
 	if !strings.Contains(string(metrics), `sluice_chunk_messages_total{outcome="written"} 57`) {
 		t.Fatalf("metrics do not count the 57 written chunks (36 + 20 + 1):\n%s", grepLines(string(metrics), "sluice_chunk"))
+	}
+	if !regexp.MustCompile(`(?m)^sluice_chunk_batch_messages_count [1-9]`).Match(metrics) {
+		t.Fatalf("metrics do not count the chunk batches:\n%s", grepLines(string(metrics), "sluice_chunk"))
 	}
 
 	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {

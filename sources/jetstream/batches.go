@@ -30,6 +30,9 @@ type BatchHandler func(ctx context.Context, batch []*Delivery)
 // Msg returns the JetStream message.
 func (d *Delivery) Msg() jetstream.Msg { return d.js }
 
+// Received returns when the message was pulled.
+func (d *Delivery) Received() time.Time { return d.started }
+
 // Meta returns the message's metadata (stream, sequences, deliveries), parsed once when it
 // was pulled; nil if it could not be parsed.
 func (d *Delivery) Meta() *jetstream.MsgMetadata { return d.meta }
