@@ -108,9 +108,14 @@ func benchAstra(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		answers = "after " + res.Latency.String()
 	}
 	fmt.Fprintf(stdout, "AstraDB load: %d chunks, Data API double in this process answering %s\n", res.Chunks, answers)
-	fmt.Fprintf(stdout, "%-9s %12s %5s %7s\n", "mode", "docs/s", "runs", "chunks")
+	fmt.Fprintf(stdout, "%-9s %12s %5s %7s %9s %9s\n", "mode", "docs/s", "runs", "chunks", "ms/run", "cpu ms")
 	for _, m := range res.Modes {
-		fmt.Fprintf(stdout, "%-9s %12.1f %5d %7d\n", m.Mode, m.DocsPerSec, m.Runs, m.Chunks)
+		cpu := "-"
+		if m.CPUPerRun > 0 {
+			cpu = fmt.Sprintf("%.1f", m.CPUPerRun.Seconds()*1000)
+		}
+		fmt.Fprintf(stdout, "%-9s %12.1f %5d %7d %9.1f %9s\n", m.Mode, m.DocsPerSec, m.Runs, m.Chunks,
+			m.Elapsed.Seconds()*1000/float64(m.Runs), cpu)
 	}
 	if res.SluiceVsSeed > 0 {
 		fmt.Fprintf(stdout, "c/a = %.2f (goal ≥ %g)\n", res.SluiceVsSeed, bench.GoalSluiceVsSeed)

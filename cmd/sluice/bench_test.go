@@ -55,7 +55,7 @@ func TestBenchAstra(t *testing.T) {
 
 	// Without --json: the table and one ratio (only the modes that ran are compared).
 	out, errOut, code = sluice("bench", "astra", "--chunks", "20", "--latency", "0", "--runs", "1", "--modes", "astrapy,sluice")
-	if code != 0 || !strings.Contains(out, "docs/s") || !strings.Contains(out, "c/b = ") || strings.Contains(out, "c/a") {
+	if code != 0 || !strings.Contains(out, "docs/s") || !strings.Contains(out, "cpu ms") || !strings.Contains(out, "c/b = ") || strings.Contains(out, "c/a") {
 		t.Fatalf("bench astra: exit %d\n%s%s", code, out, errOut)
 	}
 

@@ -172,6 +172,10 @@ type ModeResult struct {
 	Elapsed time.Duration `json:"elapsed_ns"`
 	// DocsPerSec is Chunks*Runs/Elapsed.
 	DocsPerSec float64 `json:"docs_per_sec"`
+	// CPUPerRun is the CPU time (user and system) the whole process — broker, double, loader
+	// and worker alike — used during a timed run, on average; 0 where it cannot be read. Over
+	// Elapsed/Runs it says how many cores a run kept busy.
+	CPUPerRun time.Duration `json:"cpu_per_run_ns,omitempty"`
 	// Stored is the number of documents the double held after each run (for ModeJetStream:
 	// messages the run added to the stream): always Chunks, since a run that leaves any other
 	// count is an error.
@@ -474,9 +478,13 @@ func (a *Astra) Run(ctx context.Context, mode string, runs int) (ModeResult, err
 		if err != nil {
 			return res, fmt.Errorf("bench astra %s, run %d: start empty: %w", mode, i+1, err)
 		}
+		cpu0, cpuOK := processCPU()
 		start := time.Now()
 		err = run(ctx)
 		res.Elapsed += time.Since(start)
+		if cpu1, ok := processCPU(); ok && cpuOK {
+			res.CPUPerRun += cpu1 - cpu0
+		}
 		if err != nil {
 			return res, fmt.Errorf("bench astra %s, run %d: %w", mode, i+1, err)
 		}
@@ -490,6 +498,7 @@ func (a *Astra) Run(ctx context.Context, mode string, runs int) (ModeResult, err
 		}
 	}
 	res.DocsPerSec = float64(a.cfg.Chunks*runs) / res.Elapsed.Seconds()
+	res.CPUPerRun /= time.Duration(runs)
 	return res, nil
 }
 

@@ -36,6 +36,18 @@ func TestRunAstraEveryMode(t *testing.T) {
 	if res.SluiceVsSeed <= 0 || res.SluiceVsAstrapy <= 0 || res.SluiceVsAstrapyCeiling <= 0 {
 		t.Errorf("ratios c/a = %v, c/b = %v, c/b ceiling = %v, want all computed", res.SluiceVsSeed, res.SluiceVsAstrapy, res.SluiceVsAstrapyCeiling)
 	}
+	// Where the process's CPU time can be read, every mode used some, and the sluice mode,
+	// which publishes what the floor publishes and then writes it, more than the floor.
+	if _, ok := bench.ProcessCPU(); ok {
+		for _, m := range res.Modes {
+			if m.CPUPerRun <= 0 {
+				t.Errorf("mode %s: CPU per run %v, want it measured", m.Mode, m.CPUPerRun)
+			}
+		}
+		if floor, sluice := res.Modes[3], res.Modes[2]; sluice.CPUPerRun <= floor.CPUPerRun {
+			t.Errorf("sluice used %v of CPU per run, the floor %v: want more", sluice.CPUPerRun, floor.CPUPerRun)
+		}
+	}
 	// The floor publishes what the sluice mode publishes, and does nothing else.
 	if floor, sluice := res.Modes[3], res.Modes[2]; floor.DocsPerSec <= sluice.DocsPerSec {
 		t.Errorf("the jetstream floor (%.0f docs/s) is not faster than the whole sluice path (%.0f docs/s)", floor.DocsPerSec, sluice.DocsPerSec)
