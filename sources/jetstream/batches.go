@@ -65,8 +65,9 @@ func (d *Delivery) settleOnce(kind disposition, delay time.Duration, reason stri
 // way to use a Subscriber: call Subscribe or ConsumeBatches, once.
 //
 // It blocks until ctx ends or Close is called, then drains: it stops pulling, hands over
-// what was pulled, waits up to DrainTimeout for every message to be settled, nacks what is
-// left for redelivery (returning an error) and returns.
+// what was pulled, waits up to DrainTimeout for every message to be settled, and otherwise
+// nacks what is left for redelivery, cancels the handlers' ctx, waits up to DrainTimeout
+// again for them to return, and returns an error wrapping ErrDrainTimeout.
 func (s *Subscriber) ConsumeBatches(ctx context.Context, cfg BatchConfig, handle BatchHandler) error {
 	if handle == nil {
 		return errors.New("subscriber: a batch handler is required")
@@ -141,6 +142,14 @@ func (s *Subscriber) ConsumeBatches(ctx context.Context, cfg BatchConfig, handle
 	}
 	if s.drainLeft == 0 {
 		<-gathered
+	} else {
+		// The handlers' ctx is cancelled: give them as long again to return, so that none
+		// outlives this call unless it ignores its ctx.
+		select {
+		case <-gathered:
+		case <-time.After(s.cfg.DrainTimeout):
+			s.log.Error("batch handlers still running after their ctx was cancelled")
+		}
 	}
 	close(stopTicker)
 	<-tickerDone
