@@ -23,13 +23,10 @@ type BatcherConfig struct {
 	// MaxBatch is the most documents in one WriteDocs call. Default 100 (the Data API's
 	// insertMany limit).
 	MaxBatch int
-	// Linger is how long a partial batch waits for more documents before it is written.
-	// Default 5 ms. Under load batches fill long before it runs out.
-	Linger time.Duration
 	// Concurrency is how many WriteDocs calls run at once. Default 10; the worker uses the
 	// sink's own WriteConcurrency when it has one (Astra: its connection pool of 20).
 	Concurrency int
-	// QueueSize bounds write requests waiting to be batched; Write blocks when it is full.
+	// QueueSize bounds write requests waiting for a writer; Write blocks when it is full.
 	// Default 4096.
 	QueueSize int
 	// WriteTimeout bounds one WriteDocs call. Default 30 s.
@@ -39,9 +36,6 @@ type BatcherConfig struct {
 func (c *BatcherConfig) setDefaults() {
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 100
-	}
-	if c.Linger <= 0 {
-		c.Linger = 5 * time.Millisecond
 	}
 	if c.Concurrency <= 0 {
 		c.Concurrency = 10
@@ -54,9 +48,11 @@ func (c *BatcherConfig) setDefaults() {
 	}
 }
 
-// Batcher group-commits documents from many concurrent handlers into batched WriteDocs calls,
-// and hands each handler its own documents' outcomes. Group commit is what makes synced writes
-// fast: hundreds of messages wait on one flush.
+// Batcher runs the document writes of every chunk handler of a worker: it cuts each request
+// into WriteDocs calls of at most MaxBatch documents, runs at most Concurrency calls at once
+// across all handlers, and hands each caller its own documents' outcomes. The group commit
+// itself is the handler's: it gathers a batch of messages and writes their documents with one
+// request (Subscriber.ConsumeBatches, Worker.handleChunks).
 //
 // NewBatcher starts its goroutines; Close stops them. Safe for concurrent use.
 type Batcher struct {
@@ -68,18 +64,11 @@ type Batcher struct {
 }
 
 type writeReq struct {
-	ctx        context.Context
 	collection string
-	now        bool // write at once, do not wait Linger for more
 	docs       []document.Doc
 	results    []error
 	left       atomic.Int64
 	done       chan struct{}
-}
-
-type slot struct {
-	req *writeReq
-	i   int
 }
 
 // NewBatcher returns a running Batcher. The caller must Close it.
@@ -98,25 +87,15 @@ func NewBatcher(cfg BatcherConfig) (*Batcher, error) {
 	return b, nil
 }
 
-// Write submits docs for collection and blocks until each has an outcome, returned in order:
+// Write writes docs into collection and blocks until each has an outcome, returned in order:
 // nil when durably written. If ctx ends first, the outstanding outcomes are ctx's error (the
 // documents may still be written: writes are idempotent).
 func (b *Batcher) Write(ctx context.Context, collection string, docs []document.Doc) []error {
-	return b.write1(ctx, collection, docs, false)
-}
-
-// WriteNow is Write for a caller that gathered its documents already (a batch handler): they
-// are written at once, with what is pending for collection, instead of waiting Linger for more.
-func (b *Batcher) WriteNow(ctx context.Context, collection string, docs []document.Doc) []error {
-	return b.write1(ctx, collection, docs, true)
-}
-
-func (b *Batcher) write1(ctx context.Context, collection string, docs []document.Doc, now bool) []error {
 	results := make([]error, len(docs))
 	if len(docs) == 0 {
 		return results
 	}
-	r := &writeReq{ctx: ctx, collection: collection, now: now, docs: docs, results: results, done: make(chan struct{})}
+	r := &writeReq{collection: collection, docs: docs, results: results, done: make(chan struct{})}
 	r.left.Store(int64(len(docs)))
 	fail := func(err error) []error {
 		for i := range results {
@@ -140,7 +119,7 @@ func (b *Batcher) write1(ctx context.Context, collection string, docs []document
 	case <-r.done:
 		return results
 	case <-b.done:
-		// Closed while it was being queued: written only if the last flush took it.
+		// Closed while it was being queued: written only if the last round took it.
 		select {
 		case <-r.done:
 			return results
@@ -159,88 +138,51 @@ func (b *Batcher) write1(ctx context.Context, collection string, docs []document
 func (b *Batcher) run() {
 	defer close(b.done)
 	writers := pool.New().WithMaxGoroutines(b.cfg.Concurrency)
-	pending := map[string][]slot{}
-	var timer *time.Timer
-	var timerC <-chan time.Time
-	flush := func(collection string) {
-		batch := pending[collection]
-		delete(pending, collection)
-		for len(batch) > 0 {
-			n := min(len(batch), b.cfg.MaxBatch)
-			part := batch[:n:n]
-			batch = batch[n:]
-			writers.Go(func() { b.write(collection, part) })
-		}
-	}
-	flushAll := func() {
-		for c := range pending {
-			flush(c)
-		}
-		if timer != nil {
-			timer.Stop()
-			timer, timerC = nil, nil
-		}
-	}
-	add := func(r *writeReq) {
-		for i := range r.docs {
-			pending[r.collection] = append(pending[r.collection], slot{r, i})
-			if len(pending[r.collection]) >= b.cfg.MaxBatch {
-				flush(r.collection)
-			}
-		}
-		if r.now && len(pending[r.collection]) > 0 {
-			flush(r.collection)
-		}
-		if len(pending) > 0 && timer == nil {
-			timer = time.NewTimer(b.cfg.Linger)
-			timerC = timer.C
+	submit := func(r *writeReq) {
+		for lo := 0; lo < len(r.docs); lo += b.cfg.MaxBatch {
+			hi := min(lo+b.cfg.MaxBatch, len(r.docs))
+			writers.Go(func() { b.write(r, lo, hi) })
 		}
 	}
 	for {
 		select {
 		case r := <-b.reqs:
-			add(r)
-		case <-timerC:
-			timer, timerC = nil, nil
-			flushAll()
+			submit(r)
 		case <-b.closing:
-			// Take what was queued before Close, then write everything.
+			// Write what was queued before Close, then wait for every write.
 			for {
 				select {
 				case r := <-b.reqs:
-					add(r)
+					submit(r)
 					continue
 				default:
 				}
 				break
 			}
-			flushAll()
 			writers.Wait()
 			return
 		}
 	}
 }
 
-func (b *Batcher) write(collection string, part []slot) {
-	docs := make([]document.Doc, len(part))
-	for i, s := range part {
-		docs[i] = s.req.docs[s.i]
-	}
+// write writes r.docs[lo:hi] with one WriteDocs call and records their outcomes.
+func (b *Batcher) write(r *writeReq, lo, hi int) {
+	docs := r.docs[lo:hi]
 	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.WriteTimeout)
-	outcomes, err := b.cfg.Sink.WriteDocs(ctx, collection, docs)
+	outcomes, err := b.cfg.Sink.WriteDocs(ctx, r.collection, docs)
 	cancel()
 	if err == nil && len(outcomes) != len(docs) {
 		err = fmt.Errorf("sink returned %d outcomes for %d documents", len(outcomes), len(docs))
 	}
-	for i, s := range part {
+	for i := range docs {
 		e := err
 		if e == nil {
 			e = outcomes[i]
 		}
-		s.req.results[s.i] = e
-		if s.req.left.Add(-1) == 0 {
-			close(s.req.done)
-		}
+		r.results[lo+i] = e
+	}
+	if r.left.Add(-int64(len(docs))) == 0 {
+		close(r.done)
 	}
 }
 

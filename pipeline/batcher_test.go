@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -57,9 +58,9 @@ func docsNamed(ids ...string) []document.Doc {
 	return docs
 }
 
-func TestBatcherWriteNowDoesNotLinger(t *testing.T) {
+func TestBatcherCutsRequestsAndMapsOutcomes(t *testing.T) {
 	sink := &callSink{}
-	b, err := pipeline.NewBatcher(pipeline.BatcherConfig{Sink: sink, MaxBatch: 10, Linger: time.Hour, Concurrency: 2})
+	b, err := pipeline.NewBatcher(pipeline.BatcherConfig{Sink: sink, MaxBatch: 10, Concurrency: 2})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,43 +68,28 @@ func TestBatcherWriteNowDoesNotLinger(t *testing.T) {
 	for i := range ids {
 		ids[i] = fmt.Sprintf("d%02d", i)
 	}
-	ids[7] = "bad7"
+	ids[17] = "bad17"
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	// With an hour of linger only WriteNow can return before the deadline.
-	res := b.WriteNow(ctx, "c", docsNamed(ids...))
+	res := b.Write(ctx, "c", docsNamed(ids...))
 	for i, e := range res {
 		switch {
-		case i == 7 && !fault.IsPermanent(e):
-			t.Errorf("outcome of bad7 = %v, want its permanent error", e)
-		case i != 7 && e != nil:
+		case i == 17 && !fault.IsPermanent(e):
+			t.Errorf("outcome of bad17 = %v, want its permanent error", e)
+		case i != 17 && e != nil:
 			t.Errorf("outcome of %s = %v, want nil", ids[i], e)
 		}
 	}
 	got := sink.sizes()
-	if total := sum(got); total != 25 || len(got) != 3 {
-		t.Fatalf("calls of %v documents, want three calls of at most 10 with 25 in all", got)
-	}
-
-	// Write, by contrast, waits for more: it has not written when its ctx ends, and Close
-	// writes what it left.
-	short, cancelShort := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancelShort()
-	res = b.Write(short, "c", docsNamed("late1", "late2"))
-	if !errors.Is(res[0], context.DeadlineExceeded) {
-		t.Fatalf("Write with an hour's linger returned %v, want the deadline", res[0])
-	}
-	if n := sum(sink.sizes()); n != 25 {
-		t.Fatalf("%d documents written before Close, want 25", n)
+	slices.Sort(got)
+	if !slices.Equal(got, []int{5, 10, 10}) {
+		t.Fatalf("calls of %v documents, want 10, 10 and 5", got)
 	}
 	if err := b.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if n := sum(sink.sizes()); n != 27 {
-		t.Fatalf("%d documents written after Close, want 27", n)
-	}
-	if res := b.WriteNow(ctx, "c", docsNamed("after")); !errors.Is(res[0], pipeline.ErrBatcherClosed) {
-		t.Fatalf("WriteNow after Close returned %v, want ErrBatcherClosed", res[0])
+	if res := b.Write(ctx, "c", docsNamed("after")); !errors.Is(res[0], pipeline.ErrBatcherClosed) {
+		t.Fatalf("Write after Close returned %v, want ErrBatcherClosed", res[0])
 	}
 }
 
@@ -114,7 +100,7 @@ func TestBatcherWholeCallFailureReachesEveryDocument(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer b.Close()
-	res := b.WriteNow(context.Background(), "c", docsNamed("a", "down", "b", "c"))
+	res := b.Write(context.Background(), "c", docsNamed("a", "down", "b", "c"))
 	for i, e := range res[:3] {
 		if e == nil || fault.IsPermanent(e) {
 			t.Errorf("outcome %d = %v, want the transient failure of its call", i, e)
@@ -123,13 +109,6 @@ func TestBatcherWholeCallFailureReachesEveryDocument(t *testing.T) {
 	if res[3] != nil {
 		t.Errorf("outcome of the document in the next call = %v, want nil", res[3])
 	}
-}
-
-func sum(n []int) (s int) {
-	for _, v := range n {
-		s += v
-	}
-	return s
 }
 
 func TestProgressRecordAllAcrossJobs(t *testing.T) {

@@ -47,9 +47,12 @@ type WorkerConfig struct {
 	// that large chunks (up to 1 MiB each) cannot multiply memory by MaxInFlight. Default
 	// 128 MiB: MaxInFlight of typical chunks (a few to 30 KiB, embeddings included).
 	MaxInFlightBytes int64
-	// Batch configures the group-commit batcher (Sink is set from Sink). Chunk messages are
-	// handled in batches of its MaxBatch messages, gathered for at most its Linger.
+	// Batch configures the batcher that runs the document writes (Sink is set from Sink).
+	// Chunk messages are handled in batches of its MaxBatch messages.
 	Batch BatcherConfig
+	// Linger is how long a partial batch of chunk messages waits for more before it is
+	// handled. Default 5 ms; under load batches fill long before it runs out.
+	Linger time.Duration
 	// Handlers is how many chunk batches are handled at once. Default twice the batcher's
 	// write concurrency, so batches are built and their progress recorded while others write.
 	Handlers int
@@ -258,7 +261,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	chunksDone := make(chan error, 1)
 	go func() {
 		chunksDone <- chunkSub.ConsumeBatches(ctx, sjs.BatchConfig{
-			MaxBatch: b.cfg.MaxBatch, Linger: b.cfg.Linger, Workers: handlers,
+			MaxBatch: b.cfg.MaxBatch, Linger: w.cfg.Linger, Workers: handlers,
 		}, w.handleChunks)
 		stop() // it returns early only on failure: stop the router too
 	}()
@@ -334,7 +337,7 @@ func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 	for coll, cdocs := range docs {
 		// Collections are written one after another; a batch spans several only when chunks
 		// of different environments arrive together.
-		results := w.batcher.WriteNow(ctx, coll, cdocs)
+		results := w.batcher.Write(ctx, coll, cdocs)
 		for i := range items {
 			it := &items[i]
 			if it.coll != coll {
