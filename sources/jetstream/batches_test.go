@@ -54,11 +54,7 @@ func TestConsumeBatchesBoundsBatchesWorkersAndInFlight(t *testing.T) {
 				d.Ack()
 			}
 		})
-	waitSettled(t, p.ChunkConsumer, n)
-	cancel()
-	if err := waitReturn(t, done); err != nil {
-		t.Fatalf("ConsumeBatches: %v", err)
-	}
+	stopWhenSettled(t, p.ChunkConsumer, n, cancel, done)
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -123,11 +119,7 @@ func TestConsumeBatchesMapsOutcomes(t *testing.T) {
 				}
 			}
 		})
-	waitSettled(t, p.ChunkConsumer, uint64(len(ids)))
-	cancel()
-	if err := waitReturn(t, done); err != nil {
-		t.Fatalf("ConsumeBatches: %v", err)
-	}
+	stopWhenSettled(t, p.ChunkConsumer, uint64(len(ids)), cancel, done)
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -199,11 +191,7 @@ func TestConsumeBatchesRetriesAPanickingBatch(t *testing.T) {
 				d.Ack()
 			}
 		})
-	waitSettled(t, p.ChunkConsumer, uint64(len(ids)))
-	cancel()
-	if err := waitReturn(t, done); err != nil {
-		t.Fatalf("ConsumeBatches: %v", err)
-	}
+	stopWhenSettled(t, p.ChunkConsumer, uint64(len(ids)), cancel, done)
 
 	mu.Lock()
 	defer mu.Unlock()
@@ -660,11 +648,7 @@ func TestConsumeBatchesBoundsBytesInFlight(t *testing.T) {
 				d.Ack()
 			}
 		})
-	waitSettled(t, p.ChunkConsumer, n)
-	cancel()
-	if err := waitReturn(t, done); err != nil {
-		t.Fatalf("ConsumeBatches: %v", err)
-	}
+	stopWhenSettled(t, p.ChunkConsumer, n, cancel, done)
 	mu.Lock()
 	defer mu.Unlock()
 	if len(seen) != n {
@@ -672,5 +656,16 @@ func TestConsumeBatchesBoundsBytesInFlight(t *testing.T) {
 	}
 	if got := most.Load(); got > budget || got < 4*size {
 		t.Fatalf("at most %d payload bytes unsettled at once; want within MaxInFlightBytes %d (and several messages at a time)", got, budget)
+	}
+}
+
+// stopWhenSettled waits until n messages are settled at the consumer, then stops
+// ConsumeBatches and fails the test if it returned an error.
+func stopWhenSettled(t *testing.T, c jetstream.Consumer, n uint64, cancel context.CancelFunc, done <-chan error) {
+	t.Helper()
+	waitSettled(t, c, n)
+	cancel()
+	if err := waitReturn(t, done); err != nil {
+		t.Fatalf("ConsumeBatches: %v", err)
 	}
 }
