@@ -166,15 +166,15 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		maxDeliver = uint64(ci.Config.MaxDeliver)
 	}
 	w := &Worker{
-		cfg:       cfg,
-		log:       log,
-		jobs:      NewJobStore(cfg.Streams.JobsKV),
-		dlq:       newDeadLetterer(cfg.JS),
-		validator: v,
-		metrics:   newWorkerMetrics(cfg.Registerer),
-		builders:  builders,
+		cfg:         cfg,
+		log:         log,
+		jobs:        NewJobStore(cfg.Streams.JobsKV),
+		dlq:         newDeadLetterer(cfg.JS),
+		validator:   v,
+		metrics:     newWorkerMetrics(cfg.Registerer),
+		builders:    builders,
+		collections: collections,
 	}
-	w.collections = collections
 	w.settler = &settler{
 		dlq: w.dlq, retry: cfg.Retry, maxDeliver: maxDeliver, log: log, kind: "message",
 		// A dead-lettered item of a job counts towards it, so the job can complete.
