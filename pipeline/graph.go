@@ -3,10 +3,14 @@ package pipeline
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/schemas"
@@ -22,7 +26,9 @@ type GraphStore interface {
 
 // handleGraph applies one graph batch message: the batch (GraphStore shape, nodes and edges)
 // goes to the graph store in one transaction, keyed by the message's stream position so a
-// redelivery never bumps versions twice; acked after commit.
+// redelivery never bumps versions twice; acked after commit. A batch with an edge whose
+// endpoint is not stored yet is put back at the end of the stream (requeueGraph); every other
+// invalid batch is dead-lettered at once.
 func (w *Worker) handleGraph(msg *message.Message) error {
 	m, meta, err := native(msg)
 	if err != nil {
@@ -47,6 +53,10 @@ func (w *Worker) handleGraph(msg *message.Message) error {
 		return w.deadLetter(ctx, wm(msg), m, meta, err, "graph")
 	}
 	if _, err := w.cfg.Graph.ApplyBatch(ctx, batch, meta.Stream+":"+strconv.FormatUint(meta.Sequence.Stream, 10)); err != nil {
+		var missing *graph.MissingEndpointsError
+		if errors.As(err, &missing) {
+			return w.requeueGraph(ctx, msg, m, meta, missing)
+		}
 		if fault.IsPermanent(err) {
 			return w.deadLetter(ctx, wm(msg), m, meta, err, "graph")
 		}
@@ -59,5 +69,49 @@ func (w *Worker) handleGraph(msg *message.Message) error {
 	}
 	w.dlq.forget(meta)
 	w.metrics.outcome("graph_applied", 0)
+	return nil
+}
+
+// maxGraphRequeues bounds how often a graph batch with a missing endpoint goes back to the end
+// of its stream before it is dead-lettered; with the delay before each, a batch whose nodes
+// never come costs the graph consumer at most ≈ maxGraphRequeues × maxRequeueDelay.
+const (
+	maxGraphRequeues = 8
+	maxRequeueDelay  = time.Second
+)
+
+// requeueGraph handles a graph batch with an edge whose endpoint is not stored. The nodes may
+// still come — another upload's, published after this one — but they queue behind it: the
+// graph consumer applies one batch at a time (MaxAckPending 1), so a Nak, even with a delay,
+// would hold them back until the deliveries ran out (≈4 minutes a batch, issue 11). So after
+// a short delay the batch is published again at the end of the stream, with HeaderRequeues
+// counting, and the original is acked; after maxGraphRequeues it is dead-lettered. The copy's
+// Nats-Msg-Id is derived from the original's stream position, so a redelivered original
+// requeues once.
+func (w *Worker) requeueGraph(ctx context.Context, msg *message.Message, m jetstream.Msg, meta *jetstream.MsgMetadata, missing *graph.MissingEndpointsError) error {
+	n, _ := strconv.Atoi(m.Headers().Get(schemas.HeaderRequeues))
+	if n >= maxGraphRequeues {
+		return w.deadLetter(ctx, wm(msg), m, meta, fault.Permanent(fault.Validation,
+			fmt.Errorf("requeued %d times, the endpoints never arrived: %w", n, missing)), "graph")
+	}
+	select {
+	case <-time.After(min(w.cfg.Retry.Delay(uint64(n+1)), maxRequeueDelay)):
+	case <-ctx.Done():
+		return w.fail(ctx, wm(msg), m, meta, ctx.Err(), "graph")
+	}
+	out := nats.NewMsg(m.Subject())
+	out.Data = m.Data()
+	for k, vs := range m.Headers() {
+		out.Header[k] = append([]string(nil), vs...)
+	}
+	out.Header.Set(schemas.HeaderRequeues, strconv.Itoa(n+1))
+	out.Header.Set(nats.MsgIdHdr, fmt.Sprintf("requeue/%s", msgKey(meta)))
+	if _, err := w.cfg.JS.PublishMsg(ctx, out); err != nil {
+		return w.fail(ctx, wm(msg), m, meta, fmt.Errorf("requeue graph batch: %w", err), "graph")
+	}
+	w.log.Info("graph batch requeued: an edge endpoint is not stored yet", "seq", meta.Sequence.Stream,
+		"requeues", n+1, "missing", len(missing.Missing))
+	w.dlq.forget(meta)
+	w.metrics.outcome("graph_requeued", 0)
 	return nil
 }

@@ -21,9 +21,9 @@ import (
 const MaxGraphFileBytes = 256 << 20
 
 // loadGraph publishes a graph file (GraphStore batch, Pass E snapshot or legacy Pass C graph)
-// as one job of graph batch messages: nodes first, then edges, each message under the
-// message size limit. The graph consumer applies them one at a time in publish order, so
-// every edge finds its nodes.
+// as one job of graph batch messages: nodes first, then edges, each message at most
+// MaxGraphMessageBytes. The BatchWriter stores them in that order and the graph consumer
+// applies them one at a time in stream order, so every edge finds its nodes.
 func (l *Loader) loadGraph(ctx context.Context, req LoadRequest, path, jobID string, res LoadResult) (LoadResult, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -37,7 +37,7 @@ func (l *Loader) loadGraph(ctx context.Context, req LoadRequest, path, jobID str
 	if err != nil {
 		return res, fmt.Errorf("%w: %s is not a chunk file (no chunks, vectorized_chunks, items or enriched_chunks array), and as a graph file: %w", ErrBadInput, req.File, err)
 	}
-	parts, err := splitGraphBatch(batch, l.cfg.MaxMessageBytes)
+	parts, err := splitGraphBatch(batch, l.cfg.MaxGraphMessageBytes)
 	if err != nil {
 		return res, fmt.Errorf("%w: %s: %w", ErrBadInput, req.File, err)
 	}

@@ -42,13 +42,22 @@ type LoaderConfig struct {
 	// MaxMessageBytes is the largest chunk payload published. Default
 	// schemas.DefaultMaxMessageBytes less room for headers.
 	MaxMessageBytes int
+	// MaxGraphMessageBytes is the largest graph batch message published. Default 256 KiB
+	// (DefaultMaxGraphMessageBytes): a graph batch is applied in one transaction, so a smaller
+	// one holds the graph consumer for less time, and its dead letter (the payload in base64,
+	// ≈4/3 of it, plus the envelope) stays far below the broker's 1 MiB limit. At most
+	// MaxMessageBytes; a single node or edge over it is refused at intake.
+	MaxGraphMessageBytes int
 	// SpoolDir holds uploads while they are hashed and published. Default os.TempDir().
 	SpoolDir string
 }
 
+// DefaultMaxGraphMessageBytes is LoaderConfig.MaxGraphMessageBytes's default.
+const DefaultMaxGraphMessageBytes = 256 << 10
+
 // Loader publishes chunk files as jobs: an open event, every valid item as one message (in
-// atomic batches), then a seal event with the totals and every rejected item. Safe for
-// concurrent use.
+// atomic batches, stored in file order, so of two items with one id the later wins), then a
+// seal event with the totals and every rejected item. Safe for concurrent use.
 type Loader struct {
 	cfg LoaderConfig
 }
@@ -65,6 +74,10 @@ func NewLoader(cfg LoaderConfig) (*Loader, error) {
 	if cfg.MaxMessageBytes <= 0 {
 		cfg.MaxMessageBytes = schemas.DefaultMaxMessageBytes - 8<<10
 	}
+	if cfg.MaxGraphMessageBytes <= 0 {
+		cfg.MaxGraphMessageBytes = DefaultMaxGraphMessageBytes
+	}
+	cfg.MaxGraphMessageBytes = min(cfg.MaxGraphMessageBytes, cfg.MaxMessageBytes)
 	if cfg.SpoolDir == "" {
 		cfg.SpoolDir = os.TempDir()
 	}

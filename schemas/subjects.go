@@ -158,6 +158,9 @@ const (
 	HeaderSchema = "Sluice-Schema"
 	// HeaderTraceparent is the W3C trace context header, propagated into logs and dead letters.
 	HeaderTraceparent = "traceparent"
+	// HeaderRequeues counts how often the graph worker put a graph batch back at the end of
+	// its stream because an edge's endpoint was not stored yet. Set by Sluice only.
+	HeaderRequeues = "Sluice-Requeues"
 )
 
 // DefaultMaxMessageBytes is the default limit on one message's payload (1 MiB), the same as

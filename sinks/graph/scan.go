@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/sluice-dev/sluice/pipeline/fault"
 )
 
 // mergeEncoded merges upd shallowly into the stored JSON properties old and encodes the result.
@@ -51,12 +53,31 @@ func scanCounts(rows *sql.Rows, into map[string]int) error {
 	return rows.Err()
 }
 
-// missingEndpoints returns a permanent error naming the first edge whose endpoint is in
-// missing (sorted), or nil when missing is empty.
+// MissingEndpointsError is the error of a batch with an edge whose endpoint is neither in
+// the batch nor stored. It is permanent for the batch as it stands, but the missing nodes may
+// still arrive (another job's nodes, a message still on its way), so a consumer may retry it
+// for a while before it dead-letters it: find it with errors.As. It wraps ErrInvalid.
+type MissingEndpointsError struct {
+	// Missing holds the missing node ids, sorted.
+	Missing []string
+	msg     string
+}
+
+func (e *MissingEndpointsError) Error() string { return fmt.Sprintf("%v: %s", ErrInvalid, e.msg) }
+
+// Unwrap returns ErrInvalid.
+func (e *MissingEndpointsError) Unwrap() error { return ErrInvalid }
+
+// missingEndpoints returns a permanent validation error (a *MissingEndpointsError) naming the
+// first edge whose endpoint is in missing (sorted), or nil when missing is empty.
 func missingEndpoints(edges []Edge, missing []string) error {
 	if len(missing) == 0 {
 		return nil
 	}
+	return fault.Permanent(fault.Validation, &MissingEndpointsError{Missing: missing, msg: describeMissing(edges, missing)})
+}
+
+func describeMissing(edges []Edge, missing []string) string {
 	gone := make(map[string]bool, len(missing))
 	for _, id := range missing {
 		gone[id] = true
@@ -68,12 +89,12 @@ func missingEndpoints(edges []Edge, missing []string) error {
 				if len(missing) > 1 {
 					more = fmt.Sprintf(" (%d missing endpoints in all: %s)", len(missing), strings.Join(firstN(missing, 5), ", "))
 				}
-				return invalidf("edge %s (%s -%s-> %s): endpoint %q is neither in the batch nor stored%s",
+				return fmt.Sprintf("edge %s (%s -%s-> %s): endpoint %q is neither in the batch nor stored%s",
 					e.ID, e.Source, e.Type, e.Target, end, more)
 			}
 		}
 	}
-	return invalidf("missing edge endpoints: %s", strings.Join(firstN(missing, 5), ", "))
+	return "missing edge endpoints: " + strings.Join(firstN(missing, 5), ", ")
 }
 
 func firstN(s []string, n int) []string {

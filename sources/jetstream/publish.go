@@ -34,10 +34,22 @@ func PublishAtomic(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg
 	if err == nil {
 		return nil
 	}
-	var apiErr *jetstream.APIError
-	if !(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstreamext.JSErrCodeBatchPublishDuplicateMsgID) {
+	if !isDuplicateBatch(err) {
 		return fmt.Errorf("publish atomic batch of %d: %w", len(msgs), err)
 	}
+	return publishEach(ctx, js, msgs)
+}
+
+// isDuplicateBatch reports whether the server refused an atomic batch because a Nats-Msg-Id in
+// it is already stored (error 10201).
+func isDuplicateBatch(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jetstreamext.JSErrCodeBatchPublishDuplicateMsgID
+}
+
+// publishEach publishes msgs one by one, in order, letting the server drop the ones whose
+// Nats-Msg-Id it already stored.
+func publishEach(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg) error {
 	for _, m := range msgs {
 		// PublishMsgBatch stamped the batch headers onto the messages; sent again with them,
 		// each would open a new batch.
@@ -57,13 +69,24 @@ type BatchWriterConfig struct {
 	BatchSize int
 	// BatchBytes closes a batch early once its payloads reach this size. Default 4 MiB.
 	BatchBytes int
-	// Concurrency is how many batches may be in flight at once. Default 4.
+	// Concurrency is how many batches may be in flight at once: sent to the server and staged
+	// there while the batches before them commit. Default 4. Commits stay in order whatever it
+	// is; it bounds the memory the writer and the server hold for uncommitted batches, and it
+	// stays far below nats-server's limit of 50 atomic batches in flight per stream.
 	Concurrency int
+	// Unordered lets batches commit in any order, each as soon as it is staged. Optional,
+	// default false. Only for messages whose relative order does not matter (benchmarks of
+	// the old behaviour); Sluice's loaders never set it.
+	Unordered bool
 }
 
-// BatchWriter streams messages into atomic batches with a bounded number of batches in flight:
-// Add blocks while Concurrency batches await their acks. It is not safe for concurrent use;
-// one goroutine adds, then calls Close.
+// BatchWriter streams messages into atomic batches and stores them in the order they were
+// added: message i+1 never gets a lower stream sequence than message i. Up to Concurrency
+// batches are in flight at once — each is sent to the server (staged) as soon as it is full,
+// while the ones before it commit — but each commits only after the batch before it has, so
+// the stream holds them in order (a later item with the same id wins; graph nodes precede the
+// edges that need them). Add blocks while Concurrency batches are in flight. It is not safe for
+// concurrent use; one goroutine adds, then calls Close.
 type BatchWriter struct {
 	js      jetstream.JetStream
 	cfg     BatchWriterConfig
@@ -72,8 +95,11 @@ type BatchWriter struct {
 	curSize int
 	sem     chan struct{}
 	wg      sync.WaitGroup
-	mu      sync.Mutex // guards err
-	err     error
+	// prev is closed once the batch flushed last has committed (or failed): the next batch
+	// commits only after it. Only the adding goroutine touches it.
+	prev chan struct{}
+	mu   sync.Mutex // guards err
+	err  error
 }
 
 // NewBatchWriter returns a writer publishing to js. ctx bounds every publish. The caller must
@@ -91,7 +117,9 @@ func NewBatchWriter(ctx context.Context, js jetstream.JetStream, cfg BatchWriter
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 4
 	}
-	return &BatchWriter{js: js, cfg: cfg, ctx: ctx, sem: make(chan struct{}, cfg.Concurrency)}
+	prev := make(chan struct{})
+	close(prev)
+	return &BatchWriter{js: js, cfg: cfg, ctx: ctx, sem: make(chan struct{}, cfg.Concurrency), prev: prev}
 }
 
 // Add queues m; it returns the first error of any earlier batch, after which nothing more is
@@ -119,10 +147,18 @@ func (w *BatchWriter) flush() error {
 	case <-w.ctx.Done():
 		return w.ctx.Err()
 	}
+	prev, done := w.prev, make(chan struct{})
+	w.prev = done
 	w.wg.Add(1)
 	go func() {
-		defer func() { <-w.sem; w.wg.Done() }()
-		if err := PublishAtomic(w.ctx, w.js, batch); err != nil {
+		defer func() { close(done); <-w.sem; w.wg.Done() }()
+		var err error
+		if w.cfg.Unordered {
+			err = PublishAtomic(w.ctx, w.js, batch)
+		} else {
+			err = publishAfter(w.ctx, w.js, batch, prev, w.Err)
+		}
+		if err != nil {
 			w.mu.Lock()
 			if w.err == nil {
 				w.err = err
@@ -133,6 +169,55 @@ func (w *BatchWriter) flush() error {
 	return nil
 }
 
+// errEarlierBatch stops a batch whose predecessor failed: committing it would store messages
+// after a gap.
+var errEarlierBatch = errors.New("an earlier batch failed")
+
+// publishAfter stages msgs as one atomic batch at once, then commits it once prev is closed,
+// unless failed (the writer's first error) reports that an earlier batch failed. A commit the
+// server refuses (a staged batch it abandoned, a Nats-Msg-Id already stored) or whose answer
+// is lost is published again with PublishAtomic, which stores every message exactly once
+// within the duplicate window.
+func publishAfter(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg, prev <-chan struct{}, failed func() error) error {
+	bp, err := jetstreamext.NewBatchPublisher(js)
+	if err != nil {
+		return fmt.Errorf("start atomic batch: %w", err)
+	}
+	staged := true
+	for _, m := range msgs[:len(msgs)-1] {
+		if err := bp.AddMsg(m); err != nil {
+			// Not staged (a full server, a lost first ack): publish the whole batch again
+			// once it is this batch's turn.
+			staged = false
+			break
+		}
+	}
+	select {
+	case <-prev:
+	case <-ctx.Done():
+		_ = bp.Discard()
+		return ctx.Err()
+	}
+	if failed() != nil {
+		_ = bp.Discard()
+		return errEarlierBatch
+	}
+	if staged {
+		_, err := bp.CommitMsg(ctx, msgs[len(msgs)-1])
+		switch {
+		case err == nil:
+			return nil
+		case ctx.Err() != nil:
+			return ctx.Err()
+		case isDuplicateBatch(err):
+			return publishEach(ctx, js, msgs)
+		}
+	} else {
+		_ = bp.Discard()
+	}
+	return PublishAtomic(ctx, js, msgs)
+}
+
 // Err returns the first publish error so far.
 func (w *BatchWriter) Err() error {
 	w.mu.Lock()
@@ -141,7 +226,7 @@ func (w *BatchWriter) Err() error {
 }
 
 // Close publishes what is queued, waits for every batch to be acknowledged, and returns the
-// first error. Only when it returns nil is every added message stored.
+// first error. Only when it returns nil is every added message stored, in the order added.
 func (w *BatchWriter) Close() error {
 	ferr := w.flush()
 	w.wg.Wait()
