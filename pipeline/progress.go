@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/sourcegraph/conc/pool"
 )
 
@@ -24,20 +25,65 @@ type ProgressConfig struct {
 	// OnJob, if set, is called after each flush with every job it changed. It runs on the
 	// flushing goroutine and must not block.
 	OnJob func(Job)
+	// Conn is the connection behind Store. Optional: when set, record calls under way when it
+	// reconnects are cancelled and made again at once. A request sent just before a broker
+	// restart or a network cut is never answered; without this it held every message of its
+	// batch for the full call timeout (30 s, every worker stalled; issue 11).
+	Conn *nats.Conn
 }
+
+// reconnectPoll is how often Progress looks at Conn's reconnect count.
+const reconnectPoll = 100 * time.Millisecond
 
 // Progress records item outcomes in the job store in batches: one compare-and-set per job per
 // flush instead of one round trip per message. Record blocks until its mark is durable, so a
 // handler acks only after its progress is recorded: a crash can make an outcome be recorded
 // twice (harmless: records are sets), never lost.
 //
-// NewProgress starts a goroutine; Close stops it. Safe for concurrent use.
+// NewProgress starts a goroutine (two with Conn); Close stops them. Safe for concurrent use.
 type Progress struct {
 	cfg     ProgressConfig
 	reqs    chan *markReq
 	closing chan struct{}
 	done    chan struct{}
 	once    sync.Once
+
+	emu      sync.Mutex // guards ectx, ecancel and gen
+	ectx     context.Context
+	ecancel  context.CancelFunc
+	gen      uint64 // the connection's reconnect count when ectx was made
+	watching chan struct{}
+}
+
+// epoch returns the context record calls derive from, cancelled when Conn reconnects, and
+// the reconnect count it belongs to.
+func (p *Progress) epoch() (context.Context, uint64) {
+	p.emu.Lock()
+	defer p.emu.Unlock()
+	return p.ectx, p.gen
+}
+
+// watchReconnects replaces the epoch context, cancelling the old one, whenever Conn's
+// reconnect count changes, until Close.
+func (p *Progress) watchReconnects() {
+	defer close(p.watching)
+	t := time.NewTicker(reconnectPoll)
+	defer t.Stop()
+	for {
+		select {
+		case <-p.done:
+			return
+		case <-t.C:
+		}
+		n := p.cfg.Conn.Stats().Reconnects
+		p.emu.Lock()
+		if n != p.gen {
+			p.ecancel()
+			p.ectx, p.ecancel = context.WithCancel(context.Background())
+			p.gen = n
+		}
+		p.emu.Unlock()
+	}
 }
 
 // markReq is one job's marks from one caller.
@@ -64,8 +110,16 @@ func NewProgress(cfg ProgressConfig) (*Progress, error) {
 	if cfg.Concurrency <= 0 {
 		cfg.Concurrency = 8
 	}
-	p := &Progress{cfg: cfg, reqs: make(chan *markReq, cfg.QueueSize), closing: make(chan struct{}), done: make(chan struct{})}
+	p := &Progress{cfg: cfg, reqs: make(chan *markReq, cfg.QueueSize), closing: make(chan struct{}), done: make(chan struct{}),
+		watching: make(chan struct{})}
+	p.ectx, p.ecancel = context.WithCancel(context.Background())
 	go p.run()
+	if cfg.Conn != nil {
+		p.gen = cfg.Conn.Stats().Reconnects
+		go p.watchReconnects()
+	} else {
+		close(p.watching)
+	}
 	return p, nil
 }
 
@@ -172,6 +226,15 @@ func (p *Progress) run() {
 	}
 }
 
+// recordTimeout bounds one job's record call; it takes milliseconds, but seconds on a broker
+// behind a slow, busy network (5 s timed out there again and again, and the retries kept the
+// network busy). A call lost in a reconnect is not left to time out: see ProgressConfig.Conn.
+const recordTimeout = 30 * time.Second
+
+// maxRecordAttempts bounds how often one flush calls record for a job whose call was cut
+// short by a reconnect.
+const maxRecordAttempts = 3
+
 func (p *Progress) flush(batch []*markReq) {
 	byJob := map[string][]*markReq{}
 	for _, r := range batch {
@@ -186,9 +249,19 @@ func (p *Progress) flush(batch []*markReq) {
 			for _, r := range reqs {
 				marks = append(marks, r.marks...)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			job, err := p.cfg.Store.record(ctx, id, marks)
-			cancel()
+			var job Job
+			var err error
+			for attempt := 1; ; attempt++ {
+				base, gen := p.epoch()
+				ctx, cancel := context.WithTimeout(base, recordTimeout)
+				job, err = p.cfg.Store.record(ctx, id, marks)
+				cancel()
+				if _, now := p.epoch(); err == nil || now == gen || attempt == maxRecordAttempts {
+					break
+				}
+				// The connection reconnected during the call: its request may be lost and
+				// never answered. Call again (recording is idempotent).
+			}
 			for _, r := range reqs {
 				r.err = err
 				close(r.done)
@@ -212,5 +285,9 @@ func (p *Progress) flush(batch []*markReq) {
 func (p *Progress) Close() error {
 	p.once.Do(func() { close(p.closing) })
 	<-p.done
+	<-p.watching
+	p.emu.Lock()
+	p.ecancel()
+	p.emu.Unlock()
 	return nil
 }

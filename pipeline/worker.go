@@ -207,7 +207,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	w.batcher = b
-	p, err := NewProgress(ProgressConfig{Store: w.jobs})
+	p, err := NewProgress(ProgressConfig{Store: w.jobs, Conn: w.cfg.JS.Conn()})
 	if err != nil {
 		_ = b.Close()
 		return err

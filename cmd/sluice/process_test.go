@@ -22,8 +22,9 @@ import (
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
-// binary is the sluice binary built once for the process tests.
-var binary string
+// binary is the sluice binary built once for the process tests; natsServerBinary is
+// nats-server, built from the module version go.mod names.
+var binary, natsServerBinary string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "sluice-bin-")
@@ -35,6 +36,14 @@ func TestMain(m *testing.M) {
 	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build sluice: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	// The fault suite runs nats-server as a process of its own: the same server, from the
+	// same module version, as the embedded one.
+	natsServerBinary = filepath.Join(dir, "nats-server")
+	out, err = exec.Command("go", "build", "-o", natsServerBinary, "github.com/nats-io/nats-server/v2").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build nats-server: %v\n%s", err, out)
 		os.Exit(1)
 	}
 	code := m.Run()

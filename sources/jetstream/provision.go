@@ -40,7 +40,9 @@ type ProvisionConfig struct {
 	// DuplicateWindow is how long a Nats-Msg-Id is remembered. Default 10 minutes.
 	DuplicateWindow time.Duration
 	// AckWait is how long a worker may hold a message before it is redelivered; workers extend
-	// it with InProgress for long writes. Default 30 s.
+	// it with InProgress (every third of it) for long writes. Default 10 s: it is also how long
+	// the messages a killed worker held, or a broker restart or network cut lost on their way,
+	// wait before they are delivered again (30 s stalled recovery for 30 s, issue 11).
 	AckWait time.Duration
 	// MaxDeliver is how many times a message is delivered before the pipeline dead-letters it
 	// (the pipeline reads it from the consumer). Default 10.
@@ -66,7 +68,7 @@ func (c *ProvisionConfig) setDefaults() {
 		c.DuplicateWindow = 10 * time.Minute
 	}
 	if c.AckWait <= 0 {
-		c.AckWait = 30 * time.Second
+		c.AckWait = 10 * time.Second
 	}
 	if c.MaxDeliver <= 0 {
 		c.MaxDeliver = 10

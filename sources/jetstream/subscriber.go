@@ -97,7 +97,7 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 		cfg.DrainTimeout = 30 * time.Second
 	}
 	if cfg.InProgressEvery <= 0 {
-		ackWait := 30 * time.Second
+		ackWait := 10 * time.Second // Provision's default
 		if ci := cfg.Consumer.CachedInfo(); ci != nil && ci.Config.AckWait > 0 {
 			ackWait = ci.Config.AckWait
 		}
