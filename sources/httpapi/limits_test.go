@@ -114,16 +114,16 @@ func TestSlowHeadersAreCut(t *testing.T) {
 // A slow but alive upload goes on far longer than the idle timeout.
 func TestSlowButAliveUploadSucceeds(t *testing.T) {
 	jobs := &fakeJobs{}
-	s := newServer(t, httpapi.Config{Jobs: jobs, BodyIdleTimeout: 150 * time.Millisecond})
+	s := newServer(t, httpapi.Config{Jobs: jobs, BodyIdleTimeout: 500 * time.Millisecond})
 	run(t, s)
 	pr, pw := io.Pipe()
 	go func() {
 		line := []byte(`{"id":"a","text":"` + strings.Repeat("x", 1000) + `"}` + "\n")
-		for range 20 { // 20 × 50 ms ≈ 7 idle timeouts
+		for range 20 { // 20 × 100 ms: 4 idle timeouts in all
 			if _, err := pw.Write(line); err != nil {
 				return
 			}
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond)
 		}
 		pw.Close()
 	}()

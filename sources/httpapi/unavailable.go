@@ -49,8 +49,9 @@ func unavailable(r *http.Request, err error) bool {
 			return true
 		}
 	}
-	// A deadline of the server's own (a publish or query timeout), not the client leaving.
-	return errors.Is(err, context.DeadlineExceeded) && r.Context().Err() == nil
+	// A deadline of the server's own (a publish or query timeout, GraphTimeout), not the
+	// client leaving (which cancels the request's context).
+	return errors.Is(err, context.DeadlineExceeded) && !errors.Is(r.Context().Err(), context.Canceled)
 }
 
 // unavailableProblem answers 503 with Retry-After for an error unavailable accepted.
