@@ -49,12 +49,23 @@ func NewEventFeed(js jetstream.JetStream) *EventFeed { return &EventFeed{js: js}
 // FeedFromNow, as Follow's since, follows only events stored from now on.
 const FeedFromNow int64 = -1
 
+const (
+	// feedInactiveThreshold is how long the server keeps a feed's consumer after its client
+	// stopped pulling, should the explicit delete at the end of Follow fail (broker away):
+	// nats.go's default is 5 minutes, long enough for a stream of short requests to reach
+	// the server's consumer limit. Follow pulls continuously, so a live feed never idles
+	// this long.
+	feedInactiveThreshold = 30 * time.Second
+	// feedDeleteTimeout bounds deleting a feed's consumer when Follow ends.
+	feedDeleteTimeout = 2 * time.Second
+)
+
 // Follow calls fn, from one goroutine, with every event whose sequence is above since (0:
 // every event the stream still holds; FeedFromNow: only new ones), in stream order, until fn
 // returns an error (which Follow returns) or ctx ends (ctx's error). Events older than the
 // stream's retention (7 days) are gone; following resumes at the oldest one kept. It blocks.
 func (f *EventFeed) Follow(ctx context.Context, since int64, fn func(Event) error) error {
-	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{sjs.EventSubjects}}
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{sjs.EventSubjects}, InactiveThreshold: feedInactiveThreshold}
 	switch {
 	case since < 0:
 		cfg.DeliverPolicy = jetstream.DeliverNewPolicy
@@ -68,6 +79,9 @@ func (f *EventFeed) Follow(ctx context.Context, since int64, fn func(Event) erro
 	if err != nil {
 		return fmt.Errorf("follow change feed: %w", err)
 	}
+	// Each Follow creates a server-side consumer; delete it as soon as the feed ends (the
+	// ordered consumer's Stop only unsubscribes), whatever ended it.
+	defer f.deleteConsumer(ctx, cons)
 	it, err := cons.Messages(jetstream.PullMaxMessages(256))
 	if err != nil {
 		return fmt.Errorf("follow change feed: %w", err)
@@ -104,6 +118,20 @@ func (f *EventFeed) Follow(ctx context.Context, since int64, fn func(Event) erro
 			return err
 		}
 	}
+}
+
+// deleteConsumer deletes the ordered consumer cons currently uses (an ordered consumer
+// replaces its server-side consumer after a gap, so the name is read at the end). It waits at
+// most feedDeleteTimeout, even after ctx ended; a failure leaves the consumer to the server's
+// InactiveThreshold.
+func (f *EventFeed) deleteConsumer(ctx context.Context, cons jetstream.Consumer) {
+	info := cons.CachedInfo()
+	if info == nil || info.Name == "" {
+		return
+	}
+	dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), feedDeleteTimeout)
+	defer cancel()
+	_ = f.js.DeleteConsumer(dctx, sjs.StreamEvents, info.Name)
 }
 
 // ForwardJobEvents puts job progress on the change feed: it watches the jobs bucket

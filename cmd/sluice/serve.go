@@ -15,6 +15,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sourcegraph/conc/pool"
@@ -39,10 +40,15 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 	fs.StringVar(&c.HTTPAddr, "http-addr", envOr("SLUICE_HTTP_ADDR", "127.0.0.1:8080"), "HTTP API address (SLUICE_HTTP_ADDR)")
 	fs.StringVar(&c.TokensFile, "tokens-file", envOr("SLUICE_API_TOKENS_FILE", ""), "JSON list of API tokens; without it the API serves loopback only (SLUICE_API_TOKENS_FILE)")
 	drain := fs.Duration("drain-timeout", 30*time.Second, "how long in-flight work may take to finish on shutdown")
+	lim := bindAPILimits(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return err
 		}
+		return usageError{err.Error()}
+	}
+	limits, err := lim.parse()
+	if err != nil {
 		return usageError{err.Error()}
 	}
 	if fs.NArg() > 0 {
@@ -116,8 +122,15 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 				{Name: "store", Check: sk.ping},
 				{Name: "graph", Check: g.Ping},
 			},
-			ShutdownTimeout: *drain,
-			Logger:          log,
+			ShutdownTimeout:  *drain,
+			Logger:           log,
+			BodyIdleTimeout:  limits.BodyIdleTimeout,
+			MaxConns:         limits.MaxConns,
+			MaxSpoolBytes:    limits.MaxSpoolBytes,
+			RateLimits:       limits.RateLimits,
+			MaxFeedsPerToken: limits.MaxFeedsPerToken,
+			GraphTimeout:     limits.GraphTimeout,
+			BrokerConnected:  func() bool { return b.nc.Status() == nats.CONNECTED },
 		})
 		if err != nil {
 			return err
@@ -167,6 +180,66 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 		return nil
 	}
 	return err
+}
+
+// apiLimitFlags are the API's abuse limits as given (flags, defaulting to their env vars);
+// parse checks them. Zero values mean httpapi's defaults.
+type apiLimitFlags struct {
+	bodyTimeout, graphTimeout *time.Duration
+	maxConns, feedsPerToken   *int
+	spoolBytes                *int64
+	rateLimits                *string
+	envErr                    error
+}
+
+func bindAPILimits(fs *flag.FlagSet) *apiLimitFlags {
+	var errs []error
+	dur := func(env string) time.Duration {
+		v := envOr(env, "")
+		if v == "" {
+			return 0
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 {
+			errs = append(errs, fmt.Errorf("%s %q is not a duration", env, v))
+		}
+		return d
+	}
+	num := func(env string) int64 {
+		v := envOr(env, "")
+		if v == "" {
+			return 0
+		}
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			errs = append(errs, fmt.Errorf("%s %q is not a non-negative integer", env, v))
+		}
+		return n
+	}
+	f := &apiLimitFlags{
+		bodyTimeout:   fs.Duration("api-body-timeout", dur("SLUICE_API_BODY_TIMEOUT"), "longest wait for a request body's next bytes, before authentication too; 0 means 1m (SLUICE_API_BODY_TIMEOUT)"),
+		graphTimeout:  fs.Duration("api-graph-timeout", dur("SLUICE_API_GRAPH_TIMEOUT"), "deadline of each graph read, 503 past it; 0 means 10s (SLUICE_API_GRAPH_TIMEOUT)"),
+		maxConns:      fs.Int("api-max-conns", int(num("SLUICE_API_MAX_CONNS")), "open client connections at most, 503 past it; 0 means 1024 (SLUICE_API_MAX_CONNS)"),
+		feedsPerToken: fs.Int("api-feeds-per-token", int(num("SLUICE_API_FEEDS_PER_TOKEN")), "open change feeds per token at most, 429 past it; 0 means 16 (SLUICE_API_FEEDS_PER_TOKEN)"),
+		spoolBytes:    fs.Int64("api-spool-bytes", num("SLUICE_API_SPOOL_BYTES"), "upload bytes received at once over all uploads, 503 past it; 0 means 4 GiB (SLUICE_API_SPOOL_BYTES)"),
+		rateLimits:    fs.String("api-rate-limits", envOr("SLUICE_API_RATE_LIMITS", ""), "per-token rates, class=rate[:burst] for uploads, graph, replay, feeds, or class=off; default uploads=2:10,graph=20:40,replay=1:5,feeds=5:20 (SLUICE_API_RATE_LIMITS)"),
+	}
+	f.envErr = errors.Join(errs...)
+	return f
+}
+
+func (f *apiLimitFlags) parse() (httpapi.Config, error) {
+	if f.envErr != nil {
+		return httpapi.Config{}, f.envErr
+	}
+	rl, err := httpapi.ParseRateLimits(*f.rateLimits)
+	if err != nil {
+		return httpapi.Config{}, err
+	}
+	return httpapi.Config{
+		BodyIdleTimeout: *f.bodyTimeout, GraphTimeout: *f.graphTimeout, MaxConns: *f.maxConns,
+		MaxFeedsPerToken: *f.feedsPerToken, MaxSpoolBytes: *f.spoolBytes, RateLimits: rl,
+	}, nil
 }
 
 func embeddedURL(c config) string { return embedded.Discover(c.DataDir) }

@@ -235,12 +235,19 @@ type Options struct {
 	// property becomes its first MaxStringLen characters plus "...". Optional; 0 means 1000;
 	// negative is invalid.
 	MaxStringLen int
+	// MaxVisits bounds the (node, depth) steps of one Neighbors call; past it Neighbors stops
+	// and fails with ErrTraversalTooLarge instead of running for minutes. Optional; 0 means
+	// DefaultMaxVisits; negative is invalid.
+	MaxVisits int
 }
 
 // Validate reports every problem with o at once.
 func (o Options) Validate() error {
 	if o.MaxStringLen < 0 {
 		return fmt.Errorf("graph: Options.MaxStringLen %d is negative", o.MaxStringLen)
+	}
+	if o.MaxVisits < 0 {
+		return fmt.Errorf("graph: Options.MaxVisits %d is negative", o.MaxVisits)
 	}
 	return nil
 }

@@ -457,13 +457,11 @@ func (s *Postgres) GetEdge(ctx context.Context, id string) (Edge, error) {
 	return e, nil
 }
 
-// pgNeighbors walks both directions through a LATERAL union (PostgreSQL allows only one
+// pgWalk walks both directions through a LATERAL union (PostgreSQL allows only one
 // reference to the recursive table); UNION drops repeated (id, depth) pairs so cycles end.
-// The node rows are fetched through a LATERAL ... OFFSET 0 subquery: it cannot be flattened,
-// so each of the (at most 1000) ids is an index lookup. A plain join let the planner, which
-// cannot estimate the walk's size, hash-join against a full scan of graph_nodes (30 ms per
-// query on 100k nodes instead of under 1 ms).
-const pgNeighbors = `WITH RECURSIVE walk(id, depth) AS (
+// PostgreSQL evaluates a WITH query only as far as its reader fetches, so the outer LIMIT
+// stops the walk itself once it passes the visit budget.
+const pgWalk = `WITH RECURSIVE walk(id, depth) AS (
 	SELECT $1::text, 0
 	UNION
 	SELECT nb.id, w.depth + 1 FROM walk w CROSS JOIN LATERAL (
@@ -472,12 +470,33 @@ const pgNeighbors = `WITH RECURSIVE walk(id, depth) AS (
 		SELECT e.source FROM graph_edges e WHERE e.target = w.id AND ($3::text[] IS NULL OR e.type = ANY($3))
 	) nb WHERE w.depth < $2
 )
-SELECT n.id, n.type, n.properties::text, n.created_at, n.updated_at, n.version
-FROM (SELECT id, MIN(depth) AS d FROM walk WHERE id <> $1 GROUP BY id ORDER BY d, id COLLATE "C" LIMIT $4) r
-CROSS JOIN LATERAL (SELECT * FROM graph_nodes g WHERE g.id = r.id OFFSET 0) n
-ORDER BY r.d, r.id COLLATE "C"`
+SELECT id, depth FROM walk LIMIT $4`
 
-// Neighbors implements Store.Neighbors with one recursive query.
+// pgWalkInto runs pgWalk into agg.
+func pgWalkInto(ctx context.Context, c *pgxpool.Conn, agg *walkAgg, id string, depth int, types []string, budget int) error {
+	rows, err := c.Query(ctx, pgWalk, id, depth, types, budget+1)
+	if err != nil {
+		return fmt.Errorf("graph: neighbors of %q: %w", id, classifyPG(err))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var nid string
+		var d int
+		if err := rows.Scan(&nid, &d); err != nil {
+			return fmt.Errorf("graph: neighbors of %q: %w", id, err)
+		}
+		if err := agg.add(ctx, nid, d); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("graph: neighbors of %q: %w", id, classifyPG(err))
+	}
+	return nil
+}
+
+// Neighbors implements Store.Neighbors: a recursive walk bounded by Options.MaxVisits and
+// ctx, then one lookup of the nearest MaxNeighbors nodes.
 func (s *Postgres) Neighbors(ctx context.Context, id string, depth int, edgeTypes []string) ([]Node, error) {
 	c, err := s.conn(ctx)
 	if err != nil {
@@ -491,20 +510,28 @@ func (s *Postgres) Neighbors(ctx context.Context, id string, depth int, edgeType
 		if len(edgeTypes) > 0 {
 			types = edgeTypes
 		}
-		rows, err := c.Query(ctx, pgNeighbors, id, depth, types, MaxNeighbors)
-		if err != nil {
-			return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifyPG(err))
+		budget := s.opts.maxVisits()
+		agg := newWalkAgg(id, budget)
+		if err := pgWalkInto(ctx, c, agg, id, depth, types, budget); err != nil {
+			return nil, err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			n, err := scanNode(rows.Scan)
+		if ids := agg.nearest(); len(ids) > 0 {
+			rows, err := c.Query(ctx, `SELECT id, type, properties::text, created_at, updated_at, version FROM graph_nodes WHERE id = ANY($1)`, ids)
 			if err != nil {
-				return nil, fmt.Errorf("graph: neighbors of %q: %w", id, err)
+				return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifyPG(err))
 			}
-			nodes = append(nodes, n)
-		}
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifyPG(err))
+			defer rows.Close()
+			for rows.Next() {
+				n, err := scanNode(rows.Scan)
+				if err != nil {
+					return nil, fmt.Errorf("graph: neighbors of %q: %w", id, err)
+				}
+				nodes = append(nodes, n)
+			}
+			if err := rows.Err(); err != nil {
+				return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifyPG(err))
+			}
+			nodes = inOrder(ids, nodes)
 		}
 	}
 	if len(nodes) == 0 {

@@ -376,7 +376,40 @@ func (s *SQLite) GetEdge(ctx context.Context, id string) (Edge, error) {
 	return e, nil
 }
 
-// Neighbors implements Store.Neighbors with one recursive query on the reader pool.
+// walk runs a walk query (rows of id, depth) into agg.
+func (s *SQLite) walk(ctx context.Context, agg *walkAgg, query string, args []any) error {
+	rows, err := s.r.QueryContext(ctx, query, args...)
+	if err != nil {
+		return fmt.Errorf("graph: neighbors of %q: %w", agg.start, classifySQLite(ctxErr(ctx, err)))
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var nid string
+		var d int
+		if err := rows.Scan(&nid, &d); err != nil {
+			return fmt.Errorf("graph: neighbors of %q: %w", agg.start, err)
+		}
+		if err := agg.add(ctx, nid, d); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("graph: neighbors of %q: %w", agg.start, classifySQLite(ctxErr(ctx, err)))
+	}
+	return nil
+}
+
+// ctxErr returns ctx's error when ctx has ended (the driver reports an interrupted query in
+// its own terms), else err.
+func ctxErr(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return fmt.Errorf("%w (%w)", ctx.Err(), err)
+	}
+	return err
+}
+
+// Neighbors implements Store.Neighbors on the reader pool: a recursive walk bounded by
+// Options.MaxVisits and ctx, then one lookup of the nearest MaxNeighbors nodes.
 func (s *SQLite) Neighbors(ctx context.Context, id string, depth int, edgeTypes []string) ([]Node, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
@@ -389,37 +422,55 @@ func (s *SQLite) Neighbors(ctx context.Context, id string, depth int, edgeTypes 
 			ph[i] = fmt.Sprintf("?%d", i+3)
 			args = append(args, t)
 		}
-		filter = " AND e.type IN (" + strings.Join(ph, ", ") + ")"
+		// The unary + keeps the planner on the (source|target, type, …) indexes: without
+		// statistics it may pick graph_edges_type and scan every edge of the type per step.
+		filter = " AND +e.type IN (" + strings.Join(ph, ", ") + ")"
 	}
 	var nodes []Node
 	if depth > 0 {
 		// Walks of length <= depth from the start, in both directions; UNION drops repeated
-		// (id, depth) pairs, so cycles terminate. MIN(depth) is the BFS distance.
+		// (id, depth) pairs, so cycles terminate. The LIMIT stops the walk itself once it
+		// passes the visit budget; the smallest depth of each id (its BFS distance) is kept
+		// as the rows stream in.
+		budget := s.opts.maxVisits()
+		args = append(args, budget+1)
 		query := `WITH RECURSIVE walk(id, depth) AS (
 			SELECT ?1, 0
 			UNION
 			SELECT e.target, w.depth + 1 FROM walk w JOIN graph_edges e ON e.source = w.id WHERE w.depth < ?2` + filter + `
 			UNION
 			SELECT e.source, w.depth + 1 FROM walk w JOIN graph_edges e ON e.target = w.id WHERE w.depth < ?2` + filter + `
+			LIMIT ?` + fmt.Sprint(len(args)) + `
 		)
-		SELECT n.id, n.type, n.properties, n.created_at, n.updated_at, n.version
-		FROM (SELECT id, MIN(depth) AS d FROM walk WHERE id <> ?1 GROUP BY id ORDER BY d, id LIMIT ` + fmt.Sprint(MaxNeighbors) + `) r
-		JOIN graph_nodes n ON n.id = r.id
-		ORDER BY r.d, r.id`
-		rows, err := s.r.QueryContext(ctx, query, args...)
-		if err != nil {
-			return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifySQLite(err))
+		SELECT id, depth FROM walk`
+		agg := newWalkAgg(id, budget)
+		if err := s.walk(ctx, agg, query, args); err != nil {
+			return nil, err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			n, err := scanNode(rows.Scan)
-			if err != nil {
-				return nil, fmt.Errorf("graph: neighbors of %q: %w", id, err)
+		ids := agg.nearest()
+		if len(ids) > 0 {
+			ph := make([]string, len(ids))
+			idArgs := make([]any, len(ids))
+			for i, v := range ids {
+				ph[i], idArgs[i] = "?", v
 			}
-			nodes = append(nodes, n)
-		}
-		if err := rows.Err(); err != nil {
-			return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifySQLite(err))
+			rows, err := s.r.QueryContext(ctx, `SELECT id, type, properties, created_at, updated_at, version
+				FROM graph_nodes WHERE id IN (`+strings.Join(ph, ",")+`)`, idArgs...)
+			if err != nil {
+				return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifySQLite(err))
+			}
+			defer rows.Close()
+			for rows.Next() {
+				n, err := scanNode(rows.Scan)
+				if err != nil {
+					return nil, fmt.Errorf("graph: neighbors of %q: %w", id, err)
+				}
+				nodes = append(nodes, n)
+			}
+			if err := rows.Err(); err != nil {
+				return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifySQLite(err))
+			}
+			nodes = inOrder(ids, nodes)
 		}
 	}
 	if len(nodes) == 0 {

@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
+	"fmt"
 	"net/http"
 	"strings"
+	"time"
 )
 
 // LocalPrincipal is the principal of every request when no tokens are configured.
@@ -95,6 +97,7 @@ func (s *Server) SetTokens(tokens []Token) {
 		valid = append(valid, t)
 	}
 	s.auth.Store(newAuthState(valid, s.loopback))
+	s.limits.resetBuckets()
 }
 
 // require wraps h so it runs only for requests carrying a token with at least scope need.
@@ -129,8 +132,33 @@ func (s *Server) require(need Scope, h http.HandlerFunc) http.HandlerFunc {
 				return
 			}
 		}
-		if info := reqInfoFrom(r.Context()); info != nil {
+		info := reqInfoFrom(r.Context())
+		if info != nil {
 			info.principal = name
+		}
+		if need.level() >= ScopeWrite.level() && r.Method != http.MethodGet && r.Method != http.MethodHead &&
+			s.cfg.BrokerConnected != nil && !s.cfg.BrokerConnected() {
+			// Fail fast: a publish would only wait for the connection and time out.
+			s.metrics.rejected.WithLabelValues("unavailable").Inc()
+			s.tooBusy(w, r, http.StatusServiceUnavailable, retryUnavailable*time.Second, "The message broker is unavailable; retry later.")
+			return
+		}
+		if info != nil && info.class != classNone {
+			if ok, wait := s.limits.allow(name, info.class); !ok {
+				s.metrics.rejected.WithLabelValues("rate").Inc()
+				s.tooBusy(w, r, http.StatusTooManyRequests, wait, "This token sends this kind of request too often; see Retry-After.")
+				return
+			}
+			if info.class == classFeeds {
+				release, ok := s.limits.openFeed(name)
+				if !ok {
+					s.metrics.rejected.WithLabelValues("feeds").Inc()
+					s.tooBusy(w, r, http.StatusTooManyRequests, retryFeedsFull*time.Second,
+						fmt.Sprintf("This token already holds %d change feeds open; close one first.", s.limits.maxFeeds))
+					return
+				}
+				defer release()
+			}
 		}
 		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, name)))
 	}

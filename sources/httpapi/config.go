@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,25 @@ const (
 	DefaultAddr            = "127.0.0.1:8080"
 	DefaultMaxUploadBytes  = 1 << 30 // 1 GiB
 	DefaultShutdownTimeout = 10 * time.Second
+	// DefaultBodyIdleTimeout is how long a read of any request body may wait for the client.
+	// A minute lets a slow but alive client upload for as long as it keeps sending.
+	DefaultBodyIdleTimeout = time.Minute
+	// DefaultReadHeaderTimeout bounds reading a request's headers.
+	DefaultReadHeaderTimeout = 10 * time.Second
+	// DefaultIdleTimeout bounds how long a keep-alive connection may wait for its next request.
+	DefaultIdleTimeout = 120 * time.Second
+	// DefaultMaxConns bounds open client connections: well under the usual 4096+ file
+	// descriptors a process gets (Go raises the soft limit to the hard one), leaving room for
+	// the broker's files, the stores and the upload spool.
+	DefaultMaxConns = 1024
+	// DefaultMaxSpoolBytes bounds the upload bytes being received at once (each upload is
+	// spooled to disk while it is read): four uploads at the default 1 GiB limit.
+	DefaultMaxSpoolBytes = 4 << 30
+	// DefaultMaxFeedsPerToken bounds open change feeds (/v1/events, /v1/ws,
+	// /v1/jobs/{id}/events) per token: each holds a JetStream consumer while open.
+	DefaultMaxFeedsPerToken = 16
+	// DefaultGraphTimeout bounds one graph read (node, neighbours, stats).
+	DefaultGraphTimeout = 10 * time.Second
 
 	// minTokenLen is the shortest accepted token.
 	minTokenLen = 16
@@ -194,6 +214,38 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful shutdown in Run. Optional; 0 means 10 s; negative is
 	// invalid.
 	ShutdownTimeout time.Duration
+	// BodyIdleTimeout bounds each read of a request body, on every route and before
+	// authentication: a client that sends nothing for this long has its connection closed
+	// (an upload is answered 408 first). Each read that gets data renews it, so a slow but
+	// alive upload runs as long as it needs. Optional; 0 means 1 min; negative is invalid.
+	BodyIdleTimeout time.Duration
+	// ReadHeaderTimeout bounds reading a request's headers. Optional; 0 means 10 s.
+	ReadHeaderTimeout time.Duration
+	// IdleTimeout bounds how long a keep-alive connection waits for its next request.
+	// Optional; 0 means 120 s.
+	IdleTimeout time.Duration
+	// MaxConns bounds open client connections; one more is answered 503 (Retry-After) and
+	// closed at once. Optional; 0 means 1024; negative is invalid.
+	MaxConns int
+	// MaxSpoolBytes bounds the upload bytes received at once over all uploads (they are
+	// spooled to disk): an upload that would pass it is answered 503 with Retry-After.
+	// Optional; 0 means 4 GiB; negative is invalid. It must be at least MaxUploadBytes.
+	MaxSpoolBytes int64
+	// RateLimits bounds expensive requests per token (429 with Retry-After past them).
+	// Optional; zero fields mean their defaults (see RateLimits).
+	RateLimits RateLimits
+	// MaxFeedsPerToken bounds the change feeds one token holds open at once (429 past it).
+	// Optional; 0 means 16; negative is invalid.
+	MaxFeedsPerToken int
+	// GraphTimeout bounds each graph read; past it the answer is 503 with Retry-After.
+	// Optional; 0 means 10 s; negative is invalid.
+	GraphTimeout time.Duration
+	// BrokerConnected reports whether the broker connection is up (for example
+	// nc.Status() == nats.CONNECTED). When set, routes that publish (every write or admin
+	// route other than GET) answer 503 with Retry-After at once while it is false, instead of
+	// waiting for a publish to time out. It must be fast and safe for concurrent use.
+	// Optional; nil skips the check (errors are still classified, see ErrUnavailable).
+	BrokerConnected func() bool
 	// Logger receives errors (Error/Warn) and an access log (Debug). Optional; nil discards.
 	Logger *slog.Logger
 }
@@ -207,6 +259,28 @@ func (c *Config) setDefaults() {
 	}
 	if c.ShutdownTimeout == 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.BodyIdleTimeout == 0 {
+		c.BodyIdleTimeout = DefaultBodyIdleTimeout
+	}
+	if c.ReadHeaderTimeout == 0 {
+		c.ReadHeaderTimeout = DefaultReadHeaderTimeout
+	}
+	if c.IdleTimeout == 0 {
+		c.IdleTimeout = DefaultIdleTimeout
+	}
+	if c.MaxConns == 0 {
+		c.MaxConns = DefaultMaxConns
+	}
+	if c.MaxSpoolBytes == 0 {
+		c.MaxSpoolBytes = max(DefaultMaxSpoolBytes, c.MaxUploadBytes)
+	}
+	c.RateLimits.setDefaults()
+	if c.MaxFeedsPerToken == 0 {
+		c.MaxFeedsPerToken = DefaultMaxFeedsPerToken
+	}
+	if c.GraphTimeout == 0 {
+		c.GraphTimeout = DefaultGraphTimeout
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -254,6 +328,28 @@ func (c Config) Validate() error {
 	}
 	if c.ShutdownTimeout < 0 {
 		errs = append(errs, fmt.Errorf("ShutdownTimeout %s is negative", c.ShutdownTimeout))
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"BodyIdleTimeout", c.BodyIdleTimeout}, {"ReadHeaderTimeout", c.ReadHeaderTimeout}, {"IdleTimeout", c.IdleTimeout}, {"GraphTimeout", c.GraphTimeout}} {
+		if d.v < 0 {
+			errs = append(errs, fmt.Errorf("%s %s is negative", d.name, d.v))
+		}
+	}
+	if c.MaxConns < 0 {
+		errs = append(errs, fmt.Errorf("MaxConns %d is negative", c.MaxConns))
+	}
+	if c.MaxFeedsPerToken < 0 {
+		errs = append(errs, fmt.Errorf("MaxFeedsPerToken %d is negative", c.MaxFeedsPerToken))
+	}
+	if c.MaxSpoolBytes < 0 {
+		errs = append(errs, fmt.Errorf("MaxSpoolBytes %d is negative", c.MaxSpoolBytes))
+	} else if up := cmp.Or(c.MaxUploadBytes, DefaultMaxUploadBytes); c.MaxSpoolBytes > 0 && c.MaxSpoolBytes < up {
+		errs = append(errs, fmt.Errorf("MaxSpoolBytes %d is below MaxUploadBytes %d: the largest upload could never be accepted", c.MaxSpoolBytes, up))
+	}
+	if err := c.RateLimits.Validate(); err != nil {
+		errs = append(errs, fmt.Errorf("RateLimits: %w", err))
 	}
 	return errors.Join(errs...)
 }

@@ -7,3 +7,6 @@ func SetBodyIdleTimeout(s *Server, d time.Duration) { s.bodyIdleTimeout = d }
 
 // Patterns returns the registered routes.
 func (s *Server) Patterns() []string { return s.patterns }
+
+// SpoolUsed is how many upload bytes are reserved in the spool budget.
+func SpoolUsed(s *Server) int64 { return s.spool.used.Load() }

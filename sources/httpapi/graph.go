@@ -19,7 +19,8 @@ type GraphService interface {
 	GetNode(ctx context.Context, id string) (graph.Node, error)
 	// Neighbors returns the nodes within depth hops of id in both directions, over edges of
 	// the given types (all when empty): at most 1000, the start node excluded. Depth is
-	// clamped to 0..10 by the store.
+	// clamped to 0..10 by the store. ctx carries Config.GraphTimeout; an error wrapping
+	// graph.ErrTraversalTooLarge (the store's visit budget) answers 422.
 	Neighbors(ctx context.Context, id string, depth int, edgeTypes []string) ([]graph.Node, error)
 	// Stats counts nodes and edges by type.
 	Stats(ctx context.Context) (graph.Stats, error)
@@ -38,7 +39,10 @@ func (s *Server) withGraph(h http.HandlerFunc) http.HandlerFunc {
 			s.problem(w, r, http.StatusNotImplemented, "This server has no graph store.")
 			return
 		}
-		h(w, r)
+		// Every graph read has a deadline: past it the store stops and the answer is 503.
+		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.GraphTimeout)
+		defer cancel()
+		h(w, r.WithContext(ctx))
 	}
 }
 
@@ -97,8 +101,12 @@ func (s *Server) neighbors(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	nodes, err := s.cfg.Graph.Neighbors(r.Context(), id, depth, types)
-	if err != nil {
-		s.internalError(w, r, "neighbors", err)
+	switch {
+	case errors.Is(err, graph.ErrTraversalTooLarge):
+		s.problem(w, r, http.StatusUnprocessableEntity, fmt.Sprintf("The traversal from %q at depth %d visits more nodes than this server allows; ask for a smaller depth or fewer edge types.", id, depth))
+		return
+	case err != nil:
+		s.internalError(w, r, "neighbors", err) // 503 with Retry-After past GraphTimeout
 		return
 	}
 	if nodes == nil {

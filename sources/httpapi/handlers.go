@@ -8,7 +8,6 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"sync/atomic"
 	"time"
@@ -19,8 +18,6 @@ import (
 const (
 	// maxFileNameLen bounds the "file" query parameter.
 	maxFileNameLen = 1024
-	// defaultBodyIdleTimeout is how long one read of an upload may wait for the client.
-	defaultBodyIdleTimeout = time.Minute
 	// statusClientClosed is nginx's code for a request the client abandoned; it only shows in
 	// metrics and the access log, as nobody reads the answer.
 	statusClientClosed = 499
@@ -77,10 +74,15 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 	}
 	// MaxBytesReader gets the server's own writer so that hitting the limit also tells the
 	// server to close the connection instead of draining the rest of the body.
-	body := &limitedBody{
-		r:       http.MaxBytesReader(innermost(w), r.Body, limit),
-		rc:      http.NewResponseController(w),
-		timeout: s.bodyIdleTimeout,
+	body := &limitedBody{r: http.MaxBytesReader(innermost(w), r.Body, limit), spool: s.spool}
+	defer body.release()
+	if r.ContentLength > 0 {
+		// A declared size is reserved whole, so a full spool answers before any byte is read.
+		if !s.spool.tryTake(r.ContentLength) {
+			s.spoolFull(w, r)
+			return
+		}
+		body.reserved, body.declared = r.ContentLength, true
 	}
 
 	res, err := s.cfg.Jobs.SubmitJob(r.Context(), SubmitRequest{
@@ -92,6 +94,8 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case body.tooLarge.Load() || errors.As(err, &mbe):
 			s.problem(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The file is larger than the limit of %d bytes.", limit))
+		case body.full.Load() || errors.Is(err, errSpoolFull):
+			s.spoolFull(w, r)
 		case body.timedOut.Load():
 			s.problem(w, r, http.StatusRequestTimeout, fmt.Sprintf("The client sent no data for %s while uploading the file.", s.bodyIdleTimeout))
 		case errors.Is(err, ErrBadRequest):
@@ -111,6 +115,13 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusOK
 	}
 	s.writeJSON(w, r, status, res)
+}
+
+// spoolFull answers 503: the uploads being received fill the spool budget.
+func (s *Server) spoolFull(w http.ResponseWriter, r *http.Request) {
+	s.metrics.rejected.WithLabelValues("spool").Inc()
+	s.tooBusy(w, r, http.StatusServiceUnavailable, retrySpoolFull*time.Second,
+		fmt.Sprintf("The server is receiving as many upload bytes as it spools at once (%d); retry later.", s.spool.max))
 }
 
 func containsControl(s string) bool {
@@ -133,49 +144,49 @@ func innermost(w http.ResponseWriter) http.ResponseWriter {
 	}
 }
 
-// limitedBody remembers whether reading hit the upload limit, so a service that reports the
-// truncated read as a parse error still yields 413, and gives each Read a timeout so a
-// client that stops sending mid-body cannot hold the request forever (the server has no
-// overall ReadTimeout: large uploads legitimately take long). Reads must not be concurrent
-// (as for any io.Reader); tooLarge may be read from any goroutine.
+// limitedBody is an upload's body: it remembers whether reading hit the upload limit or the
+// body idle timeout (serveHTTP's idleBody renews the deadline on each read), so a service that
+// reports the truncated read as a parse error still yields 413 or 408, and it reserves each
+// byte read in the server's spool budget before handing it on (a body whose Content-Length was
+// reserved up front reserves nothing more). Reads must not be concurrent (as for any
+// io.Reader); the flags may be read from any goroutine. release gives the reservation back.
 type limitedBody struct {
 	r        io.Reader
-	rc       *http.ResponseController
-	timeout  time.Duration
-	eof      bool // EOF was read: no more deadlines
+	spool    *byteBudget
+	reserved int64 // bytes taken from spool
+	declared bool  // reserved holds the whole Content-Length: nothing more to take
+	read     int64
 	tooLarge atomic.Bool
 	timedOut atomic.Bool
+	full     atomic.Bool
 }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
-	if b.eof {
-		// Past EOF the server runs a background read on the connection to notice a client
-		// that goes away; a deadline set now would make it time out while the service is
-		// still publishing, and that cancels the request's context.
-		return b.r.Read(p)
+	// Reserve before reading, so the bytes that reach the spool were always accounted for.
+	if need := b.read + int64(len(p)) - b.reserved; need > 0 && !b.declared {
+		if !b.spool.tryTake(need) {
+			b.full.Store(true)
+			return 0, fmt.Errorf("read upload: %w", errSpoolFull)
+		}
+		b.reserved += need
 	}
-	// Not supported by every ResponseWriter (httptest.ResponseRecorder); then there is no
-	// per-read deadline.
-	_ = b.rc.SetReadDeadline(time.Now().Add(b.timeout))
 	n, err := b.r.Read(p)
-	if errors.Is(err, io.EOF) {
-		// The server clears the deadline when it starts that background read; clear it here
-		// too rather than depend on that. After other errors the deadline stays, so the
-		// server's drain of an unread body cannot hang.
-		b.eof = true
-		_ = b.rc.SetReadDeadline(time.Time{})
-	}
+	b.read += int64(n)
 	if err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
 			b.tooLarge.Store(true)
 		}
-		if errors.Is(err, os.ErrDeadlineExceeded) {
+		if isDeadline(err) {
 			b.timedOut.Store(true)
 		}
 	}
 	return n, err
 }
+
+// release gives back every byte reserved; call once, after the service returned (the spool
+// file is gone by then).
+func (b *limitedBody) release() { b.spool.give(b.reserved) }
 
 // getJob handles GET /v1/jobs/{id}.
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {

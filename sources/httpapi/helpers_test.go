@@ -18,11 +18,12 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, embeddedtest.LeakOptions()...)
 }
 
 // submitCall is what fakeJobs saw of one SubmitJob call.
@@ -181,6 +182,11 @@ func newServer(t *testing.T, cfg httpapi.Config) *httpapi.Server {
 	}
 	if cfg.Chunks == nil {
 		cfg.Chunks = &fakeChunks{}
+	}
+	if cfg.RateLimits == (httpapi.RateLimits{}) {
+		// Tests send bursts of requests; the rate limit tests set their own limits.
+		off := httpapi.Rate{PerSecond: -1}
+		cfg.RateLimits = httpapi.RateLimits{Uploads: off, Graph: off, Replay: off, Feeds: off}
 	}
 	s, err := httpapi.New(cfg)
 	if err != nil {

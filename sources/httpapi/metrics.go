@@ -19,6 +19,9 @@ type httpMetrics struct {
 	requests *prometheus.CounterVec   // method, route, code
 	duration *prometheus.HistogramVec // method, route
 	inFlight prometheus.Gauge
+	// rejected counts requests and connections turned away by a limit, by reason:
+	// connections, rate, feeds, spool, unavailable.
+	rejected *prometheus.CounterVec
 }
 
 func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
@@ -36,8 +39,16 @@ func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
 			Namespace: "sluice", Subsystem: "http", Name: "requests_in_flight",
 			Help: "HTTP requests being handled.",
 		}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: "sluice", Subsystem: "http", Name: "rejected_total",
+			Help: "Connections and requests turned away by a limit (connections, rate, feeds, spool) or because a dependency was unavailable.",
+		}, []string{"reason"}),
 	}
 	var err error
+	m.rejected, err = register(reg, m.rejected)
+	if err != nil {
+		return nil, err
+	}
 	m.requests, err = register(reg, m.requests)
 	if err != nil {
 		return nil, err

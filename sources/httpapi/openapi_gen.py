@@ -90,4 +90,22 @@ doc = {"openapi":"3.1.0","info":{"title":"Sluice API","version":"1","description
  "paths":paths,"components":{"schemas":schemas,"securitySchemes":{"bearer":{"type":"http","scheme":"bearer","description":"A token from SLUICE_API_TOKENS_FILE."}}}}
 import openapi_requirements; openapi_requirements.add(paths, schemas)  # requirements, features, /api compat, change feed
 import openapi_graph; openapi_graph.add(paths, schemas)  # graph store reads and graph loads
+# Abuse limits (limits.go, unavailable.go): every id is checked at the door (400); expensive
+# routes are rate-limited per token (429); publishing routes and graph reads answer 503 with
+# Retry-After while the broker is away or past their deadline, and uploads when the spool is full.
+retry_after = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer", "minimum": 1}}}
+def limited(desc):
+    r = problem_resp(desc); r["headers"] = retry_after; return r
+rate_limited = {("post", "/v1/jobs"), ("post", "/v1/graph"), ("get", "/v1/graph/nodes/{id}/neighbors"), ("post", "/v1/dlq/replay"), ("get", "/v1/events"), ("get", "/v1/ws"), ("get", "/v1/jobs/{id}/events")}
+for path, ops in paths.items():
+    for method, op in ops.items():
+        resp = op.setdefault("responses", {})
+        if "{" in path:
+            resp.setdefault("400", problem_resp("Bad input; an id in the path or query that breaks the contract (control characters, over 1024 bytes; job ids: 1-128 of A-Z a-z 0-9 _ -)."))
+        if (method, path) in rate_limited:
+            resp["429"] = limited("Too many requests of this kind from this token (per-token rate limit), or, for change feeds, too many open at once.")
+        scopes = [sc for req in op.get("security", []) for sc in req.get("bearer", [])]
+        if (method != "get" and any(sc in ("write", "admin") for sc in scopes)) or path.startswith("/v1/graph/nodes"):
+            resp["503"] = limited("The broker is unavailable, a dependency did not answer in time, or (uploads) the upload spool is full; retry after Retry-After.")
+paths["/v1/graph/nodes/{id}/neighbors"]["get"]["responses"]["422"] = problem_resp("The traversal visits more nodes than the server allows (graph visit budget); ask for a smaller depth or fewer edge types.")
 print(json.dumps(doc, indent=2))

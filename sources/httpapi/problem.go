@@ -53,8 +53,14 @@ func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, p problemD
 	_, _ = w.Write(append(body, '\n'))
 }
 
-// internalError logs err with the request's context and answers 500 with a generic detail.
+// internalError logs err with the request's context and answers 500 with a generic detail,
+// or 503 with Retry-After when err is transient unavailability (see unavailable).
 func (s *Server) internalError(w http.ResponseWriter, r *http.Request, msg string, err error) {
+	if unavailable(r, err) {
+		s.metrics.rejected.WithLabelValues("unavailable").Inc()
+		s.unavailableProblem(w, r, msg, err)
+		return
+	}
 	attrs := []any{"error", err, "method", r.Method, "path", r.URL.Path}
 	if info := reqInfoFrom(r.Context()); info != nil {
 		attrs = append(attrs, "request_id", info.id)

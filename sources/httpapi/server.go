@@ -20,9 +20,7 @@ import (
 )
 
 const (
-	maxHeaderBytes    = 64 << 10
-	readHeaderTimeout = 10 * time.Second
-	idleTimeout       = 120 * time.Second
+	maxHeaderBytes = 64 << 10
 	// readyTimeout bounds each /readyz run.
 	readyTimeout = 2 * time.Second
 )
@@ -46,6 +44,8 @@ type Server struct {
 	// bodyIdleTimeout bounds each read of an upload; a field so tests can shorten it.
 	bodyIdleTimeout time.Duration
 	auth            atomic.Pointer[authState]
+	limits          *limiters
+	spool           *byteBudget
 	// stopStreams is closed when the server starts shutting down, so long-lived responses
 	// (server-sent events) end instead of holding Shutdown until its timeout.
 	stopStreams     chan struct{}
@@ -99,16 +99,19 @@ func New(cfg Config) (*Server, error) {
 		registry: reg,
 		loopback: loopback,
 
-		bodyIdleTimeout: defaultBodyIdleTimeout,
+		bodyIdleTimeout: cfg.BodyIdleTimeout,
+		limits:          newLimiters(cfg.RateLimits, cfg.MaxFeedsPerToken),
+		spool:           &byteBudget{max: cfg.MaxSpoolBytes},
 	}
+	s.ln = &capListener{Listener: ln, slots: make(chan struct{}, cfg.MaxConns), rejected: func() { m.rejected.WithLabelValues("connections").Inc() }}
 	s.auth.Store(newAuthState(cfg.Tokens, loopback))
 	s.routes()
 	s.handler = http.HandlerFunc(s.serveHTTP)
 	s.srv = &http.Server{
 		Handler:           s.handler,
 		MaxHeaderBytes:    maxHeaderBytes,
-		ReadHeaderTimeout: readHeaderTimeout,
-		IdleTimeout:       idleTimeout,
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
 		ErrorLog:          slog.NewLogLogger(cfg.Logger.Handler(), slog.LevelDebug),
 	}
 	s.stopStreams = make(chan struct{})
@@ -223,9 +226,16 @@ func (s *Server) handle(pattern string, h http.HandlerFunc) {
 		route = path
 	}
 	s.patterns = append(s.patterns, pattern)
+	class := routeClasses[pattern]
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		if info := reqInfoFrom(r.Context()); info != nil {
 			info.route = route
+			info.class = class
+		}
+		// Ids are checked against the contract at the door, before anything reads them.
+		if reason := checkIDs(pattern, r); reason != "" {
+			s.problem(w, r, http.StatusBadRequest, reason+".")
+			return
 		}
 		h(w, r)
 	})
@@ -237,6 +247,7 @@ type reqInfo struct {
 	id        string
 	route     string // set once a registered route handles the request
 	principal string // set by require
+	class     rateClass
 }
 
 type reqInfoKey struct{}
@@ -260,6 +271,13 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	r = r.WithContext(context.WithValue(r.Context(), reqInfoKey{}, info))
 	w.Header().Set("X-Request-Id", info.id)
 	rw := &responseWriter{ResponseWriter: w, srv: s, req: r, info: info}
+	if r.Body != nil && r.Body != http.NoBody {
+		// Bound every body read, from the first byte and before authentication; the first
+		// deadline also bounds the server's drain of a body the handler left unread.
+		rc := http.NewResponseController(w)
+		_ = rc.SetReadDeadline(time.Now().Add(s.bodyIdleTimeout))
+		r.Body = &idleBody{ReadCloser: r.Body, rc: rc, timeout: s.bodyIdleTimeout}
+	}
 
 	s.metrics.inFlight.Inc()
 	defer func() {

@@ -59,6 +59,8 @@ func Run(t *testing.T, newStore NewStore, h Hooks) {
 		{"NeighborsBasics", testNeighborsBasics},
 		{"NeighborsMatchBFS", testNeighborsBFS},
 		{"NeighborsCap", testNeighborsCap},
+		{"NeighborsVisitBudget", testNeighborsBudget},
+		{"NeighborsHonoursContext", testNeighborsContext},
 		{"ConcurrentOverlappingBatches", testConcurrent},
 		{"ConcurrentRedelivery", testConcurrentRedelivery},
 		{"PruneApplied", m.testPrune},
@@ -613,6 +615,79 @@ func testNeighborsCap(t *testing.T, newStore NewStore) {
 		if slices.Contains(ids(got), "hub") {
 			t.Errorf("start node returned")
 		}
+	}
+}
+
+// denseLayers is layers of width nodes each, every node joined to every node of the next
+// layer by a cites edge: the walk of (node, depth) pairs grows with width × layers × depth,
+// and an unbounded traversal of a larger one runs for minutes.
+func denseLayers(layers, width int) graph.Batch {
+	var b graph.Batch
+	name := func(l, i int) string { return fmt.Sprintf("d%02d_%03d", l, i) }
+	for l := range layers {
+		for i := range width {
+			b.Nodes = append(b.Nodes, graph.Node{ID: name(l, i), Type: graph.TypeConcept})
+			if l > 0 {
+				for j := range width {
+					b.Edges = append(b.Edges, graph.Edge{Source: name(l-1, j), Type: graph.EdgeCites, Target: name(l, i)})
+				}
+			}
+		}
+	}
+	return b
+}
+
+// Regression: GET /v1/graph/nodes/{id}/neighbors?depth=10&types=cites on a 100k-edge graph
+// ran 399 s, with no bound. Neighbors now stops a walk that passes Options.MaxVisits with
+// ErrTraversalTooLarge, quickly, while queries under the budget answer as before.
+func testNeighborsBudget(t *testing.T, newStore NewStore) {
+	const layers, width = 8, 12 // 96 nodes, 1008 edges; depth 10 walks ≈ 1000 (node, depth) pairs
+	s := newStore(t, graph.Options{MaxVisits: 300})
+	ctx := context.Background()
+	b := denseLayers(layers, width)
+	apply(t, s, b, "")
+	start := time.Now()
+	_, err := s.Neighbors(ctx, "d00_000", 10, []string{graph.EdgeCites})
+	if !errors.Is(err, graph.ErrTraversalTooLarge) {
+		t.Fatalf("depth 10 over a dense graph with a 300-step budget: %v, want ErrTraversalTooLarge", err)
+	}
+	t.Logf("bounded traversal: %s", time.Since(start))
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("the bounded traversal took %s", took)
+	}
+	// Under the budget: exact, as the BFS reference.
+	got, err := s.Neighbors(ctx, "d00_000", 2, []string{graph.EdgeCites})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := bfs(b.Edges, "d00_000", 2, []string{graph.EdgeCites}); !slices.Equal(ids(got), want) {
+		t.Errorf("depth 2: %v, want %v", ids(got), want)
+	}
+	// The default budget lets the whole dense graph through.
+	s2 := newStore(t, graph.Options{})
+	apply(t, s2, b, "")
+	got, err = s2.Neighbors(ctx, "d00_000", 10, []string{graph.EdgeCites})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != layers*width-1 {
+		t.Errorf("default budget: %d nodes, want %d", len(got), layers*width-1)
+	}
+}
+
+// Neighbors honours its context: an ended context stops the traversal with its error.
+func testNeighborsContext(t *testing.T, newStore NewStore) {
+	s := newStore(t, graph.Options{})
+	apply(t, s, denseLayers(4, 8), "")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Neighbors(ctx, "d00_000", 10, nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("cancelled: %v, want context.Canceled", err)
+	}
+	dctx, dcancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+	defer dcancel()
+	if _, err := s.Neighbors(dctx, "d00_000", 10, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("past deadline: %v, want context.DeadlineExceeded", err)
 	}
 }
 
