@@ -20,6 +20,7 @@ import (
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/graph"
+	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
@@ -468,11 +469,7 @@ func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
 	const keys, perKey = 20, 50
 	var stores [2]*countingStore
 	for i := range stores {
-		nc, err := nats.Connect(ce.srv.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
+		nc := embeddedtest.Connect(t, ce.srv)
 		js, err := jetstream.New(nc)
 		if err != nil {
 			t.Fatal(err)

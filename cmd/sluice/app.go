@@ -98,25 +98,30 @@ type broker struct {
 // the data directory, else starts one in this process (when allowEmbedded).
 func openBroker(ctx context.Context, c config, log *slog.Logger, allowEmbedded bool) (*broker, error) {
 	b := &broker{}
-	url := c.NATS.URL
-	switch {
-	case url != "":
-		b.remote = true
-	case embedded.Discover(c.DataDir) != "":
-		url = embedded.Discover(c.DataDir)
-		b.remote = true
-	case allowEmbedded:
-		srv, err := embedded.Start(embedded.Config{DataDir: c.DataDir, LazySync: c.LazySync, Logger: log})
-		if err != nil {
-			return nil, fmt.Errorf("start embedded broker: %w", err)
-		}
-		b.srv = srv
-		url = srv.ClientURL()
-	default:
-		return nil, errors.New("no broker: set NATS_URL or start sluice serve on this data directory")
-	}
 	nc := c.NATS
-	nc.URL = url
+	if nc.URL != "" {
+		b.remote = true
+	} else {
+		// The embedded broker admits only its credential (owner-only in the data directory):
+		// whoever can read the data directory may connect, other local users may not.
+		ep, err := embedded.Discover(c.DataDir)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("connect to the embedded broker on %s: %w", c.DataDir, err)
+		case ep.URL != "":
+			b.remote = true
+		case allowEmbedded:
+			srv, err := embedded.Start(embedded.Config{DataDir: c.DataDir, LazySync: c.LazySync, Logger: log})
+			if err != nil {
+				return nil, fmt.Errorf("start embedded broker: %w", err)
+			}
+			b.srv = srv
+			ep = srv.Endpoint()
+		default:
+			return nil, errors.New("no broker: set NATS_URL or start sluice serve on this data directory")
+		}
+		nc.URL, nc.User, nc.Password = ep.URL, ep.User, ep.Password
+	}
 	nc.Logger = log
 	conn, err := sjs.Connect(ctx, nc)
 	if err != nil {

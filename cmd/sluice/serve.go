@@ -48,9 +48,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("%s takes no arguments", name)}
 	}
-	if c.NATS.URL == "" {
-		if url := embeddedURL(c); url != "" && name == "serve" {
-			return fmt.Errorf("another sluice process already runs the embedded broker on %s (%s)", c.DataDir, url)
+	if c.NATS.URL == "" && name == "serve" {
+		if ep, _ := embedded.Discover(c.DataDir); ep.URL != "" {
+			return fmt.Errorf("another sluice process already runs the embedded broker on %s (%s)", c.DataDir, ep.URL)
 		}
 	}
 	b, err := openBroker(ctx, c, log, true)
@@ -168,8 +168,6 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 	}
 	return err
 }
-
-func embeddedURL(c config) string { return embedded.Discover(c.DataDir) }
 
 // jobService adapts the loader and job store to the API.
 type jobService struct {
