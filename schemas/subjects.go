@@ -158,6 +158,11 @@ const (
 	HeaderSchema = "Sluice-Schema"
 	// HeaderTraceparent is the W3C trace context header, propagated into logs and dead letters.
 	HeaderTraceparent = "traceparent"
+	// HeaderSignature authenticates a command or a job rollback: the Sluice API signs what it
+	// publishes with a key it shares with the workers ("v1:<key id>:<mac>", see pipeline/sign),
+	// and the workers dead-letter a command or rollback without a valid one. Producers other
+	// than the API cannot set it; they submit commands and rollbacks through the API.
+	HeaderSignature = "Sluice-Signature"
 )
 
 // DefaultMaxMessageBytes is the default limit on one message's payload (1 MiB), the same as

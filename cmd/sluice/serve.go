@@ -75,7 +75,11 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 		return err
 	}
 	defer g.Close()
-	rq, err := startRequirements(ctx, c, requirementsOptions{JS: b.js, JobsKV: b.streams.JobsKV, Graph: g, Workers: workers, API: api, Drain: *drain, Logger: log})
+	key, err := commandKey(c, log)
+	if err != nil {
+		return err
+	}
+	rq, err := startRequirements(ctx, c, requirementsOptions{JS: b.js, JobsKV: b.streams.JobsKV, Graph: g, Workers: workers, API: api, Key: key, Drain: *drain, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -83,7 +87,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 	var worker *pipeline.Worker
 	if workers {
 		worker, err = pipeline.NewWorker(pipeline.WorkerConfig{
-			JS: b.js, Streams: b.streams, Sink: sk.docs, SinkName: sk.name, Graph: g, DrainTimeout: *drain, Registerer: reg, Logger: log,
+			JS: b.js, Streams: b.streams, Sink: sk.docs, SinkName: sk.name, Graph: g, Key: key, DrainTimeout: *drain, Registerer: reg, Logger: log,
 		})
 		if err != nil {
 			return err
@@ -97,7 +101,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 				return err
 			}
 		}
-		loader, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: b.js, Jobs: b.jobs, SpoolDir: c.DataDir + "/spool"})
+		loader, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: b.js, Jobs: b.jobs, SpoolDir: c.DataDir + "/spool", Key: key})
 		if err != nil {
 			return err
 		}
