@@ -15,6 +15,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/pipeline/sign"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
@@ -31,6 +32,11 @@ type CommandWorkerConfig struct {
 	Streams *sjs.CommandStreams
 	// Store keeps requirements, feature requests and their audit trail. Required.
 	Store requirements.Store
+	// Key verifies each command's signature (schemas.HeaderSignature) before anything else:
+	// a command the API did not sign, its actor set by whoever published it, is dead-lettered
+	// (class auth) and changes nothing. The API's CommandClient must hold the same key.
+	// Required.
+	Key *sign.Key
 	// Graph receives each applied command's projection (requirements.Project). Optional; nil
 	// skips the projection.
 	Graph GraphApplier
@@ -56,6 +62,9 @@ func (c CommandWorkerConfig) Validate() error {
 	if c.Store == nil {
 		errs = append(errs, errors.New("command worker: Store is required"))
 	}
+	if c.Key == nil {
+		errs = append(errs, errors.New("command worker: Key is required (commands are verified)"))
+	}
 	return errors.Join(errs...)
 }
 
@@ -64,7 +73,9 @@ func (c CommandWorkerConfig) Validate() error {
 // MaxAckPending is 1, across every process), so the commands of one key apply in publish
 // order while partitions run in parallel.
 //
-// Per message: decode and validate (an invalid payload is dead-lettered and terminated),
+// Per message: verify the API's signature (a command without a valid one is dead-lettered
+// with class auth: its actor may be forged), decode and validate (an invalid payload is
+// dead-lettered and terminated),
 // Store.ApplyCommand keyed by the message id "<stream>:<seq>", the graph projection keyed by
 // the command id, the outcome into the outcomes bucket, a change-feed event, then the ack. A
 // refusal is an outcome: recorded, reported and acked, never dead-lettered. Transient
@@ -150,6 +161,11 @@ func (w *CommandWorker) handle(msg *message.Message) error {
 	}
 	ctx := msg.Context()
 	orig := originalSubjectMsg{Msg: m}
+	// The actor in the payload becomes approved_by and the audit's admin: only a command the
+	// API signed (after setting it from the caller's token) may reach the store.
+	if err := w.cfg.Key.VerifyMsg(sign.Command, m.Headers(), m.Data()); err != nil {
+		return w.deadLetter(ctx, wm(msg), orig, meta, fmt.Errorf("command refused: %w", err), "")
+	}
 	cmd, err := w.v.DecodeCommand(m.Data())
 	if err != nil {
 		return w.deadLetter(ctx, wm(msg), orig, meta, err, "")

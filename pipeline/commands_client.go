@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/pipeline/sign"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
@@ -27,6 +28,10 @@ type CommandClientConfig struct {
 	Streams *sjs.CommandStreams
 	// Store serves reads and imports. Required.
 	Store requirements.Store
+	// Key signs every command published, so the command workers (which hold the same key)
+	// know its actor was set by the API and not by whoever can publish on the broker.
+	// Required.
+	Key *sign.Key
 	// Graph receives the projection of imported records. Optional; nil skips it.
 	Graph GraphApplier
 	// Validator checks commands before they are published. Optional; nil compiles the
@@ -62,6 +67,9 @@ func NewCommandClient(cfg CommandClientConfig) (*CommandClient, error) {
 	if cfg.Store == nil {
 		errs = append(errs, errors.New("command client: Store is required"))
 	}
+	if cfg.Key == nil {
+		errs = append(errs, errors.New("command client: Key is required (commands are signed)"))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -89,7 +97,8 @@ func NewCommandID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// Submit publishes cmd on cmd.Subject() with Nats-Msg-Id = its command id, and returns the
+// Submit publishes cmd on cmd.Subject() with Nats-Msg-Id = its command id, signed with Key
+// (schemas.HeaderSignature over the payload, actor included), and returns the
 // command id once JetStream stored it; the worker applies it asynchronously (see Await). An
 // empty CommandID is filled with NewCommandID, a zero IssuedAt with now. A command that fails
 // validation is not published: the error is a *requirements.Refusal with code invalid. It
@@ -111,6 +120,7 @@ func (c *CommandClient) Submit(ctx context.Context, cmd requirements.Command) (s
 	m := nats.NewMsg(cmd.Subject())
 	m.Data = body
 	m.Header.Set(nats.MsgIdHdr, cmd.CommandID)
+	c.cfg.Key.SignMsg(sign.Command, m)
 	if _, err := c.cfg.JS.PublishMsg(ctx, m); err != nil {
 		return "", fmt.Errorf("submit command %s: publish: %w", cmd.CommandID, err)
 	}

@@ -18,8 +18,10 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/graph"
+	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
@@ -53,7 +55,7 @@ func newCmdEnvOpts(t testing.TB, o envOpts) *cmdEnv {
 	ce := &cmdEnv{testEnv: e, cs: cs, storePath: filepath.Join(e.dir, "requirements.db"), graphPath: filepath.Join(e.dir, "graph.db")}
 	ce.store = ce.openStore(t)
 	ce.graph = ce.openGraph(t)
-	ce.client, err = pipeline.NewCommandClient(pipeline.CommandClientConfig{JS: e.js, Streams: cs, Store: ce.store, Graph: ce.graph})
+	ce.client, err = pipeline.NewCommandClient(pipeline.CommandClientConfig{JS: e.js, Streams: cs, Store: ce.store, Graph: ce.graph, Key: testKey(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,6 +98,9 @@ func (ce *cmdEnv) startCommandWorker(t testing.TB, cfg pipeline.CommandWorkerCon
 	}
 	if cfg.Graph == nil {
 		cfg.Graph = ce.graph
+	}
+	if cfg.Key == nil {
+		cfg.Key = testKey(t)
 	}
 	cfg.Retry = pipeline.RetryPolicy{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond}
 	w, err := pipeline.NewCommandWorker(cfg)
@@ -297,7 +302,11 @@ func TestCommandsInvalidAreDeadLettered(t *testing.T) {
 		{schemas.FeatureSubject("FR-2000000000003"), string(body)},
 	}
 	for _, p := range pubs {
-		if _, err := ce.js.Publish(ctx, p.subject, []byte(p.data)); err != nil {
+		// Signed, as the API would: the payload itself is what is wrong.
+		m := nats.NewMsg(p.subject)
+		m.Data = []byte(p.data)
+		testKey(t).SignMsg(sign.Command, m)
+		if _, err := ce.js.PublishMsg(ctx, m); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -390,6 +399,7 @@ func TestCommandsRedeliveryCompletesGraph(t *testing.T) {
 	approve.IssuedAt = time.Now()
 	msg.Data, _ = json.Marshal(approve)
 	msg.Header.Set(nats.MsgIdHdr, "retry-"+approve.CommandID) // a new message id
+	testKey(t).SignMsg(sign.Command, msg)                     // as the API does
 	if _, err := ce.js.PublishMsg(ctx, msg); err != nil {
 		t.Fatal(err)
 	}
@@ -468,11 +478,7 @@ func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
 	const keys, perKey = 20, 50
 	var stores [2]*countingStore
 	for i := range stores {
-		nc, err := nats.Connect(ce.srv.ClientURL())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(nc.Close)
+		nc := embeddedtest.Connect(t, ce.srv)
 		js, err := jetstream.New(nc)
 		if err != nil {
 			t.Fatal(err)
@@ -504,6 +510,7 @@ func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
 			m := nats.NewMsg(cmd.Subject())
 			m.Data, _ = json.Marshal(cmd)
 			m.Header.Set(nats.MsgIdHdr, cmd.CommandID)
+			testKey(t).SignMsg(sign.Command, m) // as the API does
 			f, err := ce.js.PublishMsgAsync(m)
 			if err != nil {
 				t.Fatal(err)

@@ -66,7 +66,7 @@ func newEnv(t testing.TB, o envOpts) *testEnv {
 func (e *testEnv) startWorker(t testing.TB, sink pipeline.DocSink, mod func(*pipeline.WorkerConfig)) (stop func() error) {
 	t.Helper()
 	cfg := pipeline.WorkerConfig{
-		JS: e.js, Streams: e.streams, Sink: sink,
+		JS: e.js, Streams: e.streams, Sink: sink, Key: testKey(t),
 		Retry: pipeline.RetryPolicy{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond},
 	}
 	if mod != nil {
@@ -91,7 +91,7 @@ func (e *testEnv) startWorker(t testing.TB, sink pipeline.DocSink, mod func(*pip
 
 func (e *testEnv) loader(t testing.TB) *pipeline.Loader {
 	t.Helper()
-	l, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: e.js, Jobs: e.jobs, SpoolDir: filepath.Join(e.dir, "spool")})
+	l, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: e.js, Jobs: e.jobs, SpoolDir: filepath.Join(e.dir, "spool"), Key: testKey(t)})
 	if err != nil {
 		t.Fatal(err)
 	}

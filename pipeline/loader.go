@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/document"
 	"github.com/sluice-dev/sluice/sources/files"
@@ -50,6 +51,9 @@ type LoaderConfig struct {
 	MaxGraphMessageBytes int
 	// SpoolDir holds uploads while they are hashed and published. Default os.TempDir().
 	SpoolDir string
+	// Key signs rollback events (the workers refuse unsigned ones). Optional: without it
+	// Rollback fails.
+	Key *sign.Key
 }
 
 // DefaultMaxGraphMessageBytes is LoaderConfig.MaxGraphMessageBytes's default.
@@ -421,13 +425,16 @@ func (l *Loader) Rollback(ctx context.Context, id, by string) (Job, error) {
 	if !job.State.Done() {
 		return job, fmt.Errorf("%w: job %s is %s", ErrJobRunning, id, job.State)
 	}
+	if l.cfg.Key == nil {
+		return job, errors.New("rollback: the loader has no command key to sign it with")
+	}
 	job, err = l.cfg.Jobs.RequestRollback(ctx, id, by)
 	if err != nil {
 		return job, err
 	}
 	now := time.Now().UTC()
 	ev := schemas.JobRollback{JobID: id, Env: job.Env, RequestedBy: by, RequestedAt: now}
-	if err := l.publishEvent(ctx, job.Env, fmt.Sprintf("%s/rollback/%d", id, now.UnixNano()), ev); err != nil {
+	if err := publishSignedRollback(ctx, l.cfg.JS, l.cfg.Key, fmt.Sprintf("%s/rollback/%d", id, now.UnixNano()), ev); err != nil {
 		return job, err
 	}
 	return job, nil

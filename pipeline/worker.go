@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/document"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
@@ -31,6 +32,10 @@ type WorkerConfig struct {
 	// Graph is the graph store graph batches go to. Optional: without it the worker does not
 	// consume graph batches.
 	Graph GraphStore
+	// Key verifies the signature of job rollback events: a rollback deletes documents, so only
+	// one the API signed (its requester set from the caller's token) is carried out; any other
+	// is dead-lettered with class auth. Optional: nil refuses every rollback the same way.
+	Key *sign.Key
 	// SinkName names the sink in dead letters and metrics ("docstore", "astra").
 	SinkName string
 	// Collection is the collection name template; "{env}" is replaced by the message's env.
@@ -444,10 +449,25 @@ func (w *Worker) handleJobEvent(msg *message.Message) error {
 		}
 		_, err = w.jobs.Seal(ctx, *ev.Seal)
 	case ev.Rollback != nil:
+		if verr := w.verifyRollback(m); verr != nil {
+			return w.deadLetter(ctx, wm(msg), m, meta, verr, "")
+		}
 		err = w.rollback(ctx, *ev.Rollback)
 	}
 	if err != nil {
 		return w.fail(ctx, wm(msg), m, meta, err, "")
+	}
+	return nil
+}
+
+// verifyRollback checks that the API signed rollback m (issue 11: a forged rollback deleted
+// 50,000 documents with no requester recorded).
+func (w *Worker) verifyRollback(m jetstream.Msg) error {
+	if w.cfg.Key == nil {
+		return fault.Permanentf(fault.Auth, "rollback refused: this worker has no command key to verify it (set SLUICE_COMMAND_KEY)")
+	}
+	if err := w.cfg.Key.VerifyMsg(sign.Rollback, m.Headers(), m.Data()); err != nil {
+		return fmt.Errorf("rollback refused: %w", err)
 	}
 	return nil
 }

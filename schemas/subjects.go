@@ -161,6 +161,11 @@ const (
 	// HeaderRequeues counts how often the graph worker put a graph batch back at the end of
 	// its stream because an edge's endpoint was not stored yet. Set by Sluice only.
 	HeaderRequeues = "Sluice-Requeues"
+	// HeaderSignature authenticates a command or a job rollback: the Sluice API signs what it
+	// publishes with a key it shares with the workers ("v1:<key id>:<mac>", see pipeline/sign),
+	// and the workers dead-letter a command or rollback without a valid one. Producers other
+	// than the API cannot set it; they submit commands and rollbacks through the API.
+	HeaderSignature = "Sluice-Signature"
 )
 
 // DefaultMaxMessageBytes is the default limit on one message's payload (1 MiB), the same as

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 
 	"github.com/nats-io/nats.go"
@@ -14,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/secret"
+	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/sinks/astra"
 	"github.com/sluice-dev/sluice/sinks/docstore"
 	"github.com/sluice-dev/sluice/sinks/graph"
@@ -34,6 +37,10 @@ type config struct {
 	AstraVector bool
 	// GraphDSN is the graph store: an SQLite path or a postgres:// DSN.
 	GraphDSN string
+	// CommandKey (SLUICE_COMMAND_KEY, never a flag) or CommandKeyFile is the key the API
+	// signs commands and rollbacks with and the workers verify them with; without either,
+	// command.key in the data directory (created on first use).
+	CommandKey, CommandKeyFile string
 }
 
 // bindCommon registers the flags every command shares; defaults come from the environment.
@@ -51,7 +58,38 @@ func bindCommon(fs *flag.FlagSet, c *config) {
 	c.Astra.Token = envOr("ASTRA_DB_APPLICATION_TOKEN", "") // never a flag: it would show in ps
 	fs.StringVar(&c.Astra.Keyspace, "astra-keyspace", envOr("ASTRA_DB_KEYSPACE", "default_keyspace"), "AstraDB keyspace (ASTRA_DB_KEYSPACE)")
 	fs.BoolVar(&c.AstraVector, "astra-vector", false, "AstraDB: create vector collections and store embeddings as $vector")
+	c.CommandKey = envOr("SLUICE_COMMAND_KEY", "") // never a flag: it would show in ps
+	fs.StringVar(&c.CommandKeyFile, "command-key-file", envOr("SLUICE_COMMAND_KEY_FILE", ""), "key file the API signs commands and rollbacks with and workers verify them with; default command.key in the data directory (SLUICE_COMMAND_KEY_FILE, or the key itself in SLUICE_COMMAND_KEY)")
 	fs.StringVar(&c.GraphDSN, "graph-dsn", envOr("SLUICE_GRAPH_DSN", ""), "graph store: SQLite path or postgres:// DSN; default graph.db in the data directory (SLUICE_GRAPH_DSN)")
+}
+
+// commandKey returns the key commands and rollbacks are signed and verified with:
+// SLUICE_COMMAND_KEY, else the file SLUICE_COMMAND_KEY_FILE (owner-only), else command.key in
+// the data directory, generated on first use. Every API and worker process of one deployment
+// must hold the same key; the log line names its fingerprint so they can be compared.
+func commandKey(c config, log *slog.Logger) (*sign.Key, error) {
+	src, raw := "SLUICE_COMMAND_KEY", c.CommandKey
+	if raw == "" {
+		var err error
+		if c.CommandKeyFile != "" {
+			src = c.CommandKeyFile
+			raw, err = secret.Read(c.CommandKeyFile)
+		} else {
+			src = filepath.Join(c.DataDir, sign.KeyFile)
+			if err = os.MkdirAll(c.DataDir, 0o700); err == nil {
+				raw, err = secret.ReadOrCreate(src)
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("command signing key: %w", err)
+		}
+	}
+	k, err := sign.NewKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	log.Info("command signing key", "source", src, "key_id", k.ID())
+	return k, nil
 }
 
 // openGraph opens the graph store; with reg set, a PostgreSQL pool's statistics are exported.
@@ -98,25 +136,30 @@ type broker struct {
 // the data directory, else starts one in this process (when allowEmbedded).
 func openBroker(ctx context.Context, c config, log *slog.Logger, allowEmbedded bool) (*broker, error) {
 	b := &broker{}
-	url := c.NATS.URL
-	switch {
-	case url != "":
-		b.remote = true
-	case embedded.Discover(c.DataDir) != "":
-		url = embedded.Discover(c.DataDir)
-		b.remote = true
-	case allowEmbedded:
-		srv, err := embedded.Start(embedded.Config{DataDir: c.DataDir, LazySync: c.LazySync, Logger: log})
-		if err != nil {
-			return nil, fmt.Errorf("start embedded broker: %w", err)
-		}
-		b.srv = srv
-		url = srv.ClientURL()
-	default:
-		return nil, errors.New("no broker: set NATS_URL or start sluice serve on this data directory")
-	}
 	nc := c.NATS
-	nc.URL = url
+	if nc.URL != "" {
+		b.remote = true
+	} else {
+		// The embedded broker admits only its credential (owner-only in the data directory):
+		// whoever can read the data directory may connect, other local users may not.
+		ep, err := embedded.Discover(c.DataDir)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("connect to the embedded broker on %s: %w", c.DataDir, err)
+		case ep.URL != "":
+			b.remote = true
+		case allowEmbedded:
+			srv, err := embedded.Start(embedded.Config{DataDir: c.DataDir, LazySync: c.LazySync, Logger: log})
+			if err != nil {
+				return nil, fmt.Errorf("start embedded broker: %w", err)
+			}
+			b.srv = srv
+			ep = srv.Endpoint()
+		default:
+			return nil, errors.New("no broker: set NATS_URL or start sluice serve on this data directory")
+		}
+		nc.URL, nc.User, nc.Password = ep.URL, ep.User, ep.Password
+	}
 	nc.Logger = log
 	conn, err := sjs.Connect(ctx, nc)
 	if err != nil {

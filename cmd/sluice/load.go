@@ -82,7 +82,12 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 			return err
 		}
 		defer g.Close()
-		w, err := pipeline.NewWorker(pipeline.WorkerConfig{JS: b.js, Streams: b.streams, Sink: sk.docs, SinkName: sk.name, Graph: g, Logger: log})
+		// The key lets this worker carry out a rollback the API left pending on the stream.
+		key, err := commandKey(c, log)
+		if err != nil {
+			return err
+		}
+		w, err := pipeline.NewWorker(pipeline.WorkerConfig{JS: b.js, Streams: b.streams, Sink: sk.docs, SinkName: sk.name, Graph: g, Key: key, Logger: log})
 		if err != nil {
 			return err
 		}

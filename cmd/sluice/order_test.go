@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"syscall"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/pipeline/sign"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
@@ -27,6 +29,12 @@ func TestCommandOrderAcrossTwoWorkerProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	dataDir := t.TempDir()
+	// The workers verify commands with the key in the shared data directory; the test signs
+	// with it, as the API would.
+	key, err := commandKey(config{DataDir: dataDir}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
 	w1 := startWorker(t, url, dataDir)
 	w2 := startWorker(t, url, dataDir)
 
@@ -59,6 +67,7 @@ func TestCommandOrderAcrossTwoWorkerProcesses(t *testing.T) {
 			m := nats.NewMsg(c.Subject())
 			m.Data = body
 			m.Header.Set(nats.MsgIdHdr, c.CommandID)
+			key.SignMsg(sign.Command, m)
 			if _, err := js.PublishMsg(ctx, m); err != nil {
 				t.Fatal(err)
 			}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	neturl "net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -59,7 +60,14 @@ func startBroker(t *testing.T) (url string, js jetstream.JetStream, streams *sjs
 	if err != nil {
 		t.Fatal(err)
 	}
-	return srv.ClientURL(), js, streams
+	// The worker processes get the credential in the URL (tests only: a URL shows in ps).
+	ep := srv.Endpoint()
+	u, err := neturl.Parse(ep.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = neturl.UserPassword(ep.User, ep.Password)
+	return u.String(), js, streams
 }
 
 func writeChunkFile(t *testing.T, n int) string {

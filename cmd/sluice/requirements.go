@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/sinks/astra"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
@@ -43,8 +44,10 @@ type requirementsOptions struct {
 	Graph pipeline.GraphApplier
 	// Workers builds the command worker; API builds the API services.
 	Workers, API bool
-	Drain        time.Duration
-	Logger       *slog.Logger
+	// Key signs commands (API) and verifies them (workers). Required.
+	Key    *sign.Key
+	Drain  time.Duration
+	Logger *slog.Logger
 }
 
 // startRequirements opens the requirements store (requirements.db in the data directory),
@@ -85,7 +88,7 @@ func startRequirements(ctx context.Context, c config, o requirementsOptions) (*r
 	rp := &requirementsParts{store: store, streams: streams, js: o.JS, jobsKV: o.JobsKV, log: o.Logger}
 	if o.Workers {
 		rp.worker, err = pipeline.NewCommandWorker(pipeline.CommandWorkerConfig{
-			JS: o.JS, Streams: streams, Store: store, Graph: o.Graph, Validator: v, DrainTimeout: o.Drain, Logger: o.Logger,
+			JS: o.JS, Streams: streams, Store: store, Key: o.Key, Graph: o.Graph, Validator: v, DrainTimeout: o.Drain, Logger: o.Logger,
 		})
 		if err != nil {
 			rp.close()
@@ -93,7 +96,7 @@ func startRequirements(ctx context.Context, c config, o requirementsOptions) (*r
 		}
 	}
 	if o.API {
-		rp.client, err = pipeline.NewCommandClient(pipeline.CommandClientConfig{JS: o.JS, Streams: streams, Store: store, Graph: o.Graph, Validator: v})
+		rp.client, err = pipeline.NewCommandClient(pipeline.CommandClientConfig{JS: o.JS, Streams: streams, Store: store, Key: o.Key, Graph: o.Graph, Validator: v})
 		if err != nil {
 			rp.close()
 			return nil, err

@@ -4,13 +4,16 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/sourcegraph/conc/pool"
 
 	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/sinks/graph"
 	"github.com/sluice-dev/sluice/sources/embedded"
 	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
@@ -32,8 +35,12 @@ func TestStartRequirements(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = g.Close() })
+	key, err := commandKey(config{DataDir: dir}, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
 	rp, err := startRequirements(ctx, config{DataDir: dir}, requirementsOptions{
-		JS: js, JobsKV: streams.JobsKV, Graph: g, Workers: true, API: true, Drain: 5 * time.Second, Logger: slog.New(slog.DiscardHandler),
+		Key: key, JS: js, JobsKV: streams.JobsKV, Graph: g, Workers: true, API: true, Drain: 5 * time.Second, Logger: slog.New(slog.DiscardHandler),
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -70,5 +77,54 @@ func TestStartRequirements(t *testing.T) {
 	defer st.Close()
 	if f, err := st.GetFeature(ctx, "FR-7000000000001"); err != nil || f.Requester != "gm.erin" {
 		t.Errorf("stored feature %+v, %v", f, err)
+	}
+}
+
+// commandKey takes SLUICE_COMMAND_KEY, else SLUICE_COMMAND_KEY_FILE, else command.key in the
+// data directory (created owner-only, then reused); a short key or a key file others can read
+// is refused.
+func TestCommandKey(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	dir := t.TempDir()
+	k1, err := commandKey(config{DataDir: filepath.Join(dir, "data")}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, "data", sign.KeyFile))
+	if err != nil || fi.Mode() != 0o600 {
+		t.Fatalf("key file: %v, %v", fi, err)
+	}
+	if k2, err := commandKey(config{DataDir: filepath.Join(dir, "data")}, log); err != nil || k2.ID() != k1.ID() {
+		t.Fatalf("second process: %v, %v; want the same key", k2, err)
+	}
+	shared := filepath.Join(dir, "shared.key")
+	if err := os.WriteFile(shared, []byte("a-key-shared-by-api-and-workers-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fromEnv, err := commandKey(config{DataDir: dir, CommandKey: "a-key-shared-by-api-and-workers-0123456789"}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, err := commandKey(config{DataDir: dir, CommandKeyFile: shared}, log); err != nil || k.ID() != fromEnv.ID() {
+		t.Fatalf("key file: %v, %v; want the env key's id %s", k, err, fromEnv.ID())
+	}
+	open := filepath.Join(dir, "open.key")
+	if err := os.WriteFile(open, []byte("a-key-shared-by-api-and-workers-0123456789\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		c    config
+		want string
+	}{
+		{"short env key", config{DataDir: dir, CommandKey: "too-short"}, "at least 32"},
+		{"readable key file", config{DataDir: dir, CommandKeyFile: open}, "chmod 600"},
+		{"missing key file", config{DataDir: dir, CommandKeyFile: filepath.Join(dir, "nope")}, "no such file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if _, err := commandKey(tc.c, log); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("commandKey: %v, want an error saying %q", err, tc.want)
+			}
+		})
 	}
 }

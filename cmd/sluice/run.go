@@ -42,8 +42,9 @@ Usage:
   sluice version                print the version
 
 Run "sluice COMMAND -h" for a command's flags. Configuration comes from flags or environment:
-SLUICE_DATA_DIR, SLUICE_HTTP_ADDR, SLUICE_API_TOKENS_FILE, NATS_URL, NATS_CREDS, NATS_USER,
-NATS_PASSWORD, NATS_CA, NATS_CERT, NATS_KEY; the operator commands use SLUICE_API_URL and
+SLUICE_DATA_DIR, SLUICE_HTTP_ADDR, SLUICE_API_TOKENS_FILE, SLUICE_COMMAND_KEY,
+SLUICE_COMMAND_KEY_FILE, NATS_URL, NATS_CREDS, NATS_USER, NATS_PASSWORD, NATS_CA, NATS_CERT,
+NATS_KEY; the operator commands use SLUICE_API_URL and
 SLUICE_TOKEN.
 Exit status: 0 all good, 1 failure, 2 bad usage, 3 finished with rejected or dead-lettered items.
 `

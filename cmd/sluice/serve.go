@@ -54,9 +54,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 	if fs.NArg() > 0 {
 		return usageError{fmt.Sprintf("%s takes no arguments", name)}
 	}
-	if c.NATS.URL == "" {
-		if url := embeddedURL(c); url != "" && name == "serve" {
-			return fmt.Errorf("another sluice process already runs the embedded broker on %s (%s)", c.DataDir, url)
+	if c.NATS.URL == "" && name == "serve" {
+		if ep, _ := embedded.Discover(c.DataDir); ep.URL != "" {
+			return fmt.Errorf("another sluice process already runs the embedded broker on %s (%s)", c.DataDir, ep.URL)
 		}
 	}
 	b, err := openBroker(ctx, c, log, true)
@@ -81,7 +81,11 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 		return err
 	}
 	defer g.Close()
-	rq, err := startRequirements(ctx, c, requirementsOptions{JS: b.js, JobsKV: b.streams.JobsKV, Graph: g, Workers: workers, API: api, Drain: *drain, Logger: log})
+	key, err := commandKey(c, log)
+	if err != nil {
+		return err
+	}
+	rq, err := startRequirements(ctx, c, requirementsOptions{JS: b.js, JobsKV: b.streams.JobsKV, Graph: g, Workers: workers, API: api, Key: key, Drain: *drain, Logger: log})
 	if err != nil {
 		return err
 	}
@@ -89,7 +93,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 	var worker *pipeline.Worker
 	if workers {
 		worker, err = pipeline.NewWorker(pipeline.WorkerConfig{
-			JS: b.js, Streams: b.streams, Sink: sk.docs, SinkName: sk.name, Graph: g, DrainTimeout: *drain, Registerer: reg, Logger: log,
+			JS: b.js, Streams: b.streams, Sink: sk.docs, SinkName: sk.name, Graph: g, Key: key, DrainTimeout: *drain, Registerer: reg, Logger: log,
 		})
 		if err != nil {
 			return err
@@ -103,7 +107,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 				return err
 			}
 		}
-		loader, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: b.js, Jobs: b.jobs, SpoolDir: c.DataDir + "/spool"})
+		loader, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: b.js, Jobs: b.jobs, SpoolDir: c.DataDir + "/spool", Key: key})
 		if err != nil {
 			return err
 		}
@@ -242,7 +246,6 @@ func (f *apiLimitFlags) parse() (httpapi.Config, error) {
 	}, nil
 }
 
-func embeddedURL(c config) string { return embedded.Discover(c.DataDir) }
 
 // jobService adapts the loader and job store to the API.
 type jobService struct {

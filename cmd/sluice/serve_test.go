@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sluice-dev/sluice/sources/embedded"
 	"github.com/sluice-dev/sluice/sources/httpapi/openapitest"
 )
 
@@ -213,7 +214,11 @@ func TestServeEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	nc, err := nats.Connect(strings.TrimSpace(string(url)))
+	ep, err := embedded.Discover(dataDir)
+	if err != nil || ep.URL != strings.TrimSpace(string(url)) {
+		t.Fatalf("discover the embedded broker: %v, %v", ep, err)
+	}
+	nc, err := nats.Connect(ep.URL, nats.UserInfo(ep.User, ep.Password))
 	if err != nil {
 		t.Fatal(err)
 	}

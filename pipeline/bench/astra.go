@@ -359,7 +359,7 @@ func (a *Astra) startBroker(ctx context.Context) error {
 	if a.srv, err = embedded.Start(embedded.Config{DataDir: filepath.Join(a.work, "data"), Logger: a.cfg.Logger}); err != nil {
 		return fmt.Errorf("bench astra: start embedded broker: %w", err)
 	}
-	if a.nc, err = sjs.Connect(ctx, sjs.ConnConfig{URL: a.srv.ClientURL(), Logger: a.cfg.Logger}); err != nil {
+	if a.nc, err = sjs.Connect(ctx, sjs.ConnConfig{URL: a.srv.ClientURL(), User: embedded.User, Password: a.srv.Endpoint().Password, Logger: a.cfg.Logger}); err != nil {
 		return fmt.Errorf("bench astra: %w", err)
 	}
 	if a.js, err = jetstream.New(a.nc); err != nil {

@@ -21,7 +21,9 @@ const (
 	Limit Class = "limit"
 	// Rejected: the store refused the document for a reason retrying cannot fix. Permanent.
 	Rejected Class = "rejected"
-	// Auth: the store refused our credentials. Permanent until an operator fixes them.
+	// Auth: the store refused our credentials (permanent until an operator fixes them), or a
+	// command or rollback lacks the API's valid signature (pipeline/sign: permanent, a forged
+	// message never becomes genuine).
 	Auth Class = "auth"
 	// Transient: timeouts, overload, connection loss, retryable store codes.
 	Transient Class = "transient"

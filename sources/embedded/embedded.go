@@ -18,11 +18,23 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"golang.org/x/crypto/bcrypt"
+
+	"github.com/sluice-dev/sluice/pipeline/secret"
 )
 
 // URLFile is the file, inside the data directory, that holds the client URL of the running
-// embedded server, so that other sluice commands on the same data directory can find it.
+// embedded server, so that other sluice commands on the same data directory can find it. It
+// holds no secret; it is written owner-only all the same (mode 0600).
 const URLFile = "nats.url"
+
+// CredentialFile is the file, inside the data directory, that holds the password of User: one
+// line, generated on first start, mode 0600. It outlives restarts, so an operator's nats CLI
+// context keeps working; delete it (with the server stopped) to rotate it.
+const CredentialFile = "nats.password"
+
+// User is the user name clients of the embedded server authenticate as.
+const User = "sluice"
 
 // lockFile guards the data directory: two servers on one JetStream store would corrupt it.
 const lockFile = "nats.lock"
@@ -30,6 +42,25 @@ const lockFile = "nats.lock"
 // ErrLocked is returned by Start when another process runs an embedded server on the same data
 // directory. Its URL is in URLFile.
 var ErrLocked = errors.New("data directory is in use by another sluice process")
+
+// ErrInsecureCredential is returned by Start and Discover when CredentialFile can be read by
+// other users, is not a regular file, or belongs to another user: its password must be
+// presumed known, so it is refused rather than silently fixed. The error says how to fix it.
+var ErrInsecureCredential = secret.ErrInsecure
+
+// Endpoint is how a client reaches a running embedded server: its URL and credential. It
+// formats (%v, %s) as the URL alone, so printing it never shows the password.
+type Endpoint struct {
+	URL      string
+	User     string
+	Password string
+}
+
+// String returns the URL, without the credential.
+func (e Endpoint) String() string { return e.URL }
+
+// LogValue logs the URL, without the credential.
+func (e Endpoint) LogValue() slog.Value { return slog.StringValue(e.URL) }
 
 // Config configures the embedded server.
 type Config struct {
@@ -85,27 +116,45 @@ func (c Config) Validate() error {
 
 // Server is a running embedded nats-server. Stop it with Shutdown.
 type Server struct {
-	ns      *server.Server
-	dataDir string
-	lock    *os.File
+	ns       *server.Server
+	dataDir  string
+	lock     *os.File
+	password string
 }
 
 // Start starts the server, waits until it accepts clients, and writes its URL to
-// DataDir/URLFile. It returns ErrLocked when another process holds the data directory. The
-// caller must call Shutdown.
+// DataDir/URLFile. A data directory it creates is mode 0700. Clients must authenticate as User
+// with the password in DataDir/CredentialFile, which Start generates if it is missing. It
+// returns ErrLocked when another process holds the data directory, and ErrInsecureCredential
+// when the credential file is open to other users. The caller must call Shutdown.
 func Start(cfg Config) (*Server, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data directory: %w", err)
 	}
 	lock, err := lockDir(filepath.Join(cfg.DataDir, lockFile))
 	if err != nil {
 		return nil, err
 	}
+	password, err := secret.ReadOrCreate(filepath.Join(cfg.DataDir, CredentialFile))
+	if err != nil {
+		_ = lock.Close()
+		return nil, err
+	}
+	// The server keeps only a bcrypt hash. The password is 256 random bits, so the hash's
+	// cost adds nothing against guessing: the minimum keeps each connect fast.
+	hash, err := bcrypt.GenerateFromPassword([]byte(password), bcrypt.MinCost)
+	if err != nil {
+		_ = lock.Close()
+		return nil, fmt.Errorf("hash broker credential: %w", err)
+	}
 	opts := &server.Options{
+		// One user, every permission: only Sluice's own processes and its operator hold the
+		// credential. HTTPPort stays 0: no monitoring endpoint, which would need no credential.
+		Users:                 []*server.User{{Username: User, Password: string(hash)}},
 		ServerName:            "sluice-embedded",
 		Host:                  cfg.Host,
 		Port:                  cfg.Port,
@@ -129,7 +178,7 @@ func Start(cfg Config) (*Server, error) {
 		_ = lock.Close()
 		return nil, fmt.Errorf("embedded nats-server not ready after %s", cfg.StartTimeout)
 	}
-	s := &Server{ns: ns, dataDir: cfg.DataDir, lock: lock}
+	s := &Server{ns: ns, dataDir: cfg.DataDir, lock: lock, password: password}
 	if err := writeFileAtomic(filepath.Join(cfg.DataDir, URLFile), []byte(ns.ClientURL()+"\n")); err != nil {
 		s.Shutdown()
 		return nil, fmt.Errorf("record server URL: %w", err)
@@ -137,8 +186,13 @@ func Start(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// ClientURL is the URL clients connect to.
+// ClientURL is the URL clients connect to; they must authenticate (Endpoint).
 func (s *Server) ClientURL() string { return s.ns.ClientURL() }
+
+// Endpoint is the URL and the credential clients connect with.
+func (s *Server) Endpoint() Endpoint {
+	return Endpoint{URL: s.ns.ClientURL(), User: User, Password: s.password}
+}
 
 // NATS returns the underlying server, for tests that need its internals.
 func (s *Server) NATS() *server.Server { return s.ns }
@@ -156,26 +210,32 @@ func (s *Server) Shutdown() {
 	s.ns = nil
 }
 
-// Discover returns the URL of an embedded server running on dataDir, if one is running: the
-// URL file exists and its data directory lock is held. It returns "" otherwise.
-func Discover(dataDir string) string {
+// Discover returns the endpoint of an embedded server running on dataDir, if one is running:
+// the URL file exists and its data directory lock is held. It returns a zero Endpoint (URL "")
+// and nil when none runs, and an error (ErrInsecureCredential among them) when one runs but
+// its credential cannot be read safely.
+func Discover(dataDir string) (Endpoint, error) {
 	b, err := os.ReadFile(filepath.Join(dataDir, URLFile))
 	if err != nil {
-		return ""
+		return Endpoint{}, nil
 	}
 	// A stale file (a process killed with SIGKILL) leaves the lock free.
 	lock, err := lockDir(filepath.Join(dataDir, lockFile))
 	if err == nil {
 		_ = lock.Close()
-		return ""
+		return Endpoint{}, nil
 	}
-	return strings.TrimSpace(string(b))
+	password, err := secret.Read(filepath.Join(dataDir, CredentialFile))
+	if err != nil {
+		return Endpoint{}, err
+	}
+	return Endpoint{URL: strings.TrimSpace(string(b)), User: User, Password: password}, nil
 }
 
 // lockDir takes an exclusive, non-blocking flock on path. The kernel releases it when the
 // process dies, so a crashed server never leaves the directory locked.
 func lockDir(path string) (*os.File, error) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("open lock file: %w", err)
 	}
@@ -189,12 +249,21 @@ func lockDir(path string) (*os.File, error) {
 	return f, nil
 }
 
+// writeFileAtomic replaces path with data, mode 0600.
 func writeFileAtomic(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+"-*") // mode 0600
+	if err != nil {
 		return err
 	}
-	return os.Rename(tmp, path)
+	defer os.Remove(f.Name())
+	if _, err := f.Write(data); err != nil {
+		_ = f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
 }
 
 // slogAdapter routes nats-server logs to slog: warnings and errors only.

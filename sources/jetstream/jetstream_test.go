@@ -30,7 +30,7 @@ func setup(t testing.TB, cfg sjs.ProvisionConfig) (jetstream.JetStream, *sjs.Pro
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	nc, err := sjs.Connect(context.Background(), sjs.ConnConfig{URL: srv.ClientURL()})
+	nc, err := sjs.Connect(context.Background(), sjs.ConnConfig{URL: srv.ClientURL(), User: embedded.User, Password: srv.Endpoint().Password})
 	if err != nil {
 		t.Fatal(err)
 	}

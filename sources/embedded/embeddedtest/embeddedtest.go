@@ -13,8 +13,8 @@ import (
 )
 
 // Start runs an embedded nats-server (in a fresh t.TempDir() unless cfg.DataDir is set) and
-// connects to it. The server and the connection close when the test ends. cfg.LazySync
-// trades the fsync on every write for speed, as most tests may.
+// connects to it with its credential. The server and the connection close when the test ends.
+// cfg.LazySync trades the fsync on every write for speed, as most tests may.
 func Start(t testing.TB, cfg embedded.Config) (*embedded.Server, *nats.Conn, jetstream.JetStream) {
 	t.Helper()
 	if cfg.DataDir == "" {
@@ -25,16 +25,25 @@ func Start(t testing.TB, cfg embedded.Config) (*embedded.Server, *nats.Conn, jet
 		t.Fatal(err)
 	}
 	t.Cleanup(srv.Shutdown)
-	nc, err := nats.Connect(srv.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
+	nc := Connect(t, srv)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return srv, nc, js
+}
+
+// Connect opens one more connection to srv, authenticated with its credential, closed when
+// the test ends.
+func Connect(t testing.TB, srv *embedded.Server, opts ...nats.Option) *nats.Conn {
+	t.Helper()
+	ep := srv.Endpoint()
+	nc, err := nats.Connect(ep.URL, append([]nats.Option{nats.UserInfo(ep.User, ep.Password)}, opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return nc
 }
 
 // LeakOptions are the goroutines goleak must ignore in a test binary that ran nats-server or
