@@ -246,7 +246,6 @@ func (f *apiLimitFlags) parse() (httpapi.Config, error) {
 	}, nil
 }
 
-
 // jobService adapts the loader and job store to the API.
 type jobService struct {
 	loader *pipeline.Loader
