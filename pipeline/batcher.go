@@ -61,6 +61,9 @@ type Batcher struct {
 	closing chan struct{}
 	done    chan struct{}
 	once    sync.Once
+	// base is the context of every WriteDocs call; Abort cancels it.
+	base  context.Context
+	abort context.CancelFunc
 }
 
 type writeReq struct {
@@ -83,6 +86,7 @@ func NewBatcher(cfg BatcherConfig) (*Batcher, error) {
 		closing: make(chan struct{}),
 		done:    make(chan struct{}),
 	}
+	b.base, b.abort = context.WithCancel(context.Background())
 	go b.run()
 	return b, nil
 }
@@ -168,7 +172,7 @@ func (b *Batcher) run() {
 // write writes r.docs[lo:hi] with one WriteDocs call and records their outcomes.
 func (b *Batcher) write(r *writeReq, lo, hi int) {
 	docs := r.docs[lo:hi]
-	ctx, cancel := context.WithTimeout(context.Background(), b.cfg.WriteTimeout)
+	ctx, cancel := context.WithTimeout(b.base, b.cfg.WriteTimeout)
 	outcomes, err := b.cfg.Sink.WriteDocs(ctx, r.collection, docs)
 	cancel()
 	if err == nil && len(outcomes) != len(docs) {
@@ -191,5 +195,12 @@ func (b *Batcher) write(r *writeReq, lo, hi int) {
 func (b *Batcher) Close() error {
 	b.once.Do(func() { close(b.closing) })
 	<-b.done
+	b.abort()
 	return nil
 }
+
+// Abort cancels every WriteDocs call under way and every later one: their documents get the
+// context's error (they may still be written; writes are idempotent). A drain that ran out of
+// time calls it, so a hung sink cannot hold the process past its grace period. Close must
+// still be called. Safe to call at any time, more than once.
+func (b *Batcher) Abort() { b.abort() }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -153,6 +154,45 @@ func TestProgressRecordAllAcrossJobs(t *testing.T) {
 	for range 100 { // after Close it fails at once, never hangs
 		if err := p.RecordAll(ctx, marks[:1]); err == nil {
 			t.Fatal("RecordAll after Close succeeded")
+		}
+	}
+}
+
+// hungSink never answers: each call waits until its context ends.
+type hungSink struct{ calls atomic.Int64 }
+
+func (s *hungSink) WriteDocs(ctx context.Context, _ string, docs []document.Doc) ([]error, error) {
+	s.calls.Add(1)
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// Issue 11, finding 8: a drain waited for writes to a hung sink for their whole WriteTimeout
+// (SIGTERM took 58 s with a 30 s drain timeout). Abort cancels the writes under way, and Close
+// returns at once after it.
+func TestBatcherAbortCancelsHungWrites(t *testing.T) {
+	sink := &hungSink{}
+	b, err := pipeline.NewBatcher(pipeline.BatcherConfig{Sink: sink, WriteTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := make(chan []error, 1)
+	go func() { results <- b.Write(context.Background(), "c", docsNamed("a", "b")) }()
+	for sink.calls.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	b.Abort()
+	got := <-results
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Write and Close took %s after Abort", d)
+	}
+	for i, e := range got {
+		if !errors.Is(e, context.Canceled) {
+			t.Fatalf("outcome %d is %v, want context.Canceled", i, e)
 		}
 	}
 }

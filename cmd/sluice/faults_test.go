@@ -244,9 +244,12 @@ func newFaultEnv(t *testing.T, astra bool) *faultEnv {
 }
 
 // worker starts `sluice worker` on natsURL (the broker, or a proxy in front of it).
-func (e *faultEnv) worker(natsURL string) *exec.Cmd {
+func (e *faultEnv) worker(natsURL string, args ...string) *exec.Cmd {
 	e.t.Helper()
-	cmd := exec.Command(binary, "worker", "--nats-url", natsURL, "--data-dir", e.dataDir, "--drain-timeout", "10s")
+	if len(args) == 0 {
+		args = []string{"--drain-timeout", "10s"}
+	}
+	cmd := exec.Command(binary, append([]string{"worker", "--nats-url", natsURL, "--data-dir", e.dataDir}, args...)...)
 	cmd.Env = append(os.Environ(), "SLUICE_LOG_LEVEL=warn")
 	if e.double != nil {
 		cmd.Env = append(cmd.Env, "ASTRA_DB_API_ENDPOINT="+e.double.URL(), "ASTRA_DB_APPLICATION_TOKEN="+e.double.Token())
@@ -460,6 +463,32 @@ func TestFaultSuite(t *testing.T) {
 		row, job := e.check(id, n, 3*time.Minute)
 		row.Scenario, row.Load, row.Fault, row.Recovery = t.Name(), load, "every Data API call takes 2 s", time.Since(start)
 		row.Note = "recovery is the whole load"
+		e.wantExact(row, job, n)
+		recordFault(row)
+	})
+
+	t.Run("SIGTERM while the sink hangs", func(t *testing.T) {
+		e := newFaultEnv(t, true)
+		w := e.worker(e.nats.url(), "--drain-timeout", "5s")
+		id := e.load(n)
+		e.job(id, time.Minute, func(j pipeline.Job) bool { return j.Written > 0 })
+		// Every Data API call from now on hangs until the client gives up.
+		e.double.SetFaultRate(1, dataapitest.FaultTimeout)
+		time.Sleep(500 * time.Millisecond)
+		stopAt := time.Now()
+		_ = w.Process.Signal(syscall.SIGTERM)
+		_ = w.Wait()
+		stopped := time.Since(stopAt)
+		// Issue 11, finding 8: SIGTERM took 58 s with --drain-timeout 30s while the sink hung.
+		if stopped > 5*time.Second+3*time.Second {
+			t.Errorf("SIGTERM with --drain-timeout 5s took %s while the sink hung", stopped.Round(10*time.Millisecond))
+		}
+		e.double.SetFaultRate(0)
+		e.worker(e.nats.url())
+		start := time.Now()
+		row, job := e.check(id, n, 2*time.Minute)
+		row.Scenario, row.Load, row.Fault, row.Recovery = t.Name(), load, "every Data API call hangs; SIGTERM the worker (--drain-timeout 5s), then start another", time.Since(start)
+		row.Note = fmt.Sprintf("the worker exited %.1f s after SIGTERM", stopped.Seconds())
 		e.wantExact(row, job, n)
 		recordFault(row)
 	})
