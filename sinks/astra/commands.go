@@ -508,7 +508,8 @@ func decodeParts(env *envelope, status, data any) error {
 
 // DeleteMany deletes every document of coll matching filter, resending the command while
 // the server reports more (it deletes at most 20 per call), and returns how many it
-// deleted. A nil or empty filter truncates the collection and returns -1.
+// deleted. A nil or empty filter truncates the collection and returns -1. A call that
+// reports more documents but deleted none ends it with a transient error.
 func (c *Client) DeleteMany(ctx context.Context, coll string, filter any) (int, error) {
 	payload := map[string]any{"filter": filterOrEmpty(filter)}
 	total := 0
@@ -533,6 +534,11 @@ func (c *Client) DeleteMany(ctx context.Context, coll string, filter any) (int, 
 		total += st.DeletedCount
 		if !st.MoreData {
 			return total, nil
+		}
+		if st.DeletedCount == 0 {
+			// More to delete but nothing deleted: resending at once would loop as fast as
+			// the server answers. The caller retries later, with its own backoff.
+			return total, fault.Retry(fault.Transient, fmt.Errorf("delete many (%d deleted so far): the server reports more documents but deleted none", total))
 		}
 	}
 }

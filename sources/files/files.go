@@ -252,7 +252,7 @@ func (r *Reader) next() (Item, error) {
 			r.mode = modeDone
 			raw := r.single
 			r.single = nil
-			if raw == nil {
+			if raw == nil || len(raw) > r.max { // the capture keeps up to max+64 KiB
 				return r.reject(0, "", nil, fmt.Sprintf("item exceeds maximum size of %d bytes", r.max)), nil
 			}
 			return r.item(0, raw), nil
@@ -330,6 +330,9 @@ func (c *captureReader) Read(p []byte) (int, error) {
 func (r *Reader) sniffObject() error {
 	r.capture = &captureReader{r: r.br, max: r.max + 64<<10}
 	r.dec = json.NewDecoder(r.capture)
+	// Number tokens stay text: a float64 would fail on a number out of its range (1e700),
+	// an error that is neither a syntax error nor retryable.
+	r.dec.UseNumber()
 	if _, err := r.dec.Token(); err != nil { // '{'
 		return r.sniffFailed(err)
 	}
