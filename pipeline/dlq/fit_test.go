@@ -20,6 +20,14 @@ import (
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
+// longCtx bounds a test's JetStream calls generously: without a deadline nats.go uses its 5 s
+// default, which a megabyte object read can exceed on a loaded machine.
+func longCtx(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // wireHeaderBytes is what nats.go adds to a message for hdr ("NATS/1.0\r\n", "Key: value\r\n"
 // per value, "\r\n"): with the data it must not exceed the max payload.
 func wireHeaderBytes(hdr nats.Header) int {
@@ -71,7 +79,7 @@ func payloadObject(t *testing.T, js jetstream.JetStream, name string) (*jetstrea
 func TestOversizedPoisonIsDeadLetteredByReference(t *testing.T) {
 	e := newEnv(t)
 	e.startWorker(t, e.store)
-	ctx := context.Background()
+	ctx := longCtx(t)
 	mp := int(e.nc.MaxPayload())
 	subject := schemas.ChunkSubject(schemas.Dev)
 	tests := []struct {
@@ -198,7 +206,7 @@ func TestOversizedPoisonIsDeadLetteredByReference(t *testing.T) {
 // side, Write stores a dead letter that fits, inline up to it and by reference past it.
 func TestWriterThreshold(t *testing.T) {
 	e := newEnv(t)
-	ctx := context.Background()
+	ctx := longCtx(t)
 	mp := e.nc.MaxPayload()
 	at := time.Date(2025, 9, 10, 10, 4, 5, 1_000_000, time.UTC)
 	base := schemas.DeadLetterEnvelope{
@@ -252,7 +260,7 @@ func TestWriterThreshold(t *testing.T) {
 // fits; the original headers come back whole.
 func TestWriterHugeHeadersAndError(t *testing.T) {
 	e := newEnv(t)
-	ctx := context.Background()
+	ctx := longCtx(t)
 	at := time.Now().UTC()
 	// Control characters are escaped six times over in JSON: 200 KB of them make 1.2 MB.
 	big := strings.Repeat("\x01", 200_000)
@@ -314,7 +322,7 @@ func TestWriterHugeHeadersAndError(t *testing.T) {
 // returned function restores it: a real broker refusal, not a stand-in.
 func blockDLQ(t *testing.T, e *testEnv) (unblock func()) {
 	t.Helper()
-	ctx := context.Background()
+	ctx := longCtx(t)
 	info, err := e.streams.DLQ.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -364,7 +372,7 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 // stored on a later delivery.
 func TestDeadLetterFailureKeepsMessageAndIsLoud(t *testing.T) {
 	e := newEnv(t) // MaxDeliver 3
-	ctx := context.Background()
+	ctx := longCtx(t)
 	reg := prometheus.NewRegistry()
 	w, err := pipeline.NewWorker(pipeline.WorkerConfig{
 		JS: e.js, Streams: e.streams, Sink: e.store, Registerer: reg,
@@ -427,7 +435,7 @@ func TestDeadLetterFailureKeepsMessageAndIsLoud(t *testing.T) {
 // message whose advisory is still waiting, and the capture dead-letters it once it can.
 func TestExhaustedWhileDLQDownIsKeptUntilCaptured(t *testing.T) {
 	e := newEnv(t) // MaxDeliver 3
-	ctx := context.Background()
+	ctx := longCtx(t)
 	capture, err := e.dlq.SubscribeAdvisories(ctx, nil) // provisions; runs later
 	if err != nil {
 		t.Fatal(err)
@@ -501,7 +509,7 @@ func TestExhaustedWhileDLQDownIsKeptUntilCaptured(t *testing.T) {
 // letter. Every stream Sluice consumes is captured now.
 func TestCaptureAdvisoriesEveryStream(t *testing.T) {
 	e := newEnv(t)
-	ctx := context.Background()
+	ctx := longCtx(t)
 	cmds, err := sjs.ProvisionCommands(ctx, e.js, sjs.ProvisionConfig{})
 	if err != nil {
 		t.Fatal(err)

@@ -121,7 +121,7 @@ func TestHTTPThroughRealStore(t *testing.T) {
 // serves it byte for byte (and an inline one too), 404 once it is gone.
 func TestHTTPPayloadByReference(t *testing.T) {
 	e := newEnv(t)
-	ctx := context.Background()
+	ctx := longCtx(t)
 	const reader = "reader-token-0123456789"
 	srv, err := httpapi.New(httpapi.Config{
 		Addr: "127.0.0.1:0", Jobs: noJobs{}, Chunks: noChunks{}, DeadLetters: e.dlq,
