@@ -148,6 +148,11 @@ func (w *CommandWorker) Run(ctx context.Context) error {
 	return cerr
 }
 
+// Health returns nil, or an error saying that commands could neither be applied nor
+// dead-lettered in the last 10 minutes; see Worker.Health. It does no I/O and is safe for
+// concurrent use.
+func (w *CommandWorker) Health() error { return w.dlq.health() }
+
 // graphMarker is the graph store's apply marker of a command's projection. It is keyed by the
 // command id, not the message id, so a command published twice (a client retry outside the
 // duplicate window) is projected once, like it is applied once.

@@ -2,36 +2,56 @@ package pipeline
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluice-dev/sluice/pipeline/dlq"
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/schemas"
 )
 
-// deadLetterer publishes dead letters: the original message whole, with why and when it
-// failed (DESIGN.md invariant 8). Safe for concurrent use.
+// deadLetterer publishes dead letters: the original message whole (by reference when it is too
+// large to embed, see dlq.Writer), with why and when it failed (DESIGN.md invariant 8). It also
+// keeps the messages whose dead letter could not be stored, for Health and the metrics. Safe for
+// concurrent use.
 type deadLetterer struct {
-	js  jetstream.JetStream
+	w   *dlq.Writer
 	now func() time.Time
+	// failures counts dead letters that could not be stored, if set.
+	failures func()
 
-	mu    sync.Mutex // guards first and order
+	mu    sync.Mutex // guards first, order and unresolved
 	first map[string]time.Time
 	order []string
+	// unresolved holds, by message, the last failure to store its dead letter, until the
+	// message is dead-lettered or applied, or failureTTL passes; at most maxFailureMemory.
+	unresolved map[string]deadLetterFailure
 }
 
-// maxFailureMemory bounds the first-failure times remembered for messages being retried.
+// deadLetterFailure is one message that could neither be applied nor dead-lettered.
+type deadLetterFailure struct {
+	at  time.Time
+	err error
+}
+
+// maxFailureMemory bounds the first-failure times remembered for messages being retried, and
+// the unresolved dead-letter failures.
 const maxFailureMemory = 1 << 16
 
+// failureTTL is how long a failure to store a dead letter keeps the worker unhealthy when
+// nothing more is heard of the message. A message still failing is redelivered (retry delays
+// are at most a minute by default) and reported again well within it; one past its last
+// delivery is the advisory capture's, which logs and retries its own failures.
+const failureTTL = 10 * time.Minute
+
 func newDeadLetterer(js jetstream.JetStream) *deadLetterer {
-	return &deadLetterer{js: js, now: time.Now, first: map[string]time.Time{}}
+	return &deadLetterer{w: dlq.NewWriter(js, ""), now: time.Now, first: map[string]time.Time{},
+		unresolved: map[string]deadLetterFailure{}}
 }
 
 func msgKey(meta *jetstream.MsgMetadata) string {
@@ -54,10 +74,67 @@ func (d *deadLetterer) noteFailure(meta *jetstream.MsgMetadata) {
 	d.order = append(d.order, k)
 }
 
+// forget drops what is remembered of a message that was applied or dead-lettered.
 func (d *deadLetterer) forget(meta *jetstream.MsgMetadata) {
+	k := msgKey(meta)
 	d.mu.Lock()
-	delete(d.first, msgKey(meta))
+	delete(d.first, k)
+	if len(d.unresolved) > 0 {
+		delete(d.unresolved, k)
+	}
 	d.mu.Unlock()
+}
+
+// failed records that the dead letter of a message could not be stored.
+func (d *deadLetterer) failed(meta *jetstream.MsgMetadata, err error) {
+	k := msgKey(meta)
+	d.mu.Lock()
+	if _, ok := d.unresolved[k]; !ok && len(d.unresolved) >= maxFailureMemory {
+		d.pruneLocked(d.now().Add(failureTTL)) // full of live failures: keep the newest
+	}
+	d.unresolved[k] = deadLetterFailure{at: d.now(), err: err}
+	d.mu.Unlock()
+	if d.failures != nil {
+		d.failures()
+	}
+}
+
+// pruneLocked drops unresolved failures older than failureTTL at now. d.mu must be held.
+func (d *deadLetterer) pruneLocked(now time.Time) {
+	for k, f := range d.unresolved {
+		if now.Sub(f.at) >= failureTTL {
+			delete(d.unresolved, k)
+		}
+	}
+}
+
+// unresolvedCount returns how many messages could neither be applied nor dead-lettered within
+// failureTTL.
+func (d *deadLetterer) unresolvedCount() int {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.pruneLocked(d.now())
+	return len(d.unresolved)
+}
+
+// health returns nil, or an error naming how many messages could neither be applied nor
+// dead-lettered within failureTTL and the latest failure.
+func (d *deadLetterer) health() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.pruneLocked(d.now())
+	if len(d.unresolved) == 0 {
+		return nil
+	}
+	var lk string
+	var last deadLetterFailure
+	for k, f := range d.unresolved {
+		if lk == "" || f.at.After(last.at) {
+			lk, last = k, f
+		}
+	}
+	return fmt.Errorf("%d message(s) could neither be applied nor dead-lettered (kept in their streams, retried); latest %s: %w",
+		len(d.unresolved), lk, last.err)
 }
 
 // send publishes the dead letter of m and returns once JetStream stored it. Its Nats-Msg-Id is
@@ -97,23 +174,12 @@ func (d *deadLetterer) send(ctx context.Context, m jetstream.Msg, meta *jetstrea
 			env.Item = &n
 		}
 	}
-	body, err := json.Marshal(env)
+	written, err := d.w.Write(ctx, env)
 	if err != nil {
-		return env, fmt.Errorf("encode dead letter: %w", err)
-	}
-	out := nats.NewMsg(schemas.DLQSubject(m.Subject()))
-	out.Data = body
-	out.Header.Set(nats.MsgIdHdr, "dlq/"+env.ID)
-	out.Header.Set(schemas.HeaderSchema, string(schemas.DeadLetter))
-	if env.JobID != "" {
-		out.Header.Set(schemas.HeaderJob, env.JobID)
-	}
-	out.Header.Set("Sluice-Error-Class", env.Error.Class)
-	if _, err := d.js.PublishMsg(ctx, out); err != nil {
-		return env, fmt.Errorf("publish dead letter %s: %w", env.ID, err)
+		return env, err
 	}
 	d.forget(meta)
-	return env, nil
+	return written.Envelope, nil
 }
 
 // traceID extracts the trace id from a W3C traceparent ("00-<32 hex>-<16 hex>-<2 hex>").

@@ -16,9 +16,15 @@ type workerMetrics struct {
 	batchDocs  prometheus.Histogram
 	writeSecs  prometheus.Histogram
 	writeFails prometheus.Counter
+	// dlqFails counts dead letters that could not be stored; unresolved (a gauge read at
+	// scrape time) is how many messages are in that state now (deadLetterer.unresolvedCount).
+	dlqFails   prometheus.Counter
+	unresolved prometheus.GaugeFunc
 }
 
-func newWorkerMetrics(reg prometheus.Registerer) *workerMetrics {
+// newWorkerMetrics makes the worker's metrics and registers them with reg, if not nil.
+// unresolved reports the messages that could neither be applied nor dead-lettered.
+func newWorkerMetrics(reg prometheus.Registerer, unresolved func() float64) *workerMetrics {
 	m := &workerMetrics{
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_chunk_messages_total",
@@ -48,9 +54,17 @@ func newWorkerMetrics(reg prometheus.Registerer) *workerMetrics {
 			Name: "sluice_sink_write_failures_total",
 			Help: "Sink write calls that failed as a whole.",
 		}),
+		dlqFails: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "sluice_dead_letter_failures_total",
+			Help: "Dead letters that could not be stored (the message was kept in its stream and retried, never dropped).",
+		}),
+		unresolved: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "sluice_dead_letter_unresolved",
+			Help: "Messages that could neither be applied nor dead-lettered in the last 10 minutes; above 0, the worker is unhealthy.",
+		}, unresolved),
 	}
 	if reg != nil {
-		reg.MustRegister(m.messages, m.latency, m.batchMsgs, m.batchDocs, m.writeSecs, m.writeFails)
+		reg.MustRegister(m.messages, m.latency, m.batchMsgs, m.batchDocs, m.writeSecs, m.writeFails, m.dlqFails, m.unresolved)
 	}
 	return m
 }

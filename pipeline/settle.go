@@ -85,15 +85,24 @@ func (s *settler) fail(ctx context.Context, msg disposer, m jetstream.Msg, meta 
 }
 
 // deadLetter publishes m's dead letter, runs onDead, and terminates m. If the dead letter
-// cannot be stored, m is retried instead: it is never dropped.
+// cannot be stored, m is retried instead — never terminated, never dropped — and the failure
+// shows in Health, the dead-letter failure metrics and an ERROR log.
 func (s *settler) deadLetter(ctx context.Context, msg disposer, m jetstream.Msg, meta *jetstream.MsgMetadata, cause error, sink string) error {
 	if !fault.IsPermanent(cause) {
 		cause = fault.Permanent(fault.ClassOf(cause), cause)
 	}
 	env, err := s.dlq.send(ctx, m, meta, cause, sink)
 	if err != nil {
-		msg.Retry(s.retry.Delay(meta.NumDelivered))
-		s.log.Error("dead-letter publish failed; will retry", "subject", m.Subject(), "err", err)
+		// Never terminated without its dead letter: the message goes back with a delay and
+		// stays in its stream. Past its last delivery the server stops redelivering and
+		// publishes a max-deliveries advisory, which the capture (pipeline/dlq) dead-letters;
+		// the reclaimer keeps the message until then.
+		s.dlq.failed(meta, err)
+		delay := s.retry.Delay(meta.NumDelivered)
+		s.log.Error(s.kind+" could neither be applied nor dead-lettered; kept in its stream and retried",
+			"subject", m.Subject(), "seq", meta.Sequence.Stream, "attempt", meta.NumDelivered,
+			"last_delivery", meta.NumDelivered >= s.maxDeliver, "delay", delay, "cause", cause, "err", err)
+		msg.Retry(delay)
 		return nil
 	}
 	if s.onDead != nil {

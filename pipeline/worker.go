@@ -170,16 +170,18 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if ci := cfg.Streams.ChunkConsumer.CachedInfo(); ci != nil && ci.Config.MaxDeliver > 0 {
 		maxDeliver = uint64(ci.Config.MaxDeliver)
 	}
+	dl := newDeadLetterer(cfg.JS)
 	w := &Worker{
 		cfg:         cfg,
 		log:         log,
 		jobs:        NewJobStore(cfg.Streams.JobsKV),
-		dlq:         newDeadLetterer(cfg.JS),
+		dlq:         dl,
 		validator:   v,
-		metrics:     newWorkerMetrics(cfg.Registerer),
+		metrics:     newWorkerMetrics(cfg.Registerer, func() float64 { return float64(dl.unresolvedCount()) }),
 		builders:    builders,
 		collections: collections,
 	}
+	dl.failures = w.metrics.dlqFails.Inc
 	w.settler = &settler{
 		dlq: w.dlq, retry: cfg.Retry, maxDeliver: maxDeliver, log: log, kind: "message",
 		// A dead-lettered item of a job counts towards it, so the job can complete.
@@ -194,6 +196,13 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	}
 	return w, nil
 }
+
+// Health returns nil, or an error saying that messages could neither be applied nor
+// dead-lettered in the last 10 minutes (the dead-letter publish failed: DLQ stream full or
+// unavailable, payload bucket missing). Such messages are kept in their streams and retried,
+// never dropped; the error clears when each is applied or dead-lettered, or 10 minutes after
+// its last failure. It does no I/O and is safe for concurrent use (a /readyz check).
+func (w *Worker) Health() error { return w.dlq.health() }
 
 // Jobs returns the worker's job store.
 func (w *Worker) Jobs() *JobStore { return w.jobs }

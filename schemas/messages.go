@@ -210,9 +210,25 @@ type DeadLetterError struct {
 	Sink string `json:"sink,omitempty"`
 }
 
+// DeadLetterRef locates bytes of an original message that were too large to travel inside its
+// dead letter: an object in a JetStream object store bucket (BucketDLQPayloads), with the size
+// and SHA-256 a reader checks them against.
+type DeadLetterRef struct {
+	// Bucket is the object store bucket. Required.
+	Bucket string `json:"bucket"`
+	// Object is the object's name in Bucket (the dead letter's ID for a payload). Required.
+	Object string `json:"object"`
+	// Size is the number of bytes stored. Required.
+	Size int64 `json:"size"`
+	// SHA256 is the lower-case hex SHA-256 of those bytes. Required.
+	SHA256 string `json:"sha256"`
+}
+
 // DeadLetterEnvelope is the message Sluice publishes on DLQSubject(Subject), schema DeadLetter:
 // the original message whole, plus why and when it failed. It marshals Payload as standard
-// base64. (It is not named DeadLetter because that is the schema Name.)
+// base64. A dead letter never exceeds the broker's max payload: an original too large to embed
+// is stored in BucketDLQPayloads and referenced by PayloadRef (and, when its headers alone are
+// too large, HeadersRef). (It is not named DeadLetter because that is the schema Name.)
 type DeadLetterEnvelope struct {
 	// ID identifies the dead letter. Required.
 	ID string `json:"id"`
@@ -221,8 +237,16 @@ type DeadLetterEnvelope struct {
 	// Headers are the original message's headers (same shape as nats.Header). A nil map is
 	// encoded as {}.
 	Headers map[string][]string `json:"headers"`
-	// Payload is the original message's bytes. Nil is encoded as "".
+	// Payload is the original message's bytes. Nil is encoded as "". It is empty when
+	// PayloadRef is set.
 	Payload []byte `json:"payload"`
+	// PayloadRef, when set, locates the original payload, which was too large to embed.
+	// Optional.
+	PayloadRef *DeadLetterRef `json:"payload_ref,omitempty"`
+	// HeadersRef, when set, locates the original headers (their JSON, in the shape of Headers),
+	// which were too large to embed; Headers then holds only those of them that fit.
+	// Optional.
+	HeadersRef *DeadLetterRef `json:"headers_ref,omitempty"`
 	// Error says why it failed. Required.
 	Error DeadLetterError `json:"error"`
 	// Attempts is the number of deliveries so far, at least 1.

@@ -47,6 +47,9 @@ const (
 	StreamJobs = "SLUICE_JOBS"
 	// StreamDLQ captures DLQSubjects.
 	StreamDLQ = "SLUICE_DLQ"
+	// BucketDLQPayloads is the JetStream object store bucket holding the originals of dead
+	// letters too large to embed them (DeadLetterEnvelope.PayloadRef and HeadersRef).
+	BucketDLQPayloads = "sluice_dlq_payloads"
 )
 
 // Subject prefixes and wildcards.

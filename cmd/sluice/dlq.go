@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"text/tabwriter"
 	"time"
+
+	"github.com/sluice-dev/sluice/schemas"
 )
 
 // dlqEntry is the part of a dead letter the CLI shows.
@@ -20,7 +22,10 @@ type dlqEntry struct {
 	Subject string              `json:"subject"`
 	Headers map[string][]string `json:"headers"`
 	Payload string              `json:"payload"`
-	Error   struct {
+	// PayloadRef is set when the original was too large to embed (payload is then empty).
+	PayloadRef *schemas.DeadLetterRef `json:"payload_ref,omitempty"`
+	HeadersRef *schemas.DeadLetterRef `json:"headers_ref,omitempty"`
+	Error      struct {
 		Class   string `json:"class"`
 		Message string `json:"message"`
 		Sink    string `json:"sink"`
@@ -139,6 +144,14 @@ func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			fmt.Fprintf(tw, "header %s\t%v\n", k, v)
 		}
 		_ = tw.Flush()
+		if r := e.HeadersRef; r != nil {
+			fmt.Fprintf(stdout, "headers stored by reference: %s/%s (%d bytes); replay uses them all\n", r.Bucket, r.Object, r.Size)
+		}
+		if r := e.PayloadRef; r != nil {
+			fmt.Fprintf(stdout, "payload stored by reference: %s/%s (%d bytes, sha256 %s); GET /v1/dlq/%s/payload serves it\n",
+				r.Bucket, r.Object, r.Size, r.SHA256, url.PathEscape(e.ID))
+			return nil
+		}
 		payload := []byte(e.PayloadJSON)
 		if len(payload) == 0 {
 			payload, _ = base64.StdEncoding.DecodeString(e.Payload)

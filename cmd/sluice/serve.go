@@ -125,6 +125,17 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 				{Name: "nats", Check: b.ping},
 				{Name: "store", Check: sk.ping},
 				{Name: "graph", Check: g.Ping},
+				// Messages that could neither be applied nor dead-lettered (kept and retried).
+				{Name: "dead-letters", Check: func(context.Context) error {
+					var errs []error
+					if worker != nil {
+						errs = append(errs, worker.Health())
+					}
+					if rq.worker != nil {
+						errs = append(errs, rq.worker.Health())
+					}
+					return errors.Join(errs...)
+				}},
 			},
 			ShutdownTimeout:  *drain,
 			Logger:           log,
@@ -149,7 +160,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 	if worker != nil {
 		p.Go(func(ctx context.Context) error { return worker.Run(ctx) })
 		p.Go(func(ctx context.Context) error {
-			return sjs.RunReclaimer(ctx, b.streams.Chunks, sjs.ConsumerChunks, 30*time.Second,
+			return sjs.RunReclaimer(ctx, b.js, b.streams.Chunks, sjs.ConsumerChunks, 30*time.Second,
 				func(err error) { log.Warn("reclaim chunk stream", "err", err) })
 		})
 		// Graph batches' apply markers are needed only while their message can come back.

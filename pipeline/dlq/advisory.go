@@ -10,24 +10,24 @@ import (
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/schemas"
+	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
 // Advisory subjects JetStream publishes (core NATS) for a consumer's message that hit
 // MaxDeliver or was terminated; the tokens after the prefix are stream and consumer.
 const (
-	advisoryMaxDeliveries = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
-	advisoryTerminated    = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED."
+	advisoryMaxDeliveries = sjs.AdvisoryMaxDeliveriesPrefix
+	advisoryTerminated    = sjs.AdvisoryTerminatedPrefix
 )
 
 // AdvisoryStream keeps those advisories until a capture has handled them: the server only
 // publishes them, so without a stream the ones sent while no capture runs would be lost. It is
 // a work queue (a handled advisory is deleted), bounded by advisoryMaxMsgs and advisoryMaxAge.
-const AdvisoryStream = "SLUICE_ADVISORIES"
+const AdvisoryStream = sjs.StreamAdvisories
 
 const (
 	advisoryConsumer = "sluice-advisories"
@@ -60,6 +60,7 @@ type Capture struct {
 	s     *Store
 	cons  jetstream.Consumer
 	onCap func(context.Context, CaptureParams) error
+	w     *Writer
 
 	// mu guards streams.
 	mu      sync.Mutex
@@ -101,7 +102,7 @@ func (s *Store) SubscribeAdvisories(ctx context.Context, onCapture func(context.
 	if err != nil {
 		return nil, fmt.Errorf("provision advisory consumer %s: %w", advisoryConsumer, err)
 	}
-	return &Capture{s: s, cons: cons, onCap: onCapture, streams: map[string]jetstream.Stream{}}, nil
+	return &Capture{s: s, cons: cons, onCap: onCapture, w: NewWriter(s.js, s.name), streams: map[string]jetstream.Stream{}}, nil
 }
 
 // Run handles advisories until ctx ends, then returns nil, or the error that kept it from
@@ -132,7 +133,9 @@ func (c *Capture) Run(ctx context.Context) error {
 				_ = m.Nak()
 				return nil
 			}
-			c.s.log.Warn("could not capture advisory as a dead letter; will retry", "subject", m.Subject(), "error", err)
+			// The original stays in its stream: the reclaimer does not purge past an advisory
+			// still waiting here (sources/jetstream.Reclaim).
+			c.s.log.Error("could not capture advisory as a dead letter; the message is kept and the capture retried", "subject", m.Subject(), "retry_in", advisoryRetry, "error", err)
 			_ = m.NakWithDelay(advisoryRetry)
 			continue
 		}
@@ -209,10 +212,16 @@ func (c *Capture) handle(ctx context.Context, subject string, data []byte) error
 		}
 		return fmt.Errorf("read %s message %d: %w", adv.Stream, adv.StreamSeq, err)
 	}
+	// A command is stored under a partitioned subject; its dead letter names the one it was
+	// published on, so a replay lands in the command stream again.
+	origSubject := orig.Subject
+	if adv.Stream == sjs.StreamCommands {
+		origSubject = sjs.OriginalCommandSubject(origSubject)
+	}
 	now := time.Now().UTC()
 	env := schemas.DeadLetterEnvelope{
 		ID:             id,
-		Subject:        orig.Subject,
+		Subject:        origSubject,
 		Headers:        map[string][]string(orig.Header),
 		Payload:        orig.Data,
 		Error:          schemas.DeadLetterError{Class: string(class), Message: why},
@@ -234,25 +243,14 @@ func (c *Capture) handle(ctx context.Context, subject string, data []byte) error
 	if n, err := strconv.Atoi(orig.Header.Get(HeaderReplay)); err == nil && n > 0 {
 		env.Replays = n
 	}
-	body, err := json.Marshal(env)
+	written, err := c.w.Write(ctx, env)
 	if err != nil {
-		return fmt.Errorf("encode dead letter %s: %w", id, err)
+		return err
 	}
-	out := nats.NewMsg(schemas.DLQSubject(orig.Subject))
-	out.Data = body
-	out.Header.Set(nats.MsgIdHdr, "dlq/"+id)
-	out.Header.Set(schemas.HeaderSchema, string(schemas.DeadLetter))
-	if env.JobID != "" {
-		out.Header.Set(schemas.HeaderJob, env.JobID)
-	}
-	out.Header.Set(HeaderErrorClass, env.Error.Class)
-	ack, err := c.s.js.PublishMsg(ctx, out, jetstream.WithExpectStream(c.s.name))
-	if err != nil {
-		return fmt.Errorf("publish dead letter %s: %w", id, err)
-	}
-	if ack.Duplicate {
+	if written.Duplicate {
 		return nil // the worker (or another capture) stored it first
 	}
+	env = written.Envelope
 	c.s.log.Warn("captured dead letter from advisory", "id", id, "class", env.Error.Class, "consumer", adv.Consumer)
 	if c.onCap != nil {
 		if err := c.onCap(ctx, CaptureParams{Envelope: env}); err != nil {

@@ -23,6 +23,7 @@ import (
 	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	"github.com/sluice-dev/sluice/schemas"
+	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
 // Header names the dead-letter path uses beyond those in schemas.
@@ -53,6 +54,12 @@ var ErrNotFound = errors.New("dead letter not found")
 // filter or replay request. The text says what was wrong and contains no internals.
 var ErrInvalid = errors.New("invalid dead-letter request")
 
+// DefaultAdvisoryStreams returns the streams Sluice's workers consume — chunks, jobs, graph
+// batches and commands — whose advisories a capture turns into dead letters by default.
+func DefaultAdvisoryStreams() []string {
+	return []string{schemas.StreamChunks, schemas.StreamJobs, sjs.StreamGraph, sjs.StreamCommands}
+}
+
 // Config configures a Store.
 type Config struct {
 	// JS is the JetStream context used to read, publish and delete. Required.
@@ -64,8 +71,8 @@ type Config struct {
 	// early with a cursor to continue from. Optional; 0 means 10000; negative is invalid.
 	MaxScan int
 	// AdvisoryStreams names the streams whose max-deliveries and terminated advisories
-	// CaptureAdvisories turns into dead letters. Optional; nil means schemas.StreamChunks and
-	// schemas.StreamJobs.
+	// CaptureAdvisories turns into dead letters. Optional; nil means every stream Sluice
+	// consumes (DefaultAdvisoryStreams).
 	AdvisoryStreams []string
 	// Logger receives warnings (advisories that could not be captured). Optional; nil discards.
 	Logger *slog.Logger
@@ -76,7 +83,7 @@ func (c *Config) setDefaults() {
 		c.MaxScan = 10000
 	}
 	if c.AdvisoryStreams == nil {
-		c.AdvisoryStreams = []string{schemas.StreamChunks, schemas.StreamJobs}
+		c.AdvisoryStreams = DefaultAdvisoryStreams()
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -122,6 +129,10 @@ type Store struct {
 	index map[string][]uint64
 	// indexedTo is the last DLQ sequence the index has seen.
 	indexedTo uint64
+
+	// objMu guards objects, the payload bucket (BucketDLQPayloads), opened on first use.
+	objMu   sync.Mutex
+	objects jetstream.ObjectStore
 
 	// replayMu guards replaying.
 	replayMu sync.Mutex
@@ -515,8 +526,9 @@ func (s *Store) Get(ctx context.Context, id string) (Entry, error) {
 	return es[len(es)-1], nil
 }
 
-// Delete removes the dead letter with envelope id (every copy of it), or returns an error
-// wrapping ErrNotFound when there is none. It blocks on JetStream requests and honours ctx.
+// Delete removes the dead letter with envelope id (every copy of it) and the original it
+// stored by reference, or returns an error wrapping ErrNotFound when there is none. It blocks
+// on JetStream requests and honours ctx.
 func (s *Store) Delete(ctx context.Context, id string) error {
 	es, err := s.locate(ctx, id)
 	if err != nil {
@@ -535,6 +547,7 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	if n == 0 {
 		return fmt.Errorf("delete dead letter %s: %w", id, ErrNotFound)
 	}
+	s.dropObjects(ctx, es[len(es)-1].Envelope)
 	return nil
 }
 
@@ -553,7 +566,8 @@ func (s *Store) deleteSeq(ctx context.Context, id string, seq uint64) (bool, err
 	return true, nil
 }
 
-// Purge deletes every dead letter matching f and returns how many it deleted. An empty filter
+// Purge deletes every dead letter matching f (with the originals they stored by reference)
+// and returns how many it deleted. An empty filter
 // purges the whole DLQ. Entries stored while Purge runs may or may not be deleted. It blocks
 // (one JetStream request per entry) and honours ctx; on error it returns the count so far.
 func (s *Store) Purge(ctx context.Context, f Filter) (int, error) {
@@ -582,6 +596,7 @@ func (s *Store) Purge(ctx context.Context, f Filter) (int, error) {
 			}
 			if gone {
 				n++
+				s.dropObjects(ctx, e.Envelope)
 			}
 		}
 		if page.NextCursor == "" {

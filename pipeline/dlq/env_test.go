@@ -45,7 +45,9 @@ func newEnv(t testing.TB) *testEnv {
 	dir := t.TempDir()
 	_, nc, js := embeddedtest.Start(t, embedded.Config{DataDir: dir, LazySync: true})
 	ctx := context.Background()
-	streams, err := sjs.Provision(ctx, js, sjs.ProvisionConfig{MaxDeliver: 3})
+	// AckWait 5 s: a message whose nak the worker's subscriber lost under load (seen with
+	// ≈1 MiB messages on a loaded machine) is redelivered within the tests' 30 s waits.
+	streams, err := sjs.Provision(ctx, js, sjs.ProvisionConfig{MaxDeliver: 3, AckWait: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package dlq_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,9 +9,11 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/dlq"
+	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 )
 
@@ -111,5 +114,70 @@ func TestHTTPThroughRealStore(t *testing.T) {
 	}
 	if rec := do("GET", "/v1/dlq", reader, ""); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `{"entries":[],"next_cursor":null}`) {
 		t.Fatalf("list after replay: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// GET /v1/dlq/{id} shows where an original stored by reference is; GET /v1/dlq/{id}/payload
+// serves it byte for byte (and an inline one too), 404 once it is gone.
+func TestHTTPPayloadByReference(t *testing.T) {
+	e := newEnv(t)
+	ctx := longCtx(t)
+	const reader = "reader-token-0123456789"
+	srv, err := httpapi.New(httpapi.Config{
+		Addr: "127.0.0.1:0", Jobs: noJobs{}, Chunks: noChunks{}, DeadLetters: e.dlq,
+		Tokens: []httpapi.Token{{Name: "reader", Token: reader, Scopes: []httpapi.Scope{httpapi.ScopeRead}}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	get := func(target, token string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest("GET", target, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, req)
+		return rec
+	}
+	at := time.Now().UTC()
+	w := dlq.NewWriter(e.js, schemas.StreamDLQ)
+	big := bytes.Repeat([]byte{0, 1, 2, 0xfe}, 225_000) // 900 KB, not JSON, not UTF-8
+	for _, p := range []struct {
+		id   string
+		data []byte
+	}{{"SLUICE_CHUNKS-1", big}, {"SLUICE_CHUNKS-2", []byte(`{"small":true}`)}} {
+		if _, err := w.Write(ctx, schemas.DeadLetterEnvelope{
+			ID: p.id, Subject: schemas.ChunkSubject(schemas.Dev), Payload: p.data,
+			Error:    schemas.DeadLetterError{Class: "validation", Message: "bad"},
+			Attempts: 1, FirstFailure: at, LastFailure: at, Stream: schemas.StreamChunks, StreamSeq: 1, DeadLetteredAt: at,
+		}); err != nil {
+			t.Fatal(err)
+		}
+		rec := get("/v1/dlq/"+p.id+"/payload", reader)
+		if rec.Code != http.StatusOK || !bytes.Equal(rec.Body.Bytes(), p.data) || rec.Header().Get("Content-Type") != "application/octet-stream" {
+			t.Fatalf("%s payload: %d, %d bytes, %s", p.id, rec.Code, rec.Body.Len(), rec.Header().Get("Content-Type"))
+		}
+	}
+	rec := get("/v1/dlq/SLUICE_CHUNKS-1", reader)
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"payload":""`) ||
+		!strings.Contains(rec.Body.String(), `"payload_ref":{"bucket":"sluice_dlq_payloads","object":"SLUICE_CHUNKS-1","size":900000`) {
+		t.Fatalf("get: %d %.300s", rec.Code, rec.Body)
+	}
+	if rec := get("/v1/dlq/SLUICE_CHUNKS-1/payload", ""); rec.Code != http.StatusUnauthorized {
+		t.Fatalf("payload without a token: %d", rec.Code)
+	}
+	if rec := get("/v1/dlq/SLUICE_CHUNKS-9/payload", reader); rec.Code != http.StatusNotFound {
+		t.Fatalf("payload of an unknown id: %d", rec.Code)
+	}
+	obs, err := e.js.ObjectStore(ctx, schemas.BucketDLQPayloads)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := obs.Delete(ctx, "SLUICE_CHUNKS-1"); err != nil {
+		t.Fatal(err)
+	}
+	if rec := get("/v1/dlq/SLUICE_CHUNKS-1/payload", reader); rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), "no longer stored") {
+		t.Fatalf("payload whose object is gone: %d %s", rec.Code, rec.Body)
 	}
 }

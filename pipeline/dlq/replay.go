@@ -131,9 +131,10 @@ type ReplayResult struct {
 	Truncated bool `json:"truncated"`
 }
 
-// Replay republishes dead letters to their original subjects, with their original headers, a
-// new Nats-Msg-Id ("<first msg id>/replay<n>/<entry id>") and Sluice-Replay: n, at most
-// req.Rate per second. Only after JetStream acknowledged a republish is the entry deleted; a
+// Replay republishes dead letters to their original subjects, with their original headers and
+// payload (read back from the payload bucket when stored by reference, and removed from it with
+// the entry), a new Nats-Msg-Id ("<first msg id>/replay<n>/<entry id>") and Sluice-Replay: n,
+// at most req.Rate per second. Only after JetStream acknowledged a republish is the entry deleted; a
 // message that fails again comes back as a new entry carrying its replay count, and entries
 // replayed req.MaxReplays times are skipped (ReasonLimit). Replaying is idempotent: a second
 // replay of the same entry finds it in progress or gone, and a republish racing another
@@ -276,6 +277,19 @@ func (s *Store) replayOne(ctx context.Context, res *ReplayResult, lim *rate.Limi
 	if err := lim.Wait(ctx); err != nil {
 		return fmt.Errorf("replay %s: wait for rate limit: %w", id, err)
 	}
+	if env.PayloadRef != nil || env.HeadersRef != nil {
+		// The original went by reference: republish its bytes, not the empty inline field.
+		payload, headers, err := s.Original(ctx, env)
+		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("replay %s: %w", id, ctx.Err())
+			}
+			res.Failed = append(res.Failed, Failed{ID: id, Error: fmt.Sprintf("read the original stored by reference: %v", err)})
+			return nil
+		}
+		env.Payload, env.Headers = payload, headers
+		msg = replayMsg(env, n)
+	}
 	var opts []jetstream.PublishOpt
 	if env.Stream != "" {
 		opts = append(opts, jetstream.WithExpectStream(env.Stream))
@@ -295,6 +309,7 @@ func (s *Store) replayOne(ctx context.Context, res *ReplayResult, lim *rate.Limi
 			return nil
 		}
 	}
+	s.dropObjects(ctx, env)
 	if ack.Duplicate {
 		res.Skipped = append(res.Skipped, Skipped{ID: id, Reason: ReasonDuplicate})
 		return nil

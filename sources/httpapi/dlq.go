@@ -22,6 +22,10 @@ type DeadLetterService interface {
 	List(ctx context.Context, f dlq.Filter, cursor string, limit int) (dlq.Page, error)
 	// Get returns one entry by id, or an error wrapping dlq.ErrNotFound or ErrNotFound (404).
 	Get(ctx context.Context, id string) (dlq.Entry, error)
+	// Payload returns the original payload of one entry, byte for byte, whether it is inline
+	// or stored by reference; errors wrap dlq.ErrNotFound or ErrNotFound (404), or
+	// dlq.ErrPayloadMissing (the referenced original is gone: 404 too).
+	Payload(ctx context.Context, id string) ([]byte, error)
 	// Delete removes one entry by id, or returns an error wrapping dlq.ErrNotFound or
 	// ErrNotFound (404).
 	Delete(ctx context.Context, id string) error
@@ -39,6 +43,7 @@ const maxDLQBodyBytes = 1 << 20
 func (s *Server) dlqRoutes() {
 	s.handle("GET /v1/dlq", s.require(ScopeRead, s.withDLQ(s.listDLQ)))
 	s.handle("GET /v1/dlq/{id}", s.require(ScopeRead, s.withDLQ(s.getDLQ)))
+	s.handle("GET /v1/dlq/{id}/payload", s.require(ScopeRead, s.withDLQ(s.getDLQPayload)))
 	s.handle("POST /v1/dlq/replay", s.require(ScopeAdmin, s.withDLQ(s.replayDLQ)))
 	s.handle("DELETE /v1/dlq/{id}", s.require(ScopeAdmin, s.withDLQ(s.deleteDLQ)))
 	s.handle("DELETE /v1/dlq", s.require(ScopeAdmin, s.withDLQ(s.purgeDLQ)))
@@ -55,9 +60,10 @@ func (s *Server) withDLQ(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// encodeEntry is the wire shape of a dead letter: the envelope (payload as standard base64)
-// plus dlq_seq (its DLQ stream sequence), stored_at, and payload_json (the payload itself when
-// it is JSON).
+// encodeEntry is the wire shape of a dead letter: the envelope (payload as standard base64, or
+// empty with payload_ref when the original was stored by reference) plus dlq_seq (its DLQ
+// stream sequence), stored_at, and payload_json (the inline payload itself when it is JSON).
+// GET /v1/dlq/{id}/payload serves the payload either way.
 func encodeEntry(e dlq.Entry) (json.RawMessage, error) {
 	env, err := json.Marshal(e.Envelope)
 	if err != nil {
@@ -157,6 +163,27 @@ func (s *Server) getDLQ(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeRawJSON(w, http.StatusOK, append(b, '\n'))
+}
+
+// getDLQPayload handles GET /v1/dlq/{id}/payload: the original payload as
+// application/octet-stream, byte for byte, read back from the payload bucket when the dead
+// letter stored it by reference. It is at most the broker's max payload.
+func (s *Server) getDLQPayload(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	b, err := s.cfg.DeadLetters.Payload(r.Context(), id)
+	if errors.Is(err, dlq.ErrPayloadMissing) {
+		s.problem(w, r, http.StatusNotFound, fmt.Sprintf("The original payload of dead letter %q is no longer stored (deleted or expired).", id))
+		return
+	}
+	if err != nil {
+		s.dlqError(w, r, "get dead-letter payload", err)
+		return
+	}
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Length", strconv.Itoa(len(b)))
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(b)
 }
 
 // deleteDLQ handles DELETE /v1/dlq/{id}.

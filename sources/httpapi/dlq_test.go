@@ -76,6 +76,17 @@ func (f *fakeDLQ) Get(ctx context.Context, id string) (dlq.Entry, error) {
 	return e, nil
 }
 
+func (f *fakeDLQ) Payload(ctx context.Context, id string) ([]byte, error) {
+	f.record("payload " + id)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.entries[id]
+	if !ok {
+		return nil, fmt.Errorf("get dead letter %s: %w", id, dlq.ErrNotFound)
+	}
+	return e.Envelope.Payload, nil
+}
+
 func (f *fakeDLQ) Delete(ctx context.Context, id string) error {
 	f.record("delete " + id)
 	f.mu.Lock()

@@ -44,6 +44,9 @@ paths = {
    "responses":{"200":json_resp("The dead letter.",ref("DeadLetter")), **errs("404","501")}},
   "delete": {"operationId":"deleteDeadLetter","summary":"Delete one dead letter","security":sec("admin"),"parameters":[P("id","path")],
    "responses":{"204":{"description":"Deleted."}, **errs("404","501")}}},
+ "/v1/dlq/{id}/payload": {
+  "get": {"operationId":"getDeadLetterPayload","summary":"The original payload of one dead letter, byte for byte (inline or stored by reference)","security":sec("read"),"parameters":[P("id","path")],
+   "responses":{"200":{"description":"The original payload.","content":{"application/octet-stream":{"schema":{"type":"string","format":"binary"}}}}, **errs("404","501")}}},
  "/v1/dlq/replay": {
   "post": {"operationId":"replayDeadLetters","summary":"Republish dead letters to their original subjects","security":sec("admin"),
    "requestBody":{"required":True,"content":{"application/json":{"schema":ref("ReplayRequest")}}},
@@ -71,9 +74,11 @@ schemas = {
  "ChunkDocument": {"type":"object","required":["_id","chunk_id","content"],"properties":{"_id":{"type":"string"},"chunk_id":{"type":"string"},"content":{"type":"string"},"part":{"type":"integer"},"parts":{"type":"integer"},"environment":{"type":"string"},"stage":{"type":"string"},"metadata":{"type":"object"},"sluice_job":{"type":"string"}}},
  "DeadLetter": {"type":"object","description":"The dead-letter envelope (schemas/dead-letter.v1.json) plus where the DLQ stores it.","required":["id","subject","headers","payload","error","attempts","stream","stream_seq","dlq_seq","stored_at"],"properties":{
    "id":{"type":"string"},"subject":{"type":"string"},"headers":{"type":"object","additionalProperties":{"type":"array","items":{"type":"string"}}},"payload":{"type":"string","contentEncoding":"base64"},
-   "payload_json":{"description":"The payload itself, when it is JSON."},
+   "payload_json":{"description":"The payload itself, when it is inline and JSON."},
+   "payload_ref":ref("DeadLetterRef"),"headers_ref":ref("DeadLetterRef"),
    "error":{"type":"object","required":["class","message"],"properties":{"class":ref("ErrorClass"),"message":{"type":"string"},"sink":{"type":"string"}}},
    "attempts":{"type":"integer"},"first_failure":ts,"last_failure":ts,"stream":{"type":"string"},"stream_seq":{"type":"integer"},"consumer":{"type":"string"},"trace_id":{"type":"string"},"job_id":{"type":"string"},"item":{"type":"integer"},"dead_lettered_at":ts,"replays":{"type":"integer"},"dlq_seq":{"type":"integer"},"stored_at":ts}},
+ "DeadLetterRef": {"type":"object","description":"Where an original too large to embed is stored (payload empty): an object of the sluice_dlq_payloads object store bucket. GET /v1/dlq/{id}/payload serves it.","required":["bucket","object","size","sha256"],"properties":{"bucket":{"type":"string"},"object":{"type":"string"},"size":{"type":"integer","minimum":0},"sha256":{"type":"string","pattern":"^[0-9a-f]{64}$"}}},
  "DeadLetterPage": {"type":"object","required":["entries","next_cursor"],"properties":{"entries":{"type":"array","items":ref("DeadLetter")},"next_cursor":{"type":["string","null"]}}},
  "DeadLetterFilter": {"type":"object","properties":{"job":{"type":"string"},"subject":{"type":"string"},"error_class":ref("ErrorClass"),"since":ts,"until":ts},"additionalProperties":False},
  "ReplayRequest": {"type":"object","description":"ids or filter, not both.","properties":{"ids":{"type":"array","items":{"type":"string"}},"filter":ref("DeadLetterFilter"),"dry_run":{"type":"boolean"},"rate":{"type":"number","exclusiveMinimum":0,"description":"Replays per second (default 100)."},"max_replays":{"type":"integer","minimum":1,"description":"Skip entries replayed this many times already (default 3)."},"limit":{"type":"integer","minimum":1}}},

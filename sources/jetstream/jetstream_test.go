@@ -216,7 +216,7 @@ func TestReclaimPurgesAckedMessages(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	removed, err := sjs.Reclaim(ctx, p.Chunks, sjs.ConsumerChunks)
+	removed, err := sjs.Reclaim(ctx, js, p.Chunks, sjs.ConsumerChunks)
 	if err != nil {
 		t.Fatal(err)
 	}

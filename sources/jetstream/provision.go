@@ -2,8 +2,10 @@ package jetstream
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -24,6 +26,15 @@ const (
 	StreamGraph = "SLUICE_GRAPH"
 
 	BucketJobs = "sluice_jobs"
+
+	// StreamAdvisories keeps the max-deliveries and terminated advisories of the streams Sluice
+	// consumes until pipeline/dlq has captured each as a dead letter (a work queue: a captured
+	// advisory is deleted). Reclaim does not purge a message whose advisory still waits here.
+	StreamAdvisories = "SLUICE_ADVISORIES"
+	// AdvisoryMaxDeliveriesPrefix and AdvisoryTerminatedPrefix begin the subjects of those
+	// advisories; stream and consumer names follow.
+	AdvisoryMaxDeliveriesPrefix = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."
+	AdvisoryTerminatedPrefix    = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED."
 )
 
 // ProvisionConfig sizes the streams and consumers.
@@ -35,7 +46,8 @@ type ProvisionConfig struct {
 	ChunkMaxBytes int64
 	// ChunkMaxAge is how long an unprocessed chunk may wait. Default 7 days.
 	ChunkMaxAge time.Duration
-	// DLQMaxAge is how long dead letters are kept. Default 90 days.
+	// DLQMaxAge is how long dead letters are kept, and the originals they store by reference
+	// (schemas.BucketDLQPayloads). Default 90 days.
 	DLQMaxAge time.Duration
 	// DuplicateWindow is how long a Nats-Msg-Id is remembered. Default 10 minutes.
 	DuplicateWindow time.Duration
@@ -82,9 +94,12 @@ func (c *ProvisionConfig) setDefaults() {
 type Provisioned struct {
 	Chunks, Jobs, DLQ, Graph jetstream.Stream
 	JobsKV                   jetstream.KeyValue
-	ChunkConsumer            jetstream.Consumer
-	JobConsumer              jetstream.Consumer
-	GraphConsumer            jetstream.Consumer
+	// DLQPayloads holds the originals of dead letters too large to embed them
+	// (schemas.BucketDLQPayloads).
+	DLQPayloads   jetstream.ObjectStore
+	ChunkConsumer jetstream.Consumer
+	JobConsumer   jetstream.Consumer
+	GraphConsumer jetstream.Consumer
 }
 
 // Provision creates or updates the streams, durable consumers and KV bucket Sluice uses. It is
@@ -157,6 +172,19 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 	if err != nil {
 		return nil, err
 	}
+	// Like the DLQ stream: file storage, its replicas, its max age (an object whose dead letter
+	// was never published — the publish failed after the put — expires with it). Unbounded in
+	// bytes like the DLQ stream: a dead letter is never refused for space Sluice chose.
+	p.DLQPayloads, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      schemas.BucketDLQPayloads,
+		Description: "Originals of dead letters too large to embed them",
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		TTL:         cfg.DLQMaxAge,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("provision bucket %s: %w", schemas.BucketDLQPayloads, err)
+	}
 	p.JobsKV, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      BucketJobs,
 		Description: "Job records and progress",
@@ -201,48 +229,120 @@ func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.Str
 	return s, nil
 }
 
-// Reclaim purges from stream every message below the ack floor of consumer: messages every
-// worker has finished with. It is one synced write per call instead of one per ack, and returns
-// how many messages it removed. Run it periodically (Reclaimer).
-func Reclaim(ctx context.Context, stream jetstream.Stream, consumer string) (uint64, error) {
+// maxHeldScan bounds the pending advisories Reclaim reads for one stream. Past it, Reclaim
+// purges nothing rather than guess (thousands of uncaptured advisories mean the capture is down;
+// keeping messages is then the safe side).
+const maxHeldScan = 10_000
+
+// Reclaim purges from stream every message below the ack floor of consumer — messages every
+// worker has finished with — except that it stops below the lowest message whose
+// max-deliveries or terminated advisory is still waiting in StreamAdvisories: such a message
+// left the consumer's pending set (so the ack floor moved past it) without a dead letter yet,
+// and the capture reads it back from stream. It is one synced write per call instead of one
+// per ack, and returns how many messages it removed. It blocks on JetStream requests.
+//
+// An advisory the server has queued but not yet stored in StreamAdvisories when Reclaim reads
+// it cannot hold the purge; RunReclaimer closes that window by purging only below the floor it
+// saw one interval earlier.
+func Reclaim(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, consumer string) (uint64, error) {
+	n, _, err := reclaim(ctx, js, stream, consumer, math.MaxUint64)
+	return n, err
+}
+
+// reclaim purges below min(ack floor, upTo+1, lowest held message) and returns how many it
+// removed and the ack floor it read.
+func reclaim(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, consumer string, upTo uint64) (uint64, uint64, error) {
 	c, err := stream.Consumer(ctx, consumer)
 	if err != nil {
-		return 0, fmt.Errorf("reclaim: look up consumer %s: %w", consumer, err)
+		return 0, 0, fmt.Errorf("reclaim: look up consumer %s: %w", consumer, err)
 	}
 	info, err := c.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("reclaim: consumer info: %w", err)
+		return 0, 0, fmt.Errorf("reclaim: consumer info: %w", err)
 	}
 	floor := info.AckFloor.Stream
-	if floor == 0 {
-		return 0, nil
+	limit := min(floor, upTo)
+	if limit == 0 {
+		return 0, floor, nil
+	}
+	name := stream.CachedInfo().Config.Name
+	held, err := lowestHeld(ctx, js, name)
+	if err != nil {
+		return 0, floor, fmt.Errorf("reclaim: %w", err)
+	}
+	if held > 0 {
+		limit = min(limit, held-1)
+	}
+	if limit == 0 {
+		return 0, floor, nil
 	}
 	sinfo, err := stream.Info(ctx)
 	if err != nil {
-		return 0, fmt.Errorf("reclaim: stream info: %w", err)
+		return 0, floor, fmt.Errorf("reclaim: stream info: %w", err)
 	}
-	if sinfo.State.FirstSeq > floor {
-		return 0, nil
+	if sinfo.State.FirstSeq > limit {
+		return 0, floor, nil
 	}
-	if err := stream.Purge(ctx, jetstream.WithPurgeSequence(floor+1)); err != nil {
-		return 0, fmt.Errorf("reclaim: purge below %d: %w", floor+1, err)
+	if err := stream.Purge(ctx, jetstream.WithPurgeSequence(limit+1)); err != nil {
+		return 0, floor, fmt.Errorf("reclaim: purge below %d: %w", limit+1, err)
 	}
-	return floor + 1 - sinfo.State.FirstSeq, nil
+	return limit + 1 - sinfo.State.FirstSeq, floor, nil
 }
 
-// RunReclaimer calls Reclaim every interval until ctx ends. Errors are reported to onErr (which
-// may be nil) and do not stop it. It returns nil when ctx ends.
-func RunReclaimer(ctx context.Context, stream jetstream.Stream, consumer string, interval time.Duration, onErr func(error)) error {
+// lowestHeld returns the lowest stream sequence of stream named by an advisory still waiting
+// in StreamAdvisories, or 0 when none (or when there is no such stream: nothing captures).
+func lowestHeld(ctx context.Context, js jetstream.JetStream, stream string) (uint64, error) {
+	adv, err := js.Stream(ctx, StreamAdvisories)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("look up %s: %w", StreamAdvisories, err)
+	}
+	// "$JS.EVENT.ADVISORY.CONSUMER.<type>.<stream>.<consumer>"
+	filter := "$JS.EVENT.ADVISORY.CONSUMER.*." + stream + ".*"
+	var lowest uint64
+	seq := uint64(1)
+	for range maxHeldScan {
+		m, err := adv.GetMsg(ctx, seq, jetstream.WithGetMsgSubject(filter))
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			return lowest, nil
+		}
+		if err != nil {
+			return 0, fmt.Errorf("read %s from %d: %w", StreamAdvisories, seq, err)
+		}
+		var a struct {
+			StreamSeq uint64 `json:"stream_seq"`
+		}
+		if json.Unmarshal(m.Data, &a) == nil && a.StreamSeq > 0 && (lowest == 0 || a.StreamSeq < lowest) {
+			lowest = a.StreamSeq
+		}
+		seq = m.Sequence + 1
+	}
+	return 0, fmt.Errorf("more than %d advisories of %s wait in %s: not purging", maxHeldScan, stream, StreamAdvisories)
+}
+
+// RunReclaimer reclaims stream every interval until ctx ends (see Reclaim), purging only below
+// the ack floor it read one interval earlier, so that an advisory the server was about to store
+// when the floor moved is in StreamAdvisories, holding its message, by the time it purges. Errors
+// are reported to onErr (which may be nil) and do not stop it. It returns nil when ctx ends.
+func RunReclaimer(ctx context.Context, js jetstream.JetStream, stream jetstream.Stream, consumer string, interval time.Duration, onErr func(error)) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
+	var prev uint64
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if _, err := Reclaim(ctx, stream, consumer); err != nil && onErr != nil && !errors.Is(err, context.Canceled) {
-				onErr(err)
+			_, floor, err := reclaim(ctx, js, stream, consumer, prev)
+			if err != nil {
+				if onErr != nil && !errors.Is(err, context.Canceled) {
+					onErr(err)
+				}
+				continue
 			}
+			prev = floor
 		}
 	}
 }
