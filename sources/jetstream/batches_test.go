@@ -669,3 +669,52 @@ func stopWhenSettled(t *testing.T, c jetstream.Consumer, n uint64, cancel contex
 		t.Fatalf("ConsumeBatches: %v", err)
 	}
 }
+
+// Issue 11: an InProgress sent just after a NakWithDelay (the extend loop had picked the
+// message before it was settled) made the server hold the message for a whole AckWait instead
+// of the nak's delay. Messages held long enough to be extended, then retried after 10 ms, must
+// all come back well within the consumer's AckWait (5 s here).
+func TestRetriedMessagesAreNotHeldByALateInProgress(t *testing.T) {
+	js, p := setup(t, sjs.ProvisionConfig{AckWait: 5 * time.Second})
+	const n = 600
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("r%04d", i)
+	}
+	publishIDs(t, js, ids...)
+	sub := newSubscriber(t, sjs.SubscriberConfig{Consumer: p.ChunkConsumer, MaxInFlight: 1000, InProgressEvery: time.Millisecond})
+	var mu sync.Mutex
+	retriedAt := map[string]time.Time{}
+	var worst atomic.Int64
+	done := make(chan struct{})
+	var settled atomic.Int64
+	consumeBatches(t, sub, sjs.BatchConfig{MaxBatch: 1, Workers: 200}, func(ctx context.Context, batch []*sjs.Delivery) {
+		for _, d := range batch {
+			id := chunkID(d)
+			mu.Lock()
+			at, again := retriedAt[id]
+			mu.Unlock()
+			if again {
+				raise(&worst, int64(time.Since(at)))
+				d.Ack()
+				if settled.Add(1) == n {
+					close(done)
+				}
+				continue
+			}
+			time.Sleep(15 * time.Millisecond) // long enough for several InProgress ticks
+			mu.Lock()
+			retriedAt[id] = time.Now()
+			mu.Unlock()
+			d.Retry(10 * time.Millisecond)
+		}
+	})
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("only %d of %d retried messages came back", settled.Load(), n)
+	}
+	if w := time.Duration(worst.Load()); w > 2*time.Second {
+		t.Fatalf("a message retried after 10 ms came back after %s: an InProgress after its nak held it", w)
+	}
+}

@@ -137,6 +137,32 @@ type Delivery struct {
 	// settled is set once a batch handler's message has been settled (ConsumeBatches only).
 	settled atomic.Bool
 	sub     *Subscriber
+
+	// sendMu orders what is sent about the message: once its ack, nak or term is sent (gone),
+	// no InProgress follows it. An InProgress sent after a NakWithDelay made the server wait
+	// out the whole AckWait before redelivering (issue 11).
+	sendMu sync.Mutex
+	gone   bool
+}
+
+// send sends the message's final disposition with fn, once; later InProgress calls skip it.
+func (d *Delivery) send(fn func() error) error {
+	d.sendMu.Lock()
+	defer d.sendMu.Unlock()
+	if d.gone {
+		return nil
+	}
+	d.gone = true
+	return fn()
+}
+
+// extend sends InProgress unless the message's disposition was sent already.
+func (d *Delivery) extend() {
+	d.sendMu.Lock()
+	defer d.sendMu.Unlock()
+	if !d.gone {
+		_ = d.js.InProgress()
+	}
 }
 
 type disposition int
@@ -348,7 +374,7 @@ func (s *Subscriber) deliver(out chan<- *message.Message, m jetstream.Msg, size 
 		case out <- wm:
 		case <-s.closing:
 			// The router stopped taking messages: hand it back at once.
-			_ = m.Nak()
+			_ = d.send(m.Nak)
 			cancel()
 			s.finish(d)
 			return
@@ -372,7 +398,7 @@ func (s *Subscriber) deliver(out chan<- *message.Message, m jetstream.Msg, size 
 			s.settle(d)
 		case <-s.done:
 			// Close gave up waiting: let another worker have it now.
-			_ = m.Nak()
+			_ = d.send(m.Nak)
 		}
 	}()
 }
@@ -384,11 +410,11 @@ func (s *Subscriber) settle(d *Delivery) {
 	var err error
 	switch kind {
 	case dispAck:
-		err = d.js.Ack()
+		err = d.send(d.js.Ack)
 	case dispRetry:
-		err = d.js.NakWithDelay(delay)
+		err = d.send(func() error { return d.js.NakWithDelay(delay) })
 	case dispTerm:
-		err = d.js.TermWithReason(reason)
+		err = d.send(func() error { return d.js.TermWithReason(reason) })
 	}
 	if err != nil {
 		// The message will be redelivered after AckWait; handlers are idempotent.
@@ -450,15 +476,15 @@ func (s *Subscriber) extendLoop(stop <-chan struct{}, done chan<- struct{}) {
 			return
 		case now := <-t.C:
 			s.mu.Lock()
-			var late []jetstream.Msg
+			var late []*Delivery
 			for d := range s.inflight {
 				if now.Sub(d.started) >= s.cfg.InProgressEvery {
-					late = append(late, d.js)
+					late = append(late, d)
 				}
 			}
 			s.mu.Unlock()
-			for _, m := range late {
-				_ = m.InProgress()
+			for _, d := range late {
+				d.extend()
 			}
 		}
 	}
