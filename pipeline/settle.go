@@ -31,6 +31,9 @@ type settler struct {
 	onDead func(ctx context.Context, env schemas.DeadLetterEnvelope) error
 	// retried and dead count outcomes, if set.
 	retried, dead func()
+	// logs keeps a flood of failures (an outage, a poison burst) to one line a second per
+	// kind of line; the count of the others goes with the next.
+	logs logLimiter
 }
 
 // disposer settles one message: a Watermill message through its subscriber (the disposition
@@ -75,8 +78,10 @@ func (s *settler) fail(ctx context.Context, msg disposer, m jetstream.Msg, meta 
 			fmt.Errorf("gave up after %d deliveries: %w", meta.NumDelivered, cause)), sink)
 	}
 	delay := s.retry.Delay(meta.NumDelivered)
-	s.log.Warn("retrying "+s.kind, "subject", m.Subject(), "seq", meta.Sequence.Stream,
-		"attempt", meta.NumDelivered, "delay", delay, "err", cause)
+	if ok, n := s.logs.allow("retry/" + string(fault.ClassOf(cause)) + "/" + sink); ok {
+		s.log.Warn("retrying "+s.kind, "subject", m.Subject(), "seq", meta.Sequence.Stream,
+			"attempt", meta.NumDelivered, "delay", delay, "err", cause, "suppressed", n)
+	}
 	msg.Retry(delay)
 	if s.retried != nil {
 		s.retried()
@@ -99,9 +104,12 @@ func (s *settler) deadLetter(ctx context.Context, msg disposer, m jetstream.Msg,
 		// the reclaimer keeps the message until then.
 		s.dlq.failed(meta, err)
 		delay := s.retry.Delay(meta.NumDelivered)
-		s.log.Error(s.kind+" could neither be applied nor dead-lettered; kept in its stream and retried",
-			"subject", m.Subject(), "seq", meta.Sequence.Stream, "attempt", meta.NumDelivered,
-			"last_delivery", meta.NumDelivered >= s.maxDeliver, "delay", delay, "cause", cause, "err", err)
+		if ok, n := s.logs.allow("undead/" + sink); ok {
+			s.log.Error(s.kind+" could neither be applied nor dead-lettered; kept in its stream and retried",
+				"subject", m.Subject(), "seq", meta.Sequence.Stream, "attempt", meta.NumDelivered,
+				"last_delivery", meta.NumDelivered >= s.maxDeliver, "delay", delay, "cause", cause, "err", err,
+				"suppressed", n)
+		}
 		msg.Retry(delay)
 		return nil
 	}
@@ -111,8 +119,10 @@ func (s *settler) deadLetter(ctx context.Context, msg disposer, m jetstream.Msg,
 			return nil
 		}
 	}
-	s.log.Warn("dead-lettered "+s.kind, "subject", m.Subject(), "seq", meta.Sequence.Stream,
-		"class", env.Error.Class, "err", cause)
+	if ok, n := s.logs.allow("dead/" + env.Error.Class + "/" + sink); ok {
+		s.log.Warn("dead-lettered "+s.kind, "subject", m.Subject(), "seq", meta.Sequence.Stream,
+			"class", env.Error.Class, "err", cause, "suppressed", n)
+	}
 	msg.Term(string(fault.ClassOf(cause)) + ": " + truncate(cause.Error(), 200))
 	if s.dead != nil {
 		s.dead()

@@ -268,16 +268,15 @@ func (w *Worker) Run(ctx context.Context) error {
 		router.AddConsumerHandler("graph", sjs.ConsumerGraph, graphSub, w.handleGraph)
 	}
 
-	// Chunks are handled in batches, beside the router (docs/architecture.md, "Chunks in
-	// batches"); job events and graph batches go through it one at a time.
 	// The drain keeps its word: DrainTimeout after ctx ends, writes still under way are
 	// cancelled, so a hung sink cannot hold the process past it (SIGTERM took 58 s with a
 	// 30 s drain timeout, issue 11).
 	finished := make(chan struct{})
 	defer close(finished)
+	shutdown := ctx.Done()
 	go func() {
 		select {
-		case <-ctx.Done():
+		case <-shutdown:
 		case <-finished:
 			return
 		}
@@ -290,6 +289,8 @@ func (w *Worker) Run(ctx context.Context) error {
 		case <-finished:
 		}
 	}()
+	// Chunks are handled in batches, beside the router (docs/architecture.md, "Chunks in
+	// batches"); job events and graph batches go through it one at a time.
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
 	chunksDone := make(chan error, 1)

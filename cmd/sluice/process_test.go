@@ -48,6 +48,10 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	if err := writeReliabilityReport(); err != nil {
+		fmt.Fprintln(os.Stderr, "reliability report:", err)
+		code = 1
+	}
 	_ = os.RemoveAll(dir)
 	os.Exit(code)
 }

@@ -12,7 +12,8 @@ import (
 	"strings"
 	"time"
 
-	_ "modernc.org/sqlite" // the "sqlite" database/sql driver
+	"modernc.org/sqlite" // the "sqlite" database/sql driver
+	sqlite3 "modernc.org/sqlite/lib"
 )
 
 // Config says how to open a file.
@@ -68,9 +69,19 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	w.SetConnMaxLifetime(0)
 	w.SetConnMaxIdleTime(0)
 	var mode string
-	if err := w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode); err != nil {
-		_ = db.Close()
-		return nil, fmt.Errorf("read journal mode of %s: %w", cfg.Path, err)
+	// The first connection switches a new file to WAL, which takes an exclusive lock that the
+	// busy timeout does not wait for: processes opening the same new file at once get
+	// SQLITE_BUSY from the pragma itself. Retry it within the busy timeout.
+	for deadline := time.Now().Add(cfg.BusyTimeout); ; time.Sleep(10 * time.Millisecond) {
+		err := w.QueryRowContext(ctx, "PRAGMA journal_mode").Scan(&mode)
+		if err == nil {
+			break
+		}
+		var se *sqlite.Error
+		if !errors.As(err, &se) || se.Code()&0xff != sqlite3.SQLITE_BUSY || time.Now().After(deadline) || ctx.Err() != nil {
+			_ = db.Close()
+			return nil, fmt.Errorf("read journal mode of %s: %w", cfg.Path, err)
+		}
 	}
 	if !strings.EqualFold(mode, "wal") {
 		_ = db.Close()
