@@ -144,13 +144,31 @@ func (c *Capture) Run(ctx context.Context) error {
 }
 
 // CaptureAdvisories subscribes to the advisories and handles them until ctx ends
-// (SubscribeAdvisories then Run). It blocks and returns nil when ctx ends, or the error.
+// (SubscribeAdvisories then Run). It blocks and returns nil when ctx ends. A failure to
+// subscribe or consume (the broker away, a network cut: the JetStream API call times out) is
+// logged and retried with backoff, up to 30 s apart: it once ended the whole worker process
+// (issue 11), and the advisories wait in their stream meanwhile.
 func (s *Store) CaptureAdvisories(ctx context.Context, onCapture func(context.Context, CaptureParams) error) error {
-	c, err := s.SubscribeAdvisories(ctx, onCapture)
-	if err != nil {
-		return err
+	delay := time.Second
+	for {
+		c, err := s.SubscribeAdvisories(ctx, onCapture)
+		if err == nil {
+			err = c.Run(ctx)
+		}
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err == nil {
+			err = errors.New("advisory consumer stopped")
+		}
+		s.log.Warn("advisory capture not running; retrying", "retry_in", delay, "error", err)
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return nil
+		}
+		delay = min(2*delay, 30*time.Second)
 	}
-	return c.Run(ctx)
 }
 
 func (c *Capture) stream(ctx context.Context, name string) (jetstream.Stream, error) {
