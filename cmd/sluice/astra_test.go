@@ -86,3 +86,25 @@ func TestServeOnAstra(t *testing.T) {
 		t.Fatalf("serve did not say it writes to AstraDB:\n%s", logs.String())
 	}
 }
+
+// Issue 11, finding 8: `serve` exited at start-up when AstraDB answered 503 three times in a
+// row (opening the requirements collection). It now waits for the store, retrying with
+// backoff, and comes up once AstraDB answers.
+func TestServeWaitsForAstraAtStartup(t *testing.T) {
+	double := dataapitest.New(dataapitest.Config{})
+	defer double.Close()
+	double.InjectNext(6, dataapitest.FaultHTTP503)
+	s := startServer(t, "serve", []string{"SLUICE_LOG_LEVEL=warn",
+		"ASTRA_DB_API_ENDPOINT=" + double.URL(), "ASTRA_DB_APPLICATION_TOKEN=" + double.Token()},
+		"--data-dir", filepath.Join(t.TempDir(), "data"))
+	if !strings.Contains(s.logs.String(), "waiting for AstraDB") {
+		t.Fatalf("serve came up without waiting; logs:\n%s", s.logs.String())
+	}
+	if got := double.Stats().Faults[dataapitest.FaultHTTP503]; got != 6 {
+		t.Fatalf("the double answered %d 503s, want 6", got)
+	}
+	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	if err := s.cmd.Wait(); err != nil {
+		t.Fatalf("serve exit: %v", err)
+	}
+}

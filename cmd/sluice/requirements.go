@@ -72,7 +72,12 @@ func startRequirements(ctx context.Context, c config, o requirementsOptions) (*r
 		if cerr != nil {
 			return nil, fmt.Errorf("astra: %w", cerr)
 		}
-		as, cerr := requirements.OpenAstra(ctx, requirements.AstraConfig{Client: client, Validator: v})
+		var as *requirements.AstraStore
+		cerr = retryStartup(ctx, o.Logger, "AstraDB (requirements store)", func(ctx context.Context) error {
+			var err error
+			as, err = requirements.OpenAstra(ctx, requirements.AstraConfig{Client: client, Validator: v})
+			return err
+		})
 		if cerr != nil {
 			client.Close()
 			return nil, fmt.Errorf("open requirements store: %w", cerr)
