@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -490,6 +491,37 @@ func TestFaultSuite(t *testing.T) {
 		row.Scenario, row.Load, row.Fault, row.Recovery = t.Name(), load, "every Data API call hangs; SIGTERM the worker (--drain-timeout 5s), then start another", time.Since(start)
 		row.Note = fmt.Sprintf("the worker exited %.1f s after SIGTERM", stopped.Seconds())
 		e.wantExact(row, job, n)
+		recordFault(row)
+	})
+
+	t.Run("poison of every size among good chunks", func(t *testing.T) {
+		e := newFaultEnv(t, false)
+		e.worker(e.nats.url())
+		id := e.load(n)
+		// Invalid JSON of sizes around the limits, published straight onto the subject as
+		// another producer could: 10 B, 100 KB, 900 KB (its dead letter would not fit in
+		// 1 MiB with the payload inline: it used to vanish) and the largest message the
+		// broker takes.
+		limit := int(e.js.Conn().MaxPayload())
+		sizes := []int{10, 100 << 10, 900 << 10, limit - 1024}
+		for i, size := range sizes {
+			m := nats.NewMsg("sluice.v1.chunks.dev")
+			m.Data = append([]byte("{not json "), bytes.Repeat([]byte("x"), size-10)...)
+			m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("poison/%d", i))
+			if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
+				t.Fatalf("publish poison of %d bytes: %v", size, err)
+			}
+		}
+		start := time.Now()
+		row, job := e.check(id, n, 2*time.Minute)
+		waitConsumerIdle(t, e.streams.ChunkConsumer, time.Minute)
+		dead := deadLetterIDs(t, e.streams.DLQ)
+		row.DeadLettered = int64(len(dead))
+		row.Scenario, row.Load, row.Fault, row.Recovery = t.Name(), load, fmt.Sprintf("4 invalid-JSON chunks of 10 B, 100 KB, 900 KB and %d B among them", limit-1024), time.Since(start)
+		row.Note = "each poison dead-lettered (the two largest by reference), every good chunk written"
+		if len(dead) != len(sizes) || row.Lost != 0 || row.Duplicated != 0 || job.State != pipeline.JobCompleted || job.Written != int64(n) {
+			t.Fatalf("job %s %d of %d written; %d dead letters (want %d), lost %d", job.State, job.Written, n, len(dead), len(sizes), row.Lost)
+		}
 		recordFault(row)
 	})
 
