@@ -65,7 +65,10 @@ func publishEach(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg) 
 
 // BatchWriterConfig configures a BatchWriter.
 type BatchWriterConfig struct {
-	// BatchSize is the number of messages per atomic batch. Default 500, at most MaxAtomicBatch.
+	// BatchSize is the number of messages per atomic batch. Default MaxAtomicBatch (1,000):
+	// batches commit one after another, so fewer, larger ones keep the broker busy
+	// (BenchmarkBatchWriter: ordered batches of 500 ran ≈9% below the old racing writer,
+	// batches of 1,000 level with it). BatchBytes bounds their memory.
 	BatchSize int
 	// BatchBytes closes a batch early once its payloads reach this size. Default 4 MiB.
 	BatchBytes int
@@ -106,7 +109,7 @@ type BatchWriter struct {
 // call Close, which waits for every batch.
 func NewBatchWriter(ctx context.Context, js jetstream.JetStream, cfg BatchWriterConfig) *BatchWriter {
 	if cfg.BatchSize <= 0 {
-		cfg.BatchSize = 500
+		cfg.BatchSize = MaxAtomicBatch
 	}
 	if cfg.BatchSize > MaxAtomicBatch {
 		cfg.BatchSize = MaxAtomicBatch
