@@ -382,6 +382,7 @@ func TestFaultSuite(t *testing.T) {
 		start := time.Now()
 		row, job := e.check(id, n, 2*time.Minute)
 		row.Scenario, row.Load, row.Fault, row.Recovery = t.Name(), load, "SIGKILL the worker at 25%, 50%, 75% written; restart it each time", time.Since(start)
+		row.Note = "recovery is AckWait (10 s): what the killed worker held comes back then"
 		e.wantExact(row, job, n)
 		recordFault(row)
 	})
@@ -438,6 +439,7 @@ func TestFaultSuite(t *testing.T) {
 		start := time.Now()
 		row, job := e.check(id, n, 3*time.Minute)
 		row.Scenario, row.Load, row.Fault, row.Recovery = t.Name(), load, "every Data API call answers 503 for 20 s", time.Since(start)
+		row.Note = "recovery is the retry backoff: a message failed 5 times in 20 s waits up to 32 s for its 6th delivery"
 		e.wantExact(row, job, n)
 		recordFault(row)
 	})

@@ -130,9 +130,8 @@ type Store struct {
 	// indexedTo is the last DLQ sequence the index has seen.
 	indexedTo uint64
 
-	// objMu guards objects, the payload bucket (BucketDLQPayloads), opened on first use.
-	objMu   sync.Mutex
-	objects jetstream.ObjectStore
+	// payloads is the payload bucket (BucketDLQPayloads), opened on first use.
+	payloads payloadBucket
 
 	// replayMu guards replaying.
 	replayMu sync.Mutex

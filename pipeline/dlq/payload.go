@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -87,16 +88,27 @@ func (s *Store) fetch(ctx context.Context, ref schemas.DeadLetterRef) ([]byte, e
 }
 
 func (s *Store) bucket(ctx context.Context) (jetstream.ObjectStore, error) {
-	s.objMu.Lock()
-	defer s.objMu.Unlock()
-	if s.objects != nil {
-		return s.objects, nil
+	return s.payloads.open(ctx, s.js)
+}
+
+// payloadBucket opens the dead-letter payload bucket (BucketDLQPayloads, created by
+// provisioning) on first use and keeps it. The zero value is ready; safe for concurrent use.
+type payloadBucket struct {
+	mu  sync.Mutex // guards obs
+	obs jetstream.ObjectStore
+}
+
+func (b *payloadBucket) open(ctx context.Context, js jetstream.JetStream) (jetstream.ObjectStore, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.obs != nil {
+		return b.obs, nil
 	}
-	obs, err := s.js.ObjectStore(ctx, schemas.BucketDLQPayloads)
+	obs, err := js.ObjectStore(ctx, schemas.BucketDLQPayloads)
 	if err != nil {
-		return nil, fmt.Errorf("open dead-letter payload bucket %s: %w", schemas.BucketDLQPayloads, err)
+		return nil, fmt.Errorf("open dead-letter payload bucket %s (created by provisioning): %w", schemas.BucketDLQPayloads, err)
 	}
-	s.objects = obs
+	b.obs = obs
 	return obs, nil
 }
 

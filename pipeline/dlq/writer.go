@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"sync"
 	"unicode/utf8"
 
 	"github.com/nats-io/nats.go"
@@ -48,9 +47,8 @@ type Writer struct {
 	// expect, when set, is the stream every publish must land in.
 	expect string
 
-	// mu guards payloads, looked up on first use.
-	mu       sync.Mutex
-	payloads jetstream.ObjectStore
+	// payloads is the payload bucket, opened on first use.
+	payloads payloadBucket
 }
 
 // NewWriter returns a Writer publishing with js. expectStream, when not "", makes each publish
@@ -162,17 +160,7 @@ func (w *Writer) put(ctx context.Context, name string, data []byte) (schemas.Dea
 }
 
 func (w *Writer) bucket(ctx context.Context) (jetstream.ObjectStore, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.payloads != nil {
-		return w.payloads, nil
-	}
-	obs, err := w.js.ObjectStore(ctx, schemas.BucketDLQPayloads)
-	if err != nil {
-		return nil, fmt.Errorf("open dead-letter payload bucket %s (created by provisioning): %w", schemas.BucketDLQPayloads, err)
-	}
-	w.payloads = obs
-	return obs, nil
+	return w.payloads.open(ctx, w.js)
 }
 
 // headerBytes counts the bytes h takes on the wire, bar the framing headerSlack covers.
