@@ -35,7 +35,10 @@ API
     bounds each socket operation of a request, in seconds; ``submit_timeout`` does the same for
     uploads, whose answer comes only once every item is durably published. A Client holds no
     connection between calls (each call opens its own), so it is safe to share across threads.
-    Environment proxies are not used.
+    Environment proxies are not used. An answer 429 or 503 with ``Retry-After`` (the server's
+    per-token rate limits, its upload spool or connection cap, a broker away) is waited out
+    (at most 30 s a time) and the request sent again, up to 8 times, when its body can be sent
+    again: files and bytes can, ``submit_chunks``' streamed iterators cannot.
 
 ``Client.submit_file(path, env="dev", force=False, idempotency_key=None, file_name=None) -> dict``
     Streams the file (it is never read whole): ``.jsonl``/``.ndjson`` files as
@@ -110,6 +113,10 @@ _NDJSON_SUFFIXES = (".jsonl", ".ndjson")
 # sent as one chunk of the chunked transfer encoding.
 _BLOCK = 64 * 1024
 # An answer longer than this is not a Sluice answer (a job with 1000 rejections is ~200 KB).
+# A 429 or 503 with Retry-After is waited out and the request sent again this many times, each
+# wait at most this many seconds.
+_MAX_RETRIES = 8
+_MAX_RETRY_WAIT = 30.0
 _MAX_RESPONSE = 16 * 1024 * 1024
 _WAIT_RETRIES = 5
 _RETRY_STATUSES = (502, 503, 504)
@@ -240,6 +247,35 @@ class Client:
                  body: Any = None, headers: Optional[Dict[str, str]] = None,
                  timeout: Optional[float] = None,
                  chunked: bool = False) -> Tuple[int, Dict[str, Any]]:
+        """Sends a request like _request_once; a 429 or 503 answer with Retry-After (the
+        server's rate limits, spool and connection caps, a broker away) is waited out and the
+        request sent again, up to _MAX_RETRIES times, when its body can be sent again (none,
+        bytes, or a seekable file). Each wait is at most _MAX_RETRY_WAIT seconds.
+        """
+        start = None
+        if body is not None and not isinstance(body, (bytes, bytearray, str)):
+            try:
+                start = body.tell() if body.seekable() else None
+            except (AttributeError, OSError, ValueError):
+                start = None
+        resendable = body is None or isinstance(body, (bytes, bytearray, str)) or start is not None
+        attempt = 0
+        while True:
+            try:
+                return self._request_once(method, path, query, body, headers, timeout, chunked)
+            except SluiceError as e:
+                wait = getattr(e, "retry_after", None)
+                if wait is None or not resendable or attempt >= _MAX_RETRIES:
+                    raise
+            attempt += 1
+            time.sleep(min(wait, _MAX_RETRY_WAIT))
+            if start is not None:
+                body.seek(start)
+
+    def _request_once(self, method: str, path: str, query: Optional[Dict[str, str]] = None,
+                 body: Any = None, headers: Optional[Dict[str, str]] = None,
+                 timeout: Optional[float] = None,
+                 chunked: bool = False) -> Tuple[int, Dict[str, Any]]:
         """Sends one request and returns (status, decoded JSON body) of a 2xx answer.
 
         Raises SluiceError for any other answer or when no answer came.
@@ -289,7 +325,13 @@ class Client:
                 raise SluiceError(f"{where}: {status} answer is not a JSON object "
                                   f"(Content-Type {ctype or 'none'})", status)
             return status, doc
-        raise _http_error(where, status, resp.reason, doc if isinstance(doc, dict) else None, raw)
+        err = _http_error(where, status, resp.reason, doc if isinstance(doc, dict) else None, raw)
+        if status in (429, 503):
+            try:
+                err.retry_after = max(0.0, float(resp.getheader("Retry-After") or ""))
+            except ValueError:
+                pass
+        raise err
 
     # -- jobs ----------------------------------------------------------------------------------
 

@@ -54,8 +54,9 @@ def free_port() -> int:
 class SluiceServer:
     """A `sluice serve` process on a free loopback port with its own data directory."""
 
-    def __init__(self, tokens=None):
+    def __init__(self, tokens=None, env=None):
         self.tokens = tokens
+        self.extra_env = env or {}
         self.proc = None
         self.dir = None
         self.base_url = None
@@ -71,7 +72,7 @@ class SluiceServer:
             raise RuntimeError(f"SLUICE_BIN={binary} is not an executable file")
         self.dir = tempfile.mkdtemp(prefix="sluice-pyclient-")
         args = [binary, "serve", "--data-dir", os.path.join(self.dir, "data")]
-        env = dict(os.environ, SLUICE_LOG_LEVEL="warn")
+        env = dict(os.environ, SLUICE_LOG_LEVEL="warn", **self.extra_env)
         env.pop("SLUICE_API_TOKENS_FILE", None)
         if self.tokens is not None:
             tokens_file = os.path.join(self.dir, "tokens.json")
@@ -373,6 +374,24 @@ class RealServerTest(unittest.TestCase):
 
 READ_TOKEN = "read-only-token-0123456789abcdef"
 WRITE_TOKEN = "write-token-0123456789abcdef0123"
+
+
+class RetryAfterTest(unittest.TestCase):
+    """The server's per-token rate limits answer 429 with Retry-After; the client waits them
+    out and sends again (an upload once failed with 429 in this suite)."""
+
+    def test_uploads_over_the_rate_limit_are_sent_again(self):
+        server = SluiceServer(env={"SLUICE_API_RATE_LIMITS": "uploads=1:1"}).start()
+        try:
+            client = Client(server.base_url, token="", timeout=30)
+            start = time.monotonic()
+            subs = [client.submit_file(PASS_A, env="dev", force=True) for _ in range(3)]
+            elapsed = time.monotonic() - start
+        finally:
+            self.assertEqual(server.stop(), 0)
+        self.assertEqual(len({s["job_id"] for s in subs}), 3)
+        # One upload a second, burst 1: the second and third each waited out a 429.
+        self.assertGreaterEqual(elapsed, 1.5)
 
 
 class AuthTest(unittest.TestCase):
