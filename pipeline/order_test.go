@@ -150,7 +150,18 @@ func TestGraphBatchWaitsForItsEndpoints(t *testing.T) {
 		}
 	}
 	publish(`{"nodes":[],"edges":[{"source":"rule:x","type":"depends_on","target":"rule:y"}]}`)
-	time.Sleep(150 * time.Millisecond) // at least one failed delivery
+	// The batch failed and went back to the end of the stream before its nodes exist.
+	waitFor(t, "the edge batch requeued", func() bool {
+		info, err := e.streams.Graph.Info(ctx)
+		if err != nil || info.State.LastSeq < 2 {
+			return false
+		}
+		m, err := e.streams.Graph.GetMsg(ctx, info.State.LastSeq)
+		return err == nil && m.Header.Get(schemas.HeaderRequeues) != ""
+	})
+	if st, err := g.Stats(ctx); err != nil || st.TotalEdges() != 0 {
+		t.Fatalf("an edge was applied before its nodes existed: %v, %v", st, err)
+	}
 	publish(`{"nodes":[{"id":"rule:x","type":"Rule","properties":{}},{"id":"rule:y","type":"Rule","properties":{}}],"edges":[]}`)
 	waitFor(t, "the edge applied once its nodes arrived", func() bool {
 		st, err := g.Stats(ctx)
