@@ -359,6 +359,17 @@ func (e *faultEnv) wantExact(row faultRow, job pipeline.Job, n int) {
 	}
 }
 
+// finish waits up to timeout for job id (n chunks) to end, fails the scenario unless it
+// completed with every chunk written once, and records its row; recovery counts from start.
+func (e *faultEnv) finish(t *testing.T, id string, n int, timeout time.Duration, start time.Time, load, fault, note string) faultRow {
+	t.Helper()
+	row, job := e.check(id, n, timeout)
+	row.Scenario, row.Load, row.Fault, row.Recovery, row.Note = t.Name(), load, fault, time.Since(start), note
+	e.wantExact(row, job, n)
+	recordFault(row)
+	return row
+}
+
 // TestFaultSuite runs every scenario; each fails on loss, duplication or an unexpected dead
 // letter, and adds its row to the reliability table.
 func TestFaultSuite(t *testing.T) {
@@ -380,11 +391,7 @@ func TestFaultSuite(t *testing.T) {
 			w = e.worker(e.nats.url())
 		}
 		start := time.Now()
-		row, job := e.check(id, n, 2*time.Minute)
-		row.Scenario, row.Load, row.Fault, row.Recovery = t.Name(), load, "SIGKILL the worker at 25%, 50%, 75% written; restart it each time", time.Since(start)
-		row.Note = "recovery is AckWait (10 s): what the killed worker held comes back then"
-		e.wantExact(row, job, n)
-		recordFault(row)
+		e.finish(t, id, n, 2*time.Minute, start, load, "SIGKILL the worker at 25%, 50%, 75% written; restart it each time", "recovery is AckWait (10 s): what the killed worker held comes back then")
 	})
 
 	t.Run("broker kill -9 and restart mid-load", func(t *testing.T) {
@@ -396,15 +403,12 @@ func TestFaultSuite(t *testing.T) {
 		time.Sleep(time.Second)
 		e.nats.start()
 		start := time.Now()
-		row, job := e.check(id, n, 2*time.Minute)
-		row.Scenario, row.Load, row.Fault, row.Recovery = t.Name(), load, "SIGKILL nats-server at a third written, restart it 1 s later", time.Since(start)
-		e.wantExact(row, job, n)
+		row := e.finish(t, id, n, 2*time.Minute, start, load, "SIGKILL nats-server at a third written, restart it 1 s later", "")
 		// Issue 11, finding 8: a job-progress request lost in the restart held every message
 		// of its batch for its full 30 s timeout; now it is made again on reconnect.
 		if row.Recovery > 20*time.Second {
 			t.Errorf("the job finished %s after the broker came back; a lost request is stalling the worker", row.Recovery)
 		}
-		recordFault(row)
 	})
 
 	t.Run("network cuts and delay between worker and broker", func(t *testing.T) {
@@ -422,10 +426,7 @@ func TestFaultSuite(t *testing.T) {
 			time.Sleep(time.Second)
 		}
 		start := time.Now()
-		row, job := e.check(id, n, 2*time.Minute)
-		row.Scenario, row.Load, row.Fault, row.Recovery = t.Name(), load, "20 ms delay each way; every connection cut and refused for 1.5 s, three times", time.Since(start)
-		e.wantExact(row, job, n)
-		recordFault(row)
+		e.finish(t, id, n, 2*time.Minute, start, load, "20 ms delay each way; every connection cut and refused for 1.5 s, three times", "")
 	})
 
 	t.Run("sink outage 20 s", func(t *testing.T) {
@@ -437,11 +438,7 @@ func TestFaultSuite(t *testing.T) {
 		time.Sleep(20 * time.Second)
 		e.double.SetFaultRate(0)
 		start := time.Now()
-		row, job := e.check(id, n, 3*time.Minute)
-		row.Scenario, row.Load, row.Fault, row.Recovery = t.Name(), load, "every Data API call answers 503 for 20 s", time.Since(start)
-		row.Note = "recovery is the retry backoff: a message failed 5 times in 20 s waits up to 32 s for its 6th delivery"
-		e.wantExact(row, job, n)
-		recordFault(row)
+		e.finish(t, id, n, 3*time.Minute, start, load, "every Data API call answers 503 for 20 s", "recovery is the retry backoff: a message failed 5 times in 20 s waits up to 32 s for its 6th delivery")
 	})
 
 	t.Run("sink loses responses", func(t *testing.T) {
@@ -450,11 +447,9 @@ func TestFaultSuite(t *testing.T) {
 		e.worker(e.nats.url())
 		start := time.Now()
 		id := e.load(n)
-		row, job := e.check(id, n, 3*time.Minute)
-		row.Scenario, row.Load, row.Fault, row.Recovery = t.Name(), load, "20% of Data API calls applied, their response dropped", time.Since(start)
-		row.Note = fmt.Sprintf("%d responses lost; recovery is the whole load", e.double.Stats().Faults[dataapitest.FaultLostResponse])
-		e.wantExact(row, job, n)
-		recordFault(row)
+		// The note counts the responses lost over the whole load: wait for its end first.
+		e.job(id, 3*time.Minute, func(j pipeline.Job) bool { return j.State.Done() })
+		e.finish(t, id, n, time.Minute, start, load, "20% of Data API calls applied, their response dropped", fmt.Sprintf("%d responses lost; recovery is the whole load", e.double.Stats().Faults[dataapitest.FaultLostResponse]))
 	})
 
 	t.Run("sink latency 2 s", func(t *testing.T) {
@@ -463,11 +458,7 @@ func TestFaultSuite(t *testing.T) {
 		e.worker(e.nats.url())
 		start := time.Now()
 		id := e.load(n)
-		row, job := e.check(id, n, 3*time.Minute)
-		row.Scenario, row.Load, row.Fault, row.Recovery = t.Name(), load, "every Data API call takes 2 s", time.Since(start)
-		row.Note = "recovery is the whole load"
-		e.wantExact(row, job, n)
-		recordFault(row)
+		e.finish(t, id, n, 3*time.Minute, start, load, "every Data API call takes 2 s", "recovery is the whole load")
 	})
 
 	t.Run("SIGTERM while the sink hangs", func(t *testing.T) {
@@ -489,11 +480,7 @@ func TestFaultSuite(t *testing.T) {
 		e.double.SetFaultRate(0)
 		e.worker(e.nats.url())
 		start := time.Now()
-		row, job := e.check(id, n, 2*time.Minute)
-		row.Scenario, row.Load, row.Fault, row.Recovery = t.Name(), load, "every Data API call hangs; SIGTERM the worker (--drain-timeout 5s), then start another", time.Since(start)
-		row.Note = fmt.Sprintf("the worker exited %.1f s after SIGTERM", stopped.Seconds())
-		e.wantExact(row, job, n)
-		recordFault(row)
+		e.finish(t, id, n, 2*time.Minute, start, load, "every Data API call hangs; SIGTERM the worker (--drain-timeout 5s), then start another", fmt.Sprintf("the worker exited %.1f s after SIGTERM", stopped.Seconds()))
 	})
 
 	t.Run("poison of every size among good chunks", func(t *testing.T) {
@@ -542,10 +529,7 @@ func TestFaultSuite(t *testing.T) {
 		republished := republishChunks(t, e.js, e.streams.Chunks)
 		time.Sleep(time.Second)
 		waitConsumerIdle(t, e.streams.ChunkConsumer, 2*time.Minute)
-		row, job := e.check(id, n, time.Minute)
-		row.Scenario, row.Load, row.Fault, row.Recovery = t.Name(), load, fmt.Sprintf("the file resubmitted; all %d chunk messages published again with new ids", republished), time.Since(start)
-		e.wantExact(row, job, n)
-		recordFault(row)
+		e.finish(t, id, n, time.Minute, start, load, fmt.Sprintf("the file resubmitted; all %d chunk messages published again with new ids", republished), "")
 	})
 }
 
