@@ -113,9 +113,11 @@ func NewProgress(cfg ProgressConfig) (*Progress, error) {
 	p := &Progress{cfg: cfg, reqs: make(chan *markReq, cfg.QueueSize), closing: make(chan struct{}), done: make(chan struct{}),
 		watching: make(chan struct{})}
 	p.ectx, p.ecancel = context.WithCancel(context.Background())
-	go p.run()
 	if cfg.Conn != nil {
 		p.gen = cfg.Conn.Stats().Reconnects
+	}
+	go p.run()
+	if cfg.Conn != nil {
 		go p.watchReconnects()
 	} else {
 		close(p.watching)
