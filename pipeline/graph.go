@@ -52,7 +52,20 @@ func (w *Worker) handleGraph(msg *message.Message) error {
 	if err != nil {
 		return w.deadLetter(ctx, wm(msg), m, meta, err, "graph")
 	}
-	if _, err := w.cfg.Graph.ApplyBatch(ctx, batch, meta.Stream+":"+strconv.FormatUint(meta.Sequence.Stream, 10)); err != nil {
+	// Held through a graph store outage (a PostgreSQL restart) by the circuit breaker: the
+	// graph line is ordered, so a broker retry delay would hold every batch behind this one.
+	var applyErr error
+	if err := w.graphBreaker.hold(ctx, func() error {
+		_, applyErr = w.cfg.Graph.ApplyBatch(ctx, batch, meta.Stream+":"+strconv.FormatUint(meta.Sequence.Stream, 10))
+		var missing *graph.MissingEndpointsError
+		if applyErr == nil || fault.IsPermanent(applyErr) || errors.As(applyErr, &missing) {
+			return nil
+		}
+		return applyErr
+	}); err != nil {
+		applyErr = fmt.Errorf("held while the graph store was down: %w", err)
+	}
+	if err := applyErr; err != nil {
 		var missing *graph.MissingEndpointsError
 		if errors.As(err, &missing) {
 			return w.requeueGraph(ctx, msg, m, meta, missing)

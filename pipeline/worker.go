@@ -63,6 +63,11 @@ type WorkerConfig struct {
 	Handlers int
 	// Retry is the broker-level retry policy for transient failures.
 	Retry RetryPolicy
+	// Breaker configures the circuit breaker in front of the document sink, used when the
+	// sink implements Pinger (both built-in sinks do): a write in which every document
+	// failed transiently holds the messages while the sink is probed, instead of spending
+	// their deliveries (see breaker).
+	Breaker BreakerConfig
 	// DrainTimeout bounds a graceful stop: in-flight messages get this long to finish.
 	// Default 30 s.
 	DrainTimeout time.Duration
@@ -113,6 +118,10 @@ type Worker struct {
 	dlq       *deadLetterer
 	validator *schemas.Validator
 	metrics   *workerMetrics
+	// breakerMetrics is nil when the sink has no circuit breaker; breaker is made by Run.
+	// The graph store has its own (graphBreaker*).
+	breakerMetrics, graphBreakerMetrics *breakerMetrics
+	breaker, graphBreaker               *breaker
 	*settler
 
 	builders    map[string]*document.Builder // one per env, built in NewWorker, read-only after
@@ -182,6 +191,12 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		collections: collections,
 	}
 	dl.failures = w.metrics.dlqFails.Inc
+	if _, ok := cfg.Sink.(Pinger); ok && !cfg.Breaker.Disabled {
+		w.breakerMetrics = newBreakerMetrics(cfg.SinkName, cfg.Registerer)
+	}
+	if _, ok := cfg.Graph.(Pinger); ok && !cfg.Breaker.Disabled {
+		w.graphBreakerMetrics = newBreakerMetrics("graph", cfg.Registerer)
+	}
 	w.settler = &settler{
 		dlq: w.dlq, retry: cfg.Retry, maxDeliver: maxDeliver, log: log, kind: "message",
 		// A dead-lettered item of a job counts towards it, so the job can complete.
@@ -221,6 +236,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	w.batcher = b
+	if w.breakerMetrics != nil {
+		w.breaker = newBreaker(w.cfg.Breaker, w.cfg.SinkName, w.cfg.Sink.(Pinger).Ping, w.log, w.breakerMetrics)
+	}
+	if w.graphBreakerMetrics != nil {
+		w.graphBreaker = newBreaker(w.cfg.Breaker, "graph", w.cfg.Graph.(Pinger).Ping, w.log, w.graphBreakerMetrics)
+	}
 	p, err := NewProgress(ProgressConfig{Store: w.jobs, Conn: w.cfg.JS.Conn()})
 	if err != nil {
 		_ = b.Close()
@@ -293,6 +314,16 @@ func (w *Worker) Run(ctx context.Context) error {
 	// batches"); job events and graph batches go through it one at a time.
 	ctx, stop := context.WithCancel(ctx)
 	defer stop()
+	// The probers stop with ctx: held messages then go back to the broker, and the drain does
+	// not wait for a store that is down.
+	for _, br := range []*breaker{w.breaker, w.graphBreaker} {
+		if br == nil {
+			continue
+		}
+		probed := make(chan struct{})
+		defer func() { stop(); <-probed }()
+		go func() { defer close(probed); br.run(ctx) }()
+	}
 	chunksDone := make(chan error, 1)
 	go func() {
 		chunksDone <- chunkSub.ConsumeBatches(ctx, sjs.BatchConfig{
@@ -372,7 +403,7 @@ func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 	for coll, cdocs := range docs {
 		// Collections are written one after another; a batch spans several only when chunks
 		// of different environments arrive together.
-		results := w.batcher.Write(ctx, coll, cdocs)
+		results := w.write(ctx, coll, cdocs)
 		for i := range items {
 			it := &items[i]
 			if it.coll != coll {
@@ -418,6 +449,42 @@ func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 			w.metrics.outcome("written", time.Since(it.d.Received()))
 		}
 	}
+}
+
+// write writes docs through the batcher, held through a sink outage by the circuit breaker
+// (breaker.hold): a write in which every document failed transiently is made again once the
+// sink answers. It returns one outcome per document; the caller settles the messages.
+func (w *Worker) write(ctx context.Context, coll string, docs []document.Doc) []error {
+	var results []error
+	if err := w.breaker.hold(ctx, func() error {
+		results = w.batcher.Write(ctx, coll, docs)
+		return sinkDown(results)
+	}); err != nil {
+		return fill(len(docs), fault.Retry(fault.Transient, fmt.Errorf("held while the sink was down: %w", err)))
+	}
+	return results
+}
+
+// sinkDown returns the first error if every outcome is a transient failure (the sink, not
+// the documents, failed), else nil.
+func sinkDown(results []error) error {
+	for _, e := range results {
+		if e == nil || fault.IsPermanent(e) {
+			return nil
+		}
+	}
+	if len(results) == 0 {
+		return nil
+	}
+	return results[0]
+}
+
+func fill(n int, err error) []error {
+	out := make([]error, n)
+	for i := range out {
+		out[i] = err
+	}
+	return out
 }
 
 // checkChunk checks a chunk message's subject and headers and builds its documents. Its

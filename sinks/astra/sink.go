@@ -195,6 +195,16 @@ type pending struct {
 // connection pool (pipeline.WriteConcurrencer).
 func (s *Sink) WriteConcurrency() int { return s.c.MaxConns() }
 
+// Ping checks that the Data API answers for the sink's keyspace with one findCollections
+// command (pipeline.Pinger: the worker's circuit breaker probes a down sink with it). It
+// blocks for one request and the client's retries; it honours ctx.
+func (s *Sink) Ping(ctx context.Context) error {
+	if _, err := s.c.FindCollections(ctx); err != nil {
+		return fmt.Errorf("astra: ping: %w", err)
+	}
+	return nil
+}
+
 // WriteDocs writes docs into collection coll with unordered insertMany commands (at most
 // MaxInsertMany documents each) and returns one outcome per document, in order. It
 // implements pipeline.DocSink.
