@@ -42,9 +42,10 @@ func (l *Loader) loadGraph(ctx context.Context, req LoadRequest, path, jobID str
 		return res, fmt.Errorf("%w: %s: %w", ErrBadInput, req.File, err)
 	}
 	open := schemas.JobOpen{JobID: jobID, Env: req.Env, File: req.File, Format: string(format), CreatedAt: time.Now().UTC()}
-	if _, err := l.cfg.Jobs.Open(ctx, open); err != nil {
+	if _, err := l.cfg.Jobs.Resume(ctx, open); err != nil {
 		return res, err
 	}
+	res.opened = true
 	if err := l.publishEvent(ctx, req.Env, jobID+"/open", open); err != nil {
 		return res, err
 	}

@@ -21,11 +21,15 @@ const (
 	JobCompletedWithErrors JobState = "completed_with_errors"
 	// JobRolledBack: an operator rolled the job back; the documents it wrote are deleted.
 	JobRolledBack JobState = "rolled_back"
+	// JobFailed: its publisher stopped before sealing it (a publish refused, the upload cut,
+	// the publisher gone: Failure says which). Nothing more happens to it; submitting the same
+	// content again resumes it.
+	JobFailed JobState = "failed"
 )
 
 // Done reports whether s is a final state of loading: every item is accounted for.
 func (s JobState) Done() bool {
-	return s == JobCompleted || s == JobCompletedWithErrors || s == JobRolledBack
+	return s == JobCompleted || s == JobCompletedWithErrors || s == JobRolledBack || s == JobFailed
 }
 
 // Settled reports whether nothing more will happen to the job without a new request: it is
@@ -45,6 +49,12 @@ type Rollback struct {
 	Deleted int64 `json:"deleted"`
 	// Error says why a failed rollback failed.
 	Error string `json:"error,omitempty"`
+}
+
+// JobFailure is why a job's publisher stopped before sealing it.
+type JobFailure struct {
+	Reason string    `json:"reason"`
+	At     time.Time `json:"at"`
 }
 
 // ItemIssue is one item of a job that was rejected at intake, or drew a warning.
@@ -75,6 +85,8 @@ type Job struct {
 	RejectionsTruncated bool        `json:"rejections_truncated,omitempty"`
 	// Warnings lists items that loaded with a warning, such as a duplicate id.
 	Warnings []ItemIssue `json:"warnings,omitempty"`
+	// Failure says why the job failed (state failed): its publisher stopped before sealing it.
+	Failure *JobFailure `json:"failure,omitempty"`
 	// Rollback is set once a rollback was requested.
 	Rollback    *Rollback  `json:"rollback,omitempty"`
 	CreatedAt   time.Time  `json:"created_at"`

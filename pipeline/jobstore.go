@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -91,6 +92,12 @@ func (s *JobStore) load(ctx context.Context, id string) (*jobRecord, uint64, err
 // update applies fn to the job's record (a new one if absent) with compare-and-set, retrying
 // on conflicting writers, and returns the job as stored.
 func (s *JobStore) update(ctx context.Context, id string, fn func(*jobRecord)) (Job, error) {
+	return s.modify(ctx, id, func(r *jobRecord) bool { fn(r); return true })
+}
+
+// modify is update where fn may decline the change (return false): then nothing is written
+// and the job is returned as read.
+func (s *JobStore) modify(ctx context.Context, id string, fn func(*jobRecord) bool) (Job, error) {
 	for attempt := 0; ; attempt++ {
 		rec, rev, err := s.load(ctx, id)
 		if errors.Is(err, ErrJobNotFound) {
@@ -98,7 +105,9 @@ func (s *JobStore) update(ctx context.Context, id string, fn func(*jobRecord)) (
 		} else if err != nil {
 			return Job{}, err
 		}
-		fn(rec)
+		if !fn(rec) {
+			return rec.Job, nil
+		}
 		rec.settle(s.now().UTC())
 		b, err := json.Marshal(rec)
 		if err != nil {
@@ -132,6 +141,11 @@ func (r *jobRecord) settle(now time.Time) {
 	switch {
 	case r.Rollback != nil && r.Rollback.State == "done":
 		r.State = JobRolledBack
+	case r.Failure != nil && !r.Sealed:
+		r.State = JobFailed
+		if r.CompletedAt == nil {
+			r.CompletedAt = &now
+		}
 	case r.Sealed && r.Written+r.DeadLettered >= r.Published:
 		if r.Rejected+r.DeadLettered > 0 {
 			r.State = JobCompletedWithErrors
@@ -159,6 +173,124 @@ func (s *JobStore) Open(ctx context.Context, ev schemas.JobOpen) (Job, error) {
 			r.CreatedAt = ev.CreatedAt.UTC()
 		}
 	})
+}
+
+// Resume records that a publisher (re)starts publishing the job: it opens it and clears an
+// earlier failure. Workers applying open events use Open, which leaves a failure alone (an
+// open event applied after the failure must not revive a job nobody publishes).
+func (s *JobStore) Resume(ctx context.Context, ev schemas.JobOpen) (Job, error) {
+	if _, err := s.Open(ctx, ev); err != nil {
+		return Job{}, err
+	}
+	return s.update(ctx, ev.JobID, func(r *jobRecord) { r.Failure = nil })
+}
+
+// Fail records that job id's publisher stopped before sealing it, and why. A sealed job
+// cannot fail (its items are all published): Fail leaves it alone, as it does a job that
+// failed already (the first reason stays).
+func (s *JobStore) Fail(ctx context.Context, id, reason string) (Job, error) {
+	return s.update(ctx, id, func(r *jobRecord) {
+		if r.Sealed || r.Failure != nil {
+			return
+		}
+		r.Failure = &JobFailure{Reason: truncateReason(reason), At: s.now().UTC()}
+	})
+}
+
+// Touch records that job id's publisher is still publishing (its UpdatedAt), so the reaper
+// leaves it alone.
+func (s *JobStore) Touch(ctx context.Context, id string) error {
+	_, err := s.update(ctx, id, func(*jobRecord) {})
+	return err
+}
+
+// maxReasonBytes bounds a failure reason kept in the job record.
+const maxReasonBytes = 1024
+
+func truncateReason(s string) string {
+	if len(s) <= maxReasonBytes {
+		return s
+	}
+	n := maxReasonBytes
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n] + "…"
+}
+
+// ReaperConfig configures RunJobReaper.
+type ReaperConfig struct {
+	// After is how long an unsealed job may go without an update before it is failed. Default
+	// 10 minutes: a loader touches the jobs it publishes every minute (loaderTouchEvery), and
+	// workers update a job with every batch they write.
+	After time.Duration
+	// Every is how often the jobs are scanned. Default 1 minute. A scan reads every job record.
+	Every time.Duration
+}
+
+// RunJobReaper fails jobs left open by a publisher that vanished (a crashed loader, an API
+// process killed mid-upload): an unsealed job without a failure and without an update for
+// cfg.After is failed with that reason, so no job stays pending for ever. It scans until ctx
+// ends and returns nil then; scan errors go to onErr (may be nil) and the next scan runs. Any
+// number of processes may run it: each change is a compare-and-set, and a job updated
+// meanwhile is left alone.
+func RunJobReaper(ctx context.Context, jobs *JobStore, cfg ReaperConfig, onErr func(error)) error {
+	if cfg.After <= 0 {
+		cfg.After = 10 * time.Minute
+	}
+	if cfg.Every <= 0 {
+		cfg.Every = time.Minute
+	}
+	t := time.NewTicker(cfg.Every)
+	defer t.Stop()
+	for {
+		if _, err := jobs.Reap(ctx, cfg.After); err != nil && onErr != nil && ctx.Err() == nil {
+			onErr(err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// Reap fails every unsealed job without a failure that has had no update for after, and
+// returns their ids (RunJobReaper's scan). It reads every job record.
+func (s *JobStore) Reap(ctx context.Context, after time.Duration) ([]string, error) {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("reap jobs: %w", err)
+	}
+	stale := func(r *jobRecord) bool {
+		return !r.Sealed && r.Failure == nil && s.now().Sub(r.UpdatedAt) > after
+	}
+	var reaped []string
+	var errs []error
+	for key := range lister.Keys() {
+		if strings.Contains(key, ".") {
+			continue
+		}
+		rec, _, err := s.load(ctx, key)
+		if err != nil || !stale(rec) {
+			continue
+		}
+		reason := fmt.Sprintf("its publisher stopped before sealing it: no update for %s (submit the same file again to resume it)", after)
+		changed := false
+		if _, err := s.modify(ctx, key, func(r *jobRecord) bool {
+			if changed = stale(r); changed {
+				r.Failure = &JobFailure{Reason: reason, At: s.now().UTC()}
+			}
+			return changed
+		}); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if changed {
+			reaped = append(reaped, key)
+		}
+	}
+	return reaped, errors.Join(errs...)
 }
 
 // Seal records a job's seal event: its totals and issues. Sealing twice is harmless.

@@ -29,6 +29,11 @@ import (
 // a file that cannot be parsed): retrying the same input cannot help.
 var ErrBadInput = errors.New("bad input")
 
+// ErrBusy is returned by Load, before any job is opened, when the process's publish scheduler
+// has more batches waiting than it queues (sources/jetstream.Admission.Busy): the caller
+// should come back shortly (the API answers 503 with Retry-After).
+var ErrBusy = errors.New("too many publishes waiting; retry shortly")
+
 // LoaderConfig configures a Loader.
 type LoaderConfig struct {
 	// JS is the JetStream context. Required.
@@ -38,7 +43,9 @@ type LoaderConfig struct {
 	// Document is the document configuration the workers use; the loader validates every item
 	// with it, so an item that can never be written is rejected at intake with its index.
 	Document document.Config
-	// Batch configures atomic publishing.
+	// Batch configures atomic publishing. Its Admission, shared by every loader of the process
+	// (and its commands), bounds the atomic batches open on the broker; when too many wait,
+	// Load refuses new jobs with ErrBusy.
 	Batch sjs.BatchWriterConfig
 	// MaxMessageBytes is the largest chunk payload published. Default
 	// schemas.DefaultMaxMessageBytes less room for headers.
@@ -124,6 +131,8 @@ type LoadResult struct {
 	// Existing is true when the same content was already loaded as this job: nothing was
 	// published again.
 	Existing bool `json:"existing"`
+
+	opened bool // this call opened (or resumed) the job: a failure after it fails the job
 }
 
 // JobID returns the job id of a file's content in env: the same content in the same env
@@ -155,6 +164,9 @@ func (l *Loader) Load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 		}
 	}
 	res, err := l.load(ctx, req)
+	if err != nil && res.opened {
+		l.failJob(ctx, res.JobID, err)
+	}
 	if err != nil || req.IdempotencyKey == "" {
 		return res, err
 	}
@@ -167,6 +179,37 @@ func (l *Loader) Load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 		return l.existing(ctx, first, req)
 	}
 	return res, nil
+}
+
+// failJob records that publishing job id failed after it was opened, so that it does not
+// stay pending for ever (1,000 concurrent uploads left half of their jobs pending with total
+// 0, issue 12). It runs even when ctx ended (the client left), bounded by a few seconds; if
+// it cannot be recorded, the reaper (RunJobReaper) fails the job later.
+func (l *Loader) failJob(ctx context.Context, id string, cause error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	_, _ = l.cfg.Jobs.Fail(ctx, id, "publishing stopped before the job was sealed: "+cause.Error())
+}
+
+// loaderTouchEvery is how often a loader marks a job it is still publishing as alive, far
+// within the reaper's default 10 minutes.
+const loaderTouchEvery = time.Minute
+
+// toucher marks a job alive every loaderTouchEvery while it is published.
+type toucher struct {
+	jobs *JobStore
+	id   string
+	last time.Time
+}
+
+// touch updates the job if loaderTouchEvery passed since the last time. A failed update is
+// left for the next one.
+func (t *toucher) touch(ctx context.Context) {
+	if time.Since(t.last) < loaderTouchEvery {
+		return
+	}
+	t.last = time.Now()
+	_ = t.jobs.Touch(ctx, t.id)
 }
 
 // existing reports job id as an earlier submission's job.
@@ -210,6 +253,11 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 	} else if err != nil && !errors.Is(err, ErrJobNotFound) {
 		return res, fmt.Errorf("look up job %s: %w", jobID, err)
 	}
+	// Admission before a job exists: refused now, the caller retries and nothing is left
+	// behind. Once opened, a job's batches wait their turn.
+	if l.cfg.Batch.Admission.Busy() {
+		return res, ErrBusy
+	}
 
 	f, err := os.Open(path)
 	if err != nil {
@@ -250,13 +298,15 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 	// The loader records open and seal in the job store itself, so the job is visible (and a
 	// resubmission recognised) at once; the events carry the same facts for the workers, which
 	// apply them idempotently, and for producers that publish without this loader.
-	if _, err := l.cfg.Jobs.Open(ctx, open); err != nil {
+	if _, err := l.cfg.Jobs.Resume(ctx, open); err != nil {
 		return res, err
 	}
+	res.opened = true
 	if err := l.publishEvent(ctx, req.Env, jobID+"/open", open); err != nil {
 		return res, err
 	}
 
+	alive := &toucher{jobs: l.cfg.Jobs, id: jobID, last: time.Now()}
 	w := sjs.NewBatchWriter(ctx, l.cfg.JS, l.cfg.Batch)
 	subject := schemas.ChunkSubject(req.Env)
 	reject := func(index int, id, reason string) {
@@ -299,6 +349,7 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 				return res, fmt.Errorf("publish job %s: %w", jobID, err)
 			}
 			res.Published++
+			alive.touch(ctx)
 		}
 		item, ierr = r.Next()
 	}
@@ -306,8 +357,8 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 		return res, fmt.Errorf("publish job %s: %w", jobID, err)
 	}
 	if !errors.Is(ierr, io.EOF) {
-		// The rest of the file cannot be read: the job stays open (unsealed); fix the file and
-		// resubmit with Force, or the same content resumes it.
+		// The rest of the file cannot be read: the job fails (Load records it) and stays
+		// unsealed; fix the file and resubmit with Force, or the same content resumes it.
 		return res, fmt.Errorf("%w: %s: %w", ErrBadInput, req.File, ierr)
 	}
 	seal := schemas.JobSeal{

@@ -30,7 +30,7 @@ func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	var wait *bool
 	switch sub {
 	case "ls":
-		state = fs.String("state", "", "only jobs in this state (pending, running, completed, completed_with_errors, rolled_back)")
+		state = fs.String("state", "", "only jobs in this state (pending, running, completed, completed_with_errors, rolled_back, failed)")
 		env = fs.String("env", "", "only jobs of this environment")
 		limit = fs.Int("limit", 50, "jobs per page")
 		cursor = fs.String("cursor", "", "page cursor from a previous listing")
@@ -91,6 +91,9 @@ func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		if err := showJob(stdout, job, *asJSON); err != nil {
 			return err
 		}
+		if job.State == pipeline.JobFailed {
+			return fmt.Errorf("job %s failed", job.JobID)
+		}
 		if job.Rejected+job.DeadLettered > 0 {
 			return errRejected
 		}
@@ -146,6 +149,9 @@ func showJob(w io.Writer, j pipeline.Job, asJSON bool) error {
 	fmt.Fprintf(tw, "created\t%s\n", j.CreatedAt.Local().Format(time.DateTime))
 	if j.CompletedAt != nil {
 		fmt.Fprintf(tw, "completed\t%s (%s)\n", j.CompletedAt.Local().Format(time.DateTime), j.CompletedAt.Sub(j.CreatedAt).Round(time.Millisecond))
+	}
+	if f := j.Failure; f != nil {
+		fmt.Fprintf(tw, "failed\t%s: %s\n", f.At.Local().Format(time.DateTime), f.Reason)
 	}
 	if r := j.Rollback; r != nil {
 		fmt.Fprintf(tw, "rollback\t%s by %s, %d documents deleted %s\n", r.State, r.RequestedBy, r.Deleted, r.Error)

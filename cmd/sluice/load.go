@@ -138,6 +138,9 @@ func loadOne(ctx context.Context, l *pipeline.Loader, jobs *pipeline.JobStore, p
 	s.State, s.Total, s.Written, s.Rejected, s.DeadLettered = job.State, job.Total, job.Written, job.Rejected, job.DeadLettered
 	s.Rejections, s.Warnings = job.Rejections, job.Warnings
 	s.ElapsedMS = time.Since(start).Milliseconds()
+	if f := job.Failure; job.State == pipeline.JobFailed && f != nil {
+		s.Error = "job " + res.JobID + " failed: " + f.Reason
+	}
 	return s
 }
 

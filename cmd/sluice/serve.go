@@ -107,7 +107,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 				return err
 			}
 		}
-		loader, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: b.js, Jobs: b.jobs, SpoolDir: c.DataDir + "/spool", Key: key})
+		// One publish scheduler for every upload of this process (issue 12).
+		loader, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: b.js, Jobs: b.jobs, SpoolDir: c.DataDir + "/spool", Key: key,
+			Batch: sjs.BatchWriterConfig{Admission: sjs.NewAdmission(sjs.AdmissionConfig{})}})
 		if err != nil {
 			return err
 		}
@@ -167,6 +169,12 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 		p.Go(func(ctx context.Context) error {
 			return graph.RunMarkerPruner(ctx, g, sjs.StreamGraph+":", 0, 0,
 				func(err error) { log.Warn("prune graph apply markers", "err", err) })
+		})
+		// Jobs left open by a publisher that vanished (an API process killed mid-upload) are
+		// failed after 10 minutes without an update, so none stays pending for ever.
+		p.Go(func(ctx context.Context) error {
+			return pipeline.RunJobReaper(ctx, b.jobs, pipeline.ReaperConfig{},
+				func(err error) { log.Warn("reap abandoned jobs", "err", err) })
 		})
 		// Messages that exhaust their deliveries without reaching the worker's own
 		// dead-lettering (a worker crashing on them) are captured from the server's advisories
@@ -271,6 +279,9 @@ func (s jobService) SubmitJob(ctx context.Context, req httpapi.SubmitRequest) (h
 	if err != nil {
 		if errors.Is(err, pipeline.ErrBadInput) {
 			return httpapi.SubmitResult{}, fmt.Errorf("%w: %w", httpapi.ErrBadRequest, err)
+		}
+		if errors.Is(err, pipeline.ErrBusy) {
+			return httpapi.SubmitResult{}, fmt.Errorf("%w: %w", httpapi.ErrBusy, err)
 		}
 		return httpapi.SubmitResult{}, err
 	}

@@ -100,6 +100,10 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 			s.problem(w, r, http.StatusRequestTimeout, fmt.Sprintf("The client sent no data for %s while uploading the file.", s.bodyIdleTimeout))
 		case errors.Is(err, ErrBadRequest):
 			s.problem(w, r, http.StatusBadRequest, err.Error())
+		case errors.Is(err, ErrBusy):
+			s.metrics.rejected.WithLabelValues("admission").Inc()
+			s.tooBusy(w, r, http.StatusServiceUnavailable, retryBusy*time.Second,
+				"The server is publishing as many jobs as it queues; no job was created. Retry shortly.")
 		case r.Context().Err() != nil:
 			// The client went away; nobody reads the answer.
 			s.log.DebugContext(r.Context(), "job submission abandoned by client", "file", file, "env", env, "error", err)
@@ -116,6 +120,10 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 	}
 	s.writeJSON(w, r, status, res)
 }
+
+// retryBusy is the Retry-After, in seconds, of a job refused by admission control: batches
+// commit in milliseconds, so the queue moves fast.
+const retryBusy = 1
 
 // spoolFull answers 503: the uploads being received fill the spool budget.
 func (s *Server) spoolFull(w http.ResponseWriter, r *http.Request) {

@@ -26,6 +26,11 @@ var ErrNotFound = errors.New("not found")
 // not contain internals.
 var ErrBadRequest = errors.New("bad request")
 
+// ErrBusy is wrapped by JobService.SubmitJob when the server refuses a new job for now, before
+// opening it, because its publish scheduler is full (admission control). The API answers 503
+// with Retry-After: 1; nothing was created, so sending the same request again is safe.
+var ErrBusy = errors.New("busy")
+
 // JobService publishes load jobs and reports their state. Implementations must be safe for
 // concurrent use.
 type JobService interface {

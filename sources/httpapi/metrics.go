@@ -20,7 +20,7 @@ type httpMetrics struct {
 	duration *prometheus.HistogramVec // method, route
 	inFlight prometheus.Gauge
 	// rejected counts requests and connections turned away by a limit, by reason:
-	// connections, rate, feeds, spool, unavailable.
+	// connections, rate, feeds, spool, unavailable, admission.
 	rejected *prometheus.CounterVec
 }
 

@@ -60,7 +60,7 @@ issue = {"type":"object","required":["index","reason"],"properties":{"index":{"t
 ts = {"type":"string","format":"date-time"}
 schemas = {
  "Problem": {"type":"object","description":"RFC 9457 problem details.","required":["type","title","status"],"properties":{"type":{"type":"string"},"title":{"type":"string"},"status":{"type":"integer"},"detail":{"type":"string"},"instance":{"type":"string"},"request_id":{"type":"string"},"checks":{"type":"object","additionalProperties":{"type":"string"},"description":"GET /readyz only: each check's answer."}}},
- "JobState": {"type":"string","enum":["pending","running","completed","completed_with_errors","rolled_back"]},
+ "JobState": {"type":"string","enum":["pending","running","completed","completed_with_errors","rolled_back","failed"]},
  "ErrorClass": {"type":"string","enum":["validation","limit","rejected","auth","transient","exhausted"]},
  "ItemIssue": issue,
  "Rollback": {"type":"object","required":["state","requested_at","deleted"],"properties":{"state":{"type":"string","enum":["requested","done","failed"]},"requested_by":{"type":"string"},"requested_at":ts,"finished_at":ts,"deleted":{"type":"integer"},"error":{"type":"string"}}},
@@ -111,6 +111,6 @@ for path, ops in paths.items():
             resp["429"] = limited("Too many requests of this kind from this token (per-token rate limit), or, for change feeds, too many open at once.")
         scopes = [sc for req in op.get("security", []) for sc in req.get("bearer", [])]
         if (method != "get" and any(sc in ("write", "admin") for sc in scopes)) or path.startswith("/v1/graph/nodes"):
-            resp["503"] = limited("The broker is unavailable, a dependency did not answer in time, or (uploads) the upload spool is full; retry after Retry-After.")
+            resp["503"] = limited("The broker is unavailable, a dependency did not answer in time, or (uploads) the upload spool or the publish queue is full (admission: no job was created); retry after Retry-After.")
 paths["/v1/graph/nodes/{id}/neighbors"]["get"]["responses"]["422"] = problem_resp("The traversal visits more nodes than the server allows (graph visit budget); ask for a smaller depth or fewer edge types.")
 print(json.dumps(doc, indent=2))

@@ -22,7 +22,9 @@ const MaxAtomicBatch = 1000
 // If the server rejects the batch because a Nats-Msg-Id in it is already stored (error 10201:
 // a batch retried after a lost ack, or a resubmitted job), PublishAtomic publishes the messages
 // one by one instead, letting the server drop the ones it already has. So a retried call is
-// safe: every message ends up stored exactly once within the duplicate window.
+// safe: every message ends up stored exactly once within the duplicate window. A refusal
+// that passes (the server's limit of open batches, no JetStream answer) is tried again with
+// backoff, up to ≈10 s.
 func PublishAtomic(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg) error {
 	if len(msgs) == 0 {
 		return nil
@@ -30,7 +32,11 @@ func PublishAtomic(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg
 	if len(msgs) > MaxAtomicBatch {
 		return fmt.Errorf("atomic batch of %d messages exceeds %d", len(msgs), MaxAtomicBatch)
 	}
-	_, err := jetstreamext.PublishMsgBatch(ctx, js, msgs)
+	// A refusal that passes (the server's batch limit, 10210) is tried again with backoff.
+	err := withRetry(ctx, func() error {
+		_, err := jetstreamext.PublishMsgBatch(ctx, js, msgs)
+		return err
+	})
 	if err == nil {
 		return nil
 	}
@@ -77,6 +83,9 @@ type BatchWriterConfig struct {
 	// is; it bounds the memory the writer and the server hold for uncommitted batches, and it
 	// stays far below nats-server's limit of 50 atomic batches in flight per stream.
 	Concurrency int
+	// Admission is the process's publish scheduler: every batch takes one of its slots while
+	// it is open on the server. Optional: nil bounds only this writer (Concurrency).
+	Admission *Admission
 	// Unordered lets batches commit in any order, each as soon as it is staged. Optional,
 	// default false. Only for messages whose relative order does not matter (benchmarks of
 	// the old behaviour); Sluice's loaders never set it.
@@ -150,11 +159,18 @@ func (w *BatchWriter) flush() error {
 	case <-w.ctx.Done():
 		return w.ctx.Err()
 	}
+	// The process-wide slot is taken in the adding goroutine, batch after batch, so a
+	// writer's earliest open batch always holds one: waiting for it cannot deadlock.
+	release, err := w.cfg.Admission.Acquire(w.ctx)
+	if err != nil {
+		<-w.sem
+		return err
+	}
 	prev, done := w.prev, make(chan struct{})
 	w.prev = done
 	w.wg.Add(1)
 	go func() {
-		defer func() { close(done); <-w.sem; w.wg.Done() }()
+		defer func() { release(); close(done); <-w.sem; w.wg.Done() }()
 		var err error
 		if w.cfg.Unordered {
 			err = PublishAtomic(w.ctx, w.js, batch)

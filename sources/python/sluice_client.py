@@ -62,14 +62,17 @@ idempotency_key=None) -> dict``
 ``Client.get_job(job_id) -> dict``
     The job: ``{"job_id", "env", "state", "total", "published", "written", "rejected",
     "dead_lettered", "rejections", "warnings", "created_at", ...}``. ``state`` is ``pending``,
-    ``running``, ``completed`` or ``completed_with_errors``. Raises ``SluiceError`` (404) for an
+    ``running``, ``completed``, ``completed_with_errors``, ``rolled_back`` or ``failed`` (its
+    publisher stopped before sealing it; ``failure`` says why). Raises ``SluiceError`` (404) for an
     unknown id.
 
 ``Client.wait(job_id, timeout=None, poll_interval=0.5, progress=None,
 raise_on_errors=True) -> dict``
-    Polls ``get_job`` until the job is ``completed`` or ``completed_with_errors`` and returns the
+    Polls ``get_job`` until the job ends (one of ``DONE_STATES``: ``completed``,
+    ``completed_with_errors``, ``failed``, ``rolled_back``) and returns the
     final job. ``progress(job)`` is called with the first job seen and again whenever its state
-    or counts change (so at least once). Raises ``JobFailed`` for ``completed_with_errors`` when
+    or counts change (so at least once). Raises ``JobFailed`` for ``completed_with_errors`` or
+    ``failed`` when
     ``raise_on_errors``, and the built-in ``TimeoutError`` when ``timeout`` seconds pass first.
     Answers 502/503/504 and lost connections are retried (at most 5 in a row).
 
@@ -104,7 +107,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Tuple
 __all__ = ["Client", "SluiceError", "JobFailed", "DONE_STATES", "main"]
 
 #: Job states after which nothing changes any more.
-DONE_STATES = ("completed", "completed_with_errors")
+DONE_STATES = ("completed", "completed_with_errors", "failed", "rolled_back")
 
 _DEFAULT_URL = "http://127.0.0.1:8080"
 _ENVS = ("dev", "test", "prod")
@@ -165,7 +168,7 @@ def _failure_message(job: Dict[str, Any]) -> str:
 
 
 def _failed(job: Dict[str, Any]) -> bool:
-    return (job.get("state") == "completed_with_errors" or bool(job.get("rejected"))
+    return (job.get("state") in ("completed_with_errors", "failed") or bool(job.get("rejected"))
             or bool(job.get("dead_lettered")))
 
 

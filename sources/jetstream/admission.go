@@ -1,0 +1,139 @@
+package jetstream
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// ServerMaxAtomicInflight is nats-server's default limit on atomic batches open at once per
+// stream (jetstream { limits { max_batch_inflight_per_stream } }); one more is refused with
+// error 10210 "atomic publish too many inflight".
+const ServerMaxAtomicInflight = 50
+
+// AdmissionConfig configures an Admission.
+type AdmissionConfig struct {
+	// MaxInFlight bounds the atomic batches this process has open on the broker at once,
+	// across every writer. Default 32: below the server's per-stream limit of 50
+	// (ServerMaxAtomicInflight) with room for another process's batches. With several
+	// publishing processes on one broker, keep their sum near the server's limit: a batch the
+	// server refuses anyway (10210) is retried with backoff.
+	MaxInFlight int
+	// MaxQueued is how many batches may wait for a slot before Busy reports true, so that an
+	// API refuses new jobs (503 with Retry-After) instead of queueing without bound. Default
+	// 8 × MaxInFlight. Writers already admitted keep waiting their turn: their job is open.
+	MaxQueued int
+}
+
+// Admission is the publish scheduler one process shares between all of its writers (loads,
+// HTTP jobs, commands): each atomic batch takes one of MaxInFlight slots before it opens on
+// the broker and gives it back once committed or abandoned. Waiting writers are served in
+// order of arrival, batch by batch, so a large upload cannot starve a small one. Without it,
+// 1,000 concurrent uploads each kept up to 4 batches open and the server refused half of them
+// with 10210 (issue 12). Safe for concurrent use; the zero value is not usable, use
+// NewAdmission. A nil *Admission admits everything at once.
+type Admission struct {
+	cfg    AdmissionConfig
+	slots  chan struct{}
+	queued atomic.Int64
+	inUse  atomic.Int64
+}
+
+// NewAdmission returns a scheduler with cfg's bounds.
+func NewAdmission(cfg AdmissionConfig) *Admission {
+	if cfg.MaxInFlight <= 0 {
+		cfg.MaxInFlight = 32
+	}
+	if cfg.MaxQueued <= 0 {
+		cfg.MaxQueued = 8 * cfg.MaxInFlight
+	}
+	return &Admission{cfg: cfg, slots: make(chan struct{}, cfg.MaxInFlight)}
+}
+
+// Acquire waits for a slot, in order of arrival, and returns the function that gives it
+// back (call it once). It returns ctx's error if ctx ends first.
+func (a *Admission) Acquire(ctx context.Context) (release func(), err error) {
+	if a == nil {
+		return func() {}, nil
+	}
+	a.queued.Add(1)
+	defer a.queued.Add(-1)
+	select {
+	case a.slots <- struct{}{}:
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	a.inUse.Add(1)
+	var once atomic.Bool
+	return func() {
+		if once.CompareAndSwap(false, true) {
+			a.inUse.Add(-1)
+			<-a.slots
+		}
+	}, nil
+}
+
+// Busy reports whether more batches wait for a slot than MaxQueued: new work should be
+// refused (503 with Retry-After) rather than queued. It does not block.
+func (a *Admission) Busy() bool {
+	return a != nil && a.queued.Load() > int64(a.cfg.MaxQueued)
+}
+
+// Stats returns the batches open and waiting now, for metrics.
+func (a *Admission) Stats() (inFlight, queued int64) {
+	if a == nil {
+		return 0, 0
+	}
+	return a.inUse.Load(), a.queued.Load()
+}
+
+// publishRetryFor bounds how long a publish refused for a passing reason (the server's batch
+// limit, JetStream unavailable, no answer in time) is tried again, with backoff from 50 ms
+// doubling to 2 s: a little over the server's batch timeout (10 s), after which the batches
+// of a publisher that vanished no longer count against the limit.
+const publishRetryFor = 15 * time.Second
+
+// transientPublish reports whether err refused a publish for a reason that passes: the
+// server's atomic batch limit (10210, 10211, both HTTP-429 style), JetStream unavailable
+// (503), or no answer in time. A publish retried after a lost answer is safe: every message has a Nats-Msg-Id,
+// and a batch with one already stored falls back to one by one (PublishAtomic).
+func transientPublish(err error) bool {
+	var apiErr *jetstream.APIError
+	if errors.As(err, &apiErr) {
+		return apiErr.ErrorCode == jsErrCodeAtomicTooManyInflight || apiErr.ErrorCode == jsErrCodeBatchTooManyInflight ||
+			apiErr.Code == 429 || apiErr.Code == 503
+	}
+	// No responders is left out: it means no stream stores the subject.
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, context.DeadlineExceeded)
+}
+
+// nats-server's error codes for a batch over its in-flight limits (orbit.go names none).
+const (
+	jsErrCodeAtomicTooManyInflight jetstream.ErrorCode = 10210 // atomic publish too many inflight
+	jsErrCodeBatchTooManyInflight  jetstream.ErrorCode = 10211 // batch publish too many inflight
+)
+
+// withRetry runs publish until it succeeds, fails for a reason that does not pass, has been
+// tried for publishRetryFor, or ctx ends.
+func withRetry(ctx context.Context, publish func() error) error {
+	delay := 50 * time.Millisecond
+	for deadline := time.Now().Add(publishRetryFor); ; {
+		err := publish()
+		if err == nil || !transientPublish(err) || ctx.Err() != nil || time.Now().After(deadline) {
+			return err
+		}
+		t := time.NewTimer(delay/2 + time.Duration(jitter(int64(delay/2)+1)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		delay = min(2*delay, 2*time.Second)
+	}
+}

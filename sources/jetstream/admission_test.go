@@ -1,0 +1,208 @@
+package jetstream_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/synadia-io/orbit.go/jetstreamext"
+
+	sjs "github.com/sluice-dev/sluice/sources/jetstream"
+)
+
+// Issue 12: 1,000 concurrent job submissions each kept up to four atomic batches open, nothing
+// bounded them across requests, and nats-server (50 open batches per stream) refused more than
+// half with 10210 "atomic publish too many inflight" — HTTP 500s and orphaned jobs. With one
+// Admission shared by every writer, 200 writers at once (each up to 4 batches of 10) all
+// finish, every message is stored once, each writer's messages in the order it added them,
+// and never more than MaxInFlight batches are open.
+func TestAdmissionLetsManyWritersShareTheServerLimit(t *testing.T) {
+	js, p := setup(t, sjs.ProvisionConfig{})
+	adm := sjs.NewAdmission(sjs.AdmissionConfig{MaxInFlight: 24})
+	const writers, each = 200, 40
+	var peak atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if in, _ := adm.Stats(); in > peak.Load() {
+				peak.Store(in)
+			}
+			time.Sleep(100 * time.Microsecond)
+		}
+	}()
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for w := range writers {
+		wg.Go(func() {
+			bw := sjs.NewBatchWriter(context.Background(), js, sjs.BatchWriterConfig{BatchSize: 10, Concurrency: 4, Admission: adm})
+			for i := range each {
+				if err := bw.Add(chunkMsg(fmt.Sprintf("w%03d-%03d", w, i))); err != nil {
+					errs <- err
+					return
+				}
+			}
+			if err := bw.Close(); err != nil {
+				errs <- fmt.Errorf("writer %d: %w", w, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	<-sampled
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	ids := streamOrder(t, p.Chunks)
+	if len(ids) != writers*each {
+		t.Fatalf("stream holds %d messages, want %d", len(ids), writers*each)
+	}
+	next := map[string]int{}
+	for _, id := range ids {
+		var w, i int
+		if _, err := fmt.Sscanf(id, "w%03d-%03d", &w, &i); err != nil {
+			t.Fatal(err)
+		}
+		key := fmt.Sprint(w)
+		if i != next[key] {
+			t.Fatalf("writer %d: message %d stored where %d was due", w, i, next[key])
+		}
+		next[key]++
+	}
+	if got := peak.Load(); got > 24 {
+		t.Fatalf("%d batches open at once, over MaxInFlight 24", got)
+	}
+	if in, q := adm.Stats(); in != 0 || q != 0 {
+		t.Fatalf("after every writer closed: %d slots held, %d waiting", in, q)
+	}
+}
+
+// Busy says when more batches wait than MaxQueued, so the API refuses new jobs instead of
+// queueing them without bound; waiters are served in order of arrival; a waiter whose context
+// ends leaves the queue; release is idempotent.
+func TestAdmissionQueueAndBusy(t *testing.T) {
+	adm := sjs.NewAdmission(sjs.AdmissionConfig{MaxInFlight: 1, MaxQueued: 2})
+	ctx := context.Background()
+	first, err := adm.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := make(chan int, 3)
+	var wg sync.WaitGroup
+	for i := range 3 {
+		wg.Go(func() {
+			rel, err := adm.Acquire(ctx)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			order <- i
+			rel()
+		})
+		// Each waiter is queued before the next starts.
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			if _, q := adm.Stats(); q == int64(i+1) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("waiter not queued")
+			}
+		}
+	}
+	if !adm.Busy() {
+		t.Fatal("3 waiting with MaxQueued 2: Busy is false")
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	if _, err := adm.Acquire(cctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Acquire with a cancelled context: %v", err)
+	}
+	first()
+	first() // idempotent: gives back one slot, not two
+	wg.Wait()
+	close(order)
+	want := 0
+	for got := range order {
+		if got != want {
+			t.Fatalf("waiter %d served as number %d: not in order of arrival", got, want)
+		}
+		want++
+	}
+	if adm.Busy() {
+		t.Fatal("Busy after the queue emptied")
+	}
+	if in, q := adm.Stats(); in != 0 || q != 0 {
+		t.Fatalf("%d held, %d waiting at the end", in, q)
+	}
+	var none *sjs.Admission
+	rel, err := none.Acquire(ctx)
+	if err != nil || none.Busy() {
+		t.Fatal("a nil Admission must admit everything")
+	}
+	rel()
+}
+
+// A batch the server refuses because its open batches are at the limit (10210) is tried again
+// with backoff instead of failing the job: here 50 batches of another publisher hold the
+// limit for 300 ms, then commit.
+func TestPublishAtomicWaitsOutTheServerBatchLimit(t *testing.T) {
+	js, p := setup(t, sjs.ProvisionConfig{})
+	var open []jetstreamext.BatchPublisher
+	for i := range sjs.ServerMaxAtomicInflight {
+		bp, err := jetstreamext.NewBatchPublisher(js)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := bp.AddMsg(chunkMsg(fmt.Sprintf("held%02d", i))); err != nil {
+			t.Fatal(err)
+		}
+		open = append(open, bp)
+	}
+	probe, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+	defer cancel()
+	if err := sjs.PublishAtomic(probe, js, []*nats.Msg{chunkMsg("probe")}); err == nil {
+		// If the server let this one through, the test proves nothing.
+		t.Fatal("the server took a batch over its limit: the test does not reach 10210")
+	}
+	committed := make(chan error, 1)
+	go func() {
+		time.Sleep(300 * time.Millisecond)
+		var errs []error
+		for i, bp := range open {
+			_, err := bp.CommitMsg(context.Background(), chunkMsg(fmt.Sprintf("held%02d-end", i)))
+			errs = append(errs, err)
+		}
+		committed <- errors.Join(errs...)
+	}()
+	if err := sjs.PublishAtomic(context.Background(), js, []*nats.Msg{chunkMsg("c00000"), chunkMsg("c00001")}); err != nil {
+		t.Fatalf("publish while the server's batch limit is full for 300 ms: %v", err)
+	}
+	if err := <-committed; err != nil {
+		t.Fatal(err)
+	}
+	ids := streamOrder(t, p.Chunks)
+	if n := len(ids); n != 2*sjs.ServerMaxAtomicInflight+2 {
+		t.Fatalf("stream holds %d messages, want %d", n, 2*sjs.ServerMaxAtomicInflight+2)
+	}
+	found := 0
+	for _, id := range ids {
+		if id == "c00000" || id == "c00001" {
+			found++
+		}
+	}
+	if found != 2 {
+		t.Fatalf("the retried batch stored %d of its 2 messages: %v", found, ids)
+	}
+}
