@@ -56,6 +56,10 @@ const (
 	// the server's consumer limit. Follow pulls continuously, so a live feed never idles
 	// this long.
 	feedInactiveThreshold = 30 * time.Second
+	// feedCreateTimeout bounds creating a feed's consumer, nats.go's default API timeout. The
+	// create does not end with Follow's ctx (see Follow), so a client that leaves while the
+	// broker is slow to answer holds its handler this long at most.
+	feedCreateTimeout = 5 * time.Second
 	// feedDeleteTimeout bounds deleting a feed's consumer when Follow ends.
 	feedDeleteTimeout = 2 * time.Second
 )
@@ -75,13 +79,25 @@ func (f *EventFeed) Follow(ctx context.Context, since int64, fn func(Event) erro
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = uint64(since) + 1
 	}
-	cons, err := f.js.OrderedConsumer(ctx, sjs.StreamEvents, cfg)
+	if err := ctx.Err(); err != nil {
+		return err // the client left before anything was created
+	}
+	// The create runs under its own deadline, not ctx: a create request cancelled in flight
+	// (an HTTP client that drops its connection right after the response head) returns
+	// context.Canceled here while the broker still creates the consumer, which nothing would
+	// then delete until the server's InactiveThreshold. Completed, it is deleted below.
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(ctx), feedCreateTimeout)
+	cons, err := f.js.OrderedConsumer(cctx, sjs.StreamEvents, cfg)
+	ccancel()
 	if err != nil {
 		return fmt.Errorf("follow change feed: %w", err)
 	}
 	// Each Follow creates a server-side consumer; delete it as soon as the feed ends (the
 	// ordered consumer's Stop only unsubscribes), whatever ended it.
 	defer f.deleteConsumer(ctx, cons)
+	if err := ctx.Err(); err != nil {
+		return err // the client left while the consumer was being created
+	}
 	it, err := cons.Messages(jetstream.PullMaxMessages(256))
 	if err != nil {
 		return fmt.Errorf("follow change feed: %w", err)

@@ -67,6 +67,31 @@ func TestFollowLeavesNoConsumer(t *testing.T) {
 	}
 }
 
+// Regression: a Follow whose ctx ended while its consumer's create request was in flight (an
+// HTTP client that closed right after the response head) returned context.Canceled, but the
+// broker had created the consumer and nothing deleted it: it stayed until the server's
+// InactiveThreshold (27 of 40 such /v1/events requests). Now the create is not cut short by
+// ctx and whatever it created is deleted. The cancel delays sweep the create's round trip.
+func TestFollowCancelledWhileCreatingLeavesNoConsumer(t *testing.T) {
+	ce := newCmdEnv(t)
+	feed := pipeline.NewEventFeed(ce.js)
+	before := countConsumers(t, ce.js, sjs.StreamEvents)
+	const n = 40
+	for i := range n {
+		ctx, cancel := context.WithCancel(context.Background())
+		stop := time.AfterFunc(time.Duration(i)*50*time.Microsecond, cancel)
+		err := feed.Follow(ctx, pipeline.FeedFromNow, func(pipeline.Event) error { return nil })
+		stop.Stop()
+		cancel()
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("follow %d: %v, want context.Canceled", i, err)
+		}
+	}
+	if got := countConsumers(t, ce.js, sjs.StreamEvents); got != before {
+		t.Fatalf("%d consumers on %s after %d feeds cancelled while starting (%d before), want none left", got, sjs.StreamEvents, n, before)
+	}
+}
+
 // /v1/jobs/{id}/events watches the job's key: the watch must not leave its consumer either.
 func TestWatchJobLeavesNoConsumer(t *testing.T) {
 	e := newEnv(t, envOpts{})
@@ -83,15 +108,39 @@ func TestWatchJobLeavesNoConsumer(t *testing.T) {
 		}
 		cancel()
 	}
-	// Unsubscribing deletes the watch's consumer; give the server a moment to apply it.
-	deadline := time.Now().Add(5 * time.Second)
+	waitConsumers(t, e.js, stream, before, "20 job watches")
+
+	// Regression: a watch whose ctx ended while its consumer's create request was in flight
+	// (a /v1/jobs/{id}/events client that closed right after the response head) failed with
+	// context.Canceled while the broker created the consumer, which stayed until its
+	// inactivity threshold (5 s; 5 of 30 such requests against `sluice serve`). The cancel
+	// delays sweep the create's round trip.
+	for i := range 40 {
+		ctx, cancel := context.WithCancel(context.Background())
+		stop := time.AfterFunc(time.Duration(i)*50*time.Microsecond, cancel)
+		err := e.jobs.Watch(ctx, res.JobID, func(pipeline.Job) bool { return false })
+		stop.Stop()
+		cancel()
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("watch %d: %v, want context.Canceled", i, err)
+		}
+	}
+	waitConsumers(t, e.js, stream, before, "40 job watches cancelled while starting")
+}
+
+// waitConsumers waits up to 3 s (less than the 5 s after which the server drops an idle
+// watch's consumer by itself) for stream's consumers to be back to want.
+func waitConsumers(t *testing.T, js jetstream.JetStream, stream string, want int, after string) {
+	t.Helper()
+	// Unsubscribing deletes a watch's consumer; give the server a moment to apply it.
+	deadline := time.Now().Add(3 * time.Second)
 	for {
-		got := countConsumers(t, e.js, stream)
-		if got <= before {
-			break
+		got := countConsumers(t, js, stream)
+		if got <= want {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d consumers on %s after 20 job watches (%d before), want none left", got, stream, before)
+			t.Fatalf("%d consumers on %s after %s (%d before), want none left", got, stream, after, want)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}

@@ -494,11 +494,24 @@ func (s *JobStore) record(ctx context.Context, id string, marks []Mark) (Job, er
 // Watch calls fn with the job each time its record changes, starting with its current state,
 // until fn returns true, ctx ends (returning ctx's error), or the watch fails.
 func (s *JobStore) Watch(ctx context.Context, id string, fn func(Job) bool) error {
-	w, err := s.kv.Watch(ctx, id)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// The watch's consumer is created under a context that ctx does not cancel (nats.go
+	// bounds the create by its default API timeout): a create request cancelled in flight
+	// (an HTTP client that drops its connection right after the response head) fails here
+	// while the broker still creates the consumer, which then stays until its inactivity
+	// threshold. Once created, Stop below deletes it, whatever ended the watch.
+	wctx, wcancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer wcancel()
+	w, err := s.kv.Watch(wctx, id)
 	if err != nil {
 		return fmt.Errorf("watch job %s: %w", id, err)
 	}
 	defer func() { _ = w.Stop() }()
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	for {
 		select {
 		case <-ctx.Done():

@@ -10,3 +10,10 @@ func (s *Server) Patterns() []string { return s.patterns }
 
 // SpoolUsed is how many upload bytes are reserved in the spool budget.
 func SpoolUsed(s *Server) int64 { return s.spool.used.Load() }
+
+// OpenFeeds is how many change feeds principal holds open (its per-token feed slots taken).
+func OpenFeeds(s *Server, principal string) int {
+	s.limits.mu.Lock()
+	defer s.limits.mu.Unlock()
+	return s.limits.feeds[principal]
+}
