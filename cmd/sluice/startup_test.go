@@ -103,6 +103,23 @@ func TestServeSaysWhatItWaitsFor(t *testing.T) {
 		t.Fatalf("GET /v1/jobs while waiting = %v %d (Retry-After %q), want 503 with Retry-After", ok, p.code, p.retryAfter)
 	}
 
+	// The CLI started now waits out the 503s (Retry-After) and gets its answer once serve is up.
+	cli := exec.Command(binary, "jobs", "ls", "--json")
+	cli.Env = append(os.Environ(), "SLUICE_API_URL="+base)
+	cliOut, cliErr := &syncBuffer{}, &syncBuffer{}
+	cli.Stdout, cli.Stderr = cliOut, cliErr
+	if err := cli.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cliDone := make(chan error, 1)
+	go func() { cliDone <- cli.Wait() }()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(cliErr.String(), "sending again in"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("sluice jobs ls did not wait for the starting server; stderr: %s", cliErr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
 	// AstraDB comes back: the same port turns ready and takes a job.
 	double.SetFaultRate(0)
 	for deadline := time.Now().Add(40 * time.Second); ; {
@@ -113,6 +130,15 @@ func TestServeSaysWhatItWaitsFor(t *testing.T) {
 			t.Fatal("serve not ready 40 s after AstraDB came back")
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case err := <-cliDone:
+		if err != nil || !strings.Contains(cliErr.String(), "503 Service Unavailable") || !strings.Contains(cliErr.String(), "sending again in") {
+			t.Fatalf("sluice jobs ls during start-up: %v\nstdout: %s\nstderr: %s", err, cliOut.String(), cliErr.String())
+		}
+	case <-time.After(30 * time.Second):
+		_ = cli.Process.Kill()
+		t.Fatalf("sluice jobs ls still waiting 30 s after serve was ready; stderr: %s", cliErr.String())
 	}
 	body, err := os.ReadFile("../../testdata/chunks/passA_chunks.json")
 	if err != nil {
