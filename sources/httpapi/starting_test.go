@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -305,5 +306,49 @@ func TestNewClosesARefusedListener(t *testing.T) {
 	}
 	if _, err := ln2.Accept(); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("the listener of a failed New is still open: Accept = %v", err)
+	}
+}
+
+// A connection that never sends a request neither holds the handover past its bound (1 s)
+// nor, over MaxConns, takes a file descriptor: the one over the cap is answered 503 at once.
+func TestStartingSilentConnections(t *testing.T) {
+	ln, err := httpapi.Listen("127.0.0.1:0", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := httpapi.NewStarting(httpapi.StartingConfig{Listener: ln, MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	silent, err := net.Dial("tcp", st.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	over, err := net.Dial("tcp", st.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = over.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, _ := io.ReadAll(over)
+	over.Close()
+	if !strings.HasPrefix(string(b), "HTTP/1.1 503") || !strings.Contains(string(b), "Retry-After: 1") {
+		t.Fatalf("the connection over the cap got %q", b)
+	}
+
+	start := time.Now()
+	hl, err := st.Handover(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hl.Close()
+	if d := time.Since(start); d < 900*time.Millisecond || d > 3*time.Second {
+		t.Fatalf("Handover took %s with a silent connection, want about 1 s", d)
+	}
+	// The silent connection was closed by the starting server, not left behind.
+	_ = silent.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := silent.Read(make([]byte, 1)); n != 0 || !errors.Is(err, io.EOF) {
+		t.Fatalf("the silent connection is still open after Handover: %d, %v", n, err)
 	}
 }
