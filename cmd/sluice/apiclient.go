@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"flag"
@@ -10,20 +11,44 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 )
 
+// Waiting out 429 and 503, as the Python client does (sources/python/sluice_client.py).
+const (
+	// maxResends is how many times one request refused with 429 or 503 is sent again (so at
+	// most 9 sends): the server's rate limits refill within seconds, and a broker or store
+	// that stays away longer than 8 waits is an outage to report, not to hide.
+	maxResends = 8
+	// maxRetryWait caps one wait, whatever Retry-After says: a command-line user should see
+	// progress or an error within half a minute.
+	maxRetryWait = 30 * time.Second
+	// firstBackoff is the first wait when the answer has no usable Retry-After; it doubles up
+	// to maxRetryWait.
+	firstBackoff = time.Second
+	// attemptTimeout bounds one send of a request and the reading of its answer (not the
+	// event streams, which last as long as the job).
+	attemptTimeout = 60 * time.Second
+)
+
 // apiClient talks to a running sluice API for the operator commands (jobs, dlq). The token
-// comes from SLUICE_TOKEN and is never printed.
+// comes from SLUICE_TOKEN and is never printed. An answer 429 or 503 is waited out (its
+// Retry-After, else 1 s doubling, at most 30 s a wait) and the request sent again, up to 8
+// times, when sending it again is safe (see resendable); each wait is announced on stderr.
+// It is used by one command at a time.
 type apiClient struct {
-	base  string
-	token string
-	http  *http.Client
+	base   string
+	token  string
+	http   *http.Client
+	stderr io.Writer // waiting messages; nil discards them
+	// backoff is the first wait without Retry-After; a field so tests can shorten it.
+	backoff time.Duration
 }
 
-func bindAPI(fs *flag.FlagSet) *apiClient {
-	c := &apiClient{token: envOr("SLUICE_TOKEN", ""), http: &http.Client{Timeout: 0}}
+func bindAPI(fs *flag.FlagSet, stderr io.Writer) *apiClient {
+	c := &apiClient{token: envOr("SLUICE_TOKEN", ""), http: &http.Client{Timeout: 0}, stderr: stderr, backoff: firstBackoff}
 	fs.StringVar(&c.base, "api-url", envOr("SLUICE_API_URL", "http://127.0.0.1:8080"), "URL of the sluice API (SLUICE_API_URL); the token comes from SLUICE_TOKEN")
 	return c
 }
@@ -42,33 +67,33 @@ func (e *apiError) Error() string {
 	return fmt.Sprintf("%d %s", e.Status, e.Title)
 }
 
-// do sends a request and decodes a JSON answer into out (when not nil).
+// do sends a request and decodes a JSON answer into out (when not nil). A POST or DELETE is
+// sent again only after 429; use doIdempotent for one that may also be sent again after 503.
 func (c *apiClient) do(ctx context.Context, method, path string, query url.Values, body any, out any) error {
+	return c.doRequest(ctx, method, path, query, body, out, false)
+}
+
+// doIdempotent is do for a write whose repetition does no harm even after the server acted
+// on it in part, so a 503 may be waited out too. The caller says why in a comment.
+func (c *apiClient) doIdempotent(ctx context.Context, method, path string, query url.Values, body any, out any) error {
+	return c.doRequest(ctx, method, path, query, body, out, true)
+}
+
+func (c *apiClient) doRequest(ctx context.Context, method, path string, query url.Values, body any, out any, idempotent bool) error {
 	u := strings.TrimRight(c.base, "/") + path
 	if len(query) > 0 {
 		u += "?" + query.Encode()
 	}
-	var rd io.Reader
+	var b []byte
 	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
+		var err error
+		if b, err = json.Marshal(body); err != nil {
 			return err
 		}
-		rd = bytes.NewReader(b)
 	}
-	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, u, rd)
+	resp, err := c.send(ctx, method, u, path, b, idempotent, attemptTimeout, nil)
 	if err != nil {
 		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	c.auth(req)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("%s %s: %w", method, path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
@@ -81,6 +106,115 @@ func (c *apiClient) do(ctx context.Context, method, path string, query url.Value
 		return fmt.Errorf("%s %s: decode answer: %w", method, path, err)
 	}
 	return nil
+}
+
+// resendable reports whether a request answered status may be waited out and sent again.
+// Every 429 of this API is a refusal before anything was done (sources/httpapi, require: the
+// per-token rate limits and the change-feed cap are checked before the handler runs), so any
+// request may be sent again. A 503 is a refusal before acting too when it comes from the
+// connection cap (capListener, before the request is read), a broker known to be away
+// (require, before the handler), a full upload spool (pipeline.Loader spools an upload whole
+// before it publishes anything), or start-up (Starting) — but internalError
+// also answers 503 when a service failed part-way with a transient error (a publish that
+// timed out after others succeeded), so only a request that is safe to repeat is sent again
+// after 503: GET and HEAD, and writes the caller marked idempotent.
+func resendable(method string, status int, idempotent bool) bool {
+	switch status {
+	case http.StatusTooManyRequests:
+		return true
+	case http.StatusServiceUnavailable:
+		return method == http.MethodGet || method == http.MethodHead || idempotent
+	}
+	return false
+}
+
+// retryDelay is how long an answer asks the client to wait: Retry-After in seconds or as an
+// HTTP date (relative to now), else ok is false.
+func retryDelay(h http.Header, now time.Time) (d time.Duration, ok bool) {
+	v := strings.TrimSpace(h.Get("Retry-After"))
+	if v == "" {
+		return 0, false
+	}
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil {
+		if n < 0 {
+			return 0, false
+		}
+		return time.Duration(min(n, int64(maxRetryWait/time.Second))) * time.Second, true
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(0, t.Sub(now)), true
+	}
+	return 0, false
+}
+
+// send sends the request (body re-sent from b on every try) until the answer is not a
+// resendable 429/503, maxResends sends again have been made, or ctx ends, and returns the
+// last answer for the caller to read and close. Each try gets timeout (0: none) from its
+// send to the closing of its body. Each wait is announced once on stderr.
+func (c *apiClient) send(ctx context.Context, method, u, path string, b []byte, idempotent bool, timeout time.Duration, hdr http.Header) (*http.Response, error) {
+	backoff := cmp.Or(c.backoff, firstBackoff)
+	for resends := 0; ; resends++ {
+		actx, cancel := ctx, context.CancelFunc(func() {})
+		if timeout > 0 {
+			actx, cancel = context.WithTimeout(ctx, timeout)
+		}
+		var rd io.Reader
+		if b != nil {
+			rd = bytes.NewReader(b)
+		}
+		req, err := http.NewRequestWithContext(actx, method, u, rd)
+		if err != nil {
+			cancel()
+			return nil, err
+		}
+		for k, v := range hdr {
+			req.Header[k] = v
+		}
+		if b != nil {
+			req.Header.Set("Content-Type", "application/json")
+		}
+		c.auth(req)
+		resp, err := c.http.Do(req)
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("%s %s: %w", method, path, err)
+		}
+		resp.Body = cancelBody{resp.Body, cancel}
+		if resends >= maxResends || !resendable(method, resp.StatusCode, idempotent) {
+			return resp, nil
+		}
+		wait, ok := retryDelay(resp.Header, time.Now())
+		if !ok {
+			wait = backoff
+			backoff = min(2*backoff, maxRetryWait)
+		}
+		wait = min(wait, maxRetryWait)
+		// The problem's detail says why (rate limit, broker away, starting): show it.
+		problem := decodeProblem(resp)
+		resp.Body.Close()
+		if c.stderr != nil {
+			fmt.Fprintf(c.stderr, "sluice: %s %s: %v — sending again in %s (%d of %d)\n", method, path, problem, wait, resends+1, maxResends)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("%s %s: gave up waiting after %v: %w", method, path, problem, context.Cause(ctx))
+		}
+	}
+}
+
+// cancelBody ends its request's context when the answer is closed.
+type cancelBody struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (b cancelBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 func (c *apiClient) auth(req *http.Request) {
@@ -101,15 +235,9 @@ func decodeProblem(resp *http.Response) error {
 // events reads a server-sent event stream, calling fn with each event's name and data until
 // the stream ends, fn returns true, or ctx ends.
 func (c *apiClient) events(ctx context.Context, path string, fn func(event string, data []byte) bool) error {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(c.base, "/")+path, nil)
+	resp, err := c.send(ctx, http.MethodGet, strings.TrimRight(c.base, "/")+path, path, nil, false, 0, http.Header{"Accept": {"text/event-stream"}})
 	if err != nil {
 		return err
-	}
-	req.Header.Set("Accept", "text/event-stream")
-	c.auth(req)
-	resp, err := c.http.Do(req)
-	if err != nil {
-		return fmt.Errorf("GET %s: %w", path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {

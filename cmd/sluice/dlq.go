@@ -50,7 +50,7 @@ func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("dlq "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	api := bindAPI(fs)
+	api := bindAPI(fs, stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
 	var job, subject, class, since, until, cursor string
 	var limit int
@@ -193,7 +193,9 @@ func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			DryRun    bool `json:"dry_run"`
 			Truncated bool `json:"truncated"`
 		}
-		if err := api.do(ctx, "POST", "/v1/dlq/replay", nil, body, &res); err != nil {
+		// Replaying again is harmless (dlq.Store.Replay): an entry replayed already is gone or
+		// in progress, and a racing republish is deduplicated by its message id.
+		if err := api.doIdempotent(ctx, "POST", "/v1/dlq/replay", nil, body, &res); err != nil {
 			return err
 		}
 		if *asJSON {
@@ -233,7 +235,8 @@ func cmdDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		var res struct {
 			Purged int `json:"purged"`
 		}
-		if err := api.do(ctx, "DELETE", "/v1/dlq", filter, nil, &res); err != nil {
+		// Purging again deletes what still matches the filter: nothing more than was asked.
+		if err := api.doIdempotent(ctx, "DELETE", "/v1/dlq", filter, nil, &res); err != nil {
 			return err
 		}
 		if *asJSON {

@@ -23,7 +23,7 @@ func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	sub, args := args[0], args[1:]
 	fs := flag.NewFlagSet("jobs "+sub, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	api := bindAPI(fs)
+	api := bindAPI(fs, stderr)
 	asJSON := fs.Bool("json", false, "print JSON")
 	var state, env, cursor *string
 	var limit *int
@@ -100,7 +100,9 @@ func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		return nil
 	default: // rollback
 		var job pipeline.Job
-		if err := api.do(ctx, "DELETE", "/v1/jobs/"+url.PathEscape(fs.Arg(0)), nil, nil, &job); err != nil {
+		// Rolling back again is harmless: it deletes the job's documents, and those already
+		// deleted stay deleted (JobStore.RequestRollback keeps the first request).
+		if err := api.doIdempotent(ctx, "DELETE", "/v1/jobs/"+url.PathEscape(fs.Arg(0)), nil, nil, &job); err != nil {
 			return err
 		}
 		if *wait {

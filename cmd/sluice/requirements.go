@@ -48,6 +48,8 @@ type requirementsOptions struct {
 	Key    *sign.Key
 	Drain  time.Duration
 	Logger *slog.Logger
+	// Startup reports start-up waits (log, /readyz). Optional: the zero value reports nothing.
+	Startup startup
 }
 
 // startRequirements opens the requirements store (requirements.db in the data directory),
@@ -73,7 +75,7 @@ func startRequirements(ctx context.Context, c config, o requirementsOptions) (*r
 			return nil, fmt.Errorf("astra: %w", cerr)
 		}
 		var as *requirements.AstraStore
-		cerr = retryStartup(ctx, o.Logger, "AstraDB (requirements store)", func(ctx context.Context) error {
+		cerr = o.Startup.retry(ctx, "AstraDB (requirements store)", func(ctx context.Context) error {
 			var err error
 			as, err = requirements.OpenAstra(ctx, requirements.AstraConfig{Client: client, Validator: v})
 			return err

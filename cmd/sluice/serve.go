@@ -59,11 +59,36 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 			return fmt.Errorf("another sluice process already runs the embedded broker on %s (%s)", c.DataDir, ep.URL)
 		}
 	}
+	// The API's port is bound before anything opens: a port in use fails at once, and while the
+	// broker and stores open (AstraDB may answer 503 for a while) a starting server answers
+	// /healthz and says in /readyz what start-up waits for. The same listener then goes to the
+	// API, with no gap.
+	su := startup{log: log}
+	var tokens []httpapi.Token
+	if api {
+		if c.TokensFile != "" {
+			if tokens, err = httpapi.LoadTokens(c.TokensFile); err != nil {
+				return err
+			}
+		}
+		ln, err := httpapi.Listen(c.HTTPAddr, len(tokens) > 0)
+		if err != nil {
+			return err
+		}
+		if su.api, err = httpapi.NewStarting(httpapi.StartingConfig{Listener: ln, MaxConns: limits.MaxConns, Logger: log}); err != nil {
+			ln.Close()
+			return err
+		}
+		defer su.api.Close() // a start-up that fails; nothing after the handover
+		log.Info("HTTP API port bound; answering 503 until start-up ends", "addr", "http://"+su.api.Addr())
+	}
+	su.step("opening the broker")
 	b, err := openBroker(ctx, c, log, true)
 	if err != nil {
 		return err
 	}
 	defer b.close()
+	su.step("opening the document store")
 	sk, err := openSinks(ctx, c, log)
 	if err != nil {
 		return err
@@ -76,6 +101,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	su.step("opening the graph store")
 	g, err := openGraph(ctx, c, reg)
 	if err != nil {
 		return err
@@ -85,7 +111,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 	if err != nil {
 		return err
 	}
-	rq, err := startRequirements(ctx, c, requirementsOptions{JS: b.js, JobsKV: b.streams.JobsKV, Graph: g, Workers: workers, API: api, Key: key, Drain: *drain, Logger: log})
+	rq, err := startRequirements(ctx, c, requirementsOptions{JS: b.js, JobsKV: b.streams.JobsKV, Graph: g, Workers: workers, API: api, Key: key, Drain: *drain, Logger: log, Startup: su})
 	if err != nil {
 		return err
 	}
@@ -101,20 +127,19 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 	}
 	var srv *httpapi.Server
 	if api {
-		var tokens []httpapi.Token
-		if c.TokensFile != "" {
-			if tokens, err = httpapi.LoadTokens(c.TokensFile); err != nil {
-				return err
-			}
-		}
 		// One publish scheduler for every upload of this process (issue 12).
 		loader, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: b.js, Jobs: b.jobs, SpoolDir: c.DataDir + "/spool", Key: key,
 			Batch: sjs.BatchWriterConfig{Admission: sjs.NewAdmission(sjs.AdmissionConfig{})}})
 		if err != nil {
 			return err
 		}
+		ln, err := su.api.Handover(ctx)
+		if err != nil {
+			return err
+		}
 		srv, err = httpapi.New(httpapi.Config{
 			Addr:         c.HTTPAddr,
+			Listener:     ln,
 			Tokens:       tokens,
 			Jobs:         jobService{loader: loader, jobs: b.jobs},
 			Chunks:       chunkReader{sinks: sk, collection: "ttrpg_chunks_{env}"},

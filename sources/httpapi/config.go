@@ -184,8 +184,13 @@ func validateToken(t Token) error {
 // Config configures a Server. The zero value of each optional field means its default.
 type Config struct {
 	// Addr is the TCP address to listen on. Optional; default "127.0.0.1:8080". Port 0 picks a
-	// free port (see Server.Addr).
+	// free port (see Server.Addr). Ignored when Listener is set.
 	Addr string
+	// Listener, when set, is served instead of binding Addr: a listener bound earlier (see
+	// Listen) and handed over by Starting.Handover, so the port is held from the start of the
+	// process with no gap. The Server owns it from New on (Run and Close close it; so does New
+	// when it fails). Without Tokens it must be bound to loopback. Optional.
+	Listener net.Listener
 	// Tokens are the accepted bearer tokens. Optional: empty means no authentication, and then
 	// Addr must be a loopback address (127.0.0.0/8, ::1, localhost) or New fails.
 	Tokens []Token
@@ -296,9 +301,12 @@ func (c Config) Validate() error {
 		addr = DefaultAddr
 	}
 	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
+	switch {
+	case c.Listener != nil:
+		// Addr is not used; New checks the listener's address.
+	case err != nil:
 		errs = append(errs, fmt.Errorf("Addr %q: %w", addr, err))
-	} else if len(c.Tokens) == 0 && !isLoopbackHost(host) {
+	case len(c.Tokens) == 0 && !isLoopbackHost(host):
 		errs = append(errs, fmt.Errorf("Addr %q is not a loopback address: without Tokens the API serves loopback only (127.0.0.0/8, ::1, localhost); configure tokens to listen elsewhere", addr))
 	}
 	if err := ValidateTokens(c.Tokens); err != nil {

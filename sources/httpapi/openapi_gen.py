@@ -52,7 +52,7 @@ paths = {
    "requestBody":{"required":True,"content":{"application/json":{"schema":ref("ReplayRequest")}}},
    "responses":{"200":json_resp("What was (or, with dry_run, would be) replayed.",ref("ReplayResult")), **errs("400","413","501")}}},
  "/healthz": {"get":{"operationId":"health","summary":"Liveness","security":[],"responses":{"200":json_resp("Alive.",{"type":"object","required":["status"],"properties":{"status":{"const":"ok"}}})}}},
- "/readyz": {"get":{"operationId":"ready","summary":"Readiness: broker and store reachable","security":[],"responses":{"200":json_resp("Ready.",ref("Readiness")),"503":problem_resp("Not ready; checks says what each check answered.")}}},
+ "/readyz": {"get":{"operationId":"ready","summary":"Readiness: broker and store reachable","security":[],"responses":{"200":json_resp("Ready.",ref("Readiness")),"503":problem_resp("Not ready; checks says what each check answered. While the process starts (its port is bound before the broker and stores open) the only check is startup: what start-up does or waits for, with the last error; meanwhile /healthz answers 200 and every other route 503 with Retry-After.")}}},
  "/metrics": {"get":{"operationId":"metrics","summary":"Prometheus metrics","security":sec("read"),"responses":{"200":{"description":"Prometheus text format.","content":{"text/plain":{"schema":{"type":"string"}}}}, **errs()}}},
  "/openapi.json": {"get":{"operationId":"openapi","summary":"This document","security":[],"responses":{"200":json_resp("OpenAPI 3.1.",{"type":"object"})}}},
 }

@@ -27,6 +27,11 @@ func (s *Server) problem(w http.ResponseWriter, r *http.Request, status int, det
 
 // writeProblem fills in p's defaults (type, title, instance, request id) and writes it.
 func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, p problemDoc) {
+	writeProblemDoc(w, r, p)
+}
+
+// writeProblemDoc is writeProblem for handlers outside a Server (Starting).
+func writeProblemDoc(w http.ResponseWriter, r *http.Request, p problemDoc) {
 	if p.Type == "" {
 		p.Type = "about:blank"
 	}

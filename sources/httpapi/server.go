@@ -59,12 +59,16 @@ type Server struct {
 	closed  bool
 }
 
-// New validates cfg, registers the HTTP metrics and binds the listener, so a bad address or a
-// port in use fails here. The caller must then call Run (which closes the listener when it
-// returns) or Close. New does not start goroutines.
+// New validates cfg, registers the HTTP metrics and binds the listener (or takes
+// Config.Listener), so a bad address or a port in use fails here. The caller must then call
+// Run (which closes the listener when it returns) or Close. When New fails it closes
+// Config.Listener. New does not start goroutines.
 func New(cfg Config) (*Server, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
+		if cfg.Listener != nil {
+			cfg.Listener.Close()
+		}
 		return nil, fmt.Errorf("http api config: %w", err)
 	}
 	cfg.Ready = append([]Check(nil), cfg.Ready...)
@@ -76,19 +80,22 @@ func New(cfg Config) (*Server, error) {
 	}
 	m, err := newHTTPMetrics(reg)
 	if err != nil {
+		if cfg.Listener != nil {
+			cfg.Listener.Close()
+		}
 		return nil, err
 	}
 
-	ln, err := net.Listen("tcp", cfg.Addr)
-	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", cfg.Addr, err)
+	ln := cfg.Listener
+	if ln == nil {
+		if ln, err = Listen(cfg.Addr, len(cfg.Tokens) > 0); err != nil {
+			return nil, err
+		}
+	} else if err := checkLoopback(ln, len(cfg.Tokens) > 0); err != nil {
+		ln.Close()
+		return nil, err
 	}
 	loopback := isLoopbackAddr(ln.Addr())
-	// A name such as "localhost" passed Validate; make sure it really bound to loopback.
-	if len(cfg.Tokens) == 0 && !loopback {
-		ln.Close()
-		return nil, fmt.Errorf("listen on %s: bound to non-loopback %s without tokens; configure tokens or use a loopback address", cfg.Addr, ln.Addr())
-	}
 
 	s := &Server{
 		cfg:      cfg,
@@ -117,6 +124,40 @@ func New(cfg Config) (*Server, error) {
 	s.stopStreams = make(chan struct{})
 	s.srv.RegisterOnShutdown(func() { s.stopStreamsOnce.Do(func() { close(s.stopStreams) }) })
 	return s, nil
+}
+
+// Listen binds addr for the API, as New does when Config.Listener is nil: it fails at once on
+// a port in use, and without authenticated (no tokens) it refuses an address that is not
+// loopback, before and after binding (a name such as "localhost" might resolve elsewhere).
+// The caller owns the listener: pass it to NewStarting or Config.Listener, or close it.
+func Listen(addr string, authenticated bool) (net.Listener, error) {
+	if addr == "" {
+		addr = DefaultAddr
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	if !authenticated && !isLoopbackHost(host) {
+		return nil, fmt.Errorf("listen on %s: not a loopback address: without tokens the API serves loopback only (127.0.0.0/8, ::1, localhost); configure tokens to listen elsewhere", addr)
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	if err := checkLoopback(ln, authenticated); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// checkLoopback refuses a listener bound beyond loopback when the API has no tokens.
+func checkLoopback(ln net.Listener, authenticated bool) error {
+	if !authenticated && !isLoopbackAddr(ln.Addr()) {
+		return fmt.Errorf("listen on %s: bound to non-loopback %s without tokens; configure tokens or use a loopback address", ln.Addr(), ln.Addr())
+	}
+	return nil
 }
 
 // isLoopbackAddr reports whether a is a TCP address on a loopback interface.

@@ -1,0 +1,216 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
+)
+
+// probe is one answer of the starting or running API.
+type probe struct {
+	code       int
+	retryAfter string
+	body       []byte
+	checks     map[string]string
+}
+
+// get answers GET url, or ok=false when nothing answered.
+func get(url string) (p probe, ok bool) {
+	c := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	resp, err := c.Get(url)
+	if err != nil {
+		return p, false
+	}
+	defer resp.Body.Close()
+	p.code, p.retryAfter = resp.StatusCode, resp.Header.Get("Retry-After")
+	p.body, _ = io.ReadAll(resp.Body)
+	var doc struct {
+		Checks map[string]string `json:"checks"`
+	}
+	_ = json.Unmarshal(p.body, &doc)
+	p.checks = doc.Checks
+	return p, true
+}
+
+// Issue 11: while `serve` waited for AstraDB at start-up (retrying 503s), nothing listened on
+// the API's port, so an orchestrator could not tell "starting, waiting for AstraDB" from
+// "dead". Now the port is bound first: /healthz answers 200, /readyz 503 naming the wait and
+// its last error, other routes 503 with Retry-After; once AstraDB answers, the same port
+// serves the API and a job submitted there lands.
+func TestServeSaysWhatItWaitsFor(t *testing.T) {
+	double := dataapitest.New(dataapitest.Config{})
+	defer double.Close()
+	double.SetFaultRate(1, dataapitest.FaultHTTP503)
+	addr := freeAddr(t)
+	base := "http://" + addr
+	logs := &syncBuffer{}
+	cmd := exec.Command(binary, "serve", "--http-addr", addr, "--data-dir", filepath.Join(t.TempDir(), "data"))
+	cmd.Env = append(os.Environ(), "SLUICE_LOG_LEVEL=warn", "ASTRA_DB_API_ENDPOINT="+double.URL(), "ASTRA_DB_APPLICATION_TOKEN="+double.Token())
+	cmd.Stderr = logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+		if t.Failed() {
+			t.Logf("serve logs:\n%s", logs.String())
+		}
+	})
+
+	// /readyz names the wait once the first try failed.
+	var ready probe
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		p, ok := get(base + "/readyz")
+		if ok && strings.HasPrefix(p.checks["startup"], "waiting for AstraDB (requirements store)") {
+			ready = p
+			break
+		}
+		if ok && p.code == http.StatusOK {
+			t.Fatalf("serve is ready while AstraDB answers 503: %s", p.body)
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz never said what start-up waits for; last: %v %d %s", ok, p.code, p.body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if ready.code != http.StatusServiceUnavailable || ready.retryAfter == "" {
+		t.Fatalf("/readyz while waiting = %d (Retry-After %q), want 503 with Retry-After", ready.code, ready.retryAfter)
+	}
+	if !strings.Contains(ready.checks["startup"], "503") {
+		t.Fatalf("/readyz does not give the last error: %q", ready.checks["startup"])
+	}
+	if bytes.Contains(ready.body, []byte(double.Token())) {
+		t.Fatal("/readyz shows the AstraDB token")
+	}
+	if p, ok := get(base + "/healthz"); !ok || p.code != http.StatusOK {
+		t.Fatalf("/healthz while waiting = %v %d, want 200", ok, p.code)
+	}
+	if p, ok := get(base + "/v1/jobs"); !ok || p.code != http.StatusServiceUnavailable || p.retryAfter == "" {
+		t.Fatalf("GET /v1/jobs while waiting = %v %d (Retry-After %q), want 503 with Retry-After", ok, p.code, p.retryAfter)
+	}
+
+	// The CLI started now waits out the 503s (Retry-After) and gets its answer once serve is up.
+	cli := exec.Command(binary, "jobs", "ls", "--json")
+	cli.Env = append(os.Environ(), "SLUICE_API_URL="+base)
+	cliOut, cliErr := &syncBuffer{}, &syncBuffer{}
+	cli.Stdout, cli.Stderr = cliOut, cliErr
+	if err := cli.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cliDone := make(chan error, 1)
+	go func() { cliDone <- cli.Wait() }()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(cliErr.String(), "sending again in"); {
+		if time.Now().After(deadline) {
+			t.Fatalf("sluice jobs ls did not wait for the starting server; stderr: %s", cliErr.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	// AstraDB comes back: the same port turns ready and takes a job.
+	double.SetFaultRate(0)
+	for deadline := time.Now().Add(40 * time.Second); ; {
+		if p, ok := get(base + "/readyz"); ok && p.code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("serve not ready 40 s after AstraDB came back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	select {
+	case err := <-cliDone:
+		if err != nil || !strings.Contains(cliErr.String(), "503 Service Unavailable") || !strings.Contains(cliErr.String(), "sending again in") {
+			t.Fatalf("sluice jobs ls during start-up: %v\nstdout: %s\nstderr: %s", err, cliOut.String(), cliErr.String())
+		}
+	case <-time.After(30 * time.Second):
+		_ = cli.Process.Kill()
+		t.Fatalf("sluice jobs ls still waiting 30 s after serve was ready; stderr: %s", cliErr.String())
+	}
+	body, err := os.ReadFile("../../testdata/chunks/passA_chunks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(base+"/v1/jobs?env=dev", "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sub map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&sub)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("POST /v1/jobs after start-up: %d %v", resp.StatusCode, sub)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		if j := getJSON(t, base+"/v1/jobs/"+sub["job_id"].(string), 200); j["state"] == "completed" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("job not completed")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := len(double.Documents("default_keyspace", "ttrpg_chunks_dev")); n != 20 {
+		t.Fatalf("AstraDB holds %d chunk documents, want 20", n)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("serve exit: %v", err)
+	}
+	if strings.Contains(logs.String(), double.Token()) {
+		t.Fatal("the AstraDB token appears in the logs")
+	}
+}
+
+// Issue 11: the API's port was bound only after every store had opened, so a port already in
+// use went unnoticed while serve waited for AstraDB (for as long as it answered 503). It now
+// fails at once, saying so.
+func TestServePortInUseFailsAtOnce(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	double := dataapitest.New(dataapitest.Config{})
+	defer double.Close()
+	double.SetFaultRate(1, dataapitest.FaultHTTP503)
+	for _, mode := range []string{"serve", "api"} {
+		t.Run(mode, func(t *testing.T) {
+			cmd := exec.Command(binary, mode, "--http-addr", held.Addr().String(), "--data-dir", filepath.Join(t.TempDir(), "data"))
+			cmd.Env = append(os.Environ(), "SLUICE_LOG_LEVEL=warn", "ASTRA_DB_API_ENDPOINT="+double.URL(), "ASTRA_DB_APPLICATION_TOKEN="+double.Token())
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			select {
+			case err = <-done:
+			case <-time.After(10 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+				t.Fatalf("%s still running 10 s after start on a port in use; stderr:\n%s", mode, stderr.String())
+			}
+			if err == nil {
+				t.Fatalf("%s exited 0 on a port in use", mode)
+			}
+			if !strings.Contains(stderr.String(), "address already in use") || !strings.Contains(stderr.String(), held.Addr().String()) {
+				t.Fatalf("%s does not say the port is in use:\n%s", mode, stderr.String())
+			}
+		})
+	}
+}
