@@ -306,6 +306,23 @@ func TestFaultSuiteMore(t *testing.T) {
 		if integ := getJSON(t, apis[0].base+"/v1/audit/integrity", 200); integ["integrity_valid"] != true {
 			t.Errorf("audit integrity: %v", integ)
 		}
+		// The graph projection the workers share in PostgreSQL: each feature request's node
+		// written once per command (version 4, status completed), one decision node each,
+		// one node per requirements version.
+		proj := projectedNodes(t, dsn)
+		for _, id := range reqIDs {
+			if n := proj[requirements.FeatureNodeID(id)]; n.version != steps || n.status != "completed" {
+				t.Errorf("graph node of %s: version %d, status %q; want %d, completed", id, n.version, n.status, steps)
+				row.Duplicated += max(0, n.version-steps)
+			}
+		}
+		kinds := map[string]int{}
+		for id := range proj {
+			kinds[id[:strings.IndexByte(id, ':')]]++
+		}
+		if kinds["feature"] != features || kinds["decision"] != features || kinds["requirements"] != versions {
+			t.Errorf("graph holds %v nodes by prefix; want %d feature, %d decision, %d requirements", kinds, features, features, versions)
+		}
 		row.DeadLettered = int64(len(deadLetterIDs(t, e.streams.DLQ)))
 		if v := e.double.Stats().Violations; len(v) != 0 {
 			t.Errorf("Data API protocol violations: %v", v)
@@ -390,6 +407,47 @@ func graphRows(t *testing.T, dsn string) (nodes, edges []string, bumped int) {
 		}
 	}
 	return nodes, edges, bumped
+}
+
+// projected is a node of the command projection: its version and its status property.
+type projected struct {
+	version int64
+	status  string
+}
+
+// projectedNodes reads the nodes of the command projection (feature, decision and
+// requirements version nodes) from the PostgreSQL graph store.
+func projectedNodes(t *testing.T, dsn string) map[string]projected {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	rows, err := conn.Query(ctx, `SELECT id, version, properties::json->>'status' FROM graph_nodes
+		WHERE id LIKE 'feature:%' OR id LIKE 'decision:%' OR id LIKE 'requirements:%'`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]projected{}
+	for rows.Next() {
+		var id string
+		var p projected
+		var status *string
+		if err := rows.Scan(&id, &p.version, &status); err != nil {
+			t.Fatal(err)
+		}
+		if status != nil {
+			p.status = *status
+		}
+		out[id] = p
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
 
 // missing counts the elements of want that got does not hold.
