@@ -11,7 +11,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -107,9 +106,12 @@ func TestFaultSuiteMore(t *testing.T) {
 		if err := os.WriteFile(keyFile, []byte("fault-suite-command-key-0123456789abcdef\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		common := []string{"--nats-url", e.nats.url(), "--graph-dsn", dsn, "--command-key-file", keyFile}
-		workerArgs := func() []string {
-			return append([]string{"--data-dir", t.TempDir(), "--drain-timeout", "10s"}, common[2:]...)
+		shared := []string{"--graph-dsn", dsn, "--command-key-file", keyFile}
+		workerArgs := func() []string { // e.worker adds --nats-url
+			return append([]string{"--data-dir", t.TempDir(), "--drain-timeout", "10s"}, shared...)
+		}
+		apiArgs := func() []string {
+			return append([]string{"--data-dir", t.TempDir(), "--nats-url", e.nats.url()}, shared...)
 		}
 		var workers []*os.Process
 		for range 3 {
@@ -117,12 +119,12 @@ func TestFaultSuiteMore(t *testing.T) {
 		}
 		astraEnv := []string{"ASTRA_DB_API_ENDPOINT=" + e.double.URL(), "ASTRA_DB_APPLICATION_TOKEN=" + e.double.Token()}
 		apis := []*server{
-			startServer(t, "api", astraEnv, append([]string{"--data-dir", t.TempDir()}, common...)...),
-			startServer(t, "api", astraEnv, append([]string{"--data-dir", t.TempDir()}, common...)...),
+			startServer(t, "api", astraEnv, apiArgs()...),
+			startServer(t, "api", astraEnv, apiArgs()...),
 		}
 
 		// 20 ms per Data API call (a command makes several) keeps a backlog in the
-		// partitions, so the worker killed below holds commands in flight.
+		// partitions, so the workers killed below hold commands in flight.
 		e.double.SetLatency(20*time.Millisecond, 0)
 
 		// Each key's mutations go out one after another, alternating between the two APIs:
@@ -133,7 +135,6 @@ func TestFaultSuiteMore(t *testing.T) {
 		// illegal_transition) and the key stops short. The one requirements key gets 25
 		// versions, 1.0.1 … 1.0.25.
 		total := features*steps + versions
-		var accepted atomic.Int64
 		sent := make([][]string, features+1)      // command ids per key, in acceptance order
 		sentAt := make([][]time.Time, features+1) // when each was accepted
 		reqIDs := make([]string, features)
@@ -156,7 +157,6 @@ func TestFaultSuiteMore(t *testing.T) {
 					}
 					id, _ := out["command_id"].(string)
 					sent[k], sentAt[k] = append(sent[k], id), append(sentAt[k], time.Now())
-					accepted.Add(1)
 				}
 			}()
 		}
