@@ -19,6 +19,9 @@
 //		os.Exit(code)
 //	}
 //	func TestX(t *testing.T) { dsn := pg.Database(t) ... }
+//
+// A test that crashes the server starts its own with StartClusterWith(Config{Durable: true})
+// and calls Crash and Restart (same port, same data).
 package pgtest
 
 import (
@@ -44,15 +47,29 @@ import (
 // ErrNoBinaries is wrapped by the start error when initdb or pg_ctl cannot be found.
 var ErrNoBinaries = errors.New("pgtest: initdb/pg_ctl not found (install PostgreSQL server binaries)")
 
+// Config says how StartClusterWith sets a server up; the zero value is StartCluster's.
+type Config struct {
+	// Durable turns synchronous_commit on: COMMIT returns only once the transaction's WAL has
+	// reached the kernel, so a crash of the server (Crash) loses no committed transaction.
+	// Off (the default, faster) a crash may lose the commits of the last ≈0.6 s
+	// (3 × wal_writer_delay) — acknowledged writes gone, which a crash test must not blame on
+	// the code under test. fsync stays off either way: tests crash the server, never the
+	// machine, and the kernel keeps what was written.
+	Durable bool
+}
+
 // Cluster is a running throwaway PostgreSQL server, or the reason none could start. Its
 // methods are safe for concurrent use.
 type Cluster struct {
 	err     error
+	cfg     Config
 	dir     string
 	bin     string
 	port    int
+	opts    string // the server options it was started with, for Restart
 	cred    *syscall.Credential
 	stopped sync.Once
+	ctl     sync.Mutex // serialises Crash, Restart and Stop
 
 	mu sync.Mutex // guards n
 	n  int
@@ -61,8 +78,11 @@ type Cluster struct {
 // StartCluster initialises and starts a server. It never returns nil: when the server
 // cannot start, the returned Cluster records why, and Database reports it (skip or fail).
 // It blocks until the server accepts connections (at most about a minute). Call Stop.
-func StartCluster() *Cluster {
-	c := &Cluster{}
+func StartCluster() *Cluster { return StartClusterWith(Config{}) }
+
+// StartClusterWith is StartCluster with cfg (Durable for a server a test will Crash).
+func StartClusterWith(cfg Config) *Cluster {
+	c := &Cluster{cfg: cfg}
 	c.err = c.start()
 	if errors.Is(c.err, ErrNoBinaries) {
 		fmt.Fprintf(os.Stderr, "\n*** pgtest: PostgreSQL TESTS WILL NOT RUN: %v ***\n\n", c.err)
@@ -118,6 +138,8 @@ func (c *Cluster) dsn(db string) string {
 // Stop stops the server at once (pg_ctl stop -m immediate) and removes its directory.
 // Idempotent; a cluster that never started is a no-op.
 func (c *Cluster) Stop() {
+	c.ctl.Lock()
+	defer c.ctl.Unlock()
 	c.stopped.Do(func() {
 		if c.dir == "" {
 			return
@@ -127,6 +149,40 @@ func (c *Cluster) Stop() {
 		}
 		_ = os.RemoveAll(c.dir)
 	})
+}
+
+// Crash stops the server the way a crash would (pg_ctl stop -m immediate: every server
+// process quits at once, no checkpoint, shared buffers lost; the next start replays the WAL)
+// and keeps its directory for Restart. It blocks until the server is gone (at most about a
+// minute). Connections open at the time fail; new ones are refused until Restart.
+func (c *Cluster) Crash() error {
+	c.ctl.Lock()
+	defer c.ctl.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	if out, err := c.run(filepath.Join(c.bin, "pg_ctl"), "stop", "-D", c.data(), "-m", "immediate", "-w", "-t", "60"); err != nil {
+		return fmt.Errorf("pgtest: crash (pg_ctl stop -m immediate): %w\n%s", err, out)
+	}
+	return nil
+}
+
+// Restart starts a crashed (or stopped) server again on the same port and directory, with
+// the same options, and blocks until it accepts connections (crash recovery included, at most
+// about a minute). Databases and DSNs from before stay valid.
+func (c *Cluster) Restart() error {
+	c.ctl.Lock()
+	defer c.ctl.Unlock()
+	if c.err != nil {
+		return c.err
+	}
+	out, err := c.run(filepath.Join(c.bin, "pg_ctl"), "start", "-D", c.data(), "-w", "-t", "60",
+		"-l", filepath.Join(c.dir, "server.log"), "-o", c.opts)
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(c.dir, "server.log"))
+		return fmt.Errorf("pgtest: restart on port %d: %w\n%s\n%s", c.port, err, out, log)
+	}
+	return nil
 }
 
 func (c *Cluster) data() string { return filepath.Join(c.dir, "data") }
@@ -192,11 +248,16 @@ func (c *Cluster) start() error {
 			return err
 		}
 		c.port = port
-		opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "+
-			"-c full_page_writes=off -c max_connections=300 -c deadlock_timeout=100ms", port, c.dir)
+		syncCommit := "off"
+		if c.cfg.Durable {
+			syncCommit = "on"
+		}
+		opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=%s "+
+			"-c full_page_writes=off -c max_connections=300 -c deadlock_timeout=100ms", port, c.dir, syncCommit)
 		out, err := c.run(filepath.Join(bin, "pg_ctl"), "start", "-D", c.data(), "-w", "-t", "60",
 			"-l", filepath.Join(c.dir, "server.log"), "-o", opts)
 		if err == nil {
+			c.opts = opts
 			return nil
 		}
 		log, _ := os.ReadFile(filepath.Join(c.dir, "server.log"))
