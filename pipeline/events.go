@@ -58,6 +58,10 @@ const (
 	feedInactiveThreshold = 30 * time.Second
 	// feedDeleteTimeout bounds deleting a feed's consumer when Follow ends.
 	feedDeleteTimeout = 2 * time.Second
+	// feedCreateTimeout bounds creating a feed's consumer, which runs to its end even when
+	// the caller's ctx ends meanwhile (see Follow). A create that times out may still
+	// happen on the server; that consumer goes after feedInactiveThreshold.
+	feedCreateTimeout = 5 * time.Second
 )
 
 // Follow calls fn, from one goroutine, with every event whose sequence is above since (0:
@@ -75,7 +79,16 @@ func (f *EventFeed) Follow(ctx context.Context, since int64, fn func(Event) erro
 		cfg.DeliverPolicy = jetstream.DeliverByStartSequencePolicy
 		cfg.OptStartSeq = uint64(since) + 1
 	}
-	cons, err := f.js.OrderedConsumer(ctx, sjs.StreamEvents, cfg)
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	// The consumer is created under a context the caller's end does not cancel: a create
+	// request abandoned in flight (a client gone within milliseconds) still creates the
+	// consumer on the server, but leaves Follow without its name to delete it, and it
+	// stayed until feedInactiveThreshold (issue 11, finding 6: 300 short requests left 82).
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), feedCreateTimeout)
+	cons, err := f.js.OrderedConsumer(cctx, sjs.StreamEvents, cfg)
+	cancel()
 	if err != nil {
 		return fmt.Errorf("follow change feed: %w", err)
 	}

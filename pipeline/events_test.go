@@ -96,3 +96,30 @@ func TestWatchJobLeavesNoConsumer(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Regression (issue 11, finding 6, found by the binary-level fault suite): a change-feed
+// client that left within a few milliseconds of its request — before or while Follow created
+// its consumer — left the consumer on the server until its InactiveThreshold (30 s): 300 short
+// /v1/events requests left 82 consumers 30 s later. Follow must delete its consumer whenever
+// it ends, even when ctx ended before the consumer was created.
+func TestFollowCancelledAtOnceLeavesNoConsumer(t *testing.T) {
+	ce := newCmdEnv(t)
+	feed := pipeline.NewEventFeed(ce.js)
+	before := countConsumers(t, ce.js, sjs.StreamEvents)
+	const n = 40
+	for i := range n {
+		ctx, cancel := context.WithCancel(context.Background())
+		if i%4 == 0 {
+			cancel() // gone before Follow starts
+		} else {
+			go func() { time.Sleep(time.Duration(i%4) * time.Millisecond); cancel() }()
+		}
+		if err := feed.Follow(ctx, pipeline.FeedFromNow, func(pipeline.Event) error { return nil }); !errors.Is(err, context.Canceled) {
+			t.Fatalf("follow %d: %v", i, err)
+		}
+		cancel()
+	}
+	if got := countConsumers(t, ce.js, sjs.StreamEvents); got != before {
+		t.Fatalf("%d consumers on %s after %d feeds cancelled at once (%d before), want none left", got, sjs.StreamEvents, n, before)
+	}
+}
