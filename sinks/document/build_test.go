@@ -554,6 +554,14 @@ func TestRecordID(t *testing.T) {
 		{"nested id ignored", `{"metadata":{"id":"x"}}`, "", "no id"},
 		{"number", `{"id":90210}`, "", "id must be a string, got number"},
 		{"not object", `"x"`, "", "record must be a JSON object, got string"},
+		// Regression (issue 11, finding 8, found by the binary-level fault suite): a chunk
+		// whose id held a control character, against the contract (schemas/chunk.v1.json
+		// $defs/id), was written, under an _id the API's doors refuse; it is rejected now.
+		{"control character in chunk_id", `{"chunk_id":"bad\u0001id","content":"x"}`, "", "chunk_id has a control character (U+0001 at byte 3)"},
+		{"NUL in id", `{"id":"\u0000"}`, "", "id has a control character (U+0000 at byte 0)"},
+		{"DEL in id", `{"id":"a\u007f"}`, "", "id has a control character (U+007F at byte 1)"},
+		{"tab in id", `{"id":"a\tb"}`, "", "id has a control character (U+0009 at byte 1)"},
+		{"C1 and other Unicode kept", `{"id":"a\u0085é✓"}`, "a\u0085é✓", ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

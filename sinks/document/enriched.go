@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
 )
@@ -213,6 +214,12 @@ func pickID(chunkID, id []byte) (string, string, error) {
 	}
 	if s == "" {
 		return "", "", fault.Permanentf(fault.Validation, "%s is empty", field)
+	}
+	// The contract (schemas/chunk.v1.json $defs/id) has no control characters in an id: it
+	// becomes the document _id and part of Nats-Msg-Id, and the API refuses such an id at
+	// its doors, so a chunk stored under one could never be read back.
+	if i := strings.IndexFunc(s, func(c rune) bool { return c < 0x20 || c == 0x7f }); i >= 0 {
+		return "", "", fault.Permanentf(fault.Validation, "%s has a control character (U+%04X at byte %d)", field, s[i], i)
 	}
 	return s, field, nil
 }
