@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"net/http"
 	"os"
@@ -9,7 +8,6 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
 	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
 )
@@ -26,23 +24,8 @@ func TestServeOnAstra(t *testing.T) {
 		"--data-dir", filepath.Join(dir, "data"))
 	srv, base, logs := s0.cmd, s0.base, s0.logs
 	body, _ := os.ReadFile("../../testdata/chunks/passA_chunks.json")
-	resp, err := http.Post(base+"/v1/jobs?env=dev", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sub map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&sub)
-	resp.Body.Close()
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		j := getJSON(t, base+"/v1/jobs/"+sub["job_id"].(string), 200)
-		if j["state"] == "completed" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("job: %v", j)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	sub := mustPostJSON(t, base+"/v1/jobs?env=dev", body, http.StatusAccepted)
+	waitJobCompleted(t, base, sub["job_id"].(string))
 	if n := len(double.Documents("default_keyspace", "ttrpg_chunks_dev")); n != 20 {
 		t.Fatalf("AstraDB holds %d chunk documents, want 20", n)
 	}
@@ -52,16 +35,7 @@ func TestServeOnAstra(t *testing.T) {
 	}
 
 	fr := []byte(`{"title":"Export to PDF","description":"Export the rules to a PDF file.","priority":"high","requester":"dev_team"}`)
-	resp, err = http.Post(base+"/v1/features?wait=5s", "application/json", bytes.NewReader(fr))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&out)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		t.Fatalf("POST /v1/features?wait: %d %v", resp.StatusCode, out)
-	}
+	mustPostJSON(t, base+"/v1/features?wait=5s", fr, http.StatusCreated)
 	docs := double.Documents("default_keyspace", "sluice_requirements")
 	kinds := map[string]int{}
 	for _, d := range docs {

@@ -74,7 +74,7 @@ func TestFaultSuiteMore(t *testing.T) {
 			Scenario: t.Name(), Recovery: recovery,
 			Load:  fmt.Sprintf("graph file of %d nodes and %d edges, one job of %d messages (32 KiB), PostgreSQL graph store", nodes, edges, total),
 			Fault: fmt.Sprintf("PostgreSQL crashed (pg_ctl stop -m immediate) with %d of %d messages applied, down 3 s, restarted", before.Written, total),
-			Note:  "recovery from PostgreSQL back up to the job's completion: the retry backoff of the batch that failed",
+			Note:  "recovery from PostgreSQL back up to the job's completion: the graph line is held by the graph store's circuit breaker, probed every ≤5 s",
 		}
 		row.Lost = int64(missing(wantNodes, gotNodes) + missing(wantEdges, gotEdges))
 		// A row applied twice would carry version 2 (the apply marker failed); a row the file

@@ -47,15 +47,16 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-// startServer runs `sluice <mode> --http-addr <free> args...` with extra environment, waits
-// until /readyz answers 200, and kills it (printing its logs on failure) when the test ends.
-func startServer(t *testing.T, mode string, env []string, args ...string) *server {
+// startProc starts the sluice binary with args and the extra environment (after
+// SLUICE_LOG_LEVEL=warn), its standard error kept in the returned buffer. When the test ends
+// the process is killed if still running, and its log is printed, under label, if the test
+// failed.
+func startProc(t *testing.T, label string, env []string, args ...string) (*exec.Cmd, *syncBuffer) {
 	t.Helper()
-	addr := freeAddr(t)
-	cmd := exec.Command(binary, append([]string{mode, "--http-addr", addr}, args...)...)
+	cmd := exec.Command(binary, args...)
 	cmd.Env = append(append(os.Environ(), "SLUICE_LOG_LEVEL=warn"), env...)
-	s := &server{cmd: cmd, base: "http://" + addr, logs: &syncBuffer{}}
-	cmd.Stderr = s.logs
+	logs := &syncBuffer{}
+	cmd.Stderr = logs
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -65,9 +66,19 @@ func startServer(t *testing.T, mode string, env []string, args ...string) *serve
 			_ = cmd.Wait()
 		}
 		if t.Failed() {
-			t.Logf("%s logs:\n%s", mode, s.logs.String())
+			t.Logf("%s logs:\n%s", label, logs.String())
 		}
 	})
+	return cmd, logs
+}
+
+// startServer runs `sluice <mode> --http-addr <free> args...` with extra environment, waits
+// until /readyz answers 200, and kills it (printing its logs on failure) when the test ends.
+func startServer(t *testing.T, mode string, env []string, args ...string) *server {
+	t.Helper()
+	addr := freeAddr(t)
+	cmd, logs := startProc(t, mode, env, append([]string{mode, "--http-addr", addr}, args...)...)
+	s := &server{cmd: cmd, base: "http://" + addr, logs: logs}
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		if resp, err := http.Get(s.base + "/readyz"); err == nil {
 			resp.Body.Close()

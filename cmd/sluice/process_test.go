@@ -89,22 +89,7 @@ func writeChunkFile(t *testing.T, n int) string {
 
 func startWorker(t *testing.T, url, dataDir string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command(binary, "worker", "--nats-url", url, "--data-dir", dataDir, "--drain-timeout", "20s")
-	cmd.Env = append(os.Environ(), "SLUICE_LOG_LEVEL=warn")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-		if t.Failed() {
-			t.Logf("worker stderr:\n%s", stderr.String())
-		}
-	})
+	cmd, _ := startProc(t, "worker", nil, "worker", "--nats-url", url, "--data-dir", dataDir, "--drain-timeout", "20s")
 	return cmd
 }
 

@@ -317,6 +317,37 @@ func getJSON(t *testing.T, url string, want int, op ...string) map[string]any {
 	return m
 }
 
+// mustPostJSON posts body to url as JSON, fails the test unless the answer is want, and returns
+// the decoded answer.
+func mustPostJSON(t *testing.T, url string, body []byte, want int) map[string]any {
+	t.Helper()
+	resp, err := http.Post(url, "application/json", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&m)
+	if resp.StatusCode != want {
+		t.Fatalf("POST %s: %d, want %d: %v", url, resp.StatusCode, want, m)
+	}
+	return m
+}
+
+// waitJobCompleted polls GET /v1/jobs/{id} on base until the job is completed, for up to 30 s.
+func waitJobCompleted(t *testing.T, base, id string) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		j := getJSON(t, base+"/v1/jobs/"+id, 200)
+		if j["state"] == "completed" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job not completed after 30 s: %v", j)
+		}
+	}
+}
+
 func grepLines(s, sub string) string {
 	var b strings.Builder
 	for _, l := range strings.Split(s, "\n") {

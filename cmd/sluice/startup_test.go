@@ -54,22 +54,8 @@ func TestServeSaysWhatItWaitsFor(t *testing.T) {
 	double.SetFaultRate(1, dataapitest.FaultHTTP503)
 	addr := freeAddr(t)
 	base := "http://" + addr
-	logs := &syncBuffer{}
-	cmd := exec.Command(binary, "serve", "--http-addr", addr, "--data-dir", filepath.Join(t.TempDir(), "data"))
-	cmd.Env = append(os.Environ(), "SLUICE_LOG_LEVEL=warn", "ASTRA_DB_API_ENDPOINT="+double.URL(), "ASTRA_DB_APPLICATION_TOKEN="+double.Token())
-	cmd.Stderr = logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_ = cmd.Wait()
-		}
-		if t.Failed() {
-			t.Logf("serve logs:\n%s", logs.String())
-		}
-	})
+	cmd, logs := startProc(t, "serve", []string{"ASTRA_DB_API_ENDPOINT=" + double.URL(), "ASTRA_DB_APPLICATION_TOKEN=" + double.Token()},
+		"serve", "--http-addr", addr, "--data-dir", filepath.Join(t.TempDir(), "data"))
 
 	// /readyz names the wait once the first try failed.
 	var ready probe
@@ -144,25 +130,8 @@ func TestServeSaysWhatItWaitsFor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err := http.Post(base+"/v1/jobs?env=dev", "application/json", bytes.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sub map[string]any
-	_ = json.NewDecoder(resp.Body).Decode(&sub)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("POST /v1/jobs after start-up: %d %v", resp.StatusCode, sub)
-	}
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if j := getJSON(t, base+"/v1/jobs/"+sub["job_id"].(string), 200); j["state"] == "completed" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("job not completed")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	sub := mustPostJSON(t, base+"/v1/jobs?env=dev", body, http.StatusAccepted)
+	waitJobCompleted(t, base, sub["job_id"].(string))
 	if n := len(double.Documents("default_keyspace", "ttrpg_chunks_dev")); n != 20 {
 		t.Fatalf("AstraDB holds %d chunk documents, want 20", n)
 	}
