@@ -311,7 +311,11 @@ func runAPIBench(ctx context.Context, cfg apiBenchConfig) (res apiBenchResult, e
 			err = serve.failed(stopErr)
 		}
 	}()
-	tr := &http.Transport{MaxIdleConns: cfg.Clients, MaxIdleConnsPerHost: cfg.Clients, IdleConnTimeout: 90 * time.Second, DisableCompression: true}
+	// MaxConnsPerHost too: without it the transport may dial a connection for a request that
+	// then takes one coming back idle, so the server briefly sees more than Clients
+	// connections and its cap answers 503 on the extra ones (seen at 1,000 clients).
+	tr := &http.Transport{MaxIdleConns: cfg.Clients, MaxIdleConnsPerHost: cfg.Clients, MaxConnsPerHost: cfg.Clients,
+		IdleConnTimeout: 90 * time.Second, DisableCompression: true}
 	defer tr.CloseIdleConnections()
 	var runID [4]byte
 	_, _ = rand.Read(runID[:])
