@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"slices"
 	"strings"
 	"time"
 
@@ -21,6 +22,13 @@ Scenarios:
           seed (one findOneAndReplace per chunk), astrapy (insertMany of 50, 20 at once),
           sluice (loader -> JetStream, fsync always -> worker -> group commit -> ack), and
           jetstream, the floor: the records published durably to JetStream and nothing else
+  api     start sluice serve (embedded default, its own process) and drive it with N keep-alive
+          clients: 70% GET /v1/jobs/{id}, 20% POST /api/features/submit, 10% POST /v1/jobs of
+          100 chunks; latency per route, answers by status, admission refusals, orphaned jobs,
+          whether every accepted job completed exactly, peak RSS of the serve process
+  backlog queue N chunks with no worker running, then time one sluice worker draining them:
+          with the embedded broker in its process, and as a client of a broker elsewhere;
+          docs/s and the worker's peak RSS
 
 Run "sluice bench SCENARIO -h" for its flags.
 `
@@ -28,16 +36,20 @@ Run "sluice bench SCENARIO -h" for its flags.
 // cmdBench runs a benchmark scenario in this process and prints what it measured.
 func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
 	if len(args) == 0 {
-		return usageError{"bench: name a scenario: astra"}
+		return usageError{"bench: name a scenario: astra, api, backlog"}
 	}
 	switch args[0] {
 	case "astra":
 		return benchAstra(ctx, args[1:], stdout, stderr, log)
+	case "api":
+		return benchAPI(ctx, args[1:], stdout, stderr)
+	case "backlog":
+		return benchBacklog(ctx, args[1:], stdout, stderr, log)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stderr, benchUsage)
 		return flag.ErrHelp
 	}
-	return usageError{fmt.Sprintf("bench: unknown scenario %q (scenarios: astra)", args[0])}
+	return usageError{fmt.Sprintf("bench: unknown scenario %q (scenarios: astra, api, backlog)", args[0])}
 }
 
 func benchAstra(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
@@ -125,6 +137,167 @@ func benchAstra(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	}
 	if res.SluiceVsAstrapyCeiling > 0 {
 		fmt.Fprintf(stdout, "c/b ceiling here = %.2f (astrapy's time over the durable publish alone plus one round trip)\n", res.SluiceVsAstrapyCeiling)
+	}
+	return nil
+}
+
+// parseBenchFlags parses a scenario's flags; -h is flag.ErrHelp, anything else a usage error.
+func parseBenchFlags(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usageError{err.Error()}
+	}
+	if fs.NArg() > 0 {
+		return usageError{fs.Name() + " takes no arguments"}
+	}
+	return nil
+}
+
+func benchAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench api", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg apiBenchConfig
+	fs.IntVar(&cfg.Clients, "clients", 1000, "keep-alive clients, each with one request in flight")
+	fs.DurationVar(&cfg.Duration, "duration", 60*time.Second, "how long the clients start requests")
+	fs.IntVar(&cfg.ChunksPerJob, "chunks-per-job", 100, "NDJSON chunks in each uploaded job")
+	fs.DurationVar(&cfg.Settle, "settle", 5*time.Minute, "longest wait after the load for every accepted job to finish")
+	fs.DurationVar(&cfg.Timeout, "timeout", time.Minute, "longest wait for one answer; past it the request counts as a transport error")
+	fs.StringVar(&cfg.Dir, "dir", "", "directory for the serve process's data (its disk decides the fsync cost); default the system temporary directory")
+	asJSON := fs.Bool("json", false, "print the result as one JSON object")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: sluice bench api [flags]\n\n"+
+			"Starts sluice serve on the embedded default in a fresh data directory, as a process of its\n"+
+			"own (this binary), and drives it from this process with --clients keep-alive clients for\n"+
+			"--duration: 70% GET /v1/jobs/{id} of jobs it created, 20% POST /api/features/submit, 10%\n"+
+			"POST /v1/jobs of --chunks-per-job unique NDJSON chunks. A 503 with Retry-After is counted\n"+
+			"as an admission refusal and not retried. Then waits for every accepted job and reports\n"+
+			"latency per route, answers by status, orphaned and failed jobs and the server's peak RSS.\n"+
+			"The server runs without tokens (loopback, one principal), with the uploads rate limit off\n"+
+			"and the connection cap at clients + 64, so the refusals measured are the publish admission's.")
+		fs.PrintDefaults()
+	}
+	if err := parseBenchFlags(fs, args); err != nil {
+		return err
+	}
+	var errs []error
+	if cfg.Clients < 1 {
+		errs = append(errs, fmt.Errorf("bench api: --clients must be at least 1, got %d", cfg.Clients))
+	}
+	if cfg.Duration <= 0 {
+		errs = append(errs, fmt.Errorf("bench api: --duration must be positive, got %s", cfg.Duration))
+	}
+	if cfg.ChunksPerJob < 1 {
+		errs = append(errs, fmt.Errorf("bench api: --chunks-per-job must be at least 1, got %d", cfg.ChunksPerJob))
+	}
+	if cfg.Settle < 0 || cfg.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("bench api: --settle must not be negative and --timeout must be positive"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return usageError{err.Error()}
+	}
+	res, err := runAPIBench(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(stdout, res)
+	}
+	fmt.Fprintf(stdout, "API mix: %d clients for %s (%.1f s with the requests in flight), jobs of %d chunks\n",
+		res.Clients, cfg.Duration, res.ElapsedS, res.ChunksPerJob)
+	fmt.Fprintf(stdout, "server: sluice %s\n", strings.Join(res.ServeArgs, " "))
+	fmt.Fprintf(stdout, "%d requests, %.1f/s; admission refusals (503 + Retry-After) %d; other answers ≥ 500 %d; no answer %d\n",
+		res.Requests, res.RequestsPerS, res.Refused, res.ServerErrors, res.TransportErrors)
+	fmt.Fprintf(stdout, "%-26s %9s %8s %9s %9s %9s %9s  %s\n", "route", "requests", "/s", "p50 ms", "p99 ms", "p999 ms", "max ms", "statuses")
+	for _, r := range res.Routes {
+		fmt.Fprintf(stdout, "%-26s %9d %8.1f %9.1f %9.1f %9.1f %9.1f  %s\n", r.Route, r.Requests, r.PerS, r.P50Ms, r.P99Ms, r.P999Ms, r.MaxMs, formatStatuses(r.Statuses))
+	}
+	fmt.Fprintf(stdout, "jobs: %d accepted, %d completed exactly, %d not exactly, %d unsettled after %.1f s\n",
+		res.Jobs.Accepted, res.Jobs.Exact, res.Jobs.NotExact, res.Jobs.Unsettled, res.Jobs.SettleS)
+	fmt.Fprintf(stdout, "orphaned jobs (pending, total 0, not sealed): %d; failed jobs: %d\n", res.OrphanedJobs, res.FailedJobs)
+	fmt.Fprintf(stdout, "serve process: peak RSS %s, at the end %s\n", mib(res.PeakRSS), mib(res.EndRSS))
+	for _, s := range append(res.ErrorSamples, res.Jobs.Samples...) {
+		fmt.Fprintf(stdout, "  %s\n", s)
+	}
+	return nil
+}
+
+// formatStatuses prints status counts in code order: "200:123 503:4".
+func formatStatuses(m map[string]int64) string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	var b strings.Builder
+	for i, k := range keys {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s:%d", k, m[k])
+	}
+	return b.String()
+}
+
+func benchBacklog(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
+	fs := flag.NewFlagSet("bench backlog", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfg := backlogBenchConfig{Logger: log}
+	fs.IntVar(&cfg.Chunks, "chunks", 1_000_000, "chunks queued before the worker starts")
+	modes := fs.String("modes", backlogEmbedded+","+backlogClient, "comma-separated modes to run, in order: embedded (the worker holds the broker), client (the worker connects to a broker in another process)")
+	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Minute, "longest drain of one mode")
+	fs.StringVar(&cfg.Dir, "dir", "", "directory for the chunk file and the brokers' data; default the system temporary directory")
+	asJSON := fs.Bool("json", false, "print the result as one JSON object")
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "Usage: sluice bench backlog [flags]\n\n"+
+			"For each mode: publishes --chunks chunks as one job onto a fresh broker with no worker\n"+
+			"running, then starts one sluice worker (this binary, its own process) and times it until\n"+
+			"the job is complete. embedded: the worker starts the embedded broker on the data directory\n"+
+			"that holds the backlog; client: the worker connects with --nats-url to the broker, which\n"+
+			"runs in this process. Reports docs/s and the worker process's peak RSS (VmHWM).")
+		fs.PrintDefaults()
+	}
+	if err := parseBenchFlags(fs, args); err != nil {
+		return err
+	}
+	seen := map[string]bool{}
+	var errs []error
+	for m := range strings.SplitSeq(*modes, ",") {
+		switch m = strings.TrimSpace(m); {
+		case m == "":
+		case m != backlogEmbedded && m != backlogClient:
+			errs = append(errs, fmt.Errorf("bench backlog: unknown mode %q (embedded, client)", m))
+		case seen[m]:
+			errs = append(errs, fmt.Errorf("bench backlog: mode %q given twice", m))
+		default:
+			seen[m] = true
+			cfg.Modes = append(cfg.Modes, m)
+		}
+	}
+	if len(cfg.Modes) == 0 && len(errs) == 0 {
+		errs = append(errs, errors.New("bench backlog: --modes names no mode"))
+	}
+	if cfg.Chunks < 1 {
+		errs = append(errs, fmt.Errorf("bench backlog: --chunks must be at least 1, got %d", cfg.Chunks))
+	}
+	if cfg.Timeout <= 0 {
+		errs = append(errs, fmt.Errorf("bench backlog: --timeout must be positive, got %s", cfg.Timeout))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return usageError{err.Error()}
+	}
+	res, err := runBacklogBench(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		return printJSON(stdout, res)
+	}
+	fmt.Fprintf(stdout, "Backlog drain: %d chunks queued, then one worker started\n", res.Chunks)
+	fmt.Fprintf(stdout, "%-9s %10s %10s %10s %10s %12s %12s\n", "mode", "publish s", "startup s", "drain s", "docs/s", "peak RSS", "end RSS")
+	for _, m := range res.Modes {
+		fmt.Fprintf(stdout, "%-9s %10.1f %10.1f %10.1f %10.0f %12s %12s\n", m.Mode, m.PublishS, m.StartupS, m.DrainS, m.DocsPerS, mib(m.PeakRSS), mib(m.EndRSS))
 	}
 	return nil
 }

@@ -65,7 +65,7 @@ func TestBenchAstra(t *testing.T) {
 		want string
 	}{
 		{"no scenario", []string{"bench"}, "name a scenario: astra"},
-		{"unknown scenario", []string{"bench", "mongo"}, `unknown scenario "mongo" (scenarios: astra)`},
+		{"unknown scenario", []string{"bench", "mongo"}, `unknown scenario "mongo" (scenarios: astra, api, backlog)`},
 		{"unknown mode", []string{"bench", "astra", "--modes", "seed,turbo"}, `unknown mode "turbo"`},
 		{"no chunks", []string{"bench", "astra", "--chunks", "0"}, "--chunks must be at least 1"},
 		{"an argument", []string{"bench", "astra", "extra"}, "takes no arguments"},

@@ -18,9 +18,14 @@ _sluice() {
           COMPREPLY=($(compgen -W "--api-url --json --job --subject --error-class --since --until --limit --cursor --dry-run --rate --max-replays --yes" -- "$cur")) ;;
     load) case "$prev" in --env) COMPREPLY=($(compgen -W "dev test prod" -- "$cur")); return;; esac
           if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "--env --json --force --data-dir --nats-url" -- "$cur")); else COMPREPLY=($(compgen -f -- "$cur")); fi ;;
-    bench) [ "$cword" -eq 2 ] && COMPREPLY=($(compgen -W "astra" -- "$cur")) && return
-           case "$prev" in --modes) COMPREPLY=($(compgen -W "seed astrapy sluice jetstream seed,astrapy,sluice,jetstream astrapy,sluice,jetstream" -- "$cur")); return;; esac
-           COMPREPLY=($(compgen -W "--chunks --latency --runs --modes --dir --json" -- "$cur")) ;;
+    bench) [ "$cword" -eq 2 ] && COMPREPLY=($(compgen -W "astra api backlog" -- "$cur")) && return
+           case "${words[2]}" in
+             api) COMPREPLY=($(compgen -W "--clients --duration --chunks-per-job --settle --timeout --dir --json" -- "$cur")) ;;
+             backlog) case "$prev" in --modes) COMPREPLY=($(compgen -W "embedded client embedded,client" -- "$cur")); return;; esac
+                      COMPREPLY=($(compgen -W "--chunks --modes --timeout --dir --json" -- "$cur")) ;;
+             *) case "$prev" in --modes) COMPREPLY=($(compgen -W "seed astrapy sluice jetstream seed,astrapy,sluice,jetstream astrapy,sluice,jetstream" -- "$cur")); return;; esac
+                COMPREPLY=($(compgen -W "--chunks --latency --runs --modes --dir --json" -- "$cur")) ;;
+           esac ;;
     completion) COMPREPLY=($(compgen -W "bash zsh" -- "$cur")) ;;
     *) COMPREPLY=($(compgen -W "--data-dir --nats-url --http-addr --tokens-file --drain-timeout" -- "$cur")) ;;
   esac

@@ -38,6 +38,8 @@ Usage:
   sluice jobs ls|show|wait|rollback   inspect, follow and roll back jobs (through the API)
   sluice dlq ls|show|replay|purge     inspect and replay dead letters (through the API)
   sluice bench astra [flags]    measure AstraDB loading: seed vs astrapy vs sluice, in-process
+  sluice bench api [flags]      drive sluice serve with 1,000 clients: latency, refusals, orphaned jobs, RSS
+  sluice bench backlog [flags]  drain a queued backlog with one worker: docs/s and peak RSS
   sluice completion bash|zsh    print a shell completion script
   sluice version                print the version
 

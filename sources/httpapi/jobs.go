@@ -60,7 +60,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := JobFilter{State: pipeline.JobState(q.Get("state")), Env: q.Get("env")}
 	switch f.State {
-	case "", pipeline.JobPending, pipeline.JobRunning, pipeline.JobCompleted, pipeline.JobCompletedWithErrors, pipeline.JobRolledBack:
+	case "", pipeline.JobPending, pipeline.JobRunning, pipeline.JobCompleted, pipeline.JobCompletedWithErrors, pipeline.JobRolledBack, pipeline.JobFailed:
 	default:
 		s.problem(w, r, http.StatusBadRequest, fmt.Sprintf("state %q is not a job state", f.State))
 		return
