@@ -206,3 +206,44 @@ func TestPublishAtomicWaitsOutTheServerBatchLimit(t *testing.T) {
 		t.Fatalf("the retried batch stored %d of its 2 messages: %v", found, ids)
 	}
 }
+
+// Busy also turns true when the batches waiting would keep a newcomer longer than MaxWait, at
+// the rate batches have recently held their slots: the API then refuses a job at once instead
+// of holding its upload for many seconds.
+func TestAdmissionBusyOnExpectedWait(t *testing.T) {
+	adm := sjs.NewAdmission(sjs.AdmissionConfig{MaxInFlight: 1, MaxQueued: 1000, MaxWait: 100 * time.Millisecond})
+	ctx := context.Background()
+	// One batch held 60 ms: the moving average starts there.
+	rel, err := adm.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(60 * time.Millisecond)
+	rel()
+	hold, err := adm.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range 3 {
+		wg.Go(func() {
+			if r, err := adm.Acquire(cctx); err == nil {
+				r()
+			}
+		})
+	}
+	for _, q := adm.Stats(); q < 3; _, q = adm.Stats() {
+		time.Sleep(time.Millisecond)
+	}
+	// 3 waiting × ≈60 ms ÷ 1 slot ≈ 180 ms > 100 ms.
+	if w := adm.ExpectedWait(); w < 150*time.Millisecond || !adm.Busy() {
+		t.Fatalf("3 batches waiting on one slot held ≈60 ms: expected wait %s, Busy %v", w, adm.Busy())
+	}
+	cancel()
+	wg.Wait()
+	hold()
+	if adm.Busy() || adm.ExpectedWait() != 0 {
+		t.Fatalf("nothing waiting: Busy %v, expected wait %s", adm.Busy(), adm.ExpectedWait())
+	}
+}
