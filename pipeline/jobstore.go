@@ -31,6 +31,9 @@ type jobRecord struct {
 	Job
 	WrittenSet ranges `json:"written_set,omitempty"`
 	DeadSet    ranges `json:"dead_set,omitempty"`
+	// NoIssues is set at seal when the job has no rejections or warnings, so Get reads one
+	// key, not two (records sealed before it existed lack it and are read as before).
+	NoIssues bool `json:"no_issues,omitempty"`
 }
 
 // jobIssues is kept under "{job}.issues", written once at seal, so the hot record stays small.
@@ -60,6 +63,9 @@ func (s *JobStore) Get(ctx context.Context, id string) (Job, error) {
 		return Job{}, err
 	}
 	job := rec.Job
+	if !rec.Sealed || rec.NoIssues {
+		return job, nil // issues are written at seal, and this job has none
+	}
 	if e, err := s.kv.Get(ctx, id+".issues"); err == nil {
 		var is jobIssues
 		if err := json.Unmarshal(e.Value(), &is); err == nil {
@@ -309,6 +315,7 @@ func (s *JobStore) Seal(ctx context.Context, ev schemas.JobSeal) (Job, error) {
 	return s.update(ctx, ev.JobID, func(r *jobRecord) {
 		r.Env = ev.Env
 		r.Sealed = true
+		r.NoIssues = len(ev.Rejections) == 0 && len(ev.Warnings) == 0
 		r.Total, r.Published, r.Rejected = ev.Total, ev.Published, ev.Rejected
 	})
 }
