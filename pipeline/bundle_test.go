@@ -40,10 +40,19 @@ func bundleFile(t testing.TB, n int, idf string, edit func(i int, rec map[string
 	return p
 }
 
-// chunkMessages counts the messages in the chunk stream by their Sluice-Schema header.
-func (e *testEnv) chunkMessages(t testing.TB) map[string]int {
+// chunkMessages counts the messages in the chunk stream by their Sluice-Schema header. Every
+// bundle must match chunk-bundle.v1 and hold at most maxBytes (0: the 1 MiB limit).
+func (e *testEnv) chunkMessages(t testing.TB, maxBytes ...int) map[string]int {
 	t.Helper()
 	ctx := context.Background()
+	v, err := schemas.NewValidator()
+	if err != nil {
+		t.Fatal(err)
+	}
+	limit := schemas.DefaultMaxMessageBytes
+	if len(maxBytes) > 0 && maxBytes[0] > 0 {
+		limit = maxBytes[0]
+	}
 	info, err := e.streams.Chunks.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -55,6 +64,11 @@ func (e *testEnv) chunkMessages(t testing.TB) map[string]int {
 			t.Fatal(err)
 		}
 		out[m.Header.Get(schemas.HeaderSchema)]++
+		if m.Header.Get(schemas.HeaderSchema) == string(schemas.ChunkBundle) {
+			if err := v.Validate(schemas.ChunkBundle, m.Data); err != nil || len(m.Data) > limit {
+				t.Fatalf("bundle %d (%d bytes, limit %d): %v", seq, len(m.Data), limit, err)
+			}
+		}
 	}
 	return out
 }
@@ -107,9 +121,10 @@ func TestBundledLoadLandsEveryChunkOnce(t *testing.T) {
 		mod     func(*pipeline.LoaderConfig)
 		bundles int // at least
 		singles int
+		bytes   int // bundle size limit
 	}{
 		{name: "default bundles", bundles: 10, singles: 0},
-		{name: "small bundles", mod: func(c *pipeline.LoaderConfig) { c.BundleItems = 7; c.BundleBytes = 2 << 10 }, bundles: 143, singles: 1},
+		{name: "small bundles", mod: func(c *pipeline.LoaderConfig) { c.BundleItems = 7; c.BundleBytes = 2 << 10 }, bundles: 143, singles: 1, bytes: 2 << 10},
 		{name: "one chunk per message", mod: func(c *pipeline.LoaderConfig) { c.SingleChunkMessages = true }, bundles: 0, singles: n},
 	}
 	for _, tt := range tests {
@@ -128,7 +143,7 @@ func TestBundledLoadLandsEveryChunkOnce(t *testing.T) {
 					t.Errorf("%s content %q, want the later item's %q", id, got, want)
 				}
 			}
-			msgs := e.chunkMessages(t)
+			msgs := e.chunkMessages(t, tt.bytes)
 			if msgs[string(schemas.ChunkBundle)] < tt.bundles || msgs[string(schemas.Chunk)] != tt.singles ||
 				(tt.bundles > 0 && msgs[string(schemas.ChunkBundle)] > tt.bundles+2) {
 				t.Fatalf("chunk stream holds %v, want ≈%d bundles and %d single chunks", msgs, tt.bundles, tt.singles)
