@@ -2,6 +2,8 @@ package pipeline
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"strconv"
@@ -225,11 +227,19 @@ func (w *Worker) settleBundle(ctx context.Context, items []chunkItem, progressEr
 }
 
 // chunkBundler cuts a job's chunks, in file order, into bundles of at most items chunks and
-// bytes of payload and adds them to a BatchWriter, which stores them in order. The cut depends
-// only on the chunks and the two limits, so the same file is cut the same way again and a
-// bundle published again after a crash (same Nats-Msg-Id) is deduplicated by the broker. A
-// chunk too large to fit a bundle under bytes, and every chunk when single is set, is
-// published as a single-chunk message, after the bundle before it. Not safe for concurrent use.
+// bytes of payload and adds them to a BatchWriter, which stores them in order. A chunk too
+// large to fit a bundle under bytes, and every chunk when single is set, is published as a
+// single-chunk message, after the bundle before it. Not safe for concurrent use.
+//
+// A bundle's Nats-Msg-Id is schemas.ChunkBundleMsgID (job, first and last index) followed by
+// "/" and a digest chained over every message before it and its own payload (a chunk sent
+// alone between bundles likewise: schemas.ChunkMsgID, "/", the digest). The same file cut
+// the same way gets the same ids, so a bundle published again after a crash is deduplicated by
+// the broker. Were the file cut differently on the resubmission (other limits, other items
+// rejected), every bundle from the first difference on gets a new id and is stored again, in
+// file order, after everything stored before: a bundle that matched by first and last index
+// alone could otherwise be deduplicated behind a re-cut earlier one, and an earlier item with a
+// repeated id would then win over a later one.
 type chunkBundler struct {
 	w       *sjs.BatchWriter
 	job     string
@@ -241,6 +251,7 @@ type chunkBundler struct {
 	buf         []byte // the open bundle's payload, without its closing "]}"
 	n           int    // items in it
 	first, last int    // their indexes
+	chain       []byte // digest of the bundles published so far
 }
 
 // bundleHead and bundleTail enclose a bundle's items.
@@ -260,6 +271,10 @@ func (b *chunkBundler) add(index int, id string, record []byte, dup bool) error 
 		msgID := schemas.ChunkMsgID(b.job, id)
 		if dup {
 			msgID = schemas.ChunkMsgIDDup(b.job, id, index)
+		}
+		if !b.single {
+			// Between bundles, it joins their chain (see chunkBundler).
+			msgID += "/" + b.link(record)
 		}
 		m := nats.NewMsg(b.subject)
 		m.Data = record
@@ -290,6 +305,16 @@ func (b *chunkBundler) add(index int, id string, record []byte, dup bool) error 
 	return nil
 }
 
+// link extends the chain with the payload of the next message and returns the new digest's
+// first 8 bytes in hex, for its Nats-Msg-Id.
+func (b *chunkBundler) link(payload []byte) string {
+	h := sha256.New()
+	h.Write(b.chain)
+	h.Write(payload)
+	b.chain = h.Sum(b.chain[:0])
+	return hex.EncodeToString(b.chain[:8])
+}
+
 // flush publishes the open bundle, if any.
 func (b *chunkBundler) flush() error {
 	if b.n == 0 {
@@ -297,7 +322,7 @@ func (b *chunkBundler) flush() error {
 	}
 	m := nats.NewMsg(b.subject)
 	m.Data = append(b.buf, bundleTail...)
-	m.Header.Set(nats.MsgIdHdr, schemas.ChunkBundleMsgID(b.job, b.first, b.last))
+	m.Header.Set(nats.MsgIdHdr, schemas.ChunkBundleMsgID(b.job, b.first, b.last)+"/"+b.link(m.Data))
 	m.Header.Set(schemas.HeaderJob, b.job)
 	m.Header.Set(schemas.HeaderSchema, string(schemas.ChunkBundle))
 	b.buf, b.n = nil, 0

@@ -386,3 +386,45 @@ func keys[V any](m map[string]V) []string {
 	}
 	return out
 }
+
+// A resubmission cut differently (here a smaller byte limit) must not let an earlier item win:
+// item 39 is large, item 3 and item 45 share an id. The first load cuts [0–39] [40–79]; the
+// second, with a byte limit below item 39, cuts [0–38], item 39 alone, [40–79]. Were bundles
+// named by their first and last index alone, the second [40–79] would be dropped as a
+// duplicate of the first one, stored before the re-cut [0–38], and item 3 would win over
+// item 45.
+func TestBundleRecutResubmissionKeepsLaterWins(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	path := bundleFile(t, 80, "recut_%03d", func(i int, rec map[string]any) {
+		switch i {
+		case 3:
+			rec["chunk_id"], rec["content"] = "recut_x", "EARLY"
+		case 39:
+			rec["content"] = strings.Repeat("long ", 6000)
+		case 45:
+			rec["chunk_id"], rec["content"] = "recut_x", "LATE"
+		}
+	})
+	res, err := e.bundleLoader(t, func(c *pipeline.LoaderConfig) { c.BundleItems = 40 }).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.chunkMessages(t)[string(schemas.ChunkBundle)]; got != 2 {
+		t.Fatalf("first load: %d bundles, want 2", got)
+	}
+	for _, k := range []string{res.JobID, res.JobID + ".issues"} {
+		_ = e.streams.JobsKV.Purge(ctx, k)
+	}
+	if _, err := e.bundleLoader(t, func(c *pipeline.LoaderConfig) { c.BundleItems, c.BundleBytes = 40, 24<<10 }).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: path}); err != nil {
+		t.Fatal(err)
+	}
+	e.startWorker(t, e.store, nil)
+	job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
+	if err != nil || job.State != pipeline.JobCompleted || job.Written != 80 {
+		t.Fatalf("job = %+v, %v", job, err)
+	}
+	if got := e.doc(t, "recut_x")["content"]; got != "LATE" {
+		t.Fatalf("recut_x content %.20q, want the later item's LATE", got)
+	}
+}

@@ -199,7 +199,9 @@ const MaxBundleItems = 1024
 // ChunkBundleMsgID returns the Nats-Msg-Id of a chunk bundle holding a job's items first to
 // last (their indexes): jobID+"/items/"+first+"-"+last. A bundle published again after a
 // crash is then stored once, provided the file is cut into the same bundles — which the same
-// file and the same bundle limits always do.
+// file and the same bundle limits always do. Sluice's loader appends "/" and a digest chained
+// over the job's earlier messages, so that a file cut differently is stored again from the
+// first difference on instead of being partly deduplicated.
 func ChunkBundleMsgID(jobID string, first, last int) string {
 	return jobID + "/items/" + strconv.Itoa(first) + "-" + strconv.Itoa(last)
 }
