@@ -138,8 +138,9 @@ func (d *deadLetterer) health() error {
 }
 
 // send publishes the dead letter of m and returns once JetStream stored it. Its Nats-Msg-Id is
-// derived from the original's stream position, so a redelivery that dead-letters again within
-// the duplicate window stores nothing new.
+// derived from the original's stream position ("<stream>-<seq>", plus "-i<index>" for an item
+// of a bundle), so a redelivery that dead-letters again within the duplicate window stores
+// nothing new.
 func (d *deadLetterer) send(ctx context.Context, m jetstream.Msg, meta *jetstream.MsgMetadata, cause error, sink string) (schemas.DeadLetterEnvelope, error) {
 	now := d.now().UTC()
 	d.mu.Lock()
@@ -174,11 +175,17 @@ func (d *deadLetterer) send(ctx context.Context, m jetstream.Msg, meta *jetstrea
 			env.Item = &n
 		}
 	}
+	bi, bundled := m.(*bundleItemMsg)
+	if bundled {
+		env.ID += "-i" + strconv.Itoa(bi.index)
+	}
 	written, err := d.w.Write(ctx, env)
 	if err != nil {
 		return env, err
 	}
-	d.forget(meta)
+	if !bundled { // the bundle is forgotten once all its items are settled
+		d.forget(meta)
+	}
 	return written.Envelope, nil
 }
 

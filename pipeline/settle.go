@@ -130,6 +130,39 @@ func (s *settler) deadLetter(ctx context.Context, msg disposer, m jetstream.Msg,
 	return nil
 }
 
+// deadLetterItem publishes the dead letter of one item of a bundle (m, the item as a
+// single-chunk message) and runs onDead; the bundle itself is settled by the caller once every
+// item is. An error means the item is not settled (its dead letter or its progress could not
+// be stored): the caller retries the bundle.
+func (s *settler) deadLetterItem(ctx context.Context, m *bundleItemMsg, meta *jetstream.MsgMetadata, cause error, sink string) error {
+	if !fault.IsPermanent(cause) {
+		cause = fault.Permanent(fault.ClassOf(cause), cause)
+	}
+	env, err := s.dlq.send(ctx, m, meta, cause, sink)
+	if err != nil {
+		s.dlq.failed(meta, err)
+		if ok, n := s.logs.allow("undead/" + sink); ok {
+			s.log.Error("bundled "+s.kind+" could neither be applied nor dead-lettered; its bundle is kept in its stream and retried",
+				"subject", m.Subject(), "seq", meta.Sequence.Stream, "item", m.index, "attempt", meta.NumDelivered,
+				"cause", cause, "err", err, "suppressed", n)
+		}
+		return fmt.Errorf("dead-letter bundle item %d: %w", m.index, err)
+	}
+	if s.onDead != nil {
+		if err := s.onDead(ctx, env); err != nil {
+			return fmt.Errorf("record dead-lettered bundle item %d: %w", m.index, err)
+		}
+	}
+	if ok, n := s.logs.allow("dead/" + env.Error.Class + "/" + sink); ok {
+		s.log.Warn("dead-lettered bundled "+s.kind, "subject", m.Subject(), "seq", meta.Sequence.Stream, "item", m.index,
+			"class", env.Error.Class, "err", cause, "suppressed", n)
+	}
+	if s.dead != nil {
+		s.dead()
+	}
+	return nil
+}
+
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s

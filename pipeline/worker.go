@@ -124,6 +124,7 @@ type Worker struct {
 	breaker, graphBreaker               *breaker
 	*settler
 
+	bundles     bundleMemory                 // settled items of bundles being retried
 	builders    map[string]*document.Builder // one per env, built in NewWorker, read-only after
 	collections map[string]string            // collection per env, likewise
 }
@@ -357,7 +358,8 @@ func (w *Worker) CollectionFor(env string) string {
 	return strings.ReplaceAll(w.cfg.Collection, "{env}", env)
 }
 
-// chunkItem is one chunk message of a batch and what became of it.
+// chunkItem is one chunk of a batch, a single-chunk message or one item of a bundle, and what
+// became of it.
 type chunkItem struct {
 	d    *sjs.Delivery
 	meta *jetstream.MsgMetadata
@@ -368,17 +370,37 @@ type chunkItem struct {
 	first, last int
 	permanent   error
 	transient   error
+	// For an item of a bundle: its position, the item as a single-chunk message (its dead
+	// letter), and whether it was settled on an earlier delivery (nothing to do).
+	pos     int
+	bundled *bundleItemMsg
+	skip    bool
 }
 
-// handleChunks writes a batch of chunk messages (sjs.BatchHandler): each chunk is checked and
-// built into documents, each collection's documents go to the batcher in one call, the job
-// progress of the written ones is recorded in one call, and then each message is settled on
-// its own — acked once its documents and its progress are durable, retried with a delay after
-// a transient failure, dead-lettered after a permanent one.
+// chunkMsg is one message of a batch: items[lo:hi] are its chunks.
+type chunkMsg struct {
+	lo, hi int
+	bundle bool
+}
+
+// handleChunks writes a batch of chunk messages (sjs.BatchHandler): each chunk — a message, or
+// an item of a bundle message — is checked and built into documents, each collection's
+// documents go to the batcher in one call, the job progress of the written ones is recorded in
+// one call, and then each message is settled on its own — acked once its documents and its
+// progress are durable, retried with a delay after a transient failure, dead-lettered after a
+// permanent one. A bundle's items are dead-lettered one by one and the bundle is acked once all
+// of them are settled (settleBundle).
 func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 	w.metrics.batchMsgs.Observe(float64(len(batch)))
 	items := make([]chunkItem, 0, len(batch))
+	msgs := make([]chunkMsg, 0, len(batch))
 	docs := map[string][]document.Doc{} // by collection; a batch usually has one
+	add := func(it chunkItem, docsOf []document.Doc) {
+		it.first = len(docs[it.coll])
+		docs[it.coll] = append(docs[it.coll], docsOf...)
+		it.last = len(docs[it.coll])
+		items = append(items, it)
+	}
 	for _, d := range batch {
 		m, meta := d.Msg(), d.Meta()
 		if meta == nil {
@@ -389,16 +411,37 @@ func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 				continue
 			}
 		}
+		if m.Headers().Get(schemas.HeaderSchema) == string(schemas.ChunkBundle) {
+			env, ok := schemas.EnvFromSubject(m.Subject())
+			if !ok {
+				_ = w.deadLetter(ctx, d, m, meta, fault.Permanentf(fault.Validation, "subject %q names no valid environment", m.Subject()), "")
+				continue
+			}
+			var done []bool
+			if meta.NumDelivered > 1 {
+				done = w.bundles.get(meta)
+			}
+			its, docsOf, err := w.expandBundle(m, meta, env, done)
+			if err != nil {
+				_ = w.deadLetter(ctx, d, m, meta, err, "")
+				continue
+			}
+			lo := len(items)
+			for i, it := range its {
+				it.d = d
+				add(it, docsOf[i])
+			}
+			msgs = append(msgs, chunkMsg{lo: lo, hi: len(items), bundle: true})
+			continue
+		}
 		it, docsOf, err := w.checkChunk(m, meta)
 		if err != nil {
 			_ = w.deadLetter(ctx, d, m, meta, err, "")
 			continue
 		}
 		it.d = d
-		it.first = len(docs[it.coll])
-		docs[it.coll] = append(docs[it.coll], docsOf...)
-		it.last = len(docs[it.coll])
-		items = append(items, it)
+		add(it, docsOf)
+		msgs = append(msgs, chunkMsg{lo: len(items) - 1, hi: len(items)})
 	}
 	for coll, cdocs := range docs {
 		// Collections are written one after another; a batch spans several only when chunks
@@ -422,7 +465,7 @@ func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 	}
 	var marks []Mark
 	for _, it := range items {
-		if it.job != "" && it.permanent == nil && it.transient == nil {
+		if it.job != "" && !it.skip && it.permanent == nil && it.transient == nil {
 			marks = append(marks, Mark{Job: it.job, Item: it.item, Outcome: Written})
 		}
 	}
@@ -432,7 +475,12 @@ func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 			progressErr = fmt.Errorf("record progress: %w", err)
 		}
 	}
-	for _, it := range items {
+	for _, cm := range msgs {
+		if cm.bundle {
+			w.settleBundle(ctx, items[cm.lo:cm.hi], progressErr)
+			continue
+		}
+		it := items[cm.lo]
 		m := it.d.Msg()
 		switch {
 		case it.permanent != nil:
@@ -497,7 +545,7 @@ func (w *Worker) checkChunk(m jetstream.Msg, meta *jetstream.MsgMetadata) (chunk
 	h := m.Headers()
 	if sch := h.Get(schemas.HeaderSchema); sch != "" && sch != string(schemas.Chunk) {
 		return chunkItem{}, nil, fault.Permanentf(fault.Validation,
-			"header %s is %q; a chunk subject carries %q", schemas.HeaderSchema, sch, schemas.Chunk)
+			"header %s is %q; a chunk subject carries %q or %q", schemas.HeaderSchema, sch, schemas.Chunk, schemas.ChunkBundle)
 	}
 	it := chunkItem{meta: meta, item: -1, coll: w.CollectionFor(env)}
 	if it.job = h.Get(schemas.HeaderJob); it.job != "" {
@@ -509,7 +557,7 @@ func (w *Worker) checkChunk(m jetstream.Msg, meta *jetstream.MsgMetadata) (chunk
 		}
 		it.item = n
 	}
-	docs, err := w.builder(env).Build(m.Data(), document.Meta{Version: meta.Sequence.Stream, Job: it.job})
+	docs, err := w.builder(env).Build(m.Data(), document.Meta{Version: docVersion(meta.Sequence.Stream, 0), Job: it.job})
 	if err != nil {
 		return chunkItem{}, nil, err
 	}

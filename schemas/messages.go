@@ -302,3 +302,20 @@ func cloneHeaders(h map[string][]string) map[string][]string {
 	}
 	return out
 }
+
+// ChunkBundlePayload is the payload of a chunk bundle message (chunk-bundle.v1.json): many items of
+// one job's file, in file order.
+type ChunkBundlePayload struct {
+	// Items are the bundle's items, 1 to MaxBundleItems, indexes strictly increasing. Required.
+	Items []BundleItem `json:"items"`
+}
+
+// BundleItem is one item of a chunk bundle.
+type BundleItem struct {
+	// Index is the item's 0-based position in its job's file (what Sluice-Item carries for a
+	// single chunk). Required.
+	Index int `json:"index"`
+	// Chunk is the chunk record as the producer has it (chunk.v1.json), kept as raw JSON.
+	// Required.
+	Chunk json.RawMessage `json:"chunk"`
+}

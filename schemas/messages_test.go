@@ -27,6 +27,9 @@ func TestGoTypesValidate(t *testing.T) {
 		schema schemas.Name
 		value  any
 	}{
+		{name: "bundle of two", schema: schemas.ChunkBundle, value: schemas.ChunkBundlePayload{Items: []schemas.BundleItem{
+			{Index: 0, Chunk: json.RawMessage(`{"id":"a","text":"x"}`)}, {Index: 5, Chunk: json.RawMessage(`{"chunk_id":"b","content":"y"}`)},
+		}}},
 		{name: "open minimal", schema: schemas.JobEvent, value: schemas.JobOpen{JobID: "j1", Env: schemas.Dev, CreatedAt: at}},
 		{name: "open zero time", schema: schemas.JobEvent, value: schemas.JobOpen{JobID: "j1", Env: schemas.Prod}},
 		{name: "open full, offset time", schema: schemas.JobEvent, value: schemas.JobOpen{
@@ -227,12 +230,19 @@ func TestGoFieldsMatchSchemaProperties(t *testing.T) {
 		}
 		return o
 	}
-	job, dl := load(schemas.JobEvent), load(schemas.DeadLetter)
+	job, dl, bundle := load(schemas.JobEvent), load(schemas.DeadLetter), load(schemas.ChunkBundle)
 	var jobDefs map[string]json.RawMessage
 	if err := json.Unmarshal(job["$defs"], &jobDefs); err != nil {
 		t.Fatal(err)
 	}
 	dlTop := obj(mustMarshal(t, dl))
+	bundleTop := obj(mustMarshal(t, bundle))
+	var bundleItems struct {
+		Items json.RawMessage `json:"items"`
+	}
+	if err := json.Unmarshal(bundleTop.Properties["items"], &bundleItems); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		typ  reflect.Type
@@ -246,6 +256,8 @@ func TestGoFieldsMatchSchemaProperties(t *testing.T) {
 		{name: "ItemIssue", typ: reflect.TypeFor[schemas.ItemIssue](), obj: obj(jobDefs["issue"])},
 		{name: "DeadLetterEnvelope", typ: reflect.TypeFor[schemas.DeadLetterEnvelope](), obj: dlTop},
 		{name: "DeadLetterError", typ: reflect.TypeFor[schemas.DeadLetterError](), obj: obj(dlTop.Properties["error"])},
+		{name: "ChunkBundlePayload", typ: reflect.TypeFor[schemas.ChunkBundlePayload](), obj: bundleTop},
+		{name: "BundleItem", typ: reflect.TypeFor[schemas.BundleItem](), obj: obj(bundleItems.Items)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

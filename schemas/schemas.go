@@ -28,6 +28,9 @@ const (
 	// Chunk is one chunk record, the payload of a message on sluice.v1.chunks.{env}
 	// (chunk.v1.json).
 	Chunk Name = "sluice.chunk.v1"
+	// ChunkBundle is many chunks of one job in one message on sluice.v1.chunks.{env}, each with
+	// its item index (chunk-bundle.v1.json); the message's Sluice-Schema header names it.
+	ChunkBundle Name = "sluice.chunk-bundle.v1"
 	// JobEvent is a job lifecycle event (open or seal), the payload of a message on
 	// sluice.v1.jobs.{env} (job.v1.json).
 	JobEvent Name = "sluice.job.v1"
@@ -50,7 +53,7 @@ const MaxProblems = 20
 // ErrUnknownSchema is returned (wrapped) by Validate for a Name that is not one of Names().
 var ErrUnknownSchema = errors.New("unknown schema")
 
-//go:embed chunk.v1.json job.v1.json dead-letter.v1.json command.v1.json requirements.v1.json feature-request.v1.json
+//go:embed chunk.v1.json chunk-bundle.v1.json job.v1.json dead-letter.v1.json command.v1.json requirements.v1.json feature-request.v1.json
 var files embed.FS
 
 // fileOf maps each Name to its embedded file.
@@ -58,6 +61,8 @@ func fileOf(name Name) (string, bool) {
 	switch name {
 	case Chunk:
 		return "chunk.v1.json", true
+	case ChunkBundle:
+		return "chunk-bundle.v1.json", true
 	case JobEvent:
 		return "job.v1.json", true
 	case DeadLetter:
@@ -74,7 +79,7 @@ func fileOf(name Name) (string, bool) {
 
 // Names returns every schema name, sorted. The caller owns the slice.
 func Names() []Name {
-	return []Name{Chunk, Command, DeadLetter, FeatureRequest, JobEvent, Requirements}
+	return []Name{ChunkBundle, Chunk, Command, DeadLetter, FeatureRequest, JobEvent, Requirements}
 }
 
 // FileName returns the file name of schema name (e.g. "chunk.v1.json"), the last path element of

@@ -273,7 +273,7 @@ func TestValidateConcurrent(t *testing.T) {
 
 func TestSchemaFiles(t *testing.T) {
 	names := schemas.Names()
-	want := []schemas.Name{schemas.Chunk, schemas.Command, schemas.DeadLetter, schemas.FeatureRequest, schemas.JobEvent, schemas.Requirements}
+	want := []schemas.Name{schemas.ChunkBundle, schemas.Chunk, schemas.Command, schemas.DeadLetter, schemas.FeatureRequest, schemas.JobEvent, schemas.Requirements}
 	if !slices.Equal(names, want) {
 		t.Fatalf("Names() = %v, want %v", names, want)
 	}

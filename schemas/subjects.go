@@ -190,6 +190,22 @@ func ChunkMsgIDDup(jobID, chunkID string, index int) string {
 	return jobID + "/" + chunkID + "#" + strconv.Itoa(index)
 }
 
+// MaxBundleItems is the most items one chunk bundle (ChunkBundle) may hold, as its schema
+// says: Sluice orders the documents of a bundle's items by their position in it (a document's
+// version is its message's stream sequence × MaxBundleItems + position), so the position must
+// fit in those bits.
+const MaxBundleItems = 1024
+
+// ChunkBundleMsgID returns the Nats-Msg-Id of a chunk bundle holding a job's items first to
+// last (their indexes): jobID+"/items/"+first+"-"+last. A bundle published again after a
+// crash is then stored once, provided the file is cut into the same bundles — which the same
+// file and the same bundle limits always do. Sluice's loader appends "/" and a digest chained
+// over the job's earlier messages, so that a file cut differently is stored again from the
+// first difference on instead of being partly deduplicated.
+func ChunkBundleMsgID(jobID string, first, last int) string {
+	return jobID + "/items/" + strconv.Itoa(first) + "-" + strconv.Itoa(last)
+}
+
 // FormatItem renders a Sluice-Item header value.
 func FormatItem(index int) string { return strconv.Itoa(index) }
 

@@ -23,6 +23,7 @@ func TestSubjects(t *testing.T) {
 		{name: "dlq of foreign subject", got: schemas.DLQSubject("orders.new"), want: "sluice.dlq.orders.new"},
 		{name: "chunk msg id", got: schemas.ChunkMsgID("job_1", "job_1_c_1_0001"), want: "job_1/job_1_c_1_0001"},
 		{name: "dup msg id", got: schemas.ChunkMsgIDDup("job_1", "c_006", 12), want: "job_1/c_006#12"},
+		{name: "bundle msg id", got: schemas.ChunkBundleMsgID("job_1", 100, 199), want: "job_1/items/100-199"},
 		{name: "item", got: schemas.FormatItem(37), want: "37"},
 	}
 	for _, tt := range tests {
