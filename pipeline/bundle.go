@@ -190,7 +190,9 @@ func (w *Worker) settleBundle(ctx context.Context, items []chunkItem, progressEr
 				dead = fault.Permanent(fault.Exhausted, fmt.Errorf("gave up after %d deliveries: %w", meta.NumDelivered, progressErr))
 			}
 		default:
+			// Written (and its progress recorded): counted now, once — a redelivery skips it.
 			done[i] = true
+			w.metrics.outcome("written", time.Since(d.Received()))
 			continue
 		}
 		if dead == nil {
@@ -223,7 +225,6 @@ func (w *Worker) settleBundle(ctx context.Context, items []chunkItem, progressEr
 	w.bundles.forget(meta)
 	w.dlq.forget(meta)
 	d.Ack()
-	w.metrics.outcome("written", time.Since(d.Received()))
 }
 
 // chunkBundler cuts a job's chunks, in file order, into bundles of at most items chunks and

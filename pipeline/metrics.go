@@ -28,7 +28,7 @@ func newWorkerMetrics(reg prometheus.Registerer, unresolved func() float64) *wor
 	m := &workerMetrics{
 		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "sluice_chunk_messages_total",
-			Help: "Chunk messages handled, by outcome (written, retried, dead_lettered).",
+			Help: "Chunks handled, by outcome: written and dead_lettered count chunks (a bundle's items one by one), retried counts messages sent back to the broker.",
 		}, []string{"outcome"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "sluice_chunk_handle_seconds",
