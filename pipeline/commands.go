@@ -87,6 +87,12 @@ type CommandWorker struct {
 	v   *requirements.Validator
 	*settler
 	dlq *deadLetterer
+
+	// Grouped writes, shared by the partitions (see group): the store transaction, the
+	// outcomes and the change-feed events of commands that arrive together.
+	applies  *group[requirements.PendingCommand, requirements.BatchResult]
+	outcomes *group[*nats.Msg, error]
+	events   *group[*nats.Msg, error]
 }
 
 // NewCommandWorker checks cfg and returns a CommandWorker; nothing runs until Run.
@@ -113,8 +119,13 @@ func NewCommandWorker(cfg CommandWorkerConfig) (*CommandWorker, error) {
 		maxDeliver = uint64(ci.Config.MaxDeliver)
 	}
 	dlq := newDeadLetterer(cfg.JS)
+	parts := len(cfg.Streams.Consumers)
 	return &CommandWorker{cfg: cfg, log: log, v: v, dlq: dlq,
-		settler: &settler{dlq: dlq, retry: cfg.Retry, maxDeliver: maxDeliver, log: log, kind: "command"}}, nil
+		settler:  &settler{dlq: dlq, retry: cfg.Retry, maxDeliver: maxDeliver, log: log, kind: "command"},
+		applies:  newGroup(parts, parts, applyGroup(cfg.Store)),
+		outcomes: newGroup(parts, parts, publishGroup(cfg.JS)),
+		events:   newGroup(parts, parts, publishGroup(cfg.JS)),
+	}, nil
 }
 
 // Run applies commands until ctx ends, then drains (in-flight commands get DrainTimeout to
@@ -125,6 +136,13 @@ func (w *CommandWorker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	for _, g := range []interface{ Start() }{w.applies, w.outcomes, w.events} {
+		g.Start()
+	}
+	// Stopped once the router returned: no handler submits any more.
+	defer w.events.Stop()
+	defer w.outcomes.Stop()
+	defer w.applies.Stop()
 	subs := make([]*sjs.Subscriber, 0, len(w.cfg.Streams.Consumers))
 	for p, c := range w.cfg.Streams.Consumers {
 		sub, err := sjs.NewSubscriber(sjs.SubscriberConfig{
@@ -181,7 +199,11 @@ func (w *CommandWorker) handle(msg *message.Message) error {
 			"command %s was published on %s; its subject is %s", cmd.CommandID, orig.Subject(), want), "")
 	}
 	msgID := meta.Stream + ":" + strconv.FormatUint(meta.Sequence.Stream, 10)
-	out, err := w.cfg.Store.ApplyCommand(ctx, cmd, msgID)
+	res, err := w.applies.Submit(ctx, requirements.PendingCommand{Command: cmd, MsgID: msgID})
+	if err == nil {
+		err = res.Err
+	}
+	out := res.Outcome
 	if err != nil {
 		return w.fail(ctx, wm(msg), orig, meta, fmt.Errorf("apply command %s: %w", cmd.CommandID, err), "requirements")
 	}
@@ -197,11 +219,21 @@ func (w *CommandWorker) handle(msg *message.Message) error {
 	if err != nil {
 		return w.deadLetter(ctx, wm(msg), orig, meta, fault.Permanent(fault.Rejected, fmt.Errorf("encode outcome of %s: %w", cmd.CommandID, err)), "")
 	}
-	if _, err := w.cfg.Streams.Outcomes.Put(ctx, cmd.CommandID, body); err != nil {
+	ev, err := mutationMsg(out)
+	if err != nil {
+		return w.deadLetter(ctx, wm(msg), orig, meta, err, "")
+	}
+	// The outcome and the event go out together, each in its stream's next atomic batch.
+	om := nats.NewMsg(outcomeSubject(cmd.CommandID))
+	om.Data = body
+	outErr := make(chan error, 1)
+	go func() { outErr <- submitPublish(ctx, w.outcomes, om) }()
+	evErr := submitPublish(ctx, w.events, ev)
+	if err := <-outErr; err != nil {
 		return w.fail(ctx, wm(msg), orig, meta, fmt.Errorf("record outcome of %s: %w", cmd.CommandID, err), "")
 	}
-	if err := publishMutation(ctx, w.cfg.JS, out); err != nil {
-		return w.fail(ctx, wm(msg), orig, meta, err, "")
+	if evErr != nil {
+		return w.fail(ctx, wm(msg), orig, meta, evErr, "")
 	}
 	w.dlq.forget(meta)
 	w.log.Debug("command settled", "command_id", cmd.CommandID, "type", cmd.Type, "key", out.Key,
@@ -233,23 +265,32 @@ type MutationEvent struct {
 	Audit   *requirements.AuditEntry          `json:"audit,omitempty"`
 }
 
-// publishMutation publishes out's change-feed event and waits for the stream to store it. Its
-// Nats-Msg-Id is derived from the command id, so a redelivered command adds no second event
-// within the duplicate window.
-func publishMutation(ctx context.Context, js jetstream.JetStream, out requirements.Outcome) error {
+// outcomeSubject is the subject of command id's entry in the outcomes bucket (what
+// KeyValue.Put publishes on).
+func outcomeSubject(commandID string) string { return "$KV." + sjs.BucketOutcomes + "." + commandID }
+
+// submitPublish publishes m through g and waits for the stream to store it.
+func submitPublish(ctx context.Context, g *group[*nats.Msg, error], m *nats.Msg) error {
+	err, serr := g.Submit(ctx, m)
+	if serr != nil {
+		return serr
+	}
+	return err
+}
+
+// mutationMsg returns out's change-feed event. Its Nats-Msg-Id is derived from the command
+// id, so a redelivered command adds no second event within the duplicate window.
+func mutationMsg(out requirements.Outcome) (*nats.Msg, error) {
 	ev := MutationEvent{
 		Type: "mutation", CommandID: out.CommandID, CommandType: out.Type, Key: out.Key,
 		Applied: out.Applied, Refusal: out.Refusal, Feature: out.Feature, Version: out.Version, Audit: out.Audit,
 	}
 	body, err := json.Marshal(ev)
 	if err != nil {
-		return fault.Permanent(fault.Rejected, fmt.Errorf("encode mutation event %s: %w", out.CommandID, err))
+		return nil, fault.Permanent(fault.Rejected, fmt.Errorf("encode mutation event %s: %w", out.CommandID, err))
 	}
 	m := nats.NewMsg(sjs.MutationEventSubject(out.Key))
 	m.Data = body
 	m.Header.Set(nats.MsgIdHdr, "mutation/"+out.CommandID)
-	if _, err := js.PublishMsg(ctx, m); err != nil {
-		return fmt.Errorf("publish mutation event %s: %w", out.CommandID, err)
-	}
-	return nil
+	return m, nil
 }

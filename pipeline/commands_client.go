@@ -53,7 +53,16 @@ type CommandClient struct {
 	watcher jetstream.KeyWatcher
 	closed  bool
 	wg      sync.WaitGroup // the watch goroutine
+
+	// publishes groups the commands submitted at about the same moment into one atomic
+	// batch: one synced write on the command stream for all of them.
+	publishes *group[*nats.Msg, error]
 }
+
+// submitWaiting bounds the Submit calls queued for the next atomic batch; beyond it Submit
+// waits (backpressure, bounded by its ctx). It is the most commands one batch takes, far
+// below the server's limit of MaxAtomicBatch.
+const submitWaiting = 256
 
 // NewCommandClient checks cfg and returns a CommandClient. The caller must Close it.
 func NewCommandClient(cfg CommandClientConfig) (*CommandClient, error) {
@@ -83,7 +92,10 @@ func NewCommandClient(cfg CommandClientConfig) (*CommandClient, error) {
 			return nil, fmt.Errorf("command client: %w", err)
 		}
 	}
-	return &CommandClient{cfg: cfg, v: v, waiters: map[string]map[chan requirements.Outcome]struct{}{}}, nil
+	c := &CommandClient{cfg: cfg, v: v, waiters: map[string]map[chan requirements.Outcome]struct{}{},
+		publishes: newGroup(submitWaiting, submitWaiting, publishGroup(cfg.JS))}
+	c.publishes.Start()
+	return c, nil
 }
 
 // Validator returns the validator commands are checked with (also for validating stored
@@ -121,7 +133,7 @@ func (c *CommandClient) Submit(ctx context.Context, cmd requirements.Command) (s
 	m.Data = body
 	m.Header.Set(nats.MsgIdHdr, cmd.CommandID)
 	c.cfg.Key.SignMsg(sign.Command, m)
-	if _, err := c.cfg.JS.PublishMsg(ctx, m); err != nil {
+	if err := submitPublish(ctx, c.publishes, m); err != nil {
 		return "", fmt.Errorf("submit command %s: publish: %w", cmd.CommandID, err)
 	}
 	return cmd.CommandID, nil
@@ -255,6 +267,7 @@ func (c *CommandClient) Close() error {
 		err = w.Stop()
 	}
 	c.wg.Wait()
+	c.publishes.Stop()
 	return err
 }
 

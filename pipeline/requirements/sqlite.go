@@ -238,18 +238,72 @@ func (s *SQLiteStore) ApplyCommand(ctx context.Context, cmd Command, msgID strin
 	if err := s.check(); err != nil {
 		return Outcome{}, err
 	}
-	markerID := cmd.CommandID
-	if markerID == "" && msgID != "" {
-		markerID = "msg:" + msgID
-	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return Outcome{}, fmt.Errorf("apply command %s: begin: %w", cmd.CommandID, err)
 	}
 	defer func() { _ = tx.Rollback() }()
+	out, err := s.applyIn(ctx, tx, cmd, msgID)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if err := tx.Commit(); err != nil {
+		return Outcome{}, fmt.Errorf("apply command %s: commit: %w", cmd.CommandID, err)
+	}
+	return out, nil
+}
 
+// ApplyCommands implements BatchApplier: every command in one write transaction (one synced
+// commit for the whole batch), each inside its own savepoint, so a command that fails is rolled
+// back alone and the others commit. It blocks for that transaction, queued behind other writers
+// like ApplyCommand.
+func (s *SQLiteStore) ApplyCommands(ctx context.Context, cmds []PendingCommand) []BatchResult {
+	res := make([]BatchResult, len(cmds))
+	fail := func(err error) []BatchResult {
+		for i := range res {
+			res[i] = BatchResult{Err: err}
+		}
+		return res
+	}
+	if err := s.check(); err != nil {
+		return fail(err)
+	}
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fail(fmt.Errorf("apply %d commands: begin: %w", len(cmds), err))
+	}
+	defer func() { _ = tx.Rollback() }()
+	for i, c := range cmds {
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT cmd`); err != nil {
+			return fail(fmt.Errorf("apply %d commands: savepoint: %w", len(cmds), err))
+		}
+		out, err := s.applyIn(ctx, tx, c.Command, c.MsgID)
+		if err != nil {
+			if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO cmd`); rerr != nil {
+				return fail(fmt.Errorf("apply %d commands: roll back %s: %w", len(cmds), c.Command.CommandID, rerr))
+			}
+			res[i].Err = err
+		} else {
+			res[i].Outcome = out
+		}
+		if _, err := tx.ExecContext(ctx, `RELEASE cmd`); err != nil {
+			return fail(fmt.Errorf("apply %d commands: release savepoint: %w", len(cmds), err))
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fail(fmt.Errorf("apply %d commands: commit: %w", len(cmds), err))
+	}
+	return res
+}
+
+// applyIn is ApplyCommand inside tx, which the caller commits.
+func (s *SQLiteStore) applyIn(ctx context.Context, tx *sql.Tx, cmd Command, msgID string) (Outcome, error) {
+	markerID := cmd.CommandID
+	if markerID == "" && msgID != "" {
+		markerID = "msg:" + msgID
+	}
 	var recorded string
-	err = tx.QueryRowContext(ctx, `SELECT outcome FROM applied_commands WHERE command_id = ? OR (msg_id IS NOT NULL AND msg_id = ?)`, markerID, msgID).Scan(&recorded)
+	err := tx.QueryRowContext(ctx, `SELECT outcome FROM applied_commands WHERE command_id = ? OR (msg_id IS NOT NULL AND msg_id = ?)`, markerID, msgID).Scan(&recorded)
 	switch {
 	case err == nil:
 		var out Outcome
@@ -285,9 +339,6 @@ func (s *SQLiteStore) ApplyCommand(ctx context.Context, cmd Command, msgID strin
 	if _, err := tx.ExecContext(ctx, `INSERT INTO applied_commands (command_id, msg_id, outcome, applied_at) VALUES (?, ?, ?, ?)`,
 		markerID, msg, string(body), FormatTimestamp(s.now())); err != nil {
 		return Outcome{}, fmt.Errorf("apply command %s: write apply marker: %w", cmd.CommandID, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return Outcome{}, fmt.Errorf("apply command %s: commit: %w", cmd.CommandID, err)
 	}
 	return out, nil
 }

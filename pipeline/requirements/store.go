@@ -150,6 +150,33 @@ type Store interface {
 	Import(ctx context.Context, files []LegacyFile) (ImportReport, error)
 }
 
+// PendingCommand is one command of a batch for BatchApplier.ApplyCommands, with the
+// JetStream message id it came in (as for Store.ApplyCommand).
+type PendingCommand struct {
+	Command Command
+	MsgID   string
+}
+
+// BatchResult is what ApplyCommands did with one command: its Outcome, or the error
+// ApplyCommand would have returned for it (then nothing of it was written).
+type BatchResult struct {
+	Outcome Outcome
+	Err     error
+}
+
+// BatchApplier is a Store that applies several commands for the cost of one write: the
+// command worker groups the commands of different partitions (so of different keys) that
+// arrive together. SQLiteStore implements it; AstraStore, which has no transactions and no
+// synced commit to share, does not.
+type BatchApplier interface {
+	// ApplyCommands applies each command exactly as ApplyCommand would, in order, and returns
+	// one result per command. Each command succeeds or fails on its own: a failed one leaves
+	// nothing behind and the others are written. The commands must have pairwise different
+	// keys (their order against each other is not kept by the caller). Safe for concurrent
+	// use.
+	ApplyCommands(ctx context.Context, cmds []PendingCommand) []BatchResult
+}
+
 // ClassifyLegacy reports whether a Python file is a requirements version ("requirements") or
 // a feature request ("feature"), by its content: a version has a metadata object, a feature
 // request a request_id.

@@ -2,7 +2,9 @@ package jetstream
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -22,9 +24,14 @@ const (
 	// BucketOutcomes holds each command's outcome (JSON) under its command id, for callers
 	// waiting on it; entries expire after OutcomeTTL.
 	BucketOutcomes = "sluice_outcomes"
-	// CommandPartitions is how many partitions the command stream splits keys into. Each has
-	// one durable consumer with one message in flight, across every worker process.
-	CommandPartitions = 16
+	// CommandPartitions is how many partitions a new command stream splits keys into. Each has
+	// one durable consumer with one message in flight, across every worker process. It was 16
+	// (issue 12: ≈120 commands/s); 64 lets 4× as many keys apply at once, and the commands
+	// they hand over together share one store transaction and one atomic publish. A stream
+	// that exists keeps the count it was created with (CommandStreams.Partitions): changing it
+	// moves keys to other partitions, which would break per-key order for commands still
+	// queued (see docs/operations.md to change it on a drained stream).
+	CommandPartitions = 64
 	// ConsumerCommandsPrefix + partition number names a partition's durable consumer.
 	ConsumerCommandsPrefix = "sluice-commands-p"
 
@@ -45,8 +52,11 @@ type CommandStreams struct {
 	Events   jetstream.Stream
 	Outcomes jetstream.KeyValue
 	// Consumers[p] is partition p's durable consumer (CommandConsumerName(p)); there are
-	// CommandPartitions of them.
+	// Partitions of them.
 	Consumers []jetstream.Consumer
+	// Partitions is the stream's partition count: CommandPartitions for a stream created now,
+	// the count it was created with for one that existed.
+	Partitions int
 }
 
 // CommandConsumerName returns the durable consumer name of partition p.
@@ -81,9 +91,39 @@ func JobEventSubject(id string) string { return jobEventPrefix + id }
 // commandTransform inserts a partition token computed from the key (the last token) into
 // every command subject. The partition is a hash of the key, so every command of one key
 // lands in the same partition, whatever its kind.
-var commandTransform = jetstream.SubjectTransformConfig{
-	Source:      "sluice.v1.*.*",
-	Destination: "sluice.v1.{{wildcard(1)}}.{{partition(" + strconv.Itoa(CommandPartitions) + ",2)}}.{{wildcard(2)}}",
+func commandTransform(partitions int) *jetstream.SubjectTransformConfig {
+	return &jetstream.SubjectTransformConfig{
+		Source:      "sluice.v1.*.*",
+		Destination: "sluice.v1.{{wildcard(1)}}.{{partition(" + strconv.Itoa(partitions) + ",2)}}.{{wildcard(2)}}",
+	}
+}
+
+// partitionsRE finds the partition count in a command stream's transform.
+var partitionsRE = regexp.MustCompile(`\{\{\s*partition\(\s*(\d+)\s*,`)
+
+// existingPartitions returns the partition count of the command stream if it exists, else
+// CommandPartitions.
+func existingPartitions(ctx context.Context, js jetstream.JetStream) (int, error) {
+	st, err := js.Stream(ctx, StreamCommands)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return CommandPartitions, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("provision stream %s: %w", StreamCommands, err)
+	}
+	t := st.CachedInfo().Config.SubjectTransform
+	if t == nil {
+		return 0, fmt.Errorf("provision stream %s: it has no partition transform", StreamCommands)
+	}
+	m := partitionsRE.FindStringSubmatch(t.Destination)
+	n, err := 0, error(nil)
+	if m != nil {
+		n, err = strconv.Atoi(m[1])
+	}
+	if m == nil || err != nil || n < 1 {
+		return 0, fmt.Errorf("provision stream %s: no partition count in its transform %q", StreamCommands, t.Destination)
+	}
+	return n, nil
 }
 
 // ProvisionCommands creates or updates the command stream with its partition consumers, the
@@ -100,17 +140,22 @@ func ProvisionCommands(ctx context.Context, js jetstream.JetStream, cfg Provisio
 	cfg.setDefaults()
 	var cs CommandStreams
 	var err error
+	if cs.Partitions, err = existingPartitions(ctx, js); err != nil {
+		return nil, err
+	}
 	cs.Commands, err = ensureStream(ctx, js, jetstream.StreamConfig{
 		Name:             StreamCommands,
 		Description:      "Requirement and feature-request commands, partitioned by key",
 		Subjects:         []string{schemas.RequirementSubjects, schemas.FeatureSubjects},
-		SubjectTransform: &commandTransform,
+		SubjectTransform: commandTransform(cs.Partitions),
 		Retention:        jetstream.LimitsPolicy,
 		Discard:          jetstream.DiscardNew,
 		MaxAge:           cfg.ChunkMaxAge,
 		Storage:          jetstream.FileStorage,
 		Replicas:         cfg.Replicas,
 		Duplicates:       cfg.DuplicateWindow,
+		// The API publishes the commands submitted together as one atomic batch.
+		AllowAtomicPublish: true,
 	})
 	if err != nil {
 		return nil, err
@@ -125,6 +170,9 @@ func ProvisionCommands(ctx context.Context, js jetstream.JetStream, cfg Provisio
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 		Duplicates:  cfg.DuplicateWindow,
+		// The command worker publishes the events of commands applied together as one
+		// atomic batch: one synced write instead of one each.
+		AllowAtomicPublish: true,
 	})
 	if err != nil {
 		return nil, err
@@ -140,8 +188,12 @@ func ProvisionCommands(ctx context.Context, js jetstream.JetStream, cfg Provisio
 	if err != nil {
 		return nil, fmt.Errorf("provision bucket %s: %w", BucketOutcomes, err)
 	}
-	cs.Consumers = make([]jetstream.Consumer, CommandPartitions)
-	for p := range CommandPartitions {
+	// Outcomes of commands applied together are put as one atomic batch, like their events.
+	if err := allowAtomic(ctx, js, "KV_"+BucketOutcomes); err != nil {
+		return nil, err
+	}
+	cs.Consumers = make([]jetstream.Consumer, cs.Partitions)
+	for p := range cs.Partitions {
 		name := CommandConsumerName(p)
 		c, err := cs.Commands.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
 			Durable:       name,
@@ -158,4 +210,22 @@ func ProvisionCommands(ctx context.Context, js jetstream.JetStream, cfg Provisio
 		cs.Consumers[p] = c
 	}
 	return &cs, nil
+}
+
+// allowAtomic enables atomic batch publishing on stream (a KV bucket's stream, whose
+// config the KeyValue API does not expose), if it is not enabled yet.
+func allowAtomic(ctx context.Context, js jetstream.JetStream, stream string) error {
+	st, err := js.Stream(ctx, stream)
+	if err != nil {
+		return fmt.Errorf("provision stream %s: %w", stream, err)
+	}
+	c := st.CachedInfo().Config
+	if c.AllowAtomicPublish {
+		return nil
+	}
+	c.AllowAtomicPublish = true
+	if _, err := js.UpdateStream(ctx, c); err != nil {
+		return fmt.Errorf("provision stream %s: allow atomic publish: %w", stream, err)
+	}
+	return nil
 }

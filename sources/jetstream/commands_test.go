@@ -108,3 +108,35 @@ func TestOriginalCommandSubject(t *testing.T) {
 		})
 	}
 }
+
+// A command stream created with another partition count (16, before issue 12) keeps it:
+// re-partitioning would move queued commands' keys to other partitions and break their order.
+func TestProvisionCommandsKeepsAnExistingPartitionCount(t *testing.T) {
+	js, _ := setup(t, sjs.ProvisionConfig{})
+	ctx := context.Background()
+	if _, err := js.CreateStream(ctx, jetstream.StreamConfig{
+		Name:     sjs.StreamCommands,
+		Subjects: []string{schemas.RequirementSubjects, schemas.FeatureSubjects},
+		SubjectTransform: &jetstream.SubjectTransformConfig{Source: "sluice.v1.*.*",
+			Destination: "sluice.v1.{{wildcard(1)}}.{{partition(16,2)}}.{{wildcard(2)}}"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	cs, err := sjs.ProvisionCommands(ctx, js, sjs.ProvisionConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs.Partitions != 16 || len(cs.Consumers) != 16 {
+		t.Fatalf("partitions %d, consumers %d; want the stream's 16", cs.Partitions, len(cs.Consumers))
+	}
+	info, err := cs.Commands.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := info.Config.SubjectTransform.Destination; d != "sluice.v1.{{wildcard(1)}}.{{partition(16,2)}}.{{wildcard(2)}}" {
+		t.Fatalf("transform changed to %q", d)
+	}
+	if !info.Config.AllowAtomicPublish {
+		t.Fatal("atomic publish not enabled on the command stream")
+	}
+}

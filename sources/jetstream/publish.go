@@ -46,6 +46,17 @@ func PublishAtomic(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg
 	return publishEach(ctx, js, msgs)
 }
 
+// ClearBatchHeaders removes the atomic batch headers PublishAtomic stamped onto m: sent again
+// with them, m would open a new batch.
+func ClearBatchHeaders(m *nats.Msg) {
+	if m.Header == nil {
+		return
+	}
+	m.Header.Del(jetstreamext.BatchIDHeader)
+	m.Header.Del(jetstreamext.BatchSeqHeader)
+	m.Header.Del(jetstreamext.BatchCommitHeader)
+}
+
 // isDuplicateBatch reports whether the server refused an atomic batch because a Nats-Msg-Id in
 // it is already stored (error 10201).
 func isDuplicateBatch(err error) bool {
@@ -57,11 +68,7 @@ func isDuplicateBatch(err error) bool {
 // Nats-Msg-Id it already stored.
 func publishEach(ctx context.Context, js jetstream.JetStream, msgs []*nats.Msg) error {
 	for _, m := range msgs {
-		// PublishMsgBatch stamped the batch headers onto the messages; sent again with them,
-		// each would open a new batch.
-		m.Header.Del(jetstreamext.BatchIDHeader)
-		m.Header.Del(jetstreamext.BatchSeqHeader)
-		m.Header.Del(jetstreamext.BatchCommitHeader)
+		ClearBatchHeaders(m)
 		if _, err := js.PublishMsg(ctx, m); err != nil {
 			return fmt.Errorf("publish %s after duplicate batch: %w", m.Header.Get(nats.MsgIdHdr), err)
 		}
