@@ -129,12 +129,13 @@ func TestWorkerKilledMidLoadLosesNothing(t *testing.T) {
 	if mid.Written >= n {
 		t.Skipf("the worker finished all %d chunks before it could be killed", n)
 	}
-	w2 := startWorker(t, url, dataDir)
+	w2, w2logs := startProc(t, "worker", []string{"SLUICE_LOG_LEVEL=info"}, "worker", "--nats-url", url, "--data-dir", dataDir, "--drain-timeout", "20s")
 	final := waitJob(t, jobs, res.JobID, func(j pipeline.Job) bool { return j.State.Done() })
 	if final.State != pipeline.JobCompleted || final.Written != n {
 		t.Fatalf("after restart: %+v", final)
 	}
 	// SIGTERM drains and exits cleanly.
+	waitRunning(t, w2logs)
 	if err := w2.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -189,11 +190,14 @@ func TestSIGTERMDrainsInFlightWork(t *testing.T) {
 	if count < job.Written || job.Written == 0 {
 		t.Fatalf("job says %d written, store holds %d", job.Written, count)
 	}
-	w2 := startWorker(t, url, dataDir)
+	w2, w2logs := startProc(t, "worker", []string{"SLUICE_LOG_LEVEL=info"}, "worker", "--nats-url", url, "--data-dir", dataDir, "--drain-timeout", "20s")
 	final := waitJob(t, jobs, res.JobID, func(j pipeline.Job) bool { return j.State.Done() })
 	if final.State != pipeline.JobCompleted || final.Written != n {
 		t.Fatalf("after restart: %+v", final)
 	}
+	// The job may be complete before the second worker has even installed its signal
+	// handler (the first one's drain finished everything): a SIGTERM then kills it outright.
+	waitRunning(t, w2logs)
 	_ = w2.Process.Signal(syscall.SIGTERM)
 	if err := w2.Wait(); err != nil {
 		t.Fatalf("second worker exit: %v", err)
@@ -207,6 +211,17 @@ func TestSIGTERMDrainsInFlightWork(t *testing.T) {
 	}
 	if info.NumAckPending != 0 || info.NumPending != 0 {
 		t.Fatalf("consumer has %d pending acks and %d undelivered after a clean stop", info.NumAckPending, info.NumPending)
+	}
+}
+
+// waitRunning waits (up to 30 s) until a process started with SLUICE_LOG_LEVEL=info logs
+// that it runs: its signal handling is in place by then.
+func waitRunning(t *testing.T, logs *syncBuffer) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), "sluice running"); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the process did not log \"sluice running\" within 30 s")
+		}
 	}
 }
 
