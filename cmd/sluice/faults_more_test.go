@@ -123,9 +123,10 @@ func TestFaultSuiteMore(t *testing.T) {
 			startServer(t, "api", astraEnv, apiArgs()...),
 		}
 
-		// 20 ms per Data API call (a command makes several) keeps a backlog in the
-		// partitions, so the workers killed below hold commands in flight.
-		e.double.SetLatency(20*time.Millisecond, 0)
+		// 100 ms per Data API call (a command makes several) keeps a backlog in the
+		// partitions, so the workers killed below hold commands in flight. At 20 ms, once
+		// commands were grouped across partitions, a full CI run caught every worker idle.
+		e.double.SetLatency(100*time.Millisecond, 0)
 
 		// Each key's mutations go out one after another, alternating between the two APIs:
 		// the next only once the previous was accepted (202: JetStream stored it), so the
