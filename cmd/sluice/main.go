@@ -14,6 +14,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()}))
+	setMemoryLimit(log)
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, log))
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 	"github.com/synadia-io/orbit.go/jetstreamext"
 
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
@@ -245,5 +246,24 @@ func TestAdmissionBusyOnExpectedWait(t *testing.T) {
 	hold()
 	if adm.Busy() || adm.ExpectedWait() != 0 {
 		t.Fatalf("nothing waiting: Busy %v, expected wait %s", adm.Busy(), adm.ExpectedWait())
+	}
+}
+
+// Issue 12: the broker's memory under a large backlog was its duplicate window (≈175 B per
+// message id, 10 minutes). The chunk stream remembers ids for what publish retries need
+// (2 minutes); the other streams keep 10.
+func TestChunkStreamDuplicateWindow(t *testing.T) {
+	_, p := setup(t, sjs.ProvisionConfig{})
+	for _, tc := range []struct {
+		s    jetstream.Stream
+		want time.Duration
+	}{{p.Chunks, 2 * time.Minute}, {p.Jobs, 10 * time.Minute}, {p.DLQ, 10 * time.Minute}} {
+		info, err := tc.s.Info(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if info.Config.Duplicates != tc.want {
+			t.Errorf("%s: duplicate window %s, want %s", info.Config.Name, info.Config.Duplicates, tc.want)
+		}
 	}
 }

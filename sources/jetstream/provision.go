@@ -49,8 +49,18 @@ type ProvisionConfig struct {
 	// DLQMaxAge is how long dead letters are kept, and the originals they store by reference
 	// (schemas.BucketDLQPayloads). Default 90 days.
 	DLQMaxAge time.Duration
-	// DuplicateWindow is how long a Nats-Msg-Id is remembered. Default 10 minutes.
+	// DuplicateWindow is how long a Nats-Msg-Id is remembered on the job, graph, DLQ and
+	// command streams. Default 10 minutes.
 	DuplicateWindow time.Duration
+	// ChunkDuplicateWindow is the chunk stream's: default 2 minutes. An id must be remembered
+	// as long as a publisher may send the same message again — PublishAtomic's retries (up to
+	// 15 s) and a lost commit answer, published again at once. A job resumed after that
+	// publishes what the stream holds already: the stream keeps those twice, the worker
+	// writes the same documents again, and the job counts items by index, so nothing is
+	// wrong, only done twice. Every id costs the broker ≈175 B for the window: a backlog of
+	// 1,000,000 single-chunk messages held ≈66% of the worker's heap in it with 10 minutes
+	// (issue 12); with bundles one id covers up to 100 chunks.
+	ChunkDuplicateWindow time.Duration
 	// AckWait is how long a worker may hold a message before it is redelivered; workers extend
 	// it with InProgress (every third of it) for long writes. Default 10 s: it is also how long
 	// the messages a killed worker held, or a broker restart or network cut lost on their way,
@@ -75,6 +85,9 @@ func (c *ProvisionConfig) setDefaults() {
 	}
 	if c.DLQMaxAge <= 0 {
 		c.DLQMaxAge = 90 * 24 * time.Hour
+	}
+	if c.ChunkDuplicateWindow <= 0 {
+		c.ChunkDuplicateWindow = 2 * time.Minute
 	}
 	if c.DuplicateWindow <= 0 {
 		c.DuplicateWindow = 10 * time.Minute
@@ -121,7 +134,7 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		MaxAge:             cfg.ChunkMaxAge,
 		Storage:            jetstream.FileStorage,
 		Replicas:           cfg.Replicas,
-		Duplicates:         cfg.DuplicateWindow,
+		Duplicates:         cfg.ChunkDuplicateWindow,
 		AllowAtomicPublish: true,
 	})
 	if err != nil {
