@@ -326,6 +326,7 @@ func (b *chunkBundler) flush() error {
 	m.Header.Set(nats.MsgIdHdr, schemas.ChunkBundleMsgID(b.job, b.first, b.last)+"/"+b.link(m.Data))
 	m.Header.Set(schemas.HeaderJob, b.job)
 	m.Header.Set(schemas.HeaderSchema, string(schemas.ChunkBundle))
+	m.Header.Set(schemas.HeaderItems, strconv.Itoa(b.n))
 	b.buf, b.n = nil, 0
 	return b.w.Add(m)
 }

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -67,6 +69,13 @@ func (e *testEnv) chunkMessages(t testing.TB, maxBytes ...int) map[string]int {
 		if m.Header.Get(schemas.HeaderSchema) == string(schemas.ChunkBundle) {
 			if err := v.Validate(schemas.ChunkBundle, m.Data); err != nil || len(m.Data) > limit {
 				t.Fatalf("bundle %d (%d bytes, limit %d): %v", seq, len(m.Data), limit, err)
+			}
+			// The worker weighs it by Sluice-Items: it must say how many chunks it holds.
+			var b struct {
+				Items []json.RawMessage `json:"items"`
+			}
+			if err := json.Unmarshal(m.Data, &b); err != nil || m.Header.Get(schemas.HeaderItems) != strconv.Itoa(len(b.Items)) {
+				t.Fatalf("bundle %d holds %d items, header %s says %q (%v)", seq, len(b.Items), schemas.HeaderItems, m.Header.Get(schemas.HeaderItems), err)
 			}
 		}
 	}
@@ -423,6 +432,13 @@ func TestBundleRecutResubmissionKeepsLaterWins(t *testing.T) {
 	job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
 	if err != nil || job.State != pipeline.JobCompleted || job.Written != 80 {
 		t.Fatalf("job = %+v, %v", job, err)
+	}
+	// Both loads are one job, whose 80 items the first load's bundles already cover: it
+	// completes before the second load's bundles are all written. Read once every message is.
+	for deadline := time.Now().Add(30 * time.Second); e.pendingAcks(t) > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d chunk messages still pending after 30 s", e.pendingAcks(t))
+		}
 	}
 	if got := e.doc(t, "recut_x")["content"]; got != "LATE" {
 		t.Fatalf("recut_x content %.20q, want the later item's LATE", got)

@@ -328,7 +328,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	chunksDone := make(chan error, 1)
 	go func() {
 		chunksDone <- chunkSub.ConsumeBatches(ctx, sjs.BatchConfig{
-			MaxBatch: b.cfg.MaxBatch, Linger: w.cfg.Linger, Workers: handlers,
+			MaxBatch: b.cfg.MaxBatch, Linger: w.cfg.Linger, Workers: handlers, Weight: chunkWeight,
 		}, w.handleChunks)
 		stop() // it returns early only on failure: stop the router too
 	}()
@@ -497,6 +497,21 @@ func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 			w.metrics.outcome("written", time.Since(it.d.Received()))
 		}
 	}
+}
+
+// chunkWeight weighs a chunk message for the handler batches by the chunks it holds: one for
+// a single chunk, a bundle's Sluice-Items header, or — for a bundle without it — an estimate
+// from its size (one chunk per 512 bytes), at most schemas.MaxBundleItems. A handler batch so
+// builds about Batch.MaxBatch chunks' documents at once, however they are packed.
+func chunkWeight(d *sjs.Delivery) int {
+	h := d.Msg().Headers()
+	if h.Get(schemas.HeaderSchema) != string(schemas.ChunkBundle) {
+		return 1
+	}
+	if n, err := strconv.Atoi(h.Get(schemas.HeaderItems)); err == nil && n > 0 {
+		return min(n, schemas.MaxBundleItems)
+	}
+	return min(len(d.Msg().Data())/512+1, schemas.MaxBundleItems)
 }
 
 // write writes docs through the batcher, held through a sink outage by the circuit breaker

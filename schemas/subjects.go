@@ -169,6 +169,11 @@ const (
 	// and the workers dead-letter a command or rollback without a valid one. Producers other
 	// than the API cannot set it; they submit commands and rollbacks through the API.
 	HeaderSignature = "Sluice-Signature"
+	// HeaderItems is how many chunks a chunk bundle holds, as decimal digits. Optional; the
+	// worker weighs a message by it when it gathers a batch (a bundle without it is weighed
+	// by its size), so a batch holds about as many chunks as it is meant to, whatever their
+	// packing. The loader sets it.
+	HeaderItems = "Sluice-Items"
 )
 
 // DefaultMaxMessageBytes is the default limit on one message's payload (1 MiB), the same as

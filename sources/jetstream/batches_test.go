@@ -718,3 +718,42 @@ func TestRetriedMessagesAreNotHeldByALateInProgress(t *testing.T) {
 		t.Fatalf("a message retried after 10 ms came back after %s: an InProgress after its nak held it", w)
 	}
 }
+
+// Issue 12: with chunk bundles, batches counted in messages built 100 bundles' chunks — 10,000
+// documents — per handler at once, and the worker draining a backlog held 762–820 MiB. With
+// Weight, a batch closes once its weight reaches MaxBatch: messages of weight 30 come four
+// to a batch of MaxBatch 100 (the fourth reaches it), and every message is handled once.
+func TestConsumeBatchesWeighsMessages(t *testing.T) {
+	js, p := setup(t, sjs.ProvisionConfig{})
+	ids := make([]string, 20)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("w%02d", i)
+	}
+	publishIDs(t, js, ids...)
+	sub := newSubscriber(t, sjs.SubscriberConfig{Consumer: p.ChunkConsumer, FetchBatch: 20})
+	sizes := make(chan int, 20)
+	cancel, done := consumeBatches(t, sub, sjs.BatchConfig{MaxBatch: 100, Linger: 200 * time.Millisecond, Workers: 1,
+		Weight: func(*sjs.Delivery) int { return 30 }},
+		func(_ context.Context, batch []*sjs.Delivery) {
+			for _, d := range batch {
+				d.Ack()
+			}
+			sizes <- len(batch)
+		})
+	waitSettled(t, p.ChunkConsumer, 20)
+	cancel()
+	if err := waitReturn(t, done); err != nil {
+		t.Fatalf("ConsumeBatches: %v", err)
+	}
+	close(sizes)
+	total := 0
+	for n := range sizes {
+		if n > 4 {
+			t.Fatalf("a batch of %d messages of weight 30 with MaxBatch 100: weight not counted", n)
+		}
+		total += n
+	}
+	if total != 20 {
+		t.Fatalf("%d messages handled, want 20", total)
+	}
+}
