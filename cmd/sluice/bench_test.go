@@ -1,11 +1,7 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
-	"errors"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -18,19 +14,7 @@ import (
 func TestBenchAstra(t *testing.T) {
 	sluice := func(args ...string) (stdout, stderr string, code int) {
 		t.Helper()
-		cmd := exec.Command(binary, args...)
-		cmd.Env = append(os.Environ(), "SLUICE_LOG_LEVEL=warn", "TMPDIR="+t.TempDir())
-		var out, errOut bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errOut
-		err := cmd.Run()
-		var ee *exec.ExitError
-		switch {
-		case errors.As(err, &ee):
-			code = ee.ExitCode()
-		case err != nil:
-			t.Fatal(err)
-		}
-		return out.String(), errOut.String(), code
+		return runBench(t, args...)
 	}
 
 	out, errOut, code := sluice("bench", "astra", "--chunks", "100", "--latency", "1ms", "--runs", "2", "--json")
