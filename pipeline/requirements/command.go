@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
@@ -41,10 +42,34 @@ const RequirementsKey = "requirements"
 
 var requestIDPattern = regexp.MustCompile(`^FR-[0-9]{3,20}$`)
 
-// NewRequestID returns a new feature-request id as the Python service makes them: "FR-", the
-// 13-digit Unix milliseconds of now, and 4 random digits. It is safe for concurrent use.
-func NewRequestID(now time.Time) string {
-	return fmt.Sprintf("FR-%013d%04d", now.UnixMilli(), rand.IntN(10000))
+// RequestIDs makes feature-request ids in the Python service's format: "FR-", 13 digits of
+// Unix milliseconds and 4 more digits. The Python service draws those 4 at random, so two
+// submissions in one millisecond collide once in 10,000: under 1,000 clients (≈250
+// submissions a second) about one in 15,000 was refused as "already exists" (issue 12). Here
+// they count up within the millisecond from a random start below 5,000, and a millisecond
+// whose ids are used up borrows the next: the ids of one RequestIDs never repeat and keep
+// increasing. (Several API processes still draw their starting points at random.) The zero
+// value is ready to use; safe for concurrent use.
+type RequestIDs struct {
+	mu sync.Mutex // guards ms and n, the last id made
+	ms int64
+	n  int
+}
+
+// Next returns a new id for a request made at now.
+func (g *RequestIDs) Next(now time.Time) string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	ms := max(now.UnixMilli(), g.ms)
+	switch {
+	case ms != g.ms:
+		g.ms, g.n = ms, rand.IntN(5000)
+	case g.n < 9999:
+		g.n++
+	default:
+		g.ms, g.n = ms+1, 0
+	}
+	return fmt.Sprintf("FR-%013d%04d", g.ms, g.n)
 }
 
 // Command is one mutation. On the wire it is one flat JSON object (schema sluice.command.v1):
@@ -85,7 +110,7 @@ type SubmitRequirements struct {
 }
 
 // SubmitFeatureRequest is the body of a TypeSubmitFeatureRequest command. RequestID is
-// assigned by the API (NewRequestID). Category … Tags are validated and, as in Python, not
+// assigned by the API (RequestIDs). Category … Tags are validated and, as in Python, not
 // stored.
 type SubmitFeatureRequest struct {
 	RequestID          string   `json:"request_id"`

@@ -219,7 +219,7 @@ func (s *Server) compatSubmitFeature(w http.ResponseWriter, r *http.Request) {
 	if body.BusinessValue == "" {
 		body.BusinessValue = "medium"
 	}
-	out, ok := s.compatCommand(w, r, body.command(), "")
+	out, ok := s.compatCommand(w, r, body.command(&s.featureIDs), "")
 	if !ok {
 		return
 	}

@@ -282,9 +282,10 @@ type featureBody struct {
 	Tags               []string `json:"tags,omitempty"`
 }
 
-func (b featureBody) command() requirements.Command {
+// command is the submission of b under a new request id from ids.
+func (b featureBody) command(ids *requirements.RequestIDs) requirements.Command {
 	return requirements.Command{Type: requirements.TypeSubmitFeatureRequest, SubmitFeatureRequest: &requirements.SubmitFeatureRequest{
-		RequestID: requirements.NewRequestID(time.Now()), Title: b.Title, Description: b.Description,
+		RequestID: ids.Next(time.Now()), Title: b.Title, Description: b.Description,
 		Priority: b.Priority, Requester: b.Requester, Category: b.Category, BusinessValue: b.BusinessValue,
 		EffortEstimate: b.EffortEstimate, UserStory: b.UserStory, AcceptanceCriteria: b.AcceptanceCriteria, Tags: b.Tags,
 	}}
@@ -297,7 +298,7 @@ func (s *Server) submitFeature(w http.ResponseWriter, r *http.Request) {
 		s.problem(w, r, code, err.Error())
 		return
 	}
-	s.runCommand(w, r, body.command(), true)
+	s.runCommand(w, r, body.command(&s.featureIDs), true)
 }
 
 // optReason maps "" to absent, as the Python service treated an empty reason.

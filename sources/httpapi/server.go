@@ -17,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/sluice-dev/sluice/pipeline/requirements"
 )
 
 const (
@@ -32,15 +34,17 @@ var ErrServerClosed = errors.New("httpapi: server closed")
 // releases the listener of a server that will not be run. Its methods are safe for concurrent
 // use.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	ln       net.Listener
-	srv      *http.Server
-	mux      *http.ServeMux
-	handler  http.Handler
-	metrics  *httpMetrics
-	registry *prometheus.Registry
-	loopback bool // the listener is bound to a loopback address only
+	// featureIDs makes the ids of submitted feature requests, unique within this server.
+	featureIDs requirements.RequestIDs
+	cfg        Config
+	log        *slog.Logger
+	ln         net.Listener
+	srv        *http.Server
+	mux        *http.ServeMux
+	handler    http.Handler
+	metrics    *httpMetrics
+	registry   *prometheus.Registry
+	loopback   bool // the listener is bound to a loopback address only
 	// bodyIdleTimeout bounds each read of an upload; a field so tests can shorten it.
 	bodyIdleTimeout time.Duration
 	auth            atomic.Pointer[authState]
