@@ -48,6 +48,10 @@ func (c *BreakerConfig) setDefaults() {
 // probeLogEvery is how often a failed probe is logged: an hour's outage is 120 lines, not 720.
 const probeLogEvery = 30 * time.Second
 
+// stoppingRetryDelay is how long a message handed back by a stopping worker waits before it is
+// delivered again: past a drain, so another worker (or this one restarted) gets it.
+const stoppingRetryDelay = 5 * time.Second
+
 // errBreakerStopped is what await returns once the breaker's prober has stopped (the worker
 // is draining): a held message goes back to the broker.
 var errBreakerStopped = errors.New("sink unavailable and the worker is stopping")

@@ -125,7 +125,7 @@ func TestBreakerLetsTheWorkerStopDuringAnOutage(t *testing.T) {
 		t.Fatalf("the worker took %s to stop with a 2 s drain timeout while its sink was down", took)
 	}
 	if dl := e.deadLetters(t); len(dl) != 0 {
-		t.Fatalf("%d dead letters after stopping during an outage", len(dl))
+		t.Fatalf("%d dead letters after stopping during an outage: %v", len(dl), dl[0]["error"])
 	}
 	srv.SetFaultRate(0)
 	e.startWorker(t, sink, func(c *pipeline.WorkerConfig) { c.SinkName = "astra" })

@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -168,6 +169,11 @@ func (w *Worker) settleBundle(ctx context.Context, items []chunkItem, progressEr
 	first := items[0]
 	d, m, meta := first.d, first.d.Msg(), first.meta
 	last := meta.NumDelivered >= w.maxDeliver
+	stopping := false // items handed back by a stopping worker: never exhausted, see settler.fail
+	for _, it := range items {
+		stopping = stopping || errors.Is(it.transient, errBreakerStopped)
+	}
+	last = last && !stopping
 	done := make([]bool, len(items))
 	var cause error
 	for i, it := range items {
@@ -213,6 +219,9 @@ func (w *Worker) settleBundle(ctx context.Context, items []chunkItem, progressEr
 			w.bundles.put(meta, done)
 			w.dlq.noteFailure(meta)
 			delay := w.retry.Delay(meta.NumDelivered)
+			if stopping {
+				delay = stoppingRetryDelay
+			}
 			if ok, n := w.logs.allow("retry/bundle/" + string(fault.ClassOf(cause))); ok {
 				w.log.Warn("retrying chunk bundle", "subject", m.Subject(), "seq", meta.Sequence.Stream,
 					"attempt", meta.NumDelivered, "delay", delay, "err", cause, "suppressed", n)

@@ -72,6 +72,14 @@ func (s *settler) fail(ctx context.Context, msg disposer, m jetstream.Msg, meta 
 	if fault.IsPermanent(cause) {
 		return s.deadLetter(ctx, msg, m, meta, cause, sink)
 	}
+	if errors.Is(cause, errBreakerStopped) {
+		// Held through an outage and handed back because the worker stops: not a failure
+		// of the message. It waits long enough not to come back to this worker while it
+		// drains, so its deliveries are not spent (a drain used to spin one through all ten
+		// and dead-letter it as exhausted).
+		msg.Retry(stoppingRetryDelay)
+		return nil
+	}
 	s.dlq.noteFailure(meta)
 	if meta.NumDelivered >= s.maxDeliver {
 		return s.deadLetter(ctx, msg, m, meta, fault.Permanent(fault.Exhausted,
