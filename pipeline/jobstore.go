@@ -264,23 +264,20 @@ func RunJobReaper(ctx context.Context, jobs *JobStore, cfg ReaperConfig, onErr f
 // Reap fails every unsealed job without a failure that has had no update for after, and
 // returns their ids (RunJobReaper's scan). It reads every job record.
 func (s *JobStore) Reap(ctx context.Context, after time.Duration) ([]string, error) {
-	lister, err := s.kv.ListKeys(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("reap jobs: %w", err)
-	}
 	stale := func(r *jobRecord) bool {
 		return !r.Sealed && r.Failure == nil && s.now().Sub(r.UpdatedAt) > after
 	}
+	var candidates []string
+	if err := s.eachJob(ctx, func(rec *jobRecord) {
+		if stale(rec) {
+			candidates = append(candidates, rec.JobID)
+		}
+	}); err != nil {
+		return nil, fmt.Errorf("reap jobs: %w", err)
+	}
 	var reaped []string
 	var errs []error
-	for key := range lister.Keys() {
-		if strings.Contains(key, ".") {
-			continue
-		}
-		rec, _, err := s.load(ctx, key)
-		if err != nil || !stale(rec) {
-			continue
-		}
+	for _, key := range candidates {
 		reason := fmt.Sprintf("its publisher stopped before sealing it: no update for %s (submit the same file again to resume it)", after)
 		changed := false
 		if _, err := s.modify(ctx, key, func(r *jobRecord) bool {
@@ -333,26 +330,13 @@ func (s *JobStore) List(ctx context.Context, f JobFilter, cursor string, limit i
 	if limit <= 0 || limit > 1000 {
 		limit = 100
 	}
-	lister, err := s.kv.ListKeys(ctx)
-	if err != nil {
-		return nil, "", fmt.Errorf("list jobs: %w", err)
-	}
 	var jobs []Job
-	for key := range lister.Keys() {
-		if strings.Contains(key, ".") {
-			continue // issues and idempotency records
-		}
-		rec, _, err := s.load(ctx, key)
-		if errors.Is(err, ErrJobNotFound) {
-			continue
-		}
-		if err != nil {
-			_ = lister.Stop()
-			return nil, "", err
-		}
+	if err := s.eachJob(ctx, func(rec *jobRecord) {
 		if (f.State == "" || rec.State == f.State) && (f.Env == "" || rec.Env == f.Env) {
 			jobs = append(jobs, rec.Job)
 		}
+	}); err != nil {
+		return nil, "", fmt.Errorf("list jobs: %w", err)
 	}
 	sort.Slice(jobs, func(i, k int) bool {
 		if !jobs[i].CreatedAt.Equal(jobs[k].CreatedAt) {
@@ -379,6 +363,30 @@ func (s *JobStore) List(ctx context.Context, f JobFilter, cursor string, limit i
 		next = encodeJobCursor(last.CreatedAt, last.JobID)
 	}
 	return page, next, nil
+}
+
+// eachJob calls fn with every job record in the bucket (not the issues and idempotency
+// records beside them): one KV read per job. A job deleted meanwhile is skipped.
+func (s *JobStore) eachJob(ctx context.Context, fn func(*jobRecord)) error {
+	lister, err := s.kv.ListKeys(ctx)
+	if err != nil {
+		return err
+	}
+	for key := range lister.Keys() {
+		if strings.Contains(key, ".") {
+			continue // issues and idempotency records
+		}
+		rec, _, err := s.load(ctx, key)
+		if errors.Is(err, ErrJobNotFound) {
+			continue
+		}
+		if err != nil {
+			_ = lister.Stop()
+			return err
+		}
+		fn(rec)
+	}
+	return nil
 }
 
 func encodeJobCursor(at time.Time, id string) string {
