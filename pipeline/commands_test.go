@@ -563,10 +563,23 @@ func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
 		if err != nil || f.Status != st.Feature.Status || f.Version != st.Feature.Version {
 			t.Fatalf("key %d final %+v, %v; want %s v%d", k, f, err, st.Feature.Status, st.Feature.Version)
 		}
-		n, err := ce.graph.GetNode(ctx, requirements.FeatureNodeID(f.RequestID))
-		if err != nil || n.Properties["status"] != string(f.Status) || n.Version != f.Version {
-			t.Fatalf("key %d graph %+v, %v; want %s at version %d", k, n, err, f.Status, f.Version)
+		// The store's apply marker (what CommandOutcome reads) commits before the graph
+		// projection, which a busy graph file may retry: wait for the projection to catch up.
+		var n graph.Node
+		projected := func() bool {
+			n, err = ce.graph.GetNode(ctx, requirements.FeatureNodeID(f.RequestID))
+			return err == nil && n.Properties["status"] == string(f.Status) && n.Version == f.Version
 		}
+		deadline := time.Now().Add(30 * time.Second)
+		for !projected() {
+			if time.Now().After(deadline) {
+				t.Fatalf("key %d graph %+v, %v; want %s at version %d", k, n, err, f.Status, f.Version)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	if dl := ce.deadLetters(t); len(dl) != 0 {
+		t.Fatalf("%d dead letters, first %+v", len(dl), dl[0])
 	}
 	a, b := stores[0].n.Load(), stores[1].n.Load()
 	t.Logf("worker A applied %d, worker B %d; %d of %d commands refused", a, b, refused, keys*perKey)
