@@ -757,3 +757,35 @@ func TestConsumeBatchesWeighsMessages(t *testing.T) {
 		t.Fatalf("%d messages handled, want 20", total)
 	}
 }
+
+// CI (issue 12): "not all 60 settled: ack floor 17, 21 pending ack, 0 redelivered". The pull
+// request's wait was a context deadline, from which nats.go gives the server 90% and ends the
+// client's side at 100%: on a busy machine the server still sent messages after the client
+// had stopped listening, and they were stranded — delivered, never handled — until their
+// AckWait ran out. With short pulls against a steady publisher that happens within seconds;
+// every message must be handled without a redelivery.
+func TestShortPullsStrandNothing(t *testing.T) {
+	js, p := setup(t, sjs.ProvisionConfig{AckWait: time.Minute})
+	sub := newSubscriber(t, sjs.SubscriberConfig{Consumer: p.ChunkConsumer, MaxInFlight: 64, FetchBatch: 8, FetchMaxWait: 2 * time.Millisecond})
+	const n = 1500
+	var handled atomic.Int64
+	cancel, done := consumeBatches(t, sub, sjs.BatchConfig{MaxBatch: 8, Linger: time.Millisecond, Workers: 2},
+		func(_ context.Context, batch []*sjs.Delivery) {
+			for _, d := range batch {
+				handled.Add(1)
+				d.Ack()
+			}
+		})
+	for i := range n / 10 {
+		ids := make([]string, 10)
+		for j := range ids {
+			ids[j] = fmt.Sprintf("s%04d", i*10+j)
+		}
+		publishIDs(t, js, ids...)
+		time.Sleep(time.Millisecond)
+	}
+	stopWhenSettled(t, p.ChunkConsumer, n, cancel, done)
+	if got := handled.Load(); got != n {
+		t.Fatalf("handled %d messages, want %d", got, n)
+	}
+}
