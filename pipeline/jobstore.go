@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -47,8 +48,9 @@ type jobIssues struct {
 // record's revision, so any number of workers may update one job at once. Safe for concurrent
 // use; it does not own the bucket.
 type JobStore struct {
-	kv  jetstream.KeyValue
-	now func() time.Time
+	kv    jetstream.KeyValue
+	now   func() time.Time
+	cache atomic.Pointer[jobCache] // while RunCache runs
 }
 
 // NewJobStore returns a store over kv (the bucket Provision creates).
@@ -58,7 +60,7 @@ func NewJobStore(kv jetstream.KeyValue) *JobStore {
 
 // Get returns the job with its rejections and warnings, or ErrJobNotFound.
 func (s *JobStore) Get(ctx context.Context, id string) (Job, error) {
-	rec, _, err := s.load(ctx, id)
+	rec, _, err := s.load(ctx, id, readCached)
 	if err != nil {
 		return Job{}, err
 	}
@@ -66,9 +68,9 @@ func (s *JobStore) Get(ctx context.Context, id string) (Job, error) {
 	if !rec.Sealed || rec.NoIssues {
 		return job, nil // issues are written at seal, and this job has none
 	}
-	if e, err := s.kv.Get(ctx, id+".issues"); err == nil {
+	if v, _, err := s.get(ctx, id+".issues", readCached); err == nil {
 		var is jobIssues
-		if err := json.Unmarshal(e.Value(), &is); err == nil {
+		if err := json.Unmarshal(v, &is); err == nil {
 			job.Rejections, job.RejectionsTruncated, job.Warnings = is.Rejections, is.RejectionsTruncated, is.Warnings
 		}
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
@@ -77,11 +79,12 @@ func (s *JobStore) Get(ctx context.Context, id string) (Job, error) {
 	return job, nil
 }
 
-func (s *JobStore) load(ctx context.Context, id string) (*jobRecord, uint64, error) {
+// load reads job id's record and its revision, as how says.
+func (s *JobStore) load(ctx context.Context, id string, how readMode) (*jobRecord, uint64, error) {
 	if !schemas.ValidKey(id) {
 		return nil, 0, fmt.Errorf("%w: %q is not a valid job id", ErrJobNotFound, id)
 	}
-	e, err := s.kv.Get(ctx, id)
+	v, rev, err := s.get(ctx, id, how)
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, 0, ErrJobNotFound
 	}
@@ -89,10 +92,10 @@ func (s *JobStore) load(ctx context.Context, id string) (*jobRecord, uint64, err
 		return nil, 0, fmt.Errorf("read job %s: %w", id, err)
 	}
 	var rec jobRecord
-	if err := json.Unmarshal(e.Value(), &rec); err != nil {
+	if err := json.Unmarshal(v, &rec); err != nil {
 		return nil, 0, fmt.Errorf("decode job %s: %w", id, err)
 	}
-	return &rec, e.Revision(), nil
+	return &rec, rev, nil
 }
 
 // update applies fn to the job's record (a new one if absent) with compare-and-set, retrying
@@ -105,7 +108,12 @@ func (s *JobStore) update(ctx context.Context, id string, fn func(*jobRecord)) (
 // and the job is returned as read.
 func (s *JobStore) modify(ctx context.Context, id string, fn func(*jobRecord) bool) (Job, error) {
 	for attempt := 0; ; attempt++ {
-		rec, rev, err := s.load(ctx, id)
+		// A retry after a conflict reads the broker: the cached revision lost the race.
+		how := readCached
+		if attempt > 0 {
+			how = readFresh
+		}
+		rec, rev, err := s.load(ctx, id, how)
 		if errors.Is(err, ErrJobNotFound) {
 			rec = &jobRecord{Job: Job{JobID: id, State: JobPending, CreatedAt: s.now().UTC()}}
 		} else if err != nil {
@@ -119,12 +127,14 @@ func (s *JobStore) modify(ctx context.Context, id string, fn func(*jobRecord) bo
 		if err != nil {
 			return Job{}, fmt.Errorf("encode job %s: %w", id, err)
 		}
+		var newRev uint64
 		if rev == 0 {
-			_, err = s.kv.Create(ctx, id, b)
+			newRev, err = s.kv.Create(ctx, id, b)
 		} else {
-			_, err = s.kv.Update(ctx, id, b, rev)
+			newRev, err = s.kv.Update(ctx, id, b, rev)
 		}
 		if err == nil {
+			s.wrote(id, newRev, b)
 			return rec.Job, nil
 		}
 		var apiErr *jetstream.APIError
@@ -170,36 +180,47 @@ func (r *jobRecord) settle(now time.Time) {
 	}
 }
 
-// Open records a job's open event. Opening twice is harmless.
+// Open records a job's open event. Opening twice is harmless, and an open the record already
+// reflects (the loader recorded it before publishing the event) writes nothing: every write
+// of the bucket is a synced write of one stream, which all jobs share (issue 12).
 func (s *JobStore) Open(ctx context.Context, ev schemas.JobOpen) (Job, error) {
-	return s.update(ctx, ev.JobID, func(r *jobRecord) {
-		r.Env = ev.Env
-		r.File, r.Format, r.SourceJobID = ev.File, ev.Format, ev.SourceJobID
-		if !ev.CreatedAt.IsZero() && (r.CreatedAt.IsZero() || ev.CreatedAt.Before(r.CreatedAt)) {
-			r.CreatedAt = ev.CreatedAt.UTC()
-		}
-	})
+	return s.modify(ctx, ev.JobID, func(r *jobRecord) bool { return applyOpen(r, ev) })
+}
+
+// applyOpen sets ev's facts on r and reports whether anything changed.
+func applyOpen(r *jobRecord, ev schemas.JobOpen) bool {
+	changed := r.Env != ev.Env || r.File != ev.File || r.Format != ev.Format || r.SourceJobID != ev.SourceJobID
+	r.Env = ev.Env
+	r.File, r.Format, r.SourceJobID = ev.File, ev.Format, ev.SourceJobID
+	if !ev.CreatedAt.IsZero() && (r.CreatedAt.IsZero() || ev.CreatedAt.Before(r.CreatedAt)) {
+		r.CreatedAt = ev.CreatedAt.UTC()
+		changed = true
+	}
+	return changed
 }
 
 // Resume records that a publisher (re)starts publishing the job: it opens it and clears an
-// earlier failure. Workers applying open events use Open, which leaves a failure alone (an
-// open event applied after the failure must not revive a job nobody publishes).
+// earlier failure, in one write (none when there is nothing to change). Workers applying open
+// events use Open, which leaves a failure alone (an open event applied after the failure must
+// not revive a job nobody publishes).
 func (s *JobStore) Resume(ctx context.Context, ev schemas.JobOpen) (Job, error) {
-	if _, err := s.Open(ctx, ev); err != nil {
-		return Job{}, err
-	}
-	return s.update(ctx, ev.JobID, func(r *jobRecord) { r.Failure = nil })
+	return s.modify(ctx, ev.JobID, func(r *jobRecord) bool {
+		changed := applyOpen(r, ev) || r.Failure != nil
+		r.Failure = nil
+		return changed
+	})
 }
 
 // Fail records that job id's publisher stopped before sealing it, and why. A sealed job
 // cannot fail (its items are all published): Fail leaves it alone, as it does a job that
 // failed already (the first reason stays).
 func (s *JobStore) Fail(ctx context.Context, id, reason string) (Job, error) {
-	return s.update(ctx, id, func(r *jobRecord) {
+	return s.modify(ctx, id, func(r *jobRecord) bool {
 		if r.Sealed || r.Failure != nil {
-			return
+			return false
 		}
 		r.Failure = &JobFailure{Reason: truncateReason(reason), At: s.now().UTC()}
+		return true
 	})
 }
 
@@ -298,6 +319,12 @@ func (s *JobStore) Reap(ctx context.Context, after time.Duration) ([]string, err
 
 // Seal records a job's seal event: its totals and issues. Sealing twice is harmless.
 func (s *JobStore) Seal(ctx context.Context, ev schemas.JobSeal) (Job, error) {
+	// A seal the record already reflects (the loader sealed the job before a worker applied
+	// its event) writes nothing, not even its issues again: every write of the bucket is a
+	// synced write of the one stream all jobs share (issue 12).
+	if rec, _, err := s.load(ctx, ev.JobID, readCached); err == nil && sealedAs(rec, ev) {
+		return rec.Job, nil
+	}
 	if len(ev.Rejections) > 0 || len(ev.Warnings) > 0 {
 		is := jobIssues{RejectionsTruncated: ev.RejectionsTruncated}
 		is.Rejections, is.Warnings = ev.Rejections, ev.Warnings
@@ -305,16 +332,29 @@ func (s *JobStore) Seal(ctx context.Context, ev schemas.JobSeal) (Job, error) {
 		if err != nil {
 			return Job{}, fmt.Errorf("encode job %s issues: %w", ev.JobID, err)
 		}
-		if _, err := s.kv.Put(ctx, ev.JobID+".issues", b); err != nil {
+		rev, err := s.kv.Put(ctx, ev.JobID+".issues", b)
+		if err != nil {
 			return Job{}, fmt.Errorf("write job %s issues: %w", ev.JobID, err)
 		}
+		s.wrote(ev.JobID+".issues", rev, b)
 	}
-	return s.update(ctx, ev.JobID, func(r *jobRecord) {
+	return s.modify(ctx, ev.JobID, func(r *jobRecord) bool {
+		if sealedAs(r, ev) {
+			return false
+		}
 		r.Env = ev.Env
 		r.Sealed = true
 		r.NoIssues = len(ev.Rejections) == 0 && len(ev.Warnings) == 0
 		r.Total, r.Published, r.Rejected = ev.Total, ev.Published, ev.Rejected
+		return true
 	})
+}
+
+// sealedAs reports whether r is sealed with ev's facts.
+func sealedAs(r *jobRecord, ev schemas.JobSeal) bool {
+	noIssues := len(ev.Rejections) == 0 && len(ev.Warnings) == 0
+	return r.Sealed && r.Env == ev.Env && r.NoIssues == noIssues &&
+		r.Total == ev.Total && r.Published == ev.Published && r.Rejected == ev.Rejected
 }
 
 // JobFilter selects jobs in List. Zero fields match everything.
@@ -376,7 +416,7 @@ func (s *JobStore) eachJob(ctx context.Context, fn func(*jobRecord)) error {
 		if strings.Contains(key, ".") {
 			continue // issues and idempotency records
 		}
-		rec, _, err := s.load(ctx, key)
+		rec, _, err := s.load(ctx, key, readBypass) // a scan would evict the jobs being polled
 		if errors.Is(err, ErrJobNotFound) {
 			continue
 		}
@@ -409,7 +449,7 @@ func decodeJobCursor(c string) (time.Time, string, bool) {
 // RequestRollback records that a rollback of job id was asked for. It fails with
 // ErrJobNotFound for an unknown job.
 func (s *JobStore) RequestRollback(ctx context.Context, id, by string) (Job, error) {
-	if _, _, err := s.load(ctx, id); err != nil {
+	if _, _, err := s.load(ctx, id, readCached); err != nil {
 		return Job{}, err
 	}
 	return s.update(ctx, id, func(r *jobRecord) {

@@ -216,6 +216,12 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 		})
 	}
 	if srv != nil {
+		// Job reads (GET /v1/jobs/{id}, what pollers call most) are served from memory, kept
+		// current by a watch on the jobs bucket (issue 12).
+		p.Go(func(ctx context.Context) error {
+			return b.jobs.RunCache(ctx, pipeline.JobCacheConfig{},
+				func(err error) { log.Warn("job cache: watch failed; reading jobs from the broker until it restarts", "err", err) })
+		})
 		p.Go(srv.Run)
 		if c.TokensFile != "" {
 			p.Go(func(ctx context.Context) error { return watchTokens(ctx, c.TokensFile, srv, log) })
