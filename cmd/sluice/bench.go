@@ -68,7 +68,7 @@ func benchAstra(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		fmt.Fprintln(stderr, "Usage: sluice bench astra [flags]\n\n"+
 			"Loads a generated chunk file into the strict Data API double, which runs in this process\n"+
 			"and shares the CPU with the broker, the loader and the worker, in each mode, and prints\n"+
-			"docs/s per mode and the ratios c/a (sluice/seed) and c/b (sluice/astrapy); with the jetstream\n"+
+			"docs/s per mode (the modes' runs interleaved: run 1 of each, then run 2, ...) and the ratios c/a (sluice/seed) and c/b (sluice/astrapy); with the jetstream\n"+
 			"mode, also the c/b no path through the broker could beat here (its durable publish alone\n"+
 			"plus one write round trip); with sluice-single, c/b at one chunk per message and bundles\n"+
 			"over one chunk per message. The CPU columns split the process's CPU per chunk by part, from\n"+
@@ -148,18 +148,28 @@ func benchAstra(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		fmt.Fprintf(stdout, "c/a = %.2f (goal ≥ %g)\n", res.SluiceVsSeed, bench.GoalSluiceVsSeed)
 	}
 	if res.SluiceVsAstrapy > 0 {
-		fmt.Fprintf(stdout, "c/b = %.2f (goal ≥ %g)\n", res.SluiceVsAstrapy, bench.GoalSluiceVsAstrapy)
+		fmt.Fprintf(stdout, "c/b = %.2f (goal ≥ %g)%s\n", res.SluiceVsAstrapy, bench.GoalSluiceVsAstrapy, spread(res.SluiceVsAstrapyByRun))
 	}
 	if res.SluiceSingleVsAstrapy > 0 {
-		fmt.Fprintf(stdout, "c/b with one chunk per message (sluice-single) = %.2f\n", res.SluiceSingleVsAstrapy)
+		fmt.Fprintf(stdout, "c/b with one chunk per message (sluice-single) = %.2f%s\n", res.SluiceSingleVsAstrapy, spread(res.SluiceSingleVsAstrapyByRun))
 	}
 	if res.BundlesVsSingle > 0 {
-		fmt.Fprintf(stdout, "sluice / sluice-single (bundles over one chunk per message) = %.2f\n", res.BundlesVsSingle)
+		fmt.Fprintf(stdout, "sluice / sluice-single (bundles over one chunk per message) = %.2f%s\n", res.BundlesVsSingle, spread(res.BundlesVsSingleByRun))
 	}
 	if res.SluiceVsAstrapyCeiling > 0 {
 		fmt.Fprintf(stdout, "c/b ceiling here = %.2f (astrapy's time over the durable publish alone plus one round trip)\n", res.SluiceVsAstrapyCeiling)
 	}
 	return nil
+}
+
+// spread describes ratios taken run by run: "; run by run min 0.52 / median 0.61 / max 0.70",
+// or nothing for fewer than two.
+func spread(byRun []float64) string {
+	if len(byRun) < 2 {
+		return ""
+	}
+	xs := slices.Sorted(slices.Values(byRun))
+	return fmt.Sprintf("; run by run min %.2f / median %.2f / max %.2f", xs[0], xs[len(xs)/2], xs[len(xs)-1])
 }
 
 // parseBenchFlags parses a scenario's flags; -h is flag.ErrHelp, anything else a usage error.

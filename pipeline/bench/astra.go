@@ -261,6 +261,12 @@ type AstraResult struct {
 	// BundlesVsSingle is ModeSluice's docs/s over ModeSluiceSingle's; 0 when either did not
 	// run.
 	BundlesVsSingle float64 `json:"bundles_vs_single,omitempty"`
+	// SluiceVsAstrapyByRun, SluiceSingleVsAstrapyByRun and BundlesVsSingleByRun are the
+	// same ratios run by run (run i of one mode against run i of the other, which ran next to
+	// it): their spread is the machine's noise.
+	SluiceVsAstrapyByRun       []float64 `json:"sluice_vs_astrapy_by_run,omitempty"`
+	SluiceSingleVsAstrapyByRun []float64 `json:"sluice_single_vs_astrapy_by_run,omitempty"`
+	BundlesVsSingleByRun       []float64 `json:"bundles_vs_single_by_run,omitempty"`
 	// SluiceVsAstrapyCeiling is the c/b that no path through the broker could beat here: the
 	// astrapy mode's time per run over the jetstream mode's (the durable publish alone) plus
 	// one write round trip (Latency), since the last chunk can only be written once it is
@@ -278,59 +284,102 @@ func (r AstraResult) Mode(mode string) (ModeResult, bool) {
 	return ModeResult{}, false
 }
 
-// RunAstra runs cfg.Runs timed runs of every mode of cfg.Modes, each mode on its own fresh
-// Astra (double, and broker for the sluice mode) that it closes before the next mode starts,
-// and computes the ratios of the modes that ran. It blocks until all runs end or ctx ends.
-// It returns cfg.Validate's errors, setup errors, and the first run's error (a write that
-// failed, a count that did not match), naming the mode.
-func RunAstra(ctx context.Context, cfg AstraConfig) (AstraResult, error) {
+// RunAstra runs cfg.Runs timed runs of every mode of cfg.Modes, each mode on its own Astra
+// (double, and broker for the modes that use one), and computes the ratios of the modes that
+// ran. The runs are interleaved — run 1 of every mode in cfg.Modes order, then run 2, ... — so
+// that a change in the machine's load (it is shared) weighs on every mode alike, and the
+// ratios are also given run by run. It blocks until all runs end or ctx ends. It returns
+// cfg.Validate's errors, setup errors, and the first run's error (a write that failed, a count
+// that did not match), naming the mode.
+func RunAstra(ctx context.Context, cfg AstraConfig) (res AstraResult, err error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return AstraResult{}, err
 	}
-	res := AstraResult{Chunks: cfg.Chunks, Latency: max(cfg.Latency, 0), Runs: cfg.Runs}
+	res = AstraResult{Chunks: cfg.Chunks, Latency: max(cfg.Latency, 0), Runs: cfg.Runs}
+	setups := make([]*Astra, 0, len(cfg.Modes))
+	defer func() {
+		for _, a := range setups {
+			err = errors.Join(err, a.Close())
+		}
+	}()
 	for _, mode := range cfg.Modes {
 		mc := cfg
 		mc.Modes = []string{mode}
-		mr, err := runMode(ctx, mc, mode)
+		a, err := NewAstra(ctx, mc)
 		if err != nil {
 			return res, err
 		}
-		cfg.Logger.Info("bench: mode finished", "mode", mode, "runs", mr.Runs, "docs_per_sec", mr.DocsPerSec)
-		res.Modes = append(res.Modes, mr)
+		setups = append(setups, a)
 	}
-	seed, okA := res.Mode(ModeSeed)
-	astrapy, okB := res.Mode(ModeAstrapy)
-	sluice, okC := res.Mode(ModeSluice)
-	if okA && okC {
-		res.SluiceVsSeed = sluice.DocsPerSec / seed.DocsPerSec
-	}
-	if okB && okC {
-		res.SluiceVsAstrapy = sluice.DocsPerSec / astrapy.DocsPerSec
-	}
-	if single, ok := res.Mode(ModeSluiceSingle); ok {
-		if okB {
-			res.SluiceSingleVsAstrapy = single.DocsPerSec / astrapy.DocsPerSec
-		}
-		if okC {
-			res.BundlesVsSingle = sluice.DocsPerSec / single.DocsPerSec
+	results := make([]ModeResult, len(cfg.Modes))
+	perRun := make([][]time.Duration, len(cfg.Modes)) // elapsed of each run, by mode
+	for run := range cfg.Runs {
+		for i, mode := range cfg.Modes {
+			cfg.Logger.Info("bench: run", "mode", mode, "run", run+1, "of", cfg.Runs, "chunks", cfg.Chunks, "latency", cfg.Latency)
+			mr, err := setups[i].Run(ctx, mode, 1)
+			if err != nil {
+				return res, err
+			}
+			perRun[i] = append(perRun[i], mr.Elapsed)
+			results[i] = mergeRuns(results[i], mr)
 		}
 	}
-	if floor, ok := res.Mode(ModeJetStream); okB && ok {
+	res.Modes = results
+	for _, mr := range results {
+		cfg.Logger.Info("bench: mode finished", "mode", mr.Mode, "runs", mr.Runs, "docs_per_sec", mr.DocsPerSec)
+	}
+	idx := func(mode string) int { return slices.Index(cfg.Modes, mode) }
+	// ratio is b's docs/s over a's, over all runs and run by run (a's time over b's).
+	ratio := func(a, b string) (float64, []float64) {
+		ia, ib := idx(a), idx(b)
+		if ia < 0 || ib < 0 {
+			return 0, nil
+		}
+		byRun := make([]float64, cfg.Runs)
+		for r := range byRun {
+			byRun[r] = float64(perRun[ia][r]) / float64(perRun[ib][r])
+		}
+		return results[ib].DocsPerSec / results[ia].DocsPerSec, byRun
+	}
+	res.SluiceVsSeed, _ = ratio(ModeSeed, ModeSluice)
+	res.SluiceVsAstrapy, res.SluiceVsAstrapyByRun = ratio(ModeAstrapy, ModeSluice)
+	res.SluiceSingleVsAstrapy, res.SluiceSingleVsAstrapyByRun = ratio(ModeAstrapy, ModeSluiceSingle)
+	res.BundlesVsSingle, res.BundlesVsSingleByRun = ratio(ModeSluiceSingle, ModeSluice)
+	if ia, ifl := idx(ModeAstrapy), idx(ModeJetStream); ia >= 0 && ifl >= 0 {
 		perRun := func(m ModeResult) time.Duration { return m.Elapsed / time.Duration(m.Runs) }
-		res.SluiceVsAstrapyCeiling = float64(perRun(astrapy)) / float64(perRun(floor)+res.Latency)
+		res.SluiceVsAstrapyCeiling = float64(perRun(results[ia])) / float64(perRun(results[ifl])+res.Latency)
 	}
 	return res, nil
 }
 
-func runMode(ctx context.Context, cfg AstraConfig, mode string) (ModeResult, error) {
-	cfg.Logger.Info("bench: running mode", "mode", mode, "runs", cfg.Runs, "chunks", cfg.Chunks, "latency", cfg.Latency)
-	a, err := NewAstra(ctx, cfg)
-	if err != nil {
-		return ModeResult{}, err
+// mergeRuns adds the runs of b to those of a (the same mode and chunk count): times add up,
+// CPU per run and per chunk are averaged over all runs.
+func mergeRuns(a, b ModeResult) ModeResult {
+	if a.Runs == 0 {
+		return b
 	}
-	mr, err := a.Run(ctx, mode, cfg.Runs)
-	return mr, errors.Join(err, a.Close())
+	m := a
+	m.Runs = a.Runs + b.Runs
+	m.Elapsed = a.Elapsed + b.Elapsed
+	m.DocsPerSec = float64(m.Chunks*m.Runs) / m.Elapsed.Seconds()
+	wa, wb := float64(a.Runs)/float64(m.Runs), float64(b.Runs)/float64(m.Runs)
+	m.CPUPerRun = time.Duration(float64(a.CPUPerRun)*wa + float64(b.CPUPerRun)*wb)
+	m.Stored = b.Stored
+	switch {
+	case a.CPU == nil || b.CPU == nil:
+		m.CPU = nil // one run without a split: none for the mode
+	default:
+		avg := func(x, y float64) float64 { return x*wa + y*wb }
+		c := PartsCPU{
+			Broker: avg(a.CPU.Broker, b.CPU.Broker), Client: avg(a.CPU.Client, b.CPU.Client),
+			Double: avg(a.CPU.Double, b.CPU.Double), Unlabeled: avg(a.CPU.Unlabeled, b.CPU.Unlabeled),
+			BrokerAndClient: avg(a.CPU.BrokerAndClient, b.CPU.BrokerAndClient),
+			Samples:         a.CPU.Samples + b.CPU.Samples,
+		}
+		m.CPU = &c
+	}
+	return m
 }
 
 // Astra is the AstraDB scenario set up for its modes: the Data API double, an astra client

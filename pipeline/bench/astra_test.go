@@ -91,6 +91,12 @@ func TestRunAstraSingleAgainstBundles(t *testing.T) {
 	if res.SluiceSingleVsAstrapy <= 0 || res.BundlesVsSingle <= 0 || res.SluiceVsAstrapy <= 0 {
 		t.Errorf("ratios: c/b %v, c/b single %v, bundles/single %v", res.SluiceVsAstrapy, res.SluiceSingleVsAstrapy, res.BundlesVsSingle)
 	}
+	// The runs were interleaved, and each ratio is also given run by run.
+	for name, byRun := range map[string][]float64{"c/b": res.SluiceVsAstrapyByRun, "c/b single": res.SluiceSingleVsAstrapyByRun, "bundles/single": res.BundlesVsSingleByRun} {
+		if len(byRun) != 2 || byRun[0] <= 0 || byRun[1] <= 0 {
+			t.Errorf("%s run by run = %v, want 2 ratios", name, byRun)
+		}
+	}
 	single := res.Modes[2].CPU
 	if single == nil || single.Broker <= 0 || single.Client <= 0 {
 		t.Errorf("one chunk per message: split %+v, want the broker's and the client's CPU measured", single)
