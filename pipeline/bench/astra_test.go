@@ -59,7 +59,9 @@ func TestRunAstraEveryMode(t *testing.T) {
 	for _, m := range res.Modes {
 		c := m.CPU
 		if c == nil {
-			t.Errorf("mode %s: no CPU split", m.Mode)
+			if profilerFree(t) {
+				t.Errorf("mode %s: no CPU split", m.Mode)
+			}
 			continue
 		}
 		if m.Mode == bench.ModeSeed || m.Mode == bench.ModeAstrapy {
@@ -98,6 +100,9 @@ func TestRunAstraSingleAgainstBundles(t *testing.T) {
 		}
 	}
 	single := res.Modes[2].CPU
+	if single == nil && !profilerFree(t) {
+		return // go test -cpuprofile: no split to check
+	}
 	if single == nil || single.Broker <= 0 || single.Client <= 0 {
 		t.Errorf("one chunk per message: split %+v, want the broker's and the client's CPU measured", single)
 	}
