@@ -383,7 +383,7 @@ func mergeRuns(a, b ModeResult) ModeResult {
 }
 
 // Astra is the AstraDB scenario set up for its modes: the Data API double, an astra client
-// and sink, the generated chunk file and, for ModeSluice, an embedded broker with a running
+// and sink, the generated chunk file and, for the sluice modes, an embedded broker with a running
 // worker and a loader. Its methods are not safe for concurrent use. Call Close when done.
 type Astra struct {
 	cfg     AstraConfig
@@ -394,7 +394,7 @@ type Astra struct {
 	sink    *astra.Sink
 	builder *document.Builder
 
-	// The broker, for ModeSluice and ModeJetStream; nil unless one of them was set up.
+	// The broker, for the sluice modes and ModeJetStream; nil unless one of them was set up.
 	srv *embedded.Server
 	nc  *nats.Conn
 	js  jetstream.JetStream
