@@ -20,8 +20,10 @@ const benchUsage = `Usage: sluice bench SCENARIO [flags]
 Scenarios:
   astra   load a generated chunk file into an in-process AstraDB Data API double three ways:
           seed (one findOneAndReplace per chunk), astrapy (insertMany of 50, 20 at once),
-          sluice (loader -> JetStream, fsync always -> worker -> group commit -> ack), and
-          jetstream, the floor: the records published durably to JetStream and nothing else
+          sluice (loader -> JetStream, fsync always -> worker -> group commit -> ack; chunk
+          bundles, or one chunk per message with the sluice-single mode), and jetstream, the
+          floor: the records published durably to JetStream and nothing else; with the CPU per
+          chunk of the broker, the client and the double
   api     start sluice serve (embedded default, its own process) and drive it with N keep-alive
           clients: 70% GET /v1/jobs/{id}, 20% POST /api/features/submit, 10% POST /v1/jobs of
           100 chunks; latency per route, answers by status, admission refusals, orphaned jobs,
@@ -58,16 +60,23 @@ func benchAstra(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 	chunks := fs.Int("chunks", 2000, "chunks in the generated file, one document each")
 	latency := fs.Duration("latency", 20*time.Millisecond, "delay of the Data API double before it answers each request; 0 for none")
 	runs := fs.Int("runs", 5, "timed runs of each mode")
-	modes := fs.String("modes", strings.Join([]string{bench.ModeSeed, bench.ModeAstrapy, bench.ModeSluice, bench.ModeJetStream}, ","), "comma-separated modes to run, in order")
+	modes := fs.String("modes", strings.Join([]string{bench.ModeSeed, bench.ModeAstrapy, bench.ModeSluice, bench.ModeJetStream}, ","),
+		"comma-separated modes to run, in order, of: "+strings.Join(bench.Modes(), ", ")+" (sluice with one chunk per message instead of bundles)")
 	dir := fs.String("dir", "", "directory for the working files and the broker's data (its disk decides the fsync cost); default the system temporary directory")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: sluice bench astra [flags]\n\n"+
 			"Loads a generated chunk file into the strict Data API double, which runs in this process\n"+
 			"and shares the CPU with the broker, the loader and the worker, in each mode, and prints\n"+
-			"docs/s per mode and the ratios c/a (sluice/seed) and c/b (sluice/astrapy); with the jetstream\n"+
+			"docs/s per mode (the modes' runs interleaved: run 1 of each, then run 2, ...) and the ratios c/a (sluice/seed) and c/b (sluice/astrapy); with the jetstream\n"+
 			"mode, also the c/b no path through the broker could beat here (its durable publish alone\n"+
-			"plus one write round trip).")
+			"plus one write round trip); with sluice-single, c/b at one chunk per message and bundles\n"+
+			"over one chunk per message. The CPU columns split the process's CPU per chunk by part, from\n"+
+			"a CPU profile sampled by goroutine label: the broker (the embedded nats-server), the client\n"+
+			"(Sluice's loader, worker, nats.go connection and Astra client, or the astrapy loader), the\n"+
+			"double, and unlabeled runtime work (GC marking); b+c is broker + client with the unlabeled\n"+
+			"share in proportion. At 100 samples per CPU-second, use --chunks 20000 for a split within\n"+
+			"a few percent.")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -120,25 +129,47 @@ func benchAstra(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		answers = "after " + res.Latency.String()
 	}
 	fmt.Fprintf(stdout, "AstraDB load: %d chunks, Data API double in this process answering %s\n", res.Chunks, answers)
-	fmt.Fprintf(stdout, "%-9s %12s %5s %7s %9s %9s\n", "mode", "docs/s", "runs", "chunks", "ms/run", "cpu ms")
+	fmt.Fprintf(stdout, "%-13s %10s %5s %7s %8s %8s | %-38s\n", "", "", "", "", "", "", "CPU µs per chunk (sampled)")
+	fmt.Fprintf(stdout, "%-13s %10s %5s %7s %8s %8s | %6s %6s %6s %6s %6s %7s\n", "mode", "docs/s", "runs", "chunks", "ms/run", "cpu ms",
+		"broker", "client", "b+c", "double", "unlab", "samples")
 	for _, m := range res.Modes {
 		cpu := "-"
 		if m.CPUPerRun > 0 {
 			cpu = fmt.Sprintf("%.1f", m.CPUPerRun.Seconds()*1000)
 		}
-		fmt.Fprintf(stdout, "%-9s %12.1f %5d %7d %9.1f %9s\n", m.Mode, m.DocsPerSec, m.Runs, m.Chunks,
-			m.Elapsed.Seconds()*1000/float64(m.Runs), cpu)
+		split := fmt.Sprintf("%6s %6s %6s %6s %6s %7s", "-", "-", "-", "-", "-", "-")
+		if c := m.CPU; c != nil {
+			split = fmt.Sprintf("%6.1f %6.1f %6.1f %6.1f %6.1f %7d", c.Broker, c.Client, c.BrokerAndClient, c.Double, c.Unlabeled, c.Samples)
+		}
+		fmt.Fprintf(stdout, "%-13s %10.1f %5d %7d %8.1f %8s | %s\n", m.Mode, m.DocsPerSec, m.Runs, m.Chunks,
+			m.Elapsed.Seconds()*1000/float64(m.Runs), cpu, split)
 	}
 	if res.SluiceVsSeed > 0 {
 		fmt.Fprintf(stdout, "c/a = %.2f (goal ≥ %g)\n", res.SluiceVsSeed, bench.GoalSluiceVsSeed)
 	}
 	if res.SluiceVsAstrapy > 0 {
-		fmt.Fprintf(stdout, "c/b = %.2f (goal ≥ %g)\n", res.SluiceVsAstrapy, bench.GoalSluiceVsAstrapy)
+		fmt.Fprintf(stdout, "c/b = %.2f (goal ≥ %g)%s\n", res.SluiceVsAstrapy, bench.GoalSluiceVsAstrapy, spread(res.SluiceVsAstrapyByRun))
+	}
+	if res.SluiceSingleVsAstrapy > 0 {
+		fmt.Fprintf(stdout, "c/b with one chunk per message (sluice-single) = %.2f%s\n", res.SluiceSingleVsAstrapy, spread(res.SluiceSingleVsAstrapyByRun))
+	}
+	if res.BundlesVsSingle > 0 {
+		fmt.Fprintf(stdout, "sluice / sluice-single (bundles over one chunk per message) = %.2f%s\n", res.BundlesVsSingle, spread(res.BundlesVsSingleByRun))
 	}
 	if res.SluiceVsAstrapyCeiling > 0 {
 		fmt.Fprintf(stdout, "c/b ceiling here = %.2f (astrapy's time over the durable publish alone plus one round trip)\n", res.SluiceVsAstrapyCeiling)
 	}
 	return nil
+}
+
+// spread describes ratios taken run by run: "; run by run min 0.52 / median 0.61 / max 0.70",
+// or nothing for fewer than two.
+func spread(byRun []float64) string {
+	if len(byRun) < 2 {
+		return ""
+	}
+	xs := slices.Sorted(slices.Values(byRun))
+	return fmt.Sprintf("; run by run min %.2f / median %.2f / max %.2f", xs[0], xs[len(xs)/2], xs[len(xs)-1])
 }
 
 // parseBenchFlags parses a scenario's flags; -h is flag.ErrHelp, anything else a usage error.

@@ -13,17 +13,23 @@
 //     on an embedded nats-server that fsyncs every write, a pipeline.Worker group-commits the
 //     chunks into the astra sink and acks them, and the run ends when the job reports every
 //     chunk written;
+//   - sluice-single: the sluice mode with the loader publishing one chunk per message
+//     (pipeline.LoaderConfig.SingleChunkMessages) instead of chunk bundles, for a side by side
+//     of the two (not run unless asked for);
 //   - jetstream: the floor under any durable path through the broker: the file's records
-//     published raw to JetStream the way the loader publishes them (atomic batches, one
-//     Nats-Msg-Id each, fsync on every write) and nothing else — no validation, no job, no
-//     consumer, no Data API. With one write round trip added it bounds what the sluice mode
-//     can reach on this machine (AstraResult.SluiceVsAstrapyCeiling).
+//     published raw to JetStream the way the loader publishes them (in bundles of
+//     pipeline.DefaultBundleItems, atomic batches, one Nats-Msg-Id each, fsync on every
+//     write) and nothing else — no validation, no job, no consumer, no Data API. With one
+//     write round trip added it bounds what the sluice mode can reach on this machine
+//     (AstraResult.SluiceVsAstrapyCeiling).
 //
 // Every mode starts from the chunk file on disk inside the timed region: seed and astrapy
 // read it and build the documents as the Python loaders do before they write. It measures
 // documents per second of wall-clock time. Everything runs in this one process: the Data API
 // double, the broker, the loader and the worker share the CPU, so on a small machine the
-// sluice mode pays for work (the broker's, the double's) that production runs elsewhere.
+// sluice mode pays for work (the broker's, the double's) that production runs elsewhere. The
+// CPU split (cpuprofile.go) tells those parts apart: every mode reports the CPU per chunk of
+// the broker, the client (Sluice, or the astrapy-style loader) and the double.
 package bench
 
 import (
@@ -45,6 +51,7 @@ import (
 	"github.com/sourcegraph/conc/pool"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/astra"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
 	"github.com/sluice-dev/sluice/sinks/document"
@@ -61,12 +68,23 @@ const (
 	ModeAstrapy = "astrapy"
 	// ModeSluice is (c): loader -> JetStream (sync always) -> worker -> astra sink -> ack.
 	ModeSluice = "sluice"
+	// ModeSluiceSingle is ModeSluice with one chunk per message instead of chunk bundles.
+	ModeSluiceSingle = "sluice-single"
 	// ModeJetStream is the floor: the records published raw to JetStream, durably, no more.
 	ModeJetStream = "jetstream"
 )
 
-// modes lists every mode, in the order RunAstra runs them by default.
+// modes lists the modes RunAstra runs by default, in order.
 var modes = []string{ModeSeed, ModeAstrapy, ModeSluice, ModeJetStream}
+
+// allModes lists every mode.
+var allModes = []string{ModeSeed, ModeAstrapy, ModeSluice, ModeSluiceSingle, ModeJetStream}
+
+// Modes returns every mode's name, the default ones first.
+func Modes() []string { return slices.Clone(allModes) }
+
+// isSluice says whether mode runs Sluice's loader and worker.
+func isSluice(mode string) bool { return mode == ModeSluice || mode == ModeSluiceSingle }
 
 // The astrapy mode's request shape: astrapy's insert_many(chunk_size=50, concurrency=20).
 const (
@@ -103,8 +121,9 @@ type AstraConfig struct {
 	// NewAstra ignores it: Astra.Run takes the count.
 	Runs int
 	// Modes are the modes to set up (NewAstra) and run, in this order (RunAstra): ModeSeed,
-	// ModeAstrapy, ModeSluice, ModeJetStream. Optional; default all four. ModeSluice and
-	// ModeJetStream start a broker; only ModeSluice starts a worker.
+	// ModeAstrapy, ModeSluice, ModeSluiceSingle, ModeJetStream. Optional; default all but
+	// ModeSluiceSingle. The sluice modes and ModeJetStream start a broker; only the sluice
+	// modes start a worker.
 	Modes []string
 	// Dir is where NewAstra creates its working directory (the chunk file, the broker's
 	// data), which Close removes. Optional; default os.TempDir().
@@ -151,8 +170,8 @@ func (c AstraConfig) Validate() error {
 	seen := map[string]bool{}
 	for _, m := range c.Modes {
 		switch {
-		case !slices.Contains(modes, m):
-			errs = append(errs, fmt.Errorf("bench astra: unknown mode %q (%s)", m, strings.Join(modes, ", ")))
+		case !slices.Contains(allModes, m):
+			errs = append(errs, fmt.Errorf("bench astra: unknown mode %q (%s)", m, strings.Join(allModes, ", ")))
 		case seen[m]:
 			errs = append(errs, fmt.Errorf("bench astra: mode %q given twice", m))
 		}
@@ -176,10 +195,51 @@ type ModeResult struct {
 	// and worker alike — used during a timed run, on average; 0 where it cannot be read. Over
 	// Elapsed/Runs it says how many cores a run kept busy.
 	CPUPerRun time.Duration `json:"cpu_per_run_ns,omitempty"`
+	// CPU is the CPU per chunk of each part of the process during the timed runs, sampled
+	// (CPUSplit); nil when the process's CPU profiler was in use by someone else.
+	CPU *PartsCPU `json:"cpu_per_chunk,omitempty"`
 	// Stored is the number of documents the double held after each run (for ModeJetStream:
-	// messages the run added to the stream): always Chunks, since a run that leaves any other
-	// count is an error.
+	// records in the messages the run added to the stream): always Chunks, since a run that
+	// leaves any other count is an error.
 	Stored int `json:"stored"`
+}
+
+// PartsCPU is a CPU split per chunk, in microseconds.
+type PartsCPU struct {
+	// Broker is the embedded nats-server's CPU per chunk.
+	Broker float64 `json:"broker_us"`
+	// Client is the code under test's: Sluice's loader, worker, nats.go client and sink (or
+	// the astrapy-style loader, or the floor's publisher).
+	Client float64 `json:"client_us"`
+	// Double is the Data API double's (in production, the database's, elsewhere).
+	Double float64 `json:"double_us"`
+	// Unlabeled is the runtime's own: mostly GC background marking.
+	Unlabeled float64 `json:"unlabeled_us"`
+	// BrokerAndClient is Broker + Client + the share of Unlabeled in proportion to their
+	// CPU against the double's: what the chunk path costs on a machine that runs the broker
+	// and Sluice but not the database. Apportioning the GC by CPU is an estimate (the GC's
+	// work follows allocation and live heap, not CPU); Unlabeled bounds the error.
+	BrokerAndClient float64 `json:"broker_and_client_us"`
+	// Samples is the number of profile samples behind the split (100 per CPU-second).
+	Samples int `json:"samples"`
+}
+
+// PerChunk divides split over chunks: the CPU per chunk of each part.
+func PerChunk(split CPUSplit, chunks int) PartsCPU {
+	us := func(part string) float64 {
+		return float64(split.ByPart[part].Nanoseconds()) / 1e3 / float64(max(chunks, 1))
+	}
+	p := PartsCPU{Broker: us(PartBroker), Client: us(PartClient), Double: us(PartDouble), Samples: split.Samples}
+	for part := range split.ByPart {
+		if part != PartBroker && part != PartClient && part != PartDouble {
+			p.Unlabeled += us(part)
+		}
+	}
+	p.BrokerAndClient = p.Broker + p.Client
+	if labeled := p.Broker + p.Client + p.Double; labeled > 0 {
+		p.BrokerAndClient += p.Unlabeled * (p.Broker + p.Client) / labeled
+	}
+	return p
 }
 
 // AstraResult is the outcome of RunAstra.
@@ -195,6 +255,18 @@ type AstraResult struct {
 	// SluiceVsAstrapy is c/b, the sluice mode's docs/s over astrapy's; 0 when either did not
 	// run. The goal is GoalSluiceVsAstrapy.
 	SluiceVsAstrapy float64 `json:"sluice_vs_astrapy,omitempty"`
+	// SluiceSingleVsAstrapy is c/b with one chunk per message: ModeSluiceSingle's docs/s over
+	// astrapy's; 0 when either did not run.
+	SluiceSingleVsAstrapy float64 `json:"sluice_single_vs_astrapy,omitempty"`
+	// BundlesVsSingle is ModeSluice's docs/s over ModeSluiceSingle's; 0 when either did not
+	// run.
+	BundlesVsSingle float64 `json:"bundles_vs_single,omitempty"`
+	// SluiceVsAstrapyByRun, SluiceSingleVsAstrapyByRun and BundlesVsSingleByRun are the
+	// same ratios run by run (run i of one mode against run i of the other, which ran next to
+	// it): their spread is the machine's noise.
+	SluiceVsAstrapyByRun       []float64 `json:"sluice_vs_astrapy_by_run,omitempty"`
+	SluiceSingleVsAstrapyByRun []float64 `json:"sluice_single_vs_astrapy_by_run,omitempty"`
+	BundlesVsSingleByRun       []float64 `json:"bundles_vs_single_by_run,omitempty"`
 	// SluiceVsAstrapyCeiling is the c/b that no path through the broker could beat here: the
 	// astrapy mode's time per run over the jetstream mode's (the durable publish alone) plus
 	// one write round trip (Latency), since the last chunk can only be written once it is
@@ -212,55 +284,106 @@ func (r AstraResult) Mode(mode string) (ModeResult, bool) {
 	return ModeResult{}, false
 }
 
-// RunAstra runs cfg.Runs timed runs of every mode of cfg.Modes, each mode on its own fresh
-// Astra (double, and broker for the sluice mode) that it closes before the next mode starts,
-// and computes the ratios of the modes that ran. It blocks until all runs end or ctx ends.
-// It returns cfg.Validate's errors, setup errors, and the first run's error (a write that
-// failed, a count that did not match), naming the mode.
-func RunAstra(ctx context.Context, cfg AstraConfig) (AstraResult, error) {
+// RunAstra runs cfg.Runs timed runs of every mode of cfg.Modes, each mode on its own Astra
+// (double, and broker for the modes that use one), and computes the ratios of the modes that
+// ran. The runs are interleaved — run 1 of every mode in cfg.Modes order, then run 2, ... — so
+// that a change in the machine's load (it is shared) weighs on every mode alike, and the
+// ratios are also given run by run. It blocks until all runs end or ctx ends. It returns
+// cfg.Validate's errors, setup errors, and the first run's error (a write that failed, a count
+// that did not match), naming the mode.
+func RunAstra(ctx context.Context, cfg AstraConfig) (res AstraResult, err error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return AstraResult{}, err
 	}
-	res := AstraResult{Chunks: cfg.Chunks, Latency: max(cfg.Latency, 0), Runs: cfg.Runs}
+	res = AstraResult{Chunks: cfg.Chunks, Latency: max(cfg.Latency, 0), Runs: cfg.Runs}
+	setups := make([]*Astra, 0, len(cfg.Modes))
+	defer func() {
+		for _, a := range setups {
+			err = errors.Join(err, a.Close())
+		}
+	}()
 	for _, mode := range cfg.Modes {
 		mc := cfg
 		mc.Modes = []string{mode}
-		mr, err := runMode(ctx, mc, mode)
+		a, err := NewAstra(ctx, mc)
 		if err != nil {
 			return res, err
 		}
-		cfg.Logger.Info("bench: mode finished", "mode", mode, "runs", mr.Runs, "docs_per_sec", mr.DocsPerSec)
-		res.Modes = append(res.Modes, mr)
+		setups = append(setups, a)
 	}
-	seed, okA := res.Mode(ModeSeed)
-	astrapy, okB := res.Mode(ModeAstrapy)
-	sluice, okC := res.Mode(ModeSluice)
-	if okA && okC {
-		res.SluiceVsSeed = sluice.DocsPerSec / seed.DocsPerSec
+	results := make([]ModeResult, len(cfg.Modes))
+	perRun := make([][]time.Duration, len(cfg.Modes)) // elapsed of each run, by mode
+	for run := range cfg.Runs {
+		for i, mode := range cfg.Modes {
+			cfg.Logger.Info("bench: run", "mode", mode, "run", run+1, "of", cfg.Runs, "chunks", cfg.Chunks, "latency", cfg.Latency)
+			mr, err := setups[i].Run(ctx, mode, 1)
+			if err != nil {
+				return res, err
+			}
+			perRun[i] = append(perRun[i], mr.Elapsed)
+			results[i] = mergeRuns(results[i], mr)
+		}
 	}
-	if okB && okC {
-		res.SluiceVsAstrapy = sluice.DocsPerSec / astrapy.DocsPerSec
+	res.Modes = results
+	for _, mr := range results {
+		cfg.Logger.Info("bench: mode finished", "mode", mr.Mode, "runs", mr.Runs, "docs_per_sec", mr.DocsPerSec)
 	}
-	if floor, ok := res.Mode(ModeJetStream); okB && ok {
+	idx := func(mode string) int { return slices.Index(cfg.Modes, mode) }
+	// ratio is b's docs/s over a's, over all runs and run by run (a's time over b's).
+	ratio := func(a, b string) (float64, []float64) {
+		ia, ib := idx(a), idx(b)
+		if ia < 0 || ib < 0 {
+			return 0, nil
+		}
+		byRun := make([]float64, cfg.Runs)
+		for r := range byRun {
+			byRun[r] = float64(perRun[ia][r]) / float64(perRun[ib][r])
+		}
+		return results[ib].DocsPerSec / results[ia].DocsPerSec, byRun
+	}
+	res.SluiceVsSeed, _ = ratio(ModeSeed, ModeSluice)
+	res.SluiceVsAstrapy, res.SluiceVsAstrapyByRun = ratio(ModeAstrapy, ModeSluice)
+	res.SluiceSingleVsAstrapy, res.SluiceSingleVsAstrapyByRun = ratio(ModeAstrapy, ModeSluiceSingle)
+	res.BundlesVsSingle, res.BundlesVsSingleByRun = ratio(ModeSluiceSingle, ModeSluice)
+	if ia, ifl := idx(ModeAstrapy), idx(ModeJetStream); ia >= 0 && ifl >= 0 {
 		perRun := func(m ModeResult) time.Duration { return m.Elapsed / time.Duration(m.Runs) }
-		res.SluiceVsAstrapyCeiling = float64(perRun(astrapy)) / float64(perRun(floor)+res.Latency)
+		res.SluiceVsAstrapyCeiling = float64(perRun(results[ia])) / float64(perRun(results[ifl])+res.Latency)
 	}
 	return res, nil
 }
 
-func runMode(ctx context.Context, cfg AstraConfig, mode string) (ModeResult, error) {
-	cfg.Logger.Info("bench: running mode", "mode", mode, "runs", cfg.Runs, "chunks", cfg.Chunks, "latency", cfg.Latency)
-	a, err := NewAstra(ctx, cfg)
-	if err != nil {
-		return ModeResult{}, err
+// mergeRuns adds the runs of b to those of a (the same mode and chunk count): times add up,
+// CPU per run and per chunk are averaged over all runs.
+func mergeRuns(a, b ModeResult) ModeResult {
+	if a.Runs == 0 {
+		return b
 	}
-	mr, err := a.Run(ctx, mode, cfg.Runs)
-	return mr, errors.Join(err, a.Close())
+	m := a
+	m.Runs = a.Runs + b.Runs
+	m.Elapsed = a.Elapsed + b.Elapsed
+	m.DocsPerSec = float64(m.Chunks*m.Runs) / m.Elapsed.Seconds()
+	wa, wb := float64(a.Runs)/float64(m.Runs), float64(b.Runs)/float64(m.Runs)
+	m.CPUPerRun = time.Duration(float64(a.CPUPerRun)*wa + float64(b.CPUPerRun)*wb)
+	m.Stored = b.Stored
+	switch {
+	case a.CPU == nil || b.CPU == nil:
+		m.CPU = nil // one run without a split: none for the mode
+	default:
+		avg := func(x, y float64) float64 { return x*wa + y*wb }
+		c := PartsCPU{
+			Broker: avg(a.CPU.Broker, b.CPU.Broker), Client: avg(a.CPU.Client, b.CPU.Client),
+			Double: avg(a.CPU.Double, b.CPU.Double), Unlabeled: avg(a.CPU.Unlabeled, b.CPU.Unlabeled),
+			BrokerAndClient: avg(a.CPU.BrokerAndClient, b.CPU.BrokerAndClient),
+			Samples:         a.CPU.Samples + b.CPU.Samples,
+		}
+		m.CPU = &c
+	}
+	return m
 }
 
 // Astra is the AstraDB scenario set up for its modes: the Data API double, an astra client
-// and sink, the generated chunk file and, for ModeSluice, an embedded broker with a running
+// and sink, the generated chunk file and, for the sluice modes, an embedded broker with a running
 // worker and a loader. Its methods are not safe for concurrent use. Call Close when done.
 type Astra struct {
 	cfg     AstraConfig
@@ -271,21 +394,23 @@ type Astra struct {
 	sink    *astra.Sink
 	builder *document.Builder
 
-	// The broker, for ModeSluice and ModeJetStream; nil unless one of them was set up.
+	// The broker, for the sluice modes and ModeJetStream; nil unless one of them was set up.
 	srv *embedded.Server
 	nc  *nats.Conn
 	js  jetstream.JetStream
 	// The jetstream mode's stream; nil unless ModeJetStream was set up.
 	floor jetstream.Stream
-	// The sluice mode's parts; nil unless ModeSluice was set up.
+	// The sluice modes' parts; nil unless one of them was set up. loader publishes bundles
+	// (ModeSluice), single one chunk per message (ModeSluiceSingle).
 	jobs   *pipeline.JobStore
 	loader *pipeline.Loader
+	single *pipeline.Loader
 	// stopWorker ends the worker's Run; workerDone then receives its result. workerAlive
 	// is cancelled, with the cause, when Run returns.
 	stopWorker  context.CancelFunc
 	workerDone  chan error
 	workerAlive context.Context
-	// loads counts the sluice mode's runs: runs after the first load with Force, as a
+	// loads counts the sluice modes' runs: runs after the first load with Force, as a
 	// resubmitted file is otherwise recognised and not published again.
 	loads int
 	// floorRuns counts the jetstream mode's runs, for message ids unique to each run.
@@ -297,11 +422,13 @@ type Astra struct {
 
 // NewAstra validates cfg and sets up every mode of cfg.Modes: it creates a working directory
 // under cfg.Dir, writes cfg.Chunks synthetic chunks to a JSONL file there, starts the Data
-// API double with cfg.Latency and creates the collection; for ModeSluice and ModeJetStream it
-// also starts an embedded nats-server that syncs every write; for ModeSluice it provisions
-// Sluice's streams and starts a worker (as `sluice load` does: default configuration, sink
-// named "astra"); for ModeJetStream it creates a stream configured as Sluice's chunk stream.
-// The caller must call Close, which stops the worker it started.
+// API double with cfg.Latency and creates the collection; for the sluice modes and
+// ModeJetStream it also starts an embedded nats-server that syncs every write; for the sluice
+// modes it provisions Sluice's streams and starts a worker (as `sluice load` does: default
+// configuration, sink named "astra"); for ModeJetStream it creates a stream configured as
+// Sluice's chunk stream. The double, the broker and the rest start in their parts (InPart:
+// PartDouble, PartBroker, PartClient). The caller must call Close, which stops the worker it
+// started.
 func NewAstra(ctx context.Context, cfg AstraConfig) (_ *Astra, err error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -322,43 +449,69 @@ func NewAstra(ctx context.Context, cfg AstraConfig) (_ *Astra, err error) {
 	if a.builder, err = document.NewBuilder(document.Config{Env: env}); err != nil {
 		return nil, err
 	}
-	a.double = dataapitest.New(dataapitest.Config{})
+	InPart(PartDouble, func() { a.double = dataapitest.New(dataapitest.Config{}) })
 	a.double.SetLatency(max(cfg.Latency, 0), 0)
-	// Configured as cmd/sluice configures the sink for an ASTRA_DB_API_ENDPOINT.
-	if a.client, err = astra.NewClient(astra.Config{Endpoint: a.double.URL(), Token: a.double.Token(), Logger: cfg.Logger}); err != nil {
-		return nil, fmt.Errorf("bench astra: %w", err)
-	}
-	if a.sink, err = astra.NewSink(astra.SinkConfig{Client: a.client, Logger: cfg.Logger}); err != nil {
-		return nil, fmt.Errorf("bench astra: %w", err)
-	}
-	if err := a.sink.EnsureCollection(ctx, collection); err != nil {
-		return nil, fmt.Errorf("bench astra: %w", err)
-	}
-	if slices.Contains(cfg.Modes, ModeSluice) || slices.Contains(cfg.Modes, ModeJetStream) {
-		if err := a.startBroker(ctx); err != nil {
+	broker := slices.Contains(cfg.Modes, ModeJetStream) || slices.ContainsFunc(cfg.Modes, isSluice)
+	if broker {
+		InPart(PartBroker, func() { err = a.startBroker() })
+		if err != nil {
 			return nil, err
 		}
 	}
-	if slices.Contains(cfg.Modes, ModeSluice) {
-		if err := a.startSluice(ctx); err != nil {
-			return nil, err
-		}
-	}
-	if slices.Contains(cfg.Modes, ModeJetStream) {
-		if err := a.createFloor(ctx); err != nil {
-			return nil, err
-		}
+	InPart(PartClient, func() { err = a.setupClient(ctx, broker) })
+	if err != nil {
+		return nil, err
 	}
 	return a, nil
 }
 
+// setupClient sets up everything but the double and the broker: the Astra client and sink,
+// the collection, the broker connection and each mode's parts. The goroutines it starts (the
+// HTTP and nats.go connections' loops, the worker) belong to the caller's part.
+func (a *Astra) setupClient(ctx context.Context, broker bool) error {
+	cfg := a.cfg
+	var err error
+	// Configured as cmd/sluice configures the sink for an ASTRA_DB_API_ENDPOINT.
+	if a.client, err = astra.NewClient(astra.Config{Endpoint: a.double.URL(), Token: a.double.Token(), Logger: cfg.Logger}); err != nil {
+		return fmt.Errorf("bench astra: %w", err)
+	}
+	if a.sink, err = astra.NewSink(astra.SinkConfig{Client: a.client, Logger: cfg.Logger}); err != nil {
+		return fmt.Errorf("bench astra: %w", err)
+	}
+	if err := a.sink.EnsureCollection(ctx, collection); err != nil {
+		return fmt.Errorf("bench astra: %w", err)
+	}
+	if broker {
+		if err := a.connectBroker(ctx); err != nil {
+			return err
+		}
+	}
+	if slices.ContainsFunc(cfg.Modes, isSluice) {
+		if err := a.startSluice(ctx); err != nil {
+			return err
+		}
+	}
+	if slices.Contains(cfg.Modes, ModeJetStream) {
+		if err := a.createFloor(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // startBroker starts the embedded broker, syncing every write, as `sluice load` does on the
-// embedded default, and connects to it.
-func (a *Astra) startBroker(ctx context.Context) error {
+// embedded default.
+func (a *Astra) startBroker() error {
 	var err error
 	if a.srv, err = embedded.Start(embedded.Config{DataDir: filepath.Join(a.work, "data"), Logger: a.cfg.Logger}); err != nil {
 		return fmt.Errorf("bench astra: start embedded broker: %w", err)
 	}
+	return nil
+}
+
+// connectBroker connects to the broker startBroker started.
+func (a *Astra) connectBroker(ctx context.Context) error {
+	var err error
 	if a.nc, err = sjs.Connect(ctx, sjs.ConnConfig{URL: a.srv.ClientURL(), User: embedded.User, Password: a.srv.Endpoint().Password, Logger: a.cfg.Logger}); err != nil {
 		return fmt.Errorf("bench astra: %w", err)
 	}
@@ -398,6 +551,9 @@ func (a *Astra) startSluice(ctx context.Context) error {
 		return fmt.Errorf("bench astra: %w", err)
 	}
 	if a.loader, err = pipeline.NewLoader(pipeline.LoaderConfig{JS: js, Jobs: a.jobs, SpoolDir: filepath.Join(dataDir, "spool")}); err != nil {
+		return fmt.Errorf("bench astra: %w", err)
+	}
+	if a.single, err = pipeline.NewLoader(pipeline.LoaderConfig{JS: js, Jobs: a.jobs, SpoolDir: filepath.Join(dataDir, "spool"), SingleChunkMessages: true}); err != nil {
 		return fmt.Errorf("bench astra: %w", err)
 	}
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
@@ -464,10 +620,14 @@ func (a *Astra) Run(ctx context.Context, mode string, runs int) (ModeResult, err
 	case ModeAstrapy:
 		run = a.runAstrapy
 	case ModeSluice:
-		run = a.runSluice
+		run = func(ctx context.Context) error { return a.runSluice(ctx, a.loader) }
+	case ModeSluiceSingle:
+		run = func(ctx context.Context) error { return a.runSluice(ctx, a.single) }
 	case ModeJetStream:
 		run = a.runJetStream
 	}
+	var split CPUSplit
+	profiled := true
 	for i := range runs {
 		var err error
 		if mode == ModeJetStream {
@@ -478,12 +638,20 @@ func (a *Astra) Run(ctx context.Context, mode string, runs int) (ModeResult, err
 		if err != nil {
 			return res, fmt.Errorf("bench astra %s, run %d: start empty: %w", mode, i+1, err)
 		}
+		prof, perr := StartCPUProfile()
 		cpu0, cpuOK := processCPU()
 		start := time.Now()
-		err = run(ctx)
+		InPart(PartClient, func() { err = run(ctx) })
 		res.Elapsed += time.Since(start)
 		if cpu1, ok := processCPU(); ok && cpuOK {
 			res.CPUPerRun += cpu1 - cpu0
+		}
+		if perr != nil {
+			profiled = false
+		} else if s, serr := prof.Stop(); serr != nil {
+			return res, fmt.Errorf("bench astra %s, run %d: %w", mode, i+1, serr)
+		} else {
+			split.Add(s)
 		}
 		if err != nil {
 			return res, fmt.Errorf("bench astra %s, run %d: %w", mode, i+1, err)
@@ -499,6 +667,10 @@ func (a *Astra) Run(ctx context.Context, mode string, runs int) (ModeResult, err
 	}
 	res.DocsPerSec = float64(a.cfg.Chunks*runs) / res.Elapsed.Seconds()
 	res.CPUPerRun /= time.Duration(runs)
+	if profiled {
+		p := PerChunk(split, a.cfg.Chunks*runs)
+		res.CPU = &p
+	}
 	return res, nil
 }
 
@@ -515,17 +687,33 @@ func (a *Astra) verify() (int, error) {
 	return n, nil
 }
 
-// verifyFloor checks that the jetstream mode's stream holds exactly Chunks messages and
-// returns the count.
+// verifyFloor checks that the jetstream mode's stream holds exactly Chunks records, in
+// bundles, and returns the count.
 func (a *Astra) verifyFloor(ctx context.Context) (int, error) {
+	c, err := a.js.OrderedConsumer(ctx, floorStream, jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", floorStream, err)
+	}
 	info, err := a.floor.Info(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("stream %s: %w", floorStream, err)
 	}
-	if n := int(info.State.Msgs); n != a.cfg.Chunks {
-		return n, fmt.Errorf("stream %s holds %d messages, want %d", floorStream, n, a.cfg.Chunks)
+	n := 0
+	for range info.State.Msgs {
+		m, err := c.Next(jetstream.FetchMaxWait(5 * time.Second))
+		if err != nil {
+			return n, fmt.Errorf("stream %s: read back: %w", floorStream, err)
+		}
+		var b schemas.ChunkBundlePayload
+		if err := json.Unmarshal(m.Data(), &b); err != nil {
+			return n, fmt.Errorf("stream %s: read back: %w", floorStream, err)
+		}
+		n += len(b.Items)
 	}
-	return a.cfg.Chunks, nil
+	if n != a.cfg.Chunks {
+		return n, fmt.Errorf("stream %s holds %d records in %d messages, want %d", floorStream, n, info.State.Msgs, a.cfg.Chunks)
+	}
+	return n, nil
 }
 
 // readDocs reads the chunk file and builds its documents, as the Python loaders read their
@@ -599,15 +787,16 @@ func (a *Astra) runAstrapy(ctx context.Context) error {
 	return p.Wait()
 }
 
-// runSluice loads the file as a job and waits until the worker reports every chunk written.
-func (a *Astra) runSluice(ctx context.Context) error {
+// runSluice loads the file as a job with l and waits until the worker reports every chunk
+// written.
+func (a *Astra) runSluice(ctx context.Context, l *pipeline.Loader) error {
 	// A worker that stops (it should not) ends the wait instead of leaving it hanging.
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stop := context.AfterFunc(a.workerAlive, func() { cancel(context.Cause(a.workerAlive)) })
 	defer stop()
 
-	res, err := a.loader.Load(ctx, pipeline.LoadRequest{Env: env, Path: a.path, Force: a.loads > 0})
+	res, err := l.Load(ctx, pipeline.LoadRequest{Env: env, Path: a.path, Force: a.loads > 0})
 	a.loads++
 	if err != nil {
 		return fmt.Errorf("load: %w", withCause(ctx, err))
@@ -627,8 +816,10 @@ func (a *Astra) runSluice(ctx context.Context) error {
 }
 
 // runJetStream publishes the chunk file's records to the floor stream as the loader
-// publishes chunks (sources/jetstream.BatchWriter with its defaults, a Nats-Msg-Id each) and
-// returns once every batch is stored.
+// publishes chunks: in bundles (schemas.ChunkBundlePayload) of up to
+// pipeline.DefaultBundleItems records and pipeline.DefaultBundleBytes, each with a Nats-Msg-Id,
+// through sources/jetstream.BatchWriter with its defaults; it returns once every batch is
+// stored.
 func (a *Astra) runJetStream(ctx context.Context) error {
 	r, err := files.Open(a.path)
 	if err != nil {
@@ -637,6 +828,24 @@ func (a *Astra) runJetStream(ctx context.Context) error {
 	defer r.Close()
 	a.floorRuns++
 	w := sjs.NewBatchWriter(ctx, a.js, sjs.BatchWriterConfig{})
+	var (
+		bundle schemas.ChunkBundlePayload
+		size   int
+		first  string
+	)
+	flush := func() error {
+		if len(bundle.Items) == 0 {
+			return nil
+		}
+		m := nats.NewMsg(floorSubject)
+		var err error
+		if m.Data, err = json.Marshal(bundle); err != nil {
+			return err
+		}
+		m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("run%d/%s", a.floorRuns, first))
+		bundle.Items, size = bundle.Items[:0], 0
+		return w.Add(m)
+	}
 	for {
 		item, err := r.Next()
 		if errors.Is(err, io.EOF) {
@@ -646,13 +855,21 @@ func (a *Astra) runJetStream(ctx context.Context) error {
 			_ = w.Close()
 			return fmt.Errorf("read chunk file: %w", err)
 		}
-		m := nats.NewMsg(floorSubject)
-		m.Data = item.Record
-		m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("run%d/%s", a.floorRuns, item.ID))
-		if err := w.Add(m); err != nil {
-			_ = w.Close()
-			return fmt.Errorf("publish: %w", err)
+		if len(bundle.Items) == pipeline.DefaultBundleItems || size+len(item.Record) > pipeline.DefaultBundleBytes {
+			if err := flush(); err != nil {
+				_ = w.Close()
+				return fmt.Errorf("publish: %w", err)
+			}
 		}
+		if len(bundle.Items) == 0 {
+			first = item.ID
+		}
+		bundle.Items = append(bundle.Items, schemas.BundleItem{Index: item.Index, Chunk: item.Record})
+		size += len(item.Record) + 32 // the item's index and keys
+	}
+	if err := flush(); err != nil {
+		_ = w.Close()
+		return fmt.Errorf("publish: %w", err)
 	}
 	if err := w.Close(); err != nil {
 		return fmt.Errorf("publish: %w", err)

@@ -55,6 +55,54 @@ func TestRunAstraEveryMode(t *testing.T) {
 	if res.Chunks != 200 || res.Latency != time.Millisecond || res.Runs != 2 {
 		t.Errorf("result = %+v, want the configuration echoed", res)
 	}
+	// The CPU split is measured in every mode. (A mode without a broker can still show some
+	// broker CPU: the runs are interleaved, and the other modes' brokers stay up and idle,
+	// or finish settling a run, beside it — a sample or two.)
+	for _, m := range res.Modes {
+		c := m.CPU
+		if c == nil {
+			if profilerFree(t) {
+				t.Errorf("mode %s: no CPU split", m.Mode)
+			}
+			continue
+		}
+		if c.BrokerAndClient < c.Broker+c.Client || c.Samples < 0 {
+			t.Errorf("mode %s: split %+v", m.Mode, *c)
+		}
+	}
+}
+
+// TestRunAstraSingleAgainstBundles runs the sluice mode with bundles and with one chunk per
+// message side by side: both store every chunk, the ratios are computed, and the broker's
+// CPU is measured in both (≈30 µs per chunk at one per message: 4,000 chunks give it ≈12
+// samples, so it cannot read 0).
+func TestRunAstraSingleAgainstBundles(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := bench.RunAstra(ctx, bench.AstraConfig{Chunks: 2000, Latency: -1, Runs: 2, Dir: t.TempDir(),
+		Modes: []string{bench.ModeAstrapy, bench.ModeSluice, bench.ModeSluiceSingle}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Modes) != 3 || res.Modes[2].Mode != bench.ModeSluiceSingle || res.Modes[2].Stored != 2000 {
+		t.Fatalf("modes = %+v", res.Modes)
+	}
+	if res.SluiceSingleVsAstrapy <= 0 || res.BundlesVsSingle <= 0 || res.SluiceVsAstrapy <= 0 {
+		t.Errorf("ratios: c/b %v, c/b single %v, bundles/single %v", res.SluiceVsAstrapy, res.SluiceSingleVsAstrapy, res.BundlesVsSingle)
+	}
+	// The runs were interleaved, and each ratio is also given run by run.
+	for name, byRun := range map[string][]float64{"c/b": res.SluiceVsAstrapyByRun, "c/b single": res.SluiceSingleVsAstrapyByRun, "bundles/single": res.BundlesVsSingleByRun} {
+		if len(byRun) != 2 || byRun[0] <= 0 || byRun[1] <= 0 {
+			t.Errorf("%s run by run = %v, want 2 ratios", name, byRun)
+		}
+	}
+	single := res.Modes[2].CPU
+	if single == nil && !profilerFree(t) {
+		return // go test -cpuprofile: no split to check
+	}
+	if single == nil || single.Broker <= 0 || single.Client <= 0 {
+		t.Errorf("one chunk per message: split %+v, want the broker's and the client's CPU measured", single)
+	}
 }
 
 // TestAstraRunsSluiceAgain checks that later Run calls on one Astra load the file again (a
