@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/sinks/graph"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
@@ -122,6 +123,22 @@ func applyGroup(store requirements.Store) func(ctx context.Context, cmds []requi
 		res := make([]requirements.BatchResult, len(cmds))
 		for i, c := range cmds {
 			res[i].Outcome, res[i].Err = store.ApplyCommand(ctx, c.Command, c.MsgID)
+		}
+		return res
+	}
+}
+
+// projectGroup applies the graph projections of commands through g: one ApplyBatches call
+// (one graph transaction, each projection in its own savepoint with its own apply marker)
+// when g is a GraphBatchApplier, else one ApplyBatch after another.
+func projectGroup(g GraphApplier) func(ctx context.Context, bs []graph.MarkedBatch) []graph.BatchResult {
+	if b, ok := g.(GraphBatchApplier); ok {
+		return b.ApplyBatches
+	}
+	return func(ctx context.Context, bs []graph.MarkedBatch) []graph.BatchResult {
+		res := make([]graph.BatchResult, len(bs))
+		for i, b := range bs {
+			res[i].Result, res[i].Err = g.ApplyBatch(ctx, b.Batch, b.MsgID)
 		}
 		return res
 	}

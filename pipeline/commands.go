@@ -16,6 +16,7 @@ import (
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/sign"
+	"github.com/sluice-dev/sluice/sinks/graph"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
@@ -23,6 +24,15 @@ import (
 // msgID was applied before changes nothing. graph.Store implements it. It must be safe for
 // concurrent use.
 type GraphApplier = GraphStore
+
+// GraphBatchApplier is the optional capability of a GraphApplier to apply many marked
+// batches in one transaction, each with its own apply marker and its own result
+// (graph.Store.ApplyBatches). When Graph has it, the command worker projects the commands
+// its partitions hand over at once in one graph transaction; otherwise one ApplyBatch each.
+// It must be safe for concurrent use.
+type GraphBatchApplier interface {
+	ApplyBatches(ctx context.Context, bs []graph.MarkedBatch) []graph.BatchResult
+}
 
 // CommandWorkerConfig configures a CommandWorker.
 type CommandWorkerConfig struct {
@@ -38,7 +48,8 @@ type CommandWorkerConfig struct {
 	// Required.
 	Key *sign.Key
 	// Graph receives each applied command's projection (requirements.Project). Optional; nil
-	// skips the projection.
+	// skips the projection. A GraphBatchApplier (graph.Store is one) gets the projections of
+	// commands handed over at once in one transaction.
 	Graph GraphApplier
 	// Validator decodes commands. Optional; nil compiles the embedded schemas.
 	Validator *requirements.Validator
@@ -80,7 +91,11 @@ func (c CommandWorkerConfig) Validate() error {
 // the command id, the outcome into the outcomes bucket, a change-feed event, then the ack. A
 // refusal is an outcome: recorded, reported and acked, never dead-lettered. Transient
 // failures are redelivered with a delay; a redelivery finds the store's apply marker and
-// completes the missing steps without applying anything twice.
+// completes the missing steps without applying anything twice. Each of the four writes is
+// grouped with the same write of the commands other partitions hand over at the same moment
+// (see group): one store transaction, one graph transaction, one atomic publish of outcomes
+// and one of events, each command still with its own result, so a command whose write fails
+// is retried alone.
 type CommandWorker struct {
 	cfg CommandWorkerConfig
 	log *slog.Logger
@@ -88,9 +103,11 @@ type CommandWorker struct {
 	*settler
 	dlq *deadLetterer
 
-	// Grouped writes, shared by the partitions (see group): the store transaction, the
-	// outcomes and the change-feed events of commands that arrive together.
+	// Grouped writes, shared by the partitions (see group): the store transaction, the graph
+	// transaction (nil without Graph), the outcomes and the change-feed events of commands
+	// that arrive together.
 	applies  *group[requirements.PendingCommand, requirements.BatchResult]
+	projects *group[graph.MarkedBatch, graph.BatchResult]
 	outcomes *group[*nats.Msg, error]
 	events   *group[*nats.Msg, error]
 }
@@ -120,12 +137,16 @@ func NewCommandWorker(cfg CommandWorkerConfig) (*CommandWorker, error) {
 	}
 	dlq := newDeadLetterer(cfg.JS)
 	parts := len(cfg.Streams.Consumers)
-	return &CommandWorker{cfg: cfg, log: log, v: v, dlq: dlq,
+	w := &CommandWorker{cfg: cfg, log: log, v: v, dlq: dlq,
 		settler:  &settler{dlq: dlq, retry: cfg.Retry, maxDeliver: maxDeliver, log: log, kind: "command"},
 		applies:  newGroup(parts, parts, applyGroup(cfg.Store)),
 		outcomes: newGroup(parts, parts, publishGroup(cfg.JS)),
 		events:   newGroup(parts, parts, publishGroup(cfg.JS)),
-	}, nil
+	}
+	if cfg.Graph != nil {
+		w.projects = newGroup(parts, parts, projectGroup(cfg.Graph))
+	}
+	return w, nil
 }
 
 // Run applies commands until ctx ends, then drains (in-flight commands get DrainTimeout to
@@ -143,6 +164,10 @@ func (w *CommandWorker) Run(ctx context.Context) error {
 	defer w.events.Stop()
 	defer w.outcomes.Stop()
 	defer w.applies.Stop()
+	if w.projects != nil {
+		w.projects.Start()
+		defer w.projects.Stop()
+	}
 	subs := make([]*sjs.Subscriber, 0, len(w.cfg.Streams.Consumers))
 	for p, c := range w.cfg.Streams.Consumers {
 		sub, err := sjs.NewSubscriber(sjs.SubscriberConfig{
@@ -207,9 +232,13 @@ func (w *CommandWorker) handle(msg *message.Message) error {
 	if err != nil {
 		return w.fail(ctx, wm(msg), orig, meta, fmt.Errorf("apply command %s: %w", cmd.CommandID, err), "requirements")
 	}
-	if w.cfg.Graph != nil {
+	if w.projects != nil {
 		if b := requirements.Project(out); len(b.Nodes)+len(b.Edges) > 0 {
-			if _, err := w.cfg.Graph.ApplyBatch(ctx, b, graphMarker(cmd.CommandID)); err != nil {
+			pr, err := w.projects.Submit(ctx, graph.MarkedBatch{Batch: b, MsgID: graphMarker(cmd.CommandID)})
+			if err == nil {
+				err = pr.Err
+			}
+			if err != nil {
 				return w.fail(ctx, wm(msg), orig, meta, fmt.Errorf("project command %s into the graph: %w", cmd.CommandID, err), "graph")
 			}
 		}

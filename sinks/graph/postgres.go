@@ -309,17 +309,121 @@ const (
 )
 
 func (s *Postgres) applyOnce(ctx context.Context, p prepared, enc encoded, msgID string) (Result, error) {
-	var res Result
 	c, err := s.conn(ctx)
 	if err != nil {
-		return res, err
+		return Result{}, err
 	}
 	defer c.Release()
 	tx, err := c.Begin(ctx)
 	if err != nil {
-		return res, fmt.Errorf("graph: begin batch: %w", err)
+		return Result{}, fmt.Errorf("graph: begin batch: %w", err)
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	res, err := applyIn(ctx, tx, p, enc, msgID)
+	if err != nil {
+		return res, err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return Result{}, fmt.Errorf("graph: commit batch: %w", err)
+	}
+	return res, nil
+}
+
+// ApplyBatches implements Store.ApplyBatches. Each batch runs in a savepoint; a
+// serialization failure or deadlock in any of them retries the whole transaction (its
+// earlier savepoints' row locks are part of the conflict), up to MaxRetries times with a
+// short jittered backoff, as ApplyBatch does; it blocks for those retries.
+func (s *Postgres) ApplyBatches(ctx context.Context, bs []MarkedBatch) []BatchResult {
+	res := make([]BatchResult, len(bs))
+	refused := make([]bool, len(bs))
+	ps := make([]prepared, len(bs))
+	encs := make([]encoded, len(bs))
+	pending := 0
+	for i, b := range bs {
+		p, err := prepare(b.Batch, s.opts)
+		if err == nil {
+			encs[i], err = encodeAll(p)
+		}
+		if err != nil {
+			res[i].Err, refused[i] = err, true
+			continue
+		}
+		ps[i] = p
+		pending++
+	}
+	if pending == 0 {
+		return res
+	}
+	for attempt := 0; ; attempt++ {
+		err := s.applyBatchesOnce(ctx, bs, ps, encs, refused, res)
+		if err == nil {
+			return res
+		}
+		code := pgCode(err)
+		if (code != sqlstateSerialization && code != sqlstateDeadlock) || attempt >= s.retries {
+			return failPending(res, refused, classifyPG(err))
+		}
+		backoff := time.Duration(rand.Int64N(int64(5*time.Millisecond<<attempt))) + time.Millisecond
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return failPending(res, refused, fmt.Errorf("graph: retry %d batches after %s: %w", pending, code, ctx.Err()))
+		case <-t.C:
+		}
+	}
+}
+
+// applyBatchesOnce is one attempt of ApplyBatches: it fills res for every batch not refused
+// and returns nil once the transaction committed, or the error that failed the whole
+// transaction (res is then meaningless).
+func (s *Postgres) applyBatchesOnce(ctx context.Context, bs []MarkedBatch, ps []prepared, encs []encoded, refused []bool, res []BatchResult) error {
+	c, err := s.conn(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Release()
+	tx, err := c.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("graph: begin batches: %w", err)
+	}
+	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
+	for i := range bs {
+		if refused[i] {
+			continue
+		}
+		res[i] = BatchResult{}
+		sp, err := tx.Begin(ctx) // SAVEPOINT
+		if err != nil {
+			return fmt.Errorf("graph: savepoint for batch %q: %w", bs[i].MsgID, err)
+		}
+		r, err := applyIn(ctx, sp, ps[i], encs[i], bs[i].MsgID)
+		if err != nil {
+			if code := pgCode(err); code == sqlstateSerialization || code == sqlstateDeadlock {
+				return err
+			}
+			// The batch's own error is only quoted: it may be permanent, the loss is not.
+			if rerr := sp.Rollback(ctx); rerr != nil {
+				return fmt.Errorf("graph: roll back batch %q (it failed: %v): %w", bs[i].MsgID, err, rerr)
+			}
+			res[i].Err = classifyPG(err)
+			continue
+		}
+		if err := sp.Commit(ctx); err != nil { // RELEASE SAVEPOINT
+			return fmt.Errorf("graph: release savepoint of batch %q: %w", bs[i].MsgID, err)
+		}
+		res[i].Result = r
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("graph: commit batches: %w", err)
+	}
+	return nil
+}
+
+// applyIn writes one prepared batch and its apply marker inside tx (a transaction or a
+// savepoint), which the caller commits or rolls back.
+func applyIn(ctx context.Context, tx pgx.Tx, p prepared, enc encoded, msgID string) (Result, error) {
+	var res Result
 	ts := now().UnixMicro()
 	if msgID != "" {
 		tag, err := tx.Exec(ctx, `INSERT INTO graph_applied (msg_id, applied_at) VALUES ($1, $2) ON CONFLICT (msg_id) DO NOTHING`, msgID, ts)
@@ -381,9 +485,6 @@ func (s *Postgres) applyOnce(ctx context.Context, p prepared, enc encoded, msgID
 				return res, fmt.Errorf("graph: update %d edges: %w", len(updIDs), err)
 			}
 		}
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return Result{}, fmt.Errorf("graph: commit batch: %w", err)
 	}
 	return res, nil
 }

@@ -198,12 +198,86 @@ func (s *SQLite) ApplyBatch(ctx context.Context, b Batch, msgID string) (Result,
 }
 
 func (s *SQLite) apply(ctx context.Context, p prepared, msgID string) (Result, error) {
-	var res Result
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return res, fmt.Errorf("graph: begin batch: %w", err)
+		return Result{}, fmt.Errorf("graph: begin batch: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
+	res, err := s.applyIn(ctx, tx, p, msgID)
+	if err != nil {
+		return res, err
+	}
+	if err := tx.Commit(); err != nil {
+		return Result{}, fmt.Errorf("graph: commit batch: %w", err)
+	}
+	return res, nil
+}
+
+// ApplyBatches implements Store.ApplyBatches. It blocks like ApplyBatch: one transaction on
+// the writer connection for all of bs.
+func (s *SQLite) ApplyBatches(ctx context.Context, bs []MarkedBatch) []BatchResult {
+	res := make([]BatchResult, len(bs))
+	refused := make([]bool, len(bs))
+	if len(bs) == 0 {
+		return res
+	}
+	if err := s.checkOpen(); err != nil {
+		return failPending(res, refused, err)
+	}
+	ps := make([]prepared, len(bs))
+	pending := 0
+	for i, b := range bs {
+		p, err := prepare(b.Batch, s.opts)
+		if err != nil {
+			res[i].Err, refused[i] = err, true
+			continue
+		}
+		ps[i] = p
+		pending++
+	}
+	if pending == 0 {
+		return res
+	}
+	fail := func(err error) []BatchResult { return failPending(res, refused, classifySQLite(err)) }
+	tx, err := s.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fail(fmt.Errorf("graph: begin %d batches: %w", pending, err))
+	}
+	defer func() { _ = tx.Rollback() }()
+	for i := range bs {
+		if refused[i] {
+			continue
+		}
+		if _, err := tx.ExecContext(ctx, `SAVEPOINT batch`); err != nil {
+			return fail(fmt.Errorf("graph: savepoint for batch %q: %w", bs[i].MsgID, err))
+		}
+		r, err := s.applyIn(ctx, tx, ps[i], bs[i].MsgID)
+		if err != nil {
+			// SQLite may have rolled back the whole transaction by itself (SQLITE_FULL,
+			// IOERR, NOMEM, an interrupt): then the savepoint is gone, this fails, and so
+			// does every batch, including those applied before.
+			if _, rerr := tx.ExecContext(ctx, `ROLLBACK TO batch`); rerr != nil {
+				// The batch's own error is only quoted: it may be permanent, the loss is not.
+				return fail(fmt.Errorf("graph: roll back batch %q (it failed: %v): %w", bs[i].MsgID, err, rerr))
+			}
+			res[i].Err = classifySQLite(err)
+		} else {
+			res[i].Result = r
+		}
+		if _, err := tx.ExecContext(ctx, `RELEASE batch`); err != nil {
+			return fail(fmt.Errorf("graph: release savepoint of batch %q: %w", bs[i].MsgID, err))
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return fail(fmt.Errorf("graph: commit %d batches: %w", pending, err))
+	}
+	return res
+}
+
+// applyIn writes one prepared batch and its apply marker inside tx, which the caller commits
+// or rolls back.
+func (s *SQLite) applyIn(ctx context.Context, tx *sql.Tx, p prepared, msgID string) (Result, error) {
+	var res Result
 	ts := now().UnixMicro()
 	if msgID != "" {
 		r, err := tx.ExecContext(ctx, `INSERT INTO graph_applied (msg_id, applied_at) VALUES (?, ?) ON CONFLICT (msg_id) DO NOTHING`, msgID, ts)
@@ -230,9 +304,6 @@ func (s *SQLite) apply(ctx context.Context, p prepared, msgID string) (Result, e
 		if err := s.upsertEdges(ctx, tx, p.edges, ts, &res); err != nil {
 			return res, err
 		}
-	}
-	if err := tx.Commit(); err != nil {
-		return Result{}, fmt.Errorf("graph: commit batch: %w", err)
 	}
 	return res, nil
 }

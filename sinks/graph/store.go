@@ -15,6 +15,16 @@ type Store interface {
 	// msgID records no marker, so every call applies. Errors are permanent (fault.Validation,
 	// wrapping ErrInvalid) or transient.
 	ApplyBatch(ctx context.Context, b Batch, msgID string) (Result, error)
+	// ApplyBatches applies bs in one transaction (one synced commit for all), in order, each
+	// batch inside its own savepoint with its own apply marker, as if ApplyBatch were called
+	// for each one after the other: a batch whose marker was recorded before — by an earlier
+	// call or by an earlier batch of bs — is skipped (AlreadyApplied), later batches see the
+	// nodes of earlier ones, and a batch that fails is rolled back alone while the others
+	// commit. It returns one BatchResult per batch, in order. When the transaction itself
+	// fails (begin, commit, a lost connection, a rollback to a savepoint that fails), every
+	// batch not already refused on its own gets that error and nothing is written. Errors are
+	// classified as ApplyBatch's. It blocks like ApplyBatch; nil or empty bs returns at once.
+	ApplyBatches(ctx context.Context, bs []MarkedBatch) []BatchResult
 	// GetNode returns the node with id, or an error wrapping ErrNotFound.
 	GetNode(ctx context.Context, id string) (Node, error)
 	// GetEdge returns the edge with id, or an error wrapping ErrNotFound.
@@ -53,6 +63,31 @@ type Result struct {
 	NodesUpdated   int
 	EdgesCreated   int
 	EdgesUpdated   int
+}
+
+// MarkedBatch is one batch of Store.ApplyBatches with its apply marker.
+type MarkedBatch struct {
+	Batch Batch
+	// MsgID is the batch's apply marker, as ApplyBatch's msgID; empty records none.
+	MsgID string
+}
+
+// BatchResult is what Store.ApplyBatches did with one batch: Err is nil and Result says
+// what was written, or Err says why nothing of the batch was.
+type BatchResult struct {
+	Result Result
+	Err    error
+}
+
+// failPending sets err on every result of res that has none yet (the batches a failed
+// transaction took down with it) and clears their Result.
+func failPending(res []BatchResult, skip []bool, err error) []BatchResult {
+	for i := range res {
+		if !skip[i] {
+			res[i] = BatchResult{Err: err}
+		}
+	}
+	return res
 }
 
 // Stats counts stored nodes and edges by type; types with no rows are absent.

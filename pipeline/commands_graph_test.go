@@ -1,0 +1,287 @@
+package pipeline_test
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/sinks/graph"
+)
+
+var _ pipeline.GraphBatchApplier = graph.Store(nil)
+
+// recordingGraph is a real SQLite graph store that records, for each ApplyBatches call (one
+// graph transaction), the marker of each batch and what became of it. after, when set, runs
+// once a call returned, on the caller's goroutine.
+type recordingGraph struct {
+	*graph.SQLite
+	entered atomic.Int64
+	mu      sync.Mutex
+	calls   [][]projection
+	after   func([]projection)
+}
+
+type projection struct {
+	marker string
+	err    error
+	result graph.Result
+}
+
+func (g *recordingGraph) ApplyBatches(ctx context.Context, bs []graph.MarkedBatch) []graph.BatchResult {
+	g.entered.Add(1)
+	res := g.SQLite.ApplyBatches(ctx, bs)
+	call := make([]projection, len(bs))
+	for i, b := range bs {
+		call[i] = projection{marker: b.MsgID, err: res[i].Err, result: res[i].Result}
+	}
+	g.mu.Lock()
+	g.calls = append(g.calls, call)
+	g.mu.Unlock()
+	if g.after != nil {
+		g.after(call)
+	}
+	return res
+}
+
+func (g *recordingGraph) snapshot() [][]projection {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([][]projection(nil), g.calls...)
+}
+
+// openGraphFile opens the cmdEnv's graph file with busy, and a plain database/sql handle on
+// the same file for the test to lock it and install triggers, as another process could.
+func (ce *cmdEnv) openGraphFile(t *testing.T, busy time.Duration) (*graph.SQLite, *sql.DB) {
+	t.Helper()
+	gs, err := graph.OpenSQLite(context.Background(), graph.SQLiteConfig{Path: ce.graphPath, BusyTimeout: busy})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = gs.Close() })
+	other, err := sql.Open("sqlite", ce.graphPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = other.Close() })
+	return gs, other
+}
+
+// lockGraph takes the graph file's write lock on a connection of its own and returns the
+// function that releases it.
+func lockGraph(t *testing.T, db *sql.DB) (release func()) {
+	t.Helper()
+	ctx := context.Background()
+	conn, err := db.Conn(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	release = func() {
+		once.Do(func() {
+			if _, err := conn.ExecContext(ctx, "ROLLBACK"); err != nil {
+				t.Error(err)
+			}
+			_ = conn.Close()
+		})
+	}
+	t.Cleanup(release)
+	return release
+}
+
+// submitAll submits cmds at once and waits until the store has applied each one (its apply
+// marker commits before the graph projection).
+func (ce *cmdEnv) submitAll(t *testing.T, cmds []requirements.Command) {
+	t.Helper()
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(cmds))
+	for _, c := range cmds {
+		wg.Go(func() {
+			if _, err := ce.client.Submit(ctx, c); err != nil {
+				errs <- fmt.Errorf("submit %s: %w", c.CommandID, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	for _, c := range cmds {
+		waitFor(t, "the store to apply "+c.CommandID, func() bool {
+			_, err := ce.store.CommandOutcome(ctx, c.CommandID)
+			return err == nil
+		})
+	}
+}
+
+// awaitProjected waits for each command's outcome (published after its projection) and
+// checks that its feature request was projected exactly once: node version 1.
+func (ce *cmdEnv) awaitProjected(t *testing.T, cmds []requirements.Command) {
+	t.Helper()
+	ctx := context.Background()
+	for _, c := range cmds {
+		out, ok, err := ce.client.Await(ctx, c.CommandID, time.Minute)
+		if err != nil || !ok || !out.Applied {
+			t.Fatalf("outcome of %s: %+v, %v, %v", c.CommandID, out, ok, err)
+		}
+		n, err := ce.graph.GetNode(ctx, requirements.FeatureNodeID(c.SubmitFeatureRequest.RequestID))
+		if err != nil || n.Version != 1 {
+			t.Errorf("graph node of %s: %+v, %v; want version 1 (projected once)", c.CommandID, n, err)
+		}
+	}
+	if dl := ce.deadLetters(t); len(dl) != 0 {
+		t.Fatalf("%d dead letters, first %+v", len(dl), dl[0])
+	}
+}
+
+func featureCmds(prefix string, n int) []requirements.Command {
+	cmds := make([]requirements.Command, n)
+	for i := range cmds {
+		cmds[i] = featureCmd(fmt.Sprintf("FR-%s%05d", prefix, i))
+		cmds[i].CommandID = fmt.Sprintf("cmd-%s-%d", prefix, i)
+	}
+	return cmds
+}
+
+// Regression (issue 12, item 4): the command worker ran one graph transaction — one fsync —
+// per command while its store writes and publishes were grouped. Now the projections of
+// commands handed over at once share one transaction; a projection that fails inside it
+// (here a statement error raised by a trigger on one node) is rolled back and retried alone,
+// and the others in its group commit once.
+func TestCommandsGraphProjectionsGrouped(t *testing.T) {
+	ce := newCmdEnv(t)
+	ctx := context.Background()
+	gs, other := ce.openGraphFile(t, time.Minute)
+	cmds := featureCmds("5000000", 16)
+	boom := cmds[len(cmds)-1]
+	boomMarker := "command:" + boom.CommandID
+	// json() of a non-JSON string fails at run time with SQLITE_ERROR: transient, and only
+	// the statement fails, not the transaction.
+	if _, err := other.ExecContext(ctx, fmt.Sprintf(`CREATE TRIGGER fail_boom BEFORE INSERT ON graph_nodes
+		WHEN NEW.id = '%s' BEGIN SELECT json('injected failure'); END`, requirements.FeatureNodeID(boom.SubmitFeatureRequest.RequestID))); err != nil {
+		t.Fatal(err)
+	}
+	var failures atomic.Int64
+	rg := &recordingGraph{SQLite: gs, after: func(call []projection) {
+		for _, p := range call {
+			if p.marker == boomMarker && p.err != nil && failures.Add(1) == 2 {
+				// The store recovers after two failed attempts.
+				if _, err := other.ExecContext(ctx, `DROP TRIGGER fail_boom`); err != nil {
+					t.Error(err)
+				}
+			}
+		}
+	}}
+	ce.startCommandWorker(t, pipeline.CommandWorkerConfig{Graph: rg})
+
+	// Hold the graph's write lock while the commands reach the projection, so they queue
+	// into one group behind the first; the failing one comes last, never alone in front.
+	release := lockGraph(t, other)
+	ce.submitAll(t, cmds[:len(cmds)-1])
+	ce.submitAll(t, cmds[len(cmds)-1:])
+	waitFor(t, "a projection waiting on the lock", func() bool { return rg.entered.Load() > 0 })
+	time.Sleep(200 * time.Millisecond) // the last handler hands its projection over
+	release()
+	ce.awaitProjected(t, cmds)
+
+	attempts := map[string][]error{}
+	sharedFailure := false
+	for _, call := range rg.snapshot() {
+		othersOK := 0
+		for _, p := range call {
+			attempts[p.marker] = append(attempts[p.marker], p.err)
+			if p.marker != boomMarker && p.err == nil && !p.result.AlreadyApplied {
+				othersOK++
+			}
+		}
+		for _, p := range call {
+			if p.marker == boomMarker && p.err != nil && othersOK > 0 {
+				sharedFailure = true
+			}
+		}
+	}
+	if !sharedFailure {
+		t.Errorf("the failing projection never shared a graph transaction with one that committed; calls %v", rg.snapshot())
+	}
+	for _, c := range cmds {
+		errs := attempts["command:"+c.CommandID]
+		switch {
+		case c.CommandID == boom.CommandID:
+			if len(errs) != 3 || errs[0] == nil || errs[1] == nil || errs[2] != nil {
+				t.Errorf("failing projection attempts %v; want two failures, then applied", errs)
+			}
+		case len(errs) != 1 || errs[0] != nil:
+			t.Errorf("projection of %s attempts %v; want applied once, never retried", c.CommandID, errs)
+		}
+	}
+	if n := len(rg.snapshot()); n >= len(cmds)+2 {
+		t.Errorf("%d graph transactions for %d commands (+2 retries): nothing was grouped", n, len(cmds))
+	}
+}
+
+// A worker stopped while its graph transaction waits (the file locked past the drain
+// timeout): the group completes after its callers gave their messages back; the next
+// worker finds the apply markers, projects nothing twice, and settles every command.
+func TestCommandsStoppedMidGraphGroup(t *testing.T) {
+	ce := newCmdEnv(t)
+	gs, other := ce.openGraphFile(t, 3*time.Second)
+	rg := &recordingGraph{SQLite: gs}
+	stop := ce.startCommandWorker(t, pipeline.CommandWorkerConfig{Graph: rg, DrainTimeout: 300 * time.Millisecond})
+	cmds := featureCmds("5100000", 8)
+
+	release := lockGraph(t, other)
+	ce.submitAll(t, cmds)
+	waitFor(t, "a projection waiting on the lock", func() bool { return rg.entered.Load() > 0 })
+	stopped := make(chan error, 1)
+	go func() { stopped <- stop() }()
+	time.Sleep(time.Second) // past the drain timeout
+	release()
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Logf("first worker stopped: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("worker did not stop within 30 s of a stalled graph transaction")
+	}
+	committed := 0
+	for _, call := range rg.snapshot() {
+		for _, p := range call {
+			if p.err == nil && !p.result.AlreadyApplied {
+				committed++
+			}
+		}
+	}
+	t.Logf("before the stop: %d graph transactions, %d projections committed", len(rg.snapshot()), committed)
+
+	gs2, _ := ce.openGraphFile(t, 3*time.Second)
+	rg2 := &recordingGraph{SQLite: gs2}
+	ce.startCommandWorker(t, pipeline.CommandWorkerConfig{Graph: rg2})
+	ce.awaitProjected(t, cmds)
+	skipped := 0
+	for _, call := range rg2.snapshot() {
+		for _, p := range call {
+			switch {
+			case p.err != nil:
+			case p.result.AlreadyApplied:
+				skipped++
+			default:
+				committed++
+			}
+		}
+	}
+	t.Logf("after the restart: %d projections committed, %d skipped by their markers", committed, skipped)
+	if committed != len(cmds) {
+		t.Errorf("%d projections committed in all, want %d (each command once)", committed, len(cmds))
+	}
+}
