@@ -42,11 +42,7 @@ func (l *Loader) loadGraph(ctx context.Context, req LoadRequest, path, jobID str
 		return res, fmt.Errorf("%w: %s: %w", ErrBadInput, req.File, err)
 	}
 	open := schemas.JobOpen{JobID: jobID, Env: req.Env, File: req.File, Format: string(format), CreatedAt: time.Now().UTC()}
-	if _, err := l.cfg.Jobs.Resume(ctx, open); err != nil {
-		return res, err
-	}
-	res.opened = true
-	if err := l.publishEvent(ctx, req.Env, jobID+"/open", open); err != nil {
+	if err := l.openJob(ctx, open, &res); err != nil {
 		return res, err
 	}
 	w := sjs.NewBatchWriter(ctx, l.cfg.JS, l.cfg.Batch)
@@ -76,10 +72,7 @@ func (l *Loader) loadGraph(ctx context.Context, req LoadRequest, path, jobID str
 		res.Warnings = nil // a seal's issues must name an item of the job
 	}
 	seal := schemas.JobSeal{JobID: jobID, Env: req.Env, Total: res.Total, Published: res.Published, Warnings: res.Warnings, SealedAt: time.Now().UTC()}
-	if err := l.publishEvent(ctx, req.Env, jobID+"/seal", seal); err != nil {
-		return res, err
-	}
-	if _, err := l.cfg.Jobs.Seal(ctx, seal); err != nil {
+	if err := l.sealJob(ctx, seal); err != nil {
 		return res, err
 	}
 	res.State = JobRunning

@@ -325,14 +325,7 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 		JobID: jobID, Env: req.Env, File: req.File, Format: string(r.Format()),
 		SourceJobID: r.SourceJobID(), CreatedAt: time.Now().UTC(),
 	}
-	// The loader records open and seal in the job store itself, so the job is visible (and a
-	// resubmission recognised) at once; the events carry the same facts for the workers, which
-	// apply them idempotently, and for producers that publish without this loader.
-	if _, err := l.cfg.Jobs.Resume(ctx, open); err != nil {
-		return res, err
-	}
-	res.opened = true
-	if err := l.publishEvent(ctx, req.Env, jobID+"/open", open); err != nil {
+	if err := l.openJob(ctx, open, &res); err != nil {
 		return res, err
 	}
 
@@ -392,10 +385,7 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 		RejectionsTruncated: int64(len(res.Rejections)) < res.Rejected, SealedAt: time.Now().UTC(),
 	}
 	seal.Rejections, seal.Warnings = res.Rejections, res.Warnings
-	if err := l.publishEvent(ctx, req.Env, jobID+"/seal", seal); err != nil {
-		return res, err
-	}
-	if _, err := l.cfg.Jobs.Seal(ctx, seal); err != nil {
+	if err := l.sealJob(ctx, seal); err != nil {
 		return res, err
 	}
 	res.State = JobRunning
@@ -413,6 +403,30 @@ func reasonOf(err error) string {
 		return ie.Reason
 	}
 	return err.Error()
+}
+
+// openJob records the job's open in the job store and publishes its open event. The loader
+// records open and seal itself, so the job is visible (and a resubmission recognised) at
+// once; the events carry the same facts for the workers, which apply them idempotently
+// (writing nothing when the record has them), and for producers that publish without this
+// loader. Record and event are synced writes of two streams, made at once: one round trip of
+// a submission's latency instead of two (issue 12). Once either may have been written the job
+// counts as opened, so that a failure fails it rather than leave it pending.
+func (l *Loader) openJob(ctx context.Context, open schemas.JobOpen, res *LoadResult) error {
+	res.opened = true
+	resumed := make(chan error, 1)
+	go func() { _, err := l.cfg.Jobs.Resume(ctx, open); resumed <- err }()
+	evErr := l.publishEvent(ctx, open.Env, open.JobID+"/open", open)
+	return errors.Join(<-resumed, evErr)
+}
+
+// sealJob publishes the job's seal event and records it in the job store, at once (see
+// openJob).
+func (l *Loader) sealJob(ctx context.Context, seal schemas.JobSeal) error {
+	sealed := make(chan error, 1)
+	go func() { sealed <- l.publishEvent(ctx, seal.Env, seal.JobID+"/seal", seal) }()
+	_, recErr := l.cfg.Jobs.Seal(ctx, seal)
+	return errors.Join(<-sealed, recErr)
 }
 
 func (l *Loader) publishEvent(ctx context.Context, env, msgID string, ev any) error {
