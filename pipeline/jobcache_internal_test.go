@@ -83,7 +83,7 @@ func TestJobCacheFillAfterEvictionIsDropped(t *testing.T) {
 	c := newJobCache(JobCacheConfig{MaxEntries: 1}, time.Now)
 	c.setLive(true)
 	m := c.mark()
-	c.put("j1", 9, []byte("nine"), false) // the watch delivers revision 9 ...
+	c.put("j1", 9, []byte("nine"), false)  // the watch delivers revision 9 ...
 	c.put("j2", 1, []byte("other"), false) // ... which is evicted at once
 	c.fill(m, "j1", 8, []byte("eight"))    // the read, begun before, returns revision 8
 	if _, _, _, hit := c.get("j1"); hit {

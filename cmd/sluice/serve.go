@@ -220,7 +220,9 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 		// current by a watch on the jobs bucket (issue 12).
 		p.Go(func(ctx context.Context) error {
 			return b.jobs.RunCache(ctx, pipeline.JobCacheConfig{},
-				func(err error) { log.Warn("job cache: watch failed; reading jobs from the broker until it restarts", "err", err) })
+				func(err error) {
+					log.Warn("job cache: watch failed; reading jobs from the broker until it restarts", "err", err)
+				})
 		})
 		p.Go(srv.Run)
 		if c.TokensFile != "" {
