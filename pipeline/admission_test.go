@@ -149,7 +149,7 @@ func TestReaperFailsOnlyAbandonedJobs(t *testing.T) {
 func TestConcurrentLoadsShareAdmission(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	e.startWorker(t, e.store, nil)
-	adm := sjs.NewAdmission(sjs.AdmissionConfig{MaxInFlight: 16, MaxWait: -1}) // every load admitted: this tests sharing, not refusal
+	adm := sjs.NewAdmission(sjs.AdmissionConfig{MaxInFlight: 16, MaxWait: -1, BatchTarget: -1}) // every load admitted: this tests sharing, not refusal
 	l, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: e.js, Jobs: e.jobs, SpoolDir: t.TempDir(),
 		Batch: sjs.BatchWriterConfig{BatchSize: 10, Admission: adm}})
 	if err != nil {

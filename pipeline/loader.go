@@ -29,8 +29,9 @@ import (
 var ErrBadInput = errors.New("bad input")
 
 // ErrBusy is returned by Load, before any job is opened, when the process's publish scheduler
-// has more batches waiting than it queues (sources/jetstream.Admission.Busy): the caller
-// should come back shortly (the API answers 503 with Retry-After).
+// does not admit another job now (sources/jetstream.Admission.Admit: too many batches waiting,
+// or as many jobs publishing as its adaptive limit lets finish in time): the caller should
+// come back shortly (the API answers 503 with Retry-After).
 var ErrBusy = errors.New("too many publishes waiting; retry shortly")
 
 // LoaderConfig configures a Loader.
@@ -285,9 +286,11 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 	}
 	// Admission before a job exists: refused now, the caller retries and nothing is left
 	// behind. Once opened, a job's batches wait their turn.
-	if l.cfg.Batch.Admission.Busy() {
+	done, ok := l.cfg.Batch.Admission.Admit()
+	if !ok {
 		return res, ErrBusy
 	}
+	defer done()
 
 	f, err := os.Open(path)
 	if err != nil {

@@ -3,6 +3,7 @@ package jetstream
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +35,18 @@ type AdmissionConfig struct {
 	// waiting many seconds (job submissions p99 10–18 s under 1,000 clients with MaxQueued
 	// alone). Negative disables it.
 	MaxWait time.Duration
+	// BatchTarget is the time a batch should take from asking for its slot to giving it back
+	// (queueing, publishing, the broker's synced write). Admit adapts how many jobs may publish
+	// at once to it: a batch slower than the target cuts the limit by a quarter (at most once
+	// per target), a faster one raises it by one over the limit's size, between MinJobs and
+	// MaxJobs. Checking a queue when a job starts is not enough: every job admitted at once
+	// passed an empty queue, and under 1,000 clients the accepted jobs then waited 3–17 s in
+	// it (issue 12). Default 100 ms, so that a job of a few batches, its open and its seal
+	// finish within about a second. Negative disables the job limit.
+	BatchTarget time.Duration
+	// MinJobs and MaxJobs bound the job limit. Defaults 2 and 8 × MaxInFlight; it starts at
+	// MaxInFlight.
+	MinJobs, MaxJobs int
 }
 
 // Admission is the publish scheduler one process shares between all of its writers (loads,
@@ -51,6 +64,12 @@ type Admission struct {
 	// held is the moving average of how long a batch holds its slot, in nanoseconds
 	// (exponential, weight 1/8 for each new batch).
 	held atomic.Int64
+
+	jobs     atomic.Int64 // jobs admitted and not yet done
+	jobLimit atomic.Int64 // what Admit lets run at once
+	mu       sync.Mutex   // guards limit and lastCut
+	limit    float64
+	lastCut  time.Time
 }
 
 // NewAdmission returns a scheduler with cfg's bounds.
@@ -64,7 +83,20 @@ func NewAdmission(cfg AdmissionConfig) *Admission {
 	if cfg.MaxWait == 0 {
 		cfg.MaxWait = 500 * time.Millisecond
 	}
-	return &Admission{cfg: cfg, slots: make(chan struct{}, cfg.MaxInFlight)}
+	if cfg.BatchTarget == 0 {
+		cfg.BatchTarget = 100 * time.Millisecond
+	}
+	if cfg.MinJobs <= 0 {
+		cfg.MinJobs = 2
+	}
+	if cfg.MaxJobs <= 0 {
+		cfg.MaxJobs = 8 * cfg.MaxInFlight
+	}
+	cfg.MaxJobs = max(cfg.MaxJobs, cfg.MinJobs)
+	a := &Admission{cfg: cfg, slots: make(chan struct{}, cfg.MaxInFlight)}
+	a.limit = float64(min(max(cfg.MaxInFlight, cfg.MinJobs), cfg.MaxJobs))
+	a.jobLimit.Store(int64(a.limit))
+	return a
 }
 
 // Acquire waits for a slot, in order of arrival, and returns the function that gives it
@@ -73,6 +105,7 @@ func (a *Admission) Acquire(ctx context.Context) (release func(), err error) {
 	if a == nil {
 		return func() {}, nil
 	}
+	asked := time.Now()
 	a.queued.Add(1)
 	defer a.queued.Add(-1)
 	select {
@@ -85,11 +118,65 @@ func (a *Admission) Acquire(ctx context.Context) (release func(), err error) {
 	var once atomic.Bool
 	return func() {
 		if once.CompareAndSwap(false, true) {
-			a.observe(time.Since(start))
+			now := time.Now()
+			a.observe(now.Sub(start))
+			a.adapt(now, now.Sub(asked))
 			a.inUse.Add(-1)
 			<-a.slots
 		}
 	}, nil
+}
+
+// Admit admits a job that is about to publish, unless the scheduler is Busy or as many jobs
+// as the adaptive limit (see BatchTarget) are admitted and not yet done: then it returns
+// false and the job should be refused before anything of it exists (503 with Retry-After).
+// Call done once when the job's publishing ends, whatever its outcome. It does not block.
+func (a *Admission) Admit() (done func(), ok bool) {
+	if a == nil {
+		return func() {}, true
+	}
+	if a.Busy() {
+		return nil, false
+	}
+	if a.cfg.BatchTarget > 0 {
+		for {
+			n := a.jobs.Load()
+			if n >= a.jobLimit.Load() {
+				return nil, false
+			}
+			if a.jobs.CompareAndSwap(n, n+1) {
+				break
+			}
+		}
+	} else {
+		a.jobs.Add(1)
+	}
+	var once atomic.Bool
+	return func() {
+		if once.CompareAndSwap(false, true) {
+			a.jobs.Add(-1)
+		}
+	}, true
+}
+
+// adapt moves the job limit after a batch that took d from asking for its slot to giving it
+// back: additive increase while batches are fast, multiplicative decrease when they are not.
+func (a *Admission) adapt(now time.Time, d time.Duration) {
+	if a.cfg.BatchTarget <= 0 {
+		return
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if d > a.cfg.BatchTarget {
+		if now.Sub(a.lastCut) < a.cfg.BatchTarget {
+			return // one cut per target: the batches already under way are not news
+		}
+		a.lastCut = now
+		a.limit = max(float64(a.cfg.MinJobs), a.limit*3/4)
+	} else {
+		a.limit = min(float64(a.cfg.MaxJobs), a.limit+1/a.limit)
+	}
+	a.jobLimit.Store(int64(a.limit))
 }
 
 // observe folds one batch's slot time into the moving average.
@@ -131,6 +218,14 @@ func (a *Admission) Stats() (inFlight, queued int64) {
 		return 0, 0
 	}
 	return a.inUse.Load(), a.queued.Load()
+}
+
+// Jobs returns the jobs admitted and not yet done, and the job limit now.
+func (a *Admission) Jobs() (admitted, limit int64) {
+	if a == nil {
+		return 0, 0
+	}
+	return a.jobs.Load(), a.jobLimit.Load()
 }
 
 // publishRetryFor bounds how long a publish refused for a passing reason (the server's batch

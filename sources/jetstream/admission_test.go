@@ -267,3 +267,104 @@ func TestChunkStreamDuplicateWindow(t *testing.T) {
 		}
 	}
 }
+
+// Issue 12: Busy looked at the batches waiting when a job started, but every job admitted at
+// once had passed an empty queue; under 1,000 clients the accepted jobs then waited 3–17 s
+// to publish. Admit bounds the jobs publishing at once by a limit that falls when batches take
+// longer than BatchTarget and rises again when they are fast.
+func TestAdmitAdaptsTheJobLimitToBatchLatency(t *testing.T) {
+	adm := sjs.NewAdmission(sjs.AdmissionConfig{MaxInFlight: 8, MinJobs: 2, MaxJobs: 16, BatchTarget: 20 * time.Millisecond})
+	ctx := context.Background()
+	if admitted, limit := adm.Jobs(); admitted != 0 || limit != 8 {
+		t.Fatalf("starts with %d admitted, limit %d; want 0 and MaxInFlight (8)", admitted, limit)
+	}
+	// Up to the limit, then refused; done frees a place (once, however often it is called).
+	var dones []func()
+	for range 8 {
+		done, ok := adm.Admit()
+		if !ok {
+			t.Fatalf("refused job %d of a limit of 8", len(dones)+1)
+		}
+		dones = append(dones, done)
+	}
+	if _, ok := adm.Admit(); ok {
+		t.Fatal("admitted a 9th job over a limit of 8")
+	}
+	dones[0]()
+	dones[0]()
+	if admitted, _ := adm.Jobs(); admitted != 7 {
+		t.Fatalf("%d admitted after one done (called twice); want 7", admitted)
+	}
+	for _, d := range dones[1:] {
+		d()
+	}
+	// Slow batches cut the limit by a quarter each, at most once per target, to MinJobs.
+	slow := func() {
+		rel, err := adm.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(25 * time.Millisecond)
+		rel()
+	}
+	slow()
+	if _, limit := adm.Jobs(); limit != 6 {
+		t.Fatalf("limit %d after one slow batch; want 6 (8 × 3/4)", limit)
+	}
+	for range 10 {
+		slow()
+	}
+	if _, limit := adm.Jobs(); limit != 2 {
+		t.Fatalf("limit %d after many slow batches; want MinJobs (2)", limit)
+	}
+	// Fast batches raise it again, by one per limit's worth of batches, up to MaxJobs.
+	for range 400 {
+		rel, err := adm.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rel()
+	}
+	if _, limit := adm.Jobs(); limit != 16 {
+		t.Fatalf("limit %d after 400 fast batches; want MaxJobs (16)", limit)
+	}
+}
+
+// A Busy scheduler admits no job, and a negative BatchTarget leaves the job count unbounded.
+func TestAdmitRefusesWhenBusyAndCanBeUnbounded(t *testing.T) {
+	adm := sjs.NewAdmission(sjs.AdmissionConfig{MaxInFlight: 1, MaxQueued: 1, MaxWait: -1, BatchTarget: -1})
+	for range 100 {
+		if _, ok := adm.Admit(); !ok {
+			t.Fatal("refused a job with the job limit disabled")
+		}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	hold, err := adm.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			if r, err := adm.Acquire(ctx); err == nil {
+				r()
+			}
+		})
+	}
+	for _, q := adm.Stats(); q < 2; _, q = adm.Stats() {
+		time.Sleep(time.Millisecond)
+	}
+	if _, ok := adm.Admit(); ok {
+		t.Fatal("admitted a job while 2 batches wait with MaxQueued 1")
+	}
+	cancel()
+	wg.Wait()
+	hold()
+	var nilAdm *sjs.Admission
+	if done, ok := nilAdm.Admit(); !ok {
+		t.Fatal("a nil Admission refused a job")
+	} else {
+		done()
+	}
+}
