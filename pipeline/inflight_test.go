@@ -80,9 +80,10 @@ func (e *testEnv) chunksOut(t *testing.T) (msgs, chunks int) {
 // Issue 12: the worker bounded its chunk messages in flight in messages only — (Handlers+2) ×
 // Batch.MaxBatch of them — so with bundles of 100 chunks it held 220,000 chunks, and a
 // 1,000,000-chunk backlog drain peaked at 213 MiB with the broker in process (139 MiB as a
-// client). Now it holds about (Handlers+2) × Batch.MaxBatch chunks however they are packed.
-// Here that is (2+2) × 10 = 40 chunks, where the message bound alone allows 40 messages: the
-// sink holds every write, and the chunks the consumer handed out are counted.
+// client). Now it holds about MaxInFlightChunks chunks however they are packed — 40 here,
+// where the message bound, (Handlers+2) × Batch.MaxBatch = (2+2) × 10, allows 40 messages; by
+// default 4 × that. The sink holds every write, and the chunks the consumer handed out are
+// counted.
 func TestWorkerBoundsChunksInFlight(t *testing.T) {
 	const bound = 40
 	big := strings.Repeat("big ", 1000) // too large to share a 2 KiB bundle: a single-chunk message
@@ -91,15 +92,19 @@ func TestWorkerBoundsChunksInFlight(t *testing.T) {
 		chunks int
 		mod    func(*pipeline.LoaderConfig)
 		edit   func(i int, rec map[string]any)
+		// MaxInFlightChunks; 0 leaves the default.
+		chunksBound int
 		// The bound the chunks out must keep, and the fewest messages that fill it.
 		most, leastMsgs int
 	}{
+		// 40 bundles of 10: the default, 4 × 40 chunks, holds 16 of them.
+		{name: "default bound", chunks: 400, mod: func(c *pipeline.LoaderConfig) { c.BundleItems = 10 }, most: 4 * bound, leastMsgs: 16},
 		// 30 bundles of 10: four fit (held exactly: one size).
-		{name: "bundles of one size", chunks: 300, mod: func(c *pipeline.LoaderConfig) { c.BundleItems = 10 }, most: bound, leastMsgs: 4},
+		{name: "bundles of one size", chunks: 300, mod: func(c *pipeline.LoaderConfig) { c.BundleItems = 10 }, chunksBound: bound, most: bound, leastMsgs: 4},
 		// 3 bundles of 50, each larger than the whole bound: one at a time, never stuck.
-		{name: "bundles larger than the bound", chunks: 150, mod: func(c *pipeline.LoaderConfig) { c.BundleItems = 50 }, most: 50, leastMsgs: 1},
+		{name: "bundles larger than the bound", chunks: 150, mod: func(c *pipeline.LoaderConfig) { c.BundleItems = 50 }, chunksBound: bound, most: 50, leastMsgs: 1},
 		// Single chunks are held up to the same bound as before.
-		{name: "single chunks", chunks: 100, mod: func(c *pipeline.LoaderConfig) { c.SingleChunkMessages = true }, most: bound, leastMsgs: bound},
+		{name: "single chunks", chunks: 100, mod: func(c *pipeline.LoaderConfig) { c.SingleChunkMessages = true }, chunksBound: bound, most: bound, leastMsgs: bound},
 		// Every fifth chunk is too large for a bundle: bundles of 4 and single chunks
 		// alternate, and a pull sized by their mean weight may bring one message more
 		// than fits. The worst case in general is one pull of the heaviest messages; for
@@ -111,7 +116,7 @@ func TestWorkerBoundsChunksInFlight(t *testing.T) {
 					rec["content"] = big
 				}
 			},
-			most: bound + bound/2, leastMsgs: 10},
+			chunksBound: bound, most: bound + bound/2, leastMsgs: 10},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -121,6 +126,7 @@ func TestWorkerBoundsChunksInFlight(t *testing.T) {
 			e.startWorker(t, sink, func(c *pipeline.WorkerConfig) {
 				c.Handlers = 2
 				c.Batch.MaxBatch = 10
+				c.MaxInFlightChunks = tt.chunksBound
 			})
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()

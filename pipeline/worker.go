@@ -49,14 +49,17 @@ type WorkerConfig struct {
 	// batch can only be pulled once a whole write has been acked.
 	MaxInFlight int
 	// MaxInFlightChunks bounds the chunks in the chunk messages pulled and not yet settled: a
-	// bundle counts its Sluice-Items (chunkWeight), a single chunk one. Default the same
-	// (Handlers+2) × Batch.MaxBatch, now counted in chunks: handler batches are weighed in
-	// chunks, so that is still a full batch for every handler and two gathering, whatever
-	// the packing. With MaxInFlight alone, 2,200 bundles of 100 chunks — 220,000 chunks —
-	// were held at once (a 1,000,000-chunk backlog drain peaked at 213 MiB with the broker in
-	// process, 139 MiB as a client). A message's chunks are known only once it has arrived:
-	// with bundles of one size the bound holds exactly, with mixed sizes one pull may bring
-	// more than estimated (sjs.SubscriberConfig.MaxInFlightWeight gives the worst case), and a
+	// bundle counts its Sluice-Items (chunkWeight), a single chunk one. Default 4 ×
+	// (Handlers+2) × Batch.MaxBatch (8,800 on the embedded store, 16,800 on Astra): handler
+	// batches are weighed in chunks, so that is a full batch for every handler and enough
+	// gathered to cover a pull's round trip. With (Handlers+2) × Batch.MaxBatch chunks — two
+	// batches gathering — the handlers waited for bundles ≈15% of a backlog drain from a
+	// broker in another process on a busy machine; at 4× they never did, for ≈3 MiB more.
+	// With MaxInFlight alone, 2,200 bundles of 100 chunks — 220,000 chunks — were held at
+	// once (a 1,000,000-chunk backlog drain peaked at 213 MiB with the broker in process,
+	// 139 MiB as a client). A message's chunks are known only once it has arrived: with
+	// bundles of one size the bound holds exactly, with mixed sizes one pull may bring more
+	// than estimated (sjs.SubscriberConfig.MaxInFlightWeight gives the worst case), and a
 	// bundle larger than the bound is still handled, alone.
 	MaxInFlightChunks int
 	// MaxInFlightBytes bounds the bytes of the chunk messages pulled and not yet settled, so
@@ -271,7 +274,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	inFlightChunks := w.cfg.MaxInFlightChunks
 	if inFlightChunks <= 0 {
-		inFlightChunks = (handlers + 2) * b.cfg.MaxBatch
+		inFlightChunks = 4 * (handlers + 2) * b.cfg.MaxBatch
 	}
 	chunkSub, err := sjs.NewSubscriber(sjs.SubscriberConfig{
 		Consumer: w.cfg.Streams.ChunkConsumer, MaxInFlight: inFlight, MaxInFlightBytes: w.cfg.MaxInFlightBytes,
