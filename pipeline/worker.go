@@ -48,6 +48,20 @@ type WorkerConfig struct {
 	// (4,200 for Astra's pool of 20, 2,200 otherwise). Fewer starve the writers: the next
 	// batch can only be pulled once a whole write has been acked.
 	MaxInFlight int
+	// MaxInFlightChunks bounds the chunks in the chunk messages pulled and not yet settled: a
+	// bundle counts its Sluice-Items (chunkWeight), a single chunk one. Default 4 ×
+	// (Handlers+2) × Batch.MaxBatch (8,800 on the embedded store, 16,800 on Astra): handler
+	// batches are weighed in chunks, so that is a full batch for every handler and enough
+	// gathered to cover a pull's round trip. With (Handlers+2) × Batch.MaxBatch chunks — two
+	// batches gathering — the handlers waited for bundles ≈15% of a backlog drain from a
+	// broker in another process on a busy machine; at 4× they never did, for ≈3 MiB more.
+	// With MaxInFlight alone, 2,200 bundles of 100 chunks — 220,000 chunks — were held at
+	// once (a 1,000,000-chunk backlog drain peaked at 213 MiB with the broker in process,
+	// 139 MiB as a client). A message's chunks are known only once it has arrived: with
+	// bundles of one size the bound holds exactly, with mixed sizes one pull may bring more
+	// than estimated (sjs.SubscriberConfig.MaxInFlightWeight gives the worst case), and a
+	// bundle larger than the bound is still handled, alone.
+	MaxInFlightChunks int
 	// MaxInFlightBytes bounds the bytes of the chunk messages pulled and not yet settled, so
 	// that large chunks (up to 1 MiB each) cannot multiply memory by MaxInFlight. Default
 	// 128 MiB: MaxInFlight of typical chunks (a few to 30 KiB, embeddings included).
@@ -258,8 +272,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	if inFlight <= 0 {
 		inFlight = (handlers + 2) * b.cfg.MaxBatch
 	}
+	inFlightChunks := w.cfg.MaxInFlightChunks
+	if inFlightChunks <= 0 {
+		inFlightChunks = 4 * (handlers + 2) * b.cfg.MaxBatch
+	}
 	chunkSub, err := sjs.NewSubscriber(sjs.SubscriberConfig{
 		Consumer: w.cfg.Streams.ChunkConsumer, MaxInFlight: inFlight, MaxInFlightBytes: w.cfg.MaxInFlightBytes,
+		MaxInFlightWeight: int64(inFlightChunks), Weight: chunkWeight,
 		DrainTimeout: w.cfg.DrainTimeout, Logger: w.log,
 	})
 	if err != nil {
@@ -328,7 +347,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	chunksDone := make(chan error, 1)
 	go func() {
 		chunksDone <- chunkSub.ConsumeBatches(ctx, sjs.BatchConfig{
-			MaxBatch: b.cfg.MaxBatch, Linger: w.cfg.Linger, Workers: handlers, Weight: chunkWeight,
+			MaxBatch: b.cfg.MaxBatch, Linger: w.cfg.Linger, Workers: handlers,
+			Weight: func(d *sjs.Delivery) int { return chunkWeight(d.Msg()) },
 		}, w.handleChunks)
 		stop() // it returns early only on failure: stop the router too
 	}()
@@ -502,16 +522,17 @@ func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 // chunkWeight weighs a chunk message for the handler batches by the chunks it holds: one for
 // a single chunk, a bundle's Sluice-Items header, or — for a bundle without it — an estimate
 // from its size (one chunk per 512 bytes), at most schemas.MaxBundleItems. A handler batch so
-// builds about Batch.MaxBatch chunks' documents at once, however they are packed.
-func chunkWeight(d *sjs.Delivery) int {
-	h := d.Msg().Headers()
+// builds about Batch.MaxBatch chunks' documents at once, however they are packed, and the
+// subscriber holds about MaxInFlightChunks chunks. It does not block.
+func chunkWeight(m jetstream.Msg) int {
+	h := m.Headers()
 	if h.Get(schemas.HeaderSchema) != string(schemas.ChunkBundle) {
 		return 1
 	}
 	if n, err := strconv.Atoi(h.Get(schemas.HeaderItems)); err == nil && n > 0 {
 		return min(n, schemas.MaxBundleItems)
 	}
-	return min(len(d.Msg().Data())/512+1, schemas.MaxBundleItems)
+	return min(len(m.Data())/512+1, schemas.MaxBundleItems)
 }
 
 // write writes docs through the batcher, held through a sink outage by the circuit breaker

@@ -120,9 +120,9 @@ func (s *Subscriber) ConsumeBatches(ctx context.Context, cfg BatchConfig, handle
 		defer close(gathered)
 		s.gather(hctx, in, cfg, handle)
 	}()
-	s.pullLoop(func(m jetstream.Msg, size int64) {
+	s.pullLoop(func(m jetstream.Msg, h held) {
 		meta, _ := m.Metadata()
-		d := &Delivery{js: m, meta: meta, size: size, started: time.Now(), sub: s}
+		d := &Delivery{js: m, meta: meta, size: h.size, weight: h.weight, started: time.Now(), sub: s}
 		s.mu.Lock()
 		s.inflight[d] = struct{}{}
 		s.wg.Add(1)

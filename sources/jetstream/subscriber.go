@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -26,6 +27,29 @@ type SubscriberConfig struct {
 	// what is left (FetchMaxBytes), and none is made while less than one largest message
 	// (MinPullBytes) is left, so a message never waits for room it cannot get.
 	MaxInFlightBytes int64
+	// MaxInFlightWeight bounds the weight (Weight) of the messages pulled but not yet settled,
+	// beside MaxInFlight and MaxInFlightBytes; 0 means no weight bound. The chunk worker
+	// weighs a message by the chunks it carries: a message bound alone let 2,200 bundles of
+	// 100 chunks — 220,000 chunks — be held at once, and a 1,000,000-chunk backlog drain
+	// peaked at 213 MiB with the broker in process (139 MiB as a client).
+	//
+	// A weight is known only once its message has arrived, so the subscriber pulls only while
+	// the room left is at least the mean weight of the messages pulled lately (an exponential
+	// mean over about the last eight; at most the whole bound), and asks each pull for the
+	// room divided by that mean (at least one message, at most FetchBatch and the free
+	// slots). With messages of one weight the bound therefore holds exactly. With mixed
+	// weights one pull may bring heavier messages than the mean: the worst case is one pull
+	// of FetchBatch messages of the heaviest weight, so the weight in flight stays below
+	// MaxInFlightWeight + FetchBatch × the heaviest message's weight, and the next pull waits
+	// until the weight is back under the bound. The first pull, before any weight is known,
+	// asks for one message. A message heavier than the whole bound is still delivered: once
+	// the mean exceeds the bound, each pull waits until nothing is held and asks for one
+	// message.
+	MaxInFlightWeight int64
+	// Weight weighs a message for MaxInFlightWeight. It runs on the pulling goroutine, once
+	// per message, and must not block. Optional: nil weighs each message 1; a weight below 1
+	// counts as 1.
+	Weight func(jetstream.Msg) int
 	// MinPullBytes is the least room a pull is made for: the largest message the server
 	// accepts (its max_payload) plus subject and headers. Default 1 MiB + 64 KiB (the NATS
 	// default max_payload); at most MaxInFlightBytes.
@@ -66,7 +90,9 @@ type Subscriber struct {
 	closed     bool
 	inflight   map[*Delivery]struct{}
 	bytes      atomic.Int64   // of the in-flight messages (msgSize), with MaxInFlightBytes
-	freed      chan struct{}  // signalled when bytes fall, with MaxInFlightBytes
+	weight     atomic.Int64   // of the in-flight messages (Weight), with MaxInFlightWeight
+	freed      chan struct{}  // signalled when bytes or weight fall
+	meanWeight float64        // exponential mean of pulled messages' weights; 0 before the first (pullLoop only)
 	drainLeft  int            // messages ConsumeBatches nacked when its drain timed out
 	wg         sync.WaitGroup // one per in-flight message
 }
@@ -89,6 +115,9 @@ func NewSubscriber(cfg SubscriberConfig) (*Subscriber, error) {
 	}
 	if cfg.MaxInFlightBytes > 0 {
 		cfg.MinPullBytes = min(cfg.MinPullBytes, cfg.MaxInFlightBytes)
+	}
+	if cfg.MaxInFlightWeight < 0 {
+		cfg.MaxInFlightWeight = 0
 	}
 	if cfg.FetchMaxWait <= 0 {
 		cfg.FetchMaxWait = 500 * time.Millisecond
@@ -126,6 +155,7 @@ type Delivery struct {
 	js      jetstream.Msg
 	meta    *jetstream.MsgMetadata // parsed once, when pulled
 	size    int64                  // counted against MaxInFlightBytes
+	weight  int64                  // counted against MaxInFlightWeight
 	wm      *message.Message
 	started time.Time
 
@@ -255,16 +285,22 @@ func (s *Subscriber) run(out chan<- *message.Message) {
 	stopTicker := make(chan struct{})
 	tickerDone := make(chan struct{})
 	go s.extendLoop(stopTicker, tickerDone)
-	s.pullLoop(func(m jetstream.Msg, size int64) { s.deliver(out, m, size) })
+	s.pullLoop(func(m jetstream.Msg, h held) { s.deliver(out, m, h) })
 	s.waitInflight()
 	close(stopTicker)
 	<-tickerDone
 	close(out)
 }
 
-// pullLoop pulls for free slots (and room in MaxInFlightBytes) until Close and passes each
-// message, with what it counts against MaxInFlightBytes (0 without it), to deliver.
-func (s *Subscriber) pullLoop(deliver func(m jetstream.Msg, size int64)) {
+// held is what one in-flight message counts against MaxInFlightBytes and MaxInFlightWeight
+// (0 without them).
+type held struct {
+	size, weight int64
+}
+
+// pullLoop pulls for free slots (and room in MaxInFlightBytes and MaxInFlightWeight) until
+// Close and passes each message, with what it counts against those bounds, to deliver.
+func (s *Subscriber) pullLoop(deliver func(m jetstream.Msg, h held)) {
 	// A pull request under way when Close starts is let run out (at most FetchMaxWait) rather
 	// than cancelled: the server may already have sent messages to it, and a cancelled
 	// request would strand them until their AckWait ran out. What it brings is handled or
@@ -277,9 +313,10 @@ func (s *Subscriber) pullLoop(deliver func(m jetstream.Msg, size int64)) {
 			return
 		default:
 		}
-		// Wait for room for at least one largest message, then take at least one free slot,
-		// then as many more as are free now.
-		if !s.waitForBytes() {
+		// Wait for room for at least one largest message and one message of the mean
+		// weight, then take at least one free slot, then as many more as are free now and
+		// the weight left allows.
+		if !s.waitForRoom() {
 			return
 		}
 		select {
@@ -287,9 +324,10 @@ func (s *Subscriber) pullLoop(deliver func(m jetstream.Msg, size int64)) {
 		case <-s.closing:
 			return
 		}
+		want := min(s.cfg.FetchBatch, s.weightRoom())
 		n := 1
 	more:
-		for n < s.cfg.FetchBatch {
+		for n < want {
 			select {
 			case s.slots <- struct{}{}:
 				n++
@@ -310,12 +348,16 @@ func (s *Subscriber) pullLoop(deliver func(m jetstream.Msg, size int64)) {
 		if err == nil {
 			for m := range batch.Messages() {
 				got++
-				var size int64
+				var h held
 				if s.cfg.MaxInFlightBytes > 0 {
-					size = msgSize(m)
-					s.bytes.Add(size)
+					h.size = msgSize(m)
+					s.bytes.Add(h.size)
 				}
-				deliver(m, size)
+				if s.cfg.MaxInFlightWeight > 0 {
+					h.weight = s.weigh(m)
+					s.weight.Add(h.weight)
+				}
+				deliver(m, h)
 			}
 			if err = batch.Error(); errors.Is(err, jetstream.ErrMaxBytesExceeded) {
 				err = nil // the pull used up its room
@@ -338,9 +380,47 @@ func (s *Subscriber) pullLoop(deliver func(m jetstream.Msg, size int64)) {
 	}
 }
 
+// weigh returns m's weight for MaxInFlightWeight (at least 1) and folds it into the mean the
+// next pulls are sized by.
+func (s *Subscriber) weigh(m jetstream.Msg) int64 {
+	w := int64(1)
+	if s.cfg.Weight != nil {
+		w = max(1, int64(s.cfg.Weight(m)))
+	}
+	if s.meanWeight == 0 {
+		s.meanWeight = float64(w)
+	} else {
+		// About the last eight messages: a stream that turns from single chunks to bundles
+		// is re-estimated within one pull.
+		s.meanWeight += (float64(w) - s.meanWeight) / 8
+	}
+	return w
+}
+
+// pullWeight is the least room in MaxInFlightWeight a pull is made for: one message of the
+// mean weight (1 before any is known), at most the whole bound, so that a message heavier than
+// the bound is pulled once nothing else is held.
+func (s *Subscriber) pullWeight() int64 {
+	return min(max(1, int64(math.Ceil(s.meanWeight))), s.cfg.MaxInFlightWeight)
+}
+
+// weightRoom is how many messages the next pull may ask for under MaxInFlightWeight: the room
+// left divided by the mean weight, at least one; one before any weight is known (it may be
+// anything); unbounded without MaxInFlightWeight.
+func (s *Subscriber) weightRoom() int {
+	if s.cfg.MaxInFlightWeight <= 0 {
+		return math.MaxInt
+	}
+	if s.meanWeight == 0 {
+		return 1
+	}
+	room := float64(s.cfg.MaxInFlightWeight - s.weight.Load())
+	return int(max(1, min(room/s.meanWeight, math.MaxInt32)))
+}
+
 // deliver hands one message to the router and settles it in its own goroutine once the
 // handler is done. Its slot is released then.
-func (s *Subscriber) deliver(out chan<- *message.Message, m jetstream.Msg, size int64) {
+func (s *Subscriber) deliver(out chan<- *message.Message, m jetstream.Msg, h held) {
 	meta, _ := m.Metadata()
 	uuid := m.Subject()
 	if meta != nil {
@@ -353,7 +433,7 @@ func (s *Subscriber) deliver(out chan<- *message.Message, m jetstream.Msg, size 
 		}
 	}
 	wm.Metadata.Set("subject", m.Subject())
-	d := &Delivery{js: m, meta: meta, wm: wm, size: size, started: time.Now()}
+	d := &Delivery{js: m, meta: meta, wm: wm, size: h.size, weight: h.weight, started: time.Now()}
 	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), ctxKey{}, d))
 	wm.SetContext(ctx)
 
@@ -423,13 +503,12 @@ func (s *Subscriber) settle(d *Delivery) {
 	}
 }
 
-// waitForBytes waits until a pull has room for one largest message (always, without
-// MaxInFlightBytes); false when the subscriber is closing first.
-func (s *Subscriber) waitForBytes() bool {
-	if s.cfg.MaxInFlightBytes <= 0 {
-		return true
-	}
-	for s.bytes.Load() > s.cfg.MaxInFlightBytes-s.cfg.MinPullBytes {
+// waitForRoom waits until a pull has room for one largest message under MaxInFlightBytes and
+// for one message of the mean weight under MaxInFlightWeight (at once without them); false
+// when the subscriber is closing first.
+func (s *Subscriber) waitForRoom() bool {
+	for (s.cfg.MaxInFlightBytes > 0 && s.bytes.Load() > s.cfg.MaxInFlightBytes-s.cfg.MinPullBytes) ||
+		(s.cfg.MaxInFlightWeight > 0 && s.weight.Load() > s.cfg.MaxInFlightWeight-s.pullWeight()) {
 		select {
 		case <-s.freed:
 		case <-s.closing:
@@ -454,8 +533,9 @@ func (s *Subscriber) finish(d *Delivery) {
 	s.mu.Lock()
 	delete(s.inflight, d)
 	s.mu.Unlock()
-	if d.size > 0 {
+	if d.size > 0 || d.weight > 0 {
 		s.bytes.Add(-d.size)
+		s.weight.Add(-d.weight)
 		select {
 		case s.freed <- struct{}{}:
 		default:
