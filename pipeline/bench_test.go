@@ -2,9 +2,6 @@ package pipeline_test
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -14,20 +11,7 @@ import (
 // benchFile writes n Pass C sized records (500 characters of content) and returns its path.
 func benchFile(b *testing.B, n int) string {
 	b.Helper()
-	path := filepath.Join(b.TempDir(), "bench.jsonl")
-	f, err := os.Create(path)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	text := "The quick brown fox jumps over the lazy dog while the wizard casts a spell of 3rd level. "
-	for len(text) < 500 {
-		text += text
-	}
-	for i := range n {
-		fmt.Fprintf(f, `{"chunk_id":"bench_%08d","content":%q,"stage":"raw","source_id":"job_bench","page_number":%d,"metadata":{"part_index":1,"page_start":1,"page_end":49}}`+"\n", i, text[:500], i%49)
-	}
-	return path
+	return writeRecordsFile(b, b.TempDir(), "bench", n)
 }
 
 // BenchmarkChunkPath measures the chunk path on the embedded default (SQLite store), one op

@@ -68,10 +68,11 @@ type e2eResult struct {
 	split   *bench.PartsCPU
 }
 
-// writeE2EFile writes n Pass C sized records (500 characters of content), as benchFile.
-func writeE2EFile(tb testing.TB, dir string, n int) string {
+// writeRecordsFile writes n Pass C sized records (500 characters of content) to
+// dir/<prefix>.jsonl, their chunk ids <prefix>_<n>.
+func writeRecordsFile(tb testing.TB, dir, prefix string, n int) string {
 	tb.Helper()
-	path := filepath.Join(dir, "e2e.jsonl")
+	path := filepath.Join(dir, prefix+".jsonl")
 	f, err := os.Create(path)
 	if err != nil {
 		tb.Fatal(err)
@@ -82,7 +83,7 @@ func writeE2EFile(tb testing.TB, dir string, n int) string {
 		text += text
 	}
 	for i := range n {
-		fmt.Fprintf(f, `{"chunk_id":"e2e_%08d","content":%q,"stage":"raw","source_id":"job_bench","page_number":%d,"metadata":{"part_index":1,"page_start":1,"page_end":49}}`+"\n", i, text[:500], i%49)
+		fmt.Fprintf(f, `{"chunk_id":"%s_%08d","content":%q,"stage":"raw","source_id":"job_bench","page_number":%d,"metadata":{"part_index":1,"page_start":1,"page_end":49}}`+"\n", prefix, i, text[:500], i%49)
 	}
 	return path
 }
@@ -96,7 +97,7 @@ func writeE2EFile(tb testing.TB, dir string, n int) string {
 func runEndToEnd(tb testing.TB, shape string, n int) e2eResult {
 	tb.Helper()
 	dir := tb.TempDir()
-	path := writeE2EFile(tb, dir, n)
+	path := writeRecordsFile(tb, dir, "e2e", n)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 
