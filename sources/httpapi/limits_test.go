@@ -235,8 +235,11 @@ func TestSpoolCap(t *testing.T) {
 	const uploads = 8
 	codes := make(chan int, uploads)
 	var wg sync.WaitGroup
-	for range uploads {
+	for i := range uploads {
 		wg.Go(func() {
+			// Staggered starts: eight uploads that filled the spool in lockstep could each
+			// find it full at the same moment and all be refused (CI, 1 run in many).
+			time.Sleep(time.Duration(i) * 15 * time.Millisecond)
 			pr, pw := io.Pipe()
 			go func() {
 				for range 40 { // 400 KB in 10 KB writes, slowly enough to overlap
