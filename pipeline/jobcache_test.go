@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -254,5 +255,42 @@ func TestJobEventsAlreadyAppliedWriteNothing(t *testing.T) {
 	}
 	if j, _ := e.jobs.Get(ctx, id); j.Total != 4 {
 		t.Fatalf("total %d after the changed seal, want 4", j.Total)
+	}
+}
+
+// In one process (sluice serve) the loader, the worker and the API share one cached store:
+// jobs complete exactly — every chunk written once, counted once — while progress writes read
+// their record from memory and lose their compare-and-set to nobody for long.
+func TestJobCacheSharedByLoaderAndWorker(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	kv := &countingKV{KeyValue: e.streams.JobsKV}
+	shared := pipeline.NewJobStore(kv)
+	startCache(t, shared, kv)
+	e.startWorker(t, e.store, func(c *pipeline.WorkerConfig) { c.Jobs = shared })
+	l, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: e.js, Jobs: shared, SpoolDir: t.TempDir(), Key: testKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ids := make([]string, 6)
+	for i := range ids {
+		res, err := l.Load(ctx, pipeline.LoadRequest{Env: "dev", Path: writeChunks(t, dir, 150+i, fmt.Sprintf("shared%d_%%03d", i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = res.JobID
+	}
+	wctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for i, id := range ids {
+		j, err := pipeline.Wait(wctx, shared, id, nil)
+		if err != nil || j.State != pipeline.JobCompleted || j.Written != int64(150+i) {
+			t.Fatalf("job %d: %+v, %v; want completed with %d written", i, j, err, 150+i)
+		}
+		// What the bucket holds, read past the cache, agrees.
+		if fresh, err := e.jobs.Get(ctx, id); err != nil || fresh.Written != j.Written || fresh.State != j.State {
+			t.Fatalf("job %d in the bucket: %+v, %v", i, fresh, err)
+		}
 	}
 }

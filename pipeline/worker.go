@@ -27,6 +27,11 @@ type WorkerConfig struct {
 	JS jetstream.JetStream
 	// Streams is what sources/jetstream.Provision returned. Required.
 	Streams *sjs.Provisioned
+	// Jobs is the job store the worker records progress and job events in. Optional: default
+	// a store over Streams.JobsKV. In a process that also serves the API, pass the API's store,
+	// so that both share its cache (JobStore.RunCache) and a progress write reads its record
+	// from memory.
+	Jobs *JobStore
 	// Sink is the document store chunks go to. Required.
 	Sink DocSink
 	// Graph is the graph store graph batches go to. Optional: without it the worker does not
@@ -186,6 +191,9 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Jobs == nil {
+		cfg.Jobs = NewJobStore(cfg.Streams.JobsKV)
+	}
 	v, err := schemas.NewValidator()
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
@@ -198,7 +206,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	w := &Worker{
 		cfg:         cfg,
 		log:         log,
-		jobs:        NewJobStore(cfg.Streams.JobsKV),
+		jobs:        cfg.Jobs,
 		dlq:         dl,
 		validator:   v,
 		metrics:     newWorkerMetrics(cfg.Registerer, func() float64 { return float64(dl.unresolvedCount()) }),

@@ -119,7 +119,7 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 	var worker *pipeline.Worker
 	if workers {
 		worker, err = pipeline.NewWorker(pipeline.WorkerConfig{
-			JS: b.js, Streams: b.streams, Sink: sk.docs, SinkName: sk.name, Graph: g, Key: key, DrainTimeout: *drain, Registerer: reg, Logger: log,
+			JS: b.js, Streams: b.streams, Jobs: b.jobs, Sink: sk.docs, SinkName: sk.name, Graph: g, Key: key, DrainTimeout: *drain, Registerer: reg, Logger: log,
 		})
 		if err != nil {
 			return err
