@@ -42,28 +42,39 @@ func docVersion(seq uint64, pos int) uint64 {
 // bundle's subject, its headers with Sluice-Item set to the item's index and Sluice-Schema to
 // sluice.chunk.v1, and the chunk record as payload. Its dead letter is such a message, so a
 // replay republishes the item alone.
+//
+// Its headers are built on first use: only a dead letter needs them, and copying the
+// bundle's headers for every item cost ≈2 µs per chunk on the hot path (issue 12).
 type bundleItemMsg struct {
 	jetstream.Msg
+	data  []byte
+	index int
+
+	once   sync.Once
 	header nats.Header
-	data   []byte
-	index  int
 }
 
-func (m *bundleItemMsg) Headers() nats.Header { return m.header }
-func (m *bundleItemMsg) Data() []byte         { return m.data }
+func (m *bundleItemMsg) Headers() nats.Header {
+	m.once.Do(func() {
+		h := nats.Header{}
+		for k, vs := range m.Msg.Headers() {
+			h[k] = append([]string(nil), vs...)
+		}
+		h.Set(schemas.HeaderSchema, string(schemas.Chunk))
+		h.Set(schemas.HeaderItem, schemas.FormatItem(m.index))
+		if id := h.Get(nats.MsgIdHdr); id != "" {
+			h.Set(nats.MsgIdHdr, id+"#"+strconv.Itoa(m.index))
+		}
+		m.header = h
+	})
+	return m.header
+}
+
+func (m *bundleItemMsg) Data() []byte { return m.data }
 
 // newBundleItemMsg returns item index (payload chunk) of bundle m as a single-chunk message.
 func newBundleItemMsg(m jetstream.Msg, index int, chunk []byte) *bundleItemMsg {
-	h := nats.Header{}
-	for k, vs := range m.Headers() {
-		h[k] = append([]string(nil), vs...)
-	}
-	h.Set(schemas.HeaderSchema, string(schemas.Chunk))
-	h.Set(schemas.HeaderItem, schemas.FormatItem(index))
-	if id := h.Get(nats.MsgIdHdr); id != "" {
-		h.Set(nats.MsgIdHdr, id+"#"+strconv.Itoa(index))
-	}
-	return &bundleItemMsg{Msg: m, header: h, data: chunk, index: index}
+	return &bundleItemMsg{Msg: m, data: chunk, index: index}
 }
 
 // expandBundle checks bundle m's headers and payload and builds each item's documents. An error
