@@ -26,6 +26,16 @@ func (k *countingKV) Get(ctx context.Context, key string) (jetstream.KeyValueEnt
 	return k.KeyValue.Get(ctx, key)
 }
 
+// cachedStore returns a test broker and a job store over its bucket (reads counted) whose
+// cache runs until the test ends or stop is called.
+func cachedStore(t *testing.T) (e *testEnv, store *pipeline.JobStore, kv *countingKV, stop func()) {
+	t.Helper()
+	e = newEnv(t, envOpts{})
+	kv = &countingKV{KeyValue: e.streams.JobsKV}
+	store = pipeline.NewJobStore(kv)
+	return e, store, kv, startCache(t, store, kv)
+}
+
 // startCache runs store's cache until the test ends or the returned stop is called, and
 // waits until it serves: a job it wrote is read without a broker read.
 func startCache(t *testing.T, store *pipeline.JobStore, kv *countingKV) (stop func()) {
@@ -61,11 +71,8 @@ func startCache(t *testing.T, store *pipeline.JobStore, kv *countingKV) (stop fu
 // its own write at once, and a change made by another process (the worker's progress) is
 // seen within moments through the watch.
 func TestJobCacheServesReadsAndSeesOtherWriters(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	e, api, kv, _ := cachedStore(t)
 	ctx := context.Background()
-	kv := &countingKV{KeyValue: e.streams.JobsKV}
-	api := pipeline.NewJobStore(kv)
-	startCache(t, api, kv)
 
 	const id = "jcache000000000000000001"
 	if _, err := api.Open(ctx, schemas.JobOpen{JobID: id, Env: "dev", File: "a.jsonl", CreatedAt: time.Now().UTC()}); err != nil {
@@ -119,11 +126,8 @@ func TestJobCacheServesReadsAndSeesOtherWriters(t *testing.T) {
 // A compare-and-set that lost to another writer reads the broker again instead of the cached
 // revision, so a change never spins on a stale entry, and no update is lost.
 func TestJobCacheConcurrentWritersLoseNothing(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	e, a, _, _ := cachedStore(t)
 	ctx := context.Background()
-	kv := &countingKV{KeyValue: e.streams.JobsKV}
-	a := pipeline.NewJobStore(kv)
-	startCache(t, a, kv)
 	b := e.jobs // the same bucket without a cache, like a worker process
 	const id, n = "jcache000000000000000002", 200
 	if _, err := a.Seal(ctx, schemas.JobSeal{JobID: id, Env: "dev", Total: n, Published: n, SealedAt: time.Now().UTC()}); err != nil {
@@ -158,11 +162,8 @@ func TestJobCacheConcurrentWritersLoseNothing(t *testing.T) {
 
 // Once the cache stops, every read goes to the broker again and sees changes at once.
 func TestJobCacheStoppedReadsTheBroker(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	e, api, kv, stop := cachedStore(t)
 	ctx := context.Background()
-	kv := &countingKV{KeyValue: e.streams.JobsKV}
-	api := pipeline.NewJobStore(kv)
-	stop := startCache(t, api, kv)
 	const id = "jcache000000000000000003"
 	if _, err := api.Open(ctx, schemas.JobOpen{JobID: id, Env: "dev", File: "a.jsonl", CreatedAt: time.Now().UTC()}); err != nil {
 		t.Fatal(err)
@@ -262,11 +263,8 @@ func TestJobEventsAlreadyAppliedWriteNothing(t *testing.T) {
 // jobs complete exactly — every chunk written once, counted once — while progress writes read
 // their record from memory and lose their compare-and-set to nobody for long.
 func TestJobCacheSharedByLoaderAndWorker(t *testing.T) {
-	e := newEnv(t, envOpts{})
+	e, shared, _, _ := cachedStore(t)
 	ctx := context.Background()
-	kv := &countingKV{KeyValue: e.streams.JobsKV}
-	shared := pipeline.NewJobStore(kv)
-	startCache(t, shared, kv)
 	e.startWorker(t, e.store, func(c *pipeline.WorkerConfig) { c.Jobs = shared })
 	l, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: e.js, Jobs: shared, SpoolDir: t.TempDir(), Key: testKey(t)})
 	if err != nil {
