@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -240,10 +241,12 @@ func benchAPI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "server: sluice %s\n", strings.Join(res.ServeArgs, " "))
 	fmt.Fprintf(stdout, "%d requests, %.1f/s; admission refusals (503 + Retry-After) %d; other answers ≥ 500 %d; no answer %d\n",
 		res.Requests, res.RequestsPerS, res.Refused, res.ServerErrors, res.TransportErrors)
-	fmt.Fprintf(stdout, "%-26s %9s %8s %9s %9s %9s %9s  %s\n", "route", "requests", "/s", "p50 ms", "p99 ms", "p999 ms", "max ms", "statuses")
+	fmt.Fprintf(stdout, "%-26s %9s %8s %9s %9s %9s %9s %11s %12s  %s\n", "route", "requests", "/s", "p50 ms", "p99 ms", "p999 ms", "max ms", "srv p99 ≤", "srv p999 ≤", "statuses")
 	for _, r := range res.Routes {
-		fmt.Fprintf(stdout, "%-26s %9d %8.1f %9.1f %9.1f %9.1f %9.1f  %s\n", r.Route, r.Requests, r.PerS, r.P50Ms, r.P99Ms, r.P999Ms, r.MaxMs, formatStatuses(r.Statuses))
+		fmt.Fprintf(stdout, "%-26s %9d %8.1f %9.1f %9.1f %9.1f %9.1f %11s %12s  %s\n", r.Route, r.Requests, r.PerS, r.P50Ms, r.P99Ms, r.P999Ms, r.MaxMs,
+			bucketMs(r.ServerP99Ms), bucketMs(r.ServerP999Ms), formatStatuses(r.Statuses))
 	}
+	fmt.Fprintln(stdout, "(srv: the server's own request-duration histogram, headers read to handler returned; the bucket bound)")
 	fmt.Fprintf(stdout, "jobs: %d accepted, %d completed exactly, %d not exactly, %d unsettled after %.1f s\n",
 		res.Jobs.Accepted, res.Jobs.Exact, res.Jobs.NotExact, res.Jobs.Unsettled, res.Jobs.SettleS)
 	fmt.Fprintf(stdout, "orphaned jobs (pending, total 0, not sealed): %d; failed jobs: %d\n", res.OrphanedJobs, res.FailedJobs)
@@ -252,6 +255,18 @@ func benchAPI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		fmt.Fprintf(stdout, "  %s\n", s)
 	}
 	return nil
+}
+
+// bucketMs prints a histogram bucket bound in milliseconds: "-" without observations, "> last"
+// past the last finite bucket.
+func bucketMs(ms float64) string {
+	switch {
+	case ms == 0:
+		return "-"
+	case ms < 0:
+		return "> last"
+	}
+	return strconv.FormatFloat(ms, 'g', -1, 64) + " ms"
 }
 
 // formatStatuses prints status counts in code order: "200:123 503:4".

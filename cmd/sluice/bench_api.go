@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
@@ -16,6 +18,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -85,13 +88,20 @@ type apiBenchResult struct {
 
 // apiRouteResult is one route's share of the run.
 type apiRouteResult struct {
-	Route           string           `json:"route"`
-	Requests        int64            `json:"requests"`
-	PerS            float64          `json:"requests_per_s"`
-	P50Ms           float64          `json:"p50_ms"`
-	P99Ms           float64          `json:"p99_ms"`
-	P999Ms          float64          `json:"p999_ms"`
-	MaxMs           float64          `json:"max_ms"`
+	Route    string  `json:"route"`
+	Requests int64   `json:"requests"`
+	PerS     float64 `json:"requests_per_s"`
+	P50Ms    float64 `json:"p50_ms"`
+	P99Ms    float64 `json:"p99_ms"`
+	P999Ms   float64 `json:"p999_ms"`
+	MaxMs    float64 `json:"max_ms"`
+	// ServerP99Ms and ServerP999Ms are the server's own view: the upper bound of the bucket
+	// of sluice_http_request_duration_seconds (headers read to handler returned) that holds
+	// the route's p99 and p999 over the run; -1 when past the last bucket. The client's
+	// latencies add the wait for the connection's goroutine, the network stack and the
+	// generator's own scheduling, which on a machine the generator shares are most of a tail.
+	ServerP99Ms     float64          `json:"server_p99_le_ms"`
+	ServerP999Ms    float64          `json:"server_p999_le_ms"`
 	Statuses        map[string]int64 `json:"statuses"`
 	Refused         int64            `json:"refused"`
 	ServerErrors    int64            `json:"server_errors"`
@@ -273,6 +283,86 @@ func (l *apiLoad) runClient(ctx context.Context, id int, end time.Time) map[stri
 	return stats
 }
 
+// histogram is one route's cumulative buckets of sluice_http_request_duration_seconds.
+type histogram struct {
+	le    []float64 // upper bounds in seconds, ascending; +Inf last
+	count []float64 // cumulative
+}
+
+// at returns the upper bound, in milliseconds, of the bucket holding quantile q; -1 past the
+// last finite bucket, 0 without observations.
+func (h histogram) at(q float64) float64 {
+	if len(h.count) == 0 || h.count[len(h.count)-1] == 0 {
+		return 0
+	}
+	total := h.count[len(h.count)-1]
+	for i, c := range h.count {
+		if c >= q*total {
+			if math.IsInf(h.le[i], 1) {
+				return -1
+			}
+			return h.le[i] * 1000
+		}
+	}
+	return -1
+}
+
+// serverLatency reads the server's request-duration histogram from /metrics, by "METHOD
+// route" as the mix names its routes.
+func (l *apiLoad) serverLatency(ctx context.Context) (map[string]histogram, error) {
+	a := l.do(ctx, http.MethodGet, "/metrics", "", nil)
+	if a.err != nil {
+		return nil, a.err
+	}
+	if a.status != http.StatusOK {
+		return nil, fmt.Errorf("GET /metrics: %d", a.status)
+	}
+	return parseDurationBuckets(a.body)
+}
+
+// parseDurationBuckets reads the sluice_http_request_duration_seconds_bucket lines of a
+// Prometheus text exposition.
+func parseDurationBuckets(text []byte) (map[string]histogram, error) {
+	const prefix = "sluice_http_request_duration_seconds_bucket{"
+	type bucket struct{ le, count float64 }
+	byRoute := map[string][]bucket{}
+	for line := range strings.SplitSeq(string(text), "\n") {
+		rest, ok := strings.CutPrefix(line, prefix)
+		if !ok {
+			continue
+		}
+		labels, value, ok := strings.Cut(rest, "} ")
+		if !ok {
+			return nil, fmt.Errorf("metrics: malformed line %q", line)
+		}
+		l := map[string]string{}
+		for kv := range strings.SplitSeq(labels, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			l[k] = strings.Trim(v, `"`)
+		}
+		le, err := strconv.ParseFloat(l["le"], 64) // "+Inf" parses as +Inf
+		if err != nil {
+			return nil, fmt.Errorf("metrics: bucket bound in %q: %w", line, err)
+		}
+		n, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
+		if err != nil {
+			return nil, fmt.Errorf("metrics: bucket count in %q: %w", line, err)
+		}
+		key := l["method"] + " " + l["route"]
+		byRoute[key] = append(byRoute[key], bucket{le, n})
+	}
+	out := map[string]histogram{}
+	for key, bs := range byRoute {
+		slices.SortFunc(bs, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
+		var h histogram
+		for _, b := range bs {
+			h.le, h.count = append(h.le, b.le), append(h.count, b.count)
+		}
+		out[key] = h
+	}
+	return out, nil
+}
+
 // percentile returns the q-quantile (0..1) of sorted durations, in milliseconds.
 func percentile(sorted []time.Duration, q float64) float64 {
 	if len(sorted) == 0 {
@@ -379,6 +469,14 @@ func runAPIBench(ctx context.Context, cfg apiBenchConfig) (res apiBenchResult, e
 		res.TransportErrors += rr.TransportErrors
 	}
 	res.RequestsPerS = float64(res.Requests) / elapsed.Seconds()
+	if hist, err := l.serverLatency(ctx); err != nil {
+		l.sample(fmt.Sprintf("server latency histogram: %v", err))
+	} else {
+		for i := range res.Routes {
+			q := hist[res.Routes[i].Route]
+			res.Routes[i].ServerP99Ms, res.Routes[i].ServerP999Ms = q.at(0.99), q.at(0.999)
+		}
+	}
 
 	settleStart := time.Now()
 	res.Jobs, err = l.settle(ctx)

@@ -57,6 +57,10 @@ func TestBenchAPIShort(t *testing.T) {
 		if !(r.P50Ms > 0 && r.P50Ms <= r.P99Ms && r.P99Ms <= r.P999Ms && r.P999Ms <= r.MaxMs) {
 			t.Errorf("%s: percentiles out of order: %+v", r.Route, r)
 		}
+		// The server's own histogram saw the route (a bucket bound, not past the last).
+		if !(r.ServerP99Ms > 0 && r.ServerP99Ms <= r.ServerP999Ms) {
+			t.Errorf("%s: server-side p99 ≤ %g ms, p999 ≤ %g ms; want both read from /metrics", r.Route, r.ServerP99Ms, r.ServerP999Ms)
+		}
 		// Every 503 was an admission refusal with Retry-After; nothing else ≥ 500.
 		if r.ServerErrors != 0 || r.TransportErrors != 0 || r.Refused != r.Statuses["503"] {
 			t.Errorf("%s: server errors %d, transport errors %d, refused %d of %d 503s (%v)",
@@ -148,5 +152,38 @@ func TestBenchScenarioUsage(t *testing.T) {
 		if _, errOut, code := runBench(t, tt.args...); code != tt.code || !strings.Contains(errOut, tt.want) {
 			t.Errorf("%s: exit %d, want %d saying %q; stderr:\n%s", tt.name, code, tt.code, tt.want, errOut)
 		}
+	}
+}
+
+// The server's request-duration histogram is read per route from the text exposition: the
+// bucket bound holding a quantile, -1 past the last finite bucket, 0 without observations.
+func TestParseDurationBuckets(t *testing.T) {
+	text := `# HELP sluice_http_request_duration_seconds Time ...
+sluice_http_request_duration_seconds_bucket{method="GET",route="/v1/jobs/{id}",le="0.005"} 995
+sluice_http_request_duration_seconds_bucket{method="GET",route="/v1/jobs/{id}",le="0.001"} 900
+sluice_http_request_duration_seconds_bucket{method="GET",route="/v1/jobs/{id}",le="+Inf"} 1000
+sluice_http_request_duration_seconds_bucket{method="GET",route="/v1/jobs/{id}",le="0.1"} 999
+sluice_http_request_duration_seconds_sum{method="GET",route="/v1/jobs/{id}"} 1.5
+sluice_http_request_duration_seconds_bucket{method="POST",route="/v1/jobs",le="0.001"} 0
+sluice_http_request_duration_seconds_bucket{method="POST",route="/v1/jobs",le="+Inf"} 0
+`
+	h, err := parseDurationBuckets([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	get := h["GET /v1/jobs/{id}"]
+	for _, tc := range []struct{ q, want float64 }{{0.5, 1}, {0.9, 1}, {0.95, 5}, {0.99, 5}, {0.999, 100}, {1, -1}} {
+		if got := get.at(tc.q); got != tc.want {
+			t.Errorf("GET p%g = %g ms, want %g", tc.q*100, got, tc.want)
+		}
+	}
+	if got := h["POST /v1/jobs"].at(0.99); got != 0 {
+		t.Errorf("a route without observations: %g, want 0", got)
+	}
+	if _, err := parseDurationBuckets([]byte(`sluice_http_request_duration_seconds_bucket{method="GET",route="/x",le="abc"} 1`)); err == nil {
+		t.Error("a bad bucket bound was accepted")
+	}
+	if _, err := parseDurationBuckets([]byte(`sluice_http_request_duration_seconds_bucket{method="GET",route="/x",le="1"}`)); err == nil {
+		t.Error("a line without a value was accepted")
 	}
 }
