@@ -336,20 +336,17 @@ func (s *Postgres) applyOnce(ctx context.Context, p prepared, enc encoded, msgID
 func (s *Postgres) ApplyBatches(ctx context.Context, bs []MarkedBatch) []BatchResult {
 	res := make([]BatchResult, len(bs))
 	refused := make([]bool, len(bs))
-	ps := make([]prepared, len(bs))
+	ps, pending := prepareBatches(bs, s.opts, res, refused)
 	encs := make([]encoded, len(bs))
-	pending := 0
-	for i, b := range bs {
-		p, err := prepare(b.Batch, s.opts)
-		if err == nil {
-			encs[i], err = encodeAll(p)
-		}
-		if err != nil {
-			res[i].Err, refused[i] = err, true
+	for i := range bs {
+		if refused[i] {
 			continue
 		}
-		ps[i] = p
-		pending++
+		var err error
+		if encs[i], err = encodeAll(ps[i]); err != nil {
+			res[i].Err, refused[i] = err, true
+			pending--
+		}
 	}
 	if pending == 0 {
 		return res

@@ -224,17 +224,7 @@ func (s *SQLite) ApplyBatches(ctx context.Context, bs []MarkedBatch) []BatchResu
 	if err := s.checkOpen(); err != nil {
 		return failPending(res, refused, err)
 	}
-	ps := make([]prepared, len(bs))
-	pending := 0
-	for i, b := range bs {
-		p, err := prepare(b.Batch, s.opts)
-		if err != nil {
-			res[i].Err, refused[i] = err, true
-			continue
-		}
-		ps[i] = p
-		pending++
-	}
+	ps, pending := prepareBatches(bs, s.opts, res, refused)
 	if pending == 0 {
 		return res
 	}

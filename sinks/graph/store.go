@@ -81,6 +81,23 @@ type BatchResult struct {
 
 // failPending sets err on every result of res that has none yet (the batches a failed
 // transaction took down with it) and clears their Result.
+// prepareBatches prepares each of bs, recording a batch that cannot be prepared as refused
+// with its error in res, and returns the prepared batches and how many are pending.
+func prepareBatches(bs []MarkedBatch, opts Options, res []BatchResult, refused []bool) ([]prepared, int) {
+	ps := make([]prepared, len(bs))
+	pending := 0
+	for i, b := range bs {
+		p, err := prepare(b.Batch, opts)
+		if err != nil {
+			res[i].Err, refused[i] = err, true
+			continue
+		}
+		ps[i] = p
+		pending++
+	}
+	return ps, pending
+}
+
 func failPending(res []BatchResult, skip []bool, err error) []BatchResult {
 	for i := range res {
 		if !skip[i] {
