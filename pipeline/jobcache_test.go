@@ -240,6 +240,26 @@ func TestJobEventsAlreadyAppliedWriteNothing(t *testing.T) {
 			t.Fatalf("%s: %d writes, want %d", step.name, got, step.writes)
 		}
 	}
+	// Sealing reads the record once, whether or not it then writes (no cache here).
+	kv := &countingKV{KeyValue: e.streams.JobsKV}
+	counted := pipeline.NewJobStore(kv)
+	if _, err := counted.Seal(ctx, seal); err != nil {
+		t.Fatal(err)
+	}
+	if n := kv.gets.Load(); n != 1 {
+		t.Fatalf("a seal already applied read the broker %d times, want 1", n)
+	}
+	const id2 = "jwrites00000000000000002"
+	if _, err := counted.Resume(ctx, schemas.JobOpen{JobID: id2, Env: "dev", CreatedAt: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	before := kv.gets.Load()
+	if _, err := counted.Seal(ctx, schemas.JobSeal{JobID: id2, Env: "dev", Total: 1, Published: 1, SealedAt: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	if n := kv.gets.Load() - before; n != 1 {
+		t.Fatalf("a new seal read the broker %d times, want 1", n)
+	}
 	j, err := e.jobs.Get(ctx, id)
 	if err != nil || !j.Sealed || j.Failure != nil || j.File != "a.jsonl" || len(j.Rejections) != 1 || j.Total != 3 {
 		t.Fatalf("job %+v, %v; want it sealed, not failed, with its file and one rejection", j, err)
@@ -247,11 +267,11 @@ func TestJobEventsAlreadyAppliedWriteNothing(t *testing.T) {
 	// A different seal (a resubmission that read more of the file) is still applied.
 	seal2 := seal
 	seal2.Total, seal2.Published = 4, 3
-	before := bucketWrites(t, e)
+	writesBefore := bucketWrites(t, e)
 	if _, err := e.jobs.Seal(ctx, seal2); err != nil {
 		t.Fatal(err)
 	}
-	if got := bucketWrites(t, e) - before; got != 2 {
+	if got := bucketWrites(t, e) - writesBefore; got != 2 {
 		t.Fatalf("a changed seal: %d writes, want 2 (issues and record)", got)
 	}
 	if j, _ := e.jobs.Get(ctx, id); j.Total != 4 {

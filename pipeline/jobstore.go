@@ -107,13 +107,26 @@ func (s *JobStore) update(ctx context.Context, id string, fn func(*jobRecord)) (
 // modify is update where fn may decline the change (return false): then nothing is written
 // and the job is returned as read.
 func (s *JobStore) modify(ctx context.Context, id string, fn func(*jobRecord) bool) (Job, error) {
+	return s.modifyFrom(ctx, id, nil, 0, fn)
+}
+
+// modifyFrom is modify whose first attempt starts from rec at rev, read by the caller (nil:
+// read it here).
+func (s *JobStore) modifyFrom(ctx context.Context, id string, first *jobRecord, firstRev uint64, fn func(*jobRecord) bool) (Job, error) {
 	for attempt := 0; ; attempt++ {
 		// A retry after a conflict reads the broker: the cached revision lost the race.
 		how := readCached
 		if attempt > 0 {
 			how = readFresh
 		}
-		rec, rev, err := s.load(ctx, id, how)
+		var rec *jobRecord
+		var rev uint64
+		var err error
+		if attempt == 0 && first != nil {
+			rec, rev = first, firstRev
+		} else {
+			rec, rev, err = s.load(ctx, id, how)
+		}
 		if errors.Is(err, ErrJobNotFound) {
 			rec = &jobRecord{Job: Job{JobID: id, State: JobPending, CreatedAt: s.now().UTC()}}
 		} else if err != nil {
@@ -322,8 +335,12 @@ func (s *JobStore) Seal(ctx context.Context, ev schemas.JobSeal) (Job, error) {
 	// A seal the record already reflects (the loader sealed the job before a worker applied
 	// its event) writes nothing, not even its issues again: every write of the bucket is a
 	// synced write of the one stream all jobs share (issue 12).
-	if rec, _, err := s.load(ctx, ev.JobID, readCached); err == nil && sealedAs(rec, ev) {
+	rec, rev, err := s.load(ctx, ev.JobID, readCached)
+	if err == nil && sealedAs(rec, ev) {
 		return rec.Job, nil
+	}
+	if err != nil {
+		rec, rev = nil, 0 // modify reads it again and reports what is wrong
 	}
 	if len(ev.Rejections) > 0 || len(ev.Warnings) > 0 {
 		is := jobIssues{RejectionsTruncated: ev.RejectionsTruncated}
@@ -332,13 +349,15 @@ func (s *JobStore) Seal(ctx context.Context, ev schemas.JobSeal) (Job, error) {
 		if err != nil {
 			return Job{}, fmt.Errorf("encode job %s issues: %w", ev.JobID, err)
 		}
-		rev, err := s.kv.Put(ctx, ev.JobID+".issues", b)
+		issuesRev, err := s.kv.Put(ctx, ev.JobID+".issues", b)
 		if err != nil {
 			return Job{}, fmt.Errorf("write job %s issues: %w", ev.JobID, err)
 		}
-		s.wrote(ev.JobID+".issues", rev, b)
+		s.wrote(ev.JobID+".issues", issuesRev, b)
 	}
-	return s.modify(ctx, ev.JobID, func(r *jobRecord) bool {
+	// The record read above starts the compare-and-set: the issues are another key, so
+	// writing them does not move the record's revision.
+	return s.modifyFrom(ctx, ev.JobID, rec, rev, func(r *jobRecord) bool {
 		if sealedAs(r, ev) {
 			return false
 		}
