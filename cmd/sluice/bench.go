@@ -241,16 +241,19 @@ func benchAPI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fmt.Fprintf(stdout, "server: sluice %s\n", strings.Join(res.ServeArgs, " "))
 	fmt.Fprintf(stdout, "%d requests, %.1f/s; admission refusals (503 + Retry-After) %d; other answers ≥ 500 %d; no answer %d\n",
 		res.Requests, res.RequestsPerS, res.Refused, res.ServerErrors, res.TransportErrors)
-	fmt.Fprintf(stdout, "%-26s %9s %8s %9s %9s %9s %9s %11s %12s  %s\n", "route", "requests", "/s", "p50 ms", "p99 ms", "p999 ms", "max ms", "srv p99 ≤", "srv p999 ≤", "statuses")
+	fmt.Fprintf(stdout, "%-26s %9s %8s %9s %9s %9s %9s %10s %11s %12s  %s\n", "route", "requests", "/s", "p50 ms", "p99 ms", "p999 ms", "max ms", "steady p99", "srv p99 ≤", "srv p999 ≤", "statuses")
 	for _, r := range res.Routes {
-		fmt.Fprintf(stdout, "%-26s %9d %8.1f %9.1f %9.1f %9.1f %9.1f %11s %12s  %s\n", r.Route, r.Requests, r.PerS, r.P50Ms, r.P99Ms, r.P999Ms, r.MaxMs,
+		fmt.Fprintf(stdout, "%-26s %9d %8.1f %9.1f %9.1f %9.1f %9.1f %10.1f %11s %12s  %s\n", r.Route, r.Requests, r.PerS, r.P50Ms, r.P99Ms, r.P999Ms, r.MaxMs, r.SteadyP99Ms,
 			bucketMs(r.ServerP99Ms), bucketMs(r.ServerP999Ms), formatStatuses(r.Statuses))
 	}
-	fmt.Fprintln(stdout, "(srv: the server's own request-duration histogram, headers read to handler returned; the bucket bound)")
+	fmt.Fprintf(stdout, "(steady p99: requests started after the first %.0f s, past the burst of every client's first request at once;\n"+
+		" srv: the server's own request-duration histogram, headers read to handler returned; the bucket bound)\n", res.SteadyAfterS)
 	fmt.Fprintf(stdout, "jobs: %d accepted, %d completed exactly, %d not exactly, %d unsettled after %.1f s\n",
 		res.Jobs.Accepted, res.Jobs.Exact, res.Jobs.NotExact, res.Jobs.Unsettled, res.Jobs.SettleS)
 	fmt.Fprintf(stdout, "orphaned jobs (pending, total 0, not sealed): %d; failed jobs: %d\n", res.OrphanedJobs, res.FailedJobs)
 	fmt.Fprintf(stdout, "serve process: peak RSS %s, at the end %s\n", mib(res.PeakRSS), mib(res.EndRSS))
+	fmt.Fprintf(stdout, "CPU during the load: serve %.2f cores, generator %.2f cores; generator's Go scheduler latency p99 ≤ %s, p999 ≤ %s\n",
+		res.ServeCPU, res.GeneratorCPU, bucketMs(res.GeneratorSchedP99Ms), bucketMs(res.GeneratorSchedP999Ms))
 	for _, s := range append(res.ErrorSamples, res.Jobs.Samples...) {
 		fmt.Fprintf(stdout, "  %s\n", s)
 	}

@@ -16,6 +16,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/metrics"
 	"slices"
 	"strconv"
 	"strings"
@@ -59,7 +60,9 @@ type apiBenchConfig struct {
 
 // apiBenchResult is what bench api measured. Durations in milliseconds, memory in bytes.
 type apiBenchResult struct {
-	Clients      int      `json:"clients"`
+	Clients int `json:"clients"`
+	// SteadyAfterS is the start of the steady part of the run (see SteadyP99Ms).
+	SteadyAfterS float64  `json:"steady_after_s"`
 	DurationS    float64  `json:"duration_s"`
 	ElapsedS     float64  `json:"elapsed_s"`
 	ChunksPerJob int      `json:"chunks_per_job"`
@@ -84,6 +87,18 @@ type apiBenchResult struct {
 	// PeakRSS is the serve process's VmHWM at the end; EndRSS its VmRSS then.
 	PeakRSS int64 `json:"peak_rss_bytes"`
 	EndRSS  int64 `json:"end_rss_bytes"`
+	// ServeCPU and GeneratorCPU are the CPU time (user + system) the serve process and the
+	// load generator (this process) used while the clients ran, in cores (seconds of CPU per
+	// second): on a machine the two share, what the generator takes the server lacks.
+	ServeCPU     float64 `json:"serve_cpu_cores"`
+	GeneratorCPU float64 `json:"generator_cpu_cores"`
+	// GeneratorSchedP99Ms and GeneratorSchedP999Ms are the generator's own Go scheduler
+	// latency over the run (runtime/metrics /sched/latencies:seconds: runnable to running),
+	// the bucket bound in milliseconds. A client measures its request from before it is sent
+	// to after its answer is read, so a goroutine of the generator waiting this long for a CPU
+	// is in the client's latency too.
+	GeneratorSchedP99Ms  float64 `json:"generator_sched_p99_le_ms"`
+	GeneratorSchedP999Ms float64 `json:"generator_sched_p999_le_ms"`
 }
 
 // apiRouteResult is one route's share of the run.
@@ -94,7 +109,11 @@ type apiRouteResult struct {
 	P50Ms    float64 `json:"p50_ms"`
 	P99Ms    float64 `json:"p99_ms"`
 	P999Ms   float64 `json:"p999_ms"`
-	MaxMs    float64 `json:"max_ms"`
+	// SteadyP99Ms is the p99 of the requests started after the run's first SteadyAfterS
+	// seconds: every client sends its first request at the same instant, and that burst,
+	// about a request per client at once, is in P99Ms but not here.
+	SteadyP99Ms float64 `json:"steady_p99_ms"`
+	MaxMs       float64 `json:"max_ms"`
 	// ServerP99Ms and ServerP999Ms are the server's own view: the upper bound of the bucket
 	// of sluice_http_request_duration_seconds (headers read to handler returned) that holds
 	// the route's p99 and p999 over the run; -1 when past the last bucket. The client's
@@ -125,6 +144,7 @@ type apiJobsResult struct {
 // routeStats is one client's record of one route; merged at the end.
 type routeStats struct {
 	latencies       []time.Duration
+	steady          []time.Duration // of the requests started after steadyFrom
 	statuses        map[int]int64
 	refused         int64
 	serverErrors    int64
@@ -175,7 +195,7 @@ type answer struct {
 }
 
 // do sends one request and reads the whole answer (so the connection is reused).
-func (l *apiLoad) do(ctx context.Context, method, path, ctype string, body []byte) answer {
+func (l *apiLoad) do(ctx context.Context, c *http.Client, method, path, ctype string, body []byte) answer {
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -187,7 +207,7 @@ func (l *apiLoad) do(ctx context.Context, method, path, ctype string, body []byt
 	if ctype != "" {
 		req.Header.Set("Content-Type", ctype)
 	}
-	resp, err := l.client.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		return answer{err: err}
 	}
@@ -207,8 +227,8 @@ func jobFile(run string, client, seq, n int) []byte {
 }
 
 // submitJob uploads one job file; an accepted job's id is remembered.
-func (l *apiLoad) submitJob(ctx context.Context, client, seq int) answer {
-	a := l.do(ctx, http.MethodPost, fmt.Sprintf("/v1/jobs?env=dev&file=bench-%d-%d.jsonl", client, seq),
+func (l *apiLoad) submitJob(ctx context.Context, c *http.Client, client, seq int) answer {
+	a := l.do(ctx, c, http.MethodPost, fmt.Sprintf("/v1/jobs?env=dev&file=bench-%d-%d.jsonl", client, seq),
 		"application/x-ndjson", jobFile(l.run, client, seq, l.cfg.ChunksPerJob))
 	if a.err == nil && (a.status == http.StatusAccepted || a.status == http.StatusOK) {
 		var res struct {
@@ -223,19 +243,39 @@ func (l *apiLoad) submitJob(ctx context.Context, client, seq int) answer {
 	return a
 }
 
-func (l *apiLoad) submitFeature(ctx context.Context, client, seq int) answer {
+func (l *apiLoad) submitFeature(ctx context.Context, c *http.Client, client, seq int) answer {
 	body, _ := json.Marshal(map[string]string{
 		"title":       fmt.Sprintf("Bench feature %s-%d-%d", l.run, client, seq),
 		"description": "A feature request submitted by sluice bench api.",
 		"priority":    "high",
 		"requester":   "bench",
 	})
-	return l.do(ctx, http.MethodPost, "/api/features/submit", "application/json", body)
+	return l.do(ctx, c, http.MethodPost, "/api/features/submit", "application/json", body)
+}
+
+// connectClient returns a client with a connection of its own, opened (GET /healthz) before
+// the load starts, as each of many independent clients would have: with one pool shared by
+// every client, a client whose connection is still on its way back to the pool waits for
+// whichever comes back first, and a thousand connections dialled in the first second of the
+// run would put their handshakes into the latencies measured.
+func (l *apiLoad) connectClient(ctx context.Context) (*http.Client, error) {
+	tr := &http.Transport{MaxIdleConns: 1, MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1,
+		IdleConnTimeout: 90 * time.Second, DisableCompression: true}
+	c := &http.Client{Transport: tr, Timeout: l.cfg.Timeout}
+	a := l.do(ctx, c, http.MethodGet, "/healthz", "", nil)
+	if a.err == nil && a.status != http.StatusOK {
+		a.err = fmt.Errorf("GET /healthz answered %d: %s", a.status, bytes.TrimSpace(a.body))
+	}
+	if a.err != nil {
+		tr.CloseIdleConnections()
+		return nil, fmt.Errorf("bench api: connect a client: %w", a.err)
+	}
+	return c, nil
 }
 
 // client runs one keep-alive client until end: one request at a time, the route drawn from
 // the mix. It never retries: a refusal is recorded and the client moves on.
-func (l *apiLoad) runClient(ctx context.Context, id int, end time.Time) map[string]*routeStats {
+func (l *apiLoad) runClient(ctx context.Context, c *http.Client, id int, steadyFrom, end time.Time) map[string]*routeStats {
 	rng := mrand.New(mrand.NewPCG(uint64(id), uint64(time.Now().UnixNano())))
 	stats := map[string]*routeStats{}
 	for _, m := range apiMix {
@@ -254,14 +294,18 @@ func (l *apiLoad) runClient(ctx context.Context, id int, end time.Time) map[stri
 		var a answer
 		switch route {
 		case routeGetJob:
-			a = l.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(l.randomJob(rng)), "", nil)
+			a = l.do(ctx, c, http.MethodGet, "/v1/jobs/"+url.PathEscape(l.randomJob(rng)), "", nil)
 		case routeSubmitFeature:
-			a = l.submitFeature(ctx, id, seq)
+			a = l.submitFeature(ctx, c, id, seq)
 		default:
-			a = l.submitJob(ctx, id, seq)
+			a = l.submitJob(ctx, c, id, seq)
 		}
 		st := stats[route]
-		st.latencies = append(st.latencies, time.Since(start))
+		took := time.Since(start)
+		st.latencies = append(st.latencies, took)
+		if !start.Before(steadyFrom) {
+			st.steady = append(st.steady, took)
+		}
 		switch {
 		case a.err != nil:
 			if ctx.Err() != nil {
@@ -282,6 +326,41 @@ func (l *apiLoad) runClient(ctx context.Context, id int, end time.Time) map[stri
 	}
 	return stats
 }
+
+// schedLatencies reads this process's Go scheduler latency histogram as cumulative buckets.
+func schedLatencies() histogram {
+	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
+	metrics.Read(s)
+	if s[0].Value.Kind() != metrics.KindFloat64Histogram {
+		return histogram{}
+	}
+	h := s[0].Value.Float64Histogram()
+	var out histogram
+	var cum float64
+	for i, c := range h.Counts {
+		cum += float64(c)
+		out.le = append(out.le, h.Buckets[i+1])
+		out.count = append(out.count, cum)
+	}
+	return out
+}
+
+// since returns the observations h has beyond before, a reading of the same histogram taken
+// earlier.
+func (h histogram) since(before histogram) histogram {
+	if len(before.count) != len(h.count) {
+		return h
+	}
+	out := histogram{le: h.le, count: make([]float64, len(h.count))}
+	for i := range h.count {
+		out.count[i] = h.count[i] - before.count[i]
+	}
+	return out
+}
+
+// steadyAfter is how long after its start a run of length d counts as steady: 5 s, or a
+// quarter of a shorter run.
+func steadyAfter(d time.Duration) time.Duration { return min(5*time.Second, d/4) }
 
 // histogram is one route's cumulative buckets of sluice_http_request_duration_seconds.
 type histogram struct {
@@ -310,7 +389,7 @@ func (h histogram) at(q float64) float64 {
 // serverLatency reads the server's request-duration histogram from /metrics, by "METHOD
 // route" as the mix names its routes.
 func (l *apiLoad) serverLatency(ctx context.Context) (map[string]histogram, error) {
-	a := l.do(ctx, http.MethodGet, "/metrics", "", nil)
+	a := l.do(ctx, l.client, http.MethodGet, "/metrics", "", nil)
 	if a.err != nil {
 		return nil, a.err
 	}
@@ -412,14 +491,14 @@ func runAPIBench(ctx context.Context, cfg apiBenchConfig) (res apiBenchResult, e
 	l := &apiLoad{cfg: cfg, base: "http://" + addr, client: &http.Client{Transport: tr, Timeout: cfg.Timeout}, run: hex.EncodeToString(runID[:])}
 
 	if err := waitFor(ctx, serve, time.Minute, 100*time.Millisecond, "sluice serve ready", func(ctx context.Context) (bool, error) {
-		a := l.do(ctx, http.MethodGet, "/readyz", "", nil)
+		a := l.do(ctx, l.client, http.MethodGet, "/readyz", "", nil)
 		return a.err == nil && a.status == http.StatusOK, nil
 	}); err != nil {
 		return res, serve.failed(err)
 	}
 	// One job before the clients start, so that reads have an id from the first request.
 	if err := waitFor(ctx, serve, 30*time.Second, 200*time.Millisecond, "a first job accepted", func(ctx context.Context) (bool, error) {
-		a := l.submitJob(ctx, -1, 0)
+		a := l.submitJob(ctx, l.client, -1, 0)
 		if a.err == nil && a.status >= 400 && a.status != http.StatusServiceUnavailable {
 			return false, fmt.Errorf("bench api: first job answered %d: %s", a.status, a.body)
 		}
@@ -429,12 +508,42 @@ func runAPIBench(ctx context.Context, cfg apiBenchConfig) (res apiBenchResult, e
 	}
 
 	res.Clients, res.DurationS, res.ChunksPerJob = cfg.Clients, cfg.Duration.Seconds(), cfg.ChunksPerJob
+	res.SteadyAfterS = steadyAfter(cfg.Duration).Seconds()
+	clients := make([]*http.Client, cfg.Clients)
+	var connectErr error
+	var connectMu sync.Mutex
+	var cwg sync.WaitGroup
+	for i := range clients {
+		cwg.Go(func() {
+			c, err := l.connectClient(ctx)
+			connectMu.Lock()
+			defer connectMu.Unlock()
+			if err != nil {
+				connectErr = cmp.Or(connectErr, err)
+				return
+			}
+			clients[i] = c
+		})
+	}
+	cwg.Wait()
+	defer func() {
+		for _, c := range clients {
+			if c != nil {
+				c.CloseIdleConnections()
+			}
+		}
+	}()
+	if connectErr != nil {
+		return res, serve.failed(connectErr)
+	}
+	schedBefore := schedLatencies()
+	serveCPU, genCPU := procCPU(serve.cmd.Process.Pid), procCPU(os.Getpid())
 	start := time.Now()
 	end := start.Add(cfg.Duration)
 	perClient := make([]map[string]*routeStats, cfg.Clients)
 	var wg sync.WaitGroup
 	for i := range cfg.Clients {
-		wg.Go(func() { perClient[i] = l.runClient(ctx, i, end) })
+		wg.Go(func() { perClient[i] = l.runClient(ctx, clients[i], i, start.Add(steadyAfter(cfg.Duration)), end) })
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
@@ -442,12 +551,17 @@ func runAPIBench(ctx context.Context, cfg apiBenchConfig) (res apiBenchResult, e
 		return res, err
 	}
 	res.ElapsedS = elapsed.Seconds()
+	res.ServeCPU = (procCPU(serve.cmd.Process.Pid) - serveCPU) / elapsed.Seconds()
+	res.GeneratorCPU = (procCPU(os.Getpid()) - genCPU) / elapsed.Seconds()
+	sched := schedLatencies().since(schedBefore)
+	res.GeneratorSchedP99Ms, res.GeneratorSchedP999Ms = sched.at(0.99), sched.at(0.999)
 	for _, m := range apiMix {
 		rr := apiRouteResult{Route: m.route, Statuses: map[string]int64{}}
-		var lat []time.Duration
+		var lat, steady []time.Duration
 		for _, pc := range perClient {
 			st := pc[m.route]
 			lat = append(lat, st.latencies...)
+			steady = append(steady, st.steady...)
 			for code, n := range st.statuses {
 				rr.Statuses[strconv.Itoa(code)] += n
 			}
@@ -459,6 +573,8 @@ func runAPIBench(ctx context.Context, cfg apiBenchConfig) (res apiBenchResult, e
 		rr.Requests = int64(len(lat))
 		rr.PerS = float64(rr.Requests) / elapsed.Seconds()
 		rr.P50Ms, rr.P99Ms, rr.P999Ms = percentile(lat, 0.50), percentile(lat, 0.99), percentile(lat, 0.999)
+		slices.Sort(steady)
+		rr.SteadyP99Ms = percentile(steady, 0.99)
 		if len(lat) > 0 {
 			rr.MaxMs = float64(lat[len(lat)-1]) / float64(time.Millisecond)
 		}
@@ -518,7 +634,7 @@ func (l *apiLoad) settle(ctx context.Context) (apiJobsResult, error) {
 			sem <- struct{}{}
 			wg.Go(func() {
 				defer func() { <-sem }()
-				a := l.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id), "", nil)
+				a := l.do(ctx, l.client, http.MethodGet, "/v1/jobs/"+url.PathEscape(id), "", nil)
 				switch {
 				case a.err != nil:
 					errs[i] = a.err
@@ -585,7 +701,7 @@ func jobDone(j pipeline.Job) bool {
 func (l *apiLoad) countJobs(ctx context.Context, state pipeline.JobState, match func(pipeline.Job) bool) (int, error) {
 	n, cursor := 0, ""
 	for {
-		a := l.do(ctx, http.MethodGet, "/v1/jobs?limit=1000&state="+url.QueryEscape(string(state))+"&cursor="+url.QueryEscape(cursor), "", nil)
+		a := l.do(ctx, l.client, http.MethodGet, "/v1/jobs?limit=1000&state="+url.QueryEscape(string(state))+"&cursor="+url.QueryEscape(cursor), "", nil)
 		if a.err != nil || a.status != http.StatusOK {
 			return n, fmt.Errorf("bench api: list %s jobs: %d %v %s", state, a.status, a.err, a.body)
 		}

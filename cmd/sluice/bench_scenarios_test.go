@@ -45,6 +45,11 @@ func TestBenchAPIShort(t *testing.T) {
 	if res.Clients != 50 || res.ChunksPerJob != 100 || res.ElapsedS < 5 || res.RequestsPerS <= 0 || len(res.Routes) != 3 {
 		t.Fatalf("bench api report incomplete: %s", out)
 	}
+	// Both processes used CPU during the load, and the generator's scheduler was sampled.
+	if res.SteadyAfterS != 1.25 || res.ServeCPU <= 0 || res.GeneratorCPU <= 0 || res.GeneratorSchedP99Ms == 0 {
+		t.Errorf("bench api: steady after %g s, serve %g cores, generator %g cores, generator scheduler p99 ≤ %g ms",
+			res.SteadyAfterS, res.ServeCPU, res.GeneratorCPU, res.GeneratorSchedP99Ms)
+	}
 	var requests, refused, accepted int64
 	for _, r := range res.Routes {
 		var answered int64
@@ -56,6 +61,10 @@ func TestBenchAPIShort(t *testing.T) {
 		}
 		if !(r.P50Ms > 0 && r.P50Ms <= r.P99Ms && r.P99Ms <= r.P999Ms && r.P999Ms <= r.MaxMs) {
 			t.Errorf("%s: percentiles out of order: %+v", r.Route, r)
+		}
+		// The steady part (after the first 1.25 s of a 5 s run) has requests of every route.
+		if r.SteadyP99Ms <= 0 || r.SteadyP99Ms > r.MaxMs {
+			t.Errorf("%s: steady p99 %g ms, max %g ms", r.Route, r.SteadyP99Ms, r.MaxMs)
 		}
 		// The server's own histogram saw the route (a bucket bound, not past the last).
 		if !(r.ServerP99Ms > 0 && r.ServerP99Ms <= r.ServerP999Ms) {
