@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"strconv"
 	"time"
 
@@ -24,15 +23,15 @@ const MaxGraphFileBytes = 256 << 20
 // as one job of graph batch messages: nodes first, then edges, each message at most
 // MaxGraphMessageBytes. The BatchWriter stores them in that order and the graph consumer
 // applies them one at a time in stream order, so every edge finds its nodes.
-func (l *Loader) loadGraph(ctx context.Context, req LoadRequest, path, jobID string, res LoadResult) (LoadResult, error) {
-	f, err := os.Open(path)
+func (l *Loader) loadGraph(ctx context.Context, req LoadRequest, src *spooled, jobID string, res LoadResult) (LoadResult, error) {
+	if size, err := src.size(); err == nil && size > MaxGraphFileBytes {
+		return res, fmt.Errorf("%w: %s: graph file of %d bytes is over the %d-byte limit", ErrBadInput, req.File, size, MaxGraphFileBytes)
+	}
+	f, err := src.open()
 	if err != nil {
 		return res, fmt.Errorf("open %s: %w", req.File, err)
 	}
 	defer f.Close()
-	if st, err := f.Stat(); err == nil && st.Size() > MaxGraphFileBytes {
-		return res, fmt.Errorf("%w: %s: graph file of %d bytes is over the %d-byte limit", ErrBadInput, req.File, st.Size(), MaxGraphFileBytes)
-	}
 	batch, warnings, format, err := graph.Decode(io.LimitReader(f, MaxGraphFileBytes))
 	if err != nil {
 		return res, fmt.Errorf("%w: %s is not a chunk file (no chunks, vectorized_chunks, items or enriched_chunks array), and as a graph file: %w", ErrBadInput, req.File, err)

@@ -72,8 +72,15 @@ type LoaderConfig struct {
 	// MaxMessageBytes. A chunk too large to share a bundle under it is published alone as a
 	// single-chunk message.
 	BundleBytes int
-	// SpoolDir holds uploads while they are hashed and published. Default os.TempDir().
+	// SpoolDir holds uploads while they are hashed and published, those not held in memory
+	// (MemSpoolBytes). Default os.TempDir().
 	SpoolDir string
+	// MemSpoolBytes is the largest upload held in memory instead of a spool file. Default
+	// DefaultMemSpoolBytes (1 MiB); negative: every upload goes to a file.
+	MemSpoolBytes int64
+	// MemSpoolTotal bounds the bytes of all uploads held in memory at once; an upload that
+	// would pass it goes on in a file. Default DefaultMemSpoolTotal (64 MiB).
+	MemSpoolTotal int64
 	// Key signs rollback events (the workers refuse unsigned ones). Optional: without it
 	// Rollback fails.
 	Key *sign.Key
@@ -94,6 +101,7 @@ const DefaultMaxGraphMessageBytes = 256 << 10
 // item. Safe for concurrent use.
 type Loader struct {
 	cfg LoaderConfig
+	mem *memBudget // of the uploads spooled in memory
 }
 
 // NewLoader checks cfg and returns a Loader.
@@ -123,10 +131,16 @@ func NewLoader(cfg LoaderConfig) (*Loader, error) {
 	if cfg.SpoolDir == "" {
 		cfg.SpoolDir = os.TempDir()
 	}
+	if cfg.MemSpoolBytes == 0 {
+		cfg.MemSpoolBytes = DefaultMemSpoolBytes
+	}
+	if cfg.MemSpoolTotal <= 0 {
+		cfg.MemSpoolTotal = DefaultMemSpoolTotal
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &Loader{cfg: cfg}, nil
+	return &Loader{cfg: cfg, mem: &memBudget{max: cfg.MemSpoolTotal}}, nil
 }
 
 // LoadRequest is one file to load as one job. Set Path or Body.
@@ -263,12 +277,13 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 	}
 	var sum []byte
 	var err error
+	src := &spooled{path: path}
 	if req.Body != nil {
-		path, sum, err = l.spool(req.Body)
+		src, sum, err = l.spool(req.Body)
 		if err != nil {
 			return LoadResult{}, err
 		}
-		defer os.Remove(path)
+		defer src.release()
 	} else if sum, err = hashFile(path); err != nil {
 		return LoadResult{}, err
 	}
@@ -292,14 +307,14 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 	}
 	defer done()
 
-	f, err := os.Open(path)
+	f, err := src.open()
 	if err != nil {
 		return res, fmt.Errorf("open %s: %w", req.File, err)
 	}
 	defer f.Close()
 	r, err := files.NewReader(f, files.Options{Name: req.File, Format: req.Format})
 	if errors.Is(err, files.ErrNoChunks) {
-		return l.loadGraph(ctx, req, path, jobID, res)
+		return l.loadGraph(ctx, req, src, jobID, res)
 	}
 	if err != nil {
 		return res, fmt.Errorf("%w: %s: %w", ErrBadInput, req.File, err)
@@ -316,7 +331,7 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 	first, ferr := r.Next()
 	if errors.Is(ferr, files.ErrNoChunks) {
 		// Not a chunk file: maybe a graph file.
-		return l.loadGraph(ctx, req, path, jobID, res)
+		return l.loadGraph(ctx, req, src, jobID, res)
 	}
 	if ferr != nil && !errors.Is(ferr, io.EOF) {
 		return res, fmt.Errorf("%w: %s: %w", ErrBadInput, req.File, ferr)
@@ -445,27 +460,6 @@ func (l *Loader) publishEvent(ctx context.Context, env, msgID string, ev any) er
 		return fmt.Errorf("publish job event %s: %w", msgID, err)
 	}
 	return nil
-}
-
-func (l *Loader) spool(body io.Reader) (string, []byte, error) {
-	if err := os.MkdirAll(l.cfg.SpoolDir, 0o755); err != nil {
-		return "", nil, fmt.Errorf("create spool directory: %w", err)
-	}
-	f, err := os.CreateTemp(l.cfg.SpoolDir, "upload-*")
-	if err != nil {
-		return "", nil, fmt.Errorf("spool upload: %w", err)
-	}
-	h := sha256.New()
-	if _, err := io.Copy(f, io.TeeReader(body, h)); err != nil {
-		f.Close()
-		os.Remove(f.Name())
-		return "", nil, fmt.Errorf("%w: read upload: %w", ErrBadInput, err)
-	}
-	if err := f.Close(); err != nil {
-		os.Remove(f.Name())
-		return "", nil, fmt.Errorf("spool upload: %w", err)
-	}
-	return f.Name(), h.Sum(nil), nil
 }
 
 func hashFile(path string) ([]byte, error) {
