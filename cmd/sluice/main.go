@@ -15,7 +15,6 @@ func main() {
 	defer stop()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()}))
 	setMemoryLimit(log)
-	setProcs(log, os.Args[1:])
 	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr, log))
 }
 
