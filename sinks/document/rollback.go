@@ -1,5 +1,7 @@
 package document
 
+import "context"
+
 // JobRollback asks a document sink to undo what one job wrote in a collection.
 type JobRollback struct {
 	// Job is the Sluice job id whose documents are removed (those whose "sluice_job" is Job).
@@ -13,6 +15,12 @@ type JobRollback struct {
 	// instead of deleting the document. A document with no kept previous version is deleted.
 	// Only a sink that keeps previous versions can do it (ErrNoPreviousVersions otherwise).
 	RestorePrevious bool
+	// BeforeDelete, if set, is called by a sink that cannot record its outcome atomically
+	// with the deletes (AstraDB) with the Superseded counts it is about to cause, before it
+	// deletes anything, so that they are recorded even if the process dies right after the
+	// deletes; an error stops the rollback with nothing deleted. The embedded store, which
+	// records its outcome in the same transaction, does not call it. Optional; it may block.
+	BeforeDelete func(ctx context.Context, superseded map[string]int64) error
 }
 
 // JobRollbackResult is what a rollback did.
