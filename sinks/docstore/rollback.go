@@ -33,7 +33,10 @@ CREATE TABLE IF NOT EXISTS previous_documents (
 	hash       BLOB NOT NULL,
 	updated_at INTEGER NOT NULL
 );
-CREATE INDEX IF NOT EXISTS previous_by_id ON previous_documents (collection, id, seq);
+-- One kept version per earlier job: the trigger's lookups name all three columns, so that
+-- SQLite never picks previous_by_job for them (that scanned every kept version of the job per
+-- rewrite: 20,000 rewrites took 85 s instead of 1).
+CREATE UNIQUE INDEX IF NOT EXISTS previous_by_id ON previous_documents (collection, id, job);
 CREATE INDEX IF NOT EXISTS previous_by_job ON previous_documents (collection, job);
 CREATE TABLE IF NOT EXISTS rollbacks (
 	collection  TEXT NOT NULL,
@@ -70,7 +73,8 @@ END`
 // The outcome is recorded under (collection, rb.ID) in the same transaction: carrying out
 // the same rollback again changes nothing and returns the first outcome (a redelivered
 // rollback event still names the jobs it superseded). It holds the writer connection for the
-// whole rollback (writes wait behind it; about 1 s per 20,000 documents here) and keeps the
+// whole rollback (writes wait behind it: 20,000 documents took 2.2 s to delete, 3.5 s to
+// restore on a 2-core test machine) and keeps the
 // ids of the job's current documents in memory. It honours ctx; on error nothing changed.
 // Safe for concurrent use.
 func (s *Store) RollbackJobDocs(ctx context.Context, collection string, rb document.JobRollback) (document.JobRollbackResult, error) {
