@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -264,6 +265,7 @@ func (w *Worker) settleBundle(ctx context.Context, items []chunkItem, progressEr
 type chunkBundler struct {
 	w       *sjs.BatchWriter
 	job     string
+	msgJob  string // the job id in Nats-Msg-Id: job, or its generation's (generationID)
 	subject string
 	items   int
 	bytes   int
@@ -289,9 +291,9 @@ func (b *chunkBundler) add(index int, id string, record []byte, dup bool) error 
 		if err := b.flush(); err != nil {
 			return err
 		}
-		msgID := schemas.ChunkMsgID(b.job, id)
+		msgID := schemas.ChunkMsgID(b.idJob(), id)
 		if dup {
-			msgID = schemas.ChunkMsgIDDup(b.job, id, index)
+			msgID = schemas.ChunkMsgIDDup(b.idJob(), id, index)
 		}
 		if !b.single {
 			// Between bundles, it joins their chain (see chunkBundler).
@@ -326,6 +328,9 @@ func (b *chunkBundler) add(index int, id string, record []byte, dup bool) error 
 	return nil
 }
 
+// idJob returns the job id for message ids.
+func (b *chunkBundler) idJob() string { return cmp.Or(b.msgJob, b.job) }
+
 // link extends the chain with the payload of the next message and returns the new digest's
 // first 8 bytes in hex, for its Nats-Msg-Id.
 func (b *chunkBundler) link(payload []byte) string {
@@ -343,7 +348,7 @@ func (b *chunkBundler) flush() error {
 	}
 	m := nats.NewMsg(b.subject)
 	m.Data = append(b.buf, bundleTail...)
-	m.Header.Set(nats.MsgIdHdr, schemas.ChunkBundleMsgID(b.job, b.first, b.last)+"/"+b.link(m.Data))
+	m.Header.Set(nats.MsgIdHdr, schemas.ChunkBundleMsgID(b.idJob(), b.first, b.last)+"/"+b.link(m.Data))
 	m.Header.Set(schemas.HeaderJob, b.job)
 	m.Header.Set(schemas.HeaderSchema, string(schemas.ChunkBundle))
 	m.Header.Set(schemas.HeaderItems, strconv.Itoa(b.n))

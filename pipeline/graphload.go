@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -48,7 +49,7 @@ func (l *Loader) loadGraph(ctx context.Context, req LoadRequest, src *spooled, j
 	for i, p := range parts {
 		m := nats.NewMsg(schemas.GraphSubject(req.Env))
 		m.Data = p
-		m.Header.Set(nats.MsgIdHdr, jobID+"/graph/"+strconv.Itoa(i))
+		m.Header.Set(nats.MsgIdHdr, cmp.Or(res.msgJob, jobID)+"/graph/"+strconv.Itoa(i))
 		m.Header.Set(schemas.HeaderJob, jobID)
 		m.Header.Set(schemas.HeaderItem, strconv.Itoa(i))
 		if err := w.Add(m); err != nil {
@@ -71,7 +72,7 @@ func (l *Loader) loadGraph(ctx context.Context, req LoadRequest, src *spooled, j
 		res.Warnings = nil // a seal's issues must name an item of the job
 	}
 	seal := schemas.JobSeal{JobID: jobID, Env: req.Env, Total: res.Total, Published: res.Published, Warnings: res.Warnings, SealedAt: time.Now().UTC()}
-	if err := l.sealJob(ctx, seal); err != nil {
+	if err := l.sealJob(ctx, seal, res.msgJob); err != nil {
 		return res, err
 	}
 	res.State = JobRunning

@@ -21,16 +21,33 @@ const (
 	JobCompletedWithErrors JobState = "completed_with_errors"
 	// JobRolledBack: an operator rolled the job back; the documents it wrote are deleted.
 	JobRolledBack JobState = "rolled_back"
+	// JobSuperseded: loaded completely, but the rollback of a later job that had rewritten
+	// some of its documents deleted them (Job.Superseded says how many and by which
+	// rollback): its documents are no longer all there. Submitting the same file again loads
+	// it again.
+	JobSuperseded JobState = "superseded"
 	// JobFailed: its publisher stopped before sealing it (a publish refused, the upload cut,
 	// the publisher gone: Failure says which). Nothing more happens to it; submitting the same
 	// content again resumes it.
 	JobFailed JobState = "failed"
 )
 
-// Done reports whether s is a final state of loading: every item is accounted for.
+// Done reports whether s is a final state of loading: every item is accounted for. A
+// superseded job is done: it loaded completely, and nothing more happens to it until its file
+// is submitted again.
 func (s JobState) Done() bool {
-	return s == JobCompleted || s == JobCompletedWithErrors || s == JobRolledBack || s == JobFailed
+	return s == JobCompleted || s == JobCompletedWithErrors || s == JobRolledBack || s == JobSuperseded || s == JobFailed
 }
+
+// Reloadable reports whether a plain resubmission of the job's file loads it again (a new
+// generation of the same job) instead of answering "already loaded": the job was rolled back,
+// or a rollback deleted some of its documents.
+func (s JobState) Reloadable() bool {
+	return s == JobRolledBack || s == JobSuperseded
+}
+
+// JobStates lists every job state, in the order of a job's life.
+var JobStates = []JobState{JobPending, JobRunning, JobCompleted, JobCompletedWithErrors, JobSuperseded, JobRolledBack, JobFailed}
 
 // Settled reports whether nothing more will happen to the job without a new request: it is
 // done loading and no rollback is pending.
@@ -45,10 +62,54 @@ type Rollback struct {
 	RequestedBy string     `json:"requested_by,omitempty"`
 	RequestedAt time.Time  `json:"requested_at"`
 	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	// RestorePrevious: the rollback puts back the version each document replaced, where the
+	// store keeps it, instead of deleting the document.
+	RestorePrevious bool `json:"restore_previous,omitempty"`
 	// Deleted counts the documents deleted.
 	Deleted int64 `json:"deleted"`
+	// Restored counts the documents put back to the version they replaced.
+	Restored int64 `json:"restored,omitempty"`
+	// SupersededJobs names every earlier job whose documents this rollback deleted (documents
+	// the rolled-back job had rewritten), with how many of its documents went; each of those
+	// jobs is now in state superseded. At most MaxSupersededJobs are listed (all are marked);
+	// SupersededTruncated says when more were.
+	SupersededJobs      []SupersededJob `json:"superseded_jobs,omitempty"`
+	SupersededTruncated bool            `json:"superseded_truncated,omitempty"`
 	// Error says why a failed rollback failed.
 	Error string `json:"error,omitempty"`
+	// ID names the rollback carried out (job id and request time), so that a redelivered
+	// rollback event is recorded once.
+	ID string `json:"id,omitempty"`
+}
+
+// MaxSupersededJobs bounds Rollback.SupersededJobs and Superseded.By, which live in the job
+// record (one KV value, read on every progress write): a document keeps at most a few
+// earlier versions, so more than this many distinct earlier jobs is an unusual rollback.
+const MaxSupersededJobs = 100
+
+// SupersededJob is one earlier job whose documents a rollback deleted.
+type SupersededJob struct {
+	JobID string `json:"job_id"`
+	// Documents counts its documents the rollback deleted.
+	Documents int64 `json:"documents"`
+}
+
+// Superseded says which rollbacks of later jobs deleted documents of this job.
+type Superseded struct {
+	// Documents counts this job's documents deleted by those rollbacks in all.
+	Documents int64 `json:"documents"`
+	// By lists the rollbacks (at most MaxSupersededJobs, the first ones).
+	By []SupersededBy `json:"by"`
+}
+
+// SupersededBy is one rollback that deleted documents of a job.
+type SupersededBy struct {
+	// JobID is the job rolled back.
+	JobID string `json:"job_id"`
+	// Rollback is the rollback's id (Rollback.ID).
+	Rollback  string    `json:"rollback"`
+	Documents int64     `json:"documents"`
+	At        time.Time `json:"at"`
 }
 
 // JobFailure is why a job's publisher stopped before sealing it.
@@ -88,8 +149,18 @@ type Job struct {
 	// Failure says why the job failed (state failed): its publisher stopped before sealing it.
 	Failure *JobFailure `json:"failure,omitempty"`
 	// Rollback is set once a rollback was requested.
-	Rollback    *Rollback  `json:"rollback,omitempty"`
-	CreatedAt   time.Time  `json:"created_at"`
-	UpdatedAt   time.Time  `json:"updated_at"`
-	CompletedAt *time.Time `json:"completed_at,omitempty"`
+	Rollback *Rollback `json:"rollback,omitempty"`
+	// Superseded is set once the rollback of a later job deleted documents of this one
+	// (state superseded).
+	Superseded *Superseded `json:"superseded,omitempty"`
+	// Generation counts the times the job was loaded again after a rollback (its file
+	// submitted again while rolled back or superseded); 0 for the first load. Each
+	// generation publishes under its own message ids, so the broker's duplicate window
+	// does not drop the new load.
+	Generation int `json:"generation,omitempty"`
+	// ReopenedFrom is the state the job was in when its current generation began.
+	ReopenedFrom JobState   `json:"reopened_from,omitempty"`
+	CreatedAt    time.Time  `json:"created_at"`
+	UpdatedAt    time.Time  `json:"updated_at"`
+	CompletedAt  *time.Time `json:"completed_at,omitempty"`
 }

@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -11,6 +12,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -84,6 +86,11 @@ type LoaderConfig struct {
 	// Key signs rollback events (the workers refuse unsigned ones). Optional: without it
 	// Rollback fails.
 	Key *sign.Key
+	// NoPreviousVersions says the workers' document store keeps no previous versions
+	// (AstraDB), so RollbackWith refuses RestorePrevious at once with ErrRestoreUnsupported.
+	// Optional: false lets the request through, and a worker whose store cannot restore
+	// records the rollback failed with the reason, deleting nothing.
+	NoPreviousVersions bool
 }
 
 // DefaultBundleBytes is LoaderConfig.BundleBytes's default.
@@ -177,7 +184,19 @@ type LoadResult struct {
 	// published again.
 	Existing bool `json:"existing"`
 
-	opened bool // this call opened (or resumed) the job: a failure after it fails the job
+	opened bool   // this call opened (or resumed) the job: a failure after it fails the job
+	msgJob string // the job id in its messages' Nats-Msg-Id (generationID)
+}
+
+// generationID is the job id a job's messages carry in their Nats-Msg-Id: the job id for its
+// first load, "{job}@{generation}" for a load again after a rollback, so that the stream's
+// duplicate window does not drop a generation's messages as copies of the one before ('@'
+// never occurs in a job id, so no generation's ids can meet another's).
+func generationID(jobID string, generation int) string {
+	if generation == 0 {
+		return jobID
+	}
+	return jobID + "@" + strconv.Itoa(generation)
 }
 
 // JobID returns the job id of a file's content in env: the same content in the same env
@@ -294,10 +313,15 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 	}
 	jobID := JobID(req.Env, sum)
 	res := LoadResult{JobID: jobID, Env: req.Env, File: req.File}
-	if job, err := l.cfg.Jobs.Get(ctx, jobID); err == nil && job.Sealed {
-		return l.existing(ctx, jobID, req)
-	} else if err != nil && !errors.Is(err, ErrJobNotFound) {
+	job, err := l.cfg.Jobs.Get(ctx, jobID)
+	switch {
+	case err != nil && !errors.Is(err, ErrJobNotFound):
 		return res, fmt.Errorf("look up job %s: %w", jobID, err)
+	case err == nil && job.Rollback != nil && job.Rollback.State == "requested":
+		// Loading now would race the rollback's deletes; once it is done the file loads again.
+		return res, fmt.Errorf("%w: job %s is being rolled back; submit it again once the rollback is done", ErrBusy, jobID)
+	case err == nil && job.Sealed && !job.State.Reloadable():
+		return l.existing(ctx, jobID, req)
 	}
 	// Admission before a job exists: refused now, the caller retries and nothing is left
 	// behind. Once opened, a job's batches wait their turn.
@@ -306,6 +330,18 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 		return res, ErrBusy
 	}
 	defer done()
+	if err == nil && job.Sealed {
+		// Rolled back or superseded: the same content loads again as the job's next
+		// generation, under message ids of its own (the stream's duplicate window would drop
+		// the first generation's), counted from nothing.
+		if job, err = l.cfg.Jobs.Reopen(ctx, jobID); err != nil {
+			return res, fmt.Errorf("reopen job %s: %w", jobID, err)
+		}
+		if job.Sealed {
+			return l.existing(ctx, jobID, req) // reopened and loaded meanwhile by another submission
+		}
+	}
+	res.msgJob = generationID(jobID, job.Generation)
 
 	f, err := src.open()
 	if err != nil {
@@ -349,7 +385,7 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 
 	alive := &toucher{jobs: l.cfg.Jobs, id: jobID, last: time.Now()}
 	w := sjs.NewBatchWriter(ctx, l.cfg.JS, l.cfg.Batch)
-	bundler := &chunkBundler{w: w, job: jobID, subject: schemas.ChunkSubject(req.Env),
+	bundler := &chunkBundler{w: w, job: jobID, msgJob: res.msgJob, subject: schemas.ChunkSubject(req.Env),
 		items: l.cfg.BundleItems, bytes: l.cfg.BundleBytes, single: l.cfg.SingleChunkMessages}
 	reject := func(index int, id, reason string) {
 		res.Rejected++
@@ -403,7 +439,7 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 		RejectionsTruncated: int64(len(res.Rejections)) < res.Rejected, SealedAt: time.Now().UTC(),
 	}
 	seal.Rejections, seal.Warnings = res.Rejections, res.Warnings
-	if err := l.sealJob(ctx, seal); err != nil {
+	if err := l.sealJob(ctx, seal, res.msgJob); err != nil {
 		return res, err
 	}
 	res.State = JobRunning
@@ -434,15 +470,15 @@ func (l *Loader) openJob(ctx context.Context, open schemas.JobOpen, res *LoadRes
 	res.opened = true
 	resumed := make(chan error, 1)
 	go func() { _, err := l.cfg.Jobs.Resume(ctx, open); resumed <- err }()
-	evErr := l.publishEvent(ctx, open.Env, open.JobID+"/open", open)
+	evErr := l.publishEvent(ctx, open.Env, cmp.Or(res.msgJob, open.JobID)+"/open", open)
 	return errors.Join(<-resumed, evErr)
 }
 
 // sealJob publishes the job's seal event and records it in the job store, at once (see
-// openJob).
-func (l *Loader) sealJob(ctx context.Context, seal schemas.JobSeal) error {
+// openJob). msgJob is the job id of its Nats-Msg-Id (generationID).
+func (l *Loader) sealJob(ctx context.Context, seal schemas.JobSeal, msgJob string) error {
 	sealed := make(chan error, 1)
-	go func() { sealed <- l.publishEvent(ctx, seal.Env, seal.JobID+"/seal", seal) }()
+	go func() { sealed <- l.publishEvent(ctx, seal.Env, cmp.Or(msgJob, seal.JobID)+"/seal", seal) }()
 	_, recErr := l.cfg.Jobs.Seal(ctx, seal)
 	return errors.Join(<-sealed, recErr)
 }
@@ -502,10 +538,35 @@ var _ = fault.Validation
 // racing the job's own writes would leave some of them behind.
 var ErrJobRunning = errors.New("job is still loading")
 
-// Rollback asks the workers to delete every document job id wrote: it records the request in
-// the job and publishes a rollback event, and returns once the event is stored. The job's
-// Rollback field shows the outcome. by names who asked. ErrJobNotFound, ErrJobRunning.
+// ErrRestoreUnsupported is returned by RollbackWith when RestorePrevious is asked of a loader
+// whose workers' document store keeps no previous versions (LoaderConfig.NoPreviousVersions:
+// AstraDB). Nothing is requested.
+var ErrRestoreUnsupported = errors.New("this document store keeps no previous versions to restore")
+
+// RollbackOptions are the options of a rollback.
+type RollbackOptions struct {
+	// RestorePrevious puts back the version each document replaced instead of deleting the
+	// document, where the store keeps one (the embedded store keeps up to 4 earlier versions
+	// per document; a document without one is deleted). Earlier jobs whose version is
+	// restored are not superseded.
+	RestorePrevious bool
+}
+
+// Rollback is RollbackWith without options: it deletes what job id wrote last.
 func (l *Loader) Rollback(ctx context.Context, id, by string) (Job, error) {
+	return l.RollbackWith(ctx, id, by, RollbackOptions{})
+}
+
+// RollbackWith asks the workers to undo what job id wrote last: it records the request in the
+// job and publishes a rollback event, and returns once the event is stored. The workers
+// delete every document whose "sluice_job" is the job (or restore its previous version, with
+// opts.RestorePrevious), and mark every earlier job whose documents went with them
+// superseded; the job's Rollback field shows the outcome. by names who asked.
+// ErrJobNotFound, ErrJobRunning, ErrRestoreUnsupported.
+func (l *Loader) RollbackWith(ctx context.Context, id, by string, opts RollbackOptions) (Job, error) {
+	if opts.RestorePrevious && l.cfg.NoPreviousVersions {
+		return Job{}, fmt.Errorf("rollback of job %s: %w: roll back without restoring to delete the job's documents", id, ErrRestoreUnsupported)
+	}
 	job, err := l.cfg.Jobs.Get(ctx, id)
 	if err != nil {
 		return job, err
@@ -516,12 +577,12 @@ func (l *Loader) Rollback(ctx context.Context, id, by string) (Job, error) {
 	if l.cfg.Key == nil {
 		return job, errors.New("rollback: the loader has no command key to sign it with")
 	}
-	job, err = l.cfg.Jobs.RequestRollback(ctx, id, by)
+	job, err = l.cfg.Jobs.RequestRollback(ctx, id, by, opts.RestorePrevious)
 	if err != nil {
 		return job, err
 	}
 	now := time.Now().UTC()
-	ev := schemas.JobRollback{JobID: id, Env: job.Env, RequestedBy: by, RequestedAt: now}
+	ev := schemas.JobRollback{JobID: id, Env: job.Env, RequestedBy: by, RequestedAt: now, RestorePrevious: opts.RestorePrevious}
 	if err := publishSignedRollback(ctx, l.cfg.JS, l.cfg.Key, fmt.Sprintf("%s/rollback/%d", id, now.UnixNano()), ev); err != nil {
 		return job, err
 	}

@@ -33,3 +33,15 @@ type JobDocDeleter interface {
 	// idempotent (a repeated call deletes nothing more) and safe for concurrent use.
 	DeleteJobDocs(ctx context.Context, collection, jobID string) (int64, error)
 }
+
+// JobRollbacker is a DocSink that rolls a job back itself, naming the earlier jobs whose
+// documents went and, where it keeps previous versions, restoring them on request (the
+// embedded store). The worker prefers it to JobDocDeleter.
+type JobRollbacker interface {
+	// RollbackJobDocs removes the documents rb.Job wrote last in collection — deleting them,
+	// or with rb.RestorePrevious putting back the version each replaced when it has one —
+	// and reports what it did. Carrying out the same rb.ID again must change nothing and
+	// should report the first outcome. A sink that keeps no previous versions fails
+	// RestorePrevious with a permanent error saying so. Safe for concurrent use.
+	RollbackJobDocs(ctx context.Context, collection string, rb document.JobRollback) (document.JobRollbackResult, error)
+}

@@ -661,19 +661,54 @@ func (w *Worker) verifyRollback(m jetstream.Msg) error {
 	return nil
 }
 
-// rollback deletes what a job wrote and records the outcome in the job record. Transient
-// failures are returned (the event is retried); a permanent one is recorded as failed.
+// rollback undoes what a job wrote last and records the outcome: in the job record (what was
+// deleted or restored, and the earlier jobs whose documents went with it) and in each of those
+// earlier jobs (state superseded). The superseded jobs are marked before the rollback is
+// recorded done, and a sink that records its outcome (JobRollbacker on the embedded store)
+// reports it again when the event is redelivered, so a crash in between loses no mark.
+// Transient failures are returned (the event is retried); a permanent one is recorded as
+// failed.
 func (w *Worker) rollback(ctx context.Context, ev schemas.JobRollback) error {
-	d, ok := w.cfg.Sink.(JobDocDeleter)
-	if !ok {
-		_, err := w.jobs.finishRollback(ctx, ev.JobID, 0, fmt.Errorf("the %s store cannot delete documents by job", w.cfg.SinkName))
-		return err
+	id := rollbackID(ev)
+	coll := w.CollectionFor(ev.Env)
+	mark := func(ctx context.Context, superseded map[string]int64) error {
+		for _, job := range sortedJobs(superseded) {
+			if job == ev.JobID {
+				continue
+			}
+			if err := w.jobs.markSuperseded(ctx, job, ev.JobID, id, superseded[job]); err != nil {
+				return fmt.Errorf("mark job %s superseded by the rollback of %s: %w", job, ev.JobID, err)
+			}
+		}
+		return nil
 	}
-	n, err := d.DeleteJobDocs(ctx, w.CollectionFor(ev.Env), ev.JobID)
+	var res document.JobRollbackResult
+	var err error
+	switch s := w.cfg.Sink.(type) {
+	case JobRollbacker:
+		res, err = s.RollbackJobDocs(ctx, coll, document.JobRollback{
+			Job: ev.JobID, ID: id, RestorePrevious: ev.RestorePrevious, BeforeDelete: mark,
+		})
+	case JobDocDeleter:
+		if ev.RestorePrevious {
+			err = fault.Permanentf(fault.Validation, "the %s store keeps no previous versions to restore; roll back without restoring to delete the job's documents", w.cfg.SinkName)
+			break
+		}
+		res.Deleted, err = s.DeleteJobDocs(ctx, coll, ev.JobID)
+	default:
+		err = fault.Permanentf(fault.Validation, "the %s store cannot delete documents by job", w.cfg.SinkName)
+	}
 	if err != nil && !fault.IsPermanent(err) {
 		return err
 	}
-	w.log.Info("rolled back job", "job", ev.JobID, "deleted", n, "err", err)
-	_, ferr := w.jobs.finishRollback(ctx, ev.JobID, n, err)
+	if err == nil {
+		// Marked already by BeforeDelete on a sink that calls it; marking again is harmless.
+		if merr := mark(ctx, res.Superseded); merr != nil {
+			return merr
+		}
+	}
+	w.log.Info("rolled back job", "job", ev.JobID, "deleted", res.Deleted, "restored", res.Restored,
+		"superseded_jobs", len(res.Superseded), "err", err)
+	_, ferr := w.jobs.finishRollback(ctx, ev.JobID, id, res, err)
 	return ferr
 }

@@ -133,6 +133,10 @@ type JobRollback struct {
 	RequestedBy string `json:"requested_by,omitempty"`
 	// RequestedAt is when it was asked for. Required.
 	RequestedAt time.Time `json:"requested_at"`
+	// RestorePrevious asks the workers to put back the version each document replaced
+	// instead of deleting it, where the document store keeps previous versions (the embedded
+	// store does; AstraDB does not, and the rollback fails there with the reason). Optional.
+	RestorePrevious bool `json:"restore_previous,omitempty"`
 }
 
 // MarshalJSON encodes r with "type":"rollback".

@@ -45,7 +45,7 @@ func (s *Sink) prepare(d document.Doc) (json.RawMessage, error) {
 				return nil, fault.Permanentf(fault.Validation, `"_id" %q differs from the document id`, id)
 			}
 			idOK = true
-		case VersionField:
+		case VersionField, PrevJobsField:
 			continue // ours replaces it
 		case unindexedField:
 			if !s.cfg.Vector {

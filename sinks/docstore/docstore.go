@@ -46,7 +46,7 @@ const (
 	// (another process on the same file, or a checkpoint) before failing with SQLITE_BUSY.
 	busyTimeoutMS = 5000
 	// schemaVersion is stored in PRAGMA user_version: the number of migrations applied.
-	schemaVersion = 2
+	schemaVersion = 3
 	// maxCollectionLen is the Data API's name limit.
 	maxCollectionLen = 48
 	// defaultListLimit is what ListIDs uses for limit <= 0.
@@ -59,6 +59,8 @@ var migrations = []string{
 	schema,
 	// 2: documents by the Sluice job that wrote them, for job rollback.
 	`CREATE INDEX IF NOT EXISTS documents_by_job ON documents (collection, json_extract(body, '$.sluice_job'))`,
+	// 3: previous versions of documents another job rewrote, and rollback outcomes.
+	previousSchema,
 }
 
 // schema is applied idempotently at Open. A rowid table (not WITHOUT ROWID) because rows are

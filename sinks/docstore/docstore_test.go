@@ -150,7 +150,7 @@ func TestOpenSetsUpFile(t *testing.T) {
 		{"writer busy timeout", s.w, "busy_timeout", "5000"},
 		{"reader busy timeout", s.r, "busy_timeout", "5000"},
 		{"reader query only", s.r, "query_only", "1"},
-		{"schema version", s.r, "user_version", "2"},
+		{"schema version", s.r, "user_version", "3"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"time"
 
@@ -45,6 +46,14 @@ type JobRoller interface {
 	RollbackJob(ctx context.Context, id, by string) (pipeline.Job, error)
 }
 
+// JobRestorer is a JobRoller that takes options (DELETE /v1/jobs/{id}?restore_previous=true).
+// Optional: without it a rollback asking to restore answers 501.
+type JobRestorer interface {
+	// RollbackJobWith is RollbackJob with options. An error wrapping
+	// pipeline.ErrRestoreUnsupported (the store keeps no previous versions) answers 400.
+	RollbackJobWith(ctx context.Context, id, by string, opts pipeline.RollbackOptions) (pipeline.Job, error)
+}
+
 type jobList struct {
 	Jobs       []pipeline.Job `json:"jobs"`
 	NextCursor string         `json:"next_cursor,omitempty"`
@@ -59,9 +68,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	f := JobFilter{State: pipeline.JobState(q.Get("state")), Env: q.Get("env")}
-	switch f.State {
-	case "", pipeline.JobPending, pipeline.JobRunning, pipeline.JobCompleted, pipeline.JobCompletedWithErrors, pipeline.JobRolledBack, pipeline.JobFailed:
-	default:
+	if f.State != "" && !slices.Contains(pipeline.JobStates, f.State) {
 		s.problem(w, r, http.StatusBadRequest, fmt.Sprintf("state %q is not a job state", f.State))
 		return
 	}
@@ -180,7 +187,8 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// rollbackJob handles DELETE /v1/jobs/{id}: 202 with the job, its rollback requested.
+// rollbackJob handles DELETE /v1/jobs/{id}?restore_previous=: 202 with the job, its rollback
+// requested.
 func (s *Server) rollbackJob(w http.ResponseWriter, r *http.Request) {
 	rb, ok := s.cfg.Jobs.(JobRoller)
 	if !ok {
@@ -188,12 +196,32 @@ func (s *Server) rollbackJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
+	var opts pipeline.RollbackOptions
+	if v := r.URL.Query().Get("restore_previous"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			s.problem(w, r, http.StatusBadRequest, fmt.Sprintf("restore_previous %q is not true or false", v))
+			return
+		}
+		opts.RestorePrevious = b
+	}
 	by, _ := Principal(r.Context())
-	job, err := rb.RollbackJob(r.Context(), id, by)
+	var job pipeline.Job
+	var err error
+	if rs, ok := s.cfg.Jobs.(JobRestorer); ok {
+		job, err = rs.RollbackJobWith(r.Context(), id, by, opts)
+	} else if opts.RestorePrevious {
+		s.problem(w, r, http.StatusNotImplemented, "This server cannot restore previous versions; roll back without restore_previous to delete the job's documents.")
+		return
+	} else {
+		job, err = rb.RollbackJob(r.Context(), id, by)
+	}
 	switch {
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, pipeline.ErrRestoreUnsupported):
+		s.problem(w, r, http.StatusBadRequest, err.Error())
+	case errors.Is(err, ErrNotFound), errors.Is(err, pipeline.ErrJobNotFound):
 		s.problem(w, r, http.StatusNotFound, fmt.Sprintf("No job %q.", id))
-	case errors.Is(err, ErrConflict):
+	case errors.Is(err, ErrConflict), errors.Is(err, pipeline.ErrJobRunning):
 		s.problem(w, r, http.StatusConflict, err.Error())
 	case err != nil:
 		s.internalError(w, r, "roll back job", err)

@@ -35,6 +35,7 @@ func TestListJobsByState(t *testing.T) {
 		{string(pipeline.JobCompleted), http.StatusOK},
 		{string(pipeline.JobCompletedWithErrors), http.StatusOK},
 		{string(pipeline.JobRolledBack), http.StatusOK},
+		{string(pipeline.JobSuperseded), http.StatusOK},
 		{string(pipeline.JobFailed), http.StatusOK},
 		{"done", http.StatusBadRequest},
 		{"FAILED", http.StatusBadRequest},

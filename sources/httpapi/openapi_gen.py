@@ -24,8 +24,10 @@ paths = {
  "/v1/jobs/{id}": {
   "get": {"operationId":"getJob","summary":"A job's state and counts","security":sec("read"),"parameters":[P("id","path")],
    "responses":{"200":json_resp("The job.",ref("Job")), **errs("404")}},
-  "delete": {"operationId":"rollbackJob","summary":"Roll a job back: delete the documents it wrote","security":sec("admin"),"parameters":[P("id","path")],
-   "responses":{"202":json_resp("Rollback requested; follow it on the job's rollback field.",ref("Job")), **errs("404","409","501")}}},
+  "delete": {"operationId":"rollbackJob","summary":"Roll a job back: delete the documents it wrote last (or restore the versions they replaced)","security":sec("admin"),
+   "description":"The workers delete every document whose sluice_job is the job. Every earlier job whose documents went with them is named in rollback.superseded_jobs and ends in state superseded. With restore_previous=true, on a store that keeps previous versions (the embedded store), each document is put back to the version it replaced instead (deleted when it has none). A rolled-back or superseded job's file loads again on a plain POST /v1/jobs.",
+   "parameters":[P("id","path"), P("restore_previous",desc="Put back the version each document replaced instead of deleting it. 400 when the document store keeps no previous versions (AstraDB).",schema={"type":"boolean"})],
+   "responses":{"202":json_resp("Rollback requested; follow it on the job's rollback field.",ref("Job")), **errs("400","404","409","501")}}},
  "/v1/jobs/{id}/events": {
   "get": {"operationId":"jobEvents","summary":"Server-sent events: the job after every change, until it is settled","security":sec("read"),"parameters":[P("id","path")],
    "responses":{"200":{"description":"An event stream: 'progress' events, then one 'done' event; data is a Job.","content":{"text/event-stream":{"schema":{"type":"string"}}}}, **errs("404","501")}}},
@@ -60,15 +62,20 @@ issue = {"type":"object","required":["index","reason"],"properties":{"index":{"t
 ts = {"type":"string","format":"date-time"}
 schemas = {
  "Problem": {"type":"object","description":"RFC 9457 problem details.","required":["type","title","status"],"properties":{"type":{"type":"string"},"title":{"type":"string"},"status":{"type":"integer"},"detail":{"type":"string"},"instance":{"type":"string"},"request_id":{"type":"string"},"checks":{"type":"object","additionalProperties":{"type":"string"},"description":"GET /readyz only: each check's answer."}}},
- "JobState": {"type":"string","enum":["pending","running","completed","completed_with_errors","rolled_back","failed"]},
+ "JobState": {"type":"string","enum":["pending","running","completed","completed_with_errors","superseded","rolled_back","failed"]},
  "ErrorClass": {"type":"string","enum":["validation","limit","rejected","auth","transient","exhausted"]},
  "ItemIssue": issue,
- "Rollback": {"type":"object","required":["state","requested_at","deleted"],"properties":{"state":{"type":"string","enum":["requested","done","failed"]},"requested_by":{"type":"string"},"requested_at":ts,"finished_at":ts,"deleted":{"type":"integer"},"error":{"type":"string"}}},
+ "Rollback": {"type":"object","required":["state","requested_at","deleted"],"properties":{"state":{"type":"string","enum":["requested","done","failed"]},"requested_by":{"type":"string"},"requested_at":ts,"finished_at":ts,
+   "restore_previous":{"type":"boolean"},"deleted":{"type":"integer"},"restored":{"type":"integer","description":"Documents put back to the version they replaced."},
+   "superseded_jobs":{"type":"array","maxItems":100,"description":"Every earlier job whose documents this rollback deleted, with how many; each is now superseded.","items":{"type":"object","required":["job_id","documents"],"properties":{"job_id":{"type":"string"},"documents":{"type":"integer"}}}},
+   "superseded_truncated":{"type":"boolean"},"error":{"type":"string"},"id":{"type":"string"}}},
+ "Superseded": {"type":"object","description":"Rollbacks of later jobs that deleted documents of this one.","required":["documents","by"],"properties":{"documents":{"type":"integer"},
+   "by":{"type":"array","maxItems":100,"items":{"type":"object","required":["job_id","rollback","documents","at"],"properties":{"job_id":{"type":"string"},"rollback":{"type":"string"},"documents":{"type":"integer"},"at":ts}}}}},
  "Job": {"type":"object","required":["job_id","env","state","sealed","total","published","written","rejected","dead_lettered","created_at","updated_at"],"properties":{
    "job_id":{"type":"string"},"env":{"type":"string"},"state":ref("JobState"),"file":{"type":"string"},"format":{"type":"string"},"source_job_id":{"type":"string"},
    "sealed":{"type":"boolean"},"total":{"type":"integer"},"published":{"type":"integer"},"written":{"type":"integer"},"rejected":{"type":"integer"},"dead_lettered":{"type":"integer"},
    "rejections":{"type":"array","items":ref("ItemIssue")},"rejections_truncated":{"type":"boolean"},"warnings":{"type":"array","items":ref("ItemIssue")},
-   "rollback":ref("Rollback"),"created_at":ts,"updated_at":ts,"completed_at":ts},"additionalProperties":False},
+   "rollback":ref("Rollback"),"superseded":ref("Superseded"),"generation":{"type":"integer","description":"Times the job was loaded again after a rollback."},"reopened_from":ref("JobState"),"failure":{"type":"object","description":"Why the job failed (state failed).","required":["reason","at"],"properties":{"reason":{"type":"string"},"at":ts}},"created_at":ts,"updated_at":ts,"completed_at":ts},"additionalProperties":False},
  "JobList": {"type":"object","required":["jobs"],"properties":{"jobs":{"type":"array","items":ref("Job")},"next_cursor":{"type":"string"}}},
  "SubmitResult": {"type":"object","required":["job_id","env","state","total","published","rejected","existing"],"properties":{"job_id":{"type":"string"},"env":{"type":"string"},"state":ref("JobState"),"total":{"type":"integer"},"published":{"type":"integer"},"rejected":{"type":"integer"},"rejections":{"type":"array","items":ref("ItemIssue")},"existing":{"type":"boolean"}}},
  "ChunkDocument": {"type":"object","required":["_id","chunk_id","content"],"properties":{"_id":{"type":"string"},"chunk_id":{"type":"string"},"content":{"type":"string"},"part":{"type":"integer"},"parts":{"type":"integer"},"environment":{"type":"string"},"stage":{"type":"string"},"metadata":{"type":"object"},"sluice_job":{"type":"string"}}},

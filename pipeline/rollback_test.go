@@ -1,0 +1,364 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/sinks/astra"
+	"github.com/sluice-dev/sluice/sinks/docstore"
+)
+
+var (
+	_ pipeline.JobRollbacker = (*docstore.Store)(nil)
+	_ pipeline.JobRollbacker = (*astra.Sink)(nil)
+
+	passA = filepath.Join(fixtures, "passA_chunks.json")
+	passB = filepath.Join(fixtures, "passB_enriched.json")
+)
+
+// rollback rolls job id back and waits for the workers to finish it.
+func (e *testEnv) rollback(t *testing.T, id string, opts pipeline.RollbackOptions) pipeline.Job {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := e.loader(t).RollbackWith(ctx, id, "operator", opts); err != nil {
+		t.Fatalf("rollback %s: %v", id, err)
+	}
+	return e.settled(t, id)
+}
+
+// settled waits for job id to be settled (done loading, no rollback pending).
+func (e *testEnv) settled(t *testing.T, id string) pipeline.Job {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var final pipeline.Job
+	if err := e.jobs.Watch(ctx, id, func(j pipeline.Job) bool { final = j; return j.Settled() }); err != nil {
+		t.Fatalf("job %s never settled: %+v %v", id, final, err)
+	}
+	return final
+}
+
+func (e *testEnv) getJob(t *testing.T, id string) pipeline.Job {
+	t.Helper()
+	j, err := e.jobs.Get(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
+// writersOf returns, per job, how many of the stored documents it wrote last.
+func writersOf(t *testing.T, docs map[string]json.RawMessage) map[string]int {
+	t.Helper()
+	out := map[string]int{}
+	for _, raw := range docs {
+		var d struct {
+			Job string `json:"sluice_job"`
+		}
+		if err := json.Unmarshal(raw, &d); err != nil {
+			t.Fatal(err)
+		}
+		out[d.Job]++
+	}
+	return out
+}
+
+// storedDocs reads every document of the dev collection of the embedded store.
+func (e *testEnv) storedDocs(t *testing.T) map[string]json.RawMessage {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string]json.RawMessage{}
+	ids, err := e.store.ListIDs(ctx, "ttrpg_chunks_dev", "", 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		raw, err := e.store.GetDoc(ctx, "ttrpg_chunks_dev", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[id] = raw
+	}
+	return out
+}
+
+// Issue 13, finding 2: passA_chunks.json then passB_enriched.json (the same 20 chunk ids);
+// rolling back B deleted the 20 documents while A still said "completed … 20 written";
+// loading A again answered "already loaded" and the chunks stayed 404, and loading B again
+// answered rolled_back "already loaded" and loaded nothing.
+func TestRollbackSupersedesAndReloads(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.startWorker(t, e.store, nil)
+	_, a := e.load(t, passA, false)
+	_, b := e.load(t, passB, false)
+	if a.Written != 20 || b.Written != 20 || e.count(t) != 20 {
+		t.Fatalf("A %+v, B %+v, %d documents", a, b, e.count(t))
+	}
+
+	rb := e.rollback(t, b.JobID, pipeline.RollbackOptions{})
+	if rb.State != pipeline.JobRolledBack || rb.Rollback.Deleted != 20 ||
+		len(rb.Rollback.SupersededJobs) != 1 || rb.Rollback.SupersededJobs[0] != (pipeline.SupersededJob{JobID: a.JobID, Documents: 20}) {
+		t.Fatalf("B after its rollback: %s %+v", rb.State, rb.Rollback)
+	}
+	a = e.getJob(t, a.JobID)
+	if a.State != pipeline.JobSuperseded || a.Superseded == nil || a.Superseded.Documents != 20 ||
+		len(a.Superseded.By) != 1 || a.Superseded.By[0].JobID != b.JobID {
+		t.Fatalf("A after B's rollback: %s %+v", a.State, a.Superseded)
+	}
+	if n := e.count(t); n != 0 {
+		t.Fatalf("%d documents after the rollback", n)
+	}
+	// A superseded job is listed under its state.
+	if jobs, _, err := e.jobs.List(context.Background(), pipeline.JobFilter{State: pipeline.JobSuperseded}, "", 10); err != nil || len(jobs) != 1 || jobs[0].JobID != a.JobID {
+		t.Fatalf("superseded jobs: %v %v", jobs, err)
+	}
+
+	// Loading A again, plainly, loads it: its 20 chunks are back and readable.
+	res, a2 := e.load(t, passA, false)
+	if res.Existing || res.JobID != a.JobID || a2.State != pipeline.JobCompleted || a2.Written != 20 || a2.Generation != 1 ||
+		a2.ReopenedFrom != pipeline.JobSuperseded || a2.Superseded != nil {
+		t.Fatalf("A loaded again: %+v / %+v", res, a2)
+	}
+	if w := writersOf(t, e.storedDocs(t)); w[a.JobID] != 20 || len(w) != 1 {
+		t.Fatalf("after loading A again the store holds %v", w)
+	}
+	// Exactly once: a second plain submission is "already loaded" and publishes nothing.
+	res, a3 := e.load(t, passA, false)
+	if !res.Existing || a3.State != pipeline.JobCompleted || a3.Written != 20 || a3.Generation != 1 {
+		t.Fatalf("A submitted a third time: %+v / %+v", res, a3)
+	}
+
+	// B, rolled back, loads again on a plain submission too.
+	res, b2 := e.load(t, passB, false)
+	if res.Existing || b2.State != pipeline.JobCompleted || b2.Written != 20 || b2.Rollback != nil || b2.Generation != 1 {
+		t.Fatalf("B loaded again: %+v / %+v", res, b2)
+	}
+	if w := writersOf(t, e.storedDocs(t)); w[b.JobID] != 20 {
+		t.Fatalf("after loading B again the store holds %v", w)
+	}
+	// And B's second generation rolls back like the first, superseding A's second load.
+	rb = e.rollback(t, b.JobID, pipeline.RollbackOptions{})
+	if rb.Rollback.Deleted != 20 || len(rb.Rollback.SupersededJobs) != 1 || rb.Rollback.SupersededJobs[0].Documents != 20 {
+		t.Fatalf("B's second rollback: %+v", rb.Rollback)
+	}
+	if a = e.getJob(t, a.JobID); a.State != pipeline.JobSuperseded || a.Superseded.Documents != 20 {
+		t.Fatalf("A after B's second rollback: %s %+v", a.State, a.Superseded)
+	}
+}
+
+// A rollback of a job that rewrote nobody's documents names no job.
+func TestRollbackSupersedesNothing(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.startWorker(t, e.store, nil)
+	_, a := e.load(t, passA, false)
+	_, other := e.load(t, writeChunks(t, t.TempDir(), 5, "other_%04d"), false)
+	rb := e.rollback(t, a.JobID, pipeline.RollbackOptions{})
+	if rb.State != pipeline.JobRolledBack || rb.Rollback.Deleted != 20 || rb.Rollback.SupersededJobs != nil {
+		t.Fatalf("rollback: %+v", rb.Rollback)
+	}
+	if o := e.getJob(t, other.JobID); o.State != pipeline.JobCompleted || o.Superseded != nil {
+		t.Fatalf("the other job: %+v", o)
+	}
+}
+
+// Two earlier jobs wrote B's ids: both are named and marked.
+func TestRollbackSupersedesTwoEarlierJobs(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.startWorker(t, e.store, nil)
+	_, a1 := e.load(t, passA, false)
+	_, a2 := e.load(t, passA, true) // the same content as a new job
+	_, b := e.load(t, passB, false)
+	rb := e.rollback(t, b.JobID, pipeline.RollbackOptions{})
+	got := map[string]int64{}
+	for _, s := range rb.Rollback.SupersededJobs {
+		got[s.JobID] = s.Documents
+	}
+	if len(got) != 2 || got[a1.JobID] != 20 || got[a2.JobID] != 20 {
+		t.Fatalf("superseded %v, want both earlier jobs with 20", got)
+	}
+	for _, id := range []string{a1.JobID, a2.JobID} {
+		if j := e.getJob(t, id); j.State != pipeline.JobSuperseded || j.Superseded.Documents != 20 {
+			t.Fatalf("%s: %s %+v", id, j.State, j.Superseded)
+		}
+	}
+}
+
+// With RestorePrevious the embedded store puts back A's versions: nothing is missing and A
+// is not superseded.
+func TestRollbackRestoresPrevious(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.startWorker(t, e.store, nil)
+	_, a := e.load(t, passA, false)
+	before := e.storedDocs(t)
+	_, b := e.load(t, passB, false)
+	rb := e.rollback(t, b.JobID, pipeline.RollbackOptions{RestorePrevious: true})
+	if rb.State != pipeline.JobRolledBack || rb.Rollback.Restored != 20 || rb.Rollback.Deleted != 0 ||
+		!rb.Rollback.RestorePrevious || rb.Rollback.SupersededJobs != nil {
+		t.Fatalf("rollback: %+v", rb.Rollback)
+	}
+	after := e.storedDocs(t)
+	if len(after) != 20 {
+		t.Fatalf("%d documents after restoring", len(after))
+	}
+	for id, raw := range before {
+		if string(after[id]) != string(raw) {
+			t.Fatalf("%s after restoring: %s, want A's %s", id, after[id], raw)
+		}
+	}
+	if a = e.getJob(t, a.JobID); a.State != pipeline.JobCompleted {
+		t.Fatalf("A after a restoring rollback: %s", a.State)
+	}
+	// Restoring a previous version that was itself rolled back: A is rolled back (it wrote
+	// nothing last), then B, loaded again, is rolled back restoring: nothing of A comes back.
+	if j := e.rollback(t, a.JobID, pipeline.RollbackOptions{}); j.Rollback.Deleted != 20 {
+		t.Fatalf("A's rollback: %+v", j.Rollback)
+	}
+	e.load(t, passA, false) // A again (generation 1)
+	e.load(t, passB, false) // B again, over A
+	if j := e.rollback(t, a.JobID, pipeline.RollbackOptions{}); j.Rollback.Deleted != 0 {
+		t.Fatalf("A's second rollback deleted %d of B's documents", j.Rollback.Deleted)
+	}
+	rb = e.rollback(t, b.JobID, pipeline.RollbackOptions{RestorePrevious: true})
+	if rb.Rollback.Restored != 0 || rb.Rollback.Deleted != 20 || e.count(t) != 0 {
+		t.Fatalf("restore over a rolled-back version: %+v, %d documents", rb.Rollback, e.count(t))
+	}
+}
+
+// A rollback requested while another job loads the same ids: the other job's documents all
+// stay, whichever write the store orders first.
+func TestRollbackWhileAnotherLoadOfTheSameIDs(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	e.startWorker(t, e.store, nil)
+	_, b := e.load(t, passB, false)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: passA})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb := e.rollback(t, b.JobID, pipeline.RollbackOptions{})
+	c, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Written != 20 {
+		t.Fatalf("the concurrent load: %+v", c)
+	}
+	if w := writersOf(t, e.storedDocs(t)); w[res.JobID] != 20 || len(w) != 1 {
+		t.Fatalf("store holds %v after the rollback of %s (deleted %d), want the concurrent job's 20", w, b.JobID, rb.Rollback.Deleted)
+	}
+}
+
+// A submission of a job whose rollback is still pending is refused (retry later), and once
+// the rollback is done the file loads again.
+func TestResubmitDuringPendingRollback(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	stop := e.startWorker(t, e.store, nil)
+	_, a := e.load(t, passA, false)
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if _, err := e.loader(t).Rollback(ctx, a.JobID, "operator"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: passA})
+	if !errors.Is(err, pipeline.ErrBusy) {
+		t.Fatalf("load during a pending rollback: %v, want ErrBusy", err)
+	}
+	e.startWorker(t, e.store, nil)
+	if j := e.settled(t, a.JobID); j.State != pipeline.JobRolledBack || j.Rollback.Deleted != 20 {
+		t.Fatalf("rollback: %s %+v", j.State, j.Rollback)
+	}
+	if res, j := e.load(t, passA, false); res.Existing || j.Written != 20 || e.count(t) != 20 {
+		t.Fatalf("load after the rollback: %+v %+v", res, j)
+	}
+}
+
+// A job loaded again is a job loading like any other: it cannot be rolled back until it is
+// done (ErrJobRunning), as its first load could not.
+func TestReopenedJobStillLoadingRefusesRollback(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	stop := e.startWorker(t, e.store, nil)
+	_, a := e.load(t, passA, false)
+	e.rollback(t, a.JobID, pipeline.RollbackOptions{})
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	res, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: passA})
+	if err != nil || res.Existing {
+		t.Fatalf("load again: %+v %v", res, err)
+	}
+	if _, err := e.loader(t).Rollback(ctx, a.JobID, "x"); !errors.Is(err, pipeline.ErrJobRunning) {
+		t.Fatalf("rollback of the reopened job while it loads: %v, want ErrJobRunning", err)
+	}
+	e.startWorker(t, e.store, nil)
+	if j := e.settled(t, a.JobID); j.State != pipeline.JobCompleted || j.Written != 20 || j.Generation != 1 {
+		t.Fatalf("reopened job: %+v", j)
+	}
+}
+
+// The finding on AstraDB (the Data API double): B's rollback names A, A is superseded, and
+// both files load again plainly. Restoring is refused: AstraDB keeps no previous version.
+func TestAstraRollbackSupersedesAndReloads(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	srv, sink, _ := astraSink(t, nil)
+	e.startWorker(t, sink, func(c *pipeline.WorkerConfig) { c.SinkName = "astra" })
+	_, a := e.load(t, passA, false)
+	_, b := e.load(t, passB, false)
+
+	// Asked of a worker on AstraDB, a restoring rollback fails with the reason and deletes
+	// nothing; asked again without restoring, it deletes.
+	rb := e.rollback(t, b.JobID, pipeline.RollbackOptions{RestorePrevious: true})
+	if rb.Rollback.State != "failed" || !strings.Contains(rb.Rollback.Error, "keeps no previous version") || rb.State != pipeline.JobCompleted {
+		t.Fatalf("restoring rollback on AstraDB: %s %+v", rb.State, rb.Rollback)
+	}
+	if n := len(srv.Documents("default_keyspace", "ttrpg_chunks_dev")); n != 20 {
+		t.Fatalf("%d documents after a refused restore", n)
+	}
+	// A loader told that the store keeps no previous versions refuses at once.
+	l, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: e.js, Jobs: e.jobs, Key: testKey(t), NoPreviousVersions: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.RollbackWith(context.Background(), b.JobID, "x", pipeline.RollbackOptions{RestorePrevious: true}); !errors.Is(err, pipeline.ErrRestoreUnsupported) {
+		t.Fatalf("restore on a loader without previous versions: %v", err)
+	}
+
+	rb = e.rollback(t, b.JobID, pipeline.RollbackOptions{})
+	if rb.State != pipeline.JobRolledBack || rb.Rollback.Deleted != 20 ||
+		len(rb.Rollback.SupersededJobs) != 1 || rb.Rollback.SupersededJobs[0] != (pipeline.SupersededJob{JobID: a.JobID, Documents: 20}) {
+		t.Fatalf("B after its rollback: %s %+v", rb.State, rb.Rollback)
+	}
+	if a = e.getJob(t, a.JobID); a.State != pipeline.JobSuperseded || a.Superseded.Documents != 20 {
+		t.Fatalf("A: %s %+v", a.State, a.Superseded)
+	}
+	if n := len(srv.Documents("default_keyspace", "ttrpg_chunks_dev")); n != 0 {
+		t.Fatalf("%d documents after the rollback", n)
+	}
+	res, a2 := e.load(t, passA, false)
+	if res.Existing || a2.State != pipeline.JobCompleted || a2.Written != 20 {
+		t.Fatalf("A loaded again: %+v %+v", res, a2)
+	}
+	if w := writersOf(t, srv.Documents("default_keyspace", "ttrpg_chunks_dev")); w[a.JobID] != 20 {
+		t.Fatalf("after loading A again AstraDB holds %v", w)
+	}
+	res, b2 := e.load(t, passB, false)
+	if res.Existing || b2.State != pipeline.JobCompleted || b2.Written != 20 {
+		t.Fatalf("B loaded again: %+v %+v", res, b2)
+	}
+	if w := writersOf(t, srv.Documents("default_keyspace", "ttrpg_chunks_dev")); w[b.JobID] != 20 {
+		t.Fatalf("after loading B again AstraDB holds %v", w)
+	}
+	if st := srv.Stats(); len(st.Violations) != 0 {
+		t.Fatalf("protocol violations: %v", st.Violations)
+	}
+}

@@ -1,0 +1,177 @@
+package httpapi_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/sign"
+	"github.com/sluice-dev/sluice/sinks/docstore"
+	"github.com/sluice-dev/sluice/sources/embedded"
+	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
+	"github.com/sluice-dev/sluice/sources/httpapi"
+	"github.com/sluice-dev/sluice/sources/httpapi/openapitest"
+	sjs "github.com/sluice-dev/sluice/sources/jetstream"
+)
+
+// rollJobs serves job reads and rollbacks from a real loader and job store, as sluice serve
+// does. SubmitJob is not used here.
+type rollJobs struct {
+	fakeJobs
+	loader *pipeline.Loader
+	store  *pipeline.JobStore
+}
+
+func (s *rollJobs) GetJob(ctx context.Context, id string) (pipeline.Job, error) {
+	j, err := s.store.Get(ctx, id)
+	if errors.Is(err, pipeline.ErrJobNotFound) {
+		return j, fmt.Errorf("%w: %w", httpapi.ErrNotFound, err)
+	}
+	return j, err
+}
+
+func (s *rollJobs) RollbackJob(ctx context.Context, id, by string) (pipeline.Job, error) {
+	return s.RollbackJobWith(ctx, id, by, pipeline.RollbackOptions{})
+}
+
+func (s *rollJobs) RollbackJobWith(ctx context.Context, id, by string, opts pipeline.RollbackOptions) (pipeline.Job, error) {
+	return s.loader.RollbackWith(ctx, id, by, opts)
+}
+
+// plainRoller can roll back but takes no options.
+type plainRoller struct{ fakeJobs }
+
+func (plainRoller) RollbackJob(context.Context, string, string) (pipeline.Job, error) {
+	return pipeline.Job{}, nil
+}
+
+// Issue 13, finding 2, through the API: DELETE /v1/jobs/{B} answers, once the workers are
+// done, with the earlier job it superseded, and GET /v1/jobs/{A} says superseded instead of
+// completed. Every answer matches openapi.json.
+func TestRollbackRouteNamesSupersededJobs(t *testing.T) {
+	dir := t.TempDir()
+	_, _, js := embeddedtest.Start(t, embedded.Config{DataDir: dir, LazySync: true})
+	ctx := context.Background()
+	streams, err := sjs.Provision(ctx, js, sjs.ProvisionConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := docstore.Open(ctx, docstore.Config{Path: filepath.Join(dir, "docs.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	key, err := sign.NewKey("httpapi-tests-command-key-0123456789abcdef")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobs := pipeline.NewJobStore(streams.JobsKV)
+	w, err := pipeline.NewWorker(pipeline.WorkerConfig{JS: js, Streams: streams, Jobs: jobs, Sink: store, Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	t.Cleanup(func() { stop(); <-done })
+	newLoader := func(noPrevious bool) *pipeline.Loader {
+		l, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: js, Jobs: jobs, Key: key, SpoolDir: dir, NoPreviousVersions: noPrevious})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	l := newLoader(false)
+	load := func(name string) pipeline.Job {
+		tctx, cancel := context.WithTimeout(ctx, time.Minute)
+		defer cancel()
+		res, err := l.Load(tctx, pipeline.LoadRequest{Env: "dev", Path: filepath.Join("../../testdata/chunks", name)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		j, err := pipeline.Wait(tctx, jobs, res.JobID, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	a, b := load("passA_chunks.json"), load("passB_enriched.json")
+
+	doc, err := openapitest.Load(httpapi.OpenAPI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newServer(t, httpapi.Config{Jobs: &rollJobs{loader: l, store: jobs}}).Handler()
+	call := func(op, method, target string, want int) []byte {
+		t.Helper()
+		rec := serve(t, h, method, target, "", nil, nil)
+		if rec.Code != want {
+			t.Fatalf("%s %s: %d %s, want %d", method, target, rec.Code, rec.Body, want)
+		}
+		if err := doc.Check(op, rec.Code, rec.Header().Get("Content-Type"), rec.Body.Bytes()); err != nil {
+			t.Fatal(err)
+		}
+		return rec.Body.Bytes()
+	}
+	call("DELETE /v1/jobs/{id}", "DELETE", "/v1/jobs/"+b.JobID+"?restore_previous=maybe", http.StatusBadRequest)
+	call("DELETE /v1/jobs/{id}", "DELETE", "/v1/jobs/jnosuchjob", http.StatusNotFound)
+	call("DELETE /v1/jobs/{id}", "DELETE", "/v1/jobs/"+b.JobID, http.StatusAccepted)
+	tctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := jobs.Watch(tctx, b.JobID, func(j pipeline.Job) bool { return j.Settled() }); err != nil {
+		t.Fatal(err)
+	}
+	var got pipeline.Job
+	if err := json.Unmarshal(call("GET /v1/jobs/{id}", "GET", "/v1/jobs/"+b.JobID, http.StatusOK), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.State != pipeline.JobRolledBack || len(got.Rollback.SupersededJobs) != 1 ||
+		got.Rollback.SupersededJobs[0] != (pipeline.SupersededJob{JobID: a.JobID, Documents: 20}) {
+		t.Fatalf("B: %s %+v", got.State, got.Rollback)
+	}
+	if err := json.Unmarshal(call("GET /v1/jobs/{id}", "GET", "/v1/jobs/"+a.JobID, http.StatusOK), &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.State != pipeline.JobSuperseded || got.Superseded.Documents != 20 {
+		t.Fatalf("A: %s %+v", got.State, got.Superseded)
+	}
+
+	// Restoring, asked of a server whose store keeps no previous versions: 400 with why.
+	h = newServer(t, httpapi.Config{Jobs: &rollJobs{loader: newLoader(true), store: jobs}}).Handler()
+	var p problem
+	if err := json.Unmarshal(call("DELETE /v1/jobs/{id}", "DELETE", "/v1/jobs/"+a.JobID+"?restore_previous=true", http.StatusBadRequest), &p); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(p.Detail, "keeps no previous versions") {
+		t.Fatalf("400 detail %q", p.Detail)
+	}
+	// A service that takes no options answers 501 to a restoring rollback.
+	h = newServer(t, httpapi.Config{Jobs: &plainRoller{}}).Handler()
+	call("DELETE /v1/jobs/{id}", "DELETE", "/v1/jobs/"+a.JobID+"?restore_previous=1", http.StatusNotImplemented)
+}
+
+// The JobState enum of openapi.json is exactly pipeline.JobStates (superseded included).
+func TestOpenAPIJobStates(t *testing.T) {
+	var d struct {
+		Components struct {
+			Schemas struct {
+				JobState struct {
+					Enum []pipeline.JobState `json:"enum"`
+				}
+			}
+		}
+	}
+	if err := json.Unmarshal(httpapi.OpenAPI(), &d); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(d.Components.Schemas.JobState.Enum) != fmt.Sprint(pipeline.JobStates) {
+		t.Fatalf("openapi.json JobState %v, pipeline %v", d.Components.Schemas.JobState.Enum, pipeline.JobStates)
+	}
+}
