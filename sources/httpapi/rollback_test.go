@@ -48,7 +48,7 @@ func (s *rollJobs) RollbackJobWith(ctx context.Context, id, by string, opts pipe
 // plainRoller can roll back but takes no options.
 type plainRoller struct{ fakeJobs }
 
-func (plainRoller) RollbackJob(context.Context, string, string) (pipeline.Job, error) {
+func (*plainRoller) RollbackJob(context.Context, string, string) (pipeline.Job, error) {
 	return pipeline.Job{}, nil
 }
 
