@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"encoding/json"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/graph"
+	"github.com/sluice-dev/sluice/sources/files"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
@@ -33,7 +35,13 @@ func (l *Loader) loadGraph(ctx context.Context, req LoadRequest, src *spooled, j
 		return res, fmt.Errorf("open %s: %w", req.File, err)
 	}
 	defer f.Close()
-	batch, warnings, format, err := graph.Decode(io.LimitReader(f, MaxGraphFileBytes))
+	// A graph file may be gzip or zstd compressed, as chunk files may (files.Decompress).
+	d, err := files.Decompress(bufio.NewReaderSize(f, 64<<10), req.File, MaxGraphFileBytes)
+	if err != nil {
+		return res, err
+	}
+	defer d.Close()
+	batch, warnings, format, err := graph.Decode(io.LimitReader(d, MaxGraphFileBytes))
 	if err != nil {
 		return res, fmt.Errorf("%w: %s is not a chunk file (no chunks, vectorized_chunks, items or enriched_chunks array), and as a graph file: %w", ErrBadInput, req.File, err)
 	}

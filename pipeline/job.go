@@ -141,9 +141,14 @@ type Job struct {
 	Written      int64 `json:"written"`
 	Rejected     int64 `json:"rejected"`
 	DeadLettered int64 `json:"dead_lettered"`
-	// Rejections lists rejected items (at most 1000; RejectionsTruncated says when more).
+	// Rejections lists rejected items (at most schemas.MaxIssues, 1,000; RejectionsTruncated
+	// says when more, RejectionsOmitted how many more). Read with the job (JobStore.Get),
+	// not in lists or the watched record.
 	Rejections          []ItemIssue `json:"rejections,omitempty"`
 	RejectionsTruncated bool        `json:"rejections_truncated,omitempty"`
+	// RejectionsOmitted counts the rejected items Rejections leaves out: Rejected less its
+	// length, set with RejectionsTruncated.
+	RejectionsOmitted int64 `json:"rejections_omitted,omitempty"`
 	// Warnings lists items that loaded with a warning, such as a duplicate id.
 	Warnings []ItemIssue `json:"warnings,omitempty"`
 	// Failure says why the job failed (state failed): its publisher stopped before sealing it.

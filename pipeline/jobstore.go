@@ -74,6 +74,9 @@ func (s *JobStore) Get(ctx context.Context, id string) (Job, error) {
 		var is jobIssues
 		if err := json.Unmarshal(v, &is); err == nil {
 			job.Rejections, job.RejectionsTruncated, job.Warnings = is.Rejections, is.RejectionsTruncated, is.Warnings
+			if job.RejectionsTruncated {
+				job.RejectionsOmitted = max(job.Rejected-int64(len(job.Rejections)), 0)
+			}
 		}
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return Job{}, fmt.Errorf("read job %s issues: %w", id, err)

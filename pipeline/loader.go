@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -91,7 +92,18 @@ type LoaderConfig struct {
 	// Optional: false lets the request through, and a worker whose store cannot restore
 	// records the rollback failed with the reason, deleting nothing.
 	NoPreviousVersions bool
+	// MaxDecompressedBytes bounds what a gzip or zstd file unpacks to; past it Load fails
+	// with ErrBadInput wrapping files.ErrTooLarge before any job is opened. Default
+	// files.DefaultMaxDecompressedBytes (1 GiB, the API's default upload limit). An upload
+	// whose Body reports its own limit (a MaxBytes() int64 method, as the API's upload bodies
+	// have) is bounded by that instead: a compressed upload never unpacks to more than an
+	// uncompressed one may hold.
+	MaxDecompressedBytes int64
 }
+
+// bodyLimit is an upload body that knows the most bytes it may hold (LoaderConfig.
+// MaxDecompressedBytes).
+type bodyLimit interface{ MaxBytes() int64 }
 
 // DefaultBundleBytes is LoaderConfig.BundleBytes's default.
 const DefaultBundleBytes = 256 << 10
@@ -144,6 +156,9 @@ func NewLoader(cfg LoaderConfig) (*Loader, error) {
 	if cfg.MemSpoolTotal <= 0 {
 		cfg.MemSpoolTotal = DefaultMemSpoolTotal
 	}
+	if cfg.MaxDecompressedBytes <= 0 {
+		cfg.MaxDecompressedBytes = files.DefaultMaxDecompressedBytes
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
@@ -154,9 +169,11 @@ func NewLoader(cfg LoaderConfig) (*Loader, error) {
 type LoadRequest struct {
 	// Env is dev, test or prod. Required.
 	Env string
-	// Path of a chunk file on disk.
+	// Path of a chunk file on disk: JSON or JSONL, plain or gzip or zstd compressed
+	// (recognised by content).
 	Path string
-	// Body is a chunk file streamed in (an upload); it is spooled to SpoolDir first.
+	// Body is a chunk file streamed in (an upload), in any form Path may be; it is spooled
+	// to SpoolDir first.
 	Body io.Reader
 	// File is the name recorded for the job. Default: the base name of Path.
 	File string
@@ -179,7 +196,10 @@ type LoadResult struct {
 	Published  int64       `json:"published"`
 	Rejected   int64       `json:"rejected"`
 	Rejections []ItemIssue `json:"rejections,omitempty"`
-	Warnings   []ItemIssue `json:"warnings,omitempty"`
+	// RejectionsOmitted counts the rejected items Rejections leaves out: it lists at most
+	// schemas.MaxIssues (1,000).
+	RejectionsOmitted int64       `json:"rejections_omitted,omitempty"`
+	Warnings          []ItemIssue `json:"warnings,omitempty"`
 	// Existing is true when the same content was already loaded as this job: nothing was
 	// published again.
 	Existing bool `json:"existing"`
@@ -285,7 +305,7 @@ func (l *Loader) existing(ctx context.Context, id string, req LoadRequest) (Load
 	return LoadResult{
 		JobID: id, Env: job.Env, File: job.File, State: job.State, Total: job.Total,
 		Published: job.Published, Rejected: job.Rejected, Rejections: job.Rejections,
-		Warnings: job.Warnings, Existing: true,
+		RejectionsOmitted: job.RejectionsOmitted, Warnings: job.Warnings, Existing: true,
 	}, nil
 }
 
@@ -297,13 +317,19 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 	var sum []byte
 	var err error
 	src := &spooled{path: path}
+	maxDec := l.cfg.MaxDecompressedBytes
 	if req.Body != nil {
+		if b, ok := req.Body.(bodyLimit); ok && b.MaxBytes() > 0 {
+			maxDec = b.MaxBytes()
+		}
 		src, sum, err = l.spool(req.Body)
 		if err != nil {
 			return LoadResult{}, err
 		}
 		defer src.release()
-	} else if sum, err = hashFile(path); err != nil {
+	}
+	// Checked before any job exists: a compression bomb or corrupt data leaves nothing behind.
+	if sum, err = contentSum(src, req.File, sum, maxDec); err != nil {
 		return LoadResult{}, err
 	}
 	if req.Force {
@@ -348,7 +374,7 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 		return res, fmt.Errorf("open %s: %w", req.File, err)
 	}
 	defer f.Close()
-	r, err := files.NewReader(f, files.Options{Name: req.File, Format: req.Format})
+	r, err := files.NewReader(f, files.Options{Name: req.File, Format: req.Format, MaxDecompressedBytes: maxDec})
 	if errors.Is(err, files.ErrNoChunks) {
 		return l.loadGraph(ctx, req, src, jobID, res)
 	}
@@ -442,6 +468,7 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 	if err := l.sealJob(ctx, seal, res.msgJob); err != nil {
 		return res, err
 	}
+	res.RejectionsOmitted = res.Rejected - int64(len(res.Rejections))
 	res.State = JobRunning
 	if res.Published == 0 {
 		res.State = JobCompletedWithErrors
@@ -498,15 +525,36 @@ func (l *Loader) publishEvent(ctx context.Context, env, msgID string, ev any) er
 	return nil
 }
 
-func hashFile(path string) ([]byte, error) {
-	f, err := os.Open(path)
+// contentSum returns the SHA-256 of src's content uncompressed, which names its job: a file
+// and its gzip or zstd copy (whatever the compressor's level or header) are the same job.
+// raw, when not nil, is the sum of src's bytes as they are, already computed, and is
+// returned for an uncompressed src without reading it again. A compressed src is unpacked
+// once here, to its end, so that corrupt data or more than max bytes (files.ErrTooLarge) is
+// refused with ErrBadInput before any job is opened. A file that cannot be opened at
+// src.path is ErrBadInput too.
+func contentSum(src *spooled, name string, raw []byte, max int64) ([]byte, error) {
+	f, err := src.open()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrBadInput, err)
+		if !src.inMem && !src.temp {
+			return nil, fmt.Errorf("%w: %w", ErrBadInput, err) // the caller's path
+		}
+		return nil, fmt.Errorf("open spooled %s: %w", name, err)
 	}
 	defer f.Close()
+	d, err := files.Decompress(bufio.NewReaderSize(f, 64<<10), name, max)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	if d.Compression() == files.Uncompressed && raw != nil {
+		return raw, nil
+	}
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
+	if _, err := io.Copy(h, d); err != nil {
+		if fault.IsPermanent(err) {
+			return nil, fmt.Errorf("%w: %w", ErrBadInput, err)
+		}
+		return nil, fmt.Errorf("read %s: %w", name, err)
 	}
 	return h.Sum(nil), nil
 }
@@ -531,8 +579,6 @@ func Wait(ctx context.Context, jobs *JobStore, id string, progress func(Job)) (J
 	}
 	return final, nil
 }
-
-var _ = fault.Validation
 
 // ErrJobRunning is returned by Rollback for a job that has not finished loading: a rollback
 // racing the job's own writes would leave some of them behind.

@@ -67,6 +67,11 @@ type Options struct {
 	// MaxItemBytes bounds one item: a longer JSONL line or array item is rejected as that
 	// item and reading goes on. Default DefaultMaxItemBytes (16 MiB); negative is invalid.
 	MaxItemBytes int
+	// MaxDecompressedBytes bounds what a gzip or zstd input unpacks to; past it Next fails
+	// with ErrTooLarge. Default DefaultMaxDecompressedBytes (1 GiB, the API's default upload
+	// limit); negative is invalid. An uncompressed input is not bounded here: its size is
+	// the caller's (the API limits uploads).
+	MaxDecompressedBytes int64
 }
 
 // Item is one item of a chunk file.
@@ -121,8 +126,10 @@ type Reader struct {
 	format Format
 	jobID  string
 	closer io.Closer
+	maxDec int64
+	dcmp   *Decompressed // a compressed input's decompressor, nil when uncompressed
 
-	br   *bufio.Reader // the input
+	br   *bufio.Reader // the input (its uncompressed content, once start ran)
 	mode mode
 	err  error // sticky: a fatal error, or io.EOF
 
@@ -170,6 +177,9 @@ func NewReader(r io.Reader, opts Options) (*Reader, error) {
 	if opts.MaxItemBytes < 0 {
 		return nil, fmt.Errorf("new chunk reader: MaxItemBytes must not be negative, got %d", opts.MaxItemBytes)
 	}
+	if opts.MaxDecompressedBytes < 0 {
+		return nil, fmt.Errorf("new chunk reader: MaxDecompressedBytes must not be negative, got %d", opts.MaxDecompressedBytes)
+	}
 	if opts.Name == "" {
 		opts.Name = "input"
 	}
@@ -179,6 +189,7 @@ func NewReader(r io.Reader, opts Options) (*Reader, error) {
 	return &Reader{
 		name:     opts.Name,
 		max:      opts.MaxItemBytes,
+		maxDec:   opts.MaxDecompressedBytes,
 		hint:     opts.Format,
 		br:       bufio.NewReaderSize(r, 64<<10),
 		seen:     make(map[uint64]int),
@@ -198,9 +209,20 @@ func (r *Reader) Format() Format {
 // ("" for JSONL, or before the first Next).
 func (r *Reader) SourceJobID() string { return r.jobID }
 
-// Close closes the file when the Reader came from Open; otherwise it does nothing. It is
-// idempotent.
+// Compression returns how the input is compressed, once the first Next has looked at it.
+func (r *Reader) Compression() Compression {
+	if r.dcmp == nil {
+		return Uncompressed
+	}
+	return r.dcmp.Compression()
+}
+
+// Close releases a compressed input's decompressor and closes the file when the Reader came
+// from Open; it never closes the reader given to NewReader. It is idempotent.
 func (r *Reader) Close() error {
+	if r.dcmp != nil {
+		_ = r.dcmp.Close()
+	}
 	if r.closer == nil {
 		return nil
 	}
@@ -215,9 +237,13 @@ func (r *Reader) Close() error {
 // Next returns the next item; a rejected item comes back with Item.Err set and a nil error.
 // It returns io.EOF after the last item. Any other error is fatal for the rest of the
 // input (it names the item index or byte offset) and is returned again by later calls:
-// fault.Permanent(fault.Validation, …) for broken JSON structure, an input with no chunk
-// array (ErrNoChunks) or conflicting arrays; read errors of the underlying reader are
-// returned wrapped and unclassified. Next blocks while the underlying reader does.
+// fault.Permanent(fault.Validation, …) for an empty input (ErrEmpty) or one whose first
+// bytes are not JSON text (ErrNotJSON) — both from the first call, before any item —, broken
+// JSON structure, an input with no chunk array (ErrNoChunks) or conflicting arrays, corrupt
+// compressed data or a compressed input past MaxDecompressedBytes (ErrTooLarge); read
+// errors of the underlying reader are returned wrapped and unclassified. gzip and zstd
+// inputs are recognised by their first bytes and read uncompressed. Next blocks while the
+// underlying reader does.
 func (r *Reader) Next() (Item, error) {
 	if r.err != nil {
 		return Item{}, r.err
@@ -262,43 +288,63 @@ func (r *Reader) next() (Item, error) {
 	}
 }
 
-// start recognises the format.
+// start undoes a compression, checks that the input is JSON text and recognises the format.
 func (r *Reader) start() error {
-	if r.hint == JSONL {
-		r.format, r.mode, r.lr = JSONL, modeLines, r.br
-		return nil
+	d, err := Decompress(r.br, r.name, r.maxDec)
+	if err != nil {
+		return err
+	}
+	if d.Compression() != Uncompressed {
+		r.dcmp, r.br = d, bufio.NewReaderSize(d, 64<<10)
+	}
+	readErr := func(err error) error {
+		if r.dcmp != nil {
+			return err // the decompressor's errors name the input and are classified
+		}
+		return fmt.Errorf("read %s: %w", r.name, err)
 	}
 	// Skip a UTF-8 byte order mark and look at the first significant byte.
 	if b, err := r.br.Peek(3); err == nil && string(b) == "\xEF\xBB\xBF" {
 		_, _ = r.br.Discard(3)
 	}
-	var first byte
 	for {
 		b, err := r.br.Peek(1)
 		if err == io.EOF {
-			r.format, r.mode, r.lr = JSONL, modeLines, r.br // empty input: no items
-			return nil
+			return checkText(r.name, nil) // nothing but white space: ErrEmpty
 		}
 		if err != nil {
-			return fmt.Errorf("read %s: %w", r.name, err)
+			return readErr(err)
 		}
 		if !isSpace(b[0]) {
-			first = b[0]
 			break
 		}
 		_, _ = r.br.Discard(1)
 	}
-	switch first {
-	case '{':
-		return r.sniffObject()
-	case '[':
-		return fault.Permanentf(fault.Validation, "read %s: a top-level JSON array is not a chunk file "+
-			"(want an object with a chunks, vectorized_chunks, items or enriched_chunks array, or JSONL)", r.name)
-	default:
+	head, err := r.br.Peek(sniffBytes)
+	if err := checkText(r.name, head); err != nil {
+		return err
+	}
+	if err != nil && err != io.EOF {
+		// The bytes before a read error may still hold items: they are read first, then the
+		// error again (Peek handed it over and the input need not repeat it).
+		head = bytes.Clone(head)
+		r.br = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(head), errorReader{err}), 64<<10)
+	}
+	if r.hint == JSONL {
 		r.format, r.mode, r.lr = JSONL, modeLines, r.br
 		return nil
 	}
+	if head[0] == '[' { // checkText let only { and [ through
+		return fault.Permanentf(fault.Validation, "read %s: a top-level JSON array is not a chunk file "+
+			"(want an object with a chunks, vectorized_chunks, items or enriched_chunks array, or JSONL)", r.name)
+	}
+	return r.sniffObject()
 }
+
+// errorReader fails every Read with err.
+type errorReader struct{ err error }
+
+func (e errorReader) Read([]byte) (int, error) { return 0, e.err }
 
 func isSpace(c byte) bool { return c == ' ' || c == '\n' || c == '\r' || c == '\t' }
 

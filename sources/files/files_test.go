@@ -322,7 +322,8 @@ func TestReaderInputs(t *testing.T) {
 			items: []want{{id: "a"}, {reason: "item 1: item of 2025 bytes exceeds maximum size of 1000 bytes"}, {id: "c"}}},
 		{name: "top-level array",
 			input: `[{"id":"a"}]`, fatal: "a top-level JSON array is not a chunk file"},
-		{name: "empty input", input: "  \n", format: JSONL},
+		// An empty input was read as a JSONL file of no items, and loaded as a job of 0 items.
+		{name: "empty input", input: "  \n", fatal: "the file is empty"},
 		{name: "byte order mark", input: "\xEF\xBB\xBF" + `{"chunks":[{"id":"a"}]}`, format: Chunks, items: []want{{id: "a"}}},
 	}
 	for _, tc := range tests {
@@ -468,6 +469,7 @@ func TestMemoryBounded(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			runtime.GC() // what earlier tests left is not this reader's
 			var ms runtime.MemStats
 			var peak uint64
 			count, bytesRead := 0, 0

@@ -17,6 +17,10 @@ import (
 // cut fixture is itself a useful seed: a truncated file).
 const fuzzSeedBytes = 6 << 10
 
+// fuzzMaxDecompressed bounds what a compressed fuzz input unpacks to: a few bytes of gzip
+// can unpack to gigabytes, and the fuzzer finds such inputs.
+const fuzzMaxDecompressed = 256 << 10
+
 // FuzzReader reads arbitrary bytes as a chunk file, with and without the JSONL hint and with
 // small item limits, and checks the Reader's promises: no panic, no endless loop, every item
 // carries either a record or an *ItemError naming its own index, indexes count up from 0,
@@ -39,8 +43,21 @@ func FuzzReader(f *testing.F) {
 		[]byte(`{"chunks":[{"id":"a","content":"x"}]} trailing`),
 		[]byte(`{"chunks":[{"id":"a","content":"x"`),
 		{},
+		[]byte(" \n\t"),
+		[]byte("\x7fELF\x02\x01\x01\x00{"),
+		[]byte("\xff\xfe{\x00\"\x00"),
 	} {
 		f.Add(seed, uint8(0), uint16(0))
+	}
+	// Compressed seeds: gzip (one and two members) and zstd of a JSONL and an object file,
+	// and of binary content, whole and cut short.
+	jsonl := "{\"chunk_id\":\"l1\",\"content\":\"a\"}\n{\"chunk_id\":\"l2\",\"content\":\"b\"}\n"
+	object := `{"chunks":[{"id":"a","content":"x"},{"id":"b","content":"y"}]}`
+	for _, plain := range []string{jsonl, object, "\x00\x01binary", ""} {
+		for _, packed := range [][]byte{gzipped(f, plain), gzipped(f, plain, plain), zstded(f, plain)} {
+			f.Add(packed, uint8(0), uint16(0))
+			f.Add(packed, uint8(1), uint16(len(packed)/2))
+		}
 	}
 	for _, dir := range []string{fixtures} {
 		names, _ := filepath.Glob(filepath.Join(dir, "*.json*"))
@@ -56,7 +73,7 @@ func FuzzReader(f *testing.F) {
 		}
 	}
 	f.Fuzz(func(t *testing.T, data []byte, hint uint8, maxItem uint16) {
-		opts := Options{Name: "fuzz"}
+		opts := Options{Name: "fuzz", MaxDecompressedBytes: fuzzMaxDecompressed}
 		if hint&1 == 1 {
 			opts.Format = JSONL
 		}
@@ -77,9 +94,12 @@ func checkRead(t *testing.T, data []byte, opts Options) {
 	if err != nil {
 		t.Fatalf("NewReader: %v", err)
 	}
-	// Every item consumes at least one byte of the input, so more calls than bytes (plus the
-	// final EOF) would be an endless loop.
+	// Every item consumes at least one byte of the (uncompressed) input, so more calls than
+	// bytes (plus the final EOF) would be an endless loop.
 	limit := len(data) + 2
+	if DetectCompression(data) != Uncompressed {
+		limit = int(max(opts.MaxDecompressedBytes, 0)) + 2
+	}
 	next := 0
 	for calls := 0; ; calls++ {
 		if calls > limit {

@@ -13,6 +13,8 @@ import (
 	"time"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/sluice-dev/sluice/sources/files"
 )
 
 const (
@@ -74,7 +76,7 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 	}
 	// MaxBytesReader gets the server's own writer so that hitting the limit also tells the
 	// server to close the connection instead of draining the rest of the body.
-	body := &limitedBody{r: http.MaxBytesReader(innermost(w), r.Body, limit), spool: s.spool}
+	body := &limitedBody{r: http.MaxBytesReader(innermost(w), r.Body, limit), spool: s.spool, limit: limit}
 	defer body.release()
 	if r.ContentLength > 0 {
 		// A declared size is reserved whole, so a full spool answers before any byte is read.
@@ -96,6 +98,8 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 			s.problem(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The file is larger than the limit of %d bytes.", limit))
 		case body.full.Load() || errors.Is(err, errSpoolFull):
 			s.spoolFull(w, r)
+		case errors.Is(err, files.ErrTooLarge):
+			s.problem(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The file unpacks to more than the limit of %d bytes.", limit))
 		case body.timedOut.Load():
 			s.problem(w, r, http.StatusRequestTimeout, fmt.Sprintf("The client sent no data for %s while uploading the file.", s.bodyIdleTimeout))
 		case errors.Is(err, ErrBadRequest):
@@ -114,6 +118,7 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Location", "/v1/jobs/"+url.PathEscape(res.JobID))
+	res.RejectionsOmitted = max(res.Rejected-int64(len(res.Rejections)), 0)
 	status := http.StatusAccepted
 	if res.Existing {
 		status = http.StatusOK
@@ -160,6 +165,7 @@ func innermost(w http.ResponseWriter) http.ResponseWriter {
 // io.Reader); the flags may be read from any goroutine. release gives the reservation back.
 type limitedBody struct {
 	r        io.Reader
+	limit    int64 // the upload limit, for MaxBytes
 	spool    *byteBudget
 	reserved int64 // bytes taken from spool
 	declared bool  // reserved holds the whole Content-Length: nothing more to take
@@ -168,6 +174,10 @@ type limitedBody struct {
 	timedOut atomic.Bool
 	full     atomic.Bool
 }
+
+// MaxBytes returns the upload limit; a JobService applies it to the uncompressed content of
+// a compressed upload (SubmitRequest.Body).
+func (b *limitedBody) MaxBytes() int64 { return b.limit }
 
 func (b *limitedBody) Read(p []byte) (int, error) {
 	// Reserve before reading, so the bytes that reach the spool were always accounted for.

@@ -21,7 +21,8 @@ import (
 var ErrNotFound = errors.New("not found")
 
 // ErrBadRequest is wrapped by JobService.SubmitJob errors that are the client's fault: an
-// unreadable or malformed chunk file, an empty file, a bad file name. The API answers 400 and
+// unreadable or malformed chunk file, an empty file, a bad file name. The API answers 400
+// (413 when it also wraps files.ErrTooLarge: a compressed file unpacks past the limit) and
 // shows the error's text to the client, so that text must say clearly what was wrong and must
 // not contain internals.
 var ErrBadRequest = errors.New("bad request")
@@ -60,7 +61,9 @@ type SubmitRequest struct {
 	Format string
 	// Body streams the file; read it only before SubmitJob returns, from one goroutine at a
 	// time. Reads fail with *http.MaxBytesError past the upload limit (413), and with an
-	// os.ErrDeadlineExceeded error when the client sends nothing for a minute (408).
+	// os.ErrDeadlineExceeded error when the client sends nothing for a minute (408). It has
+	// a method MaxBytes() int64 returning the upload limit, which a service applies to the
+	// file's uncompressed content too (pipeline.LoaderConfig.MaxDecompressedBytes).
 	Body io.Reader
 	// Force republishes a file that was submitted before instead of reporting the existing job.
 	Force bool
@@ -82,6 +85,9 @@ type SubmitResult struct {
 	Rejected int64 `json:"rejected"`
 	// Rejections lists the rejected items (bounded by the service).
 	Rejections []pipeline.ItemIssue `json:"rejections,omitempty"`
+	// RejectionsOmitted counts the rejected items Rejections leaves out. The API sets it
+	// (Rejected less the length of Rejections) before answering; a service need not.
+	RejectionsOmitted int64 `json:"rejections_omitted,omitempty"`
 	// Existing is true when the same file was submitted before and nothing was republished;
 	// the API then answers 200 instead of 202.
 	Existing bool `json:"existing"`

@@ -29,8 +29,10 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE / "examples"))
+sys.path.insert(0, str(HERE / "src"))  # the package itself, not the compatibility file
 
 import publish_nats  # noqa: E402  (importable without nats-py)
+import sluice_client  # noqa: E402
 from sluice_client import Client, JobFailed, SluiceError  # noqa: E402
 
 REPO = HERE.parent.parent
@@ -161,7 +163,10 @@ class RealServerTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.server = SluiceServer().start()
+        # No upload rate limit: wait() follows the event stream and returns as soon as a job
+        # ends, so these tests submit faster than the default 2 a second (burst 10) allows.
+        # RetryAfterTest covers the limit.
+        cls.server = SluiceServer(env={"SLUICE_API_RATE_LIMITS": "uploads=off"}).start()
         cls.client = Client(cls.server.base_url, token="", timeout=30)
 
     @classmethod
@@ -348,11 +353,13 @@ class RealServerTest(unittest.TestCase):
     def test_cli_progress_line_on_a_tty(self):
         master, slave = pty.openpty()
         try:
+            # The package's own entry point (test_cli_load runs the compatibility file).
             proc = subprocess.Popen(
-                [sys.executable, str(HERE / "sluice_client.py"), "load", "--url",
+                [sys.executable, "-m", "sluice_client", "load", "--url",
                  self.server.base_url, "--env", "test", str(PASS_C)],
                 stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL,
-                env={k: v for k, v in os.environ.items() if k != "SLUICE_TOKEN"})
+                env=dict({k: v for k, v in os.environ.items() if k != "SLUICE_TOKEN"},
+                         PYTHONPATH=str(HERE / "src")))
         finally:
             os.close(slave)
         tty_out = b""
@@ -370,6 +377,226 @@ class RealServerTest(unittest.TestCase):
         self.assertIn(b"\r\x1b[K", tty_out)
         self.assertRegex(tty_out.decode("utf-8", "replace"), r"completed 100% 400/400")
         self.assertIn(b"completed \xe2\x80\x94 400 total, 400 written", out)
+
+
+
+
+class WaitAndListingTest(unittest.TestCase):
+    """wait() and the listing calls against a `sluice serve` of their own, whose upload rate
+    limit is off (these tests submit more jobs than RealServerTest's token may in a burst)."""
+
+    server = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.server = SluiceServer(env={"SLUICE_API_RATE_LIMITS": "uploads=off"}).start()
+        cls.client = Client(cls.server.base_url, token="", timeout=30)
+
+    @classmethod
+    def tearDownClass(cls):
+        if cls.server is not None:
+            status = cls.server.stop()
+            if status != 0:
+                raise AssertionError(f"sluice serve exited with {status} after SIGTERM")
+
+    def test_rolled_back_job_ends_the_wait(self):
+        # wait() must return for a rolled_back job, and for the job of a rolled-back file
+        # submitted again, whatever state that is: it hung with timeout=None.
+        chunks = [{"chunk_id": f"rb_{i}", "content": f"rollback {i}"} for i in range(20)]
+        sub = self.client.submit_chunks(chunks, env="test", file_name="rb.jsonl")
+        self.client.wait(sub["job_id"], timeout=JOB_TIMEOUT)
+        rb = self.client.rollback_job(sub["job_id"])
+        self.assertEqual(rb["rollback"]["state"], "requested")
+        job = self.client.wait(sub["job_id"], timeout=JOB_TIMEOUT)
+        self.assertEqual(job["state"], "rolled_back")
+        self.assertEqual(job["rollback"]["state"], "done")
+        with self.assertRaises(urllib.error.HTTPError) as cm:
+            get_chunk(self.server.base_url, "rb_3", env="test")
+        self.assertEqual(cm.exception.code, 404)
+        again = self.client.submit_chunks(chunks, env="test", file_name="rb.jsonl")
+        job = self.client.wait(again["job_id"], timeout=JOB_TIMEOUT)
+        self.assertIn(job["state"], sluice_client.DONE_STATES)
+
+    def test_wait_reconnects_after_a_dropped_stream(self):
+        # A stream cut mid-wait (here by a proxy, after the stream's first event) is followed
+        # again with Last-Event-ID; wait() returns only once the job is completed.
+        port = int(self.server.base_url.rsplit(":", 1)[1])
+        for attempt, n in enumerate((20000, 60000, 120000)):
+            chunks = ({"chunk_id": f"drop{attempt}_{i}", "content": f"text {i}"} for i in range(n))
+            sub = self.client.submit_chunks(chunks, env="dev", file_name=f"drop{attempt}.jsonl")
+            with CuttingProxy(port) as proxy:
+                seen = []
+                job = Client(proxy.url, token="").wait(sub["job_id"], timeout=JOB_TIMEOUT,
+                                                       progress=seen.append)
+            self.assertEqual((job["state"], job["written"]), ("completed", n))
+            if proxy.first_event_done:
+                continue  # the job ended before the stream was cut: try a larger one
+            self.assertGreaterEqual(len(proxy.heads), 2, "no reconnect after the cut")
+            self.assertIn(b"\r\nlast-event-id: 1\r\n", proxy.heads[1].lower())
+            self.assertNotEqual(seen[0]["state"], "completed")
+            return
+        self.fail("every job ended before its event stream could be cut")
+
+    def test_listing_and_dead_letter_calls(self):
+        # The job-listing and dead-letter calls the CLI has (jobs ls; dlq ls, show, replay,
+        # delete, purge), against a real server and a real dead letter.
+        subs = [self.client.submit_chunks([{"chunk_id": f"ls{k}_{i}", "content": "x"}
+                                           for i in range(3)], env="test")
+                for k in range(3)]
+        for sub in subs:
+            self.client.wait(sub["job_id"], timeout=JOB_TIMEOUT)
+        ids = [j["job_id"] for j in self.client.iter_jobs(env="test", state="completed",
+                                                          page_size=1)]
+        for sub in subs:
+            self.assertIn(sub["job_id"], ids)
+        page = self.client.list_jobs(env="test", limit=1)
+        self.assertEqual(len(page["jobs"]), 1)
+        self.assertTrue(page.get("next_cursor"))
+        with self.assertRaises(SluiceError) as cm:
+            self.client.list_jobs(state="nonsense")
+        self.assertEqual(cm.exception.status, 400)
+
+        nats_publish(self.server, "sluice.v1.chunks.dev",
+                     b'{"chunk_id":"pybroken","content":""}')
+        deadline = time.monotonic() + JOB_TIMEOUT
+        entry = None
+        while entry is None and time.monotonic() < deadline:
+            for e in self.client.iter_dead_letters(error_class="validation", page_size=1):
+                if e.get("payload_json", {}).get("chunk_id") == "pybroken":
+                    entry = e
+            time.sleep(0.1)
+        self.assertIsNotNone(entry, "no dead letter for the broken chunk")
+        got = self.client.get_dead_letter(entry["id"])
+        self.assertEqual(got["error"]["class"], "validation")
+        dry = self.client.replay_dead_letters(ids=[entry["id"]], dry_run=True)
+        self.assertTrue(dry["dry_run"])
+        self.assertEqual([r["id"] for r in dry["replayed"]], [entry["id"]])
+        self.assertEqual(self.client.get_dead_letter(entry["id"]).get("replays", 0),
+                         got.get("replays", 0))
+        self.assertIsNone(self.client.delete_dead_letter(entry["id"]))
+        with self.assertRaises(SluiceError) as cm:
+            self.client.get_dead_letter(entry["id"])
+        self.assertEqual(cm.exception.status, 404)
+        self.assertEqual(self.client.purge_dead_letters(job="no-such-job"), 0)
+
+
+def nats_publish(server, subject, payload):
+    """Publishes one message to the embedded broker of a sluice serve, with the NATS text
+    protocol (nats-py is not installed here)."""
+    data = os.path.join(server.dir, "data")
+    url = Path(data, "nats.url").read_text().strip()
+    password = Path(data, "nats.password").read_text().strip()
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        f = s.makefile("rb")
+        if not f.readline().startswith(b"INFO "):
+            raise RuntimeError("not a NATS server")
+        connect = {"user": "sluice", "pass": password, "verbose": False, "pedantic": False}
+        s.sendall(b"CONNECT " + json.dumps(connect).encode() + b"\r\n"
+                  + f"PUB {subject} {len(payload)}\r\n".encode() + payload + b"\r\nPING\r\n")
+        while True:
+            line = f.readline()
+            if not line or line.startswith(b"-ERR"):
+                raise RuntimeError(f"NATS: {line!r}")
+            if line.startswith(b"PONG"):
+                return
+
+
+class CuttingProxy:
+    """A TCP proxy to a local server that cuts the first job event stream right after its
+    first event, as a restarting pod or an ingress timeout would. heads holds the request
+    heads of every event stream; first_event_done says the cut stream's event was "done"."""
+
+    def __init__(self, upstream_port):
+        self.upstream_port = upstream_port
+        self.heads = []
+        self.first_event_done = False
+        self._cut = False
+        self._lock = threading.Lock()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._open = []
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._sock.close()
+        for c in self._open:
+            try:
+                c.close()
+            except OSError:
+                pass
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client):
+        up = socket.create_connection(("127.0.0.1", self.upstream_port))
+        self._open += [client, up]
+        head = b""
+        while b"\r\n\r\n" not in head:
+            part = client.recv(65536)
+            if not part:
+                client.close()
+                up.close()
+                return
+            head += part
+        cut = False
+        if b"/events" in head.split(b"\r\n", 1)[0]:
+            with self._lock:
+                self.heads.append(head)
+                cut, self._cut = not self._cut, True
+        up.sendall(head)
+        threading.Thread(target=self._pump, args=(client, up), daemon=True).start()
+        sent = b""
+        while True:
+            try:
+                data = up.recv(65536)
+            except OSError:
+                data = b""
+            if not data:
+                break
+            sent += data
+            body = sent.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in sent else b""
+            if cut and b"\n\n" in body:
+                end = len(sent) - len(body) + body.index(b"\n\n") + 2
+                client.sendall(data[:len(data) - (len(sent) - end)])
+                self.first_event_done = b"event: done" in body
+                break
+            try:
+                client.sendall(data)
+            except OSError:
+                break
+        for c in (client, up):
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            c.close()
+
+    @staticmethod
+    def _pump(src, dst):
+        while True:
+            try:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+            except OSError:
+                break
 
 
 READ_TOKEN = "read-only-token-0123456789abcdef"
@@ -515,12 +742,42 @@ class FakeHandler(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         fake = self.server.fake
         fake.requests.append((self.command, self.path, dict(self.headers), b""))
+        if self.path.split("?")[0].endswith("/events"):
+            self.events()
+            return
         self.answer(*fake.next_answer())
+
+    def do_DELETE(self):
+        self.do_GET()
+
+    def events(self):
+        """A job event stream from fake.streams (one script per connection, the last one
+        repeated), or 501 when the fake has none, like a server that cannot follow jobs."""
+        fake = self.server.fake
+        if not fake.streams:
+            self.answer(501, {"status": 501, "detail": "This server cannot follow jobs."},
+                        "application/problem+json")
+            return
+        script = fake.streams.pop(0) if len(fake.streams) > 1 else fake.streams[0]
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.close_connection = True
+        for step in script:
+            if isinstance(step, (int, float)):
+                time.sleep(step)  # a stalled stream
+                continue
+            ident, event, job = step
+            self.wfile.write(f"id: {ident}\nevent: {event}\ndata: {json.dumps(job)}\n\n"
+                             .encode())
+            self.wfile.flush()
 
 
 class FakeServer:
-    def __init__(self, answers):
+    def __init__(self, answers, streams=None):
         self.answers = list(answers)
+        self.streams = list(streams or [])
         self.requests = []
         self.first_bytes = threading.Event()
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), FakeHandler)
@@ -708,6 +965,97 @@ class FakeServerTest(unittest.TestCase):
                 Client(fake.url, token="").wait("jfake", timeout=0.2, poll_interval=0.01)
         self.assertIn("last state: running", str(cm.exception))
         self.assertGreaterEqual(len(fake.requests), 1)
+
+    def test_wait_follows_the_event_stream_and_reconnects(self):
+        # wait() polled every half second and never used the event stream; it now follows
+        # GET /v1/jobs/{id}/events, and a stream that drops (a restart, an ingress timeout)
+        # or stalls is followed again with Last-Event-ID instead of ending the wait.
+        running = fake_job("running", written=1)[1]
+        done = fake_job("completed", written=3)[1]
+        cases = [
+            {"name": "dropped after one event", "streams": [[(7, "progress", running)],
+                                                             [(1, "done", done)]]},
+            {"name": "stalled after one event", "streams": [[(7, "progress", running), 3.0],
+                                                             [(1, "done", done)]]},
+            {"name": "dropped before any event", "streams": [[], [(1, "done", done)]]},
+        ]
+        for case in cases:
+            with self.subTest(case["name"]), \
+                    FakeServer([fake_job("running", written=1), fake_job("completed", written=3)],
+                               streams=case["streams"]) as fake:
+                seen = []
+                job = Client(fake.url, token="", timeout=0.5).wait(
+                    "jfake", timeout=20, poll_interval=0.01, progress=seen.append)
+                self.assertEqual(job["state"], "completed")
+                streams = [r for r in fake.requests if r[1].endswith("/events")]
+                self.assertEqual(len(streams), 2, fake.requests)
+                self.assertEqual(streams[0][2].get("Accept"), "text/event-stream")
+                want_id = None if case["name"].endswith("before any event") else "7"
+                self.assertEqual(streams[1][2].get("Last-Event-ID"), want_id)
+                self.assertEqual(seen[-1]["state"], "completed")
+                # After the drop the job is read once (its end may have gone by unseen), and
+                # once more at the end for its rejection list.
+                self.assertEqual(sum(1 for r in fake.requests if r[1] == "/v1/jobs/jfake"), 2)
+
+    def test_wait_returns_at_every_final_state(self):
+        # A rolled_back job (and any state the server calls done) ends the wait: resubmitting
+        # a rolled-back file with timeout=None must not hang.
+        for state in ("completed", "completed_with_errors", "rolled_back", "failed",
+                      "a_state_from_a_newer_server"):
+            with self.subTest(state), \
+                    FakeServer([fake_job(state)], streams=[[(1, "done", fake_job(state)[1])]]) as fake:
+                job = Client(fake.url, token="").wait("jfake", timeout=None,
+                                                      raise_on_errors=False)
+                self.assertEqual(job["state"], state)
+        # Polling (a server without the stream) knows the final states by name.
+        with FakeServer([fake_job("running"), fake_job("rolled_back")]) as fake:
+            job = Client(fake.url, token="").wait("jfake", timeout=None, poll_interval=0.01)
+            self.assertEqual(job["state"], "rolled_back")
+        # A rollback still pending is not the end, even in a final state.
+        pending = fake_job("completed", rollback={"state": "requested", "requested_at": "t",
+                                                  "deleted": 0})
+        with FakeServer([pending, fake_job("rolled_back")]) as fake:
+            job = Client(fake.url, token="").wait("jfake", timeout=None, poll_interval=0.01)
+            self.assertEqual(job["state"], "rolled_back")
+
+    def test_wait_on_a_stream_times_out(self):
+        running = fake_job("running")[1]
+        with FakeServer([fake_job("running")], streams=[[(1, "progress", running), 5.0]]) as fake:
+            start = time.monotonic()
+            with self.assertRaises(TimeoutError) as cm:
+                Client(fake.url, token="").wait("jfake", timeout=0.5)
+            self.assertLess(time.monotonic() - start, 4.0)
+        self.assertIn("last state: running", str(cm.exception))
+
+    def test_wait_gives_up_when_the_server_stays_away(self):
+        # timeout=None never means forever against a server that is gone.
+        port = free_port()
+        start = time.monotonic()
+        with self.assertRaises(SluiceError) as cm:
+            Client(f"http://127.0.0.1:{port}", token="").wait("jfake", poll_interval=0.01)
+        self.assertIsNone(cm.exception.status)
+        self.assertLess(time.monotonic() - start, 10)
+
+    def test_dead_letter_and_job_listing_calls(self):
+        page = {"entries": [{"id": "d1"}], "next_cursor": "c2"}
+        last = {"entries": [{"id": "d2"}], "next_cursor": None}
+        with FakeServer([(200, page), (200, last)]) as fake:
+            got = [e["id"] for e in Client(fake.url, token="").iter_dead_letters(
+                job="j1", error_class="validation", page_size=1)]
+        self.assertEqual(got, ["d1", "d2"])
+        self.assertEqual(fake.requests[0][1], "/v1/dlq?job=j1&error_class=validation&limit=1")
+        self.assertEqual(fake.requests[1][1],
+                         "/v1/dlq?job=j1&error_class=validation&limit=1&cursor=c2")
+        with FakeServer([(204, b"", "text/plain")]) as fake:
+            self.assertIsNone(Client(fake.url, token="").delete_dead_letter("d/1"))
+        self.assertEqual(fake.requests[0][:2], ("DELETE", "/v1/dlq/d%2F1"))
+        c = Client("http://127.0.0.1:1", token="")
+        with self.assertRaises(ValueError):
+            c.replay_dead_letters()
+        with self.assertRaises(ValueError):
+            c.replay_dead_letters(ids=["a"], job="j")
+        with self.assertRaises(ValueError):
+            c.purge_dead_letters()
 
     def test_base_url_path_prefix(self):
         with FakeServer([fake_job("completed")]) as fake:
