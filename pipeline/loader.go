@@ -120,7 +120,7 @@ const DefaultMaxGraphMessageBytes = 256 << 10
 // item. Safe for concurrent use.
 type Loader struct {
 	cfg LoaderConfig
-	mem *memBudget // of the uploads spooled in memory
+	mem *ByteBudget // of the uploads spooled in memory
 }
 
 // NewLoader checks cfg and returns a Loader.
@@ -162,7 +162,7 @@ func NewLoader(cfg LoaderConfig) (*Loader, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &Loader{cfg: cfg, mem: &memBudget{max: cfg.MemSpoolTotal}}, nil
+	return &Loader{cfg: cfg, mem: NewByteBudget(cfg.MemSpoolTotal)}, nil
 }
 
 // LoadRequest is one file to load as one job. Set Path or Body.

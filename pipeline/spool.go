@@ -26,14 +26,20 @@ const (
 // memGrow is the step in which an in-memory spool reserves from the total budget.
 const memGrow = 32 << 10
 
-// memBudget is a counting semaphore of bytes that never waits: a taker that would pass max
-// gets false and nothing. Safe for concurrent use.
-type memBudget struct {
+// ByteBudget is a counting semaphore of bytes that never waits: a taker that would pass its
+// maximum gets false and nothing. The loader bounds the uploads it holds in memory with one,
+// the API the bytes of the uploads it receives at once. Safe for concurrent use.
+type ByteBudget struct {
 	max  int64
 	used atomic.Int64
 }
 
-func (b *memBudget) take(n int64) bool {
+// NewByteBudget returns a budget of max bytes.
+func NewByteBudget(max int64) *ByteBudget { return &ByteBudget{max: max} }
+
+// TryTake reserves n bytes, or returns false (reserving nothing) when that would pass the
+// maximum.
+func (b *ByteBudget) TryTake(n int64) bool {
 	for {
 		u := b.used.Load()
 		if u+n > b.max {
@@ -45,7 +51,14 @@ func (b *memBudget) take(n int64) bool {
 	}
 }
 
-func (b *memBudget) give(n int64) { b.used.Add(-n) }
+// Give returns n bytes taken before.
+func (b *ByteBudget) Give(n int64) { b.used.Add(-n) }
+
+// Used returns the bytes reserved now.
+func (b *ByteBudget) Used() int64 { return b.used.Load() }
+
+// Max returns the budget's maximum.
+func (b *ByteBudget) Max() int64 { return b.max }
 
 // spooled is an upload held while it is hashed and published: in memory (mem) when it was
 // small enough, else in a file (path). release frees either.
@@ -54,7 +67,7 @@ type spooled struct {
 	inMem    bool
 	path     string
 	temp     bool // path is a spool file of ours, removed by release
-	budget   *memBudget
+	budget   *ByteBudget
 	reserved int64 // bytes of budget held for mem
 }
 
@@ -85,7 +98,7 @@ func (s *spooled) release() {
 		s.temp = false
 	}
 	if s.reserved > 0 {
-		s.budget.give(s.reserved)
+		s.budget.Give(s.reserved)
 		s.reserved = 0
 	}
 	s.mem = nil
@@ -115,7 +128,7 @@ func (l *Loader) spool(body io.Reader) (*spooled, []byte, error) {
 				body = io.MultiReader(bytes.NewReader(one[:n]), body)
 				break // larger than MemSpoolBytes: go on in a file
 			}
-			if !l.mem.take(grow) {
+			if !l.mem.TryTake(grow) {
 				break // the budget is spent: go on in a file
 			}
 			s.reserved += grow
@@ -156,7 +169,7 @@ func (s *spooled) toFile(dir string, body io.Reader) error {
 		return fmt.Errorf("spool upload: %w", err)
 	}
 	if s.reserved > 0 {
-		s.budget.give(s.reserved)
+		s.budget.Give(s.reserved)
 		s.reserved = 0
 	}
 	s.mem = nil

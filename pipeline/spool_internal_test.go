@@ -13,7 +13,7 @@ import (
 // spoolLoader is a Loader with only what spool uses.
 func spoolLoader(t *testing.T, perUpload, total int64) *Loader {
 	t.Helper()
-	return &Loader{cfg: LoaderConfig{SpoolDir: t.TempDir(), MemSpoolBytes: perUpload, MemSpoolTotal: total}, mem: &memBudget{max: total}}
+	return &Loader{cfg: LoaderConfig{SpoolDir: t.TempDir(), MemSpoolBytes: perUpload, MemSpoolTotal: total}, mem: NewByteBudget(total)}
 }
 
 // spoolFiles counts the files in l's spool directory.
@@ -75,12 +75,12 @@ func TestSpoolInMemoryUpToTheLimit(t *testing.T) {
 		if size, err := s.size(); err != nil || size != int64(n) {
 			t.Errorf("%d bytes: size %d, %v", n, size, err)
 		}
-		if used := l.mem.used.Load(); inMem && used < int64(n) || !inMem && used != 0 {
+		if used := l.mem.Used(); inMem && used < int64(n) || !inMem && used != 0 {
 			t.Errorf("%d bytes: %d bytes of budget held before release", n, used)
 		}
 		s.release()
 		s.release()
-		if used := l.mem.used.Load(); used != 0 || spoolFiles(t, l) != 0 {
+		if used := l.mem.Used(); used != 0 || spoolFiles(t, l) != 0 {
 			t.Errorf("%d bytes: after release %d bytes of budget held, %d spool files", n, used, spoolFiles(t, l))
 		}
 	}
@@ -102,7 +102,7 @@ func TestSpoolBudget(t *testing.T) {
 	if b.inMem || !bytes.Equal(readAll(t, b), want) {
 		t.Fatalf("second upload with the budget spent: in memory %v (want a file with the whole upload)", b.inMem)
 	}
-	if used := l.mem.used.Load(); used != 64<<10 {
+	if used := l.mem.Used(); used != 64<<10 {
 		t.Errorf("budget held = %d, want the first upload's 64 KiB", used)
 	}
 	a.release()
@@ -146,7 +146,7 @@ func TestSpoolReadFailure(t *testing.T) {
 		if !errors.Is(err, ErrBadInput) || !errors.Is(err, boom) || s != nil {
 			t.Fatalf("%d bytes then an error: %v, %v", n, s, err)
 		}
-		if used := l.mem.used.Load(); used != 0 || spoolFiles(t, l) != 0 {
+		if used := l.mem.Used(); used != 0 || spoolFiles(t, l) != 0 {
 			t.Errorf("%d bytes then an error: %d bytes of budget held, %d spool files", n, used, spoolFiles(t, l))
 		}
 	}
@@ -168,7 +168,7 @@ func TestSpoolBudgetConcurrent(t *testing.T) {
 				return
 			}
 			mu.Lock()
-			peak = max(peak, l.mem.used.Load())
+			peak = max(peak, l.mem.Used())
 			mu.Unlock()
 			if !bytes.Equal(readAll(t, s), want) {
 				t.Errorf("upload %d read back differs", i)
@@ -177,7 +177,7 @@ func TestSpoolBudgetConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	if peak > total || l.mem.used.Load() != 0 || spoolFiles(t, l) != 0 {
-		t.Fatalf("peak %d of %d, held at the end %d, spool files %d", peak, total, l.mem.used.Load(), spoolFiles(t, l))
+	if peak > total || l.mem.Used() != 0 || spoolFiles(t, l) != 0 {
+		t.Fatalf("peak %d of %d, held at the end %d, spool files %d", peak, total, l.mem.Used(), spoolFiles(t, l))
 	}
 }

@@ -9,7 +9,7 @@ func SetBodyIdleTimeout(s *Server, d time.Duration) { s.bodyIdleTimeout = d }
 func (s *Server) Patterns() []string { return s.patterns }
 
 // SpoolUsed is how many upload bytes are reserved in the spool budget.
-func SpoolUsed(s *Server) int64 { return s.spool.used.Load() }
+func SpoolUsed(s *Server) int64 { return s.spool.Used() }
 
 // OpenFeeds is how many change feeds principal holds open (its per-token feed slots taken).
 func OpenFeeds(s *Server, principal string) int {

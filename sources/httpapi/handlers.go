@@ -14,6 +14,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/sources/files"
 )
 
@@ -80,7 +81,7 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 	defer body.release()
 	if r.ContentLength > 0 {
 		// A declared size is reserved whole, so a full spool answers before any byte is read.
-		if !s.spool.tryTake(r.ContentLength) {
+		if !s.spool.TryTake(r.ContentLength) {
 			s.spoolFull(w, r)
 			return
 		}
@@ -134,7 +135,7 @@ const retryBusy = 1
 func (s *Server) spoolFull(w http.ResponseWriter, r *http.Request) {
 	s.metrics.rejected.WithLabelValues("spool").Inc()
 	s.tooBusy(w, r, http.StatusServiceUnavailable, retrySpoolFull*time.Second,
-		fmt.Sprintf("The server is receiving as many upload bytes as it spools at once (%d); retry later.", s.spool.max))
+		fmt.Sprintf("The server is receiving as many upload bytes as it spools at once (%d); retry later.", s.spool.Max()))
 }
 
 func containsControl(s string) bool {
@@ -166,7 +167,7 @@ func innermost(w http.ResponseWriter) http.ResponseWriter {
 type limitedBody struct {
 	r        io.Reader
 	limit    int64 // the upload limit, for MaxBytes
-	spool    *byteBudget
+	spool    *pipeline.ByteBudget
 	reserved int64 // bytes taken from spool
 	declared bool  // reserved holds the whole Content-Length: nothing more to take
 	read     int64
@@ -182,7 +183,7 @@ func (b *limitedBody) MaxBytes() int64 { return b.limit }
 func (b *limitedBody) Read(p []byte) (int, error) {
 	// Reserve before reading, so the bytes that reach the spool were always accounted for.
 	if need := b.read + int64(len(p)) - b.reserved; need > 0 && !b.declared {
-		if !b.spool.tryTake(need) {
+		if !b.spool.TryTake(need) {
 			b.full.Store(true)
 			return 0, fmt.Errorf("read upload: %w", errSpoolFull)
 		}
@@ -204,7 +205,7 @@ func (b *limitedBody) Read(p []byte) (int, error) {
 
 // release gives back every byte reserved; call once, after the service returned (the spool
 // file is gone by then).
-func (b *limitedBody) release() { b.spool.give(b.reserved) }
+func (b *limitedBody) release() { b.spool.Give(b.reserved) }
 
 // getJob handles GET /v1/jobs/{id}.
 func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {

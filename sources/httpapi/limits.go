@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -262,28 +261,6 @@ func (s *Server) tooBusy(w http.ResponseWriter, r *http.Request, status int, aft
 	w.Header().Set("Retry-After", retryAfter(after))
 	s.problem(w, r, status, detail)
 }
-
-// byteBudget is a counting semaphore of bytes that never waits: takers fail when it is full.
-// Safe for concurrent use.
-type byteBudget struct {
-	max  int64
-	used atomic.Int64
-}
-
-// tryTake reserves n bytes, or returns false (reserving nothing) when that would pass max.
-func (b *byteBudget) tryTake(n int64) bool {
-	for {
-		u := b.used.Load()
-		if u+n > b.max {
-			return false
-		}
-		if b.used.CompareAndSwap(u, u+n) {
-			return true
-		}
-	}
-}
-
-func (b *byteBudget) give(n int64) { b.used.Add(-n) }
 
 // errSpoolFull is what an upload's body read returns when the spool budget is exhausted.
 var errSpoolFull = errors.New("upload spool is full")
