@@ -144,11 +144,11 @@ type downGraph struct {
 
 var errGraphRestarting = errors.New("injected: graph store restarting")
 
-func (g *downGraph) ApplyBatch(ctx context.Context, b graph.Batch, msgID string) (graph.Result, error) {
+func (g *downGraph) ApplyBatch(ctx context.Context, env string, b graph.Batch, msgID string) (graph.Result, error) {
 	if g.down.Load() {
 		return graph.Result{}, errGraphRestarting
 	}
-	return g.SQLite.ApplyBatch(ctx, b, msgID)
+	return g.SQLite.ApplyBatch(ctx, env, b, msgID)
 }
 
 func (g *downGraph) Ping(ctx context.Context) error {
@@ -181,7 +181,7 @@ func TestBreakerHoldsTheGraphLineThroughAStoreOutage(t *testing.T) {
 	if err != nil || job.State != pipeline.JobCompleted || job.DeadLettered != 0 {
 		t.Fatalf("job after the graph store came back = %+v, %v", job, err)
 	}
-	st, err := g.Stats(ctx)
+	st, err := g.Stats(ctx, graph.DefaultEnv)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -138,7 +138,7 @@ func projectGroup(g GraphApplier) func(ctx context.Context, bs []graph.MarkedBat
 	return func(ctx context.Context, bs []graph.MarkedBatch) []graph.BatchResult {
 		res := make([]graph.BatchResult, len(bs))
 		for i, b := range bs {
-			res[i].Result, res[i].Err = g.ApplyBatch(ctx, b.Batch, b.MsgID)
+			res[i].Result, res[i].Err = g.ApplyBatch(ctx, b.Env, b.Batch, b.MsgID)
 		}
 		return res
 	}

@@ -16,6 +16,7 @@ import (
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/sign"
+	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/graph"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
@@ -51,6 +52,12 @@ type CommandWorkerConfig struct {
 	// skips the projection. A GraphBatchApplier (graph.Store is one) gets the projections of
 	// commands handed over at once in one transaction.
 	Graph GraphApplier
+	// GraphEnv is the graph (dev, test or prod) the projections go to. Requirements and
+	// feature requests are not kept per env (one store, one command stream), so they are
+	// projected into one env's graph, the one the requirement nodes are read from.
+	// Optional; "" means graph.DefaultEnv (dev), where every projection made before graphs
+	// were kept per env was migrated. Another value is refused by Validate.
+	GraphEnv string
 	// Validator decodes commands. Optional; nil compiles the embedded schemas.
 	Validator *requirements.Validator
 	// Retry spaces redeliveries of transiently failed commands.
@@ -75,6 +82,9 @@ func (c CommandWorkerConfig) Validate() error {
 	}
 	if c.Key == nil {
 		errs = append(errs, errors.New("command worker: Key is required (commands are verified)"))
+	}
+	if c.GraphEnv != "" && !schemas.ValidEnv(c.GraphEnv) {
+		errs = append(errs, fmt.Errorf("command worker: GraphEnv %q is not dev, test or prod", c.GraphEnv))
 	}
 	return errors.Join(errs...)
 }
@@ -119,6 +129,9 @@ func NewCommandWorker(cfg CommandWorkerConfig) (*CommandWorker, error) {
 	}
 	if cfg.DrainTimeout <= 0 {
 		cfg.DrainTimeout = 30 * time.Second
+	}
+	if cfg.GraphEnv == "" {
+		cfg.GraphEnv = graph.DefaultEnv
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -234,7 +247,7 @@ func (w *CommandWorker) handle(msg *message.Message) error {
 	}
 	if w.projects != nil {
 		if b := requirements.Project(out); len(b.Nodes)+len(b.Edges) > 0 {
-			pr, err := w.projects.Submit(ctx, graph.MarkedBatch{Batch: b, MsgID: graphMarker(cmd.CommandID)})
+			pr, err := w.projects.Submit(ctx, graph.MarkedBatch{Env: w.cfg.GraphEnv, Batch: b, MsgID: graphMarker(cmd.CommandID)})
 			if err == nil {
 				err = pr.Err
 			}

@@ -280,7 +280,7 @@ func BenchmarkFeatureSubmissions(b *testing.B) {
 			b.Fatalf("%s: %+v, %v; want stored at version 1", id, f, err)
 		}
 		// The compat route answers after the outcome, which is published after the projection.
-		if n, err := a.graph.GetNode(ctx, requirements.FeatureNodeID(id)); err != nil || n.Version != 1 {
+		if n, err := a.graph.GetNode(ctx, "dev", requirements.FeatureNodeID(id)); err != nil || n.Version != 1 {
 			b.Fatalf("%s in the graph: %+v, %v; want projected once", id, n, err)
 		}
 	}

@@ -16,6 +16,8 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/sign"
+	"github.com/sluice-dev/sluice/schemas"
+	"github.com/sluice-dev/sluice/sinks/graph"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
@@ -34,6 +36,10 @@ type CommandClientConfig struct {
 	Key *sign.Key
 	// Graph receives the projection of imported records. Optional; nil skips it.
 	Graph GraphApplier
+	// GraphEnv is the graph imported records are projected into, as
+	// CommandWorkerConfig.GraphEnv (give both the same value). Optional; "" means
+	// graph.DefaultEnv (dev); another value than dev, test or prod is refused.
+	GraphEnv string
 	// Validator checks commands before they are published. Optional; nil compiles the
 	// embedded schemas.
 	Validator *requirements.Validator
@@ -79,11 +85,17 @@ func NewCommandClient(cfg CommandClientConfig) (*CommandClient, error) {
 	if cfg.Key == nil {
 		errs = append(errs, errors.New("command client: Key is required (commands are signed)"))
 	}
+	if cfg.GraphEnv != "" && !schemas.ValidEnv(cfg.GraphEnv) {
+		errs = append(errs, fmt.Errorf("command client: GraphEnv %q is not dev, test or prod", cfg.GraphEnv))
+	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.GraphEnv == "" {
+		cfg.GraphEnv = graph.DefaultEnv
 	}
 	v := cfg.Validator
 	if v == nil {
@@ -322,7 +334,7 @@ func (c *CommandClient) Import(ctx context.Context, files []requirements.LegacyF
 			return rep, fmt.Errorf("project imported version %d: %w", id, err)
 		}
 		b := requirements.Project(requirements.Outcome{Type: requirements.TypeSubmitRequirements, Applied: true, Version: &v})
-		if _, err := c.cfg.Graph.ApplyBatch(ctx, b, "import:version:"+strconv.FormatInt(id, 10)); err != nil {
+		if _, err := c.cfg.Graph.ApplyBatch(ctx, c.cfg.GraphEnv, b, "import:version:"+strconv.FormatInt(id, 10)); err != nil {
 			return rep, fmt.Errorf("project imported version %d: %w", id, err)
 		}
 	}
@@ -332,7 +344,7 @@ func (c *CommandClient) Import(ctx context.Context, files []requirements.LegacyF
 			return rep, fmt.Errorf("project imported feature request %s: %w", id, err)
 		}
 		b := requirements.Project(requirements.Outcome{Type: requirements.TypeSubmitFeatureRequest, Applied: true, Feature: &f})
-		if _, err := c.cfg.Graph.ApplyBatch(ctx, b, "import:feature:"+id); err != nil {
+		if _, err := c.cfg.Graph.ApplyBatch(ctx, c.cfg.GraphEnv, b, "import:feature:"+id); err != nil {
 			return rep, fmt.Errorf("project imported feature request %s: %w", id, err)
 		}
 	}

@@ -3,7 +3,9 @@ package pipeline_test
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -134,7 +136,7 @@ func (ce *cmdEnv) awaitProjected(t *testing.T, cmds []requirements.Command) {
 		if err != nil || !ok || !out.Applied {
 			t.Fatalf("outcome of %s: %+v, %v, %v", c.CommandID, out, ok, err)
 		}
-		n, err := ce.graph.GetNode(ctx, requirements.FeatureNodeID(c.SubmitFeatureRequest.RequestID))
+		n, err := ce.graph.GetNode(ctx, graph.DefaultEnv, requirements.FeatureNodeID(c.SubmitFeatureRequest.RequestID))
 		if err != nil || n.Version != 1 {
 			t.Errorf("graph node of %s: %+v, %v; want version 1 (projected once)", c.CommandID, n, err)
 		}
@@ -284,4 +286,54 @@ func TestCommandsStoppedMidGraphGroup(t *testing.T) {
 	if committed != len(cmds) {
 		t.Errorf("%d projections committed in all, want %d (each command once)", committed, len(cmds))
 	}
+}
+
+// The command worker projects into one env's graph (issue 13: graphs are kept per env, and
+// requirements are not): dev by default, GraphEnv when set; other envs never see the
+// projection. A GraphEnv that is not dev, test or prod is refused at construction.
+func TestCommandProjectionEnv(t *testing.T) {
+	ctx := context.Background()
+	t.Run("default dev", func(t *testing.T) {
+		ce := newCmdEnv(t)
+		ce.startCommandWorker(t, pipeline.CommandWorkerConfig{})
+		if out := ce.run(t, featureCmd("FR-7100000000001")); !out.Applied {
+			t.Fatalf("outcome %+v", out)
+		}
+		id := requirements.FeatureNodeID("FR-7100000000001")
+		if _, err := ce.graph.GetNode(ctx, "dev", id); err != nil {
+			t.Errorf("dev: %v; want the projection", err)
+		}
+		for _, env := range []string{"test", "prod"} {
+			if _, err := ce.graph.GetNode(ctx, env, id); !errors.Is(err, graph.ErrNotFound) {
+				t.Errorf("%s: %v; want ErrNotFound", env, err)
+			}
+		}
+	})
+	t.Run("configured prod", func(t *testing.T) {
+		ce := newCmdEnv(t)
+		ce.startCommandWorker(t, pipeline.CommandWorkerConfig{GraphEnv: "prod"})
+		if out := ce.run(t, featureCmd("FR-7100000000002")); !out.Applied {
+			t.Fatalf("outcome %+v", out)
+		}
+		id := requirements.FeatureNodeID("FR-7100000000002")
+		if n, err := ce.graph.GetNode(ctx, "prod", id); err != nil || n.Version != 1 {
+			t.Errorf("prod: %+v, %v; want the projection", n, err)
+		}
+		for _, env := range []string{"dev", "test"} {
+			if _, err := ce.graph.GetNode(ctx, env, id); !errors.Is(err, graph.ErrNotFound) {
+				t.Errorf("%s: %v; want ErrNotFound", env, err)
+			}
+		}
+	})
+	t.Run("invalid", func(t *testing.T) {
+		ce := newCmdEnv(t)
+		_, err := pipeline.NewCommandWorker(pipeline.CommandWorkerConfig{JS: ce.js, Streams: ce.cs, Store: ce.store, Key: testKey(t), Graph: ce.graph, GraphEnv: "staging"})
+		if err == nil || !strings.Contains(err.Error(), "GraphEnv") {
+			t.Errorf("NewCommandWorker with GraphEnv staging: %v; want refused", err)
+		}
+		_, err = pipeline.NewCommandClient(pipeline.CommandClientConfig{JS: ce.js, Streams: ce.cs, Store: ce.store, Key: testKey(t), Graph: ce.graph, GraphEnv: "Prod"})
+		if err == nil || !strings.Contains(err.Error(), "GraphEnv") {
+			t.Errorf("NewCommandClient with GraphEnv Prod: %v; want refused", err)
+		}
+	})
 }

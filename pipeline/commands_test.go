@@ -229,7 +229,7 @@ func TestCommandsThroughPipeline(t *testing.T) {
 				t.Fatalf("stored %s v%d, want %s v%d", f.Status, f.Version, st.status, st.version)
 			}
 			// The graph holds the request as it is now.
-			n, err := ce.graph.GetNode(ctx, requirements.FeatureNodeID(f.RequestID))
+			n, err := ce.graph.GetNode(ctx, graph.DefaultEnv, requirements.FeatureNodeID(f.RequestID))
 			if err != nil || n.Properties["status"] != string(f.Status) {
 				t.Fatalf("graph node %+v, %v; want status %s", n, err, f.Status)
 			}
@@ -243,15 +243,15 @@ func TestCommandsThroughPipeline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ce.graph.GetNode(ctx, requirements.VersionNodeID(v.VersionID)); err != nil {
+	if _, err := ce.graph.GetNode(ctx, graph.DefaultEnv, requirements.VersionNodeID(v.VersionID)); err != nil {
 		t.Errorf("version node: %v", err)
 	}
 	item := requirements.RequirementNodeID(v.VersionID, "DR-002")
-	if _, err := ce.graph.GetEdge(ctx, graph.EdgeID(item, graph.EdgeDependsOn, requirements.RequirementNodeID(v.VersionID, "DR-001"))); err != nil {
+	if _, err := ce.graph.GetEdge(ctx, graph.DefaultEnv, graph.EdgeID(item, graph.EdgeDependsOn, requirements.RequirementNodeID(v.VersionID, "DR-001"))); err != nil {
 		t.Errorf("depends_on edge: %v", err)
 	}
 	for _, dec := range []string{"decision:" + a + ":2", "decision:" + b + ":2"} {
-		if n, err := ce.graph.GetNode(ctx, dec); err != nil || n.Type != graph.TypeDecision {
+		if n, err := ce.graph.GetNode(ctx, graph.DefaultEnv, dec); err != nil || n.Type != graph.TypeDecision {
 			t.Errorf("decision node %s: %+v, %v", dec, n, err)
 		}
 	}
@@ -341,7 +341,7 @@ type flakyGraph struct {
 
 var errGraphDown = errors.New("injected: graph store unavailable")
 
-func (g *flakyGraph) ApplyBatch(ctx context.Context, b graph.Batch, msgID string) (graph.Result, error) {
+func (g *flakyGraph) ApplyBatch(ctx context.Context, env string, b graph.Batch, msgID string) (graph.Result, error) {
 	g.mu.Lock()
 	g.calls[msgID]++
 	if g.fail[msgID] > 0 {
@@ -350,7 +350,7 @@ func (g *flakyGraph) ApplyBatch(ctx context.Context, b graph.Batch, msgID string
 		return graph.Result{}, errGraphDown
 	}
 	g.mu.Unlock()
-	return g.GraphApplier.ApplyBatch(ctx, b, msgID)
+	return g.GraphApplier.ApplyBatch(ctx, env, b, msgID)
 }
 
 // A command whose graph write fails after its document write is redelivered; the redelivery
@@ -386,11 +386,11 @@ func TestCommandsRedeliveryCompletesGraph(t *testing.T) {
 	if err != nil || len(audit) != 2 {
 		t.Fatalf("audit %v, %v; want 2 entries", audit, err)
 	}
-	n, err := ce.graph.GetNode(ctx, requirements.FeatureNodeID(id))
+	n, err := ce.graph.GetNode(ctx, graph.DefaultEnv, requirements.FeatureNodeID(id))
 	if err != nil || n.Properties["status"] != "approved" || n.Version != 2 {
 		t.Fatalf("graph node %+v, %v; want approved at node version 2", n, err)
 	}
-	if _, err := ce.graph.GetNode(ctx, "decision:"+id+":2"); err != nil {
+	if _, err := ce.graph.GetNode(ctx, graph.DefaultEnv, "decision:"+id+":2"); err != nil {
 		t.Fatalf("decision node: %v", err)
 	}
 	// Publishing the same command again (a client retry beyond the duplicate window) applies
@@ -419,7 +419,7 @@ func TestCommandsRedeliveryCompletesGraph(t *testing.T) {
 	if f2, _ := ce.store.GetFeature(ctx, id); f2.Version != 2 {
 		t.Errorf("republished command moved the version to %d", f2.Version)
 	}
-	if n2, _ := ce.graph.GetNode(ctx, requirements.FeatureNodeID(id)); n2.Version != 2 {
+	if n2, _ := ce.graph.GetNode(ctx, graph.DefaultEnv, requirements.FeatureNodeID(id)); n2.Version != 2 {
 		t.Errorf("republished command bumped the graph node to version %d", n2.Version)
 	}
 }
@@ -567,7 +567,7 @@ func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
 		// projection, which a busy graph file may retry: wait for the projection to catch up.
 		var n graph.Node
 		projected := func() bool {
-			n, err = ce.graph.GetNode(ctx, requirements.FeatureNodeID(f.RequestID))
+			n, err = ce.graph.GetNode(ctx, graph.DefaultEnv, requirements.FeatureNodeID(f.RequestID))
 			return err == nil && n.Properties["status"] == string(f.Status) && n.Version == f.Version
 		}
 		deadline := time.Now().Add(30 * time.Second)

@@ -19,23 +19,26 @@ import (
 
 // GraphStore is where graph batches are applied: sinks/graph's SQLite or PostgreSQL store.
 type GraphStore interface {
-	// ApplyBatch applies b in one transaction, all or nothing, and records msgID so that the
-	// same message applied again changes nothing. Errors are classified with pipeline/fault.
-	ApplyBatch(ctx context.Context, b graph.Batch, msgID string) (graph.Result, error)
+	// ApplyBatch applies b to env's graph (dev, test or prod; each env is a graph of its
+	// own) in one transaction, all or nothing, and records msgID in env so that the same
+	// message applied again changes nothing. Errors are classified with pipeline/fault.
+	ApplyBatch(ctx context.Context, env string, b graph.Batch, msgID string) (graph.Result, error)
 }
 
 // handleGraph applies one graph batch message: the batch (GraphStore shape, nodes and edges)
-// goes to the graph store in one transaction, keyed by the message's stream position so a
-// redelivery never bumps versions twice; acked after commit. A batch with an edge whose
-// endpoint is not stored yet is put back at the end of the stream (requeueGraph); every other
-// invalid batch is dead-lettered at once.
+// goes to the graph of the env its subject names (sluice.v1.graph.{env}; the loader publishes
+// a job there, a requeue or a replay keeps the subject) in one transaction, keyed by the
+// message's stream position so a redelivery never bumps versions twice; acked after commit.
+// A batch with an edge whose endpoint is not stored yet in that env is put back at the end
+// of the stream (requeueGraph); every other invalid batch is dead-lettered at once.
 func (w *Worker) handleGraph(msg *message.Message) error {
 	m, meta, err := native(msg)
 	if err != nil {
 		return fmt.Errorf("graph handler: %w", err)
 	}
 	ctx := msg.Context()
-	if _, ok := schemas.EnvFromSubject(m.Subject()); !ok {
+	env, ok := schemas.EnvFromSubject(m.Subject())
+	if !ok {
 		return w.deadLetter(ctx, wm(msg), m, meta, fault.Permanentf(fault.Validation, "subject %q names no valid environment", m.Subject()), "")
 	}
 	jobID := m.Headers().Get(schemas.HeaderJob)
@@ -56,7 +59,9 @@ func (w *Worker) handleGraph(msg *message.Message) error {
 	// graph line is ordered, so a broker retry delay would hold every batch behind this one.
 	var applyErr error
 	if err := w.graphBreaker.hold(ctx, func() error {
-		_, applyErr = w.cfg.Graph.ApplyBatch(ctx, batch, meta.Stream+":"+strconv.FormatUint(meta.Sequence.Stream, 10))
+		// The marker is the stream position: unique across envs (one stream holds every
+		// env's subject), and kept per env by the store anyway.
+		_, applyErr = w.cfg.Graph.ApplyBatch(ctx, env, batch, meta.Stream+":"+strconv.FormatUint(meta.Sequence.Stream, 10))
 		var missing *graph.MissingEndpointsError
 		if applyErr == nil || fault.IsPermanent(applyErr) || errors.As(applyErr, &missing) {
 			return nil

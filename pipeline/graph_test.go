@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nats-io/nats.go"
 
@@ -34,7 +35,7 @@ func TestGraphFilesLoad(t *testing.T) {
 	if job.State != pipeline.JobCompleted || job.Written != job.Total || job.Total < 1 {
 		t.Fatalf("graphstore batch job: %+v", job)
 	}
-	st, err := g.Stats(ctx)
+	st, err := g.Stats(ctx, graph.DefaultEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +47,7 @@ func TestGraphFilesLoad(t *testing.T) {
 	if job2.State != pipeline.JobCompleted || job2.JobID == res.JobID {
 		t.Fatalf("second load: %+v", job2)
 	}
-	n, err := g.GetNode(ctx, "concept:dev:blinded")
+	n, err := g.GetNode(ctx, graph.DefaultEnv, "concept:dev:blinded")
 	if err != nil {
 		// fall back to any node of the batch
 		t.Fatalf("get node: %v", err)
@@ -96,7 +97,63 @@ func TestGraphBatchRollsBackOnBadEdge(t *testing.T) {
 	if dl["error"].(map[string]any)["class"] != "validation" || !strings.Contains(msg, "rule:missing") || !strings.Contains(msg, "requeued 8 times") {
 		t.Fatalf("dead letter: %v", dl)
 	}
-	if _, err := g.GetNode(context.Background(), "rule:a"); !errors.Is(err, graph.ErrNotFound) {
+	if _, err := g.GetNode(context.Background(), graph.DefaultEnv, "rule:a"); !errors.Is(err, graph.ErrNotFound) {
 		t.Fatalf("a node of the failed batch was left behind: %v", err)
+	}
+}
+
+// Regression (issue 13): `sluice load --env test graph.json` was accepted, published on
+// sluice.v1.graph.test, and the graph consumer applied it to the one graph every env read,
+// so GET /v1/graph/stats?env=prod counted it. Now a graph job loads into its env's graph
+// only: invisible from prod and dev (stats, node, neighbours), and the same file loaded
+// into prod too makes independent nodes there.
+func TestGraphLoadKeptPerEnv(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	g := graphStore(t)
+	e.startWorker(t, e.store, func(c *pipeline.WorkerConfig) { c.Graph = g })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	file := filepath.Join(fixtures, "job_1757237159_c8623a8fec21_graphstore_batch.json")
+	load := func(env string) pipeline.Job {
+		t.Helper()
+		res, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: env, Path: file})
+		if err != nil {
+			t.Fatalf("load into %s: %v", env, err)
+		}
+		job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
+		if err != nil || job.State != pipeline.JobCompleted || job.Env != env {
+			t.Fatalf("job in %s: %+v, %v", env, job, err)
+		}
+		return job
+	}
+	load("test")
+	const node = "concept:dev:blinded"
+	for _, env := range []string{"prod", "dev"} {
+		if st, err := g.Stats(ctx, env); err != nil || st.TotalNodes() != 0 || st.TotalEdges() != 0 {
+			t.Errorf("Stats(%s) after a test load = %d nodes, %d edges, %v; want 0", env, st.TotalNodes(), st.TotalEdges(), err)
+		}
+		if _, err := g.GetNode(ctx, env, node); !errors.Is(err, graph.ErrNotFound) {
+			t.Errorf("GetNode(%s, %s) after a test load: %v; want ErrNotFound", env, node, err)
+		}
+		if _, err := g.Neighbors(ctx, env, node, 2, nil); !errors.Is(err, graph.ErrNotFound) {
+			t.Errorf("Neighbors(%s, %s) after a test load: %v; want ErrNotFound", env, node, err)
+		}
+	}
+	st, err := g.Stats(ctx, "test")
+	if err != nil || st.TotalNodes() != 626 || st.TotalEdges() != 1280 {
+		t.Fatalf("Stats(test) = %d nodes, %d edges, %v; want 626 and 1280", st.TotalNodes(), st.TotalEdges(), err)
+	}
+	if ns, err := g.Neighbors(ctx, "test", node, 1, nil); err != nil || len(ns) == 0 {
+		t.Errorf("Neighbors(test, %s) = %d, %v; want some", node, len(ns), err)
+	}
+	// The same file into prod: its own nodes at version 1, test's untouched.
+	load("prod")
+	for _, env := range []string{"test", "prod"} {
+		if n, err := g.GetNode(ctx, env, node); err != nil || n.Version != 1 {
+			t.Errorf("GetNode(%s, %s) = version %d, %v; want 1", env, node, n.Version, err)
+		}
+	}
+	if st, err := g.Stats(ctx, "dev"); err != nil || st.TotalNodes() != 0 {
+		t.Errorf("Stats(dev) = %d nodes, %v; want 0", st.TotalNodes(), err)
 	}
 }

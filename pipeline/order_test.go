@@ -84,7 +84,7 @@ func TestLargeGraphUploadLandsEveryEdge(t *testing.T) {
 	if job.State != pipeline.JobCompleted || job.Written != job.Total || job.DeadLettered != 0 {
 		t.Fatalf("graph job %+v, want every message applied", job)
 	}
-	st, err := g.Stats(context.Background())
+	st, err := g.Stats(context.Background(), "dev")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,12 +159,12 @@ func TestGraphBatchWaitsForItsEndpoints(t *testing.T) {
 		m, err := e.streams.Graph.GetMsg(ctx, info.State.LastSeq)
 		return err == nil && m.Header.Get(schemas.HeaderRequeues) != ""
 	})
-	if st, err := g.Stats(ctx); err != nil || st.TotalEdges() != 0 {
+	if st, err := g.Stats(ctx, "dev"); err != nil || st.TotalEdges() != 0 {
 		t.Fatalf("an edge was applied before its nodes existed: %v, %v", st, err)
 	}
 	publish(`{"nodes":[{"id":"rule:x","type":"Rule","properties":{}},{"id":"rule:y","type":"Rule","properties":{}}],"edges":[]}`)
 	waitFor(t, "the edge applied once its nodes arrived", func() bool {
-		st, err := g.Stats(ctx)
+		st, err := g.Stats(ctx, "dev")
 		return err == nil && st.TotalEdges() == 1
 	})
 	if dl := e.deadLetters(t); len(dl) != 0 {

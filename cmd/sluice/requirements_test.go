@@ -62,7 +62,7 @@ func TestStartRequirements(t *testing.T) {
 	if err != nil || !ok || !out.Applied {
 		t.Fatalf("outcome %+v %v %v", out, ok, err)
 	}
-	if _, err := g.GetNode(ctx, requirements.FeatureNodeID("FR-7000000000001")); err != nil {
+	if _, err := g.GetNode(ctx, graph.DefaultEnv, requirements.FeatureNodeID("FR-7000000000001")); err != nil {
 		t.Errorf("graph projection: %v", err)
 	}
 	cancel()

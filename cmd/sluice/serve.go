@@ -410,8 +410,8 @@ func watchTokens(ctx context.Context, path string, srv *httpapi.Server, log *slo
 // graphReader adapts the graph store to the API.
 type graphReader struct{ graph.Store }
 
-func (r graphReader) GetNode(ctx context.Context, id string) (graph.Node, error) {
-	n, err := r.Store.GetNode(ctx, id)
+func (r graphReader) GetNode(ctx context.Context, env, id string) (graph.Node, error) {
+	n, err := r.Store.GetNode(ctx, env, id)
 	if errors.Is(err, graph.ErrNotFound) {
 		return n, fmt.Errorf("%w: node %s", httpapi.ErrNotFound, id)
 	}

@@ -152,11 +152,11 @@ func TestProjectIntoGraphStore(t *testing.T) {
 	cmds := []requirements.Command{submitRequirements(t), submitFeature(reqID), decide(reqID, requirements.ActionApprove, ptr("fits"), nil), transition(reqID, requirements.StatusInProgress, nil)}
 	for _, c := range cmds {
 		out := apply(t, s, c, "")
-		if _, err := g.ApplyBatch(t.Context(), requirements.Project(out), c.CommandID); err != nil {
+		if _, err := g.ApplyBatch(t.Context(), graph.DefaultEnv, requirements.Project(out), c.CommandID); err != nil {
 			t.Fatalf("%s: %v", c.Type, err)
 		}
 	}
-	n, err := g.GetNode(t.Context(), requirements.FeatureNodeID(reqID))
+	n, err := g.GetNode(t.Context(), graph.DefaultEnv, requirements.FeatureNodeID(reqID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestProjectIntoGraphStore(t *testing.T) {
 		t.Errorf("feature node %+v", n)
 	}
 	for _, n := range []string{requirements.VersionNodeID(cmds[0].IssuedAt.UnixMilli()), "decision:" + reqID + ":2"} {
-		got, err := g.GetNode(t.Context(), n)
+		got, err := g.GetNode(t.Context(), graph.DefaultEnv, n)
 		if err != nil {
 			t.Fatal(err)
 		}

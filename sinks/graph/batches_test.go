@@ -20,7 +20,7 @@ import (
 func group(ids ...string) []graph.MarkedBatch {
 	bs := make([]graph.MarkedBatch, len(ids))
 	for i, id := range ids {
-		bs[i] = graph.MarkedBatch{MsgID: "command:" + id, Batch: graph.Batch{Nodes: []graph.Node{{ID: id, Type: graph.TypeArtifact}}}}
+		bs[i] = graph.MarkedBatch{Env: graph.DefaultEnv, MsgID: "command:" + id, Batch: graph.Batch{Nodes: []graph.Node{{ID: id, Type: graph.TypeArtifact}}}}
 	}
 	return bs
 }
@@ -46,7 +46,7 @@ func transient(err error) bool { return err != nil && !fault.IsPermanent(err) }
 
 func nodesStored(t *testing.T, s graph.Store) int {
 	t.Helper()
-	st, err := s.Stats(context.Background())
+	st, err := s.Stats(context.Background(), graph.DefaultEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,14 +147,14 @@ func TestPostgresApplyBatchesFailingMidGroup(t *testing.T) {
 		t.Errorf("conflict trigger ran %d times (%v), want 3 (two failed attempts, one applied)", calls, err)
 	}
 	for _, id := range []string{"f", "g"} {
-		if n, err := s.GetNode(ctx, id); err != nil || n.Version != 1 {
+		if n, err := s.GetNode(ctx, graph.DefaultEnv, id); err != nil || n.Version != 1 {
 			t.Errorf("node %s after retries: %+v, %v; want version 1", id, n, err)
 		}
 	}
 
 	wantGroup(t, s.ApplyBatches(ctx, group("h", "kill", "i")), []func(error) bool{transient, transient, transient})
 	for _, id := range []string{"h", "kill", "i"} {
-		if _, err := s.GetNode(ctx, id); !errors.Is(err, graph.ErrNotFound) {
+		if _, err := s.GetNode(ctx, graph.DefaultEnv, id); !errors.Is(err, graph.ErrNotFound) {
 			t.Errorf("node %s of a lost transaction: %v, want ErrNotFound", id, err)
 		}
 	}

@@ -83,7 +83,7 @@ func bigGraph(b *testing.B, backend string) graph.Store {
 		for i := lo; i < lo+benchSetupBatch; i++ {
 			batch.Nodes = append(batch.Nodes, graph.Node{ID: benchID(i), Type: graph.NodeTypes()[i%8], Properties: map[string]any{"name": benchID(i), "n": i}})
 		}
-		if _, err := s.ApplyBatch(ctx, batch, ""); err != nil {
+		if _, err := s.ApplyBatch(ctx, graph.DefaultEnv, batch, ""); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -92,7 +92,7 @@ func bigGraph(b *testing.B, backend string) graph.Store {
 		for i := lo; i < lo+benchSetupBatch; i++ {
 			batch.Edges = append(batch.Edges, benchEdges(rng, i)...)
 		}
-		if _, err := s.ApplyBatch(ctx, batch, ""); err != nil {
+		if _, err := s.ApplyBatch(ctx, graph.DefaultEnv, batch, ""); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -123,7 +123,7 @@ func BenchmarkApplyBatch(b *testing.B) {
 						graph.Edge{Source: id, Type: graph.EdgeCites, Target: benchID(rng.IntN(benchNodes))},
 						graph.Edge{Source: id, Type: graph.EdgePartOf, Target: fmt.Sprintf("new:%x:%d:%d", run, i, (j+1)%100)})
 				}
-				if _, err := s.ApplyBatch(ctx, batch, fmt.Sprintf("bench:%x:%d", run, i)); err != nil {
+				if _, err := s.ApplyBatch(ctx, graph.DefaultEnv, batch, fmt.Sprintf("bench:%x:%d", run, i)); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -145,7 +145,7 @@ func BenchmarkNeighborsDepth3(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for range b.N {
-				ns, err := s.Neighbors(ctx, benchID(rng.IntN(benchNodes)), 3, nil)
+				ns, err := s.Neighbors(ctx, graph.DefaultEnv, benchID(rng.IntN(benchNodes)), 3, nil)
 				if err != nil {
 					b.Fatal(err)
 				}

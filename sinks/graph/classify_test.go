@@ -45,7 +45,7 @@ func TestClassifyPG(t *testing.T) {
 }
 
 func TestPrepareMergesDuplicatesAndSorts(t *testing.T) {
-	p, err := prepare(Batch{
+	p, err := prepare(DefaultEnv, Batch{
 		Nodes: []Node{{ID: "b", Type: TypeRule, Properties: map[string]any{"x": 1}}, {ID: "a", Type: TypeRule}, {ID: "b", Type: TypeStep, Properties: map[string]any{"y": 2}}},
 		Edges: []Edge{{Source: "a", Type: EdgeCites, Target: "c"}},
 	}, Options{})

@@ -10,9 +10,9 @@ import (
 // Test hooks into graph_applied, which Store can neither backdate nor count. They use the
 // store's own writer connection or pool.
 
-// InsertMarkers records an apply marker for each of msgIDs with applied_at = at, in one
-// transaction.
-func InsertMarkers(ctx context.Context, s Store, at time.Time, msgIDs []string) error {
+// InsertMarkers records an apply marker in env for each of msgIDs with applied_at = at, in
+// one transaction.
+func InsertMarkers(ctx context.Context, s Store, env string, at time.Time, msgIDs []string) error {
 	ts := at.UnixMicro()
 	switch s := s.(type) {
 	case *SQLite:
@@ -20,24 +20,24 @@ func InsertMarkers(ctx context.Context, s Store, at time.Time, msgIDs []string) 
 		if err != nil {
 			return err
 		}
-		_, err = s.w.ExecContext(ctx, `INSERT INTO graph_applied (msg_id, applied_at) SELECT value, ? FROM json_each(?)`, ts, string(ids))
+		_, err = s.w.ExecContext(ctx, `INSERT INTO graph_applied (env, msg_id, applied_at) SELECT ?, value, ? FROM json_each(?)`, env, ts, string(ids))
 		return err
 	case *Postgres:
-		_, err := s.pool.Exec(ctx, `INSERT INTO graph_applied (msg_id, applied_at) SELECT unnest($1::text[]), $2`, msgIDs, ts)
+		_, err := s.pool.Exec(ctx, `INSERT INTO graph_applied (env, msg_id, applied_at) SELECT $3, unnest($1::text[]), $2`, msgIDs, ts, env)
 		return err
 	}
 	return fmt.Errorf("InsertMarkers: unknown store %T", s)
 }
 
-// CountMarkers returns the number of rows in graph_applied.
-func CountMarkers(ctx context.Context, s Store) (int64, error) {
+// CountMarkers returns the number of env's rows in graph_applied.
+func CountMarkers(ctx context.Context, s Store, env string) (int64, error) {
 	var n int64
 	switch s := s.(type) {
 	case *SQLite:
-		err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM graph_applied`).Scan(&n)
+		err := s.r.QueryRowContext(ctx, `SELECT COUNT(*) FROM graph_applied WHERE env = ?`, env).Scan(&n)
 		return n, err
 	case *Postgres:
-		err := s.pool.QueryRow(ctx, `SELECT COUNT(*) FROM graph_applied`).Scan(&n)
+		err := s.pool.QueryRow(ctx, `SELECT COUNT(*) FROM graph_applied WHERE env = $1`, env).Scan(&n)
 		return n, err
 	}
 	return 0, fmt.Errorf("CountMarkers: unknown store %T", s)
@@ -59,3 +59,6 @@ func MigrationSQL(version int, postgres bool) []string {
 
 // ScanStrings reads one string column from rows and closes them.
 var ScanStrings = scanStrings
+
+// SQLiteWalk is the SQLite walk query of Neighbors (filter is its edge-type clause).
+var SQLiteWalk = sqliteWalk

@@ -105,7 +105,7 @@ func FuzzDecode(f *testing.F) {
 		if got, want := comparable(t, back), comparable(t, b); got != want {
 			t.Fatalf("round trip changed the %s batch:\n got %s\nwant %s", format, got, want)
 		}
-		p, err := prepare(b, Options{})
+		p, err := prepare(DefaultEnv, b, Options{})
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) || !fault.IsPermanent(err) {
 				t.Fatalf("prepare error is not a permanent ErrInvalid: %v", err)

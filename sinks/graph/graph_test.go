@@ -156,14 +156,14 @@ func TestSQLiteBusyIsTransient(t *testing.T) {
 	if _, err := conn.ExecContext(context.Background(), "BEGIN IMMEDIATE"); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.ApplyBatch(context.Background(), graph.Batch{Nodes: []graph.Node{{ID: "a", Type: graph.TypeRule}}}, "m")
+	_, err = s.ApplyBatch(context.Background(), graph.DefaultEnv, graph.Batch{Nodes: []graph.Node{{ID: "a", Type: graph.TypeRule}}}, "m")
 	if err == nil || fault.IsPermanent(err) {
 		t.Fatalf("ApplyBatch under a foreign write lock = %v, want a transient error", err)
 	}
 	if _, err := conn.ExecContext(context.Background(), "ROLLBACK"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := s.ApplyBatch(context.Background(), graph.Batch{Nodes: []graph.Node{{ID: "a", Type: graph.TypeRule}}}, "m"); err != nil {
+	if _, err := s.ApplyBatch(context.Background(), graph.DefaultEnv, graph.Batch{Nodes: []graph.Node{{ID: "a", Type: graph.TypeRule}}}, "m"); err != nil {
 		t.Fatalf("retry after the lock is released: %v", err)
 	}
 }
@@ -192,7 +192,7 @@ func TestOpenDispatch(t *testing.T) {
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := p.GetNode(context.Background(), "x"); !errors.Is(err, graph.ErrClosed) {
+	if _, err := p.GetNode(context.Background(), graph.DefaultEnv, "x"); !errors.Is(err, graph.ErrClosed) {
 		t.Errorf("after Close: %v, want ErrClosed", err)
 	}
 }

@@ -326,6 +326,8 @@ func checkID(what, id string) error {
 // prepared is a validated, sanitized, deduplicated batch ready to write. Nodes and edges are
 // sorted by id so that concurrent transactions lock rows in the same order.
 type prepared struct {
+	// env is the graph the batch goes to (checked).
+	env   string
 	nodes []Node
 	edges []Edge
 	// external are edge endpoints not among the batch's nodes, sorted; they must already
@@ -333,10 +335,13 @@ type prepared struct {
 	external []string
 }
 
-// prepare validates b and applies o. Several entries with the same id merge in order
+// prepare validates env and b and applies o. Several entries with the same id merge in order
 // (properties shallow-merged, the first type kept), so one message bumps a version once.
-func prepare(b Batch, o Options) (prepared, error) {
-	var p prepared
+func prepare(env string, b Batch, o Options) (prepared, error) {
+	p := prepared{env: env}
+	if err := checkEnv(env); err != nil {
+		return p, err
+	}
 	nodeIdx := make(map[string]int, len(b.Nodes))
 	for i, n := range b.Nodes {
 		what := fmt.Sprintf("node %d", i)

@@ -72,10 +72,10 @@ func TestFromSnapshot(t *testing.T) {
 	}
 	s := newSQLite(t, graph.Options{})
 	ctx := context.Background()
-	if _, err := s.ApplyBatch(ctx, b, "passe"); err != nil {
+	if _, err := s.ApplyBatch(ctx, graph.DefaultEnv, b, "passe"); err != nil {
 		t.Fatalf("apply mapped snapshot: %v", err)
 	}
-	st, err := s.Stats(ctx)
+	st, err := s.Stats(ctx, graph.DefaultEnv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,22 +89,22 @@ func TestFromSnapshot(t *testing.T) {
 		t.Errorf("edge stats %v", st.Edges)
 	}
 	chunk := "job_1757237159_c8623a8fec21_c_1_0001"
-	n, err := s.GetNode(ctx, "source:chunk:"+chunk)
+	n, err := s.GetNode(ctx, graph.DefaultEnv, "source:chunk:"+chunk)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n.Type != graph.TypeSourceDoc || n.Properties["passe_id"] != chunk || n.Properties["passe_type"] != "chunk" || n.Properties["parent_id"] != "section_part_1_section_1" {
 		t.Errorf("chunk node %+v", n)
 	}
-	up, err := s.Neighbors(ctx, "source:chunk:"+chunk, 1, []string{graph.EdgePartOf})
+	up, err := s.Neighbors(ctx, graph.DefaultEnv, "source:chunk:"+chunk, 1, []string{graph.EdgePartOf})
 	if err != nil || len(up) != 1 || up[0].ID != "source:section:part_1_section_1" {
 		t.Errorf("chunk's section: %v %v", up, err)
 	}
-	e, err := s.GetEdge(ctx, graph.EdgeID("source:chunk:"+chunk, graph.EdgePartOf, "source:section:part_1_section_1"))
+	e, err := s.GetEdge(ctx, graph.DefaultEnv, graph.EdgeID("source:chunk:"+chunk, graph.EdgePartOf, "source:section:part_1_section_1"))
 	if err != nil || e.Properties["kind"] != "contains" {
 		t.Errorf("contains edge: %+v %v", e, err)
 	}
-	wiz, err := s.GetNode(ctx, graph.EntityID("Paladin"))
+	wiz, err := s.GetNode(ctx, graph.DefaultEnv, graph.EntityID("Paladin"))
 	if err != nil || wiz.Properties["name"] != "Paladin" {
 		t.Errorf("class entity: %+v %v", wiz, err)
 	}
@@ -120,10 +120,10 @@ func TestFromLegacyPassC(t *testing.T) {
 	}
 	s := newSQLite(t, graph.Options{})
 	ctx := context.Background()
-	if _, err := s.ApplyBatch(ctx, b, "legacy"); err != nil {
+	if _, err := s.ApplyBatch(ctx, graph.DefaultEnv, b, "legacy"); err != nil {
 		t.Fatalf("apply legacy graph: %v", err)
 	}
-	st, _ := s.Stats(ctx)
+	st, _ := s.Stats(ctx, graph.DefaultEnv)
 	if st.TotalNodes() != 100 || st.Edges[graph.EdgeCites] == 0 {
 		t.Errorf("stats %+v", st)
 	}

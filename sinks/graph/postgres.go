@@ -238,8 +238,8 @@ func classifyPG(err error) error {
 
 // ApplyBatch implements Store.ApplyBatch. Serialization failures and deadlocks are retried
 // up to MaxRetries times with a short jittered backoff; it blocks for those retries.
-func (s *Postgres) ApplyBatch(ctx context.Context, b Batch, msgID string) (Result, error) {
-	p, err := prepare(b, s.opts)
+func (s *Postgres) ApplyBatch(ctx context.Context, env string, b Batch, msgID string) (Result, error) {
+	p, err := prepare(env, b, s.opts)
 	if err != nil {
 		return Result{}, err
 	}
@@ -291,21 +291,22 @@ func encodeAll(p prepared) (encoded, error) {
 
 // Node and edge upserts insert new rows and lock existing ones in one statement, in id
 // order; the RETURNING list gives each existing row's stored properties to merge in Go.
+// Every statement names the env ($env's position is given per statement).
 const (
-	pgUpsertNodes = `INSERT INTO graph_nodes AS g (id, type, properties, created_at, updated_at, version)
-		SELECT u.id, u.type, u.props::json, $4, $4, 1 FROM unnest($1::text[], $2::text[], $3::text[]) AS u(id, type, props) ORDER BY u.id
-		ON CONFLICT (id) DO UPDATE SET updated_at = EXCLUDED.updated_at
+	pgUpsertNodes = `INSERT INTO graph_nodes AS g (env, id, type, properties, created_at, updated_at, version)
+		SELECT $5, u.id, u.type, u.props::json, $4, $4, 1 FROM unnest($1::text[], $2::text[], $3::text[]) AS u(id, type, props) ORDER BY u.id
+		ON CONFLICT (env, id) DO UPDATE SET updated_at = EXCLUDED.updated_at
 		RETURNING g.id, (g.xmax = 0) AS inserted, g.properties::text`
 	pgUpdateNodes = `UPDATE graph_nodes AS g SET properties = u.props::json, version = g.version + 1
-		FROM unnest($1::text[], $2::text[]) AS u(id, props) WHERE g.id = u.id`
-	pgUpsertEdges = `INSERT INTO graph_edges AS g (id, source, type, target, properties, created_at, updated_at, version)
-		SELECT u.id, u.source, u.type, u.target, u.props::json, $6, $6, 1
+		FROM unnest($1::text[], $2::text[]) AS u(id, props) WHERE g.env = $3 AND g.id = u.id`
+	pgUpsertEdges = `INSERT INTO graph_edges AS g (env, id, source, type, target, properties, created_at, updated_at, version)
+		SELECT $7, u.id, u.source, u.type, u.target, u.props::json, $6, $6, 1
 		FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[]) AS u(id, source, type, target, props) ORDER BY u.id
-		ON CONFLICT (id) DO UPDATE SET updated_at = EXCLUDED.updated_at
+		ON CONFLICT (env, id) DO UPDATE SET updated_at = EXCLUDED.updated_at
 		RETURNING g.id, (g.xmax = 0) AS inserted, g.properties::text`
 	pgUpdateEdges = `UPDATE graph_edges AS g SET properties = u.props::json, version = g.version + 1
-		FROM unnest($1::text[], $2::text[]) AS u(id, props) WHERE g.id = u.id`
-	pgMissing = `SELECT x FROM unnest($1::text[]) AS x WHERE NOT EXISTS (SELECT 1 FROM graph_nodes n WHERE n.id = x) ORDER BY x`
+		FROM unnest($1::text[], $2::text[]) AS u(id, props) WHERE g.env = $3 AND g.id = u.id`
+	pgMissing = `SELECT x FROM unnest($1::text[]) AS x WHERE NOT EXISTS (SELECT 1 FROM graph_nodes n WHERE n.env = $2 AND n.id = x) ORDER BY x`
 )
 
 func (s *Postgres) applyOnce(ctx context.Context, p prepared, enc encoded, msgID string) (Result, error) {
@@ -423,7 +424,7 @@ func applyIn(ctx context.Context, tx pgx.Tx, p prepared, enc encoded, msgID stri
 	var res Result
 	ts := now().UnixMicro()
 	if msgID != "" {
-		tag, err := tx.Exec(ctx, `INSERT INTO graph_applied (msg_id, applied_at) VALUES ($1, $2) ON CONFLICT (msg_id) DO NOTHING`, msgID, ts)
+		tag, err := tx.Exec(ctx, `INSERT INTO graph_applied (env, msg_id, applied_at) VALUES ($1, $2, $3) ON CONFLICT (env, msg_id) DO NOTHING`, p.env, msgID, ts)
 		if err != nil {
 			return res, fmt.Errorf("graph: record apply marker %q: %w", msgID, err)
 		}
@@ -440,19 +441,19 @@ func applyIn(ctx context.Context, tx pgx.Tx, p prepared, enc encoded, msgID stri
 		for _, n := range p.nodes {
 			upd[n.ID] = n.Properties
 		}
-		created, updIDs, updProps, err := upsertReturning(ctx, tx, "node", pgUpsertNodes, upd, ids, types, enc.nodes, ts)
+		created, updIDs, updProps, err := upsertReturning(ctx, tx, "node", pgUpsertNodes, upd, ids, types, enc.nodes, ts, p.env)
 		if err != nil {
 			return res, err
 		}
 		res.NodesCreated, res.NodesUpdated = created, len(updIDs)
 		if len(updIDs) > 0 {
-			if _, err := tx.Exec(ctx, pgUpdateNodes, updIDs, updProps); err != nil {
+			if _, err := tx.Exec(ctx, pgUpdateNodes, updIDs, updProps, p.env); err != nil {
 				return res, fmt.Errorf("graph: update %d nodes: %w", len(updIDs), err)
 			}
 		}
 	}
 	if len(p.external) > 0 {
-		rows, err := tx.Query(ctx, pgMissing, p.external)
+		rows, err := tx.Query(ctx, pgMissing, p.external, p.env)
 		if err != nil {
 			return res, fmt.Errorf("graph: check edge endpoints: %w", err)
 		}
@@ -472,13 +473,13 @@ func applyIn(ctx context.Context, tx pgx.Tx, p prepared, enc encoded, msgID stri
 			ids[i], srcs[i], types[i], tgts[i] = e.ID, e.Source, e.Type, e.Target
 			upd[e.ID] = e.Properties
 		}
-		created, updIDs, updProps, err := upsertReturning(ctx, tx, "edge", pgUpsertEdges, upd, ids, srcs, types, tgts, enc.edges, ts)
+		created, updIDs, updProps, err := upsertReturning(ctx, tx, "edge", pgUpsertEdges, upd, ids, srcs, types, tgts, enc.edges, ts, p.env)
 		if err != nil {
 			return res, err
 		}
 		res.EdgesCreated, res.EdgesUpdated = created, len(updIDs)
 		if len(updIDs) > 0 {
-			if _, err := tx.Exec(ctx, pgUpdateEdges, updIDs, updProps); err != nil {
+			if _, err := tx.Exec(ctx, pgUpdateEdges, updIDs, updProps, p.env); err != nil {
 				return res, fmt.Errorf("graph: update %d edges: %w", len(updIDs), err)
 			}
 		}
@@ -520,16 +521,19 @@ func upsertReturning(ctx context.Context, tx pgx.Tx, what, query string, upd map
 }
 
 // GetNode implements Store.GetNode.
-func (s *Postgres) GetNode(ctx context.Context, id string) (Node, error) {
+func (s *Postgres) GetNode(ctx context.Context, env, id string) (Node, error) {
+	if err := checkEnv(env); err != nil {
+		return Node{}, fmt.Errorf("graph: get node %q: %w", id, err)
+	}
 	c, err := s.conn(ctx)
 	if err != nil {
 		return Node{}, err
 	}
 	defer c.Release()
-	row := c.QueryRow(ctx, `SELECT id, type, properties::text, created_at, updated_at, version FROM graph_nodes WHERE id = $1`, id)
+	row := c.QueryRow(ctx, `SELECT id, type, properties::text, created_at, updated_at, version FROM graph_nodes WHERE env = $1 AND id = $2`, env, id)
 	n, err := scanNode(row.Scan)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Node{}, fmt.Errorf("graph: get node %q: %w", id, ErrNotFound)
+		return Node{}, fmt.Errorf("graph: get node %q in %s: %w", id, env, ErrNotFound)
 	}
 	if err != nil {
 		return Node{}, fmt.Errorf("graph: get node %q: %w", id, classifyPG(err))
@@ -537,17 +541,20 @@ func (s *Postgres) GetNode(ctx context.Context, id string) (Node, error) {
 	return n, nil
 }
 
-// GetEdge returns the edge with id, or an error wrapping ErrNotFound.
-func (s *Postgres) GetEdge(ctx context.Context, id string) (Edge, error) {
+// GetEdge implements Store.GetEdge.
+func (s *Postgres) GetEdge(ctx context.Context, env, id string) (Edge, error) {
+	if err := checkEnv(env); err != nil {
+		return Edge{}, fmt.Errorf("graph: get edge %q: %w", id, err)
+	}
 	c, err := s.conn(ctx)
 	if err != nil {
 		return Edge{}, err
 	}
 	defer c.Release()
-	row := c.QueryRow(ctx, `SELECT id, source, type, target, properties::text, created_at, updated_at, version FROM graph_edges WHERE id = $1`, id)
+	row := c.QueryRow(ctx, `SELECT id, source, type, target, properties::text, created_at, updated_at, version FROM graph_edges WHERE env = $1 AND id = $2`, env, id)
 	e, err := scanEdge(row.Scan)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Edge{}, fmt.Errorf("graph: get edge %q: %w", id, ErrNotFound)
+		return Edge{}, fmt.Errorf("graph: get edge %q in %s: %w", id, env, ErrNotFound)
 	}
 	if err != nil {
 		return Edge{}, fmt.Errorf("graph: get edge %q: %w", id, classifyPG(err))
@@ -563,16 +570,16 @@ const pgWalk = `WITH RECURSIVE walk(id, depth) AS (
 	SELECT $1::text, 0
 	UNION
 	SELECT nb.id, w.depth + 1 FROM walk w CROSS JOIN LATERAL (
-		SELECT e.target AS id FROM graph_edges e WHERE e.source = w.id AND ($3::text[] IS NULL OR e.type = ANY($3))
+		SELECT e.target AS id FROM graph_edges e WHERE e.env = $5 AND e.source = w.id AND ($3::text[] IS NULL OR e.type = ANY($3))
 		UNION ALL
-		SELECT e.source FROM graph_edges e WHERE e.target = w.id AND ($3::text[] IS NULL OR e.type = ANY($3))
+		SELECT e.source FROM graph_edges e WHERE e.env = $5 AND e.target = w.id AND ($3::text[] IS NULL OR e.type = ANY($3))
 	) nb WHERE w.depth < $2
 )
 SELECT id, depth FROM walk LIMIT $4`
 
 // pgWalkInto runs pgWalk into agg.
-func pgWalkInto(ctx context.Context, c *pgxpool.Conn, agg *walkAgg, id string, depth int, types []string, budget int) error {
-	rows, err := c.Query(ctx, pgWalk, id, depth, types, budget+1)
+func pgWalkInto(ctx context.Context, c *pgxpool.Conn, agg *walkAgg, env, id string, depth int, types []string, budget int) error {
+	rows, err := c.Query(ctx, pgWalk, id, depth, types, budget+1, env)
 	if err != nil {
 		return fmt.Errorf("graph: neighbors of %q: %w", id, classifyPG(err))
 	}
@@ -595,7 +602,10 @@ func pgWalkInto(ctx context.Context, c *pgxpool.Conn, agg *walkAgg, id string, d
 
 // Neighbors implements Store.Neighbors: a recursive walk bounded by Options.MaxVisits and
 // ctx, then one lookup of the nearest MaxNeighbors nodes.
-func (s *Postgres) Neighbors(ctx context.Context, id string, depth int, edgeTypes []string) ([]Node, error) {
+func (s *Postgres) Neighbors(ctx context.Context, env, id string, depth int, edgeTypes []string) ([]Node, error) {
+	if err := checkEnv(env); err != nil {
+		return nil, fmt.Errorf("graph: neighbors of %q: %w", id, err)
+	}
 	c, err := s.conn(ctx)
 	if err != nil {
 		return nil, err
@@ -610,11 +620,11 @@ func (s *Postgres) Neighbors(ctx context.Context, id string, depth int, edgeType
 		}
 		budget := s.opts.maxVisits()
 		agg := newWalkAgg(id, budget)
-		if err := pgWalkInto(ctx, c, agg, id, depth, types, budget); err != nil {
+		if err := pgWalkInto(ctx, c, agg, env, id, depth, types, budget); err != nil {
 			return nil, err
 		}
 		if ids := agg.nearest(); len(ids) > 0 {
-			rows, err := c.Query(ctx, `SELECT id, type, properties::text, created_at, updated_at, version FROM graph_nodes WHERE id = ANY($1)`, ids)
+			rows, err := c.Query(ctx, `SELECT id, type, properties::text, created_at, updated_at, version FROM graph_nodes WHERE env = $2 AND id = ANY($1)`, ids, env)
 			if err != nil {
 				return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifyPG(err))
 			}
@@ -634,9 +644,9 @@ func (s *Postgres) Neighbors(ctx context.Context, id string, depth int, edgeType
 	}
 	if len(nodes) == 0 {
 		var one int
-		err := c.QueryRow(ctx, `SELECT 1 FROM graph_nodes WHERE id = $1`, id).Scan(&one)
+		err := c.QueryRow(ctx, `SELECT 1 FROM graph_nodes WHERE env = $1 AND id = $2`, env, id).Scan(&one)
 		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, fmt.Errorf("graph: neighbors of %q: %w", id, ErrNotFound)
+			return nil, fmt.Errorf("graph: neighbors of %q in %s: %w", id, env, ErrNotFound)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifyPG(err))
@@ -646,7 +656,10 @@ func (s *Postgres) Neighbors(ctx context.Context, id string, depth int, edgeType
 }
 
 // Stats implements Store.Stats.
-func (s *Postgres) Stats(ctx context.Context) (Stats, error) {
+func (s *Postgres) Stats(ctx context.Context, env string) (Stats, error) {
+	if err := checkEnv(env); err != nil {
+		return Stats{}, fmt.Errorf("graph: stats: %w", err)
+	}
 	c, err := s.conn(ctx)
 	if err != nil {
 		return Stats{}, err
@@ -657,7 +670,7 @@ func (s *Postgres) Stats(ctx context.Context) (Stats, error) {
 		table string
 		into  map[string]int
 	}{{"graph_nodes", st.Nodes}, {"graph_edges", st.Edges}} {
-		rows, err := c.Query(ctx, `SELECT type, COUNT(*) FROM `+q.table+` GROUP BY type`)
+		rows, err := c.Query(ctx, `SELECT type, COUNT(*) FROM `+q.table+` WHERE env = $1 GROUP BY type`, env)
 		if err != nil {
 			return Stats{}, fmt.Errorf("graph: count %s: %w", q.table, classifyPG(err))
 		}
@@ -693,15 +706,18 @@ func (s *Postgres) Ping(ctx context.Context) error {
 // pgPruneApplied deletes one chunk of old markers. SKIP LOCKED lets several workers prune
 // at once without queueing behind each other's chunks.
 const pgPruneApplied = `DELETE FROM graph_applied WHERE msg_id IN (
-	SELECT msg_id FROM graph_applied WHERE applied_at < $1 AND substr(msg_id, 1, $2) = $3
-	LIMIT $4 FOR UPDATE SKIP LOCKED)`
+	SELECT msg_id FROM graph_applied WHERE env = $5 AND applied_at < $1 AND substr(msg_id, 1, $2) = $3
+	LIMIT $4 FOR UPDATE SKIP LOCKED) AND env = $5`
 
 // PruneApplied implements Store.PruneApplied. Each chunk is one autocommit statement on a
 // connection acquired for that chunk only, so Close waits for one chunk at most.
-func (s *Postgres) PruneApplied(ctx context.Context, prefix string, before time.Time) (int64, error) {
+func (s *Postgres) PruneApplied(ctx context.Context, env, prefix string, before time.Time) (int64, error) {
+	if err := checkEnv(env); err != nil {
+		return 0, fmt.Errorf("graph: prune apply markers: %w", err)
+	}
 	var total int64
 	for {
-		n, err := s.pruneOnce(ctx, prefix, before.UnixMicro())
+		n, err := s.pruneOnce(ctx, env, prefix, before.UnixMicro())
 		total += n
 		if err != nil {
 			return total, err
@@ -712,13 +728,13 @@ func (s *Postgres) PruneApplied(ctx context.Context, prefix string, before time.
 	}
 }
 
-func (s *Postgres) pruneOnce(ctx context.Context, prefix string, before int64) (int64, error) {
+func (s *Postgres) pruneOnce(ctx context.Context, env, prefix string, before int64) (int64, error) {
 	c, err := s.conn(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer c.Release()
-	tag, err := c.Exec(ctx, pgPruneApplied, before, utf8.RuneCountInString(prefix), prefix, pruneChunk)
+	tag, err := c.Exec(ctx, pgPruneApplied, before, utf8.RuneCountInString(prefix), prefix, pruneChunk, env)
 	if err != nil {
 		return 0, fmt.Errorf("graph: prune apply markers: %w", classifyPG(err))
 	}

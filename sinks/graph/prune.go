@@ -30,13 +30,16 @@ const DefaultMarkerPruneInterval = time.Hour
 const pruneChunk = 10_000
 
 // RunMarkerPruner deletes the apply markers of s whose id starts with prefix (see
-// Store.PruneApplied) and that are older than keep, once at the start and
-// then every interval, until ctx ends; it returns nil then. The first prune does not wait
-// for a tick, so a process restarted more often than every interval still prunes. every or
-// keep of 0 or less means DefaultMarkerPruneInterval or DefaultMarkerRetention. Errors
-// (except ctx ending) are reported to onErr, which may be nil and is called from this
-// goroutine, one at a time; they do not stop the pruner, and the next tick tries again.
-// Several processes may prune one PostgreSQL database at once. It starts no goroutines.
+// Store.PruneApplied) and that are older than keep, in every env (Envs, one after the
+// other: a marker keyed by stream position is transport state, whichever graph it guards),
+// once at the start and then every interval, until ctx ends; it returns nil then. The first
+// prune does not wait for a tick, so a process restarted more often than every interval
+// still prunes. every or keep of 0 or less means DefaultMarkerPruneInterval or
+// DefaultMarkerRetention. Errors (except ctx ending) are reported to onErr, one call per
+// env that failed; onErr may be nil and is called from this goroutine, one at a time;
+// errors do not stop the pruner (the other envs are still pruned), and the next tick tries
+// again. Several processes may prune one PostgreSQL database at once. It starts no
+// goroutines.
 func RunMarkerPruner(ctx context.Context, s Store, prefix string, every, keep time.Duration, onErr func(error)) error {
 	if every <= 0 {
 		every = DefaultMarkerPruneInterval
@@ -45,9 +48,12 @@ func RunMarkerPruner(ctx context.Context, s Store, prefix string, every, keep ti
 		keep = DefaultMarkerRetention
 	}
 	prune := func() {
-		_, err := s.PruneApplied(ctx, prefix, time.Now().Add(-keep))
-		if err != nil && onErr != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
-			onErr(err)
+		cut := time.Now().Add(-keep)
+		for _, env := range Envs() {
+			_, err := s.PruneApplied(ctx, env, prefix, cut)
+			if err != nil && onErr != nil && ctx.Err() == nil && !errors.Is(err, context.Canceled) {
+				onErr(err)
+			}
 		}
 	}
 	prune()

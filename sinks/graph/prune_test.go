@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -109,23 +110,27 @@ func TestMigrateFromV1(t *testing.T) {
 			}
 			defer s.Close()
 			versions, err := query(`SELECT CAST(version AS text) FROM schema_migrations ORDER BY version`)
-			if want := []string{"1", "2"}; err != nil || !slices.Equal(versions, want) || graph.SchemaVersion() != 2 {
-				t.Errorf("schema_migrations versions %v, %v; want %v (SchemaVersion %d)", versions, err, want, graph.SchemaVersion())
+			var want []string
+			for v := range graph.SchemaVersion() {
+				want = append(want, fmt.Sprint(v+1))
+			}
+			if err != nil || !slices.Equal(versions, want) {
+				t.Errorf("schema_migrations versions %v, %v; want %v", versions, err, want)
 			}
 			if idx, err := query(tc.indexes); err != nil || !slices.Equal(idx, []string{"graph_applied_applied_at"}) {
 				t.Errorf("indexes on graph_applied after migrating: %v, %v; want graph_applied_applied_at", idx, err)
 			}
-			if n, err := graph.CountMarkers(ctx, s); err != nil || n != 4 {
-				t.Errorf("markers after migrating: %d, %v; want the 4 written by version 1", n, err)
+			if n, err := graph.CountMarkers(ctx, s, graph.DefaultEnv); err != nil || n != 4 {
+				t.Errorf("markers after migrating: %d, %v; want the 4 written by version 1, in dev", n, err)
 			}
 			b := graph.Batch{Nodes: []graph.Node{{ID: "m", Type: graph.TypeRule}}}
-			if r, err := s.ApplyBatch(ctx, b, "old:0"); err != nil || !r.AlreadyApplied {
+			if r, err := s.ApplyBatch(ctx, graph.DefaultEnv, b, "old:0"); err != nil || !r.AlreadyApplied {
 				t.Errorf("old:0 before pruning: %+v, %v; want AlreadyApplied", r, err)
 			}
-			if n, err := s.PruneApplied(ctx, "", now.Add(-graph.DefaultMarkerRetention)); err != nil || n != 3 {
+			if n, err := s.PruneApplied(ctx, graph.DefaultEnv, "", now.Add(-graph.DefaultMarkerRetention)); err != nil || n != 3 {
 				t.Errorf("PruneApplied = %d, %v; want 3", n, err)
 			}
-			if r, err := s.ApplyBatch(ctx, b, "kept"); err != nil || !r.AlreadyApplied {
+			if r, err := s.ApplyBatch(ctx, graph.DefaultEnv, b, "kept"); err != nil || !r.AlreadyApplied {
 				t.Errorf("kept after pruning: %+v, %v; want AlreadyApplied", r, err)
 			}
 			// Reopening finds nothing to migrate.
@@ -152,7 +157,7 @@ func TestSQLitePruneUsesIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	rows, err := db.Query(`EXPLAIN QUERY PLAN SELECT rowid FROM graph_applied WHERE applied_at < ? LIMIT ?`, 1, 10)
+	rows, err := db.Query(`EXPLAIN QUERY PLAN SELECT rowid FROM graph_applied WHERE env = ? AND applied_at < ? LIMIT ?`, "dev", 1, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -169,8 +174,65 @@ func TestSQLitePruneUsesIndex(t *testing.T) {
 	if err := rows.Err(); err != nil {
 		t.Fatal(err)
 	}
-	if !slices.Contains(plan, "SEARCH graph_applied USING COVERING INDEX graph_applied_applied_at (applied_at<?)") {
+	if !slices.Contains(plan, "SEARCH graph_applied USING COVERING INDEX graph_applied_applied_at (env=? AND applied_at<?)") {
 		t.Errorf("plan %q, want a search of graph_applied_applied_at", plan)
+	}
+}
+
+// Regression: with graphs per env (schema version 3) SQLite planned the neighbours walk with
+// the edges as the outer loop — every edge of the env scanned through an index led by env,
+// the walk probed for each — and a 300-step budget took 6 s. Each step must search the edges
+// of the node it reached, through the (env, source) and (env, target) indexes.
+func TestSQLiteWalkUsesIndexes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "g.db")
+	s, err := graph.OpenSQLite(context.Background(), graph.SQLiteConfig{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, tc := range []struct {
+		name, filter string
+		args         []any
+	}{
+		{"all types", "", []any{"a", 3, "dev", 100}},
+		{"cites", " AND +e.type IN (?4)", []any{"a", 3, "dev", "cites", 100}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rows, err := db.Query(`EXPLAIN QUERY PLAN `+graph.SQLiteWalk(tc.filter, len(tc.args)), tc.args...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer rows.Close()
+			var plan []string
+			for rows.Next() {
+				var id, parent, unused int
+				var detail string
+				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, detail)
+			}
+			if err := rows.Err(); err != nil {
+				t.Fatal(err)
+			}
+			var searches []string
+			for i, d := range plan {
+				if strings.HasPrefix(d, "SEARCH e ") {
+					searches = append(searches, d)
+					if i == 0 || plan[i-1] != "SCAN w" {
+						t.Errorf("edges searched before the walk is scanned: %q", plan)
+					}
+				}
+			}
+			if len(searches) != 2 || !strings.Contains(searches[0], "(env=? AND source=?)") || !strings.Contains(searches[1], "(env=? AND target=?)") {
+				t.Errorf("edge searches %q, want one by (env, source) and one by (env, target); plan %q", searches, plan)
+			}
+		})
 	}
 }
 
@@ -180,7 +242,10 @@ type failingPruner struct {
 	cuts        chan time.Time
 }
 
-func (f *failingPruner) PruneApplied(ctx context.Context, prefix string, before time.Time) (int64, error) {
+func (f *failingPruner) PruneApplied(ctx context.Context, env, prefix string, before time.Time) (int64, error) {
+	if !slices.Contains(graph.Envs(), env) {
+		return 0, fmt.Errorf("env %q, want one of %v", env, graph.Envs())
+	}
 	if prefix != "SLUICE_GRAPH:" {
 		return 0, fmt.Errorf("prefix %q, want the one RunMarkerPruner was given", prefix)
 	}

@@ -182,11 +182,11 @@ func (s *SQLite) checkOpen() error {
 // ApplyBatch implements Store.ApplyBatch. It blocks while another batch of this store is
 // being written (one writer connection) and while another process holds the file's write
 // lock, up to the busy timeout.
-func (s *SQLite) ApplyBatch(ctx context.Context, b Batch, msgID string) (Result, error) {
+func (s *SQLite) ApplyBatch(ctx context.Context, env string, b Batch, msgID string) (Result, error) {
 	if err := s.checkOpen(); err != nil {
 		return Result{}, err
 	}
-	p, err := prepare(b, s.opts)
+	p, err := prepare(env, b, s.opts)
 	if err != nil {
 		return Result{}, err
 	}
@@ -270,7 +270,7 @@ func (s *SQLite) applyIn(ctx context.Context, tx *sql.Tx, p prepared, msgID stri
 	var res Result
 	ts := now().UnixMicro()
 	if msgID != "" {
-		r, err := tx.ExecContext(ctx, `INSERT INTO graph_applied (msg_id, applied_at) VALUES (?, ?) ON CONFLICT (msg_id) DO NOTHING`, msgID, ts)
+		r, err := tx.ExecContext(ctx, `INSERT INTO graph_applied (env, msg_id, applied_at) VALUES (?, ?, ?) ON CONFLICT (env, msg_id) DO NOTHING`, p.env, msgID, ts)
 		if err != nil {
 			return res, fmt.Errorf("graph: record apply marker %q: %w", msgID, err)
 		}
@@ -281,7 +281,7 @@ func (s *SQLite) applyIn(ctx context.Context, tx *sql.Tx, p prepared, msgID stri
 		}
 	}
 	if len(p.nodes) > 0 {
-		if err := s.upsertNodes(ctx, tx, p.nodes, ts, &res); err != nil {
+		if err := s.upsertNodes(ctx, tx, p.env, p.nodes, ts, &res); err != nil {
 			return res, err
 		}
 	}
@@ -291,38 +291,38 @@ func (s *SQLite) applyIn(ctx context.Context, tx *sql.Tx, p prepared, msgID stri
 		}
 	}
 	if len(p.edges) > 0 {
-		if err := s.upsertEdges(ctx, tx, p.edges, ts, &res); err != nil {
+		if err := s.upsertEdges(ctx, tx, p.env, p.edges, ts, &res); err != nil {
 			return res, err
 		}
 	}
 	return res, nil
 }
 
-func (s *SQLite) upsertNodes(ctx context.Context, tx *sql.Tx, nodes []Node, ts int64, res *Result) error {
-	sel, err := tx.PrepareContext(ctx, `SELECT properties FROM graph_nodes WHERE id = ?`)
+func (s *SQLite) upsertNodes(ctx context.Context, tx *sql.Tx, env string, nodes []Node, ts int64, res *Result) error {
+	sel, err := tx.PrepareContext(ctx, `SELECT properties FROM graph_nodes WHERE env = ? AND id = ?`)
 	if err != nil {
 		return fmt.Errorf("graph: prepare node read: %w", err)
 	}
 	defer sel.Close()
-	ins, err := tx.PrepareContext(ctx, `INSERT INTO graph_nodes (id, type, properties, created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, 1)`)
+	ins, err := tx.PrepareContext(ctx, `INSERT INTO graph_nodes (env, id, type, properties, created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, 1)`)
 	if err != nil {
 		return fmt.Errorf("graph: prepare node insert: %w", err)
 	}
 	defer ins.Close()
-	upd, err := tx.PrepareContext(ctx, `UPDATE graph_nodes SET properties = ?, updated_at = ?, version = version + 1 WHERE id = ?`)
+	upd, err := tx.PrepareContext(ctx, `UPDATE graph_nodes SET properties = ?, updated_at = ?, version = version + 1 WHERE env = ? AND id = ?`)
 	if err != nil {
 		return fmt.Errorf("graph: prepare node update: %w", err)
 	}
 	defer upd.Close()
 	for _, n := range nodes {
 		var old string
-		switch err := sel.QueryRowContext(ctx, n.ID).Scan(&old); {
+		switch err := sel.QueryRowContext(ctx, env, n.ID).Scan(&old); {
 		case errors.Is(err, sql.ErrNoRows):
 			props, err := encodeProps(n.Properties)
 			if err != nil {
 				return fmt.Errorf("node %s: %w", n.ID, err)
 			}
-			if _, err := ins.ExecContext(ctx, n.ID, n.Type, props, ts, ts); err != nil {
+			if _, err := ins.ExecContext(ctx, env, n.ID, n.Type, props, ts, ts); err != nil {
 				return fmt.Errorf("graph: insert node %s: %w", n.ID, err)
 			}
 			res.NodesCreated++
@@ -333,7 +333,7 @@ func (s *SQLite) upsertNodes(ctx context.Context, tx *sql.Tx, nodes []Node, ts i
 			if err != nil {
 				return fmt.Errorf("node %s: %w", n.ID, err)
 			}
-			if _, err := upd.ExecContext(ctx, props, ts, n.ID); err != nil {
+			if _, err := upd.ExecContext(ctx, props, ts, env, n.ID); err != nil {
 				return fmt.Errorf("graph: update node %s: %w", n.ID, err)
 			}
 			res.NodesUpdated++
@@ -342,31 +342,31 @@ func (s *SQLite) upsertNodes(ctx context.Context, tx *sql.Tx, nodes []Node, ts i
 	return nil
 }
 
-func (s *SQLite) upsertEdges(ctx context.Context, tx *sql.Tx, edges []Edge, ts int64, res *Result) error {
-	sel, err := tx.PrepareContext(ctx, `SELECT properties FROM graph_edges WHERE id = ?`)
+func (s *SQLite) upsertEdges(ctx context.Context, tx *sql.Tx, env string, edges []Edge, ts int64, res *Result) error {
+	sel, err := tx.PrepareContext(ctx, `SELECT properties FROM graph_edges WHERE env = ? AND id = ?`)
 	if err != nil {
 		return fmt.Errorf("graph: prepare edge read: %w", err)
 	}
 	defer sel.Close()
-	ins, err := tx.PrepareContext(ctx, `INSERT INTO graph_edges (id, source, type, target, properties, created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, 1)`)
+	ins, err := tx.PrepareContext(ctx, `INSERT INTO graph_edges (env, id, source, type, target, properties, created_at, updated_at, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)`)
 	if err != nil {
 		return fmt.Errorf("graph: prepare edge insert: %w", err)
 	}
 	defer ins.Close()
-	upd, err := tx.PrepareContext(ctx, `UPDATE graph_edges SET properties = ?, updated_at = ?, version = version + 1 WHERE id = ?`)
+	upd, err := tx.PrepareContext(ctx, `UPDATE graph_edges SET properties = ?, updated_at = ?, version = version + 1 WHERE env = ? AND id = ?`)
 	if err != nil {
 		return fmt.Errorf("graph: prepare edge update: %w", err)
 	}
 	defer upd.Close()
 	for _, e := range edges {
 		var old string
-		switch err := sel.QueryRowContext(ctx, e.ID).Scan(&old); {
+		switch err := sel.QueryRowContext(ctx, env, e.ID).Scan(&old); {
 		case errors.Is(err, sql.ErrNoRows):
 			props, err := encodeProps(e.Properties)
 			if err != nil {
 				return fmt.Errorf("edge %s: %w", e.ID, err)
 			}
-			if _, err := ins.ExecContext(ctx, e.ID, e.Source, e.Type, e.Target, props, ts, ts); err != nil {
+			if _, err := ins.ExecContext(ctx, env, e.ID, e.Source, e.Type, e.Target, props, ts, ts); err != nil {
 				return fmt.Errorf("graph: insert edge %s (%s -%s-> %s): %w", e.ID, e.Source, e.Type, e.Target, err)
 			}
 			res.EdgesCreated++
@@ -377,7 +377,7 @@ func (s *SQLite) upsertEdges(ctx context.Context, tx *sql.Tx, edges []Edge, ts i
 			if err != nil {
 				return fmt.Errorf("edge %s: %w", e.ID, err)
 			}
-			if _, err := upd.ExecContext(ctx, props, ts, e.ID); err != nil {
+			if _, err := upd.ExecContext(ctx, props, ts, env, e.ID); err != nil {
 				return fmt.Errorf("graph: update edge %s: %w", e.ID, err)
 			}
 			res.EdgesUpdated++
@@ -387,14 +387,14 @@ func (s *SQLite) upsertEdges(ctx context.Context, tx *sql.Tx, edges []Edge, ts i
 }
 
 // checkEndpoints fails permanently when an edge endpoint that is not in the batch is not
-// stored either, naming the first edge that needs it.
+// stored in the batch's env either, naming the first edge that needs it.
 func (s *SQLite) checkEndpoints(ctx context.Context, tx *sql.Tx, p prepared) error {
 	ids, err := encodeIDs(p.external)
 	if err != nil {
 		return err
 	}
 	rows, err := tx.QueryContext(ctx, `SELECT j.value FROM json_each(?) AS j
-		WHERE NOT EXISTS (SELECT 1 FROM graph_nodes n WHERE n.id = j.value) ORDER BY j.value`, ids)
+		WHERE NOT EXISTS (SELECT 1 FROM graph_nodes n WHERE n.env = ? AND n.id = j.value) ORDER BY j.value`, ids, p.env)
 	if err != nil {
 		return fmt.Errorf("graph: check edge endpoints: %w", err)
 	}
@@ -406,14 +406,17 @@ func (s *SQLite) checkEndpoints(ctx context.Context, tx *sql.Tx, p prepared) err
 }
 
 // GetNode implements Store.GetNode. It reads from the reader pool and never waits for writers.
-func (s *SQLite) GetNode(ctx context.Context, id string) (Node, error) {
+func (s *SQLite) GetNode(ctx context.Context, env, id string) (Node, error) {
 	if err := s.checkOpen(); err != nil {
 		return Node{}, err
 	}
-	row := s.r.QueryRowContext(ctx, `SELECT id, type, properties, created_at, updated_at, version FROM graph_nodes WHERE id = ?`, id)
+	if err := checkEnv(env); err != nil {
+		return Node{}, fmt.Errorf("graph: get node %q: %w", id, err)
+	}
+	row := s.r.QueryRowContext(ctx, `SELECT id, type, properties, created_at, updated_at, version FROM graph_nodes WHERE env = ? AND id = ?`, env, id)
 	n, err := scanNode(row.Scan)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Node{}, fmt.Errorf("graph: get node %q: %w", id, ErrNotFound)
+		return Node{}, fmt.Errorf("graph: get node %q in %s: %w", id, env, ErrNotFound)
 	}
 	if err != nil {
 		return Node{}, fmt.Errorf("graph: get node %q: %w", id, classifySQLite(err))
@@ -421,15 +424,18 @@ func (s *SQLite) GetNode(ctx context.Context, id string) (Node, error) {
 	return n, nil
 }
 
-// GetEdge returns the edge with id, or an error wrapping ErrNotFound.
-func (s *SQLite) GetEdge(ctx context.Context, id string) (Edge, error) {
+// GetEdge implements Store.GetEdge on the reader pool.
+func (s *SQLite) GetEdge(ctx context.Context, env, id string) (Edge, error) {
 	if err := s.checkOpen(); err != nil {
 		return Edge{}, err
 	}
-	row := s.r.QueryRowContext(ctx, `SELECT id, source, type, target, properties, created_at, updated_at, version FROM graph_edges WHERE id = ?`, id)
+	if err := checkEnv(env); err != nil {
+		return Edge{}, fmt.Errorf("graph: get edge %q: %w", id, err)
+	}
+	row := s.r.QueryRowContext(ctx, `SELECT id, source, type, target, properties, created_at, updated_at, version FROM graph_edges WHERE env = ? AND id = ?`, env, id)
 	e, err := scanEdge(row.Scan)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Edge{}, fmt.Errorf("graph: get edge %q: %w", id, ErrNotFound)
+		return Edge{}, fmt.Errorf("graph: get edge %q in %s: %w", id, env, ErrNotFound)
 	}
 	if err != nil {
 		return Edge{}, fmt.Errorf("graph: get edge %q: %w", id, classifySQLite(err))
@@ -469,18 +475,42 @@ func ctxErr(ctx context.Context, err error) error {
 	return err
 }
 
+// sqliteWalk is the walk query of Neighbors: ?1 the start id, ?2 the depth, ?3 the env,
+// then filter's edge types, and ?limitArg the visit budget plus one. Walks of length <=
+// depth from the start, in both directions; UNION drops repeated (id, depth) pairs, so
+// cycles terminate. The LIMIT stops the walk itself once it passes the visit budget; the
+// smallest depth of each id (its BFS distance) is kept as the rows stream in.
+//
+// CROSS JOIN keeps the walk as the outer loop: with the env a constant, the planner would
+// otherwise scan every edge of the env through an index led by env and probe the walk for
+// each (a 300-step budget took 6 s instead of milliseconds).
+func sqliteWalk(filter string, limitArg int) string {
+	return `WITH RECURSIVE walk(id, depth) AS (
+			SELECT ?1, 0
+			UNION
+			SELECT e.target, w.depth + 1 FROM walk w CROSS JOIN graph_edges e ON e.env = ?3 AND e.source = w.id WHERE w.depth < ?2` + filter + `
+			UNION
+			SELECT e.source, w.depth + 1 FROM walk w CROSS JOIN graph_edges e ON e.env = ?3 AND e.target = w.id WHERE w.depth < ?2` + filter + `
+			LIMIT ?` + fmt.Sprint(limitArg) + `
+		)
+		SELECT id, depth FROM walk`
+}
+
 // Neighbors implements Store.Neighbors on the reader pool: a recursive walk bounded by
 // Options.MaxVisits and ctx, then one lookup of the nearest MaxNeighbors nodes.
-func (s *SQLite) Neighbors(ctx context.Context, id string, depth int, edgeTypes []string) ([]Node, error) {
+func (s *SQLite) Neighbors(ctx context.Context, env, id string, depth int, edgeTypes []string) ([]Node, error) {
 	if err := s.checkOpen(); err != nil {
 		return nil, err
 	}
+	if err := checkEnv(env); err != nil {
+		return nil, fmt.Errorf("graph: neighbors of %q: %w", id, err)
+	}
 	depth = clampDepth(depth)
-	filter, args := "", []any{id, depth}
+	filter, args := "", []any{id, depth, env}
 	if len(edgeTypes) > 0 {
 		ph := make([]string, len(edgeTypes))
 		for i, t := range edgeTypes {
-			ph[i] = fmt.Sprintf("?%d", i+3)
+			ph[i] = fmt.Sprintf("?%d", i+4)
 			args = append(args, t)
 		}
 		// The unary + keeps the planner on the (source|target, type, …) indexes: without
@@ -489,21 +519,9 @@ func (s *SQLite) Neighbors(ctx context.Context, id string, depth int, edgeTypes 
 	}
 	var nodes []Node
 	if depth > 0 {
-		// Walks of length <= depth from the start, in both directions; UNION drops repeated
-		// (id, depth) pairs, so cycles terminate. The LIMIT stops the walk itself once it
-		// passes the visit budget; the smallest depth of each id (its BFS distance) is kept
-		// as the rows stream in.
 		budget := s.opts.maxVisits()
 		args = append(args, budget+1)
-		query := `WITH RECURSIVE walk(id, depth) AS (
-			SELECT ?1, 0
-			UNION
-			SELECT e.target, w.depth + 1 FROM walk w JOIN graph_edges e ON e.source = w.id WHERE w.depth < ?2` + filter + `
-			UNION
-			SELECT e.source, w.depth + 1 FROM walk w JOIN graph_edges e ON e.target = w.id WHERE w.depth < ?2` + filter + `
-			LIMIT ?` + fmt.Sprint(len(args)) + `
-		)
-		SELECT id, depth FROM walk`
+		query := sqliteWalk(filter, len(args))
 		agg := newWalkAgg(id, budget)
 		if err := s.walk(ctx, agg, query, args); err != nil {
 			return nil, err
@@ -511,12 +529,14 @@ func (s *SQLite) Neighbors(ctx context.Context, id string, depth int, edgeTypes 
 		ids := agg.nearest()
 		if len(ids) > 0 {
 			ph := make([]string, len(ids))
-			idArgs := make([]any, len(ids))
+			idArgs := make([]any, 1, len(ids)+1)
+			idArgs[0] = env
 			for i, v := range ids {
-				ph[i], idArgs[i] = "?", v
+				ph[i] = "?"
+				idArgs = append(idArgs, v)
 			}
 			rows, err := s.r.QueryContext(ctx, `SELECT id, type, properties, created_at, updated_at, version
-				FROM graph_nodes WHERE id IN (`+strings.Join(ph, ",")+`)`, idArgs...)
+				FROM graph_nodes WHERE env = ? AND id IN (`+strings.Join(ph, ",")+`)`, idArgs...)
 			if err != nil {
 				return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifySQLite(err))
 			}
@@ -536,9 +556,9 @@ func (s *SQLite) Neighbors(ctx context.Context, id string, depth int, edgeTypes 
 	}
 	if len(nodes) == 0 {
 		var one int
-		err := s.r.QueryRowContext(ctx, `SELECT 1 FROM graph_nodes WHERE id = ?`, id).Scan(&one)
+		err := s.r.QueryRowContext(ctx, `SELECT 1 FROM graph_nodes WHERE env = ? AND id = ?`, env, id).Scan(&one)
 		if errors.Is(err, sql.ErrNoRows) {
-			return nil, fmt.Errorf("graph: neighbors of %q: %w", id, ErrNotFound)
+			return nil, fmt.Errorf("graph: neighbors of %q in %s: %w", id, env, ErrNotFound)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifySQLite(err))
@@ -548,16 +568,19 @@ func (s *SQLite) Neighbors(ctx context.Context, id string, depth int, edgeTypes 
 }
 
 // Stats implements Store.Stats.
-func (s *SQLite) Stats(ctx context.Context) (Stats, error) {
+func (s *SQLite) Stats(ctx context.Context, env string) (Stats, error) {
 	if err := s.checkOpen(); err != nil {
 		return Stats{}, err
+	}
+	if err := checkEnv(env); err != nil {
+		return Stats{}, fmt.Errorf("graph: stats: %w", err)
 	}
 	st := Stats{Nodes: map[string]int{}, Edges: map[string]int{}}
 	for _, q := range []struct {
 		table string
 		into  map[string]int
 	}{{"graph_nodes", st.Nodes}, {"graph_edges", st.Edges}} {
-		rows, err := s.r.QueryContext(ctx, `SELECT type, COUNT(*) FROM `+q.table+` GROUP BY type`)
+		rows, err := s.r.QueryContext(ctx, `SELECT type, COUNT(*) FROM `+q.table+` WHERE env = ? GROUP BY type`, env)
 		if err != nil {
 			return Stats{}, fmt.Errorf("graph: count %s: %w", q.table, classifySQLite(err))
 		}
@@ -582,8 +605,11 @@ func (s *SQLite) Ping(ctx context.Context) error {
 // PruneApplied implements Store.PruneApplied. Each chunk is one autocommit DELETE on the
 // writer connection, so batches of this store queue behind one chunk at most, and writers
 // in other processes wait for the file lock no longer than that either.
-func (s *SQLite) PruneApplied(ctx context.Context, prefix string, before time.Time) (int64, error) {
+func (s *SQLite) PruneApplied(ctx context.Context, env, prefix string, before time.Time) (int64, error) {
 	var total int64
+	if err := checkEnv(env); err != nil {
+		return 0, fmt.Errorf("graph: prune apply markers: %w", err)
+	}
 	for {
 		if err := s.checkOpen(); err != nil {
 			return total, err
@@ -592,8 +618,8 @@ func (s *SQLite) PruneApplied(ctx context.Context, prefix string, before time.Ti
 			return total, fmt.Errorf("graph: prune apply markers: %w", err)
 		}
 		r, err := s.w.ExecContext(ctx, `DELETE FROM graph_applied WHERE rowid IN (
-			SELECT rowid FROM graph_applied WHERE applied_at < ? AND substr(msg_id, 1, ?) = ? LIMIT ?)`,
-			before.UnixMicro(), utf8.RuneCountInString(prefix), prefix, pruneChunk)
+			SELECT rowid FROM graph_applied WHERE env = ? AND applied_at < ? AND substr(msg_id, 1, ?) = ? LIMIT ?)`,
+			env, before.UnixMicro(), utf8.RuneCountInString(prefix), prefix, pruneChunk)
 		if err != nil {
 			return total, fmt.Errorf("graph: prune apply markers: %w", classifySQLite(err))
 		}

@@ -12,18 +12,20 @@ import (
 )
 
 // GraphService reads the graph store. Graph batches are written through POST /v1/graph, which
-// loads a graph file as a job (JobService.SubmitJob). Optional in Config: without it the read
-// routes answer 501.
+// loads a graph file as a job (JobService.SubmitJob) into the graph of the env it names.
+// Optional in Config: without it the read routes answer 501. Every read names the env (dev,
+// test or prod, checked by the route: dev when ?env= is absent, 400 for anything else); each
+// env is a graph of its own. Methods must be safe for concurrent use.
 type GraphService interface {
-	// GetNode returns a node, or an error wrapping ErrNotFound.
-	GetNode(ctx context.Context, id string) (graph.Node, error)
-	// Neighbors returns the nodes within depth hops of id in both directions, over edges of
-	// the given types (all when empty): at most 1000, the start node excluded. Depth is
+	// GetNode returns env's node, or an error wrapping ErrNotFound (or graph.ErrNotFound).
+	GetNode(ctx context.Context, env, id string) (graph.Node, error)
+	// Neighbors returns env's nodes within depth hops of id in both directions, over edges
+	// of the given types (all when empty): at most 1000, the start node excluded. Depth is
 	// clamped to 0..10 by the store. ctx carries Config.GraphTimeout; an error wrapping
 	// graph.ErrTraversalTooLarge (the store's visit budget) answers 422.
-	Neighbors(ctx context.Context, id string, depth int, edgeTypes []string) ([]graph.Node, error)
-	// Stats counts nodes and edges by type.
-	Stats(ctx context.Context) (graph.Stats, error)
+	Neighbors(ctx context.Context, env, id string, depth int, edgeTypes []string) ([]graph.Node, error)
+	// Stats counts env's nodes and edges by type.
+	Stats(ctx context.Context, env string) (graph.Stats, error)
 }
 
 func (s *Server) graphRoutes() {
@@ -46,12 +48,33 @@ func (s *Server) withGraph(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
+// graphEnv returns the route's env (envParam), having answered 400 when it is not valid.
+func (s *Server) graphEnv(w http.ResponseWriter, r *http.Request) (string, bool) {
+	env, err := envParam(r)
+	if err != nil {
+		s.problem(w, r, http.StatusBadRequest, err.Error())
+		return "", false
+	}
+	return env, true
+}
+
+// notFound reports whether err says that no node has the id: the service's ErrNotFound or
+// the store's own.
+func notFound(err error) bool {
+	return errors.Is(err, ErrNotFound) || errors.Is(err, graph.ErrNotFound)
+}
+
+// getNode handles GET /v1/graph/nodes/{id}?env=.
 func (s *Server) getNode(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	n, err := s.cfg.Graph.GetNode(r.Context(), id)
+	env, ok := s.graphEnv(w, r)
+	if !ok {
+		return
+	}
+	n, err := s.cfg.Graph.GetNode(r.Context(), env, id)
 	switch {
-	case errors.Is(err, ErrNotFound):
-		s.problem(w, r, http.StatusNotFound, fmt.Sprintf("No node %q.", id))
+	case notFound(err):
+		s.problem(w, r, http.StatusNotFound, fmt.Sprintf("No node %q in env %s.", id, env))
 	case err != nil:
 		s.internalError(w, r, "get node", err)
 	default:
@@ -60,6 +83,7 @@ func (s *Server) getNode(w http.ResponseWriter, r *http.Request) {
 }
 
 type neighborsAnswer struct {
+	Env       string       `json:"env"`
 	Node      string       `json:"node"`
 	Depth     int          `json:"depth"`
 	Types     []string     `json:"types,omitempty"`
@@ -67,9 +91,13 @@ type neighborsAnswer struct {
 	Count     int          `json:"count"`
 }
 
-// neighbors handles GET /v1/graph/nodes/{id}/neighbors?depth=&types=a,b.
+// neighbors handles GET /v1/graph/nodes/{id}/neighbors?env=&depth=&types=a,b.
 func (s *Server) neighbors(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
+	env, ok := s.graphEnv(w, r)
+	if !ok {
+		return
+	}
 	q := r.URL.Query()
 	depth := 1
 	if v := q.Get("depth"); v != "" {
@@ -92,15 +120,15 @@ func (s *Server) neighbors(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	if _, err := s.cfg.Graph.GetNode(r.Context(), id); err != nil {
-		if errors.Is(err, ErrNotFound) {
-			s.problem(w, r, http.StatusNotFound, fmt.Sprintf("No node %q.", id))
+	if _, err := s.cfg.Graph.GetNode(r.Context(), env, id); err != nil {
+		if notFound(err) {
+			s.problem(w, r, http.StatusNotFound, fmt.Sprintf("No node %q in env %s.", id, env))
 			return
 		}
 		s.internalError(w, r, "get node", err)
 		return
 	}
-	nodes, err := s.cfg.Graph.Neighbors(r.Context(), id, depth, types)
+	nodes, err := s.cfg.Graph.Neighbors(r.Context(), env, id, depth, types)
 	switch {
 	case errors.Is(err, graph.ErrTraversalTooLarge):
 		s.problem(w, r, http.StatusUnprocessableEntity, fmt.Sprintf("The traversal from %q at depth %d visits more nodes than this server allows; ask for a smaller depth or fewer edge types.", id, depth))
@@ -112,16 +140,21 @@ func (s *Server) neighbors(w http.ResponseWriter, r *http.Request) {
 	if nodes == nil {
 		nodes = []graph.Node{}
 	}
-	s.writeJSON(w, r, http.StatusOK, neighborsAnswer{Node: id, Depth: depth, Types: types, Neighbors: nodes, Count: len(nodes)})
+	s.writeJSON(w, r, http.StatusOK, neighborsAnswer{Env: env, Node: id, Depth: depth, Types: types, Neighbors: nodes, Count: len(nodes)})
 }
 
+// graphStats handles GET /v1/graph/stats?env=.
 func (s *Server) graphStats(w http.ResponseWriter, r *http.Request) {
-	st, err := s.cfg.Graph.Stats(r.Context())
+	env, ok := s.graphEnv(w, r)
+	if !ok {
+		return
+	}
+	st, err := s.cfg.Graph.Stats(r.Context(), env)
 	if err != nil {
 		s.internalError(w, r, "graph stats", err)
 		return
 	}
 	s.writeJSON(w, r, http.StatusOK, map[string]any{
-		"nodes": st.Nodes, "edges": st.Edges, "total_nodes": st.TotalNodes(), "total_edges": st.TotalEdges(),
+		"env": env, "nodes": st.Nodes, "edges": st.Edges, "total_nodes": st.TotalNodes(), "total_edges": st.TotalEdges(),
 	})
 }

@@ -35,21 +35,21 @@ func (m markers) testApplyBatches(t *testing.T, newStore NewStore) {
 	s := newStore(t, graph.Options{})
 	ctx := context.Background()
 	bs := []graph.MarkedBatch{
-		{MsgID: "command:a", Batch: graph.Batch{Nodes: []graph.Node{node("a", map[string]any{"v": 1})}}},
+		{Env: env, MsgID: "command:a", Batch: graph.Batch{Nodes: []graph.Node{node("a", map[string]any{"v": 1})}}},
 		// An edge to the node the batch before wrote, in the same transaction.
-		{MsgID: "command:b", Batch: graph.Batch{Nodes: []graph.Node{node("b", nil)},
+		{Env: env, MsgID: "command:b", Batch: graph.Batch{Nodes: []graph.Node{node("b", nil)},
 			Edges: []graph.Edge{{Source: "b", Type: graph.EdgePartOf, Target: "a"}}}},
 		// No marker: applies every time.
-		{MsgID: "", Batch: graph.Batch{Nodes: []graph.Node{node("c", nil)}}},
+		{Env: env, MsgID: "", Batch: graph.Batch{Nodes: []graph.Node{node("c", nil)}}},
 		// The same marker again in one group (a duplicate command): skipped.
-		{MsgID: "command:a", Batch: graph.Batch{Nodes: []graph.Node{node("a", map[string]any{"v": "dup"})}}},
+		{Env: env, MsgID: "command:a", Batch: graph.Batch{Nodes: []graph.Node{node("a", map[string]any{"v": "dup"})}}},
 		// Fails in the database (missing endpoint), after writing its node: rolled back alone.
-		{MsgID: "command:bad-edge", Batch: graph.Batch{Nodes: []graph.Node{node("orphan", nil)},
+		{Env: env, MsgID: "command:bad-edge", Batch: graph.Batch{Nodes: []graph.Node{node("orphan", nil)},
 			Edges: []graph.Edge{{Source: "orphan", Type: graph.EdgeCites, Target: "nowhere"}}}},
 		// Refused before the transaction (unknown type).
-		{MsgID: "command:bad-type", Batch: graph.Batch{Nodes: []graph.Node{{ID: "x", Type: "rule"}}}},
+		{Env: env, MsgID: "command:bad-type", Batch: graph.Batch{Nodes: []graph.Node{{ID: "x", Type: "rule"}}}},
 		// A later batch updating a node of an earlier one.
-		{MsgID: "command:a2", Batch: graph.Batch{Nodes: []graph.Node{node("a", map[string]any{"w": 2})}}},
+		{Env: env, MsgID: "command:a2", Batch: graph.Batch{Nodes: []graph.Node{node("a", map[string]any{"w": 2})}}},
 	}
 	res := applyBatches(t, s, bs)
 	want := []graph.Result{
@@ -76,11 +76,11 @@ func (m markers) testApplyBatches(t *testing.T, newStore NewStore) {
 		t.Errorf("node a %+v: want version 2, v=1 (the duplicate skipped), w=2", a)
 	}
 	for _, id := range []string{"orphan", "x"} {
-		if _, err := s.GetNode(ctx, id); !errors.Is(err, graph.ErrNotFound) {
+		if _, err := s.GetNode(ctx, env, id); !errors.Is(err, graph.ErrNotFound) {
 			t.Errorf("node %s of a failed batch: %v, want ErrNotFound", id, err)
 		}
 	}
-	if e, err := s.GetEdge(ctx, graph.EdgeID("b", graph.EdgePartOf, "a")); err != nil || e.Version != 1 {
+	if e, err := s.GetEdge(ctx, env, graph.EdgeID("b", graph.EdgePartOf, "a")); err != nil || e.Version != 1 {
 		t.Errorf("edge b->a: %+v, %v", e, err)
 	}
 	if n := m.count(t, s); n != 3 {
@@ -123,7 +123,7 @@ func testApplyBatchesEdges(t *testing.T, newStore NewStore) {
 	if res := s.ApplyBatches(context.Background(), nil); len(res) != 0 {
 		t.Errorf("ApplyBatches(nil) = %v, want no results", res)
 	}
-	one := []graph.MarkedBatch{{MsgID: "one", Batch: graph.Batch{Nodes: []graph.Node{node("one", nil)}}}}
+	one := []graph.MarkedBatch{{Env: env, MsgID: "one", Batch: graph.Batch{Nodes: []graph.Node{node("one", nil)}}}}
 	if r := applyBatches(t, s, one)[0]; r.Err != nil || r.Result != (graph.Result{NodesCreated: 1}) {
 		t.Errorf("group of one: %+v, %v", r.Result, r.Err)
 	}
@@ -131,8 +131,8 @@ func testApplyBatchesEdges(t *testing.T, newStore NewStore) {
 		t.Errorf("ApplyBatch with the marker ApplyBatches recorded: %+v, want AlreadyApplied", r)
 	}
 	bad := []graph.MarkedBatch{
-		{MsgID: "bad1", Batch: graph.Batch{Nodes: []graph.Node{{ID: "", Type: graph.TypeRule}}}},
-		{MsgID: "bad2", Batch: graph.Batch{Nodes: []graph.Node{{ID: "y", Type: "nope"}}}},
+		{Env: env, MsgID: "bad1", Batch: graph.Batch{Nodes: []graph.Node{{ID: "", Type: graph.TypeRule}}}},
+		{Env: env, MsgID: "bad2", Batch: graph.Batch{Nodes: []graph.Node{{ID: "y", Type: "nope"}}}},
 	}
 	for i, r := range applyBatches(t, s, bad) {
 		wantInvalid(t, r.Err, fmt.Sprintf("refused batch %d", i))
@@ -146,15 +146,15 @@ func testApplyBatchesCanceled(t *testing.T, newStore NewStore) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	bs := []graph.MarkedBatch{
-		{MsgID: "k1", Batch: graph.Batch{Nodes: []graph.Node{node("k1", nil)}}},
-		{MsgID: "k2", Batch: graph.Batch{Nodes: []graph.Node{node("k2", nil)}}},
+		{Env: env, MsgID: "k1", Batch: graph.Batch{Nodes: []graph.Node{node("k1", nil)}}},
+		{Env: env, MsgID: "k2", Batch: graph.Batch{Nodes: []graph.Node{node("k2", nil)}}},
 	}
 	for i, r := range s.ApplyBatches(ctx, bs) {
 		if r.Err == nil || fault.IsPermanent(r.Err) {
 			t.Errorf("batch %d with an ended ctx: %v, want a transient error", i, r.Err)
 		}
 	}
-	st, err := s.Stats(context.Background())
+	st, err := s.Stats(context.Background(), env)
 	if err != nil || st.TotalNodes() != 0 {
 		t.Errorf("stats %+v, %v; want nothing written", st, err)
 	}
@@ -170,7 +170,7 @@ func testApplyBatchesAfterClose(t *testing.T, newStore NewStore) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	res := s.ApplyBatches(context.Background(), []graph.MarkedBatch{{MsgID: "z", Batch: graph.Batch{Nodes: []graph.Node{node("z", nil)}}}})
+	res := s.ApplyBatches(context.Background(), []graph.MarkedBatch{{Env: env, MsgID: "z", Batch: graph.Batch{Nodes: []graph.Node{node("z", nil)}}}})
 	if len(res) != 1 || !errors.Is(res[0].Err, graph.ErrClosed) || fault.IsPermanent(res[0].Err) {
 		t.Errorf("ApplyBatches after Close = %+v, want transient ErrClosed", res)
 	}
@@ -195,7 +195,7 @@ func testApplyBatchesConcurrent(t *testing.T, newStore NewStore) {
 						b.Nodes = append(b.Nodes, node(fmt.Sprintf("s%d", k), map[string]any{fmt.Sprintf("c%d", c): g*per + i}))
 					}
 					b.Nodes = append(b.Nodes, node(fmt.Sprintf("own%d_%d_%d", c, g, i), nil))
-					bs[i] = graph.MarkedBatch{MsgID: fmt.Sprintf("c%d:g%d:b%d", c, g, i), Batch: b}
+					bs[i] = graph.MarkedBatch{Env: env, MsgID: fmt.Sprintf("c%d:g%d:b%d", c, g, i), Batch: b}
 				}
 				for i, r := range s.ApplyBatches(context.Background(), bs) {
 					if r.Err != nil {

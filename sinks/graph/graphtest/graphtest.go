@@ -29,12 +29,15 @@ type NewStore func(t *testing.T, opts graph.Options) graph.Store
 // interface can neither backdate a marker nor count them. A backend's test builds them on
 // the store's own connections.
 type Hooks struct {
-	// InsertMarkers records an apply marker for each of msgIDs with applied_at = at, in one
-	// transaction. Required.
-	InsertMarkers func(ctx context.Context, s graph.Store, at time.Time, msgIDs []string) error
-	// CountMarkers returns the number of rows in graph_applied. Required.
-	CountMarkers func(ctx context.Context, s graph.Store) (int64, error)
+	// InsertMarkers records an apply marker in env for each of msgIDs with applied_at = at,
+	// in one transaction. Required.
+	InsertMarkers func(ctx context.Context, s graph.Store, env string, at time.Time, msgIDs []string) error
+	// CountMarkers returns the number of env's rows in graph_applied. Required.
+	CountMarkers func(ctx context.Context, s graph.Store, env string) (int64, error)
 }
+
+// env is the environment the suite's single-env tests use; the Env* tests use all three.
+const env = graph.DefaultEnv
 
 // Run runs the suite as subtests of t. It fails t at once when a hook is missing.
 func Run(t *testing.T, newStore NewStore, h Hooks) {
@@ -73,6 +76,11 @@ func Run(t *testing.T, newStore NewStore, h Hooks) {
 		{"PruneAppliedCanceled", m.testPruneCanceled},
 		{"PruneAppliedAfterClose", testPruneAfterClose},
 		{"MarkerPruner", m.testMarkerPruner},
+		{"EnvIsolation", testEnvIsolation},
+		{"EnvSameIDIndependent", testEnvSameID},
+		{"EnvMarkers", testEnvMarkers},
+		{"EnvPrune", m.testEnvPrune},
+		{"EnvInvalid", testEnvInvalid},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) { tc.fn(t, newStore) })
@@ -81,7 +89,7 @@ func Run(t *testing.T, newStore NewStore, h Hooks) {
 
 func apply(t *testing.T, s graph.Store, b graph.Batch, msg string) graph.Result {
 	t.Helper()
-	res, err := s.ApplyBatch(context.Background(), b, msg)
+	res, err := s.ApplyBatch(context.Background(), env, b, msg)
 	if err != nil {
 		t.Fatalf("ApplyBatch(%s): %v", msg, err)
 	}
@@ -90,7 +98,7 @@ func apply(t *testing.T, s graph.Store, b graph.Batch, msg string) graph.Result 
 
 func getNode(t *testing.T, s graph.Store, id string) graph.Node {
 	t.Helper()
-	n, err := s.GetNode(context.Background(), id)
+	n, err := s.GetNode(context.Background(), env, id)
 	if err != nil {
 		t.Fatalf("GetNode(%s): %v", id, err)
 	}
@@ -139,7 +147,7 @@ func testUpsert(t *testing.T, newStore NewStore) {
 	if n := getNode(t, s, "rule:a"); n.Version != 3 || n.Properties["b"] != "y" {
 		t.Errorf("after empty upsert: version %d props %v, want 3 and unchanged", n.Version, n.Properties)
 	}
-	if _, err := s.GetNode(context.Background(), "rule:missing"); !errors.Is(err, graph.ErrNotFound) {
+	if _, err := s.GetNode(context.Background(), env, "rule:missing"); !errors.Is(err, graph.ErrNotFound) {
 		t.Errorf("GetNode(missing) = %v, want ErrNotFound", err)
 	}
 }
@@ -159,7 +167,7 @@ func testRedelivery(t *testing.T, newStore NewStore) {
 	if n := getNode(t, s, "a"); n.Version != 1 {
 		t.Errorf("version after redelivery = %d, want 1", n.Version)
 	}
-	e, err := s.GetEdge(context.Background(), graph.EdgeID("a", graph.EdgeCites, "b"))
+	e, err := s.GetEdge(context.Background(), env, graph.EdgeID("a", graph.EdgeCites, "b"))
 	if err != nil || e.Version != 1 {
 		t.Fatalf("edge after redelivery: %+v, %v; want version 1", e, err)
 	}
@@ -195,7 +203,7 @@ func testDuplicates(t *testing.T, newStore NewStore) {
 	if n.Version != 1 || n.Type != graph.TypeStep || num(n.Properties["a"]) != "1" || num(n.Properties["b"]) != "2" {
 		t.Errorf("node d = %+v, want version 1, type Step, a=1 b=2", n)
 	}
-	e, err := s.GetEdge(context.Background(), graph.EdgeID("d", graph.EdgePrereq, "e"))
+	e, err := s.GetEdge(context.Background(), env, graph.EdgeID("d", graph.EdgePrereq, "e"))
 	if err != nil || e.Version != 1 || len(e.Properties) != 2 {
 		t.Errorf("edge = %+v, %v; want version 1 with x and y", e, err)
 	}
@@ -215,7 +223,7 @@ func testEdgeID(t *testing.T, newStore NewStore) {
 	b.Edges[0].ID = "edge:9265b19a55d98f9b" // a matching explicit id is accepted
 	b.Edges[0].Properties = map[string]any{"chunk_id": "c1"}
 	apply(t, s, b, "e2")
-	e, err := s.GetEdge(context.Background(), "edge:9265b19a55d98f9b")
+	e, err := s.GetEdge(context.Background(), env, "edge:9265b19a55d98f9b")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -223,7 +231,7 @@ func testEdgeID(t *testing.T, newStore NewStore) {
 		num(e.Properties["confidence"]) != "0.9" || e.Properties["chunk_id"] != "c1" {
 		t.Errorf("edge = %+v, want one edge, version 2, merged properties", e)
 	}
-	st, err := s.Stats(context.Background())
+	st, err := s.Stats(context.Background(), env)
 	if err != nil || st.Edges["cites"] != 1 || st.TotalEdges() != 1 {
 		t.Errorf("stats = %+v, %v; want exactly 1 cites edge", st, err)
 	}
@@ -259,7 +267,7 @@ func testPII(t *testing.T, newStore NewStore) {
 	if nested["password"] != "kept" || nested["long"] != long {
 		t.Errorf("nested values must not be inspected: %v", nested["password"])
 	}
-	e, err := s.GetEdge(context.Background(), graph.EdgeID("c", graph.EdgeVariantOf, "d"))
+	e, err := s.GetEdge(context.Background(), env, graph.EdgeID("c", graph.EdgeVariantOf, "d"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +334,7 @@ func testFixture(t *testing.T, newStore NewStore) {
 	if r.NodesCreated != 626 || r.EdgesCreated != 1280 {
 		t.Fatalf("result %+v", r)
 	}
-	st, err := s.Stats(ctx)
+	st, err := s.Stats(ctx, env)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,11 +365,11 @@ func testFixture(t *testing.T, newStore NewStore) {
 		}
 	}
 	for _, in := range b.Edges[:50] {
-		if e, err := s.GetEdge(ctx, in.ID); err != nil || e.Version != 2 {
+		if e, err := s.GetEdge(ctx, env, in.ID); err != nil || e.Version != 2 {
 			t.Fatalf("edge %s: %+v %v, want version 2", in.ID, e, err)
 		}
 	}
-	if st2, _ := s.Stats(ctx); st2.TotalNodes() != 626 || st2.TotalEdges() != 1280 {
+	if st2, _ := s.Stats(ctx, env); st2.TotalNodes() != 626 || st2.TotalEdges() != 1280 {
 		t.Errorf("second upsert changed counts: %+v", st2)
 	}
 }
@@ -393,9 +401,9 @@ func testValidation(t *testing.T, newStore NewStore) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := s.ApplyBatch(ctx, tc.b, "bad:"+tc.name)
+			_, err := s.ApplyBatch(ctx, env, tc.b, "bad:"+tc.name)
 			wantInvalid(t, err, tc.name)
-			if _, err := s.GetNode(ctx, "n"); !errors.Is(err, graph.ErrNotFound) {
+			if _, err := s.GetNode(ctx, env, "n"); !errors.Is(err, graph.ErrNotFound) {
 				t.Errorf("node n written by a failed batch (err %v)", err)
 			}
 		})
@@ -416,9 +424,9 @@ func testRollback(t *testing.T, newStore NewStore) {
 	b.Nodes = append(b.Nodes, graph.Node{ID: "old", Type: graph.TypeRule, Properties: map[string]any{"v": 2}})
 	good := b
 	b.Edges = append(slices.Clone(b.Edges), graph.Edge{Source: "new00", Type: graph.EdgeCites, Target: "missing"})
-	_, err := s.ApplyBatch(ctx, b, "m1")
+	_, err := s.ApplyBatch(ctx, env, b, "m1")
 	wantInvalid(t, err, "batch whose last edge is invalid")
-	st, err := s.Stats(ctx)
+	st, err := s.Stats(ctx, env)
 	if err != nil || st.TotalNodes() != 1 || st.TotalEdges() != 0 {
 		t.Errorf("after rollback: stats %+v %v, want only the old node", st, err)
 	}
@@ -473,7 +481,7 @@ func testNeighborsBasics(t *testing.T, newStore NewStore) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := s.Neighbors(ctx, "p00", tc.depth, tc.types)
+			got, err := s.Neighbors(ctx, env, "p00", tc.depth, tc.types)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -482,10 +490,10 @@ func testNeighborsBasics(t *testing.T, newStore NewStore) {
 			}
 		})
 	}
-	if _, err := s.Neighbors(ctx, "absent", 2, nil); !errors.Is(err, graph.ErrNotFound) {
+	if _, err := s.Neighbors(ctx, env, "absent", 2, nil); !errors.Is(err, graph.ErrNotFound) {
 		t.Errorf("Neighbors(absent) = %v, want ErrNotFound", err)
 	}
-	got, err := s.Neighbors(ctx, "p01", 1, nil)
+	got, err := s.Neighbors(ctx, env, "p01", 1, nil)
 	if err != nil || len(got) != 2 || got[0].Type != graph.TypeStep || got[0].Version != 1 {
 		t.Errorf("Neighbors returns full nodes: %+v %v", got, err)
 	}
@@ -571,7 +579,7 @@ func testNeighborsBFS(t *testing.T, newStore NewStore) {
 				start := b.Nodes[rng.IntN(g.n)].ID
 				for _, depth := range []int{1, 2, 4} {
 					for _, types := range [][]string{nil, {graph.EdgeCites}, {graph.EdgePartOf, graph.EdgeDependsOn}} {
-						got, err := s.Neighbors(ctx, start, depth, types)
+						got, err := s.Neighbors(ctx, env, start, depth, types)
 						if err != nil {
 							t.Fatal(err)
 						}
@@ -606,7 +614,7 @@ func testNeighborsCap(t *testing.T, newStore NewStore) {
 	}
 	apply(t, s, b, "")
 	for _, depth := range []int{1, 2, 3} {
-		got, err := s.Neighbors(ctx, "hub", depth, nil)
+		got, err := s.Neighbors(ctx, env, "hub", depth, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -652,7 +660,7 @@ func testNeighborsBudget(t *testing.T, newStore NewStore) {
 	b := denseLayers(layers, width)
 	apply(t, s, b, "")
 	start := time.Now()
-	_, err := s.Neighbors(ctx, "d00_000", 10, []string{graph.EdgeCites})
+	_, err := s.Neighbors(ctx, env, "d00_000", 10, []string{graph.EdgeCites})
 	if !errors.Is(err, graph.ErrTraversalTooLarge) {
 		t.Fatalf("depth 10 over a dense graph with a 300-step budget: %v, want ErrTraversalTooLarge", err)
 	}
@@ -661,7 +669,7 @@ func testNeighborsBudget(t *testing.T, newStore NewStore) {
 		t.Errorf("the bounded traversal took %s", took)
 	}
 	// Under the budget: exact, as the BFS reference.
-	got, err := s.Neighbors(ctx, "d00_000", 2, []string{graph.EdgeCites})
+	got, err := s.Neighbors(ctx, env, "d00_000", 2, []string{graph.EdgeCites})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -671,7 +679,7 @@ func testNeighborsBudget(t *testing.T, newStore NewStore) {
 	// The default budget lets the whole dense graph through.
 	s2 := newStore(t, graph.Options{})
 	apply(t, s2, b, "")
-	got, err = s2.Neighbors(ctx, "d00_000", 10, []string{graph.EdgeCites})
+	got, err = s2.Neighbors(ctx, env, "d00_000", 10, []string{graph.EdgeCites})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -686,12 +694,12 @@ func testNeighborsContext(t *testing.T, newStore NewStore) {
 	apply(t, s, denseLayers(4, 8), "")
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := s.Neighbors(ctx, "d00_000", 10, nil); !errors.Is(err, context.Canceled) {
+	if _, err := s.Neighbors(ctx, env, "d00_000", 10, nil); !errors.Is(err, context.Canceled) {
 		t.Errorf("cancelled: %v, want context.Canceled", err)
 	}
 	dctx, dcancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
 	defer dcancel()
-	if _, err := s.Neighbors(dctx, "d00_000", 10, nil); !errors.Is(err, context.DeadlineExceeded) {
+	if _, err := s.Neighbors(dctx, env, "d00_000", 10, nil); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("past deadline: %v, want context.DeadlineExceeded", err)
 	}
 }
@@ -719,7 +727,7 @@ func testConcurrent(t *testing.T, newStore NewStore) {
 				}
 				b.Nodes = append(b.Nodes, graph.Node{ID: fmt.Sprintf("own%d_%d", w, m), Type: graph.TypeStep})
 				b.Edges = append(b.Edges, graph.Edge{Source: fmt.Sprintf("own%d_%d", w, m), Type: graph.EdgePartOf, Target: "s0"})
-				if _, err := s.ApplyBatch(ctx, b, fmt.Sprintf("w%d:m%d", w, m)); err != nil {
+				if _, err := s.ApplyBatch(ctx, env, b, fmt.Sprintf("w%d:m%d", w, m)); err != nil {
 					errs <- fmt.Errorf("worker %d message %d: %w", w, m, err)
 				}
 			}
@@ -740,12 +748,12 @@ func testConcurrent(t *testing.T, newStore NewStore) {
 				t.Errorf("s%d w%d = %s, want %d (each worker's last message)", i, w, got, msgs-1)
 			}
 		}
-		e, err := s.GetEdge(ctx, graph.EdgeID(fmt.Sprintf("s%d", i), graph.EdgeDependsOn, fmt.Sprintf("s%d", (i+1)%shared)))
+		e, err := s.GetEdge(ctx, env, graph.EdgeID(fmt.Sprintf("s%d", i), graph.EdgeDependsOn, fmt.Sprintf("s%d", (i+1)%shared)))
 		if err != nil || e.Version != workers*msgs || len(e.Properties) != workers {
 			t.Errorf("edge from s%d: %+v %v", i, e, err)
 		}
 	}
-	st, err := s.Stats(ctx)
+	st, err := s.Stats(ctx, env)
 	if err != nil || st.TotalNodes() != shared+workers*msgs || st.TotalEdges() != shared+workers*msgs {
 		t.Errorf("stats %+v %v", st, err)
 	}
@@ -762,7 +770,7 @@ func testConcurrentRedelivery(t *testing.T, newStore NewStore) {
 	var wg sync.WaitGroup
 	for range n {
 		wg.Go(func() {
-			r, err := s.ApplyBatch(ctx, b, "same")
+			r, err := s.ApplyBatch(ctx, env, b, "same")
 			if err != nil {
 				errs <- err
 				return
@@ -795,14 +803,24 @@ type markers struct{ Hooks }
 
 func (m markers) insert(t *testing.T, s graph.Store, at time.Time, msgIDs ...string) {
 	t.Helper()
-	if err := m.InsertMarkers(context.Background(), s, at, msgIDs); err != nil {
+	m.insertIn(t, s, env, at, msgIDs...)
+}
+
+func (m markers) insertIn(t *testing.T, s graph.Store, env string, at time.Time, msgIDs ...string) {
+	t.Helper()
+	if err := m.InsertMarkers(context.Background(), s, env, at, msgIDs); err != nil {
 		t.Fatalf("insert %d markers at %v: %v", len(msgIDs), at, err)
 	}
 }
 
 func (m markers) count(t *testing.T, s graph.Store) int64 {
 	t.Helper()
-	n, err := m.CountMarkers(context.Background(), s)
+	return m.countIn(t, s, env)
+}
+
+func (m markers) countIn(t *testing.T, s graph.Store, env string) int64 {
+	t.Helper()
+	n, err := m.CountMarkers(context.Background(), s, env)
 	if err != nil {
 		t.Fatalf("count markers: %v", err)
 	}
@@ -835,7 +853,7 @@ func (m markers) testPrune(t *testing.T, newStore NewStore) {
 		t.Fatalf("%d markers before pruning, want 6", n)
 	}
 
-	n, err := s.PruneApplied(ctx, "old:", cut)
+	n, err := s.PruneApplied(ctx, env, "old:", cut)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -860,14 +878,14 @@ func (m markers) testPrune(t *testing.T, newStore NewStore) {
 
 	// A cut in the future takes the markers ApplyBatch wrote with the store's own clock; the
 	// empty prefix selects every marker.
-	n, err = s.PruneApplied(ctx, "", time.Now().Add(time.Hour))
+	n, err = s.PruneApplied(ctx, env, "", time.Now().Add(time.Hour))
 	if err != nil || n != 4 {
 		t.Errorf("PruneApplied(\"\", now+1h) = %d, %v; want 4 (kept:edge, new, old:0, command:7)", n, err)
 	}
 	if r := apply(t, s, b, "new"); r.AlreadyApplied {
 		t.Errorf("new after pruning everything: %+v, want applied again", r)
 	}
-	if n, err := s.PruneApplied(ctx, "", cut); err != nil || n != 0 {
+	if n, err := s.PruneApplied(ctx, env, "", cut); err != nil || n != 0 {
 		t.Errorf("PruneApplied with nothing old = %d, %v; want 0", n, err)
 	}
 }
@@ -881,7 +899,7 @@ func (m markers) testPruneChunks(t *testing.T, newStore NewStore) {
 			now := time.Now()
 			m.insert(t, s, now.Add(-48*time.Hour), msgIDs("old", n)...)
 			m.insert(t, s, now, msgIDs("new", 7)...)
-			got, err := s.PruneApplied(ctx, "old", now.Add(-24*time.Hour))
+			got, err := s.PruneApplied(ctx, env, "old", now.Add(-24*time.Hour))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -900,7 +918,7 @@ func (m markers) testPruneCanceled(t *testing.T, newStore NewStore) {
 	m.insert(t, s, time.Now().Add(-48*time.Hour), msgIDs("old", 10)...)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	n, err := s.PruneApplied(ctx, "", time.Now())
+	n, err := s.PruneApplied(ctx, env, "", time.Now())
 	if err == nil || n != 0 || fault.IsPermanent(err) {
 		t.Errorf("PruneApplied with an ended ctx = %d, %v; want 0 and a transient error", n, err)
 	}
@@ -914,7 +932,7 @@ func testPruneAfterClose(t *testing.T, newStore NewStore) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	_, err := s.PruneApplied(context.Background(), "", time.Now())
+	_, err := s.PruneApplied(context.Background(), env, "", time.Now())
 	if !errors.Is(err, graph.ErrClosed) || fault.IsPermanent(err) {
 		t.Errorf("PruneApplied after Close = %v, want transient ErrClosed", err)
 	}
