@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/url"
 	"slices"
 	"strings"
@@ -20,6 +21,21 @@ const completionExample = `  source <(sluice completion bash)                  #
   source <(sluice completion zsh)                   # zsh, this shell
   sluice completion fish | source                   # fish
   sluice completion powershell | Out-String | Invoke-Expression`
+
+// bashWordsFallback precedes cobra's bash script: the script needs _get_comp_words_by_ref from
+// the bash-completion package, and without that package (a minimal image, a fresh macOS) every
+// Tab printed "command not found". The stand-in splits words as bash does (so "--flag=value"
+// is two words), enough for sluice's ids and subjects; the package's own wins when loaded.
+const bashWordsFallback = `if ! declare -F _get_comp_words_by_ref >/dev/null 2>&1; then
+_get_comp_words_by_ref() {
+    # stand-in for bash-completion's: sets the caller's cur prev words cword
+    cur="${COMP_WORDS[COMP_CWORD]}"
+    prev="${COMP_WORDS[COMP_CWORD-1]}"
+    words=("${COMP_WORDS[@]:0:COMP_CWORD+1}")
+    cword=$COMP_CWORD
+}
+fi
+`
 
 // newCompletionCmd prints cobra's completion scripts. They call "sluice __complete", so what
 // they offer is always this binary's real commands and flags, and job ids, dead-letter ids and
@@ -49,6 +65,9 @@ offers nothing for those.`,
 			root, w := cmd.Root(), c.stdout
 			switch args[0] {
 			case "bash":
+				if _, err := io.WriteString(w, bashWordsFallback); err != nil {
+					return err
+				}
 				return root.GenBashCompletionV2(w, !noDesc)
 			case "zsh":
 				if noDesc {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -239,8 +240,9 @@ At least one filter and --yes are required. To delete entries by id, use sluice 
 		Use:   "delete [flags] DEAD_LETTER_ID...",
 		Short: "Delete dead letters by id, for good (admin)",
 		Long: `Delete the named dead letters for good (DELETE /v1/dlq/{id} each, admin scope), for example
-once their cause is fixed some other way. Every id is tried; an id that is not there is
-reported and makes the exit status 1.` + apiEnvHelp,
+once their cause is fixed some other way. An id that is not there is reported, the others
+are still deleted, and the exit status is 1; a refusal (401, 403) or an unreachable API stops
+at once.` + apiEnvHelp,
 		Example:           "  sluice dlq delete SLUICE_CHUNKS-2077\n  sluice dlq delete SLUICE_CHUNKS-2077 SLUICE_GRAPH-1 --json",
 		Args:              minArgs(1, "dlq delete: name at least one dead-letter id"),
 		ValidArgsFunction: completeDeadLetterIDs(c, -1),
@@ -253,8 +255,9 @@ reported and makes the exit status 1.` + apiEnvHelp,
 	return cmd
 }
 
-// deleteDeadLetters deletes each id in turn and reports each outcome; any failure (a 404
-// included) makes the error.
+// deleteDeadLetters deletes each id in turn and reports each outcome. An id not there (404) is
+// reported and the others still tried; any other failure (refused, unreachable) stops at once.
+// Any failure makes the error.
 func deleteDeadLetters(c *cli, api *apiClient, ids []string, asJSON bool) error {
 	type outcome struct {
 		ID    string `json:"id"`
@@ -274,9 +277,18 @@ func deleteDeadLetters(c *cli, api *apiClient, ids []string, asJSON bool) error 
 			return err
 		}
 		// Deleting again is harmless: the second answer is 404, reported as such.
-		if err := api.doIdempotent(c.ctx, "DELETE", "/v1/dlq/"+url.PathEscape(id), nil, nil, nil); err != nil {
+		err := api.doIdempotent(c.ctx, "DELETE", "/v1/dlq/"+url.PathEscape(id), nil, nil, nil)
+		var ae *apiError
+		switch {
+		case errors.As(err, &ae) && ae.Status == http.StatusNotFound:
 			res.Failed = append(res.Failed, outcome{ID: id, Error: err.Error()})
 			continue
+		case err != nil:
+			// Refused (401, 403) or unreachable: the rest would fail the same way.
+			if len(res.Deleted) > 0 {
+				return fmt.Errorf("delete %s: %w (deleted before it: %s)", id, err, strings.Join(res.Deleted, " "))
+			}
+			return fmt.Errorf("delete %s: %w", id, err)
 		}
 		res.Deleted = append(res.Deleted, id)
 	}
