@@ -6,11 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,17 +21,26 @@ import (
 	"github.com/spf13/pflag"
 )
 
+// cliTimeout bounds one cliRun: a command that should have refused its command line but runs
+// (a worker, a wait) is killed and fails the test instead of hanging it.
+const cliTimeout = 2 * time.Minute
+
 // cliRun runs the real binary with args and the extra environment (after SLUICE_LOG_LEVEL=warn
-// and a temporary TMPDIR) and returns what it printed and its exit status.
+// and a temporary TMPDIR) and returns what it printed and its exit status; past cliTimeout it
+// is killed and the test fails.
 func cliRun(t *testing.T, env []string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
-	cmd := exec.Command(binary, args...)
+	ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, args...)
 	cmd.Env = append(append(os.Environ(), "SLUICE_LOG_LEVEL=warn", "TMPDIR="+t.TempDir()), env...)
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
 	var ee *exec.ExitError
 	switch {
+	case ctx.Err() != nil:
+		t.Fatalf("sluice %s still running after %s\n%s%s", strings.Join(args, " "), cliTimeout, out.String(), errOut.String())
 	case errors.As(err, &ee):
 		code = ee.ExitCode()
 	case err != nil:
@@ -416,5 +427,207 @@ func TestDLQDelete(t *testing.T) {
 	s2 := startServer(t, "serve", nil, "--data-dir", t.TempDir(), "--tokens-file", tokens)
 	if _, errOut, code := cliRun(t, []string{"SLUICE_API_URL=" + s2.base, "SLUICE_TOKEN=" + readTok}, "dlq", "delete", "SLUICE_CHUNKS-1"); code != exitFailure || !strings.Contains(errOut, "403") {
 		t.Errorf("dlq delete with a read token: exit %d: %s", code, errOut)
+	}
+}
+
+// Issue 13, finding 5: a file of 176,465 junk lines printed exactly 1,000 rejection lines and
+// no count of the rest. The listing stops at its limit (1,000 off a terminal, the most a job
+// record keeps) and says how many more were rejected, in load and in jobs show.
+func TestRejectionListingSaysHowManyMore(t *testing.T) {
+	for _, tt := range []struct {
+		rejected    int
+		lines, more int // rejection lines printed, and the "and N more" count (0: no such line)
+	}{
+		{999, 999, 0},
+		{1000, 1000, 0},
+		{1001, 1000, 1},
+		{2500, 1000, 1500},
+	} {
+		t.Run(fmt.Sprint(tt.rejected), func(t *testing.T) {
+			var b strings.Builder
+			b.WriteString(`{"chunk_id":"fine_1","content":"a chunk with content"}` + "\n")
+			for i := range tt.rejected {
+				fmt.Fprintf(&b, `{"chunk_id":"empty_%d"}`+"\n", i)
+			}
+			file := filepath.Join(t.TempDir(), "rejects.jsonl")
+			if err := os.WriteFile(file, []byte(b.String()), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			dataDir := t.TempDir()
+			check := func(what, out string) {
+				t.Helper()
+				lines := strings.Count(out, "\n  rejected item ")
+				more := fmt.Sprintf("  and %d more rejected items\n", tt.more)
+				if lines != tt.lines || tt.more > 0 && !strings.Contains(out, more) || tt.more == 0 && strings.Contains(out, " more rejected items") {
+					t.Errorf("%s: %d rejection lines, want %d, and %q (%v)\n%s", what, lines, tt.lines, more, tt.more > 0, tail(out, 400))
+				}
+			}
+			out, errOut, code := cliRun(t, nil, "load", "--data-dir", dataDir, file)
+			if code != exitRejected || !strings.Contains(out, fmt.Sprintf("%d rejected", tt.rejected)) {
+				t.Fatalf("load: exit %d\n%s%s", code, tail(out, 400), errOut)
+			}
+			check("load", out)
+			if tt.rejected != 2500 {
+				return
+			}
+			s := startServer(t, "serve", nil, "--data-dir", dataDir)
+			list, _ := call(t, "GET", s.base+"/v1/jobs", "", "", nil).body["jobs"].([]any)
+			id := list[0].(map[string]any)["job_id"].(string)
+			out, errOut, code = cliRun(t, []string{"SLUICE_API_URL=" + s.base}, "jobs", "show", id)
+			if code != 0 {
+				t.Fatalf("jobs show: exit %d\n%s", code, errOut)
+			}
+			check("jobs show", out)
+		})
+	}
+}
+
+// tail is the last n bytes of s.
+func tail(s string, n int) string { return s[max(0, len(s)-n):] }
+
+// Issue 13, finding 5: interrupting `sluice load` printed "FAILED: … context canceled" and then
+// suggested --force, which would publish everything again, although a plain rerun resumes. It
+// now says to run the same command again and exits 130; the rerun completes the job exactly.
+func TestLoadInterruptedSaysRerun(t *testing.T) {
+	dataDir := t.TempDir()
+	// An API without workers: the job is published and then waits, so the interrupt always
+	// comes while load waits for it.
+	s := startServer(t, "api", nil, "--data-dir", dataDir)
+	file := writeChunkFile(t, 500)
+	cmd := exec.Command(binary, "load", "--data-dir", dataDir, file)
+	cmd.Env = append(os.Environ(), "SLUICE_LOG_LEVEL=warn")
+	var out, errOut syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	})
+	var jobID string
+	for deadline := time.Now().Add(30 * time.Second); jobID == ""; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no job published\n%s%s", out.String(), errOut.String())
+		}
+		list, _ := call(t, "GET", s.base+"/v1/jobs", "", "", nil).body["jobs"].([]any)
+		if len(list) == 1 && num(list[0].(map[string]any), "published") == 500 {
+			jobID = list[0].(map[string]any)["job_id"].(string)
+		}
+	}
+	if err := cmd.Process.Signal(os.Interrupt); err != nil {
+		t.Fatal(err)
+	}
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != exitInterrupted {
+		t.Fatalf("interrupted load: %v, want exit %d\n%s%s", err, exitInterrupted, out.String(), errOut.String())
+	}
+	all := out.String() + errOut.String()
+	if !strings.Contains(errOut.String(), "interrupted — run the same command again to resume") || strings.Contains(all, "--force") || strings.Contains(all, "FAILED") {
+		t.Fatalf("interrupted load said:\n%s", all)
+	}
+	// The rerun, with a worker now, resumes the same job and completes it exactly.
+	startProc(t, "worker", nil, "worker", "--data-dir", dataDir)
+	stdout, stderr, code := cliRun(t, nil, "load", "--data-dir", dataDir, "--json", file)
+	if code != 0 || !strings.Contains(stdout, `"job_id": "`+jobID+`"`) || !strings.Contains(stdout, `"written": 500`) {
+		t.Fatalf("rerun: exit %d\n%s%s", code, stdout, stderr)
+	}
+}
+
+// Issue 13, finding 4: `sluice jobs wait` exited 0 with the job still running when its event
+// stream dropped (a pod restart, an ingress timeout). It now reads the job again and
+// reconnects, through a cut connection and an API restart, and returns only at the job's final
+// state; with --timeout it fails at its timeout.
+func TestJobsWaitSurvivesDroppedStream(t *testing.T) {
+	dataDir := t.TempDir()
+	addr := freeAddr(t)
+	startAPI := func() *exec.Cmd {
+		cmd, _ := startProc(t, "api", nil, "api", "--data-dir", dataDir, "--http-addr", addr)
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					return cmd
+				}
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("api not ready after 30 s")
+			}
+		}
+	}
+	api := startAPI()
+	base := "http://" + addr
+	// No worker yet: the job stays running.
+	jobID := upload(t, base, "/v1/jobs?env=dev&file=wait.jsonl", "", "application/x-ndjson", []byte(`{"chunk_id":"wait_1","content":"one"}`+"\n"+`{"chunk_id":"wait_2","content":"two"}`+"\n"))
+	proxy := startProxy(t, addr)
+	viaProxy := []string{"SLUICE_API_URL=http://" + proxy.ln.Addr().String()}
+
+	// --timeout: fails, non-zero, saying the job's state.
+	start := time.Now()
+	_, errOut, code := cliRun(t, viaProxy, "jobs", "wait", jobID, "--timeout", "2s")
+	if took := time.Since(start); code != exitFailure || !strings.Contains(errOut, "after 2s (--timeout)") || took < 2*time.Second || took > 15*time.Second {
+		t.Fatalf("jobs wait --timeout 2s: exit %d after %s: %s", code, took, errOut)
+	}
+
+	cmd := exec.Command(binary, "jobs", "wait", "--json", jobID)
+	cmd.Env = append(append(os.Environ(), "SLUICE_LOG_LEVEL=warn"), viaProxy...)
+	var out, stderr syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	})
+	stillWaiting := func(what string) {
+		t.Helper()
+		select {
+		case err := <-done:
+			t.Fatalf("jobs wait returned after %s with the job still running: %v\n%s%s", what, err, out.String(), stderr.String())
+		case <-time.After(2 * time.Second):
+		}
+	}
+	stillWaiting("starting")
+	proxy.cut() // the connection drops mid-stream
+	stillWaiting("a cut connection")
+	// The API restarts (its stream ends cleanly; for a while nothing answers).
+	if err := api.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	_ = api.Wait()
+	stillWaiting("the API stopped")
+	startAPI()
+	stillWaiting("the API restarted")
+	// A worker finishes the job: wait returns with its final state.
+	startProc(t, "worker", nil, "worker", "--data-dir", dataDir)
+	select {
+	case err := <-done:
+		if err != nil || !strings.Contains(out.String(), `"state": "completed"`) || !strings.Contains(out.String(), `"written": 2`) {
+			t.Fatalf("jobs wait: %v\n%s%s", err, out.String(), stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("jobs wait did not return after the job completed\n%s", stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "reconnecting") {
+		t.Errorf("the reconnects were not announced: %s", stderr.String())
+	}
+	// A job already final returns at once, rolled back included.
+	if _, errOut, code := cliRun(t, []string{"SLUICE_API_URL=" + base}, "jobs", "rollback", jobID); code != 0 {
+		t.Fatalf("rollback: exit %d: %s", code, errOut)
+	}
+	if out, errOut, code := cliRun(t, []string{"SLUICE_API_URL=" + base}, "jobs", "wait", jobID, "--timeout", "10s", "--json"); code != 0 || !strings.Contains(out, `"state": "rolled_back"`) {
+		t.Fatalf("jobs wait on a rolled-back job: exit %d\n%s%s", code, out, errOut)
+	}
+	// An unknown job fails at once.
+	if _, errOut, code := cliRun(t, []string{"SLUICE_API_URL=" + base}, "jobs", "wait", "jnosuch"); code != exitFailure || !strings.Contains(errOut, "404") {
+		t.Fatalf("jobs wait on an unknown job: exit %d: %s", code, errOut)
 	}
 }

@@ -81,11 +81,13 @@ func newRootCmd(c *cli) *cobra.Command {
 		SilenceErrors: true,
 		SilenceUsage:  true,
 		// A bare "sluice" is a usage error (exit 2), as it always was.
-		Args: cobra.ArbitraryArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
+		Args: func(_ *cobra.Command, args []string) error {
 			if len(args) > 0 {
 				return usageError{fmt.Sprintf("unknown command %q (run \"sluice --help\")", args[0])}
 			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			fmt.Fprint(c.stderr, cmd.UsageString())
 			return usageError{"name a command"}
 		},
@@ -180,16 +182,20 @@ func minArgs(n int, msg string) cobra.PositionalArgs {
 }
 
 // groupCmd is a command that only holds subcommands (jobs, dlq, bench): run bare or with an
-// unknown subcommand it is a usage error naming them (in names' order), as before cobra.
+// unknown subcommand it is a usage error naming them (in names' order), as before cobra. The
+// unknown subcommand is refused by Args, before anything runs.
 func groupCmd(use, short, long, example, noun string, names ...string) *cobra.Command {
 	list := strings.Join(names, ", ")
 	return &cobra.Command{
-		Use: use, Short: short, Long: long, Example: example, Args: cobra.ArbitraryArgs,
-		RunE: func(_ *cobra.Command, args []string) error {
-			if len(args) == 0 {
-				return usageError{fmt.Sprintf("%s: name a %s: %s", use, noun, list)}
+		Use: use, Short: short, Long: long, Example: example,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Sprintf("%s: unknown %s %q (%ss: %s)", use, noun, args[0], noun, list)}
 			}
-			return usageError{fmt.Sprintf("%s: unknown %s %q (%ss: %s)", use, noun, args[0], noun, list)}
+			return nil
+		},
+		RunE: func(*cobra.Command, []string) error {
+			return usageError{fmt.Sprintf("%s: name a %s: %s", use, noun, list)}
 		},
 	}
 }
