@@ -6,7 +6,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
-	"flag"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -45,12 +45,19 @@ type apiClient struct {
 	stderr io.Writer // waiting messages; nil discards them
 	// backoff is the first wait without Retry-After; a field so tests can shorten it.
 	backoff time.Duration
+	// noResend returns a 429 or 503 at once instead of waiting it out: shell completion must
+	// answer within a keystroke's patience, or not at all.
+	noResend bool
 }
 
-func bindAPI(fs *flag.FlagSet, stderr io.Writer) *apiClient {
-	c := &apiClient{token: envOr("SLUICE_TOKEN", ""), http: &http.Client{Timeout: 0}, stderr: stderr, backoff: firstBackoff}
-	fs.StringVar(&c.base, "api-url", envOr("SLUICE_API_URL", "http://127.0.0.1:8080"), "URL of the sluice API (SLUICE_API_URL); the token comes from SLUICE_TOKEN")
-	return c
+// defaultAPIURL is where the operator commands find the API without --api-url or
+// SLUICE_API_URL: sluice serve's default address.
+const defaultAPIURL = "http://127.0.0.1:8080"
+
+// newAPIClient is a client of the API at base, with the token from SLUICE_TOKEN; waiting
+// messages go to stderr.
+func newAPIClient(base string, stderr io.Writer) *apiClient {
+	return &apiClient{base: base, token: envOr("SLUICE_TOKEN", ""), http: &http.Client{}, stderr: stderr, backoff: firstBackoff}
 }
 
 // apiError is a problem+json answer.
@@ -180,7 +187,7 @@ func (c *apiClient) send(ctx context.Context, method, u, path string, b []byte, 
 			return nil, fmt.Errorf("%s %s: %w", method, path, err)
 		}
 		resp.Body = cancelBody{resp.Body, cancel}
-		if resends >= maxResends || !resendable(method, resp.StatusCode, idempotent) {
+		if c.noResend || resends >= maxResends || !resendable(method, resp.StatusCode, idempotent) {
 			return resp, nil
 		}
 		wait, ok := retryDelay(resp.Header, time.Now())
@@ -232,8 +239,13 @@ func decodeProblem(resp *http.Response) error {
 	return e
 }
 
+// errStreamEnded is events' error when the server closed the stream before fn was satisfied
+// (a restart, a proxy's idle timeout): the caller decides whether to reconnect.
+var errStreamEnded = errors.New("event stream ended")
+
 // events reads a server-sent event stream, calling fn with each event's name and data until
-// the stream ends, fn returns true, or ctx ends.
+// fn returns true (nil), ctx ends (ctx's error), or the stream ends or breaks
+// (errStreamEnded, or the read error wrapping it).
 func (c *apiClient) events(ctx context.Context, path string, fn func(event string, data []byte) bool) error {
 	resp, err := c.send(ctx, http.MethodGet, strings.TrimRight(c.base, "/")+path, path, nil, false, 0, http.Header{"Accept": {"text/event-stream"}})
 	if err != nil {
@@ -263,8 +275,11 @@ func (c *apiClient) events(ctx context.Context, path string, fn func(event strin
 			data = append(data, strings.TrimPrefix(line, "data: ")...)
 		}
 	}
-	if err := sc.Err(); err != nil && ctx.Err() == nil {
-		return fmt.Errorf("read events: %w", err)
+	if ctx.Err() != nil {
+		return ctx.Err()
 	}
-	return ctx.Err()
+	if err := sc.Err(); err != nil {
+		return fmt.Errorf("%w: %w", errStreamEnded, err)
+	}
+	return errStreamEnded
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"log/slog"
 	"os"
@@ -13,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/pflag"
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/secret"
@@ -43,24 +43,39 @@ type config struct {
 	CommandKey, CommandKeyFile string
 }
 
-// bindCommon registers the flags every command shares; defaults come from the environment.
-func bindCommon(fs *flag.FlagSet, c *config) {
-	fs.StringVar(&c.DataDir, "data-dir", envOr("SLUICE_DATA_DIR", "./.sluice"), "data directory of the embedded broker and stores (SLUICE_DATA_DIR)")
-	fs.StringVar(&c.NATS.URL, "nats-url", envOr("NATS_URL", ""), "external NATS server; empty runs the embedded one (NATS_URL)")
-	fs.StringVar(&c.NATS.CredsFile, "nats-creds", envOr("NATS_CREDS", ""), "NATS credentials file (NATS_CREDS)")
-	fs.StringVar(&c.NATS.User, "nats-user", envOr("NATS_USER", ""), "NATS user (NATS_USER)")
+// bindCommon registers the flags every command that opens the broker or the stores shares,
+// each mirrored by its environment variable (applyEnv). The secrets are read from the
+// environment only: a flag would show in ps.
+func bindCommon(fs *pflag.FlagSet, c *config) {
+	fs.StringVar(&c.DataDir, "data-dir", "./.sluice", "data directory of the embedded broker and stores")
+	bindEnv(fs, "data-dir", "SLUICE_DATA_DIR")
+	fs.StringVar(&c.NATS.URL, "nats-url", "", "external NATS server; empty runs the embedded one (password from $NATS_PASSWORD)")
+	bindEnv(fs, "nats-url", "NATS_URL")
+	fs.StringVar(&c.NATS.CredsFile, "nats-creds", "", "NATS credentials file")
+	bindEnv(fs, "nats-creds", "NATS_CREDS")
+	fs.StringVar(&c.NATS.User, "nats-user", "", "NATS user")
+	bindEnv(fs, "nats-user", "NATS_USER")
 	c.NATS.Password = envOr("NATS_PASSWORD", "") // never a flag: it would show in ps
-	fs.StringVar(&c.NATS.CAFile, "nats-ca", envOr("NATS_CA", ""), "CA file for NATS TLS (NATS_CA)")
-	fs.StringVar(&c.NATS.CertFile, "nats-cert", envOr("NATS_CERT", ""), "client certificate for NATS TLS (NATS_CERT)")
-	fs.StringVar(&c.NATS.KeyFile, "nats-key", envOr("NATS_KEY", ""), "client key for NATS TLS (NATS_KEY)")
+	fs.StringVar(&c.NATS.CAFile, "nats-ca", "", "CA file for NATS TLS")
+	bindEnv(fs, "nats-ca", "NATS_CA")
+	fs.StringVar(&c.NATS.CertFile, "nats-cert", "", "client certificate for NATS TLS")
+	bindEnv(fs, "nats-cert", "NATS_CERT")
+	fs.StringVar(&c.NATS.KeyFile, "nats-key", "", "client key for NATS TLS")
+	bindEnv(fs, "nats-key", "NATS_KEY")
 	fs.BoolVar(&c.LazySync, "lazy-fsync", false, "embedded broker: fsync lazily (faster; loses acknowledged messages on power loss)")
-	fs.StringVar(&c.Astra.Endpoint, "astra-endpoint", envOr("ASTRA_DB_API_ENDPOINT", ""), "AstraDB Data API endpoint; empty uses the embedded store (ASTRA_DB_API_ENDPOINT)")
+	bindEnv(fs, "lazy-fsync", "SLUICE_LAZY_FSYNC")
+	fs.StringVar(&c.Astra.Endpoint, "astra-endpoint", "", "AstraDB Data API endpoint; empty uses the embedded store (token from $ASTRA_DB_APPLICATION_TOKEN)")
+	bindEnv(fs, "astra-endpoint", "ASTRA_DB_API_ENDPOINT")
 	c.Astra.Token = envOr("ASTRA_DB_APPLICATION_TOKEN", "") // never a flag: it would show in ps
-	fs.StringVar(&c.Astra.Keyspace, "astra-keyspace", envOr("ASTRA_DB_KEYSPACE", "default_keyspace"), "AstraDB keyspace (ASTRA_DB_KEYSPACE)")
+	fs.StringVar(&c.Astra.Keyspace, "astra-keyspace", "default_keyspace", "AstraDB keyspace")
+	bindEnv(fs, "astra-keyspace", "ASTRA_DB_KEYSPACE")
 	fs.BoolVar(&c.AstraVector, "astra-vector", false, "AstraDB: create vector collections and store embeddings as $vector")
+	bindEnv(fs, "astra-vector", "SLUICE_ASTRA_VECTOR")
 	c.CommandKey = envOr("SLUICE_COMMAND_KEY", "") // never a flag: it would show in ps
-	fs.StringVar(&c.CommandKeyFile, "command-key-file", envOr("SLUICE_COMMAND_KEY_FILE", ""), "key file the API signs commands and rollbacks with and workers verify them with; default command.key in the data directory (SLUICE_COMMAND_KEY_FILE, or the key itself in SLUICE_COMMAND_KEY)")
-	fs.StringVar(&c.GraphDSN, "graph-dsn", envOr("SLUICE_GRAPH_DSN", ""), "graph store: SQLite path or postgres:// DSN; default graph.db in the data directory (SLUICE_GRAPH_DSN)")
+	fs.StringVar(&c.CommandKeyFile, "command-key-file", "", "key file the API signs commands and rollbacks with and workers verify them with; default command.key in the data directory (or the key itself in $SLUICE_COMMAND_KEY)")
+	bindEnv(fs, "command-key-file", "SLUICE_COMMAND_KEY_FILE")
+	fs.StringVar(&c.GraphDSN, "graph-dsn", "", "graph store: SQLite path or postgres:// DSN; default graph.db in the data directory")
+	bindEnv(fs, "graph-dsn", "SLUICE_GRAPH_DSN")
 }
 
 // commandKey returns the key commands and rollbacks are signed and verified with:

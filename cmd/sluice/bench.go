@@ -1,17 +1,15 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/sluice-dev/sluice/pipeline/bench"
 )
@@ -36,28 +34,37 @@ Scenarios:
 Run "sluice bench SCENARIO -h" for its flags.
 `
 
-// cmdBench runs a benchmark scenario in this process and prints what it measured.
-func cmdBench(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
-	if len(args) == 0 {
-		return usageError{"bench: name a scenario: astra, api, backlog"}
-	}
-	switch args[0] {
-	case "astra":
-		return benchAstra(ctx, args[1:], stdout, stderr, log)
-	case "api":
-		return benchAPI(ctx, args[1:], stdout, stderr)
-	case "backlog":
-		return benchBacklog(ctx, args[1:], stdout, stderr, log)
-	case "-h", "-help", "--help", "help":
-		fmt.Fprint(stderr, benchUsage)
-		return flag.ErrHelp
-	}
-	return usageError{fmt.Sprintf("bench: unknown scenario %q (scenarios: astra, api, backlog)", args[0])}
+// newBenchCmd is "sluice bench" and its scenarios.
+func newBenchCmd(c *cli) *cobra.Command {
+	cmd := groupCmd("bench", "Measure Sluice: AstraDB loading, the API under load, a backlog drain",
+		strings.TrimSuffix(strings.TrimPrefix(benchUsage, "Usage: sluice bench SCENARIO [flags]\n\n"), "\nRun \"sluice bench SCENARIO -h\" for its flags.\n"),
+		`  sluice bench astra --chunks 20000 --runs 5
+  sluice bench api --clients 1000 --duration 60s
+  sluice bench backlog --chunks 100000 --modes embedded`, "scenario", "astra", "api", "backlog")
+	cmd.AddCommand(newBenchAstraCmd(c), newBenchAPICmd(c), newBenchBacklogCmd(c))
+	return cmd
 }
 
-func benchAstra(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
-	fs := flag.NewFlagSet("bench astra", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func newBenchAstraCmd(c *cli) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "astra [flags]",
+		Short: "Load a generated chunk file into the Data API double: seed, astrapy, sluice, jetstream",
+		Long: "Loads a generated chunk file into the strict Data API double, which runs in this process\n" +
+			"and shares the CPU with the broker, the loader and the worker, in each mode, and prints\n" +
+			"docs/s per mode (the modes' runs interleaved: run 1 of each, then run 2, ...) and the ratios c/a (sluice/seed) and c/b (sluice/astrapy); with the jetstream\n" +
+			"mode, also the c/b no path through the broker could beat here (its durable publish alone\n" +
+			"plus one write round trip); with sluice-single, c/b at one chunk per message and bundles\n" +
+			"over one chunk per message. The CPU columns split the process's CPU per chunk by part, from\n" +
+			"a CPU profile sampled by goroutine label: the broker (the embedded nats-server), the client\n" +
+			"(Sluice's loader, worker, nats.go connection and Astra client, or the astrapy loader), the\n" +
+			"double, and unlabeled runtime work (GC marking); b+c is broker + client with the unlabeled\n" +
+			"share in proportion. At 100 samples per CPU-second, use --chunks 20000 for a split within\n" +
+			"a few percent.",
+		Example: "  sluice bench astra\n  sluice bench astra --modes astrapy,sluice,jetstream --runs 10\n  sluice bench astra --chunks 20000 --latency 0 --json",
+		Args:    noArgs("bench astra takes no arguments"),
+	}
+	fs := cmd.Flags()
+	ctx, stdout, log := c.ctx, c.stdout, c.log
 	chunks := fs.Int("chunks", 2000, "chunks in the generated file, one document each")
 	latency := fs.Duration("latency", 20*time.Millisecond, "delay of the Data API double before it answers each request; 0 for none")
 	runs := fs.Int("runs", 5, "timed runs of each mode")
@@ -65,102 +72,82 @@ func benchAstra(ctx context.Context, args []string, stdout, stderr io.Writer, lo
 		"comma-separated modes to run, in order, of: "+strings.Join(bench.Modes(), ", ")+" (sluice with one chunk per message instead of bundles)")
 	dir := fs.String("dir", "", "directory for the working files and the broker's data (its disk decides the fsync cost); default the system temporary directory")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: sluice bench astra [flags]\n\n"+
-			"Loads a generated chunk file into the strict Data API double, which runs in this process\n"+
-			"and shares the CPU with the broker, the loader and the worker, in each mode, and prints\n"+
-			"docs/s per mode (the modes' runs interleaved: run 1 of each, then run 2, ...) and the ratios c/a (sluice/seed) and c/b (sluice/astrapy); with the jetstream\n"+
-			"mode, also the c/b no path through the broker could beat here (its durable publish alone\n"+
-			"plus one write round trip); with sluice-single, c/b at one chunk per message and bundles\n"+
-			"over one chunk per message. The CPU columns split the process's CPU per chunk by part, from\n"+
-			"a CPU profile sampled by goroutine label: the broker (the embedded nats-server), the client\n"+
-			"(Sluice's loader, worker, nats.go connection and Astra client, or the astrapy loader), the\n"+
-			"double, and unlabeled runtime work (GC marking); b+c is broker + client with the unlabeled\n"+
-			"share in proportion. At 100 samples per CPU-second, use --chunks 20000 for a split within\n"+
-			"a few percent.")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
+	_ = cmd.RegisterFlagCompletionFunc("modes", cobra.FixedCompletions(bench.Modes(), cobra.ShellCompDirectiveNoFileComp|cobra.ShellCompDirectiveNoSpace))
+	cmd.RunE = func(*cobra.Command, []string) error {
+		cfg := bench.AstraConfig{Chunks: *chunks, Latency: *latency, Runs: *runs, Dir: *dir, Logger: log}
+		for m := range strings.SplitSeq(*modes, ",") {
+			if m = strings.TrimSpace(m); m != "" {
+				cfg.Modes = append(cfg.Modes, m)
+			}
+		}
+		var errs []error
+		if *chunks < 1 {
+			errs = append(errs, fmt.Errorf("bench astra: --chunks must be at least 1, got %d", *chunks))
+		}
+		if *runs < 1 {
+			errs = append(errs, fmt.Errorf("bench astra: --runs must be at least 1, got %d", *runs))
+		}
+		switch {
+		case *latency < 0:
+			errs = append(errs, fmt.Errorf("bench astra: --latency must not be negative, got %s", *latency))
+		case *latency == 0:
+			cfg.Latency = -1 // the package's zero means its default
+		}
+		if len(cfg.Modes) == 0 {
+			errs = append(errs, errors.New("bench astra: --modes names no mode"))
+		} else {
+			errs = append(errs, bench.AstraConfig{Modes: cfg.Modes}.Validate()) // unknown or repeated modes
+		}
+		if err := errors.Join(errs...); err != nil {
+			return usageError{err.Error()}
+		}
+		res, err := bench.RunAstra(ctx, cfg)
+		if err != nil {
 			return err
 		}
-		return usageError{err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return usageError{"bench astra takes no arguments"}
-	}
-	cfg := bench.AstraConfig{Chunks: *chunks, Latency: *latency, Runs: *runs, Dir: *dir, Logger: log}
-	for m := range strings.SplitSeq(*modes, ",") {
-		if m = strings.TrimSpace(m); m != "" {
-			cfg.Modes = append(cfg.Modes, m)
+		if *asJSON {
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			return enc.Encode(res)
 		}
-	}
-	var errs []error
-	if *chunks < 1 {
-		errs = append(errs, fmt.Errorf("bench astra: --chunks must be at least 1, got %d", *chunks))
-	}
-	if *runs < 1 {
-		errs = append(errs, fmt.Errorf("bench astra: --runs must be at least 1, got %d", *runs))
-	}
-	switch {
-	case *latency < 0:
-		errs = append(errs, fmt.Errorf("bench astra: --latency must not be negative, got %s", *latency))
-	case *latency == 0:
-		cfg.Latency = -1 // the package's zero means its default
-	}
-	if len(cfg.Modes) == 0 {
-		errs = append(errs, errors.New("bench astra: --modes names no mode"))
-	} else {
-		errs = append(errs, bench.AstraConfig{Modes: cfg.Modes}.Validate()) // unknown or repeated modes
-	}
-	if err := errors.Join(errs...); err != nil {
-		return usageError{err.Error()}
-	}
-	res, err := bench.RunAstra(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		enc := json.NewEncoder(stdout)
-		enc.SetIndent("", "  ")
-		return enc.Encode(res)
-	}
-	answers := "at once"
-	if res.Latency > 0 {
-		answers = "after " + res.Latency.String()
-	}
-	fmt.Fprintf(stdout, "AstraDB load: %d chunks, Data API double in this process answering %s\n", res.Chunks, answers)
-	fmt.Fprintf(stdout, "%-13s %10s %5s %7s %8s %8s | %-38s\n", "", "", "", "", "", "", "CPU µs per chunk (sampled)")
-	fmt.Fprintf(stdout, "%-13s %10s %5s %7s %8s %8s | %6s %6s %6s %6s %6s %7s\n", "mode", "docs/s", "runs", "chunks", "ms/run", "cpu ms",
-		"broker", "client", "b+c", "double", "unlab", "samples")
-	for _, m := range res.Modes {
-		cpu := "-"
-		if m.CPUPerRun > 0 {
-			cpu = fmt.Sprintf("%.1f", m.CPUPerRun.Seconds()*1000)
+		answers := "at once"
+		if res.Latency > 0 {
+			answers = "after " + res.Latency.String()
 		}
-		split := fmt.Sprintf("%6s %6s %6s %6s %6s %7s", "-", "-", "-", "-", "-", "-")
-		if c := m.CPU; c != nil {
-			split = fmt.Sprintf("%6.1f %6.1f %6.1f %6.1f %6.1f %7d", c.Broker, c.Client, c.BrokerAndClient, c.Double, c.Unlabeled, c.Samples)
+		fmt.Fprintf(stdout, "AstraDB load: %d chunks, Data API double in this process answering %s\n", res.Chunks, answers)
+		fmt.Fprintf(stdout, "%-13s %10s %5s %7s %8s %8s | %-38s\n", "", "", "", "", "", "", "CPU µs per chunk (sampled)")
+		fmt.Fprintf(stdout, "%-13s %10s %5s %7s %8s %8s | %6s %6s %6s %6s %6s %7s\n", "mode", "docs/s", "runs", "chunks", "ms/run", "cpu ms",
+			"broker", "client", "b+c", "double", "unlab", "samples")
+		for _, m := range res.Modes {
+			cpu := "-"
+			if m.CPUPerRun > 0 {
+				cpu = fmt.Sprintf("%.1f", m.CPUPerRun.Seconds()*1000)
+			}
+			split := fmt.Sprintf("%6s %6s %6s %6s %6s %7s", "-", "-", "-", "-", "-", "-")
+			if c := m.CPU; c != nil {
+				split = fmt.Sprintf("%6.1f %6.1f %6.1f %6.1f %6.1f %7d", c.Broker, c.Client, c.BrokerAndClient, c.Double, c.Unlabeled, c.Samples)
+			}
+			fmt.Fprintf(stdout, "%-13s %10.1f %5d %7d %8.1f %8s | %s\n", m.Mode, m.DocsPerSec, m.Runs, m.Chunks,
+				m.Elapsed.Seconds()*1000/float64(m.Runs), cpu, split)
 		}
-		fmt.Fprintf(stdout, "%-13s %10.1f %5d %7d %8.1f %8s | %s\n", m.Mode, m.DocsPerSec, m.Runs, m.Chunks,
-			m.Elapsed.Seconds()*1000/float64(m.Runs), cpu, split)
+		if res.SluiceVsSeed > 0 {
+			fmt.Fprintf(stdout, "c/a = %.2f (goal ≥ %g)\n", res.SluiceVsSeed, bench.GoalSluiceVsSeed)
+		}
+		if res.SluiceVsAstrapy > 0 {
+			fmt.Fprintf(stdout, "c/b = %.2f (goal ≥ %g)%s\n", res.SluiceVsAstrapy, bench.GoalSluiceVsAstrapy, spread(res.SluiceVsAstrapyByRun))
+		}
+		if res.SluiceSingleVsAstrapy > 0 {
+			fmt.Fprintf(stdout, "c/b with one chunk per message (sluice-single) = %.2f%s\n", res.SluiceSingleVsAstrapy, spread(res.SluiceSingleVsAstrapyByRun))
+		}
+		if res.BundlesVsSingle > 0 {
+			fmt.Fprintf(stdout, "sluice / sluice-single (bundles over one chunk per message) = %.2f%s\n", res.BundlesVsSingle, spread(res.BundlesVsSingleByRun))
+		}
+		if res.SluiceVsAstrapyCeiling > 0 {
+			fmt.Fprintf(stdout, "c/b ceiling here = %.2f (astrapy's time over the durable publish alone plus one round trip)\n", res.SluiceVsAstrapyCeiling)
+		}
+		return nil
 	}
-	if res.SluiceVsSeed > 0 {
-		fmt.Fprintf(stdout, "c/a = %.2f (goal ≥ %g)\n", res.SluiceVsSeed, bench.GoalSluiceVsSeed)
-	}
-	if res.SluiceVsAstrapy > 0 {
-		fmt.Fprintf(stdout, "c/b = %.2f (goal ≥ %g)%s\n", res.SluiceVsAstrapy, bench.GoalSluiceVsAstrapy, spread(res.SluiceVsAstrapyByRun))
-	}
-	if res.SluiceSingleVsAstrapy > 0 {
-		fmt.Fprintf(stdout, "c/b with one chunk per message (sluice-single) = %.2f%s\n", res.SluiceSingleVsAstrapy, spread(res.SluiceSingleVsAstrapyByRun))
-	}
-	if res.BundlesVsSingle > 0 {
-		fmt.Fprintf(stdout, "sluice / sluice-single (bundles over one chunk per message) = %.2f%s\n", res.BundlesVsSingle, spread(res.BundlesVsSingleByRun))
-	}
-	if res.SluiceVsAstrapyCeiling > 0 {
-		fmt.Fprintf(stdout, "c/b ceiling here = %.2f (astrapy's time over the durable publish alone plus one round trip)\n", res.SluiceVsAstrapyCeiling)
-	}
-	return nil
+	return cmd
 }
 
 // spread describes ratios taken run by run: "; run by run min 0.52 / median 0.61 / max 0.70",
@@ -173,23 +160,23 @@ func spread(byRun []float64) string {
 	return fmt.Sprintf("; run by run min %.2f / median %.2f / max %.2f", xs[0], xs[len(xs)/2], xs[len(xs)-1])
 }
 
-// parseBenchFlags parses a scenario's flags; -h is flag.ErrHelp, anything else a usage error.
-func parseBenchFlags(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err.Error()}
+func newBenchAPICmd(c *cli) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "api [flags]",
+		Short: "Drive sluice serve with N keep-alive clients: latency, refusals, orphaned jobs, RSS",
+		Long: "Starts sluice serve on the embedded default in a fresh data directory, as a process of its\n" +
+			"own (this binary), and drives it from this process with --clients keep-alive clients for\n" +
+			"--duration: 70% GET /v1/jobs/{id} of jobs it created, 20% POST /api/features/submit, 10%\n" +
+			"POST /v1/jobs of --chunks-per-job unique NDJSON chunks. A 503 with Retry-After is counted\n" +
+			"as an admission refusal and not retried. Then waits for every accepted job and reports\n" +
+			"latency per route, answers by status, orphaned and failed jobs and the server's peak RSS.\n" +
+			"The server runs without tokens (loopback, one principal), with the uploads rate limit off\n" +
+			"and the connection cap at clients + 64, so the refusals measured are the publish admission's.",
+		Example: "  sluice bench api\n  sluice bench api --clients 200 --duration 20s --json",
+		Args:    noArgs("bench api takes no arguments"),
 	}
-	if fs.NArg() > 0 {
-		return usageError{fs.Name() + " takes no arguments"}
-	}
-	return nil
-}
-
-func benchAPI(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("bench api", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	fs := cmd.Flags()
+	ctx, stdout := c.ctx, c.stdout
 	var cfg apiBenchConfig
 	fs.IntVar(&cfg.Clients, "clients", 1000, "keep-alive clients, each with one request in flight")
 	fs.DurationVar(&cfg.Duration, "duration", 60*time.Second, "how long the clients start requests")
@@ -198,66 +185,54 @@ func benchAPI(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	fs.DurationVar(&cfg.Timeout, "timeout", time.Minute, "longest wait for one answer; past it the request counts as a transport error")
 	fs.StringVar(&cfg.Dir, "dir", "", "directory for the serve process's data (its disk decides the fsync cost); default the system temporary directory")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: sluice bench api [flags]\n\n"+
-			"Starts sluice serve on the embedded default in a fresh data directory, as a process of its\n"+
-			"own (this binary), and drives it from this process with --clients keep-alive clients for\n"+
-			"--duration: 70% GET /v1/jobs/{id} of jobs it created, 20% POST /api/features/submit, 10%\n"+
-			"POST /v1/jobs of --chunks-per-job unique NDJSON chunks. A 503 with Retry-After is counted\n"+
-			"as an admission refusal and not retried. Then waits for every accepted job and reports\n"+
-			"latency per route, answers by status, orphaned and failed jobs and the server's peak RSS.\n"+
-			"The server runs without tokens (loopback, one principal), with the uploads rate limit off\n"+
-			"and the connection cap at clients + 64, so the refusals measured are the publish admission's.")
-		fs.PrintDefaults()
+	cmd.RunE = func(*cobra.Command, []string) error {
+		var errs []error
+		if cfg.Clients < 1 {
+			errs = append(errs, fmt.Errorf("bench api: --clients must be at least 1, got %d", cfg.Clients))
+		}
+		if cfg.Duration <= 0 {
+			errs = append(errs, fmt.Errorf("bench api: --duration must be positive, got %s", cfg.Duration))
+		}
+		if cfg.ChunksPerJob < 1 {
+			errs = append(errs, fmt.Errorf("bench api: --chunks-per-job must be at least 1, got %d", cfg.ChunksPerJob))
+		}
+		if cfg.Settle < 0 || cfg.Timeout <= 0 {
+			errs = append(errs, fmt.Errorf("bench api: --settle must not be negative and --timeout must be positive"))
+		}
+		if err := errors.Join(errs...); err != nil {
+			return usageError{err.Error()}
+		}
+		res, err := runAPIBench(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, res)
+		}
+		fmt.Fprintf(stdout, "API mix: %d clients for %s (%.1f s with the requests in flight), jobs of %d chunks\n",
+			res.Clients, cfg.Duration, res.ElapsedS, res.ChunksPerJob)
+		fmt.Fprintf(stdout, "server: sluice %s\n", strings.Join(res.ServeArgs, " "))
+		fmt.Fprintf(stdout, "%d requests, %.1f/s; admission refusals (503 + Retry-After) %d; other answers ≥ 500 %d; no answer %d\n",
+			res.Requests, res.RequestsPerS, res.Refused, res.ServerErrors, res.TransportErrors)
+		fmt.Fprintf(stdout, "%-26s %9s %8s %9s %9s %9s %9s %10s %11s %12s  %s\n", "route", "requests", "/s", "p50 ms", "p99 ms", "p999 ms", "max ms", "steady p99", "srv p99 ≤", "srv p999 ≤", "statuses")
+		for _, r := range res.Routes {
+			fmt.Fprintf(stdout, "%-26s %9d %8.1f %9.1f %9.1f %9.1f %9.1f %10.1f %11s %12s  %s\n", r.Route, r.Requests, r.PerS, r.P50Ms, r.P99Ms, r.P999Ms, r.MaxMs, r.SteadyP99Ms,
+				bucketMs(r.ServerP99Ms), bucketMs(r.ServerP999Ms), formatStatuses(r.Statuses))
+		}
+		fmt.Fprintf(stdout, "(steady p99: requests started after the first %.0f s, past the burst of every client's first request at once;\n"+
+			" srv: the server's own request-duration histogram, headers read to handler returned; the bucket bound)\n", res.SteadyAfterS)
+		fmt.Fprintf(stdout, "jobs: %d accepted, %d completed exactly, %d not exactly, %d unsettled after %.1f s\n",
+			res.Jobs.Accepted, res.Jobs.Exact, res.Jobs.NotExact, res.Jobs.Unsettled, res.Jobs.SettleS)
+		fmt.Fprintf(stdout, "orphaned jobs (pending, total 0, not sealed): %d; failed jobs: %d\n", res.OrphanedJobs, res.FailedJobs)
+		fmt.Fprintf(stdout, "serve process: peak RSS %s, at the end %s\n", mib(res.PeakRSS), mib(res.EndRSS))
+		fmt.Fprintf(stdout, "CPU during the load: serve %.2f cores, generator %.2f cores; generator's Go scheduler latency p99 ≤ %s, p999 ≤ %s\n",
+			res.ServeCPU, res.GeneratorCPU, bucketMs(res.GeneratorSchedP99Ms), bucketMs(res.GeneratorSchedP999Ms))
+		for _, s := range append(res.ErrorSamples, res.Jobs.Samples...) {
+			fmt.Fprintf(stdout, "  %s\n", s)
+		}
+		return nil
 	}
-	if err := parseBenchFlags(fs, args); err != nil {
-		return err
-	}
-	var errs []error
-	if cfg.Clients < 1 {
-		errs = append(errs, fmt.Errorf("bench api: --clients must be at least 1, got %d", cfg.Clients))
-	}
-	if cfg.Duration <= 0 {
-		errs = append(errs, fmt.Errorf("bench api: --duration must be positive, got %s", cfg.Duration))
-	}
-	if cfg.ChunksPerJob < 1 {
-		errs = append(errs, fmt.Errorf("bench api: --chunks-per-job must be at least 1, got %d", cfg.ChunksPerJob))
-	}
-	if cfg.Settle < 0 || cfg.Timeout <= 0 {
-		errs = append(errs, fmt.Errorf("bench api: --settle must not be negative and --timeout must be positive"))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return usageError{err.Error()}
-	}
-	res, err := runAPIBench(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return printJSON(stdout, res)
-	}
-	fmt.Fprintf(stdout, "API mix: %d clients for %s (%.1f s with the requests in flight), jobs of %d chunks\n",
-		res.Clients, cfg.Duration, res.ElapsedS, res.ChunksPerJob)
-	fmt.Fprintf(stdout, "server: sluice %s\n", strings.Join(res.ServeArgs, " "))
-	fmt.Fprintf(stdout, "%d requests, %.1f/s; admission refusals (503 + Retry-After) %d; other answers ≥ 500 %d; no answer %d\n",
-		res.Requests, res.RequestsPerS, res.Refused, res.ServerErrors, res.TransportErrors)
-	fmt.Fprintf(stdout, "%-26s %9s %8s %9s %9s %9s %9s %10s %11s %12s  %s\n", "route", "requests", "/s", "p50 ms", "p99 ms", "p999 ms", "max ms", "steady p99", "srv p99 ≤", "srv p999 ≤", "statuses")
-	for _, r := range res.Routes {
-		fmt.Fprintf(stdout, "%-26s %9d %8.1f %9.1f %9.1f %9.1f %9.1f %10.1f %11s %12s  %s\n", r.Route, r.Requests, r.PerS, r.P50Ms, r.P99Ms, r.P999Ms, r.MaxMs, r.SteadyP99Ms,
-			bucketMs(r.ServerP99Ms), bucketMs(r.ServerP999Ms), formatStatuses(r.Statuses))
-	}
-	fmt.Fprintf(stdout, "(steady p99: requests started after the first %.0f s, past the burst of every client's first request at once;\n"+
-		" srv: the server's own request-duration histogram, headers read to handler returned; the bucket bound)\n", res.SteadyAfterS)
-	fmt.Fprintf(stdout, "jobs: %d accepted, %d completed exactly, %d not exactly, %d unsettled after %.1f s\n",
-		res.Jobs.Accepted, res.Jobs.Exact, res.Jobs.NotExact, res.Jobs.Unsettled, res.Jobs.SettleS)
-	fmt.Fprintf(stdout, "orphaned jobs (pending, total 0, not sealed): %d; failed jobs: %d\n", res.OrphanedJobs, res.FailedJobs)
-	fmt.Fprintf(stdout, "serve process: peak RSS %s, at the end %s\n", mib(res.PeakRSS), mib(res.EndRSS))
-	fmt.Fprintf(stdout, "CPU during the load: serve %.2f cores, generator %.2f cores; generator's Go scheduler latency p99 ≤ %s, p999 ≤ %s\n",
-		res.ServeCPU, res.GeneratorCPU, bucketMs(res.GeneratorSchedP99Ms), bucketMs(res.GeneratorSchedP999Ms))
-	for _, s := range append(res.ErrorSamples, res.Jobs.Samples...) {
-		fmt.Fprintf(stdout, "  %s\n", s)
-	}
-	return nil
+	return cmd
 }
 
 // bucketMs prints a histogram bucket bound in milliseconds: "-" without observations, "> last"
@@ -289,64 +264,67 @@ func formatStatuses(m map[string]int64) string {
 	return b.String()
 }
 
-func benchBacklog(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
-	fs := flag.NewFlagSet("bench backlog", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+func newBenchBacklogCmd(c *cli) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "backlog [flags]",
+		Short: "Drain a queued backlog with one worker: docs/s and peak RSS",
+		Long: "For each mode: publishes --chunks chunks as one job onto a fresh broker with no worker\n" +
+			"running, then starts one sluice worker (this binary, its own process) and times it until\n" +
+			"the job is complete. embedded: the worker starts the embedded broker on the data directory\n" +
+			"that holds the backlog; client: the worker connects with --nats-url to the broker, which\n" +
+			"runs in this process. Reports docs/s and the worker process's peak RSS (VmHWM).",
+		Example: "  sluice bench backlog\n  sluice bench backlog --chunks 100000 --modes embedded",
+		Args:    noArgs("bench backlog takes no arguments"),
+	}
+	fs := cmd.Flags()
+	ctx, stdout, log := c.ctx, c.stdout, c.log
 	cfg := backlogBenchConfig{Logger: log}
 	fs.IntVar(&cfg.Chunks, "chunks", 1_000_000, "chunks queued before the worker starts")
 	modes := fs.String("modes", backlogEmbedded+","+backlogClient, "comma-separated modes to run, in order: embedded (the worker holds the broker), client (the worker connects to a broker in another process)")
 	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Minute, "longest drain of one mode")
 	fs.StringVar(&cfg.Dir, "dir", "", "directory for the chunk file and the brokers' data; default the system temporary directory")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: sluice bench backlog [flags]\n\n"+
-			"For each mode: publishes --chunks chunks as one job onto a fresh broker with no worker\n"+
-			"running, then starts one sluice worker (this binary, its own process) and times it until\n"+
-			"the job is complete. embedded: the worker starts the embedded broker on the data directory\n"+
-			"that holds the backlog; client: the worker connects with --nats-url to the broker, which\n"+
-			"runs in this process. Reports docs/s and the worker process's peak RSS (VmHWM).")
-		fs.PrintDefaults()
-	}
-	if err := parseBenchFlags(fs, args); err != nil {
-		return err
-	}
-	seen := map[string]bool{}
-	var errs []error
-	for m := range strings.SplitSeq(*modes, ",") {
-		switch m = strings.TrimSpace(m); {
-		case m == "":
-		case m != backlogEmbedded && m != backlogClient:
-			errs = append(errs, fmt.Errorf("bench backlog: unknown mode %q (embedded, client)", m))
-		case seen[m]:
-			errs = append(errs, fmt.Errorf("bench backlog: mode %q given twice", m))
-		default:
-			seen[m] = true
-			cfg.Modes = append(cfg.Modes, m)
+	_ = cmd.RegisterFlagCompletionFunc("modes", cobra.FixedCompletions([]string{backlogEmbedded, backlogClient, backlogEmbedded + "," + backlogClient}, cobra.ShellCompDirectiveNoFileComp))
+	cmd.RunE = func(*cobra.Command, []string) error {
+		seen := map[string]bool{}
+		var errs []error
+		for m := range strings.SplitSeq(*modes, ",") {
+			switch m = strings.TrimSpace(m); {
+			case m == "":
+			case m != backlogEmbedded && m != backlogClient:
+				errs = append(errs, fmt.Errorf("bench backlog: unknown mode %q (embedded, client)", m))
+			case seen[m]:
+				errs = append(errs, fmt.Errorf("bench backlog: mode %q given twice", m))
+			default:
+				seen[m] = true
+				cfg.Modes = append(cfg.Modes, m)
+			}
 		}
+		if len(cfg.Modes) == 0 && len(errs) == 0 {
+			errs = append(errs, errors.New("bench backlog: --modes names no mode"))
+		}
+		if cfg.Chunks < 1 {
+			errs = append(errs, fmt.Errorf("bench backlog: --chunks must be at least 1, got %d", cfg.Chunks))
+		}
+		if cfg.Timeout <= 0 {
+			errs = append(errs, fmt.Errorf("bench backlog: --timeout must be positive, got %s", cfg.Timeout))
+		}
+		if err := errors.Join(errs...); err != nil {
+			return usageError{err.Error()}
+		}
+		res, err := runBacklogBench(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		if *asJSON {
+			return printJSON(stdout, res)
+		}
+		fmt.Fprintf(stdout, "Backlog drain: %d chunks queued, then one worker started\n", res.Chunks)
+		fmt.Fprintf(stdout, "%-9s %10s %10s %10s %10s %12s %12s\n", "mode", "publish s", "startup s", "drain s", "docs/s", "peak RSS", "end RSS")
+		for _, m := range res.Modes {
+			fmt.Fprintf(stdout, "%-9s %10.1f %10.1f %10.1f %10.0f %12s %12s\n", m.Mode, m.PublishS, m.StartupS, m.DrainS, m.DocsPerS, mib(m.PeakRSS), mib(m.EndRSS))
+		}
+		return nil
 	}
-	if len(cfg.Modes) == 0 && len(errs) == 0 {
-		errs = append(errs, errors.New("bench backlog: --modes names no mode"))
-	}
-	if cfg.Chunks < 1 {
-		errs = append(errs, fmt.Errorf("bench backlog: --chunks must be at least 1, got %d", cfg.Chunks))
-	}
-	if cfg.Timeout <= 0 {
-		errs = append(errs, fmt.Errorf("bench backlog: --timeout must be positive, got %s", cfg.Timeout))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return usageError{err.Error()}
-	}
-	res, err := runBacklogBench(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	if *asJSON {
-		return printJSON(stdout, res)
-	}
-	fmt.Fprintf(stdout, "Backlog drain: %d chunks queued, then one worker started\n", res.Chunks)
-	fmt.Fprintf(stdout, "%-9s %10s %10s %10s %10s %12s %12s\n", "mode", "publish s", "startup s", "drain s", "docs/s", "peak RSS", "end RSS")
-	for _, m := range res.Modes {
-		fmt.Fprintf(stdout, "%-9s %10.1f %10.1f %10.1f %10.0f %12s %12s\n", m.Mode, m.PublishS, m.StartupS, m.DrainS, m.DocsPerS, mib(m.PeakRSS), mib(m.EndRSS))
-	}
-	return nil
+	return cmd
 }

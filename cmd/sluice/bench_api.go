@@ -691,7 +691,7 @@ func (l *apiLoad) settle(ctx context.Context) (apiJobsResult, error) {
 // jobDone reports whether a job will not change any more (short of a rollback).
 func jobDone(j pipeline.Job) bool {
 	switch j.State {
-	case pipeline.JobCompleted, pipeline.JobCompletedWithErrors, pipeline.JobFailed, pipeline.JobRolledBack:
+	case pipeline.JobCompleted, pipeline.JobCompletedWithErrors, pipeline.JobFailed, pipeline.JobRolledBack, pipeline.JobSuperseded:
 		return true
 	}
 	return false

@@ -1,147 +1,302 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net/url"
 	"strconv"
+	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/sluice-dev/sluice/pipeline"
 )
 
-// cmdJobs runs "sluice jobs ls|show|wait|rollback" against a running API.
-func cmdJobs(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	if len(args) == 0 {
-		return usageError{"jobs: name a subcommand: ls, show, wait or rollback"}
-	}
-	sub, args := args[0], args[1:]
-	fs := flag.NewFlagSet("jobs "+sub, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	api := bindAPI(fs, stderr)
-	asJSON := fs.Bool("json", false, "print JSON")
-	var state, env, cursor *string
-	var limit *int
-	var wait *bool
-	switch sub {
-	case "ls":
-		state = fs.String("state", "", "only jobs in this state (pending, running, completed, completed_with_errors, rolled_back, failed)")
-		env = fs.String("env", "", "only jobs of this environment")
-		limit = fs.Int("limit", 50, "jobs per page")
-		cursor = fs.String("cursor", "", "page cursor from a previous listing")
-	case "show", "wait":
-	case "rollback":
-		wait = fs.Bool("wait", true, "wait until the rollback finished")
-	default:
-		return usageError{fmt.Sprintf("jobs: unknown subcommand %q (ls, show, wait, rollback)", sub)}
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err.Error()}
-	}
-	if sub != "ls" && fs.NArg() != 1 {
-		return usageError{fmt.Sprintf("jobs %s: name one job id", sub)}
-	}
-	switch sub {
-	case "ls":
-		q := url.Values{}
-		for k, v := range map[string]string{"state": *state, "env": *env, "cursor": *cursor, "limit": strconv.Itoa(*limit)} {
-			if v != "" {
-				q.Set(k, v)
-			}
-		}
-		var page struct {
-			Jobs       []pipeline.Job `json:"jobs"`
-			NextCursor string         `json:"next_cursor"`
-		}
-		if err := api.do(ctx, "GET", "/v1/jobs", q, nil, &page); err != nil {
-			return err
-		}
-		if *asJSON {
-			return printJSON(stdout, page)
-		}
-		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "JOB\tENV\tSTATE\tTOTAL\tWRITTEN\tREJECTED\tDEAD\tCREATED\tFILE")
-		for _, j := range page.Jobs {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", j.JobID, j.Env, j.State, j.Total, j.Written, j.Rejected, j.DeadLettered, j.CreatedAt.Local().Format(time.DateTime), j.File)
-		}
-		_ = tw.Flush()
-		if page.NextCursor != "" {
-			fmt.Fprintf(stdout, "more: sluice jobs ls --cursor %s\n", page.NextCursor)
-		}
-		return nil
-	case "show":
-		var job pipeline.Job
-		if err := api.do(ctx, "GET", "/v1/jobs/"+url.PathEscape(fs.Arg(0)), nil, nil, &job); err != nil {
-			return err
-		}
-		return showJob(stdout, job, *asJSON)
-	case "wait":
-		job, err := waitJobAPI(ctx, api, fs.Arg(0), newProgressBar(stderr, !*asJSON))
-		if err != nil {
-			return err
-		}
-		if err := showJob(stdout, job, *asJSON); err != nil {
-			return err
-		}
-		if job.State == pipeline.JobFailed {
-			return fmt.Errorf("job %s failed", job.JobID)
-		}
-		if job.Rejected+job.DeadLettered > 0 {
-			return errRejected
-		}
-		return nil
-	default: // rollback
-		var job pipeline.Job
-		// Rolling back again is harmless: it deletes the job's documents, and those already
-		// deleted stay deleted (JobStore.RequestRollback keeps the first request).
-		if err := api.doIdempotent(ctx, "DELETE", "/v1/jobs/"+url.PathEscape(fs.Arg(0)), nil, nil, &job); err != nil {
-			return err
-		}
-		if *wait {
-			var err error
-			if job, err = waitJobAPI(ctx, api, fs.Arg(0), nil); err != nil {
-				return err
-			}
-		}
-		return showJob(stdout, job, *asJSON)
-	}
+// apiFlags are the flags every command that talks to the API shares (persistent on jobs and
+// dlq, so they may come anywhere on the line).
+type apiFlags struct {
+	url    string
+	asJSON bool
 }
 
-// waitJobAPI follows a job's event stream until it ends.
-func waitJobAPI(ctx context.Context, api *apiClient, id string, bar *progressBar) (pipeline.Job, error) {
+func bindAPIFlags(fs *pflag.FlagSet, f *apiFlags) {
+	fs.StringVar(&f.url, "api-url", defaultAPIURL, "URL of the sluice API (the token comes from $SLUICE_TOKEN)")
+	bindEnv(fs, "api-url", "SLUICE_API_URL")
+	fs.BoolVar(&f.asJSON, "json", false, "print JSON")
+}
+
+// apiEnvHelp ends the help of the commands that talk to the API.
+const apiEnvHelp = `
+
+Talks to a running sluice API: --api-url or SLUICE_API_URL (default ` + defaultAPIURL + `),
+the bearer token from SLUICE_TOKEN. An answer 429 or 503 is waited out (Retry-After) and the
+request sent again, up to 8 times.`
+
+func newJobsCmd(c *cli) *cobra.Command {
+	var af apiFlags
+	cmd := groupCmd("jobs", "Inspect, follow and roll back jobs (through the API)",
+		"Inspect, follow and roll back jobs through the API."+apiEnvHelp,
+		`  sluice jobs ls --state running
+  sluice jobs show JOB_ID --json
+  sluice jobs wait JOB_ID --timeout 10m
+  sluice jobs rollback JOB_ID`, "subcommand", "ls", "show", "wait", "rollback")
+	bindAPIFlags(cmd.PersistentFlags(), &af)
+	client := func() *apiClient { return newAPIClient(af.url, c.stderr) }
+
+	var state, env, cursor string
+	var limit int
+	ls := &cobra.Command{
+		Use:     "ls [flags]",
+		Short:   "List jobs, newest first",
+		Long:    "List jobs, newest first, a page at a time." + apiEnvHelp,
+		Example: "  sluice jobs ls\n  sluice jobs ls --state completed_with_errors --env prod --limit 20\n  sluice jobs ls --cursor CURSOR",
+		Args:    noArgs("jobs ls takes no arguments"),
+		RunE: func(*cobra.Command, []string) error {
+			q := url.Values{}
+			for k, v := range map[string]string{"state": state, "env": env, "cursor": cursor, "limit": strconv.Itoa(limit)} {
+				if v != "" {
+					q.Set(k, v)
+				}
+			}
+			var page struct {
+				Jobs       []pipeline.Job `json:"jobs"`
+				NextCursor string         `json:"next_cursor"`
+			}
+			if err := client().do(c.ctx, "GET", "/v1/jobs", q, nil, &page); err != nil {
+				return err
+			}
+			if af.asJSON {
+				return printJSON(c.stdout, page)
+			}
+			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "JOB\tENV\tSTATE\tTOTAL\tWRITTEN\tREJECTED\tDEAD\tCREATED\tFILE")
+			for _, j := range page.Jobs {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", j.JobID, j.Env, j.State, j.Total, j.Written, j.Rejected, j.DeadLettered, j.CreatedAt.Local().Format(time.DateTime), j.File)
+			}
+			_ = tw.Flush()
+			if page.NextCursor != "" {
+				fmt.Fprintf(c.stdout, "more: sluice jobs ls --cursor %s\n", page.NextCursor)
+			}
+			return nil
+		},
+	}
+	ls.Flags().StringVar(&state, "state", "", "only jobs in this state ("+strings.Join(jobStates(), ", ")+")")
+	ls.Flags().StringVar(&env, "env", "", "only jobs of this environment (dev, test, prod)")
+	ls.Flags().IntVar(&limit, "limit", 50, "jobs per page (1 to 1000)")
+	ls.Flags().StringVar(&cursor, "cursor", "", "page cursor from a previous listing")
+	_ = ls.RegisterFlagCompletionFunc("state", cobra.FixedCompletions(jobStates(), cobra.ShellCompDirectiveNoFileComp))
+	_ = ls.RegisterFlagCompletionFunc("env", cobra.FixedCompletions(envNames(), cobra.ShellCompDirectiveNoFileComp))
+	_ = ls.RegisterFlagCompletionFunc("cursor", cobra.NoFileCompletions)
+	_ = ls.RegisterFlagCompletionFunc("limit", cobra.NoFileCompletions)
+
+	show := &cobra.Command{
+		Use:               "show [flags] JOB_ID",
+		Short:             "Show one job: counts, state, rejections",
+		Long:              "Show one job: its counts, state, failure, rollback and rejected items." + apiEnvHelp,
+		Example:           "  sluice jobs show JOB_ID\n  sluice jobs show JOB_ID --json",
+		Args:              exactArgs(1, "jobs show: name one job id"),
+		ValidArgsFunction: completeJobIDs(c, 1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			var job pipeline.Job
+			if err := client().do(c.ctx, "GET", "/v1/jobs/"+url.PathEscape(args[0]), nil, nil, &job); err != nil {
+				return err
+			}
+			return showJob(c.stdout, job, af.asJSON, rejectionLimit(c.stdout))
+		},
+	}
+
+	var timeout time.Duration
+	wait := &cobra.Command{
+		Use:   "wait [flags] JOB_ID",
+		Short: "Follow a job until it ends",
+		Long: `Follow a job's event stream with a progress bar until the job reaches a final state
+(completed, completed_with_errors, superseded, rolled_back, failed, with no rollback pending), then show it.
+When the stream drops (a restart, a proxy's timeout) it reads the job again and reconnects; it
+never returns while the job is still running. With --timeout it fails (exit 1) if the job has
+not ended by then.
+
+Exit status: 0 completed, 3 completed with rejected or dead-lettered items, 1 failed, timed
+out or unreachable, 130 interrupted.` + apiEnvHelp,
+		Example:           "  sluice jobs wait JOB_ID\n  sluice jobs wait JOB_ID --timeout 30m --json",
+		Args:              exactArgs(1, "jobs wait: name one job id"),
+		ValidArgsFunction: completeJobIDs(c, 1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			if timeout < 0 {
+				return usageError{fmt.Sprintf("jobs wait: --timeout %s is negative", timeout)}
+			}
+			job, err := waitJobAPI(c.ctx, client(), args[0], newProgressBar(c.stderr, !af.asJSON), timeout, c.stderr)
+			if err != nil {
+				return err
+			}
+			if err := showJob(c.stdout, job, af.asJSON, rejectionLimit(c.stdout)); err != nil {
+				return err
+			}
+			if job.State == pipeline.JobFailed {
+				return fmt.Errorf("job %s failed", job.JobID)
+			}
+			if job.Rejected+job.DeadLettered > 0 {
+				return errRejected
+			}
+			return nil
+		},
+	}
+	wait.Flags().DurationVar(&timeout, "timeout", 0, "fail if the job has not ended after this long; 0 waits as long as it takes")
+	bindEnv(wait.Flags(), "timeout", "SLUICE_WAIT_TIMEOUT")
+	_ = wait.RegisterFlagCompletionFunc("timeout", cobra.NoFileCompletions)
+
+	var waitRollback, restorePrevious bool
+	rollback := &cobra.Command{
+		Use:   "rollback [flags] JOB_ID",
+		Short: "Delete every document a job wrote (admin)",
+		Long: `Roll a job back (DELETE /v1/jobs/{id}, admin scope): delete every document it wrote, then,
+with --wait (the default), follow it until the rollback is done. Rolling back again is
+harmless.` + apiEnvHelp,
+		Example:           "  sluice jobs rollback JOB_ID\n  sluice jobs rollback JOB_ID --restore-previous\n  sluice jobs rollback JOB_ID --wait=false --json",
+		Args:              exactArgs(1, "jobs rollback: name one job id"),
+		ValidArgsFunction: completeJobIDs(c, 1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			api := client()
+			var job pipeline.Job
+			// Rolling back again is harmless: it deletes the job's documents, and those already
+			// deleted stay deleted (JobStore.RequestRollback keeps the first request).
+			var q url.Values
+			if restorePrevious {
+				q = url.Values{"restore_previous": {"true"}}
+			}
+			if err := api.doIdempotent(c.ctx, "DELETE", "/v1/jobs/"+url.PathEscape(args[0]), q, nil, &job); err != nil {
+				return err
+			}
+			if waitRollback {
+				var err error
+				if job, err = waitJobAPI(c.ctx, api, args[0], nil, 0, c.stderr); err != nil {
+					return err
+				}
+			}
+			return showJob(c.stdout, job, af.asJSON, rejectionLimit(c.stdout))
+		},
+	}
+	rollback.Flags().BoolVar(&waitRollback, "wait", true, "wait until the rollback finished")
+	rollback.Flags().BoolVar(&restorePrevious, "restore-previous", false,
+		"put back the version each document replaced instead of deleting it (the embedded store keeps them; AstraDB refuses)")
+
+	cmd.AddCommand(ls, show, wait, rollback)
+	return cmd
+}
+
+// Reconnecting a dropped job event stream: the first wait, doubling up to the last, and how
+// many reconnects in a row may fail (nothing received) before wait gives up — about 90 s of
+// trying, longer than a pod restart or a rolling update of the API takes.
+const (
+	reconnectFirstWait = 500 * time.Millisecond
+	reconnectMaxWait   = 10 * time.Second
+	maxReconnects      = 12
+)
+
+// waitJobAPI follows a job's event stream until the job is settled (a final state, no rollback
+// pending) and returns the whole record. A stream that ends or breaks before (or an API that
+// answers 5xx or not at all meanwhile) is not an end: the job is read again and the stream
+// opened again, after a wait (reconnectFirstWait doubling to reconnectMaxWait), up to
+// maxReconnects times in a row without an answer. An unknown job or an API that cannot be
+// reached at the start fails at once. The job route's event ids count from 1 on
+// each connection and it ignores Last-Event-ID; each new stream starts with the job's current
+// record, so nothing is missed. timeout > 0 bounds the whole wait: past it the error says the
+// job's last state. Reconnects are announced on stderr.
+func waitJobAPI(ctx context.Context, api *apiClient, id string, bar *progressBar, timeout time.Duration, stderr io.Writer) (pipeline.Job, error) {
+	parent := ctx
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	path := "/v1/jobs/" + url.PathEscape(id)
 	var last pipeline.Job
-	err := api.events(ctx, "/v1/jobs/"+url.PathEscape(id)+"/events", func(event string, data []byte) bool {
-		if err := json.Unmarshal(data, &last); err != nil {
-			return false
+	fail := func(err error) (pipeline.Job, error) {
+		if bar != nil {
+			bar.done()
+		}
+		switch {
+		case parent.Err() != nil:
+			fmt.Fprintf(stderr, "sluice: job %s is still %s: %s\n", id, cmp.Or(string(last.State), "unknown"), interruptedMsg)
+			return last, errInterrupted
+		case ctx.Err() != nil:
+			return last, fmt.Errorf("job %s is still %s after %s (--timeout)", id, cmp.Or(string(last.State), "unknown"), timeout)
+		}
+		return last, err
+	}
+	// Read the job first: an unknown job or an API that cannot be reached fails at once, and a
+	// job that has ended needs no stream.
+	if err := api.do(ctx, "GET", path, nil, nil, &last); err != nil {
+		return fail(err)
+	}
+	if last.Settled() {
+		return last, nil
+	}
+	wait := reconnectFirstWait
+	for failures := 0; ; {
+		got := false
+		err := api.events(ctx, path+"/events", func(event string, data []byte) bool {
+			if err := json.Unmarshal(data, &last); err != nil {
+				return false
+			}
+			got = true
+			if bar != nil {
+				bar.update(last.File, last)
+			}
+			return event == "done" || last.Settled()
+		})
+		if err == nil {
+			break
+		}
+		var ae *apiError
+		if ctx.Err() != nil || errors.As(err, &ae) && ae.Status < 500 {
+			return fail(err) // 404 no such job, 401, 403: waiting again will not help
+		}
+		if got {
+			failures, wait = 0, reconnectFirstWait
+		}
+		if failures++; failures > maxReconnects {
+			return fail(fmt.Errorf("follow job %s: gave up after %d reconnects: %w", id, maxReconnects, err))
+		}
+		// Read the job again: it may have ended while the stream was down.
+		var job pipeline.Job
+		if api.do(ctx, "GET", path, nil, nil, &job) == nil {
+			last = job
+			if job.Settled() {
+				return job, nil
+			}
 		}
 		if bar != nil {
-			bar.update(last.File, last)
+			bar.done()
 		}
-		return event == "done"
-	})
+		fmt.Fprintf(stderr, "sluice: job %s: event stream ended (%v) while %s; reconnecting in %s\n", id, err, cmp.Or(string(last.State), "unknown"), wait)
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return fail(ctx.Err())
+		}
+		wait = min(2*wait, reconnectMaxWait)
+	}
 	if bar != nil {
 		bar.done()
 	}
-	if err != nil {
-		return last, err
-	}
 	// The stream carries the hot record; read the whole job (rejections) once.
 	var job pipeline.Job
-	if err := api.do(ctx, "GET", "/v1/jobs/"+url.PathEscape(id), nil, nil, &job); err != nil {
-		return last, err
+	if err := api.do(ctx, "GET", path, nil, nil, &job); err != nil {
+		return fail(err)
 	}
 	return job, nil
 }
 
-func showJob(w io.Writer, j pipeline.Job, asJSON bool) error {
+func showJob(w io.Writer, j pipeline.Job, asJSON bool, limit int) error {
 	if asJSON {
 		return printJSON(w, j)
 	}
@@ -156,12 +311,21 @@ func showJob(w io.Writer, j pipeline.Job, asJSON bool) error {
 		fmt.Fprintf(tw, "failed\t%s: %s\n", f.At.Local().Format(time.DateTime), f.Reason)
 	}
 	if r := j.Rollback; r != nil {
-		fmt.Fprintf(tw, "rollback\t%s by %s, %d documents deleted %s\n", r.State, r.RequestedBy, r.Deleted, r.Error)
+		fmt.Fprintf(tw, "rollback\t%s by %s, %d documents deleted, %d restored %s\n", r.State, r.RequestedBy, r.Deleted, r.Restored, r.Error)
+		for _, sj := range r.SupersededJobs {
+			fmt.Fprintf(tw, "superseded\tjob %s: %d of its documents deleted\n", sj.JobID, sj.Documents)
+		}
+		if r.SupersededTruncated {
+			fmt.Fprintf(tw, "superseded\t(more jobs than listed)\n")
+		}
+	}
+	if sp := j.Superseded; sp != nil {
+		for _, by := range sp.By {
+			fmt.Fprintf(tw, "superseded by\trollback of job %s: %d documents deleted\n", by.JobID, by.Documents)
+		}
 	}
 	_ = tw.Flush()
-	for _, r := range j.Rejections {
-		fmt.Fprintf(w, "  rejected item %d %s: %s\n", r.Index, r.ID, r.Reason)
-	}
+	printRejections(w, j.Rejections, j.Rejected, limit)
 	for _, r := range j.Warnings {
 		fmt.Fprintf(w, "  warning, item %d %s: %s\n", r.Index, r.ID, r.Reason)
 	}

@@ -4,13 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/schemas"
@@ -29,33 +30,58 @@ type loadSummary struct {
 	Rejections   []pipeline.ItemIssue `json:"rejections,omitempty"`
 	Warnings     []pipeline.ItemIssue `json:"warnings,omitempty"`
 	Error        string               `json:"error,omitempty"`
+	// Interrupted is set when a signal stopped the load or the wait for this file.
+	Interrupted bool `json:"interrupted,omitempty"`
 }
 
-func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
-	fs := flag.NewFlagSet("load", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c config
-	bindCommon(fs, &c)
-	env := fs.String("env", envOr("SLUICE_ENV", "dev"), "environment: dev, test or prod")
-	asJSON := fs.Bool("json", false, "print the summary as one JSON object")
-	force := fs.Bool("force", false, "load again even if the same file was loaded before")
-	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: sluice load [flags] FILE...\n\nEach file becomes one job; load waits until every job ends.")
-		fs.PrintDefaults()
+// loadExample is the load command's examples; the docs test runs them.
+const loadExample = `  sluice load chunks.jsonl                      # one job, on the embedded default or a running serve
+  sluice load --env test passA.json passB.json  # one job per file, all waited for
+  sluice load chunks.jsonl --json               # the summary as one JSON object
+  sluice load --force chunks.jsonl              # publish a file loaded before once more`
+
+func newLoadCmd(c *cli) *cobra.Command {
+	var (
+		cfg    config
+		env    string
+		asJSON bool
+		force  bool
+	)
+	cmd := &cobra.Command{
+		Use:   "load [flags] FILE...",
+		Short: "Load chunk or graph files as jobs and wait for them",
+		Long: `Each file becomes one job; load waits until every job ends and prints a summary (a progress
+bar on a terminal). With a sluice serve running on the same data directory (or NATS_URL set)
+it publishes there; otherwise it runs the broker, the stores and the workers in this process.
+
+Interrupted (Ctrl-C), it exits 130: run the same command again to resume — the file's job is
+recognised and what was already published is not published twice. --force is only for
+loading a file again on purpose.
+
+Exit status: 0 all written, 3 some items rejected or dead-lettered, 1 failure, 2 bad usage,
+130 interrupted.`,
+		Example: loadExample,
+		Args:    minArgs(1, "load: name at least one FILE"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return cmdLoad(c, cfg, args, env, asJSON, force)
+		},
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err.Error()}
+	fs := cmd.Flags()
+	bindCommon(fs, &cfg)
+	fs.StringVar(&env, "env", "dev", "environment: dev, test or prod")
+	bindEnv(fs, "env", "SLUICE_ENV")
+	fs.BoolVar(&asJSON, "json", false, "print the summary as one JSON object")
+	fs.BoolVar(&force, "force", false, "load again even if the same file was loaded before")
+	_ = cmd.RegisterFlagCompletionFunc("env", cobra.FixedCompletions(envNames(), cobra.ShellCompDirectiveNoFileComp))
+	return cmd
+}
+
+func cmdLoad(cl *cli, c config, paths []string, env string, asJSON, force bool) error {
+	ctx, stdout, stderr, log := cl.ctx, cl.stdout, cl.stderr, cl.log
+	if !schemas.ValidEnv(env) {
+		return usageError{fmt.Sprintf("load: --env must be dev, test or prod, not %q", env)}
 	}
-	if fs.NArg() == 0 {
-		return usageError{"load: name at least one FILE"}
-	}
-	if !schemas.ValidEnv(*env) {
-		return usageError{fmt.Sprintf("load: --env must be dev, test or prod, not %q", *env)}
-	}
-	for _, f := range fs.Args() {
+	for _, f := range paths {
 		if st, err := os.Stat(f); err != nil || st.IsDir() {
 			return usageError{fmt.Sprintf("load: %s is not a readable file", f)}
 		}
@@ -98,14 +124,14 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 	if err != nil {
 		return err
 	}
-	bar := newProgressBar(stderr, !*asJSON)
-	summaries := make([]loadSummary, len(fs.Args()))
+	bar := newProgressBar(stderr, !asJSON)
+	summaries := make([]loadSummary, len(paths))
 	var wg sync.WaitGroup
-	for i, path := range fs.Args() {
+	for i, path := range paths {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			summaries[i] = loadOne(ctx, loader, b.jobs, path, *env, *force, bar)
+			summaries[i] = loadOne(ctx, loader, b.jobs, path, env, force, bar)
 		}()
 	}
 	wg.Wait()
@@ -116,7 +142,67 @@ func cmdLoad(ctx context.Context, args []string, stdout, stderr io.Writer, log *
 			log.Warn("worker drain", "err", err)
 		}
 	}
-	return report(stdout, summaries, time.Since(start), *asJSON)
+	if slices.ContainsFunc(summaries, func(s loadSummary) bool { return s.Interrupted }) {
+		// Stopped by a signal: what was published stays, and the job is recognised on the
+		// next run, which publishes only what is missing. Never suggest --force here: it
+		// would publish everything again.
+		if err := report(stdout, summaries, time.Since(start), asJSON, rejectionLimit(stdout)); err != nil && !errors.Is(err, errRejected) && !errors.Is(err, errLoadFailed) {
+			return err
+		}
+		fmt.Fprintln(stderr, "sluice load: "+interruptedMsg)
+		return errInterrupted
+	}
+	return report(stdout, summaries, time.Since(start), asJSON, rejectionLimit(stdout))
+}
+
+// interruptedMsg is what an interrupted load says, for each file not finished and once on
+// stderr.
+const interruptedMsg = "interrupted — run the same command again to resume"
+
+// errLoadFailed is report's error when a file failed to load.
+var errLoadFailed = errors.New("some files failed to load")
+
+// Rejection listings stop at a limit and say how many are left: a file of 176,465 junk lines
+// printed 1,000 of them and no count. Job records keep at most schemas.MaxIssues (1,000)
+// rejections, so that is the limit elsewhere; a terminal gets the first 20 (a screenful),
+// --json always carries the whole record.
+const (
+	rejectionsShown         = 1000
+	rejectionsShownTerminal = 20
+)
+
+// rejectionLimit is how many rejection lines to print on w.
+func rejectionLimit(w io.Writer) int {
+	if isTerminal(w) {
+		return rejectionsShownTerminal
+	}
+	return rejectionsShown
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// printRejections prints up to limit rejection lines, then "and N more rejected items" with
+// the number of rejected items not printed: total (the job's count) less those printed.
+func printRejections(w io.Writer, rs []pipeline.ItemIssue, total int64, limit int) {
+	shown := rs[:min(len(rs), limit)]
+	for _, r := range shown {
+		id := ""
+		if r.ID != "" {
+			id = " (" + r.ID + ")"
+		}
+		fmt.Fprintf(w, "  rejected item %d%s: %s\n", r.Index, id, r.Reason)
+	}
+	if left := total - int64(len(shown)); left > 0 && len(rs) > 0 {
+		fmt.Fprintf(w, "  and %d more rejected items\n", left)
+	}
 }
 
 func loadOne(ctx context.Context, l *pipeline.Loader, jobs *pipeline.JobStore, path, env string, force bool, bar *progressBar) loadSummary {
@@ -124,12 +210,20 @@ func loadOne(ctx context.Context, l *pipeline.Loader, jobs *pipeline.JobStore, p
 	s := loadSummary{File: path}
 	res, err := l.Load(ctx, pipeline.LoadRequest{Env: env, Path: path, Force: force})
 	s.JobID, s.Total, s.Rejected, s.Existing = res.JobID, res.Total, res.Rejected, res.Existing
+	if err != nil && ctx.Err() != nil {
+		s.Error, s.Interrupted, s.Existing = interruptedMsg, true, false
+		return s
+	}
 	if err != nil {
 		s.Error = err.Error()
 		s.State = "failed"
 		return s
 	}
 	job, err := pipeline.Wait(ctx, jobs, res.JobID, func(j pipeline.Job) { bar.update(path, j) })
+	if err != nil && ctx.Err() != nil {
+		s.Error, s.Interrupted, s.Existing, s.State = interruptedMsg, true, false, job.State
+		return s
+	}
 	if err != nil {
 		s.Error = fmt.Sprintf("wait for job %s: %v", res.JobID, err)
 		s.State = job.State
@@ -144,7 +238,7 @@ func loadOne(ctx context.Context, l *pipeline.Loader, jobs *pipeline.JobStore, p
 	return s
 }
 
-func report(w io.Writer, sums []loadSummary, elapsed time.Duration, asJSON bool) error {
+func report(w io.Writer, sums []loadSummary, elapsed time.Duration, asJSON bool, limit int) error {
 	failed, rejected := false, false
 	for _, s := range sums {
 		if s.Error != "" {
@@ -166,7 +260,11 @@ func report(w io.Writer, sums []loadSummary, elapsed time.Duration, asJSON bool)
 		}
 	} else {
 		for _, s := range sums {
-			if s.Error != "" {
+			switch {
+			case s.Interrupted:
+				fmt.Fprintf(w, "%s: %s\n", s.File, s.Error)
+				continue
+			case s.Error != "":
 				fmt.Fprintf(w, "%s: FAILED: %s\n", s.File, s.Error)
 				continue
 			}
@@ -176,13 +274,7 @@ func report(w io.Writer, sums []loadSummary, elapsed time.Duration, asJSON bool)
 			}
 			fmt.Fprintf(w, "%s: job %s %s%s — %d total, %d written, %d rejected, %d dead-lettered (%.1fs)\n",
 				s.File, s.JobID, s.State, again, s.Total, s.Written, s.Rejected, s.DeadLettered, float64(s.ElapsedMS)/1000)
-			for _, r := range s.Rejections {
-				id := ""
-				if r.ID != "" {
-					id = " (" + r.ID + ")"
-				}
-				fmt.Fprintf(w, "  rejected item %d%s: %s\n", r.Index, id, r.Reason)
-			}
+			printRejections(w, s.Rejections, s.Rejected, limit)
 			for _, r := range s.Warnings {
 				fmt.Fprintf(w, "  warning, item %d (%s): %s\n", r.Index, r.ID, r.Reason)
 			}
@@ -191,7 +283,7 @@ func report(w io.Writer, sums []loadSummary, elapsed time.Duration, asJSON bool)
 	}
 	switch {
 	case failed:
-		return errors.New("some files failed to load")
+		return errLoadFailed
 	case rejected:
 		return errRejected
 	}
@@ -207,13 +299,7 @@ type progressBar struct {
 }
 
 func newProgressBar(w io.Writer, want bool) *progressBar {
-	enabled := false
-	if f, ok := w.(*os.File); ok && want {
-		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			enabled = true
-		}
-	}
-	return &progressBar{w: w, enabled: enabled}
+	return &progressBar{w: w, enabled: want && isTerminal(w)}
 }
 
 func (p *progressBar) update(file string, j pipeline.Job) {

@@ -39,6 +39,11 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build sluice: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	// SLUICE_TEST_BINARY runs the process tests against another build (an older commit's, to
+	// see a regression test fail before its fix).
+	if b := os.Getenv("SLUICE_TEST_BINARY"); b != "" {
+		binary = b
+	}
 	// The fault suite runs nats-server as a process of its own: the same server, from the
 	// same module version, as the embedded one.
 	natsServerBinary = filepath.Join(dir, "nats-server")

@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"runtime/debug"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // Exit statuses (DESIGN.md, "Public surface").
@@ -17,6 +20,9 @@ const (
 	exitFailure  = 1
 	exitUsage    = 2
 	exitRejected = 3
+	// exitInterrupted is a command stopped by SIGINT or SIGTERM (128 + SIGINT, as shells
+	// report it): nothing is lost, running the same command again resumes.
+	exitInterrupted = 130
 )
 
 // usageError is a bad command line: exit status 2.
@@ -28,76 +34,169 @@ func (e usageError) Error() string { return e.msg }
 // exit status 3.
 var errRejected = errors.New("finished with rejected or dead-lettered items")
 
-const usage = `sluice — event-driven ingestion pipeline (NATS JetStream -> AstraDB / embedded store)
+// errInterrupted means the command was stopped by a signal before it finished: exit status 130.
+// The command has already said so.
+var errInterrupted = errors.New("interrupted — run the same command again to resume")
 
-Usage:
-  sluice load [flags] FILE...   load chunk files as jobs and wait for them
-  sluice serve [flags]          run the HTTP API and the workers (embedded broker unless NATS_URL)
-  sluice worker [flags]         run the workers only
-  sluice api [flags]            run the HTTP API only
-  sluice jobs ls|show|wait|rollback   inspect, follow and roll back jobs (through the API)
-  sluice dlq ls|show|replay|purge     inspect and replay dead letters (through the API)
-  sluice bench astra [flags]    measure AstraDB loading: seed vs astrapy vs sluice, in-process
-  sluice bench api [flags]      drive sluice serve with 1,000 clients: latency, refusals, orphaned jobs, RSS
-  sluice bench backlog [flags]  drain a queued backlog with one worker: docs/s and peak RSS
-  sluice completion bash|zsh    print a shell completion script
-  sluice version                print the version
+// rootLong is the top-level help. Environment variables that are never flags (secrets: a flag
+// would show in ps) are listed here and in the commands that read them.
+const rootLong = `sluice — event-driven ingestion pipeline (NATS JetStream -> AstraDB / embedded store).
 
-Run "sluice COMMAND -h" for a command's flags. Configuration comes from flags or environment:
-SLUICE_DATA_DIR, SLUICE_HTTP_ADDR, SLUICE_API_TOKENS_FILE, SLUICE_COMMAND_KEY,
-SLUICE_COMMAND_KEY_FILE, NATS_URL, NATS_CREDS, NATS_USER, NATS_PASSWORD, NATS_CA, NATS_CERT,
-NATS_KEY; the operator commands use SLUICE_API_URL and
-SLUICE_TOKEN.
-Exit status: 0 all good, 1 failure, 2 bad usage, 3 finished with rejected or dead-lettered items.
-`
+Flags may come anywhere on the line, before or after arguments ("--" ends them). Every
+configuration flag is mirrored by the environment variable named in its help ([$NAME]); a flag
+on the command line wins over the variable.
+
+Secrets are read from the environment only (a flag would show in ps):
+  SLUICE_TOKEN                 bearer token of the operator commands (jobs, dlq) for the API
+  NATS_PASSWORD                NATS password
+  ASTRA_DB_APPLICATION_TOKEN   AstraDB token
+  SLUICE_COMMAND_KEY           key that signs commands and rollbacks (or --command-key-file)
+SLUICE_LOG_LEVEL (debug, info, warn, error) sets the log level; GOMEMLIMIT and GOMAXPROCS
+are honoured.
+
+Exit status: 0 all good, 1 failure, 2 bad usage, 3 finished with rejected or dead-lettered
+items, 130 interrupted (run the same command again to resume).`
+
+// cli is what the commands share: where they write, their logger and the process's context.
+type cli struct {
+	ctx            context.Context
+	stdout, stderr io.Writer
+	log            *slog.Logger
+	// ran is set once a command's own code starts (after its command line parsed): an error
+	// before that is a usage error (exit 2), whatever cobra calls it.
+	ran bool
+}
+
+// newRootCmd builds the whole command tree. It does no I/O.
+func newRootCmd(c *cli) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "sluice",
+		Short: "Event-driven ingestion pipeline: NATS JetStream -> AstraDB / embedded store",
+		Long:  rootLong,
+		Example: `  sluice serve                                  # API and workers on the embedded default
+  sluice load --env test chunks.jsonl           # load a chunk file and wait for it
+  sluice jobs ls --state running                # jobs through the API
+  sluice dlq replay --dry-run --job JOB_ID      # what a replay would do
+  source <(sluice completion bash)              # shell completion`,
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		// A bare "sluice" is a usage error (exit 2), as it always was.
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Sprintf("unknown command %q (run \"sluice --help\")", args[0])}
+			}
+			return nil
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			fmt.Fprint(c.stderr, cmd.UsageString())
+			return usageError{"name a command"}
+		},
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			if err := applyEnv(cmd.Flags()); err != nil {
+				return err
+			}
+			c.ran = true
+			return nil
+		},
+		CompletionOptions: cobra.CompletionOptions{DisableDefaultCmd: true},
+	}
+	root.SetOut(c.stdout)
+	root.SetErr(c.stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
+	root.AddCommand(
+		newLoadCmd(c),
+		newServeCmd(c, "serve", true, true),
+		newServeCmd(c, "worker", true, false),
+		newServeCmd(c, "api", false, true),
+		newJobsCmd(c),
+		newDLQCmd(c),
+		newBenchCmd(c),
+		newCompletionCmd(c),
+		&cobra.Command{
+			Use:     "version",
+			Short:   "Print the version",
+			Example: "  sluice version",
+			Args:    noArgs("version takes no arguments"),
+			RunE: func(*cobra.Command, []string) error {
+				_, err := fmt.Fprintln(c.stdout, "sluice", version())
+				return err
+			},
+		},
+	)
+	return root
+}
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) int {
-	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return exitUsage
-	}
-	var err error
-	switch cmd, rest := args[0], args[1:]; cmd {
-	case "load":
-		err = cmdLoad(ctx, rest, stdout, stderr, log)
-	case "serve":
-		err = cmdServe(ctx, rest, stderr, log, true, true)
-	case "worker":
-		err = cmdServe(ctx, rest, stderr, log, true, false)
-	case "api":
-		err = cmdServe(ctx, rest, stderr, log, false, true)
-	case "jobs":
-		err = cmdJobs(ctx, rest, stdout, stderr)
-	case "dlq":
-		err = cmdDLQ(ctx, rest, stdout, stderr)
-	case "bench":
-		err = cmdBench(ctx, rest, stdout, stderr, log)
-	case "completion":
-		err = cmdCompletion(rest, stdout)
-	case "version":
-		fmt.Fprintln(stdout, "sluice", version())
-		return exitOK
-	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return exitOK
-	default:
-		fmt.Fprintf(stderr, "sluice: unknown command %q\n\n%s", cmd, usage)
-		return exitUsage
-	}
+	c := &cli{ctx: ctx, stdout: stdout, stderr: stderr, log: log}
+	root := newRootCmd(c)
+	root.SetArgs(args)
+	err := root.ExecuteContext(ctx)
 	var ue usageError
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.Is(err, flag.ErrHelp):
-		return exitOK
-	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "sluice: %v\n", err)
+	case errors.As(err, &ue) || !c.ran:
+		// Cobra's own refusals (an unknown command, a bad flag) come before the command ran.
+		if err.Error() != "" {
+			fmt.Fprintf(stderr, "sluice: %v\n", err)
+		}
 		return exitUsage
 	case errors.Is(err, errRejected):
 		return exitRejected
+	case errors.Is(err, errInterrupted):
+		return exitInterrupted
 	default:
 		fmt.Fprintf(stderr, "sluice: %v\n", err)
 		return exitFailure
+	}
+}
+
+// noArgs refuses any argument with msg (a usage error).
+func noArgs(msg string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usageError{msg}
+		}
+		return nil
+	}
+}
+
+// exactArgs requires exactly n arguments, else the usage error msg.
+func exactArgs(n int, msg string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) != n {
+			return usageError{msg}
+		}
+		return nil
+	}
+}
+
+// minArgs requires at least n arguments, else the usage error msg.
+func minArgs(n int, msg string) cobra.PositionalArgs {
+	return func(_ *cobra.Command, args []string) error {
+		if len(args) < n {
+			return usageError{msg}
+		}
+		return nil
+	}
+}
+
+// groupCmd is a command that only holds subcommands (jobs, dlq, bench): run bare or with an
+// unknown subcommand it is a usage error naming them (in names' order), as before cobra. The
+// unknown subcommand is refused by Args, before anything runs.
+func groupCmd(use, short, long, example, noun string, names ...string) *cobra.Command {
+	list := strings.Join(names, ", ")
+	return &cobra.Command{
+		Use: use, Short: short, Long: long, Example: example,
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) > 0 {
+				return usageError{fmt.Sprintf("%s: unknown %s %q (%ss: %s)", use, noun, args[0], noun, list)}
+			}
+			return nil
+		},
+		RunE: func(*cobra.Command, []string) error {
+			return usageError{fmt.Sprintf("%s: name a %s: %s", use, noun, list)}
+		},
 	}
 }
 
@@ -119,4 +218,43 @@ func envOr(key, def string) string {
 		return v
 	}
 	return def
+}
+
+// envAnnotation is the pflag annotation naming the environment variable that mirrors a flag.
+const envAnnotation = "sluice_env"
+
+// bindEnv ties flag name of fs to the environment variable env: its help text names the
+// variable ("[$ENV]"), and applyEnv gives the flag the variable's value when the command line
+// does not. The flag must exist.
+func bindEnv(fs *pflag.FlagSet, name, env string) {
+	f := fs.Lookup(name)
+	if f == nil {
+		panic("bindEnv: no flag --" + name) // a programming error, caught by every test run
+	}
+	f.Usage += " [$" + env + "]"
+	_ = fs.SetAnnotation(name, envAnnotation, []string{env})
+}
+
+// applyEnv sets every flag of fs that is bound to an environment variable, not given on the
+// command line, and whose variable is set and not empty, to the variable's value, parsed as
+// the flag would parse it. A value the flag refuses is a usage error naming the variable.
+func applyEnv(fs *pflag.FlagSet) error {
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		names := f.Annotations[envAnnotation]
+		if f.Changed || len(names) == 0 {
+			return
+		}
+		v := os.Getenv(names[0])
+		if v == "" {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", names[0], v, err))
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return usageError{err.Error()}
+	}
+	return nil
 }

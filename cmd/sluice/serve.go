@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -19,6 +17,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sourcegraph/conc/pool"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/dlq"
@@ -29,31 +29,61 @@ import (
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
+// serveExamples are the examples of serve, worker and api; the docs test runs them.
+var serveExamples = map[string]string{
+	"serve": `  sluice serve                                   # embedded broker and stores under ./.sluice
+  sluice serve --http-addr 0.0.0.0:8080 --tokens-file tokens.json
+  NATS_URL=nats://nats:4222 sluice serve         # an external JetStream cluster`,
+	"worker": `  sluice worker --nats-url nats://nats:4222      # one more worker on the shared consumers
+  sluice worker --drain-timeout 1m`,
+	"api": `  sluice api --http-addr 0.0.0.0:8080 --tokens-file tokens.json`,
+}
+
+var serveShort = map[string]string{
+	"serve":  "Run the HTTP API and the workers (embedded broker unless NATS_URL)",
+	"worker": "Run the workers only",
+	"api":    "Run the HTTP API only",
+}
+
+// newServeCmd is serve (workers and API), worker or api.
+func newServeCmd(cl *cli, name string, workers, api bool) *cobra.Command {
+	var (
+		c     config
+		drain time.Duration
+		lim   *apiLimitFlags
+	)
+	cmd := &cobra.Command{
+		Use:   name + " [flags]",
+		Short: serveShort[name],
+		Long: serveShort[name] + `, until SIGINT or SIGTERM; then in-flight work drains (up to
+--drain-timeout) and the process exits 0.`,
+		Example: serveExamples[name],
+		Args:    noArgs(name + " takes no arguments"),
+		RunE: func(*cobra.Command, []string) error {
+			limits, err := lim.parse()
+			if err != nil {
+				return usageError{err.Error()}
+			}
+			return cmdServe(cl.ctx, cl.log, name, c, drain, limits, workers, api)
+		},
+	}
+	fs := cmd.Flags()
+	bindCommon(fs, &c)
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP API address")
+	bindEnv(fs, "http-addr", "SLUICE_HTTP_ADDR")
+	fs.StringVar(&c.TokensFile, "tokens-file", "", "JSON list of API tokens; without it the API serves loopback only")
+	bindEnv(fs, "tokens-file", "SLUICE_API_TOKENS_FILE")
+	fs.DurationVar(&drain, "drain-timeout", 30*time.Second, "how long in-flight work may take to finish on shutdown")
+	bindEnv(fs, "drain-timeout", "SLUICE_DRAIN_TIMEOUT")
+	lim = bindAPILimits(fs)
+	return cmd
+}
+
 // cmdServe runs the workers, the HTTP API, or both, until ctx ends (SIGINT/SIGTERM), then
 // drains and exits.
-func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Logger, workers, api bool) error {
-	name := map[[2]bool]string{{true, true}: "serve", {true, false}: "worker", {false, true}: "api"}[[2]bool{workers, api}]
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	var c config
-	bindCommon(fs, &c)
-	fs.StringVar(&c.HTTPAddr, "http-addr", envOr("SLUICE_HTTP_ADDR", "127.0.0.1:8080"), "HTTP API address (SLUICE_HTTP_ADDR)")
-	fs.StringVar(&c.TokensFile, "tokens-file", envOr("SLUICE_API_TOKENS_FILE", ""), "JSON list of API tokens; without it the API serves loopback only (SLUICE_API_TOKENS_FILE)")
-	drain := fs.Duration("drain-timeout", 30*time.Second, "how long in-flight work may take to finish on shutdown")
-	lim := bindAPILimits(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err.Error()}
-	}
-	limits, err := lim.parse()
-	if err != nil {
-		return usageError{err.Error()}
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("%s takes no arguments", name)}
-	}
+func cmdServe(ctx context.Context, log *slog.Logger, name string, c config, drainTimeout time.Duration, limits httpapi.Config, workers, api bool) error {
+	drain := &drainTimeout
+	var err error
 	if c.NATS.URL == "" && name == "serve" {
 		if ep, _ := embedded.Discover(c.DataDir); ep.URL != "" {
 			return fmt.Errorf("another sluice process already runs the embedded broker on %s (%s)", c.DataDir, ep.URL)
@@ -128,8 +158,11 @@ func cmdServe(ctx context.Context, args []string, stderr io.Writer, log *slog.Lo
 	var srv *httpapi.Server
 	if api {
 		// One publish scheduler for every upload of this process (issue 12).
+		// AstraDB keeps no previous versions of a document: a rollback asked to restore them
+		// is refused at once (400) instead of failing in the workers.
 		loader, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: b.js, Jobs: b.jobs, SpoolDir: c.DataDir + "/spool", Key: key,
-			Batch: sjs.BatchWriterConfig{Admission: sjs.NewAdmission(sjs.AdmissionConfig{})}})
+			Batch:              sjs.BatchWriterConfig{Admission: sjs.NewAdmission(sjs.AdmissionConfig{})},
+			NoPreviousVersions: c.Astra.Endpoint != ""})
 		if err != nil {
 			return err
 		}
@@ -245,48 +278,41 @@ type apiLimitFlags struct {
 	maxConns, feedsPerToken   *int
 	spoolBytes                *int64
 	rateLimits                *string
-	envErr                    error
 }
 
-func bindAPILimits(fs *flag.FlagSet) *apiLimitFlags {
-	var errs []error
-	dur := func(env string) time.Duration {
-		v := envOr(env, "")
-		if v == "" {
-			return 0
-		}
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 {
-			errs = append(errs, fmt.Errorf("%s %q is not a duration", env, v))
-		}
-		return d
-	}
-	num := func(env string) int64 {
-		v := envOr(env, "")
-		if v == "" {
-			return 0
-		}
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 {
-			errs = append(errs, fmt.Errorf("%s %q is not a non-negative integer", env, v))
-		}
-		return n
-	}
+func bindAPILimits(fs *pflag.FlagSet) *apiLimitFlags {
 	f := &apiLimitFlags{
-		bodyTimeout:   fs.Duration("api-body-timeout", dur("SLUICE_API_BODY_TIMEOUT"), "longest wait for a request body's next bytes, before authentication too; 0 means 1m (SLUICE_API_BODY_TIMEOUT)"),
-		graphTimeout:  fs.Duration("api-graph-timeout", dur("SLUICE_API_GRAPH_TIMEOUT"), "deadline of each graph read, 503 past it; 0 means 10s (SLUICE_API_GRAPH_TIMEOUT)"),
-		maxConns:      fs.Int("api-max-conns", int(num("SLUICE_API_MAX_CONNS")), "open client connections at most, 503 past it; 0 means 1024 (SLUICE_API_MAX_CONNS)"),
-		feedsPerToken: fs.Int("api-feeds-per-token", int(num("SLUICE_API_FEEDS_PER_TOKEN")), "open change feeds per token at most, 429 past it; 0 means 16 (SLUICE_API_FEEDS_PER_TOKEN)"),
-		spoolBytes:    fs.Int64("api-spool-bytes", num("SLUICE_API_SPOOL_BYTES"), "upload bytes received at once over all uploads, 503 past it; 0 means 4 GiB (SLUICE_API_SPOOL_BYTES)"),
-		rateLimits:    fs.String("api-rate-limits", envOr("SLUICE_API_RATE_LIMITS", ""), "per-token rates, class=rate[:burst] for uploads, graph, replay, feeds, or class=off; default uploads=2:10,graph=20:40,replay=1:5,feeds=5:20 (SLUICE_API_RATE_LIMITS)"),
+		bodyTimeout:   fs.Duration("api-body-timeout", 0, "longest wait for a request body's next bytes, before authentication too; 0 means 1m"),
+		graphTimeout:  fs.Duration("api-graph-timeout", 0, "deadline of each graph read, 503 past it; 0 means 10s"),
+		maxConns:      fs.Int("api-max-conns", 0, "open client connections at most, 503 past it; 0 means 1024"),
+		feedsPerToken: fs.Int("api-feeds-per-token", 0, "open change feeds per token at most, 429 past it; 0 means 16"),
+		spoolBytes:    fs.Int64("api-spool-bytes", 0, "upload bytes received at once over all uploads, 503 past it; 0 means 4 GiB"),
+		rateLimits:    fs.String("api-rate-limits", "", "per-token rates, class=rate[:burst] for uploads, graph, replay, feeds, or class=off; default uploads=2:10,graph=20:40,replay=1:5,feeds=5:20"),
 	}
-	f.envErr = errors.Join(errs...)
+	for flag, env := range map[string]string{
+		"api-body-timeout": "SLUICE_API_BODY_TIMEOUT", "api-graph-timeout": "SLUICE_API_GRAPH_TIMEOUT",
+		"api-max-conns": "SLUICE_API_MAX_CONNS", "api-feeds-per-token": "SLUICE_API_FEEDS_PER_TOKEN",
+		"api-spool-bytes": "SLUICE_API_SPOOL_BYTES", "api-rate-limits": "SLUICE_API_RATE_LIMITS",
+	} {
+		bindEnv(fs, flag, env)
+	}
 	return f
 }
 
 func (f *apiLimitFlags) parse() (httpapi.Config, error) {
-	if f.envErr != nil {
-		return httpapi.Config{}, f.envErr
+	var errs []error
+	for name, d := range map[string]time.Duration{"--api-body-timeout": *f.bodyTimeout, "--api-graph-timeout": *f.graphTimeout} {
+		if d < 0 {
+			errs = append(errs, fmt.Errorf("%s %s is negative", name, d))
+		}
+	}
+	for name, n := range map[string]int64{"--api-max-conns": int64(*f.maxConns), "--api-feeds-per-token": int64(*f.feedsPerToken), "--api-spool-bytes": *f.spoolBytes} {
+		if n < 0 {
+			errs = append(errs, fmt.Errorf("%s %d is negative", name, n))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return httpapi.Config{}, err
 	}
 	rl, err := httpapi.ParseRateLimits(*f.rateLimits)
 	if err != nil {
@@ -345,7 +371,13 @@ func (s jobService) WatchJob(ctx context.Context, id string, fn func(pipeline.Jo
 }
 
 func (s jobService) RollbackJob(ctx context.Context, id, by string) (pipeline.Job, error) {
-	job, err := s.loader.Rollback(ctx, id, by)
+	return s.RollbackJobWith(ctx, id, by, pipeline.RollbackOptions{})
+}
+
+// RollbackJobWith rolls a job back with options (restore_previous); the API answers 400 for
+// pipeline.ErrRestoreUnsupported.
+func (s jobService) RollbackJobWith(ctx context.Context, id, by string, opts pipeline.RollbackOptions) (pipeline.Job, error) {
+	job, err := s.loader.RollbackWith(ctx, id, by, opts)
 	switch {
 	case errors.Is(err, pipeline.ErrJobNotFound):
 		return job, fmt.Errorf("%w: job %s", httpapi.ErrNotFound, id)
