@@ -192,7 +192,7 @@ var perInvocationFlags = map[string]bool{
 	"help": true, "json": true, "force": true, "dry-run": true, "yes": true, "wait": true,
 	"job": true, "subject": true, "error-class": true, "since": true, "until": true,
 	"state": true, "limit": true, "cursor": true, "rate": true, "max-replays": true,
-	"no-descriptions": true,
+	"no-descriptions": true, "restore-previous": true,
 	// bench scenario parameters
 	"chunks": true, "latency": true, "runs": true, "modes": true, "dir": true, "clients": true,
 	"duration": true, "chunks-per-job": true, "settle": true, "timeout": true,
