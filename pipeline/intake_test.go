@@ -324,11 +324,7 @@ func TestAPIInputChecks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Run(ctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-	base := "http://" + srv.Addr()
+	base, _ := runServer(t, srv)
 	post := func(t *testing.T, body []byte) (int, map[string]any) {
 		t.Helper()
 		req, err := http.NewRequest(http.MethodPost, base+"/v1/jobs?env=dev&file=f", bytes.NewReader(body))

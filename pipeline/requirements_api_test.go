@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -70,21 +71,28 @@ func newAPIEnvOpts(t testing.TB, o envOpts) *apiEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
+	base, stop := runServer(t, srv)
+	return &apiEnv{cmdEnv: ce, base: base, stop: stop}
+}
+
+// runServer runs srv until stop is called or the test ends, and returns its base URL. A Run
+// that ends in an error fails the test. stop may be called more than once.
+func runServer(t testing.TB, srv *httpapi.Server) (base string, stop func()) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
-	stopped := false
-	stop := func() {
-		if !stopped {
-			stopped = true
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
 			cancel()
 			if err := <-done; err != nil {
 				t.Errorf("server run: %v", err)
 			}
-		}
+		})
 	}
 	t.Cleanup(stop)
-	return &apiEnv{cmdEnv: ce, base: "http://" + srv.Addr(), stop: stop}
+	return "http://" + srv.Addr(), stop
 }
 
 // call sends a request with token (none when "") and returns the status and body.

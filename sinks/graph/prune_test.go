@@ -157,23 +157,7 @@ func TestSQLitePruneUsesIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	rows, err := db.Query(`EXPLAIN QUERY PLAN SELECT rowid FROM graph_applied WHERE env = ? AND applied_at < ? LIMIT ?`, "dev", 1, 10)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer rows.Close()
-	var plan []string
-	for rows.Next() {
-		var id, parent, unused int
-		var detail string
-		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-			t.Fatal(err)
-		}
-		plan = append(plan, detail)
-	}
-	if err := rows.Err(); err != nil {
-		t.Fatal(err)
-	}
+	plan := queryPlan(t, db, `SELECT rowid FROM graph_applied WHERE env = ? AND applied_at < ? LIMIT ?`, "dev", 1, 10)
 	if !slices.Contains(plan, "SEARCH graph_applied USING COVERING INDEX graph_applied_applied_at (env=? AND applied_at<?)") {
 		t.Errorf("plan %q, want a search of graph_applied_applied_at", plan)
 	}
@@ -203,23 +187,7 @@ func TestSQLiteWalkUsesIndexes(t *testing.T) {
 		{"cites", " AND +e.type IN (?4)", []any{"a", 3, "dev", "cites", 100}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rows, err := db.Query(`EXPLAIN QUERY PLAN `+graph.SQLiteWalk(tc.filter, len(tc.args)), tc.args...)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer rows.Close()
-			var plan []string
-			for rows.Next() {
-				var id, parent, unused int
-				var detail string
-				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
-					t.Fatal(err)
-				}
-				plan = append(plan, detail)
-			}
-			if err := rows.Err(); err != nil {
-				t.Fatal(err)
-			}
+			plan := queryPlan(t, db, graph.SQLiteWalk(tc.filter, len(tc.args)), tc.args...)
 			var searches []string
 			for i, d := range plan {
 				if strings.HasPrefix(d, "SEARCH e ") {
@@ -234,6 +202,29 @@ func TestSQLiteWalkUsesIndexes(t *testing.T) {
 			}
 		})
 	}
+}
+
+// queryPlan returns the detail lines of SQLite's EXPLAIN QUERY PLAN for query.
+func queryPlan(t *testing.T, db *sql.DB, query string, args ...any) []string {
+	t.Helper()
+	rows, err := db.Query("EXPLAIN QUERY PLAN "+query, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var plan []string
+	for rows.Next() {
+		var id, parent, unused int
+		var detail string
+		if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+			t.Fatal(err)
+		}
+		plan = append(plan, detail)
+	}
+	if err := rows.Err(); err != nil {
+		t.Fatal(err)
+	}
+	return plan
 }
 
 // failingPruner is a Store whose PruneApplied always fails; it records each cut.
