@@ -37,7 +37,7 @@ type GraphBatchApplier interface {
 
 // CommandWorkerConfig configures a CommandWorker.
 type CommandWorkerConfig struct {
-	// JS is the JetStream context (dead letters, outcomes, change feed). Required.
+	// JS is the JetStream context (dead letters, change feed). Required.
 	JS jetstream.JetStream
 	// Streams is what sources/jetstream.ProvisionCommands returned. Required.
 	Streams *sjs.CommandStreams
@@ -74,7 +74,7 @@ func (c CommandWorkerConfig) Validate() error {
 	if c.JS == nil {
 		errs = append(errs, errors.New("command worker: JS is required"))
 	}
-	if c.Streams == nil || len(c.Streams.Consumers) == 0 || c.Streams.Outcomes == nil {
+	if c.Streams == nil || len(c.Streams.Consumers) == 0 {
 		errs = append(errs, errors.New("command worker: Streams (from ProvisionCommands) is required"))
 	}
 	if c.Store == nil {
@@ -98,14 +98,14 @@ func (c CommandWorkerConfig) Validate() error {
 // with class auth: its actor may be forged), decode and validate (an invalid payload is
 // dead-lettered and terminated),
 // Store.ApplyCommand keyed by the message id "<stream>:<seq>", the graph projection keyed by
-// the command id, the outcome into the outcomes bucket, a change-feed event, then the ack. A
-// refusal is an outcome: recorded, reported and acked, never dead-lettered. Transient
-// failures are redelivered with a delay; a redelivery finds the store's apply marker and
-// completes the missing steps without applying anything twice. Each of the four writes is
-// grouped with the same write of the commands other partitions hand over at the same moment
-// (see group): one store transaction, one graph transaction, one atomic publish of outcomes
-// and one of events, each command still with its own result, so a command whose write fails
-// is retried alone.
+// the command id, a change-feed event (MutationEvent: the outcome, which is also what the API's
+// waiters read), then the ack. A refusal is an outcome: recorded, reported and acked, never
+// dead-lettered. Transient failures are redelivered with a delay; a redelivery finds the
+// store's apply marker and completes the missing steps without applying anything twice. Each
+// of the three writes is grouped with the same write of the commands other partitions hand
+// over at the same moment (see group): one store transaction, one graph transaction, one
+// atomic publish of events, each command still with its own result, so a command whose write
+// fails is retried alone.
 type CommandWorker struct {
 	cfg CommandWorkerConfig
 	log *slog.Logger
@@ -114,11 +114,10 @@ type CommandWorker struct {
 	dlq *deadLetterer
 
 	// Grouped writes, shared by the partitions (see group): the store transaction, the graph
-	// transaction (nil without Graph), the outcomes and the change-feed events of commands
-	// that arrive together.
+	// transaction (nil without Graph) and the change-feed events of commands that arrive
+	// together.
 	applies  *group[requirements.PendingCommand, requirements.BatchResult]
 	projects *group[graph.MarkedBatch, graph.BatchResult]
-	outcomes *group[*nats.Msg, error]
 	events   *group[*nats.Msg, error]
 }
 
@@ -151,10 +150,9 @@ func NewCommandWorker(cfg CommandWorkerConfig) (*CommandWorker, error) {
 	dlq := newDeadLetterer(cfg.JS)
 	parts := len(cfg.Streams.Consumers)
 	w := &CommandWorker{cfg: cfg, log: log, v: v, dlq: dlq,
-		settler:  &settler{dlq: dlq, retry: cfg.Retry, maxDeliver: maxDeliver, log: log, kind: "command"},
-		applies:  newGroup(parts, parts, applyGroup(cfg.Store)),
-		outcomes: newGroup(parts, parts, publishGroup(cfg.JS)),
-		events:   newGroup(parts, parts, publishGroup(cfg.JS)),
+		settler: &settler{dlq: dlq, retry: cfg.Retry, maxDeliver: maxDeliver, log: log, kind: "command"},
+		applies: newGroup(parts, parts, applyGroup(cfg.Store)),
+		events:  newGroup(parts, parts, publishGroup(cfg.JS)),
 	}
 	if cfg.Graph != nil {
 		w.projects = newGroup(parts, parts, projectGroup(cfg.Graph))
@@ -170,12 +168,11 @@ func (w *CommandWorker) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	for _, g := range []interface{ Start() }{w.applies, w.outcomes, w.events} {
+	for _, g := range []interface{ Start() }{w.applies, w.events} {
 		g.Start()
 	}
 	// Stopped once the router returned: no handler submits any more.
 	defer w.events.Stop()
-	defer w.outcomes.Stop()
 	defer w.applies.Stop()
 	if w.projects != nil {
 		w.projects.Start()
@@ -256,26 +253,13 @@ func (w *CommandWorker) handle(msg *message.Message) error {
 			}
 		}
 	}
-	out.AlreadyApplied = false
-	body, err := json.Marshal(out)
-	if err != nil {
-		return w.deadLetter(ctx, wm(msg), orig, meta, fault.Permanent(fault.Rejected, fmt.Errorf("encode outcome of %s: %w", cmd.CommandID, err)), "")
-	}
 	ev, err := mutationMsg(out)
 	if err != nil {
 		return w.deadLetter(ctx, wm(msg), orig, meta, err, "")
 	}
-	// The outcome and the event go out together, each in its stream's next atomic batch.
-	om := nats.NewMsg(outcomeSubject(cmd.CommandID))
-	om.Data = body
-	outErr := make(chan error, 1)
-	go func() { outErr <- submitPublish(ctx, w.outcomes, om) }()
-	evErr := submitPublish(ctx, w.events, ev)
-	if err := <-outErr; err != nil {
-		return w.fail(ctx, wm(msg), orig, meta, fmt.Errorf("record outcome of %s: %w", cmd.CommandID, err), "")
-	}
-	if evErr != nil {
-		return w.fail(ctx, wm(msg), orig, meta, evErr, "")
+	// The event is the outcome: the API's waiters are answered from it.
+	if err := submitPublish(ctx, w.events, ev); err != nil {
+		return w.fail(ctx, wm(msg), orig, meta, fmt.Errorf("publish the change-feed event of %s: %w", cmd.CommandID, err), "")
 	}
 	w.dlq.forget(meta)
 	w.log.Debug("command settled", "command_id", cmd.CommandID, "type", cmd.Type, "key", out.Key,
@@ -306,10 +290,6 @@ type MutationEvent struct {
 	Version *requirements.RequirementsVersion `json:"version,omitempty"`
 	Audit   *requirements.AuditEntry          `json:"audit,omitempty"`
 }
-
-// outcomeSubject is the subject of command id's entry in the outcomes bucket (what
-// KeyValue.Put publishes on).
-func outcomeSubject(commandID string) string { return "$KV." + sjs.BucketOutcomes + "." + commandID }
 
 // submitPublish publishes m through g and waits for the stream to store it.
 func submitPublish(ctx context.Context, g *group[*nats.Msg, error], m *nats.Msg) error {

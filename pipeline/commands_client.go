@@ -25,8 +25,8 @@ import (
 type CommandClientConfig struct {
 	// JS publishes commands. Required.
 	JS jetstream.JetStream
-	// Streams is what sources/jetstream.ProvisionCommands returned (the outcomes bucket).
-	// Required.
+	// Streams is what sources/jetstream.ProvisionCommands returned (the change feed, whose
+	// mutation events carry the outcomes). Required.
 	Streams *sjs.CommandStreams
 	// Store serves reads and imports. Required.
 	Store requirements.Store
@@ -48,17 +48,23 @@ type CommandClientConfig struct {
 }
 
 // CommandClient is what the API uses: it publishes commands, waits for their outcomes and
-// reads state from the Store. It is safe for concurrent use. Await shares one watch of the
-// outcomes bucket among all waiters, started on first use; Close stops it.
+// reads state from the Store. It is safe for concurrent use. Await is answered from one watch
+// of the change feed's mutation events (each is a command's outcome, published by the worker
+// once the command is applied and projected), shared by all waiters and started before the
+// first command is published; Close stops it.
 type CommandClient struct {
 	cfg CommandClientConfig
 	v   *requirements.Validator
 
-	mu      sync.Mutex // guards waiters, watcher, closed
+	mu      sync.Mutex // guards waiters, recent, watch, closed
 	waiters map[string]map[chan requirements.Outcome]struct{}
-	watcher jetstream.KeyWatcher
-	closed  bool
-	wg      sync.WaitGroup // the watch goroutine
+	// recent holds the outcomes of the last recentOutcomes events seen (recentOrder is their
+	// ring), so an Await that starts after its command's event went by still finds it.
+	recent      map[string]requirements.Outcome
+	recentOrder []string
+	recentNext  int
+	watch       jetstream.ConsumeContext
+	closed      bool
 
 	// publishes groups the commands submitted at about the same moment into one atomic
 	// batch: one synced write on the command stream for all of them.
@@ -70,13 +76,18 @@ type CommandClient struct {
 // below the server's limit of MaxAtomicBatch.
 const submitWaiting = 256
 
+// recentOutcomes is how many of the latest outcomes a CommandClient keeps for an Await that
+// starts after its command's event arrived (Submit returns before Await registers): at
+// 1,000 commands/s, the last 8 s. An older one is read from the store.
+const recentOutcomes = 8192
+
 // NewCommandClient checks cfg and returns a CommandClient. The caller must Close it.
 func NewCommandClient(cfg CommandClientConfig) (*CommandClient, error) {
 	var errs []error
 	if cfg.JS == nil {
 		errs = append(errs, errors.New("command client: JS is required"))
 	}
-	if cfg.Streams == nil || cfg.Streams.Outcomes == nil {
+	if cfg.Streams == nil || cfg.Streams.Events == nil {
 		errs = append(errs, errors.New("command client: Streams (from ProvisionCommands) is required"))
 	}
 	if cfg.Store == nil {
@@ -105,6 +116,7 @@ func NewCommandClient(cfg CommandClientConfig) (*CommandClient, error) {
 		}
 	}
 	c := &CommandClient{cfg: cfg, v: v, waiters: map[string]map[chan requirements.Outcome]struct{}{},
+		recent: map[string]requirements.Outcome{}, recentOrder: make([]string, recentOutcomes),
 		publishes: newGroup(submitWaiting, submitWaiting, publishGroup(cfg.JS))}
 	c.publishes.Start()
 	return c, nil
@@ -145,6 +157,10 @@ func (c *CommandClient) Submit(ctx context.Context, cmd requirements.Command) (s
 	m.Data = body
 	m.Header.Set(nats.MsgIdHdr, cmd.CommandID)
 	c.cfg.Key.SignMsg(sign.Command, m)
+	// Watching before the command can be applied: its outcome cannot go by unseen.
+	if err := c.ensureWatch(ctx); err != nil {
+		return "", fmt.Errorf("submit command %s: %w", cmd.CommandID, err)
+	}
 	if err := submitPublish(ctx, c.publishes, m); err != nil {
 		return "", fmt.Errorf("submit command %s: publish: %w", cmd.CommandID, err)
 	}
@@ -152,28 +168,24 @@ func (c *CommandClient) Submit(ctx context.Context, cmd requirements.Command) (s
 }
 
 // Await waits up to timeout (or until ctx ends) for the outcome of commandID: the worker
-// records it once the command is applied (or refused) in the store and projected into the
-// graph. It returns the outcome and true, or false when none came in time (the command may
-// still be applied later). When the wait ends without an outcome in the bucket (entries expire
-// after an hour) the store's record is returned if it has one. An error means the outcome
-// could not be read.
+// publishes it as the command's change-feed event once the command is applied (or refused) in
+// the store and projected into the graph. It returns the outcome and true, or false when none
+// came in time (the command may still be applied later). An outcome that arrived before Await
+// started is found among the latest recentOutcomes; when the wait ends without one, the
+// store's record is returned if it has one. An error means the outcome could not be read.
 func (c *CommandClient) Await(ctx context.Context, commandID string, timeout time.Duration) (requirements.Outcome, bool, error) {
+	if err := c.ensureWatch(ctx); err != nil {
+		return requirements.Outcome{}, false, fmt.Errorf("await %s: %w", commandID, err)
+	}
 	ch := make(chan requirements.Outcome, 1)
-	if err := c.register(ctx, commandID, ch); err != nil {
+	out, ok, err := c.register(commandID, ch)
+	if err != nil {
 		return requirements.Outcome{}, false, err
 	}
-	defer c.unregister(commandID, ch)
-	// Registered first, so an outcome written from now on reaches ch; one written before is
-	// in the bucket.
-	if e, err := c.cfg.Streams.Outcomes.Get(ctx, commandID); err == nil {
-		var out requirements.Outcome
-		if err := json.Unmarshal(e.Value(), &out); err != nil {
-			return requirements.Outcome{}, false, fmt.Errorf("await %s: decode outcome: %w", commandID, err)
-		}
+	if ok {
 		return out, true, nil
-	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return requirements.Outcome{}, false, fmt.Errorf("await %s: read outcome: %w", commandID, err)
 	}
+	defer c.unregister(commandID, ch)
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	select {
@@ -185,7 +197,7 @@ func (c *CommandClient) Await(ctx context.Context, commandID string, timeout tim
 	if ctx.Err() != nil {
 		return requirements.Outcome{}, false, ctx.Err()
 	}
-	out, err := c.cfg.Store.CommandOutcome(ctx, commandID)
+	out, err = c.cfg.Store.CommandOutcome(ctx, commandID)
 	switch {
 	case err == nil:
 		out.AlreadyApplied = false
@@ -196,21 +208,41 @@ func (c *CommandClient) Await(ctx context.Context, commandID string, timeout tim
 	return requirements.Outcome{}, false, fmt.Errorf("await %s: %w", commandID, err)
 }
 
-// register adds ch as a waiter for id and makes sure the bucket is watched.
-func (c *CommandClient) register(ctx context.Context, id string, ch chan requirements.Outcome) error {
+// ensureWatch starts the watch of the change feed's mutation events unless it runs: an
+// ordered consumer from the next event on, which resumes where it stopped after a reconnect.
+func (c *CommandClient) ensureWatch(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
 		return errors.New("command client: closed")
 	}
-	if c.watcher == nil {
-		w, err := c.cfg.Streams.Outcomes.WatchAll(context.WithoutCancel(ctx), jetstream.UpdatesOnly())
-		if err != nil {
-			return fmt.Errorf("watch command outcomes: %w", err)
-		}
-		c.watcher = w
-		c.wg.Add(1)
-		go c.watch(w)
+	if c.watch != nil {
+		return nil
+	}
+	cons, err := c.cfg.JS.OrderedConsumer(ctx, sjs.StreamEvents, jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{sjs.MutationEventSubjects},
+		DeliverPolicy:  jetstream.DeliverNewPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("watch command outcomes: %w", err)
+	}
+	cc, err := cons.Consume(c.deliver)
+	if err != nil {
+		return fmt.Errorf("watch command outcomes: %w", err)
+	}
+	c.watch = cc
+	return nil
+}
+
+// register adds ch as a waiter for id, or returns id's outcome when it arrived already.
+func (c *CommandClient) register(id string, ch chan requirements.Outcome) (requirements.Outcome, bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return requirements.Outcome{}, false, errors.New("command client: closed")
+	}
+	if out, ok := c.recent[id]; ok {
+		return out, true, nil
 	}
 	set := c.waiters[id]
 	if set == nil {
@@ -218,7 +250,7 @@ func (c *CommandClient) register(ctx context.Context, id string, ch chan require
 		c.waiters[id] = set
 	}
 	set[ch] = struct{}{}
-	return nil
+	return requirements.Outcome{}, false, nil
 }
 
 func (c *CommandClient) unregister(id string, ch chan requirements.Outcome) {
@@ -232,55 +264,47 @@ func (c *CommandClient) unregister(id string, ch chan requirements.Outcome) {
 	}
 }
 
-// watch hands every outcome written to the bucket to its waiters, until the watcher stops;
-// the next Await then starts a new one.
-func (c *CommandClient) watch(w jetstream.KeyWatcher) {
-	defer c.wg.Done()
-	for e := range w.Updates() {
-		if e == nil || e.Operation() != jetstream.KeyValuePut {
-			continue
-		}
-		c.mu.Lock()
-		set := c.waiters[e.Key()]
-		var targets []chan requirements.Outcome
-		for ch := range set {
-			targets = append(targets, ch)
-		}
-		c.mu.Unlock()
-		if len(targets) == 0 {
-			continue
-		}
-		var out requirements.Outcome
-		if err := json.Unmarshal(e.Value(), &out); err != nil {
-			continue
-		}
-		for _, ch := range targets {
-			select {
-			case ch <- out:
-			default: // already has one
-			}
-		}
+// deliver hands one mutation event, a command's outcome, to its waiters and keeps it among
+// the recent ones. An event that does not decode is skipped (its waiters fall back to the
+// store when their wait ends).
+func (c *CommandClient) deliver(m jetstream.Msg) {
+	var ev MutationEvent
+	if err := json.Unmarshal(m.Data(), &ev); err != nil || ev.CommandID == "" {
+		return
 	}
+	out := requirements.Outcome{CommandID: ev.CommandID, Type: ev.CommandType, Key: ev.Key, Applied: ev.Applied,
+		Refusal: ev.Refusal, Feature: ev.Feature, Version: ev.Version, Audit: ev.Audit}
 	c.mu.Lock()
-	if c.watcher == w {
-		c.watcher = nil
+	if _, dup := c.recent[out.CommandID]; !dup {
+		if old := c.recentOrder[c.recentNext]; old != "" {
+			delete(c.recent, old)
+		}
+		c.recentOrder[c.recentNext] = out.CommandID
+		c.recentNext = (c.recentNext + 1) % len(c.recentOrder)
+	}
+	c.recent[out.CommandID] = out
+	for ch := range c.waiters[out.CommandID] {
+		select {
+		case ch <- out:
+		default: // already has one
+		}
 	}
 	c.mu.Unlock()
 }
 
-// Close stops the outcome watch and waits for it; Await fails afterwards. It is idempotent.
+// Close stops the outcome watch; Await and Submit fail afterwards. It is idempotent.
 func (c *CommandClient) Close() error {
 	c.mu.Lock()
 	c.closed = true
-	w := c.watcher
+	w := c.watch
+	c.watch = nil
 	c.mu.Unlock()
-	var err error
 	if w != nil {
-		err = w.Stop()
+		w.Stop()
+		<-w.Closed()
 	}
-	c.wg.Wait()
 	c.publishes.Stop()
-	return err
+	return nil
 }
 
 // ListVersions implements the API's read of every requirements version, newest first.

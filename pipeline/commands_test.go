@@ -1,6 +1,7 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -659,5 +660,96 @@ func TestEventFeedResumeAndJobs(t *testing.T) {
 		case <-timeout:
 			t.Fatal("no job event on the change feed")
 		}
+	}
+}
+
+// noOutcomeStore is a requirements store whose CommandOutcome fails: an Await answered through
+// it was answered from the change feed.
+type noOutcomeStore struct{ *requirements.SQLiteStore }
+
+func (noOutcomeStore) CommandOutcome(context.Context, string) (requirements.Outcome, error) {
+	return requirements.Outcome{}, errors.New("the store must not be read")
+}
+
+// TestAwaitOutcomeFromChangeFeed: the API learns outcomes from the change feed's mutation
+// events (no outcome is written anywhere else): while it waits, when the event went by before
+// Await started (Submit returned first), and for refusals; an outcome it never saw (another
+// API's command, before this one watched) comes from the store when the wait ends, and an
+// unknown command is reported not settled.
+func TestAwaitOutcomeFromChangeFeed(t *testing.T) {
+	ce := newCmdEnv(t)
+	ce.startCommandWorker(t, pipeline.CommandWorkerConfig{})
+	ctx := context.Background()
+	api, err := pipeline.NewCommandClient(pipeline.CommandClientConfig{JS: ce.js, Streams: ce.cs,
+		Store: noOutcomeStore{ce.store}, Key: testKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+
+	// Waiting when the event comes.
+	id, err := api.Submit(ctx, featureCmd("FR-700000000001"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, ok, err := api.Await(ctx, id, 30*time.Second)
+	if err != nil || !ok || !out.Applied || out.Feature == nil || out.Feature.RequestID != "FR-700000000001" || out.CommandID != id {
+		t.Fatalf("await while waiting: %+v, %v, %v", out, ok, err)
+	}
+
+	// The event went by before Await started.
+	id, err = api.Submit(ctx, decideCmd("FR-700000000001", "approve", nil, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	subj := sjs.MutationEventSubject("FR-700000000001")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		m, err := ce.cs.Events.GetLastMsgForSubject(ctx, subj)
+		if err == nil && bytes.Contains(m.Data, []byte(id)) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no change-feed event for %s: %v", id, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	out, ok, err = api.Await(ctx, id, time.Millisecond)
+	if err != nil || !ok || !out.Applied || out.Feature == nil || out.Feature.Status != requirements.StatusApproved {
+		t.Fatalf("await after the event: %+v, %v, %v", out, ok, err)
+	}
+
+	// A refusal is an outcome too.
+	id, err = api.Submit(ctx, decideCmd("FR-700000000002", "approve", nil, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, ok, err = api.Await(ctx, id, 30*time.Second)
+	if err != nil || !ok || out.Applied || out.Refusal == nil || out.Refusal.Code != requirements.RefusalNotFound {
+		t.Fatalf("await a refusal: %+v, %v, %v", out, ok, err)
+	}
+
+	// Another API's command, settled before this client watched: from the store.
+	other := ce.run(t, featureCmd("FR-700000000003"))
+	late, err := pipeline.NewCommandClient(pipeline.CommandClientConfig{JS: ce.js, Streams: ce.cs, Store: ce.store, Key: testKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, ok, err = late.Await(ctx, other.CommandID, 50*time.Millisecond)
+	if err != nil || !ok || !out.Applied || out.Feature == nil || out.Feature.RequestID != "FR-700000000003" {
+		t.Fatalf("await from the store: %+v, %v, %v", out, ok, err)
+	}
+	// Unknown: not settled, no error.
+	if out, ok, err := late.Await(ctx, pipeline.NewCommandID(), 50*time.Millisecond); ok || err != nil {
+		t.Fatalf("await an unknown command: %+v, %v, %v", out, ok, err)
+	}
+	if err := late.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := late.Await(ctx, other.CommandID, time.Millisecond); err == nil {
+		t.Fatal("Await after Close succeeded")
+	}
+	if _, err := late.Submit(ctx, featureCmd("FR-700000000004")); err == nil {
+		t.Fatal("Submit after Close succeeded")
 	}
 }

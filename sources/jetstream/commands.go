@@ -21,9 +21,6 @@ const (
 	StreamCommands = "SLUICE_COMMANDS"
 	// StreamEvents is the change feed: applied mutations and job progress (EventSubjects).
 	StreamEvents = "SLUICE_EVENTS"
-	// BucketOutcomes holds each command's outcome (JSON) under its command id, for callers
-	// waiting on it; entries expire after OutcomeTTL.
-	BucketOutcomes = "sluice_outcomes"
 	// CommandPartitions is how many partitions a new command stream splits keys into. Each has
 	// one durable consumer with one message in flight, across every worker process. It was 16
 	// (issue 12: ≈120 commands/s); 64 lets 4× as many keys apply at once, and the commands
@@ -37,8 +34,9 @@ const (
 
 	// EventSubjects matches every change-feed subject.
 	EventSubjects = "sluice.events.>"
-	// OutcomeTTL is how long a command's outcome stays in BucketOutcomes.
-	OutcomeTTL = time.Hour
+	// MutationEventSubjects matches the change-feed events of settled commands, what the API
+	// waits on for a command's outcome.
+	MutationEventSubjects = mutationEventPrefix + ">"
 	// EventsMaxAge is how long the change feed keeps events.
 	EventsMaxAge = 7 * 24 * time.Hour
 
@@ -50,7 +48,6 @@ const (
 type CommandStreams struct {
 	Commands jetstream.Stream
 	Events   jetstream.Stream
-	Outcomes jetstream.KeyValue
 	// Consumers[p] is partition p's durable consumer (CommandConsumerName(p)); there are
 	// Partitions of them.
 	Consumers []jetstream.Consumer
@@ -127,7 +124,9 @@ func existingPartitions(ctx context.Context, js jetstream.JetStream) (int, error
 }
 
 // ProvisionCommands creates or updates the command stream with its partition consumers, the
-// change-feed stream and the outcomes bucket. It is idempotent and safe to run from several
+// change-feed stream (whose mutation events are also how the API learns a command's outcome;
+// the outcomes bucket of earlier versions is no longer written, see docs/operations.md). It is
+// idempotent and safe to run from several
 // processes at once. cfg supplies Replicas, DuplicateWindow, AckWait and MaxDeliver (with
 // Provision's defaults); every partition consumer has MaxAckPending 1, which keeps the
 // commands of one key in publish order across all worker processes while partitions run in
@@ -177,21 +176,6 @@ func ProvisionCommands(ctx context.Context, js jetstream.JetStream, cfg Provisio
 	if err != nil {
 		return nil, err
 	}
-	cs.Outcomes, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      BucketOutcomes,
-		Description: "Command outcomes by command id",
-		History:     1,
-		TTL:         OutcomeTTL,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("provision bucket %s: %w", BucketOutcomes, err)
-	}
-	// Outcomes of commands applied together are put as one atomic batch, like their events.
-	if err := allowAtomic(ctx, js, "KV_"+BucketOutcomes); err != nil {
-		return nil, err
-	}
 	cs.Consumers = make([]jetstream.Consumer, cs.Partitions)
 	for p := range cs.Partitions {
 		name := CommandConsumerName(p)
@@ -210,22 +194,4 @@ func ProvisionCommands(ctx context.Context, js jetstream.JetStream, cfg Provisio
 		cs.Consumers[p] = c
 	}
 	return &cs, nil
-}
-
-// allowAtomic enables atomic batch publishing on stream (a KV bucket's stream, whose
-// config the KeyValue API does not expose), if it is not enabled yet.
-func allowAtomic(ctx context.Context, js jetstream.JetStream, stream string) error {
-	st, err := js.Stream(ctx, stream)
-	if err != nil {
-		return fmt.Errorf("provision stream %s: %w", stream, err)
-	}
-	c := st.CachedInfo().Config
-	if c.AllowAtomicPublish {
-		return nil
-	}
-	c.AllowAtomicPublish = true
-	if _, err := js.UpdateStream(ctx, c); err != nil {
-		return fmt.Errorf("provision stream %s: allow atomic publish: %w", stream, err)
-	}
-	return nil
 }
