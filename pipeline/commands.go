@@ -7,9 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -89,23 +89,18 @@ func (c CommandWorkerConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// CommandWorker applies requirement and feature-request commands: one Watermill handler per
-// command partition, each with one message in flight (the partition consumer's
-// MaxAckPending is 1, across every process), so the commands of one key apply in publish
-// order while partitions run in parallel.
+// CommandWorker applies requirement and feature-request commands. Each command partition is
+// consumed by one goroutine (see partition) that holds up to sjs.CommandBatch of the
+// partition's pending commands — the consumer pins the partition to one worker process at a
+// time — and applies them in stream order as one chain (applyChain), so the commands of one
+// key apply in publish order while partitions run in parallel, and a partition with a queue
+// pays one round of writes for many commands instead of one each.
 //
-// Per message: verify the API's signature (a command without a valid one is dead-lettered
-// with class auth: its actor may be forged), decode and validate (an invalid payload is
-// dead-lettered and terminated),
-// Store.ApplyCommand keyed by the message id "<stream>:<seq>", the graph projection keyed by
-// the command id, a change-feed event (MutationEvent: the outcome, which is also what the API's
-// waiters read), then the ack. A refusal is an outcome: recorded, reported and acked, never
-// dead-lettered. Transient failures are redelivered with a delay; a redelivery finds the
-// store's apply marker and completes the missing steps without applying anything twice. Each
-// of the three writes is grouped with the same write of the commands other partitions hand
-// over at the same moment (see group): one store transaction, one graph transaction, one
-// atomic publish of events, each command still with its own result, so a command whose write
-// fails is retried alone.
+// Each of the three writes (store, graph, change feed) is grouped with the same write of the
+// chains other partitions hand over at the same moment (see group, runChains): one store
+// transaction, one graph transaction, one atomic publish of events, each command still with its
+// own result, so a command whose write fails is retried alone (with what follows it of its
+// key).
 type CommandWorker struct {
 	cfg CommandWorkerConfig
 	log *slog.Logger
@@ -116,9 +111,9 @@ type CommandWorker struct {
 	// Grouped writes, shared by the partitions (see group): the store transaction, the graph
 	// transaction (nil without Graph) and the change-feed events of commands that arrive
 	// together.
-	applies  *group[requirements.PendingCommand, requirements.BatchResult]
-	projects *group[graph.MarkedBatch, graph.BatchResult]
-	events   *group[*nats.Msg, error]
+	applies  *group[[]keyed[requirements.PendingCommand], []chainResult[requirements.BatchResult]]
+	projects *group[[]keyed[graph.MarkedBatch], []chainResult[graph.BatchResult]]
+	events   *group[[]keyed[*nats.Msg], []chainResult[error]]
 }
 
 // NewCommandWorker checks cfg and returns a CommandWorker; nothing runs until Run.
@@ -151,54 +146,91 @@ func NewCommandWorker(cfg CommandWorkerConfig) (*CommandWorker, error) {
 	parts := len(cfg.Streams.Consumers)
 	w := &CommandWorker{cfg: cfg, log: log, v: v, dlq: dlq,
 		settler: &settler{dlq: dlq, retry: cfg.Retry, maxDeliver: maxDeliver, log: log, kind: "command"},
-		applies: newGroup(parts, parts, applyGroup(cfg.Store)),
-		events:  newGroup(parts, parts, publishGroup(cfg.JS)),
+		applies: chainGroup(parts, applyGroup(cfg.Store), func(r requirements.BatchResult) bool { return r.Err != nil }),
+		events:  chainGroup(parts, publishGroup(cfg.JS), func(err error) bool { return err != nil }),
 	}
 	if cfg.Graph != nil {
-		w.projects = newGroup(parts, parts, projectGroup(cfg.Graph))
+		w.projects = chainGroup(parts, projectGroup(cfg.Graph), func(r graph.BatchResult) bool { return r.Err != nil })
 	}
 	return w, nil
 }
 
-// Run applies commands until ctx ends, then drains (in-flight commands get DrainTimeout to
-// finish) and returns; nil after a clean drain. Call it once.
+// Run applies commands until ctx ends, then drains (a chain being applied gets DrainTimeout to
+// finish; what each partition holds besides goes back to the server in stream order) and
+// returns; nil after a clean drain. Call it once.
 func (w *CommandWorker) Run(ctx context.Context) error {
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: w.cfg.DrainTimeout},
-		routerLogger(w.log))
-	if err != nil {
-		return err
-	}
 	for _, g := range []interface{ Start() }{w.applies, w.events} {
 		g.Start()
 	}
-	// Stopped once the router returned: no handler submits any more.
+	// Stopped once every partition returned: no one submits any more.
 	defer w.events.Stop()
 	defer w.applies.Stop()
 	if w.projects != nil {
 		w.projects.Start()
 		defer w.projects.Stop()
 	}
-	subs := make([]*sjs.Subscriber, 0, len(w.cfg.Streams.Consumers))
-	for p, c := range w.cfg.Streams.Consumers {
-		sub, err := sjs.NewSubscriber(sjs.SubscriberConfig{
-			Consumer: c, MaxInFlight: 1, FetchBatch: 1, DrainTimeout: w.cfg.DrainTimeout, Logger: w.log,
-		})
-		if err != nil {
-			return err
+	// A chain being applied when ctx ends is let finish, for up to DrainTimeout.
+	work, cancelWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancelWork()
+	stopDrain := context.AfterFunc(ctx, func() {
+		t := time.NewTimer(w.cfg.DrainTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			cancelWork()
+		case <-work.Done():
 		}
-		subs = append(subs, sub)
-		name := sjs.CommandConsumerName(p)
-		router.AddConsumerHandler(name, name, sub, w.handle)
+	})
+	defer stopDrain()
+
+	parts := make([]*partition, len(w.cfg.Streams.Consumers))
+	for i, c := range w.cfg.Streams.Consumers {
+		parts[i] = &partition{w: w, name: sjs.CommandConsumerName(i), cons: c, work: work}
 	}
-	runErr := router.Run(ctx)
-	var cerr error
-	for _, s := range subs {
-		cerr = errors.Join(cerr, s.Close())
+	every := 10 * time.Second / 3
+	if ci := w.cfg.Streams.Consumers[0].CachedInfo(); ci != nil && ci.Config.AckWait > 0 {
+		every = ci.Config.AckWait / 3
 	}
-	if runErr != nil && !errors.Is(runErr, context.Canceled) {
-		return fmt.Errorf("command worker: router: %w", runErr)
+	extendDone := make(chan struct{})
+	stopExtend := make(chan struct{})
+	go func() {
+		defer close(extendDone)
+		t := time.NewTicker(every)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				for _, p := range parts {
+					p.extend()
+				}
+			case <-stopExtend:
+				return
+			}
+		}
+	}()
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	for i, p := range parts {
+		wg.Go(func() { errs[i] = p.run(ctx) })
 	}
-	return cerr
+	wg.Wait()
+	close(stopExtend)
+	<-extendDone
+	// Let another worker take the partitions over now rather than after the pin's TTL.
+	unpin, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	for _, p := range parts {
+		if p.pin == "" {
+			continue
+		}
+		if err := w.cfg.Streams.Commands.UnpinConsumer(unpin, p.name, sjs.CommandPriorityGroup); err != nil {
+			w.log.Debug("unpin command partition", "consumer", p.name, "err", err)
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("command worker: %w", err)
+	}
+	return nil
 }
 
 // Health returns nil, or an error saying that commands could neither be applied nor
@@ -211,61 +243,216 @@ func (w *CommandWorker) Health() error { return w.dlq.health() }
 // duplicate window) is projected once, like it is applied once.
 func graphMarker(commandID string) string { return "command:" + commandID }
 
-// handle applies one command message and settles it itself (SetRetry, SetTerm or ack).
-func (w *CommandWorker) handle(msg *message.Message) error {
-	m, meta, err := native(msg)
-	if err != nil {
-		return fmt.Errorf("command handler: %w", err)
+// chainItem is one held command on its way through applyChain.
+type chainItem struct {
+	h    *heldCommand
+	orig originalSubjectMsg
+	meta *jetstream.MsgMetadata // h's, NumDelivered counting the tries in place
+	cmd  requirements.Command
+	out  requirements.Outcome
+	ev   *nats.Msg
+	// err is why the item is not done (nil: not reached, or done); sink names where. dead:
+	// the message itself is bad (forged, invalid), so it is dead-lettered at once.
+	err  error
+	sink string
+	dead bool
+	// skipped: not run, an earlier command of its key failed.
+	skipped bool
+	done    bool
+}
+
+// heldDisposer settles a held command for the settler: a retry stays held and is tried again
+// in place after delay; a terminated command is settled.
+type heldDisposer struct {
+	h       *heldCommand
+	settled map[*heldCommand]bool
+}
+
+func (d heldDisposer) Retry(delay time.Duration) {
+	d.h.attempts++
+	d.h.retryAt = time.Now().Add(delay)
+}
+
+func (d heldDisposer) Term(reason string) {
+	_ = d.h.m.TermWithReason(reason)
+	d.settled[d.h] = true
+}
+
+// applyChain applies the commands partition p holds, in stream order, as one chain, and
+// settles the settled prefix. Per command: verify the API's signature (a command without a
+// valid one is dead-lettered with class auth: its actor may be forged), decode and validate
+// (an invalid payload is dead-lettered), Store.ApplyCommand keyed by the message id
+// "<stream>:<seq>", the graph projection keyed by the command id, the change-feed event
+// (MutationEvent: the outcome, which is also what the API's waiters read), then the ack. Each
+// write is shared with the chains other partitions hand over at the same moment (runChains):
+// one store transaction, one graph transaction, one atomic publish, a partition's commands of
+// one key in order. A refusal is an outcome: recorded, reported and acked, never
+// dead-lettered. The commands are acked in order up to the first one not done; a transient
+// failure of that one is retried in place after a delay, with what follows it (a redelivery
+// finds the apply markers and completes the missing steps without applying anything twice); a
+// permanent failure, or the last allowed try, is dead-lettered.
+func (w *CommandWorker) applyChain(ctx context.Context, p *partition) {
+	held := p.snapshot()
+	settled := map[*heldCommand]bool{}
+	defer p.drop(settled)
+	items := make([]*chainItem, 0, len(held))
+	for _, h := range held {
+		meta := *h.meta
+		meta.NumDelivered = h.attempts
+		it := &chainItem{h: h, orig: originalSubjectMsg{Msg: h.m}, meta: &meta}
+		items = append(items, it)
+		// The actor in the payload becomes approved_by and the audit's admin: only a command
+		// the API signed (after setting it from the caller's token) may reach the store.
+		if err := w.cfg.Key.VerifyMsg(sign.Command, h.m.Headers(), h.m.Data()); err != nil {
+			it.err, it.dead = fmt.Errorf("command refused: %w", err), true
+			continue
+		}
+		cmd, err := w.v.DecodeCommand(h.m.Data())
+		if err != nil {
+			it.err, it.dead = err, true
+			continue
+		}
+		if want := cmd.Subject(); want != it.orig.Subject() {
+			// Published on another key's subject, it would be ordered with the wrong key.
+			it.err, it.dead = fault.Permanentf(fault.Validation, "command %s was published on %s; its subject is %s",
+				cmd.CommandID, it.orig.Subject(), want), true
+			continue
+		}
+		it.cmd = cmd
 	}
-	ctx := msg.Context()
-	orig := originalSubjectMsg{Msg: m}
-	// The actor in the payload becomes approved_by and the audit's admin: only a command the
-	// API signed (after setting it from the caller's token) may reach the store.
-	if err := w.cfg.Key.VerifyMsg(sign.Command, m.Headers(), m.Data()); err != nil {
-		return w.deadLetter(ctx, wm(msg), orig, meta, fmt.Errorf("command refused: %w", err), "")
-	}
-	cmd, err := w.v.DecodeCommand(m.Data())
-	if err != nil {
-		return w.deadLetter(ctx, wm(msg), orig, meta, err, "")
-	}
-	if want := cmd.Subject(); want != orig.Subject() {
-		// Published on another key's subject, it would be ordered with the wrong key.
-		return w.deadLetter(ctx, wm(msg), orig, meta, fault.Permanentf(fault.Validation,
-			"command %s was published on %s; its subject is %s", cmd.CommandID, orig.Subject(), want), "")
-	}
-	msgID := meta.Stream + ":" + strconv.FormatUint(meta.Sequence.Stream, 10)
-	res, err := w.applies.Submit(ctx, requirements.PendingCommand{Command: cmd, MsgID: msgID})
-	if err == nil {
-		err = res.Err
-	}
-	out := res.Outcome
-	if err != nil {
-		return w.fail(ctx, wm(msg), orig, meta, fmt.Errorf("apply command %s: %w", cmd.CommandID, err), "requirements")
-	}
-	if w.projects != nil {
-		if b := requirements.Project(out); len(b.Nodes)+len(b.Edges) > 0 {
-			pr, err := w.projects.Submit(ctx, graph.MarkedBatch{Env: w.cfg.GraphEnv, Batch: b, MsgID: graphMarker(cmd.CommandID)})
-			if err == nil {
-				err = pr.Err
+	w.applyItems(ctx, items)
+
+	// Settle in order: acknowledge what is done, dead-letter what failed for good, and stop at
+	// the first command that stays (retried in place, or behind one of its key that does).
+	for _, it := range items {
+		disp := heldDisposer{h: it.h, settled: settled}
+		switch {
+		case it.done:
+			if err := it.h.m.Ack(); err != nil {
+				w.log.Warn("ack command", "subject", it.h.m.Subject(), "err", err)
 			}
-			if err != nil {
-				return w.fail(ctx, wm(msg), orig, meta, fmt.Errorf("project command %s into the graph: %w", cmd.CommandID, err), "graph")
+			settled[it.h] = true
+			w.dlq.forget(it.meta)
+			w.log.Debug("command settled", "command_id", it.cmd.CommandID, "type", it.cmd.Type, "key", it.out.Key,
+				"applied", it.out.Applied, "refusal", it.out.Refusal)
+			continue
+		case it.dead:
+			_ = w.deadLetter(ctx, disp, it.orig, it.meta, it.err, "")
+			if settled[it.h] {
+				continue
+			}
+		case it.err != nil && !it.skipped:
+			_ = w.fail(ctx, disp, it.orig, it.meta, it.err, it.sink)
+			if settled[it.h] {
+				continue
 			}
 		}
+		return
 	}
-	ev, err := mutationMsg(out)
-	if err != nil {
-		return w.deadLetter(ctx, wm(msg), orig, meta, err, "")
-	}
-	// The event is the outcome: the API's waiters are answered from it.
-	if err := submitPublish(ctx, w.events, ev); err != nil {
-		return w.fail(ctx, wm(msg), orig, meta, fmt.Errorf("publish the change-feed event of %s: %w", cmd.CommandID, err), "")
-	}
-	w.dlq.forget(meta)
-	w.log.Debug("command settled", "command_id", cmd.CommandID, "type", cmd.Type, "key", out.Key,
-		"applied", out.Applied, "refusal", out.Refusal)
-	return nil
 }
+
+// applyItems runs the valid items through the store, the graph and the change feed, marking
+// each done, failed (err) or skipped.
+func (w *CommandWorker) applyItems(ctx context.Context, items []*chainItem) {
+	var chain []keyed[requirements.PendingCommand]
+	var applied []*chainItem
+	for _, it := range items {
+		if it.err == nil {
+			msgID := it.meta.Stream + ":" + strconv.FormatUint(it.meta.Sequence.Stream, 10)
+			chain = append(chain, keyed[requirements.PendingCommand]{key: it.cmd.Key(), v: requirements.PendingCommand{Command: it.cmd, MsgID: msgID}})
+			applied = append(applied, it)
+		}
+	}
+	if len(chain) == 0 {
+		return
+	}
+	res, err := w.applies.Submit(ctx, chain)
+	next := applied[:0:0]
+	for i, it := range applied {
+		switch {
+		case err != nil:
+			it.err, it.sink = fmt.Errorf("apply command %s: %w", it.cmd.CommandID, err), "requirements"
+		case res[i].skipped:
+			it.skipped, it.err = true, errSkipped
+		case res[i].res.Err != nil:
+			it.err, it.sink = fmt.Errorf("apply command %s: %w", it.cmd.CommandID, res[i].res.Err), "requirements"
+		default:
+			it.out = res[i].res.Outcome
+			it.out.AlreadyApplied = false
+			next = append(next, it)
+		}
+	}
+	if w.projects != nil {
+		var proj []keyed[graph.MarkedBatch]
+		var projected []*chainItem
+		for _, it := range next {
+			if b := requirements.Project(it.out); len(b.Nodes)+len(b.Edges) > 0 {
+				proj = append(proj, keyed[graph.MarkedBatch]{key: it.cmd.Key(),
+					v: graph.MarkedBatch{Env: w.cfg.GraphEnv, Batch: b, MsgID: graphMarker(it.cmd.CommandID)}})
+				projected = append(projected, it)
+			}
+		}
+		if len(proj) > 0 {
+			pres, err := w.projects.Submit(ctx, proj)
+			failedKeys := map[string]bool{}
+			for i, it := range projected {
+				switch {
+				case err != nil:
+					it.err, it.sink = fmt.Errorf("project command %s into the graph: %w", it.cmd.CommandID, err), "graph"
+				case pres[i].skipped:
+					it.skipped, it.err = true, errSkipped
+				case pres[i].res.Err != nil:
+					it.err, it.sink = fmt.Errorf("project command %s into the graph: %w", it.cmd.CommandID, pres[i].res.Err), "graph"
+				}
+				if it.err != nil {
+					failedKeys[it.cmd.Key()] = true
+				}
+			}
+			// A command without a projection still waits behind a failed one of its key.
+			kept := next[:0:0]
+			for _, it := range next {
+				if it.err == nil && failedKeys[it.cmd.Key()] {
+					it.skipped, it.err = true, errSkipped
+				}
+				if it.err == nil {
+					kept = append(kept, it)
+				}
+			}
+			next = kept
+		}
+	}
+	var evs []keyed[*nats.Msg]
+	var published []*chainItem
+	for _, it := range next {
+		ev, err := mutationMsg(it.out)
+		if err != nil {
+			it.err, it.dead = err, true
+			continue
+		}
+		it.ev = ev
+		evs = append(evs, keyed[*nats.Msg]{key: it.cmd.Key(), v: ev})
+		published = append(published, it)
+	}
+	if len(evs) == 0 {
+		return
+	}
+	eres, err := w.events.Submit(ctx, evs)
+	for i, it := range published {
+		switch {
+		case err != nil:
+			it.err = fmt.Errorf("publish the change-feed event of %s: %w", it.cmd.CommandID, err)
+		case eres[i].skipped:
+			it.skipped, it.err = true, errSkipped
+		case eres[i].res != nil:
+			it.err = fmt.Errorf("publish the change-feed event of %s: %w", it.cmd.CommandID, eres[i].res)
+		default:
+			it.done = true
+		}
+	}
+}
+
+// errSkipped marks a command not run because an earlier one of its key failed.
+var errSkipped = errors.New("command worker: an earlier command of its key failed")
 
 // originalSubjectMsg shows a command under the subject it was published on rather than the
 // partitioned subject the stream stored it under, so its dead letter replays to a subject the

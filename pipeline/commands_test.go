@@ -472,12 +472,15 @@ func orderScript(rng *rand.Rand, id string, n int) []requirements.Command {
 
 // TestCommandsOrderAcrossTwoWorkers publishes 20 keys × 50 interleaved commands and applies
 // them with two workers (separate connections, store and graph handles, like two processes).
-// Every command's outcome, and each key's final state, must equal applying the key's
-// commands one by one in publish order (requirements.Apply, the pure state machine).
+// The first holds every partition (each is pinned to the worker that pulled first) until it
+// has applied some and is stopped mid-stream; the second takes the partitions over. Every
+// command's outcome, and each key's final state, must equal applying the key's commands one
+// by one in publish order (requirements.Apply, the pure state machine).
 func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
 	ce := newCmdEnv(t)
 	const keys, perKey = 20, 50
 	var stores [2]*countingStore
+	var stops [2]func() error
 	for i := range stores {
 		nc := embeddedtest.Connect(t, ce.srv)
 		js, err := jetstream.New(nc)
@@ -489,7 +492,11 @@ func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
 			t.Fatal(err)
 		}
 		stores[i] = &countingStore{Store: ce.openStore(t)}
-		ce.startCommandWorker(t, pipeline.CommandWorkerConfig{JS: js, Streams: cs, Store: stores[i], Graph: ce.openGraph(t)})
+		stops[i] = ce.startCommandWorker(t, pipeline.CommandWorkerConfig{JS: js, Streams: cs, Store: stores[i], Graph: ce.openGraph(t)})
+		if i == 0 {
+			// The first worker pulls (and is pinned) before the second starts.
+			time.Sleep(200 * time.Millisecond)
+		}
 	}
 	rng := rand.New(rand.NewPCG(5, 7))
 	scripts := make([][]requirements.Command, keys)
@@ -527,6 +534,10 @@ func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
 		case <-time.After(30 * time.Second):
 			t.Fatal("publish ack timed out")
 		}
+	}
+	waitFor(t, "the first worker to apply 200 commands", func() bool { return stores[0].n.Load() >= 200 })
+	if err := stops[0](); err != nil {
+		t.Fatalf("stop the first worker: %v", err)
 	}
 	last := scripts[keys-1][perKey-1].CommandID
 	if _, ok, err := ce.client.Await(ctx, last, time.Minute); !ok || err != nil {
@@ -751,5 +762,146 @@ func TestAwaitOutcomeFromChangeFeed(t *testing.T) {
 	}
 	if _, err := late.Submit(ctx, featureCmd("FR-700000000004")); err == nil {
 		t.Fatal("Submit after Close succeeded")
+	}
+}
+
+// flakyStore fails the commands in fails transiently, each as often as its count says.
+type flakyStore struct {
+	requirements.Store
+	mu    sync.Mutex
+	fails map[string]int
+	tries map[string]int
+}
+
+func (s *flakyStore) ApplyCommand(ctx context.Context, cmd requirements.Command, msgID string) (requirements.Outcome, error) {
+	s.mu.Lock()
+	s.tries[cmd.CommandID]++
+	fail := s.fails[cmd.CommandID] > 0
+	if fail {
+		s.fails[cmd.CommandID]--
+	}
+	s.mu.Unlock()
+	if fail {
+		return requirements.Outcome{}, errors.New("store briefly unavailable")
+	}
+	return s.Store.ApplyCommand(ctx, cmd, msgID)
+}
+
+// TestCommandsRetryInPlaceKeepsKeyOrder: a partition holds several commands of one key; the
+// second fails twice (transiently) and is retried in place. The third, which is only legal
+// after the second, must wait for it: applied, not refused. A command of another key held in
+// the same partition chain is not held up by the failure for good either.
+func TestCommandsRetryInPlaceKeepsKeyOrder(t *testing.T) {
+	ce := newCmdEnv(t)
+	ctx := context.Background()
+	const id = "FR-710000000001"
+	cmds := []requirements.Command{featureCmd(id), decideCmd(id, "approve", nil, nil), transitionCmd(id, requirements.StatusInProgress, nil)}
+	for i := range cmds {
+		cmds[i].CommandID = fmt.Sprintf("inplace-%d", i)
+	}
+	store := &flakyStore{Store: ce.store, fails: map[string]int{"inplace-1": 2}, tries: map[string]int{}}
+	// Published before the worker starts, so the partition pulls them together.
+	for _, c := range cmds {
+		if _, err := ce.client.Submit(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ce.startCommandWorker(t, pipeline.CommandWorkerConfig{Store: store})
+	out, ok, err := ce.client.Await(ctx, "inplace-2", 30*time.Second)
+	if err != nil || !ok {
+		t.Fatalf("await the transition: %v, %v", ok, err)
+	}
+	if !out.Applied || out.Feature == nil || out.Feature.Status != requirements.StatusInProgress || out.Feature.Version != 3 {
+		t.Fatalf("transition: %+v (refusal %+v), want applied at version 3", out, out.Refusal)
+	}
+	store.mu.Lock()
+	tries := store.tries["inplace-1"]
+	store.mu.Unlock()
+	if tries < 3 {
+		t.Fatalf("the failing command was tried %d times, want 3", tries)
+	}
+	f, err := ce.store.GetFeature(ctx, id)
+	if err != nil || f.Status != requirements.StatusInProgress || f.Version != 3 {
+		t.Fatalf("stored %+v, %v", f, err)
+	}
+	if dl := ce.deadLetters(t); len(dl) != 0 {
+		t.Fatalf("%d dead letters, first %+v", len(dl), dl[0])
+	}
+}
+
+// blockingStore blocks ApplyCommand of one command id until release is closed.
+type blockingStore struct {
+	requirements.Store
+	id      string
+	release chan struct{}
+	blocked chan struct{}
+	once    sync.Once
+}
+
+func (s *blockingStore) ApplyCommand(ctx context.Context, cmd requirements.Command, msgID string) (requirements.Outcome, error) {
+	if cmd.CommandID == s.id {
+		s.once.Do(func() { close(s.blocked) })
+		select {
+		case <-s.release:
+		case <-ctx.Done():
+			return requirements.Outcome{}, ctx.Err()
+		}
+	}
+	return s.Store.ApplyCommand(ctx, cmd, msgID)
+}
+
+// TestCommandsTakeoverWaitsForHeldCommands: worker A holds two commands of a key (stuck in
+// its store on the first, after the key's submission) when its connection dies. Worker B is pinned to the partition once A's pin
+// expires and receives a newer command of the key first; it must not apply it before A's
+// two come back (their AckWait), then apply all three in order: the newer one is only legal
+// after them.
+func TestCommandsTakeoverWaitsForHeldCommands(t *testing.T) {
+	ce := newCmdEnv(t)
+	ctx := context.Background()
+	const id = "FR-720000000001"
+	connect := func() (*nats.Conn, jetstream.JetStream, *sjs.CommandStreams) {
+		nc := embeddedtest.Connect(t, ce.srv)
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// A's commands come back after the pin moved: B receives the newer one first.
+		cs, err := sjs.ProvisionCommands(ctx, js, sjs.ProvisionConfig{AckWait: sjs.CommandPinnedTTL + 2*time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nc, js, cs
+	}
+	ncA, jsA, csA := connect()
+	held := &blockingStore{Store: ce.openStore(t), id: "takeover-1", release: make(chan struct{}), blocked: make(chan struct{})}
+	cmds := []requirements.Command{featureCmd(id), decideCmd(id, "approve", nil, nil),
+		transitionCmd(id, requirements.StatusInProgress, nil), transitionCmd(id, requirements.StatusCompleted, nil)}
+	for i := range cmds {
+		cmds[i].CommandID = fmt.Sprintf("takeover-%d", i)
+	}
+	for _, c := range cmds[:3] {
+		if _, err := ce.client.Submit(ctx, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ce.startCommandWorker(t, pipeline.CommandWorkerConfig{JS: jsA, Streams: csA, Store: held, Graph: ce.openGraph(t)})
+	t.Cleanup(func() { close(held.release) })
+	<-held.blocked // A holds takeover-1 and -2, stuck on -1
+	ncA.Close()    // A is gone without handing anything back
+	if _, err := ce.client.Submit(ctx, cmds[3]); err != nil {
+		t.Fatal(err)
+	}
+	_, jsB, csB := connect()
+	ce.startCommandWorker(t, pipeline.CommandWorkerConfig{JS: jsB, Streams: csB})
+	out, ok, err := ce.client.Await(ctx, "takeover-3", time.Minute)
+	if err != nil || !ok {
+		t.Fatalf("await the last command: %v, %v", ok, err)
+	}
+	if !out.Applied || out.Feature == nil || out.Feature.Status != requirements.StatusCompleted {
+		t.Fatalf("last command: %+v (refusal %+v), want applied: completed after in_progress", out, out.Refusal)
+	}
+	f, err := ce.store.GetFeature(ctx, id)
+	if err != nil || f.Status != requirements.StatusCompleted || f.Version != 4 {
+		t.Fatalf("stored %+v, %v; want completed at version 4", f, err)
 	}
 }

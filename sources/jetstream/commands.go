@@ -31,6 +31,18 @@ const (
 	CommandPartitions = 64
 	// ConsumerCommandsPrefix + partition number names a partition's durable consumer.
 	ConsumerCommandsPrefix = "sluice-commands-p"
+	// CommandBatch is how many commands of one partition a worker holds and applies at once
+	// (the partition consumer's MaxAckPending). Per-key order is kept by the worker, which
+	// applies a partition's commands in stream order and only while it holds every command
+	// the partition has pending (see pipeline.CommandWorker).
+	CommandBatch = 32
+	// CommandPriorityGroup is the priority group of the partition consumers, which pin each
+	// partition to one pulling client at a time (PriorityPolicyPinned): one worker process
+	// holds a partition's pending commands, and another takes over once it stops pulling for
+	// CommandPinnedTTL.
+	CommandPriorityGroup = "sluice"
+	// CommandPinnedTTL is how long a partition stays pinned to a worker that stopped pulling.
+	CommandPinnedTTL = 10 * time.Second
 
 	// EventSubjects matches every change-feed subject.
 	EventSubjects = "sluice.events.>"
@@ -128,9 +140,11 @@ func existingPartitions(ctx context.Context, js jetstream.JetStream) (int, error
 // the outcomes bucket of earlier versions is no longer written, see docs/operations.md). It is
 // idempotent and safe to run from several
 // processes at once. cfg supplies Replicas, DuplicateWindow, AckWait and MaxDeliver (with
-// Provision's defaults); every partition consumer has MaxAckPending 1, which keeps the
-// commands of one key in publish order across all worker processes while partitions run in
-// parallel.
+// Provision's defaults); every partition consumer holds up to CommandBatch commands pending and
+// pins the partition to one pulling worker at a time (CommandPriorityGroup): the worker that
+// holds a partition applies its commands in stream order, which keeps the commands of one key
+// in publish order across all worker processes while partitions run in parallel. A consumer
+// of an earlier version (MaxAckPending 1, no priority group) is updated in place.
 //
 // The command stream uses Limits retention like the chunk stream, and keeps commands for
 // cfg.ChunkMaxAge (default 7 days): a command's apply marker, not its deletion, makes it
@@ -180,13 +194,16 @@ func ProvisionCommands(ctx context.Context, js jetstream.JetStream, cfg Provisio
 	for p := range cs.Partitions {
 		name := CommandConsumerName(p)
 		c, err := cs.Commands.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-			Durable:       name,
-			AckPolicy:     jetstream.AckExplicitPolicy,
-			AckWait:       cfg.AckWait,
-			MaxDeliver:    cfg.MaxDeliver,
-			MaxAckPending: 1,
-			FilterSubject: CommandPartitionFilter(p),
-			MaxWaiting:    512,
+			Durable:        name,
+			AckPolicy:      jetstream.AckExplicitPolicy,
+			AckWait:        cfg.AckWait,
+			MaxDeliver:     cfg.MaxDeliver,
+			MaxAckPending:  CommandBatch,
+			FilterSubject:  CommandPartitionFilter(p),
+			MaxWaiting:     512,
+			PriorityGroups: []string{CommandPriorityGroup},
+			PriorityPolicy: jetstream.PriorityPolicyPinned,
+			PinnedTTL:      CommandPinnedTTL,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("provision consumer %s: %w", name, err)

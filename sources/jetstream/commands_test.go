@@ -62,7 +62,9 @@ func TestProvisionCommandsPartitionsByKey(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if info.Config.MaxAckPending != 1 || info.Config.FilterSubject != sjs.CommandPartitionFilter(p) {
+		if info.Config.MaxAckPending != sjs.CommandBatch || info.Config.FilterSubject != sjs.CommandPartitionFilter(p) ||
+			info.Config.PriorityPolicy != jetstream.PriorityPolicyPinned || info.Config.PinnedTTL != sjs.CommandPinnedTTL ||
+			len(info.Config.PriorityGroups) != 1 || info.Config.PriorityGroups[0] != sjs.CommandPriorityGroup {
 			t.Fatalf("consumer %d config %+v", p, info.Config)
 		}
 		total += int(info.NumPending)
@@ -70,27 +72,59 @@ func TestProvisionCommandsPartitionsByKey(t *testing.T) {
 	if total != 129 {
 		t.Fatalf("partitions hold %d messages, want 129", total)
 	}
-	// One in flight per partition: a second fetch gets nothing until the first is acked.
+	// One holder per partition: a pull without the priority group is refused; the first
+	// client that pulls with it is pinned and gets the partition's commands; another gets
+	// none while it is.
 	var c jetstream.Consumer
-	for _, cc := range cs.Consumers {
-		if info, _ := cc.Info(ctx); info.NumPending >= 2 {
-			c = cc
+	var name string
+	for p, cc := range cs.Consumers {
+		if info, _ := cc.Info(ctx); info.NumPending >= 3 {
+			c, name = cc, sjs.CommandConsumerName(p)
 			break
 		}
 	}
-	b, err := c.Fetch(2, jetstream.FetchMaxWait(time.Second))
+	if c == nil {
+		t.Fatal("no partition holds 3 commands")
+	}
+	nb, err := c.Fetch(1, jetstream.FetchMaxWait(300*time.Millisecond))
+	if err == nil {
+		for range nb.Messages() {
+			t.Fatal("a pull without the priority group got a command")
+		}
+		err = nb.Error()
+	}
+	if err == nil {
+		t.Fatal("a pull without the priority group was not refused")
+	}
+	b, err := c.Fetch(2, jetstream.FetchPriorityGroup(sjs.CommandPriorityGroup), jetstream.FetchMaxWait(time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var got []jetstream.Msg
 	for m := range b.Messages() {
+		if m.Headers().Get("Nats-Pin-Id") == "" {
+			t.Fatal("a command delivered without a pin id")
+		}
 		got = append(got, m)
 	}
-	if len(got) != 1 {
-		t.Fatalf("fetched %d messages with MaxAckPending 1", len(got))
+	if len(got) != 2 {
+		t.Fatalf("the pinned client fetched %d commands, want 2", len(got))
 	}
-	if err := got[0].Ack(); err != nil {
+	other, err := js.Consumer(ctx, sjs.StreamCommands, name)
+	if err != nil {
 		t.Fatal(err)
+	}
+	ob, err := other.Fetch(1, jetstream.FetchPriorityGroup(sjs.CommandPriorityGroup), jetstream.FetchMaxWait(500*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range ob.Messages() {
+		t.Fatal("a second client got a command of a pinned partition")
+	}
+	for _, m := range got {
+		if err := m.Ack(); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
 
@@ -138,5 +172,32 @@ func TestProvisionCommandsKeepsAnExistingPartitionCount(t *testing.T) {
 	}
 	if !info.Config.AllowAtomicPublish {
 		t.Fatal("atomic publish not enabled on the command stream")
+	}
+}
+
+// A partition consumer of an earlier version (one command in flight, no priority group) is
+// updated in place: it gets the batch and the pinned priority group.
+func TestProvisionCommandsUpdatesOlderConsumers(t *testing.T) {
+	js, _ := setup(t, sjs.ProvisionConfig{})
+	ctx := context.Background()
+	cs, err := sjs.ProvisionCommands(ctx, js, sjs.ProvisionConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := cs.Consumers[0].CachedInfo().Config
+	old.MaxAckPending, old.PriorityGroups, old.PriorityPolicy, old.PinnedTTL = 1, nil, jetstream.PriorityPolicyNone, 0
+	if _, err := cs.Commands.UpdateConsumer(ctx, old); err != nil {
+		t.Fatalf("make an older consumer: %v", err)
+	}
+	cs, err = sjs.ProvisionCommands(ctx, js, sjs.ProvisionConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := cs.Consumers[0].Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := info.Config; c.MaxAckPending != sjs.CommandBatch || c.PriorityPolicy != jetstream.PriorityPolicyPinned || len(c.PriorityGroups) != 1 {
+		t.Fatalf("consumer after provisioning: %+v", c)
 	}
 }
