@@ -9,6 +9,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/sourcegraph/conc/pool"
 
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/sinks/graph"
@@ -113,33 +114,42 @@ func (g *group[Req, Res]) Submit(ctx context.Context, req Req) (Res, error) {
 	}
 }
 
+// unbatchedConcurrency bounds the calls a group makes at once to a store without batch writes
+// (AstraStore: one round trip per command). The commands of one call have pairwise different
+// keys (runChains), so they may run in any order.
+const unbatchedConcurrency = 16
+
 // applyGroup applies commands through store: one ApplyCommands call when it is a
-// requirements.BatchApplier, else one ApplyCommand after another.
+// requirements.BatchApplier, else ApplyCommand for each, up to unbatchedConcurrency at once.
 func applyGroup(store requirements.Store) func(ctx context.Context, cmds []requirements.PendingCommand) []requirements.BatchResult {
 	return func(ctx context.Context, cmds []requirements.PendingCommand) []requirements.BatchResult {
 		if b, ok := store.(requirements.BatchApplier); ok {
 			return b.ApplyCommands(ctx, cmds)
 		}
 		res := make([]requirements.BatchResult, len(cmds))
+		p := pool.New().WithMaxGoroutines(unbatchedConcurrency)
 		for i, c := range cmds {
-			res[i].Outcome, res[i].Err = store.ApplyCommand(ctx, c.Command, c.MsgID)
+			p.Go(func() { res[i].Outcome, res[i].Err = store.ApplyCommand(ctx, c.Command, c.MsgID) })
 		}
+		p.Wait()
 		return res
 	}
 }
 
 // projectGroup applies the graph projections of commands through g: one ApplyBatches call
 // (one graph transaction, each projection in its own savepoint with its own apply marker)
-// when g is a GraphBatchApplier, else one ApplyBatch after another.
+// when g is a GraphBatchApplier, else ApplyBatch for each, up to unbatchedConcurrency at once.
 func projectGroup(g GraphApplier) func(ctx context.Context, bs []graph.MarkedBatch) []graph.BatchResult {
 	if b, ok := g.(GraphBatchApplier); ok {
 		return b.ApplyBatches
 	}
 	return func(ctx context.Context, bs []graph.MarkedBatch) []graph.BatchResult {
 		res := make([]graph.BatchResult, len(bs))
+		p := pool.New().WithMaxGoroutines(unbatchedConcurrency)
 		for i, b := range bs {
-			res[i].Result, res[i].Err = g.ApplyBatch(ctx, b.Env, b.Batch, b.MsgID)
+			p.Go(func() { res[i].Result, res[i].Err = g.ApplyBatch(ctx, b.Env, b.Batch, b.MsgID) })
 		}
+		p.Wait()
 		return res
 	}
 }

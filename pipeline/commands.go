@@ -359,7 +359,7 @@ func (w *CommandWorker) applyItems(ctx context.Context, items []*chainItem) {
 	for _, it := range items {
 		if it.err == nil {
 			msgID := it.meta.Stream + ":" + strconv.FormatUint(it.meta.Sequence.Stream, 10)
-			chain = append(chain, keyed[requirements.PendingCommand]{key: it.cmd.Key(), v: requirements.PendingCommand{Command: it.cmd, MsgID: msgID}})
+			chain = append(chain, keyed[requirements.PendingCommand]{key: it.cmd.Key(), v: requirements.PendingCommand{Command: it.cmd, MsgID: msgID, Checked: true}})
 			applied = append(applied, it)
 		}
 	}

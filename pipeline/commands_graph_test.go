@@ -5,6 +5,8 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -164,7 +166,18 @@ func TestCommandsGraphProjectionsGrouped(t *testing.T) {
 	ce := newCmdEnv(t)
 	ctx := context.Background()
 	gs, other := ce.openGraphFile(t, time.Minute)
-	cmds := featureCmds("5000000", 16)
+	// One command per partition (the last one fails): a partition holding two would hand the
+	// second over only after the first's projection, alone.
+	var cmds []requirements.Command
+	used := map[int]bool{}
+	for i := 0; len(cmds) < ce.cs.Partitions; i++ {
+		c := featureCmd(fmt.Sprintf("FR-5000000%05d", i))
+		if p := commandPartition(c.Key(), ce.cs.Partitions); !used[p] {
+			used[p] = true
+			c.CommandID = fmt.Sprintf("cmd-5000000-%d", len(cmds))
+			cmds = append(cmds, c)
+		}
+	}
 	boom := cmds[len(cmds)-1]
 	boomMarker := "command:" + boom.CommandID
 	// json() of a non-JSON string fails at run time with SQLITE_ERROR: transient, and only
@@ -190,6 +203,15 @@ func TestCommandsGraphProjectionsGrouped(t *testing.T) {
 	// into one group behind the first; the failing one comes last, never alone in front.
 	release := lockGraph(t, other)
 	ce.submitAll(t, cmds[:len(cmds)-1])
+	for _, c := range cmds[:len(cmds)-1] {
+		m, err := ce.cs.Commands.GetLastMsgForSubject(ctx, "sluice.v1.features.*."+c.Key())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, want := strings.Split(m.Subject, ".")[3], strconv.Itoa(commandPartition(c.Key(), ce.cs.Partitions)); got != want {
+			t.Fatalf("%s stored in partition %s, computed %s: nats-server's partition hash changed", c.Key(), got, want)
+		}
+	}
 	ce.submitAll(t, cmds[len(cmds)-1:])
 	waitFor(t, "a projection waiting on the lock", func() bool { return rg.entered.Load() > 0 })
 	time.Sleep(200 * time.Millisecond) // the last handler hands its projection over
@@ -336,4 +358,13 @@ func TestCommandProjectionEnv(t *testing.T) {
 			t.Errorf("NewCommandClient with GraphEnv Prod: %v; want refused", err)
 		}
 	})
+}
+
+// commandPartition returns the partition of the command stream a key is stored in: the
+// stream's {{partition(n,2)}} transform is FNV-1a (32 bits) of the key modulo n in
+// nats-server (TestCommandsGraphProjectionsGrouped checks it against stored subjects).
+func commandPartition(key string, n int) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(key))
+	return int(h.Sum32() % uint32(n))
 }

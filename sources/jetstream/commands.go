@@ -22,13 +22,15 @@ const (
 	// StreamEvents is the change feed: applied mutations and job progress (EventSubjects).
 	StreamEvents = "SLUICE_EVENTS"
 	// CommandPartitions is how many partitions a new command stream splits keys into. Each has
-	// one durable consumer with one message in flight, across every worker process. It was 16
-	// (issue 12: ≈120 commands/s); 64 lets 4× as many keys apply at once, and the commands
-	// they hand over together share one store transaction and one atomic publish. A stream
-	// that exists keeps the count it was created with (CommandStreams.Partitions): changing it
+	// one durable consumer, pinned to one worker process at a time, which holds up to
+	// CommandBatch of its commands. With one command in flight per partition, 64 partitions
+	// were what let commands of different keys share writes; with batches, 16 partitions of 32
+	// serve more commands under 1,000 clients than 64 (fewer consumers to keep state for, fewer
+	// and larger chains per write; docs/benchmarks.md, issue 12) and 8 fewer. A stream that
+	// exists keeps the count it was created with (CommandStreams.Partitions): changing it
 	// moves keys to other partitions, which would break per-key order for commands still
-	// queued (see docs/operations.md to change it on a drained stream).
-	CommandPartitions = 64
+	// queued (see docs/architecture.md to change it on a drained stream).
+	CommandPartitions = 16
 	// ConsumerCommandsPrefix + partition number names a partition's durable consumer.
 	ConsumerCommandsPrefix = "sluice-commands-p"
 	// CommandBatch is how many commands of one partition a worker holds and applies at once

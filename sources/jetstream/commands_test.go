@@ -143,7 +143,7 @@ func TestOriginalCommandSubject(t *testing.T) {
 	}
 }
 
-// A command stream created with another partition count (16, before issue 12) keeps it:
+// A command stream created with another partition count (64, before partition batches) keeps it:
 // re-partitioning would move queued commands' keys to other partitions and break their order.
 func TestProvisionCommandsKeepsAnExistingPartitionCount(t *testing.T) {
 	js, _ := setup(t, sjs.ProvisionConfig{})
@@ -152,7 +152,7 @@ func TestProvisionCommandsKeepsAnExistingPartitionCount(t *testing.T) {
 		Name:     sjs.StreamCommands,
 		Subjects: []string{schemas.RequirementSubjects, schemas.FeatureSubjects},
 		SubjectTransform: &jetstream.SubjectTransformConfig{Source: "sluice.v1.*.*",
-			Destination: "sluice.v1.{{wildcard(1)}}.{{partition(16,2)}}.{{wildcard(2)}}"},
+			Destination: "sluice.v1.{{wildcard(1)}}.{{partition(64,2)}}.{{wildcard(2)}}"},
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -160,14 +160,14 @@ func TestProvisionCommandsKeepsAnExistingPartitionCount(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cs.Partitions != 16 || len(cs.Consumers) != 16 {
-		t.Fatalf("partitions %d, consumers %d; want the stream's 16", cs.Partitions, len(cs.Consumers))
+	if cs.Partitions != 64 || len(cs.Consumers) != 64 {
+		t.Fatalf("partitions %d, consumers %d; want the stream's 64", cs.Partitions, len(cs.Consumers))
 	}
 	info, err := cs.Commands.Info(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := info.Config.SubjectTransform.Destination; d != "sluice.v1.{{wildcard(1)}}.{{partition(16,2)}}.{{wildcard(2)}}" {
+	if d := info.Config.SubjectTransform.Destination; d != "sluice.v1.{{wildcard(1)}}.{{partition(64,2)}}.{{wildcard(2)}}" {
 		t.Fatalf("transform changed to %q", d)
 	}
 	if !info.Config.AllowAtomicPublish {
