@@ -369,15 +369,12 @@ func (w *CommandWorker) applyItems(ctx context.Context, items []*chainItem) {
 	res, err := w.applies.Submit(ctx, chain)
 	next := applied[:0:0]
 	for i, it := range applied {
-		switch {
-		case err != nil:
-			it.err, it.sink = fmt.Errorf("apply command %s: %w", it.cmd.CommandID, err), "requirements"
-		case res[i].skipped:
-			it.skipped, it.err = true, errSkipped
-		case res[i].res.Err != nil:
-			it.err, it.sink = fmt.Errorf("apply command %s: %w", it.cmd.CommandID, res[i].res.Err), "requirements"
-		default:
-			it.out = res[i].res.Outcome
+		var r chainResult[requirements.BatchResult]
+		if err == nil {
+			r = res[i]
+		}
+		if it.note(err, r.skipped, r.res.Err, "apply command %s", "requirements") {
+			it.out = r.res.Outcome
 			it.out.AlreadyApplied = false
 			next = append(next, it)
 		}
@@ -396,15 +393,11 @@ func (w *CommandWorker) applyItems(ctx context.Context, items []*chainItem) {
 			pres, err := w.projects.Submit(ctx, proj)
 			failedKeys := map[string]bool{}
 			for i, it := range projected {
-				switch {
-				case err != nil:
-					it.err, it.sink = fmt.Errorf("project command %s into the graph: %w", it.cmd.CommandID, err), "graph"
-				case pres[i].skipped:
-					it.skipped, it.err = true, errSkipped
-				case pres[i].res.Err != nil:
-					it.err, it.sink = fmt.Errorf("project command %s into the graph: %w", it.cmd.CommandID, pres[i].res.Err), "graph"
+				var r chainResult[graph.BatchResult]
+				if err == nil {
+					r = pres[i]
 				}
-				if it.err != nil {
+				if !it.note(err, r.skipped, r.res.Err, "project command %s into the graph", "graph") {
 					failedKeys[it.cmd.Key()] = true
 				}
 			}
@@ -438,17 +431,29 @@ func (w *CommandWorker) applyItems(ctx context.Context, items []*chainItem) {
 	}
 	eres, err := w.events.Submit(ctx, evs)
 	for i, it := range published {
-		switch {
-		case err != nil:
-			it.err = fmt.Errorf("publish the change-feed event of %s: %w", it.cmd.CommandID, err)
-		case eres[i].skipped:
-			it.skipped, it.err = true, errSkipped
-		case eres[i].res != nil:
-			it.err = fmt.Errorf("publish the change-feed event of %s: %w", it.cmd.CommandID, eres[i].res)
-		default:
-			it.done = true
+		var r chainResult[error]
+		if err == nil {
+			r = eres[i]
 		}
+		it.done = it.note(err, r.skipped, r.res, "publish the change-feed event of %s", "")
 	}
+}
+
+// note records what a write did with it — the group could not be reached (submitErr), it was
+// skipped, or it failed (err) — and reports whether it passed. what is the error's prefix,
+// with %s for the command id; sink names the store for the dead letter.
+func (it *chainItem) note(submitErr error, skipped bool, err error, what, sink string) bool {
+	switch {
+	case submitErr != nil:
+		err = submitErr
+	case skipped:
+		it.skipped, it.err = true, errSkipped
+		return false
+	case err == nil:
+		return true
+	}
+	it.err, it.sink = fmt.Errorf(what+": %w", it.cmd.CommandID, err), sink
+	return false
 }
 
 // errSkipped marks a command not run because an earlier one of its key failed.
