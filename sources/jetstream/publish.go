@@ -263,12 +263,17 @@ func (w *BatchWriter) Close() error {
 }
 
 // Publisher is a Watermill message.Publisher over JetStream. Each Publish call is one atomic
-// batch (so at most MaxAtomicBatch messages); message metadata becomes headers, and the
-// message UUID becomes Nats-Msg-Id unless the metadata sets one. Safe for concurrent use. It
-// does not own the connection.
+// batch (so at most MaxAtomicBatch messages); message metadata becomes headers, the message
+// UUID goes in HeaderUUID (a Subscriber restores it), and "<topic>/<UUID>" becomes Nats-Msg-Id
+// unless the metadata sets one: a retried Publish is stored once, while one message published
+// to several topics of a stream is stored for each (Watermill's conformance suite publishes
+// the same messages to ten topics). Safe for concurrent use. It does not own the connection.
 type Publisher struct {
 	js jetstream.JetStream
 }
+
+// HeaderUUID carries a Watermill message's UUID through JetStream (Publisher, Subscriber).
+const HeaderUUID = "Watermill-Uuid"
 
 // NewPublisher returns a Publisher over js.
 func NewPublisher(js jetstream.JetStream) *Publisher { return &Publisher{js: js} }
@@ -284,8 +289,9 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 		for k, v := range m.Metadata {
 			nm.Header.Set(k, v)
 		}
+		nm.Header.Set(HeaderUUID, m.UUID)
 		if nm.Header.Get(nats.MsgIdHdr) == "" {
-			nm.Header.Set(nats.MsgIdHdr, m.UUID)
+			nm.Header.Set(nats.MsgIdHdr, topic+"/"+m.UUID)
 		}
 		out = append(out, nm)
 	}

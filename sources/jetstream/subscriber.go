@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
@@ -418,15 +419,27 @@ func (s *Subscriber) weightRoom() int {
 	return int(max(1, min(room/s.meanWeight, math.MaxInt32)))
 }
 
+// messageUUID is the Watermill UUID of m: the one the Publisher sent (HeaderUUID), else its
+// Nats-Msg-Id (a chunk's id, for one), else "<stream>:<seq>" (the subject when m has no
+// metadata).
+func messageUUID(m jetstream.Msg, meta *jetstream.MsgMetadata) string {
+	if id := m.Headers().Get(HeaderUUID); id != "" {
+		return id
+	}
+	if id := m.Headers().Get(nats.MsgIdHdr); id != "" {
+		return id
+	}
+	if meta != nil {
+		return meta.Stream + ":" + strconv.FormatUint(meta.Sequence.Stream, 10)
+	}
+	return m.Subject()
+}
+
 // deliver hands one message to the router and settles it in its own goroutine once the
 // handler is done. Its slot is released then.
 func (s *Subscriber) deliver(out chan<- *message.Message, m jetstream.Msg, h held) {
 	meta, _ := m.Metadata()
-	uuid := m.Subject()
-	if meta != nil {
-		uuid = meta.Stream + ":" + strconv.FormatUint(meta.Sequence.Stream, 10)
-	}
-	wm := message.NewMessage(uuid, m.Data())
+	wm := message.NewMessage(messageUUID(m, meta), m.Data())
 	for k, v := range m.Headers() {
 		if len(v) > 0 {
 			wm.Metadata.Set(k, v[0])
