@@ -24,6 +24,8 @@ type heldCommand struct {
 	attempts uint64
 	// retryAt is when its next try may start (zero: now).
 	retryAt time.Time
+	// pulled is when it arrived; set before it is held and not changed after.
+	pulled time.Time
 }
 
 // partition consumes one command partition. It holds up to sjs.CommandBatch of its pending
@@ -157,7 +159,7 @@ func (p *partition) add(m jetstream.Msg) {
 		p.certain = false
 	}
 	p.lastDseq = meta.Sequence.Consumer
-	h := &heldCommand{m: m, meta: meta, attempts: meta.NumDelivered}
+	h := &heldCommand{m: m, meta: meta, attempts: meta.NumDelivered, pulled: time.Now()}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	i, found := slices.BinarySearchFunc(p.held, meta.Sequence.Stream, func(h *heldCommand, seq uint64) int {
@@ -239,13 +241,18 @@ func (p *partition) drop(settled map[*heldCommand]bool) {
 	p.held = slices.DeleteFunc(p.held, func(h *heldCommand) bool { return settled[h] })
 }
 
-// extend sends InProgress for every held command, so none is redelivered while this worker
-// holds it.
-func (p *partition) extend() {
+// extend sends InProgress for every command held longer than every, so none is redelivered
+// while this worker holds it (a chain applied in a moment needs none).
+func (p *partition) extend(every time.Duration) {
 	p.mu.Lock()
-	held := slices.Clone(p.held)
+	var late []*heldCommand
+	for _, h := range p.held {
+		if time.Since(h.pulled) >= every {
+			late = append(late, h)
+		}
+	}
 	p.mu.Unlock()
-	for _, h := range held {
+	for _, h := range late {
 		_ = h.m.InProgress()
 	}
 }

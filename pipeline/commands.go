@@ -201,7 +201,7 @@ func (w *CommandWorker) Run(ctx context.Context) error {
 			select {
 			case <-t.C:
 				for _, p := range parts {
-					p.extend()
+					p.extend(every)
 				}
 			case <-stopExtend:
 				return
