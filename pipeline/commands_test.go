@@ -472,8 +472,9 @@ func orderScript(rng *rand.Rand, id string, n int) []requirements.Command {
 
 // TestCommandsOrderAcrossTwoWorkers publishes 20 keys × 50 interleaved commands and applies
 // them with two workers (separate connections, store and graph handles, like two processes).
-// The first holds every partition (each is pinned to the worker that pulled first) until it
-// has applied some and is stopped mid-stream; the second takes the partitions over. Every
+// The first holds every partition alone (each is pinned to the one worker pulling) until it
+// has applied some; then the second starts and the first is stopped mid-stream, so the second
+// takes the partitions over. Every
 // command's outcome, and each key's final state, must equal applying the key's commands one
 // by one in publish order (requirements.Apply, the pure state machine).
 func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
@@ -481,6 +482,7 @@ func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
 	const keys, perKey = 20, 50
 	var stores [2]*countingStore
 	var stops [2]func() error
+	var cfgs [2]pipeline.CommandWorkerConfig
 	for i := range stores {
 		nc := embeddedtest.Connect(t, ce.srv)
 		js, err := jetstream.New(nc)
@@ -492,12 +494,9 @@ func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
 			t.Fatal(err)
 		}
 		stores[i] = &countingStore{Store: ce.openStore(t)}
-		stops[i] = ce.startCommandWorker(t, pipeline.CommandWorkerConfig{JS: js, Streams: cs, Store: stores[i], Graph: ce.openGraph(t)})
-		if i == 0 {
-			// The first worker pulls (and is pinned) before the second starts.
-			time.Sleep(200 * time.Millisecond)
-		}
+		cfgs[i] = pipeline.CommandWorkerConfig{JS: js, Streams: cs, Store: stores[i], Graph: ce.openGraph(t)}
 	}
+	stops[0] = ce.startCommandWorker(t, cfgs[0])
 	rng := rand.New(rand.NewPCG(5, 7))
 	scripts := make([][]requirements.Command, keys)
 	base := time.Now()
@@ -536,6 +535,7 @@ func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
 		}
 	}
 	waitFor(t, "the first worker to apply 200 commands", func() bool { return stores[0].n.Load() >= 200 })
+	stops[1] = ce.startCommandWorker(t, cfgs[1])
 	if err := stops[0](); err != nil {
 		t.Fatalf("stop the first worker: %v", err)
 	}
@@ -865,8 +865,10 @@ func TestCommandsTakeoverWaitsForHeldCommands(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// A's commands come back after the pin moved: B receives the newer one first.
-		cs, err := sjs.ProvisionCommands(ctx, js, sjs.ProvisionConfig{AckWait: sjs.CommandPinnedTTL + 2*time.Second})
+		// A's commands come back after the pin moved, so B receives the newer one first: A's
+		// last InProgress (every AckWait/3) may be up to a third of AckWait before its
+		// connection dies, so they expire at least 2/3 AckWait after it, past the 10 s pin.
+		cs, err := sjs.ProvisionCommands(ctx, js, sjs.ProvisionConfig{AckWait: 2 * sjs.CommandPinnedTTL})
 		if err != nil {
 			t.Fatal(err)
 		}
