@@ -11,7 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/schemas"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
@@ -30,38 +31,38 @@ func TestLoadThatFailsAfterOpeningFailsTheJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	res, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: cut})
-	if !errors.Is(err, pipeline.ErrBadInput) {
+	res, err := e.loader(t).Load(ctx, intake.LoadRequest{Env: "dev", Path: cut})
+	if !errors.Is(err, intake.ErrBadInput) {
 		t.Fatalf("load of a cut file: %v, want a bad-input error", err)
 	}
 	job, err := e.jobs.Get(ctx, res.JobID)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if job.State != pipeline.JobFailed || job.Failure == nil || !strings.Contains(job.Failure.Reason, "publishing stopped") || !job.State.Done() {
+	if job.State != jobs.JobFailed || job.Failure == nil || !strings.Contains(job.Failure.Reason, "publishing stopped") || !job.State.Done() {
 		t.Fatalf("job after a failed publish = %s %+v, want failed with its reason", job.State, job.Failure)
 	}
 	// A late open event (the workers apply it after the failure) does not revive it.
 	if _, err := e.jobs.Open(ctx, schemas.JobOpen{JobID: res.JobID, Env: "dev"}); err != nil {
 		t.Fatal(err)
 	}
-	if j, _ := e.jobs.Get(ctx, res.JobID); j.State != pipeline.JobFailed {
+	if j, _ := e.jobs.Get(ctx, res.JobID); j.State != jobs.JobFailed {
 		t.Fatalf("an open event revived the failed job: %s", j.State)
 	}
 	// The whole file, with the same content up to the cut, is another job; the cut file
 	// itself again is the same job, resumed, and fails again the same way.
-	res2, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: cut})
-	if !errors.Is(err, pipeline.ErrBadInput) || res2.JobID != res.JobID {
+	res2, err := e.loader(t).Load(ctx, intake.LoadRequest{Env: "dev", Path: cut})
+	if !errors.Is(err, intake.ErrBadInput) || res2.JobID != res.JobID {
 		t.Fatalf("resubmitted cut file: job %s, %v", res2.JobID, err)
 	}
 	// A job failed by its publisher is resumed by the same content and completes.
 	good := writeChunks(t, dir, 50, "resume_%03d")
 	l := e.loader(t)
-	first, err := l.Load(ctx, pipeline.LoadRequest{Env: "dev", Path: good})
+	first, err := l.Load(ctx, intake.LoadRequest{Env: "dev", Path: good})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pipeline.Wait(ctx, e.jobs, first.JobID, nil); err != nil {
+	if _, err := jobs.Wait(ctx, e.jobs, first.JobID, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -74,11 +75,11 @@ func TestFailedJobResumesOnResubmission(t *testing.T) {
 	ctx := context.Background()
 	path := writeChunks(t, t.TempDir(), 30, "again_%03d")
 	res, job := e.load(t, path, false)
-	if job.State != pipeline.JobCompleted {
+	if job.State != jobs.JobCompleted {
 		t.Fatalf("first load: %+v", job)
 	}
 	// Sealed jobs cannot fail.
-	if j, err := e.jobs.Fail(ctx, res.JobID, "late"); err != nil || j.State != pipeline.JobCompleted || j.Failure != nil {
+	if j, err := e.jobs.Fail(ctx, res.JobID, "late"); err != nil || j.State != jobs.JobCompleted || j.Failure != nil {
 		t.Fatalf("Fail on a sealed job: %+v, %v", j, err)
 	}
 	// An unsealed job (a publisher that died after the open) fails, then resumes.
@@ -87,10 +88,10 @@ func TestFailedJobResumesOnResubmission(t *testing.T) {
 		t.Fatal(err)
 	}
 	j, err := e.jobs.Fail(ctx, open.JobID, "publisher gone")
-	if err != nil || j.State != pipeline.JobFailed {
+	if err != nil || j.State != jobs.JobFailed {
 		t.Fatalf("Fail: %+v, %v", j, err)
 	}
-	if j, err = e.jobs.Resume(ctx, open); err != nil || j.State != pipeline.JobPending || j.Failure != nil {
+	if j, err = e.jobs.Resume(ctx, open); err != nil || j.State != jobs.JobPending || j.Failure != nil {
 		t.Fatalf("Resume: %+v, %v", j, err)
 	}
 }
@@ -123,9 +124,9 @@ func TestReaperFailsOnlyAbandonedJobs(t *testing.T) {
 	if len(reaped) != 1 || reaped[0] != "jstale00000000000000000001" {
 		t.Fatalf("reaped %v, want only the stale job", reaped)
 	}
-	for id, want := range map[string]pipeline.JobState{
-		"jstale00000000000000000001": pipeline.JobFailed, "jsealed0000000000000000001": pipeline.JobCompleted,
-		"jfailed0000000000000000001": pipeline.JobFailed, "jfresh00000000000000000001": pipeline.JobPending,
+	for id, want := range map[string]jobs.JobState{
+		"jstale00000000000000000001": jobs.JobFailed, "jsealed0000000000000000001": jobs.JobCompleted,
+		"jfailed0000000000000000001": jobs.JobFailed, "jfresh00000000000000000001": jobs.JobPending,
 	} {
 		j, err := e.jobs.Get(ctx, id)
 		if err != nil || j.State != want {
@@ -138,7 +139,7 @@ func TestReaperFailsOnlyAbandonedJobs(t *testing.T) {
 	// RunJobReaper stops with its context.
 	rctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
 	defer cancel()
-	if err := pipeline.RunJobReaper(rctx, e.jobs, pipeline.ReaperConfig{After: time.Hour, Every: 10 * time.Millisecond}, nil); err != nil {
+	if err := jobs.RunJobReaper(rctx, e.jobs, jobs.ReaperConfig{After: time.Hour, Every: 10 * time.Millisecond}, nil); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -150,7 +151,7 @@ func TestConcurrentLoadsShareAdmission(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	e.startWorker(t, e.store, nil)
 	adm := sjs.NewAdmission(sjs.AdmissionConfig{MaxInFlight: 16, MaxWait: -1, BatchTarget: -1}) // every load admitted: this tests sharing, not refusal
-	l, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: e.js, Jobs: e.jobs, SpoolDir: t.TempDir(),
+	l, err := intake.NewLoader(intake.LoaderConfig{JS: e.js, Jobs: e.jobs, SpoolDir: t.TempDir(),
 		Batch: sjs.BatchWriterConfig{BatchSize: 10, Admission: adm}})
 	if err != nil {
 		t.Fatal(err)
@@ -163,7 +164,7 @@ func TestConcurrentLoadsShareAdmission(t *testing.T) {
 	for i := range loads {
 		path := writeChunks(t, filepath.Join(dir), 40+i, fmt.Sprintf("burst%03d_%%03d", i))
 		wg.Go(func() {
-			res, err := l.Load(context.Background(), pipeline.LoadRequest{Env: "dev", Path: path})
+			res, err := l.Load(context.Background(), intake.LoadRequest{Env: "dev", Path: path})
 			ids[i], errs[i] = res.JobID, err
 		})
 	}
@@ -174,8 +175,8 @@ func TestConcurrentLoadsShareAdmission(t *testing.T) {
 		if err != nil {
 			t.Fatalf("load %d: %v", i, err)
 		}
-		job, err := pipeline.Wait(ctx, e.jobs, ids[i], nil)
-		if err != nil || job.State != pipeline.JobCompleted || job.Written != int64(40+i) {
+		job, err := jobs.Wait(ctx, e.jobs, ids[i], nil)
+		if err != nil || job.State != jobs.JobCompleted || job.Written != int64(40+i) {
 			t.Fatalf("load %d: job %+v, %v", i, job, err)
 		}
 	}
@@ -202,15 +203,15 @@ func TestBusyAdmissionRefusesBeforeOpening(t *testing.T) {
 	for _, q := adm.Stats(); q < 2; _, q = adm.Stats() {
 		time.Sleep(time.Millisecond)
 	}
-	l, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: e.js, Jobs: e.jobs, SpoolDir: t.TempDir(), Batch: sjs.BatchWriterConfig{Admission: adm}})
+	l, err := intake.NewLoader(intake.LoaderConfig{JS: e.js, Jobs: e.jobs, SpoolDir: t.TempDir(), Batch: sjs.BatchWriterConfig{Admission: adm}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := l.Load(context.Background(), pipeline.LoadRequest{Env: "dev", Path: writeChunks(t, t.TempDir(), 5, "busy_%02d")})
-	if !errors.Is(err, pipeline.ErrBusy) {
+	res, err := l.Load(context.Background(), intake.LoadRequest{Env: "dev", Path: writeChunks(t, t.TempDir(), 5, "busy_%02d")})
+	if !errors.Is(err, intake.ErrBusy) {
 		t.Fatalf("load with a full queue: %v, want ErrBusy", err)
 	}
-	if _, err := e.jobs.Get(context.Background(), res.JobID); !errors.Is(err, pipeline.ErrJobNotFound) {
+	if _, err := e.jobs.Get(context.Background(), res.JobID); !errors.Is(err, jobs.ErrJobNotFound) {
 		t.Fatalf("a refused load left a job behind: %v", err)
 	}
 	if info, err := e.streams.Chunks.Info(context.Background()); err != nil || info.State.Msgs != 0 {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/bench"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sinks/astra"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
 )
@@ -88,7 +89,7 @@ func TestAstraFaultsLoseNothing(t *testing.T) {
 	srv.SetFaultRate(0.2, dataapitest.FaultHTTP503, dataapitest.FaultLostResponse)
 	e.startWorker(t, sink, func(c *pipeline.WorkerConfig) { c.SinkName = "astra" })
 	_, job := e.load(t, writeChunks(t, t.TempDir(), 2000, "fault_%05d"), false)
-	if job.State != pipeline.JobCompleted || job.Written != 2000 || job.DeadLettered != 0 {
+	if job.State != jobs.JobCompleted || job.Written != 2000 || job.DeadLettered != 0 {
 		t.Fatalf("job = %+v", job)
 	}
 	docs := srv.Documents("default_keyspace", "ttrpg_chunks_dev")
@@ -113,7 +114,7 @@ func TestAstraPersistentUnauthorizedDeadLetters(t *testing.T) {
 	srv.InjectNext(1_000_000, dataapitest.FaultUnauthorized)
 	e.startWorker(t, sink, func(c *pipeline.WorkerConfig) { c.SinkName = "astra" })
 	_, job := e.load(t, writeChunks(t, t.TempDir(), 3, "auth_%04d"), false)
-	if job.State != pipeline.JobCompletedWithErrors || job.DeadLettered != 3 {
+	if job.State != jobs.JobCompletedWithErrors || job.DeadLettered != 3 {
 		t.Fatalf("job = %+v", job)
 	}
 	dl := e.deadLetters(t)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/document"
 )
@@ -120,18 +121,18 @@ func TestProgressRecordAllAcrossJobs(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	p, err := pipeline.NewProgress(pipeline.ProgressConfig{Store: e.jobs})
+	p, err := jobs.NewProgress(jobs.ProgressConfig{Store: e.jobs})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var marks []pipeline.Mark
+	var marks []jobs.Mark
 	for i := range 50 {
-		marks = append(marks, pipeline.Mark{Job: "job-a", Item: int64(i), Outcome: pipeline.Written})
+		marks = append(marks, jobs.Mark{Job: "job-a", Item: int64(i), Outcome: jobs.Written})
 	}
 	marks = append(marks,
-		pipeline.Mark{Job: "job-b", Item: 0, Outcome: pipeline.Written},
-		pipeline.Mark{Job: "job-b", Item: 1, Outcome: pipeline.DeadLettered},
-		pipeline.Mark{Job: "job-a", Item: 3, Outcome: pipeline.Written}, // recorded twice: a set
+		jobs.Mark{Job: "job-b", Item: 0, Outcome: jobs.Written},
+		jobs.Mark{Job: "job-b", Item: 1, Outcome: jobs.DeadLettered},
+		jobs.Mark{Job: "job-a", Item: 3, Outcome: jobs.Written}, // recorded twice: a set
 	)
 	if err := p.RecordAll(ctx, marks); err != nil {
 		t.Fatal(err)

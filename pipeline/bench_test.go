@@ -5,7 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 )
 
 // benchFile writes n Pass C sized records (500 characters of content) and returns its path.
@@ -36,7 +37,7 @@ func BenchmarkChunkPath(b *testing.B) {
 				}
 				b.ResetTimer()
 				start := time.Now()
-				res, err := e.loader(b).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: path})
+				res, err := e.loader(b).Load(ctx, intake.LoadRequest{Env: "dev", Path: path})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -45,7 +46,7 @@ func BenchmarkChunkPath(b *testing.B) {
 					e.startWorker(b, e.store, nil)
 				}
 				if cut != "publish" {
-					job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
+					job, err := jobs.Wait(ctx, e.jobs, res.JobID, nil)
 					if err != nil || job.Written != int64(n) {
 						b.Fatalf("written %d of %d: %v", job.Written, n, err)
 					}

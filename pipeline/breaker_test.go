@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
 	"github.com/sluice-dev/sluice/sinks/graph"
 )
@@ -36,7 +38,7 @@ func TestBreakerHoldsMessagesThroughAnOutage(t *testing.T) {
 			srv.SetFaultRate(1, dataapitest.FaultHTTP503) // every command, findCollections included
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
-			res, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: writeChunks(t, t.TempDir(), n, "outage_%05d")})
+			res, err := e.loader(t).Load(ctx, intake.LoadRequest{Env: "dev", Path: writeChunks(t, t.TempDir(), n, "outage_%05d")})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -44,7 +46,7 @@ func TestBreakerHoldsMessagesThroughAnOutage(t *testing.T) {
 			time.Sleep(2 * time.Second)
 			srv.SetFaultRate(0)
 			back := time.Now()
-			job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
+			job, err := jobs.Wait(ctx, e.jobs, res.JobID, nil)
 			if err != nil {
 				t.Fatalf("wait: %v (%+v)", err, job)
 			}
@@ -57,7 +59,7 @@ func TestBreakerHoldsMessagesThroughAnOutage(t *testing.T) {
 				return
 			}
 			stored := len(srv.Documents("default_keyspace", "ttrpg_chunks_dev"))
-			if job.State != pipeline.JobCompleted || job.Written != n || dead != 0 || stored != n {
+			if job.State != jobs.JobCompleted || job.Written != n || dead != 0 || stored != n {
 				t.Fatalf("after the outage: job %s, %d written, %d dead letters, %d stored; want completed, %d, 0, %d",
 					job.State, job.Written, dead, stored, n, n)
 			}
@@ -90,7 +92,7 @@ func TestBreakerGivesUpOnWritesThatFailWhileProbesPass(t *testing.T) {
 		c.Breaker.ProbeBase, c.Breaker.ProbeMax = 10*time.Millisecond, 50*time.Millisecond
 	})
 	_, job := e.load(t, writeChunks(t, t.TempDir(), 20, "stuck_%03d"), false)
-	if job.State != pipeline.JobCompletedWithErrors || job.DeadLettered != 20 {
+	if job.State != jobs.JobCompletedWithErrors || job.DeadLettered != 20 {
 		t.Fatalf("job = %+v, want every chunk dead-lettered after its deliveries", job)
 	}
 	for _, d := range e.deadLetters(t) {
@@ -112,7 +114,7 @@ func TestBreakerLetsTheWorkerStopDuringAnOutage(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	res, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: writeChunks(t, t.TempDir(), 100, "held_%03d")})
+	res, err := e.loader(t).Load(ctx, intake.LoadRequest{Env: "dev", Path: writeChunks(t, t.TempDir(), 100, "held_%03d")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,8 +131,8 @@ func TestBreakerLetsTheWorkerStopDuringAnOutage(t *testing.T) {
 	}
 	srv.SetFaultRate(0)
 	e.startWorker(t, sink, func(c *pipeline.WorkerConfig) { c.SinkName = "astra" })
-	job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
-	if err != nil || job.State != pipeline.JobCompleted || job.Written != 100 {
+	job, err := jobs.Wait(ctx, e.jobs, res.JobID, nil)
+	if err != nil || job.State != jobs.JobCompleted || job.Written != 100 {
 		t.Fatalf("job after restart = %+v, %v", job, err)
 	}
 }
@@ -171,14 +173,14 @@ func TestBreakerHoldsTheGraphLineThroughAStoreOutage(t *testing.T) {
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	res, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: filepath.Join(fixtures, "job_1757237159_c8623a8fec21_graphstore_batch.json")})
+	res, err := e.loader(t).Load(ctx, intake.LoadRequest{Env: "dev", Path: filepath.Join(fixtures, "job_1757237159_c8623a8fec21_graphstore_batch.json")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	time.Sleep(1500 * time.Millisecond) // three deliveries with 10–50 ms between them fit many times over
 	g.down.Store(false)
-	job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
-	if err != nil || job.State != pipeline.JobCompleted || job.DeadLettered != 0 {
+	job, err := jobs.Wait(ctx, e.jobs, res.JobID, nil)
+	if err != nil || job.State != jobs.JobCompleted || job.DeadLettered != 0 {
 		t.Fatalf("job after the graph store came back = %+v, %v", job, err)
 	}
 	st, err := g.Stats(ctx, graph.DefaultEnv)

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 )
 
 // cpuTime returns the process's user + system CPU time so far.
@@ -33,13 +35,13 @@ func BenchmarkBundles(b *testing.B) {
 				n := max(b.N, 1000)
 				path := benchFile(b, n)
 				ctx := context.Background()
-				l := e.bundleLoader(b, func(c *pipeline.LoaderConfig) { c.SingleChunkMessages = shape == "single" })
+				l := e.bundleLoader(b, func(c *intake.LoaderConfig) { c.SingleChunkMessages = shape == "single" })
 				if cut == "end-to-end" {
 					e.startWorker(b, e.store, nil)
 				}
 				b.ResetTimer()
 				start, cpu := time.Now(), cpuTime(b)
-				res, err := l.Load(ctx, pipeline.LoadRequest{Env: "dev", Path: path})
+				res, err := l.Load(ctx, intake.LoadRequest{Env: "dev", Path: path})
 				if err != nil {
 					b.Fatal(err)
 				}
@@ -48,7 +50,7 @@ func BenchmarkBundles(b *testing.B) {
 					e.startWorker(b, e.store, nil)
 				}
 				if cut != "publish" {
-					job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
+					job, err := jobs.Wait(ctx, e.jobs, res.JobID, nil)
 					if err != nil || job.Written != int64(n) {
 						b.Fatalf("written %d of %d: %v", job.Written, n, err)
 					}
@@ -76,14 +78,14 @@ func BenchmarkBundlesAstra(b *testing.B) {
 			n := max(b.N, 1000)
 			path := benchFile(b, n)
 			ctx := context.Background()
-			l := e.bundleLoader(b, func(c *pipeline.LoaderConfig) { c.SingleChunkMessages = shape == "single" })
+			l := e.bundleLoader(b, func(c *intake.LoaderConfig) { c.SingleChunkMessages = shape == "single" })
 			b.ResetTimer()
 			start, cpu := time.Now(), cpuTime(b)
-			res, err := l.Load(ctx, pipeline.LoadRequest{Env: "dev", Path: path})
+			res, err := l.Load(ctx, intake.LoadRequest{Env: "dev", Path: path})
 			if err != nil {
 				b.Fatal(err)
 			}
-			job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
+			job, err := jobs.Wait(ctx, e.jobs, res.JobID, nil)
 			if err != nil || job.Written != int64(n) {
 				b.Fatalf("written %d of %d: %v", job.Written, n, err)
 			}

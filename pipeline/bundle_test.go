@@ -13,8 +13,9 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/dlq"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/schemas"
 )
 
@@ -82,13 +83,13 @@ func (e *testEnv) chunkMessages(t testing.TB, maxBytes ...int) map[string]int {
 	return out
 }
 
-func (e *testEnv) bundleLoader(t testing.TB, mod func(*pipeline.LoaderConfig)) *pipeline.Loader {
+func (e *testEnv) bundleLoader(t testing.TB, mod func(*intake.LoaderConfig)) *intake.Loader {
 	t.Helper()
-	cfg := pipeline.LoaderConfig{JS: e.js, Jobs: e.jobs, SpoolDir: filepath.Join(e.dir, "spool")}
+	cfg := intake.LoaderConfig{JS: e.js, Jobs: e.jobs, SpoolDir: filepath.Join(e.dir, "spool")}
 	if mod != nil {
 		mod(&cfg)
 	}
-	l, err := pipeline.NewLoader(cfg)
+	l, err := intake.NewLoader(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,21 +128,21 @@ func TestBundledLoadLandsEveryChunkOnce(t *testing.T) {
 	}
 	tests := []struct {
 		name    string
-		mod     func(*pipeline.LoaderConfig)
+		mod     func(*intake.LoaderConfig)
 		bundles int // at least
 		singles int
 		bytes   int // bundle size limit
 	}{
 		{name: "default bundles", bundles: 10, singles: 0},
-		{name: "small bundles", mod: func(c *pipeline.LoaderConfig) { c.BundleItems = 7; c.BundleBytes = 2 << 10 }, bundles: 143, singles: 1, bytes: 2 << 10},
-		{name: "one chunk per message", mod: func(c *pipeline.LoaderConfig) { c.SingleChunkMessages = true }, bundles: 0, singles: n},
+		{name: "small bundles", mod: func(c *intake.LoaderConfig) { c.BundleItems = 7; c.BundleBytes = 2 << 10 }, bundles: 143, singles: 1, bytes: 2 << 10},
+		{name: "one chunk per message", mod: func(c *intake.LoaderConfig) { c.SingleChunkMessages = true }, bundles: 0, singles: n},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			e := newEnv(t, envOpts{})
 			e.startWorker(t, e.store, nil)
 			job := e.loadWith(t, e.bundleLoader(t, tt.mod), bundleFile(t, n, "all_%04d", edit), false)
-			if job.State != pipeline.JobCompleted || job.Published != n || job.Written != n || job.DeadLettered != 0 {
+			if job.State != jobs.JobCompleted || job.Published != n || job.Written != n || job.DeadLettered != 0 {
 				t.Fatalf("job = %s published %d written %d dead %d, want completed %d/%d/0", job.State, job.Published, job.Written, job.DeadLettered, n, n)
 			}
 			if got := e.count(t); got != n-2 {
@@ -175,7 +176,7 @@ func TestBundlePoisonItemDeadLetteredAloneAndReplays(t *testing.T) {
 	e.startWorker(t, sink, nil)
 	const n = 150
 	job := e.loadWith(t, e.bundleLoader(t, nil), bundleFile(t, n, "poison_%03d", nil), false)
-	if job.State != pipeline.JobCompletedWithErrors || job.Written != n-1 || job.DeadLettered != 1 {
+	if job.State != jobs.JobCompletedWithErrors || job.Written != n-1 || job.DeadLettered != 1 {
 		t.Fatalf("job = %s written %d dead %d, want completed_with_errors %d/1", job.State, job.Written, job.DeadLettered, n-1)
 	}
 	if got := e.count(t); got != n-1 {
@@ -234,7 +235,7 @@ func TestBundlePartialTransientFailure(t *testing.T) {
 		e.startWorker(t, sink, nil)
 		const n = 200
 		job := e.loadWith(t, e.bundleLoader(t, nil), bundleFile(t, n, "part_%03d", nil), false)
-		if job.State != pipeline.JobCompleted || job.Written != n || job.DeadLettered != 0 {
+		if job.State != jobs.JobCompleted || job.Written != n || job.DeadLettered != 0 {
 			t.Fatalf("job = %s written %d dead %d, want completed %d/0", job.State, job.Written, job.DeadLettered, n)
 		}
 		for i := range n {
@@ -262,7 +263,7 @@ func TestBundlePartialTransientFailure(t *testing.T) {
 				rec["chunk_id"], rec["content"] = "dup_x", "LATE"
 			}
 		}), false)
-		if job.State != pipeline.JobCompleted || job.Written != 10 {
+		if job.State != jobs.JobCompleted || job.Written != 10 {
 			t.Fatalf("job = %s written %d", job.State, job.Written)
 		}
 		if got := e.doc(t, "dup_x")["content"]; got != "LATE" {
@@ -276,7 +277,7 @@ func TestBundlePartialTransientFailure(t *testing.T) {
 		e.startWorker(t, sink, nil)
 		const n = 20
 		job := e.loadWith(t, e.bundleLoader(t, nil), bundleFile(t, n, "ex_%03d", nil), false)
-		if job.State != pipeline.JobCompletedWithErrors || job.Written != n-1 || job.DeadLettered != 1 {
+		if job.State != jobs.JobCompletedWithErrors || job.Written != n-1 || job.DeadLettered != 1 {
 			t.Fatalf("job = %s written %d dead %d, want completed_with_errors %d/1", job.State, job.Written, job.DeadLettered, n-1)
 		}
 		waitFor(t, "the bundle acked", func() bool { return e.pendingAcks(t) == 0 })
@@ -294,8 +295,8 @@ func TestBundleRepublishIsDeduplicated(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	ctx := context.Background()
 	path := bundleFile(t, 450, "again_%03d", nil)
-	l := e.bundleLoader(t, func(c *pipeline.LoaderConfig) { c.BundleItems = 40 })
-	res, err := l.Load(ctx, pipeline.LoadRequest{Env: "dev", Path: path})
+	l := e.bundleLoader(t, func(c *intake.LoaderConfig) { c.BundleItems = 40 })
+	res, err := l.Load(ctx, intake.LoadRequest{Env: "dev", Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +308,7 @@ func TestBundleRepublishIsDeduplicated(t *testing.T) {
 	for _, k := range []string{res.JobID, res.JobID + ".issues"} {
 		_ = e.streams.JobsKV.Purge(ctx, k)
 	}
-	res2, err := l.Load(ctx, pipeline.LoadRequest{Env: "dev", Path: path})
+	res2, err := l.Load(ctx, intake.LoadRequest{Env: "dev", Path: path})
 	if err != nil || res2.JobID != res.JobID || res2.Existing {
 		t.Fatalf("second load: %+v, %v", res2, err)
 	}
@@ -315,8 +316,8 @@ func TestBundleRepublishIsDeduplicated(t *testing.T) {
 		t.Fatalf("after the republish the stream holds %v, want the same 12 bundles", after)
 	}
 	e.startWorker(t, e.store, nil)
-	job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
-	if err != nil || job.State != pipeline.JobCompleted || job.Written != 450 || job.Published != 450 {
+	job, err := jobs.Wait(ctx, e.jobs, res.JobID, nil)
+	if err != nil || job.State != jobs.JobCompleted || job.Written != 450 || job.Published != 450 {
 		t.Fatalf("job = %+v, %v", job, err)
 	}
 }
@@ -415,7 +416,7 @@ func TestBundleRecutResubmissionKeepsLaterWins(t *testing.T) {
 			rec["chunk_id"], rec["content"] = "recut_x", "LATE"
 		}
 	})
-	res, err := e.bundleLoader(t, func(c *pipeline.LoaderConfig) { c.BundleItems = 40 }).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: path})
+	res, err := e.bundleLoader(t, func(c *intake.LoaderConfig) { c.BundleItems = 40 }).Load(ctx, intake.LoadRequest{Env: "dev", Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -425,12 +426,12 @@ func TestBundleRecutResubmissionKeepsLaterWins(t *testing.T) {
 	for _, k := range []string{res.JobID, res.JobID + ".issues"} {
 		_ = e.streams.JobsKV.Purge(ctx, k)
 	}
-	if _, err := e.bundleLoader(t, func(c *pipeline.LoaderConfig) { c.BundleItems, c.BundleBytes = 40, 24<<10 }).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: path}); err != nil {
+	if _, err := e.bundleLoader(t, func(c *intake.LoaderConfig) { c.BundleItems, c.BundleBytes = 40, 24<<10 }).Load(ctx, intake.LoadRequest{Env: "dev", Path: path}); err != nil {
 		t.Fatal(err)
 	}
 	e.startWorker(t, e.store, nil)
-	job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
-	if err != nil || job.State != pipeline.JobCompleted || job.Written != 80 {
+	job, err := jobs.Wait(ctx, e.jobs, res.JobID, nil)
+	if err != nil || job.State != jobs.JobCompleted || job.Written != 80 {
 		t.Fatalf("job = %+v, %v", job, err)
 	}
 	// Both loads are one job, whose 80 items the first load's bundles already cover: it

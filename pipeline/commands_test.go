@@ -18,6 +18,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/schemas"
@@ -263,7 +264,7 @@ func TestCommandsThroughPipeline(t *testing.T) {
 	var events []pipeline.MutationEvent
 	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	err = pipeline.NewEventFeed(ce.js).Follow(fctx, 0, func(ev pipeline.Event) error {
+	err = jobs.NewEventFeed(ce.js).Follow(fctx, 0, func(ev jobs.Event) error {
 		var m pipeline.MutationEvent
 		if err := json.Unmarshal(ev.Data, &m); err != nil {
 			return err
@@ -610,17 +611,17 @@ func TestEventFeedResumeAndJobs(t *testing.T) {
 	ctx := context.Background()
 	fctx, cancel := context.WithCancel(ctx)
 	fwdDone := make(chan error, 1)
-	go func() { fwdDone <- pipeline.ForwardJobEvents(fctx, ce.js, ce.streams.JobsKV, nil) }()
+	go func() { fwdDone <- jobs.ForwardJobEvents(fctx, ce.js, ce.streams.JobsKV, nil) }()
 	t.Cleanup(func() { cancel(); <-fwdDone })
 
 	ce.run(t, featureCmd("FR-5000000000001"))
 	ce.run(t, featureCmd("FR-5000000000002"))
-	feed := pipeline.NewEventFeed(ce.js)
-	collect := func(since int64, n int) []pipeline.Event {
-		var out []pipeline.Event
+	feed := jobs.NewEventFeed(ce.js)
+	collect := func(since int64, n int) []jobs.Event {
+		var out []jobs.Event
 		c, cancel := context.WithTimeout(ctx, 10*time.Second)
 		defer cancel()
-		err := feed.Follow(c, since, func(ev pipeline.Event) error {
+		err := feed.Follow(c, since, func(ev jobs.Event) error {
 			out = append(out, ev)
 			if len(out) == n {
 				return errStop
@@ -639,12 +640,12 @@ func TestEventFeedResumeAndJobs(t *testing.T) {
 	}
 	// A job record change reaches the feed as a job event. The forwarder watches only new
 	// updates, so keep writing until one is seen.
-	got := make(chan pipeline.Event, 1)
+	got := make(chan jobs.Event, 1)
 	c, stopFollow := context.WithCancel(ctx)
 	followDone := make(chan struct{})
 	go func() {
 		defer close(followDone)
-		_ = feed.Follow(c, int64(all[1].Seq), func(ev pipeline.Event) error {
+		_ = feed.Follow(c, int64(all[1].Seq), func(ev jobs.Event) error {
 			if ev.Type == "job" {
 				got <- ev
 				return errStop
@@ -659,7 +660,7 @@ func TestEventFeedResumeAndJobs(t *testing.T) {
 	for i := 0; ; i++ {
 		select {
 		case ev := <-got:
-			var je pipeline.JobEvent
+			var je jobs.JobEvent
 			if err := json.Unmarshal(ev.Data, &je); err != nil || je.Job.JobID != "job-evt" || ev.Subject != sjs.JobEventSubject("job-evt") {
 				t.Fatalf("job event %+v (%v)", je, err)
 			}

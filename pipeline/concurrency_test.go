@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sinks/document"
 )
 
@@ -66,12 +68,12 @@ func TestWorkerFillsEveryWriterFromABacklog(t *testing.T) {
 	sink := &limitedSink{DocSink: e.store, limit: 20, hold: 200 * time.Millisecond}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	res, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: writeChunks(t, t.TempDir(), 4000, "bk_%05d")})
+	res, err := e.loader(t).Load(ctx, intake.LoadRequest{Env: "dev", Path: writeChunks(t, t.TempDir(), 4000, "bk_%05d")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	e.startWorker(t, sink, nil) // the whole job waits in the stream
-	job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
+	job, err := jobs.Wait(ctx, e.jobs, res.JobID, nil)
 	if err != nil || job.Written != 4000 {
 		t.Fatalf("job %+v, %v: want 4000 written", job, err)
 	}

@@ -15,6 +15,8 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sinks/docstore"
 	"github.com/sluice-dev/sluice/sinks/document"
 	"github.com/sluice-dev/sluice/sources/embedded"
@@ -34,7 +36,7 @@ type testEnv struct {
 	js      jetstream.JetStream
 	streams *sjs.Provisioned
 	store   *docstore.Store
-	jobs    *pipeline.JobStore
+	jobs    *jobs.JobStore
 	dir     string
 }
 
@@ -58,7 +60,7 @@ func newEnv(t testing.TB, o envOpts) *testEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	return &testEnv{srv: srv, nc: nc, js: js, streams: streams, store: store, jobs: pipeline.NewJobStore(streams.JobsKV), dir: dir}
+	return &testEnv{srv: srv, nc: nc, js: js, streams: streams, store: store, jobs: jobs.NewJobStore(streams.JobsKV), dir: dir}
 }
 
 // startWorker runs a worker over sink until the test ends (or stop is called) and returns a
@@ -89,9 +91,9 @@ func (e *testEnv) startWorker(t testing.TB, sink pipeline.DocSink, mod func(*pip
 	return stop
 }
 
-func (e *testEnv) loader(t testing.TB) *pipeline.Loader {
+func (e *testEnv) loader(t testing.TB) *intake.Loader {
 	t.Helper()
-	l, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: e.js, Jobs: e.jobs, SpoolDir: filepath.Join(e.dir, "spool"), Key: testKey(t)})
+	l, err := intake.NewLoader(intake.LoaderConfig{JS: e.js, Jobs: e.jobs, SpoolDir: filepath.Join(e.dir, "spool"), Key: testKey(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,15 +101,15 @@ func (e *testEnv) loader(t testing.TB) *pipeline.Loader {
 }
 
 // load publishes path as a job in dev and waits (up to a minute) for it to end.
-func (e *testEnv) load(t testing.TB, path string, force bool) (pipeline.LoadResult, pipeline.Job) {
+func (e *testEnv) load(t testing.TB, path string, force bool) (intake.LoadResult, jobs.Job) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	res, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: path, Force: force})
+	res, err := e.loader(t).Load(ctx, intake.LoadRequest{Env: "dev", Path: path, Force: force})
 	if err != nil {
 		t.Fatalf("load %s: %v", path, err)
 	}
-	job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
+	job, err := jobs.Wait(ctx, e.jobs, res.JobID, nil)
 	if err != nil {
 		t.Fatalf("wait for %s: %v (last state %+v)", res.JobID, err, job)
 	}

@@ -9,6 +9,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
@@ -40,7 +42,7 @@ func TestFollowLeavesNoConsumer(t *testing.T) {
 	ce := newCmdEnv(t)
 	ce.startCommandWorker(t, pipeline.CommandWorkerConfig{})
 	ce.run(t, featureCmd("FR-5000000000101"))
-	feed := pipeline.NewEventFeed(ce.js)
+	feed := jobs.NewEventFeed(ce.js)
 	before := countConsumers(t, ce.js, sjs.StreamEvents) // the command client's own
 	const n = 40
 	for i := range n {
@@ -48,14 +50,14 @@ func TestFollowLeavesNoConsumer(t *testing.T) {
 		var err error
 		if i%2 == 0 {
 			// The client reads one event and leaves.
-			err = feed.Follow(ctx, 0, func(pipeline.Event) error { return errStop })
+			err = feed.Follow(ctx, 0, func(jobs.Event) error { return errStop })
 			if !errors.Is(err, errStop) {
 				t.Fatalf("follow %d: %v", i, err)
 			}
 		} else {
 			// The client connects and goes away before any event.
 			go func() { time.Sleep(20 * time.Millisecond); cancel() }()
-			err = feed.Follow(ctx, pipeline.FeedFromNow, func(pipeline.Event) error { return nil })
+			err = feed.Follow(ctx, jobs.FeedFromNow, func(jobs.Event) error { return nil })
 			if !errors.Is(err, context.Canceled) {
 				t.Fatalf("follow %d: %v", i, err)
 			}
@@ -74,13 +76,13 @@ func TestFollowLeavesNoConsumer(t *testing.T) {
 // ctx and whatever it created is deleted. The cancel delays sweep the create's round trip.
 func TestFollowCancelledWhileCreatingLeavesNoConsumer(t *testing.T) {
 	ce := newCmdEnv(t)
-	feed := pipeline.NewEventFeed(ce.js)
+	feed := jobs.NewEventFeed(ce.js)
 	before := countConsumers(t, ce.js, sjs.StreamEvents)
 	const n = 40
 	for i := range n {
 		ctx, cancel := context.WithCancel(context.Background())
 		stop := time.AfterFunc(time.Duration(i)*50*time.Microsecond, cancel)
-		err := feed.Follow(ctx, pipeline.FeedFromNow, func(pipeline.Event) error { return nil })
+		err := feed.Follow(ctx, jobs.FeedFromNow, func(jobs.Event) error { return nil })
 		stop.Stop()
 		cancel()
 		if !errors.Is(err, context.Canceled) {
@@ -95,7 +97,7 @@ func TestFollowCancelledWhileCreatingLeavesNoConsumer(t *testing.T) {
 // /v1/jobs/{id}/events watches the job's key: the watch must not leave its consumer either.
 func TestWatchJobLeavesNoConsumer(t *testing.T) {
 	e := newEnv(t, envOpts{})
-	res, err := e.loader(t).Load(context.Background(), pipeline.LoadRequest{Env: "dev", Path: writeChunks(t, t.TempDir(), 3, "w-%d")})
+	res, err := e.loader(t).Load(context.Background(), intake.LoadRequest{Env: "dev", Path: writeChunks(t, t.TempDir(), 3, "w-%d")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +105,7 @@ func TestWatchJobLeavesNoConsumer(t *testing.T) {
 	before := countConsumers(t, e.js, stream)
 	for range 20 {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		if err := e.jobs.Watch(ctx, res.JobID, func(pipeline.Job) bool { return true }); err != nil {
+		if err := e.jobs.Watch(ctx, res.JobID, func(jobs.Job) bool { return true }); err != nil {
 			t.Fatal(err)
 		}
 		cancel()
@@ -118,7 +120,7 @@ func TestWatchJobLeavesNoConsumer(t *testing.T) {
 	for i := range 40 {
 		ctx, cancel := context.WithCancel(context.Background())
 		stop := time.AfterFunc(time.Duration(i)*50*time.Microsecond, cancel)
-		err := e.jobs.Watch(ctx, res.JobID, func(pipeline.Job) bool { return false })
+		err := e.jobs.Watch(ctx, res.JobID, func(jobs.Job) bool { return false })
 		stop.Stop()
 		cancel()
 		if !errors.Is(err, context.Canceled) {

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/schemas"
@@ -159,7 +160,7 @@ func TestForgedRollbackIsDeadLettered(t *testing.T) {
 		t.Fatalf("keyless worker deleted documents: %d left", n)
 	}
 	// A loader without a key cannot publish one.
-	l, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: e.js, Jobs: e.jobs})
+	l, err := intake.NewLoader(intake.LoaderConfig{JS: e.js, Jobs: e.jobs})
 	if err != nil {
 		t.Fatal(err)
 	}

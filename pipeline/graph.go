@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/graph"
 )
@@ -81,7 +82,7 @@ func (w *Worker) handleGraph(msg *message.Message) error {
 		return w.fail(ctx, wm(msg), m, meta, fmt.Errorf("apply graph batch: %w", err), "graph")
 	}
 	if jobID != "" {
-		if err := w.progress.Record(ctx, Mark{Job: jobID, Item: item, Outcome: Written}); err != nil {
+		if err := w.progress.Record(ctx, jobs.Mark{Job: jobID, Item: item, Outcome: jobs.Written}); err != nil {
 			return w.fail(ctx, wm(msg), m, meta, fmt.Errorf("record progress: %w", err), "")
 		}
 	}

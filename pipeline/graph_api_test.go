@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 )
 
@@ -58,7 +59,7 @@ func TestGraphAPIKeptPerEnv(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	if job, err := pipeline.Wait(ctx, e.jobs, sub["job_id"].(string), nil); err != nil || job.State != pipeline.JobCompleted {
+	if job, err := jobs.Wait(ctx, e.jobs, sub["job_id"].(string), nil); err != nil || job.State != jobs.JobCompleted {
 		t.Fatalf("job %+v, %v", job, err)
 	}
 

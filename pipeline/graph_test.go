@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/graph"
 )
@@ -32,7 +34,7 @@ func TestGraphFilesLoad(t *testing.T) {
 	ctx := context.Background()
 
 	res, job := e.load(t, filepath.Join(fixtures, "job_1757237159_c8623a8fec21_graphstore_batch.json"), false)
-	if job.State != pipeline.JobCompleted || job.Written != job.Total || job.Total < 1 {
+	if job.State != jobs.JobCompleted || job.Written != job.Total || job.Total < 1 {
 		t.Fatalf("graphstore batch job: %+v", job)
 	}
 	st, err := g.Stats(ctx, graph.DefaultEnv)
@@ -44,7 +46,7 @@ func TestGraphFilesLoad(t *testing.T) {
 	}
 	// Loading it again (a new job) applies every node a second time: version 2.
 	_, job2 := e.load(t, filepath.Join(fixtures, "job_1757237159_c8623a8fec21_graphstore_batch.json"), true)
-	if job2.State != pipeline.JobCompleted || job2.JobID == res.JobID {
+	if job2.State != jobs.JobCompleted || job2.JobID == res.JobID {
 		t.Fatalf("second load: %+v", job2)
 	}
 	n, err := g.GetNode(ctx, graph.DefaultEnv, "concept:dev:blinded")
@@ -57,7 +59,7 @@ func TestGraphFilesLoad(t *testing.T) {
 	}
 
 	_, snap := e.load(t, filepath.Join(fixtures, "graph_snapshot.json"), false)
-	if snap.State != pipeline.JobCompleted || len(snap.Warnings) != 2 {
+	if snap.State != jobs.JobCompleted || len(snap.Warnings) != 2 {
 		t.Fatalf("snapshot job: %+v (warnings %v)", snap, snap.Warnings)
 	}
 	for _, w := range snap.Warnings {
@@ -66,14 +68,14 @@ func TestGraphFilesLoad(t *testing.T) {
 		}
 	}
 	_, legacy := e.load(t, filepath.Join(fixtures, "job_1757237159_c8623a8fec21_pass_c_graph.json"), false)
-	if legacy.State != pipeline.JobCompleted {
+	if legacy.State != jobs.JobCompleted {
 		t.Fatalf("legacy graph job: %+v", legacy)
 	}
 
 	// Files that hold neither chunks nor a graph are refused with a clear error.
 	for _, f := range []string{"split_index.json", "alias_map.json", "job_1757237159_c8623a8fec21_pass_b_dictionary_delta.json", "relationship_edges.jsonl"} {
-		_, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: filepath.Join(fixtures, f)})
-		if !errors.Is(err, pipeline.ErrBadInput) {
+		_, err := e.loader(t).Load(ctx, intake.LoadRequest{Env: "dev", Path: filepath.Join(fixtures, f)})
+		if !errors.Is(err, intake.ErrBadInput) {
 			t.Errorf("%s: %v, want a bad-input error", f, err)
 		}
 	}
@@ -114,14 +116,14 @@ func TestGraphLoadKeptPerEnv(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	file := filepath.Join(fixtures, "job_1757237159_c8623a8fec21_graphstore_batch.json")
-	load := func(env string) pipeline.Job {
+	load := func(env string) jobs.Job {
 		t.Helper()
-		res, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: env, Path: file})
+		res, err := e.loader(t).Load(ctx, intake.LoadRequest{Env: env, Path: file})
 		if err != nil {
 			t.Fatalf("load into %s: %v", env, err)
 		}
-		job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
-		if err != nil || job.State != pipeline.JobCompleted || job.Env != env {
+		job, err := jobs.Wait(ctx, e.jobs, res.JobID, nil)
+		if err != nil || job.State != jobs.JobCompleted || job.Env != env {
 			t.Fatalf("job in %s: %+v, %v", env, job, err)
 		}
 		return job

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/document"
 )
@@ -90,7 +92,7 @@ func TestWorkerBoundsChunksInFlight(t *testing.T) {
 	tests := []struct {
 		name   string
 		chunks int
-		mod    func(*pipeline.LoaderConfig)
+		mod    func(*intake.LoaderConfig)
 		edit   func(i int, rec map[string]any)
 		// MaxInFlightChunks; 0 leaves the default.
 		chunksBound int
@@ -98,19 +100,19 @@ func TestWorkerBoundsChunksInFlight(t *testing.T) {
 		most, leastMsgs int
 	}{
 		// 40 bundles of 10: the default, 4 × 40 chunks, holds 16 of them.
-		{name: "default bound", chunks: 400, mod: func(c *pipeline.LoaderConfig) { c.BundleItems = 10 }, most: 4 * bound, leastMsgs: 16},
+		{name: "default bound", chunks: 400, mod: func(c *intake.LoaderConfig) { c.BundleItems = 10 }, most: 4 * bound, leastMsgs: 16},
 		// 30 bundles of 10: four fit (held exactly: one size).
-		{name: "bundles of one size", chunks: 300, mod: func(c *pipeline.LoaderConfig) { c.BundleItems = 10 }, chunksBound: bound, most: bound, leastMsgs: 4},
+		{name: "bundles of one size", chunks: 300, mod: func(c *intake.LoaderConfig) { c.BundleItems = 10 }, chunksBound: bound, most: bound, leastMsgs: 4},
 		// 3 bundles of 50, each larger than the whole bound: one at a time, never stuck.
-		{name: "bundles larger than the bound", chunks: 150, mod: func(c *pipeline.LoaderConfig) { c.BundleItems = 50 }, chunksBound: bound, most: 50, leastMsgs: 1},
+		{name: "bundles larger than the bound", chunks: 150, mod: func(c *intake.LoaderConfig) { c.BundleItems = 50 }, chunksBound: bound, most: 50, leastMsgs: 1},
 		// Single chunks are held up to the same bound as before.
-		{name: "single chunks", chunks: 100, mod: func(c *pipeline.LoaderConfig) { c.SingleChunkMessages = true }, chunksBound: bound, most: bound, leastMsgs: bound},
+		{name: "single chunks", chunks: 100, mod: func(c *intake.LoaderConfig) { c.SingleChunkMessages = true }, chunksBound: bound, most: bound, leastMsgs: bound},
 		// Every fifth chunk is too large for a bundle: bundles of 4 and single chunks
 		// alternate, and a pull sized by their mean weight may bring one message more
 		// than fits. The worst case in general is one pull of the heaviest messages; for
 		// weights 1 and 4 with their mean between, it stays well under one bound and a half.
 		{name: "bundles and single chunks mixed", chunks: 200,
-			mod: func(c *pipeline.LoaderConfig) { c.BundleItems = 10; c.BundleBytes = 2 << 10 },
+			mod: func(c *intake.LoaderConfig) { c.BundleItems = 10; c.BundleBytes = 2 << 10 },
 			edit: func(i int, rec map[string]any) {
 				if i%5 == 4 {
 					rec["content"] = big
@@ -130,7 +132,7 @@ func TestWorkerBoundsChunksInFlight(t *testing.T) {
 			})
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 			defer cancel()
-			res, err := e.bundleLoader(t, tt.mod).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: bundleFile(t, tt.chunks, "inflight_%04d", tt.edit)})
+			res, err := e.bundleLoader(t, tt.mod).Load(ctx, intake.LoadRequest{Env: "dev", Path: bundleFile(t, tt.chunks, "inflight_%04d", tt.edit)})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -141,11 +143,11 @@ func TestWorkerBoundsChunksInFlight(t *testing.T) {
 					chunks, msgs, tt.most, tt.leastMsgs)
 			}
 			sink.open()
-			job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
+			job, err := jobs.Wait(ctx, e.jobs, res.JobID, nil)
 			if err != nil {
 				t.Fatalf("wait for the job: %v", err)
 			}
-			if job.State != pipeline.JobCompleted || job.Written != int64(tt.chunks) || job.DeadLettered != 0 {
+			if job.State != jobs.JobCompleted || job.Written != int64(tt.chunks) || job.DeadLettered != 0 {
 				t.Fatalf("job %s written %d dead-lettered %d, want completed with %d written", job.State, job.Written, job.DeadLettered, tt.chunks)
 			}
 			if got := e.count(t); got != int64(tt.chunks) {

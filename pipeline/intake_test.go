@@ -17,7 +17,8 @@ import (
 
 	"github.com/klauspost/compress/zstd"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sources/files"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 )
@@ -67,7 +68,7 @@ func writeFile(t testing.TB, dir, name string, data []byte) string {
 func (e *testEnv) noJobLeft(t testing.TB) {
 	t.Helper()
 	ctx := context.Background()
-	jobs, _, err := e.jobs.List(ctx, pipeline.JobFilter{}, "", 100)
+	jobs, _, err := e.jobs.List(ctx, jobs.JobFilter{}, "", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +103,7 @@ func TestLoadCompressedFiles(t *testing.T) {
 		{"chunks.json", zstdBytes(t, plain)}, // the name says nothing
 		{"chunks.jsonl", plain},
 	} {
-		res, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: writeFile(t, dir, tc.name, tc.data)})
+		res, err := e.loader(t).Load(ctx, intake.LoadRequest{Env: "dev", Path: writeFile(t, dir, tc.name, tc.data)})
 		if err != nil {
 			t.Fatalf("%s: %v", tc.name, err)
 		}
@@ -111,8 +112,8 @@ func TestLoadCompressedFiles(t *testing.T) {
 				t.Fatalf("%s: %+v, want 30 published", tc.name, res)
 			}
 			jobID = res.JobID
-			job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
-			if err != nil || job.State != pipeline.JobCompleted || job.Written != 30 {
+			job, err := jobs.Wait(ctx, e.jobs, res.JobID, nil)
+			if err != nil || job.State != jobs.JobCompleted || job.Written != 30 {
 				t.Fatalf("%s: job %s %d written, %v", tc.name, job.State, job.Written, err)
 			}
 			continue
@@ -130,7 +131,7 @@ func TestLoadCompressedFiles(t *testing.T) {
 	}
 	// A compressed upload (Body) loads too: a new content, as zstd.
 	body := zstdBytes(t, chunkLines(5, "up"))
-	res, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: "dev", Body: bytes.NewReader(body), File: "up.zst"})
+	res, err := e.loader(t).Load(ctx, intake.LoadRequest{Env: "dev", Body: bytes.NewReader(body), File: "up.zst"})
 	if err != nil || res.Published != 5 {
 		t.Fatalf("zstd upload: %+v, %v", res, err)
 	}
@@ -184,12 +185,12 @@ func TestLoadRefusesInputsWhole(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e := newEnv(t, envOpts{})
-			l, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: e.js, Jobs: e.jobs, SpoolDir: filepath.Join(e.dir, "spool"),
+			l, err := intake.NewLoader(intake.LoaderConfig{JS: e.js, Jobs: e.jobs, SpoolDir: filepath.Join(e.dir, "spool"),
 				MaxDecompressedBytes: tc.limit})
 			if err != nil {
 				t.Fatal(err)
 			}
-			req := pipeline.LoadRequest{Env: "dev", File: "input"}
+			req := intake.LoadRequest{Env: "dev", File: "input"}
 			if tc.body {
 				req.Body = bytes.NewReader(tc.data)
 				if tc.bodyAt > 0 {
@@ -205,7 +206,7 @@ func TestLoadRefusesInputsWhole(t *testing.T) {
 				}
 				return
 			}
-			if !errors.Is(err, pipeline.ErrBadInput) {
+			if !errors.Is(err, intake.ErrBadInput) {
 				t.Fatalf("load: %v, want ErrBadInput", err)
 			}
 			if tc.want != nil && !errors.Is(err, tc.want) {
@@ -252,7 +253,7 @@ func TestRejectionsOmitted(t *testing.T) {
 		{bad: 3, listed: 3, omitted: 0},
 	} {
 		path := writeFile(t, t.TempDir(), "rejects.jsonl", rejectingFile(5, tc.bad))
-		res, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: path})
+		res, err := e.loader(t).Load(ctx, intake.LoadRequest{Env: "dev", Path: path})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -260,7 +261,7 @@ func TestRejectionsOmitted(t *testing.T) {
 			t.Errorf("%d bad: result rejected %d, %d listed, %d omitted; want %d listed, %d omitted",
 				tc.bad, res.Rejected, len(res.Rejections), res.RejectionsOmitted, tc.listed, tc.omitted)
 		}
-		job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
+		job, err := jobs.Wait(ctx, e.jobs, res.JobID, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -270,7 +271,7 @@ func TestRejectionsOmitted(t *testing.T) {
 				tc.bad, job.Rejected, len(job.Rejections), job.RejectionsOmitted, job.RejectionsTruncated, tc.listed, tc.omitted)
 		}
 		// The same file again reports the existing job with the same count.
-		again, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: path})
+		again, err := e.loader(t).Load(ctx, intake.LoadRequest{Env: "dev", Path: path})
 		if err != nil || !again.Existing || again.RejectionsOmitted != int64(tc.omitted) {
 			t.Errorf("%d bad: resubmitted: existing %v, %d omitted, %v", tc.bad, again.Existing, again.RejectionsOmitted, err)
 		}
@@ -280,14 +281,14 @@ func TestRejectionsOmitted(t *testing.T) {
 // loaderJobs is the API's job service over a real loader, as sluice serve wires it.
 type loaderJobs struct {
 	noJobs
-	loader *pipeline.Loader
-	jobs   *pipeline.JobStore
+	loader *intake.Loader
+	jobs   *jobs.JobStore
 }
 
 func (s loaderJobs) SubmitJob(ctx context.Context, req httpapi.SubmitRequest) (httpapi.SubmitResult, error) {
-	res, err := s.loader.Load(ctx, pipeline.LoadRequest{Env: req.Env, Body: req.Body, File: req.File,
+	res, err := s.loader.Load(ctx, intake.LoadRequest{Env: req.Env, Body: req.Body, File: req.File,
 		Format: files.Format(req.Format), Force: req.Force})
-	if errors.Is(err, pipeline.ErrBadInput) {
+	if errors.Is(err, intake.ErrBadInput) {
 		return httpapi.SubmitResult{}, fmt.Errorf("%w: %w", httpapi.ErrBadRequest, err)
 	}
 	if err != nil {
@@ -297,9 +298,9 @@ func (s loaderJobs) SubmitJob(ctx context.Context, req httpapi.SubmitRequest) (h
 		Published: res.Published, Rejected: res.Rejected, Rejections: res.Rejections, Existing: res.Existing}, nil
 }
 
-func (s loaderJobs) GetJob(ctx context.Context, id string) (pipeline.Job, error) {
+func (s loaderJobs) GetJob(ctx context.Context, id string) (jobs.Job, error) {
 	j, err := s.jobs.Get(ctx, id)
-	if errors.Is(err, pipeline.ErrJobNotFound) {
+	if errors.Is(err, jobs.ErrJobNotFound) {
 		return j, fmt.Errorf("%w: %w", httpapi.ErrNotFound, err)
 	}
 	return j, err

@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
 )
@@ -28,21 +30,21 @@ func (k *countingKV) Get(ctx context.Context, key string) (jetstream.KeyValueEnt
 
 // cachedStore returns a test broker and a job store over its bucket (reads counted) whose
 // cache runs until the test ends or stop is called.
-func cachedStore(t *testing.T) (e *testEnv, store *pipeline.JobStore, kv *countingKV, stop func()) {
+func cachedStore(t *testing.T) (e *testEnv, store *jobs.JobStore, kv *countingKV, stop func()) {
 	t.Helper()
 	e = newEnv(t, envOpts{})
 	kv = &countingKV{KeyValue: e.streams.JobsKV}
-	store = pipeline.NewJobStore(kv)
+	store = jobs.NewJobStore(kv)
 	return e, store, kv, startCache(t, store, kv)
 }
 
 // startCache runs store's cache until the test ends or the returned stop is called, and
 // waits until it serves: a job it wrote is read without a broker read.
-func startCache(t *testing.T, store *pipeline.JobStore, kv *countingKV) (stop func()) {
+func startCache(t *testing.T, store *jobs.JobStore, kv *countingKV) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- store.RunCache(ctx, pipeline.JobCacheConfig{}, nil) }()
+	go func() { done <- store.RunCache(ctx, jobs.JobCacheConfig{}, nil) }()
 	stop = func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -99,18 +101,18 @@ func TestJobCacheServesReadsAndSeesOtherWriters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	worker := pipeline.NewJobStore(otherKV)
+	worker := jobs.NewJobStore(otherKV)
 	seal := schemas.JobSeal{JobID: id, Env: "dev", Total: 3, Published: 2, Rejected: 1, SealedAt: time.Now().UTC(),
 		Rejections: []schemas.ItemIssue{{Index: 2, ID: "c3", Reason: "empty content"}}}
 	if _, err := worker.Seal(ctx, seal); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := worker.Mark(ctx, id, pipeline.Mark{Job: id, Item: 0, Outcome: pipeline.Written}, pipeline.Mark{Job: id, Item: 1, Outcome: pipeline.Written}); err != nil {
+	if _, err := worker.Mark(ctx, id, jobs.Mark{Job: id, Item: 0, Outcome: jobs.Written}, jobs.Mark{Job: id, Item: 1, Outcome: jobs.Written}); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "the other writer's changes", func() bool {
 		j, err := api.Get(ctx, id)
-		return err == nil && j.State == pipeline.JobCompletedWithErrors && j.Written == 2 && len(j.Rejections) == 1
+		return err == nil && j.State == jobs.JobCompletedWithErrors && j.Written == 2 && len(j.Rejections) == 1
 	})
 
 	// A key deleted elsewhere reads as missing.
@@ -119,7 +121,7 @@ func TestJobCacheServesReadsAndSeesOtherWriters(t *testing.T) {
 	}
 	waitFor(t, "the deletion", func() bool {
 		_, err := api.Get(ctx, id)
-		return errors.Is(err, pipeline.ErrJobNotFound)
+		return errors.Is(err, jobs.ErrJobNotFound)
 	})
 }
 
@@ -134,10 +136,10 @@ func TestJobCacheConcurrentWritersLoseNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	errs := make(chan error, 2)
-	for w, store := range []*pipeline.JobStore{a, b} {
+	for w, store := range []*jobs.JobStore{a, b} {
 		go func() {
 			for i := w; i < n; i += 2 {
-				if _, err := store.Mark(ctx, id, pipeline.Mark{Job: id, Item: int64(i), Outcome: pipeline.Written}); err != nil {
+				if _, err := store.Mark(ctx, id, jobs.Mark{Job: id, Item: int64(i), Outcome: jobs.Written}); err != nil {
 					errs <- err
 					return
 				}
@@ -152,7 +154,7 @@ func TestJobCacheConcurrentWritersLoseNothing(t *testing.T) {
 	}
 	waitFor(t, "every mark", func() bool {
 		j, err := a.Get(ctx, id)
-		return err == nil && j.Written == n && j.State == pipeline.JobCompleted
+		return err == nil && j.Written == n && j.State == jobs.JobCompleted
 	})
 	j, err := b.Get(ctx, id)
 	if err != nil || j.Written != n {
@@ -180,7 +182,7 @@ func TestJobCacheStoppedReadsTheBroker(t *testing.T) {
 	if kv.gets.Load() == before {
 		t.Fatal("the read did not reach the broker")
 	}
-	if err := api.RunCache(canceled(), pipeline.JobCacheConfig{}, nil); err != nil {
+	if err := api.RunCache(canceled(), jobs.JobCacheConfig{}, nil); err != nil {
 		t.Fatalf("RunCache with an ended context: %v", err)
 	}
 }
@@ -242,7 +244,7 @@ func TestJobEventsAlreadyAppliedWriteNothing(t *testing.T) {
 	}
 	// Sealing reads the record once, whether or not it then writes (no cache here).
 	kv := &countingKV{KeyValue: e.streams.JobsKV}
-	counted := pipeline.NewJobStore(kv)
+	counted := jobs.NewJobStore(kv)
 	if _, err := counted.Seal(ctx, seal); err != nil {
 		t.Fatal(err)
 	}
@@ -286,14 +288,14 @@ func TestJobCacheSharedByLoaderAndWorker(t *testing.T) {
 	e, shared, _, _ := cachedStore(t)
 	ctx := context.Background()
 	e.startWorker(t, e.store, func(c *pipeline.WorkerConfig) { c.Jobs = shared })
-	l, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: e.js, Jobs: shared, SpoolDir: t.TempDir(), Key: testKey(t)})
+	l, err := intake.NewLoader(intake.LoaderConfig{JS: e.js, Jobs: shared, SpoolDir: t.TempDir(), Key: testKey(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
 	ids := make([]string, 6)
 	for i := range ids {
-		res, err := l.Load(ctx, pipeline.LoadRequest{Env: "dev", Path: writeChunks(t, dir, 150+i, fmt.Sprintf("shared%d_%%03d", i))})
+		res, err := l.Load(ctx, intake.LoadRequest{Env: "dev", Path: writeChunks(t, dir, 150+i, fmt.Sprintf("shared%d_%%03d", i))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -302,8 +304,8 @@ func TestJobCacheSharedByLoaderAndWorker(t *testing.T) {
 	wctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for i, id := range ids {
-		j, err := pipeline.Wait(wctx, shared, id, nil)
-		if err != nil || j.State != pipeline.JobCompleted || j.Written != int64(150+i) {
+		j, err := jobs.Wait(wctx, shared, id, nil)
+		if err != nil || j.State != jobs.JobCompleted || j.Written != int64(150+i) {
 			t.Fatalf("job %d: %+v, %v; want completed with %d written", i, j, err, 150+i)
 		}
 		// What the bucket holds, read past the cache, agrees.

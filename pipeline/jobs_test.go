@@ -7,7 +7,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 )
 
 func TestRollbackDeletesWhatTheJobWrote(t *testing.T) {
@@ -24,10 +25,10 @@ func TestRollbackDeletesWhatTheJobWrote(t *testing.T) {
 	if err != nil || job.Rollback == nil || job.Rollback.State != "requested" || job.Rollback.RequestedBy != "operator" {
 		t.Fatalf("rollback: %+v, %v", job.Rollback, err)
 	}
-	var final pipeline.Job
+	var final jobs.Job
 	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if err := e.jobs.Watch(wctx, first.JobID, func(j pipeline.Job) bool { final = j; return j.State == pipeline.JobRolledBack }); err != nil {
+	if err := e.jobs.Watch(wctx, first.JobID, func(j jobs.Job) bool { final = j; return j.State == jobs.JobRolledBack }); err != nil {
 		t.Fatalf("rollback never finished: %+v %v", final.Rollback, err)
 	}
 	if final.Rollback.Deleted != 30 || final.Rollback.State != "done" {
@@ -36,7 +37,7 @@ func TestRollbackDeletesWhatTheJobWrote(t *testing.T) {
 	if n := e.count(t); n != 5 {
 		t.Fatalf("%d documents after rollback, want the other job's 5", n)
 	}
-	if _, err := l.Rollback(ctx, "jnosuchjob", "x"); !errors.Is(err, pipeline.ErrJobNotFound) {
+	if _, err := l.Rollback(ctx, "jnosuchjob", "x"); !errors.Is(err, jobs.ErrJobNotFound) {
 		t.Fatalf("rollback of an unknown job: %v", err)
 	}
 }
@@ -44,12 +45,12 @@ func TestRollbackDeletesWhatTheJobWrote(t *testing.T) {
 func TestRollbackRefusedWhileRunning(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	// No worker: the job stays pending.
-	res, err := e.loader(t).Load(context.Background(), pipeline.LoadRequest{Env: "dev", Path: writeChunks(t, t.TempDir(), 3, "rr_%04d")})
+	res, err := e.loader(t).Load(context.Background(), intake.LoadRequest{Env: "dev", Path: writeChunks(t, t.TempDir(), 3, "rr_%04d")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// The open/seal events are not applied without a worker either: the job is unknown.
-	if _, err := e.loader(t).Rollback(context.Background(), res.JobID, "x"); !errors.Is(err, pipeline.ErrJobNotFound) && !errors.Is(err, pipeline.ErrJobRunning) {
+	if _, err := e.loader(t).Rollback(context.Background(), res.JobID, "x"); !errors.Is(err, jobs.ErrJobNotFound) && !errors.Is(err, intake.ErrJobRunning) {
 		t.Fatalf("rollback of a job still loading: %v", err)
 	}
 }
@@ -67,7 +68,7 @@ func TestListJobsAndIdempotencyKey(t *testing.T) {
 	var got []string
 	cursor := ""
 	for {
-		page, next, err := e.jobs.List(ctx, pipeline.JobFilter{State: pipeline.JobCompleted, Env: "dev"}, cursor, 2)
+		page, next, err := e.jobs.List(ctx, jobs.JobFilter{State: jobs.JobCompleted, Env: "dev"}, cursor, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -82,27 +83,27 @@ func TestListJobsAndIdempotencyKey(t *testing.T) {
 	if len(got) != 3 || got[0] != ids[2] || got[2] != ids[0] {
 		t.Fatalf("listed %v, want newest first %v", got, []string{ids[2], ids[1], ids[0]})
 	}
-	if page, _, _ := e.jobs.List(ctx, pipeline.JobFilter{State: pipeline.JobRunning}, "", 10); len(page) != 0 {
+	if page, _, _ := e.jobs.List(ctx, jobs.JobFilter{State: jobs.JobRunning}, "", 10); len(page) != 0 {
 		t.Fatalf("running filter matched %d jobs", len(page))
 	}
-	if _, _, err := e.jobs.List(ctx, pipeline.JobFilter{}, "garbage!", 10); !errors.Is(err, pipeline.ErrBadCursor) {
+	if _, _, err := e.jobs.List(ctx, jobs.JobFilter{}, "garbage!", 10); !errors.Is(err, jobs.ErrBadCursor) {
 		t.Fatalf("bad cursor: %v", err)
 	}
 
 	// The same key returns the first job, even for different content, and publishes nothing.
 	l := e.loader(t)
-	a, err := l.Load(ctx, pipeline.LoadRequest{Env: "dev", Path: writeChunks(t, t.TempDir(), 4, "idem_%04d"), IdempotencyKey: "upload-42"})
+	a, err := l.Load(ctx, intake.LoadRequest{Env: "dev", Path: writeChunks(t, t.TempDir(), 4, "idem_%04d"), IdempotencyKey: "upload-42"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := l.Load(ctx, pipeline.LoadRequest{Env: "dev", Path: writeChunks(t, t.TempDir(), 9, "other_%04d"), IdempotencyKey: "upload-42"})
+	b, err := l.Load(ctx, intake.LoadRequest{Env: "dev", Path: writeChunks(t, t.TempDir(), 9, "other_%04d"), IdempotencyKey: "upload-42"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if b.JobID != a.JobID || !b.Existing {
 		t.Fatalf("second request with the key: %+v, want job %s existing", b, a.JobID)
 	}
-	if _, err := pipeline.Wait(ctx, e.jobs, a.JobID, nil); err != nil {
+	if _, err := jobs.Wait(ctx, e.jobs, a.JobID, nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := e.store.GetDoc(ctx, "ttrpg_chunks_dev", "other_0000"); err == nil {

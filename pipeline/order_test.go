@@ -13,15 +13,17 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/schemas"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
 // orderedLoader is the test env's loader with small atomic batches, several in flight, so a
 // file spans many batches that race to commit.
-func (e *testEnv) orderedLoader(t testing.TB, graphBytes int) *pipeline.Loader {
+func (e *testEnv) orderedLoader(t testing.TB, graphBytes int) *intake.Loader {
 	t.Helper()
-	l, err := pipeline.NewLoader(pipeline.LoaderConfig{
+	l, err := intake.NewLoader(intake.LoaderConfig{
 		JS: e.js, Jobs: e.jobs, SpoolDir: filepath.Join(e.dir, "spool"),
 		Batch:                sjs.BatchWriterConfig{BatchSize: 3, Concurrency: 8},
 		MaxGraphMessageBytes: graphBytes,
@@ -32,15 +34,15 @@ func (e *testEnv) orderedLoader(t testing.TB, graphBytes int) *pipeline.Loader {
 	return l
 }
 
-func (e *testEnv) loadWith(t testing.TB, l *pipeline.Loader, path string, force bool) pipeline.Job {
+func (e *testEnv) loadWith(t testing.TB, l *intake.Loader, path string, force bool) jobs.Job {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	res, err := l.Load(ctx, pipeline.LoadRequest{Env: "dev", Path: path, Force: force})
+	res, err := l.Load(ctx, intake.LoadRequest{Env: "dev", Path: path, Force: force})
 	if err != nil {
 		t.Fatalf("load %s: %v", path, err)
 	}
-	job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
+	job, err := jobs.Wait(ctx, e.jobs, res.JobID, nil)
 	if err != nil {
 		t.Fatalf("wait for %s: %v (last state %+v)", res.JobID, err, job)
 	}
@@ -81,7 +83,7 @@ func TestLargeGraphUploadLandsEveryEdge(t *testing.T) {
 	if job.Total < 40 {
 		t.Fatalf("the graph was cut into %d messages; the test needs many", job.Total)
 	}
-	if job.State != pipeline.JobCompleted || job.Written != job.Total || job.DeadLettered != 0 {
+	if job.State != jobs.JobCompleted || job.Written != job.Total || job.DeadLettered != 0 {
 		t.Fatalf("graph job %+v, want every message applied", job)
 	}
 	st, err := g.Stats(context.Background(), "dev")
@@ -122,7 +124,7 @@ func TestLaterDuplicateWinsAcrossBatches(t *testing.T) {
 	l := e.orderedLoader(t, 0)
 	for round := range 5 {
 		job := e.loadWith(t, l, path, true)
-		if job.State != pipeline.JobCompleted || job.Written != 60 {
+		if job.State != jobs.JobCompleted || job.Written != 60 {
 			t.Fatalf("round %d: job %+v", round, job)
 		}
 		if got := e.doc(t, "dup")["content"]; !strings.HasPrefix(fmt.Sprint(got), "LAST") {

@@ -13,7 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/schemas"
 )
 
@@ -58,7 +59,7 @@ func TestLoadEveryChunkFixture(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.file, func(t *testing.T) {
 			_, job := e.load(t, filepath.Join(fixtures, tc.file), false)
-			if job.State != pipeline.JobCompleted || job.Total != tc.total || job.Written != tc.written || job.Rejected != 0 || job.DeadLettered != 0 {
+			if job.State != jobs.JobCompleted || job.Total != tc.total || job.Written != tc.written || job.Rejected != 0 || job.DeadLettered != 0 {
 				t.Fatalf("job = %+v, want completed with %d/%d written", job, tc.written, tc.total)
 			}
 		})
@@ -105,7 +106,7 @@ func TestNastyFileOutcomes(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	e.startWorker(t, e.store, nil)
 	res, job := e.load(t, nasty, false)
-	if job.State != pipeline.JobCompletedWithErrors {
+	if job.State != jobs.JobCompletedWithErrors {
 		t.Fatalf("state = %s, want completed_with_errors", job.State)
 	}
 	// 42 items: 30 normal + 5 accepted adversarial (surrogate, emoji, duplicate, control,
@@ -201,7 +202,7 @@ func TestTransientFailuresRetryUntilWrittenOnce(t *testing.T) {
 	e.startWorker(t, sink, nil)
 	path := writeChunks(t, t.TempDir(), 10, "retry_%04d")
 	_, job := e.load(t, path, false)
-	if job.State != pipeline.JobCompleted || job.Written != 10 {
+	if job.State != jobs.JobCompleted || job.Written != 10 {
 		t.Fatalf("job = %+v", job)
 	}
 	if w := sink.writesOf("retry_0003"); w != 1 {
@@ -220,7 +221,7 @@ func TestPermanentFailureDeadLettersOnlyThatMessage(t *testing.T) {
 	e.startWorker(t, sink, nil)
 	path := writeChunks(t, t.TempDir(), 10, "perm_%04d")
 	_, job := e.load(t, path, false)
-	if job.State != pipeline.JobCompletedWithErrors || job.Written != 9 || job.DeadLettered != 1 {
+	if job.State != jobs.JobCompletedWithErrors || job.Written != 9 || job.DeadLettered != 1 {
 		t.Fatalf("job = %+v", job)
 	}
 	for i := range 10 {
@@ -303,7 +304,7 @@ func TestDrainFinishesInFlightWork(t *testing.T) {
 	sink := newFaultySink(e.store)
 	sink.delay = 200 * time.Millisecond
 	stop := e.startWorker(t, sink, nil)
-	res, err := e.loader(t).Load(context.Background(), pipeline.LoadRequest{Env: "dev", Path: writeChunks(t, t.TempDir(), 50, "drain_%04d")})
+	res, err := e.loader(t).Load(context.Background(), intake.LoadRequest{Env: "dev", Path: writeChunks(t, t.TempDir(), 50, "drain_%04d")})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,7 +327,7 @@ func TestDrainFinishesInFlightWork(t *testing.T) {
 	e.startWorker(t, e.store, nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 	defer cancel()
-	final, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
+	final, err := jobs.Wait(ctx, e.jobs, res.JobID, nil)
 	t.Logf("restart finished the job in %s", time.Since(start))
 	if err != nil || final.Written != 50 {
 		t.Fatalf("after restart: %+v, %v", final, err)

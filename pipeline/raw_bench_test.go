@@ -20,6 +20,8 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/bench"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sinks/docstore"
 	"github.com/sluice-dev/sluice/sinks/document"
 	"github.com/sluice-dev/sluice/sources/embedded"
@@ -167,7 +169,7 @@ func sluiceRun(ctx context.Context, tb testing.TB, js jetstream.JetStream, store
 	if err != nil {
 		tb.Fatal(err)
 	}
-	jobs := pipeline.NewJobStore(streams.JobsKV)
+	jobStore := jobs.NewJobStore(streams.JobsKV)
 	w, err := pipeline.NewWorker(pipeline.WorkerConfig{JS: js, Streams: streams, Sink: store, SinkName: "docstore"})
 	if err != nil {
 		tb.Fatal(err)
@@ -181,16 +183,16 @@ func sluiceRun(ctx context.Context, tb testing.TB, js jetstream.JetStream, store
 			tb.Errorf("worker: %v", err)
 		}
 	})
-	l, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: js, Jobs: jobs, SpoolDir: filepath.Join(dir, "spool"), SingleChunkMessages: single})
+	l, err := intake.NewLoader(intake.LoaderConfig{JS: js, Jobs: jobStore, SpoolDir: filepath.Join(dir, "spool"), SingleChunkMessages: single})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	return func() error {
-		res, err := l.Load(ctx, pipeline.LoadRequest{Env: "dev", Path: path})
+		res, err := l.Load(ctx, intake.LoadRequest{Env: "dev", Path: path})
 		if err != nil {
 			return err
 		}
-		job, err := pipeline.Wait(ctx, jobs, res.JobID, nil)
+		job, err := jobs.Wait(ctx, jobStore, res.JobID, nil)
 		if err != nil {
 			return err
 		}

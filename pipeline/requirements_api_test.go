@@ -21,6 +21,7 @@ import (
 	"github.com/coder/websocket"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 )
 
@@ -37,8 +38,8 @@ type noJobs struct{}
 func (noJobs) SubmitJob(context.Context, httpapi.SubmitRequest) (httpapi.SubmitResult, error) {
 	return httpapi.SubmitResult{}, errors.New("not in this test")
 }
-func (noJobs) GetJob(context.Context, string) (pipeline.Job, error) {
-	return pipeline.Job{}, httpapi.ErrNotFound
+func (noJobs) GetJob(context.Context, string) (jobs.Job, error) {
+	return jobs.Job{}, httpapi.ErrNotFound
 }
 func (noJobs) GetChunk(context.Context, string, string) (json.RawMessage, error) {
 	return nil, httpapi.ErrNotFound
@@ -65,7 +66,7 @@ func newAPIEnvOpts(t testing.TB, o envOpts) *apiEnv {
 			{Name: "carol-reader", Token: readerToken, Scopes: []httpapi.Scope{httpapi.ScopeRead}},
 		},
 		Jobs: noJobs{}, Chunks: noJobs{},
-		Requirements: ce.client, Events: pipeline.NewEventFeed(ce.js),
+		Requirements: ce.client, Events: jobs.NewEventFeed(ce.js),
 		ShutdownTimeout: 5 * time.Second,
 	})
 	if err != nil {

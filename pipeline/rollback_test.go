@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sinks/astra"
 	"github.com/sluice-dev/sluice/sinks/docstore"
 )
@@ -23,7 +25,7 @@ var (
 )
 
 // rollback rolls job id back and waits for the workers to finish it.
-func (e *testEnv) rollback(t *testing.T, id string, opts pipeline.RollbackOptions) pipeline.Job {
+func (e *testEnv) rollback(t *testing.T, id string, opts intake.RollbackOptions) jobs.Job {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -34,18 +36,18 @@ func (e *testEnv) rollback(t *testing.T, id string, opts pipeline.RollbackOption
 }
 
 // settled waits for job id to be settled (done loading, no rollback pending).
-func (e *testEnv) settled(t *testing.T, id string) pipeline.Job {
+func (e *testEnv) settled(t *testing.T, id string) jobs.Job {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var final pipeline.Job
-	if err := e.jobs.Watch(ctx, id, func(j pipeline.Job) bool { final = j; return j.Settled() }); err != nil {
+	var final jobs.Job
+	if err := e.jobs.Watch(ctx, id, func(j jobs.Job) bool { final = j; return j.Settled() }); err != nil {
 		t.Fatalf("job %s never settled: %+v %v", id, final, err)
 	}
 	return final
 }
 
-func (e *testEnv) getJob(t *testing.T, id string) pipeline.Job {
+func (e *testEnv) getJob(t *testing.T, id string) jobs.Job {
 	t.Helper()
 	j, err := e.jobs.Get(context.Background(), id)
 	if err != nil {
@@ -102,13 +104,13 @@ func TestRollbackSupersedesAndReloads(t *testing.T) {
 		t.Fatalf("A %+v, B %+v, %d documents", a, b, e.count(t))
 	}
 
-	rb := e.rollback(t, b.JobID, pipeline.RollbackOptions{})
-	if rb.State != pipeline.JobRolledBack || rb.Rollback.Deleted != 20 ||
-		len(rb.Rollback.SupersededJobs) != 1 || rb.Rollback.SupersededJobs[0] != (pipeline.SupersededJob{JobID: a.JobID, Documents: 20}) {
+	rb := e.rollback(t, b.JobID, intake.RollbackOptions{})
+	if rb.State != jobs.JobRolledBack || rb.Rollback.Deleted != 20 ||
+		len(rb.Rollback.SupersededJobs) != 1 || rb.Rollback.SupersededJobs[0] != (jobs.SupersededJob{JobID: a.JobID, Documents: 20}) {
 		t.Fatalf("B after its rollback: %s %+v", rb.State, rb.Rollback)
 	}
 	a = e.getJob(t, a.JobID)
-	if a.State != pipeline.JobSuperseded || a.Superseded == nil || a.Superseded.Documents != 20 ||
+	if a.State != jobs.JobSuperseded || a.Superseded == nil || a.Superseded.Documents != 20 ||
 		len(a.Superseded.By) != 1 || a.Superseded.By[0].JobID != b.JobID {
 		t.Fatalf("A after B's rollback: %s %+v", a.State, a.Superseded)
 	}
@@ -116,14 +118,14 @@ func TestRollbackSupersedesAndReloads(t *testing.T) {
 		t.Fatalf("%d documents after the rollback", n)
 	}
 	// A superseded job is listed under its state.
-	if jobs, _, err := e.jobs.List(context.Background(), pipeline.JobFilter{State: pipeline.JobSuperseded}, "", 10); err != nil || len(jobs) != 1 || jobs[0].JobID != a.JobID {
+	if jobs, _, err := e.jobs.List(context.Background(), jobs.JobFilter{State: jobs.JobSuperseded}, "", 10); err != nil || len(jobs) != 1 || jobs[0].JobID != a.JobID {
 		t.Fatalf("superseded jobs: %v %v", jobs, err)
 	}
 
 	// Loading A again, plainly, loads it: its 20 chunks are back and readable.
 	res, a2 := e.load(t, passA, false)
-	if res.Existing || res.JobID != a.JobID || a2.State != pipeline.JobCompleted || a2.Written != 20 || a2.Generation != 1 ||
-		a2.ReopenedFrom != pipeline.JobSuperseded || a2.Superseded != nil {
+	if res.Existing || res.JobID != a.JobID || a2.State != jobs.JobCompleted || a2.Written != 20 || a2.Generation != 1 ||
+		a2.ReopenedFrom != jobs.JobSuperseded || a2.Superseded != nil {
 		t.Fatalf("A loaded again: %+v / %+v", res, a2)
 	}
 	if w := writersOf(t, e.storedDocs(t)); w[a.JobID] != 20 || len(w) != 1 {
@@ -131,24 +133,24 @@ func TestRollbackSupersedesAndReloads(t *testing.T) {
 	}
 	// Exactly once: a second plain submission is "already loaded" and publishes nothing.
 	res, a3 := e.load(t, passA, false)
-	if !res.Existing || a3.State != pipeline.JobCompleted || a3.Written != 20 || a3.Generation != 1 {
+	if !res.Existing || a3.State != jobs.JobCompleted || a3.Written != 20 || a3.Generation != 1 {
 		t.Fatalf("A submitted a third time: %+v / %+v", res, a3)
 	}
 
 	// B, rolled back, loads again on a plain submission too.
 	res, b2 := e.load(t, passB, false)
-	if res.Existing || b2.State != pipeline.JobCompleted || b2.Written != 20 || b2.Rollback != nil || b2.Generation != 1 {
+	if res.Existing || b2.State != jobs.JobCompleted || b2.Written != 20 || b2.Rollback != nil || b2.Generation != 1 {
 		t.Fatalf("B loaded again: %+v / %+v", res, b2)
 	}
 	if w := writersOf(t, e.storedDocs(t)); w[b.JobID] != 20 {
 		t.Fatalf("after loading B again the store holds %v", w)
 	}
 	// And B's second generation rolls back like the first, superseding A's second load.
-	rb = e.rollback(t, b.JobID, pipeline.RollbackOptions{})
+	rb = e.rollback(t, b.JobID, intake.RollbackOptions{})
 	if rb.Rollback.Deleted != 20 || len(rb.Rollback.SupersededJobs) != 1 || rb.Rollback.SupersededJobs[0].Documents != 20 {
 		t.Fatalf("B's second rollback: %+v", rb.Rollback)
 	}
-	if a = e.getJob(t, a.JobID); a.State != pipeline.JobSuperseded || a.Superseded.Documents != 20 {
+	if a = e.getJob(t, a.JobID); a.State != jobs.JobSuperseded || a.Superseded.Documents != 20 {
 		t.Fatalf("A after B's second rollback: %s %+v", a.State, a.Superseded)
 	}
 }
@@ -159,11 +161,11 @@ func TestRollbackSupersedesNothing(t *testing.T) {
 	e.startWorker(t, e.store, nil)
 	_, a := e.load(t, passA, false)
 	_, other := e.load(t, writeChunks(t, t.TempDir(), 5, "other_%04d"), false)
-	rb := e.rollback(t, a.JobID, pipeline.RollbackOptions{})
-	if rb.State != pipeline.JobRolledBack || rb.Rollback.Deleted != 20 || rb.Rollback.SupersededJobs != nil {
+	rb := e.rollback(t, a.JobID, intake.RollbackOptions{})
+	if rb.State != jobs.JobRolledBack || rb.Rollback.Deleted != 20 || rb.Rollback.SupersededJobs != nil {
 		t.Fatalf("rollback: %+v", rb.Rollback)
 	}
-	if o := e.getJob(t, other.JobID); o.State != pipeline.JobCompleted || o.Superseded != nil {
+	if o := e.getJob(t, other.JobID); o.State != jobs.JobCompleted || o.Superseded != nil {
 		t.Fatalf("the other job: %+v", o)
 	}
 }
@@ -175,7 +177,7 @@ func TestRollbackSupersedesTwoEarlierJobs(t *testing.T) {
 	_, a1 := e.load(t, passA, false)
 	_, a2 := e.load(t, passA, true) // the same content as a new job
 	_, b := e.load(t, passB, false)
-	rb := e.rollback(t, b.JobID, pipeline.RollbackOptions{})
+	rb := e.rollback(t, b.JobID, intake.RollbackOptions{})
 	got := map[string]int64{}
 	for _, s := range rb.Rollback.SupersededJobs {
 		got[s.JobID] = s.Documents
@@ -184,7 +186,7 @@ func TestRollbackSupersedesTwoEarlierJobs(t *testing.T) {
 		t.Fatalf("superseded %v, want both earlier jobs with 20", got)
 	}
 	for _, id := range []string{a1.JobID, a2.JobID} {
-		if j := e.getJob(t, id); j.State != pipeline.JobSuperseded || j.Superseded.Documents != 20 {
+		if j := e.getJob(t, id); j.State != jobs.JobSuperseded || j.Superseded.Documents != 20 {
 			t.Fatalf("%s: %s %+v", id, j.State, j.Superseded)
 		}
 	}
@@ -198,8 +200,8 @@ func TestRollbackRestoresPrevious(t *testing.T) {
 	_, a := e.load(t, passA, false)
 	before := e.storedDocs(t)
 	_, b := e.load(t, passB, false)
-	rb := e.rollback(t, b.JobID, pipeline.RollbackOptions{RestorePrevious: true})
-	if rb.State != pipeline.JobRolledBack || rb.Rollback.Restored != 20 || rb.Rollback.Deleted != 0 ||
+	rb := e.rollback(t, b.JobID, intake.RollbackOptions{RestorePrevious: true})
+	if rb.State != jobs.JobRolledBack || rb.Rollback.Restored != 20 || rb.Rollback.Deleted != 0 ||
 		!rb.Rollback.RestorePrevious || rb.Rollback.SupersededJobs != nil {
 		t.Fatalf("rollback: %+v", rb.Rollback)
 	}
@@ -212,20 +214,20 @@ func TestRollbackRestoresPrevious(t *testing.T) {
 			t.Fatalf("%s after restoring: %s, want A's %s", id, after[id], raw)
 		}
 	}
-	if a = e.getJob(t, a.JobID); a.State != pipeline.JobCompleted {
+	if a = e.getJob(t, a.JobID); a.State != jobs.JobCompleted {
 		t.Fatalf("A after a restoring rollback: %s", a.State)
 	}
 	// Restoring a previous version that was itself rolled back: A is rolled back (it wrote
 	// nothing last), then B, loaded again, is rolled back restoring: nothing of A comes back.
-	if j := e.rollback(t, a.JobID, pipeline.RollbackOptions{}); j.Rollback.Deleted != 20 {
+	if j := e.rollback(t, a.JobID, intake.RollbackOptions{}); j.Rollback.Deleted != 20 {
 		t.Fatalf("A's rollback: %+v", j.Rollback)
 	}
 	e.load(t, passA, false) // A again (generation 1)
 	e.load(t, passB, false) // B again, over A
-	if j := e.rollback(t, a.JobID, pipeline.RollbackOptions{}); j.Rollback.Deleted != 0 {
+	if j := e.rollback(t, a.JobID, intake.RollbackOptions{}); j.Rollback.Deleted != 0 {
 		t.Fatalf("A's second rollback deleted %d of B's documents", j.Rollback.Deleted)
 	}
-	rb = e.rollback(t, b.JobID, pipeline.RollbackOptions{RestorePrevious: true})
+	rb = e.rollback(t, b.JobID, intake.RollbackOptions{RestorePrevious: true})
 	if rb.Rollback.Restored != 0 || rb.Rollback.Deleted != 20 || e.count(t) != 0 {
 		t.Fatalf("restore over a rolled-back version: %+v, %d documents", rb.Rollback, e.count(t))
 	}
@@ -239,12 +241,12 @@ func TestRollbackWhileAnotherLoadOfTheSameIDs(t *testing.T) {
 	_, b := e.load(t, passB, false)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	res, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: passA})
+	res, err := e.loader(t).Load(ctx, intake.LoadRequest{Env: "dev", Path: passA})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rb := e.rollback(t, b.JobID, pipeline.RollbackOptions{})
-	c, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
+	rb := e.rollback(t, b.JobID, intake.RollbackOptions{})
+	c, err := jobs.Wait(ctx, e.jobs, res.JobID, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,12 +271,12 @@ func TestResubmitDuringPendingRollback(t *testing.T) {
 	if _, err := e.loader(t).Rollback(ctx, a.JobID, "operator"); err != nil {
 		t.Fatal(err)
 	}
-	_, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: passA})
-	if !errors.Is(err, pipeline.ErrBusy) {
+	_, err := e.loader(t).Load(ctx, intake.LoadRequest{Env: "dev", Path: passA})
+	if !errors.Is(err, intake.ErrBusy) {
 		t.Fatalf("load during a pending rollback: %v, want ErrBusy", err)
 	}
 	e.startWorker(t, e.store, nil)
-	if j := e.settled(t, a.JobID); j.State != pipeline.JobRolledBack || j.Rollback.Deleted != 20 {
+	if j := e.settled(t, a.JobID); j.State != jobs.JobRolledBack || j.Rollback.Deleted != 20 {
 		t.Fatalf("rollback: %s %+v", j.State, j.Rollback)
 	}
 	if res, j := e.load(t, passA, false); res.Existing || j.Written != 20 || e.count(t) != 20 {
@@ -288,20 +290,20 @@ func TestReopenedJobStillLoadingRefusesRollback(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	stop := e.startWorker(t, e.store, nil)
 	_, a := e.load(t, passA, false)
-	e.rollback(t, a.JobID, pipeline.RollbackOptions{})
+	e.rollback(t, a.JobID, intake.RollbackOptions{})
 	if err := stop(); err != nil {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	res, err := e.loader(t).Load(ctx, pipeline.LoadRequest{Env: "dev", Path: passA})
+	res, err := e.loader(t).Load(ctx, intake.LoadRequest{Env: "dev", Path: passA})
 	if err != nil || res.Existing {
 		t.Fatalf("load again: %+v %v", res, err)
 	}
-	if _, err := e.loader(t).Rollback(ctx, a.JobID, "x"); !errors.Is(err, pipeline.ErrJobRunning) {
+	if _, err := e.loader(t).Rollback(ctx, a.JobID, "x"); !errors.Is(err, intake.ErrJobRunning) {
 		t.Fatalf("rollback of the reopened job while it loads: %v, want ErrJobRunning", err)
 	}
 	e.startWorker(t, e.store, nil)
-	if j := e.settled(t, a.JobID); j.State != pipeline.JobCompleted || j.Written != 20 || j.Generation != 1 {
+	if j := e.settled(t, a.JobID); j.State != jobs.JobCompleted || j.Written != 20 || j.Generation != 1 {
 		t.Fatalf("reopened job: %+v", j)
 	}
 }
@@ -317,42 +319,42 @@ func TestAstraRollbackSupersedesAndReloads(t *testing.T) {
 
 	// Asked of a worker on AstraDB, a restoring rollback fails with the reason and deletes
 	// nothing; asked again without restoring, it deletes.
-	rb := e.rollback(t, b.JobID, pipeline.RollbackOptions{RestorePrevious: true})
-	if rb.Rollback.State != "failed" || !strings.Contains(rb.Rollback.Error, "keeps no previous version") || rb.State != pipeline.JobCompleted {
+	rb := e.rollback(t, b.JobID, intake.RollbackOptions{RestorePrevious: true})
+	if rb.Rollback.State != "failed" || !strings.Contains(rb.Rollback.Error, "keeps no previous version") || rb.State != jobs.JobCompleted {
 		t.Fatalf("restoring rollback on AstraDB: %s %+v", rb.State, rb.Rollback)
 	}
 	if n := len(srv.Documents("default_keyspace", "ttrpg_chunks_dev")); n != 20 {
 		t.Fatalf("%d documents after a refused restore", n)
 	}
 	// A loader told that the store keeps no previous versions refuses at once.
-	l, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: e.js, Jobs: e.jobs, Key: testKey(t), NoPreviousVersions: true})
+	l, err := intake.NewLoader(intake.LoaderConfig{JS: e.js, Jobs: e.jobs, Key: testKey(t), NoPreviousVersions: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.RollbackWith(context.Background(), b.JobID, "x", pipeline.RollbackOptions{RestorePrevious: true}); !errors.Is(err, pipeline.ErrRestoreUnsupported) {
+	if _, err := l.RollbackWith(context.Background(), b.JobID, "x", intake.RollbackOptions{RestorePrevious: true}); !errors.Is(err, intake.ErrRestoreUnsupported) {
 		t.Fatalf("restore on a loader without previous versions: %v", err)
 	}
 
-	rb = e.rollback(t, b.JobID, pipeline.RollbackOptions{})
-	if rb.State != pipeline.JobRolledBack || rb.Rollback.Deleted != 20 ||
-		len(rb.Rollback.SupersededJobs) != 1 || rb.Rollback.SupersededJobs[0] != (pipeline.SupersededJob{JobID: a.JobID, Documents: 20}) {
+	rb = e.rollback(t, b.JobID, intake.RollbackOptions{})
+	if rb.State != jobs.JobRolledBack || rb.Rollback.Deleted != 20 ||
+		len(rb.Rollback.SupersededJobs) != 1 || rb.Rollback.SupersededJobs[0] != (jobs.SupersededJob{JobID: a.JobID, Documents: 20}) {
 		t.Fatalf("B after its rollback: %s %+v", rb.State, rb.Rollback)
 	}
-	if a = e.getJob(t, a.JobID); a.State != pipeline.JobSuperseded || a.Superseded.Documents != 20 {
+	if a = e.getJob(t, a.JobID); a.State != jobs.JobSuperseded || a.Superseded.Documents != 20 {
 		t.Fatalf("A: %s %+v", a.State, a.Superseded)
 	}
 	if n := len(srv.Documents("default_keyspace", "ttrpg_chunks_dev")); n != 0 {
 		t.Fatalf("%d documents after the rollback", n)
 	}
 	res, a2 := e.load(t, passA, false)
-	if res.Existing || a2.State != pipeline.JobCompleted || a2.Written != 20 {
+	if res.Existing || a2.State != jobs.JobCompleted || a2.Written != 20 {
 		t.Fatalf("A loaded again: %+v %+v", res, a2)
 	}
 	if w := writersOf(t, srv.Documents("default_keyspace", "ttrpg_chunks_dev")); w[a.JobID] != 20 {
 		t.Fatalf("after loading A again AstraDB holds %v", w)
 	}
 	res, b2 := e.load(t, passB, false)
-	if res.Existing || b2.State != pipeline.JobCompleted || b2.Written != 20 {
+	if res.Existing || b2.State != jobs.JobCompleted || b2.Written != 20 {
 		t.Fatalf("B loaded again: %+v %+v", res, b2)
 	}
 	if w := writersOf(t, srv.Documents("default_keyspace", "ttrpg_chunks_dev")); w[b.JobID] != 20 {

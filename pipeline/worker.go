@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/document"
@@ -31,7 +32,7 @@ type WorkerConfig struct {
 	// a store over Streams.JobsKV. In a process that also serves the API, pass the API's store,
 	// so that both share its cache (JobStore.RunCache) and a progress write reads its record
 	// from memory.
-	Jobs *JobStore
+	Jobs *jobs.JobStore
 	// Sink is the document store chunks go to. Required.
 	Sink DocSink
 	// Graph is the graph store graph batches go to. Optional: without it the worker does not
@@ -131,8 +132,8 @@ func (p RetryPolicy) Delay(attempt uint64) time.Duration {
 type Worker struct {
 	cfg       WorkerConfig
 	log       *slog.Logger
-	jobs      *JobStore
-	progress  *Progress
+	jobs      *jobs.JobStore
+	progress  *jobs.Progress
 	batcher   *Batcher
 	dlq       *deadLetterer
 	validator *schemas.Validator
@@ -192,7 +193,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Jobs == nil {
-		cfg.Jobs = NewJobStore(cfg.Streams.JobsKV)
+		cfg.Jobs = jobs.NewJobStore(cfg.Streams.JobsKV)
 	}
 	v, err := schemas.NewValidator()
 	if err != nil {
@@ -227,7 +228,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 			if env.JobID == "" || env.Item == nil || !schemas.ValidKey(env.JobID) {
 				return nil
 			}
-			return w.progress.Record(ctx, Mark{Job: env.JobID, Item: int64(*env.Item), Outcome: DeadLettered})
+			return w.progress.Record(ctx, jobs.Mark{Job: env.JobID, Item: int64(*env.Item), Outcome: jobs.DeadLettered})
 		},
 		retried: func() { w.metrics.outcome("retried", 0) },
 		dead:    func() { w.metrics.outcome("dead_lettered", 0) },
@@ -243,7 +244,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 func (w *Worker) Health() error { return w.dlq.health() }
 
 // Jobs returns the worker's job store.
-func (w *Worker) Jobs() *JobStore { return w.jobs }
+func (w *Worker) Jobs() *jobs.JobStore { return w.jobs }
 
 // Run processes messages until ctx ends, then drains: it stops pulling, lets in-flight
 // messages finish (up to DrainTimeout), flushes the batcher and the progress recorder, and
@@ -265,7 +266,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if w.graphBreakerMetrics != nil {
 		w.graphBreaker = newBreaker(w.cfg.Breaker, "graph", w.cfg.Graph.(Pinger).Ping, w.log, w.graphBreakerMetrics)
 	}
-	p, err := NewProgress(ProgressConfig{Store: w.jobs, Conn: w.cfg.JS.Conn()})
+	p, err := jobs.NewProgress(jobs.ProgressConfig{Store: w.jobs, Conn: w.cfg.JS.Conn()})
 	if err != nil {
 		_ = b.Close()
 		return err
@@ -491,10 +492,10 @@ func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 			}
 		}
 	}
-	var marks []Mark
+	var marks []jobs.Mark
 	for _, it := range items {
 		if it.job != "" && !it.skip && it.permanent == nil && it.transient == nil {
-			marks = append(marks, Mark{Job: it.job, Item: it.item, Outcome: Written})
+			marks = append(marks, jobs.Mark{Job: it.job, Item: it.item, Outcome: jobs.Written})
 		}
 	}
 	var progressErr error
@@ -669,18 +670,10 @@ func (w *Worker) verifyRollback(m jetstream.Msg) error {
 // Transient failures are returned (the event is retried); a permanent one is recorded as
 // failed.
 func (w *Worker) rollback(ctx context.Context, ev schemas.JobRollback) error {
-	id := rollbackID(ev)
+	id := jobs.RollbackID(ev)
 	coll := w.CollectionFor(ev.Env)
 	mark := func(ctx context.Context, superseded map[string]int64) error {
-		for _, job := range sortedJobs(superseded) {
-			if job == ev.JobID {
-				continue
-			}
-			if err := w.jobs.markSuperseded(ctx, job, ev.JobID, id, superseded[job]); err != nil {
-				return fmt.Errorf("mark job %s superseded by the rollback of %s: %w", job, ev.JobID, err)
-			}
-		}
-		return nil
+		return w.jobs.MarkSuperseded(ctx, ev.JobID, id, superseded)
 	}
 	var res document.JobRollbackResult
 	var err error
@@ -709,6 +702,6 @@ func (w *Worker) rollback(ctx context.Context, ev schemas.JobRollback) error {
 	}
 	w.log.Info("rolled back job", "job", ev.JobID, "deleted", res.Deleted, "restored", res.Restored,
 		"superseded_jobs", len(res.Superseded), "err", err)
-	_, ferr := w.jobs.finishRollback(ctx, ev.JobID, id, res, err)
+	_, ferr := w.jobs.FinishRollback(ctx, ev.JobID, id, res, err)
 	return ferr
 }

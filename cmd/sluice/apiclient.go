@@ -120,7 +120,7 @@ func (c *apiClient) doRequest(ctx context.Context, method, path string, query ur
 // per-token rate limits and the change-feed cap are checked before the handler runs), so any
 // request may be sent again. A 503 is a refusal before acting too when it comes from the
 // connection cap (capListener, before the request is read), a broker known to be away
-// (require, before the handler), a full upload spool (pipeline.Loader spools an upload whole
+// (require, before the handler), a full upload spool (intake.Loader spools an upload whole
 // before it publishes anything), or start-up (Starting) — but internalError
 // also answers 503 when a service failed part-way with a transient error (a publish that
 // timed out after others succeeded), so only a request that is safe to repeat is sent again

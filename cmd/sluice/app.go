@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/pipeline/secret"
 	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/sinks/astra"
@@ -141,7 +142,7 @@ type broker struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	streams *sjs.Provisioned
-	jobs    *pipeline.JobStore
+	jobs    *jobs.JobStore
 	// remote is true when the broker belongs to another process (NATS_URL, or a running
 	// sluice serve on the same data directory).
 	remote bool
@@ -190,7 +191,7 @@ func openBroker(ctx context.Context, c config, log *slog.Logger, allowEmbedded b
 		b.close()
 		return nil, err
 	}
-	b.jobs = pipeline.NewJobStore(b.streams.JobsKV)
+	b.jobs = jobs.NewJobStore(b.streams.JobsKV)
 	return b, nil
 }
 

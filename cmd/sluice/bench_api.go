@@ -23,7 +23,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 )
 
 // The routes of the API mix (issue 12), as reported.
@@ -600,10 +600,10 @@ func runAPIBench(ctx context.Context, cfg apiBenchConfig) (res apiBenchResult, e
 		return res, serve.failed(err)
 	}
 	res.Jobs.SettleS = time.Since(settleStart).Seconds()
-	if res.OrphanedJobs, err = l.countJobs(ctx, pipeline.JobPending, func(j pipeline.Job) bool { return j.Total == 0 && !j.Sealed }); err != nil {
+	if res.OrphanedJobs, err = l.countJobs(ctx, jobs.JobPending, func(j jobs.Job) bool { return j.Total == 0 && !j.Sealed }); err != nil {
 		return res, serve.failed(err)
 	}
-	if res.FailedJobs, err = l.countJobs(ctx, pipeline.JobFailed, func(pipeline.Job) bool { return true }); err != nil {
+	if res.FailedJobs, err = l.countJobs(ctx, jobs.JobFailed, func(jobs.Job) bool { return true }); err != nil {
 		return res, serve.failed(err)
 	}
 	res.PeakRSS, res.EndRSS = serve.memory()
@@ -624,9 +624,9 @@ func (l *apiLoad) settle(ctx context.Context) (apiJobsResult, error) {
 	l.mu.Unlock()
 	out := apiJobsResult{Accepted: len(ids)}
 	deadline := time.Now().Add(l.cfg.Settle)
-	final := map[string]pipeline.Job{}
+	final := map[string]jobs.Job{}
 	for len(ids) > 0 {
-		jobs := make([]pipeline.Job, len(ids))
+		jobStore := make([]jobs.Job, len(ids))
 		errs := make([]error, len(ids))
 		sem := make(chan struct{}, settlePollers)
 		var wg sync.WaitGroup
@@ -641,7 +641,7 @@ func (l *apiLoad) settle(ctx context.Context) (apiJobsResult, error) {
 				case a.status != http.StatusOK:
 					errs[i] = fmt.Errorf("GET /v1/jobs/%s: %d %s", id, a.status, a.body)
 				default:
-					errs[i] = json.Unmarshal(a.body, &jobs[i])
+					errs[i] = json.Unmarshal(a.body, &jobStore[i])
 				}
 			})
 		}
@@ -650,7 +650,7 @@ func (l *apiLoad) settle(ctx context.Context) (apiJobsResult, error) {
 			return out, fmt.Errorf("bench api: read accepted jobs: %w", err)
 		}
 		var left []string
-		for i, j := range jobs {
+		for i, j := range jobStore {
 			if j.Sealed && jobDone(j) {
 				final[ids[i]] = j
 			} else {
@@ -675,7 +675,7 @@ func (l *apiLoad) settle(ctx context.Context) (apiJobsResult, error) {
 	}
 	want := int64(l.cfg.ChunksPerJob)
 	for id, j := range final {
-		if j.State == pipeline.JobCompleted && j.Total == want && j.Published == want && j.Written == want && j.Rejected == 0 && j.DeadLettered == 0 {
+		if j.State == jobs.JobCompleted && j.Total == want && j.Published == want && j.Written == want && j.Rejected == 0 && j.DeadLettered == 0 {
 			out.Exact++
 			continue
 		}
@@ -689,16 +689,16 @@ func (l *apiLoad) settle(ctx context.Context) (apiJobsResult, error) {
 }
 
 // jobDone reports whether a job will not change any more (short of a rollback).
-func jobDone(j pipeline.Job) bool {
+func jobDone(j jobs.Job) bool {
 	switch j.State {
-	case pipeline.JobCompleted, pipeline.JobCompletedWithErrors, pipeline.JobFailed, pipeline.JobRolledBack, pipeline.JobSuperseded:
+	case jobs.JobCompleted, jobs.JobCompletedWithErrors, jobs.JobFailed, jobs.JobRolledBack, jobs.JobSuperseded:
 		return true
 	}
 	return false
 }
 
 // countJobs counts the jobs in state that match, through GET /v1/jobs, page by page.
-func (l *apiLoad) countJobs(ctx context.Context, state pipeline.JobState, match func(pipeline.Job) bool) (int, error) {
+func (l *apiLoad) countJobs(ctx context.Context, state jobs.JobState, match func(jobs.Job) bool) (int, error) {
 	n, cursor := 0, ""
 	for {
 		a := l.do(ctx, l.client, http.MethodGet, "/v1/jobs?limit=1000&state="+url.QueryEscape(string(state))+"&cursor="+url.QueryEscape(cursor), "", nil)
@@ -706,8 +706,8 @@ func (l *apiLoad) countJobs(ctx context.Context, state pipeline.JobState, match 
 			return n, fmt.Errorf("bench api: list %s jobs: %d %v %s", state, a.status, a.err, a.body)
 		}
 		var page struct {
-			Jobs       []pipeline.Job `json:"jobs"`
-			NextCursor string         `json:"next_cursor"`
+			Jobs       []jobs.Job `json:"jobs"`
+			NextCursor string     `json:"next_cursor"`
 		}
 		if err := json.Unmarshal(a.body, &page); err != nil {
 			return n, fmt.Errorf("bench api: list %s jobs: %w", state, err)

@@ -14,7 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sources/embedded"
 	"github.com/sluice-dev/sluice/sources/files"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
@@ -91,7 +92,7 @@ func writeBacklogFile(path string, n int) error {
 type brokerConn struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
-	jobs *pipeline.JobStore
+	jobs *jobs.JobStore
 }
 
 func connectBroker(ctx context.Context, ep embedded.Endpoint) (*brokerConn, error) {
@@ -109,7 +110,7 @@ func connectBroker(ctx context.Context, ep embedded.Endpoint) (*brokerConn, erro
 		nc.Close()
 		return nil, err
 	}
-	return &brokerConn{nc: nc, js: js, jobs: pipeline.NewJobStore(streams.JobsKV)}, nil
+	return &brokerConn{nc: nc, js: js, jobs: jobs.NewJobStore(streams.JobsKV)}, nil
 }
 
 // runBacklogBench runs each mode: a fresh broker, the chunk file published as one job with no
@@ -148,12 +149,12 @@ func runBacklogMode(ctx context.Context, cfg backlogBenchConfig, mode, file, dir
 		return res, err
 	}
 	defer func() { bc.nc.Close() }()
-	loader, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: bc.js, Jobs: bc.jobs, SpoolDir: filepath.Join(dir, "spool")})
+	loader, err := intake.NewLoader(intake.LoaderConfig{JS: bc.js, Jobs: bc.jobs, SpoolDir: filepath.Join(dir, "spool")})
 	if err != nil {
 		return res, err
 	}
 	start := time.Now()
-	lr, err := loader.Load(ctx, pipeline.LoadRequest{Env: "dev", Path: file, Format: files.Format("jsonl")})
+	lr, err := loader.Load(ctx, intake.LoadRequest{Env: "dev", Path: file, Format: files.Format("jsonl")})
 	if err != nil {
 		return res, fmt.Errorf("publish the backlog: %w", err)
 	}
@@ -204,7 +205,7 @@ func runBacklogMode(ctx context.Context, cfg backlogBenchConfig, mode, file, dir
 		}
 	}
 	var first time.Duration
-	var last pipeline.Job
+	var last jobs.Job
 	if err := waitFor(ctx, w, cfg.Timeout, 100*time.Millisecond, "the backlog drained", func(ctx context.Context) (bool, error) {
 		j, err := bc.jobs.Get(ctx, lr.JobID)
 		if err != nil {
@@ -224,7 +225,7 @@ func runBacklogMode(ctx context.Context, cfg backlogBenchConfig, mode, file, dir
 	res.StartupS, res.DrainS = first.Seconds(), drain.Seconds()
 	res.Written, res.DeadLettered = last.Written, last.DeadLettered
 	res.DocsPerS = float64(last.Written) / drain.Seconds()
-	if last.State != pipeline.JobCompleted || last.Written != res.Chunks {
+	if last.State != jobs.JobCompleted || last.Written != res.Chunks {
 		return res, fmt.Errorf("the job ended %s with %d of %d written, %d dead-lettered", last.State, last.Written, res.Chunks, last.DeadLettered)
 	}
 	return res, nil

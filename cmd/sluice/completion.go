@@ -11,8 +11,8 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 )
 
 // completionExample is the completion command's examples; the docs test runs them.
@@ -99,8 +99,8 @@ func envNames() []string { return []string{"dev", "test", "prod"} }
 
 func jobStates() []string {
 	return []string{
-		string(pipeline.JobPending), string(pipeline.JobRunning), string(pipeline.JobCompleted),
-		string(pipeline.JobCompletedWithErrors), string(pipeline.JobSuperseded), string(pipeline.JobRolledBack), string(pipeline.JobFailed),
+		string(jobs.JobPending), string(jobs.JobRunning), string(jobs.JobCompleted),
+		string(jobs.JobCompletedWithErrors), string(jobs.JobSuperseded), string(jobs.JobRolledBack), string(jobs.JobFailed),
 	}
 }
 
@@ -140,7 +140,7 @@ func completeJobIDs(_ *cli, max int) cobra.CompletionFunc {
 		}
 		defer cancel()
 		var page struct {
-			Jobs []pipeline.Job `json:"jobs"`
+			Jobs []jobs.Job `json:"jobs"`
 		}
 		q := url.Values{"limit": {fmt.Sprint(completionLimit)}}
 		if err := api.do(ctx, "GET", "/v1/jobs", q, nil, &page); err != nil {

@@ -17,7 +17,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/sinks/graph"
 	"github.com/sluice-dev/sluice/sinks/graph/pgtest"
@@ -43,18 +44,18 @@ func TestFaultSuiteMore(t *testing.T) {
 		path, wantNodes, wantEdges := writeGraphFile(t, nodes, edges)
 		// 32 KiB messages (a tenth of the default) cut the graph into ≈100 transactions, so
 		// the crash lands between and inside many of them, not in one of a dozen.
-		l, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: e.js, Jobs: e.jobs, SpoolDir: filepath.Join(e.dataDir, "spool"), MaxGraphMessageBytes: 32 << 10})
+		l, err := intake.NewLoader(intake.LoaderConfig{JS: e.js, Jobs: e.jobs, SpoolDir: filepath.Join(e.dataDir, "spool"), MaxGraphMessageBytes: 32 << 10})
 		if err != nil {
 			t.Fatal(err)
 		}
-		res, err := l.Load(context.Background(), pipeline.LoadRequest{Env: "dev", Path: path})
+		res, err := l.Load(context.Background(), intake.LoadRequest{Env: "dev", Path: path})
 		if err != nil {
 			t.Fatal(err)
 		}
 		total := res.Total
 		// Nodes come first (a few messages); a third of the messages applied is well into the
 		// edges.
-		before := e.job(res.JobID, time.Minute, func(j pipeline.Job) bool { return j.Written >= total/3 })
+		before := e.job(res.JobID, time.Minute, func(j jobs.Job) bool { return j.Written >= total/3 })
 		if before.State.Done() {
 			t.Fatalf("the job ended before the crash: %+v", before)
 		}
@@ -66,7 +67,7 @@ func TestFaultSuiteMore(t *testing.T) {
 			t.Fatal(err)
 		}
 		start := time.Now()
-		job := e.job(res.JobID, 2*time.Minute, func(j pipeline.Job) bool { return j.State.Done() })
+		job := e.job(res.JobID, 2*time.Minute, func(j jobs.Job) bool { return j.State.Done() })
 		recovery := time.Since(start)
 
 		gotNodes, gotEdges, bumped := graphRows(t, dsn)
@@ -82,7 +83,7 @@ func TestFaultSuiteMore(t *testing.T) {
 		row.Duplicated = int64(bumped+missing(gotNodes, wantNodes)+missing(gotEdges, wantEdges)) +
 			max(0, job.Written+job.DeadLettered-total)
 		row.DeadLettered = int64(len(deadLetterIDs(t, e.streams.DLQ)))
-		if row.Lost != 0 || row.Duplicated != 0 || row.DeadLettered != 0 || job.State != pipeline.JobCompleted || job.Written != total {
+		if row.Lost != 0 || row.Duplicated != 0 || row.DeadLettered != 0 || job.State != jobs.JobCompleted || job.Written != total {
 			t.Fatalf("after the crash: job %s, %d of %d messages written, %d dead-lettered; PostgreSQL holds %d of %d nodes and %d of %d edges; lost %d, duplicated %d (%d rows at version > 1), dead letters %d",
 				job.State, job.Written, total, job.DeadLettered, len(gotNodes), nodes, len(gotEdges), edges, row.Lost, row.Duplicated, bumped, row.DeadLettered)
 		}

@@ -22,7 +22,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
@@ -218,7 +219,7 @@ type faultEnv struct {
 	nats    *natsProc
 	js      jetstream.JetStream
 	streams *sjs.Provisioned
-	jobs    *pipeline.JobStore
+	jobs    *jobs.JobStore
 	dataDir string
 	double  *dataapitest.Server
 }
@@ -237,7 +238,7 @@ func newFaultEnv(t *testing.T, astra bool) *faultEnv {
 	if e.streams, err = sjs.Provision(context.Background(), e.js, sjs.ProvisionConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	e.jobs = pipeline.NewJobStore(e.streams.JobsKV)
+	e.jobs = jobs.NewJobStore(e.streams.JobsKV)
 	if astra {
 		e.double = dataapitest.New(dataapitest.Config{})
 		t.Cleanup(e.double.Close)
@@ -262,11 +263,11 @@ func (e *faultEnv) worker(natsURL string, args ...string) *exec.Cmd {
 // load publishes a file of n chunks as one job and returns its id.
 func (e *faultEnv) load(n int) string {
 	e.t.Helper()
-	l, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: e.js, Jobs: e.jobs, SpoolDir: filepath.Join(e.dataDir, "spool")})
+	l, err := intake.NewLoader(intake.LoaderConfig{JS: e.js, Jobs: e.jobs, SpoolDir: filepath.Join(e.dataDir, "spool")})
 	if err != nil {
 		e.t.Fatal(err)
 	}
-	res, err := l.Load(context.Background(), pipeline.LoadRequest{Env: "dev", Path: writeChunkFile(e.t, n)})
+	res, err := l.Load(context.Background(), intake.LoadRequest{Env: "dev", Path: writeChunkFile(e.t, n)})
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -274,9 +275,9 @@ func (e *faultEnv) load(n int) string {
 }
 
 // job polls the job record (the broker may be restarting) until cond holds or timeout.
-func (e *faultEnv) job(id string, timeout time.Duration, cond func(pipeline.Job) bool) pipeline.Job {
+func (e *faultEnv) job(id string, timeout time.Duration, cond func(jobs.Job) bool) jobs.Job {
 	e.t.Helper()
-	var last pipeline.Job
+	var last jobs.Job
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		j, err := e.jobs.Get(ctx, id)
@@ -304,9 +305,9 @@ func (e *faultEnv) stored() int64 {
 // check waits for job id to finish and returns the row's lost, duplicated and dead-lettered
 // counts for n chunks: lost = chunks neither stored nor dead-lettered, duplicated = stored
 // documents or job counts beyond n.
-func (e *faultEnv) check(id string, n int, timeout time.Duration) (row faultRow, job pipeline.Job) {
+func (e *faultEnv) check(id string, n int, timeout time.Duration) (row faultRow, job jobs.Job) {
 	e.t.Helper()
-	job = e.job(id, timeout, func(j pipeline.Job) bool { return j.State.Done() })
+	job = e.job(id, timeout, func(j jobs.Job) bool { return j.State.Done() })
 	stored := e.stored()
 	dlq := int64(len(deadLetterIDs(e.t, e.streams.DLQ)))
 	row.DeadLettered = dlq
@@ -337,9 +338,9 @@ func deadLetterIDs(t *testing.T, dlq jetstream.Stream) []string {
 }
 
 // wantExact fails the scenario unless the job completed with every chunk written once.
-func (e *faultEnv) wantExact(row faultRow, job pipeline.Job, n int) {
+func (e *faultEnv) wantExact(row faultRow, job jobs.Job, n int) {
 	e.t.Helper()
-	if row.Lost != 0 || row.Duplicated != 0 || row.DeadLettered != 0 || job.State != pipeline.JobCompleted || job.Written != int64(n) {
+	if row.Lost != 0 || row.Duplicated != 0 || row.DeadLettered != 0 || job.State != jobs.JobCompleted || job.Written != int64(n) {
 		e.t.Fatalf("after the fault: job %s %d written of %d; lost %d, duplicated %d, dead-lettered %d",
 			job.State, job.Written, n, row.Lost, row.Duplicated, row.DeadLettered)
 	}
@@ -371,7 +372,7 @@ func TestFaultSuite(t *testing.T) {
 		id := e.load(n)
 		for kill := 1; kill <= 3; kill++ {
 			want := int64(n * kill / 4)
-			e.job(id, time.Minute, func(j pipeline.Job) bool { return j.Written >= want })
+			e.job(id, time.Minute, func(j jobs.Job) bool { return j.Written >= want })
 			_ = w.Process.Signal(syscall.SIGKILL)
 			_ = w.Wait()
 			w = e.worker(e.nats.url())
@@ -384,7 +385,7 @@ func TestFaultSuite(t *testing.T) {
 		e := newFaultEnv(t, false)
 		e.worker(e.nats.url())
 		id := e.load(n)
-		e.job(id, time.Minute, func(j pipeline.Job) bool { return j.Written >= int64(n/3) })
+		e.job(id, time.Minute, func(j jobs.Job) bool { return j.Written >= int64(n/3) })
 		e.nats.kill()
 		time.Sleep(time.Second)
 		e.nats.start()
@@ -403,7 +404,7 @@ func TestFaultSuite(t *testing.T) {
 		p.delay.Store(int64(20 * time.Millisecond))
 		e.worker(p.url())
 		id := e.load(n)
-		e.job(id, time.Minute, func(j pipeline.Job) bool { return j.Written > 0 })
+		e.job(id, time.Minute, func(j jobs.Job) bool { return j.Written > 0 })
 		for range 3 {
 			p.down.Store(true)
 			p.cut()
@@ -419,7 +420,7 @@ func TestFaultSuite(t *testing.T) {
 		e := newFaultEnv(t, true)
 		e.worker(e.nats.url())
 		id := e.load(n)
-		e.job(id, time.Minute, func(j pipeline.Job) bool { return j.Written > 0 })
+		e.job(id, time.Minute, func(j jobs.Job) bool { return j.Written > 0 })
 		e.double.SetFaultRate(1, dataapitest.FaultHTTP503)
 		time.Sleep(20 * time.Second)
 		e.double.SetFaultRate(0)
@@ -439,7 +440,7 @@ func TestFaultSuite(t *testing.T) {
 		start := time.Now()
 		id := e.load(n)
 		// The note counts the responses lost over the whole load: wait for its end first.
-		e.job(id, 3*time.Minute, func(j pipeline.Job) bool { return j.State.Done() })
+		e.job(id, 3*time.Minute, func(j jobs.Job) bool { return j.State.Done() })
 		e.finish(t, id, n, time.Minute, start, load, "20% of Data API calls applied, their response dropped", fmt.Sprintf("%d responses lost; recovery is the whole load", e.double.Stats().Faults[dataapitest.FaultLostResponse]))
 	})
 
@@ -456,7 +457,7 @@ func TestFaultSuite(t *testing.T) {
 		e := newFaultEnv(t, true)
 		w := e.worker(e.nats.url(), "--drain-timeout", "5s")
 		id := e.load(n)
-		e.job(id, time.Minute, func(j pipeline.Job) bool { return j.Written > 0 })
+		e.job(id, time.Minute, func(j jobs.Job) bool { return j.Written > 0 })
 		// Every Data API call from now on hangs until the client gives up.
 		e.double.SetFaultRate(1, dataapitest.FaultTimeout)
 		time.Sleep(500 * time.Millisecond)
@@ -499,7 +500,7 @@ func TestFaultSuite(t *testing.T) {
 		row.DeadLettered = int64(len(dead))
 		row.Scenario, row.Load, row.Fault, row.Recovery = t.Name(), load, fmt.Sprintf("4 invalid-JSON chunks of 10 B, 100 KB, 900 KB and %d B among them", limit-1024), time.Since(start)
 		row.Note = "each poison dead-lettered (the two largest by reference), every good chunk written"
-		if len(dead) != len(sizes) || row.Lost != 0 || row.Duplicated != 0 || job.State != pipeline.JobCompleted || job.Written != int64(n) {
+		if len(dead) != len(sizes) || row.Lost != 0 || row.Duplicated != 0 || job.State != jobs.JobCompleted || job.Written != int64(n) {
 			t.Fatalf("job %s %d of %d written; %d dead letters (want %d), lost %d", job.State, job.Written, n, len(dead), len(sizes), row.Lost)
 		}
 		recordFault(row)
@@ -509,7 +510,7 @@ func TestFaultSuite(t *testing.T) {
 		e := newFaultEnv(t, false)
 		e.worker(e.nats.url())
 		id := e.load(n)
-		e.job(id, 2*time.Minute, func(j pipeline.Job) bool { return j.State.Done() })
+		e.job(id, 2*time.Minute, func(j jobs.Job) bool { return j.State.Done() })
 		// The same file again is the same job: nothing is published.
 		if again := e.load(n); again != id {
 			t.Fatalf("resubmitted file became job %s, want %s", again, id)

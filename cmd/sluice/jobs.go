@@ -13,10 +13,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-
-	"github.com/sluice-dev/sluice/pipeline"
 )
 
 // apiFlags are the flags every command that talks to the API shares (persistent on jobs and
@@ -66,8 +65,8 @@ func newJobsCmd(c *cli) *cobra.Command {
 				}
 			}
 			var page struct {
-				Jobs       []pipeline.Job `json:"jobs"`
-				NextCursor string         `json:"next_cursor"`
+				Jobs       []jobs.Job `json:"jobs"`
+				NextCursor string     `json:"next_cursor"`
 			}
 			if err := client().do(c.ctx, "GET", "/v1/jobs", q, nil, &page); err != nil {
 				return err
@@ -104,7 +103,7 @@ func newJobsCmd(c *cli) *cobra.Command {
 		Args:              exactArgs(1, "jobs show: name one job id"),
 		ValidArgsFunction: completeJobIDs(c, 1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			var job pipeline.Job
+			var job jobs.Job
 			if err := client().do(c.ctx, "GET", "/v1/jobs/"+url.PathEscape(args[0]), nil, nil, &job); err != nil {
 				return err
 			}
@@ -138,7 +137,7 @@ out or unreachable, 130 interrupted.` + apiEnvHelp,
 			if err := showJob(c.stdout, job, af.asJSON, rejectionLimit(c.stdout)); err != nil {
 				return err
 			}
-			if job.State == pipeline.JobFailed {
+			if job.State == jobs.JobFailed {
 				return fmt.Errorf("job %s failed", job.JobID)
 			}
 			if job.Rejected+job.DeadLettered > 0 {
@@ -163,7 +162,7 @@ harmless.` + apiEnvHelp,
 		ValidArgsFunction: completeJobIDs(c, 1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			api := client()
-			var job pipeline.Job
+			var job jobs.Job
 			// Rolling back again is harmless: it deletes the job's documents, and those already
 			// deleted stay deleted (JobStore.RequestRollback keeps the first request).
 			var q url.Values
@@ -208,7 +207,7 @@ const (
 // each connection and it ignores Last-Event-ID; each new stream starts with the job's current
 // record, so nothing is missed. timeout > 0 bounds the whole wait: past it the error says the
 // job's last state. Reconnects are announced on stderr.
-func waitJobAPI(ctx context.Context, api *apiClient, id string, bar *progressBar, timeout time.Duration, stderr io.Writer) (pipeline.Job, error) {
+func waitJobAPI(ctx context.Context, api *apiClient, id string, bar *progressBar, timeout time.Duration, stderr io.Writer) (jobs.Job, error) {
 	parent := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc
@@ -216,8 +215,8 @@ func waitJobAPI(ctx context.Context, api *apiClient, id string, bar *progressBar
 		defer cancel()
 	}
 	path := "/v1/jobs/" + url.PathEscape(id)
-	var last pipeline.Job
-	fail := func(err error) (pipeline.Job, error) {
+	var last jobs.Job
+	fail := func(err error) (jobs.Job, error) {
 		if bar != nil {
 			bar.done()
 		}
@@ -265,7 +264,7 @@ func waitJobAPI(ctx context.Context, api *apiClient, id string, bar *progressBar
 			return fail(fmt.Errorf("follow job %s: gave up after %d reconnects: %w", id, maxReconnects, err))
 		}
 		// Read the job again: it may have ended while the stream was down.
-		var job pipeline.Job
+		var job jobs.Job
 		if api.do(ctx, "GET", path, nil, nil, &job) == nil {
 			last = job
 			if job.Settled() {
@@ -289,14 +288,14 @@ func waitJobAPI(ctx context.Context, api *apiClient, id string, bar *progressBar
 		bar.done()
 	}
 	// The stream carries the hot record; read the whole job (rejections) once.
-	var job pipeline.Job
+	var job jobs.Job
 	if err := api.do(ctx, "GET", path, nil, nil, &job); err != nil {
 		return fail(err)
 	}
 	return job, nil
 }
 
-func showJob(w io.Writer, j pipeline.Job, asJSON bool, limit int) error {
+func showJob(w io.Writer, j jobs.Job, asJSON bool, limit int) error {
 	if asJSON {
 		return printJSON(w, j)
 	}

@@ -14,22 +14,24 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/schemas"
 )
 
 type loadSummary struct {
-	JobID        string               `json:"job_id"`
-	File         string               `json:"file"`
-	State        pipeline.JobState    `json:"state"`
-	Total        int64                `json:"total"`
-	Written      int64                `json:"written"`
-	Rejected     int64                `json:"rejected"`
-	DeadLettered int64                `json:"dead_lettered"`
-	Existing     bool                 `json:"existing,omitempty"`
-	ElapsedMS    int64                `json:"elapsed_ms"`
-	Rejections   []pipeline.ItemIssue `json:"rejections,omitempty"`
-	Warnings     []pipeline.ItemIssue `json:"warnings,omitempty"`
-	Error        string               `json:"error,omitempty"`
+	JobID        string           `json:"job_id"`
+	File         string           `json:"file"`
+	State        jobs.JobState    `json:"state"`
+	Total        int64            `json:"total"`
+	Written      int64            `json:"written"`
+	Rejected     int64            `json:"rejected"`
+	DeadLettered int64            `json:"dead_lettered"`
+	Existing     bool             `json:"existing,omitempty"`
+	ElapsedMS    int64            `json:"elapsed_ms"`
+	Rejections   []jobs.ItemIssue `json:"rejections,omitempty"`
+	Warnings     []jobs.ItemIssue `json:"warnings,omitempty"`
+	Error        string           `json:"error,omitempty"`
 	// Interrupted is set when a signal stopped the load or the wait for this file.
 	Interrupted bool `json:"interrupted,omitempty"`
 }
@@ -120,7 +122,7 @@ func cmdLoad(cl *cli, c config, paths []string, env string, asJSON, force bool) 
 		workerDone = make(chan error, 1)
 		go func() { workerDone <- w.Run(workerCtx) }()
 	}
-	loader, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: b.js, Jobs: b.jobs, SpoolDir: c.DataDir + "/spool"})
+	loader, err := intake.NewLoader(intake.LoaderConfig{JS: b.js, Jobs: b.jobs, SpoolDir: c.DataDir + "/spool"})
 	if err != nil {
 		return err
 	}
@@ -191,7 +193,7 @@ func isTerminal(w io.Writer) bool {
 
 // printRejections prints up to limit rejection lines, then "and N more rejected items" with
 // the number of rejected items not printed: total (the job's count) less those printed.
-func printRejections(w io.Writer, rs []pipeline.ItemIssue, total int64, limit int) {
+func printRejections(w io.Writer, rs []jobs.ItemIssue, total int64, limit int) {
 	shown := rs[:min(len(rs), limit)]
 	for _, r := range shown {
 		id := ""
@@ -205,10 +207,10 @@ func printRejections(w io.Writer, rs []pipeline.ItemIssue, total int64, limit in
 	}
 }
 
-func loadOne(ctx context.Context, l *pipeline.Loader, jobs *pipeline.JobStore, path, env string, force bool, bar *progressBar) loadSummary {
+func loadOne(ctx context.Context, l *intake.Loader, store *jobs.JobStore, path, env string, force bool, bar *progressBar) loadSummary {
 	start := time.Now()
 	s := loadSummary{File: path}
-	res, err := l.Load(ctx, pipeline.LoadRequest{Env: env, Path: path, Force: force})
+	res, err := l.Load(ctx, intake.LoadRequest{Env: env, Path: path, Force: force})
 	s.JobID, s.Total, s.Rejected, s.Existing = res.JobID, res.Total, res.Rejected, res.Existing
 	if err != nil && ctx.Err() != nil {
 		s.Error, s.Interrupted, s.Existing = interruptedMsg, true, false
@@ -219,7 +221,7 @@ func loadOne(ctx context.Context, l *pipeline.Loader, jobs *pipeline.JobStore, p
 		s.State = "failed"
 		return s
 	}
-	job, err := pipeline.Wait(ctx, jobs, res.JobID, func(j pipeline.Job) { bar.update(path, j) })
+	job, err := jobs.Wait(ctx, store, res.JobID, func(j jobs.Job) { bar.update(path, j) })
 	if err != nil && ctx.Err() != nil {
 		s.Error, s.Interrupted, s.Existing, s.State = interruptedMsg, true, false, job.State
 		return s
@@ -232,7 +234,7 @@ func loadOne(ctx context.Context, l *pipeline.Loader, jobs *pipeline.JobStore, p
 	s.State, s.Total, s.Written, s.Rejected, s.DeadLettered = job.State, job.Total, job.Written, job.Rejected, job.DeadLettered
 	s.Rejections, s.Warnings = job.Rejections, job.Warnings
 	s.ElapsedMS = time.Since(start).Milliseconds()
-	if f := job.Failure; job.State == pipeline.JobFailed && f != nil {
+	if f := job.Failure; job.State == jobs.JobFailed && f != nil {
 		s.Error = "job " + res.JobID + " failed: " + f.Reason
 	}
 	return s
@@ -302,7 +304,7 @@ func newProgressBar(w io.Writer, want bool) *progressBar {
 	return &progressBar{w: w, enabled: want && isTerminal(w)}
 }
 
-func (p *progressBar) update(file string, j pipeline.Job) {
+func (p *progressBar) update(file string, j jobs.Job) {
 	if !p.enabled {
 		return
 	}

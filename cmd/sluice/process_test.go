@@ -16,7 +16,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sinks/docstore"
 	"github.com/sluice-dev/sluice/sources/embedded"
 	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
@@ -98,12 +99,12 @@ func startWorker(t *testing.T, url, dataDir string) *exec.Cmd {
 	return cmd
 }
 
-func waitJob(t *testing.T, jobs *pipeline.JobStore, id string, cond func(pipeline.Job) bool) pipeline.Job {
+func waitJob(t *testing.T, store *jobs.JobStore, id string, cond func(jobs.Job) bool) jobs.Job {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	var last pipeline.Job
-	err := jobs.Watch(ctx, id, func(j pipeline.Job) bool { last = j; return cond(j) })
+	var last jobs.Job
+	err := store.Watch(ctx, id, func(j jobs.Job) bool { last = j; return cond(j) })
 	if err != nil {
 		t.Fatalf("job %s: %v (last %+v)", id, err, last)
 	}
@@ -113,20 +114,20 @@ func waitJob(t *testing.T, jobs *pipeline.JobStore, id string, cond func(pipelin
 func TestWorkerKilledMidLoadLosesNothing(t *testing.T) {
 	const n = 20000
 	url, js, streams := startBroker(t)
-	jobs := pipeline.NewJobStore(streams.JobsKV)
+	jobStore := jobs.NewJobStore(streams.JobsKV)
 	dataDir := t.TempDir()
 	w1 := startWorker(t, url, dataDir)
 
-	loader, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: js, Jobs: jobs})
+	loader, err := intake.NewLoader(intake.LoaderConfig{JS: js, Jobs: jobStore})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := loader.Load(context.Background(), pipeline.LoadRequest{Env: "dev", Path: writeChunkFile(t, n)})
+	res, err := loader.Load(context.Background(), intake.LoadRequest{Env: "dev", Path: writeChunkFile(t, n)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	// Kill the worker with SIGKILL once it has written part of the job.
-	mid := waitJob(t, jobs, res.JobID, func(j pipeline.Job) bool { return j.Written > 0 })
+	mid := waitJob(t, jobStore, res.JobID, func(j jobs.Job) bool { return j.Written > 0 })
 	if err := w1.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -135,8 +136,8 @@ func TestWorkerKilledMidLoadLosesNothing(t *testing.T) {
 		t.Skipf("the worker finished all %d chunks before it could be killed", n)
 	}
 	w2, w2logs := startProc(t, "worker", []string{"SLUICE_LOG_LEVEL=info"}, "worker", "--nats-url", url, "--data-dir", dataDir, "--drain-timeout", "20s")
-	final := waitJob(t, jobs, res.JobID, func(j pipeline.Job) bool { return j.State.Done() })
-	if final.State != pipeline.JobCompleted || final.Written != n {
+	final := waitJob(t, jobStore, res.JobID, func(j jobs.Job) bool { return j.State.Done() })
+	if final.State != jobs.JobCompleted || final.Written != n {
 		t.Fatalf("after restart: %+v", final)
 	}
 	// SIGTERM drains and exits cleanly.
@@ -163,18 +164,18 @@ func TestWorkerKilledMidLoadLosesNothing(t *testing.T) {
 func TestSIGTERMDrainsInFlightWork(t *testing.T) {
 	const n = 20000
 	url, js, streams := startBroker(t)
-	jobs := pipeline.NewJobStore(streams.JobsKV)
+	jobStore := jobs.NewJobStore(streams.JobsKV)
 	dataDir := t.TempDir()
 	w := startWorker(t, url, dataDir)
-	loader, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: js, Jobs: jobs})
+	loader, err := intake.NewLoader(intake.LoaderConfig{JS: js, Jobs: jobStore})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := loader.Load(context.Background(), pipeline.LoadRequest{Env: "dev", Path: writeChunkFile(t, n)})
+	res, err := loader.Load(context.Background(), intake.LoadRequest{Env: "dev", Path: writeChunkFile(t, n)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitJob(t, jobs, res.JobID, func(j pipeline.Job) bool { return j.Written > 0 })
+	waitJob(t, jobStore, res.JobID, func(j jobs.Job) bool { return j.Written > 0 })
 	start := time.Now()
 	if err := w.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
@@ -187,7 +188,7 @@ func TestSIGTERMDrainsInFlightWork(t *testing.T) {
 	}
 	// Everything acked is in the store and counted; what the drain handed back (nacked)
 	// is finished by the next worker.
-	job, err := jobs.Get(context.Background(), res.JobID)
+	job, err := jobStore.Get(context.Background(), res.JobID)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,8 +197,8 @@ func TestSIGTERMDrainsInFlightWork(t *testing.T) {
 		t.Fatalf("job says %d written, store holds %d", job.Written, count)
 	}
 	w2, w2logs := startProc(t, "worker", []string{"SLUICE_LOG_LEVEL=info"}, "worker", "--nats-url", url, "--data-dir", dataDir, "--drain-timeout", "20s")
-	final := waitJob(t, jobs, res.JobID, func(j pipeline.Job) bool { return j.State.Done() })
-	if final.State != pipeline.JobCompleted || final.Written != n {
+	final := waitJob(t, jobStore, res.JobID, func(j jobs.Job) bool { return j.State.Done() })
+	if final.State != jobs.JobCompleted || final.Written != n {
 		t.Fatalf("after restart: %+v", final)
 	}
 	// The job may be complete before the second worker has even installed its signal

@@ -12,6 +12,7 @@ import (
 	"github.com/sourcegraph/conc/pool"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/sinks/astra"
@@ -32,7 +33,7 @@ type requirementsParts struct {
 	worker *pipeline.CommandWorker
 	// client and events are nil unless the API runs in this process.
 	client *pipeline.CommandClient
-	events *pipeline.EventFeed
+	events *jobs.EventFeed
 }
 
 // requirementsOptions says what startRequirements builds.
@@ -108,7 +109,7 @@ func startRequirements(ctx context.Context, c config, o requirementsOptions) (*r
 			rp.close()
 			return nil, err
 		}
-		rp.events = pipeline.NewEventFeed(o.JS)
+		rp.events = jobs.NewEventFeed(o.JS)
 	}
 	return rp, nil
 }
@@ -136,7 +137,7 @@ func (rp *requirementsParts) run(p *pool.ContextPool) {
 	}
 	p.Go(func(ctx context.Context) error { return rp.worker.Run(ctx) })
 	p.Go(func(ctx context.Context) error {
-		err := pipeline.ForwardJobEvents(ctx, rp.js, rp.jobsKV, func(err error) { rp.log.Warn("job progress to the change feed", "err", err) })
+		err := jobs.ForwardJobEvents(ctx, rp.js, rp.jobsKV, func(err error) { rp.log.Warn("job progress to the change feed", "err", err) })
 		if err != nil && !errors.Is(err, context.Canceled) {
 			rp.log.Warn("job progress is not forwarded to the change feed", "err", err)
 		}

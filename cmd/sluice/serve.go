@@ -22,6 +22,8 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/dlq"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sinks/graph"
 	"github.com/sluice-dev/sluice/sources/embedded"
 	"github.com/sluice-dev/sluice/sources/files"
@@ -160,7 +162,7 @@ func cmdServe(ctx context.Context, log *slog.Logger, name string, c config, drai
 		// One publish scheduler for every upload of this process (issue 12).
 		// AstraDB keeps no previous versions of a document: a rollback asked to restore them
 		// is refused at once (400) instead of failing in the workers.
-		loader, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: b.js, Jobs: b.jobs, SpoolDir: c.DataDir + "/spool", Key: key,
+		loader, err := intake.NewLoader(intake.LoaderConfig{JS: b.js, Jobs: b.jobs, SpoolDir: c.DataDir + "/spool", Key: key,
 			Batch:              sjs.BatchWriterConfig{Admission: sjs.NewAdmission(sjs.AdmissionConfig{})},
 			NoPreviousVersions: c.Astra.Endpoint != ""})
 		if err != nil {
@@ -231,7 +233,7 @@ func cmdServe(ctx context.Context, log *slog.Logger, name string, c config, drai
 		// Jobs left open by a publisher that vanished (an API process killed mid-upload) are
 		// failed after 10 minutes without an update, so none stays pending for ever.
 		p.Go(func(ctx context.Context) error {
-			return pipeline.RunJobReaper(ctx, b.jobs, pipeline.ReaperConfig{},
+			return jobs.RunJobReaper(ctx, b.jobs, jobs.ReaperConfig{},
 				func(err error) { log.Warn("reap abandoned jobs", "err", err) })
 		})
 		// Messages that exhaust their deliveries without reaching the worker's own
@@ -243,7 +245,7 @@ func cmdServe(ctx context.Context, log *slog.Logger, name string, c config, drai
 				if env.JobID == "" || env.Item == nil {
 					return nil
 				}
-				_, err := b.jobs.Mark(ctx, env.JobID, pipeline.Mark{Job: env.JobID, Item: int64(*env.Item), Outcome: pipeline.DeadLettered})
+				_, err := b.jobs.Mark(ctx, env.JobID, jobs.Mark{Job: env.JobID, Item: int64(*env.Item), Outcome: jobs.DeadLettered})
 				return err
 			})
 		})
@@ -252,7 +254,7 @@ func cmdServe(ctx context.Context, log *slog.Logger, name string, c config, drai
 		// Job reads (GET /v1/jobs/{id}, what pollers call most) are served from memory, kept
 		// current by a watch on the jobs bucket (issue 12).
 		p.Go(func(ctx context.Context) error {
-			return b.jobs.RunCache(ctx, pipeline.JobCacheConfig{},
+			return b.jobs.RunCache(ctx, jobs.JobCacheConfig{},
 				func(err error) {
 					log.Warn("job cache: watch failed; reading jobs from the broker until it restarts", "err", err)
 				})
@@ -326,20 +328,20 @@ func (f *apiLimitFlags) parse() (httpapi.Config, error) {
 
 // jobService adapts the loader and job store to the API.
 type jobService struct {
-	loader *pipeline.Loader
-	jobs   *pipeline.JobStore
+	loader *intake.Loader
+	jobs   *jobs.JobStore
 }
 
 func (s jobService) SubmitJob(ctx context.Context, req httpapi.SubmitRequest) (httpapi.SubmitResult, error) {
-	res, err := s.loader.Load(ctx, pipeline.LoadRequest{
+	res, err := s.loader.Load(ctx, intake.LoadRequest{
 		Env: req.Env, Body: req.Body, File: req.File, Format: files.Format(req.Format), Force: req.Force,
 		IdempotencyKey: req.IdempotencyKey,
 	})
 	if err != nil {
-		if errors.Is(err, pipeline.ErrBadInput) {
+		if errors.Is(err, intake.ErrBadInput) {
 			return httpapi.SubmitResult{}, fmt.Errorf("%w: %w", httpapi.ErrBadRequest, err)
 		}
-		if errors.Is(err, pipeline.ErrBusy) {
+		if errors.Is(err, intake.ErrBusy) {
 			return httpapi.SubmitResult{}, fmt.Errorf("%w: %w", httpapi.ErrBusy, err)
 		}
 		return httpapi.SubmitResult{}, err
@@ -350,38 +352,38 @@ func (s jobService) SubmitJob(ctx context.Context, req httpapi.SubmitRequest) (h
 	}, nil
 }
 
-func (s jobService) GetJob(ctx context.Context, id string) (pipeline.Job, error) {
+func (s jobService) GetJob(ctx context.Context, id string) (jobs.Job, error) {
 	j, err := s.jobs.Get(ctx, id)
-	if errors.Is(err, pipeline.ErrJobNotFound) {
+	if errors.Is(err, jobs.ErrJobNotFound) {
 		return j, fmt.Errorf("%w: job %s", httpapi.ErrNotFound, id)
 	}
 	return j, err
 }
 
-func (s jobService) ListJobs(ctx context.Context, f httpapi.JobFilter, cursor string, limit int) ([]pipeline.Job, string, error) {
-	jobs, next, err := s.jobs.List(ctx, pipeline.JobFilter{State: f.State, Env: f.Env}, cursor, limit)
-	if errors.Is(err, pipeline.ErrBadCursor) {
+func (s jobService) ListJobs(ctx context.Context, f httpapi.JobFilter, cursor string, limit int) ([]jobs.Job, string, error) {
+	list, next, err := s.jobs.List(ctx, jobs.JobFilter{State: f.State, Env: f.Env}, cursor, limit)
+	if errors.Is(err, jobs.ErrBadCursor) {
 		return nil, "", fmt.Errorf("%w: %w", httpapi.ErrBadRequest, err)
 	}
-	return jobs, next, err
+	return list, next, err
 }
 
-func (s jobService) WatchJob(ctx context.Context, id string, fn func(pipeline.Job) bool) error {
+func (s jobService) WatchJob(ctx context.Context, id string, fn func(jobs.Job) bool) error {
 	return s.jobs.Watch(ctx, id, fn)
 }
 
-func (s jobService) RollbackJob(ctx context.Context, id, by string) (pipeline.Job, error) {
-	return s.RollbackJobWith(ctx, id, by, pipeline.RollbackOptions{})
+func (s jobService) RollbackJob(ctx context.Context, id, by string) (jobs.Job, error) {
+	return s.RollbackJobWith(ctx, id, by, intake.RollbackOptions{})
 }
 
 // RollbackJobWith rolls a job back with options (restore_previous); the API answers 400 for
-// pipeline.ErrRestoreUnsupported.
-func (s jobService) RollbackJobWith(ctx context.Context, id, by string, opts pipeline.RollbackOptions) (pipeline.Job, error) {
+// intake.ErrRestoreUnsupported.
+func (s jobService) RollbackJobWith(ctx context.Context, id, by string, opts intake.RollbackOptions) (jobs.Job, error) {
 	job, err := s.loader.RollbackWith(ctx, id, by, opts)
 	switch {
-	case errors.Is(err, pipeline.ErrJobNotFound):
+	case errors.Is(err, jobs.ErrJobNotFound):
 		return job, fmt.Errorf("%w: job %s", httpapi.ErrNotFound, id)
-	case errors.Is(err, pipeline.ErrJobRunning):
+	case errors.Is(err, intake.ErrJobRunning):
 		return job, fmt.Errorf("%w: %w", httpapi.ErrConflict, err)
 	}
 	return job, err

@@ -9,16 +9,16 @@
 //     sequence;
 //   - astrapy: a direct bulk loader as astrapy's insert_many does it (insertMany of 50, 20
 //     requests at once), no broker, no durability;
-//   - sluice: Sluice end to end: the file is published as a job (pipeline.Loader) to JetStream
+//   - sluice: Sluice end to end: the file is published as a job (intake.Loader) to JetStream
 //     on an embedded nats-server that fsyncs every write, a pipeline.Worker group-commits the
 //     chunks into the astra sink and acks them, and the run ends when the job reports every
 //     chunk written;
 //   - sluice-single: the sluice mode with the loader publishing one chunk per message
-//     (pipeline.LoaderConfig.SingleChunkMessages) instead of chunk bundles, for a side by side
+//     (intake.LoaderConfig.SingleChunkMessages) instead of chunk bundles, for a side by side
 //     of the two (not run unless asked for);
 //   - jetstream: the floor under any durable path through the broker: the file's records
 //     published raw to JetStream the way the loader publishes them (in bundles of
-//     pipeline.DefaultBundleItems, atomic batches, one Nats-Msg-Id each, fsync on every
+//     intake.DefaultBundleItems, atomic batches, one Nats-Msg-Id each, fsync on every
 //     write) and nothing else — no validation, no job, no consumer, no Data API. With one
 //     write round trip added it bounds what the sluice mode can reach on this machine
 //     (AstraResult.SluiceVsAstrapyCeiling).
@@ -51,6 +51,8 @@ import (
 	"github.com/sourcegraph/conc/pool"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/astra"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
@@ -402,9 +404,9 @@ type Astra struct {
 	floor jetstream.Stream
 	// The sluice modes' parts; nil unless one of them was set up. loader publishes bundles
 	// (ModeSluice), single one chunk per message (ModeSluiceSingle).
-	jobs   *pipeline.JobStore
-	loader *pipeline.Loader
-	single *pipeline.Loader
+	jobs   *jobs.JobStore
+	loader *intake.Loader
+	single *intake.Loader
 	// stopWorker ends the worker's Run; workerDone then receives its result. workerAlive
 	// is cancelled, with the cause, when Run returns.
 	stopWorker  context.CancelFunc
@@ -545,15 +547,15 @@ func (a *Astra) startSluice(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bench astra: %w", err)
 	}
-	a.jobs = pipeline.NewJobStore(streams.JobsKV)
+	a.jobs = jobs.NewJobStore(streams.JobsKV)
 	w, err := pipeline.NewWorker(pipeline.WorkerConfig{JS: js, Streams: streams, Sink: a.sink, SinkName: "astra", Logger: a.cfg.Logger})
 	if err != nil {
 		return fmt.Errorf("bench astra: %w", err)
 	}
-	if a.loader, err = pipeline.NewLoader(pipeline.LoaderConfig{JS: js, Jobs: a.jobs, SpoolDir: filepath.Join(dataDir, "spool")}); err != nil {
+	if a.loader, err = intake.NewLoader(intake.LoaderConfig{JS: js, Jobs: a.jobs, SpoolDir: filepath.Join(dataDir, "spool")}); err != nil {
 		return fmt.Errorf("bench astra: %w", err)
 	}
-	if a.single, err = pipeline.NewLoader(pipeline.LoaderConfig{JS: js, Jobs: a.jobs, SpoolDir: filepath.Join(dataDir, "spool"), SingleChunkMessages: true}); err != nil {
+	if a.single, err = intake.NewLoader(intake.LoaderConfig{JS: js, Jobs: a.jobs, SpoolDir: filepath.Join(dataDir, "spool"), SingleChunkMessages: true}); err != nil {
 		return fmt.Errorf("bench astra: %w", err)
 	}
 	runCtx, stop := context.WithCancel(context.WithoutCancel(ctx))
@@ -789,14 +791,14 @@ func (a *Astra) runAstrapy(ctx context.Context) error {
 
 // runSluice loads the file as a job with l and waits until the worker reports every chunk
 // written.
-func (a *Astra) runSluice(ctx context.Context, l *pipeline.Loader) error {
+func (a *Astra) runSluice(ctx context.Context, l *intake.Loader) error {
 	// A worker that stops (it should not) ends the wait instead of leaving it hanging.
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	stop := context.AfterFunc(a.workerAlive, func() { cancel(context.Cause(a.workerAlive)) })
 	defer stop()
 
-	res, err := l.Load(ctx, pipeline.LoadRequest{Env: env, Path: a.path, Force: a.loads > 0})
+	res, err := l.Load(ctx, intake.LoadRequest{Env: env, Path: a.path, Force: a.loads > 0})
 	a.loads++
 	if err != nil {
 		return fmt.Errorf("load: %w", withCause(ctx, err))
@@ -804,11 +806,11 @@ func (a *Astra) runSluice(ctx context.Context, l *pipeline.Loader) error {
 	if res.Existing {
 		return fmt.Errorf("load: job %s was recognised as loaded before and not published", res.JobID)
 	}
-	job, err := pipeline.Wait(ctx, a.jobs, res.JobID, nil)
+	job, err := jobs.Wait(ctx, a.jobs, res.JobID, nil)
 	if err != nil {
 		return fmt.Errorf("wait for job %s: %w", res.JobID, withCause(ctx, err))
 	}
-	if job.State != pipeline.JobCompleted || job.Written != int64(a.cfg.Chunks) {
+	if job.State != jobs.JobCompleted || job.Written != int64(a.cfg.Chunks) {
 		return fmt.Errorf("job %s ended %s with %d of %d written, %d rejected, %d dead-lettered",
 			res.JobID, job.State, job.Written, a.cfg.Chunks, job.Rejected, job.DeadLettered)
 	}
@@ -817,7 +819,7 @@ func (a *Astra) runSluice(ctx context.Context, l *pipeline.Loader) error {
 
 // runJetStream publishes the chunk file's records to the floor stream as the loader
 // publishes chunks: in bundles (schemas.ChunkBundlePayload) of up to
-// pipeline.DefaultBundleItems records and pipeline.DefaultBundleBytes, each with a Nats-Msg-Id,
+// intake.DefaultBundleItems records and intake.DefaultBundleBytes, each with a Nats-Msg-Id,
 // through sources/jetstream.BatchWriter with its defaults; it returns once every batch is
 // stored.
 func (a *Astra) runJetStream(ctx context.Context) error {
@@ -855,7 +857,7 @@ func (a *Astra) runJetStream(ctx context.Context) error {
 			_ = w.Close()
 			return fmt.Errorf("read chunk file: %w", err)
 		}
-		if len(bundle.Items) == pipeline.DefaultBundleItems || size+len(item.Record) > pipeline.DefaultBundleBytes {
+		if len(bundle.Items) == intake.DefaultBundleItems || size+len(item.Record) > intake.DefaultBundleBytes {
 			if err := flush(); err != nil {
 				_ = w.Close()
 				return fmt.Errorf("publish: %w", err)

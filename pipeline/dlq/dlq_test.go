@@ -14,8 +14,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/dlq"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/schemas"
 )
 
@@ -50,7 +50,7 @@ func TestListFiltersAndReplayAfterFix(t *testing.T) {
 	sink := newFaultySink(e.store, "rep_0002")
 	e.startWorker(t, sink)
 	job := e.load(t, writeChunks(t, e.dir, 5, "rep_%04d"))
-	if job.Written != 4 || job.DeadLettered != 1 || job.State != pipeline.JobCompletedWithErrors {
+	if job.Written != 4 || job.DeadLettered != 1 || job.State != jobs.JobCompletedWithErrors {
 		t.Fatalf("job = %+v, want 4 written, 1 dead-lettered", job)
 	}
 	ctx := context.Background()
@@ -112,8 +112,8 @@ func TestListFiltersAndReplayAfterFix(t *testing.T) {
 	if len(res.Replayed) != 1 || len(res.Skipped) != 0 || len(res.Failed) != 0 || res.Replayed[0].Replay != 1 || res.Replayed[0].Seq == 0 {
 		t.Fatalf("replay = %+v", res)
 	}
-	e.waitJob(t, job.JobID, func(j pipeline.Job) bool {
-		return j.Written == 5 && j.DeadLettered == 0 && j.State == pipeline.JobCompleted
+	e.waitJob(t, job.JobID, func(j jobs.Job) bool {
+		return j.Written == 5 && j.DeadLettered == 0 && j.State == jobs.JobCompleted
 	})
 	if n := sink.writesOf("rep_0002"); n != 1 {
 		t.Fatalf("rep_0002 written %d times, want 1", n)
@@ -183,7 +183,7 @@ func TestReplayLoopGuard(t *testing.T) {
 	if n := sink.writesOf("loop_0001"); n != 0 {
 		t.Fatalf("loop_0001 written %d times", n)
 	}
-	if j := e.waitJob(t, job.JobID, func(pipeline.Job) bool { return true }); j.DeadLettered != 1 || j.Written != 2 {
+	if j := e.waitJob(t, job.JobID, func(jobs.Job) bool { return true }); j.DeadLettered != 1 || j.Written != 2 {
 		t.Fatalf("job = %+v", j)
 	}
 }
@@ -288,7 +288,7 @@ func TestConcurrentReplaysRepublishOnce(t *testing.T) {
 	if got := chunksAfter.last - chunksBefore.last; got != 10 {
 		t.Fatalf("chunk stream grew by %d messages, want 10", got)
 	}
-	e.waitJob(t, job.JobID, func(j pipeline.Job) bool { return j.Written == 10 && j.DeadLettered == 0 })
+	e.waitJob(t, job.JobID, func(j jobs.Job) bool { return j.Written == 10 && j.DeadLettered == 0 })
 	for _, id := range ids {
 		if n := sink.writesOf(id); n != 1 {
 			t.Fatalf("%s written %d times", id, n)
@@ -321,7 +321,7 @@ func TestReplayRateLimit(t *testing.T) {
 	if took < 450*time.Millisecond-10*time.Millisecond {
 		t.Fatalf("10 replays at 20/s took %s, want at least ~450ms", took)
 	}
-	e.waitJob(t, job.JobID, func(j pipeline.Job) bool { return j.Written == 10 })
+	e.waitJob(t, job.JobID, func(j jobs.Job) bool { return j.Written == 10 })
 }
 
 func pad(i int) string {

@@ -17,6 +17,8 @@ import (
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/dlq"
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sinks/docstore"
 	"github.com/sluice-dev/sluice/sinks/document"
 	"github.com/sluice-dev/sluice/sources/embedded"
@@ -35,7 +37,7 @@ type testEnv struct {
 	js      jetstream.JetStream
 	streams *sjs.Provisioned
 	store   *docstore.Store
-	jobs    *pipeline.JobStore
+	jobs    *jobs.JobStore
 	dlq     *dlq.Store
 	dir     string
 }
@@ -56,7 +58,7 @@ func newEnv(t testing.TB) *testEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	e := &testEnv{nc: nc, js: js, streams: streams, store: store, jobs: pipeline.NewJobStore(streams.JobsKV), dir: dir}
+	e := &testEnv{nc: nc, js: js, streams: streams, store: store, jobs: jobs.NewJobStore(streams.JobsKV), dir: dir}
 	e.dlq = e.newStore(t)
 	return e
 }
@@ -107,19 +109,19 @@ func writeChunks(t testing.TB, dir string, n int, idf string) string {
 }
 
 // load publishes path as a job in dev and waits for it to end.
-func (e *testEnv) load(t testing.TB, path string) pipeline.Job {
+func (e *testEnv) load(t testing.TB, path string) jobs.Job {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	l, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: e.js, Jobs: e.jobs, SpoolDir: filepath.Join(e.dir, "spool")})
+	l, err := intake.NewLoader(intake.LoaderConfig{JS: e.js, Jobs: e.jobs, SpoolDir: filepath.Join(e.dir, "spool")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := l.Load(ctx, pipeline.LoadRequest{Env: "dev", Path: path})
+	res, err := l.Load(ctx, intake.LoadRequest{Env: "dev", Path: path})
 	if err != nil {
 		t.Fatalf("load %s: %v", path, err)
 	}
-	job, err := pipeline.Wait(ctx, e.jobs, res.JobID, nil)
+	job, err := jobs.Wait(ctx, e.jobs, res.JobID, nil)
 	if err != nil {
 		t.Fatalf("wait for %s: %v", res.JobID, err)
 	}
@@ -127,12 +129,12 @@ func (e *testEnv) load(t testing.TB, path string) pipeline.Job {
 }
 
 // waitJob waits until cond holds for job id.
-func (e *testEnv) waitJob(t testing.TB, id string, cond func(pipeline.Job) bool) pipeline.Job {
+func (e *testEnv) waitJob(t testing.TB, id string, cond func(jobs.Job) bool) jobs.Job {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	var last pipeline.Job
-	err := e.jobs.Watch(ctx, id, func(j pipeline.Job) bool { last = j; return cond(j) })
+	var last jobs.Job
+	err := e.jobs.Watch(ctx, id, func(j jobs.Job) bool { last = j; return cond(j) })
 	if err != nil {
 		t.Fatalf("job %s: %v (last %+v)", id, err, last)
 	}

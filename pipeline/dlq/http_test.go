@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/dlq"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 )
@@ -23,8 +23,8 @@ type noJobs struct{}
 func (noJobs) SubmitJob(context.Context, httpapi.SubmitRequest) (httpapi.SubmitResult, error) {
 	return httpapi.SubmitResult{}, errors.New("not used")
 }
-func (noJobs) GetJob(context.Context, string) (pipeline.Job, error) {
-	return pipeline.Job{}, httpapi.ErrNotFound
+func (noJobs) GetJob(context.Context, string) (jobs.Job, error) {
+	return jobs.Job{}, httpapi.ErrNotFound
 }
 
 type noChunks struct{}
@@ -108,7 +108,7 @@ func TestHTTPThroughRealStore(t *testing.T) {
 	if err := json.Unmarshal(rec.Body.Bytes(), &res); rec.Code != http.StatusOK || err != nil || len(res.Replayed) != 1 {
 		t.Fatalf("replay: %d %s", rec.Code, rec.Body)
 	}
-	e.waitJob(t, job.JobID, func(j pipeline.Job) bool { return j.Written == 3 && j.DeadLettered == 0 })
+	e.waitJob(t, job.JobID, func(j jobs.Job) bool { return j.Written == 3 && j.DeadLettered == 0 })
 	if rec := do("GET", "/v1/dlq/"+id, reader, ""); rec.Code != http.StatusNotFound {
 		t.Fatalf("get after replay: %d %s", rec.Code, rec.Body)
 	}

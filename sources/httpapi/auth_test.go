@@ -6,12 +6,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 )
 
 func TestAuth(t *testing.T) {
-	jobs := &fakeJobs{jobs: map[string]pipeline.Job{"j1": {JobID: "j1", Env: "dev", State: pipeline.JobRunning}}}
+	jobs := &fakeJobs{jobs: map[string]jobs.Job{"j1": {JobID: "j1", Env: "dev", State: jobs.JobRunning}}}
 	s := newServer(t, httpapi.Config{Tokens: testTokens(), Jobs: jobs})
 	h := s.Handler()
 

@@ -11,17 +11,16 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
-
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 )
 
-// EventSource follows the change feed; *pipeline.EventFeed implements it. It must be safe for
+// EventSource follows the change feed; *jobs.EventFeed implements it. It must be safe for
 // concurrent use.
 type EventSource interface {
 	// Follow calls fn, from one goroutine, with every event whose sequence is above since
-	// (0: every event kept; pipeline.FeedFromNow: only new ones) until fn returns an error
+	// (0: every event kept; jobs.FeedFromNow: only new ones) until fn returns an error
 	// (returned) or ctx ends (ctx's error). It blocks.
-	Follow(ctx context.Context, since int64, fn func(pipeline.Event) error) error
+	Follow(ctx context.Context, since int64, fn func(jobs.Event) error) error
 }
 
 // eventBuffer bounds events read from the feed but not yet written to a slow client; when it
@@ -55,7 +54,7 @@ func sinceParam(r *http.Request) (int64, error) {
 		v, what = r.URL.Query().Get("since"), "since"
 	}
 	if v == "" {
-		return pipeline.FeedFromNow, nil
+		return jobs.FeedFromNow, nil
 	}
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 0 {
@@ -84,12 +83,12 @@ func typesParam(r *http.Request) (map[string]bool, error) {
 
 // follow runs the feed into a bounded channel until ctx ends or the server shuts down. The
 // returned channel is closed when following stops; errc then holds its error.
-func (s *Server) follow(ctx context.Context, since int64, types map[string]bool) (<-chan pipeline.Event, <-chan error) {
-	ch := make(chan pipeline.Event, eventBuffer)
+func (s *Server) follow(ctx context.Context, since int64, types map[string]bool) (<-chan jobs.Event, <-chan error) {
+	ch := make(chan jobs.Event, eventBuffer)
 	errc := make(chan error, 1)
 	go func() {
 		defer close(ch)
-		errc <- s.cfg.Events.Follow(ctx, since, func(ev pipeline.Event) error {
+		errc <- s.cfg.Events.Follow(ctx, since, func(ev jobs.Event) error {
 			if types != nil && !types[ev.Type] {
 				return nil
 			}

@@ -13,14 +13,14 @@ import (
 	"github.com/coder/websocket"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sources/embedded"
 	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
-// feedServer runs an API whose change feed is the real one (pipeline.EventFeed over an
+// feedServer runs an API whose change feed is the real one (jobs.EventFeed over an
 // embedded nats-server) and returns it with the JetStream context.
 func feedServer(t *testing.T) (*httpapi.Server, jetstream.JetStream) {
 	t.Helper()
@@ -32,7 +32,7 @@ func feedServer(t *testing.T) (*httpapi.Server, jetstream.JetStream) {
 	}
 	// The cap is above the clients a test opens one after another, whose handlers end a
 	// moment after each client leaves.
-	s := newServer(t, httpapi.Config{Tokens: testTokens(), Events: pipeline.NewEventFeed(js), MaxFeedsPerToken: 64})
+	s := newServer(t, httpapi.Config{Tokens: testTokens(), Events: jobs.NewEventFeed(js), MaxFeedsPerToken: 64})
 	run(t, s)
 	return s, js
 }

@@ -10,9 +10,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/dlq"
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/sources/files"
 	"github.com/sluice-dev/sluice/sources/httpapi"
@@ -36,7 +36,7 @@ var fuzzRoutes = []struct{ method, path string }{
 }
 
 // fuzzJobs is a JobService that reads the upload as the loader does, with files.Reader, and
-// reports a file that can never load as ErrBadRequest (the loader's pipeline.ErrBadInput,
+// reports a file that can never load as ErrBadRequest (the loader's intake.ErrBadInput,
 // mapped by cmd/sluice). It keeps nothing between requests, so a long fuzz run stays small.
 type fuzzJobs struct{}
 
@@ -68,8 +68,8 @@ func (fuzzJobs) SubmitJob(_ context.Context, req httpapi.SubmitRequest) (httpapi
 	return res, nil
 }
 
-func (fuzzJobs) GetJob(context.Context, string) (pipeline.Job, error) {
-	return pipeline.Job{}, fmt.Errorf("fuzz: %w", httpapi.ErrNotFound)
+func (fuzzJobs) GetJob(context.Context, string) (jobs.Job, error) {
+	return jobs.Job{}, fmt.Errorf("fuzz: %w", httpapi.ErrNotFound)
 }
 
 // fuzzRequirements checks commands with the real validator and keeps none of them.

@@ -14,7 +14,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
 	"github.com/sluice-dev/sluice/sources/files"
 )
 
@@ -167,7 +167,7 @@ func innermost(w http.ResponseWriter) http.ResponseWriter {
 type limitedBody struct {
 	r        io.Reader
 	limit    int64 // the upload limit, for MaxBytes
-	spool    *pipeline.ByteBudget
+	spool    *intake.ByteBudget
 	reserved int64 // bytes taken from spool
 	declared bool  // reserved holds the whole Content-Length: nothing more to take
 	read     int64

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 )
 
@@ -29,7 +29,7 @@ func TestSubmitJob(t *testing.T) {
 	}{
 		{
 			name: "defaults", wantStatus: 202,
-			jobs:     &fakeJobs{result: httpapi.SubmitResult{JobID: "job-7", State: pipeline.JobPending}},
+			jobs:     &fakeJobs{result: httpapi.SubmitResult{JobID: "job-7", State: jobs.JobPending}},
 			wantCall: &submitCall{Env: "dev"},
 		},
 		{
@@ -48,7 +48,7 @@ func TestSubmitJob(t *testing.T) {
 		},
 		{
 			name: "existing job", query: "?file=a.json",
-			jobs:       &fakeJobs{result: httpapi.SubmitResult{JobID: "job-old", Existing: true, State: pipeline.JobCompleted}},
+			jobs:       &fakeJobs{result: httpapi.SubmitResult{JobID: "job-old", Existing: true, State: jobs.JobCompleted}},
 			wantStatus: 200, wantCall: &submitCall{Env: "dev", File: "a.json"},
 		},
 		{name: "unknown env", query: "?env=staging", jobs: &fakeJobs{}, wantStatus: 400, wantDetail: `env "staging" is not one of dev, test, prod`},
@@ -166,10 +166,10 @@ func TestSubmitJobTooLarge(t *testing.T) {
 
 func TestGetJob(t *testing.T) {
 	created := time.Date(2025, 9, 7, 10, 0, 0, 0, time.UTC)
-	job := pipeline.Job{
-		JobID: "job_1757237159_c8623a8fec21", Env: "dev", State: pipeline.JobCompletedWithErrors, File: "a.jsonl",
+	job := jobs.Job{
+		JobID: "job_1757237159_c8623a8fec21", Env: "dev", State: jobs.JobCompletedWithErrors, File: "a.jsonl",
 		Sealed: true, Total: 3, Published: 2, Written: 2, Rejected: 1,
-		Rejections: []pipeline.ItemIssue{{Index: 1, ID: "c2", Reason: "text is empty"}},
+		Rejections: []jobs.ItemIssue{{Index: 1, ID: "c2", Reason: "text is empty"}},
 		CreatedAt:  created, UpdatedAt: created.Add(time.Minute), CompletedAt: &created,
 	}
 	tests := []struct {
@@ -178,7 +178,7 @@ func TestGetJob(t *testing.T) {
 		id     string
 		status int
 	}{
-		{name: "found", jobs: &fakeJobs{jobs: map[string]pipeline.Job{job.JobID: job}}, id: job.JobID, status: 200},
+		{name: "found", jobs: &fakeJobs{jobs: map[string]jobs.Job{job.JobID: job}}, id: job.JobID, status: 200},
 		{name: "unknown", jobs: &fakeJobs{}, id: "nope", status: 404},
 		{name: "store fails", jobs: &fakeJobs{getErr: errors.New("sqlite: disk I/O error at /var/lib/sluice")}, id: "x", status: 500},
 	}
@@ -199,7 +199,7 @@ func TestGetJob(t *testing.T) {
 			if rec.Code != 200 {
 				t.Fatalf("status = %d; %s", rec.Code, rec.Body)
 			}
-			var got pipeline.Job
+			var got jobs.Job
 			if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
 				t.Fatal(err)
 			}

@@ -17,7 +17,7 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 )
@@ -54,7 +54,7 @@ type fakeJobs struct {
 	entered chan struct{}
 	release chan struct{}
 
-	jobs   map[string]pipeline.Job
+	jobs   map[string]jobs.Job
 	getErr error
 
 	mu    sync.Mutex
@@ -127,13 +127,13 @@ func (f *fakeJobs) Calls() []submitCall {
 	return append([]submitCall(nil), f.calls...)
 }
 
-func (f *fakeJobs) GetJob(ctx context.Context, id string) (pipeline.Job, error) {
+func (f *fakeJobs) GetJob(ctx context.Context, id string) (jobs.Job, error) {
 	if f.getErr != nil {
-		return pipeline.Job{}, f.getErr
+		return jobs.Job{}, f.getErr
 	}
 	j, ok := f.jobs[id]
 	if !ok {
-		return pipeline.Job{}, fmt.Errorf("get job %s: %w", id, httpapi.ErrNotFound)
+		return jobs.Job{}, fmt.Errorf("get job %s: %w", id, httpapi.ErrNotFound)
 	}
 	return j, nil
 }

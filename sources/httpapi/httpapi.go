@@ -13,7 +13,7 @@ import (
 	"errors"
 	"io"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 )
 
 // ErrNotFound is returned (wrapped) by JobService.GetJob and ChunkReader.GetChunk when the
@@ -46,7 +46,7 @@ type JobService interface {
 	SubmitJob(ctx context.Context, req SubmitRequest) (SubmitResult, error)
 	// GetJob returns the job's current state, or an error wrapping ErrNotFound when id is
 	// unknown. It may block on I/O and honours ctx.
-	GetJob(ctx context.Context, id string) (pipeline.Job, error)
+	GetJob(ctx context.Context, id string) (jobs.Job, error)
 }
 
 // SubmitRequest is one chunk file to load as a job. Body is owned by the API's request and is
@@ -63,7 +63,7 @@ type SubmitRequest struct {
 	// time. Reads fail with *http.MaxBytesError past the upload limit (413), and with an
 	// os.ErrDeadlineExceeded error when the client sends nothing for a minute (408). It has
 	// a method MaxBytes() int64 returning the upload limit, which a service applies to the
-	// file's uncompressed content too (pipeline.LoaderConfig.MaxDecompressedBytes).
+	// file's uncompressed content too (intake.LoaderConfig.MaxDecompressedBytes).
 	Body io.Reader
 	// Force republishes a file that was submitted before instead of reporting the existing job.
 	Force bool
@@ -74,9 +74,9 @@ type SubmitRequest struct {
 
 // SubmitResult is what SubmitJob reports, and the body of the API's answer to a submission.
 type SubmitResult struct {
-	JobID string            `json:"job_id"`
-	Env   string            `json:"env"`
-	State pipeline.JobState `json:"state"`
+	JobID string        `json:"job_id"`
+	Env   string        `json:"env"`
+	State jobs.JobState `json:"state"`
 	// Total is the number of items in the file (Published + Rejected).
 	Total int64 `json:"total"`
 	// Published is the number of items durably published to JetStream.
@@ -84,7 +84,7 @@ type SubmitResult struct {
 	// Rejected is the number of items refused at intake.
 	Rejected int64 `json:"rejected"`
 	// Rejections lists the rejected items (bounded by the service).
-	Rejections []pipeline.ItemIssue `json:"rejections,omitempty"`
+	Rejections []jobs.ItemIssue `json:"rejections,omitempty"`
 	// RejectionsOmitted counts the rejected items Rejections leaves out. The API sets it
 	// (Rejected less the length of Rejections) before answering; a service need not.
 	RejectionsOmitted int64 `json:"rejections_omitted,omitempty"`

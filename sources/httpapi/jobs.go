@@ -10,7 +10,8 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 )
 
 // ErrConflict is wrapped by services for a request that conflicts with the resource's state
@@ -19,7 +20,7 @@ var ErrConflict = errors.New("conflict")
 
 // JobFilter selects jobs in GET /v1/jobs. Zero fields match everything.
 type JobFilter struct {
-	State pipeline.JobState
+	State jobs.JobState
 	Env   string
 }
 
@@ -28,14 +29,14 @@ type JobFilter struct {
 type JobLister interface {
 	// ListJobs returns up to limit jobs, newest first, after cursor, and the next cursor ("" at
 	// the end). A bad cursor wraps ErrBadRequest.
-	ListJobs(ctx context.Context, f JobFilter, cursor string, limit int) ([]pipeline.Job, string, error)
+	ListJobs(ctx context.Context, f JobFilter, cursor string, limit int) ([]jobs.Job, string, error)
 }
 
 // JobWatcher is a JobService that can follow a job (GET /v1/jobs/{id}/events). Optional.
 type JobWatcher interface {
 	// WatchJob calls fn with the job's state now and after every change until fn returns true
 	// or ctx ends. It returns an error wrapping ErrNotFound for an unknown job.
-	WatchJob(ctx context.Context, id string, fn func(pipeline.Job) bool) error
+	WatchJob(ctx context.Context, id string, fn func(jobs.Job) bool) error
 }
 
 // JobRoller is a JobService that can roll a job back (DELETE /v1/jobs/{id}). Optional.
@@ -43,20 +44,20 @@ type JobRoller interface {
 	// RollbackJob asks for the job's documents to be deleted and returns the job with its
 	// rollback requested. ErrNotFound for an unknown job; ErrConflict while it still runs.
 	// by is the name of the token that asked.
-	RollbackJob(ctx context.Context, id, by string) (pipeline.Job, error)
+	RollbackJob(ctx context.Context, id, by string) (jobs.Job, error)
 }
 
 // JobRestorer is a JobRoller that takes options (DELETE /v1/jobs/{id}?restore_previous=true).
 // Optional: without it a rollback asking to restore answers 501.
 type JobRestorer interface {
 	// RollbackJobWith is RollbackJob with options. An error wrapping
-	// pipeline.ErrRestoreUnsupported (the store keeps no previous versions) answers 400.
-	RollbackJobWith(ctx context.Context, id, by string, opts pipeline.RollbackOptions) (pipeline.Job, error)
+	// intake.ErrRestoreUnsupported (the store keeps no previous versions) answers 400.
+	RollbackJobWith(ctx context.Context, id, by string, opts intake.RollbackOptions) (jobs.Job, error)
 }
 
 type jobList struct {
-	Jobs       []pipeline.Job `json:"jobs"`
-	NextCursor string         `json:"next_cursor,omitempty"`
+	Jobs       []jobs.Job `json:"jobs"`
+	NextCursor string     `json:"next_cursor,omitempty"`
 }
 
 // listJobs handles GET /v1/jobs?state=&env=&limit=&cursor=.
@@ -67,8 +68,8 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	f := JobFilter{State: pipeline.JobState(q.Get("state")), Env: q.Get("env")}
-	if f.State != "" && !slices.Contains(pipeline.JobStates, f.State) {
+	f := JobFilter{State: jobs.JobState(q.Get("state")), Env: q.Get("env")}
+	if f.State != "" && !slices.Contains(jobs.JobStates, f.State) {
 		s.problem(w, r, http.StatusBadRequest, fmt.Sprintf("state %q is not a job state", f.State))
 		return
 	}
@@ -87,7 +88,7 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		}
 		limit = n
 	}
-	jobs, next, err := l.ListJobs(r.Context(), f, q.Get("cursor"), limit)
+	list, next, err := l.ListJobs(r.Context(), f, q.Get("cursor"), limit)
 	switch {
 	case errors.Is(err, ErrBadRequest):
 		s.problem(w, r, http.StatusBadRequest, err.Error())
@@ -96,10 +97,10 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, "list jobs", err)
 		return
 	}
-	if jobs == nil {
-		jobs = []pipeline.Job{}
+	if list == nil {
+		list = []jobs.Job{}
 	}
-	s.writeJSON(w, r, http.StatusOK, jobList{Jobs: jobs, NextCursor: next})
+	s.writeJSON(w, r, http.StatusOK, jobList{Jobs: list, NextCursor: next})
 }
 
 // sseKeepAlive is how often an idle event stream gets a comment line, so proxies keep it open.
@@ -140,10 +141,10 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	_ = rc.Flush()
 
-	updates := make(chan pipeline.Job, 16)
+	updates := make(chan jobs.Job, 16)
 	watchErr := make(chan error, 1)
 	go func() {
-		watchErr <- wt.WatchJob(ctx, id, func(j pipeline.Job) bool {
+		watchErr <- wt.WatchJob(ctx, id, func(j jobs.Job) bool {
 			select {
 			case updates <- j:
 			case <-ctx.Done():
@@ -196,7 +197,7 @@ func (s *Server) rollbackJob(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
-	var opts pipeline.RollbackOptions
+	var opts intake.RollbackOptions
 	if v := r.URL.Query().Get("restore_previous"); v != "" {
 		b, err := strconv.ParseBool(v)
 		if err != nil {
@@ -206,7 +207,7 @@ func (s *Server) rollbackJob(w http.ResponseWriter, r *http.Request) {
 		opts.RestorePrevious = b
 	}
 	by, _ := Principal(r.Context())
-	var job pipeline.Job
+	var job jobs.Job
 	var err error
 	if rs, ok := s.cfg.Jobs.(JobRestorer); ok {
 		job, err = rs.RollbackJobWith(r.Context(), id, by, opts)
@@ -217,11 +218,11 @@ func (s *Server) rollbackJob(w http.ResponseWriter, r *http.Request) {
 		job, err = rb.RollbackJob(r.Context(), id, by)
 	}
 	switch {
-	case errors.Is(err, pipeline.ErrRestoreUnsupported):
+	case errors.Is(err, intake.ErrRestoreUnsupported):
 		s.problem(w, r, http.StatusBadRequest, err.Error())
-	case errors.Is(err, ErrNotFound), errors.Is(err, pipeline.ErrJobNotFound):
+	case errors.Is(err, ErrNotFound), errors.Is(err, jobs.ErrJobNotFound):
 		s.problem(w, r, http.StatusNotFound, fmt.Sprintf("No job %q.", id))
-	case errors.Is(err, ErrConflict), errors.Is(err, pipeline.ErrJobRunning):
+	case errors.Is(err, ErrConflict), errors.Is(err, intake.ErrJobRunning):
 		s.problem(w, r, http.StatusConflict, err.Error())
 	case err != nil:
 		s.internalError(w, r, "roll back job", err)

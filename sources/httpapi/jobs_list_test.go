@@ -5,7 +5,7 @@ import (
 	"net/http"
 	"testing"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 )
 
@@ -15,9 +15,9 @@ type listingJobs struct {
 	got []httpapi.JobFilter
 }
 
-func (l *listingJobs) ListJobs(_ context.Context, f httpapi.JobFilter, _ string, _ int) ([]pipeline.Job, string, error) {
+func (l *listingJobs) ListJobs(_ context.Context, f httpapi.JobFilter, _ string, _ int) ([]jobs.Job, string, error) {
 	l.got = append(l.got, f)
-	return []pipeline.Job{{JobID: "j1", State: f.State}}, "", nil
+	return []jobs.Job{{JobID: "j1", State: f.State}}, "", nil
 }
 
 // TestListJobsByState checks GET /v1/jobs?state= accepts every job state the API can report,
@@ -30,13 +30,13 @@ func TestListJobsByState(t *testing.T) {
 		want  int
 	}{
 		{"", http.StatusOK},
-		{string(pipeline.JobPending), http.StatusOK},
-		{string(pipeline.JobRunning), http.StatusOK},
-		{string(pipeline.JobCompleted), http.StatusOK},
-		{string(pipeline.JobCompletedWithErrors), http.StatusOK},
-		{string(pipeline.JobRolledBack), http.StatusOK},
-		{string(pipeline.JobSuperseded), http.StatusOK},
-		{string(pipeline.JobFailed), http.StatusOK},
+		{string(jobs.JobPending), http.StatusOK},
+		{string(jobs.JobRunning), http.StatusOK},
+		{string(jobs.JobCompleted), http.StatusOK},
+		{string(jobs.JobCompletedWithErrors), http.StatusOK},
+		{string(jobs.JobRolledBack), http.StatusOK},
+		{string(jobs.JobSuperseded), http.StatusOK},
+		{string(jobs.JobFailed), http.StatusOK},
 		{"done", http.StatusBadRequest},
 		{"FAILED", http.StatusBadRequest},
 	}

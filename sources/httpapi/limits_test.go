@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 )
 
@@ -333,7 +333,7 @@ func TestParseRateLimits(t *testing.T) {
 // blockingEvents is an EventSource that sends nothing and returns when ctx ends.
 type blockingEvents struct{}
 
-func (blockingEvents) Follow(ctx context.Context, _ int64, _ func(pipeline.Event) error) error {
+func (blockingEvents) Follow(ctx context.Context, _ int64, _ func(jobs.Event) error) error {
 	<-ctx.Done()
 	return ctx.Err()
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/sinks/docstore"
 	"github.com/sluice-dev/sluice/sources/embedded"
@@ -25,31 +27,31 @@ import (
 // does. SubmitJob is not used here.
 type rollJobs struct {
 	fakeJobs
-	loader *pipeline.Loader
-	store  *pipeline.JobStore
+	loader *intake.Loader
+	store  *jobs.JobStore
 }
 
-func (s *rollJobs) GetJob(ctx context.Context, id string) (pipeline.Job, error) {
+func (s *rollJobs) GetJob(ctx context.Context, id string) (jobs.Job, error) {
 	j, err := s.store.Get(ctx, id)
-	if errors.Is(err, pipeline.ErrJobNotFound) {
+	if errors.Is(err, jobs.ErrJobNotFound) {
 		return j, fmt.Errorf("%w: %w", httpapi.ErrNotFound, err)
 	}
 	return j, err
 }
 
-func (s *rollJobs) RollbackJob(ctx context.Context, id, by string) (pipeline.Job, error) {
-	return s.RollbackJobWith(ctx, id, by, pipeline.RollbackOptions{})
+func (s *rollJobs) RollbackJob(ctx context.Context, id, by string) (jobs.Job, error) {
+	return s.RollbackJobWith(ctx, id, by, intake.RollbackOptions{})
 }
 
-func (s *rollJobs) RollbackJobWith(ctx context.Context, id, by string, opts pipeline.RollbackOptions) (pipeline.Job, error) {
+func (s *rollJobs) RollbackJobWith(ctx context.Context, id, by string, opts intake.RollbackOptions) (jobs.Job, error) {
 	return s.loader.RollbackWith(ctx, id, by, opts)
 }
 
 // plainRoller can roll back but takes no options.
 type plainRoller struct{ fakeJobs }
 
-func (*plainRoller) RollbackJob(context.Context, string, string) (pipeline.Job, error) {
-	return pipeline.Job{}, nil
+func (*plainRoller) RollbackJob(context.Context, string, string) (jobs.Job, error) {
+	return jobs.Job{}, nil
 }
 
 // Issue 13, finding 2, through the API: DELETE /v1/jobs/{B} answers, once the workers are
@@ -72,8 +74,8 @@ func TestRollbackRouteNamesSupersededJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	jobs := pipeline.NewJobStore(streams.JobsKV)
-	w, err := pipeline.NewWorker(pipeline.WorkerConfig{JS: js, Streams: streams, Jobs: jobs, Sink: store, Key: key})
+	jobStore := jobs.NewJobStore(streams.JobsKV)
+	w, err := pipeline.NewWorker(pipeline.WorkerConfig{JS: js, Streams: streams, Jobs: jobStore, Sink: store, Key: key})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -81,22 +83,22 @@ func TestRollbackRouteNamesSupersededJobs(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(wctx) }()
 	t.Cleanup(func() { stop(); <-done })
-	newLoader := func(noPrevious bool) *pipeline.Loader {
-		l, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: js, Jobs: jobs, Key: key, SpoolDir: dir, NoPreviousVersions: noPrevious})
+	newLoader := func(noPrevious bool) *intake.Loader {
+		l, err := intake.NewLoader(intake.LoaderConfig{JS: js, Jobs: jobStore, Key: key, SpoolDir: dir, NoPreviousVersions: noPrevious})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return l
 	}
 	l := newLoader(false)
-	load := func(name string) pipeline.Job {
+	load := func(name string) jobs.Job {
 		tctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
-		res, err := l.Load(tctx, pipeline.LoadRequest{Env: "dev", Path: filepath.Join("../../testdata/chunks", name)})
+		res, err := l.Load(tctx, intake.LoadRequest{Env: "dev", Path: filepath.Join("../../testdata/chunks", name)})
 		if err != nil {
 			t.Fatal(err)
 		}
-		j, err := pipeline.Wait(tctx, jobs, res.JobID, nil)
+		j, err := jobs.Wait(tctx, jobStore, res.JobID, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,7 +110,7 @@ func TestRollbackRouteNamesSupersededJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newServer(t, httpapi.Config{Jobs: &rollJobs{loader: l, store: jobs}}).Handler()
+	h := newServer(t, httpapi.Config{Jobs: &rollJobs{loader: l, store: jobStore}}).Handler()
 	call := func(op, method, target string, want int) []byte {
 		t.Helper()
 		rec := serve(t, h, method, target, "", nil, nil)
@@ -125,26 +127,26 @@ func TestRollbackRouteNamesSupersededJobs(t *testing.T) {
 	call("DELETE /v1/jobs/{id}", "DELETE", "/v1/jobs/"+b.JobID, http.StatusAccepted)
 	tctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
-	if err := jobs.Watch(tctx, b.JobID, func(j pipeline.Job) bool { return j.Settled() }); err != nil {
+	if err := jobStore.Watch(tctx, b.JobID, func(j jobs.Job) bool { return j.Settled() }); err != nil {
 		t.Fatal(err)
 	}
-	var got pipeline.Job
+	var got jobs.Job
 	if err := json.Unmarshal(call("GET /v1/jobs/{id}", "GET", "/v1/jobs/"+b.JobID, http.StatusOK), &got); err != nil {
 		t.Fatal(err)
 	}
-	if got.State != pipeline.JobRolledBack || len(got.Rollback.SupersededJobs) != 1 ||
-		got.Rollback.SupersededJobs[0] != (pipeline.SupersededJob{JobID: a.JobID, Documents: 20}) {
+	if got.State != jobs.JobRolledBack || len(got.Rollback.SupersededJobs) != 1 ||
+		got.Rollback.SupersededJobs[0] != (jobs.SupersededJob{JobID: a.JobID, Documents: 20}) {
 		t.Fatalf("B: %s %+v", got.State, got.Rollback)
 	}
 	if err := json.Unmarshal(call("GET /v1/jobs/{id}", "GET", "/v1/jobs/"+a.JobID, http.StatusOK), &got); err != nil {
 		t.Fatal(err)
 	}
-	if got.State != pipeline.JobSuperseded || got.Superseded.Documents != 20 {
+	if got.State != jobs.JobSuperseded || got.Superseded.Documents != 20 {
 		t.Fatalf("A: %s %+v", got.State, got.Superseded)
 	}
 
 	// Restoring, asked of a server whose store keeps no previous versions: 400 with why.
-	h = newServer(t, httpapi.Config{Jobs: &rollJobs{loader: newLoader(true), store: jobs}}).Handler()
+	h = newServer(t, httpapi.Config{Jobs: &rollJobs{loader: newLoader(true), store: jobStore}}).Handler()
 	var p problem
 	if err := json.Unmarshal(call("DELETE /v1/jobs/{id}", "DELETE", "/v1/jobs/"+a.JobID+"?restore_previous=true", http.StatusBadRequest), &p); err != nil {
 		t.Fatal(err)
@@ -157,13 +159,13 @@ func TestRollbackRouteNamesSupersededJobs(t *testing.T) {
 	call("DELETE /v1/jobs/{id}", "DELETE", "/v1/jobs/"+a.JobID+"?restore_previous=1", http.StatusNotImplemented)
 }
 
-// The JobState enum of openapi.json is exactly pipeline.JobStates (superseded included).
+// The JobState enum of openapi.json is exactly jobs.JobStates (superseded included).
 func TestOpenAPIJobStates(t *testing.T) {
 	var d struct {
 		Components struct {
 			Schemas struct {
 				JobState struct {
-					Enum []pipeline.JobState `json:"enum"`
+					Enum []jobs.JobState `json:"enum"`
 				}
 			}
 		}
@@ -171,7 +173,7 @@ func TestOpenAPIJobStates(t *testing.T) {
 	if err := json.Unmarshal(httpapi.OpenAPI(), &d); err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(d.Components.Schemas.JobState.Enum) != fmt.Sprint(pipeline.JobStates) {
-		t.Fatalf("openapi.json JobState %v, pipeline %v", d.Components.Schemas.JobState.Enum, pipeline.JobStates)
+	if fmt.Sprint(d.Components.Schemas.JobState.Enum) != fmt.Sprint(jobs.JobStates) {
+		t.Fatalf("openapi.json JobState %v, pipeline %v", d.Components.Schemas.JobState.Enum, jobs.JobStates)
 	}
 }

@@ -18,7 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/intake"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 )
 
@@ -50,7 +50,7 @@ type Server struct {
 	bodyIdleTimeout time.Duration
 	auth            atomic.Pointer[authState]
 	limits          *limiters
-	spool           *pipeline.ByteBudget
+	spool           *intake.ByteBudget
 	// stopStreams is closed when the server starts shutting down, so long-lived responses
 	// (server-sent events) end instead of holding Shutdown until its timeout.
 	stopStreams     chan struct{}
@@ -113,7 +113,7 @@ func New(cfg Config) (*Server, error) {
 
 		bodyIdleTimeout: cfg.BodyIdleTimeout,
 		limits:          newLimiters(cfg.RateLimits, cfg.MaxFeedsPerToken),
-		spool:           pipeline.NewByteBudget(cfg.MaxSpoolBytes),
+		spool:           intake.NewByteBudget(cfg.MaxSpoolBytes),
 	}
 	s.ln = &capListener{Listener: ln, slots: make(chan struct{}, cfg.MaxConns), rejected: func() { m.rejected.WithLabelValues("connections").Inc() }}
 	s.auth.Store(newAuthState(cfg.Tokens, loopback))

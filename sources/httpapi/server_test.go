@@ -18,7 +18,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 )
 
@@ -312,7 +312,7 @@ func TestPanicBecomesProblem(t *testing.T) {
 // panicJobs panics in GetJob.
 type panicJobs struct{ httpapi.JobService }
 
-func (panicJobs) GetJob(context.Context, string) (pipeline.Job, error) { panic("boom") }
+func (panicJobs) GetJob(context.Context, string) (jobs.Job, error) { panic("boom") }
 
 // A client that stops sending mid-upload must not hold the request forever.
 func TestUploadStallTimesOut(t *testing.T) {

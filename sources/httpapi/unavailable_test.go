@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sources/embedded"
 	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
 	"github.com/sluice-dev/sluice/sources/httpapi"
@@ -35,11 +35,11 @@ func (b brokerJobs) SubmitJob(ctx context.Context, req httpapi.SubmitRequest) (h
 	if _, err := b.js.Publish(pctx, "t.upload", data); err != nil {
 		return httpapi.SubmitResult{}, fmt.Errorf("publish upload: %w", err)
 	}
-	return httpapi.SubmitResult{JobID: "j1", State: pipeline.JobPending}, nil
+	return httpapi.SubmitResult{JobID: "j1", State: jobs.JobPending}, nil
 }
 
-func (brokerJobs) GetJob(context.Context, string) (pipeline.Job, error) {
-	return pipeline.Job{}, httpapi.ErrNotFound
+func (brokerJobs) GetJob(context.Context, string) (jobs.Job, error) {
+	return jobs.Job{}, httpapi.ErrNotFound
 }
 
 // Regression: while the broker was away, publishing routes answered 500 after 5-9.5 s (the

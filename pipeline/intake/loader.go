@@ -1,4 +1,10 @@
-package pipeline
+// Package intake turns a chunk or graph file into a job: it spools the upload (in memory up to a
+// bound, else on disk), hashes it into the job id, opens the job, reads and checks every item
+// (sources/files), publishes the valid ones in file order as bundles on the job's subject
+// (an atomic batch per window, ids chained so a resubmission is deduplicated), records the
+// rejected ones, and seals the job with its item count. The workers (package pipeline) write
+// what it published; Loader.Rollback asks them to undo a job.
+package intake
 
 import (
 	"bufio"
@@ -6,7 +12,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -20,6 +25,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/document"
@@ -42,7 +48,7 @@ type LoaderConfig struct {
 	// JS is the JetStream context. Required.
 	JS jetstream.JetStream
 	// Jobs is the job store, to recognise a resubmitted job. Required.
-	Jobs *JobStore
+	Jobs *jobs.JobStore
 	// Document is the document configuration the workers use; the loader validates every item
 	// with it, so an item that can never be written is rejected at intake with its index.
 	Document document.Config
@@ -188,18 +194,18 @@ type LoadRequest struct {
 
 // LoadResult is what Load published.
 type LoadResult struct {
-	JobID      string      `json:"job_id"`
-	Env        string      `json:"env"`
-	File       string      `json:"file,omitempty"`
-	State      JobState    `json:"state"`
-	Total      int64       `json:"total"`
-	Published  int64       `json:"published"`
-	Rejected   int64       `json:"rejected"`
-	Rejections []ItemIssue `json:"rejections,omitempty"`
+	JobID      string           `json:"job_id"`
+	Env        string           `json:"env"`
+	File       string           `json:"file,omitempty"`
+	State      jobs.JobState    `json:"state"`
+	Total      int64            `json:"total"`
+	Published  int64            `json:"published"`
+	Rejected   int64            `json:"rejected"`
+	Rejections []jobs.ItemIssue `json:"rejections,omitempty"`
 	// RejectionsOmitted counts the rejected items Rejections leaves out: it lists at most
 	// schemas.MaxIssues (1,000).
-	RejectionsOmitted int64       `json:"rejections_omitted,omitempty"`
-	Warnings          []ItemIssue `json:"warnings,omitempty"`
+	RejectionsOmitted int64            `json:"rejections_omitted,omitempty"`
+	Warnings          []jobs.ItemIssue `json:"warnings,omitempty"`
 	// Existing is true when the same content was already loaded as this job: nothing was
 	// published again.
 	Existing bool `json:"existing"`
@@ -217,16 +223,6 @@ func generationID(jobID string, generation int) string {
 		return jobID
 	}
 	return jobID + "@" + strconv.Itoa(generation)
-}
-
-// JobID returns the job id of a file's content in env: the same content in the same env
-// always gets the same id, so a resubmitted file is recognised as the same job.
-func JobID(env string, contentHash []byte) string {
-	h := sha256.New()
-	h.Write([]byte(env))
-	h.Write([]byte{0})
-	h.Write(contentHash)
-	return "j" + hex.EncodeToString(h.Sum(nil))[:24]
 }
 
 // Load publishes one file as one job and returns once every item is stored in JetStream and the
@@ -281,7 +277,7 @@ const loaderTouchEvery = time.Minute
 
 // toucher marks a job alive every loaderTouchEvery while it is published.
 type toucher struct {
-	jobs *JobStore
+	jobs *jobs.JobStore
 	id   string
 	last time.Time
 }
@@ -337,11 +333,11 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 		_, _ = rand.Read(nonce)
 		sum = append(sum, nonce...)
 	}
-	jobID := JobID(req.Env, sum)
+	jobID := jobs.JobID(req.Env, sum)
 	res := LoadResult{JobID: jobID, Env: req.Env, File: req.File}
 	job, err := l.cfg.Jobs.Get(ctx, jobID)
 	switch {
-	case err != nil && !errors.Is(err, ErrJobNotFound):
+	case err != nil && !errors.Is(err, jobs.ErrJobNotFound):
 		return res, fmt.Errorf("look up job %s: %w", jobID, err)
 	case err == nil && job.Rollback != nil && job.Rollback.State == "requested":
 		// Loading now would race the rollback's deletes; once it is done the file loads again.
@@ -416,7 +412,7 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 	reject := func(index int, id, reason string) {
 		res.Rejected++
 		if len(res.Rejections) < schemas.MaxIssues {
-			res.Rejections = append(res.Rejections, ItemIssue{Index: index, ID: id, Reason: reason})
+			res.Rejections = append(res.Rejections, jobs.ItemIssue{Index: index, ID: id, Reason: reason})
 		}
 	}
 	item, ierr := first, ferr
@@ -436,7 +432,7 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 			}
 			dup := item.DuplicateOf >= 0
 			if dup && len(res.Warnings) < schemas.MaxIssues {
-				res.Warnings = append(res.Warnings, ItemIssue{Index: item.Index, ID: item.ID,
+				res.Warnings = append(res.Warnings, jobs.ItemIssue{Index: item.Index, ID: item.ID,
 					Reason: fmt.Sprintf("duplicate id: item %d has the same id; the later item wins", item.DuplicateOf)})
 			}
 			if err := bundler.add(item.Index, item.ID, item.Record, dup); err != nil {
@@ -469,9 +465,9 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 		return res, err
 	}
 	res.RejectionsOmitted = res.Rejected - int64(len(res.Rejections))
-	res.State = JobRunning
+	res.State = jobs.JobRunning
 	if res.Published == 0 {
-		res.State = JobCompletedWithErrors
+		res.State = jobs.JobCompletedWithErrors
 	}
 	return res, nil
 }
@@ -559,27 +555,6 @@ func contentSum(src *spooled, name string, raw []byte, max int64) ([]byte, error
 	return h.Sum(nil), nil
 }
 
-// Wait follows job id until it completes, calling progress (if not nil) with each change, and
-// returns its final state. It returns ctx's error if ctx ends first.
-func Wait(ctx context.Context, jobs *JobStore, id string, progress func(Job)) (Job, error) {
-	var final Job
-	err := jobs.Watch(ctx, id, func(j Job) bool {
-		if progress != nil {
-			progress(j)
-		}
-		final = j
-		return j.State.Done()
-	})
-	if err != nil {
-		return final, err
-	}
-	// The watched record has no issues; read them back.
-	if j, err := jobs.Get(ctx, id); err == nil {
-		final = j
-	}
-	return final, nil
-}
-
 // ErrJobRunning is returned by Rollback for a job that has not finished loading: a rollback
 // racing the job's own writes would leave some of them behind.
 var ErrJobRunning = errors.New("job is still loading")
@@ -599,7 +574,7 @@ type RollbackOptions struct {
 }
 
 // Rollback is RollbackWith without options: it deletes what job id wrote last.
-func (l *Loader) Rollback(ctx context.Context, id, by string) (Job, error) {
+func (l *Loader) Rollback(ctx context.Context, id, by string) (jobs.Job, error) {
 	return l.RollbackWith(ctx, id, by, RollbackOptions{})
 }
 
@@ -609,9 +584,9 @@ func (l *Loader) Rollback(ctx context.Context, id, by string) (Job, error) {
 // opts.RestorePrevious), and mark every earlier job whose documents went with them
 // superseded; the job's Rollback field shows the outcome. by names who asked.
 // ErrJobNotFound, ErrJobRunning, ErrRestoreUnsupported.
-func (l *Loader) RollbackWith(ctx context.Context, id, by string, opts RollbackOptions) (Job, error) {
+func (l *Loader) RollbackWith(ctx context.Context, id, by string, opts RollbackOptions) (jobs.Job, error) {
 	if opts.RestorePrevious && l.cfg.NoPreviousVersions {
-		return Job{}, fmt.Errorf("rollback of job %s: %w: roll back without restoring to delete the job's documents", id, ErrRestoreUnsupported)
+		return jobs.Job{}, fmt.Errorf("rollback of job %s: %w: roll back without restoring to delete the job's documents", id, ErrRestoreUnsupported)
 	}
 	job, err := l.cfg.Jobs.Get(ctx, id)
 	if err != nil {

@@ -1,6 +1,18 @@
-package pipeline
+// Package jobs tracks load jobs: each job's record (state, counts, rejections, rollback) in
+// the sluice_jobs key-value bucket, the item outcomes the workers report (Progress, batched
+// into few record writes), a read cache kept live by watching the bucket, the reaper that fails
+// jobs whose publisher died, and the change feed (the SLUICE_EVENTS stream) that the HTTP
+// API's event streams and the command clients follow.
+//
+// A job's id is a digest of its env and content (JobID), so a file submitted again is the same
+// job. Records are written with compare-and-set on the bucket's revision; every writer may run
+// in any process.
+package jobs
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"time"
 
 	"github.com/sluice-dev/sluice/schemas"
@@ -168,4 +180,35 @@ type Job struct {
 	CreatedAt    time.Time  `json:"created_at"`
 	UpdatedAt    time.Time  `json:"updated_at"`
 	CompletedAt  *time.Time `json:"completed_at,omitempty"`
+}
+
+// JobID returns the job id of a file's content in env: the same content in the same env
+// always gets the same id, so a resubmitted file is recognised as the same job.
+func JobID(env string, contentHash []byte) string {
+	h := sha256.New()
+	h.Write([]byte(env))
+	h.Write([]byte{0})
+	h.Write(contentHash)
+	return "j" + hex.EncodeToString(h.Sum(nil))[:24]
+}
+
+// Wait follows job id until it completes, calling progress (if not nil) with each change, and
+// returns its final state. It returns ctx's error if ctx ends first.
+func Wait(ctx context.Context, jobs *JobStore, id string, progress func(Job)) (Job, error) {
+	var final Job
+	err := jobs.Watch(ctx, id, func(j Job) bool {
+		if progress != nil {
+			progress(j)
+		}
+		final = j
+		return j.State.Done()
+	})
+	if err != nil {
+		return final, err
+	}
+	// The watched record has no issues; read them back.
+	if j, err := jobs.Get(ctx, id); err == nil {
+		final = j
+	}
+	return final, nil
 }

@@ -1,4 +1,4 @@
-package pipeline
+package jobs
 
 import (
 	"context"
@@ -487,15 +487,15 @@ func (s *JobStore) RequestRollback(ctx context.Context, id, by string, restore b
 	})
 }
 
-// rollbackID names one rollback request of a job: the same event redelivered has the same id.
-func rollbackID(ev schemas.JobRollback) string {
+// RollbackID names one rollback request of a job: the same event redelivered has the same id.
+func RollbackID(ev schemas.JobRollback) string {
 	return ev.JobID + "@" + ev.RequestedAt.UTC().Format(time.RFC3339Nano)
 }
 
-// finishRollback records the outcome of rollback rbID of job id. Recording the same rollback
+// FinishRollback records the outcome of rollback rbID of job id. Recording the same rollback
 // twice (a redelivered event) changes nothing; a later rollback of a job already rolled back
 // (asked again) adds what it did.
-func (s *JobStore) finishRollback(ctx context.Context, id, rbID string, res document.JobRollbackResult, cause error) (Job, error) {
+func (s *JobStore) FinishRollback(ctx context.Context, id, rbID string, res document.JobRollbackResult, cause error) (Job, error) {
 	return s.modify(ctx, id, func(r *jobRecord) bool {
 		now := s.now().UTC()
 		if r.Rollback == nil {
@@ -534,6 +534,21 @@ func sortedJobs(m map[string]int64) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// MarkSuperseded records, for each job of superseded but by itself, that rollback rbID of job
+// by deleted superseded[job] of its documents (see markSuperseded); jobs in id order, so that
+// records list them the same way each time. It returns the first error.
+func (s *JobStore) MarkSuperseded(ctx context.Context, by, rbID string, superseded map[string]int64) error {
+	for _, job := range sortedJobs(superseded) {
+		if job == by {
+			continue
+		}
+		if err := s.markSuperseded(ctx, job, by, rbID, superseded[job]); err != nil {
+			return fmt.Errorf("mark job %s superseded by the rollback of %s: %w", job, by, err)
+		}
+	}
+	return nil
 }
 
 // markSuperseded records that rollback rbID of job by deleted n documents of job id, which

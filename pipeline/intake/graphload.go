@@ -1,4 +1,4 @@
-package pipeline
+package intake
 
 import (
 	"bufio"
@@ -12,6 +12,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/graph"
 	"github.com/sluice-dev/sluice/sources/files"
@@ -74,7 +75,7 @@ func (l *Loader) loadGraph(ctx context.Context, req LoadRequest, src *spooled, j
 			break
 		}
 		// Warnings name their item in the source file; they belong to no message.
-		res.Warnings = append(res.Warnings, ItemIssue{Index: 0, ID: wn.Item, Reason: wn.Reason})
+		res.Warnings = append(res.Warnings, jobs.ItemIssue{Index: 0, ID: wn.Item, Reason: wn.Reason})
 	}
 	if len(parts) == 0 {
 		res.Warnings = nil // a seal's issues must name an item of the job
@@ -83,7 +84,7 @@ func (l *Loader) loadGraph(ctx context.Context, req LoadRequest, src *spooled, j
 	if err := l.sealJob(ctx, seal, res.msgJob); err != nil {
 		return res, err
 	}
-	res.State = JobRunning
+	res.State = jobs.JobRunning
 	return res, nil
 }
 
