@@ -48,7 +48,7 @@ type CommandWorkerConfig struct {
 	// (class auth) and changes nothing. The API's CommandClient must hold the same key.
 	// Required.
 	Key *sign.Key
-	// Graph receives each applied command's projection (requirements.Project). Optional; nil
+	// Graph receives each applied command's projection (projectOutcome). Optional; nil
 	// skips the projection. A GraphBatchApplier (graph.Store is one) gets the projections of
 	// commands handed over at once in one transaction.
 	Graph GraphApplier
@@ -383,7 +383,7 @@ func (w *CommandWorker) applyItems(ctx context.Context, items []*chainItem) {
 		var proj []keyed[graph.MarkedBatch]
 		var projected []*chainItem
 		for _, it := range next {
-			if b := requirements.Project(it.out); len(b.Nodes)+len(b.Edges) > 0 {
+			if b := projectOutcome(it.out); len(b.Nodes)+len(b.Edges) > 0 {
 				proj = append(proj, keyed[graph.MarkedBatch]{key: it.cmd.Key(),
 					v: graph.MarkedBatch{Env: w.cfg.GraphEnv, Batch: b, MsgID: graphMarker(it.cmd.CommandID)}})
 				projected = append(projected, it)

@@ -357,7 +357,7 @@ func (c *CommandClient) Import(ctx context.Context, files []requirements.LegacyF
 		if err != nil {
 			return rep, fmt.Errorf("project imported version %d: %w", id, err)
 		}
-		b := requirements.Project(requirements.Outcome{Type: requirements.TypeSubmitRequirements, Applied: true, Version: &v})
+		b := projectOutcome(requirements.Outcome{Type: requirements.TypeSubmitRequirements, Applied: true, Version: &v})
 		if _, err := c.cfg.Graph.ApplyBatch(ctx, c.cfg.GraphEnv, b, "import:version:"+strconv.FormatInt(id, 10)); err != nil {
 			return rep, fmt.Errorf("project imported version %d: %w", id, err)
 		}
@@ -367,7 +367,7 @@ func (c *CommandClient) Import(ctx context.Context, files []requirements.LegacyF
 		if err != nil {
 			return rep, fmt.Errorf("project imported feature request %s: %w", id, err)
 		}
-		b := requirements.Project(requirements.Outcome{Type: requirements.TypeSubmitFeatureRequest, Applied: true, Feature: &f})
+		b := projectOutcome(requirements.Outcome{Type: requirements.TypeSubmitFeatureRequest, Applied: true, Feature: &f})
 		if _, err := c.cfg.Graph.ApplyBatch(ctx, c.cfg.GraphEnv, b, "import:feature:"+id); err != nil {
 			return rep, fmt.Errorf("project imported feature request %s: %w", id, err)
 		}

@@ -23,6 +23,7 @@ import (
 	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/graph"
+	"github.com/sluice-dev/sluice/sinks/reqstore"
 	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
@@ -39,7 +40,7 @@ type cmdEnv struct {
 	cs        *sjs.CommandStreams
 	storePath string
 	graphPath string
-	store     *requirements.SQLiteStore
+	store     *reqstore.SQLiteStore
 	graph     graph.Store
 	client    *pipeline.CommandClient
 }
@@ -66,9 +67,9 @@ func newCmdEnvOpts(t testing.TB, o envOpts) *cmdEnv {
 }
 
 // openStore opens another handle on the requirements file, as another process would.
-func (ce *cmdEnv) openStore(t testing.TB) *requirements.SQLiteStore {
+func (ce *cmdEnv) openStore(t testing.TB) *reqstore.SQLiteStore {
 	t.Helper()
-	s, err := requirements.OpenSQLite(context.Background(), requirements.SQLiteConfig{Path: ce.storePath})
+	s, err := reqstore.OpenSQLite(context.Background(), reqstore.SQLiteConfig{Path: ce.storePath})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -677,7 +678,7 @@ func TestEventFeedResumeAndJobs(t *testing.T) {
 
 // noOutcomeStore is a requirements store whose CommandOutcome fails: an Await answered through
 // it was answered from the change feed.
-type noOutcomeStore struct{ *requirements.SQLiteStore }
+type noOutcomeStore struct{ *reqstore.SQLiteStore }
 
 func (noOutcomeStore) CommandOutcome(context.Context, string) (requirements.Outcome, error) {
 	return requirements.Outcome{}, errors.New("the store must not be read")

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/sign"
+	"github.com/sluice-dev/sluice/sinks/reqstore"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
@@ -74,7 +75,7 @@ func TestCommandOrderAcrossTwoWorkerProcesses(t *testing.T) {
 			n++
 		}
 	}
-	store, err := requirements.OpenSQLite(ctx, requirements.SQLiteConfig{Path: filepath.Join(dataDir, "requirements.db")})
+	store, err := reqstore.OpenSQLite(ctx, reqstore.SQLiteConfig{Path: filepath.Join(dataDir, "requirements.db")})
 	if err != nil {
 		t.Fatal(err)
 	}

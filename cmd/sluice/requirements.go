@@ -16,6 +16,7 @@ import (
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/sinks/astra"
+	"github.com/sluice-dev/sluice/sinks/reqstore"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
@@ -75,10 +76,10 @@ func startRequirements(ctx context.Context, c config, o requirementsOptions) (*r
 		if cerr != nil {
 			return nil, fmt.Errorf("astra: %w", cerr)
 		}
-		var as *requirements.AstraStore
+		var as *reqstore.AstraStore
 		cerr = o.Startup.retry(ctx, "AstraDB (requirements store)", func(ctx context.Context) error {
 			var err error
-			as, err = requirements.OpenAstra(ctx, requirements.AstraConfig{Client: client, Validator: v})
+			as, err = reqstore.OpenAstra(ctx, reqstore.AstraConfig{Client: client, Validator: v})
 			return err
 		})
 		if cerr != nil {
@@ -87,7 +88,7 @@ func startRequirements(ctx context.Context, c config, o requirementsOptions) (*r
 		}
 		store = closeBoth{as, client.Close}
 	} else {
-		sq, cerr := requirements.OpenSQLite(ctx, requirements.SQLiteConfig{Path: filepath.Join(c.DataDir, "requirements.db"), Validator: v})
+		sq, cerr := reqstore.OpenSQLite(ctx, reqstore.SQLiteConfig{Path: filepath.Join(c.DataDir, "requirements.db"), Validator: v})
 		if cerr != nil {
 			return nil, fmt.Errorf("open requirements store: %w", cerr)
 		}
@@ -161,7 +162,7 @@ type reqStore interface {
 
 // closeBoth closes the store, then the client it does not own.
 type closeBoth struct {
-	*requirements.AstraStore
+	*reqstore.AstraStore
 	closeClient func()
 }
 

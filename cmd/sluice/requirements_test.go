@@ -15,6 +15,7 @@ import (
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/sinks/graph"
+	"github.com/sluice-dev/sluice/sinks/reqstore"
 	"github.com/sluice-dev/sluice/sources/embedded"
 	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
@@ -70,7 +71,7 @@ func TestStartRequirements(t *testing.T) {
 		t.Fatal(err)
 	}
 	rp.close()
-	st, err := requirements.OpenSQLite(ctx, requirements.SQLiteConfig{Path: filepath.Join(dir, "requirements.db")})
+	st, err := reqstore.OpenSQLite(ctx, reqstore.SQLiteConfig{Path: filepath.Join(dir, "requirements.db")})
 	if err != nil {
 		t.Fatalf("requirements.db in the data directory: %v", err)
 	}

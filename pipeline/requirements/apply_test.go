@@ -1,77 +1,14 @@
 package requirements_test
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/pipeline/requirements/reqtest"
 )
-
-var t0 = time.Date(2025, 10, 9, 8, 53, 20, 123456000, time.UTC)
-
-const reqID = "FR-17600000001234567"
-
-func ptr[T any](v T) *T { return &v }
-
-var cmdSeq int
-
-func header(typ requirements.CommandType) requirements.Command {
-	cmdSeq++
-	return requirements.Command{Type: typ, CommandID: fmt.Sprintf("cmd_%d", cmdSeq), Actor: "api-admin", IssuedAt: t0.Add(time.Duration(cmdSeq) * time.Second)}
-}
-
-func submitFeature(id string) requirements.Command {
-	c := header(requirements.TypeSubmitFeatureRequest)
-	c.SubmitFeatureRequest = &requirements.SubmitFeatureRequest{
-		RequestID: id, Title: "Initiative tracker (combat)", Description: "Track initiative order: metadata: <b>as given</b>",
-		Priority: "high", Requester: "gm.alice", Category: "ui", UserStory: "As a game master I want an initiative list so that turns are fair",
-		Tags: []string{"combat"}, EffortEstimate: ptr(8),
-	}
-	return c
-}
-
-func decide(id, action string, reason *string, expected *int64) requirements.Command {
-	c := header(requirements.TypeDecideFeatureRequest)
-	c.Decide = &requirements.DecideFeatureRequest{RequestID: id, Action: action, Reason: reason, ExpectedVersion: expected}
-	return c
-}
-
-func transition(id string, to requirements.Status, expected *int64) requirements.Command {
-	c := header(requirements.TypeTransitionFeatureRequest)
-	c.Transition = &requirements.TransitionFeatureRequest{RequestID: id, To: to, ExpectedVersion: expected}
-	return c
-}
-
-func mustObject(t testing.TB, s string) *requirements.Object {
-	t.Helper()
-	var o requirements.Object
-	if err := json.Unmarshal([]byte(s), &o); err != nil {
-		t.Fatal(err)
-	}
-	return &o
-}
-
-func submitRequirements(t testing.TB) requirements.Command {
-	c := header(requirements.TypeSubmitRequirements)
-	c.SubmitRequirements = &requirements.SubmitRequirements{
-		Title: "Dice Roller Service", Version: "2.1.0", Description: "Requirements for the dice roller — ünïcode",
-		Requirements: mustObject(t, `{"functional":[{"id":"DR-001","title":"Roll","description":"Roll 3d6","priority":"high"},
-			{"id":"DR-002","title":"History","description":"Keep rolls","priority":"medium","dependencies":["DR-001","XX-999"]}],
-			"non_functional":[{"id":"NFR-010","title":"Latency","description":"50 ms","priority":"low","category":"performance","dependencies":["DR-002"]}]}`),
-		Stakeholders: []*requirements.Object{mustObject(t, `{"name":"GM","role":"Owner","involvement":"primary"}`)},
-		Author:       "Rules team",
-	}
-	return c
-}
-
-// stateAt returns a state holding a feature request in status s at version v.
-func stateAt(s requirements.Status, v int64) requirements.State {
-	return requirements.State{Feature: &requirements.FeatureRequest{RequestID: reqID, Title: "Title", Description: "Description", Priority: "low", Requester: "bob", Status: s, CreatedAt: "2025-09-06T22:01:43.437366", Version: v, Key: reqID}}
-}
 
 func TestApplyTransitions(t *testing.T) {
 	type want struct {
@@ -80,11 +17,21 @@ func TestApplyTransitions(t *testing.T) {
 	}
 	all := requirements.Statuses()
 	moves := map[string]func() requirements.Command{
-		"approve":     func() requirements.Command { return decide(reqID, requirements.ActionApprove, nil, nil) },
-		"reject":      func() requirements.Command { return decide(reqID, requirements.ActionReject, ptr("no"), nil) },
-		"in_progress": func() requirements.Command { return transition(reqID, requirements.StatusInProgress, nil) },
-		"completed":   func() requirements.Command { return transition(reqID, requirements.StatusCompleted, nil) },
-		"cancelled":   func() requirements.Command { return transition(reqID, requirements.StatusCancelled, nil) },
+		"approve": func() requirements.Command {
+			return reqtest.Decide(reqtest.ReqID, requirements.ActionApprove, nil, nil)
+		},
+		"reject": func() requirements.Command {
+			return reqtest.Decide(reqtest.ReqID, requirements.ActionReject, reqtest.Ptr("no"), nil)
+		},
+		"in_progress": func() requirements.Command {
+			return reqtest.Transition(reqtest.ReqID, requirements.StatusInProgress, nil)
+		},
+		"completed": func() requirements.Command {
+			return reqtest.Transition(reqtest.ReqID, requirements.StatusCompleted, nil)
+		},
+		"cancelled": func() requirements.Command {
+			return reqtest.Transition(reqtest.ReqID, requirements.StatusCancelled, nil)
+		},
 	}
 	// The full matrix: every move from every status.
 	expect := map[requirements.Status]map[string]want{
@@ -123,7 +70,7 @@ func TestApplyTransitions(t *testing.T) {
 		for move, mk := range moves {
 			w := expect[from][move]
 			t.Run(string(from)+"/"+move, func(t *testing.T) {
-				in := stateAt(from, 3)
+				in := reqtest.StateAt(from, 3)
 				cmd := mk()
 				next, entry, err := requirements.Apply(in, cmd)
 				if in.Feature.Status != from || in.Feature.Version != 3 {
@@ -149,7 +96,7 @@ func TestApplyTransitions(t *testing.T) {
 				if f.Status != w.status || f.Version != 4 || f.UpdatedAt == nil || *f.UpdatedAt != requirements.FormatTimestamp(cmd.IssuedAt) {
 					t.Errorf("new state %+v", f)
 				}
-				if entry.OldStatus != string(from) || entry.NewStatus != string(w.status) || entry.Admin != "api-admin" || entry.RequestID != reqID {
+				if entry.OldStatus != string(from) || entry.NewStatus != string(w.status) || entry.Admin != "api-admin" || entry.RequestID != reqtest.ReqID {
 					t.Errorf("audit entry %+v", entry)
 				}
 				if got := requirements.CanMove(from, w.status); !got {
@@ -168,24 +115,24 @@ func TestApplyDecisionFields(t *testing.T) {
 		wantReason *string
 	}{
 		// Python set rejection_reason on approve too when a reason was given; Sluice does not.
-		{name: "approve with reason keeps rejection_reason null", action: requirements.ActionApprove, reason: ptr("fits the roadmap")},
+		{name: "approve with reason keeps rejection_reason null", action: requirements.ActionApprove, reason: reqtest.Ptr("fits the roadmap")},
 		{name: "approve without reason", action: requirements.ActionApprove},
-		{name: "reject with reason", action: requirements.ActionReject, reason: ptr("out of scope"), wantReason: ptr("out of scope")},
+		{name: "reject with reason", action: requirements.ActionReject, reason: reqtest.Ptr("out of scope"), wantReason: reqtest.Ptr("out of scope")},
 		{name: "reject without reason", action: requirements.ActionReject},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cmd := decide(reqID, tt.action, tt.reason, ptr(int64(1)))
+			cmd := reqtest.Decide(reqtest.ReqID, tt.action, tt.reason, reqtest.Ptr(int64(1)))
 			cmd.Actor = "token-name"
-			next, entry, err := requirements.Apply(stateAt(requirements.StatusPending, 1), cmd)
+			next, entry, err := requirements.Apply(reqtest.StateAt(requirements.StatusPending, 1), cmd)
 			if err != nil {
 				t.Fatal(err)
 			}
 			f := next.Feature
-			if deref(f.ApprovedBy) != "token-name" || deref(f.RejectionReason) != deref(tt.wantReason) || (f.RejectionReason == nil) != (tt.wantReason == nil) {
-				t.Errorf("approved_by %q rejection_reason %v", deref(f.ApprovedBy), f.RejectionReason)
+			if reqtest.Deref(f.ApprovedBy) != "token-name" || reqtest.Deref(f.RejectionReason) != reqtest.Deref(tt.wantReason) || (f.RejectionReason == nil) != (tt.wantReason == nil) {
+				t.Errorf("approved_by %q rejection_reason %v", reqtest.Deref(f.ApprovedBy), f.RejectionReason)
 			}
-			if deref(entry.Reason) != deref(tt.reason) || entry.Admin != "token-name" {
+			if reqtest.Deref(entry.Reason) != reqtest.Deref(tt.reason) || entry.Admin != "token-name" {
 				t.Errorf("audit %+v", entry)
 			}
 		})
@@ -199,16 +146,16 @@ func TestApplyRefusals(t *testing.T) {
 		cmd   requirements.Command
 		code  requirements.RefusalCode
 	}{
-		{name: "decide unknown request", cmd: decide(reqID, requirements.ActionApprove, nil, nil), code: requirements.RefusalNotFound},
-		{name: "transition unknown request", cmd: transition(reqID, requirements.StatusCancelled, nil), code: requirements.RefusalNotFound},
-		{name: "submit existing request", state: stateAt(requirements.StatusPending, 1), cmd: submitFeature(reqID), code: requirements.RefusalAlreadyExists},
-		{name: "stale version on decide", state: stateAt(requirements.StatusPending, 2), cmd: decide(reqID, requirements.ActionApprove, nil, ptr(int64(1))), code: requirements.RefusalStaleVersion},
-		{name: "stale version on transition", state: stateAt(requirements.StatusApproved, 2), cmd: transition(reqID, requirements.StatusInProgress, ptr(int64(3))), code: requirements.RefusalStaleVersion},
-		{name: "already decided wins over stale", state: stateAt(requirements.StatusApproved, 2), cmd: decide(reqID, requirements.ActionReject, nil, ptr(int64(1))), code: requirements.RefusalAlreadyDecided},
-		{name: "unknown action", state: stateAt(requirements.StatusPending, 1), cmd: decide(reqID, "escalate", nil, nil), code: requirements.RefusalInvalid},
-		{name: "transition to approved", state: stateAt(requirements.StatusPending, 1), cmd: transition(reqID, requirements.StatusApproved, nil), code: requirements.RefusalInvalid},
-		{name: "body missing", cmd: header(requirements.TypeDecideFeatureRequest), code: requirements.RefusalInvalid},
-		{name: "unknown type", cmd: header("delete"), code: requirements.RefusalInvalid},
+		{name: "decide unknown request", cmd: reqtest.Decide(reqtest.ReqID, requirements.ActionApprove, nil, nil), code: requirements.RefusalNotFound},
+		{name: "transition unknown request", cmd: reqtest.Transition(reqtest.ReqID, requirements.StatusCancelled, nil), code: requirements.RefusalNotFound},
+		{name: "submit existing request", state: reqtest.StateAt(requirements.StatusPending, 1), cmd: reqtest.SubmitFeature(reqtest.ReqID), code: requirements.RefusalAlreadyExists},
+		{name: "stale version on decide", state: reqtest.StateAt(requirements.StatusPending, 2), cmd: reqtest.Decide(reqtest.ReqID, requirements.ActionApprove, nil, reqtest.Ptr(int64(1))), code: requirements.RefusalStaleVersion},
+		{name: "stale version on transition", state: reqtest.StateAt(requirements.StatusApproved, 2), cmd: reqtest.Transition(reqtest.ReqID, requirements.StatusInProgress, reqtest.Ptr(int64(3))), code: requirements.RefusalStaleVersion},
+		{name: "already decided wins over stale", state: reqtest.StateAt(requirements.StatusApproved, 2), cmd: reqtest.Decide(reqtest.ReqID, requirements.ActionReject, nil, reqtest.Ptr(int64(1))), code: requirements.RefusalAlreadyDecided},
+		{name: "unknown action", state: reqtest.StateAt(requirements.StatusPending, 1), cmd: reqtest.Decide(reqtest.ReqID, "escalate", nil, nil), code: requirements.RefusalInvalid},
+		{name: "transition to approved", state: reqtest.StateAt(requirements.StatusPending, 1), cmd: reqtest.Transition(reqtest.ReqID, requirements.StatusApproved, nil), code: requirements.RefusalInvalid},
+		{name: "body missing", cmd: reqtest.Header(requirements.TypeDecideFeatureRequest), code: requirements.RefusalInvalid},
+		{name: "unknown type", cmd: reqtest.Header("delete"), code: requirements.RefusalInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -225,14 +172,14 @@ func TestApplyRefusals(t *testing.T) {
 }
 
 func TestApplySubmitFeature(t *testing.T) {
-	cmd := submitFeature(reqID)
+	cmd := reqtest.SubmitFeature(reqtest.ReqID)
 	next, entry, err := requirements.Apply(requirements.State{}, cmd)
 	if err != nil {
 		t.Fatal(err)
 	}
 	f := next.Feature
 	at := requirements.FormatTimestamp(cmd.IssuedAt)
-	want := requirements.FeatureRequest{RequestID: reqID, Title: "Initiative tracker (combat)", Description: "Track initiative order: metadata: <b>as given</b>", Priority: "high", Requester: "gm.alice", Status: requirements.StatusPending, CreatedAt: at, Version: 1, Key: reqID}
+	want := requirements.FeatureRequest{RequestID: reqtest.ReqID, Title: "Initiative tracker (combat)", Description: "Track initiative order: metadata: <b>as given</b>", Priority: "high", Requester: "gm.alice", Status: requirements.StatusPending, CreatedAt: at, Version: 1, Key: reqtest.ReqID}
 	if fmt.Sprintf("%+v", *f) != fmt.Sprintf("%+v", want) {
 		t.Errorf("feature\n%+v\nwant\n%+v", *f, want)
 	}
@@ -247,7 +194,7 @@ func TestApplySubmitFeature(t *testing.T) {
 }
 
 func TestApplySubmitRequirements(t *testing.T) {
-	cmd := submitRequirements(t)
+	cmd := reqtest.SubmitRequirements(t)
 	next, entry, err := requirements.Apply(requirements.State{}, cmd)
 	if err != nil {
 		t.Fatal(err)

@@ -335,7 +335,7 @@ func checkRules(c Command) error {
 		arr, _ := items.([]any)
 		for i, it := range arr {
 			o, _ := it.(*Object)
-			id, _ := getString(o, "id")
+			id, _ := o.GetString("id")
 			if seen[id] {
 				problems = append(problems, fmt.Sprintf("%q: requirement id %q is not unique", fmt.Sprintf("/requirements/%s/%d/id", list, i), id))
 			}

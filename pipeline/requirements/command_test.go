@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/pipeline/requirements/reqtest"
 	"github.com/sluice-dev/sluice/schemas"
 )
 
@@ -63,17 +64,12 @@ func TestDecodeCommandExamples(t *testing.T) {
 				var a, b any
 				_ = json.Unmarshal(raw, &a)
 				_ = json.Unmarshal(again, &b)
-				if ja, jb := mustJSON(a), mustJSON(b); ja != jb {
+				if ja, jb := reqtest.MustJSON(a), reqtest.MustJSON(b); ja != jb {
 					t.Errorf("round trip\n%s\n%s", ja, jb)
 				}
 			})
 		}
 	}
-}
-
-func mustJSON(v any) string {
-	b, _ := json.Marshal(v)
-	return string(b)
 }
 
 func TestCheck(t *testing.T) {
@@ -83,44 +79,48 @@ func TestCheck(t *testing.T) {
 		cmd     func() requirements.Command
 		problem string // "" = valid
 	}{
-		{name: "feature submission", cmd: func() requirements.Command { return submitFeature(reqID) }},
+		{name: "feature submission", cmd: func() requirements.Command { return reqtest.SubmitFeature(reqtest.ReqID) }},
 		{name: "prose that Python's script check rejected", cmd: func() requirements.Command {
-			c := submitFeature(reqID)
+			c := reqtest.SubmitFeature(reqtest.ReqID)
 			c.SubmitFeatureRequest.Description = `Show metadata: and data: fields; <script>alert(1)</script> is stored as given`
 			return c
 		}},
 		{name: "title with apostrophe", cmd: func() requirements.Command {
-			c := submitFeature(reqID)
+			c := reqtest.SubmitFeature(reqtest.ReqID)
 			c.SubmitFeatureRequest.Title = "Don't crash"
 			return c
 		}, problem: "/title"},
 		{name: "user story not in the template", cmd: func() requirements.Command {
-			c := submitFeature(reqID)
+			c := reqtest.SubmitFeature(reqtest.ReqID)
 			c.SubmitFeatureRequest.UserStory = "I want initiative tracking"
 			return c
 		}, problem: "/user_story"},
 		{name: "actor from nowhere", cmd: func() requirements.Command {
-			c := submitFeature(reqID)
+			c := reqtest.SubmitFeature(reqtest.ReqID)
 			c.Actor = ""
 			return c
 		}, problem: "/actor"},
-		{name: "requirements submission", cmd: func() requirements.Command { return submitRequirements(t) }},
+		{name: "requirements submission", cmd: func() requirements.Command { return reqtest.SubmitRequirements(t) }},
 		{name: "duplicate requirement ids", cmd: func() requirements.Command {
-			c := submitRequirements(t)
-			c.SubmitRequirements.Requirements = mustObject(t, `{"functional":[{"id":"DR-001","title":"a","description":"b","priority":"low"}],"non_functional":[{"id":"DR-001","title":"a","description":"b","priority":"low"}]}`)
+			c := reqtest.SubmitRequirements(t)
+			c.SubmitRequirements.Requirements = reqtest.MustObject(t, `{"functional":[{"id":"DR-001","title":"a","description":"b","priority":"low"}],"non_functional":[{"id":"DR-001","title":"a","description":"b","priority":"low"}]}`)
 			return c
 		}, problem: "not unique"},
 		{name: "requirements without non_functional", cmd: func() requirements.Command {
-			c := submitRequirements(t)
-			c.SubmitRequirements.Requirements = mustObject(t, `{"functional":[]}`)
+			c := reqtest.SubmitRequirements(t)
+			c.SubmitRequirements.Requirements = reqtest.MustObject(t, `{"functional":[]}`)
 			return c
 		}, problem: "non_functional"},
 		{name: "decision", cmd: func() requirements.Command {
-			return decide(reqID, requirements.ActionReject, ptr("why"), ptr(int64(1)))
+			return reqtest.Decide(reqtest.ReqID, requirements.ActionReject, reqtest.Ptr("why"), reqtest.Ptr(int64(1)))
 		}},
-		{name: "empty reason", cmd: func() requirements.Command { return decide(reqID, requirements.ActionReject, ptr(""), nil) }, problem: "/reason"},
-		{name: "transition", cmd: func() requirements.Command { return transition(reqID, requirements.StatusCompleted, nil) }},
-		{name: "missing body", cmd: func() requirements.Command { return header(requirements.TypeTransitionFeatureRequest) }, problem: "without its body"},
+		{name: "empty reason", cmd: func() requirements.Command {
+			return reqtest.Decide(reqtest.ReqID, requirements.ActionReject, reqtest.Ptr(""), nil)
+		}, problem: "/reason"},
+		{name: "transition", cmd: func() requirements.Command {
+			return reqtest.Transition(reqtest.ReqID, requirements.StatusCompleted, nil)
+		}},
+		{name: "missing body", cmd: func() requirements.Command { return reqtest.Header(requirements.TypeTransitionFeatureRequest) }, problem: "without its body"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -140,7 +140,7 @@ func TestCheck(t *testing.T) {
 }
 
 func TestCommandJSON(t *testing.T) {
-	c := decide(reqID, requirements.ActionApprove, nil, ptr(int64(2)))
+	c := reqtest.Decide(reqtest.ReqID, requirements.ActionApprove, nil, reqtest.Ptr(int64(2)))
 	c.IssuedAt = time.Date(2025, 10, 9, 8, 53, 20, 123456789, time.FixedZone("x", 7200))
 	raw, err := json.Marshal(c)
 	if err != nil {
@@ -154,10 +154,10 @@ func TestCommandJSON(t *testing.T) {
 	if err := json.Unmarshal(raw, &back); err != nil {
 		t.Fatal(err)
 	}
-	if !back.IssuedAt.Equal(c.IssuedAt) || back.Decide == nil || *back.Decide.ExpectedVersion != 2 || back.Subject() != "sluice.v1.features."+reqID {
+	if !back.IssuedAt.Equal(c.IssuedAt) || back.Decide == nil || *back.Decide.ExpectedVersion != 2 || back.Subject() != "sluice.v1.features."+reqtest.ReqID {
 		t.Errorf("round trip %+v", back)
 	}
-	if s := submitRequirements(t).Subject(); s != schemas.RequirementSubject(requirements.RequirementsKey) {
+	if s := reqtest.SubmitRequirements(t).Subject(); s != schemas.RequirementSubject(requirements.RequirementsKey) {
 		t.Errorf("requirements subject %s", s)
 	}
 	for _, bad := range []string{`{"type":"nope","issued_at":"2025-10-09T06:53:20Z"}`, `{"type":"decide_feature_request","issued_at":"yesterday"}`, `[]`} {
@@ -165,7 +165,7 @@ func TestCommandJSON(t *testing.T) {
 			t.Errorf("decoded %s", bad)
 		}
 	}
-	if _, err := json.Marshal(header(requirements.TypeDecideFeatureRequest)); err == nil {
+	if _, err := json.Marshal(reqtest.Header(requirements.TypeDecideFeatureRequest)); err == nil {
 		t.Error("marshalled a command without body")
 	}
 }

@@ -2,45 +2,16 @@ package requirements_test
 
 import (
 	"bytes"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/pipeline/requirements/reqtest"
 	"github.com/sluice-dev/sluice/schemas"
 )
 
-// fixtureDir holds the Python service's stored records (shared/fixtures/ttrpg-center beside
-// the repository). They carry no licence, so they are read in place and never copied here.
-const fixtureDir = "../../../shared/fixtures/ttrpg-center"
-
-const (
-	fixtureVersion  = "1757213987664.json"
-	fixturePending  = "FR-17572141034372077.json"
-	fixtureRejected = "FR-17572141034994902.json"
-	fixtureApproved = "FR-17572141041457486.json"
-)
-
-func fixtureNames() []string {
-	return []string{fixtureVersion, fixturePending, fixtureRejected, fixtureApproved}
-}
-
-// readFixture returns a fixture file, skipping the test when the shared fixtures are absent.
-func readFixture(t *testing.T, name string) []byte {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(fixtureDir, name))
-	if os.IsNotExist(err) {
-		t.Skipf("fixture %s not found in %s (the shared/ fixtures of the TTRPG-Center reference are not beside this checkout)", name, fixtureDir)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}
-
 func TestFixtureRequirementsChecksum(t *testing.T) {
-	raw := readFixture(t, fixtureVersion)
+	raw := reqtest.ReadFixture(t, reqtest.FixtureVersion)
 	v, err := requirements.ParseRequirementsVersion(raw)
 	if err != nil {
 		t.Fatal(err)
@@ -87,13 +58,13 @@ func TestFixtureFeatureRequests(t *testing.T) {
 		approvedBy string
 		reason     string
 	}{
-		{name: "pending", file: fixturePending, status: requirements.StatusPending},
-		{name: "rejected", file: fixtureRejected, status: requirements.StatusRejected, updated: true, approvedBy: "test_admin", reason: "Does not align with current priorities"},
-		{name: "approved with reason in rejection_reason", file: fixtureApproved, status: requirements.StatusApproved, updated: true, approvedBy: "product_owner", reason: "Aligns with requirement FR-001 from version 1757214104136"},
+		{name: "pending", file: reqtest.FixturePending, status: requirements.StatusPending},
+		{name: "rejected", file: reqtest.FixtureRejected, status: requirements.StatusRejected, updated: true, approvedBy: "test_admin", reason: "Does not align with current priorities"},
+		{name: "approved with reason in rejection_reason", file: reqtest.FixtureApproved, status: requirements.StatusApproved, updated: true, approvedBy: "product_owner", reason: "Aligns with requirement FR-001 from version 1757214104136"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			raw := readFixture(t, tt.file)
+			raw := reqtest.ReadFixture(t, tt.file)
 			f, err := requirements.ParseLegacyFeatureRequest(raw)
 			if err != nil {
 				t.Fatal(err)
@@ -101,8 +72,8 @@ func TestFixtureFeatureRequests(t *testing.T) {
 			if f.RequestID+".json" != tt.file || f.Status != tt.status || (f.UpdatedAt != nil) != tt.updated || f.Version != 1 || f.Key != f.RequestID {
 				t.Errorf("parsed %+v", f)
 			}
-			if deref(f.ApprovedBy) != tt.approvedBy || deref(f.RejectionReason) != tt.reason {
-				t.Errorf("approved_by %q reason %q", deref(f.ApprovedBy), deref(f.RejectionReason))
+			if reqtest.Deref(f.ApprovedBy) != tt.approvedBy || reqtest.Deref(f.RejectionReason) != tt.reason {
+				t.Errorf("approved_by %q reason %q", reqtest.Deref(f.ApprovedBy), reqtest.Deref(f.RejectionReason))
 			}
 			if got := f.LegacyJSON(); !bytes.Equal(got, raw) {
 				t.Errorf("LegacyJSON differs from the file:\n%s", got)
@@ -118,11 +89,11 @@ func TestFixturesAgainstOurSchemas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, name := range fixtureNames() {
+	for _, name := range reqtest.FixtureNames() {
 		t.Run(name, func(t *testing.T) {
-			raw := readFixture(t, name)
+			raw := reqtest.ReadFixture(t, name)
 			schema := schemas.FeatureRequest
-			if name == fixtureVersion {
+			if name == reqtest.FixtureVersion {
 				schema = schemas.Requirements
 			}
 			if err := v.Schemas().Validate(schema, raw); err != nil {
@@ -130,11 +101,4 @@ func TestFixturesAgainstOurSchemas(t *testing.T) {
 			}
 		})
 	}
-}
-
-func deref(p *string) string {
-	if p == nil {
-		return ""
-	}
-	return *p
 }

@@ -1,8 +1,9 @@
 // Package requirements is the domain core of requirement and feature-request mutations
 // (issue 5): the records of the Python requirements service (reference §2), the commands that
 // change them, their validation, a pure state machine (Apply), Python-compatible checksums, a
-// checksum-chained audit trail, the Store interface with its SQLite implementation, and the
-// projection of applied commands into the graph.
+// checksum-chained audit trail, and the Store interface. It imports no storage, broker or HTTP
+// code: the stores are in sinks/reqstore (SQLite, AstraDB), the command worker that applies
+// commands and projects them into the graph in pipeline.
 //
 // Commands are plain JSON (schema sluice.command.v1). A worker decodes one with
 // DecodeCommand, hands it to Store.ApplyCommand with the JetStream message id, and acks the
@@ -247,13 +248,14 @@ func ParseRequirementsVersion(b []byte) (RequirementsVersion, error) {
 	if !ok || err != nil || rv.VersionID < 1 {
 		return RequirementsVersion{}, fmt.Errorf("parse requirements version: metadata.version_id %v is not a positive integer", idv)
 	}
-	rv.Author, _ = getString(md, "author")
-	rv.Timestamp, _ = getString(md, "timestamp")
-	rv.Checksum, _ = getString(md, "checksum")
+	rv.Author, _ = md.GetString("author")
+	rv.Timestamp, _ = md.GetString("timestamp")
+	rv.Checksum, _ = md.GetString("checksum")
 	return rv, nil
 }
 
-func getString(o *Object, key string) (string, bool) {
+// GetString returns member key of o when it is a string.
+func (o *Object) GetString(key string) (string, bool) {
 	v, _ := o.Get(key)
 	s, ok := v.(string)
 	return s, ok

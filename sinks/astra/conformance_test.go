@@ -6,10 +6,11 @@ import (
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/sinks/astra"
+	"github.com/sluice-dev/sluice/sinks/reqstore"
 )
 
 var (
 	_ pipeline.DocSink       = (*astra.Sink)(nil)
 	_ pipeline.JobDocDeleter = (*astra.Sink)(nil)
-	_ requirements.Store     = (*requirements.AstraStore)(nil)
+	_ requirements.Store     = (*reqstore.AstraStore)(nil)
 )

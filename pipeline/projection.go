@@ -1,38 +1,13 @@
-package requirements
+package pipeline
 
 import (
 	"strconv"
 
+	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/sinks/graph"
 )
 
-// Node id prefixes of the projection. Ids are deterministic, so projecting the same outcome
-// twice upserts the same nodes and edges.
-const (
-	// VersionNodePrefix + version_id: a requirements version (Artifact, kind requirements_version).
-	VersionNodePrefix = "requirements:"
-	// RequirementNodePrefix + version_id + ":" + item id: one requirement item of a version
-	// (Artifact, kind requirement).
-	RequirementNodePrefix = "requirement:"
-	// FeatureNodePrefix + request_id: a feature request (Artifact, kind feature_request).
-	FeatureNodePrefix = "feature:"
-	// DecisionNodePrefix + request_id + ":" + version: one decision (Decision).
-	DecisionNodePrefix = "decision:"
-)
-
-// VersionNodeID returns the node id of requirements version id.
-func VersionNodeID(id int64) string { return VersionNodePrefix + strconv.FormatInt(id, 10) }
-
-// RequirementNodeID returns the node id of requirement item itemID of version id. Items are
-// per version: the same item id in two versions is two nodes.
-func RequirementNodeID(id int64, itemID string) string {
-	return RequirementNodePrefix + strconv.FormatInt(id, 10) + ":" + itemID
-}
-
-// FeatureNodeID returns the node id of a feature request.
-func FeatureNodeID(requestID string) string { return FeatureNodePrefix + requestID }
-
-// Project turns an applied outcome into the graph batch to upsert; an outcome that applied
+// projectOutcome turns an applied requirement outcome into the graph batch to upsert; an outcome that applied
 // nothing (refused) gives an empty batch. It is pure.
 //
 //   - A requirements version becomes an Artifact node (kind requirements_version) and each of
@@ -47,7 +22,7 @@ func FeatureNodeID(requestID string) string { return FeatureNodePrefix + request
 //
 // Property names avoid the graph store's PII substrings (email, phone, ssn, password, token,
 // key), which it would redact.
-func Project(o Outcome) graph.Batch {
+func projectOutcome(o requirements.Outcome) graph.Batch {
 	var b graph.Batch
 	if !o.Applied || o.Refusal != nil {
 		return b
@@ -56,10 +31,10 @@ func Project(o Outcome) graph.Batch {
 		projectVersion(&b, *v)
 	}
 	if f := o.Feature; f != nil {
-		b.Nodes = append(b.Nodes, graph.Node{ID: FeatureNodeID(f.RequestID), Type: graph.TypeArtifact, Properties: featureProps(*f)})
-		if o.Type == TypeDecideFeatureRequest && o.Audit != nil {
+		b.Nodes = append(b.Nodes, graph.Node{ID: requirements.FeatureNodeID(f.RequestID), Type: graph.TypeArtifact, Properties: featureProps(*f)})
+		if o.Type == requirements.TypeDecideFeatureRequest && o.Audit != nil {
 			a := o.Audit
-			id := DecisionNodePrefix + f.RequestID + ":" + strconv.FormatInt(f.Version, 10)
+			id := requirements.DecisionNodePrefix + f.RequestID + ":" + strconv.FormatInt(f.Version, 10)
 			props := map[string]any{
 				"request_id": f.RequestID, "decision": a.NewStatus, "old_status": a.OldStatus,
 				"decided_by": a.Admin, "decided_at": a.Timestamp, "command_id": o.CommandID,
@@ -68,13 +43,13 @@ func Project(o Outcome) graph.Batch {
 				props["reason"] = *a.Reason
 			}
 			b.Nodes = append(b.Nodes, graph.Node{ID: id, Type: graph.TypeDecision, Properties: props})
-			b.Edges = append(b.Edges, graph.Edge{ID: graph.EdgeID(id, graph.EdgePartOf, FeatureNodeID(f.RequestID)), Source: id, Type: graph.EdgePartOf, Target: FeatureNodeID(f.RequestID)})
+			b.Edges = append(b.Edges, graph.Edge{ID: graph.EdgeID(id, graph.EdgePartOf, requirements.FeatureNodeID(f.RequestID)), Source: id, Type: graph.EdgePartOf, Target: requirements.FeatureNodeID(f.RequestID)})
 		}
 	}
 	return b
 }
 
-func featureProps(f FeatureRequest) map[string]any {
+func featureProps(f requirements.FeatureRequest) map[string]any {
 	p := map[string]any{
 		"kind": "feature_request", "request_id": f.RequestID, "title": f.Title, "description": f.Description,
 		"priority": f.Priority, "requester": f.Requester, "status": string(f.Status), "created_at": f.CreatedAt,
@@ -92,11 +67,11 @@ func featureProps(f FeatureRequest) map[string]any {
 	return p
 }
 
-func projectVersion(b *graph.Batch, v RequirementsVersion) {
-	vid := VersionNodeID(v.VersionID)
+func projectVersion(b *graph.Batch, v requirements.RequirementsVersion) {
+	vid := requirements.VersionNodeID(v.VersionID)
 	props := map[string]any{"kind": "requirements_version", "version_id": v.VersionID, "submitted_by": v.Author, "timestamp": v.Timestamp, "checksum": v.Checksum}
 	for _, k := range []string{"title", "version", "description"} {
-		if s, ok := getString(v.Document, k); ok {
+		if s, ok := v.Document.GetString(k); ok {
 			if k == "version" {
 				k = "semver"
 			}
@@ -106,7 +81,7 @@ func projectVersion(b *graph.Batch, v RequirementsVersion) {
 	b.Nodes = append(b.Nodes, graph.Node{ID: vid, Type: graph.TypeArtifact, Properties: props})
 
 	reqs, _ := v.Document.Get("requirements")
-	ro, _ := reqs.(*Object)
+	ro, _ := reqs.(*requirements.Object)
 	type item struct {
 		id   string
 		deps []string
@@ -117,18 +92,18 @@ func projectVersion(b *graph.Batch, v RequirementsVersion) {
 		arr, _ := ro.Get(list)
 		elems, _ := arr.([]any)
 		for _, e := range elems {
-			o, ok := e.(*Object)
+			o, ok := e.(*requirements.Object)
 			if !ok {
 				continue
 			}
-			id, ok := getString(o, "id")
+			id, ok := o.GetString("id")
 			if !ok || id == "" || present[id] {
 				continue // the schema and checkRules rule these out for Sluice-written versions
 			}
 			present[id] = true
 			p := map[string]any{"kind": "requirement", "requirement_id": id, "list": list, "version_id": v.VersionID}
 			for _, k := range []string{"title", "description", "priority", "category", "risk_level"} {
-				if s, ok := getString(o, k); ok {
+				if s, ok := o.GetString(k); ok {
 					p[k] = s
 				}
 			}
@@ -141,7 +116,7 @@ func projectVersion(b *graph.Batch, v RequirementsVersion) {
 				}
 			}
 			items = append(items, item{id, deps})
-			nid := RequirementNodeID(v.VersionID, id)
+			nid := requirements.RequirementNodeID(v.VersionID, id)
 			b.Nodes = append(b.Nodes, graph.Node{ID: nid, Type: graph.TypeArtifact, Properties: p})
 			b.Edges = append(b.Edges, graph.Edge{ID: graph.EdgeID(nid, graph.EdgePartOf, vid), Source: nid, Type: graph.EdgePartOf, Target: vid})
 		}
@@ -151,14 +126,14 @@ func projectVersion(b *graph.Batch, v RequirementsVersion) {
 		byID[n.ID] = i
 	}
 	for _, it := range items {
-		src := RequirementNodeID(v.VersionID, it.id)
+		src := requirements.RequirementNodeID(v.VersionID, it.id)
 		var unresolved []any
 		for _, d := range it.deps {
 			if !present[d] {
 				unresolved = append(unresolved, d)
 				continue
 			}
-			dst := RequirementNodeID(v.VersionID, d)
+			dst := requirements.RequirementNodeID(v.VersionID, d)
 			b.Edges = append(b.Edges, graph.Edge{ID: graph.EdgeID(src, graph.EdgeDependsOn, dst), Source: src, Type: graph.EdgeDependsOn, Target: dst})
 		}
 		if len(unresolved) > 0 {

@@ -1,4 +1,4 @@
-package requirements
+package reqstore
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/sinks/sqlitedb"
 
 	_ "modernc.org/sqlite" // registers the "sqlite" database/sql driver
@@ -93,7 +94,7 @@ type SQLiteConfig struct {
 	MaxReadConns int
 	// Validator checks every command in ApplyCommand. Optional; nil compiles the embedded
 	// schemas at open.
-	Validator *Validator
+	Validator *requirements.Validator
 	// Now is the clock for apply markers' applied_at. Optional; nil means time.Now.
 	Now func() time.Time
 }
@@ -119,7 +120,7 @@ func (c SQLiteConfig) Validate() error {
 // reads use a separate pool and never wait for writers. It is safe for concurrent use.
 type SQLiteStore struct {
 	w, r *sql.DB
-	v    *Validator
+	v    *requirements.Validator
 	now  func() time.Time
 
 	closed    atomic.Bool
@@ -140,7 +141,7 @@ func OpenSQLite(ctx context.Context, cfg SQLiteConfig) (*SQLiteStore, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.Validator == nil {
-		v, err := NewValidator()
+		v, err := requirements.NewValidator()
 		if err != nil {
 			return nil, err
 		}
@@ -287,21 +288,21 @@ func (t *stmtTx) QueryRowContext(ctx context.Context, query string, args ...any)
 
 // ApplyCommand implements Store. It blocks for one write transaction (queued behind other
 // writers of this process; across processes SQLite's lock waits up to 5 s).
-func (s *SQLiteStore) ApplyCommand(ctx context.Context, cmd Command, msgID string) (Outcome, error) {
+func (s *SQLiteStore) ApplyCommand(ctx context.Context, cmd requirements.Command, msgID string) (requirements.Outcome, error) {
 	if err := s.check(); err != nil {
-		return Outcome{}, err
+		return requirements.Outcome{}, err
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return Outcome{}, fmt.Errorf("apply command %s: begin: %w", cmd.CommandID, err)
+		return requirements.Outcome{}, fmt.Errorf("apply command %s: begin: %w", cmd.CommandID, err)
 	}
 	defer func() { _ = tx.Rollback() }()
 	out, err := s.applyIn(ctx, tx, cmd, msgID, false)
 	if err != nil {
-		return Outcome{}, err
+		return requirements.Outcome{}, err
 	}
 	if err := tx.Commit(); err != nil {
-		return Outcome{}, fmt.Errorf("apply command %s: commit: %w", cmd.CommandID, err)
+		return requirements.Outcome{}, fmt.Errorf("apply command %s: commit: %w", cmd.CommandID, err)
 	}
 	return out, nil
 }
@@ -310,11 +311,11 @@ func (s *SQLiteStore) ApplyCommand(ctx context.Context, cmd Command, msgID strin
 // commit for the whole batch), each inside its own savepoint, so a command that fails is rolled
 // back alone and the others commit. It blocks for that transaction, queued behind other writers
 // like ApplyCommand.
-func (s *SQLiteStore) ApplyCommands(ctx context.Context, cmds []PendingCommand) []BatchResult {
-	res := make([]BatchResult, len(cmds))
-	fail := func(err error) []BatchResult {
+func (s *SQLiteStore) ApplyCommands(ctx context.Context, cmds []requirements.PendingCommand) []requirements.BatchResult {
+	res := make([]requirements.BatchResult, len(cmds))
+	fail := func(err error) []requirements.BatchResult {
 		for i := range res {
-			res[i] = BatchResult{Err: err}
+			res[i] = requirements.BatchResult{Err: err}
 		}
 		return res
 	}
@@ -352,7 +353,7 @@ func (s *SQLiteStore) ApplyCommands(ctx context.Context, cmds []PendingCommand) 
 
 // applyIn is ApplyCommand inside tx, which the caller commits. checked skips validating cmd
 // (PendingCommand.Checked).
-func (s *SQLiteStore) applyIn(ctx context.Context, tx execer, cmd Command, msgID string, checked bool) (Outcome, error) {
+func (s *SQLiteStore) applyIn(ctx context.Context, tx execer, cmd requirements.Command, msgID string, checked bool) (requirements.Outcome, error) {
 	markerID := cmd.CommandID
 	if markerID == "" && msgID != "" {
 		markerID = "msg:" + msgID
@@ -361,27 +362,27 @@ func (s *SQLiteStore) applyIn(ctx context.Context, tx execer, cmd Command, msgID
 	err := tx.QueryRowContext(ctx, `SELECT outcome FROM applied_commands WHERE command_id = ? OR (msg_id IS NOT NULL AND msg_id = ?)`, markerID, msgID).Scan(&recorded)
 	switch {
 	case err == nil:
-		var out Outcome
+		var out requirements.Outcome
 		if err := json.Unmarshal([]byte(recorded), &out); err != nil {
-			return Outcome{}, fault.Permanent(fault.Rejected, fmt.Errorf("apply command %s: decode recorded outcome: %w", cmd.CommandID, err))
+			return requirements.Outcome{}, fault.Permanent(fault.Rejected, fmt.Errorf("apply command %s: decode recorded outcome: %w", cmd.CommandID, err))
 		}
 		out.AlreadyApplied = true
 		return out, nil
 	case !errors.Is(err, sql.ErrNoRows):
-		return Outcome{}, fmt.Errorf("apply command %s: read apply marker: %w", cmd.CommandID, err)
+		return requirements.Outcome{}, fmt.Errorf("apply command %s: read apply marker: %w", cmd.CommandID, err)
 	}
 
-	out := Outcome{CommandID: cmd.CommandID, Type: cmd.Type, Key: cmd.Key()}
+	out := requirements.Outcome{CommandID: cmd.CommandID, Type: cmd.Type, Key: cmd.Key()}
 	var invalid error
 	if !checked {
 		invalid = s.v.Check(cmd)
 	}
 	if invalid != nil {
 		if !errors.As(invalid, &out.Refusal) {
-			return Outcome{}, fmt.Errorf("apply command %s: validate: %w", cmd.CommandID, invalid)
+			return requirements.Outcome{}, fmt.Errorf("apply command %s: validate: %w", cmd.CommandID, invalid)
 		}
 	} else if err := s.applyValid(ctx, tx, cmd, &out); err != nil {
-		return Outcome{}, err
+		return requirements.Outcome{}, err
 	}
 	if markerID == "" {
 		// Nothing to key a marker on (only possible for an invalid command).
@@ -389,24 +390,24 @@ func (s *SQLiteStore) applyIn(ctx context.Context, tx execer, cmd Command, msgID
 	}
 	body, err := json.Marshal(out)
 	if err != nil {
-		return Outcome{}, fmt.Errorf("apply command %s: encode outcome: %w", cmd.CommandID, err)
+		return requirements.Outcome{}, fmt.Errorf("apply command %s: encode outcome: %w", cmd.CommandID, err)
 	}
 	var msg any
 	if msgID != "" {
 		msg = msgID
 	}
 	if _, err := tx.ExecContext(ctx, `INSERT INTO applied_commands (command_id, msg_id, outcome, applied_at) VALUES (?, ?, ?, ?)`,
-		markerID, msg, string(body), FormatTimestamp(s.now())); err != nil {
-		return Outcome{}, fmt.Errorf("apply command %s: write apply marker: %w", cmd.CommandID, err)
+		markerID, msg, string(body), requirements.FormatTimestamp(s.now())); err != nil {
+		return requirements.Outcome{}, fmt.Errorf("apply command %s: write apply marker: %w", cmd.CommandID, err)
 	}
 	return out, nil
 }
 
 // applyValid loads the state cmd names, applies it, and writes the result into tx, filling
 // out. A refusal goes into out.Refusal; an error means the transaction must be abandoned.
-func (s *SQLiteStore) applyValid(ctx context.Context, tx execer, cmd Command, out *Outcome) error {
-	var st State
-	if cmd.Type == TypeSubmitRequirements {
+func (s *SQLiteStore) applyValid(ctx context.Context, tx execer, cmd requirements.Command, out *requirements.Outcome) error {
+	var st requirements.State
+	if cmd.Type == requirements.TypeSubmitRequirements {
 		if err := tx.QueryRowContext(ctx, `SELECT COALESCE(MAX(version_id), 0) FROM requirements_versions`).Scan(&st.LatestVersionID); err != nil {
 			return fmt.Errorf("apply command %s: read latest version: %w", cmd.CommandID, err)
 		}
@@ -415,7 +416,7 @@ func (s *SQLiteStore) applyValid(ctx context.Context, tx execer, cmd Command, ou
 		switch {
 		case err == nil:
 			st.Feature = &f
-		case !errors.Is(err, ErrNotFound):
+		case !errors.Is(err, requirements.ErrNotFound):
 			return fmt.Errorf("apply command %s: %w", cmd.CommandID, err)
 		}
 	}
@@ -423,7 +424,7 @@ func (s *SQLiteStore) applyValid(ctx context.Context, tx execer, cmd Command, ou
 	if st.Feature != nil {
 		prevVersion = st.Feature.Version
 	}
-	next, entry, err := Apply(st, cmd)
+	next, entry, err := requirements.Apply(st, cmd)
 	if err != nil {
 		if errors.As(err, &out.Refusal) {
 			return nil
@@ -450,7 +451,7 @@ func (s *SQLiteStore) applyValid(ctx context.Context, tx execer, cmd Command, ou
 	return nil
 }
 
-func insertVersion(ctx context.Context, tx execer, v RequirementsVersion) error {
+func insertVersion(ctx context.Context, tx execer, v requirements.RequirementsVersion) error {
 	if _, err := tx.ExecContext(ctx, `INSERT INTO requirements_versions (version_id, author, timestamp, checksum, document) VALUES (?, ?, ?, ?, ?)`,
 		v.VersionID, v.Author, v.Timestamp, v.Checksum, string(v.JSON())); err != nil {
 		return fmt.Errorf("insert requirements version %d: %w", v.VersionID, err)
@@ -466,8 +467,8 @@ func nullable(p *string) any {
 }
 
 // writeFeature inserts f (prevVersion 0) or updates the stored row at prevVersion.
-func writeFeature(ctx context.Context, tx execer, f FeatureRequest, prevVersion int64) error {
-	created, err := ParseTimestamp(f.CreatedAt)
+func writeFeature(ctx context.Context, tx execer, f requirements.FeatureRequest, prevVersion int64) error {
+	created, err := requirements.ParseTimestamp(f.CreatedAt)
 	if err != nil {
 		return fmt.Errorf("write feature request %s: %w", f.RequestID, err)
 	}
@@ -495,20 +496,20 @@ func writeFeature(ctx context.Context, tx execer, f FeatureRequest, prevVersion 
 }
 
 // appendAudit chains e after the last entry of its request and inserts it.
-func appendAudit(ctx context.Context, tx execer, e AuditEntry) (AuditEntry, error) {
-	var prev *AuditEntry
-	var p AuditEntry
+func appendAudit(ctx context.Context, tx execer, e requirements.AuditEntry) (requirements.AuditEntry, error) {
+	var prev *requirements.AuditEntry
+	var p requirements.AuditEntry
 	err := tx.QueryRowContext(ctx, `SELECT seq, checksum FROM audit WHERE request_id = ? ORDER BY seq DESC LIMIT 1`, e.RequestID).Scan(&p.Seq, &p.Checksum)
 	switch {
 	case err == nil:
 		prev = &p
 	case !errors.Is(err, sql.ErrNoRows):
-		return AuditEntry{}, fmt.Errorf("read audit head of %s: %w", e.RequestID, err)
+		return requirements.AuditEntry{}, fmt.Errorf("read audit head of %s: %w", e.RequestID, err)
 	}
-	e = ChainEntry(prev, e)
+	e = requirements.ChainEntry(prev, e)
 	if _, err := tx.ExecContext(ctx, `INSERT INTO audit (request_id, seq, timestamp, old_status, new_status, admin, reason, prev_checksum, checksum) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		e.RequestID, e.Seq, e.Timestamp, e.OldStatus, e.NewStatus, e.Admin, nullable(e.Reason), e.PrevChecksum, e.Checksum); err != nil {
-		return AuditEntry{}, fmt.Errorf("append audit entry %s/%d: %w", e.RequestID, e.Seq, err)
+		return requirements.AuditEntry{}, fmt.Errorf("append audit entry %s/%d: %w", e.RequestID, e.Seq, err)
 	}
 	return e, nil
 }
@@ -517,14 +518,14 @@ const featureColumns = `request_id, title, description, priority, requester, sta
 
 type scanner interface{ Scan(dest ...any) error }
 
-func scanFeature(row scanner) (FeatureRequest, error) {
-	var f FeatureRequest
+func scanFeature(row scanner) (requirements.FeatureRequest, error) {
+	var f requirements.FeatureRequest
 	var status string
 	var updated, approved, reason sql.NullString
 	if err := row.Scan(&f.RequestID, &f.Title, &f.Description, &f.Priority, &f.Requester, &status, &f.CreatedAt, &updated, &approved, &reason, &f.Version, &f.Key); err != nil {
-		return FeatureRequest{}, err
+		return requirements.FeatureRequest{}, err
 	}
-	f.Status = Status(status)
+	f.Status = requirements.Status(status)
 	f.UpdatedAt, f.ApprovedBy, f.RejectionReason = fromNull(updated), fromNull(approved), fromNull(reason)
 	return f, nil
 }
@@ -536,39 +537,39 @@ func fromNull(n sql.NullString) *string {
 	return &n.String
 }
 
-func getFeature(ctx context.Context, q queryer, id string) (FeatureRequest, error) {
+func getFeature(ctx context.Context, q queryer, id string) (requirements.FeatureRequest, error) {
 	f, err := scanFeature(q.QueryRowContext(ctx, `SELECT `+featureColumns+` FROM feature_requests WHERE request_id = ?`, id))
 	if errors.Is(err, sql.ErrNoRows) {
-		return FeatureRequest{}, fmt.Errorf("feature request %s: %w", id, ErrNotFound)
+		return requirements.FeatureRequest{}, fmt.Errorf("feature request %s: %w", id, requirements.ErrNotFound)
 	}
 	if err != nil {
-		return FeatureRequest{}, fmt.Errorf("read feature request %s: %w", id, err)
+		return requirements.FeatureRequest{}, fmt.Errorf("read feature request %s: %w", id, err)
 	}
 	return f, nil
 }
 
 // CommandOutcome implements Store.
-func (s *SQLiteStore) CommandOutcome(ctx context.Context, commandID string) (Outcome, error) {
+func (s *SQLiteStore) CommandOutcome(ctx context.Context, commandID string) (requirements.Outcome, error) {
 	if err := s.check(); err != nil {
-		return Outcome{}, err
+		return requirements.Outcome{}, err
 	}
 	var raw string
 	err := s.r.QueryRowContext(ctx, `SELECT outcome FROM applied_commands WHERE command_id = ?`, commandID).Scan(&raw)
 	if errors.Is(err, sql.ErrNoRows) {
-		return Outcome{}, fmt.Errorf("outcome of command %s: %w", commandID, ErrNotFound)
+		return requirements.Outcome{}, fmt.Errorf("outcome of command %s: %w", commandID, requirements.ErrNotFound)
 	}
 	if err != nil {
-		return Outcome{}, fmt.Errorf("read outcome of command %s: %w", commandID, err)
+		return requirements.Outcome{}, fmt.Errorf("read outcome of command %s: %w", commandID, err)
 	}
-	var out Outcome
+	var out requirements.Outcome
 	if err := json.Unmarshal([]byte(raw), &out); err != nil {
-		return Outcome{}, fmt.Errorf("decode outcome of command %s: %w", commandID, err)
+		return requirements.Outcome{}, fmt.Errorf("decode outcome of command %s: %w", commandID, err)
 	}
 	return out, nil
 }
 
 // ListVersions implements Store.
-func (s *SQLiteStore) ListVersions(ctx context.Context) ([]VersionInfo, error) {
+func (s *SQLiteStore) ListVersions(ctx context.Context) ([]requirements.VersionInfo, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
@@ -577,9 +578,9 @@ func (s *SQLiteStore) ListVersions(ctx context.Context) ([]VersionInfo, error) {
 		return nil, fmt.Errorf("list requirements versions: %w", err)
 	}
 	defer rows.Close()
-	out := []VersionInfo{}
+	out := []requirements.VersionInfo{}
 	for rows.Next() {
-		var v VersionInfo
+		var v requirements.VersionInfo
 		if err := rows.Scan(&v.VersionID, &v.Timestamp, &v.Author, &v.Checksum); err != nil {
 			return nil, fmt.Errorf("list requirements versions: %w", err)
 		}
@@ -592,45 +593,45 @@ func (s *SQLiteStore) ListVersions(ctx context.Context) ([]VersionInfo, error) {
 }
 
 // LatestVersion implements Store.
-func (s *SQLiteStore) LatestVersion(ctx context.Context) (RequirementsVersion, error) {
+func (s *SQLiteStore) LatestVersion(ctx context.Context) (requirements.RequirementsVersion, error) {
 	return s.version(ctx, `SELECT document FROM requirements_versions ORDER BY version_id DESC LIMIT 1`, "latest")
 }
 
 // GetVersion implements Store.
-func (s *SQLiteStore) GetVersion(ctx context.Context, id int64) (RequirementsVersion, error) {
+func (s *SQLiteStore) GetVersion(ctx context.Context, id int64) (requirements.RequirementsVersion, error) {
 	return s.version(ctx, `SELECT document FROM requirements_versions WHERE version_id = ?`, strconv.FormatInt(id, 10), id)
 }
 
-func (s *SQLiteStore) version(ctx context.Context, query, what string, args ...any) (RequirementsVersion, error) {
+func (s *SQLiteStore) version(ctx context.Context, query, what string, args ...any) (requirements.RequirementsVersion, error) {
 	if err := s.check(); err != nil {
-		return RequirementsVersion{}, err
+		return requirements.RequirementsVersion{}, err
 	}
 	var doc string
 	err := s.r.QueryRowContext(ctx, query, args...).Scan(&doc)
 	if errors.Is(err, sql.ErrNoRows) {
-		return RequirementsVersion{}, fmt.Errorf("requirements version %s: %w", what, ErrNotFound)
+		return requirements.RequirementsVersion{}, fmt.Errorf("requirements version %s: %w", what, requirements.ErrNotFound)
 	}
 	if err != nil {
-		return RequirementsVersion{}, fmt.Errorf("read requirements version %s: %w", what, err)
+		return requirements.RequirementsVersion{}, fmt.Errorf("read requirements version %s: %w", what, err)
 	}
-	v, err := ParseRequirementsVersion([]byte(doc))
+	v, err := requirements.ParseRequirementsVersion([]byte(doc))
 	if err != nil {
-		return RequirementsVersion{}, fmt.Errorf("read requirements version %s: %w", what, err)
+		return requirements.RequirementsVersion{}, fmt.Errorf("read requirements version %s: %w", what, err)
 	}
 	return v, nil
 }
 
 // ListFeatures implements Store.
-func (s *SQLiteStore) ListFeatures(ctx context.Context, q FeatureQuery) (FeaturePage, error) {
+func (s *SQLiteStore) ListFeatures(ctx context.Context, q requirements.FeatureQuery) (requirements.FeaturePage, error) {
 	if err := s.check(); err != nil {
-		return FeaturePage{}, err
+		return requirements.FeaturePage{}, err
 	}
-	limit := clampLimit(q.Limit, DefaultFeatureLimit)
+	limit := clampLimit(q.Limit, requirements.DefaultFeatureLimit)
 	afterUS, afterID := int64(1<<62), "\U0010FFFF"
 	if q.Cursor != "" {
 		var err error
 		if afterUS, afterID, err = decodeCursor(q.Cursor); err != nil {
-			return FeaturePage{}, fmt.Errorf("list feature requests: %w", err)
+			return requirements.FeaturePage{}, fmt.Errorf("list feature requests: %w", err)
 		}
 	}
 	query := `SELECT ` + featureColumns + `, created_us FROM feature_requests WHERE (created_us, request_id) < (?, ?)`
@@ -643,61 +644,61 @@ func (s *SQLiteStore) ListFeatures(ctx context.Context, q FeatureQuery) (Feature
 	args = append(args, limit+1)
 	rows, err := s.r.QueryContext(ctx, query, args...)
 	if err != nil {
-		return FeaturePage{}, fmt.Errorf("list feature requests: %w", err)
+		return requirements.FeaturePage{}, fmt.Errorf("list feature requests: %w", err)
 	}
 	defer rows.Close()
-	page := FeaturePage{Features: []FeatureRequest{}}
+	page := requirements.FeaturePage{Features: []requirements.FeatureRequest{}}
 	var lastUS int64
 	for rows.Next() {
-		var f FeatureRequest
+		var f requirements.FeatureRequest
 		var status string
 		var updated, approved, reason sql.NullString
 		var us int64
 		if err := rows.Scan(&f.RequestID, &f.Title, &f.Description, &f.Priority, &f.Requester, &status, &f.CreatedAt, &updated, &approved, &reason, &f.Version, &f.Key, &us); err != nil {
-			return FeaturePage{}, fmt.Errorf("list feature requests: %w", err)
+			return requirements.FeaturePage{}, fmt.Errorf("list feature requests: %w", err)
 		}
 		if len(page.Features) == limit {
 			last := page.Features[limit-1]
 			page.NextCursor = encodeCursor(lastUS, last.RequestID)
 			break
 		}
-		f.Status = Status(status)
+		f.Status = requirements.Status(status)
 		f.UpdatedAt, f.ApprovedBy, f.RejectionReason = fromNull(updated), fromNull(approved), fromNull(reason)
 		page.Features = append(page.Features, f)
 		lastUS = us
 	}
 	if err := rows.Err(); err != nil {
-		return FeaturePage{}, fmt.Errorf("list feature requests: %w", err)
+		return requirements.FeaturePage{}, fmt.Errorf("list feature requests: %w", err)
 	}
 	return page, nil
 }
 
 // GetFeature implements Store.
-func (s *SQLiteStore) GetFeature(ctx context.Context, requestID string) (FeatureRequest, error) {
+func (s *SQLiteStore) GetFeature(ctx context.Context, requestID string) (requirements.FeatureRequest, error) {
 	if err := s.check(); err != nil {
-		return FeatureRequest{}, err
+		return requirements.FeatureRequest{}, err
 	}
 	return getFeature(ctx, s.r, requestID)
 }
 
 const auditColumns = `seq, timestamp, request_id, old_status, new_status, admin, reason, prev_checksum, checksum`
 
-func scanAudit(rows *sql.Rows) (AuditEntry, error) {
-	var e AuditEntry
+func scanAudit(rows *sql.Rows) (requirements.AuditEntry, error) {
+	var e requirements.AuditEntry
 	var reason sql.NullString
 	if err := rows.Scan(&e.Seq, &e.Timestamp, &e.RequestID, &e.OldStatus, &e.NewStatus, &e.Admin, &reason, &e.PrevChecksum, &e.Checksum); err != nil {
-		return AuditEntry{}, err
+		return requirements.AuditEntry{}, err
 	}
 	e.Reason = fromNull(reason)
 	return e, nil
 }
 
-func collectAudit(rows *sql.Rows, err error) ([]AuditEntry, error) {
+func collectAudit(rows *sql.Rows, err error) ([]requirements.AuditEntry, error) {
 	if err != nil {
 		return nil, err
 	}
 	defer rows.Close()
-	out := []AuditEntry{}
+	out := []requirements.AuditEntry{}
 	for rows.Next() {
 		e, err := scanAudit(rows)
 		if err != nil {
@@ -709,12 +710,12 @@ func collectAudit(rows *sql.Rows, err error) ([]AuditEntry, error) {
 }
 
 // ListAudit implements Store.
-func (s *SQLiteStore) ListAudit(ctx context.Context, requestID string, limit int) ([]AuditEntry, error) {
+func (s *SQLiteStore) ListAudit(ctx context.Context, requestID string, limit int) ([]requirements.AuditEntry, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	limit = clampLimit(limit, DefaultAuditLimit)
-	var out []AuditEntry
+	limit = clampLimit(limit, requirements.DefaultAuditLimit)
+	var out []requirements.AuditEntry
 	var err error
 	if requestID == "" {
 		out, err = collectAudit(s.r.QueryContext(ctx, `SELECT `+auditColumns+` FROM audit ORDER BY line DESC LIMIT ?`, limit))
@@ -729,20 +730,20 @@ func (s *SQLiteStore) ListAudit(ctx context.Context, requestID string, limit int
 
 // VerifyAudit implements Store. It reads the whole trail and every record's version in one
 // read transaction, so it sees one consistent snapshot.
-func (s *SQLiteStore) VerifyAudit(ctx context.Context) (Integrity, error) {
+func (s *SQLiteStore) VerifyAudit(ctx context.Context) (requirements.Integrity, error) {
 	if err := s.check(); err != nil {
-		return Integrity{}, err
+		return requirements.Integrity{}, err
 	}
 	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
 	if err != nil {
-		return Integrity{}, fmt.Errorf("verify audit: begin: %w", err)
+		return requirements.Integrity{}, fmt.Errorf("verify audit: begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
 	entries, err := collectAudit(tx.QueryContext(ctx, `SELECT `+auditColumns+` FROM audit ORDER BY line`))
 	if err != nil {
-		return Integrity{}, fmt.Errorf("verify audit: read entries: %w", err)
+		return requirements.Integrity{}, fmt.Errorf("verify audit: read entries: %w", err)
 	}
-	_, problems := VerifyChain(entries)
+	_, problems := requirements.VerifyChain(entries)
 	heads := map[string]int64{}
 	for _, e := range entries {
 		heads[e.RequestID] = max(heads[e.RequestID], e.Seq)
@@ -750,43 +751,43 @@ func (s *SQLiteStore) VerifyAudit(ctx context.Context) (Integrity, error) {
 	// Each feature request has one entry per version; each requirements version one entry.
 	rows, err := tx.QueryContext(ctx, `SELECT request_id, version FROM feature_requests UNION ALL SELECT CAST(version_id AS TEXT), 1 FROM requirements_versions ORDER BY 1`)
 	if err != nil {
-		return Integrity{}, fmt.Errorf("verify audit: read records: %w", err)
+		return requirements.Integrity{}, fmt.Errorf("verify audit: read records: %w", err)
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var id string
 		var version int64
 		if err := rows.Scan(&id, &version); err != nil {
-			return Integrity{}, fmt.Errorf("verify audit: read records: %w", err)
+			return requirements.Integrity{}, fmt.Errorf("verify audit: read records: %w", err)
 		}
 		if heads[id] != version {
 			problems = append(problems, fmt.Sprintf("Request %s: audit trail ends at seq %d, the record is at version %d", id, heads[id], version))
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return Integrity{}, fmt.Errorf("verify audit: read records: %w", err)
+		return requirements.Integrity{}, fmt.Errorf("verify audit: read records: %w", err)
 	}
 	if problems == nil {
 		problems = []string{}
 	}
-	return Integrity{Valid: len(problems) == 0, Problems: problems, Entries: len(entries)}, nil
+	return requirements.Integrity{Valid: len(problems) == 0, Problems: problems, Entries: len(entries)}, nil
 }
 
 // Import implements Store. It runs in one write transaction.
-func (s *SQLiteStore) Import(ctx context.Context, files []LegacyFile) (ImportReport, error) {
+func (s *SQLiteStore) Import(ctx context.Context, files []requirements.LegacyFile) (requirements.ImportReport, error) {
 	if err := s.check(); err != nil {
-		return ImportReport{}, err
+		return requirements.ImportReport{}, err
 	}
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
-		return ImportReport{}, fmt.Errorf("import: begin: %w", err)
+		return requirements.ImportReport{}, fmt.Errorf("import: begin: %w", err)
 	}
 	defer func() { _ = tx.Rollback() }()
-	rep := ImportReport{Versions: []int64{}, Features: []string{}}
+	rep := requirements.ImportReport{Versions: []int64{}, Features: []string{}}
 	for _, file := range files {
-		kind, err := ClassifyLegacy(file.Data)
+		kind, err := requirements.ClassifyLegacy(file.Data)
 		if err != nil {
-			return ImportReport{}, fault.Permanent(fault.Validation, fmt.Errorf("import %s: %w", file.Name, err))
+			return requirements.ImportReport{}, fault.Permanent(fault.Validation, fmt.Errorf("import %s: %w", file.Name, err))
 		}
 		if kind == "requirements" {
 			err = s.importVersion(ctx, tx, file, &rep)
@@ -794,17 +795,17 @@ func (s *SQLiteStore) Import(ctx context.Context, files []LegacyFile) (ImportRep
 			err = s.importFeature(ctx, tx, file, &rep)
 		}
 		if err != nil {
-			return ImportReport{}, err
+			return requirements.ImportReport{}, err
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		return ImportReport{}, fmt.Errorf("import: commit: %w", err)
+		return requirements.ImportReport{}, fmt.Errorf("import: commit: %w", err)
 	}
 	return rep, nil
 }
 
-func (s *SQLiteStore) importVersion(ctx context.Context, tx *sql.Tx, file LegacyFile, rep *ImportReport) error {
-	v, err := ParseRequirementsVersion(file.Data)
+func (s *SQLiteStore) importVersion(ctx context.Context, tx *sql.Tx, file requirements.LegacyFile, rep *requirements.ImportReport) error {
+	v, err := requirements.ParseRequirementsVersion(file.Data)
 	if err != nil {
 		return fault.Permanent(fault.Validation, fmt.Errorf("import %s: %w", file.Name, err))
 	}
@@ -834,15 +835,15 @@ func (s *SQLiteStore) importVersion(ctx context.Context, tx *sql.Tx, file Legacy
 		return fmt.Errorf("import %s: %w", file.Name, err)
 	}
 	reason := "imported from " + file.Name
-	if _, err := appendAudit(ctx, tx, AuditEntry{Timestamp: v.Timestamp, RequestID: strconv.FormatInt(v.VersionID, 10), NewStatus: NewStatusSubmitted, Admin: ImportActor, Reason: &reason}); err != nil {
+	if _, err := appendAudit(ctx, tx, requirements.AuditEntry{Timestamp: v.Timestamp, RequestID: strconv.FormatInt(v.VersionID, 10), NewStatus: requirements.NewStatusSubmitted, Admin: requirements.ImportActor, Reason: &reason}); err != nil {
 		return fmt.Errorf("import %s: %w", file.Name, err)
 	}
 	rep.Versions = append(rep.Versions, v.VersionID)
 	return nil
 }
 
-func (s *SQLiteStore) importFeature(ctx context.Context, tx *sql.Tx, file LegacyFile, rep *ImportReport) error {
-	f, err := ParseLegacyFeatureRequest(file.Data)
+func (s *SQLiteStore) importFeature(ctx context.Context, tx *sql.Tx, file requirements.LegacyFile, rep *requirements.ImportReport) error {
+	f, err := requirements.ParseLegacyFeatureRequest(file.Data)
 	if err != nil {
 		return fault.Permanent(fault.Validation, fmt.Errorf("import %s: %w", file.Name, err))
 	}
@@ -854,7 +855,7 @@ func (s *SQLiteStore) importFeature(ctx context.Context, tx *sql.Tx, file Legacy
 		}
 		rep.Skipped = append(rep.Skipped, file.Name)
 		return nil
-	case !errors.Is(err, ErrNotFound):
+	case !errors.Is(err, requirements.ErrNotFound):
 		return fmt.Errorf("import %s: %w", file.Name, err)
 	}
 	if err := writeFeature(ctx, tx, f, 0); err != nil {
@@ -865,7 +866,7 @@ func (s *SQLiteStore) importFeature(ctx context.Context, tx *sql.Tx, file Legacy
 		at = *f.UpdatedAt
 	}
 	reason := "imported from " + file.Name
-	if _, err := appendAudit(ctx, tx, AuditEntry{Timestamp: at, RequestID: f.RequestID, NewStatus: string(f.Status), Admin: ImportActor, Reason: &reason}); err != nil {
+	if _, err := appendAudit(ctx, tx, requirements.AuditEntry{Timestamp: at, RequestID: f.RequestID, NewStatus: string(f.Status), Admin: requirements.ImportActor, Reason: &reason}); err != nil {
 		return fmt.Errorf("import %s: %w", file.Name, err)
 	}
 	rep.Features = append(rep.Features, f.RequestID)

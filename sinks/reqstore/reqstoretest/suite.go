@@ -1,4 +1,7 @@
-package requirements_test
+// Package reqstoretest is the conformance suite of requirement stores (requirements.Store):
+// the command sequence, versions, idempotence, concurrent decisions, listing, import and
+// closing, run by the tests of every implementation in sinks/reqstore.
+package reqstoretest
 
 import (
 	"bytes"
@@ -13,19 +16,21 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/pipeline/requirements/reqtest"
+	"github.com/sluice-dev/sluice/sinks/reqstore"
 )
 
-// storeOpener makes a fresh, empty store for one test and returns it with a function that
+// Opener makes a fresh, empty store for one test and returns it with a function that
 // opens another handle on the same data, as a second worker process would. The opener
 // registers the stores' cleanup.
-type storeOpener func(t *testing.T) (requirements.Store, func(t *testing.T) requirements.Store)
+type Opener func(t *testing.T) (requirements.Store, func(t *testing.T) requirements.Store)
 
-// runStoreSuite runs the behaviour every Store implementation shares: the SQLite store and
-// the AstraDB store pass the same tests.
-func runStoreSuite(t *testing.T, open storeOpener) {
+// Run runs the behaviour every requirements.Store implementation shares, as subtests of t: the
+// SQLite store and the AstraDB store pass the same tests, and so must any other.
+func Run(t *testing.T, open Opener) {
 	tests := []struct {
 		name string
-		run  func(t *testing.T, open storeOpener)
+		run  func(t *testing.T, open Opener)
 	}{
 		{name: "CommandSequence", run: testStoreCommandSequence},
 		{name: "RequirementsVersions", run: testStoreRequirementsVersions},
@@ -41,18 +46,9 @@ func runStoreSuite(t *testing.T, open storeOpener) {
 	}
 }
 
-func apply(t *testing.T, s requirements.Store, cmd requirements.Command, msgID string) requirements.Outcome {
-	t.Helper()
-	out, err := s.ApplyCommand(t.Context(), cmd, msgID)
-	if err != nil {
-		t.Fatalf("ApplyCommand(%s): %v", cmd.CommandID, err)
-	}
-	return out
-}
-
 // testStoreCommandSequence applies every command type in turn through the store and checks
 // each outcome and the state read back.
-func testStoreCommandSequence(t *testing.T, open storeOpener) {
+func testStoreCommandSequence(t *testing.T, open Opener) {
 	s, _ := open(t)
 	ctx := t.Context()
 	steps := []struct {
@@ -62,27 +58,27 @@ func testStoreCommandSequence(t *testing.T, open storeOpener) {
 		status  requirements.Status
 		version int64
 	}{
-		{name: "decide before submit", cmd: decide(reqID, requirements.ActionApprove, nil, nil), refusal: requirements.RefusalNotFound},
-		{name: "submit", cmd: submitFeature(reqID), status: requirements.StatusPending, version: 1},
-		{name: "submit again", cmd: submitFeature(reqID), refusal: requirements.RefusalAlreadyExists, status: requirements.StatusPending, version: 1},
-		{name: "complete too early", cmd: transition(reqID, requirements.StatusCompleted, nil), refusal: requirements.RefusalIllegalTransition, status: requirements.StatusPending, version: 1},
-		{name: "approve with stale version", cmd: decide(reqID, requirements.ActionApprove, nil, ptr(int64(7))), refusal: requirements.RefusalStaleVersion, status: requirements.StatusPending, version: 1},
-		{name: "approve", cmd: decide(reqID, requirements.ActionApprove, ptr("fits"), ptr(int64(1))), status: requirements.StatusApproved, version: 2},
-		{name: "reject after approve", cmd: decide(reqID, requirements.ActionReject, ptr("changed my mind"), nil), refusal: requirements.RefusalAlreadyDecided, status: requirements.StatusApproved, version: 2},
-		{name: "start", cmd: transition(reqID, requirements.StatusInProgress, ptr(int64(2))), status: requirements.StatusInProgress, version: 3},
-		{name: "complete", cmd: transition(reqID, requirements.StatusCompleted, nil), status: requirements.StatusCompleted, version: 4},
-		{name: "cancel completed", cmd: transition(reqID, requirements.StatusCancelled, nil), refusal: requirements.RefusalIllegalTransition, status: requirements.StatusCompleted, version: 4},
+		{name: "decide before submit", cmd: reqtest.Decide(reqtest.ReqID, requirements.ActionApprove, nil, nil), refusal: requirements.RefusalNotFound},
+		{name: "submit", cmd: reqtest.SubmitFeature(reqtest.ReqID), status: requirements.StatusPending, version: 1},
+		{name: "submit again", cmd: reqtest.SubmitFeature(reqtest.ReqID), refusal: requirements.RefusalAlreadyExists, status: requirements.StatusPending, version: 1},
+		{name: "complete too early", cmd: reqtest.Transition(reqtest.ReqID, requirements.StatusCompleted, nil), refusal: requirements.RefusalIllegalTransition, status: requirements.StatusPending, version: 1},
+		{name: "approve with stale version", cmd: reqtest.Decide(reqtest.ReqID, requirements.ActionApprove, nil, reqtest.Ptr(int64(7))), refusal: requirements.RefusalStaleVersion, status: requirements.StatusPending, version: 1},
+		{name: "approve", cmd: reqtest.Decide(reqtest.ReqID, requirements.ActionApprove, reqtest.Ptr("fits"), reqtest.Ptr(int64(1))), status: requirements.StatusApproved, version: 2},
+		{name: "reject after approve", cmd: reqtest.Decide(reqtest.ReqID, requirements.ActionReject, reqtest.Ptr("changed my mind"), nil), refusal: requirements.RefusalAlreadyDecided, status: requirements.StatusApproved, version: 2},
+		{name: "start", cmd: reqtest.Transition(reqtest.ReqID, requirements.StatusInProgress, reqtest.Ptr(int64(2))), status: requirements.StatusInProgress, version: 3},
+		{name: "complete", cmd: reqtest.Transition(reqtest.ReqID, requirements.StatusCompleted, nil), status: requirements.StatusCompleted, version: 4},
+		{name: "cancel completed", cmd: reqtest.Transition(reqtest.ReqID, requirements.StatusCancelled, nil), refusal: requirements.RefusalIllegalTransition, status: requirements.StatusCompleted, version: 4},
 		{name: "invalid command", cmd: func() requirements.Command {
-			c := submitFeature("FR-999")
+			c := reqtest.SubmitFeature("FR-999")
 			c.SubmitFeatureRequest.Title = "x"
 			return c
 		}(), refusal: requirements.RefusalInvalid},
 	}
 	for _, st := range steps {
 		t.Run(st.name, func(t *testing.T) {
-			out := apply(t, s, st.cmd, "msg-"+st.cmd.CommandID)
+			out := reqtest.Apply(t, s, st.cmd, "msg-"+st.cmd.CommandID)
 			if out.CommandID != st.cmd.CommandID || out.AlreadyApplied {
-				t.Errorf("outcome header %+v", out)
+				t.Errorf("outcome reqtest.Header %+v", out)
 			}
 			if st.refusal != "" {
 				if out.Applied || out.Refusal == nil || out.Refusal.Code != st.refusal || out.Audit != nil {
@@ -94,7 +90,7 @@ func testStoreCommandSequence(t *testing.T, open storeOpener) {
 			if st.status == "" {
 				return
 			}
-			f, err := s.GetFeature(ctx, reqID)
+			f, err := s.GetFeature(ctx, reqtest.ReqID)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -106,11 +102,11 @@ func testStoreCommandSequence(t *testing.T, open storeOpener) {
 			}
 		})
 	}
-	f, _ := s.GetFeature(ctx, reqID)
-	if deref(f.ApprovedBy) != "api-admin" || f.RejectionReason != nil {
-		t.Errorf("approved_by %q rejection_reason %v", deref(f.ApprovedBy), f.RejectionReason)
+	f, _ := s.GetFeature(ctx, reqtest.ReqID)
+	if reqtest.Deref(f.ApprovedBy) != "api-admin" || f.RejectionReason != nil {
+		t.Errorf("approved_by %q rejection_reason %v", reqtest.Deref(f.ApprovedBy), f.RejectionReason)
 	}
-	audit, err := s.ListAudit(ctx, reqID, 0)
+	audit, err := s.ListAudit(ctx, reqtest.ReqID, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -126,17 +122,17 @@ func testStoreCommandSequence(t *testing.T, open storeOpener) {
 	}
 }
 
-func testStoreRequirementsVersions(t *testing.T, open storeOpener) {
+func testStoreRequirementsVersions(t *testing.T, open Opener) {
 	s, _ := open(t)
 	ctx := t.Context()
 	if _, err := s.LatestVersion(ctx); !errors.Is(err, requirements.ErrNotFound) {
 		t.Errorf("LatestVersion on empty store: %v", err)
 	}
-	first := submitRequirements(t)
-	second := submitRequirements(t)
+	first := reqtest.SubmitRequirements(t)
+	second := reqtest.SubmitRequirements(t)
 	second.IssuedAt = first.IssuedAt // same millisecond: ids must still differ
-	o1 := apply(t, s, first, "m1")
-	o2 := apply(t, s, second, "m2")
+	o1 := reqtest.Apply(t, s, first, "m1")
+	o2 := reqtest.Apply(t, s, second, "m2")
 	if !o1.Applied || !o2.Applied || o2.Version.VersionID != o1.Version.VersionID+1 {
 		t.Fatalf("versions %+v %+v", o1.Version, o2.Version)
 	}
@@ -165,19 +161,19 @@ func testStoreRequirementsVersions(t *testing.T, open storeOpener) {
 
 // testStoreIdempotent: a redelivered message (same message id) or a resubmitted command (same
 // command id) returns the recorded outcome and applies nothing, refusals included.
-func testStoreIdempotent(t *testing.T, open storeOpener) {
+func testStoreIdempotent(t *testing.T, open Opener) {
 	s, _ := open(t)
 	ctx := t.Context()
 
-	early := decide(reqID, requirements.ActionApprove, nil, nil)
-	refused := apply(t, s, early, "m-early")
+	early := reqtest.Decide(reqtest.ReqID, requirements.ActionApprove, nil, nil)
+	refused := reqtest.Apply(t, s, early, "m-early")
 	if refused.Refusal == nil || refused.Refusal.Code != requirements.RefusalNotFound {
 		t.Fatalf("early decision: %+v", refused)
 	}
-	submit := submitFeature(reqID)
-	first := apply(t, s, submit, "m-submit")
-	approve := decide(reqID, requirements.ActionApprove, nil, nil)
-	applied := apply(t, s, approve, "m-approve")
+	submit := reqtest.SubmitFeature(reqtest.ReqID)
+	first := reqtest.Apply(t, s, submit, "m-submit")
+	approve := reqtest.Decide(reqtest.ReqID, requirements.ActionApprove, nil, nil)
+	applied := reqtest.Apply(t, s, approve, "m-approve")
 	if !applied.Applied {
 		t.Fatalf("approve: %+v", applied)
 	}
@@ -201,17 +197,17 @@ func testStoreIdempotent(t *testing.T, open storeOpener) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out := apply(t, s, tt.cmd, tt.msgID)
+			out := reqtest.Apply(t, s, tt.cmd, tt.msgID)
 			if !out.AlreadyApplied {
 				t.Fatal("not recognised as already applied")
 			}
 			out.AlreadyApplied = false
-			if fmt.Sprintf("%+v", mustJSON(out)) != fmt.Sprintf("%+v", mustJSON(tt.want)) {
-				t.Errorf("outcome\n%s\nwant\n%s", mustJSON(out), mustJSON(tt.want))
+			if fmt.Sprintf("%+v", reqtest.MustJSON(out)) != fmt.Sprintf("%+v", reqtest.MustJSON(tt.want)) {
+				t.Errorf("outcome\n%s\nwant\n%s", reqtest.MustJSON(out), reqtest.MustJSON(tt.want))
 			}
 		})
 	}
-	f, _ := s.GetFeature(ctx, reqID)
+	f, _ := s.GetFeature(ctx, reqtest.ReqID)
 	audit, _ := s.ListAudit(ctx, "", 0)
 	if f.Version != 2 || len(audit) != 2 {
 		t.Errorf("after redeliveries: version %d, %d audit entries; want 2 and 2", f.Version, len(audit))
@@ -226,11 +222,11 @@ func testStoreIdempotent(t *testing.T, open storeOpener) {
 }
 
 // testStoreConcurrentDecisions: 16 goroutines, on two store handles of the same data (as two
-// worker processes would be), decide the same pending request; exactly one applies.
-func testStoreConcurrentDecisions(t *testing.T, open storeOpener) {
+// worker processes would be), reqtest.Decide the same pending request; exactly one applies.
+func testStoreConcurrentDecisions(t *testing.T, open Opener) {
 	a, another := open(t)
 	b := another(t)
-	apply(t, a, submitFeature(reqID), "")
+	reqtest.Apply(t, a, reqtest.SubmitFeature(reqtest.ReqID), "")
 	const n = 16
 	cmds := make([]requirements.Command, n)
 	for i := range cmds {
@@ -238,7 +234,7 @@ func testStoreConcurrentDecisions(t *testing.T, open storeOpener) {
 		if i%2 == 1 {
 			action = requirements.ActionReject
 		}
-		cmds[i] = decide(reqID, action, nil, nil)
+		cmds[i] = reqtest.Decide(reqtest.ReqID, action, nil, nil)
 	}
 	outs := make([]requirements.Outcome, n)
 	errs := make([]error, n)
@@ -275,7 +271,7 @@ func testStoreConcurrentDecisions(t *testing.T, open storeOpener) {
 	if applied != 1 || decided != n-1 {
 		t.Fatalf("%d applied, %d already_decided; want 1 and %d", applied, decided, n-1)
 	}
-	f, err := b.GetFeature(t.Context(), reqID)
+	f, err := b.GetFeature(t.Context(), reqtest.ReqID)
 	if err != nil || f.Status != winner.Feature.Status || f.Version != 2 {
 		t.Errorf("stored %+v, winner %+v", f, winner.Feature)
 	}
@@ -284,21 +280,21 @@ func testStoreConcurrentDecisions(t *testing.T, open storeOpener) {
 	}
 }
 
-func testStoreListFeatures(t *testing.T, open storeOpener) {
+func testStoreListFeatures(t *testing.T, open Opener) {
 	s, _ := open(t)
 	ctx := t.Context()
 	var ids []string // oldest first
 	for i := range 7 {
 		id := fmt.Sprintf("FR-%017d", i)
 		ids = append(ids, id)
-		c := submitFeature(id)
-		c.IssuedAt = t0.Add(time.Duration(i) * time.Minute)
+		c := reqtest.SubmitFeature(id)
+		c.IssuedAt = reqtest.T0.Add(time.Duration(i) * time.Minute)
 		if i == 5 {
-			c.IssuedAt = t0.Add(4 * time.Minute) // same created_at as #4: the id breaks the tie
+			c.IssuedAt = reqtest.T0.Add(4 * time.Minute) // same created_at as #4: the id breaks the tie
 		}
-		apply(t, s, c, "")
+		reqtest.Apply(t, s, c, "")
 		if i%3 == 0 {
-			apply(t, s, decide(id, requirements.ActionApprove, nil, nil), "")
+			reqtest.Apply(t, s, reqtest.Decide(id, requirements.ActionApprove, nil, nil), "")
 		}
 	}
 	page := func(q requirements.FeatureQuery) []string {
@@ -359,11 +355,11 @@ func testStoreListFeatures(t *testing.T, open storeOpener) {
 	}
 }
 
-func testStoreImportFixtures(t *testing.T, open storeOpener) {
+func testStoreImportFixtures(t *testing.T, open Opener) {
 	var files []requirements.LegacyFile
 	raw := map[string][]byte{}
-	for _, name := range fixtureNames() {
-		b := readFixture(t, name)
+	for _, name := range reqtest.FixtureNames() {
+		b := reqtest.ReadFixture(t, name)
 		raw[name] = b
 		files = append(files, requirements.LegacyFile{Name: name, Data: b})
 	}
@@ -381,7 +377,7 @@ func testStoreImportFixtures(t *testing.T, open storeOpener) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(v.JSON(), raw[fixtureVersion]) {
+	if !bytes.Equal(v.JSON(), raw[reqtest.FixtureVersion]) {
 		t.Errorf("version read back differs:\n%s", v.JSON())
 	}
 	if l, err := s.LatestVersion(ctx); err != nil || l.VersionID != 1757213987664 {
@@ -391,7 +387,7 @@ func testStoreImportFixtures(t *testing.T, open storeOpener) {
 	if len(list) != 1 || list[0] != (requirements.VersionInfo{VersionID: 1757213987664, Timestamp: "2025-09-06T21:59:47.664330", Author: "test_admin", Checksum: "ac320456e74ff8cde0d41188d15a728f5217cf943753b084ce786b571174bb08"}) {
 		t.Errorf("ListVersions %+v", list)
 	}
-	for _, name := range fixtureNames()[1:] {
+	for _, name := range reqtest.FixtureNames()[1:] {
 		f, err := s.GetFeature(ctx, strings.TrimSuffix(name, ".json"))
 		if err != nil {
 			t.Fatal(err)
@@ -417,8 +413,8 @@ func testStoreImportFixtures(t *testing.T, open storeOpener) {
 	if err != nil || len(rep.Skipped) != 4 || len(rep.Features) != 0 {
 		t.Errorf("re-import %+v %v", rep, err)
 	}
-	changed := bytes.Replace(raw[fixturePending], []byte(`"medium"`), []byte(`"high"`), 1)
-	newOne := bytes.ReplaceAll(raw[fixtureRejected], []byte("FR-17572141034994902"), []byte("FR-17572141034994903"))
+	changed := bytes.Replace(raw[reqtest.FixturePending], []byte(`"medium"`), []byte(`"high"`), 1)
+	newOne := bytes.ReplaceAll(raw[reqtest.FixtureRejected], []byte("FR-17572141034994902"), []byte("FR-17572141034994903"))
 	if _, err := s.Import(ctx, []requirements.LegacyFile{{Name: "new.json", Data: newOne}, {Name: "conflict.json", Data: changed}}); err == nil {
 		t.Error("conflicting import succeeded")
 	}
@@ -430,11 +426,11 @@ func testStoreImportFixtures(t *testing.T, open storeOpener) {
 	}
 
 	// Imported records take part in the state machine.
-	out := apply(t, s, decide("FR-17572141034994902", requirements.ActionApprove, nil, nil), "")
+	out := reqtest.Apply(t, s, reqtest.Decide("FR-17572141034994902", requirements.ActionApprove, nil, nil), "")
 	if out.Refusal == nil || out.Refusal.Code != requirements.RefusalAlreadyDecided {
 		t.Errorf("deciding an imported rejected request: %+v", out)
 	}
-	out = apply(t, s, decide("FR-17572141034372077", requirements.ActionReject, ptr("superseded"), ptr(int64(1))), "")
+	out = reqtest.Apply(t, s, reqtest.Decide("FR-17572141034372077", requirements.ActionReject, reqtest.Ptr("superseded"), reqtest.Ptr(int64(1))), "")
 	if !out.Applied || out.Feature.Version != 2 || out.Audit.Seq != 2 {
 		t.Errorf("deciding an imported pending request: %+v", out)
 	}
@@ -443,8 +439,8 @@ func testStoreImportFixtures(t *testing.T, open storeOpener) {
 	}
 }
 
-func testStoreImportChecksumWarning(t *testing.T, open storeOpener) {
-	raw := readFixture(t, fixtureVersion)
+func testStoreImportChecksumWarning(t *testing.T, open Opener) {
+	raw := reqtest.ReadFixture(t, reqtest.FixtureVersion)
 	edited := bytes.Replace(raw, []byte("Test Requirements Document"), []byte("Edited Requirements Document"), 1)
 	s, _ := open(t)
 	rep, err := s.Import(t.Context(), []requirements.LegacyFile{{Name: "edited.json", Data: edited}})
@@ -456,7 +452,7 @@ func testStoreImportChecksumWarning(t *testing.T, open storeOpener) {
 	}
 }
 
-func testStoreClosed(t *testing.T, open storeOpener) {
+func testStoreClosed(t *testing.T, open Opener) {
 	store, _ := open(t)
 	s, ok := store.(interface {
 		requirements.Store
@@ -471,10 +467,10 @@ func testStoreClosed(t *testing.T, open storeOpener) {
 	if err := s.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
 	}
-	if _, err := s.ApplyCommand(t.Context(), submitFeature(reqID), ""); !errors.Is(err, requirements.ErrClosed) {
+	if _, err := s.ApplyCommand(t.Context(), reqtest.SubmitFeature(reqtest.ReqID), ""); !errors.Is(err, reqstore.ErrClosed) {
 		t.Errorf("ApplyCommand after Close: %v", err)
 	}
-	if _, err := s.GetFeature(t.Context(), reqID); !errors.Is(err, requirements.ErrClosed) {
+	if _, err := s.GetFeature(t.Context(), reqtest.ReqID); !errors.Is(err, reqstore.ErrClosed) {
 		t.Errorf("GetFeature after Close: %v", err)
 	}
 }

@@ -1,4 +1,4 @@
-package requirements_test
+package reqstore_test
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/pipeline/requirements/reqtest"
 )
 
 // ApplyCommands (issue 12: commands applied together share one synced transaction) applies a
@@ -15,16 +16,16 @@ func TestSQLiteApplyCommandsBatch(t *testing.T) {
 	s, path := newStore(t)
 	ctx := context.Background()
 	// A command whose apply marker is unreadable fails on its own (permanent), in the middle.
-	bad := decide("FR-002", requirements.ActionApprove, nil, nil)
+	bad := reqtest.Decide("FR-002", requirements.ActionApprove, nil, nil)
 	if _, err := rawDB(t, path).Exec(`INSERT INTO applied_commands (command_id, msg_id, outcome, applied_at) VALUES (?, NULL, 'not json', 'x')`, bad.CommandID); err != nil {
 		t.Fatal(err)
 	}
 	batch := []requirements.PendingCommand{
-		{Command: submitFeature("FR-001"), MsgID: "S:1"},
-		{Command: decide("FR-001", requirements.ActionApprove, nil, nil), MsgID: "S:2"},
+		{Command: reqtest.SubmitFeature("FR-001"), MsgID: "S:1"},
+		{Command: reqtest.Decide("FR-001", requirements.ActionApprove, nil, nil), MsgID: "S:2"},
 		{Command: bad, MsgID: "S:3"},
-		{Command: transition("FR-001", requirements.StatusInProgress, nil), MsgID: "S:4"},
-		{Command: decide("FR-999", requirements.ActionApprove, nil, nil), MsgID: "S:5"}, // refused: no such request
+		{Command: reqtest.Transition("FR-001", requirements.StatusInProgress, nil), MsgID: "S:4"},
+		{Command: reqtest.Decide("FR-999", requirements.ActionApprove, nil, nil), MsgID: "S:5"}, // refused: no such request
 	}
 	for round := range 2 {
 		res := s.ApplyCommands(ctx, batch)

@@ -1,4 +1,4 @@
-package requirements_test
+package reqstore_test
 
 import (
 	"database/sql"
@@ -8,13 +8,16 @@ import (
 	"testing"
 
 	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/pipeline/requirements/reqtest"
+	"github.com/sluice-dev/sluice/sinks/reqstore"
+	"github.com/sluice-dev/sluice/sinks/reqstore/reqstoretest"
 )
 
-var _ requirements.Store = (*requirements.SQLiteStore)(nil)
+var _ requirements.Store = (*reqstore.SQLiteStore)(nil)
 
-func openStore(t *testing.T, path string) *requirements.SQLiteStore {
+func openStore(t *testing.T, path string) *reqstore.SQLiteStore {
 	t.Helper()
-	s, err := requirements.OpenSQLite(t.Context(), requirements.SQLiteConfig{Path: path})
+	s, err := reqstore.OpenSQLite(t.Context(), reqstore.SQLiteConfig{Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +25,7 @@ func openStore(t *testing.T, path string) *requirements.SQLiteStore {
 	return s
 }
 
-func newStore(t *testing.T) (*requirements.SQLiteStore, string) {
+func newStore(t *testing.T) (*reqstore.SQLiteStore, string) {
 	path := filepath.Join(t.TempDir(), "req.db")
 	return openStore(t, path), path
 }
@@ -38,11 +41,11 @@ func rawDB(t *testing.T, path string) *sql.DB {
 }
 
 func TestSQLiteConfigValidate(t *testing.T) {
-	err := requirements.SQLiteConfig{Path: "a?b", MaxReadConns: -1}.Validate()
+	err := reqstore.SQLiteConfig{Path: "a?b", MaxReadConns: -1}.Validate()
 	if err == nil || !strings.Contains(err.Error(), "'?'") || !strings.Contains(err.Error(), "MaxReadConns") {
 		t.Errorf("Validate = %v, want both problems", err)
 	}
-	if err := (requirements.SQLiteConfig{}).Validate(); err == nil {
+	if err := (reqstore.SQLiteConfig{}).Validate(); err == nil {
 		t.Error("empty path accepted")
 	}
 }
@@ -56,7 +59,7 @@ func TestStorePragmas(t *testing.T) {
 }
 
 func TestSQLiteStore(t *testing.T) {
-	runStoreSuite(t, func(t *testing.T) (requirements.Store, func(t *testing.T) requirements.Store) {
+	reqstoretest.Run(t, func(t *testing.T) (requirements.Store, func(t *testing.T) requirements.Store) {
 		s, path := newStore(t)
 		return s, func(t *testing.T) requirements.Store { return openStore(t, path) }
 	})
@@ -96,16 +99,16 @@ func TestStoreTamperDetection(t *testing.T) {
 			tamper: func(t *testing.T, db *sql.DB) {
 				exec(t, db, `DELETE FROM audit WHERE line = 3`)
 			},
-			want: []string{"Request " + reqID + ": audit trail ends at seq 2, the record is at version 3"},
+			want: []string{"Request " + reqtest.ReqID + ": audit trail ends at seq 2, the record is at version 3"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			s, path := newStore(t)
-			apply(t, s, submitFeature(reqID), "")
-			apply(t, s, decide(reqID, requirements.ActionApprove, ptr("ok"), nil), "")
-			apply(t, s, transition(reqID, requirements.StatusInProgress, nil), "")
-			apply(t, s, submitFeature("FR-123"), "")
+			reqtest.Apply(t, s, reqtest.SubmitFeature(reqtest.ReqID), "")
+			reqtest.Apply(t, s, reqtest.Decide(reqtest.ReqID, requirements.ActionApprove, reqtest.Ptr("ok"), nil), "")
+			reqtest.Apply(t, s, reqtest.Transition(reqtest.ReqID, requirements.StatusInProgress, nil), "")
+			reqtest.Apply(t, s, reqtest.SubmitFeature("FR-123"), "")
 			if integ, err := s.VerifyAudit(t.Context()); err != nil || !integ.Valid {
 				t.Fatalf("before tampering: %+v, %v", integ, err)
 			}

@@ -1,4 +1,4 @@
-package requirements
+package reqstore
 
 import (
 	"bytes"
@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/sinks/astra"
 )
 
@@ -51,7 +52,7 @@ type AstraConfig struct {
 	Collection string
 	// Validator checks every command in ApplyCommand. Optional; nil compiles the embedded
 	// schemas at open.
-	Validator *Validator
+	Validator *requirements.Validator
 	// Now is the clock for apply markers' applied_at and the audit entries' append order.
 	// Optional; nil means time.Now.
 	Now func() time.Time
@@ -92,7 +93,7 @@ func (c AstraConfig) Validate() error {
 type AstraStore struct {
 	c               *astra.Client
 	coll            string
-	v               *Validator
+	v               *requirements.Validator
 	now             func() time.Time
 	conflictRetries int
 
@@ -120,7 +121,7 @@ func OpenAstra(ctx context.Context, cfg AstraConfig) (*AstraStore, error) {
 		cfg.Now = time.Now
 	}
 	if cfg.Validator == nil {
-		v, err := NewValidator()
+		v, err := requirements.NewValidator()
 		if err != nil {
 			return nil, err
 		}
@@ -167,8 +168,8 @@ type storedAudit struct {
 	Line string `json:"line"`
 }
 
-func (a storedAudit) entry() AuditEntry {
-	return AuditEntry{Seq: a.Seq, Timestamp: a.Timestamp, RequestID: a.RequestID, OldStatus: a.OldStatus, NewStatus: a.NewStatus,
+func (a storedAudit) entry() requirements.AuditEntry {
+	return requirements.AuditEntry{Seq: a.Seq, Timestamp: a.Timestamp, RequestID: a.RequestID, OldStatus: a.OldStatus, NewStatus: a.NewStatus,
 		Admin: a.Admin, Reason: a.Reason, PrevChecksum: a.PrevChecksum, Checksum: a.Checksum}
 }
 
@@ -181,7 +182,7 @@ type auditDoc struct {
 type featureDoc struct {
 	ID   string `json:"_id"`
 	Kind string `json:"kind"`
-	FeatureRequest
+	requirements.FeatureRequest
 	// SortKey orders ListFeatures: featureSortKey(created_at, request_id).
 	SortKey string `json:"sort_key"`
 	// LastCommandID is the command that wrote this version ("" for an import).
@@ -235,14 +236,14 @@ func (s *AstraStore) lineKey(id string) string {
 	return fmt.Sprintf("%019d|%s", n, id)
 }
 
-func (s *AstraStore) newAudit(e AuditEntry, commandID string) *storedAudit {
+func (s *AstraStore) newAudit(e requirements.AuditEntry, commandID string) *storedAudit {
 	return &storedAudit{Seq: e.Seq, Timestamp: e.Timestamp, RequestID: e.RequestID, OldStatus: e.OldStatus, NewStatus: e.NewStatus,
 		Admin: e.Admin, Reason: e.Reason, PrevChecksum: e.PrevChecksum, Checksum: e.Checksum,
 		CommandID: commandID, Line: s.lineKey(auditDocID(e.RequestID, e.Seq))}
 }
 
-func newFeatureDoc(f FeatureRequest, commandID string, a *storedAudit) (featureDoc, error) {
-	created, err := ParseTimestamp(f.CreatedAt)
+func newFeatureDoc(f requirements.FeatureRequest, commandID string, a *storedAudit) (featureDoc, error) {
+	created, err := requirements.ParseTimestamp(f.CreatedAt)
 	if err != nil {
 		return featureDoc{}, fmt.Errorf("feature request %s: %w", f.RequestID, err)
 	}
@@ -250,15 +251,15 @@ func newFeatureDoc(f FeatureRequest, commandID string, a *storedAudit) (featureD
 		LastCommandID: commandID, Audit: a}, nil
 }
 
-func newVersionDoc(v RequirementsVersion, commandID string, a *storedAudit) versionDoc {
+func newVersionDoc(v requirements.RequirementsVersion, commandID string, a *storedAudit) versionDoc {
 	return versionDoc{ID: versionDocID(v.VersionID), Kind: kindVersion, VersionID: v.VersionID, Author: v.Author, Timestamp: v.Timestamp,
 		Checksum: v.Checksum, Document: string(v.JSON()), CommandID: commandID, Audit: a}
 }
 
-func (d versionDoc) version() (RequirementsVersion, error) {
-	v, err := ParseRequirementsVersion([]byte(d.Document))
+func (d versionDoc) version() (requirements.RequirementsVersion, error) {
+	v, err := requirements.ParseRequirementsVersion([]byte(d.Document))
 	if err != nil {
-		return RequirementsVersion{}, fmt.Errorf("stored requirements version %d: %w", d.VersionID, err)
+		return requirements.RequirementsVersion{}, fmt.Errorf("stored requirements version %d: %w", d.VersionID, err)
 	}
 	return v, nil
 }
@@ -319,9 +320,9 @@ func (s *AstraStore) findByID(ctx context.Context, id, kind string, dst any) (bo
 // markers the redelivery completes; the record is never written twice. An error is transient
 // unless marked fault.Permanent; the call may be retried. It blocks for 3 to 7 Data API round
 // trips.
-func (s *AstraStore) ApplyCommand(ctx context.Context, cmd Command, msgID string) (Outcome, error) {
+func (s *AstraStore) ApplyCommand(ctx context.Context, cmd requirements.Command, msgID string) (requirements.Outcome, error) {
 	if err := s.check(); err != nil {
-		return Outcome{}, err
+		return requirements.Outcome{}, err
 	}
 	var markers []string
 	if cmd.CommandID != "" {
@@ -333,16 +334,16 @@ func (s *AstraStore) ApplyCommand(ctx context.Context, cmd Command, msgID string
 	if out, ok, err := s.recorded(ctx, cmd, msgID, markers); err != nil || ok {
 		return out, err
 	}
-	out := Outcome{CommandID: cmd.CommandID, Type: cmd.Type, Key: cmd.Key()}
+	out := requirements.Outcome{CommandID: cmd.CommandID, Type: cmd.Type, Key: cmd.Key()}
 	if err := s.v.Check(cmd); err != nil {
 		if !errors.As(err, &out.Refusal) {
-			return Outcome{}, fmt.Errorf("apply command %s: validate: %w", cmd.CommandID, err)
+			return requirements.Outcome{}, fmt.Errorf("apply command %s: validate: %w", cmd.CommandID, err)
 		}
 		return s.writeMarkers(ctx, cmd, msgID, markers, out)
 	}
 	for attempt := 0; ; attempt++ {
 		var err error
-		if cmd.Type == TypeSubmitRequirements {
+		if cmd.Type == requirements.TypeSubmitRequirements {
 			err = s.applyVersion(ctx, cmd, &out)
 		} else {
 			err = s.applyFeature(ctx, cmd, &out)
@@ -351,10 +352,10 @@ func (s *AstraStore) ApplyCommand(ctx context.Context, cmd Command, msgID string
 			if attempt < s.conflictRetries {
 				continue
 			}
-			return Outcome{}, fault.Retry(fault.Transient, fmt.Errorf("apply command %s: lost %d conditional writes to concurrent writers: %w", cmd.CommandID, attempt+1, err))
+			return requirements.Outcome{}, fault.Retry(fault.Transient, fmt.Errorf("apply command %s: lost %d conditional writes to concurrent writers: %w", cmd.CommandID, attempt+1, err))
 		}
 		if err != nil {
-			return Outcome{}, fmt.Errorf("apply command %s: %w", cmd.CommandID, err)
+			return requirements.Outcome{}, fmt.Errorf("apply command %s: %w", cmd.CommandID, err)
 		}
 		return s.writeMarkers(ctx, cmd, msgID, markers, out)
 	}
@@ -363,9 +364,9 @@ func (s *AstraStore) ApplyCommand(ctx context.Context, cmd Command, msgID string
 // recorded looks the markers up. When one exists it returns its outcome with AlreadyApplied
 // set, after inserting the other marker if it belongs to the same command and is missing
 // (an earlier attempt stopped between the two).
-func (s *AstraStore) recorded(ctx context.Context, cmd Command, msgID string, markers []string) (Outcome, bool, error) {
+func (s *AstraStore) recorded(ctx context.Context, cmd requirements.Command, msgID string, markers []string) (requirements.Outcome, bool, error) {
 	if len(markers) == 0 {
-		return Outcome{}, false, nil
+		return requirements.Outcome{}, false, nil
 	}
 	ids := make([]any, len(markers))
 	for i, m := range markers {
@@ -373,18 +374,18 @@ func (s *AstraStore) recorded(ctx context.Context, cmd Command, msgID string, ma
 	}
 	docs, _, err := s.c.FindPage(ctx, s.coll, map[string]any{"_id": map[string]any{"$in": ids}}, astra.FindOptions{})
 	if err != nil {
-		return Outcome{}, false, fmt.Errorf("apply command %s: read apply markers: %w", cmd.CommandID, err)
+		return requirements.Outcome{}, false, fmt.Errorf("apply command %s: read apply markers: %w", cmd.CommandID, err)
 	}
 	found := map[string]markerDoc{}
 	for _, raw := range docs {
 		var m markerDoc
 		if err := json.Unmarshal(raw, &m); err != nil {
-			return Outcome{}, false, fault.Permanent(fault.Rejected, fmt.Errorf("apply command %s: decode apply marker: %w", cmd.CommandID, err))
+			return requirements.Outcome{}, false, fault.Permanent(fault.Rejected, fmt.Errorf("apply command %s: decode apply marker: %w", cmd.CommandID, err))
 		}
 		found[m.ID] = m
 	}
 	if len(found) == 0 {
-		return Outcome{}, false, nil
+		return requirements.Outcome{}, false, nil
 	}
 	var m markerDoc
 	for _, id := range markers { // the command's own marker first
@@ -393,13 +394,13 @@ func (s *AstraStore) recorded(ctx context.Context, cmd Command, msgID string, ma
 			break
 		}
 	}
-	var out Outcome
+	var out requirements.Outcome
 	if err := json.Unmarshal([]byte(m.Outcome), &out); err != nil {
-		return Outcome{}, false, fault.Permanent(fault.Rejected, fmt.Errorf("apply command %s: decode recorded outcome: %w", cmd.CommandID, err))
+		return requirements.Outcome{}, false, fault.Permanent(fault.Rejected, fmt.Errorf("apply command %s: decode recorded outcome: %w", cmd.CommandID, err))
 	}
 	if out.CommandID == cmd.CommandID && len(found) < len(markers) {
 		if _, err := s.writeMarkers(ctx, cmd, msgID, markers, out); err != nil {
-			return Outcome{}, false, err
+			return requirements.Outcome{}, false, err
 		}
 	}
 	out.AlreadyApplied = true
@@ -409,38 +410,38 @@ func (s *AstraStore) recorded(ctx context.Context, cmd Command, msgID string, ma
 // writeMarkers inserts the apply markers of out. A marker already stored with another
 // outcome (a concurrent attempt of the same message recorded first) wins: its outcome is
 // returned with AlreadyApplied set.
-func (s *AstraStore) writeMarkers(ctx context.Context, cmd Command, msgID string, markers []string, out Outcome) (Outcome, error) {
+func (s *AstraStore) writeMarkers(ctx context.Context, cmd requirements.Command, msgID string, markers []string, out requirements.Outcome) (requirements.Outcome, error) {
 	if len(markers) == 0 {
 		return out, nil
 	}
 	body, err := json.Marshal(out)
 	if err != nil {
-		return Outcome{}, fmt.Errorf("apply command %s: encode outcome: %w", cmd.CommandID, err)
+		return requirements.Outcome{}, fmt.Errorf("apply command %s: encode outcome: %w", cmd.CommandID, err)
 	}
-	at := FormatTimestamp(s.now())
+	at := requirements.FormatTimestamp(s.now())
 	for _, id := range markers {
 		doc, err := encodeDoc(markerDoc{ID: id, Kind: kindMarker, CommandID: cmd.CommandID, MsgID: msgID, Outcome: string(body), AppliedAt: at})
 		if err != nil {
-			return Outcome{}, err
+			return requirements.Outcome{}, err
 		}
 		err = s.c.InsertOne(ctx, s.coll, doc)
 		if err == nil {
 			continue
 		}
 		if !isAlreadyExists(err) {
-			return Outcome{}, fmt.Errorf("apply command %s: write apply marker %s: %w", cmd.CommandID, id, err)
+			return requirements.Outcome{}, fmt.Errorf("apply command %s: write apply marker %s: %w", cmd.CommandID, id, err)
 		}
 		var prev markerDoc
 		ok, rerr := s.findByID(ctx, id, kindMarker, &prev)
 		if rerr != nil || !ok {
-			return Outcome{}, fmt.Errorf("apply command %s: apply marker %s exists but cannot be read (%v): %w", cmd.CommandID, id, rerr, err)
+			return requirements.Outcome{}, fmt.Errorf("apply command %s: apply marker %s exists but cannot be read (%v): %w", cmd.CommandID, id, rerr, err)
 		}
 		if prev.Outcome == string(body) {
 			continue // our own earlier attempt
 		}
-		var rec Outcome
+		var rec requirements.Outcome
 		if err := json.Unmarshal([]byte(prev.Outcome), &rec); err != nil {
-			return Outcome{}, fault.Permanent(fault.Rejected, fmt.Errorf("apply command %s: decode recorded outcome of %s: %w", cmd.CommandID, id, err))
+			return requirements.Outcome{}, fault.Permanent(fault.Rejected, fmt.Errorf("apply command %s: decode recorded outcome of %s: %w", cmd.CommandID, id, err))
 		}
 		rec.AlreadyApplied = true
 		return rec, nil
@@ -489,7 +490,7 @@ func (s *AstraStore) insertAudit(ctx context.Context, entries ...*storedAudit) e
 
 // applyFeature runs steps 2-4 for a feature-request command, filling out. It returns
 // errConflict when a concurrent writer got there first.
-func (s *AstraStore) applyFeature(ctx context.Context, cmd Command, out *Outcome) error {
+func (s *AstraStore) applyFeature(ctx context.Context, cmd requirements.Command, out *requirements.Outcome) error {
 	var cur featureDoc
 	found, err := s.findByID(ctx, cmd.Key(), kindFeature, &cur)
 	if err != nil {
@@ -504,8 +505,8 @@ func (s *AstraStore) applyFeature(ctx context.Context, cmd Command, out *Outcome
 		out.Applied, out.Refusal, out.Feature, out.Audit = true, nil, &f, &e
 		return nil
 	}
-	var st State
-	var prev *AuditEntry
+	var st requirements.State
+	var prev *requirements.AuditEntry
 	if found {
 		f := cur.FeatureRequest
 		st.Feature = &f
@@ -514,7 +515,7 @@ func (s *AstraStore) applyFeature(ctx context.Context, cmd Command, out *Outcome
 			prev = &p
 		}
 	}
-	next, entry, err := Apply(st, cmd)
+	next, entry, err := requirements.Apply(st, cmd)
 	if err != nil {
 		out.Refusal = nil
 		if errors.As(err, &out.Refusal) {
@@ -523,7 +524,7 @@ func (s *AstraStore) applyFeature(ctx context.Context, cmd Command, out *Outcome
 		}
 		return err
 	}
-	chained := s.newAudit(ChainEntry(prev, entry), cmd.CommandID)
+	chained := s.newAudit(requirements.ChainEntry(prev, entry), cmd.CommandID)
 	doc, err := newFeatureDoc(*next.Feature, cmd.CommandID, chained)
 	if err != nil {
 		return fault.Permanent(fault.Validation, err)
@@ -562,7 +563,7 @@ func (s *AstraStore) applyFeature(ctx context.Context, cmd Command, out *Outcome
 
 // applyVersion runs steps 2-4 for a requirements submission, filling out. It returns
 // errConflict when a concurrent submission took the same version id.
-func (s *AstraStore) applyVersion(ctx context.Context, cmd Command, out *Outcome) error {
+func (s *AstraStore) applyVersion(ctx context.Context, cmd requirements.Command, out *requirements.Outcome) error {
 	var mine versionDoc
 	raw, err := s.c.FindOne(ctx, s.coll, map[string]any{"kind": kindVersion, "command_id": cmd.CommandID}, nil)
 	switch {
@@ -590,11 +591,11 @@ func (s *AstraStore) applyVersion(ctx context.Context, cmd Command, out *Outcome
 	if err != nil {
 		return err
 	}
-	var st State
+	var st requirements.State
 	if found {
 		st.LatestVersionID = latest.VersionID
 	}
-	next, entry, err := Apply(st, cmd)
+	next, entry, err := requirements.Apply(st, cmd)
 	if err != nil {
 		out.Refusal = nil
 		if errors.As(err, &out.Refusal) {
@@ -603,7 +604,7 @@ func (s *AstraStore) applyVersion(ctx context.Context, cmd Command, out *Outcome
 		}
 		return err
 	}
-	chained := s.newAudit(ChainEntry(nil, entry), cmd.CommandID)
+	chained := s.newAudit(requirements.ChainEntry(nil, entry), cmd.CommandID)
 	doc, err := encodeDoc(newVersionDoc(*next.Version, cmd.CommandID, chained))
 	if err != nil {
 		return err
@@ -644,21 +645,21 @@ func (s *AstraStore) latestVersionDoc(ctx context.Context, projection any) (vers
 // ---- reads ----
 
 // CommandOutcome implements Store. It blocks for one round trip.
-func (s *AstraStore) CommandOutcome(ctx context.Context, commandID string) (Outcome, error) {
+func (s *AstraStore) CommandOutcome(ctx context.Context, commandID string) (requirements.Outcome, error) {
 	if err := s.check(); err != nil {
-		return Outcome{}, err
+		return requirements.Outcome{}, err
 	}
 	var m markerDoc
 	ok, err := s.findByID(ctx, "cmd:"+commandID, kindMarker, &m)
 	if err != nil {
-		return Outcome{}, fmt.Errorf("read outcome of command %s: %w", commandID, err)
+		return requirements.Outcome{}, fmt.Errorf("read outcome of command %s: %w", commandID, err)
 	}
 	if !ok {
-		return Outcome{}, fmt.Errorf("outcome of command %s: %w", commandID, ErrNotFound)
+		return requirements.Outcome{}, fmt.Errorf("outcome of command %s: %w", commandID, requirements.ErrNotFound)
 	}
-	var out Outcome
+	var out requirements.Outcome
 	if err := json.Unmarshal([]byte(m.Outcome), &out); err != nil {
-		return Outcome{}, fmt.Errorf("decode outcome of command %s: %w", commandID, err)
+		return requirements.Outcome{}, fmt.Errorf("decode outcome of command %s: %w", commandID, err)
 	}
 	return out, nil
 }
@@ -701,7 +702,7 @@ func (s *AstraStore) findDesc(ctx context.Context, filter map[string]any, field 
 }
 
 // ListVersions implements Store. It pages through the versions, newest first.
-func (s *AstraStore) ListVersions(ctx context.Context) ([]VersionInfo, error) {
+func (s *AstraStore) ListVersions(ctx context.Context) ([]requirements.VersionInfo, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
@@ -709,60 +710,60 @@ func (s *AstraStore) ListVersions(ctx context.Context) ([]VersionInfo, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list requirements versions: %w", err)
 	}
-	out := make([]VersionInfo, 0, len(docs))
+	out := make([]requirements.VersionInfo, 0, len(docs))
 	for _, raw := range docs {
 		var d versionDoc
 		if err := json.Unmarshal(raw, &d); err != nil {
 			return nil, fmt.Errorf("list requirements versions: %w", err)
 		}
-		out = append(out, VersionInfo{VersionID: d.VersionID, Timestamp: d.Timestamp, Author: d.Author, Checksum: d.Checksum})
+		out = append(out, requirements.VersionInfo{VersionID: d.VersionID, Timestamp: d.Timestamp, Author: d.Author, Checksum: d.Checksum})
 	}
 	return out, nil
 }
 
 // LatestVersion implements Store. It blocks for one round trip.
-func (s *AstraStore) LatestVersion(ctx context.Context) (RequirementsVersion, error) {
+func (s *AstraStore) LatestVersion(ctx context.Context) (requirements.RequirementsVersion, error) {
 	if err := s.check(); err != nil {
-		return RequirementsVersion{}, err
+		return requirements.RequirementsVersion{}, err
 	}
 	d, ok, err := s.latestVersionDoc(ctx, nil)
 	if err != nil {
-		return RequirementsVersion{}, err
+		return requirements.RequirementsVersion{}, err
 	}
 	if !ok {
-		return RequirementsVersion{}, fmt.Errorf("requirements version latest: %w", ErrNotFound)
+		return requirements.RequirementsVersion{}, fmt.Errorf("requirements version latest: %w", requirements.ErrNotFound)
 	}
 	return d.version()
 }
 
 // GetVersion implements Store. It blocks for one round trip.
-func (s *AstraStore) GetVersion(ctx context.Context, id int64) (RequirementsVersion, error) {
+func (s *AstraStore) GetVersion(ctx context.Context, id int64) (requirements.RequirementsVersion, error) {
 	if err := s.check(); err != nil {
-		return RequirementsVersion{}, err
+		return requirements.RequirementsVersion{}, err
 	}
 	var d versionDoc
 	ok, err := s.findByID(ctx, versionDocID(id), kindVersion, &d)
 	if err != nil {
-		return RequirementsVersion{}, fmt.Errorf("read requirements version %d: %w", id, err)
+		return requirements.RequirementsVersion{}, fmt.Errorf("read requirements version %d: %w", id, err)
 	}
 	if !ok {
-		return RequirementsVersion{}, fmt.Errorf("requirements version %d: %w", id, ErrNotFound)
+		return requirements.RequirementsVersion{}, fmt.Errorf("requirements version %d: %w", id, requirements.ErrNotFound)
 	}
 	return d.version()
 }
 
 // ListFeatures implements Store. The cursor is the same as SQLiteStore's; a page costs one
 // round trip per server page (the Data API's page size, 20 or 50) plus one.
-func (s *AstraStore) ListFeatures(ctx context.Context, q FeatureQuery) (FeaturePage, error) {
+func (s *AstraStore) ListFeatures(ctx context.Context, q requirements.FeatureQuery) (requirements.FeaturePage, error) {
 	if err := s.check(); err != nil {
-		return FeaturePage{}, err
+		return requirements.FeaturePage{}, err
 	}
-	limit := clampLimit(q.Limit, DefaultFeatureLimit)
+	limit := clampLimit(q.Limit, requirements.DefaultFeatureLimit)
 	var after any
 	if q.Cursor != "" {
 		us, id, err := decodeCursor(q.Cursor)
 		if err != nil {
-			return FeaturePage{}, fmt.Errorf("list feature requests: %w", err)
+			return requirements.FeaturePage{}, fmt.Errorf("list feature requests: %w", err)
 		}
 		after = featureSortKey(us, id)
 	}
@@ -772,21 +773,21 @@ func (s *AstraStore) ListFeatures(ctx context.Context, q FeatureQuery) (FeatureP
 	}
 	docs, err := s.findDesc(ctx, filter, "sort_key", after, limit+1, map[string]any{"audit": 0})
 	if err != nil {
-		return FeaturePage{}, fmt.Errorf("list feature requests: %w", err)
+		return requirements.FeaturePage{}, fmt.Errorf("list feature requests: %w", err)
 	}
-	page := FeaturePage{Features: []FeatureRequest{}}
+	page := requirements.FeaturePage{Features: []requirements.FeatureRequest{}}
 	for _, raw := range docs[:min(limit, len(docs))] {
 		var d featureDoc
 		if err := json.Unmarshal(raw, &d); err != nil {
-			return FeaturePage{}, fmt.Errorf("list feature requests: %w", err)
+			return requirements.FeaturePage{}, fmt.Errorf("list feature requests: %w", err)
 		}
 		page.Features = append(page.Features, d.FeatureRequest)
 	}
 	if len(docs) > limit {
 		last := page.Features[limit-1]
-		created, err := ParseTimestamp(last.CreatedAt)
+		created, err := requirements.ParseTimestamp(last.CreatedAt)
 		if err != nil {
-			return FeaturePage{}, fmt.Errorf("list feature requests: %w", err)
+			return requirements.FeaturePage{}, fmt.Errorf("list feature requests: %w", err)
 		}
 		page.NextCursor = encodeCursor(created.UnixMicro(), last.RequestID)
 	}
@@ -794,17 +795,17 @@ func (s *AstraStore) ListFeatures(ctx context.Context, q FeatureQuery) (FeatureP
 }
 
 // GetFeature implements Store. It blocks for one round trip.
-func (s *AstraStore) GetFeature(ctx context.Context, requestID string) (FeatureRequest, error) {
+func (s *AstraStore) GetFeature(ctx context.Context, requestID string) (requirements.FeatureRequest, error) {
 	if err := s.check(); err != nil {
-		return FeatureRequest{}, err
+		return requirements.FeatureRequest{}, err
 	}
 	var d featureDoc
 	ok, err := s.findByID(ctx, requestID, kindFeature, &d)
 	if err != nil {
-		return FeatureRequest{}, fmt.Errorf("read feature request %s: %w", requestID, err)
+		return requirements.FeatureRequest{}, fmt.Errorf("read feature request %s: %w", requestID, err)
 	}
 	if !ok {
-		return FeatureRequest{}, fmt.Errorf("feature request %s: %w", requestID, ErrNotFound)
+		return requirements.FeatureRequest{}, fmt.Errorf("feature request %s: %w", requestID, requirements.ErrNotFound)
 	}
 	return d.FeatureRequest, nil
 }
@@ -812,11 +813,11 @@ func (s *AstraStore) GetFeature(ctx context.Context, requestID string) (FeatureR
 // ListAudit implements Store. For one request the order is seq descending; for all requests
 // it is the append order (the appending processes' clocks, strictly increasing within one
 // process).
-func (s *AstraStore) ListAudit(ctx context.Context, requestID string, limit int) ([]AuditEntry, error) {
+func (s *AstraStore) ListAudit(ctx context.Context, requestID string, limit int) ([]requirements.AuditEntry, error) {
 	if err := s.check(); err != nil {
 		return nil, err
 	}
-	limit = clampLimit(limit, DefaultAuditLimit)
+	limit = clampLimit(limit, requirements.DefaultAuditLimit)
 	filter, field := map[string]any{"kind": kindAudit}, "line"
 	if requestID != "" {
 		filter["request_id"], field = requestID, "seq"
@@ -825,7 +826,7 @@ func (s *AstraStore) ListAudit(ctx context.Context, requestID string, limit int)
 	if err != nil {
 		return nil, fmt.Errorf("list audit entries of %q: %w", requestID, err)
 	}
-	out := make([]AuditEntry, 0, len(docs))
+	out := make([]requirements.AuditEntry, 0, len(docs))
 	for _, raw := range docs {
 		var d auditDoc
 		if err := json.Unmarshal(raw, &d); err != nil {
@@ -841,11 +842,11 @@ func (s *AstraStore) ListAudit(ctx context.Context, requestID string, limit int)
 // order; then it compares each record's version with the last seq of its chain. It is not a
 // snapshot: a command committed but not yet through its audit write shows as a short trail
 // until it completes.
-func (s *AstraStore) VerifyAudit(ctx context.Context) (Integrity, error) {
+func (s *AstraStore) VerifyAudit(ctx context.Context) (requirements.Integrity, error) {
 	if err := s.check(); err != nil {
-		return Integrity{}, err
+		return requirements.Integrity{}, err
 	}
-	var entries []AuditEntry
+	var entries []requirements.AuditEntry
 	err := s.c.Find(ctx, s.coll, map[string]any{"kind": kindAudit}, astra.FindOptions{}, func(raw json.RawMessage) error {
 		var d auditDoc
 		if err := json.Unmarshal(raw, &d); err != nil {
@@ -855,12 +856,12 @@ func (s *AstraStore) VerifyAudit(ctx context.Context) (Integrity, error) {
 		return nil
 	})
 	if err != nil {
-		return Integrity{}, fmt.Errorf("verify audit: read entries: %w", err)
+		return requirements.Integrity{}, fmt.Errorf("verify audit: read entries: %w", err)
 	}
-	slices.SortFunc(entries, func(a, b AuditEntry) int {
+	slices.SortFunc(entries, func(a, b requirements.AuditEntry) int {
 		return cmp.Or(cmp.Compare(a.RequestID, b.RequestID), cmp.Compare(a.Seq, b.Seq))
 	})
-	_, problems := VerifyChain(entries)
+	_, problems := requirements.VerifyChain(entries)
 	heads := map[string]int64{}
 	for _, e := range entries {
 		heads[e.RequestID] = max(heads[e.RequestID], e.Seq)
@@ -890,7 +891,7 @@ func (s *AstraStore) VerifyAudit(ctx context.Context) (Integrity, error) {
 			return nil
 		})
 	if err != nil {
-		return Integrity{}, fmt.Errorf("verify audit: read records: %w", err)
+		return requirements.Integrity{}, fmt.Errorf("verify audit: read records: %w", err)
 	}
 	slices.SortFunc(records, func(a, b record) int { return cmp.Compare(a.id, b.id) })
 	for _, r := range records {
@@ -901,7 +902,7 @@ func (s *AstraStore) VerifyAudit(ctx context.Context) (Integrity, error) {
 	if problems == nil {
 		problems = []string{}
 	}
-	return Integrity{Valid: len(problems) == 0, Problems: problems, Entries: len(entries)}, nil
+	return requirements.Integrity{Valid: len(problems) == 0, Problems: problems, Entries: len(entries)}, nil
 }
 
 // ---- Import ----
@@ -924,21 +925,21 @@ type importItem struct {
 // same Import again completes it: stored records are skipped and their audit documents
 // written if missing. A record written concurrently by someone else with other content fails
 // the import at that record.
-func (s *AstraStore) Import(ctx context.Context, files []LegacyFile) (ImportReport, error) {
+func (s *AstraStore) Import(ctx context.Context, files []requirements.LegacyFile) (requirements.ImportReport, error) {
 	if err := s.check(); err != nil {
-		return ImportReport{}, err
+		return requirements.ImportReport{}, err
 	}
-	rep := ImportReport{Versions: []int64{}, Features: []string{}}
+	rep := requirements.ImportReport{Versions: []int64{}, Features: []string{}}
 	var items []importItem
 	seen := map[string]string{} // _id → content of an earlier file of this import
 	for _, file := range files {
 		it, content, err := s.planImport(ctx, file, &rep)
 		if err != nil {
-			return ImportReport{}, err
+			return requirements.ImportReport{}, err
 		}
 		if prev, dup := seen[it.id]; dup {
 			if prev != content {
-				return ImportReport{}, fault.Permanent(fault.Rejected, fmt.Errorf("import %s: %s appears twice with different content", file.Name, it.id))
+				return requirements.ImportReport{}, fault.Permanent(fault.Rejected, fmt.Errorf("import %s: %s appears twice with different content", file.Name, it.id))
 			}
 			it.skipped = true
 		}
@@ -949,24 +950,24 @@ func (s *AstraStore) Import(ctx context.Context, files []LegacyFile) (ImportRepo
 		if !it.skipped {
 			raw, err := encodeDoc(it.doc)
 			if err != nil {
-				return ImportReport{}, err
+				return requirements.ImportReport{}, err
 			}
 			if err := s.c.InsertOne(ctx, s.coll, raw); err != nil {
 				if !isAlreadyExists(err) {
-					return ImportReport{}, fmt.Errorf("import %s (%d of %d files written; run the import again to complete it): %w", it.file, i, len(items), err)
+					return requirements.ImportReport{}, fmt.Errorf("import %s (%d of %d files written; run the import again to complete it): %w", it.file, i, len(items), err)
 				}
 				// Written since the check: by an earlier attempt of this call's retry, or
 				// concurrently. Same content is fine.
-				again, _, perr := s.planImport(ctx, LegacyFile{Name: it.file, Data: files[i].Data}, &ImportReport{})
+				again, _, perr := s.planImport(ctx, requirements.LegacyFile{Name: it.file, Data: files[i].Data}, &requirements.ImportReport{})
 				if perr != nil || !again.skipped {
-					return ImportReport{}, fault.Permanent(fault.Rejected, fmt.Errorf("import %s: %s was stored concurrently with other content (%v)", it.file, it.id, perr))
+					return requirements.ImportReport{}, fault.Permanent(fault.Rejected, fmt.Errorf("import %s: %s was stored concurrently with other content (%v)", it.file, it.id, perr))
 				}
 				it.skipped, it.audit = true, again.audit
 			}
 		}
 		if it.audit != nil {
 			if err := s.insertAudit(ctx, it.audit); err != nil {
-				return ImportReport{}, fmt.Errorf("import %s (run the import again to complete it): %w", it.file, err)
+				return requirements.ImportReport{}, fmt.Errorf("import %s (run the import again to complete it): %w", it.file, err)
 			}
 		}
 		switch {
@@ -984,14 +985,14 @@ func (s *AstraStore) Import(ctx context.Context, files []LegacyFile) (ImportRepo
 // planImport parses and checks one file against the store. For a record already stored with
 // the same content it returns skipped with the stored audit entry. content identifies the
 // record's content for duplicate detection.
-func (s *AstraStore) planImport(ctx context.Context, file LegacyFile, rep *ImportReport) (importItem, string, error) {
-	kind, err := ClassifyLegacy(file.Data)
+func (s *AstraStore) planImport(ctx context.Context, file requirements.LegacyFile, rep *requirements.ImportReport) (importItem, string, error) {
+	kind, err := requirements.ClassifyLegacy(file.Data)
 	if err != nil {
 		return importItem{}, "", fault.Permanent(fault.Validation, fmt.Errorf("import %s: %w", file.Name, err))
 	}
 	reason := "imported from " + file.Name
 	if kind == "requirements" {
-		v, err := ParseRequirementsVersion(file.Data)
+		v, err := requirements.ParseRequirementsVersion(file.Data)
 		if err != nil {
 			return importItem{}, "", fault.Permanent(fault.Validation, fmt.Errorf("import %s: %w", file.Name, err))
 		}
@@ -1019,11 +1020,11 @@ func (s *AstraStore) planImport(ctx context.Context, file LegacyFile, rep *Impor
 		if v.Timestamp == "" {
 			return importItem{}, "", fault.Permanent(fault.Validation, fmt.Errorf("import %s: metadata.timestamp is missing", file.Name))
 		}
-		it.audit = s.newAudit(ChainEntry(nil, AuditEntry{Timestamp: v.Timestamp, RequestID: strconv.FormatInt(v.VersionID, 10), NewStatus: NewStatusSubmitted, Admin: ImportActor, Reason: &reason}), "")
+		it.audit = s.newAudit(requirements.ChainEntry(nil, requirements.AuditEntry{Timestamp: v.Timestamp, RequestID: strconv.FormatInt(v.VersionID, 10), NewStatus: requirements.NewStatusSubmitted, Admin: requirements.ImportActor, Reason: &reason}), "")
 		it.doc = newVersionDoc(v, "", it.audit)
 		return it, content, nil
 	}
-	f, err := ParseLegacyFeatureRequest(file.Data)
+	f, err := requirements.ParseLegacyFeatureRequest(file.Data)
 	if err != nil {
 		return importItem{}, "", fault.Permanent(fault.Validation, fmt.Errorf("import %s: %w", file.Name, err))
 	}
@@ -1045,7 +1046,7 @@ func (s *AstraStore) planImport(ctx context.Context, file LegacyFile, rep *Impor
 	if f.UpdatedAt != nil {
 		at = *f.UpdatedAt
 	}
-	it.audit = s.newAudit(ChainEntry(nil, AuditEntry{Timestamp: at, RequestID: f.RequestID, NewStatus: string(f.Status), Admin: ImportActor, Reason: &reason}), "")
+	it.audit = s.newAudit(requirements.ChainEntry(nil, requirements.AuditEntry{Timestamp: at, RequestID: f.RequestID, NewStatus: string(f.Status), Admin: requirements.ImportActor, Reason: &reason}), "")
 	doc, err := newFeatureDoc(f, "", it.audit)
 	if err != nil {
 		return importItem{}, "", fault.Permanent(fault.Validation, fmt.Errorf("import %s: %w", file.Name, err))

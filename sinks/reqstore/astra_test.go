@@ -1,4 +1,4 @@
-package requirements_test
+package reqstore_test
 
 import (
 	"encoding/json"
@@ -13,11 +13,14 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/pipeline/requirements/reqtest"
 	"github.com/sluice-dev/sluice/sinks/astra"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
+	"github.com/sluice-dev/sluice/sinks/reqstore"
+	"github.com/sluice-dev/sluice/sinks/reqstore/reqstoretest"
 )
 
-var _ requirements.Store = (*requirements.AstraStore)(nil)
+var _ requirements.Store = (*reqstore.AstraStore)(nil)
 
 // newDataAPI starts a Data API double for t and fails t at cleanup if any request broke the
 // protocol.
@@ -46,9 +49,9 @@ func newAstraClient(t *testing.T, srv *dataapitest.Server) *astra.Client {
 }
 
 // openAstra opens a store with its own client on srv.
-func openAstra(t *testing.T, srv *dataapitest.Server) *requirements.AstraStore {
+func openAstra(t *testing.T, srv *dataapitest.Server) *reqstore.AstraStore {
 	t.Helper()
-	s, err := requirements.OpenAstra(t.Context(), requirements.AstraConfig{Client: newAstraClient(t, srv)})
+	s, err := reqstore.OpenAstra(t.Context(), reqstore.AstraConfig{Client: newAstraClient(t, srv)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +63,7 @@ func openAstra(t *testing.T, srv *dataapitest.Server) *requirements.AstraStore {
 // prefix.
 func astraDocs(srv *dataapitest.Server, prefix string) map[string]json.RawMessage {
 	out := map[string]json.RawMessage{}
-	for id, d := range srv.Documents("default_keyspace", requirements.DefaultAstraCollection) {
+	for id, d := range srv.Documents("default_keyspace", reqstore.DefaultAstraCollection) {
 		if strings.HasPrefix(id, prefix) {
 			out[id] = d
 		}
@@ -71,18 +74,18 @@ func astraDocs(srv *dataapitest.Server, prefix string) map[string]json.RawMessag
 // TestAstraStore runs the shared Store suite against the Data API double, with a page size of
 // 3 so that every listing crosses server pages.
 func TestAstraStore(t *testing.T) {
-	runStoreSuite(t, func(t *testing.T) (requirements.Store, func(t *testing.T) requirements.Store) {
+	reqstoretest.Run(t, func(t *testing.T) (requirements.Store, func(t *testing.T) requirements.Store) {
 		srv := newDataAPI(t, dataapitest.Config{PageSize: 3})
 		return openAstra(t, srv), func(t *testing.T) requirements.Store { return openAstra(t, srv) }
 	})
 }
 
 func TestAstraConfigValidate(t *testing.T) {
-	err := requirements.AstraConfig{ConflictRetries: -1}.Validate()
+	err := reqstore.AstraConfig{ConflictRetries: -1}.Validate()
 	if err == nil || !strings.Contains(err.Error(), "Client") || !strings.Contains(err.Error(), "ConflictRetries") {
 		t.Errorf("Validate = %v, want both problems", err)
 	}
-	if _, err := requirements.OpenAstra(t.Context(), requirements.AstraConfig{}); err == nil {
+	if _, err := reqstore.OpenAstra(t.Context(), reqstore.AstraConfig{}); err == nil {
 		t.Error("OpenAstra without a client succeeded")
 	}
 }
@@ -91,11 +94,11 @@ func TestAstraOpenCreatesOneCollection(t *testing.T) {
 	srv := newDataAPI(t, dataapitest.Config{})
 	c := newAstraClient(t, srv)
 	for range 2 { // the second open finds the collection with the same options
-		if _, err := requirements.OpenAstra(t.Context(), requirements.AstraConfig{Client: c}); err != nil {
+		if _, err := reqstore.OpenAstra(t.Context(), reqstore.AstraConfig{Client: c}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := srv.Collections("default_keyspace"); !slices.Equal(got, []string{requirements.DefaultAstraCollection}) {
+	if got := srv.Collections("default_keyspace"); !slices.Equal(got, []string{reqstore.DefaultAstraCollection}) {
 		t.Fatalf("collections %v", got)
 	}
 	infos, err := c.FindCollections(t.Context())
@@ -106,7 +109,7 @@ func TestAstraOpenCreatesOneCollection(t *testing.T) {
 	if err := c.CreateCollection(t.Context(), "other", astra.CollectionOptions{IndexingDeny: []string{"x"}}); err != nil {
 		t.Fatal(err)
 	}
-	_, err = requirements.OpenAstra(t.Context(), requirements.AstraConfig{Client: c, Collection: "other"})
+	_, err = reqstore.OpenAstra(t.Context(), reqstore.AstraConfig{Client: c, Collection: "other"})
 	var ae *astra.APIError
 	if !errors.As(err, &ae) || ae.Code != astra.CodeExistingCollectionSettings {
 		t.Errorf("open on a collection with other options: %v", err)
@@ -133,14 +136,14 @@ func TestAstraCrashRecovery(t *testing.T) {
 		{name: "audit insert fails", command: "insertMany", fault: dataapitest.FaultRetryableCode, n: 2, firstErr: true, cmd: decideCmd},
 		{name: "state write response lost", command: "findOneAndReplace", fault: dataapitest.FaultLostResponse, n: 1, cmd: decideCmd},
 		{name: "marker write response lost", command: "insertOne", fault: dataapitest.FaultLostResponse, n: 1, cmd: decideCmd},
-		{name: "version audit insert fails", command: "insertMany", fault: dataapitest.FaultHTTP504, n: 2, firstErr: true, cmd: submitRequirements},
+		{name: "version audit insert fails", command: "insertMany", fault: dataapitest.FaultHTTP504, n: 2, firstErr: true, cmd: reqtest.SubmitRequirements},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := newDataAPI(t, dataapitest.Config{})
 			s := openAstra(t, srv)
 			ctx := t.Context()
-			apply(t, s, submitFeature(reqID), "m-submit")
+			reqtest.Apply(t, s, reqtest.SubmitFeature(reqtest.ReqID), "m-submit")
 			cmd := tt.cmd(t)
 
 			srv.SetCommandFilter(tt.command)
@@ -164,7 +167,7 @@ func TestAstraCrashRecovery(t *testing.T) {
 				t.Fatal("the marker was written although the attempt failed")
 			}
 
-			again := apply(t, s, cmd, "m-1") // the redelivery
+			again := reqtest.Apply(t, s, cmd, "m-1") // the redelivery
 			wantSeq := int64(2)
 			if cmd.Type == requirements.TypeSubmitRequirements {
 				wantSeq = 1
@@ -172,18 +175,18 @@ func TestAstraCrashRecovery(t *testing.T) {
 			if !again.Applied || again.Refusal != nil || again.Audit == nil || again.Audit.Seq != wantSeq {
 				t.Fatalf("redelivery outcome %+v", again)
 			}
-			if !tt.firstErr && mustJSON(stripAlready(again)) != mustJSON(first) {
-				t.Errorf("redelivery outcome\n%s\nfirst outcome\n%s", mustJSON(again), mustJSON(first))
+			if !tt.firstErr && reqtest.MustJSON(stripAlready(again)) != reqtest.MustJSON(first) {
+				t.Errorf("redelivery outcome\n%s\nfirst outcome\n%s", reqtest.MustJSON(again), reqtest.MustJSON(first))
 			}
-			third := apply(t, s, cmd, "m-1")
-			if !third.AlreadyApplied || mustJSON(stripAlready(third)) != mustJSON(stripAlready(again)) {
+			third := reqtest.Apply(t, s, cmd, "m-1")
+			if !third.AlreadyApplied || reqtest.MustJSON(stripAlready(third)) != reqtest.MustJSON(stripAlready(again)) {
 				t.Errorf("third delivery %+v, want the recorded outcome", third)
 			}
-			if rec, err := s.CommandOutcome(ctx, cmd.CommandID); err != nil || mustJSON(rec) != mustJSON(stripAlready(again)) {
+			if rec, err := s.CommandOutcome(ctx, cmd.CommandID); err != nil || reqtest.MustJSON(rec) != reqtest.MustJSON(stripAlready(again)) {
 				t.Errorf("CommandOutcome = %+v, %v", rec, err)
 			}
 
-			f, err := s.GetFeature(ctx, reqID)
+			f, err := s.GetFeature(ctx, reqtest.ReqID)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -208,7 +211,7 @@ func TestAstraCrashRecovery(t *testing.T) {
 }
 
 func decideCmd(testing.TB) requirements.Command {
-	return decide(reqID, requirements.ActionApprove, ptr("fits"), ptr(int64(1)))
+	return reqtest.Decide(reqtest.ReqID, requirements.ActionApprove, reqtest.Ptr("fits"), reqtest.Ptr(int64(1)))
 }
 
 func stripAlready(o requirements.Outcome) requirements.Outcome {
@@ -217,7 +220,7 @@ func stripAlready(o requirements.Outcome) requirements.Outcome {
 }
 
 // TestAstraConcurrentDecisions: 8 goroutines, each with its own store and client (8 worker
-// processes), decide the same pending request; exactly one applies. With injected faults
+// processes), reqtest.Decide the same pending request; exactly one applies. With injected faults
 // (lost responses, gateway errors) each goroutine redelivers its message until it gets an
 // outcome, as the pipeline would; the effect is still exactly one decision.
 func TestAstraConcurrentDecisions(t *testing.T) {
@@ -225,18 +228,18 @@ func TestAstraConcurrentDecisions(t *testing.T) {
 		t.Run(fmt.Sprintf("faults=%v", chaos), func(t *testing.T) {
 			srv := newDataAPI(t, dataapitest.Config{Seed: 7})
 			const n = 8
-			stores := make([]*requirements.AstraStore, n)
+			stores := make([]*reqstore.AstraStore, n)
 			for i := range stores {
 				stores[i] = openAstra(t, srv)
 			}
-			apply(t, stores[0], submitFeature(reqID), "")
+			reqtest.Apply(t, stores[0], reqtest.SubmitFeature(reqtest.ReqID), "")
 			cmds := make([]requirements.Command, n)
 			for i := range cmds {
 				action := requirements.ActionApprove
 				if i%2 == 1 {
 					action = requirements.ActionReject
 				}
-				cmds[i] = decide(reqID, action, nil, nil)
+				cmds[i] = reqtest.Decide(reqtest.ReqID, action, nil, nil)
 			}
 			if chaos {
 				srv.SetFaultRate(0.2, dataapitest.FaultLostResponse, dataapitest.FaultHTTP503, dataapitest.FaultRetryableCode)
@@ -277,7 +280,7 @@ func TestAstraConcurrentDecisions(t *testing.T) {
 			if applied != 1 {
 				t.Fatalf("%d applied, want exactly 1", applied)
 			}
-			f, err := stores[3].GetFeature(t.Context(), reqID)
+			f, err := stores[3].GetFeature(t.Context(), reqtest.ReqID)
 			if err != nil || f.Status != winner.Feature.Status || f.Version != 2 {
 				t.Errorf("stored %+v, %v; winner %+v", f, err, winner.Feature)
 			}
@@ -307,15 +310,15 @@ func TestAstraTamperDetection(t *testing.T) {
 		{
 			name: "edited reason",
 			tamper: func(t *testing.T, c *astra.Client) {
-				update(t, c, "audit:"+reqID+":0000000002", map[string]any{"$set": map[string]any{"reason": "edited"}})
+				update(t, c, "audit:"+reqtest.ReqID+":0000000002", map[string]any{"$set": map[string]any{"reason": "edited"}})
 			},
 			want: []string{"Line 6: checksum mismatch"}, // FR-123 sorts first: lines 1-4 are its chain
 		},
 		{
 			name: "edited entry with a recomputed checksum breaks the next link",
 			tamper: func(t *testing.T, c *astra.Client) {
-				id := "audit:" + reqID + ":0000000002"
-				raw, err := c.FindOne(t.Context(), requirements.DefaultAstraCollection, map[string]any{"_id": id}, nil)
+				id := "audit:" + reqtest.ReqID + ":0000000002"
+				raw, err := c.FindOne(t.Context(), reqstore.DefaultAstraCollection, map[string]any{"_id": id}, nil)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -331,29 +334,29 @@ func TestAstraTamperDetection(t *testing.T) {
 		{
 			name: "removed middle entry",
 			tamper: func(t *testing.T, c *astra.Client) {
-				remove(t, c, "audit:"+reqID+":0000000002")
+				remove(t, c, "audit:"+reqtest.ReqID+":0000000002")
 			},
 			want: []string{"Line 6: chain broken"}, // the old line 7 is now line 6
 		},
 		{
 			name: "removed last entry",
 			tamper: func(t *testing.T, c *astra.Client) {
-				remove(t, c, "audit:"+reqID+":0000000003")
+				remove(t, c, "audit:"+reqtest.ReqID+":0000000003")
 			},
-			want: []string{"Request " + reqID + ": audit trail ends at seq 2, the record is at version 3"},
+			want: []string{"Request " + reqtest.ReqID + ": audit trail ends at seq 2, the record is at version 3"},
 		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := newDataAPI(t, dataapitest.Config{})
 			s := openAstra(t, srv)
-			apply(t, s, submitFeature("FR-123"), "")
-			apply(t, s, decide("FR-123", requirements.ActionApprove, nil, nil), "")
-			apply(t, s, transition("FR-123", requirements.StatusInProgress, nil), "")
-			apply(t, s, transition("FR-123", requirements.StatusCompleted, nil), "")
-			apply(t, s, submitFeature(reqID), "")
-			apply(t, s, decide(reqID, requirements.ActionApprove, ptr("ok"), nil), "")
-			apply(t, s, transition(reqID, requirements.StatusInProgress, nil), "")
+			reqtest.Apply(t, s, reqtest.SubmitFeature("FR-123"), "")
+			reqtest.Apply(t, s, reqtest.Decide("FR-123", requirements.ActionApprove, nil, nil), "")
+			reqtest.Apply(t, s, reqtest.Transition("FR-123", requirements.StatusInProgress, nil), "")
+			reqtest.Apply(t, s, reqtest.Transition("FR-123", requirements.StatusCompleted, nil), "")
+			reqtest.Apply(t, s, reqtest.SubmitFeature(reqtest.ReqID), "")
+			reqtest.Apply(t, s, reqtest.Decide(reqtest.ReqID, requirements.ActionApprove, reqtest.Ptr("ok"), nil), "")
+			reqtest.Apply(t, s, reqtest.Transition(reqtest.ReqID, requirements.StatusInProgress, nil), "")
 			if integ, err := s.VerifyAudit(t.Context()); err != nil || !integ.Valid || integ.Entries != 7 {
 				t.Fatalf("before tampering: %+v, %v", integ, err)
 			}
@@ -371,14 +374,14 @@ func TestAstraTamperDetection(t *testing.T) {
 
 func update(t *testing.T, c *astra.Client, id string, upd map[string]any) {
 	t.Helper()
-	if res, err := c.UpdateOne(t.Context(), requirements.DefaultAstraCollection, map[string]any{"_id": id}, upd, false); err != nil || res.Modified != 1 {
+	if res, err := c.UpdateOne(t.Context(), reqstore.DefaultAstraCollection, map[string]any{"_id": id}, upd, false); err != nil || res.Modified != 1 {
 		t.Fatalf("update %s: %+v, %v", id, res, err)
 	}
 }
 
 func remove(t *testing.T, c *astra.Client, id string) {
 	t.Helper()
-	if n, err := c.DeleteMany(t.Context(), requirements.DefaultAstraCollection, map[string]any{"_id": id}); err != nil || n != 1 {
+	if n, err := c.DeleteMany(t.Context(), reqstore.DefaultAstraCollection, map[string]any{"_id": id}); err != nil || n != 1 {
 		t.Fatalf("delete %s: %d, %v", id, n, err)
 	}
 }
@@ -393,7 +396,7 @@ func TestAstraAuditOrderAcrossPages(t *testing.T) {
 	for i := range 45 {
 		id := fmt.Sprintf("FR-%03d", i)
 		ids = append(ids, id)
-		apply(t, s, submitFeature(id), "")
+		reqtest.Apply(t, s, reqtest.SubmitFeature(id), "")
 	}
 	audit, err := s.ListAudit(ctx, "", 0)
 	if err != nil || len(audit) != 45 {
@@ -421,8 +424,8 @@ func TestAstraAuditOrderAcrossPages(t *testing.T) {
 // is completed by running it again; nothing is duplicated.
 func TestAstraImportCompletesPartialRun(t *testing.T) {
 	var files []requirements.LegacyFile
-	for _, name := range fixtureNames() {
-		files = append(files, requirements.LegacyFile{Name: name, Data: readFixture(t, name)})
+	for _, name := range reqtest.FixtureNames() {
+		files = append(files, requirements.LegacyFile{Name: name, Data: reqtest.ReadFixture(t, name)})
 	}
 	srv := newDataAPI(t, dataapitest.Config{})
 	s := openAstra(t, srv)
