@@ -1,3 +1,8 @@
+// Package astra is the chunk sink for AstraDB: Sink writes the pipeline's chunk documents
+// to Data API collections through a dataapi.Client (sinks/astra/dataapi), one unordered
+// insertMany per batch with per-document outcomes and idempotent redelivery
+// (DOCUMENT_ALREADY_EXISTS on our own ids is resolved by comparing versions and content),
+// and rolls a job's documents back.
 package astra
 
 import (
@@ -13,6 +18,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/sinks/astra/dataapi"
 	"github.com/sluice-dev/sluice/sinks/document"
 )
 
@@ -23,7 +29,7 @@ const VersionField = "sluice_version"
 // SinkConfig configures a Sink. Zero fields take the defaults given in their comments.
 type SinkConfig struct {
 	// Client sends the commands. Required. The Sink does not close it.
-	Client *Client
+	Client *dataapi.Client
 	// DisableCreate turns off creating a collection on its first use. By default (false)
 	// the Sink sends an idempotent createCollection once per collection before writing to
 	// it: a vector collection when Vector is set, and always with indexing denied on
@@ -99,7 +105,7 @@ func (c SinkConfig) Validate() error {
 // between calls.
 type Sink struct {
 	cfg SinkConfig
-	c   *Client
+	c   *dataapi.Client
 	log *slog.Logger
 
 	mu    sync.Mutex
@@ -167,13 +173,13 @@ func (s *Sink) forget(coll string, ci *collInit) {
 }
 
 func (s *Sink) create(ctx context.Context, coll string) error {
-	opts := CollectionOptions{IndexingDeny: []string{unindexedField}}
+	opts := dataapi.CollectionOptions{IndexingDeny: []string{unindexedField}}
 	if s.cfg.Vector {
-		opts.Vector = &VectorOptions{Dimension: s.cfg.VectorDimension, Metric: s.cfg.VectorMetric}
+		opts.Vector = &dataapi.VectorOptions{Dimension: s.cfg.VectorDimension, Metric: s.cfg.VectorMetric}
 	}
 	err := s.c.CreateCollection(ctx, coll, opts)
-	var ae *APIError
-	if errors.As(err, &ae) && ae.Code == CodeExistingCollectionSettings {
+	var ae *dataapi.APIError
+	if errors.As(err, &ae) && ae.Code == dataapi.CodeExistingCollectionSettings {
 		s.log.WarnContext(ctx, "astra: collection exists with other options; using it as it is",
 			"collection", coll, "error", err.Error())
 		return nil
@@ -207,8 +213,8 @@ func (s *Sink) Ping(ctx context.Context) error {
 }
 
 // WriteDocs writes docs into collection coll with unordered insertMany commands (at most
-// MaxInsertMany documents each) and returns one outcome per document, in order. It
-// implements pipeline.DocSink.
+// dataapi.MaxInsertMany documents each) and returns one outcome per document, in order.
+// It implements pipeline.DocSink.
 //
 // A document is checked before it is sent: an empty ID, a body that is not a JSON object,
 // an "_id" that is not the string ID, a broken limit (SinkConfig.Limits) or, on a vector
@@ -227,7 +233,7 @@ func (s *Sink) Ping(ctx context.Context) error {
 // (permanent fault.Rejected). Documents may then have been written; writing them again is
 // safe. WriteDocs blocks for the round trips. It does not retain docs.
 func (s *Sink) WriteDocs(ctx context.Context, coll string, docs []document.Doc) ([]error, error) {
-	if !nameRE.MatchString(coll) {
+	if !dataapi.ValidName(coll) {
 		return nil, fault.Permanentf(fault.Rejected, "astra write to %q: invalid collection name (1-48 letters, digits or underscores)", coll)
 	}
 	if ctx.Err() != nil {
@@ -266,8 +272,8 @@ func (s *Sink) WriteDocs(ctx context.Context, coll string, docs []document.Doc) 
 	for round := 1; len(toSend) > 0; round++ {
 		results, err := s.insert(ctx, coll, toSend)
 		if err != nil {
-			var ae *APIError
-			if errors.As(err, &ae) && ae.Code == CodeUnknownCollection && !s.cfg.DisableCreate {
+			var ae *dataapi.APIError
+			if errors.As(err, &ae) && ae.Code == dataapi.CodeUnknownCollection && !s.cfg.DisableCreate {
 				// Dropped behind our back: create it again on the next attempt.
 				s.mu.Lock()
 				delete(s.colls, coll)
@@ -279,13 +285,13 @@ func (s *Sink) WriteDocs(ctx context.Context, coll string, docs []document.Doc) 
 		var again, exists []*pending
 		for i, p := range toSend {
 			r := results[i]
-			var ae *APIError
+			var ae *dataapi.APIError
 			switch {
 			case r == nil:
 				outcomes[p.idx] = nil
-			case errors.As(r, &ae) && ae.Code == CodeDocumentAlreadyExists:
+			case errors.As(r, &ae) && ae.Code == dataapi.CodeDocumentAlreadyExists:
 				exists = append(exists, p)
-			case !fault.IsPermanent(r) && round < s.c.cfg.MaxAttempts:
+			case !fault.IsPermanent(r) && round < s.c.MaxAttempts():
 				again = append(again, p)
 			default:
 				outcomes[p.idx] = fmt.Errorf("document %d (%q): %w", p.idx, p.id, r)
@@ -297,7 +303,7 @@ func (s *Sink) WriteDocs(ctx context.Context, coll string, docs []document.Doc) 
 		}
 		toSend = again
 		if len(again) > 0 {
-			if err := sleep(ctx, s.c.backoff(round, 0)); err != nil {
+			if err := s.c.Backoff(ctx, round); err != nil {
 				for _, p := range again {
 					outcomes[p.idx] = ctxErr(ctx, fmt.Sprintf("document %d (%q)", p.idx, p.id))
 				}
@@ -318,15 +324,15 @@ func (s *Sink) WriteDocs(ctx context.Context, coll string, docs []document.Doc) 
 	return outcomes, nil
 }
 
-// insert inserts ps, in chunks of MaxInsertMany, and returns one result per document. When
-// a chunk fails as a whole for a reason that may belong to one document (the parser
-// rejects a duplicate key or an over-long number for the whole request), it halves the
-// chunk until the culprit stands alone, so that one bad document never fails its
+// insert inserts ps, in chunks of dataapi.MaxInsertMany, and returns one result per
+// document. When a chunk fails as a whole for a reason that may belong to one document (the
+// parser rejects a duplicate key or an over-long number for the whole request), it halves
+// the chunk until the culprit stands alone, so that one bad document never fails its
 // neighbours.
 func (s *Sink) insert(ctx context.Context, coll string, ps []*pending) ([]error, error) {
 	out := make([]error, len(ps))
-	for start := 0; start < len(ps); start += MaxInsertMany {
-		end := min(start+MaxInsertMany, len(ps))
+	for start := 0; start < len(ps); start += dataapi.MaxInsertMany {
+		end := min(start+dataapi.MaxInsertMany, len(ps))
 		if err := s.insertChunk(ctx, coll, ps[start:end], out[start:end]); err != nil {
 			return nil, err
 		}
@@ -339,7 +345,7 @@ func (s *Sink) insertChunk(ctx context.Context, coll string, ps []*pending, out 
 	for i, p := range ps {
 		bodies[i] = p.body
 	}
-	res, err := s.c.insertMany(ctx, coll, bodies, true) // prepare checked every body
+	res, err := s.c.InsertManyUnchecked(ctx, coll, bodies) // prepare checked every body
 	if err == nil {
 		copy(out, res)
 		return nil
@@ -365,11 +371,11 @@ func isolatable(err error) bool {
 	if !fault.IsPermanent(err) || fault.ClassOf(err) == fault.Auth {
 		return false
 	}
-	var ae *APIError
+	var ae *dataapi.APIError
 	if errors.As(err, &ae) {
-		return ae.Scope != "SCHEMA" && ae.Code != CodeUnknownCollection && ae.Code != CodeUnknownKeyspace
+		return ae.Scope != "SCHEMA" && ae.Code != dataapi.CodeUnknownCollection && ae.Code != dataapi.CodeUnknownKeyspace
 	}
-	var he *HTTPError
+	var he *dataapi.HTTPError
 	return errors.As(err, &he) && he.StatusCode == 413
 }
 
@@ -378,15 +384,15 @@ func isolatable(err error) bool {
 // ResolveConcurrency at a time. It writes each outcome into outcomes.
 func (s *Sink) resolveAll(ctx context.Context, coll string, ps []*pending, outcomes []error) {
 	stored := make(map[string]json.RawMessage, len(ps))
-	for start := 0; start < len(ps); start += MaxInsertMany {
-		end := min(start+MaxInsertMany, len(ps))
+	for start := 0; start < len(ps); start += dataapi.MaxInsertMany {
+		end := min(start+dataapi.MaxInsertMany, len(ps))
 		ids := make([]string, 0, end-start)
 		for _, p := range ps[start:end] {
 			ids = append(ids, p.id)
 		}
 		err := s.c.Find(ctx, coll, map[string]any{"_id": map[string]any{"$in": ids}},
-			FindOptions{Projection: s.projection()}, func(doc json.RawMessage) error {
-				stored[docID(doc)] = doc
+			dataapi.FindOptions{Projection: s.projection()}, func(doc json.RawMessage) error {
+				stored[dataapi.DocID(doc)] = doc
 				return nil
 			})
 		if err != nil {
@@ -427,8 +433,8 @@ func (s *Sink) resolve(ctx context.Context, coll string, p *pending, stored json
 	for range maxResolveRounds {
 		if stored == nil {
 			err := s.c.InsertOne(ctx, coll, p.body)
-			var ae *APIError
-			if !errors.As(err, &ae) || ae.Code != CodeDocumentAlreadyExists {
+			var ae *dataapi.APIError
+			if !errors.As(err, &ae) || ae.Code != dataapi.CodeDocumentAlreadyExists {
 				return err
 			}
 		} else {
@@ -449,9 +455,9 @@ func (s *Sink) resolve(ctx context.Context, coll string, p *pending, stored json
 			}
 		}
 		// Someone else changed or deleted the document meanwhile: look again.
-		doc, err := s.c.FindOne(ctx, coll, map[string]any{"_id": p.id}, &FindOneOptions{Projection: s.projection()})
+		doc, err := s.c.FindOne(ctx, coll, map[string]any{"_id": p.id}, &dataapi.FindOneOptions{Projection: s.projection()})
 		switch {
-		case errors.Is(err, ErrNotFound):
+		case errors.Is(err, dataapi.ErrNotFound):
 			stored = nil
 		case err != nil:
 			return err
@@ -556,15 +562,15 @@ func sameVector(a, b any) bool {
 	return true
 }
 
-// GetDoc returns the stored document with id in coll, or an error wrapping ErrNotFound when
-// there is none (or the collection does not exist). The document is as the Data API
-// returns it: "_id" first, VersionField included, "$vector" left out. It blocks for one
-// round trip and is safe for concurrent use.
+// GetDoc returns the stored document with id in coll, or an error wrapping
+// dataapi.ErrNotFound when there is none (or the collection does not exist). The document
+// is as the Data API returns it: "_id" first, VersionField included, "$vector" left out.
+// It blocks for one round trip and is safe for concurrent use.
 func (s *Sink) GetDoc(ctx context.Context, coll, id string) (json.RawMessage, error) {
 	doc, err := s.c.FindOne(ctx, coll, map[string]any{"_id": id}, nil)
-	var ae *APIError
-	if errors.As(err, &ae) && ae.Code == CodeUnknownCollection {
-		return nil, fmt.Errorf("get %q from %s: collection does not exist: %w", id, coll, ErrNotFound)
+	var ae *dataapi.APIError
+	if errors.As(err, &ae) && ae.Code == dataapi.CodeUnknownCollection {
+		return nil, fmt.Errorf("get %q from %s: collection does not exist: %w", id, coll, dataapi.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get %q from %s: %w", id, coll, err)
@@ -577,8 +583,8 @@ func (s *Sink) GetDoc(ctx context.Context, coll, id string) (json.RawMessage, er
 // collection has nothing to delete.
 func (s *Sink) DeleteJobDocs(ctx context.Context, coll, jobID string) (int64, error) {
 	n, err := s.c.DeleteMany(ctx, coll, map[string]any{"sluice_job": jobID})
-	var ae *APIError
-	if errors.As(err, &ae) && ae.Code == CodeUnknownCollection {
+	var ae *dataapi.APIError
+	if errors.As(err, &ae) && ae.Code == dataapi.CodeUnknownCollection {
 		return 0, nil
 	}
 	if err != nil {
@@ -613,7 +619,7 @@ func (s *Sink) RollbackJobDocs(ctx context.Context, coll string, rb document.Job
 	if rb.RestorePrevious {
 		return res, fault.Permanentf(fault.Validation, "AstraDB keeps no previous version of a document to restore; roll back without restoring to delete the job's documents")
 	}
-	err := s.c.Find(ctx, coll, map[string]any{"sluice_job": rb.Job}, FindOptions{Projection: map[string]any{PrevJobsField: 1}},
+	err := s.c.Find(ctx, coll, map[string]any{"sluice_job": rb.Job}, dataapi.FindOptions{Projection: map[string]any{PrevJobsField: 1}},
 		func(doc json.RawMessage) error {
 			var d struct {
 				Prev []string `json:"sluice_prev_jobs"`
@@ -632,8 +638,8 @@ func (s *Sink) RollbackJobDocs(ctx context.Context, coll string, rb document.Job
 			}
 			return nil
 		})
-	var ae *APIError
-	if errors.As(err, &ae) && ae.Code == CodeUnknownCollection {
+	var ae *dataapi.APIError
+	if errors.As(err, &ae) && ae.Code == dataapi.CodeUnknownCollection {
 		return document.JobRollbackResult{}, nil
 	}
 	if err != nil {
@@ -686,4 +692,9 @@ func withPrevJobs(stored, body json.RawMessage) (json.RawMessage, error) {
 	out = append(out, `,"`+PrevJobsField+`":`...)
 	out = append(out, list...)
 	return append(out, '}'), nil
+}
+
+// ctxErr returns ctx's error wrapped as transient: a cancelled call is never permanent.
+func ctxErr(ctx context.Context, what string) error {
+	return fault.Retry(fault.Transient, fmt.Errorf("%s: %w", what, context.Cause(ctx)))
 }

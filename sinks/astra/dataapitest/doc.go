@@ -7,7 +7,8 @@
 //
 // Where things are:
 //
-//   - server.go: Config, Server, fault injection and the HTTP handler.
+//   - server.go: Config, Server, fault injection and the HTTP handler; start.go: Start, a
+//     Server owned by a test that fails on protocol violations.
 //   - json.go: the strict JSON parser (duplicate keys, number length, key order).
 //   - dispatch.go: the command table, field and option checks, and dispatch (request.run).
 //   - options.go: reading a command's clauses and options.
