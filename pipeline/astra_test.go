@@ -12,19 +12,20 @@ import (
 	"github.com/sluice-dev/sluice/pipeline/bench"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sinks/astra"
+	"github.com/sluice-dev/sluice/sinks/astra/dataapi"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
 )
 
 // astraSink returns a Sluice Astra sink on a fresh strict Data API double.
-func astraSink(t testing.TB, mod func(*astra.Config)) (*dataapitest.Server, *astra.Sink, *astra.Client) {
+func astraSink(t testing.TB, mod func(*dataapi.Config)) (*dataapitest.Server, *astra.Sink, *dataapi.Client) {
 	t.Helper()
 	srv := dataapitest.New(dataapitest.Config{MaxCollections: 10})
 	t.Cleanup(srv.Close)
-	cfg := astra.Config{Endpoint: srv.URL(), Token: srv.Token(), BaseBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+	cfg := dataapi.Config{Endpoint: srv.URL(), Token: srv.Token(), BaseBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
 	if mod != nil {
 		mod(&cfg)
 	}
-	c, err := astra.NewClient(cfg)
+	c, err := dataapi.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

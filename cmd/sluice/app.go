@@ -19,6 +19,7 @@ import (
 	"github.com/sluice-dev/sluice/pipeline/secret"
 	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/sinks/astra"
+	"github.com/sluice-dev/sluice/sinks/astra/dataapi"
 	"github.com/sluice-dev/sluice/sinks/docstore"
 	"github.com/sluice-dev/sluice/sinks/graph"
 	"github.com/sluice-dev/sluice/sources/embedded"
@@ -33,7 +34,7 @@ type config struct {
 	TokensFile string
 	NATS       sjs.ConnConfig
 	LazySync   bool
-	Astra      astra.Config
+	Astra      dataapi.Config
 	// AstraVector stores a 1024-float embedding as $vector in vector collections.
 	AstraVector bool
 	// GraphDSN is the graph store: an SQLite path or a postgres:// DSN.
@@ -233,7 +234,7 @@ func openSinks(ctx context.Context, c config, log *slog.Logger) (*sinks, error) 
 	if c.Astra.Endpoint != "" {
 		ac := c.Astra
 		ac.Logger = log
-		client, err := astra.NewClient(ac)
+		client, err := dataapi.NewClient(ac)
 		if err != nil {
 			return nil, fmt.Errorf("astra: %w", err)
 		}
@@ -244,7 +245,7 @@ func openSinks(ctx context.Context, c config, log *slog.Logger) (*sinks, error) 
 		}
 		log.Info("writing chunks to AstraDB", "astra", ac) // Config logs the token redacted
 		return &sinks{
-			docs: sink, name: "astra", notFound: astra.ErrNotFound, close: client.Close,
+			docs: sink, name: "astra", notFound: dataapi.ErrNotFound, close: client.Close,
 			ping: func(ctx context.Context) error { _, err := client.FindCollections(ctx); return err },
 		}, nil
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/sign"
-	"github.com/sluice-dev/sluice/sinks/astra"
+	"github.com/sluice-dev/sluice/sinks/astra/dataapi"
 	"github.com/sluice-dev/sluice/sinks/reqstore"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
@@ -72,7 +72,7 @@ func startRequirements(ctx context.Context, c config, o requirementsOptions) (*r
 		// the apply markers are documents of one collection (the database allows 5 to 10).
 		ac := c.Astra
 		ac.Logger = o.Logger
-		client, cerr := astra.NewClient(ac)
+		client, cerr := dataapi.NewClient(ac)
 		if cerr != nil {
 			return nil, fmt.Errorf("astra: %w", cerr)
 		}

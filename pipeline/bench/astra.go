@@ -55,6 +55,7 @@ import (
 	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/astra"
+	"github.com/sluice-dev/sluice/sinks/astra/dataapi"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
 	"github.com/sluice-dev/sluice/sinks/document"
 	"github.com/sluice-dev/sluice/sources/embedded"
@@ -392,7 +393,7 @@ type Astra struct {
 	work    string // working directory, removed by Close
 	path    string // the chunk file
 	double  *dataapitest.Server
-	client  *astra.Client
+	client  *dataapi.Client
 	sink    *astra.Sink
 	builder *document.Builder
 
@@ -474,7 +475,7 @@ func (a *Astra) setupClient(ctx context.Context, broker bool) error {
 	cfg := a.cfg
 	var err error
 	// Configured as cmd/sluice configures the sink for an ASTRA_DB_API_ENDPOINT.
-	if a.client, err = astra.NewClient(astra.Config{Endpoint: a.double.URL(), Token: a.double.Token(), Logger: cfg.Logger}); err != nil {
+	if a.client, err = dataapi.NewClient(dataapi.Config{Endpoint: a.double.URL(), Token: a.double.Token(), Logger: cfg.Logger}); err != nil {
 		return fmt.Errorf("bench astra: %w", err)
 	}
 	if a.sink, err = astra.NewSink(astra.SinkConfig{Client: a.client, Logger: cfg.Logger}); err != nil {

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/sinks/astra/dataapi"
 	"github.com/sluice-dev/sluice/sinks/document"
 )
 
@@ -51,7 +52,7 @@ func TestPrepare(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s, err := NewSink(SinkConfig{Client: &Client{}, Vector: tt.vector})
+			s, err := NewSink(SinkConfig{Client: &dataapi.Client{}, Vector: tt.vector})
 			if err != nil {
 				t.Fatal(err)
 			}

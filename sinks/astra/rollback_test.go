@@ -76,7 +76,7 @@ func TestRollbackJobDocs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := newDouble(t, dataapitest.Config{})
+			srv := dataapitest.Start(t, dataapitest.Config{})
 			env := newEnv(t, srv, nil, nil)
 			for _, w := range tt.writes {
 				writeAs(t, env.sink, "rb", w.job, w.v, w.ids...)
@@ -111,7 +111,7 @@ func TestRollbackJobDocs(t *testing.T) {
 // A redelivered write of the same content is still recognised as unchanged: the kept list
 // is not content.
 func TestPrevJobsNotContent(t *testing.T) {
-	srv := newDouble(t, dataapitest.Config{})
+	srv := dataapitest.Start(t, dataapitest.Config{})
 	env := newEnv(t, srv, nil, nil)
 	writeAs(t, env.sink, "rb", "jA", 1, "a")
 	writeAs(t, env.sink, "rb", "jB", 2, "a")
@@ -132,7 +132,7 @@ func TestPrevJobsNotContent(t *testing.T) {
 }
 
 func TestRollbackJobDocsRefusals(t *testing.T) {
-	srv := newDouble(t, dataapitest.Config{})
+	srv := dataapitest.Start(t, dataapitest.Config{})
 	env := newEnv(t, srv, nil, nil)
 	writeAs(t, env.sink, "rb", "jA", 1, "a")
 	writeAs(t, env.sink, "rb", "jB", 2, "a")
@@ -150,7 +150,7 @@ func TestRollbackJobDocsRefusals(t *testing.T) {
 		t.Fatalf("failed BeforeDelete: %v, %d documents", err, len(srv.Documents("default_keyspace", "rb")))
 	}
 	// A missing collection has nothing to roll back (the double counts the find on it).
-	env = newEnv(t, newDouble(t, dataapitest.Config{}, "UNKNOWN_COLLECTION"), nil, nil)
+	env = newEnv(t, dataapitest.Start(t, dataapitest.Config{}, "UNKNOWN_COLLECTION"), nil, nil)
 	res, err := env.sink.RollbackJobDocs(context.Background(), "nosuch", document.JobRollback{Job: "jB", ID: "r"})
 	if err != nil || res.Deleted != 0 {
 		t.Fatalf("missing collection: %+v %v", res, err)

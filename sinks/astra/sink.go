@@ -1,3 +1,12 @@
+// Package astra is the chunk sink for AstraDB: Sink writes the pipeline's chunk documents
+// to Data API collections through a dataapi.Client (sinks/astra/dataapi), one unordered
+// insertMany per batch with per-document outcomes and idempotent redelivery
+// (DOCUMENT_ALREADY_EXISTS on our own ids is resolved by comparing versions and content),
+// and rolls a job's documents back.
+//
+// sink.go holds the Sink, its collections and WriteDocs; prepare.go checks and builds each
+// document before it is sent; resolve.go settles DOCUMENT_ALREADY_EXISTS by the version
+// rules; rollback.go deletes a job's documents and keeps PrevJobsField.
 package astra
 
 import (
@@ -6,13 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"reflect"
-	"slices"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/sinks/astra/dataapi"
 	"github.com/sluice-dev/sluice/sinks/document"
 )
 
@@ -23,7 +30,7 @@ const VersionField = "sluice_version"
 // SinkConfig configures a Sink. Zero fields take the defaults given in their comments.
 type SinkConfig struct {
 	// Client sends the commands. Required. The Sink does not close it.
-	Client *Client
+	Client *dataapi.Client
 	// DisableCreate turns off creating a collection on its first use. By default (false)
 	// the Sink sends an idempotent createCollection once per collection before writing to
 	// it: a vector collection when Vector is set, and always with indexing denied on
@@ -99,7 +106,7 @@ func (c SinkConfig) Validate() error {
 // between calls.
 type Sink struct {
 	cfg SinkConfig
-	c   *Client
+	c   *dataapi.Client
 	log *slog.Logger
 
 	mu    sync.Mutex
@@ -167,13 +174,13 @@ func (s *Sink) forget(coll string, ci *collInit) {
 }
 
 func (s *Sink) create(ctx context.Context, coll string) error {
-	opts := CollectionOptions{IndexingDeny: []string{unindexedField}}
+	opts := dataapi.CollectionOptions{IndexingDeny: []string{unindexedField}}
 	if s.cfg.Vector {
-		opts.Vector = &VectorOptions{Dimension: s.cfg.VectorDimension, Metric: s.cfg.VectorMetric}
+		opts.Vector = &dataapi.VectorOptions{Dimension: s.cfg.VectorDimension, Metric: s.cfg.VectorMetric}
 	}
 	err := s.c.CreateCollection(ctx, coll, opts)
-	var ae *APIError
-	if errors.As(err, &ae) && ae.Code == CodeExistingCollectionSettings {
+	var ae *dataapi.APIError
+	if errors.As(err, &ae) && ae.Code == dataapi.CodeExistingCollectionSettings {
 		s.log.WarnContext(ctx, "astra: collection exists with other options; using it as it is",
 			"collection", coll, "error", err.Error())
 		return nil
@@ -207,8 +214,8 @@ func (s *Sink) Ping(ctx context.Context) error {
 }
 
 // WriteDocs writes docs into collection coll with unordered insertMany commands (at most
-// MaxInsertMany documents each) and returns one outcome per document, in order. It
-// implements pipeline.DocSink.
+// dataapi.MaxInsertMany documents each) and returns one outcome per document, in order.
+// It implements pipeline.DocSink.
 //
 // A document is checked before it is sent: an empty ID, a body that is not a JSON object,
 // an "_id" that is not the string ID, a broken limit (SinkConfig.Limits) or, on a vector
@@ -227,13 +234,43 @@ func (s *Sink) Ping(ctx context.Context) error {
 // (permanent fault.Rejected). Documents may then have been written; writing them again is
 // safe. WriteDocs blocks for the round trips. It does not retain docs.
 func (s *Sink) WriteDocs(ctx context.Context, coll string, docs []document.Doc) ([]error, error) {
-	if !nameRE.MatchString(coll) {
+	if !dataapi.ValidName(coll) {
 		return nil, fault.Permanentf(fault.Rejected, "astra write to %q: invalid collection name (1-48 letters, digits or underscores)", coll)
 	}
 	if ctx.Err() != nil {
 		return nil, ctxErr(ctx, "astra write to "+coll)
 	}
 	outcomes := make([]error, len(docs))
+	order, winners := s.pendingDocs(docs, outcomes)
+	if len(order) == 0 {
+		return outcomes, nil
+	}
+	if err := s.EnsureCollection(ctx, coll); err != nil {
+		return nil, fmt.Errorf("astra write to %s: %w", coll, err)
+	}
+	start := time.Now()
+	conflicts, err := s.writeRounds(ctx, coll, order, outcomes)
+	if err != nil {
+		return nil, err
+	}
+	// Documents that lost to a later copy of their ID share its outcome.
+	for i, d := range docs {
+		if w, ok := winners[d.ID]; ok && w.idx != i && outcomes[i] == nil {
+			if o := outcomes[w.idx]; o != nil {
+				outcomes[i] = fmt.Errorf("document %d (%q) superseded by document %d in the same call: %w", i, d.ID, w.idx, o)
+			}
+		}
+	}
+	s.log.DebugContext(ctx, "astra: wrote documents", "collection", coll, "docs", len(docs),
+		"sent", len(order), "conflicts", conflicts, "duration", time.Since(start))
+	return outcomes, nil
+}
+
+// pendingDocs prepares docs for sending, writing the outcome of each one that cannot be
+// sent into outcomes. Of the documents with one ID only the winner is sent: the highest
+// Version, the later on a tie. It returns the winners in input order (of each ID's first
+// document), and by ID.
+func (s *Sink) pendingDocs(docs []document.Doc, outcomes []error) ([]*pending, map[string]*pending) {
 	winners := make(map[string]*pending, len(docs))
 	var order []*pending
 	for i, d := range docs {
@@ -253,39 +290,40 @@ func (s *Sink) WriteDocs(ctx context.Context, coll string, docs []document.Doc) 
 		winners[d.ID] = p
 		order = append(order, p)
 	}
-	if len(order) == 0 {
-		return outcomes, nil
-	}
-	if err := s.EnsureCollection(ctx, coll); err != nil {
-		return nil, fmt.Errorf("astra write to %s: %w", coll, err)
-	}
+	return order, winners
+}
 
-	start := time.Now()
-	var conflicts int
+// writeRounds inserts order into coll and writes each document's outcome into outcomes:
+// DOCUMENT_ALREADY_EXISTS is resolved (resolveAll), a document the database did not write
+// is sent again after the client's backoff, up to its MaxAttempts rounds. It returns how
+// many conflicts it resolved, or the error that failed a whole request; a collection
+// dropped behind the sink's back is forgotten, to be created again on the next call.
+func (s *Sink) writeRounds(ctx context.Context, coll string, order []*pending, outcomes []error) (int, error) {
+	conflicts := 0
 	toSend := order
 	for round := 1; len(toSend) > 0; round++ {
 		results, err := s.insert(ctx, coll, toSend)
 		if err != nil {
-			var ae *APIError
-			if errors.As(err, &ae) && ae.Code == CodeUnknownCollection && !s.cfg.DisableCreate {
+			var ae *dataapi.APIError
+			if errors.As(err, &ae) && ae.Code == dataapi.CodeUnknownCollection && !s.cfg.DisableCreate {
 				// Dropped behind our back: create it again on the next attempt.
 				s.mu.Lock()
 				delete(s.colls, coll)
 				s.mu.Unlock()
-				return nil, fault.Retry(fault.Transient, fmt.Errorf("astra write to %s: %w", coll, err))
+				return conflicts, fault.Retry(fault.Transient, fmt.Errorf("astra write to %s: %w", coll, err))
 			}
-			return nil, fmt.Errorf("astra write to %s: %w", coll, err)
+			return conflicts, fmt.Errorf("astra write to %s: %w", coll, err)
 		}
 		var again, exists []*pending
 		for i, p := range toSend {
 			r := results[i]
-			var ae *APIError
+			var ae *dataapi.APIError
 			switch {
 			case r == nil:
 				outcomes[p.idx] = nil
-			case errors.As(r, &ae) && ae.Code == CodeDocumentAlreadyExists:
+			case errors.As(r, &ae) && ae.Code == dataapi.CodeDocumentAlreadyExists:
 				exists = append(exists, p)
-			case !fault.IsPermanent(r) && round < s.c.cfg.MaxAttempts:
+			case !fault.IsPermanent(r) && round < s.c.MaxAttempts():
 				again = append(again, p)
 			default:
 				outcomes[p.idx] = fmt.Errorf("document %d (%q): %w", p.idx, p.id, r)
@@ -297,7 +335,7 @@ func (s *Sink) WriteDocs(ctx context.Context, coll string, docs []document.Doc) 
 		}
 		toSend = again
 		if len(again) > 0 {
-			if err := sleep(ctx, s.c.backoff(round, 0)); err != nil {
+			if err := s.c.Backoff(ctx, round); err != nil {
 				for _, p := range again {
 					outcomes[p.idx] = ctxErr(ctx, fmt.Sprintf("document %d (%q)", p.idx, p.id))
 				}
@@ -305,28 +343,18 @@ func (s *Sink) WriteDocs(ctx context.Context, coll string, docs []document.Doc) 
 			}
 		}
 	}
-	// Documents that lost to a later copy of their ID share its outcome.
-	for i, d := range docs {
-		if w, ok := winners[d.ID]; ok && w.idx != i && outcomes[i] == nil {
-			if o := outcomes[w.idx]; o != nil {
-				outcomes[i] = fmt.Errorf("document %d (%q) superseded by document %d in the same call: %w", i, d.ID, w.idx, o)
-			}
-		}
-	}
-	s.log.DebugContext(ctx, "astra: wrote documents", "collection", coll, "docs", len(docs),
-		"sent", len(order), "conflicts", conflicts, "duration", time.Since(start))
-	return outcomes, nil
+	return conflicts, nil
 }
 
-// insert inserts ps, in chunks of MaxInsertMany, and returns one result per document. When
-// a chunk fails as a whole for a reason that may belong to one document (the parser
-// rejects a duplicate key or an over-long number for the whole request), it halves the
-// chunk until the culprit stands alone, so that one bad document never fails its
+// insert inserts ps, in chunks of dataapi.MaxInsertMany, and returns one result per
+// document. When a chunk fails as a whole for a reason that may belong to one document (the
+// parser rejects a duplicate key or an over-long number for the whole request), it halves
+// the chunk until the culprit stands alone, so that one bad document never fails its
 // neighbours.
 func (s *Sink) insert(ctx context.Context, coll string, ps []*pending) ([]error, error) {
 	out := make([]error, len(ps))
-	for start := 0; start < len(ps); start += MaxInsertMany {
-		end := min(start+MaxInsertMany, len(ps))
+	for start := 0; start < len(ps); start += dataapi.MaxInsertMany {
+		end := min(start+dataapi.MaxInsertMany, len(ps))
 		if err := s.insertChunk(ctx, coll, ps[start:end], out[start:end]); err != nil {
 			return nil, err
 		}
@@ -339,7 +367,7 @@ func (s *Sink) insertChunk(ctx context.Context, coll string, ps []*pending, out 
 	for i, p := range ps {
 		bodies[i] = p.body
 	}
-	res, err := s.c.insertMany(ctx, coll, bodies, true) // prepare checked every body
+	res, err := s.c.InsertManyUnchecked(ctx, coll, bodies) // prepare checked every body
 	if err == nil {
 		copy(out, res)
 		return nil
@@ -365,206 +393,23 @@ func isolatable(err error) bool {
 	if !fault.IsPermanent(err) || fault.ClassOf(err) == fault.Auth {
 		return false
 	}
-	var ae *APIError
+	var ae *dataapi.APIError
 	if errors.As(err, &ae) {
-		return ae.Scope != "SCHEMA" && ae.Code != CodeUnknownCollection && ae.Code != CodeUnknownKeyspace
+		return ae.Scope != "SCHEMA" && ae.Code != dataapi.CodeUnknownCollection && ae.Code != dataapi.CodeUnknownKeyspace
 	}
-	var he *HTTPError
+	var he *dataapi.HTTPError
 	return errors.As(err, &he) && he.StatusCode == 413
 }
 
-// resolveAll settles DOCUMENT_ALREADY_EXISTS for ps: one find with $in reads the stored
-// documents of up to 100 of them at once, then each is settled on its own, at most
-// ResolveConcurrency at a time. It writes each outcome into outcomes.
-func (s *Sink) resolveAll(ctx context.Context, coll string, ps []*pending, outcomes []error) {
-	stored := make(map[string]json.RawMessage, len(ps))
-	for start := 0; start < len(ps); start += MaxInsertMany {
-		end := min(start+MaxInsertMany, len(ps))
-		ids := make([]string, 0, end-start)
-		for _, p := range ps[start:end] {
-			ids = append(ids, p.id)
-		}
-		err := s.c.Find(ctx, coll, map[string]any{"_id": map[string]any{"$in": ids}},
-			FindOptions{Projection: s.projection()}, func(doc json.RawMessage) error {
-				stored[docID(doc)] = doc
-				return nil
-			})
-		if err != nil {
-			for _, p := range ps {
-				outcomes[p.idx] = fmt.Errorf("document %d (%q): read stored document after DOCUMENT_ALREADY_EXISTS: %w", p.idx, p.id, err)
-			}
-			return
-		}
-	}
-	sem := make(chan struct{}, s.cfg.ResolveConcurrency)
-	var wg sync.WaitGroup
-	for _, p := range ps {
-		sem <- struct{}{}
-		wg.Go(func() {
-			defer func() { <-sem }()
-			if err := s.resolve(ctx, coll, p, stored[p.id]); err != nil {
-				outcomes[p.idx] = fmt.Errorf("document %d (%q): %w", p.idx, p.id, err)
-			}
-		})
-	}
-	wg.Wait()
-}
-
-// projection returns the projection that reads a whole stored document.
-func (s *Sink) projection() any {
-	if s.cfg.Vector {
-		return map[string]any{"*": 1} // $vector is excluded by default
-	}
-	return nil
-}
-
-// resolve settles one document whose insert met an existing _id, stored being what was
-// read (nil when it has vanished since). It applies docstore's rules: a higher version
-// replaces, the same version or version 0 replaces changed content, a lower version is
-// skipped. The replace is conditional on the stored version, so a concurrent newer write
-// is never overwritten; when the condition fails the document is read again.
-func (s *Sink) resolve(ctx context.Context, coll string, p *pending, stored json.RawMessage) error {
-	for range maxResolveRounds {
-		if stored == nil {
-			err := s.c.InsertOne(ctx, coll, p.body)
-			var ae *APIError
-			if !errors.As(err, &ae) || ae.Code != CodeDocumentAlreadyExists {
-				return err
-			}
-		} else {
-			replace, filter, err := s.decide(p, stored)
-			if err != nil || !replace {
-				return err
-			}
-			body, err := withPrevJobs(stored, p.body)
-			if err != nil {
-				return err
-			}
-			res, err := s.c.FindOneAndReplace(ctx, coll, filter, body, false)
-			if err != nil {
-				return err
-			}
-			if res.Matched > 0 {
-				return nil
-			}
-		}
-		// Someone else changed or deleted the document meanwhile: look again.
-		doc, err := s.c.FindOne(ctx, coll, map[string]any{"_id": p.id}, &FindOneOptions{Projection: s.projection()})
-		switch {
-		case errors.Is(err, ErrNotFound):
-			stored = nil
-		case err != nil:
-			return err
-		default:
-			stored = doc
-		}
-	}
-	return fault.Retry(fault.Transient, fmt.Errorf("document %q kept changing under concurrent writers (%d rounds)", p.id, maxResolveRounds))
-}
-
-// decide says whether p replaces stored and with which condition.
-func (s *Sink) decide(p *pending, stored json.RawMessage) (bool, map[string]any, error) {
-	var sv struct {
-		V *json.Number `json:"sluice_version"`
-	}
-	if err := json.Unmarshal(stored, &sv); err != nil {
-		return false, nil, fault.Retry(fault.Transient, fmt.Errorf("decode stored document: %w", err))
-	}
-	var sver uint64
-	has := sv.V != nil
-	if has {
-		v, err := strconv.ParseUint(sv.V.String(), 10, 64)
-		if err != nil {
-			f, ferr := sv.V.Float64()
-			if ferr != nil || f < 0 {
-				return false, nil, fault.Permanentf(fault.Rejected, "stored %s %s is not a version", VersionField, sv.V)
-			}
-			v = uint64(f)
-		}
-		sver = v
-	}
-	switch {
-	case p.version == 0:
-		same, err := sameContent(stored, p.body)
-		if err != nil || same {
-			return false, nil, err
-		}
-		return true, map[string]any{"_id": p.id}, nil
-	case has && p.version < sver:
-		return false, nil, nil
-	case has && p.version == sver:
-		same, err := sameContent(stored, p.body)
-		if err != nil || same {
-			return false, nil, err
-		}
-	}
-	if !has {
-		return true, map[string]any{"_id": p.id, VersionField: map[string]any{"$exists": false}}, nil
-	}
-	return true, map[string]any{"_id": p.id, VersionField: map[string]any{"$lte": p.version}}, nil
-}
-
-// sameContent reports whether two documents hold the same fields and values, ignoring key
-// order, number formatting and VersionField; $vector values are compared as the float32
-// the database stores.
-func sameContent(stored, ours json.RawMessage) (bool, error) {
-	var a, b map[string]any
-	if err := json.Unmarshal(stored, &a); err != nil {
-		return false, fault.Retry(fault.Transient, fmt.Errorf("decode stored document: %w", err))
-	}
-	if err := json.Unmarshal(ours, &b); err != nil {
-		return false, fault.Permanent(fault.Validation, fmt.Errorf("decode document: %w", err))
-	}
-	delete(a, VersionField)
-	delete(b, VersionField)
-	delete(a, PrevJobsField)
-	delete(b, PrevJobsField)
-	if len(a) != len(b) {
-		return false, nil
-	}
-	for k, av := range a {
-		bv, ok := b[k]
-		if !ok {
-			return false, nil
-		}
-		if k == "$vector" {
-			if !sameVector(av, bv) {
-				return false, nil
-			}
-			continue
-		}
-		if !reflect.DeepEqual(av, bv) {
-			return false, nil
-		}
-	}
-	return true, nil
-}
-
-func sameVector(a, b any) bool {
-	av, aok := a.([]any)
-	bv, bok := b.([]any)
-	if !aok || !bok || len(av) != len(bv) {
-		return reflect.DeepEqual(a, b)
-	}
-	for i := range av {
-		x, xok := av[i].(float64)
-		y, yok := bv[i].(float64)
-		if !xok || !yok || float32(x) != float32(y) {
-			return false
-		}
-	}
-	return true
-}
-
-// GetDoc returns the stored document with id in coll, or an error wrapping ErrNotFound when
-// there is none (or the collection does not exist). The document is as the Data API
-// returns it: "_id" first, VersionField included, "$vector" left out. It blocks for one
-// round trip and is safe for concurrent use.
+// GetDoc returns the stored document with id in coll, or an error wrapping
+// dataapi.ErrNotFound when there is none (or the collection does not exist). The document
+// is as the Data API returns it: "_id" first, VersionField included, "$vector" left out.
+// It blocks for one round trip and is safe for concurrent use.
 func (s *Sink) GetDoc(ctx context.Context, coll, id string) (json.RawMessage, error) {
 	doc, err := s.c.FindOne(ctx, coll, map[string]any{"_id": id}, nil)
-	var ae *APIError
-	if errors.As(err, &ae) && ae.Code == CodeUnknownCollection {
-		return nil, fmt.Errorf("get %q from %s: collection does not exist: %w", id, coll, ErrNotFound)
+	var ae *dataapi.APIError
+	if errors.As(err, &ae) && ae.Code == dataapi.CodeUnknownCollection {
+		return nil, fmt.Errorf("get %q from %s: collection does not exist: %w", id, coll, dataapi.ErrNotFound)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("get %q from %s: %w", id, coll, err)
@@ -572,118 +417,7 @@ func (s *Sink) GetDoc(ctx context.Context, coll, id string) (json.RawMessage, er
 	return doc, nil
 }
 
-// DeleteJobDocs deletes every document of coll whose "sluice_job" is jobID (job rollback) and
-// returns how many. deleteMany removes 20 per call; it loops until none is left. A missing
-// collection has nothing to delete.
-func (s *Sink) DeleteJobDocs(ctx context.Context, coll, jobID string) (int64, error) {
-	n, err := s.c.DeleteMany(ctx, coll, map[string]any{"sluice_job": jobID})
-	var ae *APIError
-	if errors.As(err, &ae) && ae.Code == CodeUnknownCollection {
-		return 0, nil
-	}
-	if err != nil {
-		return int64(n), fmt.Errorf("delete documents of job %s from %s: %w", jobID, coll, err)
-	}
-	return int64(n), nil
-}
-
-// PrevJobsField is the document field in which Sink keeps the earlier jobs that wrote a
-// document (their "sluice_job"), newest first, at most MaxPrevJobs: when a write replaces a
-// document another job wrote, the stored document's job joins the list. A rollback that deletes
-// the document names those jobs as superseded. A body's own field of that name is dropped.
-const PrevJobsField = "sluice_prev_jobs"
-
-// MaxPrevJobs bounds PrevJobsField, as the embedded store bounds its kept versions (four
-// earlier passes of the legacy pipeline), so that a document rewritten by many jobs does not
-// grow without end.
-const MaxPrevJobs = 4
-
-// RollbackJobDocs deletes every document of coll whose "sluice_job" is rb.Job (the job wrote
-// it last) and reports how many, and per earlier job (PrevJobsField) how many of its documents
-// went with them. AstraDB keeps no previous versions: rb.RestorePrevious fails with a
-// permanent fault.Validation error and nothing is deleted. It reads the job's documents first
-// (their PrevJobsField only), calls rb.BeforeDelete with the counts, then deletes: a document
-// another job rewrites between the read and the delete stays, and its earlier writers are
-// then counted although their version went by that rewrite. A missing collection has nothing
-// to delete. Carrying the same rollback out again deletes nothing more and reports nothing
-// superseded (the Data API has no transactions to record the first outcome with). It blocks
-// for one find per page of 20 documents and one deleteMany per 20; safe for concurrent use.
-func (s *Sink) RollbackJobDocs(ctx context.Context, coll string, rb document.JobRollback) (document.JobRollbackResult, error) {
-	var res document.JobRollbackResult
-	if rb.RestorePrevious {
-		return res, fault.Permanentf(fault.Validation, "AstraDB keeps no previous version of a document to restore; roll back without restoring to delete the job's documents")
-	}
-	err := s.c.Find(ctx, coll, map[string]any{"sluice_job": rb.Job}, FindOptions{Projection: map[string]any{PrevJobsField: 1}},
-		func(doc json.RawMessage) error {
-			var d struct {
-				Prev []string `json:"sluice_prev_jobs"`
-			}
-			if json.Unmarshal(doc, &d) != nil {
-				return nil // not ours to judge: the document is still deleted
-			}
-			for _, j := range d.Prev {
-				if j == "" || j == rb.Job {
-					continue
-				}
-				if res.Superseded == nil {
-					res.Superseded = map[string]int64{}
-				}
-				res.Superseded[j]++
-			}
-			return nil
-		})
-	var ae *APIError
-	if errors.As(err, &ae) && ae.Code == CodeUnknownCollection {
-		return document.JobRollbackResult{}, nil
-	}
-	if err != nil {
-		return document.JobRollbackResult{}, fmt.Errorf("roll back job %s in %s: read its documents: %w", rb.Job, coll, err)
-	}
-	if rb.BeforeDelete != nil && len(res.Superseded) > 0 {
-		if err := rb.BeforeDelete(ctx, res.Superseded); err != nil {
-			return document.JobRollbackResult{}, fmt.Errorf("roll back job %s in %s: %w", rb.Job, coll, err)
-		}
-	}
-	res.Deleted, err = s.DeleteJobDocs(ctx, coll, rb.Job)
-	return res, err
-}
-
-// withPrevJobs returns body (a prepared document, which has no PrevJobsField) with
-// PrevJobsField naming stored's writer and its earlier ones, when stored was written by
-// another job than body. Else body as it is, with stored's list carried over.
-func withPrevJobs(stored, body json.RawMessage) (json.RawMessage, error) {
-	var st, ours struct {
-		Job  string   `json:"sluice_job"`
-		Prev []string `json:"sluice_prev_jobs"`
-	}
-	if err := json.Unmarshal(stored, &st); err != nil {
-		return nil, fault.Retry(fault.Transient, fmt.Errorf("decode stored document: %w", err))
-	}
-	if err := json.Unmarshal(body, &ours); err != nil {
-		return nil, fault.Permanent(fault.Validation, fmt.Errorf("decode document: %w", err))
-	}
-	prev := make([]string, 0, MaxPrevJobs)
-	if st.Job != "" && st.Job != ours.Job {
-		prev = append(prev, st.Job)
-	}
-	for _, j := range st.Prev {
-		if len(prev) == MaxPrevJobs {
-			break
-		}
-		if j != "" && j != ours.Job && !slices.Contains(prev, j) {
-			prev = append(prev, j)
-		}
-	}
-	if len(prev) == 0 {
-		return body, nil
-	}
-	list, err := json.Marshal(prev)
-	if err != nil {
-		return nil, fmt.Errorf("encode %s: %w", PrevJobsField, err)
-	}
-	out := make([]byte, 0, len(body)+len(list)+len(PrevJobsField)+4)
-	out = append(out, body[:len(body)-1]...) // prepare ends the object with '}'
-	out = append(out, `,"`+PrevJobsField+`":`...)
-	out = append(out, list...)
-	return append(out, '}'), nil
+// ctxErr returns ctx's error wrapped as transient: a cancelled call is never permanent.
+func ctxErr(ctx context.Context, what string) error {
+	return fault.Retry(fault.Transient, fmt.Errorf("%s: %w", what, context.Cause(ctx)))
 }

@@ -5,13 +5,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/sinks/astra/dataapi"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
 	"github.com/sluice-dev/sluice/sinks/document"
 	"github.com/sluice-dev/sluice/sinks/sinktest"
@@ -19,41 +22,26 @@ import (
 
 const ks = "default_keyspace"
 
-// newDouble starts a Data API double that fails the test, at cleanup, on any protocol
-// violation except the wantViolations (substrings, matched in order of appearance).
-func newDouble(t testing.TB, cfg dataapitest.Config, wantViolations ...string) *dataapitest.Server {
-	t.Helper()
-	srv := dataapitest.New(cfg)
-	t.Cleanup(func() {
-		v := srv.Stats().Violations
-		srv.Close()
-		if len(v) != len(wantViolations) {
-			t.Errorf("double recorded %d violations, want %d: %q", len(v), len(wantViolations), v)
-			return
-		}
-		for i, w := range wantViolations {
-			if !strings.Contains(v[i], w) {
-				t.Errorf("violation %d = %q, want it to mention %q", i, v[i], w)
-			}
-		}
-	})
-	return srv
-}
+// The sink is the pipeline's chunk sink and job rollback.
+var (
+	_ pipeline.DocSink       = (*Sink)(nil)
+	_ pipeline.JobDocDeleter = (*Sink)(nil)
+)
 
 // testEnv is a double, a client of it whose logs go to logs, and a sink.
 type testEnv struct {
 	srv   *dataapitest.Server
-	c     *Client
+	c     *dataapi.Client
 	sink  *Sink
 	logs  *bytes.Buffer
 	token string
 }
 
-func newEnv(t testing.TB, srv *dataapitest.Server, mod func(*Config), smod func(*SinkConfig)) *testEnv {
+func newEnv(t testing.TB, srv *dataapitest.Server, mod func(*dataapi.Config), smod func(*SinkConfig)) *testEnv {
 	t.Helper()
 	logs := &bytes.Buffer{}
 	logger := slog.New(slog.NewTextHandler(&syncWriter{w: logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cfg := Config{
+	cfg := dataapi.Config{
 		Endpoint: srv.URL(), Token: srv.Token(), Logger: logger,
 		BaseBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
 		RequestTimeout: 5 * time.Second,
@@ -61,7 +49,7 @@ func newEnv(t testing.TB, srv *dataapitest.Server, mod func(*Config), smod func(
 	if mod != nil {
 		mod(&cfg)
 	}
-	c, err := NewClient(cfg)
+	c, err := dataapi.NewClient(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,11 +71,23 @@ func newEnv(t testing.TB, srv *dataapitest.Server, mod func(*Config), smod func(
 	return env
 }
 
+// syncWriter serialises writes of concurrent log records into one buffer.
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
 func TestSinkConformance(t *testing.T) {
 	for _, vector := range []bool{false, true} {
 		t.Run(fmt.Sprintf("vector=%v", vector), func(t *testing.T) {
-			srv := newDouble(t, dataapitest.Config{})
-			sinktest.Run(t, sinktest.Features{NotFound: ErrNotFound, MaxBatch: 100, VersionGuard: true},
+			srv := dataapitest.Start(t, dataapitest.Config{})
+			sinktest.Run(t, sinktest.Features{NotFound: dataapi.ErrNotFound, MaxBatch: 100, VersionGuard: true},
 				func(t *testing.T) sinktest.Sink {
 					// A fresh sink (and collection cache) per subtest, on one server.
 					return newEnv(t, srv, nil, func(c *SinkConfig) { c.Vector = vector }).sink
@@ -176,8 +176,8 @@ func TestSinkRetriesTransientFailures(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := newDouble(t, dataapitest.Config{})
-			env := newEnv(t, srv, func(c *Config) { c.RequestTimeout = 300 * time.Millisecond }, nil)
+			srv := dataapitest.Start(t, dataapitest.Config{})
+			env := newEnv(t, srv, func(c *dataapi.Config) { c.RequestTimeout = 300 * time.Millisecond }, nil)
 			docs := chunkDocs("r", 150, 1)
 			srv.SetCommandFilter("insertMany")
 			srv.InjectNext(tt.n, tt.fault)
@@ -198,7 +198,7 @@ func TestSinkRetriesTransientFailures(t *testing.T) {
 }
 
 func TestSinkTransientFailureExhausted(t *testing.T) {
-	srv := newDouble(t, dataapitest.Config{})
+	srv := dataapitest.Start(t, dataapitest.Config{})
 	env := newEnv(t, srv, nil, nil)
 	srv.SetCommandFilter("insertMany")
 	srv.SetFaultRate(1, dataapitest.FaultHTTP503)
@@ -206,7 +206,7 @@ func TestSinkTransientFailureExhausted(t *testing.T) {
 	if err == nil || fault.IsPermanent(err) {
 		t.Fatalf("WriteDocs = %v, %v; want a transient whole-call error", out, err)
 	}
-	var he *HTTPError
+	var he *dataapi.HTTPError
 	if !errors.As(err, &he) || he.StatusCode != 503 {
 		t.Fatalf("error %v does not wrap the HTTP 503", err)
 	}
@@ -216,7 +216,7 @@ func TestSinkTransientFailureExhausted(t *testing.T) {
 }
 
 func TestSinkLostResponseResolved(t *testing.T) {
-	srv := newDouble(t, dataapitest.Config{})
+	srv := dataapitest.Start(t, dataapitest.Config{})
 	env := newEnv(t, srv, nil, nil)
 
 	t.Run("same content is success", func(t *testing.T) {
@@ -301,7 +301,7 @@ func TestSinkLostResponseResolved(t *testing.T) {
 }
 
 func TestSinkUnauthorizedIsPermanentAuth(t *testing.T) {
-	srv := newDouble(t, dataapitest.Config{})
+	srv := dataapitest.Start(t, dataapitest.Config{})
 	env := newEnv(t, srv, nil, nil)
 	srv.SetFaultRate(1, dataapitest.FaultUnauthorized)
 	out, err := env.sink.WriteDocs(t.Context(), "chunks", chunkDocs("auth", 5, 1))
@@ -320,8 +320,8 @@ func TestSinkUnauthorizedIsPermanentAuth(t *testing.T) {
 }
 
 func TestSinkWrongTokenIsPermanentAuth(t *testing.T) {
-	srv := newDouble(t, dataapitest.Config{}, "UNAUTHENTICATED_REQUEST") // a wrong token is a violation
-	env := newEnv(t, srv, func(c *Config) { c.Token = "AstraCS:wrong-token-xyz" }, nil)
+	srv := dataapitest.Start(t, dataapitest.Config{}, "UNAUTHENTICATED_REQUEST") // a wrong token is a violation
+	env := newEnv(t, srv, func(c *dataapi.Config) { c.Token = "AstraCS:wrong-token-xyz" }, nil)
 	env.token = "AstraCS:wrong-token-xyz"
 	_, err := env.sink.WriteDocs(t.Context(), "chunks", chunkDocs("auth", 1, 1))
 	if err == nil || !fault.IsPermanent(err) || fault.ClassOf(err) != fault.Auth {
@@ -335,7 +335,7 @@ func TestSinkWrongTokenIsPermanentAuth(t *testing.T) {
 }
 
 func TestSinkPoolBound(t *testing.T) {
-	srv := newDouble(t, dataapitest.Config{})
+	srv := dataapitest.Start(t, dataapitest.Config{})
 	env := newEnv(t, srv, nil, nil) // MaxConns default 20
 	if err := env.sink.EnsureCollection(t.Context(), "chunks"); err != nil {
 		t.Fatal(err)
@@ -378,8 +378,8 @@ func TestSinkPoolBound(t *testing.T) {
 }
 
 func TestTokenNeverLeaks(t *testing.T) {
-	srv := newDouble(t, dataapitest.Config{})
-	env := newEnv(t, srv, func(c *Config) { c.RequestTimeout = 200 * time.Millisecond; c.MaxAttempts = 2 }, nil)
+	srv := dataapitest.Start(t, dataapitest.Config{})
+	env := newEnv(t, srv, func(c *dataapi.Config) { c.RequestTimeout = 200 * time.Millisecond; c.MaxAttempts = 2 }, nil)
 	var errs []error
 	collect := func(out []error, err error) {
 		errs = append(errs, err)
@@ -416,7 +416,7 @@ func TestTokenNeverLeaks(t *testing.T) {
 }
 
 func TestSinkVectorCollection(t *testing.T) {
-	srv := newDouble(t, dataapitest.Config{})
+	srv := dataapitest.Start(t, dataapitest.Config{})
 	env := newEnv(t, srv, nil, func(c *SinkConfig) { c.Vector = true })
 	emb := make([]float64, 1024)
 	for i := range emb {
@@ -451,7 +451,7 @@ func TestSinkVectorCollection(t *testing.T) {
 }
 
 func TestSinkUnindexedEmbedding(t *testing.T) {
-	srv := newDouble(t, dataapitest.Config{})
+	srv := dataapitest.Start(t, dataapitest.Config{})
 	env := newEnv(t, srv, nil, nil)
 	emb := make([]float64, 1024)
 	body, _ := json.Marshal(map[string]any{"_id": "e1", "content": "c", "embedding": emb})
@@ -464,7 +464,7 @@ func TestSinkUnindexedEmbedding(t *testing.T) {
 func TestSinkPerDocumentRejection(t *testing.T) {
 	// Limits raised past the server's so that the document reaches the server, which
 	// rejects it for itself: that is the one expected violation.
-	srv := newDouble(t, dataapitest.Config{}, "SHRED_DOC_LIMIT_VIOLATION")
+	srv := dataapitest.Start(t, dataapitest.Config{}, "SHRED_DOC_LIMIT_VIOLATION")
 	env := newEnv(t, srv, nil, func(c *SinkConfig) { c.Limits = document.Limits{MaxStringBytes: 100_000} })
 	docs := chunkDocs("rej", 5, 1)
 	docs[2] = chunkDoc(docs[2].ID, 1, strings.Repeat("long ", 2000)) // 10,000 bytes, indexed
@@ -480,8 +480,8 @@ func TestSinkPerDocumentRejection(t *testing.T) {
 			t.Fatalf("neighbour %d: %v", i, o)
 		}
 	}
-	var ae *APIError
-	if !errors.As(out[2], &ae) || ae.Code != CodeShredDocLimitViolation {
+	var ae *dataapi.APIError
+	if !errors.As(out[2], &ae) || ae.Code != dataapi.CodeShredDocLimitViolation {
 		t.Fatalf("outcome %v does not wrap the server's SHRED_DOC_LIMIT_VIOLATION", out[2])
 	}
 	if n := len(srv.Documents(ks, "chunks")); n != 4 {
@@ -490,7 +490,7 @@ func TestSinkPerDocumentRejection(t *testing.T) {
 }
 
 func TestSinkLimitCheckedBeforeSending(t *testing.T) {
-	srv := newDouble(t, dataapitest.Config{})
+	srv := dataapitest.Start(t, dataapitest.Config{})
 	env := newEnv(t, srv, nil, nil)
 	d := chunkDoc("big", 1, strings.Repeat("x", 9000))
 	out, err := env.sink.WriteDocs(t.Context(), "chunks", []document.Doc{d})
@@ -508,7 +508,7 @@ func TestSinkLimitCheckedBeforeSending(t *testing.T) {
 
 func TestSinkCollectionCreation(t *testing.T) {
 	t.Run("created once under concurrency", func(t *testing.T) {
-		srv := newDouble(t, dataapitest.Config{})
+		srv := dataapitest.Start(t, dataapitest.Config{})
 		env := newEnv(t, srv, nil, nil)
 		srv.SetLatency(5*time.Millisecond, 0)
 		var wg sync.WaitGroup
@@ -535,8 +535,8 @@ func TestSinkCollectionCreation(t *testing.T) {
 	})
 
 	t.Run("failure not cached", func(t *testing.T) {
-		srv := newDouble(t, dataapitest.Config{})
-		env := newEnv(t, srv, func(c *Config) { c.MaxAttempts = 1 }, nil)
+		srv := dataapitest.Start(t, dataapitest.Config{})
+		env := newEnv(t, srv, func(c *dataapi.Config) { c.MaxAttempts = 1 }, nil)
 		srv.SetCommandFilter("createCollection")
 		srv.InjectNext(1, dataapitest.FaultHTTP503)
 		if _, err := env.sink.WriteDocs(t.Context(), "retry", chunkDocs("f", 1, 1)); err == nil || fault.IsPermanent(err) {
@@ -549,7 +549,7 @@ func TestSinkCollectionCreation(t *testing.T) {
 	})
 
 	t.Run("dropped collection is created again", func(t *testing.T) {
-		srv := newDouble(t, dataapitest.Config{}, "UNKNOWN_COLLECTION")
+		srv := dataapitest.Start(t, dataapitest.Config{}, "UNKNOWN_COLLECTION")
 		env := newEnv(t, srv, nil, nil)
 		mustWrite(t, env.sink, "gone", chunkDocs("g", 1, 1))
 		if err := env.c.DeleteCollection(t.Context(), "gone"); err != nil {
@@ -563,7 +563,7 @@ func TestSinkCollectionCreation(t *testing.T) {
 	})
 
 	t.Run("disabled", func(t *testing.T) {
-		srv := newDouble(t, dataapitest.Config{}, "UNKNOWN_COLLECTION")
+		srv := dataapitest.Start(t, dataapitest.Config{}, "UNKNOWN_COLLECTION")
 		env := newEnv(t, srv, nil, func(c *SinkConfig) { c.DisableCreate = true })
 		_, err := env.sink.WriteDocs(t.Context(), "absent", chunkDocs("d", 1, 1))
 		if err == nil || !fault.IsPermanent(err) {
@@ -575,7 +575,7 @@ func TestSinkCollectionCreation(t *testing.T) {
 	})
 
 	t.Run("invalid name", func(t *testing.T) {
-		srv := newDouble(t, dataapitest.Config{})
+		srv := dataapitest.Start(t, dataapitest.Config{})
 		env := newEnv(t, srv, nil, nil)
 		_, err := env.sink.WriteDocs(t.Context(), "bad-name", chunkDocs("d", 1, 1))
 		if err == nil || !fault.IsPermanent(err) {
@@ -591,9 +591,9 @@ func TestSinkConfigValidate(t *testing.T) {
 		want string
 	}{
 		{"no client", SinkConfig{}, "Client is required"},
-		{"bad dimension", SinkConfig{Client: &Client{}, VectorDimension: 5000}, "VectorDimension"},
-		{"bad metric", SinkConfig{Client: &Client{}, VectorMetric: "manhattan"}, "VectorMetric"},
-		{"ok", SinkConfig{Client: &Client{}}, ""},
+		{"bad dimension", SinkConfig{Client: &dataapi.Client{}, VectorDimension: 5000}, "VectorDimension"},
+		{"bad metric", SinkConfig{Client: &dataapi.Client{}, VectorMetric: "manhattan"}, "VectorMetric"},
+		{"ok", SinkConfig{Client: &dataapi.Client{}}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -615,7 +615,7 @@ func TestSinkUnderFaultRate(t *testing.T) {
 	// One request in five fails: gateway 503s, retryable codes, and writes whose response
 	// is lost. Every document must land exactly once with nothing permanent; a call that
 	// still fails is retried as the pipeline would (a transient error, redelivered).
-	srv := newDouble(t, dataapitest.Config{})
+	srv := dataapitest.Start(t, dataapitest.Config{})
 	env := newEnv(t, srv, nil, nil)
 	srv.SetFaultRate(0.2, dataapitest.FaultHTTP503, dataapitest.FaultLostResponse, dataapitest.FaultRetryableCode)
 	const writers, perWriter = 10, 100
@@ -675,7 +675,7 @@ func TestSinkIsolatesWholeRequestRejection(t *testing.T) {
 	// the whole insertMany. The sink halves the batch until the culprit stands alone, so its
 	// neighbours are still written: the 5-, 3- and 1-document requests that held it are the
 	// expected violations.
-	srv := newDouble(t, dataapitest.Config{}, "REQUEST_NOT_JSON", "REQUEST_NOT_JSON", "REQUEST_NOT_JSON")
+	srv := dataapitest.Start(t, dataapitest.Config{}, "REQUEST_NOT_JSON", "REQUEST_NOT_JSON", "REQUEST_NOT_JSON")
 	env := newEnv(t, srv, nil, nil)
 	docs := chunkDocs("iso", 5, 1)
 	docs[2].Body = json.RawMessage(`{"_id":"iso_0002","content":"x","metadata":{"page":1,"page":2}}`)

@@ -16,7 +16,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
-	"github.com/sluice-dev/sluice/sinks/astra"
+	"github.com/sluice-dev/sluice/sinks/astra/dataapi"
 )
 
 // DefaultAstraCollection is AstraConfig.Collection's default.
@@ -46,7 +46,7 @@ var errConflict = errors.New("requirements: concurrent writer")
 // default.
 type AstraConfig struct {
 	// Client sends the Data API commands. Required. The store does not close it.
-	Client *astra.Client
+	Client *dataapi.Client
 	// Collection is the one collection holding every document (feature requests, requirements
 	// versions, audit entries, apply markers). Optional; "" means DefaultAstraCollection.
 	Collection string
@@ -91,7 +91,7 @@ func (c AstraConfig) Validate() error {
 //
 // It is safe for concurrent use, from goroutines and from processes sharing the collection.
 type AstraStore struct {
-	c               *astra.Client
+	c               *dataapi.Client
 	coll            string
 	v               *requirements.Validator
 	now             func() time.Time
@@ -127,7 +127,7 @@ func OpenAstra(ctx context.Context, cfg AstraConfig) (*AstraStore, error) {
 		}
 		cfg.Validator = v
 	}
-	if err := cfg.Client.CreateCollection(ctx, cfg.Collection, astra.CollectionOptions{IndexingDeny: slices.Clone(astraIndexDeny)}); err != nil {
+	if err := cfg.Client.CreateCollection(ctx, cfg.Collection, dataapi.CollectionOptions{IndexingDeny: slices.Clone(astraIndexDeny)}); err != nil {
 		return nil, fmt.Errorf("requirements: open astra store: %w", err)
 	}
 	return &AstraStore{c: cfg.Client, coll: cfg.Collection, v: cfg.Validator, now: cfg.Now, conflictRetries: cfg.ConflictRetries}, nil
@@ -265,8 +265,8 @@ func (d versionDoc) version() (requirements.RequirementsVersion, error) {
 }
 
 func isAlreadyExists(err error) bool {
-	var ae *astra.APIError
-	return errors.As(err, &ae) && ae.Code == astra.CodeDocumentAlreadyExists
+	var ae *dataapi.APIError
+	return errors.As(err, &ae) && ae.Code == dataapi.CodeDocumentAlreadyExists
 }
 
 func encodeDoc(v any) (json.RawMessage, error) {
@@ -281,7 +281,7 @@ func encodeDoc(v any) (json.RawMessage, error) {
 // not of kind).
 func (s *AstraStore) findByID(ctx context.Context, id, kind string, dst any) (bool, error) {
 	raw, err := s.c.FindOne(ctx, s.coll, map[string]any{"_id": id}, nil)
-	if errors.Is(err, astra.ErrNotFound) {
+	if errors.Is(err, dataapi.ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
@@ -372,7 +372,7 @@ func (s *AstraStore) recorded(ctx context.Context, cmd requirements.Command, msg
 	for i, m := range markers {
 		ids[i] = m
 	}
-	docs, _, err := s.c.FindPage(ctx, s.coll, map[string]any{"_id": map[string]any{"$in": ids}}, astra.FindOptions{})
+	docs, _, err := s.c.FindPage(ctx, s.coll, map[string]any{"_id": map[string]any{"$in": ids}}, dataapi.FindOptions{})
 	if err != nil {
 		return requirements.Outcome{}, false, fmt.Errorf("apply command %s: read apply markers: %w", cmd.CommandID, err)
 	}
@@ -584,7 +584,7 @@ func (s *AstraStore) applyVersion(ctx context.Context, cmd requirements.Command,
 		e := mine.Audit.entry()
 		out.Applied, out.Refusal, out.Version, out.Audit = true, nil, &v, &e
 		return nil
-	case !errors.Is(err, astra.ErrNotFound):
+	case !errors.Is(err, dataapi.ErrNotFound):
 		return fmt.Errorf("read requirements version of command %s: %w", cmd.CommandID, err)
 	}
 	latest, found, err := s.latestVersionDoc(ctx, map[string]any{"document": 0})
@@ -628,8 +628,8 @@ func (s *AstraStore) applyVersion(ctx context.Context, cmd requirements.Command,
 }
 
 func (s *AstraStore) latestVersionDoc(ctx context.Context, projection any) (versionDoc, bool, error) {
-	raw, err := s.c.FindOne(ctx, s.coll, map[string]any{"kind": kindVersion}, &astra.FindOneOptions{Sort: map[string]any{"version_id": -1}, Projection: projection})
-	if errors.Is(err, astra.ErrNotFound) {
+	raw, err := s.c.FindOne(ctx, s.coll, map[string]any{"kind": kindVersion}, &dataapi.FindOneOptions{Sort: map[string]any{"version_id": -1}, Projection: projection})
+	if errors.Is(err, dataapi.ErrNotFound) {
 		return versionDoc{}, false, nil
 	}
 	if err != nil {
@@ -675,7 +675,7 @@ func (s *AstraStore) findDesc(ctx context.Context, filter map[string]any, field 
 		if after != nil {
 			f[field] = map[string]any{"$lt": after}
 		}
-		opts := astra.FindOptions{Sort: map[string]any{field: -1}, Projection: projection}
+		opts := dataapi.FindOptions{Sort: map[string]any{field: -1}, Projection: projection}
 		if n > 0 {
 			opts.Limit = n - len(out)
 		}
@@ -847,7 +847,7 @@ func (s *AstraStore) VerifyAudit(ctx context.Context) (requirements.Integrity, e
 		return requirements.Integrity{}, err
 	}
 	var entries []requirements.AuditEntry
-	err := s.c.Find(ctx, s.coll, map[string]any{"kind": kindAudit}, astra.FindOptions{}, func(raw json.RawMessage) error {
+	err := s.c.Find(ctx, s.coll, map[string]any{"kind": kindAudit}, dataapi.FindOptions{}, func(raw json.RawMessage) error {
 		var d auditDoc
 		if err := json.Unmarshal(raw, &d); err != nil {
 			return err
@@ -872,7 +872,7 @@ func (s *AstraStore) VerifyAudit(ctx context.Context) (requirements.Integrity, e
 	}
 	var records []record
 	err = s.c.Find(ctx, s.coll, map[string]any{"kind": map[string]any{"$in": []any{kindFeature, kindVersion}}},
-		astra.FindOptions{Projection: map[string]any{"kind": 1, "request_id": 1, "version": 1, "version_id": 1}},
+		dataapi.FindOptions{Projection: map[string]any{"kind": 1, "request_id": 1, "version": 1, "version_id": 1}},
 		func(raw json.RawMessage) error {
 			var d struct {
 				Kind      string `json:"kind"`

@@ -14,7 +14,7 @@ import (
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/requirements/reqtest"
-	"github.com/sluice-dev/sluice/sinks/astra"
+	"github.com/sluice-dev/sluice/sinks/astra/dataapi"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
 	"github.com/sluice-dev/sluice/sinks/reqstore"
 	"github.com/sluice-dev/sluice/sinks/reqstore/reqstoretest"
@@ -37,9 +37,9 @@ func newDataAPI(t *testing.T, cfg dataapitest.Config) *dataapitest.Server {
 }
 
 // newAstraClient returns a client of srv that retries once, quickly.
-func newAstraClient(t *testing.T, srv *dataapitest.Server) *astra.Client {
+func newAstraClient(t *testing.T, srv *dataapitest.Server) *dataapi.Client {
 	t.Helper()
-	c, err := astra.NewClient(astra.Config{Endpoint: srv.URL(), Token: srv.Token(), MaxAttempts: 2,
+	c, err := dataapi.NewClient(dataapi.Config{Endpoint: srv.URL(), Token: srv.Token(), MaxAttempts: 2,
 		BaseBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, RequestTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
@@ -106,12 +106,12 @@ func TestAstraOpenCreatesOneCollection(t *testing.T) {
 		t.Errorf("collection options %+v, %v; want an indexing deny list", infos, err)
 	}
 	// Another collection name with other options must not clash with an existing one.
-	if err := c.CreateCollection(t.Context(), "other", astra.CollectionOptions{IndexingDeny: []string{"x"}}); err != nil {
+	if err := c.CreateCollection(t.Context(), "other", dataapi.CollectionOptions{IndexingDeny: []string{"x"}}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = reqstore.OpenAstra(t.Context(), reqstore.AstraConfig{Client: c, Collection: "other"})
-	var ae *astra.APIError
-	if !errors.As(err, &ae) || ae.Code != astra.CodeExistingCollectionSettings {
+	var ae *dataapi.APIError
+	if !errors.As(err, &ae) || ae.Code != dataapi.CodeExistingCollectionSettings {
 		t.Errorf("open on a collection with other options: %v", err)
 	}
 	srv.ResetStats() // that refusal is counted as a violation on purpose
@@ -304,19 +304,19 @@ func TestAstraConcurrentDecisions(t *testing.T) {
 func TestAstraTamperDetection(t *testing.T) {
 	tests := []struct {
 		name   string
-		tamper func(t *testing.T, c *astra.Client)
+		tamper func(t *testing.T, c *dataapi.Client)
 		want   []string
 	}{
 		{
 			name: "edited reason",
-			tamper: func(t *testing.T, c *astra.Client) {
+			tamper: func(t *testing.T, c *dataapi.Client) {
 				update(t, c, "audit:"+reqtest.ReqID+":0000000002", map[string]any{"$set": map[string]any{"reason": "edited"}})
 			},
 			want: []string{"Line 6: checksum mismatch"}, // FR-123 sorts first: lines 1-4 are its chain
 		},
 		{
 			name: "edited entry with a recomputed checksum breaks the next link",
-			tamper: func(t *testing.T, c *astra.Client) {
+			tamper: func(t *testing.T, c *dataapi.Client) {
 				id := "audit:" + reqtest.ReqID + ":0000000002"
 				raw, err := c.FindOne(t.Context(), reqstore.DefaultAstraCollection, map[string]any{"_id": id}, nil)
 				if err != nil {
@@ -333,14 +333,14 @@ func TestAstraTamperDetection(t *testing.T) {
 		},
 		{
 			name: "removed middle entry",
-			tamper: func(t *testing.T, c *astra.Client) {
+			tamper: func(t *testing.T, c *dataapi.Client) {
 				remove(t, c, "audit:"+reqtest.ReqID+":0000000002")
 			},
 			want: []string{"Line 6: chain broken"}, // the old line 7 is now line 6
 		},
 		{
 			name: "removed last entry",
-			tamper: func(t *testing.T, c *astra.Client) {
+			tamper: func(t *testing.T, c *dataapi.Client) {
 				remove(t, c, "audit:"+reqtest.ReqID+":0000000003")
 			},
 			want: []string{"Request " + reqtest.ReqID + ": audit trail ends at seq 2, the record is at version 3"},
@@ -372,14 +372,14 @@ func TestAstraTamperDetection(t *testing.T) {
 	}
 }
 
-func update(t *testing.T, c *astra.Client, id string, upd map[string]any) {
+func update(t *testing.T, c *dataapi.Client, id string, upd map[string]any) {
 	t.Helper()
 	if res, err := c.UpdateOne(t.Context(), reqstore.DefaultAstraCollection, map[string]any{"_id": id}, upd, false); err != nil || res.Modified != 1 {
 		t.Fatalf("update %s: %+v, %v", id, res, err)
 	}
 }
 
-func remove(t *testing.T, c *astra.Client, id string) {
+func remove(t *testing.T, c *dataapi.Client, id string) {
 	t.Helper()
 	if n, err := c.DeleteMany(t.Context(), reqstore.DefaultAstraCollection, map[string]any{"_id": id}); err != nil || n != 1 {
 		t.Fatalf("delete %s: %d, %v", id, n, err)

@@ -36,8 +36,11 @@ func (c *collection) validateFilter(f map[string]any) *apiError {
 	return nil
 }
 
+// validateFilterObj checks one filter object, counting its expressions in n; underOr is
+// set inside an $or, where _id is not allowed.
 func (c *collection) validateFilterObj(f map[string]any, n *int, underOr bool) *apiError {
 	for k, v := range f {
+		var err *apiError
 		switch k {
 		case "$and", "$or":
 			arr, ok := v.([]any)
@@ -53,84 +56,101 @@ func (c *collection) validateFilterObj(f map[string]any, n *int, underOr bool) *
 					return err
 				}
 			}
-			continue
 		case "$not":
 			m, ok := v.(map[string]any)
 			if !ok {
 				return errFilter("'$not' operator must have an Object value")
 			}
-			if err := c.validateFilterObj(m, n, underOr); err != nil {
-				return err
-			}
-			continue
+			err = c.validateFilterObj(m, n, underOr)
+		default:
+			err = c.validateFilterPath(k, v, n, underOr)
 		}
-		if strings.HasPrefix(k, "$") && k != "$vector" && k != "$vectorize" {
-			return errFilterOperator(k)
+		if err != nil {
+			return err
 		}
-		if k == "" {
-			return errFilter("filter path must not be empty")
-		}
-		if k == "_id" && underOr {
-			return errFilter("'_id' is not supported under '$or'")
-		}
-		if k != "$vector" && k != "$vectorize" && !c.opts.index.indexed(k) {
-			return errFilterUnindexed(k)
-		}
-		ops, isOps := isOperatorObject(v)
-		if !isOps {
-			if mv, ok := v.(map[string]any); ok {
-				for mk := range mv {
-					if strings.HasPrefix(mk, "$") {
-						if _, ej := ejsonKind(mv); !ej {
-							return errFilter("cannot mix operators and fields in the value of '%s'", k)
-						}
+	}
+	return nil
+}
+
+// validateFilterPath checks the condition v on the document path k: a literal (implicit
+// $eq) or an operator object, counting each as an expression in n.
+func (c *collection) validateFilterPath(k string, v any, n *int, underOr bool) *apiError {
+	vector := k == "$vector" || k == "$vectorize"
+	if strings.HasPrefix(k, "$") && !vector {
+		return errFilterOperator(k)
+	}
+	if k == "" {
+		return errFilter("filter path must not be empty")
+	}
+	if k == "_id" && underOr {
+		return errFilter("'_id' is not supported under '$or'")
+	}
+	if !vector && !c.opts.index.indexed(k) {
+		return errFilterUnindexed(k)
+	}
+	ops, isOps := isOperatorObject(v)
+	if !isOps {
+		if mv, ok := v.(map[string]any); ok {
+			for mk := range mv {
+				if strings.HasPrefix(mk, "$") {
+					if _, ej := ejsonKind(mv); !ej {
+						return errFilter("cannot mix operators and fields in the value of '%s'", k)
 					}
 				}
 			}
-			if k == "$vector" || k == "$vectorize" {
-				return errFilter("Cannot filter on '%s' field using operator $eq: only $exists is supported", k)
-			}
-			*n++
-			continue
 		}
-		for op, arg := range ops {
-			*n++
-			if (k == "$vector" || k == "$vectorize") && op != "$exists" {
-				return errFilter("Cannot filter on '%s' field using operator %s: only $exists is supported", k, op)
-			}
-			switch op {
-			case "$eq", "$ne":
-			case "$in", "$nin", "$all":
-				arr, ok := arg.([]any)
-				if !ok {
-					return errFilter("'%s' operator must have `ARRAY` value", op)
-				}
-				if op != "$all" && len(arr) > maxInValues {
-					return errFilter("'%s' operator must have at most %d values", op, maxInValues)
-				}
-			case "$gt", "$gte", "$lt", "$lte":
-				switch x := arg.(type) {
-				case json.Number, string, bool:
-				case map[string]any:
-					if kind, ok := ejsonKind(x); !ok || kind != "$date" {
-						return errFilter("%s operator must have `DATE` or `NUMBER` or `TEXT` or `BOOLEAN` value", op)
-					}
-				default:
-					return errFilter("%s operator must have `DATE` or `NUMBER` or `TEXT` or `BOOLEAN` value", op)
-				}
-			case "$exists":
-				if _, ok := arg.(bool); !ok {
-					return errFilter("'$exists' operator supports only true/false")
-				}
-			case "$size":
-				num, ok := arg.(json.Number)
-				if !ok || !parseNum(num).isInt || parseNum(num).i < 0 {
-					return errFilter("$size operator must have integer value >= 0")
-				}
-			default:
-				return errFilterOperator(op)
-			}
+		if vector {
+			return errFilter("Cannot filter on '%s' field using operator $eq: only $exists is supported", k)
 		}
+		*n++
+		return nil
+	}
+	for op, arg := range ops {
+		*n++
+		if vector && op != "$exists" {
+			return errFilter("Cannot filter on '%s' field using operator %s: only $exists is supported", k, op)
+		}
+		if err := validateFilterOperand(op, arg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// validateFilterOperand checks that op is a known filter operator and arg an operand of
+// the type it takes.
+func validateFilterOperand(op string, arg any) *apiError {
+	switch op {
+	case "$eq", "$ne":
+	case "$in", "$nin", "$all":
+		arr, ok := arg.([]any)
+		if !ok {
+			return errFilter("'%s' operator must have `ARRAY` value", op)
+		}
+		if op != "$all" && len(arr) > maxInValues {
+			return errFilter("'%s' operator must have at most %d values", op, maxInValues)
+		}
+	case "$gt", "$gte", "$lt", "$lte":
+		switch x := arg.(type) {
+		case json.Number, string, bool:
+		case map[string]any:
+			if kind, ok := ejsonKind(x); !ok || kind != "$date" {
+				return errFilter("%s operator must have `DATE` or `NUMBER` or `TEXT` or `BOOLEAN` value", op)
+			}
+		default:
+			return errFilter("%s operator must have `DATE` or `NUMBER` or `TEXT` or `BOOLEAN` value", op)
+		}
+	case "$exists":
+		if _, ok := arg.(bool); !ok {
+			return errFilter("'$exists' operator supports only true/false")
+		}
+	case "$size":
+		num, ok := arg.(json.Number)
+		if !ok || !parseNum(num).isInt || parseNum(num).i < 0 {
+			return errFilter("$size operator must have integer value >= 0")
+		}
+	default:
+		return errFilterOperator(op)
 	}
 	return nil
 }

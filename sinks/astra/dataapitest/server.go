@@ -1,9 +1,3 @@
-// Package dataapitest is a strict in-process double of the Astra DB Data API (collections),
-// for tests and benchmarks. It serves the wire protocol described in
-// /work/shared/reference/data-api.md over an httptest server: it rejects what the real server
-// rejects, with the real error envelope and HTTP status, records every request a correct
-// client should never send as a violation, and can inject the failures a writer must survive
-// (gateway 429/503/504, timeouts, retryable database errors, applied-but-lost writes, 401).
 package dataapitest
 
 import (
@@ -344,33 +338,14 @@ var pathRE = regexp.MustCompile(`^(?:/api/json)?/v1/([^/]+)(?:/([^/]+))?/?$`)
 
 const maxBodyBytes = 20 << 20 // quarkus.http.limits.max-body-size
 
+// serveHTTP serves one Data API request: it routes and reads it, applies the fault and
+// latency injected for it, runs its command and writes the response.
 func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	s.enter()
 	defer s.exit()
-	m := pathRE.FindStringSubmatch(r.URL.Path)
-	if m == nil {
-		s.count("")
-		s.violate("HTTP 404: unknown path %s %s", r.Method, r.URL.Path)
-		http.NotFound(w, r)
+	ks, coll, body, ok := s.readRequest(w, r)
+	if !ok {
 		return
-	}
-	ks, coll := m[1], m[2]
-	if r.Method != http.MethodPost {
-		s.count("")
-		s.violate("HTTP 405: method %s on %s", r.Method, r.URL.Path)
-		w.Header().Set("Allow", http.MethodPost)
-		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		s.count("")
-		if errors.As(err, &mbe) {
-			s.violate("HTTP 413: body over %d bytes", maxBodyBytes)
-			http.Error(w, "Request Entity Too Large", http.StatusRequestEntityTooLarge)
-		}
-		return // the client went away mid-body
 	}
 	s.fmu.Lock()
 	perDoc := s.latPerDoc > 0
@@ -384,6 +359,58 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		s.stats.Faults[fault]++
 		s.smu.Unlock()
 	}
+	if !s.hold(r, fault, lat) || s.writeFault(w, cmd, fault, retryCode, ks, coll) {
+		return
+	}
+	res := s.handle(r, ks, coll, cmd, body)
+	s.recordViolations(cmd, res)
+	if fault == FaultLostResponse {
+		if hj, ok := w.(http.Hijacker); ok {
+			if conn, _, err := hj.Hijack(); err == nil {
+				_ = conn.Close()
+				return
+			}
+		}
+		http.Error(w, "upstream request timeout", http.StatusGatewayTimeout)
+		return
+	}
+	s.write(w, cmd, res)
+}
+
+// readRequest checks the path and method and reads the body (at most maxBodyBytes). When
+// it reports false it has answered the request (404, 405, 413) or the client went away.
+func (s *Server) readRequest(w http.ResponseWriter, r *http.Request) (ks, coll string, body []byte, ok bool) {
+	m := pathRE.FindStringSubmatch(r.URL.Path)
+	if m == nil {
+		s.count("")
+		s.violate("HTTP 404: unknown path %s %s", r.Method, r.URL.Path)
+		http.NotFound(w, r)
+		return "", "", nil, false
+	}
+	if r.Method != http.MethodPost {
+		s.count("")
+		s.violate("HTTP 405: method %s on %s", r.Method, r.URL.Path)
+		w.Header().Set("Allow", http.MethodPost)
+		http.Error(w, "Method Not Allowed", http.StatusMethodNotAllowed)
+		return "", "", nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		s.count("")
+		if errors.As(err, &mbe) {
+			s.violate("HTTP 413: body over %d bytes", maxBodyBytes)
+			http.Error(w, "Request Entity Too Large", http.StatusRequestEntityTooLarge)
+		}
+		return "", "", nil, false // or the client went away mid-body
+	}
+	return m[1], m[2], body, true
+}
+
+// hold delays the request by lat, or, for FaultTimeout, holds it unanswered for up to 60
+// s. It reports false when the request must not be answered: a timeout, or the client or
+// the server went away while it waited.
+func (s *Server) hold(r *http.Request, fault Fault, lat time.Duration) bool {
 	if fault == FaultTimeout {
 		hold := time.NewTimer(60 * time.Second)
 		defer hold.Stop()
@@ -395,54 +422,43 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 		case <-s.closing:
 		case <-hold.C:
 		}
-		return
+		return false
 	}
-	if lat > 0 {
-		t := time.NewTimer(lat)
-		select {
-		case <-t.C:
-		case <-r.Context().Done():
-			t.Stop()
-			return
-		case <-s.closing:
-			t.Stop()
-			return
-		}
+	if lat <= 0 {
+		return true
 	}
+	t := time.NewTimer(lat)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-r.Context().Done():
+		return false
+	case <-s.closing:
+		return false
+	}
+}
+
+// writeFault answers the request with an injected gateway, authentication or retryable
+// error in place of running it, and reports whether it did.
+func (s *Server) writeFault(w http.ResponseWriter, cmd string, fault Fault, retryCode, ks, coll string) bool {
 	switch fault {
 	case FaultHTTP429:
 		http.Error(w, "429 Too Many Requests: rate limit exceeded", http.StatusTooManyRequests)
-		return
 	case FaultHTTP503:
 		http.Error(w, "<html><body>503 Service Temporarily Unavailable</body></html>", http.StatusServiceUnavailable)
-		return
 	case FaultHTTP504:
 		http.Error(w, "upstream request timeout", http.StatusGatewayTimeout)
-		return
 	case FaultUnauthorized:
 		e := errBadToken()
 		e.violation = false
 		s.write(w, cmd, &result{errors: []*apiError{e}})
-		return
 	case FaultRetryableCode:
 		s.write(w, cmd, &result{errors: []*apiError{errRetryable(retryCode, ks, coll)}})
-		return
+	default:
+		return false
 	}
-
-	res := s.handle(r, ks, coll, cmd, body)
-	if fault == FaultLostResponse {
-		s.recordViolations(cmd, res)
-		if hj, ok := w.(http.Hijacker); ok {
-			if conn, _, err := hj.Hijack(); err == nil {
-				_ = conn.Close()
-				return
-			}
-		}
-		http.Error(w, "upstream request timeout", http.StatusGatewayTimeout)
-		return
-	}
-	s.recordViolations(cmd, res)
-	s.write(w, cmd, res)
+	return true
 }
 
 // peekCommand reads the command name (the body's first key) and, for insertMany when

@@ -2,8 +2,8 @@ package dataapitest
 
 import (
 	"encoding/json"
+	"maps"
 	"slices"
-	"sort"
 	"strings"
 )
 
@@ -79,116 +79,138 @@ func applyUpdate(doc map[string]any, u map[string]any, insert bool) *apiError {
 		if !ok {
 			continue
 		}
-		paths := make([]string, 0, len(arg))
-		for p := range arg {
-			paths = append(paths, p)
-		}
-		sort.Strings(paths)
-		for _, p := range paths {
-			v := arg[p]
-			segs := splitPath(p)
-			cur, exists := getPath(doc, segs)
-			switch op {
-			case "$set":
-				if !setPath(doc, segs, deepCopy(v)) {
-					return errUpdateTarget("$set cannot set path '" + p + "'")
-				}
-			case "$setOnInsert":
-				if insert && !setPath(doc, segs, deepCopy(v)) {
-					return errUpdateTarget("$setOnInsert cannot set path '" + p + "'")
-				}
-			case "$unset":
-				unsetPath(doc, segs)
-			case "$inc", "$mul":
-				n := v.(json.Number)
-				if !exists {
-					if op == "$mul" {
-						n = "0"
-					}
-					if !setPath(doc, segs, n) {
-						return errUpdateTarget(op + " cannot set path '" + p + "'")
-					}
-					continue
-				}
-				cn, ok := cur.(json.Number)
-				if !ok {
-					return errUpdateTarget(op + " requires target to be Number; value at '" + p + "' of type " + jsonType(cur))
-				}
-				o := byte('+')
-				if op == "$mul" {
-					o = '*'
-				}
-				setPath(doc, segs, arith(cn, n, o))
-			case "$min", "$max":
-				if !exists {
-					setPath(doc, segs, deepCopy(v))
-					continue
-				}
-				c := sortCompare(v, cur)
-				if (op == "$min" && c < 0) || (op == "$max" && c > 0) {
-					setPath(doc, segs, deepCopy(v))
-				}
-			case "$rename":
-				if exists {
-					unsetPath(doc, segs)
-					if !setPath(doc, splitPath(v.(string)), cur) {
-						return errUpdateTarget("$rename cannot set path '" + v.(string) + "'")
-					}
-				}
-			case "$currentDate":
-				setPath(doc, segs, map[string]any{"$date": json.Number(itoa(nowMillis()))})
-			case "$pop":
-				if !exists {
-					continue
-				}
-				a, ok := cur.([]any)
-				if !ok {
-					return errUpdateTarget("$pop requires target to be Array; value at '" + p + "' of type " + jsonType(cur))
-				}
-				if len(a) > 0 {
-					if cmpNum(v.(json.Number), "1") == 0 {
-						a = a[:len(a)-1]
-					} else {
-						a = a[1:]
-					}
-				}
-				setPath(doc, segs, slices.Clone(a))
-			case "$push", "$addToSet":
-				items := []any{v}
-				pos := -1
-				if em, ok := v.(map[string]any); ok {
-					if each, ok := em["$each"].([]any); ok {
-						items = each
-						if pn, ok := em["$position"].(json.Number); ok {
-							pos = int(parseNum(pn).i)
-						}
-					}
-				}
-				var a []any
-				if exists {
-					var ok bool
-					if a, ok = cur.([]any); !ok {
-						return errUpdateTarget(op + " requires target to be Array; value at '" + p + "' of type " + jsonType(cur))
-					}
-				}
-				a = slices.Clone(a)
-				for _, it := range items {
-					if op == "$addToSet" && slices.ContainsFunc(a, func(e any) bool { return equal(e, it) }) {
-						continue
-					}
-					it = deepCopy(it)
-					if pos >= 0 && pos <= len(a) {
-						a = slices.Insert(a, pos, it)
-						pos++
-					} else {
-						a = append(a, it)
-					}
-				}
-				if !setPath(doc, segs, a) {
-					return errUpdateTarget(op + " cannot set path '" + p + "'")
-				}
+		for _, p := range slices.Sorted(maps.Keys(arg)) {
+			if err := applyOp(doc, op, p, arg[p], insert); err != nil {
+				return err
 			}
 		}
+	}
+	return nil
+}
+
+// applyOp applies one (validated) update operator with argument v to the path p of doc.
+func applyOp(doc map[string]any, op, p string, v any, insert bool) *apiError {
+	segs := splitPath(p)
+	cur, exists := getPath(doc, segs)
+	switch op {
+	case "$set":
+		if !setPath(doc, segs, deepCopy(v)) {
+			return errUpdateTarget("$set cannot set path '" + p + "'")
+		}
+	case "$setOnInsert":
+		if insert && !setPath(doc, segs, deepCopy(v)) {
+			return errUpdateTarget("$setOnInsert cannot set path '" + p + "'")
+		}
+	case "$unset":
+		unsetPath(doc, segs)
+	case "$inc", "$mul":
+		return applyArith(doc, op, p, v.(json.Number), cur, exists)
+	case "$min", "$max":
+		if !exists {
+			setPath(doc, segs, deepCopy(v))
+			return nil
+		}
+		c := sortCompare(v, cur)
+		if (op == "$min" && c < 0) || (op == "$max" && c > 0) {
+			setPath(doc, segs, deepCopy(v))
+		}
+	case "$rename":
+		if exists {
+			unsetPath(doc, segs)
+			if !setPath(doc, splitPath(v.(string)), cur) {
+				return errUpdateTarget("$rename cannot set path '" + v.(string) + "'")
+			}
+		}
+	case "$currentDate":
+		setPath(doc, segs, map[string]any{"$date": json.Number(itoa(nowMillis()))})
+	case "$pop":
+		return applyPop(doc, p, v.(json.Number), cur, exists)
+	case "$push", "$addToSet":
+		return applyPush(doc, op, p, v, cur, exists)
+	}
+	return nil
+}
+
+// applyArith applies $inc or $mul by n to the number cur at path p; a missing field
+// becomes n ($inc) or 0 ($mul).
+func applyArith(doc map[string]any, op, p string, n json.Number, cur any, exists bool) *apiError {
+	segs := splitPath(p)
+	if !exists {
+		if op == "$mul" {
+			n = "0"
+		}
+		if !setPath(doc, segs, n) {
+			return errUpdateTarget(op + " cannot set path '" + p + "'")
+		}
+		return nil
+	}
+	cn, ok := cur.(json.Number)
+	if !ok {
+		return errUpdateTarget(op + " requires target to be Number; value at '" + p + "' of type " + jsonType(cur))
+	}
+	o := byte('+')
+	if op == "$mul" {
+		o = '*'
+	}
+	setPath(doc, segs, arith(cn, n, o))
+	return nil
+}
+
+// applyPop removes the last (n is 1) or first element of the array cur at path p.
+func applyPop(doc map[string]any, p string, n json.Number, cur any, exists bool) *apiError {
+	if !exists {
+		return nil
+	}
+	a, ok := cur.([]any)
+	if !ok {
+		return errUpdateTarget("$pop requires target to be Array; value at '" + p + "' of type " + jsonType(cur))
+	}
+	if len(a) > 0 {
+		if cmpNum(n, "1") == 0 {
+			a = a[:len(a)-1]
+		} else {
+			a = a[1:]
+		}
+	}
+	setPath(doc, splitPath(p), slices.Clone(a))
+	return nil
+}
+
+// applyPush appends v (or v's $each items, at $position) to the array cur at path p,
+// creating it when missing; $addToSet skips items the array already holds.
+func applyPush(doc map[string]any, op, p string, v, cur any, exists bool) *apiError {
+	items := []any{v}
+	pos := -1
+	if em, ok := v.(map[string]any); ok {
+		if each, ok := em["$each"].([]any); ok {
+			items = each
+			if pn, ok := em["$position"].(json.Number); ok {
+				pos = int(parseNum(pn).i)
+			}
+		}
+	}
+	var a []any
+	if exists {
+		var ok bool
+		if a, ok = cur.([]any); !ok {
+			return errUpdateTarget(op + " requires target to be Array; value at '" + p + "' of type " + jsonType(cur))
+		}
+	}
+	a = slices.Clone(a)
+	for _, it := range items {
+		if op == "$addToSet" && slices.ContainsFunc(a, func(e any) bool { return equal(e, it) }) {
+			continue
+		}
+		it = deepCopy(it)
+		if pos >= 0 && pos <= len(a) {
+			a = slices.Insert(a, pos, it)
+			pos++
+		} else {
+			a = append(a, it)
+		}
+	}
+	if !setPath(doc, splitPath(p), a) {
+		return errUpdateTarget(op + " cannot set path '" + p + "'")
 	}
 	return nil
 }

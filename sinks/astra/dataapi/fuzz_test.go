@@ -1,4 +1,4 @@
-package astra
+package dataapi
 
 import (
 	"context"
@@ -61,7 +61,7 @@ func classified(t *testing.T, what string, err error) {
 // within its deadline), and every error, of a whole call or of one document of an
 // insertMany, is classified by type with a fault class.
 //
-// Run it longer with: go test -run '^$' -fuzz '^FuzzResponses$' -fuzztime 10m ./sinks/astra/
+// Run it longer with: go test -run '^$' -fuzz '^FuzzResponses$' -fuzztime 10m ./sinks/astra/dataapi/
 func FuzzResponses(f *testing.F) {
 	for _, s := range []struct {
 		status int

@@ -1,4 +1,4 @@
-package astra
+package dataapi
 
 import (
 	"context"
@@ -131,7 +131,7 @@ func runCommandTests(t *testing.T, c *Client, coll string) {
 		}
 		seen := map[string]bool{}
 		err = c.Find(ctx, coll, filter, FindOptions{}, func(doc json.RawMessage) error {
-			id := docID(doc)
+			id := DocID(doc)
 			if seen[id] {
 				return fmt.Errorf("document %s seen twice", id)
 			}
@@ -250,9 +250,8 @@ func runCommandTests(t *testing.T, c *Client, coll string) {
 
 func TestCommands(t *testing.T) {
 	// Re-creating with other options is the one request a correct client never sends.
-	srv := newDouble(t, dataapitest.Config{}, CodeExistingCollectionSettings)
-	env := newEnv(t, srv, nil, nil)
-	runCommandTests(t, env.c, "cmds")
+	srv := dataapitest.Start(t, dataapitest.Config{}, CodeExistingCollectionSettings)
+	runCommandTests(t, newDoubleClient(t, srv), "cmds")
 	st := srv.Stats()
 	// 250 + 1 documents in 3 requests; the 1001 of the cap test in 11.
 	if st.Requests["insertMany"] != 3+11 {

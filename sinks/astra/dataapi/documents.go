@@ -1,4 +1,4 @@
-package astra
+package dataapi
 
 import (
 	"context"
@@ -15,130 +15,6 @@ const MaxInsertMany = 100
 
 // MaxCount is the most documents countDocuments counts (reference data-api.md §3.7).
 const MaxCount = 1000
-
-// VectorOptions makes a collection a vector collection.
-type VectorOptions struct {
-	// Dimension is the length of every $vector. Required (> 0).
-	Dimension int
-	// Metric is cosine, dot_product or euclidean. Optional; "" means the server's default
-	// (cosine).
-	Metric string
-}
-
-// CollectionOptions are the createCollection options Sluice uses. At most one of
-// IndexingDeny and IndexingAllow may be set.
-type CollectionOptions struct {
-	// Vector makes the collection a vector collection. Optional.
-	Vector *VectorOptions
-	// IndexingDeny lists top-level or dotted paths excluded from indexing: they are exempt
-	// from the string and array limits and cannot be filtered on. Optional.
-	IndexingDeny []string
-	// IndexingAllow lists the only paths indexed. Optional.
-	IndexingAllow []string
-}
-
-func (o CollectionOptions) wire() (map[string]any, error) {
-	opts := map[string]any{}
-	if o.Vector != nil {
-		if o.Vector.Dimension <= 0 {
-			return nil, fmt.Errorf("vector dimension must be > 0, got %d", o.Vector.Dimension)
-		}
-		v := map[string]any{"dimension": o.Vector.Dimension}
-		if o.Vector.Metric != "" {
-			v["metric"] = o.Vector.Metric
-		}
-		opts["vector"] = v
-	}
-	switch {
-	case len(o.IndexingDeny) > 0 && len(o.IndexingAllow) > 0:
-		return nil, errors.New("set IndexingDeny or IndexingAllow, not both")
-	case len(o.IndexingDeny) > 0:
-		opts["indexing"] = map[string]any{"deny": o.IndexingDeny}
-	case len(o.IndexingAllow) > 0:
-		opts["indexing"] = map[string]any{"allow": o.IndexingAllow}
-	}
-	return opts, nil
-}
-
-// CreateCollection creates collection name with opts. It is idempotent: an existing
-// collection with the same options is success. An existing collection with other options
-// gives a permanent error wrapping an *APIError with Code
-// EXISTING_COLLECTION_DIFFERENT_SETTINGS. It blocks for the round trip(s).
-func (c *Client) CreateCollection(ctx context.Context, name string, opts CollectionOptions) error {
-	if !nameRE.MatchString(name) {
-		return fault.Permanentf(fault.Rejected, "create collection %q: invalid name (1-48 letters, digits or underscores)", name)
-	}
-	wire, err := opts.wire()
-	if err != nil {
-		return fault.Permanent(fault.Validation, fmt.Errorf("create collection %s: %w", name, err))
-	}
-	payload := map[string]any{"name": name}
-	if len(wire) > 0 {
-		payload["options"] = wire
-	}
-	env, err := c.command(ctx, "", "createCollection", payload)
-	if err != nil {
-		return fmt.Errorf("create collection %s: %w", name, err)
-	}
-	if len(env.Errors) > 0 {
-		return fmt.Errorf("create collection %s: %w", name, classifyAll(env.Errors))
-	}
-	return nil
-}
-
-// CollectionInfo describes one collection, as findCollections with explain reports it.
-type CollectionInfo struct {
-	// Name is the collection's name.
-	Name string `json:"name"`
-	// Options are the collection's options as the server echoes them (JSON object).
-	Options json.RawMessage `json:"options,omitempty"`
-}
-
-// FindCollections lists the keyspace's collections with their options.
-func (c *Client) FindCollections(ctx context.Context) ([]CollectionInfo, error) {
-	env, err := c.command(ctx, "", "findCollections", map[string]any{"options": map[string]any{"explain": true}})
-	if err != nil {
-		return nil, fmt.Errorf("find collections: %w", err)
-	}
-	if len(env.Errors) > 0 {
-		return nil, fmt.Errorf("find collections: %w", classifyAll(env.Errors))
-	}
-	var st struct {
-		Collections []json.RawMessage `json:"collections"`
-	}
-	if err := json.Unmarshal(env.Status, &st); err != nil {
-		return nil, fault.Retry(fault.Transient, fmt.Errorf("find collections: decode status: %w", err))
-	}
-	out := make([]CollectionInfo, 0, len(st.Collections))
-	for _, raw := range st.Collections {
-		var ci CollectionInfo
-		if len(raw) > 0 && raw[0] == '"' { // a server that ignored explain
-			if err := json.Unmarshal(raw, &ci.Name); err != nil {
-				return nil, fault.Retry(fault.Transient, fmt.Errorf("find collections: decode name: %w", err))
-			}
-		} else if err := json.Unmarshal(raw, &ci); err != nil {
-			return nil, fault.Retry(fault.Transient, fmt.Errorf("find collections: decode entry: %w", err))
-		}
-		out = append(out, ci)
-	}
-	return out, nil
-}
-
-// DeleteCollection drops collection name and its documents. Deleting a missing collection
-// is success.
-func (c *Client) DeleteCollection(ctx context.Context, name string) error {
-	if !nameRE.MatchString(name) {
-		return fault.Permanentf(fault.Rejected, "delete collection %q: invalid name (1-48 letters, digits or underscores)", name)
-	}
-	env, err := c.command(ctx, "", "deleteCollection", map[string]any{"name": name})
-	if err != nil {
-		return fmt.Errorf("delete collection %s: %w", name, err)
-	}
-	if len(env.Errors) > 0 {
-		return fmt.Errorf("delete collection %s: %w", name, classifyAll(env.Errors))
-	}
-	return nil
-}
 
 type docResponse struct {
 	ID        json.RawMessage `json:"_id"`
@@ -159,8 +35,16 @@ func (c *Client) InsertMany(ctx context.Context, coll string, docs []json.RawMes
 	return c.insertMany(ctx, coll, docs, false)
 }
 
-// insertMany is InsertMany; valid says the caller checked every document already (the Sink
-// sends what prepare built from a checked body), so they need no check here.
+// InsertManyUnchecked is InsertMany without the check that each document is one valid
+// JSON value: the caller guarantees it, having built or checked every document itself (a
+// check of each document costs about as much as the rest of the request). An invalid
+// document corrupts the request, which the server then rejects as a whole.
+func (c *Client) InsertManyUnchecked(ctx context.Context, coll string, docs []json.RawMessage) ([]error, error) {
+	return c.insertMany(ctx, coll, docs, true)
+}
+
+// insertMany is InsertMany; valid says the caller checked every document already, so they
+// need no check here.
 func (c *Client) insertMany(ctx context.Context, coll string, docs []json.RawMessage, valid bool) ([]error, error) {
 	out := make([]error, len(docs))
 	for start := 0; start < len(docs); start += MaxInsertMany {
@@ -231,7 +115,7 @@ func (c *Client) insertChunk(ctx context.Context, coll string, docs []json.RawMe
 	// failed document has an error naming its _id.
 	next := 0
 	for i, d := range docs {
-		id := docID(d)
+		id := DocID(d)
 		if next < len(st.InsertedIDs) && id != "" && idString(st.InsertedIDs[next]) == id {
 			next++
 			out[i] = nil
@@ -252,8 +136,10 @@ func (c *Client) insertChunk(ctx context.Context, coll string, docs []json.RawMe
 	return nil
 }
 
-// docID returns the _id of a JSON document as idString gives it, or "".
-func docID(doc json.RawMessage) string {
+// DocID returns the _id of a JSON document: a string id decoded, any other id (an EJSON
+// object, a number) as its JSON text; "" when doc is not an object or has no _id. It is
+// how APIError.DocumentIDs name documents.
+func DocID(doc json.RawMessage) string {
 	var d struct {
 		ID json.RawMessage `json:"_id"`
 	}

@@ -1,4 +1,4 @@
-package astra
+package dataapi
 
 import (
 	"bufio"
@@ -19,7 +19,7 @@ const (
 	benchChunks = 2000
 	// benchLatency is the double's latency per request, about a round trip to Astra.
 	benchLatency = 20 * time.Millisecond
-	passCFixture = "../../testdata/chunks/job_1757237159_c8623a8fec21_pass_c_raw_chunks.jsonl"
+	passCFixture = "../../../testdata/chunks/job_1757237159_c8623a8fec21_pass_c_raw_chunks.jsonl"
 )
 
 // benchDocs builds n Pass C–sized chunk documents with document.NewBuilder, cycling through
@@ -68,13 +68,13 @@ func benchDocs(tb testing.TB, n int) []document.Doc {
 // benchSetup starts a double with benchLatency per request and a client of it, creates
 // collection "bench" and returns the client and the documents.
 func benchSetup(b *testing.B) (*dataapitest.Server, *Client, []document.Doc) {
-	srv := newDouble(b, dataapitest.Config{})
-	env := newEnv(b, srv, nil, nil)
-	if err := env.c.CreateCollection(b.Context(), "bench", CollectionOptions{IndexingDeny: []string{"embedding"}}); err != nil {
+	srv := dataapitest.Start(b, dataapitest.Config{})
+	c := newDoubleClient(b, srv)
+	if err := c.CreateCollection(b.Context(), "bench", CollectionOptions{IndexingDeny: []string{"embedding"}}); err != nil {
 		b.Fatal(err)
 	}
 	srv.SetLatency(benchLatency, 0)
-	return srv, env.c, benchDocs(b, benchChunks)
+	return srv, c, benchDocs(b, benchChunks)
 }
 
 // truncate empties the bench collection with the timer stopped.

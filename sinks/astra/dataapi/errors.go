@@ -1,4 +1,4 @@
-package astra
+package dataapi
 
 import (
 	"context"
@@ -11,7 +11,7 @@ import (
 	"github.com/sluice-dev/sluice/pipeline/fault"
 )
 
-// ErrNotFound is returned (wrapped) by FindOne and Sink.GetDoc when no document matches.
+// ErrNotFound is returned (wrapped) by FindOne when no document matches.
 var ErrNotFound = errors.New("astra: document not found")
 
 // Data API error codes Sluice branches on (reference data-api.md §6).
@@ -167,16 +167,6 @@ func classifyAll(errs []*APIError) error {
 		return fault.Permanent(fault.ClassOf(perm), all)
 	}
 	return fault.Retry(fault.Transient, all)
-}
-
-// allRetryable reports whether errs is non-empty and every error in it is retryable.
-func allRetryable(errs []*APIError) bool {
-	for _, e := range errs {
-		if !e.Retryable() {
-			return false
-		}
-	}
-	return len(errs) > 0
 }
 
 // ctxErr returns ctx's error wrapped as transient: a cancelled call is never permanent.

@@ -1,4 +1,4 @@
-package astra
+package dataapi
 
 import (
 	"bytes"
@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
 )
 
 const testToken = "AstraCS:unit-secret-0123456789"
@@ -81,8 +82,9 @@ func (s *scripted) requests() []recorded {
 	return append([]recorded(nil), s.got...)
 }
 
-// newTestClient returns a client for url with tiny backoffs, logging into buf.
-func newTestClient(t *testing.T, url string, buf *bytes.Buffer, mod ...func(*Config)) *Client {
+// newTestClient returns a client for url with tiny backoffs, logging into buf (when not
+// nil).
+func newTestClient(t testing.TB, url string, buf *bytes.Buffer, mod ...func(*Config)) *Client {
 	t.Helper()
 	cfg := Config{
 		Endpoint: url, Token: testToken,
@@ -413,4 +415,9 @@ func TestInsertManyRequestShapeAndInvalidDocument(t *testing.T) {
 	if n := len(srv.requests()); n != 1 {
 		t.Fatalf("%d requests after the invalid call, want still 1", n)
 	}
+}
+
+// newDoubleClient returns a client of srv, a Data API double.
+func newDoubleClient(t testing.TB, srv *dataapitest.Server) *Client {
+	return newTestClient(t, srv.URL(), nil, func(c *Config) { c.Token = srv.Token() })
 }

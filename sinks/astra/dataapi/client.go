@@ -1,15 +1,17 @@
-// Package astra writes documents to AstraDB (or a self-hosted Data API on HCD/DSE) through
-// the Data API, spoken directly over net/http (reference data-api.md is the wire protocol).
+// Package dataapi is a client of the Astra DB Data API (AstraDB, or a self-hosted Data API
+// on HCD/DSE), spoken directly over net/http (reference data-api.md is the wire protocol):
+// astra-db-go is not served by the module proxy.
 //
 // Client sends Data API commands with a bounded connection pool and retries transient
-// failures; every error it returns is classified with pipeline/fault. Sink is the chunk
-// writer the pipeline's batcher calls: one unordered insertMany per batch, per-document
-// outcomes, and idempotent redelivery (DOCUMENT_ALREADY_EXISTS on our own ids is resolved by
-// comparing versions and content).
+// failures; every error it returns is classified with pipeline/fault, and *APIError and
+// *HTTPError carry what the server said. Its methods are named after the commands they send:
+// CreateCollection, FindCollections and DeleteCollection (collections.go); InsertMany,
+// FindOne, Find, FindPage, FindOneAndReplace, UpdateOne, DeleteMany and CountDocuments
+// (documents.go).
 //
 // The application token is sent in the Token header only. It never appears in errors, logs,
 // metrics or the String/LogValue output of Config.
-package astra
+package dataapi
 
 import (
 	"bytes"
@@ -93,6 +95,11 @@ const (
 // nameRE is the Data API's keyspace and collection naming rule (reference data-api.md §1.1).
 var nameRE = regexp.MustCompile(`^\w{1,48}$`)
 
+// ValidName reports whether name is a valid keyspace or collection name: 1 to 48 letters,
+// digits or underscores (reference data-api.md §1.1). Every method refuses other names
+// with a permanent fault.Rejected error before sending anything.
+func ValidName(name string) bool { return nameRE.MatchString(name) }
+
 func (c *Config) setDefaults() {
 	if c.Keyspace == "" {
 		c.Keyspace = defaultKeyspace
@@ -169,7 +176,7 @@ func (c Config) Validate() error {
 
 // String describes c without the token.
 func (c Config) String() string {
-	return fmt.Sprintf("astra.Config{Endpoint:%q Keyspace:%q Token:%s MaxConns:%d RequestTimeout:%s MaxAttempts:%d}",
+	return fmt.Sprintf("dataapi.Config{Endpoint:%q Keyspace:%q Token:%s MaxConns:%d RequestTimeout:%s MaxAttempts:%d}",
 		c.Endpoint, c.Keyspace, redactedToken(c.Token), c.MaxConns, c.RequestTimeout, c.MaxAttempts)
 }
 
@@ -262,6 +269,18 @@ func (c *Client) MaxConns() int { return c.cfg.MaxConns }
 
 // Keyspace returns the keyspace the client sends commands to.
 func (c *Client) Keyspace() string { return c.cfg.Keyspace }
+
+// MaxAttempts returns how many attempts the client makes of one command that fails
+// transiently (Config.MaxAttempts, the first included).
+func (c *Client) MaxAttempts() int { return c.cfg.MaxAttempts }
+
+// Backoff waits the delay the client itself leaves after failed attempt n (1-based) of a
+// command: exponential with jitter, at most Config.MaxBackoff. A caller that retries part
+// of a request (the documents the database did not write) paces itself with it. It blocks
+// until the delay has passed or ctx ends, and then returns ctx's cause.
+func (c *Client) Backoff(ctx context.Context, n int) error {
+	return sleep(ctx, c.backoff(n, 0))
+}
 
 // envelope is a decoded response (reference data-api.md §1.4).
 type envelope struct {
