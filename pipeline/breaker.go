@@ -2,13 +2,13 @@ package pipeline
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sluice-dev/sluice/pipeline/settle"
 )
 
 // Pinger is a store that can tell cheaply whether it answers. A sink that implements it gets
@@ -47,14 +47,6 @@ func (c *BreakerConfig) setDefaults() {
 
 // probeLogEvery is how often a failed probe is logged: an hour's outage is 120 lines, not 720.
 const probeLogEvery = 30 * time.Second
-
-// stoppingRetryDelay is how long a message handed back by a stopping worker waits before it is
-// delivered again: past a drain, so another worker (or this one restarted) gets it.
-const stoppingRetryDelay = 5 * time.Second
-
-// errBreakerStopped is what await returns once the breaker's prober has stopped (the worker
-// is draining): a held message goes back to the broker.
-var errBreakerStopped = errors.New("sink unavailable and the worker is stopping")
 
 // breaker is a circuit breaker for one sink. A write in which every document failed
 // transiently opens it (the sink is down, not the documents); while it is open, writers wait
@@ -190,7 +182,7 @@ func (b *breaker) hold(ctx context.Context, attempt func() (down error)) error {
 }
 
 // await returns nil at once while the breaker is closed; while it is open it blocks until it
-// closes, ctx ends (ctx.Err()) or the prober stops (errBreakerStopped).
+// closes, ctx ends (ctx.Err()) or the prober stops (settle.ErrStopped).
 func (b *breaker) await(ctx context.Context) error {
 	b.mu.Lock()
 	open, closed := b.open, b.closed
@@ -204,7 +196,7 @@ func (b *breaker) await(ctx context.Context) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	case <-b.stopped:
-		return errBreakerStopped
+		return settle.ErrStopped
 	}
 }
 

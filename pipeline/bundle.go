@@ -12,7 +12,9 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluice-dev/sluice/pipeline/dlq"
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/settle"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/document"
 )
@@ -50,6 +52,9 @@ type bundleItemMsg struct {
 	once   sync.Once
 	header nats.Header
 }
+
+// BundleIndex is the item's position in its bundle (dlq.BundleItem).
+func (m *bundleItemMsg) BundleIndex() int { return m.index }
 
 func (m *bundleItemMsg) Headers() nats.Header {
 	m.once.Do(func() {
@@ -139,13 +144,13 @@ type bundleMemory struct {
 func (b *bundleMemory) get(meta *jetstream.MsgMetadata) []bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return b.done[msgKey(meta)]
+	return b.done[dlq.MsgKey(meta)]
 }
 
 // put remembers the settled items of a bundle that is retried; at most maxBundleMemory bundles,
 // the oldest forgotten first.
 func (b *bundleMemory) put(meta *jetstream.MsgMetadata, done []bool) {
-	k := msgKey(meta)
+	k := dlq.MsgKey(meta)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.done == nil {
@@ -165,7 +170,7 @@ func (b *bundleMemory) put(meta *jetstream.MsgMetadata, done []bool) {
 func (b *bundleMemory) forget(meta *jetstream.MsgMetadata) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	delete(b.done, msgKey(meta)) // its order entry goes when it reaches the front
+	delete(b.done, dlq.MsgKey(meta)) // its order entry goes when it reaches the front
 }
 
 // settleBundle settles a bundle whose items were handled: each item that failed permanently is
@@ -176,10 +181,10 @@ func (b *bundleMemory) forget(meta *jetstream.MsgMetadata) {
 func (w *Worker) settleBundle(ctx context.Context, items []chunkItem, progressErr error) {
 	first := items[0]
 	d, m, meta := first.d, first.d.Msg(), first.meta
-	last := meta.NumDelivered >= w.maxDeliver
-	stopping := false // items handed back by a stopping worker: never exhausted, see settler.fail
+	last := meta.NumDelivered >= w.MaxDeliver
+	stopping := false // items handed back by a stopping worker: never exhausted, see settle.Settler.Fail
 	for _, it := range items {
-		stopping = stopping || errors.Is(it.transient, errBreakerStopped)
+		stopping = stopping || errors.Is(it.transient, settle.ErrStopped)
 	}
 	last = last && !stopping
 	done := make([]bool, len(items))
@@ -216,7 +221,7 @@ func (w *Worker) settleBundle(ctx context.Context, items []chunkItem, progressEr
 		if (it.permanent != nil && it.first == it.last) || (it.permanent == nil && it.transient == nil) {
 			sink = "" // not the sink's failure: the chunk could not be built, or its progress not recorded
 		}
-		if err := w.deadLetterItem(ctx, it.bundled, meta, dead, sink); err != nil {
+		if err := w.DeadLetterItem(ctx, it.bundled, meta, dead, sink); err != nil {
 			cause = cmpErr(cause, err)
 			continue
 		}
@@ -225,12 +230,12 @@ func (w *Worker) settleBundle(ctx context.Context, items []chunkItem, progressEr
 	for _, ok := range done {
 		if !ok {
 			w.bundles.put(meta, done)
-			w.dlq.noteFailure(meta)
-			delay := w.retry.Delay(meta.NumDelivered)
+			w.dlq.NoteFailure(meta)
+			delay := w.Retry.Delay(meta.NumDelivered)
 			if stopping {
-				delay = stoppingRetryDelay
+				delay = settle.StoppingRetryDelay
 			}
-			if ok, n := w.logs.allow("retry/bundle/" + string(fault.ClassOf(cause))); ok {
+			if ok, n := w.Logs.Allow("retry/bundle/" + string(fault.ClassOf(cause))); ok {
 				w.log.Warn("retrying chunk bundle", "subject", m.Subject(), "seq", meta.Sequence.Stream,
 					"attempt", meta.NumDelivered, "delay", delay, "err", cause, "suppressed", n)
 			}
@@ -240,6 +245,6 @@ func (w *Worker) settleBundle(ctx context.Context, items []chunkItem, progressEr
 		}
 	}
 	w.bundles.forget(meta)
-	w.dlq.forget(meta)
+	w.dlq.Forget(meta)
 	d.Ack()
 }

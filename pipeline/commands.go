@@ -13,8 +13,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluice-dev/sluice/pipeline/dlq"
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/pipeline/settle"
 	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/graph"
@@ -61,7 +63,7 @@ type CommandWorkerConfig struct {
 	// Validator decodes commands. Optional; nil compiles the embedded schemas.
 	Validator *requirements.Validator
 	// Retry spaces redeliveries of transiently failed commands.
-	Retry RetryPolicy
+	Retry settle.RetryPolicy
 	// DrainTimeout bounds a graceful stop. Optional; 0 means 30 s.
 	DrainTimeout time.Duration
 	// Logger, nil discards.
@@ -105,8 +107,8 @@ type CommandWorker struct {
 	cfg CommandWorkerConfig
 	log *slog.Logger
 	v   *requirements.Validator
-	*settler
-	dlq *deadLetterer
+	*settle.Settler
+	dlq *dlq.Sender
 
 	// Grouped writes, shared by the partitions (see group): the store transaction, the graph
 	// transaction (nil without Graph) and the change-feed events of commands that arrive
@@ -142,10 +144,10 @@ func NewCommandWorker(cfg CommandWorkerConfig) (*CommandWorker, error) {
 	if ci := cfg.Streams.Consumers[0].CachedInfo(); ci != nil && ci.Config.MaxDeliver > 0 {
 		maxDeliver = uint64(ci.Config.MaxDeliver)
 	}
-	dlq := newDeadLetterer(cfg.JS)
+	dlq := dlq.NewSender(cfg.JS)
 	parts := len(cfg.Streams.Consumers)
 	w := &CommandWorker{cfg: cfg, log: log, v: v, dlq: dlq,
-		settler: &settler{dlq: dlq, retry: cfg.Retry, maxDeliver: maxDeliver, log: log, kind: "command"},
+		Settler: &settle.Settler{DLQ: dlq, Retry: cfg.Retry, MaxDeliver: maxDeliver, Log: log, Kind: "command"},
 		applies: chainGroup(parts, applyGroup(cfg.Store), func(r requirements.BatchResult) bool { return r.Err != nil }),
 		events:  chainGroup(parts, publishGroup(cfg.JS), func(err error) bool { return err != nil }),
 	}
@@ -236,7 +238,7 @@ func (w *CommandWorker) Run(ctx context.Context) error {
 // Health returns nil, or an error saying that commands could neither be applied nor
 // dead-lettered in the last 10 minutes; see Worker.Health. It does no I/O and is safe for
 // concurrent use.
-func (w *CommandWorker) Health() error { return w.dlq.health() }
+func (w *CommandWorker) Health() error { return w.dlq.Health() }
 
 // graphMarker is the graph store's apply marker of a command's projection. It is keyed by the
 // command id, not the message id, so a command published twice (a client retry outside the
@@ -332,17 +334,17 @@ func (w *CommandWorker) applyChain(ctx context.Context, p *partition) {
 				w.log.Warn("ack command", "subject", it.h.m.Subject(), "err", err)
 			}
 			settled[it.h] = true
-			w.dlq.forget(it.meta)
+			w.dlq.Forget(it.meta)
 			w.log.Debug("command settled", "command_id", it.cmd.CommandID, "type", it.cmd.Type, "key", it.out.Key,
 				"applied", it.out.Applied, "refusal", it.out.Refusal)
 			continue
 		case it.dead:
-			_ = w.deadLetter(ctx, disp, it.orig, it.meta, it.err, "")
+			_ = w.DeadLetter(ctx, disp, it.orig, it.meta, it.err, "")
 			if settled[it.h] {
 				continue
 			}
 		case it.err != nil && !it.skipped:
-			_ = w.fail(ctx, disp, it.orig, it.meta, it.err, it.sink)
+			_ = w.Fail(ctx, disp, it.orig, it.meta, it.err, it.sink)
 			if settled[it.h] {
 				continue
 			}

@@ -20,6 +20,7 @@ import (
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/pipeline/settle"
 	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/graph"
@@ -105,7 +106,7 @@ func (ce *cmdEnv) startCommandWorker(t testing.TB, cfg pipeline.CommandWorkerCon
 	if cfg.Key == nil {
 		cfg.Key = testKey(t)
 	}
-	cfg.Retry = pipeline.RetryPolicy{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond}
+	cfg.Retry = settle.RetryPolicy{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond}
 	w, err := pipeline.NewCommandWorker(cfg)
 	if err != nil {
 		t.Fatal(err)

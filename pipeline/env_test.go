@@ -17,6 +17,7 @@ import (
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/intake"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
+	"github.com/sluice-dev/sluice/pipeline/settle"
 	"github.com/sluice-dev/sluice/sinks/docstore"
 	"github.com/sluice-dev/sluice/sinks/document"
 	"github.com/sluice-dev/sluice/sources/embedded"
@@ -69,7 +70,7 @@ func (e *testEnv) startWorker(t testing.TB, sink pipeline.DocSink, mod func(*pip
 	t.Helper()
 	cfg := pipeline.WorkerConfig{
 		JS: e.js, Streams: e.streams, Sink: sink, Key: testKey(t),
-		Retry: pipeline.RetryPolicy{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond},
+		Retry: settle.RetryPolicy{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond},
 	}
 	if mod != nil {
 		mod(&cfg)

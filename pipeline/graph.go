@@ -12,8 +12,10 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/sluice-dev/sluice/pipeline/dlq"
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
+	"github.com/sluice-dev/sluice/pipeline/settle"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/graph"
 )
@@ -33,28 +35,28 @@ type GraphStore interface {
 // A batch with an edge whose endpoint is not stored yet in that env is put back at the end
 // of the stream (requeueGraph); every other invalid batch is dead-lettered at once.
 func (w *Worker) handleGraph(msg *message.Message) error {
-	m, meta, err := native(msg)
+	m, meta, err := settle.Native(msg)
 	if err != nil {
 		return fmt.Errorf("graph handler: %w", err)
 	}
 	ctx := msg.Context()
 	env, ok := schemas.EnvFromSubject(m.Subject())
 	if !ok {
-		return w.deadLetter(ctx, wm(msg), m, meta, fault.Permanentf(fault.Validation, "subject %q names no valid environment", m.Subject()), "")
+		return w.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanentf(fault.Validation, "subject %q names no valid environment", m.Subject()), "")
 	}
 	jobID := m.Headers().Get(schemas.HeaderJob)
 	item := int64(-1)
 	if jobID != "" {
 		n, err := strconv.ParseInt(m.Headers().Get(schemas.HeaderItem), 10, 64)
 		if err != nil || n < 0 || !schemas.ValidKey(jobID) {
-			return w.deadLetter(ctx, wm(msg), m, meta, fault.Permanentf(fault.Validation,
+			return w.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanentf(fault.Validation,
 				"a graph batch with %s must carry a valid job id and a %s index", schemas.HeaderJob, schemas.HeaderItem), "")
 		}
 		item = n
 	}
 	batch, err := graph.FromGraphStoreBatch(bytes.NewReader(m.Data()))
 	if err != nil {
-		return w.deadLetter(ctx, wm(msg), m, meta, err, "graph")
+		return w.DeadLetter(ctx, settle.Watermill(msg), m, meta, err, "graph")
 	}
 	// Held through a graph store outage (a PostgreSQL restart) by the circuit breaker: the
 	// graph line is ordered, so a broker retry delay would hold every batch behind this one.
@@ -77,16 +79,16 @@ func (w *Worker) handleGraph(msg *message.Message) error {
 			return w.requeueGraph(ctx, msg, m, meta, missing)
 		}
 		if fault.IsPermanent(err) {
-			return w.deadLetter(ctx, wm(msg), m, meta, err, "graph")
+			return w.DeadLetter(ctx, settle.Watermill(msg), m, meta, err, "graph")
 		}
-		return w.fail(ctx, wm(msg), m, meta, fmt.Errorf("apply graph batch: %w", err), "graph")
+		return w.Fail(ctx, settle.Watermill(msg), m, meta, fmt.Errorf("apply graph batch: %w", err), "graph")
 	}
 	if jobID != "" {
 		if err := w.progress.Record(ctx, jobs.Mark{Job: jobID, Item: item, Outcome: jobs.Written}); err != nil {
-			return w.fail(ctx, wm(msg), m, meta, fmt.Errorf("record progress: %w", err), "")
+			return w.Fail(ctx, settle.Watermill(msg), m, meta, fmt.Errorf("record progress: %w", err), "")
 		}
 	}
-	w.dlq.forget(meta)
+	w.dlq.Forget(meta)
 	w.metrics.outcome("graph_applied", 0)
 	return nil
 }
@@ -110,13 +112,13 @@ const (
 func (w *Worker) requeueGraph(ctx context.Context, msg *message.Message, m jetstream.Msg, meta *jetstream.MsgMetadata, missing *graph.MissingEndpointsError) error {
 	n, _ := strconv.Atoi(m.Headers().Get(schemas.HeaderRequeues))
 	if n >= maxGraphRequeues {
-		return w.deadLetter(ctx, wm(msg), m, meta, fault.Permanent(fault.Validation,
+		return w.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanent(fault.Validation,
 			fmt.Errorf("requeued %d times, the endpoints never arrived: %w", n, missing)), "graph")
 	}
 	select {
 	case <-time.After(min(w.cfg.Retry.Delay(uint64(n+1)), maxRequeueDelay)):
 	case <-ctx.Done():
-		return w.fail(ctx, wm(msg), m, meta, ctx.Err(), "graph")
+		return w.Fail(ctx, settle.Watermill(msg), m, meta, ctx.Err(), "graph")
 	}
 	out := nats.NewMsg(m.Subject())
 	out.Data = m.Data()
@@ -124,13 +126,13 @@ func (w *Worker) requeueGraph(ctx context.Context, msg *message.Message, m jetst
 		out.Header[k] = append([]string(nil), vs...)
 	}
 	out.Header.Set(schemas.HeaderRequeues, strconv.Itoa(n+1))
-	out.Header.Set(nats.MsgIdHdr, fmt.Sprintf("requeue/%s", msgKey(meta)))
+	out.Header.Set(nats.MsgIdHdr, fmt.Sprintf("requeue/%s", dlq.MsgKey(meta)))
 	if _, err := w.cfg.JS.PublishMsg(ctx, out); err != nil {
-		return w.fail(ctx, wm(msg), m, meta, fmt.Errorf("requeue graph batch: %w", err), "graph")
+		return w.Fail(ctx, settle.Watermill(msg), m, meta, fmt.Errorf("requeue graph batch: %w", err), "graph")
 	}
 	w.log.Info("graph batch requeued: an edge endpoint is not stored yet", "seq", meta.Sequence.Stream,
 		"requeues", n+1, "missing", len(missing.Missing))
-	w.dlq.forget(meta)
+	w.dlq.Forget(meta)
 	w.metrics.outcome("graph_requeued", 0)
 	return nil
 }

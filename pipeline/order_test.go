@@ -15,6 +15,7 @@ import (
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/intake"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
+	"github.com/sluice-dev/sluice/pipeline/settle"
 	"github.com/sluice-dev/sluice/schemas"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
@@ -141,7 +142,7 @@ func TestGraphBatchWaitsForItsEndpoints(t *testing.T) {
 	g := graphStore(t)
 	e.startWorker(t, e.store, func(c *pipeline.WorkerConfig) {
 		c.Graph = g
-		c.Retry = pipeline.RetryPolicy{Base: 100 * time.Millisecond, Max: 200 * time.Millisecond}
+		c.Retry = settle.RetryPolicy{Base: 100 * time.Millisecond, Max: 200 * time.Millisecond}
 	})
 	ctx := context.Background()
 	publish := func(body string) {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"strings"
 	"time"
@@ -14,8 +13,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluice-dev/sluice/pipeline/dlq"
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
+	"github.com/sluice-dev/sluice/pipeline/settle"
 	"github.com/sluice-dev/sluice/pipeline/sign"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/document"
@@ -82,7 +83,7 @@ type WorkerConfig struct {
 	// write concurrency, so batches are built and their progress recorded while others write.
 	Handlers int
 	// Retry is the broker-level retry policy for transient failures.
-	Retry RetryPolicy
+	Retry settle.RetryPolicy
 	// Breaker configures the circuit breaker in front of the document sink, used when the
 	// sink implements Pinger (both built-in sinks do): a write in which every document
 	// failed transiently holds the messages while the sink is probed, instead of spending
@@ -97,33 +98,6 @@ type WorkerConfig struct {
 	Logger *slog.Logger
 }
 
-// RetryPolicy spaces broker redeliveries of transiently failed messages: exponential from
-// Base, doubling, capped at Max, with jitter on the upper half. The last allowed delivery
-// (the consumer's MaxDeliver) is dead-lettered instead of retried.
-type RetryPolicy struct {
-	// Base delay after the first failure. Default 1 s.
-	Base time.Duration
-	// Max delay. Default 60 s.
-	Max time.Duration
-}
-
-// Delay returns the delay before delivery attempt+1.
-func (p RetryPolicy) Delay(attempt uint64) time.Duration {
-	base, maxD := p.Base, p.Max
-	if base <= 0 {
-		base = time.Second
-	}
-	if maxD <= 0 {
-		maxD = time.Minute
-	}
-	d := base
-	for i := uint64(1); i < attempt && d < maxD; i++ {
-		d *= 2
-	}
-	d = min(d, maxD)
-	return d/2 + time.Duration(rand.Int64N(int64(d/2)+1))
-}
-
 // Worker drains the chunk and job consumers into the sinks: a Watermill router with one
 // handler per consumer, a group-commit batcher in front of the document sink, and a batched
 // job-progress recorder. Every message is acked only after its write (and its progress) is
@@ -135,14 +109,14 @@ type Worker struct {
 	jobs      *jobs.JobStore
 	progress  *jobs.Progress
 	batcher   *Batcher
-	dlq       *deadLetterer
+	dlq       *dlq.Sender
 	validator *schemas.Validator
 	metrics   *workerMetrics
 	// breakerMetrics is nil when the sink has no circuit breaker; breaker is made by Run.
 	// The graph store has its own (graphBreaker*).
 	breakerMetrics, graphBreakerMetrics *breakerMetrics
 	breaker, graphBreaker               *breaker
-	*settler
+	*settle.Settler
 
 	bundles     bundleMemory                 // settled items of bundles being retried
 	builders    map[string]*document.Builder // one per env, built in NewWorker, read-only after
@@ -203,35 +177,35 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if ci := cfg.Streams.ChunkConsumer.CachedInfo(); ci != nil && ci.Config.MaxDeliver > 0 {
 		maxDeliver = uint64(ci.Config.MaxDeliver)
 	}
-	dl := newDeadLetterer(cfg.JS)
+	dl := dlq.NewSender(cfg.JS)
 	w := &Worker{
 		cfg:         cfg,
 		log:         log,
 		jobs:        cfg.Jobs,
 		dlq:         dl,
 		validator:   v,
-		metrics:     newWorkerMetrics(cfg.Registerer, func() float64 { return float64(dl.unresolvedCount()) }),
+		metrics:     newWorkerMetrics(cfg.Registerer, func() float64 { return float64(dl.Unresolved()) }),
 		builders:    builders,
 		collections: collections,
 	}
-	dl.failures = w.metrics.dlqFails.Inc
+	dl.Failures = w.metrics.dlqFails.Inc
 	if _, ok := cfg.Sink.(Pinger); ok && !cfg.Breaker.Disabled {
 		w.breakerMetrics = newBreakerMetrics(cfg.SinkName, cfg.Registerer)
 	}
 	if _, ok := cfg.Graph.(Pinger); ok && !cfg.Breaker.Disabled {
 		w.graphBreakerMetrics = newBreakerMetrics("graph", cfg.Registerer)
 	}
-	w.settler = &settler{
-		dlq: w.dlq, retry: cfg.Retry, maxDeliver: maxDeliver, log: log, kind: "message",
+	w.Settler = &settle.Settler{
+		DLQ: w.dlq, Retry: cfg.Retry, MaxDeliver: maxDeliver, Log: log, Kind: "message",
 		// A dead-lettered item of a job counts towards it, so the job can complete.
-		onDead: func(ctx context.Context, env schemas.DeadLetterEnvelope) error {
+		OnDead: func(ctx context.Context, env schemas.DeadLetterEnvelope) error {
 			if env.JobID == "" || env.Item == nil || !schemas.ValidKey(env.JobID) {
 				return nil
 			}
 			return w.progress.Record(ctx, jobs.Mark{Job: env.JobID, Item: int64(*env.Item), Outcome: jobs.DeadLettered})
 		},
-		retried: func() { w.metrics.outcome("retried", 0) },
-		dead:    func() { w.metrics.outcome("dead_lettered", 0) },
+		Retried: func() { w.metrics.outcome("retried", 0) },
+		Dead:    func() { w.metrics.outcome("dead_lettered", 0) },
 	}
 	return w, nil
 }
@@ -241,7 +215,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 // unavailable, payload bucket missing). Such messages are kept in their streams and retried,
 // never dropped; the error clears when each is applied or dead-lettered, or 10 minutes after
 // its last failure. It does no I/O and is safe for concurrent use (a /readyz check).
-func (w *Worker) Health() error { return w.dlq.health() }
+func (w *Worker) Health() error { return w.dlq.Health() }
 
 // Jobs returns the worker's job store.
 func (w *Worker) Jobs() *jobs.JobStore { return w.jobs }
@@ -301,7 +275,7 @@ func (w *Worker) Run(ctx context.Context) error {
 		return err
 	}
 	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: w.cfg.DrainTimeout},
-		routerLogger(w.log))
+		settle.RouterLogger(w.log))
 	if err != nil {
 		return err
 	}
@@ -443,7 +417,7 @@ func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 		if m.Headers().Get(schemas.HeaderSchema) == string(schemas.ChunkBundle) {
 			env, ok := schemas.EnvFromSubject(m.Subject())
 			if !ok {
-				_ = w.deadLetter(ctx, d, m, meta, fault.Permanentf(fault.Validation, "subject %q names no valid environment", m.Subject()), "")
+				_ = w.DeadLetter(ctx, d, m, meta, fault.Permanentf(fault.Validation, "subject %q names no valid environment", m.Subject()), "")
 				continue
 			}
 			var done []bool
@@ -452,7 +426,7 @@ func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 			}
 			its, docsOf, err := w.expandBundle(m, meta, env, done)
 			if err != nil {
-				_ = w.deadLetter(ctx, d, m, meta, err, "")
+				_ = w.DeadLetter(ctx, d, m, meta, err, "")
 				continue
 			}
 			lo := len(items)
@@ -465,7 +439,7 @@ func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 		}
 		it, docsOf, err := w.checkChunk(m, meta)
 		if err != nil {
-			_ = w.deadLetter(ctx, d, m, meta, err, "")
+			_ = w.DeadLetter(ctx, d, m, meta, err, "")
 			continue
 		}
 		it.d = d
@@ -513,14 +487,14 @@ func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 		m := it.d.Msg()
 		switch {
 		case it.permanent != nil:
-			_ = w.deadLetter(ctx, it.d, m, it.meta, it.permanent, w.cfg.SinkName)
+			_ = w.DeadLetter(ctx, it.d, m, it.meta, it.permanent, w.cfg.SinkName)
 		case it.transient != nil:
-			_ = w.fail(ctx, it.d, m, it.meta, fmt.Errorf("write chunk: %w", it.transient), w.cfg.SinkName)
+			_ = w.Fail(ctx, it.d, m, it.meta, fmt.Errorf("write chunk: %w", it.transient), w.cfg.SinkName)
 		case progressErr != nil && it.job != "":
-			_ = w.fail(ctx, it.d, m, it.meta, progressErr, "")
+			_ = w.Fail(ctx, it.d, m, it.meta, progressErr, "")
 		default:
 			if it.meta.NumDelivered > 1 {
-				w.dlq.forget(it.meta)
+				w.dlq.Forget(it.meta)
 			}
 			it.d.Ack()
 			w.metrics.outcome("written", time.Since(it.d.Received()))
@@ -618,34 +592,34 @@ func cmpErr(have, e error) error {
 
 // handleJobEvent applies a job's open or seal event to the job store.
 func (w *Worker) handleJobEvent(msg *message.Message) error {
-	m, meta, err := native(msg)
+	m, meta, err := settle.Native(msg)
 	if err != nil {
 		return fmt.Errorf("job handler: %w", err)
 	}
 	ctx := msg.Context()
 	if err := w.validator.Validate(schemas.JobEvent, m.Data()); err != nil {
-		return w.deadLetter(ctx, wm(msg), m, meta, fault.Permanent(fault.Validation, err), "")
+		return w.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanent(fault.Validation, err), "")
 	}
 	var ev schemas.JobEventEnvelope
 	if err := ev.UnmarshalJSON(m.Data()); err != nil {
-		return w.deadLetter(ctx, wm(msg), m, meta, fault.Permanent(fault.Validation, err), "")
+		return w.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanent(fault.Validation, err), "")
 	}
 	switch {
 	case ev.Open != nil:
 		_, err = w.jobs.Open(ctx, *ev.Open)
 	case ev.Seal != nil:
 		if cerr := ev.Seal.Check(); cerr != nil {
-			return w.deadLetter(ctx, wm(msg), m, meta, fault.Permanent(fault.Validation, cerr), "")
+			return w.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanent(fault.Validation, cerr), "")
 		}
 		_, err = w.jobs.Seal(ctx, *ev.Seal)
 	case ev.Rollback != nil:
 		if verr := w.verifyRollback(m); verr != nil {
-			return w.deadLetter(ctx, wm(msg), m, meta, verr, "")
+			return w.DeadLetter(ctx, settle.Watermill(msg), m, meta, verr, "")
 		}
 		err = w.rollback(ctx, *ev.Rollback)
 	}
 	if err != nil {
-		return w.fail(ctx, wm(msg), m, meta, err, "")
+		return w.Fail(ctx, settle.Watermill(msg), m, meta, err, "")
 	}
 	return nil
 }

@@ -1,5 +1,7 @@
-// Package dlq reads and acts on Sluice's dead letters: it lists, fetches, deletes, purges and
-// replays the entries of the DLQ stream (schemas.StreamDLQ), and captures the JetStream
+// Package dlq is all of dead-lettering: it sends dead letters for the workers (Sender, which
+// writes them through Writer: the message whole, or its payload by reference when too large),
+// lists, fetches, deletes, purges and replays the entries of the DLQ stream
+// (schemas.StreamDLQ), and captures the JetStream
 // advisories of messages that hit their consumer's max deliveries or were terminated, so that
 // every such message has a dead letter (DESIGN.md invariant 8).
 //

@@ -19,6 +19,7 @@ import (
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/intake"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
+	"github.com/sluice-dev/sluice/pipeline/settle"
 	"github.com/sluice-dev/sluice/sinks/docstore"
 	"github.com/sluice-dev/sluice/sinks/document"
 	"github.com/sluice-dev/sluice/sources/embedded"
@@ -78,7 +79,7 @@ func (e *testEnv) startWorker(t testing.TB, sink pipeline.DocSink) {
 	t.Helper()
 	w, err := pipeline.NewWorker(pipeline.WorkerConfig{
 		JS: e.js, Streams: e.streams, Sink: sink,
-		Retry: pipeline.RetryPolicy{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond},
+		Retry: settle.RetryPolicy{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/dlq"
+	"github.com/sluice-dev/sluice/pipeline/settle"
 	"github.com/sluice-dev/sluice/schemas"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
@@ -376,7 +377,7 @@ func TestDeadLetterFailureKeepsMessageAndIsLoud(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	w, err := pipeline.NewWorker(pipeline.WorkerConfig{
 		JS: e.js, Streams: e.streams, Sink: e.store, Registerer: reg,
-		Retry: pipeline.RetryPolicy{Base: 2 * time.Second, Max: 2 * time.Second},
+		Retry: settle.RetryPolicy{Base: 2 * time.Second, Max: 2 * time.Second},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -1,4 +1,4 @@
-package pipeline
+package settle
 
 import (
 	"sync"
@@ -11,10 +11,10 @@ import (
 // message per retry: 98,988 lines (issue 11).
 const logEvery = time.Second
 
-// logLimiter lets one line per key through per logEvery and counts the rest. The zero value is
+// LogLimiter lets one line per key through per logEvery and counts the rest. The zero value is
 // ready to use; safe for concurrent use. Its keys come from a small fixed set (kinds × fault
 // classes × sinks), so the map stays small.
-type logLimiter struct {
+type LogLimiter struct {
 	mu   sync.Mutex // guards keys
 	keys map[string]*limitState
 	now  func() time.Time // nil means time.Now
@@ -27,7 +27,7 @@ type limitState struct {
 
 // allow reports whether a line of key may be logged now and, if so, how many lines of key
 // were suppressed since the last one logged.
-func (l *logLimiter) allow(key string) (ok bool, suppressed int) {
+func (l *LogLimiter) Allow(key string) (ok bool, suppressed int) {
 	now := time.Now()
 	if l.now != nil {
 		now = l.now()

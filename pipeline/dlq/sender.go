@@ -1,4 +1,4 @@
-package pipeline
+package dlq
 
 import (
 	"context"
@@ -10,20 +10,19 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluice-dev/sluice/pipeline/dlq"
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/schemas"
 )
 
-// deadLetterer publishes dead letters: the original message whole (by reference when it is too
+// Sender publishes dead letters: the original message whole (by reference when it is too
 // large to embed, see dlq.Writer), with why and when it failed (DESIGN.md invariant 8). It also
 // keeps the messages whose dead letter could not be stored, for Health and the metrics. Safe for
 // concurrent use.
-type deadLetterer struct {
-	w   *dlq.Writer
+type Sender struct {
+	w   *Writer
 	now func() time.Time
-	// failures counts dead letters that could not be stored, if set.
-	failures func()
+	// Failures counts dead letters that could not be stored, if set.
+	Failures func()
 
 	mu    sync.Mutex // guards first, order and unresolved
 	first map[string]time.Time
@@ -49,18 +48,22 @@ const maxFailureMemory = 1 << 16
 // delivery is the advisory capture's, which logs and retries its own failures.
 const failureTTL = 10 * time.Minute
 
-func newDeadLetterer(js jetstream.JetStream) *deadLetterer {
-	return &deadLetterer{w: dlq.NewWriter(js, ""), now: time.Now, first: map[string]time.Time{},
+// NewSender returns a Sender that stores dead letters through js (NewWriter) in the
+// SLUICE_DLQ stream. Set Failures before the first use.
+func NewSender(js jetstream.JetStream) *Sender {
+	return &Sender{w: NewWriter(js, ""), now: time.Now, first: map[string]time.Time{},
 		unresolved: map[string]deadLetterFailure{}}
 }
 
-func msgKey(meta *jetstream.MsgMetadata) string {
+// MsgKey names a message by its stream and stream sequence ("stream:seq"): the key under which
+// its failures are remembered.
+func MsgKey(meta *jetstream.MsgMetadata) string {
 	return meta.Stream + ":" + strconv.FormatUint(meta.Sequence.Stream, 10)
 }
 
-// noteFailure remembers when a message first failed, for its dead letter.
-func (d *deadLetterer) noteFailure(meta *jetstream.MsgMetadata) {
-	k := msgKey(meta)
+// NoteFailure remembers when a message first failed, for its dead letter.
+func (d *Sender) NoteFailure(meta *jetstream.MsgMetadata) {
+	k := MsgKey(meta)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if _, ok := d.first[k]; ok {
@@ -74,9 +77,9 @@ func (d *deadLetterer) noteFailure(meta *jetstream.MsgMetadata) {
 	d.order = append(d.order, k)
 }
 
-// forget drops what is remembered of a message that was applied or dead-lettered.
-func (d *deadLetterer) forget(meta *jetstream.MsgMetadata) {
-	k := msgKey(meta)
+// Forget drops what is remembered of a message that was applied or dead-lettered.
+func (d *Sender) Forget(meta *jetstream.MsgMetadata) {
+	k := MsgKey(meta)
 	d.mu.Lock()
 	delete(d.first, k)
 	if len(d.unresolved) > 0 {
@@ -85,22 +88,22 @@ func (d *deadLetterer) forget(meta *jetstream.MsgMetadata) {
 	d.mu.Unlock()
 }
 
-// failed records that the dead letter of a message could not be stored.
-func (d *deadLetterer) failed(meta *jetstream.MsgMetadata, err error) {
-	k := msgKey(meta)
+// Failed records that the dead letter of a message could not be stored.
+func (d *Sender) Failed(meta *jetstream.MsgMetadata, err error) {
+	k := MsgKey(meta)
 	d.mu.Lock()
 	if _, ok := d.unresolved[k]; !ok && len(d.unresolved) >= maxFailureMemory {
 		d.pruneLocked(d.now().Add(failureTTL)) // full of live failures: keep the newest
 	}
 	d.unresolved[k] = deadLetterFailure{at: d.now(), err: err}
 	d.mu.Unlock()
-	if d.failures != nil {
-		d.failures()
+	if d.Failures != nil {
+		d.Failures()
 	}
 }
 
 // pruneLocked drops unresolved failures older than failureTTL at now. d.mu must be held.
-func (d *deadLetterer) pruneLocked(now time.Time) {
+func (d *Sender) pruneLocked(now time.Time) {
 	for k, f := range d.unresolved {
 		if now.Sub(f.at) >= failureTTL {
 			delete(d.unresolved, k)
@@ -108,18 +111,18 @@ func (d *deadLetterer) pruneLocked(now time.Time) {
 	}
 }
 
-// unresolvedCount returns how many messages could neither be applied nor dead-lettered within
+// Unresolved returns how many messages could neither be applied nor dead-lettered within
 // failureTTL.
-func (d *deadLetterer) unresolvedCount() int {
+func (d *Sender) Unresolved() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.pruneLocked(d.now())
 	return len(d.unresolved)
 }
 
-// health returns nil, or an error naming how many messages could neither be applied nor
+// Health returns nil, or an error naming how many messages could neither be applied nor
 // dead-lettered within failureTTL and the latest failure.
-func (d *deadLetterer) health() error {
+func (d *Sender) Health() error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.pruneLocked(d.now())
@@ -137,14 +140,14 @@ func (d *deadLetterer) health() error {
 		len(d.unresolved), lk, last.err)
 }
 
-// send publishes the dead letter of m and returns once JetStream stored it. Its Nats-Msg-Id is
+// Send publishes the dead letter of m and returns once JetStream stored it. Its Nats-Msg-Id is
 // derived from the original's stream position ("<stream>-<seq>", plus "-i<index>" for an item
 // of a bundle), so a redelivery that dead-letters again within the duplicate window stores
 // nothing new.
-func (d *deadLetterer) send(ctx context.Context, m jetstream.Msg, meta *jetstream.MsgMetadata, cause error, sink string) (schemas.DeadLetterEnvelope, error) {
+func (d *Sender) Send(ctx context.Context, m jetstream.Msg, meta *jetstream.MsgMetadata, cause error, sink string) (schemas.DeadLetterEnvelope, error) {
 	now := d.now().UTC()
 	d.mu.Lock()
-	first, ok := d.first[msgKey(meta)]
+	first, ok := d.first[MsgKey(meta)]
 	d.mu.Unlock()
 	if !ok {
 		first = now
@@ -175,21 +178,29 @@ func (d *deadLetterer) send(ctx context.Context, m jetstream.Msg, meta *jetstrea
 			env.Item = &n
 		}
 	}
-	bi, bundled := m.(*bundleItemMsg)
+	bi, bundled := m.(BundleItem)
 	if bundled {
-		env.ID += "-i" + strconv.Itoa(bi.index)
+		env.ID += "-i" + strconv.Itoa(bi.BundleIndex())
 	}
 	written, err := d.w.Write(ctx, env)
 	if err != nil {
 		return env, err
 	}
 	if !bundled { // the bundle is forgotten once all its items are settled
-		d.forget(meta)
+		d.Forget(meta)
 	}
 	return written.Envelope, nil
 }
 
 // traceID extracts the trace id from a W3C traceparent ("00-<32 hex>-<16 hex>-<2 hex>").
+// BundleItem is a message that is one item of a chunk bundle: its dead letter's id names the
+// item (stream-seq-iN), and the bundle stays remembered until every item is settled.
+type BundleItem interface {
+	jetstream.Msg
+	// BundleIndex is the item's position in its bundle.
+	BundleIndex() int
+}
+
 func traceID(tp string) string {
 	parts := strings.Split(tp, "-")
 	if len(parts) != 4 || len(parts[1]) != 32 {
