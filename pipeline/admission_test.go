@@ -124,7 +124,7 @@ func TestReaperFailsOnlyAbandonedJobs(t *testing.T) {
 	if len(reaped) != 1 || reaped[0] != "jstale00000000000000000001" {
 		t.Fatalf("reaped %v, want only the stale job", reaped)
 	}
-	for id, want := range map[string]jobs.JobState{
+	for id, want := range map[string]jobs.State{
 		"jstale00000000000000000001": jobs.JobFailed, "jsealed0000000000000000001": jobs.JobCompleted,
 		"jfailed0000000000000000001": jobs.JobFailed, "jfresh00000000000000000001": jobs.JobPending,
 	} {

@@ -13,12 +13,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/commands"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/sinks/graph"
 )
 
-var _ pipeline.GraphBatchApplier = graph.Store(nil)
+var _ commands.GraphBatchApplier = graph.Store(nil)
 
 // recordingGraph is a real SQLite graph store that records, for each ApplyBatches call (one
 // graph transaction), the marker of each batch and what became of it. after, when set, runs
@@ -197,7 +197,7 @@ func TestCommandsGraphProjectionsGrouped(t *testing.T) {
 			}
 		}
 	}}
-	ce.startCommandWorker(t, pipeline.CommandWorkerConfig{Graph: rg})
+	ce.startCommandWorker(t, commands.WorkerConfig{Graph: rg})
 
 	// Hold the graph's write lock while the commands reach the projection, so they queue
 	// into one group behind the first; the failing one comes last, never alone in front.
@@ -260,7 +260,7 @@ func TestCommandsStoppedMidGraphGroup(t *testing.T) {
 	ce := newCmdEnv(t)
 	gs, other := ce.openGraphFile(t, 3*time.Second)
 	rg := &recordingGraph{SQLite: gs}
-	stop := ce.startCommandWorker(t, pipeline.CommandWorkerConfig{Graph: rg, DrainTimeout: 300 * time.Millisecond})
+	stop := ce.startCommandWorker(t, commands.WorkerConfig{Graph: rg, DrainTimeout: 300 * time.Millisecond})
 	cmds := featureCmds("5100000", 8)
 
 	release := lockGraph(t, other)
@@ -290,7 +290,7 @@ func TestCommandsStoppedMidGraphGroup(t *testing.T) {
 
 	gs2, _ := ce.openGraphFile(t, 3*time.Second)
 	rg2 := &recordingGraph{SQLite: gs2}
-	ce.startCommandWorker(t, pipeline.CommandWorkerConfig{Graph: rg2})
+	ce.startCommandWorker(t, commands.WorkerConfig{Graph: rg2})
 	ce.awaitProjected(t, cmds)
 	skipped := 0
 	for _, call := range rg2.snapshot() {
@@ -317,7 +317,7 @@ func TestCommandProjectionEnv(t *testing.T) {
 	ctx := context.Background()
 	t.Run("default dev", func(t *testing.T) {
 		ce := newCmdEnv(t)
-		ce.startCommandWorker(t, pipeline.CommandWorkerConfig{})
+		ce.startCommandWorker(t, commands.WorkerConfig{})
 		if out := ce.run(t, featureCmd("FR-7100000000001")); !out.Applied {
 			t.Fatalf("outcome %+v", out)
 		}
@@ -333,7 +333,7 @@ func TestCommandProjectionEnv(t *testing.T) {
 	})
 	t.Run("configured prod", func(t *testing.T) {
 		ce := newCmdEnv(t)
-		ce.startCommandWorker(t, pipeline.CommandWorkerConfig{GraphEnv: "prod"})
+		ce.startCommandWorker(t, commands.WorkerConfig{GraphEnv: "prod"})
 		if out := ce.run(t, featureCmd("FR-7100000000002")); !out.Applied {
 			t.Fatalf("outcome %+v", out)
 		}
@@ -349,11 +349,11 @@ func TestCommandProjectionEnv(t *testing.T) {
 	})
 	t.Run("invalid", func(t *testing.T) {
 		ce := newCmdEnv(t)
-		_, err := pipeline.NewCommandWorker(pipeline.CommandWorkerConfig{JS: ce.js, Streams: ce.cs, Store: ce.store, Key: testKey(t), Graph: ce.graph, GraphEnv: "staging"})
+		_, err := commands.NewWorker(commands.WorkerConfig{JS: ce.js, Streams: ce.cs, Store: ce.store, Key: testKey(t), Graph: ce.graph, GraphEnv: "staging"})
 		if err == nil || !strings.Contains(err.Error(), "GraphEnv") {
 			t.Errorf("NewCommandWorker with GraphEnv staging: %v; want refused", err)
 		}
-		_, err = pipeline.NewCommandClient(pipeline.CommandClientConfig{JS: ce.js, Streams: ce.cs, Store: ce.store, Key: testKey(t), Graph: ce.graph, GraphEnv: "Prod"})
+		_, err = commands.NewClient(commands.ClientConfig{JS: ce.js, Streams: ce.cs, Store: ce.store, Key: testKey(t), Graph: ce.graph, GraphEnv: "Prod"})
 		if err == nil || !strings.Contains(err.Error(), "GraphEnv") {
 			t.Errorf("NewCommandClient with GraphEnv Prod: %v; want refused", err)
 		}

@@ -17,7 +17,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/commands"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/settle"
@@ -30,8 +30,8 @@ import (
 )
 
 var (
-	_ pipeline.GraphApplier = (*graph.SQLite)(nil)
-	_ pipeline.GraphApplier = graph.Store(nil)
+	_ commands.GraphApplier = (*graph.SQLite)(nil)
+	_ commands.GraphApplier = graph.Store(nil)
 )
 
 // cmdEnv is the command pipeline on a real embedded nats-server: the command streams, a
@@ -43,7 +43,7 @@ type cmdEnv struct {
 	graphPath string
 	store     *reqstore.SQLiteStore
 	graph     graph.Store
-	client    *pipeline.CommandClient
+	client    *commands.Client
 }
 
 func newCmdEnv(t testing.TB) *cmdEnv { t.Helper(); return newCmdEnvOpts(t, envOpts{}) }
@@ -59,7 +59,7 @@ func newCmdEnvOpts(t testing.TB, o envOpts) *cmdEnv {
 	ce := &cmdEnv{testEnv: e, cs: cs, storePath: filepath.Join(e.dir, "requirements.db"), graphPath: filepath.Join(e.dir, "graph.db")}
 	ce.store = ce.openStore(t)
 	ce.graph = ce.openGraph(t)
-	ce.client, err = pipeline.NewCommandClient(pipeline.CommandClientConfig{JS: e.js, Streams: cs, Store: ce.store, Graph: ce.graph, Key: testKey(t)})
+	ce.client, err = commands.NewClient(commands.ClientConfig{JS: e.js, Streams: cs, Store: ce.store, Graph: ce.graph, Key: testKey(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func (ce *cmdEnv) openGraph(t testing.TB) graph.Store {
 }
 
 // startCommandWorker runs a CommandWorker until the test ends; stop drains it.
-func (ce *cmdEnv) startCommandWorker(t testing.TB, cfg pipeline.CommandWorkerConfig) (stop func() error) {
+func (ce *cmdEnv) startCommandWorker(t testing.TB, cfg commands.WorkerConfig) (stop func() error) {
 	t.Helper()
 	if cfg.JS == nil {
 		cfg.JS = ce.js
@@ -107,7 +107,7 @@ func (ce *cmdEnv) startCommandWorker(t testing.TB, cfg pipeline.CommandWorkerCon
 		cfg.Key = testKey(t)
 	}
 	cfg.Retry = settle.RetryPolicy{Base: 10 * time.Millisecond, Max: 50 * time.Millisecond}
-	w, err := pipeline.NewCommandWorker(cfg)
+	w, err := commands.NewWorker(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +183,7 @@ func mustRead(t testing.TB, path string) []byte {
 // checks state, graph, audit, outcomes and change-feed events.
 func TestCommandsThroughPipeline(t *testing.T) {
 	ce := newCmdEnv(t)
-	ce.startCommandWorker(t, pipeline.CommandWorkerConfig{})
+	ce.startCommandWorker(t, commands.WorkerConfig{})
 	ctx := context.Background()
 	const a, b = "FR-1000000000001", "FR-1000000000002"
 	steps := []struct {
@@ -263,11 +263,11 @@ func TestCommandsThroughPipeline(t *testing.T) {
 		t.Errorf("VerifyAudit = %+v, %v; want %d valid entries", integ, err, len(applied))
 	}
 	// Every command, refused or applied, is on the change feed once, in order.
-	var events []pipeline.MutationEvent
+	var events []commands.MutationEvent
 	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	err = jobs.NewEventFeed(ce.js).Follow(fctx, 0, func(ev jobs.Event) error {
-		var m pipeline.MutationEvent
+		var m commands.MutationEvent
 		if err := json.Unmarshal(ev.Data, &m); err != nil {
 			return err
 		}
@@ -296,7 +296,7 @@ var errStop = errors.New("stop")
 // dead-lettered under the subject it was published on, and changes nothing.
 func TestCommandsInvalidAreDeadLettered(t *testing.T) {
 	ce := newCmdEnv(t)
-	ce.startCommandWorker(t, pipeline.CommandWorkerConfig{})
+	ce.startCommandWorker(t, commands.WorkerConfig{})
 	ctx := context.Background()
 	good := featureCmd("FR-2000000000001")
 	good.CommandID, good.IssuedAt = "cmd-wrong-subject", time.Now()
@@ -337,7 +337,7 @@ func TestCommandsInvalidAreDeadLettered(t *testing.T) {
 // flakyGraph fails the first projection of each listed command id, after nothing was
 // written: the failure between the document write and the graph write.
 type flakyGraph struct {
-	pipeline.GraphApplier
+	commands.GraphApplier
 	mu    sync.Mutex
 	fail  map[string]int
 	calls map[string]int
@@ -363,7 +363,7 @@ func (g *flakyGraph) ApplyBatch(ctx context.Context, env string, b graph.Batch, 
 func TestCommandsRedeliveryCompletesGraph(t *testing.T) {
 	ce := newCmdEnv(t)
 	fg := &flakyGraph{GraphApplier: ce.graph, fail: map[string]int{}, calls: map[string]int{}}
-	ce.startCommandWorker(t, pipeline.CommandWorkerConfig{Graph: fg})
+	ce.startCommandWorker(t, commands.WorkerConfig{Graph: fg})
 	ctx := context.Background()
 	const id = "FR-3000000000001"
 	ce.run(t, featureCmd(id))
@@ -485,7 +485,7 @@ func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
 	const keys, perKey = 20, 50
 	var stores [2]*countingStore
 	var stops [2]func() error
-	var cfgs [2]pipeline.CommandWorkerConfig
+	var cfgs [2]commands.WorkerConfig
 	for i := range stores {
 		nc := embeddedtest.Connect(t, ce.srv)
 		js, err := jetstream.New(nc)
@@ -497,7 +497,7 @@ func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
 			t.Fatal(err)
 		}
 		stores[i] = &countingStore{Store: ce.openStore(t)}
-		cfgs[i] = pipeline.CommandWorkerConfig{JS: js, Streams: cs, Store: stores[i], Graph: ce.openGraph(t)}
+		cfgs[i] = commands.WorkerConfig{JS: js, Streams: cs, Store: stores[i], Graph: ce.openGraph(t)}
 	}
 	stops[0] = ce.startCommandWorker(t, cfgs[0])
 	rng := rand.New(rand.NewPCG(5, 7))
@@ -609,7 +609,7 @@ func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
 // The change feed resumes after a given sequence, and ForwardJobEvents puts job changes on it.
 func TestEventFeedResumeAndJobs(t *testing.T) {
 	ce := newCmdEnv(t)
-	ce.startCommandWorker(t, pipeline.CommandWorkerConfig{})
+	ce.startCommandWorker(t, commands.WorkerConfig{})
 	ctx := context.Background()
 	fctx, cancel := context.WithCancel(ctx)
 	fwdDone := make(chan error, 1)
@@ -692,9 +692,9 @@ func (noOutcomeStore) CommandOutcome(context.Context, string) (requirements.Outc
 // unknown command is reported not settled.
 func TestAwaitOutcomeFromChangeFeed(t *testing.T) {
 	ce := newCmdEnv(t)
-	ce.startCommandWorker(t, pipeline.CommandWorkerConfig{})
+	ce.startCommandWorker(t, commands.WorkerConfig{})
 	ctx := context.Background()
-	api, err := pipeline.NewCommandClient(pipeline.CommandClientConfig{JS: ce.js, Streams: ce.cs,
+	api, err := commands.NewClient(commands.ClientConfig{JS: ce.js, Streams: ce.cs,
 		Store: noOutcomeStore{ce.store}, Key: testKey(t)})
 	if err != nil {
 		t.Fatal(err)
@@ -745,7 +745,7 @@ func TestAwaitOutcomeFromChangeFeed(t *testing.T) {
 
 	// Another API's command, settled before this client watched: from the store.
 	other := ce.run(t, featureCmd("FR-700000000003"))
-	late, err := pipeline.NewCommandClient(pipeline.CommandClientConfig{JS: ce.js, Streams: ce.cs, Store: ce.store, Key: testKey(t)})
+	late, err := commands.NewClient(commands.ClientConfig{JS: ce.js, Streams: ce.cs, Store: ce.store, Key: testKey(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -754,7 +754,7 @@ func TestAwaitOutcomeFromChangeFeed(t *testing.T) {
 		t.Fatalf("await from the store: %+v, %v, %v", out, ok, err)
 	}
 	// Unknown: not settled, no error.
-	if out, ok, err := late.Await(ctx, pipeline.NewCommandID(), 50*time.Millisecond); ok || err != nil {
+	if out, ok, err := late.Await(ctx, commands.NewID(), 50*time.Millisecond); ok || err != nil {
 		t.Fatalf("await an unknown command: %+v, %v, %v", out, ok, err)
 	}
 	if err := late.Close(); err != nil {
@@ -809,7 +809,7 @@ func TestCommandsRetryInPlaceKeepsKeyOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ce.startCommandWorker(t, pipeline.CommandWorkerConfig{Store: store})
+	ce.startCommandWorker(t, commands.WorkerConfig{Store: store})
 	out, ok, err := ce.client.Await(ctx, "inplace-2", 30*time.Second)
 	if err != nil || !ok {
 		t.Fatalf("await the transition: %v, %v", ok, err)
@@ -889,7 +889,7 @@ func TestCommandsTakeoverWaitsForHeldCommands(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	ce.startCommandWorker(t, pipeline.CommandWorkerConfig{JS: jsA, Streams: csA, Store: held, Graph: ce.openGraph(t)})
+	ce.startCommandWorker(t, commands.WorkerConfig{JS: jsA, Streams: csA, Store: held, Graph: ce.openGraph(t)})
 	t.Cleanup(func() { close(held.release) })
 	<-held.blocked // A holds takeover-1 and -2, stuck on -1
 	ncA.Close()    // A is gone without handing anything back
@@ -897,7 +897,7 @@ func TestCommandsTakeoverWaitsForHeldCommands(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, jsB, csB := connect()
-	ce.startCommandWorker(t, pipeline.CommandWorkerConfig{JS: jsB, Streams: csB})
+	ce.startCommandWorker(t, commands.WorkerConfig{JS: jsB, Streams: csB})
 	out, ok, err := ce.client.Await(ctx, "takeover-3", time.Minute)
 	if err != nil || !ok {
 		t.Fatalf("await the last command: %v, %v", ok, err)

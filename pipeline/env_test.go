@@ -37,7 +37,7 @@ type testEnv struct {
 	js      jetstream.JetStream
 	streams *sjs.Provisioned
 	store   *docstore.Store
-	jobs    *jobs.JobStore
+	jobs    *jobs.Store
 	dir     string
 }
 
@@ -61,7 +61,7 @@ func newEnv(t testing.TB, o envOpts) *testEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	return &testEnv{srv: srv, nc: nc, js: js, streams: streams, store: store, jobs: jobs.NewJobStore(streams.JobsKV), dir: dir}
+	return &testEnv{srv: srv, nc: nc, js: js, streams: streams, store: store, jobs: jobs.NewStore(streams.JobsKV), dir: dir}
 }
 
 // startWorker runs a worker over sink until the test ends (or stop is called) and returns a

@@ -8,7 +8,7 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/commands"
 	"github.com/sluice-dev/sluice/pipeline/intake"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
@@ -40,7 +40,7 @@ func countConsumers(t *testing.T, js jetstream.JetStream, stream string) int {
 // ends (client gone, fn's error).
 func TestFollowLeavesNoConsumer(t *testing.T) {
 	ce := newCmdEnv(t)
-	ce.startCommandWorker(t, pipeline.CommandWorkerConfig{})
+	ce.startCommandWorker(t, commands.WorkerConfig{})
 	ce.run(t, featureCmd("FR-5000000000101"))
 	feed := jobs.NewEventFeed(ce.js)
 	before := countConsumers(t, ce.js, sjs.StreamEvents) // the command client's own

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/commands"
 	"github.com/sluice-dev/sluice/pipeline/intake"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/sign"
@@ -95,10 +96,10 @@ func TestForgedCommandsAreDeadLettered(t *testing.T) {
 // acceptance of unsigned commands.
 func TestCommandKeyRequired(t *testing.T) {
 	ce := newCmdEnv(t)
-	if _, err := pipeline.NewCommandWorker(pipeline.CommandWorkerConfig{JS: ce.js, Streams: ce.cs, Store: ce.store}); err == nil || !strings.Contains(err.Error(), "Key is required") {
+	if _, err := commands.NewWorker(commands.WorkerConfig{JS: ce.js, Streams: ce.cs, Store: ce.store}); err == nil || !strings.Contains(err.Error(), "Key is required") {
 		t.Fatalf("worker without a key: %v", err)
 	}
-	if _, err := pipeline.NewCommandClient(pipeline.CommandClientConfig{JS: ce.js, Streams: ce.cs, Store: ce.store}); err == nil || !strings.Contains(err.Error(), "Key is required") {
+	if _, err := commands.NewClient(commands.ClientConfig{JS: ce.js, Streams: ce.cs, Store: ce.store}); err == nil || !strings.Contains(err.Error(), "Key is required") {
 		t.Fatalf("client without a key: %v", err)
 	}
 }

@@ -68,7 +68,7 @@ func writeFile(t testing.TB, dir, name string, data []byte) string {
 func (e *testEnv) noJobLeft(t testing.TB) {
 	t.Helper()
 	ctx := context.Background()
-	jobs, _, err := e.jobs.List(ctx, jobs.JobFilter{}, "", 100)
+	jobs, _, err := e.jobs.List(ctx, jobs.Filter{}, "", 100)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -282,7 +282,7 @@ func TestRejectionsOmitted(t *testing.T) {
 type loaderJobs struct {
 	noJobs
 	loader *intake.Loader
-	jobs   *jobs.JobStore
+	jobs   *jobs.Store
 }
 
 func (s loaderJobs) SubmitJob(ctx context.Context, req httpapi.SubmitRequest) (httpapi.SubmitResult, error) {

@@ -30,21 +30,21 @@ func (k *countingKV) Get(ctx context.Context, key string) (jetstream.KeyValueEnt
 
 // cachedStore returns a test broker and a job store over its bucket (reads counted) whose
 // cache runs until the test ends or stop is called.
-func cachedStore(t *testing.T) (e *testEnv, store *jobs.JobStore, kv *countingKV, stop func()) {
+func cachedStore(t *testing.T) (e *testEnv, store *jobs.Store, kv *countingKV, stop func()) {
 	t.Helper()
 	e = newEnv(t, envOpts{})
 	kv = &countingKV{KeyValue: e.streams.JobsKV}
-	store = jobs.NewJobStore(kv)
+	store = jobs.NewStore(kv)
 	return e, store, kv, startCache(t, store, kv)
 }
 
 // startCache runs store's cache until the test ends or the returned stop is called, and
 // waits until it serves: a job it wrote is read without a broker read.
-func startCache(t *testing.T, store *jobs.JobStore, kv *countingKV) (stop func()) {
+func startCache(t *testing.T, store *jobs.Store, kv *countingKV) (stop func()) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- store.RunCache(ctx, jobs.JobCacheConfig{}, nil) }()
+	go func() { done <- store.RunCache(ctx, jobs.CacheConfig{}, nil) }()
 	stop = func() {
 		cancel()
 		if err := <-done; err != nil {
@@ -101,7 +101,7 @@ func TestJobCacheServesReadsAndSeesOtherWriters(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	worker := jobs.NewJobStore(otherKV)
+	worker := jobs.NewStore(otherKV)
 	seal := schemas.JobSeal{JobID: id, Env: "dev", Total: 3, Published: 2, Rejected: 1, SealedAt: time.Now().UTC(),
 		Rejections: []schemas.ItemIssue{{Index: 2, ID: "c3", Reason: "empty content"}}}
 	if _, err := worker.Seal(ctx, seal); err != nil {
@@ -136,7 +136,7 @@ func TestJobCacheConcurrentWritersLoseNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	errs := make(chan error, 2)
-	for w, store := range []*jobs.JobStore{a, b} {
+	for w, store := range []*jobs.Store{a, b} {
 		go func() {
 			for i := w; i < n; i += 2 {
 				if _, err := store.Mark(ctx, id, jobs.Mark{Job: id, Item: int64(i), Outcome: jobs.Written}); err != nil {
@@ -182,7 +182,7 @@ func TestJobCacheStoppedReadsTheBroker(t *testing.T) {
 	if kv.gets.Load() == before {
 		t.Fatal("the read did not reach the broker")
 	}
-	if err := api.RunCache(canceled(), jobs.JobCacheConfig{}, nil); err != nil {
+	if err := api.RunCache(canceled(), jobs.CacheConfig{}, nil); err != nil {
 		t.Fatalf("RunCache with an ended context: %v", err)
 	}
 }
@@ -244,7 +244,7 @@ func TestJobEventsAlreadyAppliedWriteNothing(t *testing.T) {
 	}
 	// Sealing reads the record once, whether or not it then writes (no cache here).
 	kv := &countingKV{KeyValue: e.streams.JobsKV}
-	counted := jobs.NewJobStore(kv)
+	counted := jobs.NewStore(kv)
 	if _, err := counted.Seal(ctx, seal); err != nil {
 		t.Fatal(err)
 	}

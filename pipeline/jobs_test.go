@@ -68,7 +68,7 @@ func TestListJobsAndIdempotencyKey(t *testing.T) {
 	var got []string
 	cursor := ""
 	for {
-		page, next, err := e.jobs.List(ctx, jobs.JobFilter{State: jobs.JobCompleted, Env: "dev"}, cursor, 2)
+		page, next, err := e.jobs.List(ctx, jobs.Filter{State: jobs.JobCompleted, Env: "dev"}, cursor, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -83,10 +83,10 @@ func TestListJobsAndIdempotencyKey(t *testing.T) {
 	if len(got) != 3 || got[0] != ids[2] || got[2] != ids[0] {
 		t.Fatalf("listed %v, want newest first %v", got, []string{ids[2], ids[1], ids[0]})
 	}
-	if page, _, _ := e.jobs.List(ctx, jobs.JobFilter{State: jobs.JobRunning}, "", 10); len(page) != 0 {
+	if page, _, _ := e.jobs.List(ctx, jobs.Filter{State: jobs.JobRunning}, "", 10); len(page) != 0 {
 		t.Fatalf("running filter matched %d jobs", len(page))
 	}
-	if _, _, err := e.jobs.List(ctx, jobs.JobFilter{}, "garbage!", 10); !errors.Is(err, jobs.ErrBadCursor) {
+	if _, _, err := e.jobs.List(ctx, jobs.Filter{}, "garbage!", 10); !errors.Is(err, jobs.ErrBadCursor) {
 		t.Fatalf("bad cursor: %v", err)
 	}
 

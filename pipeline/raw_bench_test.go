@@ -169,7 +169,7 @@ func sluiceRun(ctx context.Context, tb testing.TB, js jetstream.JetStream, store
 	if err != nil {
 		tb.Fatal(err)
 	}
-	jobStore := jobs.NewJobStore(streams.JobsKV)
+	jobStore := jobs.NewStore(streams.JobsKV)
 	w, err := pipeline.NewWorker(pipeline.WorkerConfig{JS: js, Streams: streams, Sink: store, SinkName: "docstore"})
 	if err != nil {
 		tb.Fatal(err)

@@ -20,7 +20,7 @@ import (
 
 	"github.com/coder/websocket"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/commands"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 )
@@ -57,7 +57,7 @@ func newAPIEnv(t testing.TB) *apiEnv { t.Helper(); return newAPIEnvOpts(t, envOp
 func newAPIEnvOpts(t testing.TB, o envOpts) *apiEnv {
 	t.Helper()
 	ce := newCmdEnvOpts(t, o)
-	ce.startCommandWorker(t, pipeline.CommandWorkerConfig{})
+	ce.startCommandWorker(t, commands.WorkerConfig{})
 	srv, err := httpapi.New(httpapi.Config{
 		Addr: "127.0.0.1:0",
 		Tokens: []httpapi.Token{
@@ -454,7 +454,7 @@ func TestAPIChangeFeed(t *testing.T) {
 	feature := map[string]any{"title": "Loot tables", "description": "Random loot by encounter level", "priority": "low", "requester": "gm.dan"}
 	first := a.json(t, "POST", "/v1/features?wait=5s", writerToken, feature, 201)
 	ev := readSSE(t, lr)
-	var m pipeline.MutationEvent
+	var m commands.MutationEvent
 	if err := json.Unmarshal([]byte(ev.data), &m); err != nil || ev.event != "mutation" || m.CommandID != first["command_id"] || !m.Applied || m.Feature == nil {
 		t.Fatalf("first event %+v (%v)", ev, err)
 	}
@@ -487,7 +487,7 @@ func TestAPIChangeFeed(t *testing.T) {
 		var f struct {
 			Seq  uint64                 `json:"seq"`
 			Type string                 `json:"type"`
-			Data pipeline.MutationEvent `json:"data"`
+			Data commands.MutationEvent `json:"data"`
 		}
 		if err := json.Unmarshal(frame, &f); err != nil || fmt.Sprint(f.Seq) != want || f.Type != "mutation" || f.Data.Feature == nil {
 			t.Fatalf("ws frame %d: %s (%v)", i, frame, err)

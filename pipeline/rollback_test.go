@@ -118,7 +118,7 @@ func TestRollbackSupersedesAndReloads(t *testing.T) {
 		t.Fatalf("%d documents after the rollback", n)
 	}
 	// A superseded job is listed under its state.
-	if jobs, _, err := e.jobs.List(context.Background(), jobs.JobFilter{State: jobs.JobSuperseded}, "", 10); err != nil || len(jobs) != 1 || jobs[0].JobID != a.JobID {
+	if jobs, _, err := e.jobs.List(context.Background(), jobs.Filter{State: jobs.JobSuperseded}, "", 10); err != nil || len(jobs) != 1 || jobs[0].JobID != a.JobID {
 		t.Fatalf("superseded jobs: %v %v", jobs, err)
 	}
 

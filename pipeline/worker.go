@@ -31,9 +31,9 @@ type WorkerConfig struct {
 	Streams *sjs.Provisioned
 	// Jobs is the job store the worker records progress and job events in. Optional: default
 	// a store over Streams.JobsKV. In a process that also serves the API, pass the API's store,
-	// so that both share its cache (JobStore.RunCache) and a progress write reads its record
+	// so that both share its cache (jobs.Store.RunCache) and a progress write reads its record
 	// from memory.
-	Jobs *jobs.JobStore
+	Jobs *jobs.Store
 	// Sink is the document store chunks go to. Required.
 	Sink DocSink
 	// Graph is the graph store graph batches go to. Optional: without it the worker does not
@@ -106,7 +106,7 @@ type WorkerConfig struct {
 type Worker struct {
 	cfg       WorkerConfig
 	log       *slog.Logger
-	jobs      *jobs.JobStore
+	jobs      *jobs.Store
 	progress  *jobs.Progress
 	batcher   *Batcher
 	dlq       *dlq.Sender
@@ -167,7 +167,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Jobs == nil {
-		cfg.Jobs = jobs.NewJobStore(cfg.Streams.JobsKV)
+		cfg.Jobs = jobs.NewStore(cfg.Streams.JobsKV)
 	}
 	v, err := schemas.NewValidator()
 	if err != nil {
@@ -218,7 +218,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 func (w *Worker) Health() error { return w.dlq.Health() }
 
 // Jobs returns the worker's job store.
-func (w *Worker) Jobs() *jobs.JobStore { return w.jobs }
+func (w *Worker) Jobs() *jobs.Store { return w.jobs }
 
 // Run processes messages until ctx ends, then drains: it stops pulling, lets in-flight
 // messages finish (up to DrainTimeout), flushes the batcher and the progress recorder, and

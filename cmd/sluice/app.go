@@ -143,7 +143,7 @@ type broker struct {
 	nc      *nats.Conn
 	js      jetstream.JetStream
 	streams *sjs.Provisioned
-	jobs    *jobs.JobStore
+	jobs    *jobs.Store
 	// remote is true when the broker belongs to another process (NATS_URL, or a running
 	// sluice serve on the same data directory).
 	remote bool
@@ -192,7 +192,7 @@ func openBroker(ctx context.Context, c config, log *slog.Logger, allowEmbedded b
 		b.close()
 		return nil, err
 	}
-	b.jobs = jobs.NewJobStore(b.streams.JobsKV)
+	b.jobs = jobs.NewStore(b.streams.JobsKV)
 	return b, nil
 }
 

@@ -698,7 +698,7 @@ func jobDone(j jobs.Job) bool {
 }
 
 // countJobs counts the jobs in state that match, through GET /v1/jobs, page by page.
-func (l *apiLoad) countJobs(ctx context.Context, state jobs.JobState, match func(jobs.Job) bool) (int, error) {
+func (l *apiLoad) countJobs(ctx context.Context, state jobs.State, match func(jobs.Job) bool) (int, error) {
 	n, cursor := 0, ""
 	for {
 		a := l.do(ctx, l.client, http.MethodGet, "/v1/jobs?limit=1000&state="+url.QueryEscape(string(state))+"&cursor="+url.QueryEscape(cursor), "", nil)

@@ -92,7 +92,7 @@ func writeBacklogFile(path string, n int) error {
 type brokerConn struct {
 	nc   *nats.Conn
 	js   jetstream.JetStream
-	jobs *jobs.JobStore
+	jobs *jobs.Store
 }
 
 func connectBroker(ctx context.Context, ep embedded.Endpoint) (*brokerConn, error) {
@@ -110,7 +110,7 @@ func connectBroker(ctx context.Context, ep embedded.Endpoint) (*brokerConn, erro
 		nc.Close()
 		return nil, err
 	}
-	return &brokerConn{nc: nc, js: js, jobs: jobs.NewJobStore(streams.JobsKV)}, nil
+	return &brokerConn{nc: nc, js: js, jobs: jobs.NewStore(streams.JobsKV)}, nil
 }
 
 // runBacklogBench runs each mode: a fresh broker, the chunk file published as one job with no

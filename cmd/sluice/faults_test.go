@@ -219,7 +219,7 @@ type faultEnv struct {
 	nats    *natsProc
 	js      jetstream.JetStream
 	streams *sjs.Provisioned
-	jobs    *jobs.JobStore
+	jobs    *jobs.Store
 	dataDir string
 	double  *dataapitest.Server
 }
@@ -238,7 +238,7 @@ func newFaultEnv(t *testing.T, astra bool) *faultEnv {
 	if e.streams, err = sjs.Provision(context.Background(), e.js, sjs.ProvisionConfig{}); err != nil {
 		t.Fatal(err)
 	}
-	e.jobs = jobs.NewJobStore(e.streams.JobsKV)
+	e.jobs = jobs.NewStore(e.streams.JobsKV)
 	if astra {
 		e.double = dataapitest.New(dataapitest.Config{})
 		t.Cleanup(e.double.Close)

@@ -164,7 +164,7 @@ harmless.` + apiEnvHelp,
 			api := client()
 			var job jobs.Job
 			// Rolling back again is harmless: it deletes the job's documents, and those already
-			// deleted stay deleted (JobStore.RequestRollback keeps the first request).
+			// deleted stay deleted (jobs.Store.RequestRollback keeps the first request).
 			var q url.Values
 			if restorePrevious {
 				q = url.Values{"restore_previous": {"true"}}

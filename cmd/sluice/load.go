@@ -22,7 +22,7 @@ import (
 type loadSummary struct {
 	JobID        string           `json:"job_id"`
 	File         string           `json:"file"`
-	State        jobs.JobState    `json:"state"`
+	State        jobs.State       `json:"state"`
 	Total        int64            `json:"total"`
 	Written      int64            `json:"written"`
 	Rejected     int64            `json:"rejected"`
@@ -207,7 +207,7 @@ func printRejections(w io.Writer, rs []jobs.ItemIssue, total int64, limit int) {
 	}
 }
 
-func loadOne(ctx context.Context, l *intake.Loader, store *jobs.JobStore, path, env string, force bool, bar *progressBar) loadSummary {
+func loadOne(ctx context.Context, l *intake.Loader, store *jobs.Store, path, env string, force bool, bar *progressBar) loadSummary {
 	start := time.Now()
 	s := loadSummary{File: path}
 	res, err := l.Load(ctx, intake.LoadRequest{Env: env, Path: path, Force: force})

@@ -99,7 +99,7 @@ func startWorker(t *testing.T, url, dataDir string) *exec.Cmd {
 	return cmd
 }
 
-func waitJob(t *testing.T, store *jobs.JobStore, id string, cond func(jobs.Job) bool) jobs.Job {
+func waitJob(t *testing.T, store *jobs.Store, id string, cond func(jobs.Job) bool) jobs.Job {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
@@ -114,7 +114,7 @@ func waitJob(t *testing.T, store *jobs.JobStore, id string, cond func(jobs.Job) 
 func TestWorkerKilledMidLoadLosesNothing(t *testing.T) {
 	const n = 20000
 	url, js, streams := startBroker(t)
-	jobStore := jobs.NewJobStore(streams.JobsKV)
+	jobStore := jobs.NewStore(streams.JobsKV)
 	dataDir := t.TempDir()
 	w1 := startWorker(t, url, dataDir)
 
@@ -164,7 +164,7 @@ func TestWorkerKilledMidLoadLosesNothing(t *testing.T) {
 func TestSIGTERMDrainsInFlightWork(t *testing.T) {
 	const n = 20000
 	url, js, streams := startBroker(t)
-	jobStore := jobs.NewJobStore(streams.JobsKV)
+	jobStore := jobs.NewStore(streams.JobsKV)
 	dataDir := t.TempDir()
 	w := startWorker(t, url, dataDir)
 	loader, err := intake.NewLoader(intake.LoaderConfig{JS: js, Jobs: jobStore})

@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sourcegraph/conc/pool"
 
-	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/commands"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/sign"
@@ -31,9 +31,9 @@ type requirementsParts struct {
 	jobsKV  jetstream.KeyValue
 	log     *slog.Logger
 	// worker is nil unless workers run in this process.
-	worker *pipeline.CommandWorker
+	worker *commands.Worker
 	// client and events are nil unless the API runs in this process.
-	client *pipeline.CommandClient
+	client *commands.Client
 	events *jobs.EventFeed
 }
 
@@ -43,7 +43,7 @@ type requirementsOptions struct {
 	JS     jetstream.JetStream
 	JobsKV jetstream.KeyValue
 	// Graph receives the projection of applied commands and imports. Optional.
-	Graph pipeline.GraphApplier
+	Graph commands.GraphApplier
 	// Workers builds the command worker; API builds the API services.
 	Workers, API bool
 	// Key signs commands (API) and verifies them (workers). Required.
@@ -96,7 +96,7 @@ func startRequirements(ctx context.Context, c config, o requirementsOptions) (*r
 	}
 	rp := &requirementsParts{store: store, streams: streams, js: o.JS, jobsKV: o.JobsKV, log: o.Logger}
 	if o.Workers {
-		rp.worker, err = pipeline.NewCommandWorker(pipeline.CommandWorkerConfig{
+		rp.worker, err = commands.NewWorker(commands.WorkerConfig{
 			JS: o.JS, Streams: streams, Store: store, Key: o.Key, Graph: o.Graph, Validator: v, DrainTimeout: o.Drain, Logger: o.Logger,
 		})
 		if err != nil {
@@ -105,7 +105,7 @@ func startRequirements(ctx context.Context, c config, o requirementsOptions) (*r
 		}
 	}
 	if o.API {
-		rp.client, err = pipeline.NewCommandClient(pipeline.CommandClientConfig{JS: o.JS, Streams: streams, Store: store, Key: o.Key, Graph: o.Graph, Validator: v})
+		rp.client, err = commands.NewClient(commands.ClientConfig{JS: o.JS, Streams: streams, Store: store, Key: o.Key, Graph: o.Graph, Validator: v})
 		if err != nil {
 			rp.close()
 			return nil, err

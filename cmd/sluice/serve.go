@@ -254,7 +254,7 @@ func cmdServe(ctx context.Context, log *slog.Logger, name string, c config, drai
 		// Job reads (GET /v1/jobs/{id}, what pollers call most) are served from memory, kept
 		// current by a watch on the jobs bucket (issue 12).
 		p.Go(func(ctx context.Context) error {
-			return b.jobs.RunCache(ctx, jobs.JobCacheConfig{},
+			return b.jobs.RunCache(ctx, jobs.CacheConfig{},
 				func(err error) {
 					log.Warn("job cache: watch failed; reading jobs from the broker until it restarts", "err", err)
 				})
@@ -329,7 +329,7 @@ func (f *apiLimitFlags) parse() (httpapi.Config, error) {
 // jobService adapts the loader and job store to the API.
 type jobService struct {
 	loader *intake.Loader
-	jobs   *jobs.JobStore
+	jobs   *jobs.Store
 }
 
 func (s jobService) SubmitJob(ctx context.Context, req httpapi.SubmitRequest) (httpapi.SubmitResult, error) {
@@ -361,7 +361,7 @@ func (s jobService) GetJob(ctx context.Context, id string) (jobs.Job, error) {
 }
 
 func (s jobService) ListJobs(ctx context.Context, f httpapi.JobFilter, cursor string, limit int) ([]jobs.Job, string, error) {
-	list, next, err := s.jobs.List(ctx, jobs.JobFilter{State: f.State, Env: f.Env}, cursor, limit)
+	list, next, err := s.jobs.List(ctx, jobs.Filter{State: f.State, Env: f.Env}, cursor, limit)
 	if errors.Is(err, jobs.ErrBadCursor) {
 		return nil, "", fmt.Errorf("%w: %w", httpapi.ErrBadRequest, err)
 	}

@@ -405,7 +405,7 @@ type Astra struct {
 	floor jetstream.Stream
 	// The sluice modes' parts; nil unless one of them was set up. loader publishes bundles
 	// (ModeSluice), single one chunk per message (ModeSluiceSingle).
-	jobs   *jobs.JobStore
+	jobs   *jobs.Store
 	loader *intake.Loader
 	single *intake.Loader
 	// stopWorker ends the worker's Run; workerDone then receives its result. workerAlive
@@ -548,7 +548,7 @@ func (a *Astra) startSluice(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("bench astra: %w", err)
 	}
-	a.jobs = jobs.NewJobStore(streams.JobsKV)
+	a.jobs = jobs.NewStore(streams.JobsKV)
 	w, err := pipeline.NewWorker(pipeline.WorkerConfig{JS: js, Streams: streams, Sink: a.sink, SinkName: "astra", Logger: a.cfg.Logger})
 	if err != nil {
 		return fmt.Errorf("bench astra: %w", err)

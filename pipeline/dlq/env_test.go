@@ -38,7 +38,7 @@ type testEnv struct {
 	js      jetstream.JetStream
 	streams *sjs.Provisioned
 	store   *docstore.Store
-	jobs    *jobs.JobStore
+	jobs    *jobs.Store
 	dlq     *dlq.Store
 	dir     string
 }
@@ -59,7 +59,7 @@ func newEnv(t testing.TB) *testEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	e := &testEnv{nc: nc, js: js, streams: streams, store: store, jobs: jobs.NewJobStore(streams.JobsKV), dir: dir}
+	e := &testEnv{nc: nc, js: js, streams: streams, store: store, jobs: jobs.NewStore(streams.JobsKV), dir: dir}
 	e.dlq = e.newStore(t)
 	return e
 }

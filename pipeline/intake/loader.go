@@ -48,7 +48,7 @@ type LoaderConfig struct {
 	// JS is the JetStream context. Required.
 	JS jetstream.JetStream
 	// Jobs is the job store, to recognise a resubmitted job. Required.
-	Jobs *jobs.JobStore
+	Jobs *jobs.Store
 	// Document is the document configuration the workers use; the loader validates every item
 	// with it, so an item that can never be written is rejected at intake with its index.
 	Document document.Config
@@ -197,7 +197,7 @@ type LoadResult struct {
 	JobID      string           `json:"job_id"`
 	Env        string           `json:"env"`
 	File       string           `json:"file,omitempty"`
-	State      jobs.JobState    `json:"state"`
+	State      jobs.State       `json:"state"`
 	Total      int64            `json:"total"`
 	Published  int64            `json:"published"`
 	Rejected   int64            `json:"rejected"`
@@ -277,7 +277,7 @@ const loaderTouchEvery = time.Minute
 
 // toucher marks a job alive every loaderTouchEvery while it is published.
 type toucher struct {
-	jobs *jobs.JobStore
+	jobs *jobs.Store
 	id   string
 	last time.Time
 }

@@ -18,48 +18,48 @@ import (
 	"github.com/sluice-dev/sluice/schemas"
 )
 
-// JobState is where a job is in its life.
-type JobState string
+// State is where a job is in its life.
+type State string
 
 // The job states, as the API and the CLI report them.
 const (
 	// JobPending: opened, nothing processed yet.
-	JobPending JobState = "pending"
+	JobPending State = "pending"
 	// JobRunning: some items processed, or not yet sealed.
-	JobRunning JobState = "running"
+	JobRunning State = "running"
 	// JobCompleted: sealed, and every published item written.
-	JobCompleted JobState = "completed"
+	JobCompleted State = "completed"
 	// JobCompletedWithErrors: sealed, every item accounted for, some rejected or dead-lettered.
-	JobCompletedWithErrors JobState = "completed_with_errors"
+	JobCompletedWithErrors State = "completed_with_errors"
 	// JobRolledBack: an operator rolled the job back; the documents it wrote are deleted.
-	JobRolledBack JobState = "rolled_back"
+	JobRolledBack State = "rolled_back"
 	// JobSuperseded: loaded completely, but the rollback of a later job that had rewritten
 	// some of its documents deleted them (Job.Superseded says how many and by which
 	// rollback): its documents are no longer all there. Submitting the same file again loads
 	// it again.
-	JobSuperseded JobState = "superseded"
+	JobSuperseded State = "superseded"
 	// JobFailed: its publisher stopped before sealing it (a publish refused, the upload cut,
 	// the publisher gone: Failure says which). Nothing more happens to it; submitting the same
 	// content again resumes it.
-	JobFailed JobState = "failed"
+	JobFailed State = "failed"
 )
 
 // Done reports whether s is a final state of loading: every item is accounted for. A
 // superseded job is done: it loaded completely, and nothing more happens to it until its file
 // is submitted again.
-func (s JobState) Done() bool {
+func (s State) Done() bool {
 	return s == JobCompleted || s == JobCompletedWithErrors || s == JobRolledBack || s == JobSuperseded || s == JobFailed
 }
 
 // Reloadable reports whether a plain resubmission of the job's file loads it again (a new
 // generation of the same job) instead of answering "already loaded": the job was rolled back,
 // or a rollback deleted some of its documents.
-func (s JobState) Reloadable() bool {
+func (s State) Reloadable() bool {
 	return s == JobRolledBack || s == JobSuperseded
 }
 
-// JobStates lists every job state, in the order of a job's life.
-var JobStates = []JobState{JobPending, JobRunning, JobCompleted, JobCompletedWithErrors, JobSuperseded, JobRolledBack, JobFailed}
+// States lists every job state, in the order of a job's life.
+var States = []State{JobPending, JobRunning, JobCompleted, JobCompletedWithErrors, JobSuperseded, JobRolledBack, JobFailed}
 
 // Settled reports whether nothing more will happen to the job without a new request: it is
 // done loading and no rollback is pending.
@@ -124,8 +124,8 @@ type SupersededBy struct {
 	At        time.Time `json:"at"`
 }
 
-// JobFailure is why a job's publisher stopped before sealing it.
-type JobFailure struct {
+// Failure is why a job's publisher stopped before sealing it.
+type Failure struct {
 	Reason string    `json:"reason"`
 	At     time.Time `json:"at"`
 }
@@ -135,9 +135,9 @@ type ItemIssue = schemas.ItemIssue
 
 // Job is the state of one load job as the job store reports it. It is a value: callers own it.
 type Job struct {
-	JobID string   `json:"job_id"`
-	Env   string   `json:"env"`
-	State JobState `json:"state"`
+	JobID string `json:"job_id"`
+	Env   string `json:"env"`
+	State State  `json:"state"`
 	// File is the name the producer gave the job's file.
 	File string `json:"file,omitempty"`
 	// Format is the chunk file format the items came in.
@@ -154,7 +154,7 @@ type Job struct {
 	Rejected     int64 `json:"rejected"`
 	DeadLettered int64 `json:"dead_lettered"`
 	// Rejections lists rejected items (at most schemas.MaxIssues, 1,000; RejectionsTruncated
-	// says when more, RejectionsOmitted how many more). Read with the job (JobStore.Get),
+	// says when more, RejectionsOmitted how many more). Read with the job (Store.Get),
 	// not in lists or the watched record.
 	Rejections          []ItemIssue `json:"rejections,omitempty"`
 	RejectionsTruncated bool        `json:"rejections_truncated,omitempty"`
@@ -164,7 +164,7 @@ type Job struct {
 	// Warnings lists items that loaded with a warning, such as a duplicate id.
 	Warnings []ItemIssue `json:"warnings,omitempty"`
 	// Failure says why the job failed (state failed): its publisher stopped before sealing it.
-	Failure *JobFailure `json:"failure,omitempty"`
+	Failure *Failure `json:"failure,omitempty"`
 	// Rollback is set once a rollback was requested.
 	Rollback *Rollback `json:"rollback,omitempty"`
 	// Superseded is set once the rollback of a later job deleted documents of this one
@@ -176,7 +176,7 @@ type Job struct {
 	// does not drop the new load.
 	Generation int `json:"generation,omitempty"`
 	// ReopenedFrom is the state the job was in when its current generation began.
-	ReopenedFrom JobState   `json:"reopened_from,omitempty"`
+	ReopenedFrom State      `json:"reopened_from,omitempty"`
 	CreatedAt    time.Time  `json:"created_at"`
 	UpdatedAt    time.Time  `json:"updated_at"`
 	CompletedAt  *time.Time `json:"completed_at,omitempty"`
@@ -194,7 +194,7 @@ func JobID(env string, contentHash []byte) string {
 
 // Wait follows job id until it completes, calling progress (if not nil) with each change, and
 // returns its final state. It returns ctx's error if ctx ends first.
-func Wait(ctx context.Context, jobs *JobStore, id string, progress func(Job)) (Job, error) {
+func Wait(ctx context.Context, jobs *Store, id string, progress func(Job)) (Job, error) {
 	var final Job
 	err := jobs.Watch(ctx, id, func(j Job) bool {
 		if progress != nil {

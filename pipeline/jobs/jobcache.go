@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// JobCacheConfig bounds the job cache (JobStore.RunCache).
-type JobCacheConfig struct {
+// CacheConfig bounds the job cache (Store.RunCache).
+type CacheConfig struct {
 	// MaxEntries bounds the keys held (job records, their issues, idempotency keys). Default
 	// 16,384: every job a busy hour of uploads touches, the ones clients poll.
 	MaxEntries int
@@ -26,7 +26,7 @@ type JobCacheConfig struct {
 	MaxAge time.Duration
 }
 
-func (c *JobCacheConfig) setDefaults() {
+func (c *CacheConfig) setDefaults() {
 	if c.MaxEntries <= 0 {
 		c.MaxEntries = 16384
 	}
@@ -44,7 +44,7 @@ func (c *JobCacheConfig) setDefaults() {
 // false): without the watch an entry could miss a change made elsewhere. Safe for concurrent
 // use; every method is O(1) under one mutex.
 type jobCache struct {
-	cfg JobCacheConfig
+	cfg CacheConfig
 	now func() time.Time
 
 	mu        sync.Mutex
@@ -63,7 +63,7 @@ type cacheEntry struct {
 	seen    time.Time // when the broker last confirmed it
 }
 
-func newJobCache(cfg JobCacheConfig, now func() time.Time) *jobCache {
+func newJobCache(cfg CacheConfig, now func() time.Time) *jobCache {
 	cfg.setDefaults()
 	return &jobCache{cfg: cfg, now: now, lru: list.New(), byKey: map[string]*list.Element{}}
 }
@@ -169,7 +169,7 @@ func (c *jobCache) len() (int, int64) {
 // what it wrote at once. Nothing is served from memory until the watch runs, nor after it
 // fails; it is then restarted after a second. RunCache blocks until ctx ends and returns
 // nil; onErr (optional) hears each watch failure. Run it once per store.
-func (s *JobStore) RunCache(ctx context.Context, cfg JobCacheConfig, onErr func(error)) error {
+func (s *Store) RunCache(ctx context.Context, cfg CacheConfig, onErr func(error)) error {
 	c := newJobCache(cfg, s.now)
 	if !s.cache.CompareAndSwap(nil, c) {
 		return errors.New("job cache: already running")
@@ -193,7 +193,7 @@ func (s *JobStore) RunCache(ctx context.Context, cfg JobCacheConfig, onErr func(
 }
 
 // watchInto runs one watch of the bucket into c until ctx ends or the watch fails.
-func (s *JobStore) watchInto(ctx context.Context, c *jobCache) error {
+func (s *Store) watchInto(ctx context.Context, c *jobCache) error {
 	w, err := s.kv.WatchAll(ctx, jetstream.UpdatesOnly())
 	if err != nil {
 		return fmt.Errorf("job cache: watch %s: %w", s.kv.Bucket(), err)
@@ -223,7 +223,7 @@ func (s *JobStore) watchInto(ctx context.Context, c *jobCache) error {
 	}
 }
 
-// readMode says how JobStore.get uses the cache.
+// readMode says how Store.get uses the cache.
 type readMode int
 
 const (
@@ -234,7 +234,7 @@ const (
 
 // get reads key as how says; the cache is used only while RunCache runs. It returns
 // jetstream.ErrKeyNotFound for a missing or deleted key.
-func (s *JobStore) get(ctx context.Context, key string, how readMode) ([]byte, uint64, error) {
+func (s *Store) get(ctx context.Context, key string, how readMode) ([]byte, uint64, error) {
 	c := s.cache.Load()
 	if how == readBypass {
 		c = nil
@@ -262,7 +262,7 @@ func (s *JobStore) get(ctx context.Context, key string, how readMode) ([]byte, u
 }
 
 // wrote records this store's own successful write of key at rev in the cache.
-func (s *JobStore) wrote(key string, rev uint64, value []byte) {
+func (s *Store) wrote(key string, rev uint64, value []byte) {
 	if c := s.cache.Load(); c != nil {
 		c.put(key, rev, value, false)
 	}

@@ -9,7 +9,7 @@ import (
 // A value never replaces a later revision, whichever path delivers it (the watch, the store's
 // own write, a read), and a deleted key is answered as missing.
 func TestJobCacheKeepsTheLatestRevision(t *testing.T) {
-	c := newJobCache(JobCacheConfig{}, time.Now)
+	c := newJobCache(CacheConfig{}, time.Now)
 	c.setLive(true)
 	c.put("j1", 5, []byte("five"), false)
 	c.put("j1", 3, []byte("three"), false) // a late delivery of an older write
@@ -28,7 +28,7 @@ func TestJobCacheKeepsTheLatestRevision(t *testing.T) {
 
 // Nothing is served while no watch runs: a change made elsewhere could be missed.
 func TestJobCacheServesNothingWhenNotLive(t *testing.T) {
-	c := newJobCache(JobCacheConfig{}, time.Now)
+	c := newJobCache(CacheConfig{}, time.Now)
 	c.put("j1", 1, []byte("x"), false)
 	c.fill(c.mark(), "j1", 1, []byte("x"))
 	if _, _, _, hit := c.get("j1"); hit {
@@ -48,7 +48,7 @@ func TestJobCacheServesNothingWhenNotLive(t *testing.T) {
 // The bounds hold at their edges: entries and bytes, least recently used evicted first, and
 // one value larger than MaxBytes is still held alone.
 func TestJobCacheBounds(t *testing.T) {
-	c := newJobCache(JobCacheConfig{MaxEntries: 3, MaxBytes: 100}, time.Now)
+	c := newJobCache(CacheConfig{MaxEntries: 3, MaxBytes: 100}, time.Now)
 	c.setLive(true)
 	for i := range 3 {
 		c.put(fmt.Sprintf("k%d", i), 1, make([]byte, 10), false)
@@ -80,7 +80,7 @@ func TestJobCacheBounds(t *testing.T) {
 // A read that took place while an entry was evicted is not cached: the evicted entry may have
 // been a later revision of the same key, delivered by the watch while the read was under way.
 func TestJobCacheFillAfterEvictionIsDropped(t *testing.T) {
-	c := newJobCache(JobCacheConfig{MaxEntries: 1}, time.Now)
+	c := newJobCache(CacheConfig{MaxEntries: 1}, time.Now)
 	c.setLive(true)
 	m := c.mark()
 	c.put("j1", 9, []byte("nine"), false)  // the watch delivers revision 9 ...
@@ -98,7 +98,7 @@ func TestJobCacheFillAfterEvictionIsDropped(t *testing.T) {
 // An entry the broker has not confirmed for MaxAge is read again.
 func TestJobCacheMaxAge(t *testing.T) {
 	now := time.Unix(1000, 0)
-	c := newJobCache(JobCacheConfig{MaxAge: time.Minute}, func() time.Time { return now })
+	c := newJobCache(CacheConfig{MaxAge: time.Minute}, func() time.Time { return now })
 	c.setLive(true)
 	c.put("j1", 1, []byte("x"), false)
 	now = now.Add(time.Minute)

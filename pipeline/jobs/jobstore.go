@@ -21,7 +21,7 @@ import (
 	"github.com/sluice-dev/sluice/sinks/document"
 )
 
-// ErrJobNotFound is returned by JobStore.Get for an unknown job.
+// ErrJobNotFound is returned by Store.Get for an unknown job.
 var ErrJobNotFound = errors.New("job not found")
 
 // ErrBadCursor is returned by List for a cursor it did not make.
@@ -46,22 +46,22 @@ type jobIssues struct {
 	Warnings            []ItemIssue `json:"warnings,omitempty"`
 }
 
-// JobStore keeps job records in a JetStream KV bucket. Every change is a compare-and-set on the
+// Store keeps job records in a JetStream KV bucket. Every change is a compare-and-set on the
 // record's revision, so any number of workers may update one job at once. Safe for concurrent
 // use; it does not own the bucket.
-type JobStore struct {
+type Store struct {
 	kv    jetstream.KeyValue
 	now   func() time.Time
 	cache atomic.Pointer[jobCache] // while RunCache runs
 }
 
-// NewJobStore returns a store over kv (the bucket Provision creates).
-func NewJobStore(kv jetstream.KeyValue) *JobStore {
-	return &JobStore{kv: kv, now: time.Now}
+// NewStore returns a store over kv (the bucket Provision creates).
+func NewStore(kv jetstream.KeyValue) *Store {
+	return &Store{kv: kv, now: time.Now}
 }
 
 // Get returns the job with its rejections and warnings, or ErrJobNotFound.
-func (s *JobStore) Get(ctx context.Context, id string) (Job, error) {
+func (s *Store) Get(ctx context.Context, id string) (Job, error) {
 	rec, _, err := s.load(ctx, id, readCached)
 	if err != nil {
 		return Job{}, err
@@ -85,7 +85,7 @@ func (s *JobStore) Get(ctx context.Context, id string) (Job, error) {
 }
 
 // load reads job id's record and its revision, as how says.
-func (s *JobStore) load(ctx context.Context, id string, how readMode) (*jobRecord, uint64, error) {
+func (s *Store) load(ctx context.Context, id string, how readMode) (*jobRecord, uint64, error) {
 	if !schemas.ValidKey(id) {
 		return nil, 0, fmt.Errorf("%w: %q is not a valid job id", ErrJobNotFound, id)
 	}
@@ -105,19 +105,19 @@ func (s *JobStore) load(ctx context.Context, id string, how readMode) (*jobRecor
 
 // update applies fn to the job's record (a new one if absent) with compare-and-set, retrying
 // on conflicting writers, and returns the job as stored.
-func (s *JobStore) update(ctx context.Context, id string, fn func(*jobRecord)) (Job, error) {
+func (s *Store) update(ctx context.Context, id string, fn func(*jobRecord)) (Job, error) {
 	return s.modify(ctx, id, func(r *jobRecord) bool { fn(r); return true })
 }
 
 // modify is update where fn may decline the change (return false): then nothing is written
 // and the job is returned as read.
-func (s *JobStore) modify(ctx context.Context, id string, fn func(*jobRecord) bool) (Job, error) {
+func (s *Store) modify(ctx context.Context, id string, fn func(*jobRecord) bool) (Job, error) {
 	return s.modifyFrom(ctx, id, nil, 0, fn)
 }
 
 // modifyFrom is modify whose first attempt starts from rec at rev, read by the caller (nil:
 // read it here).
-func (s *JobStore) modifyFrom(ctx context.Context, id string, first *jobRecord, firstRev uint64, fn func(*jobRecord) bool) (Job, error) {
+func (s *Store) modifyFrom(ctx context.Context, id string, first *jobRecord, firstRev uint64, fn func(*jobRecord) bool) (Job, error) {
 	for attempt := 0; ; attempt++ {
 		// A retry after a conflict reads the broker: the cached revision lost the race.
 		how := readCached
@@ -204,7 +204,7 @@ func (r *jobRecord) settle(now time.Time) {
 // Open records a job's open event. Opening twice is harmless, and an open the record already
 // reflects (the loader recorded it before publishing the event) writes nothing: every write
 // of the bucket is a synced write of one stream, which all jobs share (issue 12).
-func (s *JobStore) Open(ctx context.Context, ev schemas.JobOpen) (Job, error) {
+func (s *Store) Open(ctx context.Context, ev schemas.JobOpen) (Job, error) {
 	return s.modify(ctx, ev.JobID, func(r *jobRecord) bool { return applyOpen(r, ev) })
 }
 
@@ -224,7 +224,7 @@ func applyOpen(r *jobRecord, ev schemas.JobOpen) bool {
 // earlier failure, in one write (none when there is nothing to change). Workers applying open
 // events use Open, which leaves a failure alone (an open event applied after the failure must
 // not revive a job nobody publishes).
-func (s *JobStore) Resume(ctx context.Context, ev schemas.JobOpen) (Job, error) {
+func (s *Store) Resume(ctx context.Context, ev schemas.JobOpen) (Job, error) {
 	return s.modify(ctx, ev.JobID, func(r *jobRecord) bool {
 		changed := applyOpen(r, ev) || r.Failure != nil
 		r.Failure = nil
@@ -235,19 +235,19 @@ func (s *JobStore) Resume(ctx context.Context, ev schemas.JobOpen) (Job, error) 
 // Fail records that job id's publisher stopped before sealing it, and why. A sealed job
 // cannot fail (its items are all published): Fail leaves it alone, as it does a job that
 // failed already (the first reason stays).
-func (s *JobStore) Fail(ctx context.Context, id, reason string) (Job, error) {
+func (s *Store) Fail(ctx context.Context, id, reason string) (Job, error) {
 	return s.modify(ctx, id, func(r *jobRecord) bool {
 		if r.Sealed || r.Failure != nil {
 			return false
 		}
-		r.Failure = &JobFailure{Reason: truncateReason(reason), At: s.now().UTC()}
+		r.Failure = &Failure{Reason: truncateReason(reason), At: s.now().UTC()}
 		return true
 	})
 }
 
 // Touch records that job id's publisher is still publishing (its UpdatedAt), so the reaper
 // leaves it alone.
-func (s *JobStore) Touch(ctx context.Context, id string) error {
+func (s *Store) Touch(ctx context.Context, id string) error {
 	_, err := s.update(ctx, id, func(*jobRecord) {})
 	return err
 }
@@ -282,7 +282,7 @@ type ReaperConfig struct {
 // ends and returns nil then; scan errors go to onErr (may be nil) and the next scan runs. Any
 // number of processes may run it: each change is a compare-and-set, and a job updated
 // meanwhile is left alone.
-func RunJobReaper(ctx context.Context, jobs *JobStore, cfg ReaperConfig, onErr func(error)) error {
+func RunJobReaper(ctx context.Context, jobs *Store, cfg ReaperConfig, onErr func(error)) error {
 	if cfg.After <= 0 {
 		cfg.After = 10 * time.Minute
 	}
@@ -305,7 +305,7 @@ func RunJobReaper(ctx context.Context, jobs *JobStore, cfg ReaperConfig, onErr f
 
 // Reap fails every unsealed job without a failure that has had no update for after, and
 // returns their ids (RunJobReaper's scan). It reads every job record.
-func (s *JobStore) Reap(ctx context.Context, after time.Duration) ([]string, error) {
+func (s *Store) Reap(ctx context.Context, after time.Duration) ([]string, error) {
 	stale := func(r *jobRecord) bool {
 		return !r.Sealed && r.Failure == nil && s.now().Sub(r.UpdatedAt) > after
 	}
@@ -324,7 +324,7 @@ func (s *JobStore) Reap(ctx context.Context, after time.Duration) ([]string, err
 		changed := false
 		if _, err := s.modify(ctx, key, func(r *jobRecord) bool {
 			if changed = stale(r); changed {
-				r.Failure = &JobFailure{Reason: reason, At: s.now().UTC()}
+				r.Failure = &Failure{Reason: reason, At: s.now().UTC()}
 			}
 			return changed
 		}); err != nil {
@@ -339,7 +339,7 @@ func (s *JobStore) Reap(ctx context.Context, after time.Duration) ([]string, err
 }
 
 // Seal records a job's seal event: its totals and issues. Sealing twice is harmless.
-func (s *JobStore) Seal(ctx context.Context, ev schemas.JobSeal) (Job, error) {
+func (s *Store) Seal(ctx context.Context, ev schemas.JobSeal) (Job, error) {
 	// A seal the record already reflects (the loader sealed the job before a worker applied
 	// its event) writes nothing, not even its issues again: every write of the bucket is a
 	// synced write of the one stream all jobs share (issue 12).
@@ -384,16 +384,16 @@ func sealedAs(r *jobRecord, ev schemas.JobSeal) bool {
 		r.Total == ev.Total && r.Published == ev.Published && r.Rejected == ev.Rejected
 }
 
-// JobFilter selects jobs in List. Zero fields match everything.
-type JobFilter struct {
-	State JobState
+// Filter selects jobs in List. Zero fields match everything.
+type Filter struct {
+	State State
 	Env   string
 }
 
 // List returns up to limit jobs matching f, newest first, starting after cursor (the
 // NextCursor of the previous page; "" for the first), and the cursor of the next page ("" at
 // the end). It reads every job record, so it costs one KV read per job in the bucket.
-func (s *JobStore) List(ctx context.Context, f JobFilter, cursor string, limit int) ([]Job, string, error) {
+func (s *Store) List(ctx context.Context, f Filter, cursor string, limit int) ([]Job, string, error) {
 	if limit <= 0 || limit > 1000 {
 		limit = 100
 	}
@@ -434,7 +434,7 @@ func (s *JobStore) List(ctx context.Context, f JobFilter, cursor string, limit i
 
 // eachJob calls fn with every job record in the bucket (not the issues and idempotency
 // records beside them): one KV read per job. A job deleted meanwhile is skipped.
-func (s *JobStore) eachJob(ctx context.Context, fn func(*jobRecord)) error {
+func (s *Store) eachJob(ctx context.Context, fn func(*jobRecord)) error {
 	lister, err := s.kv.ListKeys(ctx)
 	if err != nil {
 		return err
@@ -476,7 +476,7 @@ func decodeJobCursor(c string) (time.Time, string, bool) {
 // RequestRollback records that a rollback of job id was asked for (restore: put back the
 // previous versions). It fails with ErrJobNotFound for an unknown job. A rollback already
 // requested or done is kept as it is (asking again is harmless); a failed one is replaced.
-func (s *JobStore) RequestRollback(ctx context.Context, id, by string, restore bool) (Job, error) {
+func (s *Store) RequestRollback(ctx context.Context, id, by string, restore bool) (Job, error) {
 	if _, _, err := s.load(ctx, id, readCached); err != nil {
 		return Job{}, err
 	}
@@ -495,7 +495,7 @@ func RollbackID(ev schemas.JobRollback) string {
 // FinishRollback records the outcome of rollback rbID of job id. Recording the same rollback
 // twice (a redelivered event) changes nothing; a later rollback of a job already rolled back
 // (asked again) adds what it did.
-func (s *JobStore) FinishRollback(ctx context.Context, id, rbID string, res document.JobRollbackResult, cause error) (Job, error) {
+func (s *Store) FinishRollback(ctx context.Context, id, rbID string, res document.JobRollbackResult, cause error) (Job, error) {
 	return s.modify(ctx, id, func(r *jobRecord) bool {
 		now := s.now().UTC()
 		if r.Rollback == nil {
@@ -539,7 +539,7 @@ func sortedJobs(m map[string]int64) []string {
 // MarkSuperseded records, for each job of superseded but by itself, that rollback rbID of job
 // by deleted superseded[job] of its documents (see markSuperseded); jobs in id order, so that
 // records list them the same way each time. It returns the first error.
-func (s *JobStore) MarkSuperseded(ctx context.Context, by, rbID string, superseded map[string]int64) error {
+func (s *Store) MarkSuperseded(ctx context.Context, by, rbID string, superseded map[string]int64) error {
 	for _, job := range sortedJobs(superseded) {
 		if job == by {
 			continue
@@ -554,7 +554,7 @@ func (s *JobStore) MarkSuperseded(ctx context.Context, by, rbID string, supersed
 // markSuperseded records that rollback rbID of job by deleted n documents of job id, which
 // then reports state superseded. Recording the same rollback twice changes nothing. A job the
 // store does not know (its documents were written without a recorded job) is left alone.
-func (s *JobStore) markSuperseded(ctx context.Context, id, by, rbID string, n int64) error {
+func (s *Store) markSuperseded(ctx context.Context, id, by, rbID string, n int64) error {
 	if !schemas.ValidKey(id) {
 		return nil
 	}
@@ -586,7 +586,7 @@ func (s *JobStore) markSuperseded(ctx context.Context, id, by, rbID string, n in
 // and supersession, and counts the generation. A job in any other state is returned as it is
 // (a concurrent Reopen got there first: both publish the same generation, deduplicated).
 // ErrJobNotFound for an unknown job.
-func (s *JobStore) Reopen(ctx context.Context, id string) (Job, error) {
+func (s *Store) Reopen(ctx context.Context, id string) (Job, error) {
 	if _, _, err := s.load(ctx, id, readFresh); err != nil {
 		return Job{}, err
 	}
@@ -604,7 +604,7 @@ func (s *JobStore) Reopen(ctx context.Context, id string) (Job, error) {
 }
 
 // IdempotentJob returns the job recorded for an idempotency key, or "" if none.
-func (s *JobStore) IdempotentJob(ctx context.Context, key string) (string, error) {
+func (s *Store) IdempotentJob(ctx context.Context, key string) (string, error) {
 	e, err := s.kv.Get(ctx, idemKey(key))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return "", nil
@@ -616,7 +616,7 @@ func (s *JobStore) IdempotentJob(ctx context.Context, key string) (string, error
 }
 
 // RememberIdempotent records that key produced job id. The first job recorded for a key wins.
-func (s *JobStore) RememberIdempotent(ctx context.Context, key, id string) (string, error) {
+func (s *Store) RememberIdempotent(ctx context.Context, key, id string) (string, error) {
 	_, err := s.kv.Create(ctx, idemKey(key), []byte(id))
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return s.IdempotentJob(ctx, key)
@@ -652,12 +652,12 @@ type Mark struct {
 // Mark records item outcomes of job id directly, in one compare-and-set. Workers use the
 // batched Progress recorder; Mark is for rare events (a dead letter captured from an
 // advisory). Recording an outcome twice changes nothing.
-func (s *JobStore) Mark(ctx context.Context, id string, marks ...Mark) (Job, error) {
+func (s *Store) Mark(ctx context.Context, id string, marks ...Mark) (Job, error) {
 	return s.record(ctx, id, marks)
 }
 
 // record applies marks for one job in one compare-and-set.
-func (s *JobStore) record(ctx context.Context, id string, marks []Mark) (Job, error) {
+func (s *Store) record(ctx context.Context, id string, marks []Mark) (Job, error) {
 	return s.update(ctx, id, func(r *jobRecord) {
 		for _, m := range marks {
 			switch m.Outcome {
@@ -676,7 +676,7 @@ func (s *JobStore) record(ctx context.Context, id string, marks []Mark) (Job, er
 
 // Watch calls fn with the job each time its record changes, starting with its current state,
 // until fn returns true, ctx ends (returning ctx's error), or the watch fails.
-func (s *JobStore) Watch(ctx context.Context, id string, fn func(Job) bool) error {
+func (s *Store) Watch(ctx context.Context, id string, fn func(Job) bool) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}

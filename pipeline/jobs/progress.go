@@ -13,7 +13,7 @@ import (
 // ProgressConfig configures a Progress recorder.
 type ProgressConfig struct {
 	// Store is the job store. Required.
-	Store *JobStore
+	Store *Store
 	// Linger is how long a flush waits to gather more marks when the recorder was idle; marks
 	// queued while a flush ran are flushed right after it. Default 2 ms.
 	Linger time.Duration

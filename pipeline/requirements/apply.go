@@ -58,7 +58,7 @@ type State struct {
 	// LatestVersionID is the largest stored requirements version id, 0 when none.
 	LatestVersionID int64
 	// Version is set by Apply on a requirements submission: the new version. Input ignores it.
-	Version *RequirementsVersion
+	Version *Version
 }
 
 // legal lists the statuses each status may move to through a decision or a transition.
@@ -212,6 +212,6 @@ func applySubmitRequirements(s State, cmd Command, at string) (State, AuditEntry
 	md.Set("checksum", sum)
 	next := s
 	next.LatestVersionID = id
-	next.Version = &RequirementsVersion{VersionID: id, Author: cmd.Actor, Timestamp: at, Checksum: sum, Document: doc}
+	next.Version = &Version{VersionID: id, Author: cmd.Actor, Timestamp: at, Checksum: sum, Document: doc}
 	return next, AuditEntry{Timestamp: at, RequestID: strconv.FormatInt(id, 10), NewStatus: NewStatusSubmitted, Admin: cmd.Actor}, nil
 }

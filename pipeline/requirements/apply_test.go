@@ -221,7 +221,7 @@ func TestApplySubmitRequirements(t *testing.T) {
 		t.Error("checksum of a new version does not verify")
 	}
 	// The stored text parses back to the same version.
-	back, err := requirements.ParseRequirementsVersion(v.JSON())
+	back, err := requirements.ParseVersion(v.JSON())
 	if err != nil || back.Checksum != v.Checksum || string(back.JSON()) != string(v.JSON()) {
 		t.Errorf("round trip: %v", err)
 	}

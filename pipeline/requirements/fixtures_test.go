@@ -12,7 +12,7 @@ import (
 
 func TestFixtureRequirementsChecksum(t *testing.T) {
 	raw := reqtest.ReadFixture(t, reqtest.FixtureVersion)
-	v, err := requirements.ParseRequirementsVersion(raw)
+	v, err := requirements.ParseVersion(raw)
 	if err != nil {
 		t.Fatal(err)
 	}

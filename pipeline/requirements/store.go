@@ -21,7 +21,7 @@ type Outcome struct {
 	// Refusal is set when the command was refused; then Applied is false.
 	Refusal *Refusal `json:"refusal,omitempty"`
 	// Version is the new requirements version (SubmitRequirements).
-	Version *RequirementsVersion `json:"version,omitempty"`
+	Version *Version `json:"version,omitempty"`
 	// Feature is the feature request after the command (feature commands).
 	Feature *FeatureRequest `json:"feature,omitempty"`
 	// Audit is the audit entry the command appended, chained and checksummed.
@@ -126,9 +126,9 @@ type Store interface {
 	// ListVersions returns every requirements version, newest first.
 	ListVersions(ctx context.Context) ([]VersionInfo, error)
 	// LatestVersion returns the newest version, or an error wrapping ErrNotFound.
-	LatestVersion(ctx context.Context) (RequirementsVersion, error)
+	LatestVersion(ctx context.Context) (Version, error)
 	// GetVersion returns version id, or an error wrapping ErrNotFound.
-	GetVersion(ctx context.Context, id int64) (RequirementsVersion, error)
+	GetVersion(ctx context.Context, id int64) (Version, error)
 	// ListFeatures returns one page of feature requests; a cursor it did not make gives an
 	// error wrapping ErrBadCursor.
 	ListFeatures(ctx context.Context, q FeatureQuery) (FeaturePage, error)

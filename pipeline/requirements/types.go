@@ -166,9 +166,9 @@ func ParseLegacyFeatureRequest(b []byte) (FeatureRequest, error) {
 	return f, nil
 }
 
-// RequirementsVersion is one immutable requirements version: the stored document in its
+// Version is one immutable requirements version: the stored document in its
 // original key order (the checksum depends on it), and the metadata fields pulled out of it.
-type RequirementsVersion struct {
+type Version struct {
 	// VersionID is metadata.version_id: Unix milliseconds of the submission.
 	VersionID int64 `json:"version_id"`
 	// Author is metadata.author, the actor who submitted it (not the body's top-level
@@ -184,17 +184,17 @@ type RequirementsVersion struct {
 
 // JSON returns the document as the Python service writes its file: json.dumps(doc, indent=2).
 // For an imported legacy file it is byte-identical to the file.
-func (v RequirementsVersion) JSON() []byte {
+func (v Version) JSON() []byte {
 	b, err := Dumps(v.Document, DumpOptions{Indent: 2})
 	if err != nil {
-		panic(fmt.Sprintf("requirements: RequirementsVersion.JSON: %v", err)) // decoded JSON only
+		panic(fmt.Sprintf("requirements: Version.JSON: %v", err)) // decoded JSON only
 	}
 	return b
 }
 
 // VerifyChecksum recomputes the document's checksum and reports whether it equals the stored
 // one, and the recomputed value.
-func (v RequirementsVersion) VerifyChecksum() (bool, string, error) {
+func (v Version) VerifyChecksum() (bool, string, error) {
 	sum, err := RequirementsChecksum(v.Document)
 	if err != nil {
 		return false, "", err
@@ -220,33 +220,33 @@ func RequirementsChecksum(doc *Object) (string, error) {
 	return hex.EncodeToString(sum[:]), nil
 }
 
-// ParseRequirementsVersion reads a requirements version file as stored by the Python service
-// (or by RequirementsVersion.JSON), keeping key order. It needs metadata.version_id (a positive
+// ParseVersion reads a requirements version file as stored by the Python service
+// (or by Version.JSON), keeping key order. It needs metadata.version_id (a positive
 // integer); metadata.author, timestamp and checksum are read when present. It does not verify
 // the checksum (see VerifyChecksum) and accepts the top-level "author" and naive timestamps of
 // legacy files.
-func ParseRequirementsVersion(b []byte) (RequirementsVersion, error) {
+func ParseVersion(b []byte) (Version, error) {
 	v, err := DecodeOrdered(b)
 	if err != nil {
-		return RequirementsVersion{}, fmt.Errorf("parse requirements version: %w", err)
+		return Version{}, fmt.Errorf("parse requirements version: %w", err)
 	}
 	doc, ok := v.(*Object)
 	if !ok {
-		return RequirementsVersion{}, errors.New("parse requirements version: not a JSON object")
+		return Version{}, errors.New("parse requirements version: not a JSON object")
 	}
 	mdv, _ := doc.Get("metadata")
 	md, ok := mdv.(*Object)
 	if !ok {
-		return RequirementsVersion{}, errors.New("parse requirements version: no metadata object")
+		return Version{}, errors.New("parse requirements version: no metadata object")
 	}
-	rv := RequirementsVersion{Document: doc}
+	rv := Version{Document: doc}
 	idv, _ := md.Get("version_id")
 	n, ok := idv.(json.Number)
 	if ok {
 		rv.VersionID, err = strconv.ParseInt(string(n), 10, 64)
 	}
 	if !ok || err != nil || rv.VersionID < 1 {
-		return RequirementsVersion{}, fmt.Errorf("parse requirements version: metadata.version_id %v is not a positive integer", idv)
+		return Version{}, fmt.Errorf("parse requirements version: metadata.version_id %v is not a positive integer", idv)
 	}
 	rv.Author, _ = md.GetString("author")
 	rv.Timestamp, _ = md.GetString("timestamp")

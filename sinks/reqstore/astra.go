@@ -251,15 +251,15 @@ func newFeatureDoc(f requirements.FeatureRequest, commandID string, a *storedAud
 		LastCommandID: commandID, Audit: a}, nil
 }
 
-func newVersionDoc(v requirements.RequirementsVersion, commandID string, a *storedAudit) versionDoc {
+func newVersionDoc(v requirements.Version, commandID string, a *storedAudit) versionDoc {
 	return versionDoc{ID: versionDocID(v.VersionID), Kind: kindVersion, VersionID: v.VersionID, Author: v.Author, Timestamp: v.Timestamp,
 		Checksum: v.Checksum, Document: string(v.JSON()), CommandID: commandID, Audit: a}
 }
 
-func (d versionDoc) version() (requirements.RequirementsVersion, error) {
-	v, err := requirements.ParseRequirementsVersion([]byte(d.Document))
+func (d versionDoc) version() (requirements.Version, error) {
+	v, err := requirements.ParseVersion([]byte(d.Document))
 	if err != nil {
-		return requirements.RequirementsVersion{}, fmt.Errorf("stored requirements version %d: %w", d.VersionID, err)
+		return requirements.Version{}, fmt.Errorf("stored requirements version %d: %w", d.VersionID, err)
 	}
 	return v, nil
 }
@@ -722,32 +722,32 @@ func (s *AstraStore) ListVersions(ctx context.Context) ([]requirements.VersionIn
 }
 
 // LatestVersion implements Store. It blocks for one round trip.
-func (s *AstraStore) LatestVersion(ctx context.Context) (requirements.RequirementsVersion, error) {
+func (s *AstraStore) LatestVersion(ctx context.Context) (requirements.Version, error) {
 	if err := s.check(); err != nil {
-		return requirements.RequirementsVersion{}, err
+		return requirements.Version{}, err
 	}
 	d, ok, err := s.latestVersionDoc(ctx, nil)
 	if err != nil {
-		return requirements.RequirementsVersion{}, err
+		return requirements.Version{}, err
 	}
 	if !ok {
-		return requirements.RequirementsVersion{}, fmt.Errorf("requirements version latest: %w", requirements.ErrNotFound)
+		return requirements.Version{}, fmt.Errorf("requirements version latest: %w", requirements.ErrNotFound)
 	}
 	return d.version()
 }
 
 // GetVersion implements Store. It blocks for one round trip.
-func (s *AstraStore) GetVersion(ctx context.Context, id int64) (requirements.RequirementsVersion, error) {
+func (s *AstraStore) GetVersion(ctx context.Context, id int64) (requirements.Version, error) {
 	if err := s.check(); err != nil {
-		return requirements.RequirementsVersion{}, err
+		return requirements.Version{}, err
 	}
 	var d versionDoc
 	ok, err := s.findByID(ctx, versionDocID(id), kindVersion, &d)
 	if err != nil {
-		return requirements.RequirementsVersion{}, fmt.Errorf("read requirements version %d: %w", id, err)
+		return requirements.Version{}, fmt.Errorf("read requirements version %d: %w", id, err)
 	}
 	if !ok {
-		return requirements.RequirementsVersion{}, fmt.Errorf("requirements version %d: %w", id, requirements.ErrNotFound)
+		return requirements.Version{}, fmt.Errorf("requirements version %d: %w", id, requirements.ErrNotFound)
 	}
 	return d.version()
 }
@@ -992,7 +992,7 @@ func (s *AstraStore) planImport(ctx context.Context, file requirements.LegacyFil
 	}
 	reason := "imported from " + file.Name
 	if kind == "requirements" {
-		v, err := requirements.ParseRequirementsVersion(file.Data)
+		v, err := requirements.ParseVersion(file.Data)
 		if err != nil {
 			return importItem{}, "", fault.Permanent(fault.Validation, fmt.Errorf("import %s: %w", file.Name, err))
 		}

@@ -451,7 +451,7 @@ func (s *SQLiteStore) applyValid(ctx context.Context, tx execer, cmd requirement
 	return nil
 }
 
-func insertVersion(ctx context.Context, tx execer, v requirements.RequirementsVersion) error {
+func insertVersion(ctx context.Context, tx execer, v requirements.Version) error {
 	if _, err := tx.ExecContext(ctx, `INSERT INTO requirements_versions (version_id, author, timestamp, checksum, document) VALUES (?, ?, ?, ?, ?)`,
 		v.VersionID, v.Author, v.Timestamp, v.Checksum, string(v.JSON())); err != nil {
 		return fmt.Errorf("insert requirements version %d: %w", v.VersionID, err)
@@ -593,30 +593,30 @@ func (s *SQLiteStore) ListVersions(ctx context.Context) ([]requirements.VersionI
 }
 
 // LatestVersion implements Store.
-func (s *SQLiteStore) LatestVersion(ctx context.Context) (requirements.RequirementsVersion, error) {
+func (s *SQLiteStore) LatestVersion(ctx context.Context) (requirements.Version, error) {
 	return s.version(ctx, `SELECT document FROM requirements_versions ORDER BY version_id DESC LIMIT 1`, "latest")
 }
 
 // GetVersion implements Store.
-func (s *SQLiteStore) GetVersion(ctx context.Context, id int64) (requirements.RequirementsVersion, error) {
+func (s *SQLiteStore) GetVersion(ctx context.Context, id int64) (requirements.Version, error) {
 	return s.version(ctx, `SELECT document FROM requirements_versions WHERE version_id = ?`, strconv.FormatInt(id, 10), id)
 }
 
-func (s *SQLiteStore) version(ctx context.Context, query, what string, args ...any) (requirements.RequirementsVersion, error) {
+func (s *SQLiteStore) version(ctx context.Context, query, what string, args ...any) (requirements.Version, error) {
 	if err := s.check(); err != nil {
-		return requirements.RequirementsVersion{}, err
+		return requirements.Version{}, err
 	}
 	var doc string
 	err := s.r.QueryRowContext(ctx, query, args...).Scan(&doc)
 	if errors.Is(err, sql.ErrNoRows) {
-		return requirements.RequirementsVersion{}, fmt.Errorf("requirements version %s: %w", what, requirements.ErrNotFound)
+		return requirements.Version{}, fmt.Errorf("requirements version %s: %w", what, requirements.ErrNotFound)
 	}
 	if err != nil {
-		return requirements.RequirementsVersion{}, fmt.Errorf("read requirements version %s: %w", what, err)
+		return requirements.Version{}, fmt.Errorf("read requirements version %s: %w", what, err)
 	}
-	v, err := requirements.ParseRequirementsVersion([]byte(doc))
+	v, err := requirements.ParseVersion([]byte(doc))
 	if err != nil {
-		return requirements.RequirementsVersion{}, fmt.Errorf("read requirements version %s: %w", what, err)
+		return requirements.Version{}, fmt.Errorf("read requirements version %s: %w", what, err)
 	}
 	return v, nil
 }
@@ -805,7 +805,7 @@ func (s *SQLiteStore) Import(ctx context.Context, files []requirements.LegacyFil
 }
 
 func (s *SQLiteStore) importVersion(ctx context.Context, tx *sql.Tx, file requirements.LegacyFile, rep *requirements.ImportReport) error {
-	v, err := requirements.ParseRequirementsVersion(file.Data)
+	v, err := requirements.ParseVersion(file.Data)
 	if err != nil {
 		return fault.Permanent(fault.Validation, fmt.Errorf("import %s: %w", file.Name, err))
 	}

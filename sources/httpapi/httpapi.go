@@ -74,9 +74,9 @@ type SubmitRequest struct {
 
 // SubmitResult is what SubmitJob reports, and the body of the API's answer to a submission.
 type SubmitResult struct {
-	JobID string        `json:"job_id"`
-	Env   string        `json:"env"`
-	State jobs.JobState `json:"state"`
+	JobID string     `json:"job_id"`
+	Env   string     `json:"env"`
+	State jobs.State `json:"state"`
 	// Total is the number of items in the file (Published + Rejected).
 	Total int64 `json:"total"`
 	// Published is the number of items durably published to JetStream.

@@ -20,7 +20,7 @@ var ErrConflict = errors.New("conflict")
 
 // JobFilter selects jobs in GET /v1/jobs. Zero fields match everything.
 type JobFilter struct {
-	State jobs.JobState
+	State jobs.State
 	Env   string
 }
 
@@ -68,8 +68,8 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	q := r.URL.Query()
-	f := JobFilter{State: jobs.JobState(q.Get("state")), Env: q.Get("env")}
-	if f.State != "" && !slices.Contains(jobs.JobStates, f.State) {
+	f := JobFilter{State: jobs.State(q.Get("state")), Env: q.Get("env")}
+	if f.State != "" && !slices.Contains(jobs.States, f.State) {
 		s.problem(w, r, http.StatusBadRequest, fmt.Sprintf("state %q is not a job state", f.State))
 		return
 	}

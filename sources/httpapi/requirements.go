@@ -18,7 +18,7 @@ import (
 )
 
 // RequirementsService publishes requirement and feature-request commands, waits for their
-// outcomes and reads state; *pipeline.CommandClient implements it. Implementations must be
+// outcomes and reads state; *commands.Client implements it. Implementations must be
 // safe for concurrent use; every method may block on I/O and honours ctx.
 type RequirementsService interface {
 	// Submit validates and publishes cmd and returns its command id once it is durably
@@ -31,8 +31,8 @@ type RequirementsService interface {
 	ListVersions(ctx context.Context) ([]requirements.VersionInfo, error)
 	// LatestVersion and GetVersion return a version or an error wrapping
 	// requirements.ErrNotFound (404).
-	LatestVersion(ctx context.Context) (requirements.RequirementsVersion, error)
-	GetVersion(ctx context.Context, id int64) (requirements.RequirementsVersion, error)
+	LatestVersion(ctx context.Context) (requirements.Version, error)
+	GetVersion(ctx context.Context, id int64) (requirements.Version, error)
 	// ListFeatures returns a page; a foreign cursor wraps requirements.ErrBadCursor (400).
 	ListFeatures(ctx context.Context, q requirements.FeatureQuery) (requirements.FeaturePage, error)
 	// GetFeature returns a feature request or an error wrapping requirements.ErrNotFound.

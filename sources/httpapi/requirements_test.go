@@ -74,11 +74,11 @@ var errNoRecord = fmt.Errorf("fake: %w", requirements.ErrNotFound)
 func (f *fakeRequirements) ListVersions(context.Context) ([]requirements.VersionInfo, error) {
 	return nil, nil
 }
-func (f *fakeRequirements) LatestVersion(context.Context) (requirements.RequirementsVersion, error) {
-	return requirements.RequirementsVersion{}, errNoRecord
+func (f *fakeRequirements) LatestVersion(context.Context) (requirements.Version, error) {
+	return requirements.Version{}, errNoRecord
 }
-func (f *fakeRequirements) GetVersion(context.Context, int64) (requirements.RequirementsVersion, error) {
-	return requirements.RequirementsVersion{}, errNoRecord
+func (f *fakeRequirements) GetVersion(context.Context, int64) (requirements.Version, error) {
+	return requirements.Version{}, errNoRecord
 }
 func (f *fakeRequirements) ListFeatures(_ context.Context, q requirements.FeatureQuery) (requirements.FeaturePage, error) {
 	if q.Cursor != "" {

@@ -28,7 +28,7 @@ import (
 type rollJobs struct {
 	fakeJobs
 	loader *intake.Loader
-	store  *jobs.JobStore
+	store  *jobs.Store
 }
 
 func (s *rollJobs) GetJob(ctx context.Context, id string) (jobs.Job, error) {
@@ -74,7 +74,7 @@ func TestRollbackRouteNamesSupersededJobs(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	jobStore := jobs.NewJobStore(streams.JobsKV)
+	jobStore := jobs.NewStore(streams.JobsKV)
 	w, err := pipeline.NewWorker(pipeline.WorkerConfig{JS: js, Streams: streams, Jobs: jobStore, Sink: store, Key: key})
 	if err != nil {
 		t.Fatal(err)
@@ -159,13 +159,13 @@ func TestRollbackRouteNamesSupersededJobs(t *testing.T) {
 	call("DELETE /v1/jobs/{id}", "DELETE", "/v1/jobs/"+a.JobID+"?restore_previous=1", http.StatusNotImplemented)
 }
 
-// The JobState enum of openapi.json is exactly jobs.JobStates (superseded included).
+// The JobState enum of openapi.json is exactly jobs.States (superseded included).
 func TestOpenAPIJobStates(t *testing.T) {
 	var d struct {
 		Components struct {
 			Schemas struct {
 				JobState struct {
-					Enum []jobs.JobState `json:"enum"`
+					Enum []jobs.State `json:"enum"`
 				}
 			}
 		}
@@ -173,7 +173,7 @@ func TestOpenAPIJobStates(t *testing.T) {
 	if err := json.Unmarshal(httpapi.OpenAPI(), &d); err != nil {
 		t.Fatal(err)
 	}
-	if fmt.Sprint(d.Components.Schemas.JobState.Enum) != fmt.Sprint(jobs.JobStates) {
-		t.Fatalf("openapi.json JobState %v, pipeline %v", d.Components.Schemas.JobState.Enum, jobs.JobStates)
+	if fmt.Sprint(d.Components.Schemas.JobState.Enum) != fmt.Sprint(jobs.States) {
+		t.Fatalf("openapi.json JobState %v, pipeline %v", d.Components.Schemas.JobState.Enum, jobs.States)
 	}
 }

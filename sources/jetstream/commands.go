@@ -36,7 +36,7 @@ const (
 	// CommandBatch is how many commands of one partition a worker holds and applies at once
 	// (the partition consumer's MaxAckPending). Per-key order is kept by the worker, which
 	// applies a partition's commands in stream order and only while it holds every command
-	// the partition has pending (see pipeline.CommandWorker).
+	// the partition has pending (see pipeline/commands.Worker).
 	CommandBatch = 32
 	// CommandPriorityGroup is the priority group of the partition consumers, which pin each
 	// partition to one pulling client at a time (PriorityPolicyPinned): one worker process

@@ -2,7 +2,7 @@
 """Publish a chunk file to Sluice straight through NATS JetStream, with nats-py.
 
 This example uses nothing of Sluice but its wire contract, ``schemas/README.md``: it does
-what Sluice's own loader (``pipeline/loader.go``) does behind ``POST /v1/jobs``.
+what Sluice's own loader (``pipeline/intake/loader.go``) does behind ``POST /v1/jobs``.
 
 1. Publish the job's ``open`` event on ``sluice.v1.jobs.{env}`` and wait for the ack.
 2. Publish every usable item of the file on ``sluice.v1.chunks.{env}`` -- one item per message,
@@ -17,7 +17,7 @@ what Sluice's own loader (``pipeline/loader.go``) does behind ``POST /v1/jobs``.
 
 The job id is computed exactly as Sluice computes it for an upload
 (``"j" + sha256(env + "\\0" + sha256(file bytes)).hex()[:24]``, see ``JobID`` in
-``pipeline/loader.go``), so the same file gets the same job whether it comes through the HTTP
+``pipeline/intake/loader.go``), so the same file gets the same job whether it comes through the HTTP
 API, ``sluice load`` or this script. Publishing a file again is safe: within the streams'
 duplicate window JetStream drops the repeated messages by ``Nats-Msg-Id``, Sluice counts each
 ``(job, item)`` once, and documents are upserted by chunk id. (Sluice's own loader looks the job

@@ -1,4 +1,4 @@
-package pipeline
+package commands
 
 import (
 	"strconv"
@@ -67,7 +67,7 @@ func featureProps(f requirements.FeatureRequest) map[string]any {
 	return p
 }
 
-func projectVersion(b *graph.Batch, v requirements.RequirementsVersion) {
+func projectVersion(b *graph.Batch, v requirements.Version) {
 	vid := requirements.VersionNodeID(v.VersionID)
 	props := map[string]any{"kind": "requirements_version", "version_id": v.VersionID, "submitted_by": v.Author, "timestamp": v.Timestamp, "checksum": v.Checksum}
 	for _, k := range []string{"title", "version", "description"} {

@@ -1,4 +1,4 @@
-package pipeline
+package commands
 
 import (
 	"context"
@@ -21,8 +21,8 @@ import (
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
-// CommandClientConfig configures a CommandClient.
-type CommandClientConfig struct {
+// ClientConfig configures a Client.
+type ClientConfig struct {
 	// JS publishes commands. Required.
 	JS jetstream.JetStream
 	// Streams is what sources/jetstream.ProvisionCommands returned (the change feed, whose
@@ -37,7 +37,7 @@ type CommandClientConfig struct {
 	// Graph receives the projection of imported records. Optional; nil skips it.
 	Graph GraphApplier
 	// GraphEnv is the graph imported records are projected into, as
-	// CommandWorkerConfig.GraphEnv (give both the same value). Optional; "" means
+	// WorkerConfig.GraphEnv (give both the same value). Optional; "" means
 	// graph.DefaultEnv (dev); another value than dev, test or prod is refused.
 	GraphEnv string
 	// Validator checks commands before they are published. Optional; nil compiles the
@@ -47,13 +47,13 @@ type CommandClientConfig struct {
 	Now func() time.Time
 }
 
-// CommandClient is what the API uses: it publishes commands, waits for their outcomes and
+// Client is what the API uses: it publishes commands, waits for their outcomes and
 // reads state from the Store. It is safe for concurrent use. Await is answered from one watch
 // of the change feed's mutation events (each is a command's outcome, published by the worker
 // once the command is applied and projected), shared by all waiters and started before the
 // first command is published; Close stops it.
-type CommandClient struct {
-	cfg CommandClientConfig
+type Client struct {
+	cfg ClientConfig
 	v   *requirements.Validator
 
 	mu      sync.Mutex // guards waiters, recent, watch, closed
@@ -76,13 +76,13 @@ type CommandClient struct {
 // below the server's limit of MaxAtomicBatch.
 const submitWaiting = 256
 
-// recentOutcomes is how many of the latest outcomes a CommandClient keeps for an Await that
+// recentOutcomes is how many of the latest outcomes a Client keeps for an Await that
 // starts after its command's event arrived (Submit returns before Await registers): at
 // 1,000 commands/s, the last 8 s. An older one is read from the store.
 const recentOutcomes = 8192
 
-// NewCommandClient checks cfg and returns a CommandClient. The caller must Close it.
-func NewCommandClient(cfg CommandClientConfig) (*CommandClient, error) {
+// NewClient checks cfg and returns a Client. The caller must Close it.
+func NewClient(cfg ClientConfig) (*Client, error) {
 	var errs []error
 	if cfg.JS == nil {
 		errs = append(errs, errors.New("command client: JS is required"))
@@ -115,7 +115,7 @@ func NewCommandClient(cfg CommandClientConfig) (*CommandClient, error) {
 			return nil, fmt.Errorf("command client: %w", err)
 		}
 	}
-	c := &CommandClient{cfg: cfg, v: v, waiters: map[string]map[chan requirements.Outcome]struct{}{},
+	c := &Client{cfg: cfg, v: v, waiters: map[string]map[chan requirements.Outcome]struct{}{},
 		recent: map[string]requirements.Outcome{}, recentOrder: make([]string, recentOutcomes),
 		publishes: newGroup(submitWaiting, submitWaiting, publishGroup(cfg.JS))}
 	c.publishes.Start()
@@ -124,10 +124,10 @@ func NewCommandClient(cfg CommandClientConfig) (*CommandClient, error) {
 
 // Validator returns the validator commands are checked with (also for validating stored
 // records against their schemas).
-func (c *CommandClient) Validator() *requirements.Validator { return c.v }
+func (c *Client) Validator() *requirements.Validator { return c.v }
 
-// NewCommandID returns a new random command id (32 hex digits).
-func NewCommandID() string {
+// NewID returns a new random command id (32 hex digits).
+func NewID() string {
 	var b [16]byte
 	_, _ = rand.Read(b[:]) // crypto/rand.Read never fails on supported platforms
 	return hex.EncodeToString(b[:])
@@ -136,12 +136,12 @@ func NewCommandID() string {
 // Submit publishes cmd on cmd.Subject() with Nats-Msg-Id = its command id, signed with Key
 // (schemas.HeaderSignature over the payload, actor included), and returns the
 // command id once JetStream stored it; the worker applies it asynchronously (see Await). An
-// empty CommandID is filled with NewCommandID, a zero IssuedAt with now. A command that fails
+// empty CommandID is filled with NewID, a zero IssuedAt with now. A command that fails
 // validation is not published: the error is a *requirements.Refusal with code invalid. It
 // blocks for the publish acknowledgement.
-func (c *CommandClient) Submit(ctx context.Context, cmd requirements.Command) (string, error) {
+func (c *Client) Submit(ctx context.Context, cmd requirements.Command) (string, error) {
 	if cmd.CommandID == "" {
-		cmd.CommandID = NewCommandID()
+		cmd.CommandID = NewID()
 	}
 	if cmd.IssuedAt.IsZero() {
 		cmd.IssuedAt = c.cfg.Now()
@@ -173,7 +173,7 @@ func (c *CommandClient) Submit(ctx context.Context, cmd requirements.Command) (s
 // came in time (the command may still be applied later). An outcome that arrived before Await
 // started is found among the latest recentOutcomes; when the wait ends without one, the
 // store's record is returned if it has one. An error means the outcome could not be read.
-func (c *CommandClient) Await(ctx context.Context, commandID string, timeout time.Duration) (requirements.Outcome, bool, error) {
+func (c *Client) Await(ctx context.Context, commandID string, timeout time.Duration) (requirements.Outcome, bool, error) {
 	if err := c.ensureWatch(ctx); err != nil {
 		return requirements.Outcome{}, false, fmt.Errorf("await %s: %w", commandID, err)
 	}
@@ -210,7 +210,7 @@ func (c *CommandClient) Await(ctx context.Context, commandID string, timeout tim
 
 // ensureWatch starts the watch of the change feed's mutation events unless it runs: an
 // ordered consumer from the next event on, which resumes where it stopped after a reconnect.
-func (c *CommandClient) ensureWatch(ctx context.Context) error {
+func (c *Client) ensureWatch(ctx context.Context) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -235,7 +235,7 @@ func (c *CommandClient) ensureWatch(ctx context.Context) error {
 }
 
 // register adds ch as a waiter for id, or returns id's outcome when it arrived already.
-func (c *CommandClient) register(id string, ch chan requirements.Outcome) (requirements.Outcome, bool, error) {
+func (c *Client) register(id string, ch chan requirements.Outcome) (requirements.Outcome, bool, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
@@ -253,7 +253,7 @@ func (c *CommandClient) register(id string, ch chan requirements.Outcome) (requi
 	return requirements.Outcome{}, false, nil
 }
 
-func (c *CommandClient) unregister(id string, ch chan requirements.Outcome) {
+func (c *Client) unregister(id string, ch chan requirements.Outcome) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if set := c.waiters[id]; set != nil {
@@ -267,7 +267,7 @@ func (c *CommandClient) unregister(id string, ch chan requirements.Outcome) {
 // deliver hands one mutation event, a command's outcome, to its waiters and keeps it among
 // the recent ones. An event that does not decode is skipped (its waiters fall back to the
 // store when their wait ends).
-func (c *CommandClient) deliver(m jetstream.Msg) {
+func (c *Client) deliver(m jetstream.Msg) {
 	var ev MutationEvent
 	if err := json.Unmarshal(m.Data(), &ev); err != nil || ev.CommandID == "" {
 		return
@@ -293,7 +293,7 @@ func (c *CommandClient) deliver(m jetstream.Msg) {
 }
 
 // Close stops the outcome watch; Await and Submit fail afterwards. It is idempotent.
-func (c *CommandClient) Close() error {
+func (c *Client) Close() error {
 	c.mu.Lock()
 	c.closed = true
 	w := c.watch
@@ -308,38 +308,38 @@ func (c *CommandClient) Close() error {
 }
 
 // ListVersions implements the API's read of every requirements version, newest first.
-func (c *CommandClient) ListVersions(ctx context.Context) ([]requirements.VersionInfo, error) {
+func (c *Client) ListVersions(ctx context.Context) ([]requirements.VersionInfo, error) {
 	return c.cfg.Store.ListVersions(ctx)
 }
 
 // LatestVersion returns the newest requirements version, or an error wrapping
 // requirements.ErrNotFound.
-func (c *CommandClient) LatestVersion(ctx context.Context) (requirements.RequirementsVersion, error) {
+func (c *Client) LatestVersion(ctx context.Context) (requirements.Version, error) {
 	return c.cfg.Store.LatestVersion(ctx)
 }
 
 // GetVersion returns requirements version id, or an error wrapping requirements.ErrNotFound.
-func (c *CommandClient) GetVersion(ctx context.Context, id int64) (requirements.RequirementsVersion, error) {
+func (c *Client) GetVersion(ctx context.Context, id int64) (requirements.Version, error) {
 	return c.cfg.Store.GetVersion(ctx, id)
 }
 
 // ListFeatures returns a page of feature requests (see requirements.Store.ListFeatures).
-func (c *CommandClient) ListFeatures(ctx context.Context, q requirements.FeatureQuery) (requirements.FeaturePage, error) {
+func (c *Client) ListFeatures(ctx context.Context, q requirements.FeatureQuery) (requirements.FeaturePage, error) {
 	return c.cfg.Store.ListFeatures(ctx, q)
 }
 
 // GetFeature returns one feature request, or an error wrapping requirements.ErrNotFound.
-func (c *CommandClient) GetFeature(ctx context.Context, id string) (requirements.FeatureRequest, error) {
+func (c *Client) GetFeature(ctx context.Context, id string) (requirements.FeatureRequest, error) {
 	return c.cfg.Store.GetFeature(ctx, id)
 }
 
 // ListAudit returns audit entries, newest first (see requirements.Store.ListAudit).
-func (c *CommandClient) ListAudit(ctx context.Context, requestID string, limit int) ([]requirements.AuditEntry, error) {
+func (c *Client) ListAudit(ctx context.Context, requestID string, limit int) ([]requirements.AuditEntry, error) {
 	return c.cfg.Store.ListAudit(ctx, requestID, limit)
 }
 
 // VerifyAudit checks the whole audit trail.
-func (c *CommandClient) VerifyAudit(ctx context.Context) (requirements.Integrity, error) {
+func (c *Client) VerifyAudit(ctx context.Context) (requirements.Integrity, error) {
 	return c.cfg.Store.VerifyAudit(ctx)
 }
 
@@ -347,7 +347,7 @@ func (c *CommandClient) VerifyAudit(ctx context.Context) (requirements.Integrity
 // Graph is configured, projects each imported record into it (idempotently: a record
 // imported again projects nothing new). Import bypasses the command stream: it is an
 // operator's bulk load of records that already exist.
-func (c *CommandClient) Import(ctx context.Context, files []requirements.LegacyFile) (requirements.ImportReport, error) {
+func (c *Client) Import(ctx context.Context, files []requirements.LegacyFile) (requirements.ImportReport, error) {
 	rep, err := c.cfg.Store.Import(ctx, files)
 	if err != nil || c.cfg.Graph == nil {
 		return rep, err

@@ -1,4 +1,12 @@
-package pipeline
+// Package commands carries requirement and feature-request mutations from the HTTP API to
+// the requirement store and the graph. The Client validates and signs a command, publishes it
+// on its key's partition (sluice.v1.commands.p.{n}) and waits for its outcome on the change
+// feed; the Worker holds up to 32 pending commands per partition (pinned to one worker),
+// applies them in stream order as chains, one command per key per round, sharing the store,
+// graph (projectOutcome) and change-feed writes across partitions, and acks each command only
+// after its outcome is stored. A refusal is an outcome, never a dead letter; a failure is
+// retried in place, and the key's later commands wait for it.
+package commands
 
 import (
 	"context"
@@ -23,10 +31,15 @@ import (
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
-// GraphApplier is the GraphStore the command worker projects into: idempotent by msgID, a batch whose
-// msgID was applied before changes nothing. graph.Store implements it. It must be safe for
-// concurrent use.
-type GraphApplier = GraphStore
+// GraphApplier is the graph store the command worker projects into (sinks/graph's SQLite or
+// PostgreSQL store, as the chunk worker's pipeline.GraphStore): idempotent by msgID, a batch
+// whose msgID was applied before changes nothing. It must be safe for concurrent use.
+type GraphApplier interface {
+	// ApplyBatch applies b to env's graph in one transaction, all or nothing, and records
+	// msgID in env so that the same message applied again changes nothing. Errors are
+	// classified with pipeline/fault.
+	ApplyBatch(ctx context.Context, env string, b graph.Batch, msgID string) (graph.Result, error)
+}
 
 // GraphBatchApplier is the optional capability of a GraphApplier to apply many marked
 // batches in one transaction, each with its own apply marker and its own result
@@ -37,8 +50,8 @@ type GraphBatchApplier interface {
 	ApplyBatches(ctx context.Context, bs []graph.MarkedBatch) []graph.BatchResult
 }
 
-// CommandWorkerConfig configures a CommandWorker.
-type CommandWorkerConfig struct {
+// WorkerConfig configures a Worker.
+type WorkerConfig struct {
 	// JS is the JetStream context (dead letters, change feed). Required.
 	JS jetstream.JetStream
 	// Streams is what sources/jetstream.ProvisionCommands returned. Required.
@@ -47,7 +60,7 @@ type CommandWorkerConfig struct {
 	Store requirements.Store
 	// Key verifies each command's signature (schemas.HeaderSignature) before anything else:
 	// a command the API did not sign, its actor set by whoever published it, is dead-lettered
-	// (class auth) and changes nothing. The API's CommandClient must hold the same key.
+	// (class auth) and changes nothing. The API's Client must hold the same key.
 	// Required.
 	Key *sign.Key
 	// Graph receives each applied command's projection (projectOutcome). Optional; nil
@@ -71,7 +84,7 @@ type CommandWorkerConfig struct {
 }
 
 // Validate reports every missing required field at once.
-func (c CommandWorkerConfig) Validate() error {
+func (c WorkerConfig) Validate() error {
 	var errs []error
 	if c.JS == nil {
 		errs = append(errs, errors.New("command worker: JS is required"))
@@ -91,7 +104,7 @@ func (c CommandWorkerConfig) Validate() error {
 	return errors.Join(errs...)
 }
 
-// CommandWorker applies requirement and feature-request commands. Each command partition is
+// Worker applies requirement and feature-request commands. Each command partition is
 // consumed by one goroutine (see partition) that holds up to sjs.CommandBatch of the
 // partition's pending commands — the consumer pins the partition to one worker process at a
 // time — and applies them in stream order as one chain (applyChain), so the commands of one
@@ -103,8 +116,8 @@ func (c CommandWorkerConfig) Validate() error {
 // transaction, one graph transaction, one atomic publish of events, each command still with its
 // own result, so a command whose write fails is retried alone (with what follows it of its
 // key).
-type CommandWorker struct {
-	cfg CommandWorkerConfig
+type Worker struct {
+	cfg WorkerConfig
 	log *slog.Logger
 	v   *requirements.Validator
 	*settle.Settler
@@ -118,8 +131,8 @@ type CommandWorker struct {
 	events   *group[[]keyed[*nats.Msg], []chainResult[error]]
 }
 
-// NewCommandWorker checks cfg and returns a CommandWorker; nothing runs until Run.
-func NewCommandWorker(cfg CommandWorkerConfig) (*CommandWorker, error) {
+// NewWorker checks cfg and returns a Worker; nothing runs until Run.
+func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -146,7 +159,7 @@ func NewCommandWorker(cfg CommandWorkerConfig) (*CommandWorker, error) {
 	}
 	dlq := dlq.NewSender(cfg.JS)
 	parts := len(cfg.Streams.Consumers)
-	w := &CommandWorker{cfg: cfg, log: log, v: v, dlq: dlq,
+	w := &Worker{cfg: cfg, log: log, v: v, dlq: dlq,
 		Settler: &settle.Settler{DLQ: dlq, Retry: cfg.Retry, MaxDeliver: maxDeliver, Log: log, Kind: "command"},
 		applies: chainGroup(parts, applyGroup(cfg.Store), func(r requirements.BatchResult) bool { return r.Err != nil }),
 		events:  chainGroup(parts, publishGroup(cfg.JS), func(err error) bool { return err != nil }),
@@ -160,7 +173,7 @@ func NewCommandWorker(cfg CommandWorkerConfig) (*CommandWorker, error) {
 // Run applies commands until ctx ends, then drains (a chain being applied gets DrainTimeout to
 // finish; what each partition holds besides goes back to the server in stream order) and
 // returns; nil after a clean drain. Call it once.
-func (w *CommandWorker) Run(ctx context.Context) error {
+func (w *Worker) Run(ctx context.Context) error {
 	for _, g := range []interface{ Start() }{w.applies, w.events} {
 		g.Start()
 	}
@@ -238,7 +251,7 @@ func (w *CommandWorker) Run(ctx context.Context) error {
 // Health returns nil, or an error saying that commands could neither be applied nor
 // dead-lettered in the last 10 minutes; see Worker.Health. It does no I/O and is safe for
 // concurrent use.
-func (w *CommandWorker) Health() error { return w.dlq.Health() }
+func (w *Worker) Health() error { return w.dlq.Health() }
 
 // graphMarker is the graph store's apply marker of a command's projection. It is keyed by the
 // command id, not the message id, so a command published twice (a client retry outside the
@@ -293,7 +306,7 @@ func (d heldDisposer) Term(reason string) {
 // failure of that one is retried in place after a delay, with what follows it (a redelivery
 // finds the apply markers and completes the missing steps without applying anything twice); a
 // permanent failure, or the last allowed try, is dead-lettered.
-func (w *CommandWorker) applyChain(ctx context.Context, p *partition) {
+func (w *Worker) applyChain(ctx context.Context, p *partition) {
 	held := p.snapshot()
 	settled := map[*heldCommand]bool{}
 	defer p.drop(settled)
@@ -355,7 +368,7 @@ func (w *CommandWorker) applyChain(ctx context.Context, p *partition) {
 
 // applyItems runs the valid items through the store, the graph and the change feed, marking
 // each done, failed (err) or skipped.
-func (w *CommandWorker) applyItems(ctx context.Context, items []*chainItem) {
+func (w *Worker) applyItems(ctx context.Context, items []*chainItem) {
 	var chain []keyed[requirements.PendingCommand]
 	var applied []*chainItem
 	for _, it := range items {
@@ -481,8 +494,8 @@ type MutationEvent struct {
 	// Feature is the feature request after the command (feature commands).
 	Feature *requirements.FeatureRequest `json:"feature,omitempty"`
 	// Version is the new requirements version (submit_requirements).
-	Version *requirements.RequirementsVersion `json:"version,omitempty"`
-	Audit   *requirements.AuditEntry          `json:"audit,omitempty"`
+	Version *requirements.Version    `json:"version,omitempty"`
+	Audit   *requirements.AuditEntry `json:"audit,omitempty"`
 }
 
 // submitPublish publishes m through g and waits for the stream to store it.

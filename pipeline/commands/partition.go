@@ -1,4 +1,4 @@
-package pipeline
+package commands
 
 import (
 	"context"
@@ -29,7 +29,7 @@ type heldCommand struct {
 }
 
 // partition consumes one command partition. It holds up to sjs.CommandBatch of its pending
-// commands in stream order and applies them as one chain (see CommandWorker.applyChain),
+// commands in stream order and applies them as one chain (see Worker.applyChain),
 // acknowledging the prefix that is settled. Per-key order rests on two rules:
 //
 //   - Commands are applied in stream order, a failed one retried in place before anything
@@ -42,7 +42,7 @@ type heldCommand struct {
 //     way back in pieces), and after a gap in the delivery sequence (a delivery that went
 //     elsewhere). Until the count matches, the partition holds what it has and waits.
 type partition struct {
-	w    *CommandWorker
+	w    *Worker
 	name string
 	cons jetstream.Consumer
 	// work is the context chains are applied in: it outlives the run's by the drain timeout.
