@@ -123,8 +123,8 @@ type Worker struct {
 	collections map[string]string            // collection per env, likewise
 }
 
-// NewWorker checks cfg and returns a Worker; nothing runs until Run.
-func NewWorker(cfg WorkerConfig) (*Worker, error) {
+// validate reports what cfg lacks.
+func (cfg *WorkerConfig) validate() error {
 	var errs []error
 	if cfg.JS == nil {
 		errs = append(errs, errors.New("worker: JS is required"))
@@ -135,9 +135,11 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if cfg.Sink == nil {
 		errs = append(errs, errors.New("worker: Sink is required"))
 	}
-	if err := errors.Join(errs...); err != nil {
-		return nil, err
-	}
+	return errors.Join(errs...)
+}
+
+// setDefaults fills in the zero fields of a valid cfg.
+func (cfg *WorkerConfig) setDefaults() {
 	if cfg.Collection == "" {
 		cfg.Collection = "ttrpg_chunks_{env}"
 	}
@@ -150,6 +152,16 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if cfg.MaxInFlightBytes <= 0 {
 		cfg.MaxInFlightBytes = 128 << 20
 	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Jobs == nil {
+		cfg.Jobs = jobs.NewStore(cfg.Streams.JobsKV)
+	}
+}
+
+// envTargets returns, per env, the document builder and the collection of cfg.
+func envTargets(cfg WorkerConfig) (map[string]*document.Builder, map[string]string, error) {
 	builders := map[string]*document.Builder{}
 	collections := map[string]string{}
 	for _, env := range []string{schemas.Dev, schemas.Test, schemas.Prod} {
@@ -158,17 +170,24 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		c.Env = env
 		b, err := document.NewBuilder(c)
 		if err != nil {
-			return nil, fmt.Errorf("worker: document config: %w", err)
+			return nil, nil, fmt.Errorf("worker: document config: %w", err)
 		}
 		builders[env] = b
 	}
+	return builders, collections, nil
+}
+
+// NewWorker checks cfg and returns a Worker; nothing runs until Run.
+func NewWorker(cfg WorkerConfig) (*Worker, error) {
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	builders, collections, err := envTargets(cfg)
+	if err != nil {
+		return nil, err
+	}
 	log := cfg.Logger
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	if cfg.Jobs == nil {
-		cfg.Jobs = jobs.NewStore(cfg.Streams.JobsKV)
-	}
 	v, err := schemas.NewValidator()
 	if err != nil {
 		return nil, fmt.Errorf("worker: %w", err)
@@ -247,72 +266,13 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.progress = p
 
-	handlers := w.cfg.Handlers
-	if handlers <= 0 {
-		handlers = 2 * b.cfg.Concurrency
-	}
-	inFlight := w.cfg.MaxInFlight
-	if inFlight <= 0 {
-		inFlight = (handlers + 2) * b.cfg.MaxBatch
-	}
-	inFlightChunks := w.cfg.MaxInFlightChunks
-	if inFlightChunks <= 0 {
-		inFlightChunks = 4 * (handlers + 2) * b.cfg.MaxBatch
-	}
-	chunkSub, err := sjs.NewSubscriber(sjs.SubscriberConfig{
-		Consumer: w.cfg.Streams.ChunkConsumer, MaxInFlight: inFlight, MaxInFlightBytes: w.cfg.MaxInFlightBytes,
-		MaxInFlightWeight: int64(inFlightChunks), Weight: chunkWeight,
-		DrainTimeout: w.cfg.DrainTimeout, Logger: w.log,
-	})
+	subs, err := w.subscribe(b)
 	if err != nil {
+		_ = b.Close()
+		_ = p.Close()
 		return err
 	}
-	jobSub, err := sjs.NewSubscriber(sjs.SubscriberConfig{
-		Consumer: w.cfg.Streams.JobConsumer, MaxInFlight: 64,
-		DrainTimeout: w.cfg.DrainTimeout, Logger: w.log,
-	})
-	if err != nil {
-		return err
-	}
-	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: w.cfg.DrainTimeout},
-		settle.RouterLogger(w.log))
-	if err != nil {
-		return err
-	}
-	router.AddConsumerHandler("jobs", sjs.ConsumerJobs, jobSub, w.handleJobEvent)
-	var graphSub *sjs.Subscriber
-	if w.cfg.Graph != nil {
-		graphSub, err = sjs.NewSubscriber(sjs.SubscriberConfig{
-			Consumer: w.cfg.Streams.GraphConsumer, MaxInFlight: 1, FetchBatch: 1,
-			DrainTimeout: w.cfg.DrainTimeout, Logger: w.log,
-		})
-		if err != nil {
-			return err
-		}
-		router.AddConsumerHandler("graph", sjs.ConsumerGraph, graphSub, w.handleGraph)
-	}
-
-	// The drain keeps its word: DrainTimeout after ctx ends, writes still under way are
-	// cancelled, so a hung sink cannot hold the process past it (SIGTERM took 58 s with a
-	// 30 s drain timeout, issue 11).
-	finished := make(chan struct{})
-	defer close(finished)
-	shutdown := ctx.Done()
-	go func() {
-		select {
-		case <-shutdown:
-		case <-finished:
-			return
-		}
-		t := time.NewTimer(w.cfg.DrainTimeout)
-		defer t.Stop()
-		select {
-		case <-t.C:
-			w.log.Warn("drain timeout: cancelling the writes still under way", "drain_timeout", w.cfg.DrainTimeout)
-			b.Abort()
-		case <-finished:
-		}
-	}()
+	defer w.watchDrain(ctx, b)()
 	// Chunks are handled in batches, beside the router (docs/architecture.md, "Chunks in
 	// batches"); job events and graph batches go through it one at a time.
 	ctx, stop := context.WithCancel(ctx)
@@ -329,19 +289,19 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	chunksDone := make(chan error, 1)
 	go func() {
-		chunksDone <- chunkSub.ConsumeBatches(ctx, sjs.BatchConfig{
-			MaxBatch: b.cfg.MaxBatch, Linger: w.cfg.Linger, Workers: handlers,
+		chunksDone <- subs.chunks.ConsumeBatches(ctx, sjs.BatchConfig{
+			MaxBatch: b.cfg.MaxBatch, Linger: w.cfg.Linger, Workers: subs.handlers,
 			Weight: func(d *sjs.Delivery) int { return chunkWeight(d.Msg()) },
 		}, w.handleChunks)
 		stop() // it returns early only on failure: stop the router too
 	}()
-	runErr := router.Run(ctx)
+	runErr := subs.router.Run(ctx)
 	stop() // the router may stop on its own (an error): stop the chunks too
 	// The router closed its subscribers, which waited for in-flight handlers.
 	chunkErr := <-chunksDone
-	cerr := errors.Join(chunkErr, jobSub.Close())
-	if graphSub != nil {
-		cerr = errors.Join(cerr, graphSub.Close())
+	cerr := errors.Join(chunkErr, subs.jobs.Close())
+	if subs.graph != nil {
+		cerr = errors.Join(cerr, subs.graph.Close())
 	}
 	_ = b.Close()
 	_ = p.Close()
@@ -349,6 +309,92 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("worker: router: %w", runErr)
 	}
 	return cerr
+}
+
+// subscriptions are a running worker's subscribers: chunks in batches beside the router, job
+// events and graph batches through it.
+type subscriptions struct {
+	handlers            int             // chunk batches handled at once
+	chunks, jobs, graph *sjs.Subscriber // graph is nil without a graph store
+	router              *message.Router
+}
+
+// subscribe makes the worker's subscribers, sized from b, and the router that runs the job
+// event and graph handlers.
+func (w *Worker) subscribe(b *Batcher) (subscriptions, error) {
+	var subs subscriptions
+	handlers := w.cfg.Handlers
+	if handlers <= 0 {
+		handlers = 2 * b.cfg.Concurrency
+	}
+	subs.handlers = handlers
+	inFlight := w.cfg.MaxInFlight
+	if inFlight <= 0 {
+		inFlight = (handlers + 2) * b.cfg.MaxBatch
+	}
+	inFlightChunks := w.cfg.MaxInFlightChunks
+	if inFlightChunks <= 0 {
+		inFlightChunks = 4 * (handlers + 2) * b.cfg.MaxBatch
+	}
+	chunks, err := sjs.NewSubscriber(sjs.SubscriberConfig{
+		Consumer: w.cfg.Streams.ChunkConsumer, MaxInFlight: inFlight, MaxInFlightBytes: w.cfg.MaxInFlightBytes,
+		MaxInFlightWeight: int64(inFlightChunks), Weight: chunkWeight,
+		DrainTimeout: w.cfg.DrainTimeout, Logger: w.log,
+	})
+	if err != nil {
+		return subs, err
+	}
+	jobs, err := sjs.NewSubscriber(sjs.SubscriberConfig{
+		Consumer: w.cfg.Streams.JobConsumer, MaxInFlight: 64,
+		DrainTimeout: w.cfg.DrainTimeout, Logger: w.log,
+	})
+	if err != nil {
+		return subs, err
+	}
+	router, err := message.NewRouter(message.RouterConfig{CloseTimeout: w.cfg.DrainTimeout},
+		settle.RouterLogger(w.log))
+	if err != nil {
+		return subs, err
+	}
+	router.AddConsumerHandler("jobs", sjs.ConsumerJobs, jobs, w.handleJobEvent)
+	var graphSub *sjs.Subscriber
+	if w.cfg.Graph != nil {
+		graphSub, err = sjs.NewSubscriber(sjs.SubscriberConfig{
+			Consumer: w.cfg.Streams.GraphConsumer, MaxInFlight: 1, FetchBatch: 1,
+			DrainTimeout: w.cfg.DrainTimeout, Logger: w.log,
+		})
+		if err != nil {
+			return subs, err
+		}
+		router.AddConsumerHandler("graph", sjs.ConsumerGraph, graphSub, w.handleGraph)
+	}
+
+	subs.chunks, subs.jobs, subs.graph, subs.router = chunks, jobs, graphSub, router
+	return subs, nil
+}
+
+// watchDrain keeps the drain's word: DrainTimeout after ctx ends, the writes still under way
+// in b are cancelled, so a hung sink cannot hold the process past it (SIGTERM took 58 s with
+// a 30 s drain timeout, issue 11). The returned function stops the watch.
+func (w *Worker) watchDrain(ctx context.Context, b *Batcher) (stop func()) {
+	finished := make(chan struct{})
+	shutdown := ctx.Done()
+	go func() {
+		select {
+		case <-shutdown:
+		case <-finished:
+			return
+		}
+		t := time.NewTimer(w.cfg.DrainTimeout)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			w.log.Warn("drain timeout: cancelling the writes still under way", "drain_timeout", w.cfg.DrainTimeout)
+			b.Abort()
+		case <-finished:
+		}
+	}()
+	return func() { close(finished) }
 }
 
 func (w *Worker) builder(env string) *document.Builder { return w.builders[env] }
@@ -395,15 +441,80 @@ type chunkMsg struct {
 // of them are settled (settleBundle).
 func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 	w.metrics.batchMsgs.Observe(float64(len(batch)))
-	items := make([]chunkItem, 0, len(batch))
-	msgs := make([]chunkMsg, 0, len(batch))
-	docs := map[string][]document.Doc{} // by collection; a batch usually has one
-	add := func(it chunkItem, docsOf []document.Doc) {
-		it.first = len(docs[it.coll])
-		docs[it.coll] = append(docs[it.coll], docsOf...)
-		it.last = len(docs[it.coll])
-		items = append(items, it)
+	cb := w.collect(ctx, batch)
+	for coll, docs := range cb.docs {
+		// Collections are written one after another; a batch spans several only when chunks
+		// of different environments arrive together.
+		cb.noteResults(coll, w.write(ctx, coll, docs))
 	}
+	var progressErr error
+	if marks := cb.written(); len(marks) > 0 {
+		if err := w.progress.RecordAll(ctx, marks); err != nil {
+			progressErr = fmt.Errorf("record progress: %w", err)
+		}
+	}
+	for _, cm := range cb.msgs {
+		if cm.bundle {
+			w.settleBundle(ctx, cb.items[cm.lo:cm.hi], progressErr)
+			continue
+		}
+		w.settleChunk(ctx, cb.items[cm.lo], progressErr)
+	}
+}
+
+// chunkBatch is a batch of chunk messages being handled: its chunks, the messages they came
+// from, and their documents by collection (a batch usually has one).
+type chunkBatch struct {
+	items []chunkItem
+	msgs  []chunkMsg
+	docs  map[string][]document.Doc
+}
+
+// add appends chunk it with its documents docs.
+func (cb *chunkBatch) add(it chunkItem, docs []document.Doc) {
+	it.first = len(cb.docs[it.coll])
+	cb.docs[it.coll] = append(cb.docs[it.coll], docs...)
+	it.last = len(cb.docs[it.coll])
+	cb.items = append(cb.items, it)
+}
+
+// noteResults maps the per-document results of coll's write back to the chunks: the worst
+// permanent and transient error of each chunk's documents.
+func (cb *chunkBatch) noteResults(coll string, results []error) {
+	for i := range cb.items {
+		it := &cb.items[i]
+		if it.coll != coll {
+			continue
+		}
+		for _, e := range results[it.first:it.last] {
+			switch {
+			case e == nil:
+			case fault.IsPermanent(e):
+				it.permanent = cmpErr(it.permanent, e)
+			default:
+				it.transient = cmpErr(it.transient, e)
+			}
+		}
+	}
+}
+
+// written returns the progress marks of the chunks of a job whose documents are all stored.
+func (cb *chunkBatch) written() []jobs.Mark {
+	var marks []jobs.Mark
+	for _, it := range cb.items {
+		if it.job != "" && !it.skip && it.permanent == nil && it.transient == nil {
+			marks = append(marks, jobs.Mark{Job: it.job, Item: it.item, Outcome: jobs.Written})
+		}
+	}
+	return marks
+}
+
+// collect checks each message of batch and builds its chunks' documents; a bundle expands
+// into its items (those settled on an earlier delivery are skipped). A message that cannot be
+// a chunk is dead-lettered at once and left out.
+func (w *Worker) collect(ctx context.Context, batch []*sjs.Delivery) *chunkBatch {
+	cb := &chunkBatch{items: make([]chunkItem, 0, len(batch)), msgs: make([]chunkMsg, 0, len(batch)),
+		docs: map[string][]document.Doc{}}
 	for _, d := range batch {
 		m, meta := d.Msg(), d.Meta()
 		if meta == nil {
@@ -414,91 +525,58 @@ func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 				continue
 			}
 		}
-		if m.Headers().Get(schemas.HeaderSchema) == string(schemas.ChunkBundle) {
-			env, ok := schemas.EnvFromSubject(m.Subject())
-			if !ok {
-				_ = w.DeadLetter(ctx, d, m, meta, fault.Permanentf(fault.Validation, "subject %q names no valid environment", m.Subject()), "")
-				continue
-			}
-			var done []bool
-			if meta.NumDelivered > 1 {
-				done = w.bundles.get(meta)
-			}
-			its, docsOf, err := w.expandBundle(m, meta, env, done)
+		if m.Headers().Get(schemas.HeaderSchema) != string(schemas.ChunkBundle) {
+			it, docs, err := w.checkChunk(m, meta)
 			if err != nil {
 				_ = w.DeadLetter(ctx, d, m, meta, err, "")
 				continue
 			}
-			lo := len(items)
-			for i, it := range its {
-				it.d = d
-				add(it, docsOf[i])
-			}
-			msgs = append(msgs, chunkMsg{lo: lo, hi: len(items), bundle: true})
+			it.d = d
+			cb.add(it, docs)
+			cb.msgs = append(cb.msgs, chunkMsg{lo: len(cb.items) - 1, hi: len(cb.items)})
 			continue
 		}
-		it, docsOf, err := w.checkChunk(m, meta)
+		env, ok := schemas.EnvFromSubject(m.Subject())
+		if !ok {
+			_ = w.DeadLetter(ctx, d, m, meta, fault.Permanentf(fault.Validation, "subject %q names no valid environment", m.Subject()), "")
+			continue
+		}
+		var done []bool
+		if meta.NumDelivered > 1 {
+			done = w.bundles.get(meta)
+		}
+		its, docs, err := w.expandBundle(m, meta, env, done)
 		if err != nil {
 			_ = w.DeadLetter(ctx, d, m, meta, err, "")
 			continue
 		}
-		it.d = d
-		add(it, docsOf)
-		msgs = append(msgs, chunkMsg{lo: len(items) - 1, hi: len(items)})
+		lo := len(cb.items)
+		for i, it := range its {
+			it.d = d
+			cb.add(it, docs[i])
+		}
+		cb.msgs = append(cb.msgs, chunkMsg{lo: lo, hi: len(cb.items), bundle: true})
 	}
-	for coll, cdocs := range docs {
-		// Collections are written one after another; a batch spans several only when chunks
-		// of different environments arrive together.
-		results := w.write(ctx, coll, cdocs)
-		for i := range items {
-			it := &items[i]
-			if it.coll != coll {
-				continue
-			}
-			for _, e := range results[it.first:it.last] {
-				switch {
-				case e == nil:
-				case fault.IsPermanent(e):
-					it.permanent = cmpErr(it.permanent, e)
-				default:
-					it.transient = cmpErr(it.transient, e)
-				}
-			}
+	return cb
+}
+
+// settleChunk settles a single-chunk message: acked once its documents and its progress are
+// durable, retried with a delay after a transient failure, dead-lettered after a permanent one.
+func (w *Worker) settleChunk(ctx context.Context, it chunkItem, progressErr error) {
+	m := it.d.Msg()
+	switch {
+	case it.permanent != nil:
+		_ = w.DeadLetter(ctx, it.d, m, it.meta, it.permanent, w.cfg.SinkName)
+	case it.transient != nil:
+		_ = w.Fail(ctx, it.d, m, it.meta, fmt.Errorf("write chunk: %w", it.transient), w.cfg.SinkName)
+	case progressErr != nil && it.job != "":
+		_ = w.Fail(ctx, it.d, m, it.meta, progressErr, "")
+	default:
+		if it.meta.NumDelivered > 1 {
+			w.dlq.Forget(it.meta)
 		}
-	}
-	var marks []jobs.Mark
-	for _, it := range items {
-		if it.job != "" && !it.skip && it.permanent == nil && it.transient == nil {
-			marks = append(marks, jobs.Mark{Job: it.job, Item: it.item, Outcome: jobs.Written})
-		}
-	}
-	var progressErr error
-	if len(marks) > 0 {
-		if err := w.progress.RecordAll(ctx, marks); err != nil {
-			progressErr = fmt.Errorf("record progress: %w", err)
-		}
-	}
-	for _, cm := range msgs {
-		if cm.bundle {
-			w.settleBundle(ctx, items[cm.lo:cm.hi], progressErr)
-			continue
-		}
-		it := items[cm.lo]
-		m := it.d.Msg()
-		switch {
-		case it.permanent != nil:
-			_ = w.DeadLetter(ctx, it.d, m, it.meta, it.permanent, w.cfg.SinkName)
-		case it.transient != nil:
-			_ = w.Fail(ctx, it.d, m, it.meta, fmt.Errorf("write chunk: %w", it.transient), w.cfg.SinkName)
-		case progressErr != nil && it.job != "":
-			_ = w.Fail(ctx, it.d, m, it.meta, progressErr, "")
-		default:
-			if it.meta.NumDelivered > 1 {
-				w.dlq.Forget(it.meta)
-			}
-			it.d.Ack()
-			w.metrics.outcome("written", time.Since(it.d.Received()))
-		}
+		it.d.Ack()
+		w.metrics.outcome("written", time.Since(it.d.Received()))
 	}
 }
 

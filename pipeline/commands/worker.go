@@ -369,6 +369,15 @@ func (w *Worker) applyChain(ctx context.Context, p *partition) {
 // applyItems runs the valid items through the store, the graph and the change feed, marking
 // each done, failed (err) or skipped.
 func (w *Worker) applyItems(ctx context.Context, items []*chainItem) {
+	next := w.applyStore(ctx, items)
+	if w.projects != nil {
+		next = w.applyGraph(ctx, next)
+	}
+	w.publishEvents(ctx, next)
+}
+
+// applyStore applies the valid items in the store and returns those applied.
+func (w *Worker) applyStore(ctx context.Context, items []*chainItem) []*chainItem {
 	var chain []keyed[requirements.PendingCommand]
 	var applied []*chainItem
 	for _, it := range items {
@@ -379,7 +388,7 @@ func (w *Worker) applyItems(ctx context.Context, items []*chainItem) {
 		}
 	}
 	if len(chain) == 0 {
-		return
+		return nil
 	}
 	res, err := w.applies.Submit(ctx, chain)
 	next := applied[:0:0]
@@ -394,41 +403,50 @@ func (w *Worker) applyItems(ctx context.Context, items []*chainItem) {
 			next = append(next, it)
 		}
 	}
-	if w.projects != nil {
-		var proj []keyed[graph.MarkedBatch]
-		var projected []*chainItem
-		for _, it := range next {
-			if b := projectOutcome(it.out); len(b.Nodes)+len(b.Edges) > 0 {
-				proj = append(proj, keyed[graph.MarkedBatch]{key: it.cmd.Key(),
-					v: graph.MarkedBatch{Env: w.cfg.GraphEnv, Batch: b, MsgID: graphMarker(it.cmd.CommandID)}})
-				projected = append(projected, it)
-			}
-		}
-		if len(proj) > 0 {
-			pres, err := w.projects.Submit(ctx, proj)
-			failedKeys := map[string]bool{}
-			for i, it := range projected {
-				var r chainResult[graph.BatchResult]
-				if err == nil {
-					r = pres[i]
-				}
-				if !it.note(err, r.skipped, r.res.Err, "project command %s into the graph", "graph") {
-					failedKeys[it.cmd.Key()] = true
-				}
-			}
-			// A command without a projection still waits behind a failed one of its key.
-			kept := next[:0:0]
-			for _, it := range next {
-				if it.err == nil && failedKeys[it.cmd.Key()] {
-					it.skipped, it.err = true, errSkipped
-				}
-				if it.err == nil {
-					kept = append(kept, it)
-				}
-			}
-			next = kept
+	return next
+}
+
+// applyGraph projects the applied items into the graph and returns those that may go on: a
+// failed projection stops its command, and every later command of its key, even one without a
+// projection, waits behind it.
+func (w *Worker) applyGraph(ctx context.Context, next []*chainItem) []*chainItem {
+	var proj []keyed[graph.MarkedBatch]
+	var projected []*chainItem
+	for _, it := range next {
+		if b := projectOutcome(it.out); len(b.Nodes)+len(b.Edges) > 0 {
+			proj = append(proj, keyed[graph.MarkedBatch]{key: it.cmd.Key(),
+				v: graph.MarkedBatch{Env: w.cfg.GraphEnv, Batch: b, MsgID: graphMarker(it.cmd.CommandID)}})
+			projected = append(projected, it)
 		}
 	}
+	if len(proj) == 0 {
+		return next
+	}
+	pres, err := w.projects.Submit(ctx, proj)
+	failedKeys := map[string]bool{}
+	for i, it := range projected {
+		var r chainResult[graph.BatchResult]
+		if err == nil {
+			r = pres[i]
+		}
+		if !it.note(err, r.skipped, r.res.Err, "project command %s into the graph", "graph") {
+			failedKeys[it.cmd.Key()] = true
+		}
+	}
+	kept := next[:0:0]
+	for _, it := range next {
+		if it.err == nil && failedKeys[it.cmd.Key()] {
+			it.skipped, it.err = true, errSkipped
+		}
+		if it.err == nil {
+			kept = append(kept, it)
+		}
+	}
+	return kept
+}
+
+// publishEvents publishes the change-feed event of each item, marking it done once stored.
+func (w *Worker) publishEvents(ctx context.Context, next []*chainItem) {
 	var evs []keyed[*nats.Msg]
 	var published []*chainItem
 	for _, it := range next {

@@ -306,63 +306,24 @@ func (l *Loader) existing(ctx context.Context, id string, req LoadRequest) (Load
 }
 
 func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) {
-	path := req.Path
-	if req.File == "" && path != "" {
-		req.File = filepath.Base(path)
+	if req.File == "" && req.Path != "" {
+		req.File = filepath.Base(req.Path)
 	}
-	var sum []byte
-	var err error
-	src := &spooled{path: path}
-	maxDec := l.cfg.MaxDecompressedBytes
-	if req.Body != nil {
-		if b, ok := req.Body.(bodyLimit); ok && b.MaxBytes() > 0 {
-			maxDec = b.MaxBytes()
-		}
-		src, sum, err = l.spool(req.Body)
-		if err != nil {
-			return LoadResult{}, err
-		}
-		defer src.release()
-	}
-	// Checked before any job exists: a compression bomb or corrupt data leaves nothing behind.
-	if sum, err = contentSum(src, req.File, sum, maxDec); err != nil {
+	src, sum, maxDec, err := l.source(req)
+	if err != nil {
 		return LoadResult{}, err
 	}
-	if req.Force {
-		nonce := make([]byte, 16)
-		_, _ = rand.Read(nonce)
-		sum = append(sum, nonce...)
-	}
+	defer src.release()
 	jobID := jobs.JobID(req.Env, sum)
 	res := LoadResult{JobID: jobID, Env: req.Env, File: req.File}
-	job, err := l.cfg.Jobs.Get(ctx, jobID)
-	switch {
-	case err != nil && !errors.Is(err, jobs.ErrJobNotFound):
-		return res, fmt.Errorf("look up job %s: %w", jobID, err)
-	case err == nil && job.Rollback != nil && job.Rollback.State == "requested":
-		// Loading now would race the rollback's deletes; once it is done the file loads again.
-		return res, fmt.Errorf("%w: job %s is being rolled back; submit it again once the rollback is done", ErrBusy, jobID)
-	case err == nil && job.Sealed && !job.State.Reloadable():
-		return l.existing(ctx, jobID, req)
+	job, done, existing, err := l.admit(ctx, jobID, req)
+	if existing != nil {
+		return *existing, err
 	}
-	// Admission before a job exists: refused now, the caller retries and nothing is left
-	// behind. Once opened, a job's batches wait their turn.
-	done, ok := l.cfg.Batch.Admission.Admit()
-	if !ok {
-		return res, ErrBusy
+	if err != nil {
+		return res, err
 	}
 	defer done()
-	if err == nil && job.Sealed {
-		// Rolled back or superseded: the same content loads again as the job's next
-		// generation, under message ids of its own (the stream's duplicate window would drop
-		// the first generation's), counted from nothing.
-		if job, err = l.cfg.Jobs.Reopen(ctx, jobID); err != nil {
-			return res, fmt.Errorf("reopen job %s: %w", jobID, err)
-		}
-		if job.Sealed {
-			return l.existing(ctx, jobID, req) // reopened and loaded meanwhile by another submission
-		}
-	}
 	res.msgJob = generationID(jobID, job.Generation)
 
 	f, err := src.open()
@@ -404,57 +365,8 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 	if err := l.openJob(ctx, open, &res); err != nil {
 		return res, err
 	}
-
-	alive := &toucher{jobs: l.cfg.Jobs, id: jobID, last: time.Now()}
-	w := sjs.NewBatchWriter(ctx, l.cfg.JS, l.cfg.Batch)
-	bundler := &chunkBundler{w: w, job: jobID, msgJob: res.msgJob, subject: schemas.ChunkSubject(req.Env),
-		items: l.cfg.BundleItems, bytes: l.cfg.BundleBytes, single: l.cfg.SingleChunkMessages}
-	reject := func(index int, id, reason string) {
-		res.Rejected++
-		if len(res.Rejections) < schemas.MaxIssues {
-			res.Rejections = append(res.Rejections, jobs.ItemIssue{Index: index, ID: id, Reason: reason})
-		}
-	}
-	item, ierr := first, ferr
-	for ierr == nil {
-		res.Total++
-		switch {
-		case item.Err != nil:
-			reject(item.Index, item.ID, reasonOf(item.Err))
-		default:
-			if _, err := builder.Build(item.Record, document.Meta{Job: jobID}); err != nil {
-				reject(item.Index, item.ID, err.Error())
-				break
-			}
-			if len(item.Record) > l.cfg.MaxMessageBytes {
-				reject(item.Index, item.ID, fmt.Sprintf("record too large: %d bytes exceeds the message limit of %d", len(item.Record), l.cfg.MaxMessageBytes))
-				break
-			}
-			dup := item.DuplicateOf >= 0
-			if dup && len(res.Warnings) < schemas.MaxIssues {
-				res.Warnings = append(res.Warnings, jobs.ItemIssue{Index: item.Index, ID: item.ID,
-					Reason: fmt.Sprintf("duplicate id: item %d has the same id; the later item wins", item.DuplicateOf)})
-			}
-			if err := bundler.add(item.Index, item.ID, item.Record, dup); err != nil {
-				_ = w.Close()
-				return res, fmt.Errorf("publish job %s: %w", jobID, err)
-			}
-			res.Published++
-			alive.touch(ctx)
-		}
-		item, ierr = r.Next()
-	}
-	if err := bundler.flush(); err != nil {
-		_ = w.Close()
-		return res, fmt.Errorf("publish job %s: %w", jobID, err)
-	}
-	if err := w.Close(); err != nil {
-		return res, fmt.Errorf("publish job %s: %w", jobID, err)
-	}
-	if !errors.Is(ierr, io.EOF) {
-		// The rest of the file cannot be read: the job fails (Load records it) and stays
-		// unsealed; fix the file and resubmit with Force, or the same content resumes it.
-		return res, fmt.Errorf("%w: %s: %w", ErrBadInput, req.File, ierr)
+	if err := l.publishItems(ctx, r, first, ferr, builder, req, &res); err != nil {
+		return res, err
 	}
 	seal := schemas.JobSeal{
 		JobID: jobID, Env: req.Env, Total: res.Total, Published: res.Published, Rejected: res.Rejected,
@@ -470,6 +382,129 @@ func (l *Loader) load(ctx context.Context, req LoadRequest) (LoadResult, error) 
 		res.State = jobs.JobCompletedWithErrors
 	}
 	return res, nil
+}
+
+// source returns the file req names or the upload it carries, spooled (release it when done),
+// with its content digest (a nonce appended when req.Force) and the decompressed-size limit
+// that applies. A compression bomb or corrupt data is refused here, before any job exists.
+func (l *Loader) source(req LoadRequest) (src *spooled, sum []byte, maxDec int64, err error) {
+	src = &spooled{path: req.Path}
+	maxDec = l.cfg.MaxDecompressedBytes
+	if req.Body != nil {
+		if b, ok := req.Body.(bodyLimit); ok && b.MaxBytes() > 0 {
+			maxDec = b.MaxBytes()
+		}
+		if src, sum, err = l.spool(req.Body); err != nil {
+			return nil, nil, 0, err
+		}
+	}
+	if sum, err = contentSum(src, req.File, sum, maxDec); err != nil {
+		src.release()
+		return nil, nil, 0, err
+	}
+	if req.Force {
+		nonce := make([]byte, 16)
+		_, _ = rand.Read(nonce)
+		sum = append(sum, nonce...)
+	}
+	return src, sum, maxDec, nil
+}
+
+// admit decides whether job jobID loads now. It returns the existing job's result when the
+// same content was loaded before (existing, nothing to do), ErrBusy when the job is being
+// rolled back or admission refuses a new job, else the job's record (reopened as its next
+// generation when it was rolled back or superseded) and done, which ends the admission.
+func (l *Loader) admit(ctx context.Context, jobID string, req LoadRequest) (job jobs.Job, done func(), existing *LoadResult, err error) {
+	job, err = l.cfg.Jobs.Get(ctx, jobID)
+	found := err == nil
+	switch {
+	case err != nil && !errors.Is(err, jobs.ErrJobNotFound):
+		return job, nil, nil, fmt.Errorf("look up job %s: %w", jobID, err)
+	case found && job.Rollback != nil && job.Rollback.State == "requested":
+		// Loading now would race the rollback's deletes; once it is done the file loads again.
+		return job, nil, nil, fmt.Errorf("%w: job %s is being rolled back; submit it again once the rollback is done", ErrBusy, jobID)
+	case found && job.Sealed && !job.State.Reloadable():
+		res, err := l.existing(ctx, jobID, req)
+		return job, nil, &res, err
+	}
+	// Admission before a job exists: refused now, the caller retries and nothing is left
+	// behind. Once opened, a job's batches wait their turn.
+	done, ok := l.cfg.Batch.Admission.Admit()
+	if !ok {
+		return job, nil, nil, ErrBusy
+	}
+	if found && job.Sealed {
+		// Rolled back or superseded: the same content loads again as the job's next
+		// generation, under message ids of its own (the stream's duplicate window would drop
+		// the first generation's), counted from nothing.
+		if job, err = l.cfg.Jobs.Reopen(ctx, jobID); err != nil {
+			done()
+			return job, nil, nil, fmt.Errorf("reopen job %s: %w", jobID, err)
+		}
+		if job.Sealed { // reopened and loaded meanwhile by another submission
+			done()
+			res, err := l.existing(ctx, jobID, req)
+			return job, nil, &res, err
+		}
+	}
+	return job, done, nil, nil
+}
+
+// publishItems reads every item of r from first (with ferr, the error of reading it) on,
+// rejects the invalid ones into res, and publishes the others in file order, in bundles, on
+// the job's subject. It returns once every message is stored, or the first publish error, or
+// ErrBadInput when the rest of the file cannot be read: the job then fails (Load records it)
+// and stays unsealed; fix the file and resubmit with Force, or the same content resumes it.
+func (l *Loader) publishItems(ctx context.Context, r *files.Reader, first files.Item, ferr error, builder *document.Builder, req LoadRequest, res *LoadResult) error {
+	jobID := res.JobID
+	alive := &toucher{jobs: l.cfg.Jobs, id: jobID, last: time.Now()}
+	w := sjs.NewBatchWriter(ctx, l.cfg.JS, l.cfg.Batch)
+	bundler := &chunkBundler{w: w, job: jobID, msgJob: res.msgJob, subject: schemas.ChunkSubject(req.Env),
+		items: l.cfg.BundleItems, bytes: l.cfg.BundleBytes, single: l.cfg.SingleChunkMessages}
+	reject := func(index int, id, reason string) {
+		res.Rejected++
+		if len(res.Rejections) < schemas.MaxIssues {
+			res.Rejections = append(res.Rejections, jobs.ItemIssue{Index: index, ID: id, Reason: reason})
+		}
+	}
+	item, ierr := first, ferr
+	for ; ierr == nil; item, ierr = r.Next() {
+		res.Total++
+		if item.Err != nil {
+			reject(item.Index, item.ID, reasonOf(item.Err))
+			continue
+		}
+		if _, err := builder.Build(item.Record, document.Meta{Job: jobID}); err != nil {
+			reject(item.Index, item.ID, err.Error())
+			continue
+		}
+		if len(item.Record) > l.cfg.MaxMessageBytes {
+			reject(item.Index, item.ID, fmt.Sprintf("record too large: %d bytes exceeds the message limit of %d", len(item.Record), l.cfg.MaxMessageBytes))
+			continue
+		}
+		dup := item.DuplicateOf >= 0
+		if dup && len(res.Warnings) < schemas.MaxIssues {
+			res.Warnings = append(res.Warnings, jobs.ItemIssue{Index: item.Index, ID: item.ID,
+				Reason: fmt.Sprintf("duplicate id: item %d has the same id; the later item wins", item.DuplicateOf)})
+		}
+		if err := bundler.add(item.Index, item.ID, item.Record, dup); err != nil {
+			_ = w.Close()
+			return fmt.Errorf("publish job %s: %w", jobID, err)
+		}
+		res.Published++
+		alive.touch(ctx)
+	}
+	if err := bundler.flush(); err != nil {
+		_ = w.Close()
+		return fmt.Errorf("publish job %s: %w", jobID, err)
+	}
+	if err := w.Close(); err != nil {
+		return fmt.Errorf("publish job %s: %w", jobID, err)
+	}
+	if !errors.Is(ierr, io.EOF) {
+		return fmt.Errorf("%w: %s: %w", ErrBadInput, req.File, ierr)
+	}
+	return nil
 }
 
 // reasonOf returns the reason of an item error without the "item N: " prefix, which the
