@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/schemas/jsonscan"
 )
 
 // Limits are the Data API's document limits (reference data-api.md §5). Every document sink
@@ -305,14 +306,14 @@ func (c *checker) run(sc *scratch) error {
 	}
 
 	b := c.b
-	i := skipWS(b, 0)
+	i := jsonscan.SkipWS(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return errors.New("check document limits: body is not a JSON object")
 	}
 	st := stValue
 	indexed, vector := true, false
 	for {
-		i = skipWS(b, i)
+		i = jsonscan.SkipWS(b, i)
 		if i >= len(b) {
 			if st == stAfterValue && len(stack) == 0 {
 				break
@@ -419,7 +420,7 @@ func (c *checker) run(sc *scratch) error {
 			if path, i, ok = c.appendKey(path, i); !ok {
 				return c.errMalformed(i)
 			}
-			i = skipWS(b, i)
+			i = jsonscan.SkipWS(b, i)
 			if i >= len(b) || b[i] != ':' {
 				return c.errMalformed(i)
 			}
