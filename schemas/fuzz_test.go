@@ -11,7 +11,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/schemas"
-	"github.com/sluice-dev/sluice/sinks/document"
+	"github.com/sluice-dev/sluice/schemas/record"
 )
 
 // addExampleSeeds adds every file under examples/<schema>/{valid,invalid} as a seed, with
@@ -33,7 +33,7 @@ func addExampleSeeds(f *testing.F) {
 
 // FuzzValidate checks every schema against arbitrary documents: Validate never panics, says
 // why in a *ValidationError of at most MaxProblems entries, and whatever it accepts, the Go
-// decoder of that message accepts too (chunk: document.RecordID; job event:
+// decoder of that message accepts too (chunk: record.ID; job event:
 // JobEventEnvelope; dead letter: DeadLetterEnvelope, which re-encodes to a valid dead letter;
 // command: requirements.Command). Stored records (requirements, feature requests) have no Go
 // decoder promised to match their schema; they are checked for Validate's own promises only.
@@ -68,8 +68,8 @@ func FuzzValidate(f *testing.F) {
 		}
 		switch name {
 		case schemas.Chunk:
-			if _, err := document.RecordID(doc); err != nil {
-				t.Fatalf("chunk schema accepts %q but document.RecordID refuses it: %v", doc, err)
+			if _, err := record.ID(doc); err != nil {
+				t.Fatalf("chunk schema accepts %q but record.ID refuses it: %v", doc, err)
 			}
 		case schemas.JobEvent:
 			var ev schemas.JobEventEnvelope

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/schemas/jsonscan"
 	"github.com/sluice-dev/sluice/sinks/document"
 )
 
@@ -126,8 +127,8 @@ type member struct {
 func topMembers(body []byte) ([]member, error) {
 	var ms []member
 	var kerr error
-	err := document.EachMember(body, func(key []byte, escaped bool, val []byte) bool {
-		k, err := document.DecodeKey(key, escaped)
+	err := jsonscan.EachMember(body, func(key []byte, escaped bool, val []byte) bool {
+		k, err := jsonscan.DecodeKey(key, escaped)
 		if err != nil {
 			kerr = err
 			return false

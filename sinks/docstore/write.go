@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/schemas/jsonscan"
 	"github.com/sluice-dev/sluice/sinks/document"
 )
 
@@ -158,8 +159,8 @@ func checkDoc(d document.Doc) error {
 func topLevelID(body []byte) ([]byte, error) {
 	var found []byte
 	dup := false
-	err := document.EachMember(body, func(key []byte, escaped bool, val []byte) bool {
-		if document.KeyIs(key, escaped, "_id") {
+	err := jsonscan.EachMember(body, func(key []byte, escaped bool, val []byte) bool {
+		if jsonscan.KeyIs(key, escaped, "_id") {
 			if found != nil {
 				dup = true
 				return false

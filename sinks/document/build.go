@@ -12,6 +12,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/schemas/jsonscan"
+	"github.com/sluice-dev/sluice/schemas/record"
 )
 
 // Config configures a Builder. Zero fields take the defaults given in their comments.
@@ -105,7 +107,7 @@ func NewBuilder(cfg Config) (*Builder, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("new document builder: %w", err)
 	}
-	b := &Builder{cfg: cfg, env: appendString(nil, cfg.Env)}
+	b := &Builder{cfg: cfg, env: jsonscan.AppendString(nil, cfg.Env)}
 	b.scratch.New = func() any { return new(scratch) }
 	b.fields.New = func() any { return make(map[string]json.RawMessage, 16) }
 	return b, nil
@@ -151,16 +153,16 @@ func (b *Builder) Build(raw json.RawMessage, m Meta) ([]Doc, error) {
 		clear(pooled)
 		b.fields.Put(pooled)
 	}()
-	fields, err := decodeObjectInto(pooled, raw, false)
+	fields, err := record.DecodeInto(pooled, raw, false)
 	if err != nil {
 		return nil, err
 	}
-	if needsEnrichedConversion(fields) {
-		if err := convertEnriched(fields); err != nil {
+	if record.IsEnriched(fields) {
+		if err := record.ConvertEnrichedFields(fields); err != nil {
 			return nil, err
 		}
 	}
-	id, idField, err := pickID(fields["chunk_id"], fields["id"])
+	id, idField, err := record.PickID(fields["chunk_id"], fields["id"])
 	if err != nil {
 		return nil, err
 	}
@@ -189,14 +191,14 @@ func (b *Builder) Build(raw json.RawMessage, m Meta) ([]Doc, error) {
 		}
 		body := make([]byte, 0, len(tail)+len(p)+2*len(id)+96)
 		body = append(body, `{"_id":`...)
-		body = appendString(body, pid)
+		body = jsonscan.AppendString(body, pid)
 		body = append(body, `,"chunk_id":`...)
-		body = appendString(body, id)
+		body = jsonscan.AppendString(body, id)
 		body = append(body, `,"content":`...)
 		if rawContent != nil && !split {
 			body = append(body, rawContent...) // the producer's own encoding of the same text
 		} else {
-			body = appendString(body, p)
+			body = jsonscan.AppendString(body, p)
 		}
 		if split {
 			body = append(body, `,"part":`...)
@@ -211,7 +213,7 @@ func (b *Builder) Build(raw json.RawMessage, m Meta) ([]Doc, error) {
 		b.scratch.Put(sc)
 		if err != nil {
 			if fault.ClassOf(err) == fault.Validation && !json.Valid(raw) {
-				return nil, syntaxError(raw) // say where the record is broken, not the body
+				return nil, record.SyntaxError(raw) // say where the record is broken, not the body
 			}
 			return nil, err
 		}
@@ -226,14 +228,14 @@ func (b *Builder) Build(raw json.RawMessage, m Meta) ([]Doc, error) {
 // split is decoded.
 func (b *Builder) content(fields map[string]json.RawMessage) (text string, n int, encoded json.RawMessage, field string, err error) {
 	raw, field := fields["content"], "content"
-	if isNull(raw) {
+	if jsonscan.IsNull(raw) {
 		raw, field = fields["text"], "text"
 	}
-	if isNull(raw) {
+	if jsonscan.IsNull(raw) {
 		return "", 0, nil, "", fault.Permanentf(fault.Validation, "no content (content or text)")
 	}
-	if firstByte(raw) != '"' {
-		return "", 0, nil, "", fault.Permanentf(fault.Validation, "%s must be a string, got %s", field, jsonType(raw))
+	if jsonscan.FirstByte(raw) != '"' {
+		return "", 0, nil, "", fault.Permanentf(fault.Validation, "%s must be a string, got %s", field, jsonscan.Type(raw))
 	}
 	raw = bytes.TrimSpace(raw)
 	if n, ok := plainStringLen(raw); ok {
@@ -269,16 +271,16 @@ func (b *Builder) tail(fields map[string]json.RawMessage, idField, contentField 
 	}
 	stage := fields["stage"]
 	switch {
-	case !isNull(stage) && firstByte(stage) != '"':
-		return nil, false, fault.Permanentf(fault.Validation, "stage must be a string, got %s", jsonType(stage))
-	case !isNull(stage):
-	case firstByte(mdStage) == '"':
+	case !jsonscan.IsNull(stage) && jsonscan.FirstByte(stage) != '"':
+		return nil, false, fault.Permanentf(fault.Validation, "stage must be a string, got %s", jsonscan.Type(stage))
+	case !jsonscan.IsNull(stage):
+	case jsonscan.FirstByte(mdStage) == '"':
 		stage = mdStage
 	default:
 		stage = json.RawMessage(`"raw"`)
 	}
 
-	ms := make([]member, 0, len(fields)+4)
+	ms := make([]jsonscan.Member, 0, len(fields)+4)
 	for k, v := range fields {
 		// Replaced fields reach the body in another form (checked there) or were decoded.
 		// Dropped ones are validated here, so that a broken record is never accepted.
@@ -287,7 +289,7 @@ func (b *Builder) tail(fields map[string]json.RawMessage, idField, contentField 
 		case "chunk_id", "content", "metadata", "stage", idField, contentField:
 			replaced = true
 		case "environment":
-			replaced = isNull(v)
+			replaced = jsonscan.IsNull(v)
 		case "_id":
 			dropped = true
 		case "sluice_job":
@@ -299,28 +301,28 @@ func (b *Builder) tail(fields map[string]json.RawMessage, idField, contentField 
 			return nil, false, fault.Permanentf(fault.Validation, "decode record: field %q is not valid JSON", k)
 		}
 		if !replaced && !dropped {
-			ms = append(ms, member{k, v})
+			ms = append(ms, jsonscan.Member{Key: k, Val: v})
 		}
 	}
-	if isNull(fields["environment"]) {
-		ms = append(ms, member{"environment", b.env})
+	if jsonscan.IsNull(fields["environment"]) {
+		ms = append(ms, jsonscan.Member{Key: "environment", Val: b.env})
 	}
-	ms = append(ms, member{"metadata", md}, member{"stage", stage})
+	ms = append(ms, jsonscan.Member{Key: "metadata", Val: md}, jsonscan.Member{Key: "stage", Val: stage})
 	if m.Job != "" {
-		ms = append(ms, member{"sluice_job", appendString(nil, m.Job)})
+		ms = append(ms, jsonscan.Member{Key: "sluice_job", Val: jsonscan.AppendString(nil, m.Job)})
 	}
-	slices.SortFunc(ms, byKey)
+	slices.SortFunc(ms, jsonscan.ByKey)
 
 	size := 0
 	for _, x := range ms {
-		size += len(x.key) + len(x.val) + 4
+		size += len(x.Key) + len(x.Val) + 4
 	}
 	out := make([]byte, 0, size)
 	for _, x := range ms {
 		out = append(out, ',')
-		out = appendString(out, x.key)
+		out = jsonscan.AppendString(out, x.Key)
 		out = append(out, ':')
-		out = appendRaw(out, x.val)
+		out = jsonscan.AppendRaw(out, x.Val)
 	}
 	return out, split, nil
 }
@@ -328,20 +330,20 @@ func (b *Builder) tail(fields map[string]json.RawMessage, idField, contentField 
 // metadata returns the document's metadata object, with "environment" set when absent, and
 // the raw value of metadata.stage (nil when absent).
 func (b *Builder) metadata(raw json.RawMessage) ([]byte, []byte, error) {
-	if isNull(raw) {
+	if jsonscan.IsNull(raw) {
 		out := append([]byte(`{"environment":`), b.env...)
 		return append(out, '}'), nil, nil
 	}
-	if firstByte(raw) != '{' {
-		return nil, nil, fault.Permanentf(fault.Validation, "metadata must be an object, got %s", jsonType(raw))
+	if jsonscan.FirstByte(raw) != '{' {
+		return nil, nil, fault.Permanentf(fault.Validation, "metadata must be an object, got %s", jsonscan.Type(raw))
 	}
 	var hasEnv bool
 	var stage []byte
-	err := eachMember(raw, func(key []byte, esc bool, val []byte) bool {
+	err := jsonscan.EachMember(raw, func(key []byte, esc bool, val []byte) bool {
 		switch {
-		case keyIs(key, esc, "environment"):
+		case jsonscan.KeyIs(key, esc, "environment"):
 			hasEnv = true
-		case keyIs(key, esc, "stage"):
+		case jsonscan.KeyIs(key, esc, "stage"):
 			stage = val
 		}
 		return true
@@ -349,14 +351,14 @@ func (b *Builder) metadata(raw json.RawMessage) ([]byte, []byte, error) {
 	if err != nil {
 		return nil, nil, fault.Permanentf(fault.Validation, "metadata is not well-formed JSON")
 	}
-	md := appendRaw(nil, raw)
+	md := jsonscan.AppendRaw(nil, raw)
 	if hasEnv {
 		return md, stage, nil
 	}
 	out := make([]byte, 0, len(md)+len(b.env)+16)
 	out = append(out, `{"environment":`...)
 	out = append(out, b.env...)
-	if rest := md[1:]; firstByte(rest) != '}' {
+	if rest := md[1:]; jsonscan.FirstByte(rest) != '}' {
 		out = append(out, ',')
 		out = append(out, rest...)
 	} else {

@@ -10,6 +10,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/schemas/jsonscan"
+	"github.com/sluice-dev/sluice/schemas/record"
 )
 
 // FuzzBuild builds documents from arbitrary records, with the default configuration and with
@@ -75,7 +77,7 @@ func FuzzBuild(f *testing.F) {
 		if len(docs) == 0 {
 			t.Fatalf("Build accepted %q with no documents", raw)
 		}
-		id, err := RecordID(raw)
+		id, err := record.ID(raw)
 		if err != nil && !needsEnrichedConversionRaw(raw) {
 			t.Fatalf("Build accepted %q but RecordID refuses it: %v", raw, err)
 		}
@@ -123,7 +125,7 @@ func needsEnrichedConversionRaw(raw []byte) bool {
 	if json.Unmarshal(raw, &fields) != nil {
 		return false
 	}
-	return needsEnrichedConversion(fields)
+	return record.IsEnriched(fields)
 }
 
 // FuzzLimitsCheck checks Limits.Check, the one-pass validator every document sink relies on,
@@ -144,7 +146,7 @@ func FuzzLimitsCheck(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body []byte) {
 		for _, l := range []Limits{{}, small} {
 			err := l.Check(body)
-			wellFormed := json.Valid(body) && utf8.Valid(body) && firstByte(body) == '{'
+			wellFormed := json.Valid(body) && utf8.Valid(body) && jsonscan.FirstByte(body) == '{'
 			switch {
 			case err == nil && !wellFormed:
 				t.Fatalf("Check passes %q, which is not a JSON object in valid UTF-8", body)

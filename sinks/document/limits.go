@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/schemas/jsonscan"
 )
 
 // Limits are the Data API's document limits (reference data-api.md §5). Every document sink
@@ -214,8 +215,8 @@ type frame struct {
 }
 
 // checker holds the counters of one Check. The container stack and the current path live
-// in run's locals (backed by arrays on its stack frame), so that a normal document is
-// checked without allocating.
+// in run's locals (backed by the arrays of a scratch), so that a normal document is checked
+// without allocating.
 type checker struct {
 	l Limits
 	b []byte
@@ -291,57 +292,51 @@ type scratch struct {
 	path  [256]byte
 }
 
+// run checks c.b in one pass, a state machine over JSON tokens: the end of a container
+// (end), the start of one, a number, a string or literal (scalar), a comma, an object
+// member's key (member). The container stack and the path are run's locals, backed by sc's
+// arrays, and pass in and out of the steps by value: slices stored through a pointer would
+// make the escape analysis move sc to the heap, and Check allocate.
 func (c *checker) run(sc *scratch) error {
 	stack, path := sc.stack[:0], sc.path[:0]
-	push := func(array, indexed, vector bool) {
-		stack = append(stack, frame{array: array, indexed: indexed, vector: vector, base: len(path)})
-		c.pushed(len(stack), path)
-	}
-	pop := func() error {
-		f := stack[len(stack)-1]
-		stack = stack[:len(stack)-1]
-		path = path[:f.base]
-		return c.popped(f, len(stack), path)
-	}
-
 	b := c.b
-	i := skipWS(b, 0)
+	i := jsonscan.SkipWS(b, 0)
 	if i >= len(b) || b[i] != '{' {
 		return errors.New("check document limits: body is not a JSON object")
 	}
 	st := stValue
 	indexed, vector := true, false
 	for {
-		i = skipWS(b, i)
+		i = jsonscan.SkipWS(b, i)
 		if i >= len(b) {
 			if st == stAfterValue && len(stack) == 0 {
 				break
 			}
 			return c.errMalformed(i)
 		}
+		ch := b[i]
+		var err error
+		if (ch == '}' || ch == ']') && len(stack) > 0 && (st == stAfterValue || st == stValueOrEnd || st == stKeyOrEnd) {
+			if stack, path, err = c.end(ch, i, stack, path); err != nil {
+				return err
+			}
+			i++
+			st = stAfterValue
+			continue
+		}
 		switch st {
 		case stValue:
-			switch ch := b[i]; {
-			case ch == '{':
-				push(false, indexed, false)
+			switch {
+			case ch == '{' || ch == '[':
+				stack = append(stack, frame{array: ch == '[', indexed: indexed, vector: vector && ch == '[', base: len(path)})
+				c.pushed(len(stack), path)
 				i++
 				st = stKeyOrEnd
-				continue
-			case ch == '[':
-				push(true, indexed, vector)
-				i++
-				st = stValueOrEnd
-				continue
-			case ch == '"':
-				n, end, ok := c.scanString(i)
-				if !ok {
-					return c.errMalformed(i)
+				if ch == '[' {
+					st = stValueOrEnd
 				}
-				if indexed && !c.deep && n > c.l.MaxStringBytes {
-					return pathErr(path, LimitStringBytes, c.l.MaxStringBytes, n)
-				}
-				i = end
-			case ch == '-' || (ch >= '0' && ch <= '9'):
+				continue
+			case ch == '-' || (ch >= '0' && ch <= '9'): // here, not in scalar: vectors are most tokens
 				end, ok := numberEnd(b, i)
 				if !ok {
 					return c.errMalformed(i)
@@ -350,94 +345,106 @@ func (c *checker) run(sc *scratch) error {
 					return pathErr(path, LimitNumberLen, c.l.MaxNumberLen, n)
 				}
 				i = end
-			case ch == 't' && hasAt(b, i, "true"):
-				i += 4
-			case ch == 'f' && hasAt(b, i, "false"):
-				i += 5
-			case ch == 'n' && hasAt(b, i, "null"):
-				i += 4
 			default:
-				return c.errMalformed(i)
+				if i, err = c.scalar(i, indexed, path); err != nil {
+					return err
+				}
 			}
 			st = stAfterValue
 		case stAfterValue:
-			if len(stack) == 0 {
-				return c.errMalformed(i) // data after the root object
+			if len(stack) == 0 || ch != ',' {
+				return c.errMalformed(i) // data after the root object, or no comma
 			}
-			top := &stack[len(stack)-1]
-			switch b[i] {
-			case ',':
-				i++
-				if top.array {
-					top.count++
-					indexed, vector = top.indexed, false
-					st = stValue
-				} else {
-					st = stKey
-				}
-			case '}', ']':
-				if (b[i] == ']') != top.array {
-					return c.errMalformed(i)
-				}
-				i++
-				if err := pop(); err != nil {
-					return err
-				}
-			default:
-				return c.errMalformed(i)
+			i++
+			st = stKey
+			if top := &stack[len(stack)-1]; top.array {
+				top.count++
+				indexed, vector = top.indexed, false
+				st = stValue
 			}
-		case stValueOrEnd:
-			if b[i] == ']' {
-				i++
-				if err := pop(); err != nil {
-					return err
-				}
-				st = stAfterValue
-				continue
-			}
+		case stValueOrEnd: // the first element of an array
 			top := &stack[len(stack)-1]
 			top.count = 1
 			indexed, vector = top.indexed, false
 			st = stValue
-		case stKeyOrEnd, stKey:
-			if st == stKeyOrEnd && b[i] == '}' {
-				i++
-				if err := pop(); err != nil {
-					return err
-				}
-				st = stAfterValue
-				continue
-			}
+		default: // stKeyOrEnd, stKey
 			top := &stack[len(stack)-1]
 			top.count++
-			path = path[:top.base]
-			if top.base > 0 {
-				path = append(path, '.')
-			}
-			ks := len(path)
-			var ok bool
-			if path, i, ok = c.appendKey(path, i); !ok {
-				return c.errMalformed(i)
-			}
-			i = skipWS(b, i)
-			if i >= len(b) || b[i] != ':' {
-				return c.errMalformed(i)
-			}
-			i++
-			var err error
-			if indexed, vector, err = c.key(path, ks, top.indexed, len(stack) == 1); err != nil {
+			if path, i, indexed, vector, err = c.member(path, i, top, len(stack) == 1); err != nil {
 				return err
 			}
 			st = stValue
 		}
 	}
+	return c.docLimits()
+}
+
+// end closes the innermost container of stack with the bracket ch at b[i], where a container
+// may end, and checks the container's counts. It returns the stack and path without it.
+func (c *checker) end(ch byte, i int, stack []frame, path []byte) ([]frame, []byte, error) {
+	f := stack[len(stack)-1]
+	if (ch == ']') != f.array {
+		return stack, path, c.errMalformed(i)
+	}
+	stack, path = stack[:len(stack)-1], path[:f.base]
+	return stack, path, c.popped(f, len(stack), path)
+}
+
+// docLimits checks the whole-document counts, once the document is read.
+func (c *checker) docLimits() error {
 	if c.docProps > c.l.MaxDocProps {
 		return &LimitError{Limit: LimitDocProps, Max: c.l.MaxDocProps, Actual: c.docProps}
 	}
-	if chars := len(b) - c.cont + c.four; chars > c.l.MaxDocChars {
+	if chars := len(c.b) - c.cont + c.four; chars > c.l.MaxDocChars {
 		return &LimitError{Limit: LimitDocChars, Max: c.l.MaxDocChars, Actual: chars}
 	}
 	return nil
+}
+
+// member reads an object member's key at b[i] onto path (after its container's own path)
+// and the colon after it, and applies the key rules. It returns the path, the index after
+// the colon, and whether the member's value is indexed and is the top-level $vector.
+func (c *checker) member(path []byte, i int, top *frame, root bool) ([]byte, int, bool, bool, error) {
+	b := c.b
+	path = path[:top.base]
+	if top.base > 0 {
+		path = append(path, '.')
+	}
+	ks := len(path)
+	path, i, ok := c.appendKey(path, i)
+	if !ok {
+		return path, i, false, false, c.errMalformed(i)
+	}
+	i = jsonscan.SkipWS(b, i)
+	if i >= len(b) || b[i] != ':' {
+		return path, i, false, false, c.errMalformed(i)
+	}
+	indexed, vector, err := c.key(path, ks, top.indexed, root)
+	return path, i + 1, indexed, vector, err
+}
+
+// scalar checks the string or literal at b[i], a value at path, and returns the index
+// after it. (run checks numbers itself.)
+func (c *checker) scalar(i int, indexed bool, path []byte) (int, error) {
+	b := c.b
+	switch ch := b[i]; {
+	case ch == '"':
+		n, end, ok := c.scanString(i)
+		if !ok {
+			return i, c.errMalformed(i)
+		}
+		if indexed && !c.deep && n > c.l.MaxStringBytes {
+			return i, pathErr(path, LimitStringBytes, c.l.MaxStringBytes, n)
+		}
+		return end, nil
+	case ch == 't' && hasAt(b, i, "true"):
+		return i + 4, nil
+	case ch == 'f' && hasAt(b, i, "false"):
+		return i + 5, nil
+	case ch == 'n' && hasAt(b, i, "null"):
+		return i + 4, nil
+	}
+	return i, c.errMalformed(i)
 }
 
 func hasAt(b []byte, i int, lit string) bool {

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"time"
@@ -58,7 +59,10 @@ func MigrationSQL(version int, postgres bool) []string {
 }
 
 // ScanStrings reads one string column from rows and closes them.
-var ScanStrings = scanStrings
+func ScanStrings(rows *sql.Rows) ([]string, error) {
+	defer rows.Close()
+	return scanStrings(rows, func(err error) error { return err })
+}
 
 // SQLiteWalk is the SQLite walk query of Neighbors (filter is its edge-type clause).
 var SQLiteWalk = sqliteWalk

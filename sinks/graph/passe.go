@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"slices"
 	"strings"
 
@@ -211,128 +212,159 @@ func FromSnapshot(r io.Reader) (Batch, []Warning, error) {
 	if raw.Nodes == nil {
 		return Batch{}, nil, badInput("Pass E snapshot: no \"nodes\" object")
 	}
-	var b Batch
-	var warns []Warning
-	idMap := make(map[string]string, len(raw.Nodes)) // Pass E id -> model id
-	keys := make([]string, 0, len(raw.Nodes))
-	for k := range raw.Nodes {
-		keys = append(keys, k)
-	}
-	slices.Sort(keys)
-	for _, k := range keys {
+	m := snapshotMapper{jobID: raw.JobID, idMap: make(map[string]string, len(raw.Nodes)), entities: map[string]bool{}}
+	for _, k := range slices.Sorted(maps.Keys(raw.Nodes)) {
 		var n passENode
 		if err := decodeNumbers(raw.Nodes[k], &n); err != nil {
 			return Batch{}, nil, badInput("Pass E snapshot: node %q: %v", k, err)
 		}
-		if n.NodeID == "" {
-			n.NodeID = k
-		}
-		var id, typ string
-		switch n.NodeType {
-		case "chunk":
-			id, typ = "source:chunk:"+n.NodeID, TypeSourceDoc
-		case "section":
-			sid, _ := n.Metadata["section_id"].(string)
-			if sid == "" {
-				sid = strings.TrimPrefix(n.NodeID, "section_")
-			}
-			id, typ = "source:section:"+sid, TypeSourceDoc
-		case "entity":
-			name := n.Title
-			if name == "" {
-				name = n.NodeID
-			}
-			id, typ = EntityID(name), TypeEntity
-		default:
-			warns = append(warns, Warning{Item: fmt.Sprintf("node %q", k), Reason: fmt.Sprintf("unknown Pass E node_type %q, skipped", n.NodeType)})
-			continue
-		}
-		idMap[n.NodeID] = id
-		props := map[string]any{
-			"passe_id": n.NodeID, "passe_type": n.NodeType, "title": n.Title, "content": n.Content,
-			"children": orEmpty(n.Children), "metadata": n.Metadata,
-		}
-		if n.ParentID != nil {
-			props["parent_id"] = *n.ParentID
-		} else {
-			props["parent_id"] = nil
-		}
-		if raw.JobID != "" {
-			props["job_id"] = raw.JobID
-		}
-		b.Nodes = append(b.Nodes, Node{ID: id, Type: typ, Properties: props})
+		m.node(k, n)
 	}
-	for i, m := range raw.Edges {
+	for i, raw := range raw.Edges {
 		var e passEEdge
-		if err := decodeNumbers(m, &e); err != nil {
+		if err := decodeNumbers(raw, &e); err != nil {
 			return Batch{}, nil, badInput("Pass E snapshot: edge %d: %v", i, err)
 		}
-		src, okS := idMap[e.SourceID]
-		dst, okT := idMap[e.TargetID]
-		item := fmt.Sprintf("edge %d (%s)", i, e.EdgeID)
-		if !okS || !okT {
-			var gone []string
-			if !okS {
-				gone = append(gone, fmt.Sprintf("source %q", e.SourceID))
-			}
-			if !okT {
-				gone = append(gone, fmt.Sprintf("target %q", e.TargetID))
-			}
-			warns = append(warns, Warning{Item: item, Reason: fmt.Sprintf("%s edge skipped: %s not a node of the snapshot", e.EdgeType, strings.Join(gone, " and "))})
-			continue
-		}
-		typ := EdgeDependsOn
-		if e.EdgeType == "contains" {
-			typ, src, dst = EdgePartOf, dst, src
-		}
-		props := map[string]any{"kind": e.EdgeType, "passe_id": e.EdgeID, "weight": e.Weight, "metadata": e.Metadata}
-		b.Edges = append(b.Edges, Edge{Source: src, Type: typ, Target: dst, Properties: props})
+		m.edge(i, e)
 	}
-	seenEntity := map[string]bool{}
-	entity := func(name, role string) string {
-		id := EntityID(name)
-		if !seenEntity[id] {
-			seenEntity[id] = true
-			props := map[string]any{"name": name, "passe_role": role}
-			if raw.JobID != "" {
-				props["job_id"] = raw.JobID
-			}
-			b.Nodes = append(b.Nodes, Node{ID: id, Type: TypeEntity, Properties: props})
-		}
-		return id
-	}
-	for i, m := range raw.CrossRefs {
+	for i, raw := range raw.CrossRefs {
 		var x passERef
-		if err := decodeNumbers(m, &x); err != nil {
+		if err := decodeNumbers(raw, &x); err != nil {
 			return Batch{}, nil, badInput("Pass E snapshot: cross-reference %d: %v", i, err)
 		}
-		item := fmt.Sprintf("cross-reference %d (%s)", i, x.RefID)
-		if x.SourceElement == "" || x.TargetElement == "" {
-			warns = append(warns, Warning{Item: item, Reason: "no source_element or target_element, skipped"})
-			continue
-		}
-		typ, ok := crossRefEdgeType[x.RefType]
-		if !ok {
-			typ = EdgeDependsOn
-			warns = append(warns, Warning{Item: item, Reason: fmt.Sprintf("unknown ref_type %q mapped to depends_on", x.RefType)})
-		}
-		chunkID := x.RefID
-		if j := strings.LastIndex(chunkID, "_ref_"); j >= 0 {
-			chunkID = chunkID[:j]
-		}
-		src, dst := entity(x.SourceElement, "element"), entity(x.TargetElement, "class")
-		b.Edges = append(b.Edges, Edge{Source: src, Type: typ, Target: dst, Properties: map[string]any{
-			"kind": x.RefType, "passe_id": x.RefID, "confidence": x.Confidence, "context": x.Context, "chunk_id": chunkID,
-		}})
-		if doc, ok := idMap[chunkID]; ok {
-			b.Edges = append(b.Edges, Edge{Source: src, Type: EdgeCites, Target: doc, Properties: map[string]any{
-				"kind": "cross_reference", "chunk_id": chunkID, "confidence": x.Confidence,
-			}})
-		} else {
-			warns = append(warns, Warning{Item: item, Reason: fmt.Sprintf("chunk %q is not in the snapshot; no cites edge", chunkID)})
-		}
+		m.crossRef(i, x)
 	}
-	return b, warns, nil
+	return m.b, m.warns, nil
+}
+
+// snapshotMapper builds the Batch of one Pass E snapshot, item by item, in the order
+// FromSnapshot feeds it: nodes (by key), edges, cross-references.
+type snapshotMapper struct {
+	jobID    string
+	b        Batch
+	warns    []Warning
+	idMap    map[string]string // Pass E node id -> model id
+	entities map[string]bool   // Entity ids added by cross-references
+}
+
+// warn records a Warning about item.
+func (m *snapshotMapper) warn(item, format string, args ...any) {
+	m.warns = append(m.warns, Warning{Item: item, Reason: fmt.Sprintf(format, args...)})
+}
+
+// snapshotNodeID returns the model id and type of a Pass E node, false for an unknown
+// node_type.
+func snapshotNodeID(n passENode) (id, typ string, ok bool) {
+	switch n.NodeType {
+	case "chunk":
+		return "source:chunk:" + n.NodeID, TypeSourceDoc, true
+	case "section":
+		sid, _ := n.Metadata["section_id"].(string)
+		if sid == "" {
+			sid = strings.TrimPrefix(n.NodeID, "section_")
+		}
+		return "source:section:" + sid, TypeSourceDoc, true
+	case "entity":
+		name := n.Title
+		if name == "" {
+			name = n.NodeID
+		}
+		return EntityID(name), TypeEntity, true
+	}
+	return "", "", false
+}
+
+// node maps the snapshot node under key k.
+func (m *snapshotMapper) node(k string, n passENode) {
+	if n.NodeID == "" {
+		n.NodeID = k
+	}
+	id, typ, ok := snapshotNodeID(n)
+	if !ok {
+		m.warn(fmt.Sprintf("node %q", k), "unknown Pass E node_type %q, skipped", n.NodeType)
+		return
+	}
+	m.idMap[n.NodeID] = id
+	props := map[string]any{
+		"passe_id": n.NodeID, "passe_type": n.NodeType, "title": n.Title, "content": n.Content,
+		"children": orEmpty(n.Children), "metadata": n.Metadata,
+	}
+	if n.ParentID != nil {
+		props["parent_id"] = *n.ParentID
+	} else {
+		props["parent_id"] = nil
+	}
+	if m.jobID != "" {
+		props["job_id"] = m.jobID
+	}
+	m.b.Nodes = append(m.b.Nodes, Node{ID: id, Type: typ, Properties: props})
+}
+
+// edge maps snapshot edge i; its endpoints must be nodes of the snapshot.
+func (m *snapshotMapper) edge(i int, e passEEdge) {
+	src, okS := m.idMap[e.SourceID]
+	dst, okT := m.idMap[e.TargetID]
+	if !okS || !okT {
+		var gone []string
+		if !okS {
+			gone = append(gone, fmt.Sprintf("source %q", e.SourceID))
+		}
+		if !okT {
+			gone = append(gone, fmt.Sprintf("target %q", e.TargetID))
+		}
+		m.warn(fmt.Sprintf("edge %d (%s)", i, e.EdgeID), "%s edge skipped: %s not a node of the snapshot", e.EdgeType, strings.Join(gone, " and "))
+		return
+	}
+	typ := EdgeDependsOn
+	if e.EdgeType == "contains" {
+		typ, src, dst = EdgePartOf, dst, src
+	}
+	props := map[string]any{"kind": e.EdgeType, "passe_id": e.EdgeID, "weight": e.Weight, "metadata": e.Metadata}
+	m.b.Edges = append(m.b.Edges, Edge{Source: src, Type: typ, Target: dst, Properties: props})
+}
+
+// entity returns the id of the Entity named name, adding its node the first time.
+func (m *snapshotMapper) entity(name, role string) string {
+	id := EntityID(name)
+	if !m.entities[id] {
+		m.entities[id] = true
+		props := map[string]any{"name": name, "passe_role": role}
+		if m.jobID != "" {
+			props["job_id"] = m.jobID
+		}
+		m.b.Nodes = append(m.b.Nodes, Node{ID: id, Type: TypeEntity, Properties: props})
+	}
+	return id
+}
+
+// crossRef maps cross-reference i: an edge element→class and a cites edge to its chunk.
+func (m *snapshotMapper) crossRef(i int, x passERef) {
+	item := fmt.Sprintf("cross-reference %d (%s)", i, x.RefID)
+	if x.SourceElement == "" || x.TargetElement == "" {
+		m.warn(item, "no source_element or target_element, skipped")
+		return
+	}
+	typ, ok := crossRefEdgeType[x.RefType]
+	if !ok {
+		typ = EdgeDependsOn
+		m.warn(item, "unknown ref_type %q mapped to depends_on", x.RefType)
+	}
+	chunkID := x.RefID
+	if j := strings.LastIndex(chunkID, "_ref_"); j >= 0 {
+		chunkID = chunkID[:j]
+	}
+	src, dst := m.entity(x.SourceElement, "element"), m.entity(x.TargetElement, "class")
+	m.b.Edges = append(m.b.Edges, Edge{Source: src, Type: typ, Target: dst, Properties: map[string]any{
+		"kind": x.RefType, "passe_id": x.RefID, "confidence": x.Confidence, "context": x.Context, "chunk_id": chunkID,
+	}})
+	doc, ok := m.idMap[chunkID]
+	if !ok {
+		m.warn(item, "chunk %q is not in the snapshot; no cites edge", chunkID)
+		return
+	}
+	m.b.Edges = append(m.b.Edges, Edge{Source: src, Type: EdgeCites, Target: doc, Properties: map[string]any{
+		"kind": "cross_reference", "chunk_id": chunkID, "confidence": x.Confidence,
+	}})
 }
 
 func orEmpty(s []string) []string {

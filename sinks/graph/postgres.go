@@ -457,7 +457,8 @@ func applyIn(ctx context.Context, tx pgx.Tx, p prepared, enc encoded, msgID stri
 		if err != nil {
 			return res, fmt.Errorf("graph: check edge endpoints: %w", err)
 		}
-		missing, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		missing, err := scanStrings(rows, func(err error) error { return err })
+		rows.Close()
 		if err != nil {
 			return res, fmt.Errorf("graph: check edge endpoints: %w", err)
 		}
@@ -531,14 +532,7 @@ func (s *Postgres) GetNode(ctx context.Context, env, id string) (Node, error) {
 	}
 	defer c.Release()
 	row := c.QueryRow(ctx, `SELECT id, type, properties::text, created_at, updated_at, version FROM graph_nodes WHERE env = $1 AND id = $2`, env, id)
-	n, err := scanNode(row.Scan)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Node{}, fmt.Errorf("graph: get node %q in %s: %w", id, env, ErrNotFound)
-	}
-	if err != nil {
-		return Node{}, fmt.Errorf("graph: get node %q: %w", id, classifyPG(err))
-	}
-	return n, nil
+	return readOne("node", env, id, row.Scan, scanNode, pgx.ErrNoRows, classifyPG)
 }
 
 // GetEdge implements Store.GetEdge.
@@ -552,14 +546,7 @@ func (s *Postgres) GetEdge(ctx context.Context, env, id string) (Edge, error) {
 	}
 	defer c.Release()
 	row := c.QueryRow(ctx, `SELECT id, source, type, target, properties::text, created_at, updated_at, version FROM graph_edges WHERE env = $1 AND id = $2`, env, id)
-	e, err := scanEdge(row.Scan)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Edge{}, fmt.Errorf("graph: get edge %q in %s: %w", id, env, ErrNotFound)
-	}
-	if err != nil {
-		return Edge{}, fmt.Errorf("graph: get edge %q: %w", id, classifyPG(err))
-	}
-	return e, nil
+	return readOne("edge", env, id, row.Scan, scanEdge, pgx.ErrNoRows, classifyPG)
 }
 
 // pgWalk walks both directions through a LATERAL union (PostgreSQL allows only one
@@ -578,26 +565,13 @@ const pgWalk = `WITH RECURSIVE walk(id, depth) AS (
 SELECT id, depth FROM walk LIMIT $4`
 
 // pgWalkInto runs pgWalk into agg.
-func pgWalkInto(ctx context.Context, c *pgxpool.Conn, agg *walkAgg, env, id string, depth int, types []string, budget int) error {
-	rows, err := c.Query(ctx, pgWalk, id, depth, types, budget+1, env)
+func pgWalkInto(ctx context.Context, c *pgxpool.Conn, agg *walkAgg, env string, depth int, types []string) error {
+	rows, err := c.Query(ctx, pgWalk, agg.start, depth, types, agg.budget+1, env)
 	if err != nil {
-		return fmt.Errorf("graph: neighbors of %q: %w", id, classifyPG(err))
+		return fmt.Errorf("graph: neighbors of %q: %w", agg.start, classifyPG(err))
 	}
 	defer rows.Close()
-	for rows.Next() {
-		var nid string
-		var d int
-		if err := rows.Scan(&nid, &d); err != nil {
-			return fmt.Errorf("graph: neighbors of %q: %w", id, err)
-		}
-		if err := agg.add(ctx, nid, d); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("graph: neighbors of %q: %w", id, classifyPG(err))
-	}
-	return nil
+	return scanWalk(ctx, rows, classifyPG, agg)
 }
 
 // Neighbors implements Store.Neighbors: a recursive walk bounded by Options.MaxVisits and
@@ -611,48 +585,28 @@ func (s *Postgres) Neighbors(ctx context.Context, env, id string, depth int, edg
 		return nil, err
 	}
 	defer c.Release()
-	depth = clampDepth(depth)
-	var nodes []Node
-	if depth > 0 {
-		var types []string // nil encodes as SQL NULL: no filter
-		if len(edgeTypes) > 0 {
-			types = edgeTypes
-		}
-		budget := s.opts.maxVisits()
-		agg := newWalkAgg(id, budget)
-		if err := pgWalkInto(ctx, c, agg, env, id, depth, types, budget); err != nil {
-			return nil, err
-		}
-		if ids := agg.nearest(); len(ids) > 0 {
+	return neighbors(env, id, depth, s.opts.maxVisits(), neighborReads{
+		walk: func(agg *walkAgg, depth int) error {
+			var types []string // nil encodes as SQL NULL: no filter
+			if len(edgeTypes) > 0 {
+				types = edgeTypes
+			}
+			return pgWalkInto(ctx, c, agg, env, depth, types)
+		},
+		nodes: func(ids []string) ([]Node, error) {
 			rows, err := c.Query(ctx, `SELECT id, type, properties::text, created_at, updated_at, version FROM graph_nodes WHERE env = $2 AND id = ANY($1)`, ids, env)
 			if err != nil {
-				return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifyPG(err))
+				return nil, classifyPG(err)
 			}
 			defer rows.Close()
-			for rows.Next() {
-				n, err := scanNode(rows.Scan)
-				if err != nil {
-					return nil, fmt.Errorf("graph: neighbors of %q: %w", id, err)
-				}
-				nodes = append(nodes, n)
-			}
-			if err := rows.Err(); err != nil {
-				return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifyPG(err))
-			}
-			nodes = inOrder(ids, nodes)
-		}
-	}
-	if len(nodes) == 0 {
-		var one int
-		err := c.QueryRow(ctx, `SELECT 1 FROM graph_nodes WHERE env = $1 AND id = $2`, env, id).Scan(&one)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil, fmt.Errorf("graph: neighbors of %q in %s: %w", id, env, ErrNotFound)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifyPG(err))
-		}
-	}
-	return nodes, nil
+			return scanNodes(rows, classifyPG)
+		},
+		exists: func() (bool, error) {
+			var one int
+			err := c.QueryRow(ctx, `SELECT 1 FROM graph_nodes WHERE env = $1 AND id = $2`, env, id).Scan(&one)
+			return found(err, pgx.ErrNoRows, classifyPG)
+		},
+	})
 }
 
 // Stats implements Store.Stats.
@@ -670,24 +624,21 @@ func (s *Postgres) Stats(ctx context.Context, env string) (Stats, error) {
 		table string
 		into  map[string]int
 	}{{"graph_nodes", st.Nodes}, {"graph_edges", st.Edges}} {
-		rows, err := c.Query(ctx, `SELECT type, COUNT(*) FROM `+q.table+` WHERE env = $1 GROUP BY type`, env)
-		if err != nil {
-			return Stats{}, fmt.Errorf("graph: count %s: %w", q.table, classifyPG(err))
-		}
-		for rows.Next() {
-			var t string
-			var n int
-			if err := rows.Scan(&t, &n); err != nil {
-				rows.Close()
-				return Stats{}, fmt.Errorf("graph: count %s: %w", q.table, err)
-			}
-			q.into[t] = n
-		}
-		if err := rows.Err(); err != nil {
-			return Stats{}, fmt.Errorf("graph: count %s: %w", q.table, classifyPG(err))
+		if err := pgCount(ctx, c, q.table, env, q.into); err != nil {
+			return Stats{}, fmt.Errorf("graph: count %s: %w", q.table, err)
 		}
 	}
 	return st, nil
+}
+
+// pgCount reads the row count of each type of table in env into into.
+func pgCount(ctx context.Context, c *pgxpool.Conn, table, env string, into map[string]int) error {
+	rows, err := c.Query(ctx, `SELECT type, COUNT(*) FROM `+table+` WHERE env = $1 GROUP BY type`, env)
+	if err != nil {
+		return classifyPG(err)
+	}
+	defer rows.Close()
+	return scanCounts(rows, classifyPG, into)
 }
 
 // Ping implements Store.Ping.

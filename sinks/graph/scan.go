@@ -1,8 +1,9 @@
 package graph
 
 import (
-	"database/sql"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -27,30 +28,84 @@ func encodeIDs(ids []string) (string, error) {
 	return string(b), nil
 }
 
-func scanStrings(rows *sql.Rows) ([]string, error) {
-	defer rows.Close()
-	var out []string
-	for rows.Next() {
-		var s string
-		if err := rows.Scan(&s); err != nil {
-			return nil, err
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
+// rowCursor is what a query of either store returns, *sql.Rows (SQLite) and pgx.Rows
+// (PostgreSQL), so that both stores read their rows through one path. The caller closes it.
+type rowCursor interface {
+	Next() bool
+	Scan(dest ...any) error
+	Err() error
 }
 
-func scanCounts(rows *sql.Rows, into map[string]int) error {
-	defer rows.Close()
+// scanEach calls row with the Scan of each row in turn, until row fails or the rows end.
+// row's error is returned as it is; the rows' own error (the query failed while streaming)
+// goes through classify, the store's driver classifier.
+func scanEach(rows rowCursor, classify func(error) error, row func(scan func(...any) error) error) error {
 	for rows.Next() {
+		if err := row(rows.Scan); err != nil {
+			return err
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return classify(err)
+	}
+	return nil
+}
+
+// scanStrings reads rows of one string column.
+func scanStrings(rows rowCursor, classify func(error) error) ([]string, error) {
+	var out []string
+	err := scanEach(rows, classify, func(scan func(...any) error) error {
+		var s string
+		err := scan(&s)
+		out = append(out, s)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// scanCounts reads rows of (type, count) into into.
+func scanCounts(rows rowCursor, classify func(error) error, into map[string]int) error {
+	return scanEach(rows, classify, func(scan func(...any) error) error {
 		var t string
 		var n int
-		if err := rows.Scan(&t, &n); err != nil {
+		if err := scan(&t, &n); err != nil {
 			return err
 		}
 		into[t] = n
+		return nil
+	})
+}
+
+// scanNodes reads rows of the columns scanNode reads.
+func scanNodes(rows rowCursor, classify func(error) error) ([]Node, error) {
+	var out []Node
+	err := scanEach(rows, classify, func(scan func(...any) error) error {
+		n, err := scanNode(scan)
+		out = append(out, n)
+		return err
+	})
+	if err != nil {
+		return nil, err
 	}
-	return rows.Err()
+	return out, nil
+}
+
+// scanWalk feeds rows of (id, depth), from a walk query of Neighbors, into agg. Its errors
+// name the walk's start; classify is applied to the rows' own error.
+func scanWalk(ctx context.Context, rows rowCursor, classify func(error) error, agg *walkAgg) error {
+	return scanEach(rows, func(err error) error {
+		return fmt.Errorf("graph: neighbors of %q: %w", agg.start, classify(err))
+	}, func(scan func(...any) error) error {
+		var id string
+		var depth int
+		if err := scan(&id, &depth); err != nil {
+			return fmt.Errorf("graph: neighbors of %q: %w", agg.start, err)
+		}
+		return agg.add(ctx, id, depth)
+	})
 }
 
 // MissingEndpointsError is the error of a batch with an edge whose endpoint is neither in
@@ -136,4 +191,30 @@ func scanEdge(scan func(...any) error) (Edge, error) {
 	}
 	e.Properties, e.CreatedAt, e.UpdatedAt = p, micro(c), micro(u)
 	return e, nil
+}
+
+// readOne reads one node or edge (what) from a single-row query: read is scanNode or
+// scanEdge, scan the row's Scan. The driver's no-rows error (noRows) becomes ErrNotFound;
+// other errors go through classify.
+func readOne[T any](what, env, id string, scan func(...any) error, read func(func(...any) error) (T, error), noRows error, classify func(error) error) (T, error) {
+	v, err := read(scan)
+	if errors.Is(err, noRows) {
+		return v, fmt.Errorf("graph: get %s %q in %s: %w", what, id, env, ErrNotFound)
+	}
+	if err != nil {
+		return v, fmt.Errorf("graph: get %s %q: %w", what, id, classify(err))
+	}
+	return v, nil
+}
+
+// found maps the error of a single-row existence query: the driver's no-rows error
+// (noRows) is false, other errors go through classify.
+func found(err, noRows error, classify func(error) error) (bool, error) {
+	switch {
+	case errors.Is(err, noRows):
+		return false, nil
+	case err != nil:
+		return false, classify(err)
+	}
+	return true, nil
 }

@@ -398,7 +398,8 @@ func (s *SQLite) checkEndpoints(ctx context.Context, tx *sql.Tx, p prepared) err
 	if err != nil {
 		return fmt.Errorf("graph: check edge endpoints: %w", err)
 	}
-	missing, err := scanStrings(rows)
+	defer rows.Close()
+	missing, err := scanStrings(rows, func(err error) error { return err })
 	if err != nil {
 		return fmt.Errorf("graph: check edge endpoints: %w", err)
 	}
@@ -414,14 +415,7 @@ func (s *SQLite) GetNode(ctx context.Context, env, id string) (Node, error) {
 		return Node{}, fmt.Errorf("graph: get node %q: %w", id, err)
 	}
 	row := s.r.QueryRowContext(ctx, `SELECT id, type, properties, created_at, updated_at, version FROM graph_nodes WHERE env = ? AND id = ?`, env, id)
-	n, err := scanNode(row.Scan)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Node{}, fmt.Errorf("graph: get node %q in %s: %w", id, env, ErrNotFound)
-	}
-	if err != nil {
-		return Node{}, fmt.Errorf("graph: get node %q: %w", id, classifySQLite(err))
-	}
-	return n, nil
+	return readOne("node", env, id, row.Scan, scanNode, sql.ErrNoRows, classifySQLite)
 }
 
 // GetEdge implements Store.GetEdge on the reader pool.
@@ -433,37 +427,18 @@ func (s *SQLite) GetEdge(ctx context.Context, env, id string) (Edge, error) {
 		return Edge{}, fmt.Errorf("graph: get edge %q: %w", id, err)
 	}
 	row := s.r.QueryRowContext(ctx, `SELECT id, source, type, target, properties, created_at, updated_at, version FROM graph_edges WHERE env = ? AND id = ?`, env, id)
-	e, err := scanEdge(row.Scan)
-	if errors.Is(err, sql.ErrNoRows) {
-		return Edge{}, fmt.Errorf("graph: get edge %q in %s: %w", id, env, ErrNotFound)
-	}
-	if err != nil {
-		return Edge{}, fmt.Errorf("graph: get edge %q: %w", id, classifySQLite(err))
-	}
-	return e, nil
+	return readOne("edge", env, id, row.Scan, scanEdge, sql.ErrNoRows, classifySQLite)
 }
 
 // walk runs a walk query (rows of id, depth) into agg.
 func (s *SQLite) walk(ctx context.Context, agg *walkAgg, query string, args []any) error {
+	classify := func(err error) error { return classifySQLite(ctxErr(ctx, err)) }
 	rows, err := s.r.QueryContext(ctx, query, args...)
 	if err != nil {
-		return fmt.Errorf("graph: neighbors of %q: %w", agg.start, classifySQLite(ctxErr(ctx, err)))
+		return fmt.Errorf("graph: neighbors of %q: %w", agg.start, classify(err))
 	}
 	defer rows.Close()
-	for rows.Next() {
-		var nid string
-		var d int
-		if err := rows.Scan(&nid, &d); err != nil {
-			return fmt.Errorf("graph: neighbors of %q: %w", agg.start, err)
-		}
-		if err := agg.add(ctx, nid, d); err != nil {
-			return err
-		}
-	}
-	if err := rows.Err(); err != nil {
-		return fmt.Errorf("graph: neighbors of %q: %w", agg.start, classifySQLite(ctxErr(ctx, err)))
-	}
-	return nil
+	return scanWalk(ctx, rows, classify, agg)
 }
 
 // ctxErr returns ctx's error when ctx has ended (the driver reports an interrupted query in
@@ -505,66 +480,42 @@ func (s *SQLite) Neighbors(ctx context.Context, env, id string, depth int, edgeT
 	if err := checkEnv(env); err != nil {
 		return nil, fmt.Errorf("graph: neighbors of %q: %w", id, err)
 	}
-	depth = clampDepth(depth)
-	filter, args := "", []any{id, depth, env}
-	if len(edgeTypes) > 0 {
-		ph := make([]string, len(edgeTypes))
-		for i, t := range edgeTypes {
-			ph[i] = fmt.Sprintf("?%d", i+4)
-			args = append(args, t)
-		}
-		// The unary + keeps the planner on the (source|target, type, …) indexes: without
-		// statistics it may pick graph_edges_type and scan every edge of the type per step.
-		filter = " AND +e.type IN (" + strings.Join(ph, ", ") + ")"
-	}
-	var nodes []Node
-	if depth > 0 {
-		budget := s.opts.maxVisits()
-		args = append(args, budget+1)
-		query := sqliteWalk(filter, len(args))
-		agg := newWalkAgg(id, budget)
-		if err := s.walk(ctx, agg, query, args); err != nil {
-			return nil, err
-		}
-		ids := agg.nearest()
-		if len(ids) > 0 {
-			ph := make([]string, len(ids))
-			idArgs := make([]any, 1, len(ids)+1)
-			idArgs[0] = env
-			for i, v := range ids {
-				ph[i] = "?"
-				idArgs = append(idArgs, v)
+	return neighbors(env, id, depth, s.opts.maxVisits(), neighborReads{
+		walk: func(agg *walkAgg, depth int) error {
+			filter, args := "", []any{id, depth, env}
+			if len(edgeTypes) > 0 {
+				ph := make([]string, len(edgeTypes))
+				for i, t := range edgeTypes {
+					ph[i] = fmt.Sprintf("?%d", i+4)
+					args = append(args, t)
+				}
+				// The unary + keeps the planner on the (source|target, type, …) indexes: without
+				// statistics it may pick graph_edges_type and scan every edge of the type per step.
+				filter = " AND +e.type IN (" + strings.Join(ph, ", ") + ")"
+			}
+			args = append(args, agg.budget+1)
+			return s.walk(ctx, agg, sqliteWalk(filter, len(args)), args)
+		},
+		nodes: func(ids []string) ([]Node, error) {
+			args := make([]any, 1, len(ids)+1)
+			args[0] = env
+			for _, v := range ids {
+				args = append(args, v)
 			}
 			rows, err := s.r.QueryContext(ctx, `SELECT id, type, properties, created_at, updated_at, version
-				FROM graph_nodes WHERE env = ? AND id IN (`+strings.Join(ph, ",")+`)`, idArgs...)
+				FROM graph_nodes WHERE env = ? AND id IN (?`+strings.Repeat(",?", len(ids)-1)+`)`, args...)
 			if err != nil {
-				return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifySQLite(err))
+				return nil, classifySQLite(err)
 			}
 			defer rows.Close()
-			for rows.Next() {
-				n, err := scanNode(rows.Scan)
-				if err != nil {
-					return nil, fmt.Errorf("graph: neighbors of %q: %w", id, err)
-				}
-				nodes = append(nodes, n)
-			}
-			if err := rows.Err(); err != nil {
-				return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifySQLite(err))
-			}
-			nodes = inOrder(ids, nodes)
-		}
-	}
-	if len(nodes) == 0 {
-		var one int
-		err := s.r.QueryRowContext(ctx, `SELECT 1 FROM graph_nodes WHERE env = ? AND id = ?`, env, id).Scan(&one)
-		if errors.Is(err, sql.ErrNoRows) {
-			return nil, fmt.Errorf("graph: neighbors of %q in %s: %w", id, env, ErrNotFound)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("graph: neighbors of %q: %w", id, classifySQLite(err))
-		}
-	}
-	return nodes, nil
+			return scanNodes(rows, classifySQLite)
+		},
+		exists: func() (bool, error) {
+			var one int
+			err := s.r.QueryRowContext(ctx, `SELECT 1 FROM graph_nodes WHERE env = ? AND id = ?`, env, id).Scan(&one)
+			return found(err, sql.ErrNoRows, classifySQLite)
+		},
+	})
 }
 
 // Stats implements Store.Stats.
@@ -580,15 +531,21 @@ func (s *SQLite) Stats(ctx context.Context, env string) (Stats, error) {
 		table string
 		into  map[string]int
 	}{{"graph_nodes", st.Nodes}, {"graph_edges", st.Edges}} {
-		rows, err := s.r.QueryContext(ctx, `SELECT type, COUNT(*) FROM `+q.table+` WHERE env = ? GROUP BY type`, env)
-		if err != nil {
-			return Stats{}, fmt.Errorf("graph: count %s: %w", q.table, classifySQLite(err))
-		}
-		if err := scanCounts(rows, q.into); err != nil {
+		if err := s.count(ctx, q.table, env, q.into); err != nil {
 			return Stats{}, fmt.Errorf("graph: count %s: %w", q.table, err)
 		}
 	}
 	return st, nil
+}
+
+// count reads the row count of each type of table in env into into.
+func (s *SQLite) count(ctx context.Context, table, env string, into map[string]int) error {
+	rows, err := s.r.QueryContext(ctx, `SELECT type, COUNT(*) FROM `+table+` WHERE env = ? GROUP BY type`, env)
+	if err != nil {
+		return classifySQLite(err)
+	}
+	defer rows.Close()
+	return scanCounts(rows, classifySQLite, into)
 }
 
 // Ping implements Store.Ping.

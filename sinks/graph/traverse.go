@@ -87,3 +87,45 @@ func inOrder(ids []string, nodes []Node) []Node {
 	}
 	return out
 }
+
+// neighborReads are one store's reads for Neighbors. Their errors are classified by the
+// store's driver classifier.
+type neighborReads struct {
+	// walk feeds the walk from agg.start up to depth (≥ 1) into agg; its errors name the
+	// start node.
+	walk func(agg *walkAgg, depth int) error
+	// nodes returns the stored nodes among ids, in any order.
+	nodes func(ids []string) ([]Node, error)
+	// exists reports whether the start node is stored.
+	exists func() (bool, error)
+}
+
+// neighbors is Neighbors over one store's reads, once env is checked: a walk bounded by
+// budget visits, then one lookup of the nearest MaxNeighbors nodes; a start node that has
+// no neighbours must exist, else the error wraps ErrNotFound.
+func neighbors(env, id string, depth, budget int, r neighborReads) ([]Node, error) {
+	var nodes []Node
+	if depth = clampDepth(depth); depth > 0 {
+		agg := newWalkAgg(id, budget)
+		if err := r.walk(agg, depth); err != nil {
+			return nil, err
+		}
+		if ids := agg.nearest(); len(ids) > 0 {
+			found, err := r.nodes(ids)
+			if err != nil {
+				return nil, fmt.Errorf("graph: neighbors of %q: %w", id, err)
+			}
+			nodes = inOrder(ids, found)
+		}
+	}
+	if len(nodes) == 0 {
+		ok, err := r.exists()
+		if err != nil {
+			return nil, fmt.Errorf("graph: neighbors of %q: %w", id, err)
+		}
+		if !ok {
+			return nil, fmt.Errorf("graph: neighbors of %q in %s: %w", id, env, ErrNotFound)
+		}
+	}
+	return nodes, nil
+}

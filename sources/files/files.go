@@ -18,7 +18,8 @@ import (
 	"strings"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
-	"github.com/sluice-dev/sluice/sinks/document"
+	"github.com/sluice-dev/sluice/schemas/jsonscan"
+	"github.com/sluice-dev/sluice/schemas/record"
 )
 
 // Format names the shape of a chunk file.
@@ -33,7 +34,7 @@ const (
 	// Items is an object with an "items" array whose records use "id" and "text".
 	Items Format = "items"
 	// EnrichedChunks is a legacy Pass B object with an "enriched_chunks" array; its items are
-	// converted with document.ConvertEnriched.
+	// converted with record.ConvertEnriched.
 	EnrichedChunks Format = "enriched_chunks"
 	// JSONL is one record per line (Pass C and Pass D files, NDJSON).
 	JSONL Format = "jsonl"
@@ -315,7 +316,7 @@ func (r *Reader) start() error {
 		if err != nil {
 			return readErr(err)
 		}
-		if !isSpace(b[0]) {
+		if !jsonscan.IsWS(b[0]) {
 			break
 		}
 		_, _ = r.br.Discard(1)
@@ -345,8 +346,6 @@ func (r *Reader) start() error {
 type errorReader struct{ err error }
 
 func (e errorReader) Read([]byte) (int, error) { return 0, e.err }
-
-func isSpace(c byte) bool { return c == ' ' || c == '\n' || c == '\r' || c == '\t' }
 
 // captureReader keeps what it reads, up to max bytes, so that the first value can be
 // replayed as JSONL or returned as a one-record file. It stops keeping once the value turns
@@ -658,18 +657,18 @@ func (r *Reader) readLine() (line []byte, tooLong bool, err error) {
 // item applies the reader-level checks to one raw item (known to be well-formed JSON) and
 // tracks duplicates.
 func (r *Reader) item(idx int, raw json.RawMessage) Item {
-	if c := firstByte(raw); c != '{' {
-		return r.reject(idx, "", raw, "item is not a JSON object (got "+typeName(c)+")")
+	if jsonscan.FirstByte(raw) != '{' {
+		return r.reject(idx, "", raw, "item is not a JSON object (got "+jsonscan.Type(raw)+")")
 	}
 	rec := raw
 	if r.format == EnrichedChunks {
-		conv, err := document.ConvertEnriched(raw)
+		conv, err := record.ConvertEnriched(raw)
 		if err != nil {
 			return r.reject(idx, "", raw, err.Error())
 		}
 		rec = conv
 	}
-	id, err := document.RecordID(rec)
+	id, err := record.ID(rec)
 	if err != nil {
 		return r.reject(idx, "", rec, err.Error())
 	}
@@ -689,29 +688,5 @@ func (r *Reader) reject(idx int, id string, raw json.RawMessage, reason string) 
 		Record:      raw,
 		Err:         fault.Permanent(fault.Validation, &ItemError{Index: idx, ID: id, Reason: reason}),
 		DuplicateOf: -1,
-	}
-}
-
-func firstByte(b []byte) byte {
-	for _, c := range b {
-		if !isSpace(c) {
-			return c
-		}
-	}
-	return 0
-}
-
-func typeName(c byte) string {
-	switch {
-	case c == '"':
-		return "string"
-	case c == '[':
-		return "array"
-	case c == 't' || c == 'f':
-		return "boolean"
-	case c == 'n':
-		return "null"
-	default:
-		return "number"
 	}
 }

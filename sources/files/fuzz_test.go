@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/schemas/jsonscan"
 )
 
 // fuzzSeedBytes bounds a seed taken from a fixture: the fuzzer mutates small inputs far
@@ -141,7 +142,7 @@ func checkRead(t *testing.T, data []byte, opts Options) {
 			}
 			continue
 		}
-		if it.Record == nil || !json.Valid(it.Record) || firstByte(it.Record) != '{' {
+		if it.Record == nil || !json.Valid(it.Record) || jsonscan.FirstByte(it.Record) != '{' {
 			t.Fatalf("item %d accepted without a JSON object record: %q", it.Index, it.Record)
 		}
 		if it.ID == "" {

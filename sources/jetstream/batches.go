@@ -27,6 +27,18 @@ type BatchConfig struct {
 	Workers int
 }
 
+func (c *BatchConfig) setDefaults() {
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 100
+	}
+	if c.Linger <= 0 {
+		c.Linger = 5 * time.Millisecond
+	}
+	if c.Workers <= 0 {
+		c.Workers = 10
+	}
+}
+
 // BatchHandler handles a batch of messages and settles each one with Ack (after its write
 // succeeded), Retry or Term. Messages it leaves unsettled, or all of them if it panics, are
 // retried after a second. ctx is not cancelled when a drain starts (in-flight batches are
@@ -78,27 +90,10 @@ func (s *Subscriber) ConsumeBatches(ctx context.Context, cfg BatchConfig, handle
 	if handle == nil {
 		return errors.New("subscriber: a batch handler is required")
 	}
-	if cfg.MaxBatch <= 0 {
-		cfg.MaxBatch = 100
+	cfg.setDefaults()
+	if err := s.claimForBatches(); err != nil {
+		return err
 	}
-	if cfg.Linger <= 0 {
-		cfg.Linger = 5 * time.Millisecond
-	}
-	if cfg.Workers <= 0 {
-		cfg.Workers = 10
-	}
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		return errors.New("subscriber: closed")
-	}
-	if s.subscribed {
-		s.mu.Unlock()
-		return errors.New("subscriber: Subscribe or ConsumeBatches may be called once")
-	}
-	s.subscribed = true
-	s.mu.Unlock()
-
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -131,6 +126,31 @@ func (s *Subscriber) ConsumeBatches(ctx context.Context, cfg BatchConfig, handle
 	})
 	close(in)
 
+	return s.drainBatches(cancel, gathered, stopTicker, tickerDone)
+}
+
+// claimForBatches marks the Subscriber as consumed by ConsumeBatches, failing when it is
+// closed or already consumed.
+func (s *Subscriber) claimForBatches() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errors.New("subscriber: closed")
+	}
+	if s.subscribed {
+		return errors.New("subscriber: Subscribe or ConsumeBatches may be called once")
+	}
+	s.subscribed = true
+	return nil
+}
+
+// drainBatches is the end of ConsumeBatches, once pulling stopped and every pulled message
+// went to gather: it waits up to DrainTimeout for every message to be settled, else nacks
+// what is left; then it cancels the handlers' ctx (cancel), waits for gather to finish
+// (gathered closed) — after a timeout, up to DrainTimeout again — and stops the AckWait
+// extension loop (stopTicker, tickerDone). It returns an error wrapping ErrDrainTimeout when
+// messages were left.
+func (s *Subscriber) drainBatches(cancel context.CancelFunc, gathered, stopTicker, tickerDone chan struct{}) error {
 	var left []*Delivery
 	if !s.waitInflight() {
 		// Taken before the handlers are cancelled: once they are, they settle their own

@@ -115,6 +115,46 @@ type Provisioned struct {
 	GraphConsumer jetstream.Consumer
 }
 
+// streamSpec is one stream Provision ensures and, when consumer is set, its durable consumer.
+type streamSpec struct {
+	// cfg holds what this stream sets apart; Provision adds what all share (Limits
+	// retention, DiscardNew, file storage, the replicas).
+	cfg    jetstream.StreamConfig
+	stream *jetstream.Stream // where Provision puts the stream's handle
+	// consumer is the durable consumer's name, "" for none; maxAckPending bounds its
+	// unacknowledged messages; into receives its handle.
+	consumer      string
+	maxAckPending int
+	into          *jetstream.Consumer
+}
+
+// streamSpecs lists the streams Provision ensures, in the order it creates them, with their
+// handles in p.
+func streamSpecs(cfg ProvisionConfig, p *Provisioned) []streamSpec {
+	return []streamSpec{{
+		cfg: jetstream.StreamConfig{Name: schemas.StreamChunks, Description: "Chunk loads: one chunk per message",
+			Subjects: []string{schemas.ChunkSubjects}, MaxBytes: cfg.ChunkMaxBytes, MaxAge: cfg.ChunkMaxAge,
+			Duplicates: cfg.ChunkDuplicateWindow, AllowAtomicPublish: true},
+		stream: &p.Chunks, consumer: ConsumerChunks, maxAckPending: cfg.MaxAckPending, into: &p.ChunkConsumer,
+	}, {
+		cfg: jetstream.StreamConfig{Name: schemas.StreamJobs, Description: "Job lifecycle: open and seal",
+			Subjects: []string{schemas.JobSubjects}, MaxAge: cfg.ChunkMaxAge,
+			Duplicates: cfg.DuplicateWindow, AllowAtomicPublish: true},
+		stream: &p.Jobs, consumer: ConsumerJobs, maxAckPending: cfg.MaxAckPending, into: &p.JobConsumer,
+	}, {
+		cfg: jetstream.StreamConfig{Name: StreamGraph, Description: "Graph batches: nodes and edges applied in one transaction",
+			Subjects: []string{schemas.GraphSubjects}, MaxAge: cfg.ChunkMaxAge,
+			Duplicates: cfg.DuplicateWindow, AllowAtomicPublish: true},
+		// One at a time, in publish order (ConsumerGraph).
+		stream: &p.Graph, consumer: ConsumerGraph, maxAckPending: 1, into: &p.GraphConsumer,
+	}, {
+		cfg: jetstream.StreamConfig{Name: schemas.StreamDLQ, Description: "Dead letters: original message, error and history",
+			Subjects: []string{schemas.DLQSubjects}, MaxAge: cfg.DLQMaxAge,
+			Duplicates: cfg.DuplicateWindow, AllowDirect: true},
+		stream: &p.DLQ,
+	}}
+}
+
 // Provision creates or updates the streams, durable consumers and KV bucket Sluice uses. It is
 // idempotent and safe to run from several processes at once.
 //
@@ -123,68 +163,17 @@ type Provisioned struct {
 func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig) (*Provisioned, error) {
 	cfg.setDefaults()
 	var p Provisioned
+	specs := streamSpecs(cfg, &p)
+	for _, sp := range specs {
+		sc := sp.cfg
+		sc.Retention, sc.Discard, sc.Storage, sc.Replicas = jetstream.LimitsPolicy, jetstream.DiscardNew, jetstream.FileStorage, cfg.Replicas
+		s, err := ensureStream(ctx, js, sc)
+		if err != nil {
+			return nil, err
+		}
+		*sp.stream = s
+	}
 	var err error
-	p.Chunks, err = ensureStream(ctx, js, jetstream.StreamConfig{
-		Name:               schemas.StreamChunks,
-		Description:        "Chunk loads: one chunk per message",
-		Subjects:           []string{schemas.ChunkSubjects},
-		Retention:          jetstream.LimitsPolicy,
-		Discard:            jetstream.DiscardNew,
-		MaxBytes:           cfg.ChunkMaxBytes,
-		MaxAge:             cfg.ChunkMaxAge,
-		Storage:            jetstream.FileStorage,
-		Replicas:           cfg.Replicas,
-		Duplicates:         cfg.ChunkDuplicateWindow,
-		AllowAtomicPublish: true,
-	})
-	if err != nil {
-		return nil, err
-	}
-	p.Jobs, err = ensureStream(ctx, js, jetstream.StreamConfig{
-		Name:               schemas.StreamJobs,
-		Description:        "Job lifecycle: open and seal",
-		Subjects:           []string{schemas.JobSubjects},
-		Retention:          jetstream.LimitsPolicy,
-		Discard:            jetstream.DiscardNew,
-		MaxAge:             cfg.ChunkMaxAge,
-		Storage:            jetstream.FileStorage,
-		Replicas:           cfg.Replicas,
-		Duplicates:         cfg.DuplicateWindow,
-		AllowAtomicPublish: true,
-	})
-	if err != nil {
-		return nil, err
-	}
-	p.Graph, err = ensureStream(ctx, js, jetstream.StreamConfig{
-		Name:               StreamGraph,
-		Description:        "Graph batches: nodes and edges applied in one transaction",
-		Subjects:           []string{schemas.GraphSubjects},
-		Retention:          jetstream.LimitsPolicy,
-		Discard:            jetstream.DiscardNew,
-		MaxAge:             cfg.ChunkMaxAge,
-		Storage:            jetstream.FileStorage,
-		Replicas:           cfg.Replicas,
-		Duplicates:         cfg.DuplicateWindow,
-		AllowAtomicPublish: true,
-	})
-	if err != nil {
-		return nil, err
-	}
-	p.DLQ, err = ensureStream(ctx, js, jetstream.StreamConfig{
-		Name:        schemas.StreamDLQ,
-		Description: "Dead letters: original message, error and history",
-		Subjects:    []string{schemas.DLQSubjects},
-		Retention:   jetstream.LimitsPolicy,
-		Discard:     jetstream.DiscardNew,
-		MaxAge:      cfg.DLQMaxAge,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-		Duplicates:  cfg.DuplicateWindow,
-		AllowDirect: true,
-	})
-	if err != nil {
-		return nil, err
-	}
 	// Like the DLQ stream: file storage, its replicas, its max age (an object whose dead letter
 	// was never published — the publish failed after the put — expires with it). Unbounded in
 	// bytes like the DLQ stream: a dead letter is never refused for space Sluice chose.
@@ -208,32 +197,27 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 	if err != nil {
 		return nil, fmt.Errorf("provision bucket %s: %w", BucketJobs, err)
 	}
-	consumer := func(stream jetstream.Stream, name string, maxAckPending int) (jetstream.Consumer, error) {
-		c, err := stream.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-			Durable:       name,
+	for _, sp := range specs {
+		if sp.consumer == "" {
+			continue
+		}
+		c, err := (*sp.stream).CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+			Durable:       sp.consumer,
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       cfg.AckWait,
 			MaxDeliver:    cfg.MaxDeliver,
-			MaxAckPending: maxAckPending,
+			MaxAckPending: sp.maxAckPending,
 			MaxWaiting:    512,
 		})
 		if err != nil {
-			return nil, fmt.Errorf("provision consumer %s: %w", name, err)
+			return nil, fmt.Errorf("provision consumer %s: %w", sp.consumer, err)
 		}
-		return c, nil
-	}
-	if p.ChunkConsumer, err = consumer(p.Chunks, ConsumerChunks, cfg.MaxAckPending); err != nil {
-		return nil, err
-	}
-	if p.JobConsumer, err = consumer(p.Jobs, ConsumerJobs, cfg.MaxAckPending); err != nil {
-		return nil, err
-	}
-	if p.GraphConsumer, err = consumer(p.Graph, ConsumerGraph, 1); err != nil {
-		return nil, err
+		*sp.into = c
 	}
 	return &p, nil
 }
 
+// ensureStream creates stream cfg, or updates it to cfg.
 func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
 	s, err := js.CreateOrUpdateStream(ctx, cfg)
 	if err != nil {

@@ -86,11 +86,16 @@ func (m markers) testApplyBatches(t *testing.T, newStore NewStore) {
 	if n := m.count(t, s); n != 3 {
 		t.Errorf("%d markers, want 3 (a, b, a2; none for the failed batches)", n)
 	}
+	applyGroupAgain(t, s, bs)
+}
 
-	// The same group delivered again: every marked batch is skipped, the unmarked one
-	// applies again, the failed ones fail again, and the corrected one applies once.
+// applyGroupAgain delivers testApplyBatches' group again: every marked batch is skipped,
+// the unmarked one applies again, the failed ones fail again, and the corrected one applies
+// once.
+func applyGroupAgain(t *testing.T, s graph.Store, bs []graph.MarkedBatch) {
+	t.Helper()
 	bs[4].Batch.Edges[0].Target = "a"
-	res = applyBatches(t, s, bs)
+	res := applyBatches(t, s, bs)
 	for i, r := range res {
 		switch i {
 		case 2:

@@ -1,4 +1,12 @@
-package document
+// Package jsonscan reads and writes JSON text without decoding it: small allocation-free
+// helpers that find where a value ends, walk an object's top-level members with their raw
+// values, name a value's type, and append keys, strings and objects the way encoding/json
+// writes them. Chunk records and documents pass through Sluice as raw JSON (decode once,
+// DESIGN.md); these helpers let the record rules and the sinks look inside without a decode.
+//
+// The helpers are defensive: malformed input gives an error or a false result, never a panic
+// or an endless loop. They hold no state and are safe for concurrent use.
+package jsonscan
 
 import (
 	"bytes"
@@ -13,31 +21,31 @@ import (
 // validated (or that the caller produced). They are defensive: malformed input gives an
 // error or a false result, never a panic or an endless loop.
 
-var errMalformed = errors.New("malformed JSON")
+var ErrMalformed = errors.New("malformed JSON")
 
-// isWS reports whether c is JSON insignificant whitespace.
-func isWS(c byte) bool { return c == ' ' || c == '\n' || c == '\r' || c == '\t' }
+// IsWS reports whether c is JSON insignificant whitespace.
+func IsWS(c byte) bool { return c == ' ' || c == '\n' || c == '\r' || c == '\t' }
 
-// skipWS returns the index of the first non-whitespace byte of b at or after i.
-func skipWS(b []byte, i int) int {
-	for i < len(b) && isWS(b[i]) {
+// SkipWS returns the index of the first non-whitespace byte of b at or after i.
+func SkipWS(b []byte, i int) int {
+	for i < len(b) && IsWS(b[i]) {
 		i++
 	}
 	return i
 }
 
-// firstByte returns the first non-whitespace byte of b, or 0 when there is none.
-func firstByte(b []byte) byte {
-	i := skipWS(b, 0)
+// FirstByte returns the first non-whitespace byte of b, or 0 when there is none.
+func FirstByte(b []byte) byte {
+	i := SkipWS(b, 0)
 	if i >= len(b) {
 		return 0
 	}
 	return b[i]
 }
 
-// jsonType names the JSON type of the value in raw, for error messages.
-func jsonType(raw []byte) string {
-	switch c := firstByte(raw); {
+// Type names the JSON type of the value in raw, for error messages.
+func Type(raw []byte) string {
+	switch c := FirstByte(raw); {
 	case c == '"':
 		return "string"
 	case c == '{':
@@ -57,15 +65,15 @@ func jsonType(raw []byte) string {
 	}
 }
 
-// isNull reports whether raw is absent or the JSON literal null.
-func isNull(raw []byte) bool {
-	c := firstByte(raw)
+// IsNull reports whether raw is absent or the JSON literal null.
+func IsNull(raw []byte) bool {
+	c := FirstByte(raw)
 	return c == 0 || c == 'n'
 }
 
-// stringEnd returns the index just past the closing quote of the string starting at b[i]
+// StringEnd returns the index just past the closing quote of the string starting at b[i]
 // (which must be '"'), and whether the string contains escapes.
-func stringEnd(b []byte, i int) (end int, escaped bool, err error) {
+func StringEnd(b []byte, i int) (end int, escaped bool, err error) {
 	i++
 	for i < len(b) {
 		switch b[i] {
@@ -78,24 +86,24 @@ func stringEnd(b []byte, i int) (end int, escaped bool, err error) {
 			i++
 		}
 	}
-	return 0, false, errMalformed
+	return 0, false, ErrMalformed
 }
 
-// structural marks the bytes valueEnd stops at inside a container: quote and brackets.
+// structural marks the bytes ValueEnd stops at inside a container: quote and brackets.
 const structural = "" +
 	"                                  \"                             " +
 	"                           [ ]                             { }  " +
 	"                                                                " +
 	"                                                                "
 
-// valueEnd returns the index just past the JSON value starting at b[i].
-func valueEnd(b []byte, i int) (int, error) {
+// ValueEnd returns the index just past the JSON value starting at b[i].
+func ValueEnd(b []byte, i int) (int, error) {
 	if i >= len(b) {
-		return 0, errMalformed
+		return 0, ErrMalformed
 	}
 	switch c := b[i]; c {
 	case '"':
-		end, _, err := stringEnd(b, i)
+		end, _, err := StringEnd(b, i)
 		return end, err
 	case '{', '[':
 		depth := 0
@@ -109,7 +117,7 @@ func valueEnd(b []byte, i int) (int, error) {
 			}
 			switch b[i] {
 			case '"':
-				end, _, err := stringEnd(b, i)
+				end, _, err := StringEnd(b, i)
 				if err != nil {
 					return 0, err
 				}
@@ -125,82 +133,67 @@ func valueEnd(b []byte, i int) (int, error) {
 			}
 			i++
 		}
-		return 0, errMalformed
+		return 0, ErrMalformed
 	default:
 		start := i
-		for i < len(b) && !isWS(b[i]) && b[i] != ',' && b[i] != '}' && b[i] != ']' {
+		for i < len(b) && !IsWS(b[i]) && b[i] != ',' && b[i] != '}' && b[i] != ']' {
 			i++
 		}
 		if i == start {
-			return 0, errMalformed
+			return 0, ErrMalformed
 		}
 		return i, nil
 	}
 }
 
-// eachMember calls fn for every member of the JSON object obj, in order, with the raw key
-// (without quotes, escapes not decoded), whether the key has escapes, and the raw value.
-// fn returns false to stop. It returns an error when obj does not start with an object, or
-// when anything but white space follows the object.
-func eachMember(obj []byte, fn func(key []byte, escaped bool, val []byte) bool) error {
-	end, err := members(obj, fn)
-	if err != nil {
-		return err
-	}
-	if end >= 0 && skipWS(obj, end) != len(obj) {
-		return errMalformed
-	}
-	return nil
-}
-
-// members is eachMember without the trailing check; it returns the index after the object,
+// members is EachMember without the trailing check; it returns the index after the object,
 // or -1 when fn stopped early.
 func members(obj []byte, fn func(key []byte, escaped bool, val []byte) bool) (int, error) {
-	i := skipWS(obj, 0)
+	i := SkipWS(obj, 0)
 	if i >= len(obj) || obj[i] != '{' {
-		return 0, errMalformed
+		return 0, ErrMalformed
 	}
-	i = skipWS(obj, i+1)
+	i = SkipWS(obj, i+1)
 	if i < len(obj) && obj[i] == '}' {
 		return i + 1, nil
 	}
 	for {
 		if i >= len(obj) || obj[i] != '"' {
-			return 0, errMalformed
+			return 0, ErrMalformed
 		}
-		kend, esc, err := stringEnd(obj, i)
+		kend, esc, err := StringEnd(obj, i)
 		if err != nil {
 			return 0, err
 		}
 		key := obj[i+1 : kend-1]
-		i = skipWS(obj, kend)
+		i = SkipWS(obj, kend)
 		if i >= len(obj) || obj[i] != ':' {
-			return 0, errMalformed
+			return 0, ErrMalformed
 		}
-		i = skipWS(obj, i+1)
-		vend, err := valueEnd(obj, i)
+		i = SkipWS(obj, i+1)
+		vend, err := ValueEnd(obj, i)
 		if err != nil {
 			return 0, err
 		}
 		if !fn(key, esc, obj[i:vend]) {
 			return -1, nil
 		}
-		i = skipWS(obj, vend)
+		i = SkipWS(obj, vend)
 		if i >= len(obj) {
-			return 0, errMalformed
+			return 0, ErrMalformed
 		}
 		if obj[i] == '}' {
 			return i + 1, nil
 		}
 		if obj[i] != ',' {
-			return 0, errMalformed
+			return 0, ErrMalformed
 		}
-		i = skipWS(obj, i+1)
+		i = SkipWS(obj, i+1)
 	}
 }
 
-// keyIs reports whether the raw key (as passed by eachMember) decodes to name.
-func keyIs(key []byte, escaped bool, name string) bool {
+// KeyIs reports whether the raw key (as passed by EachMember) decodes to name.
+func KeyIs(key []byte, escaped bool, name string) bool {
 	if !escaped {
 		return string(key) == name
 	}
@@ -212,10 +205,10 @@ func keyIs(key []byte, escaped bool, name string) bool {
 
 const hexDigits = "0123456789abcdef"
 
-// appendString appends s as a JSON string the way encoding/json does with SetEscapeHTML(false):
+// AppendString appends s as a JSON string the way encoding/json does with SetEscapeHTML(false):
 // only '"', '\\', control characters, U+2028 and U+2029 are escaped; invalid UTF-8 becomes
 // U+FFFD. Every other byte is copied as is, so text round-trips exactly.
-func appendString(dst []byte, s string) []byte {
+func AppendString(dst []byte, s string) []byte {
 	dst = append(dst, '"')
 	start := 0
 	for i := 0; i < len(s); {
@@ -267,9 +260,9 @@ func appendString(dst []byte, s string) []byte {
 	return append(dst, '"')
 }
 
-// appendRaw appends the raw JSON value v, compacting it first when it spans several lines
+// AppendRaw appends the raw JSON value v, compacting it first when it spans several lines
 // (pretty-printed input), so stored documents do not carry indentation.
-func appendRaw(dst []byte, v []byte) []byte {
+func AppendRaw(dst []byte, v []byte) []byte {
 	if bytes.IndexByte(v, '\n') < 0 {
 		return append(dst, bytes.TrimSpace(v)...)
 	}
@@ -280,25 +273,25 @@ func appendRaw(dst []byte, v []byte) []byte {
 	return append(dst, buf.Bytes()...)
 }
 
-// member is one key and raw value of an object being assembled.
-type member struct {
-	key string
-	val []byte
+// Member is one key and raw value of an object being assembled by AppendObject.
+type Member struct {
+	Key string
+	Val []byte
 }
 
-// byKey orders members by key (slices.SortFunc: no reflection, unlike sort.Slice).
-func byKey(a, b member) int { return strings.Compare(a.key, b.key) }
+// ByKey orders members by key (slices.SortFunc: no reflection, unlike sort.Slice).
+func ByKey(a, b Member) int { return strings.Compare(a.Key, b.Key) }
 
-// appendObject appends a JSON object with the members in order.
-func appendObject(dst []byte, ms []member) []byte {
+// AppendObject appends a JSON object with the members in order.
+func AppendObject(dst []byte, ms []Member) []byte {
 	dst = append(dst, '{')
 	for i, m := range ms {
 		if i > 0 {
 			dst = append(dst, ',')
 		}
-		dst = appendString(dst, m.key)
+		dst = AppendString(dst, m.Key)
 		dst = append(dst, ':')
-		dst = appendRaw(dst, m.val)
+		dst = AppendRaw(dst, m.Val)
 	}
 	return append(dst, '}')
 }
@@ -306,15 +299,19 @@ func appendObject(dst []byte, ms []member) []byte {
 // EachMember calls fn for each top-level member of the JSON object obj, in order: the raw
 // key (without its quotes, escapes not decoded), whether the key has escapes, and the raw
 // value. fn returns false to stop. It checks the object's structure, not its full grammar
-// (use Limits.Check or json.Valid for that), and fails when obj is not one object. It
-// allocates nothing; the slices alias obj. Sinks use it to look at a document's top level
-// without decoding it.
+// (use json.Valid for that), and fails with ErrMalformed when obj is not one object, or when
+// anything but white space follows the object. It allocates nothing; the slices alias obj.
+// Sinks use it to look at a document's top level without decoding it.
 func EachMember(obj []byte, fn func(key []byte, escaped bool, val []byte) bool) error {
-	return eachMember(obj, fn)
+	end, err := members(obj, fn)
+	if err != nil {
+		return err
+	}
+	if end >= 0 && SkipWS(obj, end) != len(obj) {
+		return ErrMalformed
+	}
+	return nil
 }
-
-// KeyIs reports whether a raw key from EachMember decodes to name.
-func KeyIs(key []byte, escaped bool, name string) bool { return keyIs(key, escaped, name) }
 
 // DecodeKey returns a raw key from EachMember as a string.
 func DecodeKey(key []byte, escaped bool) (string, error) {
