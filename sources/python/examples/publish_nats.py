@@ -74,7 +74,7 @@ def now() -> str:
 
 
 def job_id_for(path: str, env: str) -> str:
-    """The job id Sluice gives this file's content in env (pipeline.JobID)."""
+    """The job id Sluice gives this file's content in env (jobs.JobID in pipeline/jobs)."""
     content = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
