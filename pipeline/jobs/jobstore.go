@@ -633,12 +633,12 @@ func idemKey(key string) string {
 	return "idem." + hex.EncodeToString(sum[:16])
 }
 
-// Outcome is what became of one item of a job.
-type Outcome int
+// ItemOutcome is what became of one item of a job.
+type ItemOutcome int
 
 // The item outcomes a worker records.
 const (
-	Written Outcome = iota + 1
+	Written ItemOutcome = iota + 1
 	DeadLettered
 )
 
@@ -646,7 +646,7 @@ const (
 type Mark struct {
 	Job     string
 	Item    int64
-	Outcome Outcome
+	Outcome ItemOutcome
 }
 
 // Mark records item outcomes of job id directly, in one compare-and-set. Workers use the
