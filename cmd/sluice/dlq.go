@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-dev/sluice/schemas"
+	"github.com/sluice-dev/sluice/sources/httpapi/client"
 )
 
 // dlqEntry is the part of a dead letter the CLI shows.
@@ -84,7 +85,7 @@ func newDLQCmd(c *cli) *cobra.Command {
   sluice dlq delete DEAD_LETTER_ID
   sluice dlq purge --error-class validation --yes`, "subcommand", "ls", "show", "replay", "purge", "delete")
 	bindAPIFlags(cmd.PersistentFlags(), &af)
-	client := func() *apiClient { return newAPIClient(af.url, c.stderr) }
+	client := func() (*client.Client, error) { return newAPIClient(af.url, c.stderr) }
 
 	var lsFilter dlqFilter
 	var limit int
@@ -105,7 +106,11 @@ func newDLQCmd(c *cli) *cobra.Command {
 				Entries    []dlqEntry `json:"entries"`
 				NextCursor *string    `json:"next_cursor"`
 			}
-			if err := client().do(c.ctx, "GET", "/v1/dlq", q, nil, &page); err != nil {
+			api, err := client()
+			if err != nil {
+				return err
+			}
+			if err := api.Do(c.ctx, "GET", "/v1/dlq", q, nil, &page); err != nil {
 				return err
 			}
 			if af.asJSON {
@@ -143,7 +148,11 @@ func newDLQCmd(c *cli) *cobra.Command {
 		ValidArgsFunction: completeDeadLetterIDs(c, 1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			var e dlqEntry
-			if err := client().do(c.ctx, "GET", "/v1/dlq/"+url.PathEscape(args[0]), nil, nil, &e); err != nil {
+			api, err := client()
+			if err != nil {
+				return err
+			}
+			if err := api.Do(c.ctx, "GET", "/v1/dlq/"+url.PathEscape(args[0]), nil, nil, &e); err != nil {
 				return err
 			}
 			if af.asJSON {
@@ -192,7 +201,11 @@ is deduplicated by its message id.` + apiEnvHelp,
 			default:
 				return usageError{"dlq replay: name dead-letter ids, or select them with --job, --subject, --error-class, --since or --until"}
 			}
-			return replayDeadLetters(c, client(), body, af.asJSON)
+			api, err := client()
+			if err != nil {
+				return err
+			}
+			return replayDeadLetters(c, api, body, af.asJSON)
 		},
 	}
 	rpFilter.bind(replay, c)
@@ -223,7 +236,11 @@ At least one filter and --yes are required. To delete entries by id, use sluice 
 				Purged int `json:"purged"`
 			}
 			// Purging again deletes what still matches the filter: nothing more than was asked.
-			if err := client().doIdempotent(c.ctx, "DELETE", "/v1/dlq", filter, nil, &res); err != nil {
+			api, err := client()
+			if err != nil {
+				return err
+			}
+			if err := api.DoIdempotent(c.ctx, "DELETE", "/v1/dlq", filter, nil, &res); err != nil {
 				return err
 			}
 			if af.asJSON {
@@ -247,7 +264,11 @@ at once.` + apiEnvHelp,
 		Args:              minArgs(1, "dlq delete: name at least one dead-letter id"),
 		ValidArgsFunction: completeDeadLetterIDs(c, -1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			return deleteDeadLetters(c, client(), args, af.asJSON)
+			api, err := client()
+			if err != nil {
+				return err
+			}
+			return deleteDeadLetters(c, api, args, af.asJSON)
 		},
 	}
 
@@ -258,7 +279,7 @@ at once.` + apiEnvHelp,
 // deleteDeadLetters deletes each id in turn and reports each outcome. An id not there (404) is
 // reported and the others still tried; any other failure (refused, unreachable) stops at once.
 // Any failure makes the error.
-func deleteDeadLetters(c *cli, api *apiClient, ids []string, asJSON bool) error {
+func deleteDeadLetters(c *cli, api *client.Client, ids []string, asJSON bool) error {
 	type outcome struct {
 		ID    string `json:"id"`
 		Error string `json:"error,omitempty"`
@@ -277,8 +298,8 @@ func deleteDeadLetters(c *cli, api *apiClient, ids []string, asJSON bool) error 
 			return err
 		}
 		// Deleting again is harmless: the second answer is 404, reported as such.
-		err := api.doIdempotent(c.ctx, "DELETE", "/v1/dlq/"+url.PathEscape(id), nil, nil, nil)
-		var ae *apiError
+		err := api.DoIdempotent(c.ctx, "DELETE", "/v1/dlq/"+url.PathEscape(id), nil, nil, nil)
+		var ae *client.Error
 		switch {
 		case errors.As(err, &ae) && ae.Status == http.StatusNotFound:
 			res.Failed = append(res.Failed, outcome{ID: id, Error: err.Error()})
@@ -309,7 +330,7 @@ func deleteDeadLetters(c *cli, api *apiClient, ids []string, asJSON bool) error 
 }
 
 // replayDeadLetters sends one replay request and reports its outcome.
-func replayDeadLetters(c *cli, api *apiClient, body map[string]any, asJSON bool) error {
+func replayDeadLetters(c *cli, api *client.Client, body map[string]any, asJSON bool) error {
 	var res struct {
 		Replayed []map[string]any `json:"replayed"`
 		Skipped  []struct {
@@ -325,7 +346,7 @@ func replayDeadLetters(c *cli, api *apiClient, body map[string]any, asJSON bool)
 	}
 	// Replaying again is harmless (dlq.Store.Replay): an entry replayed already is gone or
 	// in progress, and a racing republish is deduplicated by its message id.
-	if err := api.doIdempotent(c.ctx, "POST", "/v1/dlq/replay", nil, body, &res); err != nil {
+	if err := api.DoIdempotent(c.ctx, "POST", "/v1/dlq/replay", nil, body, &res); err != nil {
 		return err
 	}
 	if asJSON {

@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/sources/httpapi/client"
 )
 
 // apiFlags are the flags every command that talks to the API shares (persistent on jobs and
@@ -27,7 +28,7 @@ type apiFlags struct {
 }
 
 func bindAPIFlags(fs *pflag.FlagSet, f *apiFlags) {
-	fs.StringVar(&f.url, "api-url", defaultAPIURL, "URL of the sluice API (the token comes from $SLUICE_TOKEN)")
+	fs.StringVar(&f.url, "api-url", client.DefaultURL, "URL of the sluice API (the token comes from $SLUICE_TOKEN)")
 	bindEnv(fs, "api-url", "SLUICE_API_URL")
 	fs.BoolVar(&f.asJSON, "json", false, "print JSON")
 }
@@ -35,7 +36,7 @@ func bindAPIFlags(fs *pflag.FlagSet, f *apiFlags) {
 // apiEnvHelp ends the help of the commands that talk to the API.
 const apiEnvHelp = `
 
-Talks to a running sluice API: --api-url or SLUICE_API_URL (default ` + defaultAPIURL + `),
+Talks to a running sluice API: --api-url or SLUICE_API_URL (default ` + client.DefaultURL + `),
 the bearer token from SLUICE_TOKEN. An answer 429 or 503 is waited out (Retry-After) and the
 request sent again, up to 8 times.`
 
@@ -48,7 +49,7 @@ func newJobsCmd(c *cli) *cobra.Command {
   sluice jobs wait JOB_ID --timeout 10m
   sluice jobs rollback JOB_ID`, "subcommand", "ls", "show", "wait", "rollback")
 	bindAPIFlags(cmd.PersistentFlags(), &af)
-	client := func() *apiClient { return newAPIClient(af.url, c.stderr) }
+	client := func() (*client.Client, error) { return newAPIClient(af.url, c.stderr) }
 
 	var state, env, cursor string
 	var limit int
@@ -69,7 +70,11 @@ func newJobsCmd(c *cli) *cobra.Command {
 				Jobs       []pipeline.Job `json:"jobs"`
 				NextCursor string         `json:"next_cursor"`
 			}
-			if err := client().do(c.ctx, "GET", "/v1/jobs", q, nil, &page); err != nil {
+			api, err := client()
+			if err != nil {
+				return err
+			}
+			if err := api.Do(c.ctx, "GET", "/v1/jobs", q, nil, &page); err != nil {
 				return err
 			}
 			if af.asJSON {
@@ -105,7 +110,11 @@ func newJobsCmd(c *cli) *cobra.Command {
 		ValidArgsFunction: completeJobIDs(c, 1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			var job pipeline.Job
-			if err := client().do(c.ctx, "GET", "/v1/jobs/"+url.PathEscape(args[0]), nil, nil, &job); err != nil {
+			api, err := client()
+			if err != nil {
+				return err
+			}
+			if err := api.Do(c.ctx, "GET", "/v1/jobs/"+url.PathEscape(args[0]), nil, nil, &job); err != nil {
 				return err
 			}
 			return showJob(c.stdout, job, af.asJSON, rejectionLimit(c.stdout))
@@ -131,7 +140,11 @@ out or unreachable, 130 interrupted.` + apiEnvHelp,
 			if timeout < 0 {
 				return usageError{fmt.Sprintf("jobs wait: --timeout %s is negative", timeout)}
 			}
-			job, err := waitJobAPI(c.ctx, client(), args[0], newProgressBar(c.stderr, !af.asJSON), timeout, c.stderr)
+			api, err := client()
+			if err != nil {
+				return err
+			}
+			job, err := waitJobAPI(c.ctx, api, args[0], newProgressBar(c.stderr, !af.asJSON), timeout, c.stderr)
 			if err != nil {
 				return err
 			}
@@ -162,7 +175,10 @@ harmless.` + apiEnvHelp,
 		Args:              exactArgs(1, "jobs rollback: name one job id"),
 		ValidArgsFunction: completeJobIDs(c, 1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			api := client()
+			api, err := client()
+			if err != nil {
+				return err
+			}
 			var job pipeline.Job
 			// Rolling back again is harmless: it deletes the job's documents, and those already
 			// deleted stay deleted (JobStore.RequestRollback keeps the first request).
@@ -170,11 +186,10 @@ harmless.` + apiEnvHelp,
 			if restorePrevious {
 				q = url.Values{"restore_previous": {"true"}}
 			}
-			if err := api.doIdempotent(c.ctx, "DELETE", "/v1/jobs/"+url.PathEscape(args[0]), q, nil, &job); err != nil {
+			if err := api.DoIdempotent(c.ctx, "DELETE", "/v1/jobs/"+url.PathEscape(args[0]), q, nil, &job); err != nil {
 				return err
 			}
 			if waitRollback {
-				var err error
 				if job, err = waitJobAPI(c.ctx, api, args[0], nil, 0, c.stderr); err != nil {
 					return err
 				}
@@ -208,7 +223,7 @@ const (
 // each connection and it ignores Last-Event-ID; each new stream starts with the job's current
 // record, so nothing is missed. timeout > 0 bounds the whole wait: past it the error says the
 // job's last state. Reconnects are announced on stderr.
-func waitJobAPI(ctx context.Context, api *apiClient, id string, bar *progressBar, timeout time.Duration, stderr io.Writer) (pipeline.Job, error) {
+func waitJobAPI(ctx context.Context, api *client.Client, id string, bar *progressBar, timeout time.Duration, stderr io.Writer) (pipeline.Job, error) {
 	parent := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc
@@ -232,7 +247,7 @@ func waitJobAPI(ctx context.Context, api *apiClient, id string, bar *progressBar
 	}
 	// Read the job first: an unknown job or an API that cannot be reached fails at once, and a
 	// job that has ended needs no stream.
-	if err := api.do(ctx, "GET", path, nil, nil, &last); err != nil {
+	if err := api.Do(ctx, "GET", path, nil, nil, &last); err != nil {
 		return fail(err)
 	}
 	if last.Settled() {
@@ -241,7 +256,7 @@ func waitJobAPI(ctx context.Context, api *apiClient, id string, bar *progressBar
 	wait := reconnectFirstWait
 	for failures := 0; ; {
 		got := false
-		err := api.events(ctx, path+"/events", func(event string, data []byte) bool {
+		err := api.Events(ctx, path+"/events", func(event string, data []byte) bool {
 			if err := json.Unmarshal(data, &last); err != nil {
 				return false
 			}
@@ -254,7 +269,7 @@ func waitJobAPI(ctx context.Context, api *apiClient, id string, bar *progressBar
 		if err == nil {
 			break
 		}
-		var ae *apiError
+		var ae *client.Error
 		if ctx.Err() != nil || errors.As(err, &ae) && ae.Status < 500 {
 			return fail(err) // 404 no such job, 401, 403: waiting again will not help
 		}
@@ -266,7 +281,7 @@ func waitJobAPI(ctx context.Context, api *apiClient, id string, bar *progressBar
 		}
 		// Read the job again: it may have ended while the stream was down.
 		var job pipeline.Job
-		if api.do(ctx, "GET", path, nil, nil, &job) == nil {
+		if api.Do(ctx, "GET", path, nil, nil, &job) == nil {
 			last = job
 			if job.Settled() {
 				return job, nil
@@ -290,7 +305,7 @@ func waitJobAPI(ctx context.Context, api *apiClient, id string, bar *progressBar
 	}
 	// The stream carries the hot record; read the whole job (rejections) once.
 	var job pipeline.Job
-	if err := api.do(ctx, "GET", path, nil, nil, &job); err != nil {
+	if err := api.Do(ctx, "GET", path, nil, nil, &job); err != nil {
 		return fail(err)
 	}
 	return job, nil
@@ -336,4 +351,10 @@ func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// newAPIClient is a client of the API at base for the operator commands, with the token from
+// SLUICE_TOKEN (never printed); waiting messages go to waits.
+func newAPIClient(base string, waits io.Writer) (*client.Client, error) {
+	return client.New(client.Config{URL: base, Token: envOr("SLUICE_TOKEN", ""), Waits: waits})
 }
