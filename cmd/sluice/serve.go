@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -259,7 +258,11 @@ func cmdServe(ctx context.Context, log *slog.Logger, name string, c config, drai
 		})
 		p.Go(srv.Run)
 		if c.TokensFile != "" {
-			p.Go(func(ctx context.Context) error { return watchTokens(ctx, c.TokensFile, srv, log) })
+			// SIGHUP reloads the tokens file at once.
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			p.Go(func(ctx context.Context) error { return srv.WatchTokens(ctx, c.TokensFile, hup) })
 		}
 	}
 	log.Info("sluice running", "mode", name, "data_dir", c.DataDir, "embedded_broker", b.srv != nil)
@@ -399,44 +402,6 @@ func (r chunkReader) GetChunk(ctx context.Context, env, id string) (json.RawMess
 		return nil, fmt.Errorf("%w: chunk %s", httpapi.ErrNotFound, id)
 	}
 	return doc, err
-}
-
-// watchTokens reloads the tokens file when it changes (checked every 2 s) or on SIGHUP, so
-// tokens rotate without a restart. A file that fails to load keeps the tokens in force and is
-// logged. It returns nil when ctx ends.
-func watchTokens(ctx context.Context, path string, srv *httpapi.Server, log *slog.Logger) error {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	stamp := func() string {
-		st, err := os.Stat(path)
-		if err != nil {
-			return ""
-		}
-		return st.ModTime().String() + "/" + strconv.FormatInt(st.Size(), 10)
-	}
-	last := stamp()
-	tick := time.NewTicker(2 * time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-hup:
-		case <-tick.C:
-			if now := stamp(); now == last {
-				continue
-			}
-		}
-		last = stamp()
-		tokens, err := httpapi.LoadTokens(path)
-		if err != nil {
-			log.Error("reload API tokens: keeping the previous tokens", "err", err)
-			continue
-		}
-		srv.SetTokens(tokens)
-		log.Info("reloaded API tokens", "tokens", len(tokens))
-	}
 }
 
 // graphReader adapts the graph store to the API.
