@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/sources/httpapi"
 	"github.com/sluice-dev/sluice/sources/httpapi/client"
 )
 
@@ -161,14 +162,14 @@ func completeJobIDs(_ *cli, max int) cobra.CompletionFunc {
 
 // deadLetters lists up to completionLimit dead letters for a completion; nil when the API does
 // not answer.
-func deadLetters(cmd *cobra.Command) []dlqEntry {
+func deadLetters(cmd *cobra.Command) []httpapi.DeadLetter {
 	api, ctx, cancel, ok := completionClient(cmd)
 	if !ok {
 		return nil
 	}
 	defer cancel()
 	var page struct {
-		Entries []dlqEntry `json:"entries"`
+		Entries []httpapi.DeadLetter `json:"entries"`
 	}
 	q := url.Values{"limit": {fmt.Sprint(completionLimit)}}
 	if err := api.Do(ctx, "GET", "/v1/dlq", q, nil, &page); err != nil {

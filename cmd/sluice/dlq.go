@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,35 +13,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sluice-dev/sluice/schemas"
+	"github.com/sluice-dev/sluice/sources/httpapi"
 	"github.com/sluice-dev/sluice/sources/httpapi/client"
 )
-
-// dlqEntry is the part of a dead letter the CLI shows.
-type dlqEntry struct {
-	ID      string              `json:"id"`
-	Subject string              `json:"subject"`
-	Headers map[string][]string `json:"headers"`
-	Payload string              `json:"payload"`
-	// PayloadRef is set when the original was too large to embed (payload is then empty).
-	PayloadRef *schemas.DeadLetterRef `json:"payload_ref,omitempty"`
-	HeadersRef *schemas.DeadLetterRef `json:"headers_ref,omitempty"`
-	Error      struct {
-		Class   string `json:"class"`
-		Message string `json:"message"`
-		Sink    string `json:"sink"`
-	} `json:"error"`
-	Attempts       int             `json:"attempts"`
-	FirstFailure   time.Time       `json:"first_failure"`
-	LastFailure    time.Time       `json:"last_failure"`
-	StreamSeq      uint64          `json:"stream_seq"`
-	JobID          string          `json:"job_id"`
-	Item           *int            `json:"item"`
-	TraceID        string          `json:"trace_id"`
-	Replays        int             `json:"replays"`
-	DeadLetteredAt time.Time       `json:"dead_lettered_at"`
-	PayloadJSON    json.RawMessage `json:"payload_json"`
-}
 
 // dlqFilter is the filter flags of dlq ls, replay and purge.
 type dlqFilter struct {
@@ -103,8 +75,8 @@ func newDLQCmd(c *cli) *cobra.Command {
 				q.Set("cursor", cursor)
 			}
 			var page struct {
-				Entries    []dlqEntry `json:"entries"`
-				NextCursor *string    `json:"next_cursor"`
+				Entries    []httpapi.DeadLetter `json:"entries"`
+				NextCursor *string              `json:"next_cursor"`
 			}
 			api, err := client()
 			if err != nil {
@@ -147,7 +119,7 @@ func newDLQCmd(c *cli) *cobra.Command {
 		Args:              exactArgs(1, "dlq show: name one dead-letter id"),
 		ValidArgsFunction: completeDeadLetterIDs(c, 1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			var e dlqEntry
+			var e httpapi.DeadLetter
 			api, err := client()
 			if err != nil {
 				return err
@@ -376,7 +348,7 @@ func replayDeadLetters(c *cli, api *client.Client, body map[string]any, asJSON b
 }
 
 // showDeadLetter prints one dead letter for a person.
-func showDeadLetter(w io.Writer, e dlqEntry) error {
+func showDeadLetter(w io.Writer, e httpapi.DeadLetter) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "id\t%s\nsubject\t%s\nerror\t%s: %s\nsink\t%s\n", e.ID, e.Subject, e.Error.Class, e.Error.Message, e.Error.Sink)
 	fmt.Fprintf(tw, "job\t%s\nattempts\t%d (replayed %d times)\nfailed\t%s .. %s\nstream seq\t%d\ntrace\t%s\n", e.JobID, e.Attempts, e.Replays,
@@ -395,7 +367,7 @@ func showDeadLetter(w io.Writer, e dlqEntry) error {
 	}
 	payload := []byte(e.PayloadJSON)
 	if len(payload) == 0 {
-		payload, _ = base64.StdEncoding.DecodeString(e.Payload)
+		payload = e.Payload
 	}
 	_, err := fmt.Fprintf(w, "payload (%d bytes):\n%s\n", len(payload), truncateText(string(payload), 2000))
 	return err
