@@ -372,11 +372,3 @@ func showDeadLetter(w io.Writer, e httpapi.DeadLetter) error {
 	_, err := fmt.Fprintf(w, "payload (%d bytes):\n%s\n", len(payload), truncateText(string(payload), 2000))
 	return err
 }
-
-func truncateText(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n]) + "…"
-}

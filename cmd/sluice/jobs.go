@@ -14,31 +14,10 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/sources/httpapi/client"
 )
-
-// apiFlags are the flags every command that talks to the API shares (persistent on jobs and
-// dlq, so they may come anywhere on the line).
-type apiFlags struct {
-	url    string
-	asJSON bool
-}
-
-func bindAPIFlags(fs *pflag.FlagSet, f *apiFlags) {
-	fs.StringVar(&f.url, "api-url", client.DefaultURL, "URL of the sluice API (the token comes from $SLUICE_TOKEN)")
-	bindEnv(fs, "api-url", "SLUICE_API_URL")
-	fs.BoolVar(&f.asJSON, "json", false, "print JSON")
-}
-
-// apiEnvHelp ends the help of the commands that talk to the API.
-const apiEnvHelp = `
-
-Talks to a running sluice API: --api-url or SLUICE_API_URL (default ` + client.DefaultURL + `),
-the bearer token from SLUICE_TOKEN. An answer 429 or 503 is waited out (Retry-After) and the
-request sent again, up to 8 times.`
 
 func newJobsCmd(c *cli) *cobra.Command {
 	var af apiFlags
@@ -345,16 +324,4 @@ func showJob(w io.Writer, j pipeline.Job, asJSON bool, limit int) error {
 		fmt.Fprintf(w, "  warning, item %d %s: %s\n", r.Index, r.ID, r.Reason)
 	}
 	return nil
-}
-
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
-}
-
-// newAPIClient is a client of the API at base for the operator commands, with the token from
-// SLUICE_TOKEN (never printed); waiting messages go to waits.
-func newAPIClient(base string, waits io.Writer) (*client.Client, error) {
-	return client.New(client.Config{URL: base, Token: envOr("SLUICE_TOKEN", ""), Waits: waits})
 }

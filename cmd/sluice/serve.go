@@ -2,13 +2,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 	"time"
 
@@ -17,13 +15,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sourcegraph/conc/pool"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/dlq"
 	"github.com/sluice-dev/sluice/sinks/graph"
 	"github.com/sluice-dev/sluice/sources/embedded"
-	"github.com/sluice-dev/sluice/sources/files"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
@@ -272,145 +268,4 @@ func cmdServe(ctx context.Context, log *slog.Logger, name string, c config, drai
 		return nil
 	}
 	return err
-}
-
-// apiLimitFlags are the API's abuse limits as given (flags, defaulting to their env vars);
-// parse checks them. Zero values mean httpapi's defaults.
-type apiLimitFlags struct {
-	bodyTimeout, graphTimeout *time.Duration
-	maxConns, feedsPerToken   *int
-	spoolBytes                *int64
-	rateLimits                *string
-}
-
-func bindAPILimits(fs *pflag.FlagSet) *apiLimitFlags {
-	f := &apiLimitFlags{
-		bodyTimeout:   fs.Duration("api-body-timeout", 0, "longest wait for a request body's next bytes, before authentication too; 0 means 1m"),
-		graphTimeout:  fs.Duration("api-graph-timeout", 0, "deadline of each graph read, 503 past it; 0 means 10s"),
-		maxConns:      fs.Int("api-max-conns", 0, "open client connections at most, 503 past it; 0 means 1024"),
-		feedsPerToken: fs.Int("api-feeds-per-token", 0, "open change feeds per token at most, 429 past it; 0 means 16"),
-		spoolBytes:    fs.Int64("api-spool-bytes", 0, "upload bytes received at once over all uploads, 503 past it; 0 means 4 GiB"),
-		rateLimits:    fs.String("api-rate-limits", "", "per-token rates, class=rate[:burst] for uploads, graph, replay, feeds, or class=off; default uploads=2:10,graph=20:40,replay=1:5,feeds=5:20"),
-	}
-	for flag, env := range map[string]string{
-		"api-body-timeout": "SLUICE_API_BODY_TIMEOUT", "api-graph-timeout": "SLUICE_API_GRAPH_TIMEOUT",
-		"api-max-conns": "SLUICE_API_MAX_CONNS", "api-feeds-per-token": "SLUICE_API_FEEDS_PER_TOKEN",
-		"api-spool-bytes": "SLUICE_API_SPOOL_BYTES", "api-rate-limits": "SLUICE_API_RATE_LIMITS",
-	} {
-		bindEnv(fs, flag, env)
-	}
-	return f
-}
-
-func (f *apiLimitFlags) parse() (httpapi.Config, error) {
-	var errs []error
-	for name, d := range map[string]time.Duration{"--api-body-timeout": *f.bodyTimeout, "--api-graph-timeout": *f.graphTimeout} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("%s %s is negative", name, d))
-		}
-	}
-	for name, n := range map[string]int64{"--api-max-conns": int64(*f.maxConns), "--api-feeds-per-token": int64(*f.feedsPerToken), "--api-spool-bytes": *f.spoolBytes} {
-		if n < 0 {
-			errs = append(errs, fmt.Errorf("%s %d is negative", name, n))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return httpapi.Config{}, err
-	}
-	rl, err := httpapi.ParseRateLimits(*f.rateLimits)
-	if err != nil {
-		return httpapi.Config{}, err
-	}
-	return httpapi.Config{
-		BodyIdleTimeout: *f.bodyTimeout, GraphTimeout: *f.graphTimeout, MaxConns: *f.maxConns,
-		MaxFeedsPerToken: *f.feedsPerToken, MaxSpoolBytes: *f.spoolBytes, RateLimits: rl,
-	}, nil
-}
-
-// jobService adapts the loader and job store to the API.
-type jobService struct {
-	loader *pipeline.Loader
-	jobs   *pipeline.JobStore
-}
-
-func (s jobService) SubmitJob(ctx context.Context, req httpapi.SubmitRequest) (httpapi.SubmitResult, error) {
-	res, err := s.loader.Load(ctx, pipeline.LoadRequest{
-		Env: req.Env, Body: req.Body, File: req.File, Format: files.Format(req.Format), Force: req.Force,
-		IdempotencyKey: req.IdempotencyKey,
-	})
-	if err != nil {
-		if errors.Is(err, pipeline.ErrBadInput) {
-			return httpapi.SubmitResult{}, fmt.Errorf("%w: %w", httpapi.ErrBadRequest, err)
-		}
-		if errors.Is(err, pipeline.ErrBusy) {
-			return httpapi.SubmitResult{}, fmt.Errorf("%w: %w", httpapi.ErrBusy, err)
-		}
-		return httpapi.SubmitResult{}, err
-	}
-	return httpapi.SubmitResult{
-		JobID: res.JobID, Env: res.Env, State: res.State, Total: res.Total, Published: res.Published,
-		Rejected: res.Rejected, Rejections: res.Rejections, Existing: res.Existing,
-	}, nil
-}
-
-func (s jobService) GetJob(ctx context.Context, id string) (pipeline.Job, error) {
-	j, err := s.jobs.Get(ctx, id)
-	if errors.Is(err, pipeline.ErrJobNotFound) {
-		return j, fmt.Errorf("%w: job %s", httpapi.ErrNotFound, id)
-	}
-	return j, err
-}
-
-func (s jobService) ListJobs(ctx context.Context, f httpapi.JobFilter, cursor string, limit int) ([]pipeline.Job, string, error) {
-	jobs, next, err := s.jobs.List(ctx, pipeline.JobFilter{State: f.State, Env: f.Env}, cursor, limit)
-	if errors.Is(err, pipeline.ErrBadCursor) {
-		return nil, "", fmt.Errorf("%w: %w", httpapi.ErrBadRequest, err)
-	}
-	return jobs, next, err
-}
-
-func (s jobService) WatchJob(ctx context.Context, id string, fn func(pipeline.Job) bool) error {
-	return s.jobs.Watch(ctx, id, fn)
-}
-
-func (s jobService) RollbackJob(ctx context.Context, id, by string) (pipeline.Job, error) {
-	return s.RollbackJobWith(ctx, id, by, pipeline.RollbackOptions{})
-}
-
-// RollbackJobWith rolls a job back with options (restore_previous); the API answers 400 for
-// pipeline.ErrRestoreUnsupported.
-func (s jobService) RollbackJobWith(ctx context.Context, id, by string, opts pipeline.RollbackOptions) (pipeline.Job, error) {
-	job, err := s.loader.RollbackWith(ctx, id, by, opts)
-	switch {
-	case errors.Is(err, pipeline.ErrJobNotFound):
-		return job, fmt.Errorf("%w: job %s", httpapi.ErrNotFound, id)
-	case errors.Is(err, pipeline.ErrJobRunning):
-		return job, fmt.Errorf("%w: %w", httpapi.ErrConflict, err)
-	}
-	return job, err
-}
-
-// chunkReader reads chunks from the document store.
-type chunkReader struct {
-	sinks      *sinks
-	collection string
-}
-
-func (r chunkReader) GetChunk(ctx context.Context, env, id string) (json.RawMessage, error) {
-	doc, err := r.sinks.docs.GetDoc(ctx, strings.ReplaceAll(r.collection, "{env}", env), id)
-	if errors.Is(err, r.sinks.notFound) {
-		return nil, fmt.Errorf("%w: chunk %s", httpapi.ErrNotFound, id)
-	}
-	return doc, err
-}
-
-// graphReader adapts the graph store to the API.
-type graphReader struct{ graph.Store }
-
-func (r graphReader) GetNode(ctx context.Context, env, id string) (graph.Node, error) {
-	n, err := r.Store.GetNode(ctx, env, id)
-	if errors.Is(err, graph.ErrNotFound) {
-		return n, fmt.Errorf("%w: node %s", httpapi.ErrNotFound, id)
-	}
-	return n, err
 }

@@ -1,0 +1,445 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/sourcegraph/conc/pool"
+
+	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/pipeline/secret"
+	"github.com/sluice-dev/sluice/pipeline/sign"
+	"github.com/sluice-dev/sluice/sinks/astra"
+	"github.com/sluice-dev/sluice/sinks/docstore"
+	"github.com/sluice-dev/sluice/sinks/graph"
+	"github.com/sluice-dev/sluice/sources/embedded"
+	"github.com/sluice-dev/sluice/sources/files"
+	"github.com/sluice-dev/sluice/sources/httpapi"
+	sjs "github.com/sluice-dev/sluice/sources/jetstream"
+)
+
+// commandKey returns the key commands and rollbacks are signed and verified with:
+// SLUICE_COMMAND_KEY, else the file SLUICE_COMMAND_KEY_FILE (owner-only), else command.key in
+// the data directory, generated on first use. Every API and worker process of one deployment
+// must hold the same key; the log line names its fingerprint so they can be compared.
+func commandKey(c config, log *slog.Logger) (*sign.Key, error) {
+	src, raw := "SLUICE_COMMAND_KEY", c.CommandKey
+	if raw == "" {
+		var err error
+		if c.CommandKeyFile != "" {
+			src = c.CommandKeyFile
+			raw, err = secret.Read(c.CommandKeyFile)
+		} else {
+			src = filepath.Join(c.DataDir, sign.KeyFile)
+			if err = os.MkdirAll(c.DataDir, 0o700); err == nil {
+				raw, err = secret.ReadOrCreate(src)
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("command signing key: %w", err)
+		}
+	}
+	k, err := sign.NewKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	log.Info("command signing key", "source", src, "key_id", k.ID())
+	return k, nil
+}
+
+// openGraph opens the graph store; with reg set, a PostgreSQL pool's statistics are exported.
+func openGraph(ctx context.Context, c config, reg prometheus.Registerer) (graph.Store, error) {
+	dsn := c.GraphDSN
+	if dsn == "" {
+		dsn = filepath.Join(c.DataDir, "graph.db")
+	}
+	g, err := graph.Open(ctx, dsn, graph.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("open graph store: %w", err)
+	}
+	if pg, ok := g.(*graph.Postgres); ok && reg != nil {
+		gauge := func(name, help string, f func(graph.PoolStats) float64) prometheus.Collector {
+			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_graph_pool_" + name, Help: help},
+				func() float64 { return f(pg.PoolStats()) })
+		}
+		reg.MustRegister(
+			gauge("conns_total", "PostgreSQL pool connections open.", func(s graph.PoolStats) float64 { return float64(s.TotalConns) }),
+			gauge("conns_idle", "PostgreSQL pool connections idle.", func(s graph.PoolStats) float64 { return float64(s.IdleConns) }),
+			gauge("conns_acquired", "PostgreSQL pool connections in use.", func(s graph.PoolStats) float64 { return float64(s.AcquiredConns) }),
+			gauge("conns_max", "PostgreSQL pool size limit.", func(s graph.PoolStats) float64 { return float64(s.MaxConns) }),
+			gauge("acquire_wait_seconds_total", "Time spent waiting for a pool connection.", func(s graph.PoolStats) float64 { return s.EmptyAcquireWaitTime.Seconds() }),
+			gauge("acquires_waited_total", "Acquires that had to wait for a connection.", func(s graph.PoolStats) float64 { return float64(s.EmptyAcquireCount) }),
+		)
+	}
+	return g, nil
+}
+
+// broker is a connection to JetStream with Sluice's streams provisioned, and the embedded
+// server behind it when this process runs one.
+type broker struct {
+	srv     *embedded.Server
+	nc      *nats.Conn
+	js      jetstream.JetStream
+	streams *sjs.Provisioned
+	jobs    *pipeline.JobStore
+	// remote is true when the broker belongs to another process (NATS_URL, or a running
+	// sluice serve on the same data directory).
+	remote bool
+}
+
+// openBroker connects to NATS_URL, else to the embedded server another sluice process runs on
+// the data directory, else starts one in this process (when allowEmbedded).
+func openBroker(ctx context.Context, c config, log *slog.Logger, allowEmbedded bool) (*broker, error) {
+	b := &broker{}
+	nc := c.NATS
+	if nc.URL != "" {
+		b.remote = true
+	} else {
+		// The embedded broker admits only its credential (owner-only in the data directory):
+		// whoever can read the data directory may connect, other local users may not.
+		ep, err := embedded.Discover(c.DataDir)
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("connect to the embedded broker on %s: %w", c.DataDir, err)
+		case ep.URL != "":
+			b.remote = true
+		case allowEmbedded:
+			srv, err := embedded.Start(embedded.Config{DataDir: c.DataDir, LazySync: c.LazySync, Logger: log})
+			if err != nil {
+				return nil, fmt.Errorf("start embedded broker: %w", err)
+			}
+			b.srv = srv
+			ep = srv.Endpoint()
+		default:
+			return nil, errors.New("no broker: set NATS_URL or start sluice serve on this data directory")
+		}
+		nc.URL, nc.User, nc.Password = ep.URL, ep.User, ep.Password
+	}
+	nc.Logger = log
+	conn, err := sjs.Connect(ctx, nc)
+	if err != nil {
+		b.close()
+		return nil, err
+	}
+	b.nc = conn
+	if b.js, err = jetstream.New(conn); err != nil {
+		b.close()
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if b.streams, err = sjs.Provision(ctx, b.js, sjs.ProvisionConfig{}); err != nil {
+		b.close()
+		return nil, err
+	}
+	b.jobs = pipeline.NewJobStore(b.streams.JobsKV)
+	return b, nil
+}
+
+func (b *broker) close() {
+	if b.nc != nil {
+		_ = b.nc.Drain()
+		b.nc.Close()
+	}
+	if b.srv != nil {
+		b.srv.Shutdown()
+	}
+}
+
+func (b *broker) ping(ctx context.Context) error {
+	if !b.nc.IsConnected() {
+		return errors.New("not connected to NATS")
+	}
+	_, err := b.js.AccountInfo(ctx)
+	return err
+}
+
+// docSink is the document store chunks go to and are read from.
+type docSink interface {
+	pipeline.DocSink
+	GetDoc(ctx context.Context, collection, id string) (json.RawMessage, error)
+}
+
+// sinks is the document store this process writes to: AstraDB when an endpoint is
+// configured, else the embedded SQLite store.
+type sinks struct {
+	docs     docSink
+	name     string
+	notFound error
+	ping     func(context.Context) error
+	close    func()
+}
+
+func openSinks(ctx context.Context, c config, log *slog.Logger) (*sinks, error) {
+	if c.Astra.Endpoint != "" {
+		ac := c.Astra
+		ac.Logger = log
+		client, err := astra.NewClient(ac)
+		if err != nil {
+			return nil, fmt.Errorf("astra: %w", err)
+		}
+		sink, err := astra.NewSink(astra.SinkConfig{Client: client, Vector: c.AstraVector, Logger: log})
+		if err != nil {
+			client.Close()
+			return nil, fmt.Errorf("astra: %w", err)
+		}
+		log.Info("writing chunks to AstraDB", "astra", ac) // Config logs the token redacted
+		return &sinks{
+			docs: sink, name: "astra", notFound: astra.ErrNotFound, close: client.Close,
+			ping: func(ctx context.Context) error { _, err := client.FindCollections(ctx); return err },
+		}, nil
+	}
+	store, err := docstore.Open(ctx, docstore.Config{Path: filepath.Join(c.DataDir, "documents.db"), Logger: log})
+	if err != nil {
+		return nil, err
+	}
+	return &sinks{docs: store, name: "docstore", notFound: docstore.ErrNotFound, ping: store.Ping, close: func() { _ = store.Close() }}, nil
+}
+
+// requirementsParts is the requirements side of serve, worker and api: the SQLite requirements
+// store in the data directory, the command streams, the command worker (workers) and the API
+// services (api).
+type requirementsParts struct {
+	store   reqStore
+	streams *sjs.CommandStreams
+	js      jetstream.JetStream
+	jobsKV  jetstream.KeyValue
+	log     *slog.Logger
+	// worker is nil unless workers run in this process.
+	worker *pipeline.CommandWorker
+	// client and events are nil unless the API runs in this process.
+	client *pipeline.CommandClient
+	events *pipeline.EventFeed
+}
+
+// requirementsOptions says what startRequirements builds.
+type requirementsOptions struct {
+	// JS is the broker connection; JobsKV the jobs bucket (job progress goes to the change feed).
+	JS     jetstream.JetStream
+	JobsKV jetstream.KeyValue
+	// Graph receives the projection of applied commands and imports. Optional.
+	Graph pipeline.GraphApplier
+	// Workers builds the command worker; API builds the API services.
+	Workers, API bool
+	// Key signs commands (API) and verifies them (workers). Required.
+	Key    *sign.Key
+	Drain  time.Duration
+	Logger *slog.Logger
+	// Startup reports start-up waits (log, /readyz). Optional: the zero value reports nothing.
+	Startup startup
+}
+
+// startRequirements opens the requirements store (requirements.db in the data directory),
+// provisions the command streams, and builds the command worker and the API services. Nothing
+// runs until run; the caller must call close after the pool it ran in has returned.
+func startRequirements(ctx context.Context, c config, o requirementsOptions) (*requirementsParts, error) {
+	streams, err := sjs.ProvisionCommands(ctx, o.JS, sjs.ProvisionConfig{})
+	if err != nil {
+		return nil, err
+	}
+	v, err := requirements.NewValidator()
+	if err != nil {
+		return nil, err
+	}
+	var store reqStore
+	if c.Astra.Endpoint != "" {
+		// With AstraDB configured, requirement versions, feature requests, the audit trail and
+		// the apply markers are documents of one collection (the database allows 5 to 10).
+		ac := c.Astra
+		ac.Logger = o.Logger
+		client, cerr := astra.NewClient(ac)
+		if cerr != nil {
+			return nil, fmt.Errorf("astra: %w", cerr)
+		}
+		var as *requirements.AstraStore
+		cerr = o.Startup.retry(ctx, "AstraDB (requirements store)", func(ctx context.Context) error {
+			var err error
+			as, err = requirements.OpenAstra(ctx, requirements.AstraConfig{Client: client, Validator: v})
+			return err
+		})
+		if cerr != nil {
+			client.Close()
+			return nil, fmt.Errorf("open requirements store: %w", cerr)
+		}
+		store = closeBoth{as, client.Close}
+	} else {
+		sq, cerr := requirements.OpenSQLite(ctx, requirements.SQLiteConfig{Path: filepath.Join(c.DataDir, "requirements.db"), Validator: v})
+		if cerr != nil {
+			return nil, fmt.Errorf("open requirements store: %w", cerr)
+		}
+		store = sq
+	}
+	rp := &requirementsParts{store: store, streams: streams, js: o.JS, jobsKV: o.JobsKV, log: o.Logger}
+	if o.Workers {
+		rp.worker, err = pipeline.NewCommandWorker(pipeline.CommandWorkerConfig{
+			JS: o.JS, Streams: streams, Store: store, Key: o.Key, Graph: o.Graph, Validator: v, DrainTimeout: o.Drain, Logger: o.Logger,
+		})
+		if err != nil {
+			rp.close()
+			return nil, err
+		}
+	}
+	if o.API {
+		rp.client, err = pipeline.NewCommandClient(pipeline.CommandClientConfig{JS: o.JS, Streams: streams, Store: store, Key: o.Key, Graph: o.Graph, Validator: v})
+		if err != nil {
+			rp.close()
+			return nil, err
+		}
+		rp.events = pipeline.NewEventFeed(o.JS)
+	}
+	return rp, nil
+}
+
+// requirementsService is the API's requirements service, nil (no routes) without the API.
+func (rp *requirementsParts) requirementsService() httpapi.RequirementsService {
+	if rp.client == nil {
+		return nil
+	}
+	return rp.client
+}
+
+// eventSource is the API's change feed, nil (no routes) without the API.
+func (rp *requirementsParts) eventSource() httpapi.EventSource {
+	if rp.events == nil {
+		return nil
+	}
+	return rp.events
+}
+
+// run starts the command worker and the job-progress forwarder in p (workers only).
+func (rp *requirementsParts) run(p *pool.ContextPool) {
+	if rp.worker == nil {
+		return
+	}
+	p.Go(func(ctx context.Context) error { return rp.worker.Run(ctx) })
+	p.Go(func(ctx context.Context) error {
+		err := pipeline.ForwardJobEvents(ctx, rp.js, rp.jobsKV, func(err error) { rp.log.Warn("job progress to the change feed", "err", err) })
+		if err != nil && !errors.Is(err, context.Canceled) {
+			rp.log.Warn("job progress is not forwarded to the change feed", "err", err)
+		}
+		return nil // the change feed is best effort; it never stops the workers
+	})
+}
+
+// close releases the API client and the store.
+func (rp *requirementsParts) close() {
+	if rp.client != nil {
+		_ = rp.client.Close()
+	}
+	_ = rp.store.Close()
+}
+
+// reqStore is a requirements store this process owns and closes.
+type reqStore interface {
+	requirements.Store
+	Close() error
+}
+
+// closeBoth closes the store, then the client it does not own.
+type closeBoth struct {
+	*requirements.AstraStore
+	closeClient func()
+}
+
+func (c closeBoth) Close() error {
+	err := c.AstraStore.Close()
+	c.closeClient()
+	return err
+}
+
+// jobService adapts the loader and job store to the API.
+type jobService struct {
+	loader *pipeline.Loader
+	jobs   *pipeline.JobStore
+}
+
+func (s jobService) SubmitJob(ctx context.Context, req httpapi.SubmitRequest) (httpapi.SubmitResult, error) {
+	res, err := s.loader.Load(ctx, pipeline.LoadRequest{
+		Env: req.Env, Body: req.Body, File: req.File, Format: files.Format(req.Format), Force: req.Force,
+		IdempotencyKey: req.IdempotencyKey,
+	})
+	if err != nil {
+		if errors.Is(err, pipeline.ErrBadInput) {
+			return httpapi.SubmitResult{}, fmt.Errorf("%w: %w", httpapi.ErrBadRequest, err)
+		}
+		if errors.Is(err, pipeline.ErrBusy) {
+			return httpapi.SubmitResult{}, fmt.Errorf("%w: %w", httpapi.ErrBusy, err)
+		}
+		return httpapi.SubmitResult{}, err
+	}
+	return httpapi.SubmitResult{
+		JobID: res.JobID, Env: res.Env, State: res.State, Total: res.Total, Published: res.Published,
+		Rejected: res.Rejected, Rejections: res.Rejections, Existing: res.Existing,
+	}, nil
+}
+
+func (s jobService) GetJob(ctx context.Context, id string) (pipeline.Job, error) {
+	j, err := s.jobs.Get(ctx, id)
+	if errors.Is(err, pipeline.ErrJobNotFound) {
+		return j, fmt.Errorf("%w: job %s", httpapi.ErrNotFound, id)
+	}
+	return j, err
+}
+
+func (s jobService) ListJobs(ctx context.Context, f httpapi.JobFilter, cursor string, limit int) ([]pipeline.Job, string, error) {
+	jobs, next, err := s.jobs.List(ctx, pipeline.JobFilter{State: f.State, Env: f.Env}, cursor, limit)
+	if errors.Is(err, pipeline.ErrBadCursor) {
+		return nil, "", fmt.Errorf("%w: %w", httpapi.ErrBadRequest, err)
+	}
+	return jobs, next, err
+}
+
+func (s jobService) WatchJob(ctx context.Context, id string, fn func(pipeline.Job) bool) error {
+	return s.jobs.Watch(ctx, id, fn)
+}
+
+func (s jobService) RollbackJob(ctx context.Context, id, by string) (pipeline.Job, error) {
+	return s.RollbackJobWith(ctx, id, by, pipeline.RollbackOptions{})
+}
+
+// RollbackJobWith rolls a job back with options (restore_previous); the API answers 400 for
+// pipeline.ErrRestoreUnsupported.
+func (s jobService) RollbackJobWith(ctx context.Context, id, by string, opts pipeline.RollbackOptions) (pipeline.Job, error) {
+	job, err := s.loader.RollbackWith(ctx, id, by, opts)
+	switch {
+	case errors.Is(err, pipeline.ErrJobNotFound):
+		return job, fmt.Errorf("%w: job %s", httpapi.ErrNotFound, id)
+	case errors.Is(err, pipeline.ErrJobRunning):
+		return job, fmt.Errorf("%w: %w", httpapi.ErrConflict, err)
+	}
+	return job, err
+}
+
+// chunkReader reads chunks from the document store.
+type chunkReader struct {
+	sinks      *sinks
+	collection string
+}
+
+func (r chunkReader) GetChunk(ctx context.Context, env, id string) (json.RawMessage, error) {
+	doc, err := r.sinks.docs.GetDoc(ctx, strings.ReplaceAll(r.collection, "{env}", env), id)
+	if errors.Is(err, r.sinks.notFound) {
+		return nil, fmt.Errorf("%w: chunk %s", httpapi.ErrNotFound, id)
+	}
+	return doc, err
+}
+
+// graphReader adapts the graph store to the API.
+type graphReader struct{ graph.Store }
+
+func (r graphReader) GetNode(ctx context.Context, env, id string) (graph.Node, error) {
+	n, err := r.Store.GetNode(ctx, env, id)
+	if errors.Is(err, graph.ErrNotFound) {
+		return n, fmt.Errorf("%w: node %s", httpapi.ErrNotFound, id)
+	}
+	return n, err
+}
