@@ -86,6 +86,8 @@ type config struct {
 	// signs commands and rollbacks with and the workers verify them with; without either,
 	// command.key in the data directory (created on first use).
 	CommandKey, CommandKeyFile string
+	// DrainTimeout (serve, worker, api) is how long in-flight work may take on shutdown.
+	DrainTimeout time.Duration
 }
 
 // bindCommon registers the flags every command that opens the broker or the stores shares,
@@ -200,4 +202,17 @@ func (f *apiLimitFlags) parse() (httpapi.Config, error) {
 		BodyIdleTimeout: *f.bodyTimeout, GraphTimeout: *f.graphTimeout, MaxConns: *f.maxConns,
 		MaxFeedsPerToken: *f.feedsPerToken, MaxSpoolBytes: *f.spoolBytes, RateLimits: rl,
 	}, nil
+}
+
+// bindServe registers the flags of serve, worker and api: bindCommon's, the API's address,
+// tokens and abuse limits, and the drain timeout.
+func bindServe(fs *pflag.FlagSet, c *config) *apiLimitFlags {
+	bindCommon(fs, c)
+	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP API address")
+	bindEnv(fs, "http-addr", "SLUICE_HTTP_ADDR")
+	fs.StringVar(&c.TokensFile, "tokens-file", "", "JSON list of API tokens; without it the API serves loopback only")
+	bindEnv(fs, "tokens-file", "SLUICE_API_TOKENS_FILE")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "how long in-flight work may take to finish on shutdown")
+	bindEnv(fs, "drain-timeout", "SLUICE_DRAIN_TIMEOUT")
+	return bindAPILimits(fs)
 }

@@ -14,9 +14,11 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sourcegraph/conc/pool"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/dlq"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/secret"
 	"github.com/sluice-dev/sluice/pipeline/sign"
@@ -442,4 +444,154 @@ func (r graphReader) GetNode(ctx context.Context, env, id string) (graph.Node, e
 		return n, fmt.Errorf("%w: node %s", httpapi.ErrNotFound, id)
 	}
 	return n, err
+}
+
+// deps is what serve, worker and api open before they build their workers and API: the
+// broker, the document, graph and requirements stores, the dead-letter store, the metrics
+// registry and the command key. close releases them in reverse.
+type deps struct {
+	b    *broker
+	sk   *sinks
+	dead *dlq.Store
+	reg  *prometheus.Registry
+	g    graph.Store
+	key  *sign.Key
+	rq   *requirementsParts
+	// closers run in reverse order by close.
+	closers []func()
+}
+
+// depsOptions says what openDeps builds the requirements parts for.
+type depsOptions struct {
+	workers, api bool
+	drain        time.Duration
+	log          *slog.Logger
+	startup      startup
+}
+
+// openDeps opens everything a serve process needs, reporting each step to o.startup. On error
+// what was opened is closed; else the caller calls close once nothing uses them any more.
+func openDeps(ctx context.Context, c config, o depsOptions) (_ *deps, err error) {
+	d := &deps{}
+	defer func() {
+		if err != nil {
+			d.close()
+		}
+	}()
+	o.startup.step("opening the broker")
+	if d.b, err = openBroker(ctx, c, o.log, true); err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, d.b.close)
+	o.startup.step("opening the document store")
+	if d.sk, err = openSinks(ctx, c, o.log); err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, d.sk.close)
+	if d.dead, err = dlq.New(dlq.Config{JS: d.b.js, Stream: d.b.streams.DLQ, Logger: o.log}); err != nil {
+		return nil, err
+	}
+	d.reg = prometheus.NewRegistry()
+	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	o.startup.step("opening the graph store")
+	if d.g, err = openGraph(ctx, c, d.reg); err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, func() { _ = d.g.Close() })
+	if d.key, err = commandKey(c, o.log); err != nil {
+		return nil, err
+	}
+	d.rq, err = startRequirements(ctx, c, requirementsOptions{JS: d.b.js, JobsKV: d.b.streams.JobsKV, Graph: d.g,
+		Workers: o.workers, API: o.api, Key: d.key, Drain: o.drain, Logger: o.log, Startup: o.startup})
+	if err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, d.rq.close)
+	return d, nil
+}
+
+// close releases what openDeps opened, last first.
+func (d *deps) close() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
+	}
+}
+
+// newChunkWorker builds the chunk and graph worker on d's streams and stores.
+func (d *deps) newChunkWorker(drain time.Duration, log *slog.Logger) (*pipeline.Worker, error) {
+	return pipeline.NewWorker(pipeline.WorkerConfig{
+		JS: d.b.js, Streams: d.b.streams, Jobs: d.b.jobs, Sink: d.sk.docs, SinkName: d.sk.name, Graph: d.g, Key: d.key,
+		DrainTimeout: drain, Registerer: d.reg, Logger: log,
+	})
+}
+
+// apiOptions is what newAPIServer needs besides deps.
+type apiOptions struct {
+	tokens []httpapi.Token
+	limits httpapi.Config
+	drain  time.Duration
+	// worker, when this process runs one, reports its dead-lettering health in /readyz.
+	worker *pipeline.Worker
+	log    *slog.Logger
+}
+
+// newAPIServer builds the HTTP API on d and takes over the port su holds.
+func (d *deps) newAPIServer(ctx context.Context, c config, su startup, o apiOptions) (*httpapi.Server, error) {
+	// One publish scheduler for every upload of this process (issue 12).
+	// AstraDB keeps no previous versions of a document: a rollback asked to restore them
+	// is refused at once (400) instead of failing in the workers.
+	loader, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: d.b.js, Jobs: d.b.jobs, SpoolDir: c.DataDir + "/spool", Key: d.key,
+		Batch:              sjs.BatchWriterConfig{Admission: sjs.NewAdmission(sjs.AdmissionConfig{})},
+		NoPreviousVersions: c.Astra.Endpoint != ""})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := su.api.Handover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l := o.limits
+	srv, err := httpapi.New(httpapi.Config{
+		Addr: c.HTTPAddr, Listener: ln, Tokens: o.tokens,
+		Jobs:            jobService{loader: loader, jobs: d.b.jobs},
+		Chunks:          chunkReader{sinks: d.sk, collection: "ttrpg_chunks_{env}"},
+		DeadLetters:     d.dead,
+		Graph:           graphReader{d.g},
+		Requirements:    d.rq.requirementsService(),
+		Events:          d.rq.eventSource(),
+		Registry:        d.reg,
+		Ready:           d.readyChecks(o.worker),
+		ShutdownTimeout: o.drain, Logger: o.log,
+		BodyIdleTimeout: l.BodyIdleTimeout, MaxConns: l.MaxConns, MaxSpoolBytes: l.MaxSpoolBytes, RateLimits: l.RateLimits,
+		MaxFeedsPerToken: l.MaxFeedsPerToken, GraphTimeout: l.GraphTimeout,
+		BrokerConnected: func() bool { return d.b.nc.Status() == nats.CONNECTED },
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(o.tokens) == 0 {
+		o.log.Warn("no API tokens configured (SLUICE_API_TOKENS_FILE): the API serves loopback only, without authentication", "addr", srv.Addr())
+	}
+	o.log.Info("HTTP API listening", "addr", "http://"+srv.Addr())
+	return srv, nil
+}
+
+// readyChecks are the API's /readyz checks; worker may be nil.
+func (d *deps) readyChecks(worker *pipeline.Worker) []httpapi.Check {
+	return []httpapi.Check{
+		{Name: "nats", Check: d.b.ping},
+		{Name: "store", Check: d.sk.ping},
+		{Name: "graph", Check: d.g.Ping},
+		// Messages that could neither be applied nor dead-lettered (kept and retried).
+		{Name: "dead-letters", Check: func(context.Context) error {
+			var errs []error
+			if worker != nil {
+				errs = append(errs, worker.Health())
+			}
+			if d.rq.worker != nil {
+				errs = append(errs, d.rq.worker.Health())
+			}
+			return errors.Join(errs...)
+		}},
+	}
 }
