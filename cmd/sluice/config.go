@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/sluice-dev/sluice/sources/httpapi"
 	"github.com/sluice-dev/sluice/sources/httpapi/client"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
@@ -144,6 +146,34 @@ const apiEnvHelp = `
 Talks to a running sluice API: --api-url or SLUICE_API_URL (default ` + client.DefaultURL + `),
 the bearer token from SLUICE_TOKEN. An answer 429 or 503 is waited out (Retry-After) and the
 request sent again, up to 8 times.`
+
+// client is a client of the API the flags name, for c's command (waiting messages on its
+// stderr).
+func (f *apiFlags) client(c *cli) (*client.Client, error) { return newAPIClient(f.url, c.stderr) }
+
+// bindPaging registers --limit (def per page) and --cursor of a listing of noun.
+func bindPaging(cmd *cobra.Command, limit *int, cursor *string, def int, noun string) {
+	cmd.Flags().IntVar(limit, "limit", def, noun+" per page (1 to 1000)")
+	cmd.Flags().StringVar(cursor, "cursor", "", "page cursor from a previous listing")
+	_ = cmd.RegisterFlagCompletionFunc("limit", cobra.NoFileCompletions)
+	_ = cmd.RegisterFlagCompletionFunc("cursor", cobra.NoFileCompletions)
+}
+
+// get GETs path with q from the API the flags name into out and, with --json, prints out;
+// printed reports that it did, so the caller prints nothing more.
+func (f *apiFlags) get(c *cli, path string, q url.Values, out any) (printed bool, err error) {
+	api, err := f.client(c)
+	if err != nil {
+		return false, err
+	}
+	if err := api.Do(c.ctx, "GET", path, q, nil, out); err != nil {
+		return false, err
+	}
+	if f.asJSON {
+		return true, printJSON(c.stdout, out)
+	}
+	return false, nil
+}
 
 // newAPIClient is a client of the API at base for the operator commands, with the token from
 // SLUICE_TOKEN (never printed); waiting messages go to waits.

@@ -47,8 +47,9 @@ func (f *dlqFilter) query() url.Values {
 	return q
 }
 
+// newDLQCmd is "sluice dlq" and its subcommands, which talk to the API.
 func newDLQCmd(c *cli) *cobra.Command {
-	var af apiFlags
+	af := &apiFlags{}
 	cmd := groupCmd("dlq", "Inspect, replay and delete dead letters (through the API)",
 		"Inspect, replay and delete dead letters through the API."+apiEnvHelp,
 		`  sluice dlq ls --error-class validation
@@ -56,10 +57,14 @@ func newDLQCmd(c *cli) *cobra.Command {
   sluice dlq replay --dry-run --job JOB_ID
   sluice dlq delete DEAD_LETTER_ID
   sluice dlq purge --error-class validation --yes`, "subcommand", "ls", "show", "replay", "purge", "delete")
-	bindAPIFlags(cmd.PersistentFlags(), &af)
-	client := func() (*client.Client, error) { return newAPIClient(af.url, c.stderr) }
+	bindAPIFlags(cmd.PersistentFlags(), af)
+	cmd.AddCommand(newDLQLsCmd(c, af), newDLQShowCmd(c, af), newDLQReplayCmd(c, af), newDLQPurgeCmd(c, af), newDLQDeleteCmd(c, af))
+	return cmd
+}
 
-	var lsFilter dlqFilter
+// newDLQLsCmd is "sluice dlq ls": one page of GET /v1/dlq.
+func newDLQLsCmd(c *cli, af *apiFlags) *cobra.Command {
+	var filter dlqFilter
 	var limit int
 	var cursor string
 	ls := &cobra.Command{
@@ -69,7 +74,7 @@ func newDLQCmd(c *cli) *cobra.Command {
 		Example: "  sluice dlq ls\n  sluice dlq ls --job JOB_ID --error-class transient --json\n  sluice dlq ls --since 2025-01-02T15:04:05Z --limit 20",
 		Args:    noArgs("dlq ls takes no arguments"),
 		RunE: func(*cobra.Command, []string) error {
-			q := lsFilter.query()
+			q := filter.query()
 			q.Set("limit", strconv.Itoa(limit))
 			if cursor != "" {
 				q.Set("cursor", cursor)
@@ -78,40 +83,31 @@ func newDLQCmd(c *cli) *cobra.Command {
 				Entries    []httpapi.DeadLetter `json:"entries"`
 				NextCursor *string              `json:"next_cursor"`
 			}
-			api, err := client()
-			if err != nil {
+			if printed, err := af.get(c, "/v1/dlq", q, &page); printed || err != nil {
 				return err
 			}
-			if err := api.Do(c.ctx, "GET", "/v1/dlq", q, nil, &page); err != nil {
-				return err
-			}
-			if af.asJSON {
-				return printJSON(c.stdout, page)
-			}
-			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tCLASS\tSUBJECT\tJOB\tITEM\tATTEMPTS\tREPLAYS\tLAST FAILURE\tERROR")
-			for _, e := range page.Entries {
+			printTable(c.stdout, "ID\tCLASS\tSUBJECT\tJOB\tITEM\tATTEMPTS\tREPLAYS\tLAST FAILURE\tERROR", page.Entries, func(e httpapi.DeadLetter) string {
 				item := "-"
 				if e.Item != nil {
 					item = strconv.Itoa(*e.Item)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", e.ID, e.Error.Class, e.Subject, e.JobID, item, e.Attempts, e.Replays,
+				return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", e.ID, e.Error.Class, e.Subject, e.JobID, item, e.Attempts, e.Replays,
 					e.LastFailure.Local().Format(time.DateTime), truncateText(e.Error.Message, 70))
-			}
-			_ = tw.Flush()
-			if page.NextCursor != nil && *page.NextCursor != "" {
-				fmt.Fprintf(c.stdout, "more: sluice dlq ls --cursor %s\n", *page.NextCursor)
+			})
+			if page.NextCursor != nil {
+				printMore(c.stdout, "sluice dlq ls", *page.NextCursor)
 			}
 			return nil
 		},
 	}
-	lsFilter.bind(ls, c)
-	ls.Flags().IntVar(&limit, "limit", 100, "entries per page (1 to 1000)")
-	ls.Flags().StringVar(&cursor, "cursor", "", "page cursor from a previous listing")
-	_ = ls.RegisterFlagCompletionFunc("limit", cobra.NoFileCompletions)
-	_ = ls.RegisterFlagCompletionFunc("cursor", cobra.NoFileCompletions)
+	filter.bind(ls, c)
+	bindPaging(ls, &limit, &cursor, 100, "entries")
+	return ls
+}
 
-	show := &cobra.Command{
+// newDLQShowCmd is "sluice dlq show": GET /v1/dlq/{id}.
+func newDLQShowCmd(c *cli, af *apiFlags) *cobra.Command {
+	return &cobra.Command{
 		Use:               "show [flags] DEAD_LETTER_ID",
 		Short:             "Show one dead letter: error, headers, payload",
 		Long:              "Show one dead letter: its error, attempts, headers and payload." + apiEnvHelp,
@@ -120,21 +116,17 @@ func newDLQCmd(c *cli) *cobra.Command {
 		ValidArgsFunction: completeDeadLetterIDs(c, 1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			var e httpapi.DeadLetter
-			api, err := client()
-			if err != nil {
+			if printed, err := af.get(c, "/v1/dlq/"+url.PathEscape(args[0]), nil, &e); printed || err != nil {
 				return err
-			}
-			if err := api.Do(c.ctx, "GET", "/v1/dlq/"+url.PathEscape(args[0]), nil, nil, &e); err != nil {
-				return err
-			}
-			if af.asJSON {
-				return printJSON(c.stdout, e)
 			}
 			return showDeadLetter(c.stdout, e)
 		},
 	}
+}
 
-	var rpFilter dlqFilter
+// newDLQReplayCmd is "sluice dlq replay": POST /v1/dlq/replay of the ids named or the filter.
+func newDLQReplayCmd(c *cli, af *apiFlags) *cobra.Command {
+	var filter dlqFilter
 	var dryRun bool
 	var rate float64
 	var maxReplays int
@@ -151,7 +143,6 @@ is deduplicated by its message id.` + apiEnvHelp,
   sluice dlq replay --error-class transient --rate 20 --max-replays 5`,
 		ValidArgsFunction: completeDeadLetterIDs(c, -1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			filter := rpFilter.query()
 			body := map[string]any{"dry_run": dryRun}
 			if rate > 0 {
 				body["rate"] = rate
@@ -159,35 +150,49 @@ is deduplicated by its message id.` + apiEnvHelp,
 			if maxReplays > 0 {
 				body["max_replays"] = maxReplays
 			}
-			switch {
-			case len(args) > 0 && len(filter) > 0:
-				return usageError{"dlq replay: give ids or filter flags, not both"}
-			case len(args) > 0:
-				body["ids"] = args
-			case len(filter) > 0:
-				f := map[string]string{}
-				for k := range filter {
-					f[k] = filter.Get(k)
-				}
-				body["filter"] = f
-			default:
-				return usageError{"dlq replay: name dead-letter ids, or select them with --job, --subject, --error-class, --since or --until"}
+			if err := filter.selectFor(body, args); err != nil {
+				return err
 			}
-			api, err := client()
+			api, err := af.client(c)
 			if err != nil {
 				return err
 			}
 			return replayDeadLetters(c, api, body, af.asJSON)
 		},
 	}
-	rpFilter.bind(replay, c)
+	filter.bind(replay, c)
 	replay.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be replayed; change nothing")
 	replay.Flags().Float64Var(&rate, "rate", 0, "replays per second (server default 100)")
 	replay.Flags().IntVar(&maxReplays, "max-replays", 0, "skip entries already replayed this many times (server default 3)")
 	_ = replay.RegisterFlagCompletionFunc("rate", cobra.NoFileCompletions)
 	_ = replay.RegisterFlagCompletionFunc("max-replays", cobra.NoFileCompletions)
+	return replay
+}
 
-	var pgFilter dlqFilter
+// selectFor puts what a replay selects into its body: the ids named, or the filter; never
+// both, and not neither (usage errors).
+func (f *dlqFilter) selectFor(body map[string]any, ids []string) error {
+	filter := f.query()
+	switch {
+	case len(ids) > 0 && len(filter) > 0:
+		return usageError{"dlq replay: give ids or filter flags, not both"}
+	case len(ids) > 0:
+		body["ids"] = ids
+	case len(filter) > 0:
+		m := map[string]string{}
+		for k := range filter {
+			m[k] = filter.Get(k)
+		}
+		body["filter"] = m
+	default:
+		return usageError{"dlq replay: name dead-letter ids, or select them with --job, --subject, --error-class, --since or --until"}
+	}
+	return nil
+}
+
+// newDLQPurgeCmd is "sluice dlq purge": DELETE /v1/dlq with a filter.
+func newDLQPurgeCmd(c *cli, af *apiFlags) *cobra.Command {
+	var filter dlqFilter
 	var yes bool
 	purge := &cobra.Command{
 		Use:   "purge [flags]",
@@ -197,22 +202,22 @@ At least one filter and --yes are required. To delete entries by id, use sluice 
 		Example: "  sluice dlq purge --error-class validation --yes\n  sluice dlq purge --job JOB_ID --until 2025-01-02T00:00:00Z --yes",
 		Args:    noArgs("dlq purge: select entries with filter flags; delete entries by id with sluice dlq delete ID..."),
 		RunE: func(*cobra.Command, []string) error {
-			filter := pgFilter.query()
-			if len(filter) == 0 {
+			q := filter.query()
+			if len(q) == 0 {
 				return usageError{"dlq purge: give at least one filter (--job, --subject, --error-class, --since, --until)"}
 			}
 			if !yes {
 				return usageError{"dlq purge deletes dead letters for good: add --yes"}
 			}
+			api, err := af.client(c)
+			if err != nil {
+				return err
+			}
 			var res struct {
 				Purged int `json:"purged"`
 			}
 			// Purging again deletes what still matches the filter: nothing more than was asked.
-			api, err := client()
-			if err != nil {
-				return err
-			}
-			if err := api.DoIdempotent(c.ctx, "DELETE", "/v1/dlq", filter, nil, &res); err != nil {
+			if err := api.DoIdempotent(c.ctx, "DELETE", "/v1/dlq", q, nil, &res); err != nil {
 				return err
 			}
 			if af.asJSON {
@@ -222,10 +227,14 @@ At least one filter and --yes are required. To delete entries by id, use sluice 
 			return nil
 		},
 	}
-	pgFilter.bind(purge, c)
+	filter.bind(purge, c)
 	purge.Flags().BoolVar(&yes, "yes", false, "really delete the matching dead letters")
+	return purge
+}
 
-	del := &cobra.Command{
+// newDLQDeleteCmd is "sluice dlq delete": DELETE /v1/dlq/{id} for each id named.
+func newDLQDeleteCmd(c *cli, af *apiFlags) *cobra.Command {
+	return &cobra.Command{
 		Use:   "delete [flags] DEAD_LETTER_ID...",
 		Short: "Delete dead letters by id, for good (admin)",
 		Long: `Delete the named dead letters for good (DELETE /v1/dlq/{id} each, admin scope), for example
@@ -236,16 +245,13 @@ at once.` + apiEnvHelp,
 		Args:              minArgs(1, "dlq delete: name at least one dead-letter id"),
 		ValidArgsFunction: completeDeadLetterIDs(c, -1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			api, err := client()
+			api, err := af.client(c)
 			if err != nil {
 				return err
 			}
 			return deleteDeadLetters(c, api, args, af.asJSON)
 		},
 	}
-
-	cmd.AddCommand(ls, show, replay, purge, del)
-	return cmd
 }
 
 // deleteDeadLetters deletes each id in turn and reports each outcome. An id not there (404) is

@@ -19,17 +19,22 @@ import (
 	"github.com/sluice-dev/sluice/sources/httpapi/client"
 )
 
+// newJobsCmd is "sluice jobs" and its subcommands, which talk to the API.
 func newJobsCmd(c *cli) *cobra.Command {
-	var af apiFlags
+	af := &apiFlags{}
 	cmd := groupCmd("jobs", "Inspect, follow and roll back jobs (through the API)",
 		"Inspect, follow and roll back jobs through the API."+apiEnvHelp,
 		`  sluice jobs ls --state running
   sluice jobs show JOB_ID --json
   sluice jobs wait JOB_ID --timeout 10m
   sluice jobs rollback JOB_ID`, "subcommand", "ls", "show", "wait", "rollback")
-	bindAPIFlags(cmd.PersistentFlags(), &af)
-	client := func() (*client.Client, error) { return newAPIClient(af.url, c.stderr) }
+	bindAPIFlags(cmd.PersistentFlags(), af)
+	cmd.AddCommand(newJobsLsCmd(c, af), newJobsShowCmd(c, af), newJobsWaitCmd(c, af), newJobsRollbackCmd(c, af))
+	return cmd
+}
 
+// newJobsLsCmd is "sluice jobs ls": one page of GET /v1/jobs.
+func newJobsLsCmd(c *cli, af *apiFlags) *cobra.Command {
 	var state, env, cursor string
 	var limit int
 	ls := &cobra.Command{
@@ -49,38 +54,28 @@ func newJobsCmd(c *cli) *cobra.Command {
 				Jobs       []pipeline.Job `json:"jobs"`
 				NextCursor string         `json:"next_cursor"`
 			}
-			api, err := client()
-			if err != nil {
+			if printed, err := af.get(c, "/v1/jobs", q, &page); printed || err != nil {
 				return err
 			}
-			if err := api.Do(c.ctx, "GET", "/v1/jobs", q, nil, &page); err != nil {
-				return err
-			}
-			if af.asJSON {
-				return printJSON(c.stdout, page)
-			}
-			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "JOB\tENV\tSTATE\tTOTAL\tWRITTEN\tREJECTED\tDEAD\tCREATED\tFILE")
-			for _, j := range page.Jobs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", j.JobID, j.Env, j.State, j.Total, j.Written, j.Rejected, j.DeadLettered, j.CreatedAt.Local().Format(time.DateTime), j.File)
-			}
-			_ = tw.Flush()
-			if page.NextCursor != "" {
-				fmt.Fprintf(c.stdout, "more: sluice jobs ls --cursor %s\n", page.NextCursor)
-			}
+			printTable(c.stdout, "JOB\tENV\tSTATE\tTOTAL\tWRITTEN\tREJECTED\tDEAD\tCREATED\tFILE", page.Jobs, func(j pipeline.Job) string {
+				return fmt.Sprintf("%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s", j.JobID, j.Env, j.State, j.Total, j.Written, j.Rejected, j.DeadLettered,
+					j.CreatedAt.Local().Format(time.DateTime), j.File)
+			})
+			printMore(c.stdout, "sluice jobs ls", page.NextCursor)
 			return nil
 		},
 	}
 	ls.Flags().StringVar(&state, "state", "", "only jobs in this state ("+strings.Join(jobStates(), ", ")+")")
 	ls.Flags().StringVar(&env, "env", "", "only jobs of this environment (dev, test, prod)")
-	ls.Flags().IntVar(&limit, "limit", 50, "jobs per page (1 to 1000)")
-	ls.Flags().StringVar(&cursor, "cursor", "", "page cursor from a previous listing")
+	bindPaging(ls, &limit, &cursor, 50, "jobs")
 	_ = ls.RegisterFlagCompletionFunc("state", cobra.FixedCompletions(jobStates(), cobra.ShellCompDirectiveNoFileComp))
 	_ = ls.RegisterFlagCompletionFunc("env", cobra.FixedCompletions(envNames(), cobra.ShellCompDirectiveNoFileComp))
-	_ = ls.RegisterFlagCompletionFunc("cursor", cobra.NoFileCompletions)
-	_ = ls.RegisterFlagCompletionFunc("limit", cobra.NoFileCompletions)
+	return ls
+}
 
-	show := &cobra.Command{
+// newJobsShowCmd is "sluice jobs show": GET /v1/jobs/{id}.
+func newJobsShowCmd(c *cli, af *apiFlags) *cobra.Command {
+	return &cobra.Command{
 		Use:               "show [flags] JOB_ID",
 		Short:             "Show one job: counts, state, rejections",
 		Long:              "Show one job: its counts, state, failure, rollback and rejected items." + apiEnvHelp,
@@ -89,17 +84,16 @@ func newJobsCmd(c *cli) *cobra.Command {
 		ValidArgsFunction: completeJobIDs(c, 1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			var job pipeline.Job
-			api, err := client()
-			if err != nil {
+			if printed, err := af.get(c, "/v1/jobs/"+url.PathEscape(args[0]), nil, &job); printed || err != nil {
 				return err
 			}
-			if err := api.Do(c.ctx, "GET", "/v1/jobs/"+url.PathEscape(args[0]), nil, nil, &job); err != nil {
-				return err
-			}
-			return showJob(c.stdout, job, af.asJSON, rejectionLimit(c.stdout))
+			return showJob(c.stdout, job, false, rejectionLimit(c.stdout))
 		},
 	}
+}
 
+// newJobsWaitCmd is "sluice jobs wait": follow a job until it ends (waitJobAPI).
+func newJobsWaitCmd(c *cli, af *apiFlags) *cobra.Command {
 	var timeout time.Duration
 	wait := &cobra.Command{
 		Use:   "wait [flags] JOB_ID",
@@ -119,7 +113,7 @@ out or unreachable, 130 interrupted.` + apiEnvHelp,
 			if timeout < 0 {
 				return usageError{fmt.Sprintf("jobs wait: --timeout %s is negative", timeout)}
 			}
-			api, err := client()
+			api, err := af.client(c)
 			if err != nil {
 				return err
 			}
@@ -142,7 +136,11 @@ out or unreachable, 130 interrupted.` + apiEnvHelp,
 	wait.Flags().DurationVar(&timeout, "timeout", 0, "fail if the job has not ended after this long; 0 waits as long as it takes")
 	bindEnv(wait.Flags(), "timeout", "SLUICE_WAIT_TIMEOUT")
 	_ = wait.RegisterFlagCompletionFunc("timeout", cobra.NoFileCompletions)
+	return wait
+}
 
+// newJobsRollbackCmd is "sluice jobs rollback": DELETE /v1/jobs/{id}, then (--wait) follow it.
+func newJobsRollbackCmd(c *cli, af *apiFlags) *cobra.Command {
 	var waitRollback, restorePrevious bool
 	rollback := &cobra.Command{
 		Use:   "rollback [flags] JOB_ID",
@@ -154,7 +152,7 @@ harmless.` + apiEnvHelp,
 		Args:              exactArgs(1, "jobs rollback: name one job id"),
 		ValidArgsFunction: completeJobIDs(c, 1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			api, err := client()
+			api, err := af.client(c)
 			if err != nil {
 				return err
 			}
@@ -179,9 +177,7 @@ harmless.` + apiEnvHelp,
 	rollback.Flags().BoolVar(&waitRollback, "wait", true, "wait until the rollback finished")
 	rollback.Flags().BoolVar(&restorePrevious, "restore-previous", false,
 		"put back the version each document replaced instead of deleting it (the embedded store keeps them; AstraDB refuses)")
-
-	cmd.AddCommand(ls, show, wait, rollback)
-	return cmd
+	return rollback
 }
 
 // Reconnecting a dropped job event stream: the first wait, doubling up to the last, and how

@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"text/tabwriter"
 	"time"
 
 	"github.com/sluice-dev/sluice/pipeline"
@@ -111,5 +112,23 @@ func (p *progressBar) update(file string, j pipeline.Job) {
 func (p *progressBar) done() {
 	if p.enabled {
 		fmt.Fprintln(p.w)
+	}
+}
+
+// printTable prints items under header as aligned columns, one row each; row gives an item's
+// cells, tab-separated.
+func printTable[T any](w io.Writer, header string, items []T, row func(T) string) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, it := range items {
+		fmt.Fprintln(tw, row(it))
+	}
+	_ = tw.Flush()
+}
+
+// printMore says how to list the next page, when there is one (cursor not empty).
+func printMore(w io.Writer, cmdLine, cursor string) {
+	if cursor != "" {
+		fmt.Fprintf(w, "more: %s --cursor %s\n", cmdLine, cursor)
 	}
 }
