@@ -489,29 +489,44 @@ func runAPIBench(ctx context.Context, cfg apiBenchConfig) (res apiBenchResult, e
 	var runID [4]byte
 	_, _ = rand.Read(runID[:])
 	l := &apiLoad{cfg: cfg, base: "http://" + addr, client: &http.Client{Transport: tr, Timeout: cfg.Timeout}, run: hex.EncodeToString(runID[:])}
+	if err := l.waitReady(ctx, serve); err != nil {
+		return res, serve.failed(err)
+	}
+	res.Clients, res.DurationS, res.ChunksPerJob = cfg.Clients, cfg.Duration.Seconds(), cfg.ChunksPerJob
+	res.SteadyAfterS = steadyAfter(cfg.Duration).Seconds()
+	if err := l.drive(ctx, serve, &res); err != nil {
+		return res, err
+	}
+	if err := l.finish(ctx, serve, &res); err != nil {
+		return res, serve.failed(err)
+	}
+	return res, nil
+}
 
+// waitReady waits until serve answers /readyz 200 and has accepted one job, so that reads have
+// an id from the first request.
+func (l *apiLoad) waitReady(ctx context.Context, serve *benchProc) error {
 	if err := waitFor(ctx, serve, time.Minute, 100*time.Millisecond, "sluice serve ready", func(ctx context.Context) (bool, error) {
 		a := l.do(ctx, l.client, http.MethodGet, "/readyz", "", nil)
 		return a.err == nil && a.status == http.StatusOK, nil
 	}); err != nil {
-		return res, serve.failed(err)
+		return err
 	}
-	// One job before the clients start, so that reads have an id from the first request.
-	if err := waitFor(ctx, serve, 30*time.Second, 200*time.Millisecond, "a first job accepted", func(ctx context.Context) (bool, error) {
+	return waitFor(ctx, serve, 30*time.Second, 200*time.Millisecond, "a first job accepted", func(ctx context.Context) (bool, error) {
 		a := l.submitJob(ctx, l.client, -1, 0)
 		if a.err == nil && a.status >= 400 && a.status != http.StatusServiceUnavailable {
 			return false, fmt.Errorf("bench api: first job answered %d: %s", a.status, a.body)
 		}
 		return a.err == nil && a.status < 300, nil
-	}); err != nil {
-		return res, serve.failed(err)
-	}
+	})
+}
 
-	res.Clients, res.DurationS, res.ChunksPerJob = cfg.Clients, cfg.Duration.Seconds(), cfg.ChunksPerJob
-	res.SteadyAfterS = steadyAfter(cfg.Duration).Seconds()
-	clients := make([]*http.Client, cfg.Clients)
+// connectClients connects cfg.Clients keep-alive clients at once; the caller closes their idle
+// connections (also those connected when an error is returned).
+func (l *apiLoad) connectClients(ctx context.Context) ([]*http.Client, error) {
+	clients := make([]*http.Client, l.cfg.Clients)
 	var connectErr error
-	var connectMu sync.Mutex
+	var connectMu sync.Mutex // guards connectErr, clients
 	var cwg sync.WaitGroup
 	for i := range clients {
 		cwg.Go(func() {
@@ -526,6 +541,13 @@ func runAPIBench(ctx context.Context, cfg apiBenchConfig) (res apiBenchResult, e
 		})
 	}
 	cwg.Wait()
+	return clients, connectErr
+}
+
+// drive runs the clients for cfg.Duration and puts what they measured, and the CPU both
+// processes used meanwhile, into res.
+func (l *apiLoad) drive(ctx context.Context, serve *benchProc, res *apiBenchResult) error {
+	clients, err := l.connectClients(ctx)
 	defer func() {
 		for _, c := range clients {
 			if c != nil {
@@ -533,22 +555,22 @@ func runAPIBench(ctx context.Context, cfg apiBenchConfig) (res apiBenchResult, e
 			}
 		}
 	}()
-	if connectErr != nil {
-		return res, serve.failed(connectErr)
+	if err != nil {
+		return serve.failed(err)
 	}
 	schedBefore := schedLatencies()
 	serveCPU, genCPU := procCPU(serve.cmd.Process.Pid), procCPU(os.Getpid())
 	start := time.Now()
-	end := start.Add(cfg.Duration)
-	perClient := make([]map[string]*routeStats, cfg.Clients)
+	end := start.Add(l.cfg.Duration)
+	perClient := make([]map[string]*routeStats, l.cfg.Clients)
 	var wg sync.WaitGroup
-	for i := range cfg.Clients {
-		wg.Go(func() { perClient[i] = l.runClient(ctx, clients[i], i, start.Add(steadyAfter(cfg.Duration)), end) })
+	for i := range l.cfg.Clients {
+		wg.Go(func() { perClient[i] = l.runClient(ctx, clients[i], i, start.Add(steadyAfter(l.cfg.Duration)), end) })
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
 	if err := ctx.Err(); err != nil {
-		return res, err
+		return err
 	}
 	res.ElapsedS = elapsed.Seconds()
 	res.ServeCPU = (procCPU(serve.cmd.Process.Pid) - serveCPU) / elapsed.Seconds()
@@ -556,33 +578,7 @@ func runAPIBench(ctx context.Context, cfg apiBenchConfig) (res apiBenchResult, e
 	sched := schedLatencies().since(schedBefore)
 	res.GeneratorSchedP99Ms, res.GeneratorSchedP999Ms = sched.at(0.99), sched.at(0.999)
 	for _, m := range apiMix {
-		rr := apiRouteResult{Route: m.route, Statuses: map[string]int64{}}
-		var lat, steady []time.Duration
-		for _, pc := range perClient {
-			st := pc[m.route]
-			lat = append(lat, st.latencies...)
-			steady = append(steady, st.steady...)
-			for code, n := range st.statuses {
-				rr.Statuses[strconv.Itoa(code)] += n
-			}
-			rr.Refused += st.refused
-			rr.ServerErrors += st.serverErrors
-			rr.TransportErrors += st.transportErrors
-		}
-		slices.Sort(lat)
-		rr.Requests = int64(len(lat))
-		rr.PerS = float64(rr.Requests) / elapsed.Seconds()
-		rr.P50Ms, rr.P99Ms, rr.P999Ms = percentile(lat, 0.50), percentile(lat, 0.99), percentile(lat, 0.999)
-		slices.Sort(steady)
-		rr.SteadyP99Ms = percentile(steady, 0.99)
-		if len(lat) > 0 {
-			rr.MaxMs = float64(lat[len(lat)-1]) / float64(time.Millisecond)
-		}
-		res.Routes = append(res.Routes, rr)
-		res.Requests += rr.Requests
-		res.Refused += rr.Refused
-		res.ServerErrors += rr.ServerErrors
-		res.TransportErrors += rr.TransportErrors
+		res.addRoute(routeResult(m.route, perClient, elapsed))
 	}
 	res.RequestsPerS = float64(res.Requests) / elapsed.Seconds()
 	if hist, err := l.serverLatency(ctx); err != nil {
@@ -593,24 +589,64 @@ func runAPIBench(ctx context.Context, cfg apiBenchConfig) (res apiBenchResult, e
 			res.Routes[i].ServerP99Ms, res.Routes[i].ServerP999Ms = q.at(0.99), q.at(0.999)
 		}
 	}
+	return nil
+}
 
+// routeResult sums what every client measured on route over elapsed.
+func routeResult(route string, perClient []map[string]*routeStats, elapsed time.Duration) apiRouteResult {
+	rr := apiRouteResult{Route: route, Statuses: map[string]int64{}}
+	var lat, steady []time.Duration
+	for _, pc := range perClient {
+		st := pc[route]
+		lat = append(lat, st.latencies...)
+		steady = append(steady, st.steady...)
+		for code, n := range st.statuses {
+			rr.Statuses[strconv.Itoa(code)] += n
+		}
+		rr.Refused += st.refused
+		rr.ServerErrors += st.serverErrors
+		rr.TransportErrors += st.transportErrors
+	}
+	slices.Sort(lat)
+	rr.Requests = int64(len(lat))
+	rr.PerS = float64(rr.Requests) / elapsed.Seconds()
+	rr.P50Ms, rr.P99Ms, rr.P999Ms = percentile(lat, 0.50), percentile(lat, 0.99), percentile(lat, 0.999)
+	slices.Sort(steady)
+	rr.SteadyP99Ms = percentile(steady, 0.99)
+	if len(lat) > 0 {
+		rr.MaxMs = float64(lat[len(lat)-1]) / float64(time.Millisecond)
+	}
+	return rr
+}
+
+// addRoute adds a route's result and its counts to the totals.
+func (res *apiBenchResult) addRoute(rr apiRouteResult) {
+	res.Routes = append(res.Routes, rr)
+	res.Requests += rr.Requests
+	res.Refused += rr.Refused
+	res.ServerErrors += rr.ServerErrors
+	res.TransportErrors += rr.TransportErrors
+}
+
+// finish waits for every accepted job to settle, counts orphaned and failed jobs, and notes
+// serve's memory and the error samples in res.
+func (l *apiLoad) finish(ctx context.Context, serve *benchProc, res *apiBenchResult) (err error) {
 	settleStart := time.Now()
-	res.Jobs, err = l.settle(ctx)
-	if err != nil {
-		return res, serve.failed(err)
+	if res.Jobs, err = l.settle(ctx); err != nil {
+		return err
 	}
 	res.Jobs.SettleS = time.Since(settleStart).Seconds()
 	if res.OrphanedJobs, err = l.countJobs(ctx, pipeline.JobPending, func(j pipeline.Job) bool { return j.Total == 0 && !j.Sealed }); err != nil {
-		return res, serve.failed(err)
+		return err
 	}
 	if res.FailedJobs, err = l.countJobs(ctx, pipeline.JobFailed, func(pipeline.Job) bool { return true }); err != nil {
-		return res, serve.failed(err)
+		return err
 	}
 	res.PeakRSS, res.EndRSS = serve.memory()
 	l.mu.Lock()
 	res.ErrorSamples = slices.Clone(l.samples)
 	l.mu.Unlock()
-	return res, nil
+	return nil
 }
 
 // settlePollers bounds the job reads in flight while waiting for the accepted jobs.

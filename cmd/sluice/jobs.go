@@ -205,85 +205,110 @@ func waitJobAPI(ctx context.Context, api *client.Client, id string, bar *progres
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	path := "/v1/jobs/" + url.PathEscape(id)
-	var last pipeline.Job
-	fail := func(err error) (pipeline.Job, error) {
-		if bar != nil {
-			bar.done()
-		}
-		switch {
-		case parent.Err() != nil:
-			fmt.Fprintf(stderr, "sluice: job %s is still %s: %s\n", id, cmp.Or(string(last.State), "unknown"), interruptedMsg)
-			return last, errInterrupted
-		case ctx.Err() != nil:
-			return last, fmt.Errorf("job %s is still %s after %s (--timeout)", id, cmp.Or(string(last.State), "unknown"), timeout)
-		}
-		return last, err
+	f := &jobFollower{api: api, id: id, path: "/v1/jobs/" + url.PathEscape(id), bar: bar, stderr: stderr}
+	job, err := f.follow(ctx)
+	if err == nil {
+		return job, nil
 	}
+	if bar != nil {
+		bar.done()
+	}
+	state := cmp.Or(string(f.last.State), "unknown")
+	switch {
+	case parent.Err() != nil:
+		fmt.Fprintf(stderr, "sluice: job %s is still %s: %s\n", id, state, interruptedMsg)
+		return f.last, errInterrupted
+	case ctx.Err() != nil:
+		return f.last, fmt.Errorf("job %s is still %s after %s (--timeout)", id, state, timeout)
+	}
+	return f.last, err
+}
+
+// jobFollower follows one job for waitJobAPI; last is the job's last record seen.
+type jobFollower struct {
+	api      *client.Client
+	id, path string
+	bar      *progressBar // nil: none
+	stderr   io.Writer
+	last     pipeline.Job
+}
+
+// follow returns the job once settled, or the error that ended the wait.
+func (f *jobFollower) follow(ctx context.Context) (pipeline.Job, error) {
 	// Read the job first: an unknown job or an API that cannot be reached fails at once, and a
 	// job that has ended needs no stream.
-	if err := api.Do(ctx, "GET", path, nil, nil, &last); err != nil {
-		return fail(err)
+	if err := f.api.Do(ctx, "GET", f.path, nil, nil, &f.last); err != nil {
+		return f.last, err
 	}
-	if last.Settled() {
-		return last, nil
+	if f.last.Settled() {
+		return f.last, nil
 	}
+	if settled, err := f.stream(ctx); err != nil || settled {
+		return f.last, err
+	}
+	if f.bar != nil {
+		f.bar.done()
+	}
+	// The stream carries the hot record; read the whole job (rejections) once.
+	var job pipeline.Job
+	if err := f.api.Do(ctx, "GET", f.path, nil, nil, &job); err != nil {
+		return f.last, err
+	}
+	return job, nil
+}
+
+// stream follows the job's event stream until it says the job is settled (nil, false), or,
+// when the job is found settled by reading it between reconnects, (nil, true) with f.last the
+// whole record. A stream that ends or breaks (or a 5xx) is reconnected after a wait, up to
+// maxReconnects times in a row without an event; a 4xx ends the wait at once.
+func (f *jobFollower) stream(ctx context.Context) (settled bool, err error) {
 	wait := reconnectFirstWait
 	for failures := 0; ; {
 		got := false
-		err := api.Events(ctx, path+"/events", func(event string, data []byte) bool {
-			if err := json.Unmarshal(data, &last); err != nil {
+		err := f.api.Events(ctx, f.path+"/events", func(event string, data []byte) bool {
+			if err := json.Unmarshal(data, &f.last); err != nil {
 				return false
 			}
 			got = true
-			if bar != nil {
-				bar.update(last.File, last)
+			if f.bar != nil {
+				f.bar.update(f.last.File, f.last)
 			}
-			return event == "done" || last.Settled()
+			return event == "done" || f.last.Settled()
 		})
 		if err == nil {
-			break
+			return false, nil
 		}
 		var ae *client.Error
 		if ctx.Err() != nil || errors.As(err, &ae) && ae.Status < 500 {
-			return fail(err) // 404 no such job, 401, 403: waiting again will not help
+			return false, err // 404 no such job, 401, 403: waiting again will not help
 		}
 		if got {
 			failures, wait = 0, reconnectFirstWait
 		}
 		if failures++; failures > maxReconnects {
-			return fail(fmt.Errorf("follow job %s: gave up after %d reconnects: %w", id, maxReconnects, err))
+			return false, fmt.Errorf("follow job %s: gave up after %d reconnects: %w", f.id, maxReconnects, err)
 		}
 		// Read the job again: it may have ended while the stream was down.
 		var job pipeline.Job
-		if api.Do(ctx, "GET", path, nil, nil, &job) == nil {
-			last = job
+		if f.api.Do(ctx, "GET", f.path, nil, nil, &job) == nil {
+			f.last = job
 			if job.Settled() {
-				return job, nil
+				return true, nil
 			}
 		}
-		if bar != nil {
-			bar.done()
+		if f.bar != nil {
+			f.bar.done()
 		}
-		fmt.Fprintf(stderr, "sluice: job %s: event stream ended (%v) while %s; reconnecting in %s\n", id, err, cmp.Or(string(last.State), "unknown"), wait)
+		fmt.Fprintf(f.stderr, "sluice: job %s: event stream ended (%v) while %s; reconnecting in %s\n", f.id, err, cmp.Or(string(f.last.State), "unknown"), wait)
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return fail(ctx.Err())
+			return false, ctx.Err()
 		}
 		wait = min(2*wait, reconnectMaxWait)
 	}
-	if bar != nil {
-		bar.done()
-	}
-	// The stream carries the hot record; read the whole job (rejections) once.
-	var job pipeline.Job
-	if err := api.Do(ctx, "GET", path, nil, nil, &job); err != nil {
-		return fail(err)
-	}
-	return job, nil
 }
 
 func showJob(w io.Writer, j pipeline.Job, asJSON bool, limit int) error {
