@@ -96,35 +96,41 @@ type config struct {
 // each mirrored by its environment variable (applyEnv). The secrets are read from the
 // environment only: a flag would show in ps.
 func bindCommon(fs *pflag.FlagSet, c *config) {
-	fs.StringVar(&c.DataDir, "data-dir", "./.sluice", "data directory of the embedded broker and stores")
-	bindEnv(fs, "data-dir", "SLUICE_DATA_DIR")
-	fs.StringVar(&c.NATS.URL, "nats-url", "", "external NATS server; empty runs the embedded one (password from $NATS_PASSWORD)")
-	bindEnv(fs, "nats-url", "NATS_URL")
-	fs.StringVar(&c.NATS.CredsFile, "nats-creds", "", "NATS credentials file")
-	bindEnv(fs, "nats-creds", "NATS_CREDS")
-	fs.StringVar(&c.NATS.User, "nats-user", "", "NATS user")
-	bindEnv(fs, "nats-user", "NATS_USER")
-	c.NATS.Password = envOr("NATS_PASSWORD", "") // never a flag: it would show in ps
-	fs.StringVar(&c.NATS.CAFile, "nats-ca", "", "CA file for NATS TLS")
-	bindEnv(fs, "nats-ca", "NATS_CA")
-	fs.StringVar(&c.NATS.CertFile, "nats-cert", "", "client certificate for NATS TLS")
-	bindEnv(fs, "nats-cert", "NATS_CERT")
-	fs.StringVar(&c.NATS.KeyFile, "nats-key", "", "client key for NATS TLS")
-	bindEnv(fs, "nats-key", "NATS_KEY")
+	bindStrings(fs, []stringFlag{
+		{&c.DataDir, "data-dir", "SLUICE_DATA_DIR", "./.sluice", "data directory of the embedded broker and stores"},
+		{&c.NATS.URL, "nats-url", "NATS_URL", "", "external NATS server; empty runs the embedded one (password from $NATS_PASSWORD)"},
+		{&c.NATS.CredsFile, "nats-creds", "NATS_CREDS", "", "NATS credentials file"},
+		{&c.NATS.User, "nats-user", "NATS_USER", "", "NATS user"},
+		{&c.NATS.CAFile, "nats-ca", "NATS_CA", "", "CA file for NATS TLS"},
+		{&c.NATS.CertFile, "nats-cert", "NATS_CERT", "", "client certificate for NATS TLS"},
+		{&c.NATS.KeyFile, "nats-key", "NATS_KEY", "", "client key for NATS TLS"},
+		{&c.Astra.Endpoint, "astra-endpoint", "ASTRA_DB_API_ENDPOINT", "", "AstraDB Data API endpoint; empty uses the embedded store (token from $ASTRA_DB_APPLICATION_TOKEN)"},
+		{&c.Astra.Keyspace, "astra-keyspace", "ASTRA_DB_KEYSPACE", "default_keyspace", "AstraDB keyspace"},
+		{&c.CommandKeyFile, "command-key-file", "SLUICE_COMMAND_KEY_FILE", "", "key file the API signs commands and rollbacks with and workers verify them with; default command.key in the data directory (or the key itself in $SLUICE_COMMAND_KEY)"},
+		{&c.GraphDSN, "graph-dsn", "SLUICE_GRAPH_DSN", "", "graph store: SQLite path or postgres:// DSN; default graph.db in the data directory"},
+	})
 	fs.BoolVar(&c.LazySync, "lazy-fsync", false, "embedded broker: fsync lazily (faster; loses acknowledged messages on power loss)")
 	bindEnv(fs, "lazy-fsync", "SLUICE_LAZY_FSYNC")
-	fs.StringVar(&c.Astra.Endpoint, "astra-endpoint", "", "AstraDB Data API endpoint; empty uses the embedded store (token from $ASTRA_DB_APPLICATION_TOKEN)")
-	bindEnv(fs, "astra-endpoint", "ASTRA_DB_API_ENDPOINT")
-	c.Astra.Token = envOr("ASTRA_DB_APPLICATION_TOKEN", "") // never a flag: it would show in ps
-	fs.StringVar(&c.Astra.Keyspace, "astra-keyspace", "default_keyspace", "AstraDB keyspace")
-	bindEnv(fs, "astra-keyspace", "ASTRA_DB_KEYSPACE")
 	fs.BoolVar(&c.AstraVector, "astra-vector", false, "AstraDB: create vector collections and store embeddings as $vector")
 	bindEnv(fs, "astra-vector", "SLUICE_ASTRA_VECTOR")
-	c.CommandKey = envOr("SLUICE_COMMAND_KEY", "") // never a flag: it would show in ps
-	fs.StringVar(&c.CommandKeyFile, "command-key-file", "", "key file the API signs commands and rollbacks with and workers verify them with; default command.key in the data directory (or the key itself in $SLUICE_COMMAND_KEY)")
-	bindEnv(fs, "command-key-file", "SLUICE_COMMAND_KEY_FILE")
-	fs.StringVar(&c.GraphDSN, "graph-dsn", "", "graph store: SQLite path or postgres:// DSN; default graph.db in the data directory")
-	bindEnv(fs, "graph-dsn", "SLUICE_GRAPH_DSN")
+	// Never flags: they would show in ps.
+	c.NATS.Password = envOr("NATS_PASSWORD", "")
+	c.Astra.Token = envOr("ASTRA_DB_APPLICATION_TOKEN", "")
+	c.CommandKey = envOr("SLUICE_COMMAND_KEY", "")
+}
+
+// stringFlag is a string flag mirrored by an environment variable.
+type stringFlag struct {
+	p                    *string
+	name, env, def, help string
+}
+
+// bindStrings registers each flag of flags and binds it to its variable (bindEnv).
+func bindStrings(fs *pflag.FlagSet, flags []stringFlag) {
+	for _, f := range flags {
+		fs.StringVar(f.p, f.name, f.def, f.help)
+		bindEnv(fs, f.name, f.env)
+	}
 }
 
 // apiFlags are the flags every command that talks to the API shares (persistent on jobs and
@@ -238,10 +244,10 @@ func (f *apiLimitFlags) parse() (httpapi.Config, error) {
 // tokens and abuse limits, and the drain timeout.
 func bindServe(fs *pflag.FlagSet, c *config) *apiLimitFlags {
 	bindCommon(fs, c)
-	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP API address")
-	bindEnv(fs, "http-addr", "SLUICE_HTTP_ADDR")
-	fs.StringVar(&c.TokensFile, "tokens-file", "", "JSON list of API tokens; without it the API serves loopback only")
-	bindEnv(fs, "tokens-file", "SLUICE_API_TOKENS_FILE")
+	bindStrings(fs, []stringFlag{
+		{&c.HTTPAddr, "http-addr", "SLUICE_HTTP_ADDR", "127.0.0.1:8080", "HTTP API address"},
+		{&c.TokensFile, "tokens-file", "SLUICE_API_TOKENS_FILE", "", "JSON list of API tokens; without it the API serves loopback only"},
+	})
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "how long in-flight work may take to finish on shutdown")
 	bindEnv(fs, "drain-timeout", "SLUICE_DRAIN_TIMEOUT")
 	return bindAPILimits(fs)
