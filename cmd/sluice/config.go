@@ -1,5 +1,9 @@
 package main
 
+// Configuration: every flag and environment variable the commands read, here only. Packages
+// get plain structs built from them; the secrets come from the environment only (a flag would
+// show in ps).
+
 import (
 	"errors"
 	"fmt"
@@ -16,60 +20,6 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
-
-func logLevel() slog.Level {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(os.Getenv("SLUICE_LOG_LEVEL"))); err != nil {
-		return slog.LevelInfo
-	}
-	return l
-}
-
-func envOr(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok && v != "" {
-		return v
-	}
-	return def
-}
-
-// envAnnotation is the pflag annotation naming the environment variable that mirrors a flag.
-const envAnnotation = "sluice_env"
-
-// bindEnv ties flag name of fs to the environment variable env: its help text names the
-// variable ("[$ENV]"), and applyEnv gives the flag the variable's value when the command line
-// does not. The flag must exist.
-func bindEnv(fs *pflag.FlagSet, name, env string) {
-	f := fs.Lookup(name)
-	if f == nil {
-		panic("bindEnv: no flag --" + name) // a programming error, caught by every test run
-	}
-	f.Usage += " [$" + env + "]"
-	_ = fs.SetAnnotation(name, envAnnotation, []string{env})
-}
-
-// applyEnv sets every flag of fs that is bound to an environment variable, not given on the
-// command line, and whose variable is set and not empty, to the variable's value, parsed as
-// the flag would parse it. A value the flag refuses is a usage error naming the variable.
-func applyEnv(fs *pflag.FlagSet) error {
-	var errs []error
-	fs.VisitAll(func(f *pflag.Flag) {
-		names := f.Annotations[envAnnotation]
-		if f.Changed || len(names) == 0 {
-			return
-		}
-		v := os.Getenv(names[0])
-		if v == "" {
-			return
-		}
-		if err := fs.Set(f.Name, v); err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: %w", names[0], v, err))
-		}
-	})
-	if err := errors.Join(errs...); err != nil {
-		return usageError{err.Error()}
-	}
-	return nil
-}
 
 // config is everything the commands read from flags and the environment. Packages get plain
 // structs built from it.
@@ -133,58 +83,71 @@ func bindStrings(fs *pflag.FlagSet, flags []stringFlag) {
 	}
 }
 
-// apiFlags are the flags every command that talks to the API shares (persistent on jobs and
-// dlq, so they may come anywhere on the line).
-type apiFlags struct {
-	url    string
-	asJSON bool
+// bindServe registers the flags of serve, worker and api: bindCommon's, the API's address,
+// tokens and abuse limits, and the drain timeout.
+func bindServe(fs *pflag.FlagSet, c *config) *apiLimitFlags {
+	bindCommon(fs, c)
+	bindStrings(fs, []stringFlag{
+		{&c.HTTPAddr, "http-addr", "SLUICE_HTTP_ADDR", "127.0.0.1:8080", "HTTP API address"},
+		{&c.TokensFile, "tokens-file", "SLUICE_API_TOKENS_FILE", "", "JSON list of API tokens; without it the API serves loopback only"},
+	})
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "how long in-flight work may take to finish on shutdown")
+	bindEnv(fs, "drain-timeout", "SLUICE_DRAIN_TIMEOUT")
+	return bindAPILimits(fs)
 }
 
-func bindAPIFlags(fs *pflag.FlagSet, f *apiFlags) {
-	fs.StringVar(&f.url, "api-url", client.DefaultURL, "URL of the sluice API (the token comes from $SLUICE_TOKEN)")
-	bindEnv(fs, "api-url", "SLUICE_API_URL")
-	fs.BoolVar(&f.asJSON, "json", false, "print JSON")
-}
-
-// apiEnvHelp ends the help of the commands that talk to the API.
-const apiEnvHelp = `
-
-Talks to a running sluice API: --api-url or SLUICE_API_URL (default ` + client.DefaultURL + `),
-the bearer token from SLUICE_TOKEN. An answer 429 or 503 is waited out (Retry-After) and the
-request sent again, up to 8 times.`
-
-// client is a client of the API the flags name, for c's command (waiting messages on its
-// stderr).
-func (f *apiFlags) client(c *cli) (*client.Client, error) { return newAPIClient(f.url, c.stderr) }
-
-// bindPaging registers --limit (def per page) and --cursor of a listing of noun.
-func bindPaging(cmd *cobra.Command, limit *int, cursor *string, def int, noun string) {
-	cmd.Flags().IntVar(limit, "limit", def, noun+" per page (1 to 1000)")
-	cmd.Flags().StringVar(cursor, "cursor", "", "page cursor from a previous listing")
-	_ = cmd.RegisterFlagCompletionFunc("limit", cobra.NoFileCompletions)
-	_ = cmd.RegisterFlagCompletionFunc("cursor", cobra.NoFileCompletions)
-}
-
-// get GETs path with q from the API the flags name into out and, with --json, prints out;
-// printed reports that it did, so the caller prints nothing more.
-func (f *apiFlags) get(c *cli, path string, q url.Values, out any) (printed bool, err error) {
-	api, err := f.client(c)
-	if err != nil {
-		return false, err
+func logLevel() slog.Level {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(os.Getenv("SLUICE_LOG_LEVEL"))); err != nil {
+		return slog.LevelInfo
 	}
-	if err := api.Do(c.ctx, "GET", path, q, nil, out); err != nil {
-		return false, err
-	}
-	if f.asJSON {
-		return true, printJSON(c.stdout, out)
-	}
-	return false, nil
+	return l
 }
 
-// newAPIClient is a client of the API at base for the operator commands, with the token from
-// SLUICE_TOKEN (never printed); waiting messages go to waits.
-func newAPIClient(base string, waits io.Writer) (*client.Client, error) {
-	return client.New(client.Config{URL: base, Token: envOr("SLUICE_TOKEN", ""), Waits: waits})
+func envOr(key, def string) string {
+	if v, ok := os.LookupEnv(key); ok && v != "" {
+		return v
+	}
+	return def
+}
+
+// envAnnotation is the pflag annotation naming the environment variable that mirrors a flag.
+const envAnnotation = "sluice_env"
+
+// bindEnv ties flag name of fs to the environment variable env: its help text names the
+// variable ("[$ENV]"), and applyEnv gives the flag the variable's value when the command line
+// does not. The flag must exist.
+func bindEnv(fs *pflag.FlagSet, name, env string) {
+	f := fs.Lookup(name)
+	if f == nil {
+		panic("bindEnv: no flag --" + name) // a programming error, caught by every test run
+	}
+	f.Usage += " [$" + env + "]"
+	_ = fs.SetAnnotation(name, envAnnotation, []string{env})
+}
+
+// applyEnv sets every flag of fs that is bound to an environment variable, not given on the
+// command line, and whose variable is set and not empty, to the variable's value, parsed as
+// the flag would parse it. A value the flag refuses is a usage error naming the variable.
+func applyEnv(fs *pflag.FlagSet) error {
+	var errs []error
+	fs.VisitAll(func(f *pflag.Flag) {
+		names := f.Annotations[envAnnotation]
+		if f.Changed || len(names) == 0 {
+			return
+		}
+		v := os.Getenv(names[0])
+		if v == "" {
+			return
+		}
+		if err := fs.Set(f.Name, v); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", names[0], v, err))
+		}
+	})
+	if err := errors.Join(errs...); err != nil {
+		return usageError{err.Error()}
+	}
+	return nil
 }
 
 // apiLimitFlags are the API's abuse limits as given (flags, defaulting to their env vars);
@@ -240,15 +203,56 @@ func (f *apiLimitFlags) parse() (httpapi.Config, error) {
 	}, nil
 }
 
-// bindServe registers the flags of serve, worker and api: bindCommon's, the API's address,
-// tokens and abuse limits, and the drain timeout.
-func bindServe(fs *pflag.FlagSet, c *config) *apiLimitFlags {
-	bindCommon(fs, c)
-	bindStrings(fs, []stringFlag{
-		{&c.HTTPAddr, "http-addr", "SLUICE_HTTP_ADDR", "127.0.0.1:8080", "HTTP API address"},
-		{&c.TokensFile, "tokens-file", "SLUICE_API_TOKENS_FILE", "", "JSON list of API tokens; without it the API serves loopback only"},
-	})
-	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "how long in-flight work may take to finish on shutdown")
-	bindEnv(fs, "drain-timeout", "SLUICE_DRAIN_TIMEOUT")
-	return bindAPILimits(fs)
+// apiFlags are the flags every command that talks to the API shares (persistent on jobs and
+// dlq, so they may come anywhere on the line).
+type apiFlags struct {
+	url    string
+	asJSON bool
+}
+
+func bindAPIFlags(fs *pflag.FlagSet, f *apiFlags) {
+	fs.StringVar(&f.url, "api-url", client.DefaultURL, "URL of the sluice API (the token comes from $SLUICE_TOKEN)")
+	bindEnv(fs, "api-url", "SLUICE_API_URL")
+	fs.BoolVar(&f.asJSON, "json", false, "print JSON")
+}
+
+// apiEnvHelp ends the help of the commands that talk to the API.
+const apiEnvHelp = `
+
+Talks to a running sluice API: --api-url or SLUICE_API_URL (default ` + client.DefaultURL + `),
+the bearer token from SLUICE_TOKEN. An answer 429 or 503 is waited out (Retry-After) and the
+request sent again, up to 8 times.`
+
+// client is a client of the API the flags name, for c's command (waiting messages on its
+// stderr).
+func (f *apiFlags) client(c *cli) (*client.Client, error) { return newAPIClient(f.url, c.stderr) }
+
+// bindPaging registers --limit (def per page) and --cursor of a listing of noun.
+func bindPaging(cmd *cobra.Command, limit *int, cursor *string, def int, noun string) {
+	cmd.Flags().IntVar(limit, "limit", def, noun+" per page (1 to 1000)")
+	cmd.Flags().StringVar(cursor, "cursor", "", "page cursor from a previous listing")
+	_ = cmd.RegisterFlagCompletionFunc("limit", cobra.NoFileCompletions)
+	_ = cmd.RegisterFlagCompletionFunc("cursor", cobra.NoFileCompletions)
+}
+
+// get GETs path with q from the API the flags name into out and, with --json, prints out;
+// printed reports that it did, so the caller prints nothing more.
+func (f *apiFlags) get(c *cli, path string, q url.Values, out any) (printed bool, err error) {
+	api, err := f.client(c)
+	if err != nil {
+		return false, err
+	}
+	if err := api.Do(c.ctx, "GET", path, q, nil, out); err != nil {
+		return false, err
+	}
+	if f.asJSON {
+		return true, printJSON(c.stdout, out)
+	}
+	return false, nil
+}
+
+// newAPIClient is a client of the API at base for the operator commands, with the token from
+// SLUICE_TOKEN (never printed); waiting messages go to waits.
+func newAPIClient(base string, waits io.Writer) (*client.Client, error) {
+	return client.New(client.Config{URL: base, Token: envOr("SLUICE_TOKEN", ""), Waits: waits})
 }

@@ -1,5 +1,9 @@
 package main
 
+// Wiring: what serve, worker, api and load build from the configuration (config.go) — the
+// broker connection, the document, graph and requirements stores, the workers, and the API
+// services with the adapters that give the API the pipeline's and stores' errors as its own.
+
 import (
 	"context"
 	"encoding/json"
@@ -31,60 +35,75 @@ import (
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
-// commandKey returns the key commands and rollbacks are signed and verified with:
-// SLUICE_COMMAND_KEY, else the file SLUICE_COMMAND_KEY_FILE (owner-only), else command.key in
-// the data directory, generated on first use. Every API and worker process of one deployment
-// must hold the same key; the log line names its fingerprint so they can be compared.
-func commandKey(c config, log *slog.Logger) (*sign.Key, error) {
-	src, raw := "SLUICE_COMMAND_KEY", c.CommandKey
-	if raw == "" {
-		var err error
-		if c.CommandKeyFile != "" {
-			src = c.CommandKeyFile
-			raw, err = secret.Read(c.CommandKeyFile)
-		} else {
-			src = filepath.Join(c.DataDir, sign.KeyFile)
-			if err = os.MkdirAll(c.DataDir, 0o700); err == nil {
-				raw, err = secret.ReadOrCreate(src)
-			}
-		}
-		if err != nil {
-			return nil, fmt.Errorf("command signing key: %w", err)
-		}
-	}
-	k, err := sign.NewKey(raw)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", src, err)
-	}
-	log.Info("command signing key", "source", src, "key_id", k.ID())
-	return k, nil
+// deps is what serve, worker and api open before they build their workers and API: the
+// broker, the document, graph and requirements stores, the dead-letter store, the metrics
+// registry and the command key. close releases them in reverse.
+type deps struct {
+	b    *broker
+	sk   *sinks
+	dead *dlq.Store
+	reg  *prometheus.Registry
+	g    graph.Store
+	key  *sign.Key
+	rq   *requirementsParts
+	// closers run in reverse order by close.
+	closers []func()
 }
 
-// openGraph opens the graph store; with reg set, a PostgreSQL pool's statistics are exported.
-func openGraph(ctx context.Context, c config, reg prometheus.Registerer) (graph.Store, error) {
-	dsn := c.GraphDSN
-	if dsn == "" {
-		dsn = filepath.Join(c.DataDir, "graph.db")
-	}
-	g, err := graph.Open(ctx, dsn, graph.Options{})
-	if err != nil {
-		return nil, fmt.Errorf("open graph store: %w", err)
-	}
-	if pg, ok := g.(*graph.Postgres); ok && reg != nil {
-		gauge := func(name, help string, f func(graph.PoolStats) float64) prometheus.Collector {
-			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_graph_pool_" + name, Help: help},
-				func() float64 { return f(pg.PoolStats()) })
+// depsOptions says what openDeps builds the requirements parts for.
+type depsOptions struct {
+	workers, api bool
+	drain        time.Duration
+	log          *slog.Logger
+	startup      startup
+}
+
+// openDeps opens everything a serve process needs, reporting each step to o.startup. On error
+// what was opened is closed; else the caller calls close once nothing uses them any more.
+func openDeps(ctx context.Context, c config, o depsOptions) (_ *deps, err error) {
+	d := &deps{}
+	defer func() {
+		if err != nil {
+			d.close()
 		}
-		reg.MustRegister(
-			gauge("conns_total", "PostgreSQL pool connections open.", func(s graph.PoolStats) float64 { return float64(s.TotalConns) }),
-			gauge("conns_idle", "PostgreSQL pool connections idle.", func(s graph.PoolStats) float64 { return float64(s.IdleConns) }),
-			gauge("conns_acquired", "PostgreSQL pool connections in use.", func(s graph.PoolStats) float64 { return float64(s.AcquiredConns) }),
-			gauge("conns_max", "PostgreSQL pool size limit.", func(s graph.PoolStats) float64 { return float64(s.MaxConns) }),
-			gauge("acquire_wait_seconds_total", "Time spent waiting for a pool connection.", func(s graph.PoolStats) float64 { return s.EmptyAcquireWaitTime.Seconds() }),
-			gauge("acquires_waited_total", "Acquires that had to wait for a connection.", func(s graph.PoolStats) float64 { return float64(s.EmptyAcquireCount) }),
-		)
+	}()
+	o.startup.step("opening the broker")
+	if d.b, err = openBroker(ctx, c, o.log, true); err != nil {
+		return nil, err
 	}
-	return g, nil
+	d.closers = append(d.closers, d.b.close)
+	o.startup.step("opening the document store")
+	if d.sk, err = openSinks(ctx, c, o.log); err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, d.sk.close)
+	if d.dead, err = dlq.New(dlq.Config{JS: d.b.js, Stream: d.b.streams.DLQ, Logger: o.log}); err != nil {
+		return nil, err
+	}
+	d.reg = prometheus.NewRegistry()
+	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	o.startup.step("opening the graph store")
+	if d.g, err = openGraph(ctx, c, d.reg); err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, func() { _ = d.g.Close() })
+	if d.key, err = commandKey(c, o.log); err != nil {
+		return nil, err
+	}
+	d.rq, err = startRequirements(ctx, c, requirementsOptions{JS: d.b.js, JobsKV: d.b.streams.JobsKV, Graph: d.g,
+		Workers: o.workers, API: o.api, Key: d.key, Drain: o.drain, Logger: o.log, Startup: o.startup})
+	if err != nil {
+		return nil, err
+	}
+	d.closers = append(d.closers, d.rq.close)
+	return d, nil
+}
+
+// close releases what openDeps opened, last first.
+func (d *deps) close() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
+	}
 }
 
 // broker is a connection to JetStream with Sluice's streams provisioned, and the embedded
@@ -163,6 +182,62 @@ func (b *broker) ping(ctx context.Context) error {
 	}
 	_, err := b.js.AccountInfo(ctx)
 	return err
+}
+
+// commandKey returns the key commands and rollbacks are signed and verified with:
+// SLUICE_COMMAND_KEY, else the file SLUICE_COMMAND_KEY_FILE (owner-only), else command.key in
+// the data directory, generated on first use. Every API and worker process of one deployment
+// must hold the same key; the log line names its fingerprint so they can be compared.
+func commandKey(c config, log *slog.Logger) (*sign.Key, error) {
+	src, raw := "SLUICE_COMMAND_KEY", c.CommandKey
+	if raw == "" {
+		var err error
+		if c.CommandKeyFile != "" {
+			src = c.CommandKeyFile
+			raw, err = secret.Read(c.CommandKeyFile)
+		} else {
+			src = filepath.Join(c.DataDir, sign.KeyFile)
+			if err = os.MkdirAll(c.DataDir, 0o700); err == nil {
+				raw, err = secret.ReadOrCreate(src)
+			}
+		}
+		if err != nil {
+			return nil, fmt.Errorf("command signing key: %w", err)
+		}
+	}
+	k, err := sign.NewKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", src, err)
+	}
+	log.Info("command signing key", "source", src, "key_id", k.ID())
+	return k, nil
+}
+
+// openGraph opens the graph store; with reg set, a PostgreSQL pool's statistics are exported.
+func openGraph(ctx context.Context, c config, reg prometheus.Registerer) (graph.Store, error) {
+	dsn := c.GraphDSN
+	if dsn == "" {
+		dsn = filepath.Join(c.DataDir, "graph.db")
+	}
+	g, err := graph.Open(ctx, dsn, graph.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("open graph store: %w", err)
+	}
+	if pg, ok := g.(*graph.Postgres); ok && reg != nil {
+		gauge := func(name, help string, f func(graph.PoolStats) float64) prometheus.Collector {
+			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_graph_pool_" + name, Help: help},
+				func() float64 { return f(pg.PoolStats()) })
+		}
+		reg.MustRegister(
+			gauge("conns_total", "PostgreSQL pool connections open.", func(s graph.PoolStats) float64 { return float64(s.TotalConns) }),
+			gauge("conns_idle", "PostgreSQL pool connections idle.", func(s graph.PoolStats) float64 { return float64(s.IdleConns) }),
+			gauge("conns_acquired", "PostgreSQL pool connections in use.", func(s graph.PoolStats) float64 { return float64(s.AcquiredConns) }),
+			gauge("conns_max", "PostgreSQL pool size limit.", func(s graph.PoolStats) float64 { return float64(s.MaxConns) }),
+			gauge("acquire_wait_seconds_total", "Time spent waiting for a pool connection.", func(s graph.PoolStats) float64 { return s.EmptyAcquireWaitTime.Seconds() }),
+			gauge("acquires_waited_total", "Acquires that had to wait for a connection.", func(s graph.PoolStats) float64 { return float64(s.EmptyAcquireCount) }),
+		)
+	}
+	return g, nil
 }
 
 // docSink is the document store chunks go to and are read from.
@@ -358,6 +433,85 @@ func (c closeBoth) Close() error {
 	return err
 }
 
+// newChunkWorker builds the chunk and graph worker on d's streams and stores.
+func (d *deps) newChunkWorker(drain time.Duration, log *slog.Logger) (*pipeline.Worker, error) {
+	return pipeline.NewWorker(pipeline.WorkerConfig{
+		JS: d.b.js, Streams: d.b.streams, Jobs: d.b.jobs, Sink: d.sk.docs, SinkName: d.sk.name, Graph: d.g, Key: d.key,
+		DrainTimeout: drain, Registerer: d.reg, Logger: log,
+	})
+}
+
+// apiOptions is what newAPIServer needs besides deps.
+type apiOptions struct {
+	tokens []httpapi.Token
+	limits httpapi.Config
+	drain  time.Duration
+	// worker, when this process runs one, reports its dead-lettering health in /readyz.
+	worker *pipeline.Worker
+	log    *slog.Logger
+}
+
+// newAPIServer builds the HTTP API on d and takes over the port su holds.
+func (d *deps) newAPIServer(ctx context.Context, c config, su startup, o apiOptions) (*httpapi.Server, error) {
+	// One publish scheduler for every upload of this process (issue 12).
+	// AstraDB keeps no previous versions of a document: a rollback asked to restore them
+	// is refused at once (400) instead of failing in the workers.
+	loader, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: d.b.js, Jobs: d.b.jobs, SpoolDir: c.DataDir + "/spool", Key: d.key,
+		Batch:              sjs.BatchWriterConfig{Admission: sjs.NewAdmission(sjs.AdmissionConfig{})},
+		NoPreviousVersions: c.Astra.Endpoint != ""})
+	if err != nil {
+		return nil, err
+	}
+	ln, err := su.api.Handover(ctx)
+	if err != nil {
+		return nil, err
+	}
+	l := o.limits
+	srv, err := httpapi.New(httpapi.Config{
+		Addr: c.HTTPAddr, Listener: ln, Tokens: o.tokens,
+		Jobs:            jobService{loader: loader, jobs: d.b.jobs},
+		Chunks:          chunkReader{sinks: d.sk, collection: "ttrpg_chunks_{env}"},
+		DeadLetters:     d.dead,
+		Graph:           graphReader{d.g},
+		Requirements:    d.rq.requirementsService(),
+		Events:          d.rq.eventSource(),
+		Registry:        d.reg,
+		Ready:           d.readyChecks(o.worker),
+		ShutdownTimeout: o.drain, Logger: o.log,
+		BodyIdleTimeout: l.BodyIdleTimeout, MaxConns: l.MaxConns, MaxSpoolBytes: l.MaxSpoolBytes, RateLimits: l.RateLimits,
+		MaxFeedsPerToken: l.MaxFeedsPerToken, GraphTimeout: l.GraphTimeout,
+		BrokerConnected: func() bool { return d.b.nc.Status() == nats.CONNECTED },
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(o.tokens) == 0 {
+		o.log.Warn("no API tokens configured (SLUICE_API_TOKENS_FILE): the API serves loopback only, without authentication", "addr", srv.Addr())
+	}
+	o.log.Info("HTTP API listening", "addr", "http://"+srv.Addr())
+	return srv, nil
+}
+
+// readyChecks are the API's /readyz checks; worker may be nil.
+func (d *deps) readyChecks(worker *pipeline.Worker) []httpapi.Check {
+	return []httpapi.Check{
+		{Name: "nats", Check: d.b.ping},
+		{Name: "store", Check: d.sk.ping},
+		{Name: "graph", Check: d.g.Ping},
+		// Messages that could neither be applied nor dead-lettered (kept and retried).
+		{Name: "dead-letters", Check: func(context.Context) error {
+			var errs []error
+			if worker != nil {
+				errs = append(errs, worker.Health())
+			}
+			if d.rq.worker != nil {
+				errs = append(errs, d.rq.worker.Health())
+			}
+			return errors.Join(errs...)
+		}},
+	}
+}
+
 // jobService adapts the loader and job store to the API.
 type jobService struct {
 	loader *pipeline.Loader
@@ -444,154 +598,4 @@ func (r graphReader) GetNode(ctx context.Context, env, id string) (graph.Node, e
 		return n, fmt.Errorf("%w: node %s", httpapi.ErrNotFound, id)
 	}
 	return n, err
-}
-
-// deps is what serve, worker and api open before they build their workers and API: the
-// broker, the document, graph and requirements stores, the dead-letter store, the metrics
-// registry and the command key. close releases them in reverse.
-type deps struct {
-	b    *broker
-	sk   *sinks
-	dead *dlq.Store
-	reg  *prometheus.Registry
-	g    graph.Store
-	key  *sign.Key
-	rq   *requirementsParts
-	// closers run in reverse order by close.
-	closers []func()
-}
-
-// depsOptions says what openDeps builds the requirements parts for.
-type depsOptions struct {
-	workers, api bool
-	drain        time.Duration
-	log          *slog.Logger
-	startup      startup
-}
-
-// openDeps opens everything a serve process needs, reporting each step to o.startup. On error
-// what was opened is closed; else the caller calls close once nothing uses them any more.
-func openDeps(ctx context.Context, c config, o depsOptions) (_ *deps, err error) {
-	d := &deps{}
-	defer func() {
-		if err != nil {
-			d.close()
-		}
-	}()
-	o.startup.step("opening the broker")
-	if d.b, err = openBroker(ctx, c, o.log, true); err != nil {
-		return nil, err
-	}
-	d.closers = append(d.closers, d.b.close)
-	o.startup.step("opening the document store")
-	if d.sk, err = openSinks(ctx, c, o.log); err != nil {
-		return nil, err
-	}
-	d.closers = append(d.closers, d.sk.close)
-	if d.dead, err = dlq.New(dlq.Config{JS: d.b.js, Stream: d.b.streams.DLQ, Logger: o.log}); err != nil {
-		return nil, err
-	}
-	d.reg = prometheus.NewRegistry()
-	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	o.startup.step("opening the graph store")
-	if d.g, err = openGraph(ctx, c, d.reg); err != nil {
-		return nil, err
-	}
-	d.closers = append(d.closers, func() { _ = d.g.Close() })
-	if d.key, err = commandKey(c, o.log); err != nil {
-		return nil, err
-	}
-	d.rq, err = startRequirements(ctx, c, requirementsOptions{JS: d.b.js, JobsKV: d.b.streams.JobsKV, Graph: d.g,
-		Workers: o.workers, API: o.api, Key: d.key, Drain: o.drain, Logger: o.log, Startup: o.startup})
-	if err != nil {
-		return nil, err
-	}
-	d.closers = append(d.closers, d.rq.close)
-	return d, nil
-}
-
-// close releases what openDeps opened, last first.
-func (d *deps) close() {
-	for i := len(d.closers) - 1; i >= 0; i-- {
-		d.closers[i]()
-	}
-}
-
-// newChunkWorker builds the chunk and graph worker on d's streams and stores.
-func (d *deps) newChunkWorker(drain time.Duration, log *slog.Logger) (*pipeline.Worker, error) {
-	return pipeline.NewWorker(pipeline.WorkerConfig{
-		JS: d.b.js, Streams: d.b.streams, Jobs: d.b.jobs, Sink: d.sk.docs, SinkName: d.sk.name, Graph: d.g, Key: d.key,
-		DrainTimeout: drain, Registerer: d.reg, Logger: log,
-	})
-}
-
-// apiOptions is what newAPIServer needs besides deps.
-type apiOptions struct {
-	tokens []httpapi.Token
-	limits httpapi.Config
-	drain  time.Duration
-	// worker, when this process runs one, reports its dead-lettering health in /readyz.
-	worker *pipeline.Worker
-	log    *slog.Logger
-}
-
-// newAPIServer builds the HTTP API on d and takes over the port su holds.
-func (d *deps) newAPIServer(ctx context.Context, c config, su startup, o apiOptions) (*httpapi.Server, error) {
-	// One publish scheduler for every upload of this process (issue 12).
-	// AstraDB keeps no previous versions of a document: a rollback asked to restore them
-	// is refused at once (400) instead of failing in the workers.
-	loader, err := pipeline.NewLoader(pipeline.LoaderConfig{JS: d.b.js, Jobs: d.b.jobs, SpoolDir: c.DataDir + "/spool", Key: d.key,
-		Batch:              sjs.BatchWriterConfig{Admission: sjs.NewAdmission(sjs.AdmissionConfig{})},
-		NoPreviousVersions: c.Astra.Endpoint != ""})
-	if err != nil {
-		return nil, err
-	}
-	ln, err := su.api.Handover(ctx)
-	if err != nil {
-		return nil, err
-	}
-	l := o.limits
-	srv, err := httpapi.New(httpapi.Config{
-		Addr: c.HTTPAddr, Listener: ln, Tokens: o.tokens,
-		Jobs:            jobService{loader: loader, jobs: d.b.jobs},
-		Chunks:          chunkReader{sinks: d.sk, collection: "ttrpg_chunks_{env}"},
-		DeadLetters:     d.dead,
-		Graph:           graphReader{d.g},
-		Requirements:    d.rq.requirementsService(),
-		Events:          d.rq.eventSource(),
-		Registry:        d.reg,
-		Ready:           d.readyChecks(o.worker),
-		ShutdownTimeout: o.drain, Logger: o.log,
-		BodyIdleTimeout: l.BodyIdleTimeout, MaxConns: l.MaxConns, MaxSpoolBytes: l.MaxSpoolBytes, RateLimits: l.RateLimits,
-		MaxFeedsPerToken: l.MaxFeedsPerToken, GraphTimeout: l.GraphTimeout,
-		BrokerConnected: func() bool { return d.b.nc.Status() == nats.CONNECTED },
-	})
-	if err != nil {
-		return nil, err
-	}
-	if len(o.tokens) == 0 {
-		o.log.Warn("no API tokens configured (SLUICE_API_TOKENS_FILE): the API serves loopback only, without authentication", "addr", srv.Addr())
-	}
-	o.log.Info("HTTP API listening", "addr", "http://"+srv.Addr())
-	return srv, nil
-}
-
-// readyChecks are the API's /readyz checks; worker may be nil.
-func (d *deps) readyChecks(worker *pipeline.Worker) []httpapi.Check {
-	return []httpapi.Check{
-		{Name: "nats", Check: d.b.ping},
-		{Name: "store", Check: d.sk.ping},
-		{Name: "graph", Check: d.g.Ping},
-		// Messages that could neither be applied nor dead-lettered (kept and retried).
-		{Name: "dead-letters", Check: func(context.Context) error {
-			var errs []error
-			if worker != nil {
-				errs = append(errs, worker.Health())
-			}
-			if d.rq.worker != nil {
-				errs = append(errs, d.rq.worker.Health())
-			}
-			return errors.Join(errs...)
-		}},
-	}
 }
