@@ -86,21 +86,30 @@ func cmdServe(ctx context.Context, log *slog.Logger, c config, m serveMode) erro
 	if su.api != nil {
 		defer su.api.Close() // a start-up that fails; nothing after the handover
 	}
+	// Stopped (SIGINT/SIGTERM) while starting: whatever the start-up's error, nothing ran and
+	// nothing is left to drain, so the process exits 0 as after a drain.
+	startErr := func(err error) error {
+		if ctx.Err() != nil {
+			log.Info("sluice stopped during start-up", "mode", m.name, "err", err)
+			return nil
+		}
+		return err
+	}
 	d, err := openDeps(ctx, c, depsOptions{workers: m.workers, api: m.api, drain: m.drain, log: log, startup: su})
 	if err != nil {
-		return err
+		return startErr(err)
 	}
 	defer d.close()
 	var worker *pipeline.Worker
 	if m.workers {
 		if worker, err = d.newChunkWorker(m.drain, log); err != nil {
-			return err
+			return startErr(err)
 		}
 	}
 	var srv *httpapi.Server
 	if m.api {
 		if srv, err = d.newAPIServer(ctx, c, su, apiOptions{tokens: tokens, limits: m.limits, drain: m.drain, worker: worker, log: log}); err != nil {
-			return err
+			return startErr(err)
 		}
 	}
 	p := pool.New().WithContext(ctx).WithCancelOnError()
