@@ -8,6 +8,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
 )
@@ -80,5 +81,33 @@ func TestServeWaitsForAstraAtStartup(t *testing.T) {
 	_ = s.cmd.Process.Signal(syscall.SIGTERM)
 	if err := s.cmd.Wait(); err != nil {
 		t.Fatalf("serve exit: %v", err)
+	}
+}
+
+// A worker stopped by SIGTERM while its start-up still waited (for a store, or while it
+// provisioned the command consumers) exited 1 with the wait's error — "provision consumer
+// sluice-commands-p15: context canceled" failed the two-worker order test now and then. serve,
+// worker and api exit 0 on SIGTERM, as their help says, during start-up too.
+func TestStoppedDuringStartupExitsZero(t *testing.T) {
+	double := dataapitest.New(dataapitest.Config{})
+	defer double.Close()
+	double.InjectNext(1000, dataapitest.FaultHTTP503)
+	cmd, logs := startProc(t, "worker", []string{"ASTRA_DB_API_ENDPOINT=" + double.URL(), "ASTRA_DB_APPLICATION_TOKEN=" + double.Token()},
+		"worker", "--data-dir", filepath.Join(t.TempDir(), "data"))
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), "waiting for AstraDB"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the worker never waited for AstraDB")
+		}
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("worker stopped during start-up: %v, want exit 0", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the worker still ran 15 s after SIGTERM during start-up")
 	}
 }

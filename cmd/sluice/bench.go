@@ -1,9 +1,10 @@
 package main
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"slices"
 	"strconv"
 	"strings"
@@ -75,79 +76,95 @@ func newBenchAstraCmd(c *cli) *cobra.Command {
 	_ = cmd.RegisterFlagCompletionFunc("modes", cobra.FixedCompletions(bench.Modes(), cobra.ShellCompDirectiveNoFileComp|cobra.ShellCompDirectiveNoSpace))
 	cmd.RunE = func(*cobra.Command, []string) error {
 		cfg := bench.AstraConfig{Chunks: *chunks, Latency: *latency, Runs: *runs, Dir: *dir, Logger: log}
-		for m := range strings.SplitSeq(*modes, ",") {
-			if m = strings.TrimSpace(m); m != "" {
-				cfg.Modes = append(cfg.Modes, m)
-			}
-		}
-		var errs []error
-		if *chunks < 1 {
-			errs = append(errs, fmt.Errorf("bench astra: --chunks must be at least 1, got %d", *chunks))
-		}
-		if *runs < 1 {
-			errs = append(errs, fmt.Errorf("bench astra: --runs must be at least 1, got %d", *runs))
-		}
-		switch {
-		case *latency < 0:
-			errs = append(errs, fmt.Errorf("bench astra: --latency must not be negative, got %s", *latency))
-		case *latency == 0:
-			cfg.Latency = -1 // the package's zero means its default
-		}
-		if len(cfg.Modes) == 0 {
-			errs = append(errs, errors.New("bench astra: --modes names no mode"))
-		} else {
-			errs = append(errs, bench.AstraConfig{Modes: cfg.Modes}.Validate()) // unknown or repeated modes
-		}
-		if err := errors.Join(errs...); err != nil {
-			return usageError{err.Error()}
-		}
-		res, err := bench.RunAstra(ctx, cfg)
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			enc := json.NewEncoder(stdout)
-			enc.SetIndent("", "  ")
-			return enc.Encode(res)
-		}
-		answers := "at once"
-		if res.Latency > 0 {
-			answers = "after " + res.Latency.String()
-		}
-		fmt.Fprintf(stdout, "AstraDB load: %d chunks, Data API double in this process answering %s\n", res.Chunks, answers)
-		fmt.Fprintf(stdout, "%-13s %10s %5s %7s %8s %8s | %-38s\n", "", "", "", "", "", "", "CPU µs per chunk (sampled)")
-		fmt.Fprintf(stdout, "%-13s %10s %5s %7s %8s %8s | %6s %6s %6s %6s %6s %7s\n", "mode", "docs/s", "runs", "chunks", "ms/run", "cpu ms",
-			"broker", "client", "b+c", "double", "unlab", "samples")
-		for _, m := range res.Modes {
-			cpu := "-"
-			if m.CPUPerRun > 0 {
-				cpu = fmt.Sprintf("%.1f", m.CPUPerRun.Seconds()*1000)
-			}
-			split := fmt.Sprintf("%6s %6s %6s %6s %6s %7s", "-", "-", "-", "-", "-", "-")
-			if c := m.CPU; c != nil {
-				split = fmt.Sprintf("%6.1f %6.1f %6.1f %6.1f %6.1f %7d", c.Broker, c.Client, c.BrokerAndClient, c.Double, c.Unlabeled, c.Samples)
-			}
-			fmt.Fprintf(stdout, "%-13s %10.1f %5d %7d %8.1f %8s | %s\n", m.Mode, m.DocsPerSec, m.Runs, m.Chunks,
-				m.Elapsed.Seconds()*1000/float64(m.Runs), cpu, split)
-		}
-		if res.SluiceVsSeed > 0 {
-			fmt.Fprintf(stdout, "c/a = %.2f (goal ≥ %g)\n", res.SluiceVsSeed, bench.GoalSluiceVsSeed)
-		}
-		if res.SluiceVsAstrapy > 0 {
-			fmt.Fprintf(stdout, "c/b = %.2f (goal ≥ %g)%s\n", res.SluiceVsAstrapy, bench.GoalSluiceVsAstrapy, spread(res.SluiceVsAstrapyByRun))
-		}
-		if res.SluiceSingleVsAstrapy > 0 {
-			fmt.Fprintf(stdout, "c/b with one chunk per message (sluice-single) = %.2f%s\n", res.SluiceSingleVsAstrapy, spread(res.SluiceSingleVsAstrapyByRun))
-		}
-		if res.BundlesVsSingle > 0 {
-			fmt.Fprintf(stdout, "sluice / sluice-single (bundles over one chunk per message) = %.2f%s\n", res.BundlesVsSingle, spread(res.BundlesVsSingleByRun))
-		}
-		if res.SluiceVsAstrapyCeiling > 0 {
-			fmt.Fprintf(stdout, "c/b ceiling here = %.2f (astrapy's time over the durable publish alone plus one round trip)\n", res.SluiceVsAstrapyCeiling)
-		}
-		return nil
+		errs := astraBenchFlags(&cfg, *modes)
+		return runBenchScenario(stdout, *asJSON, errs, func() (bench.AstraResult, error) { return bench.RunAstra(ctx, cfg) }, printAstraBench)
 	}
 	return cmd
+}
+
+// astraBenchFlags checks the flags of bench astra (cfg as given, modes comma-separated) and
+// completes cfg: its modes, and a latency of 0 as none. It returns every problem.
+func astraBenchFlags(cfg *bench.AstraConfig, modes string) []error {
+	for m := range strings.SplitSeq(modes, ",") {
+		if m = strings.TrimSpace(m); m != "" {
+			cfg.Modes = append(cfg.Modes, m)
+		}
+	}
+	var errs []error
+	if cfg.Chunks < 1 {
+		errs = append(errs, fmt.Errorf("bench astra: --chunks must be at least 1, got %d", cfg.Chunks))
+	}
+	if cfg.Runs < 1 {
+		errs = append(errs, fmt.Errorf("bench astra: --runs must be at least 1, got %d", cfg.Runs))
+	}
+	switch {
+	case cfg.Latency < 0:
+		errs = append(errs, fmt.Errorf("bench astra: --latency must not be negative, got %s", cfg.Latency))
+	case cfg.Latency == 0:
+		cfg.Latency = -1 // the package's zero means its default
+	}
+	if len(cfg.Modes) == 0 {
+		errs = append(errs, errors.New("bench astra: --modes names no mode"))
+	} else {
+		errs = append(errs, bench.AstraConfig{Modes: cfg.Modes}.Validate()) // unknown or repeated modes
+	}
+	return errs
+}
+
+// printAstraBench prints a bench astra result for a person.
+func printAstraBench(w io.Writer, res bench.AstraResult) {
+	answers := "at once"
+	if res.Latency > 0 {
+		answers = "after " + res.Latency.String()
+	}
+	fmt.Fprintf(w, "AstraDB load: %d chunks, Data API double in this process answering %s\n", res.Chunks, answers)
+	fmt.Fprintf(w, "%-13s %10s %5s %7s %8s %8s | %-38s\n", "", "", "", "", "", "", "CPU µs per chunk (sampled)")
+	fmt.Fprintf(w, "%-13s %10s %5s %7s %8s %8s | %6s %6s %6s %6s %6s %7s\n", "mode", "docs/s", "runs", "chunks", "ms/run", "cpu ms",
+		"broker", "client", "b+c", "double", "unlab", "samples")
+	for _, m := range res.Modes {
+		cpu := "-"
+		if m.CPUPerRun > 0 {
+			cpu = fmt.Sprintf("%.1f", m.CPUPerRun.Seconds()*1000)
+		}
+		split := fmt.Sprintf("%6s %6s %6s %6s %6s %7s", "-", "-", "-", "-", "-", "-")
+		if c := m.CPU; c != nil {
+			split = fmt.Sprintf("%6.1f %6.1f %6.1f %6.1f %6.1f %7d", c.Broker, c.Client, c.BrokerAndClient, c.Double, c.Unlabeled, c.Samples)
+		}
+		fmt.Fprintf(w, "%-13s %10.1f %5d %7d %8.1f %8s | %s\n", m.Mode, m.DocsPerSec, m.Runs, m.Chunks,
+			m.Elapsed.Seconds()*1000/float64(m.Runs), cpu, split)
+	}
+	if res.SluiceVsSeed > 0 {
+		fmt.Fprintf(w, "c/a = %.2f (goal ≥ %g)\n", res.SluiceVsSeed, bench.GoalSluiceVsSeed)
+	}
+	if res.SluiceVsAstrapy > 0 {
+		fmt.Fprintf(w, "c/b = %.2f (goal ≥ %g)%s\n", res.SluiceVsAstrapy, bench.GoalSluiceVsAstrapy, spread(res.SluiceVsAstrapyByRun))
+	}
+	if res.SluiceSingleVsAstrapy > 0 {
+		fmt.Fprintf(w, "c/b with one chunk per message (sluice-single) = %.2f%s\n", res.SluiceSingleVsAstrapy, spread(res.SluiceSingleVsAstrapyByRun))
+	}
+	if res.BundlesVsSingle > 0 {
+		fmt.Fprintf(w, "sluice / sluice-single (bundles over one chunk per message) = %.2f%s\n", res.BundlesVsSingle, spread(res.BundlesVsSingleByRun))
+	}
+	if res.SluiceVsAstrapyCeiling > 0 {
+		fmt.Fprintf(w, "c/b ceiling here = %.2f (astrapy's time over the durable publish alone plus one round trip)\n", res.SluiceVsAstrapyCeiling)
+	}
+}
+
+// runBenchScenario refuses the flags' problems (errs) as one usage error, else runs the
+// scenario and prints its result: as one JSON object with --json, else with text.
+func runBenchScenario[R any](w io.Writer, asJSON bool, errs []error, run func() (R, error), text func(io.Writer, R)) error {
+	if err := errors.Join(errs...); err != nil {
+		return usageError{err.Error()}
+	}
+	res, err := run()
+	if err != nil {
+		return err
+	}
+	if asJSON {
+		return printJSON(w, res)
+	}
+	text(w, res)
+	return nil
 }
 
 // spread describes ratios taken run by run: "; run by run min 0.52 / median 0.61 / max 0.70",
@@ -199,40 +216,34 @@ func newBenchAPICmd(c *cli) *cobra.Command {
 		if cfg.Settle < 0 || cfg.Timeout <= 0 {
 			errs = append(errs, fmt.Errorf("bench api: --settle must not be negative and --timeout must be positive"))
 		}
-		if err := errors.Join(errs...); err != nil {
-			return usageError{err.Error()}
-		}
-		res, err := runAPIBench(ctx, cfg)
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			return printJSON(stdout, res)
-		}
-		fmt.Fprintf(stdout, "API mix: %d clients for %s (%.1f s with the requests in flight), jobs of %d chunks\n",
-			res.Clients, cfg.Duration, res.ElapsedS, res.ChunksPerJob)
-		fmt.Fprintf(stdout, "server: sluice %s\n", strings.Join(res.ServeArgs, " "))
-		fmt.Fprintf(stdout, "%d requests, %.1f/s; admission refusals (503 + Retry-After) %d; other answers ≥ 500 %d; no answer %d\n",
-			res.Requests, res.RequestsPerS, res.Refused, res.ServerErrors, res.TransportErrors)
-		fmt.Fprintf(stdout, "%-26s %9s %8s %9s %9s %9s %9s %10s %11s %12s  %s\n", "route", "requests", "/s", "p50 ms", "p99 ms", "p999 ms", "max ms", "steady p99", "srv p99 ≤", "srv p999 ≤", "statuses")
-		for _, r := range res.Routes {
-			fmt.Fprintf(stdout, "%-26s %9d %8.1f %9.1f %9.1f %9.1f %9.1f %10.1f %11s %12s  %s\n", r.Route, r.Requests, r.PerS, r.P50Ms, r.P99Ms, r.P999Ms, r.MaxMs, r.SteadyP99Ms,
-				bucketMs(r.ServerP99Ms), bucketMs(r.ServerP999Ms), formatStatuses(r.Statuses))
-		}
-		fmt.Fprintf(stdout, "(steady p99: requests started after the first %.0f s, past the burst of every client's first request at once;\n"+
-			" srv: the server's own request-duration histogram, headers read to handler returned; the bucket bound)\n", res.SteadyAfterS)
-		fmt.Fprintf(stdout, "jobs: %d accepted, %d completed exactly, %d not exactly, %d unsettled after %.1f s\n",
-			res.Jobs.Accepted, res.Jobs.Exact, res.Jobs.NotExact, res.Jobs.Unsettled, res.Jobs.SettleS)
-		fmt.Fprintf(stdout, "orphaned jobs (pending, total 0, not sealed): %d; failed jobs: %d\n", res.OrphanedJobs, res.FailedJobs)
-		fmt.Fprintf(stdout, "serve process: peak RSS %s, at the end %s\n", mib(res.PeakRSS), mib(res.EndRSS))
-		fmt.Fprintf(stdout, "CPU during the load: serve %.2f cores, generator %.2f cores; generator's Go scheduler latency p99 ≤ %s, p999 ≤ %s\n",
-			res.ServeCPU, res.GeneratorCPU, bucketMs(res.GeneratorSchedP99Ms), bucketMs(res.GeneratorSchedP999Ms))
-		for _, s := range append(res.ErrorSamples, res.Jobs.Samples...) {
-			fmt.Fprintf(stdout, "  %s\n", s)
-		}
-		return nil
+		return runBenchScenario(stdout, *asJSON, errs, func() (apiBenchResult, error) { return runAPIBench(ctx, cfg) }, printAPIBench)
 	}
 	return cmd
+}
+
+// printAPIBench prints a bench api result for a person.
+func printAPIBench(w io.Writer, res apiBenchResult) {
+	fmt.Fprintf(w, "API mix: %d clients for %s (%.1f s with the requests in flight), jobs of %d chunks\n",
+		res.Clients, time.Duration(math.Round(res.DurationS*float64(time.Second))), res.ElapsedS, res.ChunksPerJob)
+	fmt.Fprintf(w, "server: sluice %s\n", strings.Join(res.ServeArgs, " "))
+	fmt.Fprintf(w, "%d requests, %.1f/s; admission refusals (503 + Retry-After) %d; other answers ≥ 500 %d; no answer %d\n",
+		res.Requests, res.RequestsPerS, res.Refused, res.ServerErrors, res.TransportErrors)
+	fmt.Fprintf(w, "%-26s %9s %8s %9s %9s %9s %9s %10s %11s %12s  %s\n", "route", "requests", "/s", "p50 ms", "p99 ms", "p999 ms", "max ms", "steady p99", "srv p99 ≤", "srv p999 ≤", "statuses")
+	for _, r := range res.Routes {
+		fmt.Fprintf(w, "%-26s %9d %8.1f %9.1f %9.1f %9.1f %9.1f %10.1f %11s %12s  %s\n", r.Route, r.Requests, r.PerS, r.P50Ms, r.P99Ms, r.P999Ms, r.MaxMs, r.SteadyP99Ms,
+			bucketMs(r.ServerP99Ms), bucketMs(r.ServerP999Ms), formatStatuses(r.Statuses))
+	}
+	fmt.Fprintf(w, "(steady p99: requests started after the first %.0f s, past the burst of every client's first request at once;\n"+
+		" srv: the server's own request-duration histogram, headers read to handler returned; the bucket bound)\n", res.SteadyAfterS)
+	fmt.Fprintf(w, "jobs: %d accepted, %d completed exactly, %d not exactly, %d unsettled after %.1f s\n",
+		res.Jobs.Accepted, res.Jobs.Exact, res.Jobs.NotExact, res.Jobs.Unsettled, res.Jobs.SettleS)
+	fmt.Fprintf(w, "orphaned jobs (pending, total 0, not sealed): %d; failed jobs: %d\n", res.OrphanedJobs, res.FailedJobs)
+	fmt.Fprintf(w, "serve process: peak RSS %s, at the end %s\n", mib(res.PeakRSS), mib(res.EndRSS))
+	fmt.Fprintf(w, "CPU during the load: serve %.2f cores, generator %.2f cores; generator's Go scheduler latency p99 ≤ %s, p999 ≤ %s\n",
+		res.ServeCPU, res.GeneratorCPU, bucketMs(res.GeneratorSchedP99Ms), bucketMs(res.GeneratorSchedP999Ms))
+	for _, s := range append(res.ErrorSamples, res.Jobs.Samples...) {
+		fmt.Fprintf(w, "  %s\n", s)
+	}
 }
 
 // bucketMs prints a histogram bucket bound in milliseconds: "-" without observations, "> last"
@@ -309,22 +320,16 @@ func newBenchBacklogCmd(c *cli) *cobra.Command {
 		if cfg.Timeout <= 0 {
 			errs = append(errs, fmt.Errorf("bench backlog: --timeout must be positive, got %s", cfg.Timeout))
 		}
-		if err := errors.Join(errs...); err != nil {
-			return usageError{err.Error()}
-		}
-		res, err := runBacklogBench(ctx, cfg)
-		if err != nil {
-			return err
-		}
-		if *asJSON {
-			return printJSON(stdout, res)
-		}
-		fmt.Fprintf(stdout, "Backlog drain: %d chunks queued, then one worker started\n", res.Chunks)
-		fmt.Fprintf(stdout, "%-9s %10s %10s %10s %10s %12s %12s\n", "mode", "publish s", "startup s", "drain s", "docs/s", "peak RSS", "end RSS")
-		for _, m := range res.Modes {
-			fmt.Fprintf(stdout, "%-9s %10.1f %10.1f %10.1f %10.0f %12s %12s\n", m.Mode, m.PublishS, m.StartupS, m.DrainS, m.DocsPerS, mib(m.PeakRSS), mib(m.EndRSS))
-		}
-		return nil
+		return runBenchScenario(stdout, *asJSON, errs, func() (backlogBenchResult, error) { return runBacklogBench(ctx, cfg) }, printBacklogBench)
 	}
 	return cmd
+}
+
+// printBacklogBench prints a bench backlog result for a person.
+func printBacklogBench(w io.Writer, res backlogBenchResult) {
+	fmt.Fprintf(w, "Backlog drain: %d chunks queued, then one worker started\n", res.Chunks)
+	fmt.Fprintf(w, "%-9s %10s %10s %10s %10s %12s %12s\n", "mode", "publish s", "startup s", "drain s", "docs/s", "peak RSS", "end RSS")
+	for _, m := range res.Modes {
+		fmt.Fprintf(w, "%-9s %10.1f %10.1f %10.1f %10.0f %12s %12s\n", m.Mode, m.PublishS, m.StartupS, m.DrainS, m.DocsPerS, mib(m.PeakRSS), mib(m.EndRSS))
+	}
 }

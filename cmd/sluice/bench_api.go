@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -9,17 +8,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"math"
-	mrand "math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
-	"runtime/metrics"
 	"slices"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -141,316 +135,6 @@ type apiJobsResult struct {
 	Samples   []string `json:"samples,omitempty"`
 }
 
-// routeStats is one client's record of one route; merged at the end.
-type routeStats struct {
-	latencies       []time.Duration
-	steady          []time.Duration // of the requests started after steadyFrom
-	statuses        map[int]int64
-	refused         int64
-	serverErrors    int64
-	transportErrors int64
-}
-
-// apiLoad is the load generator's shared state. Safe for concurrent use.
-type apiLoad struct {
-	cfg    apiBenchConfig
-	base   string
-	client *http.Client
-	run    string // makes every chunk and title of this run unique
-
-	mu      sync.Mutex // guards ids, samples
-	ids     []string   // accepted jobs, read by GETs and checked at the end
-	samples []string   // first few unexpected answers
-}
-
-// maxErrorSamples bounds the unexpected answers kept for the report.
-const maxErrorSamples = 10
-
-func (l *apiLoad) sample(s string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if len(l.samples) < maxErrorSamples {
-		l.samples = append(l.samples, s)
-	}
-}
-
-func (l *apiLoad) addJob(id string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.ids = append(l.ids, id)
-}
-
-func (l *apiLoad) randomJob(rng *mrand.Rand) string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.ids[rng.IntN(len(l.ids))]
-}
-
-// answer is one request's outcome.
-type answer struct {
-	status     int
-	retryAfter bool
-	body       []byte
-	err        error
-}
-
-// do sends one request and reads the whole answer (so the connection is reused).
-func (l *apiLoad) do(ctx context.Context, c *http.Client, method, path, ctype string, body []byte) answer {
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, l.base+path, rd)
-	if err != nil {
-		return answer{err: err}
-	}
-	if ctype != "" {
-		req.Header.Set("Content-Type", ctype)
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return answer{err: err}
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 8<<20))
-	return answer{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After") != "", body: b, err: err}
-}
-
-// jobFile is an NDJSON file of n chunks whose ids and content are unique to (run, client, seq).
-func jobFile(run string, client, seq, n int) []byte {
-	var b bytes.Buffer
-	for i := range n {
-		fmt.Fprintf(&b, `{"chunk_id":"bench_%s_%d_%d_%d","content":"Chunk %d of upload %d of client %d in run %s: enough text to stand for a chunk of rules text."}`+"\n",
-			run, client, seq, i, i, seq, client, run)
-	}
-	return b.Bytes()
-}
-
-// submitJob uploads one job file; an accepted job's id is remembered.
-func (l *apiLoad) submitJob(ctx context.Context, c *http.Client, client, seq int) answer {
-	a := l.do(ctx, c, http.MethodPost, fmt.Sprintf("/v1/jobs?env=dev&file=bench-%d-%d.jsonl", client, seq),
-		"application/x-ndjson", jobFile(l.run, client, seq, l.cfg.ChunksPerJob))
-	if a.err == nil && (a.status == http.StatusAccepted || a.status == http.StatusOK) {
-		var res struct {
-			JobID string `json:"job_id"`
-		}
-		if err := json.Unmarshal(a.body, &res); err != nil || res.JobID == "" {
-			a.err = fmt.Errorf("accepted job without a job id: %q", a.body)
-			return a
-		}
-		l.addJob(res.JobID)
-	}
-	return a
-}
-
-func (l *apiLoad) submitFeature(ctx context.Context, c *http.Client, client, seq int) answer {
-	body, _ := json.Marshal(map[string]string{
-		"title":       fmt.Sprintf("Bench feature %s-%d-%d", l.run, client, seq),
-		"description": "A feature request submitted by sluice bench api.",
-		"priority":    "high",
-		"requester":   "bench",
-	})
-	return l.do(ctx, c, http.MethodPost, "/api/features/submit", "application/json", body)
-}
-
-// connectClient returns a client with a connection of its own, opened (GET /healthz) before
-// the load starts, as each of many independent clients would have: with one pool shared by
-// every client, a client whose connection is still on its way back to the pool waits for
-// whichever comes back first, and a thousand connections dialled in the first second of the
-// run would put their handshakes into the latencies measured.
-func (l *apiLoad) connectClient(ctx context.Context) (*http.Client, error) {
-	tr := &http.Transport{MaxIdleConns: 1, MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1,
-		IdleConnTimeout: 90 * time.Second, DisableCompression: true}
-	c := &http.Client{Transport: tr, Timeout: l.cfg.Timeout}
-	a := l.do(ctx, c, http.MethodGet, "/healthz", "", nil)
-	if a.err == nil && a.status != http.StatusOK {
-		a.err = fmt.Errorf("GET /healthz answered %d: %s", a.status, bytes.TrimSpace(a.body))
-	}
-	if a.err != nil {
-		tr.CloseIdleConnections()
-		return nil, fmt.Errorf("bench api: connect a client: %w", a.err)
-	}
-	return c, nil
-}
-
-// client runs one keep-alive client until end: one request at a time, the route drawn from
-// the mix. It never retries: a refusal is recorded and the client moves on.
-func (l *apiLoad) runClient(ctx context.Context, c *http.Client, id int, steadyFrom, end time.Time) map[string]*routeStats {
-	rng := mrand.New(mrand.NewPCG(uint64(id), uint64(time.Now().UnixNano())))
-	stats := map[string]*routeStats{}
-	for _, m := range apiMix {
-		stats[m.route] = &routeStats{statuses: map[int]int64{}}
-	}
-	for seq := 0; time.Now().Before(end) && ctx.Err() == nil; seq++ {
-		p, route := rng.IntN(100), ""
-		for _, m := range apiMix {
-			if p < m.pct {
-				route = m.route
-				break
-			}
-			p -= m.pct
-		}
-		start := time.Now()
-		var a answer
-		switch route {
-		case routeGetJob:
-			a = l.do(ctx, c, http.MethodGet, "/v1/jobs/"+url.PathEscape(l.randomJob(rng)), "", nil)
-		case routeSubmitFeature:
-			a = l.submitFeature(ctx, c, id, seq)
-		default:
-			a = l.submitJob(ctx, c, id, seq)
-		}
-		st := stats[route]
-		took := time.Since(start)
-		st.latencies = append(st.latencies, took)
-		if !start.Before(steadyFrom) {
-			st.steady = append(st.steady, took)
-		}
-		switch {
-		case a.err != nil:
-			if ctx.Err() != nil {
-				return stats
-			}
-			st.transportErrors++
-			l.sample(fmt.Sprintf("%s: %v", route, a.err))
-		case a.status == http.StatusServiceUnavailable && a.retryAfter:
-			st.statuses[a.status]++
-			st.refused++
-		case a.status >= 500:
-			st.statuses[a.status]++
-			st.serverErrors++
-			l.sample(fmt.Sprintf("%s: %d %s", route, a.status, bytes.TrimSpace(a.body)))
-		default:
-			st.statuses[a.status]++
-		}
-	}
-	return stats
-}
-
-// schedLatencies reads this process's Go scheduler latency histogram as cumulative buckets.
-func schedLatencies() histogram {
-	s := []metrics.Sample{{Name: "/sched/latencies:seconds"}}
-	metrics.Read(s)
-	if s[0].Value.Kind() != metrics.KindFloat64Histogram {
-		return histogram{}
-	}
-	h := s[0].Value.Float64Histogram()
-	var out histogram
-	var cum float64
-	for i, c := range h.Counts {
-		cum += float64(c)
-		out.le = append(out.le, h.Buckets[i+1])
-		out.count = append(out.count, cum)
-	}
-	return out
-}
-
-// since returns the observations h has beyond before, a reading of the same histogram taken
-// earlier.
-func (h histogram) since(before histogram) histogram {
-	if len(before.count) != len(h.count) {
-		return h
-	}
-	out := histogram{le: h.le, count: make([]float64, len(h.count))}
-	for i := range h.count {
-		out.count[i] = h.count[i] - before.count[i]
-	}
-	return out
-}
-
-// steadyAfter is how long after its start a run of length d counts as steady: 5 s, or a
-// quarter of a shorter run.
-func steadyAfter(d time.Duration) time.Duration { return min(5*time.Second, d/4) }
-
-// histogram is one route's cumulative buckets of sluice_http_request_duration_seconds.
-type histogram struct {
-	le    []float64 // upper bounds in seconds, ascending; +Inf last
-	count []float64 // cumulative
-}
-
-// at returns the upper bound, in milliseconds, of the bucket holding quantile q; -1 past the
-// last finite bucket, 0 without observations.
-func (h histogram) at(q float64) float64 {
-	if len(h.count) == 0 || h.count[len(h.count)-1] == 0 {
-		return 0
-	}
-	total := h.count[len(h.count)-1]
-	for i, c := range h.count {
-		if c >= q*total {
-			if math.IsInf(h.le[i], 1) {
-				return -1
-			}
-			return h.le[i] * 1000
-		}
-	}
-	return -1
-}
-
-// serverLatency reads the server's request-duration histogram from /metrics, by "METHOD
-// route" as the mix names its routes.
-func (l *apiLoad) serverLatency(ctx context.Context) (map[string]histogram, error) {
-	a := l.do(ctx, l.client, http.MethodGet, "/metrics", "", nil)
-	if a.err != nil {
-		return nil, a.err
-	}
-	if a.status != http.StatusOK {
-		return nil, fmt.Errorf("GET /metrics: %d", a.status)
-	}
-	return parseDurationBuckets(a.body)
-}
-
-// parseDurationBuckets reads the sluice_http_request_duration_seconds_bucket lines of a
-// Prometheus text exposition.
-func parseDurationBuckets(text []byte) (map[string]histogram, error) {
-	const prefix = "sluice_http_request_duration_seconds_bucket{"
-	type bucket struct{ le, count float64 }
-	byRoute := map[string][]bucket{}
-	for line := range strings.SplitSeq(string(text), "\n") {
-		rest, ok := strings.CutPrefix(line, prefix)
-		if !ok {
-			continue
-		}
-		labels, value, ok := strings.Cut(rest, "} ")
-		if !ok {
-			return nil, fmt.Errorf("metrics: malformed line %q", line)
-		}
-		l := map[string]string{}
-		for kv := range strings.SplitSeq(labels, ",") {
-			k, v, _ := strings.Cut(kv, "=")
-			l[k] = strings.Trim(v, `"`)
-		}
-		le, err := strconv.ParseFloat(l["le"], 64) // "+Inf" parses as +Inf
-		if err != nil {
-			return nil, fmt.Errorf("metrics: bucket bound in %q: %w", line, err)
-		}
-		n, err := strconv.ParseFloat(strings.TrimSpace(value), 64)
-		if err != nil {
-			return nil, fmt.Errorf("metrics: bucket count in %q: %w", line, err)
-		}
-		key := l["method"] + " " + l["route"]
-		byRoute[key] = append(byRoute[key], bucket{le, n})
-	}
-	out := map[string]histogram{}
-	for key, bs := range byRoute {
-		slices.SortFunc(bs, func(a, b bucket) int { return cmp.Compare(a.le, b.le) })
-		var h histogram
-		for _, b := range bs {
-			h.le, h.count = append(h.le, b.le), append(h.count, b.count)
-		}
-		out[key] = h
-	}
-	return out, nil
-}
-
-// percentile returns the q-quantile (0..1) of sorted durations, in milliseconds.
-func percentile(sorted []time.Duration, q float64) float64 {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := min(len(sorted)-1, int(q*float64(len(sorted))))
-	return float64(sorted[i]) / float64(time.Millisecond)
-}
-
 // runAPIBench starts sluice serve on the embedded default in a fresh data directory, drives
 // the mix against it, waits for the accepted jobs, and reports. It blocks for about
 // Duration + Settle; ctx ends it early with an error.
@@ -489,29 +173,44 @@ func runAPIBench(ctx context.Context, cfg apiBenchConfig) (res apiBenchResult, e
 	var runID [4]byte
 	_, _ = rand.Read(runID[:])
 	l := &apiLoad{cfg: cfg, base: "http://" + addr, client: &http.Client{Transport: tr, Timeout: cfg.Timeout}, run: hex.EncodeToString(runID[:])}
+	if err := l.waitReady(ctx, serve); err != nil {
+		return res, serve.failed(err)
+	}
+	res.Clients, res.DurationS, res.ChunksPerJob = cfg.Clients, cfg.Duration.Seconds(), cfg.ChunksPerJob
+	res.SteadyAfterS = steadyAfter(cfg.Duration).Seconds()
+	if err := l.drive(ctx, serve, &res); err != nil {
+		return res, err
+	}
+	if err := l.finish(ctx, serve, &res); err != nil {
+		return res, serve.failed(err)
+	}
+	return res, nil
+}
 
+// waitReady waits until serve answers /readyz 200 and has accepted one job, so that reads have
+// an id from the first request.
+func (l *apiLoad) waitReady(ctx context.Context, serve *benchProc) error {
 	if err := waitFor(ctx, serve, time.Minute, 100*time.Millisecond, "sluice serve ready", func(ctx context.Context) (bool, error) {
 		a := l.do(ctx, l.client, http.MethodGet, "/readyz", "", nil)
 		return a.err == nil && a.status == http.StatusOK, nil
 	}); err != nil {
-		return res, serve.failed(err)
+		return err
 	}
-	// One job before the clients start, so that reads have an id from the first request.
-	if err := waitFor(ctx, serve, 30*time.Second, 200*time.Millisecond, "a first job accepted", func(ctx context.Context) (bool, error) {
+	return waitFor(ctx, serve, 30*time.Second, 200*time.Millisecond, "a first job accepted", func(ctx context.Context) (bool, error) {
 		a := l.submitJob(ctx, l.client, -1, 0)
 		if a.err == nil && a.status >= 400 && a.status != http.StatusServiceUnavailable {
 			return false, fmt.Errorf("bench api: first job answered %d: %s", a.status, a.body)
 		}
 		return a.err == nil && a.status < 300, nil
-	}); err != nil {
-		return res, serve.failed(err)
-	}
+	})
+}
 
-	res.Clients, res.DurationS, res.ChunksPerJob = cfg.Clients, cfg.Duration.Seconds(), cfg.ChunksPerJob
-	res.SteadyAfterS = steadyAfter(cfg.Duration).Seconds()
-	clients := make([]*http.Client, cfg.Clients)
+// connectClients connects cfg.Clients keep-alive clients at once; the caller closes their idle
+// connections (also those connected when an error is returned).
+func (l *apiLoad) connectClients(ctx context.Context) ([]*http.Client, error) {
+	clients := make([]*http.Client, l.cfg.Clients)
 	var connectErr error
-	var connectMu sync.Mutex
+	var connectMu sync.Mutex // guards connectErr, clients
 	var cwg sync.WaitGroup
 	for i := range clients {
 		cwg.Go(func() {
@@ -526,6 +225,13 @@ func runAPIBench(ctx context.Context, cfg apiBenchConfig) (res apiBenchResult, e
 		})
 	}
 	cwg.Wait()
+	return clients, connectErr
+}
+
+// drive runs the clients for cfg.Duration and puts what they measured, and the CPU both
+// processes used meanwhile, into res.
+func (l *apiLoad) drive(ctx context.Context, serve *benchProc, res *apiBenchResult) error {
+	clients, err := l.connectClients(ctx)
 	defer func() {
 		for _, c := range clients {
 			if c != nil {
@@ -533,22 +239,22 @@ func runAPIBench(ctx context.Context, cfg apiBenchConfig) (res apiBenchResult, e
 			}
 		}
 	}()
-	if connectErr != nil {
-		return res, serve.failed(connectErr)
+	if err != nil {
+		return serve.failed(err)
 	}
 	schedBefore := schedLatencies()
 	serveCPU, genCPU := procCPU(serve.cmd.Process.Pid), procCPU(os.Getpid())
 	start := time.Now()
-	end := start.Add(cfg.Duration)
-	perClient := make([]map[string]*routeStats, cfg.Clients)
+	end := start.Add(l.cfg.Duration)
+	perClient := make([]map[string]*routeStats, l.cfg.Clients)
 	var wg sync.WaitGroup
-	for i := range cfg.Clients {
-		wg.Go(func() { perClient[i] = l.runClient(ctx, clients[i], i, start.Add(steadyAfter(cfg.Duration)), end) })
+	for i := range l.cfg.Clients {
+		wg.Go(func() { perClient[i] = l.runClient(ctx, clients[i], i, start.Add(steadyAfter(l.cfg.Duration)), end) })
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
 	if err := ctx.Err(); err != nil {
-		return res, err
+		return err
 	}
 	res.ElapsedS = elapsed.Seconds()
 	res.ServeCPU = (procCPU(serve.cmd.Process.Pid) - serveCPU) / elapsed.Seconds()
@@ -556,33 +262,7 @@ func runAPIBench(ctx context.Context, cfg apiBenchConfig) (res apiBenchResult, e
 	sched := schedLatencies().since(schedBefore)
 	res.GeneratorSchedP99Ms, res.GeneratorSchedP999Ms = sched.at(0.99), sched.at(0.999)
 	for _, m := range apiMix {
-		rr := apiRouteResult{Route: m.route, Statuses: map[string]int64{}}
-		var lat, steady []time.Duration
-		for _, pc := range perClient {
-			st := pc[m.route]
-			lat = append(lat, st.latencies...)
-			steady = append(steady, st.steady...)
-			for code, n := range st.statuses {
-				rr.Statuses[strconv.Itoa(code)] += n
-			}
-			rr.Refused += st.refused
-			rr.ServerErrors += st.serverErrors
-			rr.TransportErrors += st.transportErrors
-		}
-		slices.Sort(lat)
-		rr.Requests = int64(len(lat))
-		rr.PerS = float64(rr.Requests) / elapsed.Seconds()
-		rr.P50Ms, rr.P99Ms, rr.P999Ms = percentile(lat, 0.50), percentile(lat, 0.99), percentile(lat, 0.999)
-		slices.Sort(steady)
-		rr.SteadyP99Ms = percentile(steady, 0.99)
-		if len(lat) > 0 {
-			rr.MaxMs = float64(lat[len(lat)-1]) / float64(time.Millisecond)
-		}
-		res.Routes = append(res.Routes, rr)
-		res.Requests += rr.Requests
-		res.Refused += rr.Refused
-		res.ServerErrors += rr.ServerErrors
-		res.TransportErrors += rr.TransportErrors
+		res.addRoute(routeResult(m.route, perClient, elapsed))
 	}
 	res.RequestsPerS = float64(res.Requests) / elapsed.Seconds()
 	if hist, err := l.serverLatency(ctx); err != nil {
@@ -593,24 +273,64 @@ func runAPIBench(ctx context.Context, cfg apiBenchConfig) (res apiBenchResult, e
 			res.Routes[i].ServerP99Ms, res.Routes[i].ServerP999Ms = q.at(0.99), q.at(0.999)
 		}
 	}
+	return nil
+}
 
+// routeResult sums what every client measured on route over elapsed.
+func routeResult(route string, perClient []map[string]*routeStats, elapsed time.Duration) apiRouteResult {
+	rr := apiRouteResult{Route: route, Statuses: map[string]int64{}}
+	var lat, steady []time.Duration
+	for _, pc := range perClient {
+		st := pc[route]
+		lat = append(lat, st.latencies...)
+		steady = append(steady, st.steady...)
+		for code, n := range st.statuses {
+			rr.Statuses[strconv.Itoa(code)] += n
+		}
+		rr.Refused += st.refused
+		rr.ServerErrors += st.serverErrors
+		rr.TransportErrors += st.transportErrors
+	}
+	slices.Sort(lat)
+	rr.Requests = int64(len(lat))
+	rr.PerS = float64(rr.Requests) / elapsed.Seconds()
+	rr.P50Ms, rr.P99Ms, rr.P999Ms = percentile(lat, 0.50), percentile(lat, 0.99), percentile(lat, 0.999)
+	slices.Sort(steady)
+	rr.SteadyP99Ms = percentile(steady, 0.99)
+	if len(lat) > 0 {
+		rr.MaxMs = float64(lat[len(lat)-1]) / float64(time.Millisecond)
+	}
+	return rr
+}
+
+// addRoute adds a route's result and its counts to the totals.
+func (res *apiBenchResult) addRoute(rr apiRouteResult) {
+	res.Routes = append(res.Routes, rr)
+	res.Requests += rr.Requests
+	res.Refused += rr.Refused
+	res.ServerErrors += rr.ServerErrors
+	res.TransportErrors += rr.TransportErrors
+}
+
+// finish waits for every accepted job to settle, counts orphaned and failed jobs, and notes
+// serve's memory and the error samples in res.
+func (l *apiLoad) finish(ctx context.Context, serve *benchProc, res *apiBenchResult) (err error) {
 	settleStart := time.Now()
-	res.Jobs, err = l.settle(ctx)
-	if err != nil {
-		return res, serve.failed(err)
+	if res.Jobs, err = l.settle(ctx); err != nil {
+		return err
 	}
 	res.Jobs.SettleS = time.Since(settleStart).Seconds()
 	if res.OrphanedJobs, err = l.countJobs(ctx, jobs.JobPending, func(j jobs.Job) bool { return j.Total == 0 && !j.Sealed }); err != nil {
-		return res, serve.failed(err)
+		return err
 	}
 	if res.FailedJobs, err = l.countJobs(ctx, jobs.JobFailed, func(jobs.Job) bool { return true }); err != nil {
-		return res, serve.failed(err)
+		return err
 	}
 	res.PeakRSS, res.EndRSS = serve.memory()
 	l.mu.Lock()
 	res.ErrorSamples = slices.Clone(l.samples)
 	l.mu.Unlock()
-	return res, nil
+	return nil
 }
 
 // settlePollers bounds the job reads in flight while waiting for the accepted jobs.
@@ -626,7 +346,7 @@ func (l *apiLoad) settle(ctx context.Context) (apiJobsResult, error) {
 	deadline := time.Now().Add(l.cfg.Settle)
 	final := map[string]jobs.Job{}
 	for len(ids) > 0 {
-		jobStore := make([]jobs.Job, len(ids))
+		fetched := make([]jobs.Job, len(ids))
 		errs := make([]error, len(ids))
 		sem := make(chan struct{}, settlePollers)
 		var wg sync.WaitGroup
@@ -641,7 +361,7 @@ func (l *apiLoad) settle(ctx context.Context) (apiJobsResult, error) {
 				case a.status != http.StatusOK:
 					errs[i] = fmt.Errorf("GET /v1/jobs/%s: %d %s", id, a.status, a.body)
 				default:
-					errs[i] = json.Unmarshal(a.body, &jobStore[i])
+					errs[i] = json.Unmarshal(a.body, &fetched[i])
 				}
 			})
 		}
@@ -650,7 +370,7 @@ func (l *apiLoad) settle(ctx context.Context) (apiJobsResult, error) {
 			return out, fmt.Errorf("bench api: read accepted jobs: %w", err)
 		}
 		var left []string
-		for i, j := range jobStore {
+		for i, j := range fetched {
 			if j.Sealed && jobDone(j) {
 				final[ids[i]] = j
 			} else {

@@ -149,19 +149,9 @@ func runBacklogMode(ctx context.Context, cfg backlogBenchConfig, mode, file, dir
 		return res, err
 	}
 	defer func() { bc.nc.Close() }()
-	loader, err := intake.NewLoader(intake.LoaderConfig{JS: bc.js, Jobs: bc.jobs, SpoolDir: filepath.Join(dir, "spool")})
+	jobID, err := publishBacklog(ctx, bc, cfg, file, dir, &res)
 	if err != nil {
 		return res, err
-	}
-	start := time.Now()
-	lr, err := loader.Load(ctx, intake.LoadRequest{Env: "dev", Path: file, Format: files.Format("jsonl")})
-	if err != nil {
-		return res, fmt.Errorf("publish the backlog: %w", err)
-	}
-	res.PublishS = time.Since(start).Seconds()
-	res.Chunks = lr.Published
-	if lr.Published != int64(cfg.Chunks) {
-		return res, fmt.Errorf("published %d of %d chunks (rejected %d)", lr.Published, cfg.Chunks, lr.Rejected)
 	}
 
 	args := []string{"worker", "--drain-timeout", "30s"}
@@ -179,7 +169,7 @@ func runBacklogMode(ctx context.Context, cfg backlogBenchConfig, mode, file, dir
 	default:
 		return res, fmt.Errorf("unknown mode %q", mode)
 	}
-	start = time.Now()
+	start := time.Now()
 	w, err := startBenchProc("sluice worker", args, env)
 	if err != nil {
 		return res, err
@@ -204,20 +194,9 @@ func runBacklogMode(ctx context.Context, cfg backlogBenchConfig, mode, file, dir
 			return res, w.failed(err)
 		}
 	}
-	var first time.Duration
-	var last jobs.Job
-	if err := waitFor(ctx, w, cfg.Timeout, 100*time.Millisecond, "the backlog drained", func(ctx context.Context) (bool, error) {
-		j, err := bc.jobs.Get(ctx, lr.JobID)
-		if err != nil {
-			return false, nil // the broker may be busy recovering; the timeout bounds it
-		}
-		last = j
-		if first == 0 && j.Written > 0 {
-			first = time.Since(start)
-		}
-		return j.Sealed && jobDone(j), nil
-	}); err != nil {
-		return res, w.failed(fmt.Errorf("%w (last: state %s written %d of %d)", err, last.State, last.Written, last.Published))
+	first, last, err := waitDrained(ctx, w, bc, jobID, start, cfg.Timeout)
+	if err != nil {
+		return res, err
 	}
 	drain := time.Since(start)
 	res.PeakRSS, res.EndRSS = w.memory()
@@ -229,6 +208,48 @@ func runBacklogMode(ctx context.Context, cfg backlogBenchConfig, mode, file, dir
 		return res, fmt.Errorf("the job ended %s with %d of %d written, %d dead-lettered", last.State, last.Written, res.Chunks, last.DeadLettered)
 	}
 	return res, nil
+}
+
+// publishBacklog publishes file as one job with no worker running, notes the publish time and
+// the chunks in res, and returns the job's id. Fewer chunks published than cfg.Chunks is an
+// error.
+func publishBacklog(ctx context.Context, bc *brokerConn, cfg backlogBenchConfig, file, dir string, res *backlogModeResult) (string, error) {
+	loader, err := intake.NewLoader(intake.LoaderConfig{JS: bc.js, Jobs: bc.jobs, SpoolDir: filepath.Join(dir, "spool")})
+	if err != nil {
+		return "", err
+	}
+	start := time.Now()
+	lr, err := loader.Load(ctx, intake.LoadRequest{Env: "dev", Path: file, Format: files.Format("jsonl")})
+	if err != nil {
+		return "", fmt.Errorf("publish the backlog: %w", err)
+	}
+	res.PublishS = time.Since(start).Seconds()
+	res.Chunks = lr.Published
+	if lr.Published != int64(cfg.Chunks) {
+		return "", fmt.Errorf("published %d of %d chunks (rejected %d)", lr.Published, cfg.Chunks, lr.Rejected)
+	}
+	return lr.JobID, nil
+}
+
+// waitDrained waits up to timeout for the worker w to finish job jobID, reading its progress
+// through bc, and returns when the first chunk was written (since start) and the job's last
+// record.
+func waitDrained(ctx context.Context, w *benchProc, bc *brokerConn, jobID string, start time.Time, timeout time.Duration) (first time.Duration, last jobs.Job, err error) {
+	err = waitFor(ctx, w, timeout, 100*time.Millisecond, "the backlog drained", func(ctx context.Context) (bool, error) {
+		j, err := bc.jobs.Get(ctx, jobID)
+		if err != nil {
+			return false, nil // the broker may be busy recovering; the timeout bounds it
+		}
+		last = j
+		if first == 0 && j.Written > 0 {
+			first = time.Since(start)
+		}
+		return j.Sealed && jobDone(j), nil
+	})
+	if err != nil {
+		return first, last, w.failed(fmt.Errorf("%w (last: state %s written %d of %d)", err, last.State, last.Written, last.Published))
+	}
+	return first, last, nil
 }
 
 // procCPU returns the CPU time (user + system) process pid has used so far, in seconds, from

@@ -13,6 +13,8 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
+	"github.com/sluice-dev/sluice/sources/httpapi"
+	"github.com/sluice-dev/sluice/sources/httpapi/client"
 )
 
 // completionExample is the completion command's examples; the docs test runs them.
@@ -114,14 +116,16 @@ func errorClasses() []string {
 // completionClient is an API client for a completion: the command's --api-url (or
 // SLUICE_API_URL), no waiting out 429/503, no messages. ok is false when the command has no
 // --api-url.
-func completionClient(cmd *cobra.Command) (api *apiClient, ctx context.Context, cancel context.CancelFunc, ok bool) {
+func completionClient(cmd *cobra.Command) (api *client.Client, ctx context.Context, cancel context.CancelFunc, ok bool) {
 	_ = applyEnv(cmd.Flags()) // completion runs no PersistentPreRun
 	f := cmd.Flags().Lookup("api-url")
 	if f == nil {
 		return nil, nil, nil, false
 	}
-	api = newAPIClient(f.Value.String(), nil)
-	api.noResend = true
+	api, err := client.New(client.Config{URL: f.Value.String(), Token: envOr("SLUICE_TOKEN", ""), NoResend: true})
+	if err != nil {
+		return nil, nil, nil, false
+	}
 	ctx, cancel = context.WithTimeout(context.Background(), completionTimeout)
 	return api, ctx, cancel, true
 }
@@ -143,7 +147,7 @@ func completeJobIDs(_ *cli, max int) cobra.CompletionFunc {
 			Jobs []jobs.Job `json:"jobs"`
 		}
 		q := url.Values{"limit": {fmt.Sprint(completionLimit)}}
-		if err := api.do(ctx, "GET", "/v1/jobs", q, nil, &page); err != nil {
+		if err := api.Do(ctx, "GET", "/v1/jobs", q, nil, &page); err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
 		var out []cobra.Completion
@@ -158,17 +162,17 @@ func completeJobIDs(_ *cli, max int) cobra.CompletionFunc {
 
 // deadLetters lists up to completionLimit dead letters for a completion; nil when the API does
 // not answer.
-func deadLetters(cmd *cobra.Command) []dlqEntry {
+func deadLetters(cmd *cobra.Command) []httpapi.DeadLetter {
 	api, ctx, cancel, ok := completionClient(cmd)
 	if !ok {
 		return nil
 	}
 	defer cancel()
 	var page struct {
-		Entries []dlqEntry `json:"entries"`
+		Entries []httpapi.DeadLetter `json:"entries"`
 	}
 	q := url.Values{"limit": {fmt.Sprint(completionLimit)}}
-	if err := api.do(ctx, "GET", "/v1/dlq", q, nil, &page); err != nil {
+	if err := api.Do(ctx, "GET", "/v1/dlq", q, nil, &page); err != nil {
 		return nil
 	}
 	return page.Entries

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -15,34 +13,9 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/sluice-dev/sluice/schemas"
+	"github.com/sluice-dev/sluice/sources/httpapi"
+	"github.com/sluice-dev/sluice/sources/httpapi/client"
 )
-
-// dlqEntry is the part of a dead letter the CLI shows.
-type dlqEntry struct {
-	ID      string              `json:"id"`
-	Subject string              `json:"subject"`
-	Headers map[string][]string `json:"headers"`
-	Payload string              `json:"payload"`
-	// PayloadRef is set when the original was too large to embed (payload is then empty).
-	PayloadRef *schemas.DeadLetterRef `json:"payload_ref,omitempty"`
-	HeadersRef *schemas.DeadLetterRef `json:"headers_ref,omitempty"`
-	Error      struct {
-		Class   string `json:"class"`
-		Message string `json:"message"`
-		Sink    string `json:"sink"`
-	} `json:"error"`
-	Attempts       int             `json:"attempts"`
-	FirstFailure   time.Time       `json:"first_failure"`
-	LastFailure    time.Time       `json:"last_failure"`
-	StreamSeq      uint64          `json:"stream_seq"`
-	JobID          string          `json:"job_id"`
-	Item           *int            `json:"item"`
-	TraceID        string          `json:"trace_id"`
-	Replays        int             `json:"replays"`
-	DeadLetteredAt time.Time       `json:"dead_lettered_at"`
-	PayloadJSON    json.RawMessage `json:"payload_json"`
-}
 
 // dlqFilter is the filter flags of dlq ls, replay and purge.
 type dlqFilter struct {
@@ -74,8 +47,9 @@ func (f *dlqFilter) query() url.Values {
 	return q
 }
 
+// newDLQCmd is "sluice dlq" and its subcommands, which talk to the API.
 func newDLQCmd(c *cli) *cobra.Command {
-	var af apiFlags
+	af := &apiFlags{}
 	cmd := groupCmd("dlq", "Inspect, replay and delete dead letters (through the API)",
 		"Inspect, replay and delete dead letters through the API."+apiEnvHelp,
 		`  sluice dlq ls --error-class validation
@@ -83,10 +57,14 @@ func newDLQCmd(c *cli) *cobra.Command {
   sluice dlq replay --dry-run --job JOB_ID
   sluice dlq delete DEAD_LETTER_ID
   sluice dlq purge --error-class validation --yes`, "subcommand", "ls", "show", "replay", "purge", "delete")
-	bindAPIFlags(cmd.PersistentFlags(), &af)
-	client := func() *apiClient { return newAPIClient(af.url, c.stderr) }
+	bindAPIFlags(cmd.PersistentFlags(), af)
+	cmd.AddCommand(newDLQLsCmd(c, af), newDLQShowCmd(c, af), newDLQReplayCmd(c, af), newDLQPurgeCmd(c, af), newDLQDeleteCmd(c, af))
+	return cmd
+}
 
-	var lsFilter dlqFilter
+// newDLQLsCmd is "sluice dlq ls": one page of GET /v1/dlq.
+func newDLQLsCmd(c *cli, af *apiFlags) *cobra.Command {
+	var filter dlqFilter
 	var limit int
 	var cursor string
 	ls := &cobra.Command{
@@ -96,45 +74,40 @@ func newDLQCmd(c *cli) *cobra.Command {
 		Example: "  sluice dlq ls\n  sluice dlq ls --job JOB_ID --error-class transient --json\n  sluice dlq ls --since 2025-01-02T15:04:05Z --limit 20",
 		Args:    noArgs("dlq ls takes no arguments"),
 		RunE: func(*cobra.Command, []string) error {
-			q := lsFilter.query()
+			q := filter.query()
 			q.Set("limit", strconv.Itoa(limit))
 			if cursor != "" {
 				q.Set("cursor", cursor)
 			}
 			var page struct {
-				Entries    []dlqEntry `json:"entries"`
-				NextCursor *string    `json:"next_cursor"`
+				Entries    []httpapi.DeadLetter `json:"entries"`
+				NextCursor *string              `json:"next_cursor"`
 			}
-			if err := client().do(c.ctx, "GET", "/v1/dlq", q, nil, &page); err != nil {
+			if printed, err := af.get(c, "/v1/dlq", q, &page); printed || err != nil {
 				return err
 			}
-			if af.asJSON {
-				return printJSON(c.stdout, page)
-			}
-			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tCLASS\tSUBJECT\tJOB\tITEM\tATTEMPTS\tREPLAYS\tLAST FAILURE\tERROR")
-			for _, e := range page.Entries {
+			printTable(c.stdout, "ID\tCLASS\tSUBJECT\tJOB\tITEM\tATTEMPTS\tREPLAYS\tLAST FAILURE\tERROR", page.Entries, func(e httpapi.DeadLetter) string {
 				item := "-"
 				if e.Item != nil {
 					item = strconv.Itoa(*e.Item)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s\n", e.ID, e.Error.Class, e.Subject, e.JobID, item, e.Attempts, e.Replays,
+				return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\t%s", e.ID, e.Error.Class, e.Subject, e.JobID, item, e.Attempts, e.Replays,
 					e.LastFailure.Local().Format(time.DateTime), truncateText(e.Error.Message, 70))
-			}
-			_ = tw.Flush()
-			if page.NextCursor != nil && *page.NextCursor != "" {
-				fmt.Fprintf(c.stdout, "more: sluice dlq ls --cursor %s\n", *page.NextCursor)
+			})
+			if page.NextCursor != nil {
+				printMore(c.stdout, "sluice dlq ls", *page.NextCursor)
 			}
 			return nil
 		},
 	}
-	lsFilter.bind(ls, c)
-	ls.Flags().IntVar(&limit, "limit", 100, "entries per page (1 to 1000)")
-	ls.Flags().StringVar(&cursor, "cursor", "", "page cursor from a previous listing")
-	_ = ls.RegisterFlagCompletionFunc("limit", cobra.NoFileCompletions)
-	_ = ls.RegisterFlagCompletionFunc("cursor", cobra.NoFileCompletions)
+	filter.bind(ls, c)
+	bindPaging(ls, &limit, &cursor, 100, "entries")
+	return ls
+}
 
-	show := &cobra.Command{
+// newDLQShowCmd is "sluice dlq show": GET /v1/dlq/{id}.
+func newDLQShowCmd(c *cli, af *apiFlags) *cobra.Command {
+	return &cobra.Command{
 		Use:               "show [flags] DEAD_LETTER_ID",
 		Short:             "Show one dead letter: error, headers, payload",
 		Long:              "Show one dead letter: its error, attempts, headers and payload." + apiEnvHelp,
@@ -142,18 +115,18 @@ func newDLQCmd(c *cli) *cobra.Command {
 		Args:              exactArgs(1, "dlq show: name one dead-letter id"),
 		ValidArgsFunction: completeDeadLetterIDs(c, 1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			var e dlqEntry
-			if err := client().do(c.ctx, "GET", "/v1/dlq/"+url.PathEscape(args[0]), nil, nil, &e); err != nil {
+			var e httpapi.DeadLetter
+			if printed, err := af.get(c, "/v1/dlq/"+url.PathEscape(args[0]), nil, &e); printed || err != nil {
 				return err
-			}
-			if af.asJSON {
-				return printJSON(c.stdout, e)
 			}
 			return showDeadLetter(c.stdout, e)
 		},
 	}
+}
 
-	var rpFilter dlqFilter
+// newDLQReplayCmd is "sluice dlq replay": POST /v1/dlq/replay of the ids named or the filter.
+func newDLQReplayCmd(c *cli, af *apiFlags) *cobra.Command {
+	var filter dlqFilter
 	var dryRun bool
 	var rate float64
 	var maxReplays int
@@ -170,7 +143,6 @@ is deduplicated by its message id.` + apiEnvHelp,
   sluice dlq replay --error-class transient --rate 20 --max-replays 5`,
 		ValidArgsFunction: completeDeadLetterIDs(c, -1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			filter := rpFilter.query()
 			body := map[string]any{"dry_run": dryRun}
 			if rate > 0 {
 				body["rate"] = rate
@@ -178,31 +150,49 @@ is deduplicated by its message id.` + apiEnvHelp,
 			if maxReplays > 0 {
 				body["max_replays"] = maxReplays
 			}
-			switch {
-			case len(args) > 0 && len(filter) > 0:
-				return usageError{"dlq replay: give ids or filter flags, not both"}
-			case len(args) > 0:
-				body["ids"] = args
-			case len(filter) > 0:
-				f := map[string]string{}
-				for k := range filter {
-					f[k] = filter.Get(k)
-				}
-				body["filter"] = f
-			default:
-				return usageError{"dlq replay: name dead-letter ids, or select them with --job, --subject, --error-class, --since or --until"}
+			if err := filter.selectFor(body, args); err != nil {
+				return err
 			}
-			return replayDeadLetters(c, client(), body, af.asJSON)
+			api, err := af.client(c)
+			if err != nil {
+				return err
+			}
+			return replayDeadLetters(c, api, body, af.asJSON)
 		},
 	}
-	rpFilter.bind(replay, c)
+	filter.bind(replay, c)
 	replay.Flags().BoolVar(&dryRun, "dry-run", false, "report what would be replayed; change nothing")
 	replay.Flags().Float64Var(&rate, "rate", 0, "replays per second (server default 100)")
 	replay.Flags().IntVar(&maxReplays, "max-replays", 0, "skip entries already replayed this many times (server default 3)")
 	_ = replay.RegisterFlagCompletionFunc("rate", cobra.NoFileCompletions)
 	_ = replay.RegisterFlagCompletionFunc("max-replays", cobra.NoFileCompletions)
+	return replay
+}
 
-	var pgFilter dlqFilter
+// selectFor puts what a replay selects into its body: the ids named, or the filter; never
+// both, and not neither (usage errors).
+func (f *dlqFilter) selectFor(body map[string]any, ids []string) error {
+	filter := f.query()
+	switch {
+	case len(ids) > 0 && len(filter) > 0:
+		return usageError{"dlq replay: give ids or filter flags, not both"}
+	case len(ids) > 0:
+		body["ids"] = ids
+	case len(filter) > 0:
+		m := map[string]string{}
+		for k := range filter {
+			m[k] = filter.Get(k)
+		}
+		body["filter"] = m
+	default:
+		return usageError{"dlq replay: name dead-letter ids, or select them with --job, --subject, --error-class, --since or --until"}
+	}
+	return nil
+}
+
+// newDLQPurgeCmd is "sluice dlq purge": DELETE /v1/dlq with a filter.
+func newDLQPurgeCmd(c *cli, af *apiFlags) *cobra.Command {
+	var filter dlqFilter
 	var yes bool
 	purge := &cobra.Command{
 		Use:   "purge [flags]",
@@ -212,18 +202,22 @@ At least one filter and --yes are required. To delete entries by id, use sluice 
 		Example: "  sluice dlq purge --error-class validation --yes\n  sluice dlq purge --job JOB_ID --until 2025-01-02T00:00:00Z --yes",
 		Args:    noArgs("dlq purge: select entries with filter flags; delete entries by id with sluice dlq delete ID..."),
 		RunE: func(*cobra.Command, []string) error {
-			filter := pgFilter.query()
-			if len(filter) == 0 {
+			q := filter.query()
+			if len(q) == 0 {
 				return usageError{"dlq purge: give at least one filter (--job, --subject, --error-class, --since, --until)"}
 			}
 			if !yes {
 				return usageError{"dlq purge deletes dead letters for good: add --yes"}
 			}
+			api, err := af.client(c)
+			if err != nil {
+				return err
+			}
 			var res struct {
 				Purged int `json:"purged"`
 			}
 			// Purging again deletes what still matches the filter: nothing more than was asked.
-			if err := client().doIdempotent(c.ctx, "DELETE", "/v1/dlq", filter, nil, &res); err != nil {
+			if err := api.DoIdempotent(c.ctx, "DELETE", "/v1/dlq", q, nil, &res); err != nil {
 				return err
 			}
 			if af.asJSON {
@@ -233,10 +227,14 @@ At least one filter and --yes are required. To delete entries by id, use sluice 
 			return nil
 		},
 	}
-	pgFilter.bind(purge, c)
+	filter.bind(purge, c)
 	purge.Flags().BoolVar(&yes, "yes", false, "really delete the matching dead letters")
+	return purge
+}
 
-	del := &cobra.Command{
+// newDLQDeleteCmd is "sluice dlq delete": DELETE /v1/dlq/{id} for each id named.
+func newDLQDeleteCmd(c *cli, af *apiFlags) *cobra.Command {
+	return &cobra.Command{
 		Use:   "delete [flags] DEAD_LETTER_ID...",
 		Short: "Delete dead letters by id, for good (admin)",
 		Long: `Delete the named dead letters for good (DELETE /v1/dlq/{id} each, admin scope), for example
@@ -247,18 +245,19 @@ at once.` + apiEnvHelp,
 		Args:              minArgs(1, "dlq delete: name at least one dead-letter id"),
 		ValidArgsFunction: completeDeadLetterIDs(c, -1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			return deleteDeadLetters(c, client(), args, af.asJSON)
+			api, err := af.client(c)
+			if err != nil {
+				return err
+			}
+			return deleteDeadLetters(c, api, args, af.asJSON)
 		},
 	}
-
-	cmd.AddCommand(ls, show, replay, purge, del)
-	return cmd
 }
 
 // deleteDeadLetters deletes each id in turn and reports each outcome. An id not there (404) is
 // reported and the others still tried; any other failure (refused, unreachable) stops at once.
 // Any failure makes the error.
-func deleteDeadLetters(c *cli, api *apiClient, ids []string, asJSON bool) error {
+func deleteDeadLetters(c *cli, api *client.Client, ids []string, asJSON bool) error {
 	type outcome struct {
 		ID    string `json:"id"`
 		Error string `json:"error,omitempty"`
@@ -277,8 +276,8 @@ func deleteDeadLetters(c *cli, api *apiClient, ids []string, asJSON bool) error 
 			return err
 		}
 		// Deleting again is harmless: the second answer is 404, reported as such.
-		err := api.doIdempotent(c.ctx, "DELETE", "/v1/dlq/"+url.PathEscape(id), nil, nil, nil)
-		var ae *apiError
+		err := api.DoIdempotent(c.ctx, "DELETE", "/v1/dlq/"+url.PathEscape(id), nil, nil, nil)
+		var ae *client.Error
 		switch {
 		case errors.As(err, &ae) && ae.Status == http.StatusNotFound:
 			res.Failed = append(res.Failed, outcome{ID: id, Error: err.Error()})
@@ -309,7 +308,7 @@ func deleteDeadLetters(c *cli, api *apiClient, ids []string, asJSON bool) error 
 }
 
 // replayDeadLetters sends one replay request and reports its outcome.
-func replayDeadLetters(c *cli, api *apiClient, body map[string]any, asJSON bool) error {
+func replayDeadLetters(c *cli, api *client.Client, body map[string]any, asJSON bool) error {
 	var res struct {
 		Replayed []map[string]any `json:"replayed"`
 		Skipped  []struct {
@@ -325,7 +324,7 @@ func replayDeadLetters(c *cli, api *apiClient, body map[string]any, asJSON bool)
 	}
 	// Replaying again is harmless (dlq.Store.Replay): an entry replayed already is gone or
 	// in progress, and a racing republish is deduplicated by its message id.
-	if err := api.doIdempotent(c.ctx, "POST", "/v1/dlq/replay", nil, body, &res); err != nil {
+	if err := api.DoIdempotent(c.ctx, "POST", "/v1/dlq/replay", nil, body, &res); err != nil {
 		return err
 	}
 	if asJSON {
@@ -355,7 +354,7 @@ func replayDeadLetters(c *cli, api *apiClient, body map[string]any, asJSON bool)
 }
 
 // showDeadLetter prints one dead letter for a person.
-func showDeadLetter(w io.Writer, e dlqEntry) error {
+func showDeadLetter(w io.Writer, e httpapi.DeadLetter) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "id\t%s\nsubject\t%s\nerror\t%s: %s\nsink\t%s\n", e.ID, e.Subject, e.Error.Class, e.Error.Message, e.Error.Sink)
 	fmt.Fprintf(tw, "job\t%s\nattempts\t%d (replayed %d times)\nfailed\t%s .. %s\nstream seq\t%d\ntrace\t%s\n", e.JobID, e.Attempts, e.Replays,
@@ -374,16 +373,8 @@ func showDeadLetter(w io.Writer, e dlqEntry) error {
 	}
 	payload := []byte(e.PayloadJSON)
 	if len(payload) == 0 {
-		payload, _ = base64.StdEncoding.DecodeString(e.Payload)
+		payload = e.Payload
 	}
 	_, err := fmt.Fprintf(w, "payload (%d bytes):\n%s\n", len(payload), truncateText(string(payload), 2000))
 	return err
-}
-
-func truncateText(s string, n int) string {
-	r := []rune(s)
-	if len(r) <= n {
-		return s
-	}
-	return string(r[:n]) + "…"
 }

@@ -13,42 +13,28 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
+
+	"github.com/sluice-dev/sluice/pipeline/jobs"
+	"github.com/sluice-dev/sluice/sources/httpapi/client"
 )
 
-// apiFlags are the flags every command that talks to the API shares (persistent on jobs and
-// dlq, so they may come anywhere on the line).
-type apiFlags struct {
-	url    string
-	asJSON bool
-}
-
-func bindAPIFlags(fs *pflag.FlagSet, f *apiFlags) {
-	fs.StringVar(&f.url, "api-url", defaultAPIURL, "URL of the sluice API (the token comes from $SLUICE_TOKEN)")
-	bindEnv(fs, "api-url", "SLUICE_API_URL")
-	fs.BoolVar(&f.asJSON, "json", false, "print JSON")
-}
-
-// apiEnvHelp ends the help of the commands that talk to the API.
-const apiEnvHelp = `
-
-Talks to a running sluice API: --api-url or SLUICE_API_URL (default ` + defaultAPIURL + `),
-the bearer token from SLUICE_TOKEN. An answer 429 or 503 is waited out (Retry-After) and the
-request sent again, up to 8 times.`
-
+// newJobsCmd is "sluice jobs" and its subcommands, which talk to the API.
 func newJobsCmd(c *cli) *cobra.Command {
-	var af apiFlags
+	af := &apiFlags{}
 	cmd := groupCmd("jobs", "Inspect, follow and roll back jobs (through the API)",
 		"Inspect, follow and roll back jobs through the API."+apiEnvHelp,
 		`  sluice jobs ls --state running
   sluice jobs show JOB_ID --json
   sluice jobs wait JOB_ID --timeout 10m
   sluice jobs rollback JOB_ID`, "subcommand", "ls", "show", "wait", "rollback")
-	bindAPIFlags(cmd.PersistentFlags(), &af)
-	client := func() *apiClient { return newAPIClient(af.url, c.stderr) }
+	bindAPIFlags(cmd.PersistentFlags(), af)
+	cmd.AddCommand(newJobsLsCmd(c, af), newJobsShowCmd(c, af), newJobsWaitCmd(c, af), newJobsRollbackCmd(c, af))
+	return cmd
+}
 
+// newJobsLsCmd is "sluice jobs ls": one page of GET /v1/jobs.
+func newJobsLsCmd(c *cli, af *apiFlags) *cobra.Command {
 	var state, env, cursor string
 	var limit int
 	ls := &cobra.Command{
@@ -68,34 +54,28 @@ func newJobsCmd(c *cli) *cobra.Command {
 				Jobs       []jobs.Job `json:"jobs"`
 				NextCursor string     `json:"next_cursor"`
 			}
-			if err := client().do(c.ctx, "GET", "/v1/jobs", q, nil, &page); err != nil {
+			if printed, err := af.get(c, "/v1/jobs", q, &page); printed || err != nil {
 				return err
 			}
-			if af.asJSON {
-				return printJSON(c.stdout, page)
-			}
-			tw := tabwriter.NewWriter(c.stdout, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "JOB\tENV\tSTATE\tTOTAL\tWRITTEN\tREJECTED\tDEAD\tCREATED\tFILE")
-			for _, j := range page.Jobs {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n", j.JobID, j.Env, j.State, j.Total, j.Written, j.Rejected, j.DeadLettered, j.CreatedAt.Local().Format(time.DateTime), j.File)
-			}
-			_ = tw.Flush()
-			if page.NextCursor != "" {
-				fmt.Fprintf(c.stdout, "more: sluice jobs ls --cursor %s\n", page.NextCursor)
-			}
+			printTable(c.stdout, "JOB\tENV\tSTATE\tTOTAL\tWRITTEN\tREJECTED\tDEAD\tCREATED\tFILE", page.Jobs, func(j jobs.Job) string {
+				return fmt.Sprintf("%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s", j.JobID, j.Env, j.State, j.Total, j.Written, j.Rejected, j.DeadLettered,
+					j.CreatedAt.Local().Format(time.DateTime), j.File)
+			})
+			printMore(c.stdout, "sluice jobs ls", page.NextCursor)
 			return nil
 		},
 	}
 	ls.Flags().StringVar(&state, "state", "", "only jobs in this state ("+strings.Join(jobStates(), ", ")+")")
 	ls.Flags().StringVar(&env, "env", "", "only jobs of this environment (dev, test, prod)")
-	ls.Flags().IntVar(&limit, "limit", 50, "jobs per page (1 to 1000)")
-	ls.Flags().StringVar(&cursor, "cursor", "", "page cursor from a previous listing")
+	bindPaging(ls, &limit, &cursor, 50, "jobs")
 	_ = ls.RegisterFlagCompletionFunc("state", cobra.FixedCompletions(jobStates(), cobra.ShellCompDirectiveNoFileComp))
 	_ = ls.RegisterFlagCompletionFunc("env", cobra.FixedCompletions(envNames(), cobra.ShellCompDirectiveNoFileComp))
-	_ = ls.RegisterFlagCompletionFunc("cursor", cobra.NoFileCompletions)
-	_ = ls.RegisterFlagCompletionFunc("limit", cobra.NoFileCompletions)
+	return ls
+}
 
-	show := &cobra.Command{
+// newJobsShowCmd is "sluice jobs show": GET /v1/jobs/{id}.
+func newJobsShowCmd(c *cli, af *apiFlags) *cobra.Command {
+	return &cobra.Command{
 		Use:               "show [flags] JOB_ID",
 		Short:             "Show one job: counts, state, rejections",
 		Long:              "Show one job: its counts, state, failure, rollback and rejected items." + apiEnvHelp,
@@ -104,13 +84,16 @@ func newJobsCmd(c *cli) *cobra.Command {
 		ValidArgsFunction: completeJobIDs(c, 1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			var job jobs.Job
-			if err := client().do(c.ctx, "GET", "/v1/jobs/"+url.PathEscape(args[0]), nil, nil, &job); err != nil {
+			if printed, err := af.get(c, "/v1/jobs/"+url.PathEscape(args[0]), nil, &job); printed || err != nil {
 				return err
 			}
-			return showJob(c.stdout, job, af.asJSON, rejectionLimit(c.stdout))
+			return showJob(c.stdout, job, false, rejectionLimit(c.stdout))
 		},
 	}
+}
 
+// newJobsWaitCmd is "sluice jobs wait": follow a job until it ends (waitJobAPI).
+func newJobsWaitCmd(c *cli, af *apiFlags) *cobra.Command {
 	var timeout time.Duration
 	wait := &cobra.Command{
 		Use:   "wait [flags] JOB_ID",
@@ -130,7 +113,11 @@ out or unreachable, 130 interrupted.` + apiEnvHelp,
 			if timeout < 0 {
 				return usageError{fmt.Sprintf("jobs wait: --timeout %s is negative", timeout)}
 			}
-			job, err := waitJobAPI(c.ctx, client(), args[0], newProgressBar(c.stderr, !af.asJSON), timeout, c.stderr)
+			api, err := af.client(c)
+			if err != nil {
+				return err
+			}
+			job, err := waitJobAPI(c.ctx, api, args[0], newProgressBar(c.stderr, !af.asJSON), timeout, c.stderr)
 			if err != nil {
 				return err
 			}
@@ -149,7 +136,11 @@ out or unreachable, 130 interrupted.` + apiEnvHelp,
 	wait.Flags().DurationVar(&timeout, "timeout", 0, "fail if the job has not ended after this long; 0 waits as long as it takes")
 	bindEnv(wait.Flags(), "timeout", "SLUICE_WAIT_TIMEOUT")
 	_ = wait.RegisterFlagCompletionFunc("timeout", cobra.NoFileCompletions)
+	return wait
+}
 
+// newJobsRollbackCmd is "sluice jobs rollback": DELETE /v1/jobs/{id}, then (--wait) follow it.
+func newJobsRollbackCmd(c *cli, af *apiFlags) *cobra.Command {
 	var waitRollback, restorePrevious bool
 	rollback := &cobra.Command{
 		Use:   "rollback [flags] JOB_ID",
@@ -161,19 +152,21 @@ harmless.` + apiEnvHelp,
 		Args:              exactArgs(1, "jobs rollback: name one job id"),
 		ValidArgsFunction: completeJobIDs(c, 1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			api := client()
+			api, err := af.client(c)
+			if err != nil {
+				return err
+			}
 			var job jobs.Job
 			// Rolling back again is harmless: it deletes the job's documents, and those already
-			// deleted stay deleted (jobs.Store.RequestRollback keeps the first request).
+			// deleted stay deleted (JobStore.RequestRollback keeps the first request).
 			var q url.Values
 			if restorePrevious {
 				q = url.Values{"restore_previous": {"true"}}
 			}
-			if err := api.doIdempotent(c.ctx, "DELETE", "/v1/jobs/"+url.PathEscape(args[0]), q, nil, &job); err != nil {
+			if err := api.DoIdempotent(c.ctx, "DELETE", "/v1/jobs/"+url.PathEscape(args[0]), q, nil, &job); err != nil {
 				return err
 			}
 			if waitRollback {
-				var err error
 				if job, err = waitJobAPI(c.ctx, api, args[0], nil, 0, c.stderr); err != nil {
 					return err
 				}
@@ -184,9 +177,7 @@ harmless.` + apiEnvHelp,
 	rollback.Flags().BoolVar(&waitRollback, "wait", true, "wait until the rollback finished")
 	rollback.Flags().BoolVar(&restorePrevious, "restore-previous", false,
 		"put back the version each document replaced instead of deleting it (the embedded store keeps them; AstraDB refuses)")
-
-	cmd.AddCommand(ls, show, wait, rollback)
-	return cmd
+	return rollback
 }
 
 // Reconnecting a dropped job event stream: the first wait, doubling up to the last, and how
@@ -207,92 +198,117 @@ const (
 // each connection and it ignores Last-Event-ID; each new stream starts with the job's current
 // record, so nothing is missed. timeout > 0 bounds the whole wait: past it the error says the
 // job's last state. Reconnects are announced on stderr.
-func waitJobAPI(ctx context.Context, api *apiClient, id string, bar *progressBar, timeout time.Duration, stderr io.Writer) (jobs.Job, error) {
+func waitJobAPI(ctx context.Context, api *client.Client, id string, bar *progressBar, timeout time.Duration, stderr io.Writer) (jobs.Job, error) {
 	parent := ctx
 	if timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	path := "/v1/jobs/" + url.PathEscape(id)
-	var last jobs.Job
-	fail := func(err error) (jobs.Job, error) {
-		if bar != nil {
-			bar.done()
-		}
-		switch {
-		case parent.Err() != nil:
-			fmt.Fprintf(stderr, "sluice: job %s is still %s: %s\n", id, cmp.Or(string(last.State), "unknown"), interruptedMsg)
-			return last, errInterrupted
-		case ctx.Err() != nil:
-			return last, fmt.Errorf("job %s is still %s after %s (--timeout)", id, cmp.Or(string(last.State), "unknown"), timeout)
-		}
-		return last, err
+	f := &jobFollower{api: api, id: id, path: "/v1/jobs/" + url.PathEscape(id), bar: bar, stderr: stderr}
+	job, err := f.follow(ctx)
+	if err == nil {
+		return job, nil
 	}
+	if bar != nil {
+		bar.done()
+	}
+	state := cmp.Or(string(f.last.State), "unknown")
+	switch {
+	case parent.Err() != nil:
+		fmt.Fprintf(stderr, "sluice: job %s is still %s: %s\n", id, state, interruptedMsg)
+		return f.last, errInterrupted
+	case ctx.Err() != nil:
+		return f.last, fmt.Errorf("job %s is still %s after %s (--timeout)", id, state, timeout)
+	}
+	return f.last, err
+}
+
+// jobFollower follows one job for waitJobAPI; last is the job's last record seen.
+type jobFollower struct {
+	api      *client.Client
+	id, path string
+	bar      *progressBar // nil: none
+	stderr   io.Writer
+	last     jobs.Job
+}
+
+// follow returns the job once settled, or the error that ended the wait.
+func (f *jobFollower) follow(ctx context.Context) (jobs.Job, error) {
 	// Read the job first: an unknown job or an API that cannot be reached fails at once, and a
 	// job that has ended needs no stream.
-	if err := api.do(ctx, "GET", path, nil, nil, &last); err != nil {
-		return fail(err)
+	if err := f.api.Do(ctx, "GET", f.path, nil, nil, &f.last); err != nil {
+		return f.last, err
 	}
-	if last.Settled() {
-		return last, nil
+	if f.last.Settled() {
+		return f.last, nil
 	}
+	if settled, err := f.stream(ctx); err != nil || settled {
+		return f.last, err
+	}
+	if f.bar != nil {
+		f.bar.done()
+	}
+	// The stream carries the hot record; read the whole job (rejections) once.
+	var job jobs.Job
+	if err := f.api.Do(ctx, "GET", f.path, nil, nil, &job); err != nil {
+		return f.last, err
+	}
+	return job, nil
+}
+
+// stream follows the job's event stream until it says the job is settled (nil, false), or,
+// when the job is found settled by reading it between reconnects, (nil, true) with f.last the
+// whole record. A stream that ends or breaks (or a 5xx) is reconnected after a wait, up to
+// maxReconnects times in a row without an event; a 4xx ends the wait at once.
+func (f *jobFollower) stream(ctx context.Context) (settled bool, err error) {
 	wait := reconnectFirstWait
 	for failures := 0; ; {
 		got := false
-		err := api.events(ctx, path+"/events", func(event string, data []byte) bool {
-			if err := json.Unmarshal(data, &last); err != nil {
+		err := f.api.Events(ctx, f.path+"/events", func(event string, data []byte) bool {
+			if err := json.Unmarshal(data, &f.last); err != nil {
 				return false
 			}
 			got = true
-			if bar != nil {
-				bar.update(last.File, last)
+			if f.bar != nil {
+				f.bar.update(f.last.File, f.last)
 			}
-			return event == "done" || last.Settled()
+			return event == "done" || f.last.Settled()
 		})
 		if err == nil {
-			break
+			return false, nil
 		}
-		var ae *apiError
+		var ae *client.Error
 		if ctx.Err() != nil || errors.As(err, &ae) && ae.Status < 500 {
-			return fail(err) // 404 no such job, 401, 403: waiting again will not help
+			return false, err // 404 no such job, 401, 403: waiting again will not help
 		}
 		if got {
 			failures, wait = 0, reconnectFirstWait
 		}
 		if failures++; failures > maxReconnects {
-			return fail(fmt.Errorf("follow job %s: gave up after %d reconnects: %w", id, maxReconnects, err))
+			return false, fmt.Errorf("follow job %s: gave up after %d reconnects: %w", f.id, maxReconnects, err)
 		}
 		// Read the job again: it may have ended while the stream was down.
 		var job jobs.Job
-		if api.do(ctx, "GET", path, nil, nil, &job) == nil {
-			last = job
+		if f.api.Do(ctx, "GET", f.path, nil, nil, &job) == nil {
+			f.last = job
 			if job.Settled() {
-				return job, nil
+				return true, nil
 			}
 		}
-		if bar != nil {
-			bar.done()
+		if f.bar != nil {
+			f.bar.done()
 		}
-		fmt.Fprintf(stderr, "sluice: job %s: event stream ended (%v) while %s; reconnecting in %s\n", id, err, cmp.Or(string(last.State), "unknown"), wait)
+		fmt.Fprintf(f.stderr, "sluice: job %s: event stream ended (%v) while %s; reconnecting in %s\n", f.id, err, cmp.Or(string(f.last.State), "unknown"), wait)
 		t := time.NewTimer(wait)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
-			return fail(ctx.Err())
+			return false, ctx.Err()
 		}
 		wait = min(2*wait, reconnectMaxWait)
 	}
-	if bar != nil {
-		bar.done()
-	}
-	// The stream carries the hot record; read the whole job (rejections) once.
-	var job jobs.Job
-	if err := api.do(ctx, "GET", path, nil, nil, &job); err != nil {
-		return fail(err)
-	}
-	return job, nil
 }
 
 func showJob(w io.Writer, j jobs.Job, asJSON bool, limit int) error {
@@ -329,10 +345,4 @@ func showJob(w io.Writer, j jobs.Job, asJSON bool, limit int) error {
 		fmt.Fprintf(w, "  warning, item %d %s: %s\n", r.Index, r.ID, r.Reason)
 	}
 	return nil
-}
-
-func printJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }

@@ -157,57 +157,10 @@ func cmdLoad(cl *cli, c config, paths []string, env string, asJSON, force bool) 
 	return report(stdout, summaries, time.Since(start), asJSON, rejectionLimit(stdout))
 }
 
-// interruptedMsg is what an interrupted load says, for each file not finished and once on
-// stderr.
-const interruptedMsg = "interrupted — run the same command again to resume"
-
 // errLoadFailed is report's error when a file failed to load.
 var errLoadFailed = errors.New("some files failed to load")
 
-// Rejection listings stop at a limit and say how many are left: a file of 176,465 junk lines
-// printed 1,000 of them and no count. Job records keep at most schemas.MaxIssues (1,000)
-// rejections, so that is the limit elsewhere; a terminal gets the first 20 (a screenful),
-// --json always carries the whole record.
-const (
-	rejectionsShown         = 1000
-	rejectionsShownTerminal = 20
-)
-
-// rejectionLimit is how many rejection lines to print on w.
-func rejectionLimit(w io.Writer) int {
-	if isTerminal(w) {
-		return rejectionsShownTerminal
-	}
-	return rejectionsShown
-}
-
-// isTerminal reports whether w is a character device (a terminal).
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	if !ok {
-		return false
-	}
-	st, err := f.Stat()
-	return err == nil && st.Mode()&os.ModeCharDevice != 0
-}
-
-// printRejections prints up to limit rejection lines, then "and N more rejected items" with
-// the number of rejected items not printed: total (the job's count) less those printed.
-func printRejections(w io.Writer, rs []jobs.ItemIssue, total int64, limit int) {
-	shown := rs[:min(len(rs), limit)]
-	for _, r := range shown {
-		id := ""
-		if r.ID != "" {
-			id = " (" + r.ID + ")"
-		}
-		fmt.Fprintf(w, "  rejected item %d%s: %s\n", r.Index, id, r.Reason)
-	}
-	if left := total - int64(len(shown)); left > 0 && len(rs) > 0 {
-		fmt.Fprintf(w, "  and %d more rejected items\n", left)
-	}
-}
-
-func loadOne(ctx context.Context, l *intake.Loader, store *jobs.Store, path, env string, force bool, bar *progressBar) loadSummary {
+func loadOne(ctx context.Context, l *intake.Loader, jobStore *jobs.Store, path, env string, force bool, bar *progressBar) loadSummary {
 	start := time.Now()
 	s := loadSummary{File: path}
 	res, err := l.Load(ctx, intake.LoadRequest{Env: env, Path: path, Force: force})
@@ -221,7 +174,7 @@ func loadOne(ctx context.Context, l *intake.Loader, store *jobs.Store, path, env
 		s.State = "failed"
 		return s
 	}
-	job, err := jobs.Wait(ctx, store, res.JobID, func(j jobs.Job) { bar.update(path, j) })
+	job, err := jobs.Wait(ctx, jobStore, res.JobID, func(j jobs.Job) { bar.update(path, j) })
 	if err != nil && ctx.Err() != nil {
 		s.Error, s.Interrupted, s.Existing, s.State = interruptedMsg, true, false, job.State
 		return s
@@ -290,50 +243,4 @@ func report(w io.Writer, sums []loadSummary, elapsed time.Duration, asJSON bool,
 		return errRejected
 	}
 	return nil
-}
-
-// progressBar draws one status line per update on a terminal, and nothing elsewhere.
-type progressBar struct {
-	w       io.Writer
-	enabled bool
-	mu      sync.Mutex // guards last
-	last    time.Time
-}
-
-func newProgressBar(w io.Writer, want bool) *progressBar {
-	return &progressBar{w: w, enabled: want && isTerminal(w)}
-}
-
-func (p *progressBar) update(file string, j jobs.Job) {
-	if !p.enabled {
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if time.Since(p.last) < 100*time.Millisecond && !j.State.Done() {
-		return
-	}
-	p.last = time.Now()
-	done := j.Written + j.DeadLettered
-	total := j.Published
-	pct := 0.0
-	if total > 0 {
-		pct = 100 * float64(done) / float64(total)
-	}
-	const width = 30
-	filled := int(pct / 100 * width)
-	bar := make([]byte, width)
-	for i := range bar {
-		bar[i] = '.'
-		if i < filled {
-			bar[i] = '#'
-		}
-	}
-	fmt.Fprintf(p.w, "\r%-30.30s [%s] %5.1f%% %d/%d", file, bar, pct, done, total)
-}
-
-func (p *progressBar) done() {
-	if p.enabled {
-		fmt.Fprintln(p.w)
-	}
 }

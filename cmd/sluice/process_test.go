@@ -99,12 +99,12 @@ func startWorker(t *testing.T, url, dataDir string) *exec.Cmd {
 	return cmd
 }
 
-func waitJob(t *testing.T, store *jobs.Store, id string, cond func(jobs.Job) bool) jobs.Job {
+func waitJob(t *testing.T, jobStore *jobs.Store, id string, cond func(jobs.Job) bool) jobs.Job {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	var last jobs.Job
-	err := store.Watch(ctx, id, func(j jobs.Job) bool { last = j; return cond(j) })
+	err := jobStore.Watch(ctx, id, func(j jobs.Job) bool { last = j; return cond(j) })
 	if err != nil {
 		t.Fatalf("job %s: %v (last %+v)", id, err, last)
 	}

@@ -2,31 +2,22 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
-	"github.com/nats-io/nats.go"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sourcegraph/conc/pool"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/dlq"
-	"github.com/sluice-dev/sluice/pipeline/intake"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sinks/graph"
 	"github.com/sluice-dev/sluice/sources/embedded"
-	"github.com/sluice-dev/sluice/sources/files"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
@@ -50,9 +41,8 @@ var serveShort = map[string]string{
 // newServeCmd is serve (workers and API), worker or api.
 func newServeCmd(cl *cli, name string, workers, api bool) *cobra.Command {
 	var (
-		c     config
-		drain time.Duration
-		lim   *apiLimitFlags
+		c   config
+		lim *apiLimitFlags
 	)
 	cmd := &cobra.Command{
 		Use:   name + " [flags]",
@@ -66,388 +56,158 @@ func newServeCmd(cl *cli, name string, workers, api bool) *cobra.Command {
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			return cmdServe(cl.ctx, cl.log, name, c, drain, limits, workers, api)
+			return cmdServe(cl.ctx, cl.log, c, serveMode{name: name, workers: workers, api: api, drain: c.DrainTimeout, limits: limits})
 		},
 	}
-	fs := cmd.Flags()
-	bindCommon(fs, &c)
-	fs.StringVar(&c.HTTPAddr, "http-addr", "127.0.0.1:8080", "HTTP API address")
-	bindEnv(fs, "http-addr", "SLUICE_HTTP_ADDR")
-	fs.StringVar(&c.TokensFile, "tokens-file", "", "JSON list of API tokens; without it the API serves loopback only")
-	bindEnv(fs, "tokens-file", "SLUICE_API_TOKENS_FILE")
-	fs.DurationVar(&drain, "drain-timeout", 30*time.Second, "how long in-flight work may take to finish on shutdown")
-	bindEnv(fs, "drain-timeout", "SLUICE_DRAIN_TIMEOUT")
-	lim = bindAPILimits(fs)
+	lim = bindServe(cmd.Flags(), &c)
 	return cmd
+}
+
+// serveMode is what one serve process runs: serve both, worker only the workers, api only the
+// HTTP API.
+type serveMode struct {
+	name         string
+	workers, api bool
+	drain        time.Duration
+	limits       httpapi.Config
 }
 
 // cmdServe runs the workers, the HTTP API, or both, until ctx ends (SIGINT/SIGTERM), then
 // drains and exits.
-func cmdServe(ctx context.Context, log *slog.Logger, name string, c config, drainTimeout time.Duration, limits httpapi.Config, workers, api bool) error {
-	drain := &drainTimeout
-	var err error
-	if c.NATS.URL == "" && name == "serve" {
+func cmdServe(ctx context.Context, log *slog.Logger, c config, m serveMode) error {
+	if c.NATS.URL == "" && m.name == "serve" {
 		if ep, _ := embedded.Discover(c.DataDir); ep.URL != "" {
 			return fmt.Errorf("another sluice process already runs the embedded broker on %s (%s)", c.DataDir, ep.URL)
 		}
 	}
-	// The API's port is bound before anything opens: a port in use fails at once, and while the
-	// broker and stores open (AstraDB may answer 503 for a while) a starting server answers
-	// /healthz and says in /readyz what start-up waits for. The same listener then goes to the
-	// API, with no gap.
-	su := startup{log: log}
-	var tokens []httpapi.Token
-	if api {
-		if c.TokensFile != "" {
-			if tokens, err = httpapi.LoadTokens(c.TokensFile); err != nil {
-				return err
-			}
-		}
-		ln, err := httpapi.Listen(c.HTTPAddr, len(tokens) > 0)
-		if err != nil {
-			return err
-		}
-		if su.api, err = httpapi.NewStarting(httpapi.StartingConfig{Listener: ln, MaxConns: limits.MaxConns, Logger: log}); err != nil {
-			ln.Close()
-			return err
-		}
+	su, tokens, err := bindAPIPort(c, m, log)
+	if err != nil {
+		return err
+	}
+	if su.api != nil {
 		defer su.api.Close() // a start-up that fails; nothing after the handover
-		log.Info("HTTP API port bound; answering 503 until start-up ends", "addr", "http://"+su.api.Addr())
 	}
-	su.step("opening the broker")
-	b, err := openBroker(ctx, c, log, true)
-	if err != nil {
+	// Stopped (SIGINT/SIGTERM) while starting: whatever the start-up's error, nothing ran and
+	// nothing is left to drain, so the process exits 0 as after a drain.
+	startErr := func(err error) error {
+		if ctx.Err() != nil {
+			log.Info("sluice stopped during start-up", "mode", m.name, "err", err)
+			return nil
+		}
 		return err
 	}
-	defer b.close()
-	su.step("opening the document store")
-	sk, err := openSinks(ctx, c, log)
+	d, err := openDeps(ctx, c, depsOptions{workers: m.workers, api: m.api, drain: m.drain, log: log, startup: su})
 	if err != nil {
-		return err
+		return startErr(err)
 	}
-	defer sk.close()
-	dead, err := dlq.New(dlq.Config{JS: b.js, Stream: b.streams.DLQ, Logger: log})
-	if err != nil {
-		return err
-	}
-
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	su.step("opening the graph store")
-	g, err := openGraph(ctx, c, reg)
-	if err != nil {
-		return err
-	}
-	defer g.Close()
-	key, err := commandKey(c, log)
-	if err != nil {
-		return err
-	}
-	rq, err := startRequirements(ctx, c, requirementsOptions{JS: b.js, JobsKV: b.streams.JobsKV, Graph: g, Workers: workers, API: api, Key: key, Drain: *drain, Logger: log, Startup: su})
-	if err != nil {
-		return err
-	}
-	defer rq.close()
+	defer d.close()
 	var worker *pipeline.Worker
-	if workers {
-		worker, err = pipeline.NewWorker(pipeline.WorkerConfig{
-			JS: b.js, Streams: b.streams, Jobs: b.jobs, Sink: sk.docs, SinkName: sk.name, Graph: g, Key: key, DrainTimeout: *drain, Registerer: reg, Logger: log,
-		})
-		if err != nil {
-			return err
+	if m.workers {
+		if worker, err = d.newChunkWorker(m.drain, log); err != nil {
+			return startErr(err)
 		}
 	}
 	var srv *httpapi.Server
-	if api {
-		// One publish scheduler for every upload of this process (issue 12).
-		// AstraDB keeps no previous versions of a document: a rollback asked to restore them
-		// is refused at once (400) instead of failing in the workers.
-		loader, err := intake.NewLoader(intake.LoaderConfig{JS: b.js, Jobs: b.jobs, SpoolDir: c.DataDir + "/spool", Key: key,
-			Batch:              sjs.BatchWriterConfig{Admission: sjs.NewAdmission(sjs.AdmissionConfig{})},
-			NoPreviousVersions: c.Astra.Endpoint != ""})
-		if err != nil {
-			return err
+	if m.api {
+		if srv, err = d.newAPIServer(ctx, c, su, apiOptions{tokens: tokens, limits: m.limits, drain: m.drain, worker: worker, log: log}); err != nil {
+			return startErr(err)
 		}
-		ln, err := su.api.Handover(ctx)
-		if err != nil {
-			return err
-		}
-		srv, err = httpapi.New(httpapi.Config{
-			Addr:         c.HTTPAddr,
-			Listener:     ln,
-			Tokens:       tokens,
-			Jobs:         jobService{loader: loader, jobs: b.jobs},
-			Chunks:       chunkReader{sinks: sk, collection: "ttrpg_chunks_{env}"},
-			DeadLetters:  dead,
-			Graph:        graphReader{g},
-			Requirements: rq.requirementsService(),
-			Events:       rq.eventSource(),
-			Registry:     reg,
-			Ready: []httpapi.Check{
-				{Name: "nats", Check: b.ping},
-				{Name: "store", Check: sk.ping},
-				{Name: "graph", Check: g.Ping},
-				// Messages that could neither be applied nor dead-lettered (kept and retried).
-				{Name: "dead-letters", Check: func(context.Context) error {
-					var errs []error
-					if worker != nil {
-						errs = append(errs, worker.Health())
-					}
-					if rq.worker != nil {
-						errs = append(errs, rq.worker.Health())
-					}
-					return errors.Join(errs...)
-				}},
-			},
-			ShutdownTimeout:  *drain,
-			Logger:           log,
-			BodyIdleTimeout:  limits.BodyIdleTimeout,
-			MaxConns:         limits.MaxConns,
-			MaxSpoolBytes:    limits.MaxSpoolBytes,
-			RateLimits:       limits.RateLimits,
-			MaxFeedsPerToken: limits.MaxFeedsPerToken,
-			GraphTimeout:     limits.GraphTimeout,
-			BrokerConnected:  func() bool { return b.nc.Status() == nats.CONNECTED },
-		})
-		if err != nil {
-			return err
-		}
-		if len(tokens) == 0 {
-			log.Warn("no API tokens configured (SLUICE_API_TOKENS_FILE): the API serves loopback only, without authentication", "addr", srv.Addr())
-		}
-		log.Info("HTTP API listening", "addr", "http://"+srv.Addr())
 	}
 	p := pool.New().WithContext(ctx).WithCancelOnError()
-	rq.run(p)
+	d.rq.run(p)
 	if worker != nil {
-		p.Go(func(ctx context.Context) error { return worker.Run(ctx) })
-		p.Go(func(ctx context.Context) error {
-			return sjs.RunReclaimer(ctx, b.js, b.streams.Chunks, sjs.ConsumerChunks, 30*time.Second,
-				func(err error) { log.Warn("reclaim chunk stream", "err", err) })
-		})
-		// Graph batches' apply markers are needed only while their message can come back.
-		p.Go(func(ctx context.Context) error {
-			return graph.RunMarkerPruner(ctx, g, sjs.StreamGraph+":", 0, 0,
-				func(err error) { log.Warn("prune graph apply markers", "err", err) })
-		})
-		// Jobs left open by a publisher that vanished (an API process killed mid-upload) are
-		// failed after 10 minutes without an update, so none stays pending for ever.
-		p.Go(func(ctx context.Context) error {
-			return jobs.RunJobReaper(ctx, b.jobs, jobs.ReaperConfig{},
-				func(err error) { log.Warn("reap abandoned jobs", "err", err) })
-		})
-		// Messages that exhaust their deliveries without reaching the worker's own
-		// dead-lettering (a worker crashing on them) are captured from the server's advisories
-		// and counted against their job.
-		p.Go(func(ctx context.Context) error {
-			return dead.CaptureAdvisories(ctx, func(ctx context.Context, cp dlq.CaptureParams) error {
-				env := cp.Envelope
-				if env.JobID == "" || env.Item == nil {
-					return nil
-				}
-				_, err := b.jobs.Mark(ctx, env.JobID, jobs.Mark{Job: env.JobID, Item: int64(*env.Item), Outcome: jobs.DeadLettered})
-				return err
-			})
-		})
+		runWorkers(p, d, worker, log)
 	}
 	if srv != nil {
-		// Job reads (GET /v1/jobs/{id}, what pollers call most) are served from memory, kept
-		// current by a watch on the jobs bucket (issue 12).
-		p.Go(func(ctx context.Context) error {
-			return b.jobs.RunCache(ctx, jobs.CacheConfig{},
-				func(err error) {
-					log.Warn("job cache: watch failed; reading jobs from the broker until it restarts", "err", err)
-				})
-		})
-		p.Go(srv.Run)
-		if c.TokensFile != "" {
-			p.Go(func(ctx context.Context) error { return watchTokens(ctx, c.TokensFile, srv, log) })
-		}
+		stop := runAPI(p, d, srv, c.TokensFile, log)
+		defer stop()
 	}
-	log.Info("sluice running", "mode", name, "data_dir", c.DataDir, "embedded_broker", b.srv != nil)
+	log.Info("sluice running", "mode", m.name, "data_dir", c.DataDir, "embedded_broker", d.b.srv != nil)
 	err = p.Wait()
-	log.Info("sluice stopped", "mode", name)
+	log.Info("sluice stopped", "mode", m.name)
 	if errors.Is(err, context.Canceled) {
 		return nil
 	}
 	return err
 }
 
-// apiLimitFlags are the API's abuse limits as given (flags, defaulting to their env vars);
-// parse checks them. Zero values mean httpapi's defaults.
-type apiLimitFlags struct {
-	bodyTimeout, graphTimeout *time.Duration
-	maxConns, feedsPerToken   *int
-	spoolBytes                *int64
-	rateLimits                *string
-}
-
-func bindAPILimits(fs *pflag.FlagSet) *apiLimitFlags {
-	f := &apiLimitFlags{
-		bodyTimeout:   fs.Duration("api-body-timeout", 0, "longest wait for a request body's next bytes, before authentication too; 0 means 1m"),
-		graphTimeout:  fs.Duration("api-graph-timeout", 0, "deadline of each graph read, 503 past it; 0 means 10s"),
-		maxConns:      fs.Int("api-max-conns", 0, "open client connections at most, 503 past it; 0 means 1024"),
-		feedsPerToken: fs.Int("api-feeds-per-token", 0, "open change feeds per token at most, 429 past it; 0 means 16"),
-		spoolBytes:    fs.Int64("api-spool-bytes", 0, "upload bytes received at once over all uploads, 503 past it; 0 means 4 GiB"),
-		rateLimits:    fs.String("api-rate-limits", "", "per-token rates, class=rate[:burst] for uploads, graph, replay, feeds, or class=off; default uploads=2:10,graph=20:40,replay=1:5,feeds=5:20"),
+// bindAPIPort binds the API's port before anything opens (api only): a port in use fails at
+// once, and while the broker and stores open (AstraDB may answer 503 for a while) a starting
+// server answers /healthz and says in /readyz what start-up waits for. The same listener then
+// goes to the API, with no gap. The caller closes su.api when start-up fails.
+func bindAPIPort(c config, m serveMode, log *slog.Logger) (su startup, tokens []httpapi.Token, err error) {
+	su = startup{log: log}
+	if !m.api {
+		return su, nil, nil
 	}
-	for flag, env := range map[string]string{
-		"api-body-timeout": "SLUICE_API_BODY_TIMEOUT", "api-graph-timeout": "SLUICE_API_GRAPH_TIMEOUT",
-		"api-max-conns": "SLUICE_API_MAX_CONNS", "api-feeds-per-token": "SLUICE_API_FEEDS_PER_TOKEN",
-		"api-spool-bytes": "SLUICE_API_SPOOL_BYTES", "api-rate-limits": "SLUICE_API_RATE_LIMITS",
-	} {
-		bindEnv(fs, flag, env)
-	}
-	return f
-}
-
-func (f *apiLimitFlags) parse() (httpapi.Config, error) {
-	var errs []error
-	for name, d := range map[string]time.Duration{"--api-body-timeout": *f.bodyTimeout, "--api-graph-timeout": *f.graphTimeout} {
-		if d < 0 {
-			errs = append(errs, fmt.Errorf("%s %s is negative", name, d))
+	if c.TokensFile != "" {
+		if tokens, err = httpapi.LoadTokens(c.TokensFile); err != nil {
+			return su, nil, err
 		}
 	}
-	for name, n := range map[string]int64{"--api-max-conns": int64(*f.maxConns), "--api-feeds-per-token": int64(*f.feedsPerToken), "--api-spool-bytes": *f.spoolBytes} {
-		if n < 0 {
-			errs = append(errs, fmt.Errorf("%s %d is negative", name, n))
-		}
-	}
-	if err := errors.Join(errs...); err != nil {
-		return httpapi.Config{}, err
-	}
-	rl, err := httpapi.ParseRateLimits(*f.rateLimits)
+	ln, err := httpapi.Listen(c.HTTPAddr, len(tokens) > 0)
 	if err != nil {
-		return httpapi.Config{}, err
+		return su, nil, err
 	}
-	return httpapi.Config{
-		BodyIdleTimeout: *f.bodyTimeout, GraphTimeout: *f.graphTimeout, MaxConns: *f.maxConns,
-		MaxFeedsPerToken: *f.feedsPerToken, MaxSpoolBytes: *f.spoolBytes, RateLimits: rl,
-	}, nil
+	if su.api, err = httpapi.NewStarting(httpapi.StartingConfig{Listener: ln, MaxConns: m.limits.MaxConns, Logger: log}); err != nil {
+		ln.Close()
+		return su, nil, err
+	}
+	log.Info("HTTP API port bound; answering 503 until start-up ends", "addr", "http://"+su.api.Addr())
+	return su, tokens, nil
 }
 
-// jobService adapts the loader and job store to the API.
-type jobService struct {
-	loader *intake.Loader
-	jobs   *jobs.Store
-}
-
-func (s jobService) SubmitJob(ctx context.Context, req httpapi.SubmitRequest) (httpapi.SubmitResult, error) {
-	res, err := s.loader.Load(ctx, intake.LoadRequest{
-		Env: req.Env, Body: req.Body, File: req.File, Format: files.Format(req.Format), Force: req.Force,
-		IdempotencyKey: req.IdempotencyKey,
+// runWorkers starts the chunk worker and its companions in p.
+func runWorkers(p *pool.ContextPool, d *deps, worker *pipeline.Worker, log *slog.Logger) {
+	p.Go(func(ctx context.Context) error { return worker.Run(ctx) })
+	p.Go(func(ctx context.Context) error {
+		return sjs.RunReclaimer(ctx, d.b.js, d.b.streams.Chunks, sjs.ConsumerChunks, 30*time.Second,
+			func(err error) { log.Warn("reclaim chunk stream", "err", err) })
 	})
-	if err != nil {
-		if errors.Is(err, intake.ErrBadInput) {
-			return httpapi.SubmitResult{}, fmt.Errorf("%w: %w", httpapi.ErrBadRequest, err)
-		}
-		if errors.Is(err, intake.ErrBusy) {
-			return httpapi.SubmitResult{}, fmt.Errorf("%w: %w", httpapi.ErrBusy, err)
-		}
-		return httpapi.SubmitResult{}, err
+	// Graph batches' apply markers are needed only while their message can come back.
+	p.Go(func(ctx context.Context) error {
+		return graph.RunMarkerPruner(ctx, d.g, sjs.StreamGraph+":", 0, 0,
+			func(err error) { log.Warn("prune graph apply markers", "err", err) })
+	})
+	// Jobs left open by a publisher that vanished (an API process killed mid-upload) are
+	// failed after 10 minutes without an update, so none stays pending for ever.
+	p.Go(func(ctx context.Context) error {
+		return jobs.RunJobReaper(ctx, d.b.jobs, jobs.ReaperConfig{},
+			func(err error) { log.Warn("reap abandoned jobs", "err", err) })
+	})
+	// Messages that exhaust their deliveries without reaching the worker's own
+	// dead-lettering (a worker crashing on them) are captured from the server's advisories
+	// and counted against their job.
+	p.Go(func(ctx context.Context) error {
+		return d.dead.CaptureAdvisories(ctx, func(ctx context.Context, cp dlq.CaptureParams) error {
+			env := cp.Envelope
+			if env.JobID == "" || env.Item == nil {
+				return nil
+			}
+			_, err := d.b.jobs.Mark(ctx, env.JobID, jobs.Mark{Job: env.JobID, Item: int64(*env.Item), Outcome: jobs.DeadLettered})
+			return err
+		})
+	})
+}
+
+// runAPI starts the HTTP API, its job cache and (with a tokens file) the token reload in p.
+// The caller calls stop once p has returned.
+func runAPI(p *pool.ContextPool, d *deps, srv *httpapi.Server, tokensFile string, log *slog.Logger) (stop func()) {
+	// Job reads (GET /v1/jobs/{id}, what pollers call most) are served from memory, kept
+	// current by a watch on the jobs bucket (issue 12).
+	p.Go(func(ctx context.Context) error {
+		return d.b.jobs.RunCache(ctx, jobs.CacheConfig{},
+			func(err error) {
+				log.Warn("job cache: watch failed; reading jobs from the broker until it restarts", "err", err)
+			})
+	})
+	p.Go(srv.Run)
+	if tokensFile == "" {
+		return func() {}
 	}
-	return httpapi.SubmitResult{
-		JobID: res.JobID, Env: res.Env, State: res.State, Total: res.Total, Published: res.Published,
-		Rejected: res.Rejected, Rejections: res.Rejections, Existing: res.Existing,
-	}, nil
-}
-
-func (s jobService) GetJob(ctx context.Context, id string) (jobs.Job, error) {
-	j, err := s.jobs.Get(ctx, id)
-	if errors.Is(err, jobs.ErrJobNotFound) {
-		return j, fmt.Errorf("%w: job %s", httpapi.ErrNotFound, id)
-	}
-	return j, err
-}
-
-func (s jobService) ListJobs(ctx context.Context, f httpapi.JobFilter, cursor string, limit int) ([]jobs.Job, string, error) {
-	list, next, err := s.jobs.List(ctx, jobs.Filter{State: f.State, Env: f.Env}, cursor, limit)
-	if errors.Is(err, jobs.ErrBadCursor) {
-		return nil, "", fmt.Errorf("%w: %w", httpapi.ErrBadRequest, err)
-	}
-	return list, next, err
-}
-
-func (s jobService) WatchJob(ctx context.Context, id string, fn func(jobs.Job) bool) error {
-	return s.jobs.Watch(ctx, id, fn)
-}
-
-func (s jobService) RollbackJob(ctx context.Context, id, by string) (jobs.Job, error) {
-	return s.RollbackJobWith(ctx, id, by, intake.RollbackOptions{})
-}
-
-// RollbackJobWith rolls a job back with options (restore_previous); the API answers 400 for
-// intake.ErrRestoreUnsupported.
-func (s jobService) RollbackJobWith(ctx context.Context, id, by string, opts intake.RollbackOptions) (jobs.Job, error) {
-	job, err := s.loader.RollbackWith(ctx, id, by, opts)
-	switch {
-	case errors.Is(err, jobs.ErrJobNotFound):
-		return job, fmt.Errorf("%w: job %s", httpapi.ErrNotFound, id)
-	case errors.Is(err, intake.ErrJobRunning):
-		return job, fmt.Errorf("%w: %w", httpapi.ErrConflict, err)
-	}
-	return job, err
-}
-
-// chunkReader reads chunks from the document store.
-type chunkReader struct {
-	sinks      *sinks
-	collection string
-}
-
-func (r chunkReader) GetChunk(ctx context.Context, env, id string) (json.RawMessage, error) {
-	doc, err := r.sinks.docs.GetDoc(ctx, strings.ReplaceAll(r.collection, "{env}", env), id)
-	if errors.Is(err, r.sinks.notFound) {
-		return nil, fmt.Errorf("%w: chunk %s", httpapi.ErrNotFound, id)
-	}
-	return doc, err
-}
-
-// watchTokens reloads the tokens file when it changes (checked every 2 s) or on SIGHUP, so
-// tokens rotate without a restart. A file that fails to load keeps the tokens in force and is
-// logged. It returns nil when ctx ends.
-func watchTokens(ctx context.Context, path string, srv *httpapi.Server, log *slog.Logger) error {
+	// SIGHUP reloads the tokens file at once.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	stamp := func() string {
-		st, err := os.Stat(path)
-		if err != nil {
-			return ""
-		}
-		return st.ModTime().String() + "/" + strconv.FormatInt(st.Size(), 10)
-	}
-	last := stamp()
-	tick := time.NewTicker(2 * time.Second)
-	defer tick.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-hup:
-		case <-tick.C:
-			if now := stamp(); now == last {
-				continue
-			}
-		}
-		last = stamp()
-		tokens, err := httpapi.LoadTokens(path)
-		if err != nil {
-			log.Error("reload API tokens: keeping the previous tokens", "err", err)
-			continue
-		}
-		srv.SetTokens(tokens)
-		log.Info("reloaded API tokens", "tokens", len(tokens))
-	}
-}
-
-// graphReader adapts the graph store to the API.
-type graphReader struct{ graph.Store }
-
-func (r graphReader) GetNode(ctx context.Context, env, id string) (graph.Node, error) {
-	n, err := r.Store.GetNode(ctx, env, id)
-	if errors.Is(err, graph.ErrNotFound) {
-		return n, fmt.Errorf("%w: node %s", httpapi.ErrNotFound, id)
-	}
-	return n, err
+	p.Go(func(ctx context.Context) error { return srv.WatchTokens(ctx, tokensFile, hup) })
+	return func() { signal.Stop(hup) }
 }

@@ -6,6 +6,8 @@ import (
 	"crypto/subtle"
 	"fmt"
 	"net/http"
+	"os"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -98,6 +100,51 @@ func (s *Server) SetTokens(tokens []Token) {
 	}
 	s.auth.Store(newAuthState(valid, s.loopback))
 	s.limits.resetBuckets()
+}
+
+// TokensPollInterval is how often WatchTokens looks at the tokens file: a rotated token takes
+// effect within it, and one stat every 2 s costs nothing.
+const TokensPollInterval = 2 * time.Second
+
+// WatchTokens reloads the tokens file at path (LoadTokens) into s (SetTokens) when the file
+// changes (modification time or size, checked every TokensPollInterval) or a value arrives on
+// reload (the caller's SIGHUP; nil: none), so tokens rotate without a restart. A file that
+// fails to load keeps the tokens in force and is logged ("keeping the previous tokens"). It
+// blocks until ctx ends, then returns nil. Run at most one per server.
+func (s *Server) WatchTokens(ctx context.Context, path string, reload <-chan os.Signal) error {
+	return s.watchTokens(ctx, path, reload, TokensPollInterval)
+}
+
+func (s *Server) watchTokens(ctx context.Context, path string, reload <-chan os.Signal, every time.Duration) error {
+	stamp := func() string {
+		st, err := os.Stat(path)
+		if err != nil {
+			return ""
+		}
+		return st.ModTime().String() + "/" + strconv.FormatInt(st.Size(), 10)
+	}
+	last := stamp()
+	tick := time.NewTicker(every)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-reload:
+		case <-tick.C:
+			if now := stamp(); now == last {
+				continue
+			}
+		}
+		last = stamp()
+		tokens, err := LoadTokens(path)
+		if err != nil {
+			s.log.Error("reload API tokens: keeping the previous tokens", "err", err)
+			continue
+		}
+		s.SetTokens(tokens)
+		s.log.Info("reloaded API tokens", "tokens", len(tokens))
+	}
 }
 
 // require wraps h so it runs only for requests carrying a token with at least scope need.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pipeline/dlq"
+	"github.com/sluice-dev/sluice/schemas"
 )
 
 // DeadLetterService reads and acts on dead letters; *dlq.Store implements it. Implementations
@@ -60,26 +61,52 @@ func (s *Server) withDLQ(h http.HandlerFunc) http.HandlerFunc {
 	}
 }
 
-// encodeEntry is the wire shape of a dead letter: the envelope (payload as standard base64, or
-// empty with payload_ref when the original was stored by reference) plus dlq_seq (its DLQ
-// stream sequence), stored_at, and payload_json (the inline payload itself when it is JSON).
-// GET /v1/dlq/{id}/payload serves the payload either way.
-func encodeEntry(e dlq.Entry) (json.RawMessage, error) {
-	env, err := json.Marshal(e.Envelope)
+// DeadLetter is a dead letter as GET /v1/dlq and GET /v1/dlq/{id} serve it (schema
+// DeadLetter plus three fields): the envelope, its payload as standard base64 or empty with
+// payload_ref when the original was stored by reference, and the fields below. GET
+// /v1/dlq/{id}/payload serves the payload either way. Clients decode it with encoding/json.
+type DeadLetter struct {
+	schemas.DeadLetterEnvelope
+	// DLQSeq is the entry's sequence in the DLQ stream.
+	DLQSeq uint64 `json:"dlq_seq"`
+	// StoredAt is when the DLQ stream stored the entry.
+	StoredAt time.Time `json:"stored_at"`
+	// PayloadJSON is the inline payload itself when it is JSON; nil otherwise.
+	PayloadJSON json.RawMessage `json:"payload_json,omitempty"`
+}
+
+// NewDeadLetter is the wire shape of e.
+func NewDeadLetter(e dlq.Entry) DeadLetter {
+	d := DeadLetter{DeadLetterEnvelope: e.Envelope, DLQSeq: e.Seq, StoredAt: e.StoredAt}
+	if len(e.Envelope.Payload) > 0 && json.Valid(e.Envelope.Payload) {
+		d.PayloadJSON = json.RawMessage(e.Envelope.Payload)
+	}
+	return d
+}
+
+// MarshalJSON encodes d as the envelope's own encoding (schemas.DeadLetterEnvelope.MarshalJSON,
+// which the embedding would otherwise promote over the whole) with the three fields added.
+func (d DeadLetter) MarshalJSON() ([]byte, error) {
+	env, err := json.Marshal(d.DeadLetterEnvelope)
 	if err != nil {
-		return nil, fmt.Errorf("encode dead letter %s: %w", e.Envelope.ID, err)
+		return nil, fmt.Errorf("encode dead letter %s: %w", d.ID, err)
 	}
 	var fields map[string]json.RawMessage
 	if err := json.Unmarshal(env, &fields); err != nil {
-		return nil, fmt.Errorf("encode dead letter %s: %w", e.Envelope.ID, err)
+		return nil, fmt.Errorf("encode dead letter %s: %w", d.ID, err)
 	}
-	fields["dlq_seq"] = json.RawMessage(strconv.FormatUint(e.Seq, 10))
-	at, _ := json.Marshal(e.StoredAt)
+	fields["dlq_seq"] = json.RawMessage(strconv.FormatUint(d.DLQSeq, 10))
+	at, _ := json.Marshal(d.StoredAt)
 	fields["stored_at"] = at
-	if len(e.Envelope.Payload) > 0 && json.Valid(e.Envelope.Payload) {
-		fields["payload_json"] = json.RawMessage(e.Envelope.Payload)
+	if d.PayloadJSON != nil {
+		fields["payload_json"] = d.PayloadJSON
 	}
 	return json.Marshal(fields)
+}
+
+// encodeEntry is the wire shape of a dead letter (DeadLetter), encoded.
+func encodeEntry(e dlq.Entry) (json.RawMessage, error) {
+	return json.Marshal(NewDeadLetter(e))
 }
 
 // dlqFilter reads job, subject, error_class, since and until from the query. Times are

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -336,4 +337,46 @@ func TestDLQNotConfigured(t *testing.T) {
 	}
 	// Authentication still comes first.
 	decodeProblem(t, serve(t, h, "GET", "/v1/dlq", "", nil, nil), http.StatusUnauthorized)
+}
+
+// The CLI kept its own copy of the dead-letter wire type (cmd/sluice dlqEntry, payload as a
+// string, no dlq_seq or stored_at); clients now decode httpapi.DeadLetter, so what the server
+// encodes must decode back whole into it.
+func TestDeadLetterRoundTrip(t *testing.T) {
+	item := 7
+	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name     string
+		payload  []byte
+		wantJSON bool
+	}{
+		{"JSON payload", []byte(`{"chunk_id":"c1"}`), true},
+		{"binary payload", []byte{0xff, 0x00, 'x'}, false},
+		{"empty payload", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := dlq.Entry{Seq: 42, StoredAt: at, Envelope: schemas.DeadLetterEnvelope{
+				ID: "SLUICE_CHUNKS-1", Subject: "sluice.v1.chunks.dev", Payload: tc.payload,
+				Headers:  map[string][]string{"Sluice-Job": {"j1"}},
+				Error:    schemas.DeadLetterError{Class: "validation", Message: "empty content"},
+				Attempts: 1, FirstFailure: at, LastFailure: at, Stream: "SLUICE_CHUNKS", StreamSeq: 1,
+				JobID: "j1", Item: &item, DeadLetteredAt: at,
+			}}
+			b, err := json.Marshal(httpapi.NewDeadLetter(e))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got httpapi.DeadLetter
+			if err := json.Unmarshal(b, &got); err != nil {
+				t.Fatal(err)
+			}
+			if got.ID != e.Envelope.ID || got.DLQSeq != 42 || !got.StoredAt.Equal(at) || got.Error != e.Envelope.Error ||
+				got.Item == nil || *got.Item != item || !bytes.Equal(got.Payload, tc.payload) || got.Headers["Sluice-Job"][0] != "j1" {
+				t.Fatalf("round trip lost fields:\n%s\n%+v", b, got)
+			}
+			if (got.PayloadJSON != nil) != tc.wantJSON {
+				t.Fatalf("payload_json = %s, want present %v", got.PayloadJSON, tc.wantJSON)
+			}
+		})
+	}
 }

@@ -1,6 +1,10 @@
 package httpapi
 
-import "time"
+import (
+	"context"
+	"os"
+	"time"
+)
 
 // SetBodyIdleTimeout shortens the per-read upload timeout for tests. Call it before Run.
 func SetBodyIdleTimeout(s *Server, d time.Duration) { s.bodyIdleTimeout = d }
@@ -16,4 +20,9 @@ func OpenFeeds(s *Server, principal string) int {
 	s.limits.mu.Lock()
 	defer s.limits.mu.Unlock()
 	return s.limits.feeds[principal]
+}
+
+// WatchTokensEvery is WatchTokens polling every d, so tests need not wait 2 s.
+func WatchTokensEvery(ctx context.Context, s *Server, path string, reload <-chan os.Signal, d time.Duration) error {
+	return s.watchTokens(ctx, path, reload, d)
 }

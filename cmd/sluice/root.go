@@ -6,37 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"runtime/debug"
 	"strings"
 
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 )
-
-// Exit statuses (DESIGN.md, "Public surface").
-const (
-	exitOK       = 0
-	exitFailure  = 1
-	exitUsage    = 2
-	exitRejected = 3
-	// exitInterrupted is a command stopped by SIGINT or SIGTERM (128 + SIGINT, as shells
-	// report it): nothing is lost, running the same command again resumes.
-	exitInterrupted = 130
-)
-
-// usageError is a bad command line: exit status 2.
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
-// rejectedError means the command finished, but some items were rejected or dead-lettered:
-// exit status 3.
-var errRejected = errors.New("finished with rejected or dead-lettered items")
-
-// errInterrupted means the command was stopped by a signal before it finished: exit status 130.
-// The command has already said so.
-var errInterrupted = errors.New("interrupted — run the same command again to resume")
 
 // rootLong is the top-level help. Environment variables that are never flags (secrets: a flag
 // would show in ps) are listed here and in the commands that read them.
@@ -126,29 +100,20 @@ func newRootCmd(c *cli) *cobra.Command {
 	return root
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) int {
+// run runs the command line args and returns its error: a usageError for a bad command line
+// (whatever cobra calls it, when it comes before the command's own code ran), errRejected or
+// errInterrupted when the command has said what happened, any other error for a failure.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, log *slog.Logger) error {
 	c := &cli{ctx: ctx, stdout: stdout, stderr: stderr, log: log}
 	root := newRootCmd(c)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	var ue usageError
-	switch {
-	case err == nil:
-		return exitOK
-	case errors.As(err, &ue) || !c.ran:
+	if err != nil && !errors.As(err, &ue) && !c.ran {
 		// Cobra's own refusals (an unknown command, a bad flag) come before the command ran.
-		if err.Error() != "" {
-			fmt.Fprintf(stderr, "sluice: %v\n", err)
-		}
-		return exitUsage
-	case errors.Is(err, errRejected):
-		return exitRejected
-	case errors.Is(err, errInterrupted):
-		return exitInterrupted
-	default:
-		fmt.Fprintf(stderr, "sluice: %v\n", err)
-		return exitFailure
+		return usageError{err.Error()}
 	}
+	return err
 }
 
 // noArgs refuses any argument with msg (a usage error).
@@ -211,50 +176,4 @@ func version() string {
 		return v
 	}
 	return "(unknown)"
-}
-
-func envOr(key, def string) string {
-	if v, ok := os.LookupEnv(key); ok && v != "" {
-		return v
-	}
-	return def
-}
-
-// envAnnotation is the pflag annotation naming the environment variable that mirrors a flag.
-const envAnnotation = "sluice_env"
-
-// bindEnv ties flag name of fs to the environment variable env: its help text names the
-// variable ("[$ENV]"), and applyEnv gives the flag the variable's value when the command line
-// does not. The flag must exist.
-func bindEnv(fs *pflag.FlagSet, name, env string) {
-	f := fs.Lookup(name)
-	if f == nil {
-		panic("bindEnv: no flag --" + name) // a programming error, caught by every test run
-	}
-	f.Usage += " [$" + env + "]"
-	_ = fs.SetAnnotation(name, envAnnotation, []string{env})
-}
-
-// applyEnv sets every flag of fs that is bound to an environment variable, not given on the
-// command line, and whose variable is set and not empty, to the variable's value, parsed as
-// the flag would parse it. A value the flag refuses is a usage error naming the variable.
-func applyEnv(fs *pflag.FlagSet) error {
-	var errs []error
-	fs.VisitAll(func(f *pflag.Flag) {
-		names := f.Annotations[envAnnotation]
-		if f.Changed || len(names) == 0 {
-			return
-		}
-		v := os.Getenv(names[0])
-		if v == "" {
-			return
-		}
-		if err := fs.Set(f.Name, v); err != nil {
-			errs = append(errs, fmt.Errorf("%s=%q: %w", names[0], v, err))
-		}
-	})
-	if err := errors.Join(errs...); err != nil {
-		return usageError{err.Error()}
-	}
-	return nil
 }

@@ -1,4 +1,4 @@
-package main
+package client
 
 import (
 	"bytes"
@@ -7,9 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,12 +58,34 @@ func (f *flaky) sends() [][]byte {
 }
 
 // newFlakyClient serves f and returns a client for it whose waiting messages go to stderr.
-func newFlakyClient(t *testing.T, f *flaky) (*apiClient, *syncBuffer) {
+func newFlakyClient(t *testing.T, f *flaky) (*Client, *syncBuffer) {
 	t.Helper()
 	ts := httptest.NewServer(f)
 	t.Cleanup(ts.Close)
 	stderr := &syncBuffer{}
-	return &apiClient{base: ts.URL, token: "secret-token-0123456789", http: ts.Client(), stderr: stderr, backoff: time.Millisecond}, stderr
+	c, err := New(Config{URL: ts.URL, Token: "secret-token-0123456789", HTTP: ts.Client(), Waits: stderr, Backoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, stderr
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent use.
+type syncBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // Issue 11: the CLI (sluice jobs, sluice dlq) returned the error on 429 and 503, which the
@@ -107,16 +126,16 @@ func TestAPIClientWaitsOut429And503(t *testing.T) {
 			var out struct{ OK bool }
 			var err error
 			if tc.idempotent {
-				err = c.doIdempotent(context.Background(), tc.method, "/v1/dlq/replay", nil, body, &out)
+				err = c.DoIdempotent(context.Background(), tc.method, "/v1/dlq/replay", nil, body, &out)
 			} else {
-				err = c.do(context.Background(), tc.method, "/v1/dlq/replay", nil, body, &out)
+				err = c.Do(context.Background(), tc.method, "/v1/dlq/replay", nil, body, &out)
 			}
 			sends := f.sends()
 			if len(sends) != tc.wantSends {
 				t.Fatalf("%d sends, want %d", len(sends), tc.wantSends)
 			}
 			refusedToTheEnd := tc.n >= len(sends)
-			var ae *apiError
+			var ae *Error
 			switch {
 			case refusedToTheEnd && (!errors.As(err, &ae) || ae.Status != tc.status):
 				t.Fatalf("err = %v, want the %d problem", err, tc.status)
@@ -154,7 +173,7 @@ func TestAPIClientHonoursRetryAfter(t *testing.T) {
 	f := &flaky{n: 1, status: 429, retryAfter: "1"}
 	c, stderr := newFlakyClient(t, f)
 	start := time.Now()
-	if err := c.do(context.Background(), "GET", "/v1/jobs", nil, nil, nil); err != nil {
+	if err := c.Do(context.Background(), "GET", "/v1/jobs", nil, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	if d := time.Since(start); d < time.Second || d > 5*time.Second {
@@ -171,7 +190,7 @@ func TestAPIClientWaitEndsWithContext(t *testing.T) {
 	c, _ := newFlakyClient(t, f)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- c.do(ctx, "GET", "/v1/jobs", nil, nil, nil) }()
+	go func() { done <- c.Do(ctx, "GET", "/v1/jobs", nil, nil, nil) }()
 	<-f.seen
 	time.Sleep(50 * time.Millisecond) // into the 30 s wait
 	start := time.Now()
@@ -210,9 +229,12 @@ func TestAPIClientEventsWaitOut429(t *testing.T) {
 		_, _ = io.WriteString(w, "event: done\ndata: {\"state\":\"completed\"}\n\n")
 	}))
 	defer ts.Close()
-	c := &apiClient{base: ts.URL, http: ts.Client(), backoff: time.Millisecond}
+	c, err := New(Config{URL: ts.URL, HTTP: ts.Client(), Backoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
 	var got string
-	err := c.events(context.Background(), "/v1/jobs/j1/events", func(event string, data []byte) bool {
+	err = c.Events(context.Background(), "/v1/jobs/j1/events", func(event string, data []byte) bool {
 		got = event + " " + string(data)
 		return event == "done"
 	})
@@ -231,7 +253,7 @@ func TestRetryDelay(t *testing.T) {
 		{"seconds", "5", 5 * time.Second, true},
 		{"zero", "0", 0, true},
 		{"spaces", " 2 ", 2 * time.Second, true},
-		{"huge is capped", "99999999999999", maxRetryWait, true},
+		{"huge is capped", "99999999999999", MaxRetryWait, true},
 		{"negative", "-1", 0, false},
 		{"fraction", "1.5", 0, false},
 		{"words", "soon", 0, false},
@@ -248,28 +270,25 @@ func TestRetryDelay(t *testing.T) {
 	}
 }
 
-// Against a real sluice serve whose replay rate is one a second, burst one: the second
-// `sluice dlq replay` right after the first got 429 and failed; it now waits and succeeds.
-func TestCLIWaitsOutTheServersRateLimit(t *testing.T) {
-	s := startServer(t, "serve", []string{"SLUICE_API_RATE_LIMITS=replay=0.5:1"}, "--data-dir", filepath.Join(t.TempDir(), "data"))
-	for i := range 2 {
-		cmd := exec.Command(binary, "dlq", "replay", "--dry-run", "--job", "j-none")
-		cmd.Env = append(os.Environ(), "SLUICE_API_URL="+s.base)
-		var stdout, stderr bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		start := time.Now()
-		if err := cmd.Run(); err != nil {
-			t.Fatalf("replay %d: %v\nstdout: %s\nstderr: %s", i+1, err, stdout.String(), stderr.String())
-		}
-		waited := strings.Contains(stderr.String(), "429 Too Many Requests") && strings.Contains(stderr.String(), "sending again in")
-		if i == 0 && waited || i == 1 && !waited {
-			t.Fatalf("replay %d: waited %v; stderr: %s", i+1, waited, stderr.String())
-		}
-		if i == 1 && time.Since(start) < time.Second {
-			t.Fatalf("replay 2 took %s: it did not wait for the bucket", time.Since(start))
-		}
-		if !strings.Contains(stdout.String(), "would replay 0") {
-			t.Fatalf("replay %d printed %q", i+1, stdout.String())
-		}
+// New refuses a configuration without a URL instead of failing on every request later.
+func TestNewValidates(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		cfg     Config
+		wantErr bool
+	}{
+		{"no URL", Config{}, true},
+		{"bad URL", Config{URL: "http://[::1"}, true},
+		{"URL only", Config{URL: DefaultURL}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := New(tc.cfg)
+			if (err != nil) != tc.wantErr {
+				t.Fatalf("New(%+v) = %v, want error %v", tc.cfg, err, tc.wantErr)
+			}
+			if err == nil && (c.cfg.HTTP == nil || c.cfg.Backoff != firstBackoff) {
+				t.Fatalf("defaults not set: %+v", c.cfg)
+			}
+		})
 	}
 }
