@@ -41,81 +41,20 @@ func envParam(r *http.Request) (string, error) {
 
 // submitJob handles POST /v1/jobs?env=&file=&force=: it streams the body to JobService.SubmitJob.
 func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
-	env, err := envParam(r)
+	req, err := submitParams(r)
 	if err != nil {
 		s.problem(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
-	q := r.URL.Query()
-	file := q.Get("file")
-	if len(file) > maxFileNameLen || !utf8.ValidString(file) || containsControl(file) {
-		s.problem(w, r, http.StatusBadRequest, fmt.Sprintf("file must be valid UTF-8 without control characters, at most %d bytes", maxFileNameLen))
+	body, ok := s.uploadBody(w, r)
+	if !ok {
 		return
 	}
-	force := false
-	if v := q.Get("force"); v != "" {
-		force, err = strconv.ParseBool(v)
-		if err != nil {
-			s.problem(w, r, http.StatusBadRequest, fmt.Sprintf("force %q is not a boolean (true or false)", v))
-			return
-		}
-	}
-	if k := r.Header.Get("Idempotency-Key"); len(k) > 255 || containsControl(k) {
-		s.problem(w, r, http.StatusBadRequest, "Idempotency-Key must be at most 255 characters without control characters")
-		return
-	}
-	format := ""
-	if ct := r.Header.Get("Content-Type"); ct != "" {
-		if mt, _, err := mime.ParseMediaType(ct); err == nil && (mt == "application/x-ndjson" || mt == "application/jsonl") {
-			format = "jsonl"
-		}
-	}
-	limit := s.cfg.MaxUploadBytes
-	if r.ContentLength > limit {
-		s.problem(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The file is larger than the limit of %d bytes.", limit))
-		return
-	}
-	// MaxBytesReader gets the server's own writer so that hitting the limit also tells the
-	// server to close the connection instead of draining the rest of the body.
-	body := &limitedBody{r: http.MaxBytesReader(innermost(w), r.Body, limit), spool: s.spool, limit: limit}
 	defer body.release()
-	if r.ContentLength > 0 {
-		// A declared size is reserved whole, so a full spool answers before any byte is read.
-		if !s.spool.TryTake(r.ContentLength) {
-			s.spoolFull(w, r)
-			return
-		}
-		body.reserved, body.declared = r.ContentLength, true
-	}
-
-	res, err := s.cfg.Jobs.SubmitJob(r.Context(), SubmitRequest{
-		Env: env, File: file, Format: format, Body: body, Force: force,
-		IdempotencyKey: r.Header.Get("Idempotency-Key"),
-	})
+	req.Body = body
+	res, err := s.cfg.Jobs.SubmitJob(r.Context(), req)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		switch {
-		case body.tooLarge.Load() || errors.As(err, &mbe):
-			s.problem(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The file is larger than the limit of %d bytes.", limit))
-		case body.full.Load() || errors.Is(err, errSpoolFull):
-			s.spoolFull(w, r)
-		case errors.Is(err, files.ErrTooLarge):
-			s.problem(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The file unpacks to more than the limit of %d bytes.", limit))
-		case body.timedOut.Load():
-			s.problem(w, r, http.StatusRequestTimeout, fmt.Sprintf("The client sent no data for %s while uploading the file.", s.bodyIdleTimeout))
-		case errors.Is(err, ErrBadRequest):
-			s.problem(w, r, http.StatusBadRequest, err.Error())
-		case errors.Is(err, ErrBusy):
-			s.metrics.rejected.WithLabelValues("admission").Inc()
-			s.tooBusy(w, r, http.StatusServiceUnavailable, retryBusy*time.Second,
-				"The server is publishing as many jobs as it queues; no job was created. Retry shortly.")
-		case r.Context().Err() != nil:
-			// The client went away; nobody reads the answer.
-			s.log.DebugContext(r.Context(), "job submission abandoned by client", "file", file, "env", env, "error", err)
-			s.writeProblem(w, r, problemDoc{Status: statusClientClosed, Title: "Client Closed Request", Detail: "The client closed the request."})
-		default:
-			s.internalError(w, r, "submit job", err)
-		}
+		s.submitFailed(w, r, req, body, err)
 		return
 	}
 	w.Header().Set("Location", "/v1/jobs/"+url.PathEscape(res.JobID))
@@ -125,6 +64,66 @@ func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusOK
 	}
 	s.writeJSON(w, r, status, res)
+}
+
+// submitParams reads a submission's query parameters and headers into a SubmitRequest without
+// its Body; its error is the 400 answer's text.
+func submitParams(r *http.Request) (SubmitRequest, error) {
+	env, err := envParam(r)
+	if err != nil {
+		return SubmitRequest{}, err
+	}
+	q := r.URL.Query()
+	file := q.Get("file")
+	if len(file) > maxFileNameLen || !utf8.ValidString(file) || containsControl(file) {
+		return SubmitRequest{}, fmt.Errorf("file must be valid UTF-8 without control characters, at most %d bytes", maxFileNameLen)
+	}
+	force := false
+	if v := q.Get("force"); v != "" {
+		if force, err = strconv.ParseBool(v); err != nil {
+			return SubmitRequest{}, fmt.Errorf("force %q is not a boolean (true or false)", v)
+		}
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > 255 || containsControl(key) {
+		return SubmitRequest{}, errors.New("Idempotency-Key must be at most 255 characters without control characters")
+	}
+	format := ""
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err == nil && (mt == "application/x-ndjson" || mt == "application/jsonl") {
+			format = "jsonl"
+		}
+	}
+	return SubmitRequest{Env: env, File: file, Format: format, Force: force, IdempotencyKey: key}, nil
+}
+
+// submitFailed answers a submission whose SubmitJob returned err: the upload's limits first
+// (413, 503, 408: body records which one reading hit), then the service's classes.
+func (s *Server) submitFailed(w http.ResponseWriter, r *http.Request, req SubmitRequest, body *limitedBody, err error) {
+	limit := s.cfg.MaxUploadBytes
+	var mbe *http.MaxBytesError
+	switch {
+	case body.tooLarge.Load() || errors.As(err, &mbe):
+		s.problem(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The file is larger than the limit of %d bytes.", limit))
+	case body.full.Load() || errors.Is(err, errSpoolFull):
+		s.spoolFull(w, r)
+	case errors.Is(err, files.ErrTooLarge):
+		s.problem(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The file unpacks to more than the limit of %d bytes.", limit))
+	case body.timedOut.Load():
+		s.problem(w, r, http.StatusRequestTimeout, fmt.Sprintf("The client sent no data for %s while uploading the file.", s.bodyIdleTimeout))
+	case errors.Is(err, ErrBadRequest):
+		s.problem(w, r, http.StatusBadRequest, err.Error())
+	case errors.Is(err, ErrBusy):
+		s.metrics.rejected.WithLabelValues("admission").Inc()
+		s.tooBusy(w, r, http.StatusServiceUnavailable, retryBusy*time.Second,
+			"The server is publishing as many jobs as it queues; no job was created. Retry shortly.")
+	case r.Context().Err() != nil:
+		// The client went away; nobody reads the answer.
+		s.log.DebugContext(r.Context(), "job submission abandoned by client", "file", req.File, "env", req.Env, "error", err)
+		s.writeProblem(w, r, problemDoc{Status: statusClientClosed, Title: "Client Closed Request", Detail: "The client closed the request."})
+	default:
+		s.internalError(w, r, "submit job", err)
+	}
 }
 
 // retryBusy is the Retry-After, in seconds, of a job refused by admission control: batches
@@ -156,6 +155,30 @@ func innermost(w http.ResponseWriter) http.ResponseWriter {
 		}
 		w = u.Unwrap()
 	}
+}
+
+// uploadBody wraps r's body in the upload limit and the spool budget. A declared size
+// (Content-Length) over the limit is answered 413 and one the spool cannot hold whole 503,
+// before any byte is read; ok is then false. Otherwise the caller must release the body once
+// the service has returned.
+func (s *Server) uploadBody(w http.ResponseWriter, r *http.Request) (body *limitedBody, ok bool) {
+	limit := s.cfg.MaxUploadBytes
+	if r.ContentLength > limit {
+		s.problem(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The file is larger than the limit of %d bytes.", limit))
+		return nil, false
+	}
+	// MaxBytesReader gets the server's own writer so that hitting the limit also tells the
+	// server to close the connection instead of draining the rest of the body.
+	body = &limitedBody{r: http.MaxBytesReader(innermost(w), r.Body, limit), spool: s.spool, limit: limit}
+	if r.ContentLength > 0 {
+		// A declared size is reserved whole, so a full spool answers before any byte is read.
+		if !s.spool.TryTake(r.ContentLength) {
+			s.spoolFull(w, r)
+			return nil, false
+		}
+		body.reserved, body.declared = r.ContentLength, true
+	}
+	return body, true
 }
 
 // limitedBody is an upload's body: it remembers whether reading hit the upload limit or the
