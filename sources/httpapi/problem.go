@@ -94,3 +94,7 @@ func writeRawJSON(w http.ResponseWriter, status int, body []byte) {
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }
+
+// statusClientClosed is nginx's code for a request the client abandoned; it only shows in
+// metrics and the access log, as nobody reads the answer.
+const statusClientClosed = 499
