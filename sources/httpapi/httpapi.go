@@ -10,9 +10,9 @@
 //
 // Where to look: server.go holds the Server, its routes and the outer middleware. Each route
 // family has its file: jobs.go (/v1/jobs; upload.go bounds an upload's body), chunks.go,
-// graph.go, requirements.go (compat.go: the Python service's /api routes), dlq.go, events.go
-// (/v1/events, /v1/ws), health.go (/healthz, /readyz). auth.go, limits.go, params.go,
-// problem.go and unavailable.go serve them all.
+// graph.go, requirements.go (commands) and requirements_read.go (compat.go: the Python
+// service's /api routes), dlq.go, events.go (/v1/events, /v1/ws), health.go (/healthz,
+// /readyz). auth.go, limits.go, params.go, problem.go and unavailable.go serve them all.
 package httpapi
 
 import "errors"
