@@ -283,9 +283,6 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, r, http.StatusOK, jobList{Jobs: list, NextCursor: next})
 }
 
-// sseKeepAlive is how often an idle event stream gets a comment line, so proxies keep it open.
-const sseKeepAlive = 15 * time.Second
-
 // jobEvents handles GET /v1/jobs/{id}/events: server-sent events, one "progress" event per
 // change of the job, a final "done" event once it is settled (done loading, no rollback
 // pending), then the stream closes.
@@ -305,21 +302,9 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, "get job", err)
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel := s.streamContext(r)
 	defer cancel()
-	go func() {
-		select {
-		case <-s.stopStreams:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	rc := http.NewResponseController(w)
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	_ = rc.Flush()
+	rc := startSSE(w)
 
 	updates := make(chan jobs.Job, 16)
 	watchErr := make(chan error, 1)
@@ -358,10 +343,9 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
 			}
 			_ = rc.Flush()
 		case <-keep.C:
-			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+			if writeKeepAlive(w, rc) != nil {
 				return
 			}
-			_ = rc.Flush()
 		case <-ctx.Done():
 			return
 		}

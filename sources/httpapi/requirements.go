@@ -81,13 +81,7 @@ func (s *Server) requirementsRoutes() {
 
 // withRequirements answers 501 when the server has no RequirementsService.
 func (s *Server) withRequirements(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if s.cfg.Requirements == nil {
-			s.problem(w, r, http.StatusNotImplemented, "Requirements and feature requests are not enabled on this server.")
-			return
-		}
-		h(w, r)
-	}
+	return s.ifEnabled(s.cfg.Requirements != nil, "Requirements and feature requests are not enabled on this server.", h)
 }
 
 // actor is the recorded actor of a command: the authenticated token's name, never anything
