@@ -76,6 +76,18 @@ func typesParam(r *http.Request) (map[string]bool, error) {
 	return out, nil
 }
 
+// feedParams reads where a change feed resumes (sinceParam) and which event types it sends
+// (typesParam); its error is the 400 answer's text.
+func feedParams(r *http.Request) (since int64, types map[string]bool, err error) {
+	if since, err = sinceParam(r); err != nil {
+		return 0, nil, err
+	}
+	if types, err = typesParam(r); err != nil {
+		return 0, nil, err
+	}
+	return since, types, nil
+}
+
 // follow runs the feed into a bounded channel until ctx ends or the server shuts down. The
 // returned channel is closed when following stops; errc then holds its error.
 func (s *Server) follow(ctx context.Context, since int64, types map[string]bool) (<-chan jobs.Event, <-chan error) {
@@ -139,12 +151,7 @@ func writeKeepAlive(w io.Writer, rc *http.ResponseController) error {
 // eventsSSE handles GET /v1/events: server-sent events, "id:" the event's stream sequence,
 // "event:" its type, "data:" its JSON payload. Resumable with Last-Event-ID or ?since=.
 func (s *Server) eventsSSE(w http.ResponseWriter, r *http.Request) {
-	since, err := sinceParam(r)
-	if err != nil {
-		s.problem(w, r, http.StatusBadRequest, err.Error())
-		return
-	}
-	types, err := typesParam(r)
+	since, types, err := feedParams(r)
 	if err != nil {
 		s.problem(w, r, http.StatusBadRequest, err.Error())
 		return
@@ -201,12 +208,7 @@ type wsFrame struct {
 // and ignored (a ping keeps the connection open). The server closes with 1001 when it shuts
 // down.
 func (s *Server) eventsWS(w http.ResponseWriter, r *http.Request) {
-	since, err := sinceParam(r)
-	if err != nil {
-		s.problem(w, r, http.StatusBadRequest, err.Error())
-		return
-	}
-	types, err := typesParam(r)
+	since, types, err := feedParams(r)
 	if err != nil {
 		s.problem(w, r, http.StatusBadRequest, err.Error())
 		return
