@@ -129,89 +129,116 @@ func parseCPUSplit(r io.Reader) (CPUSplit, error) {
 	if err != nil {
 		return CPUSplit{}, fmt.Errorf("bench: read CPU profile: %w", err)
 	}
-	type sample struct {
-		values []int64
-		labels [][2]int64 // key and value, string table indexes
+	prof, err := decodeProfile(data)
+	if err != nil {
+		return CPUSplit{}, fmt.Errorf("bench: parse CPU profile: %w", err)
 	}
-	var (
-		samples     []sample
-		sampleTypes []int64 // string table index of each value's type
-		strs        []string
-	)
-	err = eachField(data, func(num int, wire int, v uint64, b []byte) error {
+	return prof.split()
+}
+
+// rawProfile holds the fields of a profile.proto message that parseCPUSplit uses.
+type rawProfile struct {
+	samples     []rawSample
+	sampleTypes []int64 // string table index of each value's type
+	strs        []string
+}
+
+// rawSample is one sample of a rawProfile.
+type rawSample struct {
+	values []int64
+	labels [][2]int64 // key and value, string table indexes
+}
+
+// decodeProfile reads a profile's sample types, samples and string table from data, an
+// uncompressed profile.proto message.
+func decodeProfile(data []byte) (rawProfile, error) {
+	var p rawProfile
+	err := eachField(data, func(num int, wire int, v uint64, b []byte) error {
 		switch {
 		case num == 1 && wire == 2: // sample_type
 			return eachField(b, func(num, wire int, v uint64, _ []byte) error {
 				if num == 1 && wire == 0 {
-					sampleTypes = append(sampleTypes, int64(v))
+					p.sampleTypes = append(p.sampleTypes, int64(v))
 				}
 				return nil
 			})
 		case num == 2 && wire == 2: // sample
-			var s sample
-			err := eachField(b, func(num, wire int, v uint64, b []byte) error {
-				switch {
-				case num == 2 && wire == 0:
-					s.values = append(s.values, int64(v))
-				case num == 2 && wire == 2: // packed values
-					for len(b) > 0 {
-						x, n := binary.Uvarint(b)
-						if n <= 0 {
-							return errors.New("bad packed value")
-						}
-						s.values, b = append(s.values, int64(x)), b[n:]
-					}
-				case num == 3 && wire == 2: // label
-					var l [2]int64
-					err := eachField(b, func(num, wire int, v uint64, _ []byte) error {
-						if wire == 0 && (num == 1 || num == 2) {
-							l[num-1] = int64(v)
-						}
-						return nil
-					})
-					s.labels = append(s.labels, l)
-					return err
-				}
-				return nil
-			})
-			samples = append(samples, s)
+			s, err := decodeSample(b)
+			p.samples = append(p.samples, s)
 			return err
 		case num == 6 && wire == 2: // string_table
-			strs = append(strs, string(b))
+			p.strs = append(p.strs, string(b))
 		}
 		return nil
 	})
-	if err != nil {
-		return CPUSplit{}, fmt.Errorf("bench: parse CPU profile: %w", err)
-	}
-	str := func(i int64) string {
-		if i < 0 || int(i) >= len(strs) {
-			return ""
+	return p, err
+}
+
+// decodeSample reads a Sample message: its values (packed or not) and its labels' keys and
+// string values.
+func decodeSample(b []byte) (rawSample, error) {
+	var s rawSample
+	err := eachField(b, func(num, wire int, v uint64, b []byte) error {
+		switch {
+		case num == 2 && wire == 0:
+			s.values = append(s.values, int64(v))
+		case num == 2 && wire == 2: // packed values
+			for len(b) > 0 {
+				x, n := binary.Uvarint(b)
+				if n <= 0 {
+					return errors.New("bad packed value")
+				}
+				s.values, b = append(s.values, int64(x)), b[n:]
+			}
+		case num == 3 && wire == 2: // label
+			var l [2]int64
+			err := eachField(b, func(num, wire int, v uint64, _ []byte) error {
+				if wire == 0 && (num == 1 || num == 2) {
+					l[num-1] = int64(v)
+				}
+				return nil
+			})
+			s.labels = append(s.labels, l)
+			return err
 		}
-		return strs[i]
+		return nil
+	})
+	return s, err
+}
+
+// str returns string table entry i, "" when i is out of range.
+func (p rawProfile) str(i int64) string {
+	if i < 0 || int(i) >= len(p.strs) {
+		return ""
 	}
+	return p.strs[i]
+}
+
+// split sums the profile's "cpu" values by part: a sample's partLabel, else PartBroker when
+// nats-server labelled it, else PartUnlabeled.
+func (p rawProfile) split() (CPUSplit, error) {
 	cpu := -1
-	for i, t := range sampleTypes {
-		if str(t) == "cpu" {
+	for i, t := range p.sampleTypes {
+		if p.str(t) == "cpu" {
 			cpu = i
 		}
 	}
 	split := CPUSplit{ByPart: map[string]time.Duration{}}
-	if len(samples) == 0 {
+	if len(p.samples) == 0 {
 		return split, nil
 	}
 	if cpu < 0 {
 		return CPUSplit{}, errors.New("bench: parse CPU profile: no cpu sample type")
 	}
-	for _, s := range samples {
+	for _, s := range p.samples {
 		if cpu >= len(s.values) {
 			return CPUSplit{}, errors.New("bench: parse CPU profile: a sample without its cpu value")
 		}
 		part := PartUnlabeled
 		for _, l := range s.labels {
-			switch key := str(l[0]); {
+			switch key := p.str(l[0]); {
 			case key == partLabel:
-				part = str(l[1])
+				part = p.str(l[1])
 			case natsServerLabels[key] && part == PartUnlabeled:
 				part = PartBroker
 			}

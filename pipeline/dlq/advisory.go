@@ -196,19 +196,7 @@ func (c *Capture) handle(ctx context.Context, subject string, data []byte) error
 		c.s.log.Error("dropping an advisory that names no stream message", "subject", subject, "type", adv.Type, "error", err)
 		return nil
 	}
-	var class fault.Class
-	var why string
-	switch {
-	case strings.HasPrefix(subject, advisoryMaxDeliveries):
-		class = fault.Exhausted
-		why = fmt.Sprintf("delivered %d times to consumer %s without being acknowledged (max deliveries)", adv.Deliveries, adv.Consumer)
-	default:
-		class = fault.Transient
-		why = fmt.Sprintf("terminated by consumer %s after %d deliveries", adv.Consumer, adv.Deliveries)
-		if adv.Reason != "" {
-			why += ": " + adv.Reason
-		}
-	}
+	class, why := adv.classify(subject)
 	id := adv.Stream + "-" + strconv.FormatUint(adv.StreamSeq, 10)
 	have, err := c.s.locate(ctx, id)
 	if err != nil {
@@ -230,13 +218,47 @@ func (c *Capture) handle(ctx context.Context, subject string, data []byte) error
 		}
 		return fmt.Errorf("read %s message %d: %w", adv.Stream, adv.StreamSeq, err)
 	}
+	env := adv.envelope(id, orig, class, why, time.Now().UTC())
+	written, err := c.w.Write(ctx, env)
+	if err != nil {
+		return err
+	}
+	if written.Duplicate {
+		return nil // the worker (or another capture) stored it first
+	}
+	env = written.Envelope
+	c.s.log.Warn("captured dead letter from advisory", "id", id, "class", env.Error.Class, "consumer", adv.Consumer)
+	if c.onCap != nil {
+		if err := c.onCap(ctx, CaptureParams{Envelope: env}); err != nil {
+			c.s.log.Warn("capture callback failed", "id", id, "error", err)
+		}
+	}
+	return nil
+}
+
+// classify gives the class and the message of the dead letter for adv, which came on subject:
+// a max-deliveries advisory is exhausted, a terminated one transient (with the consumer's
+// reason when it gave one).
+func (adv advisory) classify(subject string) (fault.Class, string) {
+	if strings.HasPrefix(subject, advisoryMaxDeliveries) {
+		return fault.Exhausted, fmt.Sprintf("delivered %d times to consumer %s without being acknowledged (max deliveries)", adv.Deliveries, adv.Consumer)
+	}
+	why := fmt.Sprintf("terminated by consumer %s after %d deliveries", adv.Consumer, adv.Deliveries)
+	if adv.Reason != "" {
+		why += ": " + adv.Reason
+	}
+	return fault.Transient, why
+}
+
+// envelope builds dead letter id for orig, the stream message adv is about, failed at now: the
+// job, item, trace and replay count come from orig's headers.
+func (adv advisory) envelope(id string, orig *jetstream.RawStreamMsg, class fault.Class, why string, now time.Time) schemas.DeadLetterEnvelope {
 	// A command is stored under a partitioned subject; its dead letter names the one it was
 	// published on, so a replay lands in the command stream again.
 	origSubject := orig.Subject
 	if adv.Stream == sjs.StreamCommands {
 		origSubject = sjs.OriginalCommandSubject(origSubject)
 	}
-	now := time.Now().UTC()
 	env := schemas.DeadLetterEnvelope{
 		ID:             id,
 		Subject:        origSubject,
@@ -261,19 +283,5 @@ func (c *Capture) handle(ctx context.Context, subject string, data []byte) error
 	if n, err := strconv.Atoi(orig.Header.Get(HeaderReplay)); err == nil && n > 0 {
 		env.Replays = n
 	}
-	written, err := c.w.Write(ctx, env)
-	if err != nil {
-		return err
-	}
-	if written.Duplicate {
-		return nil // the worker (or another capture) stored it first
-	}
-	env = written.Envelope
-	c.s.log.Warn("captured dead letter from advisory", "id", id, "class", env.Error.Class, "consumer", adv.Consumer)
-	if c.onCap != nil {
-		if err := c.onCap(ctx, CaptureParams{Envelope: env}); err != nil {
-			c.s.log.Warn("capture callback failed", "id", id, "error", err)
-		}
-	}
-	return nil
+	return env
 }

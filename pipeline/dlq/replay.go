@@ -1,6 +1,7 @@
 package dlq
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -149,93 +150,102 @@ func (s *Store) Replay(ctx context.Context, req ReplayRequest) (ReplayResult, er
 	if err := req.Validate(); err != nil {
 		return res, err
 	}
-	r := req.Rate
-	if r == 0 {
-		r = DefaultRate
+	run := &replayRun{
+		s:          s,
+		lim:        rate.NewLimiter(rate.Limit(cmp.Or(req.Rate, DefaultRate)), 1),
+		maxReplays: cmp.Or(req.MaxReplays, DefaultMaxReplays),
+		dry:        req.DryRun,
+		res:        res,
 	}
-	maxReplays := req.MaxReplays
-	if maxReplays == 0 {
-		maxReplays = DefaultMaxReplays
-	}
-	lim := rate.NewLimiter(rate.Limit(r), 1)
-	one := func(id string, es []Entry) error {
-		if len(es) == 0 {
-			res.Skipped = append(res.Skipped, Skipped{ID: id, Reason: ReasonNotFound})
-			return nil
-		}
-		return s.replayOne(ctx, &res, lim, maxReplays, req.DryRun, id, es)
-	}
-
+	var err error
 	if req.Filter == nil {
-		seen := make(map[string]bool, len(req.IDs))
-		for _, id := range req.IDs {
-			if seen[id] {
-				continue
-			}
-			seen[id] = true
-			if !s.claim(id) {
-				res.Skipped = append(res.Skipped, Skipped{ID: id, Reason: ReasonInProgress})
-				continue
-			}
-			es, err := s.locate(ctx, id)
-			if err == nil {
-				err = one(id, es)
-			}
-			s.release(id)
-			if err != nil {
-				return res, err
-			}
-		}
-		return res, nil
+		err = run.byIDs(ctx, req.IDs)
+	} else {
+		err = run.byFilter(ctx, *req.Filter, cmp.Or(req.Limit, DefaultReplayLimit))
 	}
+	return run.res, err
+}
 
-	// By filter: only entries stored before now, so messages that fail again during this call
-	// are not replayed again by it.
-	info, err := s.stream.Info(ctx)
+// replayRun is one Replay call: the request's settings with defaults applied, and the result
+// so far. It is used by that call's goroutine only.
+type replayRun struct {
+	s          *Store
+	lim        *rate.Limiter
+	maxReplays int
+	dry        bool
+	res        ReplayResult
+}
+
+// byIDs replays the entries ids names, each once however often it is named.
+func (r *replayRun) byIDs(ctx context.Context, ids []string) error {
+	seen := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		if seen[id] {
+			continue
+		}
+		seen[id] = true
+		if err := r.claimed(ctx, id); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// byFilter replays up to limit entries that f selects, only those stored before it started, so
+// messages that fail again during this call are not replayed again by it. It sets
+// res.Truncated when it stops at limit with entries left.
+func (r *replayRun) byFilter(ctx context.Context, f Filter, limit int) error {
+	info, err := r.s.stream.Info(ctx)
 	if err != nil {
-		return res, fmt.Errorf("replay dead letters: stream info: %w", err)
+		return fmt.Errorf("replay dead letters: stream info: %w", err)
 	}
 	upTo := info.State.LastSeq
-	limit := req.Limit
-	if limit == 0 {
-		limit = DefaultReplayLimit
-	}
 	handled := 0
 	var after uint64
 	for upTo > 0 {
-		page, err := s.list(ctx, *req.Filter, after, min(MaxLimit, limit-handled+1), upTo)
+		page, err := r.s.list(ctx, f, after, min(MaxLimit, limit-handled+1), upTo)
 		if err != nil {
-			return res, fmt.Errorf("replay dead letters: %w", err)
+			return fmt.Errorf("replay dead letters: %w", err)
 		}
 		for _, e := range page.Entries {
 			if handled == limit {
-				res.Truncated = true
-				return res, nil
+				r.res.Truncated = true
+				return nil
 			}
 			handled++
-			id := e.Envelope.ID
-			if !s.claim(id) {
-				res.Skipped = append(res.Skipped, Skipped{ID: id, Reason: ReasonInProgress})
-				continue
-			}
-			// Re-read: the entry may have gone since it was listed.
-			es, err := s.locate(ctx, id)
-			if err == nil {
-				err = one(id, es)
-			}
-			s.release(id)
-			if err != nil {
-				return res, err
+			// claimed re-reads the entry: it may have gone since it was listed.
+			if err := r.claimed(ctx, e.Envelope.ID); err != nil {
+				return err
 			}
 		}
 		if page.NextCursor == "" {
 			break
 		}
 		if after, err = ParseCursor(page.NextCursor); err != nil {
-			return res, err
+			return err
 		}
 	}
-	return res, nil
+	return nil
+}
+
+// claimed replays entry id while holding this Store's claim on it: an id another call is
+// replaying is skipped (ReasonInProgress), one with no entry too (ReasonNotFound). Its error
+// ends the Replay.
+func (r *replayRun) claimed(ctx context.Context, id string) error {
+	if !r.s.claim(id) {
+		r.res.Skipped = append(r.res.Skipped, Skipped{ID: id, Reason: ReasonInProgress})
+		return nil
+	}
+	defer r.s.release(id)
+	es, err := r.s.locate(ctx, id)
+	if err != nil {
+		return err
+	}
+	if len(es) == 0 {
+		r.res.Skipped = append(r.res.Skipped, Skipped{ID: id, Reason: ReasonNotFound})
+		return nil
+	}
+	return r.s.replayOne(ctx, &r.res, r.lim, r.maxReplays, r.dry, id, es)
 }
 
 // claim marks id as being replayed by this Store; false when it already is.

@@ -52,13 +52,7 @@ func (s *Server) dlqRoutes() {
 
 // withDLQ answers 501 when the server has no DeadLetterService.
 func (s *Server) withDLQ(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if s.cfg.DeadLetters == nil {
-			s.problem(w, r, http.StatusNotImplemented, "Dead-letter inspection and replay are not enabled on this server.")
-			return
-		}
-		h(w, r)
-	}
+	return s.ifEnabled(s.cfg.DeadLetters != nil, "Dead-letter inspection and replay are not enabled on this server.", h)
 }
 
 // DeadLetter is a dead letter as GET /v1/dlq and GET /v1/dlq/{id} serve it (schema

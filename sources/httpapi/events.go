@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -35,13 +36,7 @@ func (s *Server) eventRoutes() {
 
 // withEvents answers 501 when the server has no EventSource.
 func (s *Server) withEvents(h http.HandlerFunc) http.HandlerFunc {
-	return func(w http.ResponseWriter, r *http.Request) {
-		if s.cfg.Events == nil {
-			s.problem(w, r, http.StatusNotImplemented, "The change feed is not enabled on this server.")
-			return
-		}
-		h(w, r)
-	}
+	return s.ifEnabled(s.cfg.Events != nil, "The change feed is not enabled on this server.", h)
 }
 
 // sinceParam reads where to resume: the Last-Event-ID header (SSE reconnects send it), else
@@ -81,6 +76,18 @@ func typesParam(r *http.Request) (map[string]bool, error) {
 	return out, nil
 }
 
+// feedParams reads where a change feed resumes (sinceParam) and which event types it sends
+// (typesParam); its error is the 400 answer's text.
+func feedParams(r *http.Request) (since int64, types map[string]bool, err error) {
+	if since, err = sinceParam(r); err != nil {
+		return 0, nil, err
+	}
+	if types, err = typesParam(r); err != nil {
+		return 0, nil, err
+	}
+	return since, types, nil
+}
+
 // follow runs the feed into a bounded channel until ctx ends or the server shuts down. The
 // returned channel is closed when following stops; errc then holds its error.
 func (s *Server) follow(ctx context.Context, since int64, types map[string]bool) (<-chan jobs.Event, <-chan error) {
@@ -116,15 +123,35 @@ func (s *Server) streamContext(r *http.Request) (context.Context, context.Cancel
 	return ctx, cancel
 }
 
+// sseKeepAlive is how often an idle event stream gets a comment line, so proxies keep it open.
+const sseKeepAlive = 15 * time.Second
+
+// startSSE answers 200 with the headers of a server-sent event stream (not cached, not
+// buffered by a proxy) and flushes them, so the client sees the stream open at once. It
+// returns the controller that flushes each event. jobEvents and eventsSSE share it.
+func startSSE(w http.ResponseWriter) *http.ResponseController {
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-cache")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+	_ = rc.Flush()
+	return rc
+}
+
+// writeKeepAlive writes an SSE comment line and flushes it; an error means the client is gone.
+func writeKeepAlive(w io.Writer, rc *http.ResponseController) error {
+	if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+		return err
+	}
+	_ = rc.Flush()
+	return nil
+}
+
 // eventsSSE handles GET /v1/events: server-sent events, "id:" the event's stream sequence,
 // "event:" its type, "data:" its JSON payload. Resumable with Last-Event-ID or ?since=.
 func (s *Server) eventsSSE(w http.ResponseWriter, r *http.Request) {
-	since, err := sinceParam(r)
-	if err != nil {
-		s.problem(w, r, http.StatusBadRequest, err.Error())
-		return
-	}
-	types, err := typesParam(r)
+	since, types, err := feedParams(r)
 	if err != nil {
 		s.problem(w, r, http.StatusBadRequest, err.Error())
 		return
@@ -137,12 +164,7 @@ func (s *Server) eventsSSE(w http.ResponseWriter, r *http.Request) {
 		for range events { // let the follower finish
 		}
 	}()
-	rc := http.NewResponseController(w)
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	_ = rc.Flush()
+	rc := startSSE(w)
 	keep := time.NewTicker(sseKeepAlive)
 	defer keep.Stop()
 	for {
@@ -163,10 +185,9 @@ func (s *Server) eventsSSE(w http.ResponseWriter, r *http.Request) {
 				_ = rc.Flush()
 			}
 		case <-keep.C:
-			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+			if writeKeepAlive(w, rc) != nil {
 				return
 			}
-			_ = rc.Flush()
 		case <-ctx.Done():
 			return
 		}
@@ -187,12 +208,7 @@ type wsFrame struct {
 // and ignored (a ping keeps the connection open). The server closes with 1001 when it shuts
 // down.
 func (s *Server) eventsWS(w http.ResponseWriter, r *http.Request) {
-	since, err := sinceParam(r)
-	if err != nil {
-		s.problem(w, r, http.StatusBadRequest, err.Error())
-		return
-	}
-	types, err := typesParam(r)
+	since, types, err := feedParams(r)
 	if err != nil {
 		s.problem(w, r, http.StatusBadRequest, err.Error())
 		return

@@ -193,3 +193,32 @@ func TestFeedClientStayingKeepsReceiving(t *testing.T) {
 	_ = ws.Close(websocket.StatusNormalClosure, "")
 	waitFeedsGone(t, s, js, base, 3*time.Second)
 }
+
+// TestFeedRefusesBadParameters checks that both change feeds answer 400, before opening a
+// stream, to a resume point or an event type they cannot follow (feedParams).
+func TestFeedRefusesBadParameters(t *testing.T) {
+	s, _ := feedServer(t)
+	h := s.Handler()
+	tests := []struct {
+		name   string
+		query  string
+		header map[string]string
+		detail string
+	}{
+		{name: "since not a number", query: "?since=abc", detail: `since "abc" is not an event sequence number`},
+		{name: "since negative", query: "?since=-1", detail: `since "-1" is not an event sequence number`},
+		{name: "Last-Event-ID not a number", header: map[string]string{"Last-Event-ID": "x"}, detail: `Last-Event-ID "x" is not`},
+		{name: "unknown type", query: "?types=job,bogus", detail: `types: "bogus" is not an event type`},
+		{name: "empty type", query: "?types=job,", detail: `types: "" is not an event type`},
+	}
+	for _, route := range []string{"/v1/events", "/v1/ws"} {
+		for _, tt := range tests {
+			t.Run(route+" "+tt.name, func(t *testing.T) {
+				p := decodeProblem(t, serve(t, h, "GET", route+tt.query, readTok, nil, tt.header), http.StatusBadRequest)
+				if !strings.Contains(p.Detail, tt.detail) {
+					t.Errorf("detail = %q, want it to contain %q", p.Detail, tt.detail)
+				}
+			})
+		}
+	}
+}

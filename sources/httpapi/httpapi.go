@@ -1,20 +1,21 @@
-// Package httpapi is Sluice's HTTP API: it accepts chunk files as load jobs, reports job state,
-// serves stored chunks, and exposes health, readiness and Prometheus metrics.
+// Package httpapi is Sluice's HTTP API: it accepts chunk files as load jobs and reports,
+// follows and rolls back those jobs; serves stored chunks, the graph, requirements and dead
+// letters; streams the change feed; and exposes health, readiness and Prometheus metrics.
 //
-// The package declares the small interfaces it calls (JobService, ChunkReader); the pipeline and
-// the stores implement them. Errors are RFC 9457 application/problem+json documents. Requests are
-// authenticated with bearer tokens (see Token and Scope); without tokens the server only listens
-// on a loopback address.
+// The package declares the small interfaces it calls beside the handlers that call them
+// (JobService, ChunkReader, EventSource, ...); the pipeline and the stores implement them.
+// Errors are RFC 9457 application/problem+json documents. Requests are authenticated with
+// bearer tokens (see Token and Scope); without tokens the server only listens on a loopback
+// address.
+//
+// Where to look: server.go holds the Server, its routes and the outer middleware. Each route
+// family has its file: jobs.go (/v1/jobs; upload.go bounds an upload's body), chunks.go,
+// graph.go, requirements.go (commands) and requirements_read.go (compat.go: the Python
+// service's /api routes), dlq.go, events.go (/v1/events, /v1/ws), health.go (/healthz,
+// /readyz). auth.go, limits.go, params.go, problem.go and unavailable.go serve them all.
 package httpapi
 
-import (
-	"context"
-	"encoding/json"
-	"errors"
-	"io"
-
-	"github.com/sluice-dev/sluice/pipeline/jobs"
-)
+import "errors"
 
 // ErrNotFound is returned (wrapped) by JobService.GetJob and ChunkReader.GetChunk when the
 // requested job or chunk does not exist. The API answers 404.
@@ -32,80 +33,6 @@ var ErrBadRequest = errors.New("bad request")
 // with Retry-After: 1; nothing was created, so sending the same request again is safe.
 var ErrBusy = errors.New("busy")
 
-// JobService publishes load jobs and reports their state. Implementations must be safe for
-// concurrent use.
-type JobService interface {
-	// SubmitJob reads a chunk file from req.Body (streamed; never buffered whole), publishes it
-	// as one job and returns once every item is durably in JetStream; processing continues
-	// asynchronously. It blocks while reading and publishing and honours ctx, which ends when
-	// the client goes away.
-	//
-	// An error from reading req.Body must be returned wrapped with %w: the body is limited in
-	// size and the API maps the *http.MaxBytesError to 413. Client mistakes wrap ErrBadRequest
-	// (400); any other error is an internal failure (500, details only logged).
-	SubmitJob(ctx context.Context, req SubmitRequest) (SubmitResult, error)
-	// GetJob returns the job's current state, or an error wrapping ErrNotFound when id is
-	// unknown. It may block on I/O and honours ctx.
-	GetJob(ctx context.Context, id string) (jobs.Job, error)
-}
-
-// SubmitRequest is one chunk file to load as a job. Body is owned by the API's request and is
-// only valid until SubmitJob returns.
-type SubmitRequest struct {
-	// Env is the target environment: "dev", "test" or "prod" (already validated).
-	Env string
-	// File is the name the producer gave the file (query parameter "file"); may be empty.
-	File string
-	// Format is "jsonl" when the request's Content-Type is application/x-ndjson (or
-	// application/jsonl), else "" meaning: sniff the format from the content.
-	Format string
-	// Body streams the file; read it only before SubmitJob returns, from one goroutine at a
-	// time. Reads fail with *http.MaxBytesError past the upload limit (413), and with an
-	// os.ErrDeadlineExceeded error when the client sends nothing for a minute (408). It has
-	// a method MaxBytes() int64 returning the upload limit, which a service applies to the
-	// file's uncompressed content too (intake.LoaderConfig.MaxDecompressedBytes).
-	Body io.Reader
-	// Force republishes a file that was submitted before instead of reporting the existing job.
-	Force bool
-	// IdempotencyKey is the request's Idempotency-Key header: a repeated key gets the first
-	// request's job, and nothing is republished. Optional.
-	IdempotencyKey string
-}
-
-// SubmitResult is what SubmitJob reports, and the body of the API's answer to a submission.
-type SubmitResult struct {
-	JobID string     `json:"job_id"`
-	Env   string     `json:"env"`
-	State jobs.State `json:"state"`
-	// Total is the number of items in the file (Published + Rejected).
-	Total int64 `json:"total"`
-	// Published is the number of items durably published to JetStream.
-	Published int64 `json:"published"`
-	// Rejected is the number of items refused at intake.
-	Rejected int64 `json:"rejected"`
-	// Rejections lists the rejected items (bounded by the service).
-	Rejections []jobs.ItemIssue `json:"rejections,omitempty"`
-	// RejectionsOmitted counts the rejected items Rejections leaves out. The API sets it
-	// (Rejected less the length of Rejections) before answering; a service need not.
-	RejectionsOmitted int64 `json:"rejections_omitted,omitempty"`
-	// Existing is true when the same file was submitted before and nothing was republished;
-	// the API then answers 200 instead of 202.
-	Existing bool `json:"existing"`
-}
-
-// ChunkReader reads stored chunk documents. Implementations must be safe for concurrent use.
-type ChunkReader interface {
-	// GetChunk returns the stored document with id in env's collection, as JSON, or an error
-	// wrapping ErrNotFound. It may block on I/O and honours ctx. The caller owns the result.
-	GetChunk(ctx context.Context, env, id string) (json.RawMessage, error)
-}
-
-// Check is one readiness check run by GET /readyz.
-type Check struct {
-	// Name identifies the check in the /readyz answer. Required, unique.
-	Name string
-	// Check returns nil when the dependency is ready. It is called concurrently with the other
-	// checks and must honour ctx, which carries a 2 s deadline. Its error text is shown in the
-	// /readyz answer, which needs no authentication: keep secrets out of it. Required.
-	Check func(ctx context.Context) error
-}
+// ErrConflict is wrapped by services for a request that conflicts with the resource's state
+// (rolling back a job that is still running): 409.
+var ErrConflict = errors.New("conflict")

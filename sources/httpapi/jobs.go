@@ -5,18 +5,80 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"mime"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/sluice-dev/sluice/pipeline/intake"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
+	"github.com/sluice-dev/sluice/sources/files"
 )
 
-// ErrConflict is wrapped by services for a request that conflicts with the resource's state
-// (rolling back a job that is still running): 409.
-var ErrConflict = errors.New("conflict")
+// JobService publishes load jobs and reports their state. Implementations must be safe for
+// concurrent use.
+type JobService interface {
+	// SubmitJob reads a chunk file from req.Body (streamed; never buffered whole), publishes it
+	// as one job and returns once every item is durably in JetStream; processing continues
+	// asynchronously. It blocks while reading and publishing and honours ctx, which ends when
+	// the client goes away.
+	//
+	// An error from reading req.Body must be returned wrapped with %w: the body is limited in
+	// size and the API maps the *http.MaxBytesError to 413. Client mistakes wrap ErrBadRequest
+	// (400); any other error is an internal failure (500, details only logged).
+	SubmitJob(ctx context.Context, req SubmitRequest) (SubmitResult, error)
+	// GetJob returns the job's current state, or an error wrapping ErrNotFound when id is
+	// unknown. It may block on I/O and honours ctx.
+	GetJob(ctx context.Context, id string) (jobs.Job, error)
+}
+
+// SubmitRequest is one chunk file to load as a job. Body is owned by the API's request and is
+// only valid until SubmitJob returns.
+type SubmitRequest struct {
+	// Env is the target environment: "dev", "test" or "prod" (already validated).
+	Env string
+	// File is the name the producer gave the file (query parameter "file"); may be empty.
+	File string
+	// Format is "jsonl" when the request's Content-Type is application/x-ndjson (or
+	// application/jsonl), else "" meaning: sniff the format from the content.
+	Format string
+	// Body streams the file; read it only before SubmitJob returns, from one goroutine at a
+	// time. Reads fail with *http.MaxBytesError past the upload limit (413), and with an
+	// os.ErrDeadlineExceeded error when the client sends nothing for a minute (408). It has
+	// a method MaxBytes() int64 returning the upload limit, which a service applies to the
+	// file's uncompressed content too (intake.LoaderConfig.MaxDecompressedBytes).
+	Body io.Reader
+	// Force republishes a file that was submitted before instead of reporting the existing job.
+	Force bool
+	// IdempotencyKey is the request's Idempotency-Key header: a repeated key gets the first
+	// request's job, and nothing is republished. Optional.
+	IdempotencyKey string
+}
+
+// SubmitResult is what SubmitJob reports, and the body of the API's answer to a submission.
+type SubmitResult struct {
+	JobID string     `json:"job_id"`
+	Env   string     `json:"env"`
+	State jobs.State `json:"state"`
+	// Total is the number of items in the file (Published + Rejected).
+	Total int64 `json:"total"`
+	// Published is the number of items durably published to JetStream.
+	Published int64 `json:"published"`
+	// Rejected is the number of items refused at intake.
+	Rejected int64 `json:"rejected"`
+	// Rejections lists the rejected items (bounded by the service).
+	Rejections []jobs.ItemIssue `json:"rejections,omitempty"`
+	// RejectionsOmitted counts the rejected items Rejections leaves out. The API sets it
+	// (Rejected less the length of Rejections) before answering; a service need not.
+	RejectionsOmitted int64 `json:"rejections_omitted,omitempty"`
+	// Existing is true when the same file was submitted before and nothing was republished;
+	// the API then answers 200 instead of 202.
+	Existing bool `json:"existing"`
+}
 
 // JobFilter selects jobs in GET /v1/jobs. Zero fields match everything.
 type JobFilter struct {
@@ -53,6 +115,124 @@ type JobRestorer interface {
 	// RollbackJobWith is RollbackJob with options. An error wrapping
 	// intake.ErrRestoreUnsupported (the store keeps no previous versions) answers 400.
 	RollbackJobWith(ctx context.Context, id, by string, opts intake.RollbackOptions) (jobs.Job, error)
+}
+
+// jobRoutes registers /v1/jobs: submitting needs ScopeWrite, reading and following ScopeRead,
+// rolling back ScopeAdmin.
+func (s *Server) jobRoutes() {
+	s.handle("POST /v1/jobs", s.require(ScopeWrite, s.submitJob))
+	s.handle("GET /v1/jobs/{id}", s.require(ScopeRead, s.getJob))
+	s.handle("GET /v1/jobs", s.require(ScopeRead, s.listJobs))
+	s.handle("GET /v1/jobs/{id}/events", s.require(ScopeRead, s.jobEvents))
+	s.handle("DELETE /v1/jobs/{id}", s.require(ScopeAdmin, s.rollbackJob))
+}
+
+// maxFileNameLen bounds the "file" query parameter of a submission.
+const maxFileNameLen = 1024
+
+// submitJob handles POST /v1/jobs?env=&file=&force=: it streams the body to JobService.SubmitJob.
+func (s *Server) submitJob(w http.ResponseWriter, r *http.Request) {
+	req, err := submitParams(r)
+	if err != nil {
+		s.problem(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	body, ok := s.uploadBody(w, r)
+	if !ok {
+		return
+	}
+	defer body.release()
+	req.Body = body
+	res, err := s.cfg.Jobs.SubmitJob(r.Context(), req)
+	if err != nil {
+		s.submitFailed(w, r, req, body, err)
+		return
+	}
+	w.Header().Set("Location", "/v1/jobs/"+url.PathEscape(res.JobID))
+	res.RejectionsOmitted = max(res.Rejected-int64(len(res.Rejections)), 0)
+	status := http.StatusAccepted
+	if res.Existing {
+		status = http.StatusOK
+	}
+	s.writeJSON(w, r, status, res)
+}
+
+// submitParams reads a submission's query parameters and headers into a SubmitRequest without
+// its Body; its error is the 400 answer's text.
+func submitParams(r *http.Request) (SubmitRequest, error) {
+	env, err := envParam(r)
+	if err != nil {
+		return SubmitRequest{}, err
+	}
+	q := r.URL.Query()
+	file := q.Get("file")
+	if len(file) > maxFileNameLen || !utf8.ValidString(file) || containsControl(file) {
+		return SubmitRequest{}, fmt.Errorf("file must be valid UTF-8 without control characters, at most %d bytes", maxFileNameLen)
+	}
+	force := false
+	if v := q.Get("force"); v != "" {
+		if force, err = strconv.ParseBool(v); err != nil {
+			return SubmitRequest{}, fmt.Errorf("force %q is not a boolean (true or false)", v)
+		}
+	}
+	key := r.Header.Get("Idempotency-Key")
+	if len(key) > 255 || containsControl(key) {
+		return SubmitRequest{}, errors.New("Idempotency-Key must be at most 255 characters without control characters")
+	}
+	format := ""
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err == nil && (mt == "application/x-ndjson" || mt == "application/jsonl") {
+			format = "jsonl"
+		}
+	}
+	return SubmitRequest{Env: env, File: file, Format: format, Force: force, IdempotencyKey: key}, nil
+}
+
+// submitFailed answers a submission whose SubmitJob returned err: the upload's limits first
+// (413, 503, 408: body records which one reading hit), then the service's classes.
+func (s *Server) submitFailed(w http.ResponseWriter, r *http.Request, req SubmitRequest, body *limitedBody, err error) {
+	limit := s.cfg.MaxUploadBytes
+	var mbe *http.MaxBytesError
+	switch {
+	case body.tooLarge.Load() || errors.As(err, &mbe):
+		s.problem(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The file is larger than the limit of %d bytes.", limit))
+	case body.full.Load() || errors.Is(err, errSpoolFull):
+		s.spoolFull(w, r)
+	case errors.Is(err, files.ErrTooLarge):
+		s.problem(w, r, http.StatusRequestEntityTooLarge, fmt.Sprintf("The file unpacks to more than the limit of %d bytes.", limit))
+	case body.timedOut.Load():
+		s.problem(w, r, http.StatusRequestTimeout, fmt.Sprintf("The client sent no data for %s while uploading the file.", s.bodyIdleTimeout))
+	case errors.Is(err, ErrBadRequest):
+		s.problem(w, r, http.StatusBadRequest, err.Error())
+	case errors.Is(err, ErrBusy):
+		s.metrics.rejected.WithLabelValues("admission").Inc()
+		s.tooBusy(w, r, http.StatusServiceUnavailable, retryBusy*time.Second,
+			"The server is publishing as many jobs as it queues; no job was created. Retry shortly.")
+	case r.Context().Err() != nil:
+		// The client went away; nobody reads the answer.
+		s.log.DebugContext(r.Context(), "job submission abandoned by client", "file", req.File, "env", req.Env, "error", err)
+		s.writeProblem(w, r, problemDoc{Status: statusClientClosed, Title: "Client Closed Request", Detail: "The client closed the request."})
+	default:
+		s.internalError(w, r, "submit job", err)
+	}
+}
+
+// retryBusy is the Retry-After, in seconds, of a job refused by admission control: batches
+// commit in milliseconds, so the queue moves fast.
+const retryBusy = 1
+
+// getJob handles GET /v1/jobs/{id}.
+func (s *Server) getJob(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	job, err := s.cfg.Jobs.GetJob(r.Context(), id)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		s.problem(w, r, http.StatusNotFound, fmt.Sprintf("No job with id %q.", id))
+	case err != nil:
+		s.internalError(w, r, "get job", err)
+	default:
+		s.writeJSON(w, r, http.StatusOK, job)
+	}
 }
 
 type jobList struct {
@@ -103,9 +283,6 @@ func (s *Server) listJobs(w http.ResponseWriter, r *http.Request) {
 	s.writeJSON(w, r, http.StatusOK, jobList{Jobs: list, NextCursor: next})
 }
 
-// sseKeepAlive is how often an idle event stream gets a comment line, so proxies keep it open.
-const sseKeepAlive = 15 * time.Second
-
 // jobEvents handles GET /v1/jobs/{id}/events: server-sent events, one "progress" event per
 // change of the job, a final "done" event once it is settled (done loading, no rollback
 // pending), then the stream closes.
@@ -125,21 +302,9 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
 		s.internalError(w, r, "get job", err)
 		return
 	}
-	ctx, cancel := context.WithCancel(r.Context())
+	ctx, cancel := s.streamContext(r)
 	defer cancel()
-	go func() {
-		select {
-		case <-s.stopStreams:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
-	rc := http.NewResponseController(w)
-	w.Header().Set("Content-Type", "text/event-stream")
-	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	_ = rc.Flush()
+	rc := startSSE(w)
 
 	updates := make(chan jobs.Job, 16)
 	watchErr := make(chan error, 1)
@@ -178,10 +343,9 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
 			}
 			_ = rc.Flush()
 		case <-keep.C:
-			if _, err := fmt.Fprint(w, ": keep-alive\n\n"); err != nil {
+			if writeKeepAlive(w, rc) != nil {
 				return
 			}
-			_ = rc.Flush()
 		case <-ctx.Done():
 			return
 		}

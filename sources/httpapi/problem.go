@@ -94,3 +94,19 @@ func writeRawJSON(w http.ResponseWriter, status int, body []byte) {
 	w.WriteHeader(status)
 	_, _ = w.Write(body)
 }
+
+// statusClientClosed is nginx's code for a request the client abandoned; it only shows in
+// metrics and the access log, as nobody reads the answer.
+const statusClientClosed = 499
+
+// ifEnabled returns h when enabled, else a handler that answers 501 with detail: the routes of
+// a service the server was not given (Config.DeadLetters, Graph, Events, Requirements). The
+// Config does not change after New, so deciding when the route is registered is enough.
+func (s *Server) ifEnabled(enabled bool, detail string, h http.HandlerFunc) http.HandlerFunc {
+	if enabled {
+		return h
+	}
+	return func(w http.ResponseWriter, r *http.Request) {
+		s.problem(w, r, http.StatusNotImplemented, detail)
+	}
+}

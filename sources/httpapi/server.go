@@ -247,15 +247,11 @@ func (s *Server) Close() error {
 // routes registers every route. Patterns use Go 1.22 method+path syntax; the path part is the
 // route label in metrics and logs.
 func (s *Server) routes() {
-	s.handle("POST /v1/jobs", s.require(ScopeWrite, s.submitJob))
-	s.handle("GET /v1/jobs/{id}", s.require(ScopeRead, s.getJob))
-	s.handle("GET /v1/jobs", s.require(ScopeRead, s.listJobs))
-	s.handle("GET /v1/jobs/{id}/events", s.require(ScopeRead, s.jobEvents))
-	s.handle("DELETE /v1/jobs/{id}", s.require(ScopeAdmin, s.rollbackJob))
+	s.jobRoutes() // jobs.go
 	s.handle("GET /v1/chunks/{id}", s.require(ScopeRead, s.getChunk))
-	s.dlqRoutes()   // dlq.go
-	s.graphRoutes() // graph.go
-	s.requirementsRoutes()
+	s.dlqRoutes()          // dlq.go
+	s.graphRoutes()        // graph.go
+	s.requirementsRoutes() // requirements.go
 	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /openapi.json", s.openapi)
 	s.handle("GET /readyz", s.readyz)
