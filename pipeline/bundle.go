@@ -181,7 +181,7 @@ func (b *bundleMemory) forget(meta *jetstream.MsgMetadata) {
 func (w *Worker) settleBundle(ctx context.Context, items []chunkItem, progressErr error) {
 	first := items[0]
 	d, m, meta := first.d, first.d.Msg(), first.meta
-	last := meta.NumDelivered >= w.MaxDeliver
+	last := meta.NumDelivered >= w.settler.MaxDeliver
 	stopping := false // items handed back by a stopping worker: never exhausted, see settle.Settler.Fail
 	for _, it := range items {
 		stopping = stopping || errors.Is(it.transient, settle.ErrStopped)
@@ -221,7 +221,7 @@ func (w *Worker) settleBundle(ctx context.Context, items []chunkItem, progressEr
 		if (it.permanent != nil && it.first == it.last) || (it.permanent == nil && it.transient == nil) {
 			sink = "" // not the sink's failure: the chunk could not be built, or its progress not recorded
 		}
-		if err := w.DeadLetterItem(ctx, it.bundled, meta, dead, sink); err != nil {
+		if err := w.settler.DeadLetterItem(ctx, it.bundled, meta, dead, sink); err != nil {
 			cause = cmpErr(cause, err)
 			continue
 		}
@@ -231,11 +231,11 @@ func (w *Worker) settleBundle(ctx context.Context, items []chunkItem, progressEr
 		if !ok {
 			w.bundles.put(meta, done)
 			w.dlq.NoteFailure(meta)
-			delay := w.Retry.Delay(meta.NumDelivered)
+			delay := w.settler.Retry.Delay(meta.NumDelivered)
 			if stopping {
 				delay = settle.StoppingRetryDelay
 			}
-			if ok, n := w.Logs.Allow("retry/bundle/" + string(fault.ClassOf(cause))); ok {
+			if ok, n := w.settler.Logs.Allow("retry/bundle/" + string(fault.ClassOf(cause))); ok {
 				w.log.Warn("retrying chunk bundle", "subject", m.Subject(), "seq", meta.Sequence.Stream,
 					"attempt", meta.NumDelivered, "delay", delay, "err", cause, "suppressed", n)
 			}

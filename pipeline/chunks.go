@@ -136,7 +136,7 @@ func (w *Worker) collect(ctx context.Context, batch []*sjs.Delivery) *chunkBatch
 		if m.Headers().Get(schemas.HeaderSchema) != string(schemas.ChunkBundle) {
 			it, docs, err := w.checkChunk(m, meta)
 			if err != nil {
-				_ = w.DeadLetter(ctx, d, m, meta, err, "")
+				_ = w.settler.DeadLetter(ctx, d, m, meta, err, "")
 				continue
 			}
 			it.d = d
@@ -146,7 +146,7 @@ func (w *Worker) collect(ctx context.Context, batch []*sjs.Delivery) *chunkBatch
 		}
 		env, ok := schemas.EnvFromSubject(m.Subject())
 		if !ok {
-			_ = w.DeadLetter(ctx, d, m, meta, fault.Permanentf(fault.Validation, "subject %q names no valid environment", m.Subject()), "")
+			_ = w.settler.DeadLetter(ctx, d, m, meta, fault.Permanentf(fault.Validation, "subject %q names no valid environment", m.Subject()), "")
 			continue
 		}
 		var done []bool
@@ -155,7 +155,7 @@ func (w *Worker) collect(ctx context.Context, batch []*sjs.Delivery) *chunkBatch
 		}
 		its, docs, err := w.expandBundle(m, meta, env, done)
 		if err != nil {
-			_ = w.DeadLetter(ctx, d, m, meta, err, "")
+			_ = w.settler.DeadLetter(ctx, d, m, meta, err, "")
 			continue
 		}
 		lo := len(cb.items)
@@ -174,11 +174,11 @@ func (w *Worker) settleChunk(ctx context.Context, it chunkItem, progressErr erro
 	m := it.d.Msg()
 	switch {
 	case it.permanent != nil:
-		_ = w.DeadLetter(ctx, it.d, m, it.meta, it.permanent, w.cfg.SinkName)
+		_ = w.settler.DeadLetter(ctx, it.d, m, it.meta, it.permanent, w.cfg.SinkName)
 	case it.transient != nil:
-		_ = w.Fail(ctx, it.d, m, it.meta, fmt.Errorf("write chunk: %w", it.transient), w.cfg.SinkName)
+		_ = w.settler.Fail(ctx, it.d, m, it.meta, fmt.Errorf("write chunk: %w", it.transient), w.cfg.SinkName)
 	case progressErr != nil && it.job != "":
-		_ = w.Fail(ctx, it.d, m, it.meta, progressErr, "")
+		_ = w.settler.Fail(ctx, it.d, m, it.meta, progressErr, "")
 	default:
 		if it.meta.NumDelivered > 1 {
 			w.dlq.Forget(it.meta)

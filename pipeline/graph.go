@@ -42,21 +42,21 @@ func (w *Worker) handleGraph(msg *message.Message) error {
 	ctx := msg.Context()
 	env, ok := schemas.EnvFromSubject(m.Subject())
 	if !ok {
-		return w.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanentf(fault.Validation, "subject %q names no valid environment", m.Subject()), "")
+		return w.settler.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanentf(fault.Validation, "subject %q names no valid environment", m.Subject()), "")
 	}
 	jobID := m.Headers().Get(schemas.HeaderJob)
 	item := int64(-1)
 	if jobID != "" {
 		n, err := strconv.ParseInt(m.Headers().Get(schemas.HeaderItem), 10, 64)
 		if err != nil || n < 0 || !schemas.ValidKey(jobID) {
-			return w.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanentf(fault.Validation,
+			return w.settler.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanentf(fault.Validation,
 				"a graph batch with %s must carry a valid job id and a %s index", schemas.HeaderJob, schemas.HeaderItem), "")
 		}
 		item = n
 	}
 	batch, err := graph.FromGraphStoreBatch(bytes.NewReader(m.Data()))
 	if err != nil {
-		return w.DeadLetter(ctx, settle.Watermill(msg), m, meta, err, "graph")
+		return w.settler.DeadLetter(ctx, settle.Watermill(msg), m, meta, err, "graph")
 	}
 	// Held through a graph store outage (a PostgreSQL restart) by the circuit breaker: the
 	// graph line is ordered, so a broker retry delay would hold every batch behind this one.
@@ -79,13 +79,13 @@ func (w *Worker) handleGraph(msg *message.Message) error {
 			return w.requeueGraph(ctx, msg, m, meta, missing)
 		}
 		if fault.IsPermanent(err) {
-			return w.DeadLetter(ctx, settle.Watermill(msg), m, meta, err, "graph")
+			return w.settler.DeadLetter(ctx, settle.Watermill(msg), m, meta, err, "graph")
 		}
-		return w.Fail(ctx, settle.Watermill(msg), m, meta, fmt.Errorf("apply graph batch: %w", err), "graph")
+		return w.settler.Fail(ctx, settle.Watermill(msg), m, meta, fmt.Errorf("apply graph batch: %w", err), "graph")
 	}
 	if jobID != "" {
 		if err := w.progress.Record(ctx, jobs.Mark{Job: jobID, Item: item, Outcome: jobs.Written}); err != nil {
-			return w.Fail(ctx, settle.Watermill(msg), m, meta, fmt.Errorf("record progress: %w", err), "")
+			return w.settler.Fail(ctx, settle.Watermill(msg), m, meta, fmt.Errorf("record progress: %w", err), "")
 		}
 	}
 	w.dlq.Forget(meta)
@@ -112,13 +112,13 @@ const (
 func (w *Worker) requeueGraph(ctx context.Context, msg *message.Message, m jetstream.Msg, meta *jetstream.MsgMetadata, missing *graph.MissingEndpointsError) error {
 	n, _ := strconv.Atoi(m.Headers().Get(schemas.HeaderRequeues))
 	if n >= maxGraphRequeues {
-		return w.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanent(fault.Validation,
+		return w.settler.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanent(fault.Validation,
 			fmt.Errorf("requeued %d times, the endpoints never arrived: %w", n, missing)), "graph")
 	}
 	select {
 	case <-time.After(min(w.cfg.Retry.Delay(uint64(n+1)), maxRequeueDelay)):
 	case <-ctx.Done():
-		return w.Fail(ctx, settle.Watermill(msg), m, meta, ctx.Err(), "graph")
+		return w.settler.Fail(ctx, settle.Watermill(msg), m, meta, ctx.Err(), "graph")
 	}
 	out := nats.NewMsg(m.Subject())
 	out.Data = m.Data()
@@ -128,7 +128,7 @@ func (w *Worker) requeueGraph(ctx context.Context, msg *message.Message, m jetst
 	out.Header.Set(schemas.HeaderRequeues, strconv.Itoa(n+1))
 	out.Header.Set(nats.MsgIdHdr, fmt.Sprintf("requeue/%s", dlq.MsgKey(meta)))
 	if _, err := w.cfg.JS.PublishMsg(ctx, out); err != nil {
-		return w.Fail(ctx, settle.Watermill(msg), m, meta, fmt.Errorf("requeue graph batch: %w", err), "graph")
+		return w.settler.Fail(ctx, settle.Watermill(msg), m, meta, fmt.Errorf("requeue graph batch: %w", err), "graph")
 	}
 	w.log.Info("graph batch requeued: an edge endpoint is not stored yet", "seq", meta.Sequence.Stream,
 		"requeues", n+1, "missing", len(missing.Missing))

@@ -23,28 +23,28 @@ func (w *Worker) handleJobEvent(msg *message.Message) error {
 	}
 	ctx := msg.Context()
 	if err := w.validator.Validate(schemas.JobEvent, m.Data()); err != nil {
-		return w.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanent(fault.Validation, err), "")
+		return w.settler.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanent(fault.Validation, err), "")
 	}
 	var ev schemas.JobEventEnvelope
 	if err := ev.UnmarshalJSON(m.Data()); err != nil {
-		return w.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanent(fault.Validation, err), "")
+		return w.settler.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanent(fault.Validation, err), "")
 	}
 	switch {
 	case ev.Open != nil:
 		_, err = w.jobs.Open(ctx, *ev.Open)
 	case ev.Seal != nil:
 		if cerr := ev.Seal.Check(); cerr != nil {
-			return w.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanent(fault.Validation, cerr), "")
+			return w.settler.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanent(fault.Validation, cerr), "")
 		}
 		_, err = w.jobs.Seal(ctx, *ev.Seal)
 	case ev.Rollback != nil:
 		if verr := w.verifyRollback(m); verr != nil {
-			return w.DeadLetter(ctx, settle.Watermill(msg), m, meta, verr, "")
+			return w.settler.DeadLetter(ctx, settle.Watermill(msg), m, meta, verr, "")
 		}
 		err = w.rollback(ctx, *ev.Rollback)
 	}
 	if err != nil {
-		return w.Fail(ctx, settle.Watermill(msg), m, meta, err, "")
+		return w.settler.Fail(ctx, settle.Watermill(msg), m, meta, err, "")
 	}
 	return nil
 }

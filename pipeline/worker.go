@@ -114,7 +114,7 @@ type Worker struct {
 	// The graph store has its own (graphBreaker*).
 	breakerMetrics, graphBreakerMetrics *breakerMetrics
 	breaker, graphBreaker               *breaker
-	*settle.Settler
+	settler                             *settle.Settler // retries, dead letters
 
 	bundles     bundleMemory                 // settled items of bundles being retried
 	builders    map[string]*document.Builder // one per env, built in NewWorker, read-only after
@@ -212,7 +212,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	if _, ok := cfg.Graph.(Pinger); ok && !cfg.Breaker.Disabled {
 		w.graphBreakerMetrics = newBreakerMetrics("graph", cfg.Registerer)
 	}
-	w.Settler = &settle.Settler{
+	w.settler = &settle.Settler{
 		DLQ: w.dlq, Retry: cfg.Retry, MaxDeliver: maxDeliver, Log: log, Kind: "message",
 		// A dead-lettered item of a job counts towards it, so the job can complete.
 		OnDead: func(ctx context.Context, env schemas.DeadLetterEnvelope) error {

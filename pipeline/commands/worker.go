@@ -117,11 +117,11 @@ func (c WorkerConfig) Validate() error {
 // own result, so a command whose write fails is retried alone (with what follows it of its
 // key).
 type Worker struct {
-	cfg WorkerConfig
-	log *slog.Logger
-	v   *requirements.Validator
-	*settle.Settler
-	dlq *dlq.Sender
+	cfg     WorkerConfig
+	log     *slog.Logger
+	v       *requirements.Validator
+	settler *settle.Settler // retries, dead letters
+	dlq     *dlq.Sender
 
 	// Grouped writes, shared by the partitions (see group): the store transaction, the graph
 	// transaction (nil without Graph) and the change-feed events of commands that arrive
@@ -160,7 +160,7 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	dlq := dlq.NewSender(cfg.JS)
 	parts := len(cfg.Streams.Consumers)
 	w := &Worker{cfg: cfg, log: log, v: v, dlq: dlq,
-		Settler: &settle.Settler{DLQ: dlq, Retry: cfg.Retry, MaxDeliver: maxDeliver, Log: log, Kind: "command"},
+		settler: &settle.Settler{DLQ: dlq, Retry: cfg.Retry, MaxDeliver: maxDeliver, Log: log, Kind: "command"},
 		applies: chainGroup(parts, applyGroup(cfg.Store), func(r requirements.BatchResult) bool { return r.Err != nil }),
 		events:  chainGroup(parts, publishGroup(cfg.JS), func(err error) bool { return err != nil }),
 	}
@@ -352,12 +352,12 @@ func (w *Worker) applyChain(ctx context.Context, p *partition) {
 				"applied", it.out.Applied, "refusal", it.out.Refusal)
 			continue
 		case it.dead:
-			_ = w.DeadLetter(ctx, disp, it.orig, it.meta, it.err, "")
+			_ = w.settler.DeadLetter(ctx, disp, it.orig, it.meta, it.err, "")
 			if settled[it.h] {
 				continue
 			}
 		case it.err != nil && !it.skipped:
-			_ = w.Fail(ctx, disp, it.orig, it.meta, it.err, it.sink)
+			_ = w.settler.Fail(ctx, disp, it.orig, it.meta, it.err, it.sink)
 			if settled[it.h] {
 				continue
 			}
