@@ -21,6 +21,7 @@ import (
 // validated (or that the caller produced). They are defensive: malformed input gives an
 // error or a false result, never a panic or an endless loop.
 
+// ErrMalformed is returned for JSON text that is not well formed.
 var ErrMalformed = errors.New("malformed JSON")
 
 // IsWS reports whether c is JSON insignificant whitespace.

@@ -92,6 +92,7 @@ type Error struct {
 	Detail string `json:"detail"`
 }
 
+// Error returns the status and title, and the detail when there is one.
 func (e *Error) Error() string {
 	if e.Detail != "" {
 		return fmt.Sprintf("%d %s: %s", e.Status, e.Title, e.Detail)
