@@ -371,14 +371,18 @@ func TestBuildPassDEmbedding(t *testing.T) {
 	}
 }
 
+// buildFieldsCase is a scenario of TestBuildFields: a record, its meta and the fields of the
+// document built (raw JSON; "" means absent).
+type buildFieldsCase struct {
+	name string
+	raw  string
+	meta Meta
+	want map[string]string // field -> raw JSON; "" means absent
+}
+
 func TestBuildFields(t *testing.T) {
 	b := newBuilder(t)
-	tests := []struct {
-		name string
-		raw  string
-		meta Meta
-		want map[string]string // field -> raw JSON; "" means absent
-	}{
+	tests := []buildFieldsCase{
 		{
 			name: "items shape maps id and text",
 			raw:  `{"id":"c1","text":"hello","metadata":{"page":1}}`,
@@ -429,31 +433,35 @@ func TestBuildFields(t *testing.T) {
 		},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			docs, err := b.Build(json.RawMessage(tc.raw), tc.meta)
-			if err != nil {
-				t.Fatal(err)
+		t.Run(tc.name, func(t *testing.T) { checkBuildFields(t, tc, b) })
+	}
+}
+
+// checkBuildFields builds tc.raw with b and checks the one document's fields and that its body
+// starts with _id.
+func checkBuildFields(t *testing.T, tc buildFieldsCase, b *Builder) {
+	docs, err := b.Build(json.RawMessage(tc.raw), tc.meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(docs) != 1 {
+		t.Fatalf("%d docs", len(docs))
+	}
+	m := body(t, docs[0])
+	for k, want := range tc.want {
+		got, ok := m[k]
+		if want == "" {
+			if ok {
+				t.Errorf("%s = %s, want absent", k, got)
 			}
-			if len(docs) != 1 {
-				t.Fatalf("%d docs", len(docs))
-			}
-			m := body(t, docs[0])
-			for k, want := range tc.want {
-				got, ok := m[k]
-				if want == "" {
-					if ok {
-						t.Errorf("%s = %s, want absent", k, got)
-					}
-					continue
-				}
-				if string(got) != want {
-					t.Errorf("%s = %s, want %s", k, got, want)
-				}
-			}
-			if !strings.HasPrefix(string(docs[0].Body), `{"_id":`) {
-				t.Errorf("body does not start with _id: %s", docs[0].Body)
-			}
-		})
+			continue
+		}
+		if string(got) != want {
+			t.Errorf("%s = %s, want %s", k, got, want)
+		}
+	}
+	if !strings.HasPrefix(string(docs[0].Body), `{"_id":`) {
+		t.Errorf("body does not start with _id: %s", docs[0].Body)
 	}
 }
 
