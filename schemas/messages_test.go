@@ -206,15 +206,27 @@ func diffJSON(path string, a, b any) string {
 	return ""
 }
 
+// schemaObject is what TestGoFieldsMatchSchemaProperties reads of a JSON Schema object.
+type schemaObject struct {
+	Properties           map[string]json.RawMessage `json:"properties"`
+	Required             []string                   `json:"required"`
+	AdditionalProperties *bool                      `json:"additionalProperties"`
+}
+
+// goFieldsCase is a scenario of TestGoFieldsMatchSchemaProperties: a Go type and the schema
+// object it is written as.
+type goFieldsCase struct {
+	name string
+	typ  reflect.Type
+	obj  schemaObject
+	// extra are properties the type writes itself (MarshalJSON), always present.
+	extra []string
+}
+
 // TestGoFieldsMatchSchemaProperties compares each Go type's JSON fields with the properties of
 // its schema object, and omitempty with "required": a required property is never omitted, an
 // optional one is omitted when zero.
 func TestGoFieldsMatchSchemaProperties(t *testing.T) {
-	type object struct {
-		Properties           map[string]json.RawMessage `json:"properties"`
-		Required             []string                   `json:"required"`
-		AdditionalProperties *bool                      `json:"additionalProperties"`
-	}
 	load := func(name schemas.Name) map[string]json.RawMessage {
 		raw, _ := schemas.Schema(name)
 		var m map[string]json.RawMessage
@@ -223,8 +235,8 @@ func TestGoFieldsMatchSchemaProperties(t *testing.T) {
 		}
 		return m
 	}
-	obj := func(raw json.RawMessage) object {
-		var o object
+	obj := func(raw json.RawMessage) schemaObject {
+		var o schemaObject
 		if err := json.Unmarshal(raw, &o); err != nil {
 			t.Fatal(err)
 		}
@@ -243,13 +255,7 @@ func TestGoFieldsMatchSchemaProperties(t *testing.T) {
 	if err := json.Unmarshal(bundleTop.Properties["items"], &bundleItems); err != nil {
 		t.Fatal(err)
 	}
-	tests := []struct {
-		name string
-		typ  reflect.Type
-		obj  object
-		// extra are properties the type writes itself (MarshalJSON), always present.
-		extra []string
-	}{
+	tests := []goFieldsCase{
 		{name: "JobOpen", typ: reflect.TypeFor[schemas.JobOpen](), obj: obj(jobDefs["open"]), extra: []string{"type"}},
 		{name: "JobSeal", typ: reflect.TypeFor[schemas.JobSeal](), obj: obj(jobDefs["seal"]), extra: []string{"type"}},
 		{name: "JobRollback", typ: reflect.TypeFor[schemas.JobRollback](), obj: obj(jobDefs["rollback"]), extra: []string{"type"}},
@@ -260,39 +266,44 @@ func TestGoFieldsMatchSchemaProperties(t *testing.T) {
 		{name: "BundleItem", typ: reflect.TypeFor[schemas.BundleItem](), obj: obj(bundleItems.Items)},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			if tt.obj.AdditionalProperties == nil || *tt.obj.AdditionalProperties {
-				t.Error("schema object must set additionalProperties: false")
-			}
-			goFields := map[string]bool{} // name -> omitted when zero
-			for _, e := range tt.extra {
-				goFields[e] = false
-			}
-			for i := range tt.typ.NumField() {
-				f := tt.typ.Field(i)
-				tag := f.Tag.Get("json")
-				name, opts, _ := strings.Cut(tag, ",")
-				if name == "" || name == "-" {
-					t.Fatalf("field %s has no json name", f.Name)
-				}
-				goFields[name] = strings.Contains(opts, "omitempty")
-			}
-			for p := range tt.obj.Properties {
-				if _, ok := goFields[p]; !ok {
-					t.Errorf("schema property %q has no Go field", p)
-				}
-			}
-			for name, omitted := range goFields {
-				if _, ok := tt.obj.Properties[name]; !ok {
-					t.Errorf("Go field %q is not a schema property", name)
-					continue
-				}
-				required := slices.Contains(tt.obj.Required, name)
-				if required == omitted {
-					t.Errorf("property %q: required=%v but Go omitempty=%v", name, required, omitted)
-				}
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkGoFieldsMatch(t, tt) })
+	}
+}
+
+// checkGoFieldsMatch checks that tt.obj forbids additional properties, that its properties are
+// exactly tt.typ's JSON fields (and tt.extra), and that a property is required exactly when
+// its field is not omitempty.
+func checkGoFieldsMatch(t *testing.T, tt goFieldsCase) {
+	if tt.obj.AdditionalProperties == nil || *tt.obj.AdditionalProperties {
+		t.Error("schema schemaObject must set additionalProperties: false")
+	}
+	goFields := map[string]bool{} // name -> omitted when zero
+	for _, e := range tt.extra {
+		goFields[e] = false
+	}
+	for i := range tt.typ.NumField() {
+		f := tt.typ.Field(i)
+		tag := f.Tag.Get("json")
+		name, opts, _ := strings.Cut(tag, ",")
+		if name == "" || name == "-" {
+			t.Fatalf("field %s has no json name", f.Name)
+		}
+		goFields[name] = strings.Contains(opts, "omitempty")
+	}
+	for p := range tt.obj.Properties {
+		if _, ok := goFields[p]; !ok {
+			t.Errorf("schema property %q has no Go field", p)
+		}
+	}
+	for name, omitted := range goFields {
+		if _, ok := tt.obj.Properties[name]; !ok {
+			t.Errorf("Go field %q is not a schema property", name)
+			continue
+		}
+		required := slices.Contains(tt.obj.Required, name)
+		if required == omitted {
+			t.Errorf("property %q: required=%v but Go omitempty=%v", name, required, omitted)
+		}
 	}
 }
 

@@ -140,6 +140,17 @@ func TestFixtureChunks(t *testing.T) {
 	}
 }
 
+// validateProblemsCase is a scenario of TestValidateProblems: a job event that fails
+// validation and the problems reported.
+type validateProblemsCase struct {
+	name string
+	doc  string
+	// want lists substrings that must each appear in some problem; notWant must appear in none.
+	want    []string
+	notWant []string
+	count   int // exact number of problems when > 0
+}
+
 func TestValidateProblems(t *testing.T) {
 	v := newValidator(t)
 	manyBad := `{"type":"seal","job_id":"j","env":"dev","total":50,"published":0,"rejected":50,"rejections":[`
@@ -151,14 +162,7 @@ func TestValidateProblems(t *testing.T) {
 	}
 	manyBad += `],"sealed_at":"2025-09-10T10:04:09Z"}`
 
-	tests := []struct {
-		name string
-		doc  string
-		// want lists substrings that must each appear in some problem; notWant must appear in none.
-		want    []string
-		notWant []string
-		count   int // exact number of problems when > 0
-	}{
+	tests := []validateProblemsCase{
 		{
 			name:    "seal missing total reports only the seal branch",
 			doc:     `{"type":"seal","job_id":"j","env":"dev","published":1,"rejected":0,"sealed_at":"2025-09-10T10:04:09Z"}`,
@@ -206,30 +210,35 @@ func TestValidateProblems(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			err := v.Validate(schemas.JobEvent, []byte(tt.doc))
-			var ve *schemas.ValidationError
-			if !errors.As(err, &ve) {
-				t.Fatalf("got %v, want *ValidationError", err)
-			}
-			all := strings.Join(ve.Problems, "\n")
-			for _, w := range tt.want {
-				if !strings.Contains(all, w) {
-					t.Errorf("problems %q lack %q", ve.Problems, w)
-				}
-			}
-			for _, w := range tt.notWant {
-				if strings.Contains(all, w) {
-					t.Errorf("problems %q contain %q", ve.Problems, w)
-				}
-			}
-			if tt.count > 0 && len(ve.Problems) != tt.count {
-				t.Errorf("%d problems, want %d: %q", len(ve.Problems), tt.count, ve.Problems)
-			}
-			if !strings.Contains(ve.Error(), string(schemas.JobEvent)) {
-				t.Errorf("Error() %q does not name the schema", ve.Error())
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkValidateProblems(t, tt, v) })
+	}
+}
+
+// checkValidateProblems validates tt.doc as a job event with v and checks the problems
+// reported: those wanted, not those unwanted, their count, and that the error names the
+// schema.
+func checkValidateProblems(t *testing.T, tt validateProblemsCase, v *schemas.Validator) {
+	err := v.Validate(schemas.JobEvent, []byte(tt.doc))
+	var ve *schemas.ValidationError
+	if !errors.As(err, &ve) {
+		t.Fatalf("got %v, want *ValidationError", err)
+	}
+	all := strings.Join(ve.Problems, "\n")
+	for _, w := range tt.want {
+		if !strings.Contains(all, w) {
+			t.Errorf("problems %q lack %q", ve.Problems, w)
+		}
+	}
+	for _, w := range tt.notWant {
+		if strings.Contains(all, w) {
+			t.Errorf("problems %q contain %q", ve.Problems, w)
+		}
+	}
+	if tt.count > 0 && len(ve.Problems) != tt.count {
+		t.Errorf("%d problems, want %d: %q", len(ve.Problems), tt.count, ve.Problems)
+	}
+	if !strings.Contains(ve.Error(), string(schemas.JobEvent)) {
+		t.Errorf("Error() %q does not name the schema", ve.Error())
 	}
 }
 

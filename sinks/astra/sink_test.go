@@ -219,85 +219,90 @@ func TestSinkLostResponseResolved(t *testing.T) {
 	srv := dataapitest.Start(t, dataapitest.Config{})
 	env := newEnv(t, srv, nil, nil)
 
-	t.Run("same content is success", func(t *testing.T) {
-		docs := chunkDocs("same", 10, 1)
-		srv.ResetStats()
-		srv.SetCommandFilter("insertMany")
-		srv.InjectNext(1, dataapitest.FaultLostResponse)
-		mustWrite(t, env.sink, "chunks", docs)
-		assertStoredExactly(t, srv, "chunks", docs)
-		st := srv.Stats()
-		if st.Faults[dataapitest.FaultLostResponse] != 1 || st.Requests["insertMany"] != 2 {
-			t.Fatalf("stats %+v: want one lost response and one retry", st)
-		}
-		if st.Requests["find"] == 0 || st.Requests["findOneAndReplace"] != 0 {
-			t.Fatalf("stats %+v: want a read of the conflicts and no replace", st.Requests)
-		}
-	})
+	t.Run("same content is success", func(t *testing.T) { lostSameContent(t, srv, env) })
+	t.Run("changed content is replaced", func(t *testing.T) { lostChangedContent(t, srv, env) })
+	t.Run("same version changed content replaces", func(t *testing.T) { sameVersionChangedContent(t, srv, env) })
+	t.Run("foreign document without version is replaced", func(t *testing.T) { foreignDocReplaced(t, srv, env) })
+}
 
-	t.Run("changed content is replaced", func(t *testing.T) {
-		old := chunkDocs("chg", 4, 1)
-		mustWrite(t, env.sink, "chunks", old)
-		// Re-ingest with changed text for two documents, a new version, and a response
-		// lost on the way back.
-		docs := chunkDocs("chg", 4, 2)
-		docs[1] = chunkDoc(docs[1].ID, 2, "changed text one")
-		docs[3] = chunkDoc(docs[3].ID, 2, "changed text three")
-		srv.ResetStats()
-		srv.SetCommandFilter("insertMany")
-		srv.InjectNext(1, dataapitest.FaultLostResponse)
-		mustWrite(t, env.sink, "chunks", docs)
-		for _, d := range docs {
-			got, err := env.sink.GetDoc(t.Context(), "chunks", d.ID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var g struct {
-				Content string `json:"content"`
-				V       uint64 `json:"sluice_version"`
-			}
-			var w struct {
-				Content string `json:"content"`
-			}
-			_ = json.Unmarshal(got, &g)
-			_ = json.Unmarshal(d.Body, &w)
-			if g.Content != w.Content || g.V != 2 {
-				t.Fatalf("%s = %s, want content %q version 2", d.ID, got, w.Content)
-			}
-		}
-		// A higher version replaces every document, changed or not (docstore's rule).
-		if got := srv.Stats().Requests["findOneAndReplace"]; got != 4 {
-			t.Fatalf("findOneAndReplace requests = %d, want 4", got)
-		}
-	})
+func lostSameContent(t *testing.T, srv *dataapitest.Server, env *testEnv) {
+	docs := chunkDocs("same", 10, 1)
+	srv.ResetStats()
+	srv.SetCommandFilter("insertMany")
+	srv.InjectNext(1, dataapitest.FaultLostResponse)
+	mustWrite(t, env.sink, "chunks", docs)
+	assertStoredExactly(t, srv, "chunks", docs)
+	st := srv.Stats()
+	if st.Faults[dataapitest.FaultLostResponse] != 1 || st.Requests["insertMany"] != 2 {
+		t.Fatalf("stats %+v: want one lost response and one retry", st)
+	}
+	if st.Requests["find"] == 0 || st.Requests["findOneAndReplace"] != 0 {
+		t.Fatalf("stats %+v: want a read of the conflicts and no replace", st.Requests)
+	}
+}
 
-	t.Run("same version changed content replaces", func(t *testing.T) {
-		d := chunkDoc("samever", 5, "first")
-		mustWrite(t, env.sink, "chunks", []document.Doc{d})
-		d2 := chunkDoc("samever", 5, "second")
-		srv.ResetStats()
-		mustWrite(t, env.sink, "chunks", []document.Doc{d2})
-		mustWrite(t, env.sink, "chunks", []document.Doc{d2}) // identical redelivery: no write
-		if got := srv.Stats().Requests["findOneAndReplace"]; got != 1 {
-			t.Fatalf("findOneAndReplace requests = %d, want 1", got)
-		}
-		got, _ := env.sink.GetDoc(t.Context(), "chunks", "samever")
-		if !strings.Contains(string(got), `"second"`) {
-			t.Fatalf("stored %s, want the second content", got)
-		}
-	})
-
-	t.Run("foreign document without version is replaced", func(t *testing.T) {
-		// A document written by another loader (the Python seed) has no sluice_version.
-		if err := env.c.InsertOne(t.Context(), "chunks", json.RawMessage(`{"_id":"foreign","content":"seed"}`)); err != nil {
+func lostChangedContent(t *testing.T, srv *dataapitest.Server, env *testEnv) {
+	old := chunkDocs("chg", 4, 1)
+	mustWrite(t, env.sink, "chunks", old)
+	// Re-ingest with changed text for two documents, a new version, and a response
+	// lost on the way back.
+	docs := chunkDocs("chg", 4, 2)
+	docs[1] = chunkDoc(docs[1].ID, 2, "changed text one")
+	docs[3] = chunkDoc(docs[3].ID, 2, "changed text three")
+	srv.ResetStats()
+	srv.SetCommandFilter("insertMany")
+	srv.InjectNext(1, dataapitest.FaultLostResponse)
+	mustWrite(t, env.sink, "chunks", docs)
+	for _, d := range docs {
+		got, err := env.sink.GetDoc(t.Context(), "chunks", d.ID)
+		if err != nil {
 			t.Fatal(err)
 		}
-		mustWrite(t, env.sink, "chunks", []document.Doc{chunkDoc("foreign", 1, "sluice")})
-		got, _ := env.sink.GetDoc(t.Context(), "chunks", "foreign")
-		if !strings.Contains(string(got), `"sluice"`) || !strings.Contains(string(got), `"sluice_version":1`) {
-			t.Fatalf("stored %s, want the sluice document at version 1", got)
+		var g struct {
+			Content string `json:"content"`
+			V       uint64 `json:"sluice_version"`
 		}
-	})
+		var w struct {
+			Content string `json:"content"`
+		}
+		_ = json.Unmarshal(got, &g)
+		_ = json.Unmarshal(d.Body, &w)
+		if g.Content != w.Content || g.V != 2 {
+			t.Fatalf("%s = %s, want content %q version 2", d.ID, got, w.Content)
+		}
+	}
+	// A higher version replaces every document, changed or not (docstore's rule).
+	if got := srv.Stats().Requests["findOneAndReplace"]; got != 4 {
+		t.Fatalf("findOneAndReplace requests = %d, want 4", got)
+	}
+}
+
+func sameVersionChangedContent(t *testing.T, srv *dataapitest.Server, env *testEnv) {
+	d := chunkDoc("samever", 5, "first")
+	mustWrite(t, env.sink, "chunks", []document.Doc{d})
+	d2 := chunkDoc("samever", 5, "second")
+	srv.ResetStats()
+	mustWrite(t, env.sink, "chunks", []document.Doc{d2})
+	mustWrite(t, env.sink, "chunks", []document.Doc{d2}) // identical redelivery: no write
+	if got := srv.Stats().Requests["findOneAndReplace"]; got != 1 {
+		t.Fatalf("findOneAndReplace requests = %d, want 1", got)
+	}
+	got, _ := env.sink.GetDoc(t.Context(), "chunks", "samever")
+	if !strings.Contains(string(got), `"second"`) {
+		t.Fatalf("stored %s, want the second content", got)
+	}
+}
+
+func foreignDocReplaced(t *testing.T, srv *dataapitest.Server, env *testEnv) {
+	// A document written by another loader (the Python seed) has no sluice_version.
+	if err := env.c.InsertOne(t.Context(), "chunks", json.RawMessage(`{"_id":"foreign","content":"seed"}`)); err != nil {
+		t.Fatal(err)
+	}
+	mustWrite(t, env.sink, "chunks", []document.Doc{chunkDoc("foreign", 1, "sluice")})
+	got, _ := env.sink.GetDoc(t.Context(), "chunks", "foreign")
+	if !strings.Contains(string(got), `"sluice"`) || !strings.Contains(string(got), `"sluice_version":1`) {
+		t.Fatalf("stored %s, want the sluice document at version 1", got)
+	}
 }
 
 func TestSinkUnauthorizedIsPermanentAuth(t *testing.T) {

@@ -574,70 +574,14 @@ func TestConcurrentReadersDuringWrites(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		defer close(done)
-		for b := range batches {
-			docs := make([]document.Doc, perBatch)
-			for i := range docs {
-				// Ids overlap between batches (half new, half rewritten with a new version).
-				id := fmt.Sprintf("c%05d", b*perBatch/2+i)
-				docs[i] = doc(id, uint64(b+1), fmt.Sprintf("batch %d doc %d %s", b, i, strings.Repeat("·", 500)))
-			}
-			outcomes, err := s.WriteDocs(ctx, coll, docs)
-			if err != nil {
-				errs <- fmt.Errorf("writer batch %d: %w", b, err)
-				return
-			}
-			for i, o := range outcomes {
-				if o != nil {
-					errs <- fmt.Errorf("writer batch %d doc %d: %w", b, i, o)
-					return
-				}
-			}
+		if err := writeOverlappingBatches(ctx, s, batches, perBatch); err != nil {
+			errs <- err
 		}
 	})
 	for r := range readers {
 		wg.Go(func() {
-			var last int64
-			reads := 0
-			for {
-				select {
-				case <-done:
-					if reads == 0 {
-						errs <- fmt.Errorf("reader %d: no reads", r)
-					}
-					return
-				default:
-				}
-				reads++
-				n, err := s.CountDocs(ctx, coll)
-				if err != nil {
-					errs <- fmt.Errorf("reader %d: CountDocs: %w", r, err)
-					return
-				}
-				if n < last {
-					errs <- fmt.Errorf("reader %d: count went from %d to %d", r, last, n)
-					return
-				}
-				last = n
-				ids, err := s.ListIDs(ctx, coll, fmt.Sprintf("c%05d", reads%500), 20)
-				if err != nil {
-					errs <- fmt.Errorf("reader %d: ListIDs: %w", r, err)
-					return
-				}
-				for _, id := range ids {
-					body, err := s.GetDoc(ctx, coll, id)
-					if err != nil {
-						errs <- fmt.Errorf("reader %d: GetDoc(%s): %w", r, id, err)
-						return
-					}
-					var d struct {
-						ID      string `json:"_id"`
-						Content string `json:"content"`
-					}
-					if err := json.Unmarshal(body, &d); err != nil || d.ID != id || !strings.HasPrefix(d.Content, "batch ") {
-						errs <- fmt.Errorf("reader %d: GetDoc(%s) = %s (%v)", r, id, body, err)
-						return
-					}
-				}
+			if err := readWhileWriting(ctx, s, r, done); err != nil {
+				errs <- err
 			}
 		})
 	}
@@ -648,6 +592,73 @@ func TestConcurrentReadersDuringWrites(t *testing.T) {
 	}
 	if n, err := s.CountDocs(ctx, coll); err != nil || n != (batches-1)*perBatch/2+perBatch {
 		t.Fatalf("final CountDocs = %d, %v; want %d", n, err, (batches-1)*perBatch/2+perBatch)
+	}
+}
+
+// writeOverlappingBatches writes batches of perBatch documents whose ids overlap by half
+// with the batch before (a new version of each rewritten one); it returns the first failure.
+func writeOverlappingBatches(ctx context.Context, s *Store, batches, perBatch int) error {
+	for b := range batches {
+		docs := make([]document.Doc, perBatch)
+		for i := range docs {
+			// Ids overlap between batches (half new, half rewritten with a new version).
+			id := fmt.Sprintf("c%05d", b*perBatch/2+i)
+			docs[i] = doc(id, uint64(b+1), fmt.Sprintf("batch %d doc %d %s", b, i, strings.Repeat("·", 500)))
+		}
+		outcomes, err := s.WriteDocs(ctx, coll, docs)
+		if err != nil {
+			return fmt.Errorf("writer batch %d: %w", b, err)
+		}
+		for i, o := range outcomes {
+			if o != nil {
+				return fmt.Errorf("writer batch %d doc %d: %w", b, i, o)
+			}
+		}
+	}
+	return nil
+}
+
+// readWhileWriting is reader r of TestConcurrentReadersDuringWrites: until done is closed it
+// counts the documents (the count must never drop), lists 20 ids and gets each of them whole.
+// It returns the first failure, or that it read nothing.
+func readWhileWriting(ctx context.Context, s *Store, r int, done <-chan struct{}) error {
+	var last int64
+	reads := 0
+	for {
+		select {
+		case <-done:
+			if reads == 0 {
+				return fmt.Errorf("reader %d: no reads", r)
+			}
+			return nil
+		default:
+		}
+		reads++
+		n, err := s.CountDocs(ctx, coll)
+		if err != nil {
+			return fmt.Errorf("reader %d: CountDocs: %w", r, err)
+		}
+		if n < last {
+			return fmt.Errorf("reader %d: count went from %d to %d", r, last, n)
+		}
+		last = n
+		ids, err := s.ListIDs(ctx, coll, fmt.Sprintf("c%05d", reads%500), 20)
+		if err != nil {
+			return fmt.Errorf("reader %d: ListIDs: %w", r, err)
+		}
+		for _, id := range ids {
+			body, err := s.GetDoc(ctx, coll, id)
+			if err != nil {
+				return fmt.Errorf("reader %d: GetDoc(%s): %w", r, id, err)
+			}
+			var d struct {
+				ID      string `json:"_id"`
+				Content string `json:"content"`
+			}
+			if err := json.Unmarshal(body, &d); err != nil || d.ID != id || !strings.HasPrefix(d.Content, "batch ") {
+				return fmt.Errorf("reader %d: GetDoc(%s) = %s (%v)", r, id, body, err)
+			}
+		}
 	}
 }
 

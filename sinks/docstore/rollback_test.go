@@ -46,98 +46,76 @@ func contentOf(t *testing.T, s *Store, id string) string {
 	return d.Content
 }
 
+// jobWrite is one write of a rollback scenario: job writes ids at version v.
+type jobWrite struct {
+	job string
+	v   uint64
+	ids []string
+}
+
+// jobRollbackCase is a scenario of TestRollbackJobDocs.
+type jobRollbackCase struct {
+	name string
+	// writes are applied in order.
+	writes []jobWrite
+	// rollbacks before the one checked (deleting).
+	before  []string
+	job     string
+	restore bool
+	want    document.JobRollbackResult
+	content map[string]string // "" = gone
+}
+
 func TestRollbackJobDocs(t *testing.T) {
 	ids := []string{"a", "b", "c"}
-	tests := []struct {
-		name string
-		// writes are applied in order: job, version, ids.
-		writes []struct {
-			job string
-			v   uint64
-			ids []string
-		}
-		// rollbacks before the one checked (deleting).
-		before  []string
-		job     string
-		restore bool
-		want    document.JobRollbackResult
-		content map[string]string // "" = gone
-	}{
+	tests := []jobRollbackCase{
 		{
-			name: "nothing superseded",
-			writes: []struct {
-				job string
-				v   uint64
-				ids []string
-			}{{"jB", 2, ids}},
+			name:    "nothing superseded",
+			writes:  []jobWrite{{"jB", 2, ids}},
 			job:     "jB",
 			want:    document.JobRollbackResult{Deleted: 3},
 			content: map[string]string{"a": "", "b": "", "c": ""},
 		},
 		{
-			name: "the finding: A then B, roll back B",
-			writes: []struct {
-				job string
-				v   uint64
-				ids []string
-			}{{"jA", 1, ids}, {"jB", 2, ids}},
+			name:    "the finding: A then B, roll back B",
+			writes:  []jobWrite{{"jA", 1, ids}, {"jB", 2, ids}},
 			job:     "jB",
 			want:    document.JobRollbackResult{Deleted: 3, Superseded: map[string]int64{"jA": 3}},
 			content: map[string]string{"a": "", "b": "", "c": ""},
 		},
 		{
-			name: "two earlier jobs share the ids",
-			writes: []struct {
-				job string
-				v   uint64
-				ids []string
-			}{{"jA1", 1, ids}, {"jA2", 2, ids[:2]}, {"jB", 3, ids}},
+			name:    "two earlier jobs share the ids",
+			writes:  []jobWrite{{"jA1", 1, ids}, {"jA2", 2, ids[:2]}, {"jB", 3, ids}},
 			job:     "jB",
 			want:    document.JobRollbackResult{Deleted: 3, Superseded: map[string]int64{"jA1": 3, "jA2": 2}},
 			content: map[string]string{"a": "", "b": "", "c": ""},
 		},
 		{
-			name: "a later job's rewrite stays",
-			writes: []struct {
-				job string
-				v   uint64
-				ids []string
-			}{{"jA", 1, ids}, {"jB", 2, ids}, {"jC", 3, ids[:1]}},
+			name:    "a later job's rewrite stays",
+			writes:  []jobWrite{{"jA", 1, ids}, {"jB", 2, ids}, {"jC", 3, ids[:1]}},
 			job:     "jB",
 			want:    document.JobRollbackResult{Deleted: 2, Superseded: map[string]int64{"jA": 2}},
 			content: map[string]string{"a": "by jC", "b": "", "c": ""},
 		},
 		{
-			name: "restore the previous version",
-			writes: []struct {
-				job string
-				v   uint64
-				ids []string
-			}{{"jA1", 1, ids}, {"jA2", 2, ids[:2]}, {"jB", 3, ids[1:]}},
+			name:    "restore the previous version",
+			writes:  []jobWrite{{"jA1", 1, ids}, {"jA2", 2, ids[:2]}, {"jB", 3, ids[1:]}},
 			job:     "jB",
 			restore: true,
 			want:    document.JobRollbackResult{Restored: 2},
 			content: map[string]string{"a": "by jA2", "b": "by jA2", "c": "by jA1"},
 		},
 		{
-			name: "restore without a previous version deletes",
-			writes: []struct {
-				job string
-				v   uint64
-				ids []string
-			}{{"jA", 1, ids[:1]}, {"jB", 2, ids}},
+			name:    "restore without a previous version deletes",
+			writes:  []jobWrite{{"jA", 1, ids[:1]}, {"jB", 2, ids}},
 			job:     "jB",
 			restore: true,
 			want:    document.JobRollbackResult{Restored: 1, Deleted: 2},
 			content: map[string]string{"a": "by jA", "b": "", "c": ""},
 		},
 		{
-			name: "restore skips a previous version that was itself rolled back",
-			writes: []struct {
-				job string
-				v   uint64
-				ids []string
-			}{{"jA0", 1, ids[:1]}, {"jA", 2, ids}, {"jB", 3, ids}},
+			name:    "restore skips a previous version that was itself rolled back",
+			writes:  []jobWrite{{"jA0", 1, ids[:1]}, {"jA", 2, ids}, {"jB", 3, ids}},
 			before:  []string{"jA"},
 			job:     "jB",
 			restore: true,
@@ -145,64 +123,61 @@ func TestRollbackJobDocs(t *testing.T) {
 			content: map[string]string{"a": "by jA0", "b": "", "c": ""},
 		},
 		{
-			name: "a job rewriting its own documents keeps nothing",
-			writes: []struct {
-				job string
-				v   uint64
-				ids []string
-			}{{"jB", 1, ids}, {"jB", 2, ids}},
+			name:    "a job rewriting its own documents keeps nothing",
+			writes:  []jobWrite{{"jB", 1, ids}, {"jB", 2, ids}},
 			job:     "jB",
 			restore: true,
 			want:    document.JobRollbackResult{Deleted: 3},
 			content: map[string]string{"a": "", "b": "", "c": ""},
 		},
 		{
-			name: "a document written without a job is never named",
-			writes: []struct {
-				job string
-				v   uint64
-				ids []string
-			}{{"", 1, ids[:1]}, {"jB", 2, ids[:2]}},
+			name:    "a document written without a job is never named",
+			writes:  []jobWrite{{"", 1, ids[:1]}, {"jB", 2, ids[:2]}},
 			job:     "jB",
 			want:    document.JobRollbackResult{Deleted: 2},
 			content: map[string]string{"a": "", "b": "", "c": ""},
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := tempStore(t)
-			for _, w := range tt.writes {
-				writeJob(t, s, w.job, w.v, w.ids...)
-			}
-			for _, j := range tt.before {
-				if _, err := s.RollbackJobDocs(t.Context(), coll, document.JobRollback{Job: j, ID: j + "@1"}); err != nil {
-					t.Fatal(err)
-				}
-			}
-			rb := document.JobRollback{Job: tt.job, ID: tt.job + "@2", RestorePrevious: tt.restore}
-			got, err := s.RollbackJobDocs(t.Context(), coll, rb)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got.Deleted != tt.want.Deleted || got.Restored != tt.want.Restored || !maps.Equal(got.Superseded, tt.want.Superseded) {
-				t.Fatalf("rollback = %+v, want %+v", got, tt.want)
-			}
-			for id, want := range tt.content {
-				if c := contentOf(t, s, id); c != want {
-					t.Errorf("%s holds %q, want %q", id, c, want)
-				}
-			}
-			// The same rollback carried out again (a redelivered event) changes nothing and
-			// reports the first outcome.
-			again, err := s.RollbackJobDocs(t.Context(), coll, rb)
-			if err != nil || again.Deleted != got.Deleted || again.Restored != got.Restored || !maps.Equal(again.Superseded, got.Superseded) {
-				t.Fatalf("again = %+v, %v; first %+v", again, err, got)
-			}
-			// Nothing of the rolled-back job is kept to be restored later.
-			if n := keptOf(t, s, tt.job); n != 0 {
-				t.Fatalf("%d versions of %s still kept", n, tt.job)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkJobRollback(t, tt) })
+	}
+}
+
+// checkJobRollback applies tt's writes and earlier rollbacks to a fresh store, rolls back
+// tt.job and checks the outcome, the content left, that a redelivered rollback changes
+// nothing and that no version of the job is kept.
+func checkJobRollback(t *testing.T, tt jobRollbackCase) {
+	s := tempStore(t)
+	for _, w := range tt.writes {
+		writeJob(t, s, w.job, w.v, w.ids...)
+	}
+	for _, j := range tt.before {
+		if _, err := s.RollbackJobDocs(t.Context(), coll, document.JobRollback{Job: j, ID: j + "@1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rb := document.JobRollback{Job: tt.job, ID: tt.job + "@2", RestorePrevious: tt.restore}
+	got, err := s.RollbackJobDocs(t.Context(), coll, rb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Deleted != tt.want.Deleted || got.Restored != tt.want.Restored || !maps.Equal(got.Superseded, tt.want.Superseded) {
+		t.Fatalf("rollback = %+v, want %+v", got, tt.want)
+	}
+	for id, want := range tt.content {
+		if c := contentOf(t, s, id); c != want {
+			t.Errorf("%s holds %q, want %q", id, c, want)
+		}
+	}
+	// The same rollback carried out again (a redelivered event) changes nothing and
+	// reports the first outcome.
+	again, err := s.RollbackJobDocs(t.Context(), coll, rb)
+	if err != nil || again.Deleted != got.Deleted || again.Restored != got.Restored || !maps.Equal(again.Superseded, got.Superseded) {
+		t.Fatalf("again = %+v, %v; first %+v", again, err, got)
+	}
+	// Nothing of the rolled-back job is kept to be restored later.
+	if n := keptOf(t, s, tt.job); n != 0 {
+		t.Fatalf("%d versions of %s still kept", n, tt.job)
 	}
 }
 

@@ -91,8 +91,18 @@ func inputContent(t testing.TB, raw json.RawMessage) string {
 func TestBuildNastyFile(t *testing.T) {
 	b := newBuilder(t)
 	items := nastyItems(t)
-	const job = "job_1757498642_0a06fa1bc2da"
+	nastyBuildAll(t, b, items)
+	t.Run("deep_metadata names the depth", func(t *testing.T) { nastyDeepMetadata(t, b, items) })
+	t.Run("lone_surrogate", func(t *testing.T) { nastyLoneSurrogate(t, b, items) })
+	nastyStoredExactly(t, b, items)
+	t.Run("control_chars NUL written as \\u0000", func(t *testing.T) { nastyNULEscaped(t, b, items) })
+	t.Run("over_8000_bytes split", func(t *testing.T) { nastyOver8000Split(t, b, items) })
+	t.Run("multibyte_straddle", func(t *testing.T) { nastyMultibyteStraddle(t, b, items) })
+}
 
+// nastyBuildAll builds every item of the nasty file: the six it must reject are rejected
+// with their class and message, the 36 others build valid UTF-8 documents of the version given.
+func nastyBuildAll(t *testing.T, b *Builder, items []json.RawMessage) {
 	wantErr := map[int]struct {
 		class fault.Class
 		msg   string
@@ -138,38 +148,11 @@ func TestBuildNastyFile(t *testing.T) {
 	if accepted != 36 || rejected != 6 || accepted+rejected != 42 {
 		t.Errorf("accepted %d rejected %d, want 36 + 6 = 42", accepted, rejected)
 	}
+}
 
-	t.Run("deep_metadata names the depth", func(t *testing.T) {
-		_, err := b.Build(items[14], Meta{})
-		var le *LimitError
-		if !errors.As(err, &le) || le.Limit != LimitDepth || le.Actual != 21 || le.Max != 16 {
-			t.Fatalf("got %v, want a nesting depth 21 > 16 LimitError", err)
-		}
-		if !strings.HasPrefix(le.Path, "metadata.nested.child.child") {
-			t.Errorf("path %q", le.Path)
-		}
-		if !strings.Contains(err.Error(), "nesting depth 21 exceeds maximum 16") {
-			t.Errorf("message %q", err)
-		}
-	})
-
-	t.Run("lone_surrogate", func(t *testing.T) {
-		docs, err := b.Build(items[2], Meta{})
-		if err != nil || len(docs) != 1 {
-			t.Fatalf("got %d docs, %v", len(docs), err)
-		}
-		c := str(t, body(t, docs[0])["content"])
-		if n := strings.Count(c, "\uFFFD"); n != 2 {
-			t.Errorf("%d replacement characters, want 2", n)
-		}
-		if len(c) != 157 {
-			t.Errorf("content %d bytes, want 157", len(c))
-		}
-		if !utf8.ValidString(c) {
-			t.Error("content is not valid UTF-8")
-		}
-	})
-
+// nastyStoredExactly checks that emoji, right-to-left and control characters are stored
+// exactly as decoded.
+func nastyStoredExactly(t *testing.T, b *Builder, items []json.RawMessage) {
 	for _, tc := range []struct {
 		name  string
 		index int
@@ -193,120 +176,152 @@ func TestBuildNastyFile(t *testing.T) {
 			}
 		})
 	}
+}
 
-	t.Run("control_chars NUL written as \\u0000", func(t *testing.T) {
-		docs, _ := b.Build(items[19], Meta{})
-		if len(docs) != 1 || !bytes.Contains(docs[0].Body, []byte(`\u0000`)) {
-			t.Fatalf("body does not hold \\u0000: %s", docs[0].Body)
-		}
-	})
+func nastyDeepMetadata(t *testing.T, b *Builder, items []json.RawMessage) {
+	_, err := b.Build(items[14], Meta{})
+	var le *LimitError
+	if !errors.As(err, &le) || le.Limit != LimitDepth || le.Actual != 21 || le.Max != 16 {
+		t.Fatalf("got %v, want a nesting depth 21 > 16 LimitError", err)
+	}
+	if !strings.HasPrefix(le.Path, "metadata.nested.child.child") {
+		t.Errorf("path %q", le.Path)
+	}
+	if !strings.Contains(err.Error(), "nesting depth 21 exceeds maximum 16") {
+		t.Errorf("message %q", err)
+	}
+}
 
-	t.Run("over_8000_bytes split", func(t *testing.T) {
-		const id = job + "_chunk_9001"
-		docs, err := b.Build(items[24], Meta{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(docs) != 52 {
-			t.Errorf("%d parts, want 52 (400-rune windows of 20457 chars)", len(docs))
-		}
-		original := inputContent(t, items[24])
-		var wantMeta json.RawMessage
-		pos := 0
-		var joined strings.Builder
-		for n, d := range docs {
-			wantID := id
-			if n > 0 {
-				wantID = id + "-part" + itoa(n+1)
-			}
-			m := body(t, d)
-			if d.ID != wantID || str(t, m["_id"]) != wantID || str(t, m["chunk_id"]) != id {
-				t.Errorf("part %d: ID %q _id %s chunk_id %s, want %q / %q", n+1, d.ID, m["_id"], m["chunk_id"], wantID, id)
-			}
-			if string(m["part"]) != itoa(n+1) || string(m["parts"]) != itoa(len(docs)) {
-				t.Errorf("part %d: part %s parts %s", n+1, m["part"], m["parts"])
-			}
-			c := str(t, m["content"])
-			if len(c) > 7000 || c == "" || c != strings.TrimSpace(c) {
-				t.Errorf("part %d: %d bytes, trimmed %v", n+1, len(c), c == strings.TrimSpace(c))
-			}
-			// Parts appear in order in the original, separated only by trimmed white space.
-			at := strings.Index(original[pos:], c)
-			if at < 0 || strings.TrimSpace(original[pos:pos+at]) != "" {
-				t.Fatalf("part %d is not the next piece of the original text", n+1)
-			}
-			pos += at + len(c)
-			joined.WriteString(c)
-			if n == 0 {
-				wantMeta = m["metadata"]
-			} else if !bytes.Equal(m["metadata"], wantMeta) {
-				t.Errorf("part %d: metadata %s differs from part 1", n+1, m["metadata"])
-			}
-		}
-		if strings.TrimSpace(original[pos:]) != "" {
-			t.Error("the parts do not cover the end of the text")
-		}
-		if stripWS(joined.String()) != stripWS(original) {
-			t.Error("the parts do not cover the text")
-		}
-		if !bytes.Contains(wantMeta, []byte(`"adversarial_kind":"over_8000_bytes"`)) || !bytes.Contains(wantMeta, []byte(`"environment":"dev"`)) {
-			t.Errorf("parts do not carry the item's metadata: %s", wantMeta)
-		}
-		again, err := b.Build(items[24], Meta{})
-		if err != nil || len(again) != len(docs) {
-			t.Fatalf("re-run: %d docs, %v", len(again), err)
-		}
-		for n := range docs {
-			if again[n].ID != docs[n].ID || !bytes.Equal(again[n].Body, docs[n].Body) {
-				t.Errorf("re-run part %d differs", n+1)
-			}
-		}
-	})
+func nastyLoneSurrogate(t *testing.T, b *Builder, items []json.RawMessage) {
+	docs, err := b.Build(items[2], Meta{})
+	if err != nil || len(docs) != 1 {
+		t.Fatalf("got %d docs, %v", len(docs), err)
+	}
+	c := str(t, body(t, docs[0])["content"])
+	if n := strings.Count(c, "\uFFFD"); n != 2 {
+		t.Errorf("%d replacement characters, want 2", n)
+	}
+	if len(c) != 157 {
+		t.Errorf("content %d bytes, want 157", len(c))
+	}
+	if !utf8.ValidString(c) {
+		t.Error("content is not valid UTF-8")
+	}
+}
 
-	t.Run("multibyte_straddle", func(t *testing.T) {
-		docs, err := b.Build(items[30], Meta{})
-		if err != nil {
-			t.Fatal(err)
+func nastyNULEscaped(t *testing.T, b *Builder, items []json.RawMessage) {
+	docs, _ := b.Build(items[19], Meta{})
+	if len(docs) != 1 || !bytes.Contains(docs[0].Body, []byte(`\u0000`)) {
+		t.Fatalf("body does not hold \\u0000: %s", docs[0].Body)
+	}
+}
+
+func nastyOver8000Split(t *testing.T, b *Builder, items []json.RawMessage) {
+	const job = "job_1757498642_0a06fa1bc2da"
+	const id = job + "_chunk_9001"
+	docs, err := b.Build(items[24], Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(docs) != 52 {
+		t.Errorf("%d parts, want 52 (400-rune windows of 20457 chars)", len(docs))
+	}
+	original := inputContent(t, items[24])
+	var wantMeta json.RawMessage
+	pos := 0
+	var joined strings.Builder
+	for n, d := range docs {
+		wantID := id
+		if n > 0 {
+			wantID = id + "-part" + itoa(n+1)
 		}
-		if len(docs) < 2 {
-			t.Fatalf("%d parts, want a split", len(docs))
+		m := body(t, d)
+		if d.ID != wantID || str(t, m["_id"]) != wantID || str(t, m["chunk_id"]) != id {
+			t.Errorf("part %d: ID %q _id %s chunk_id %s, want %q / %q", n+1, d.ID, m["_id"], m["chunk_id"], wantID, id)
 		}
-		original := inputContent(t, items[30])
-		type span struct{ start, end int }
-		var spans []span
-		pos := 0
-		for n, d := range docs {
-			c := str(t, body(t, d)["content"])
-			if !utf8.ValidString(c) {
-				t.Errorf("part %d is not valid UTF-8", n+1)
-			}
-			at := strings.Index(original[pos:], c)
-			if at < 0 {
-				t.Fatalf("part %d is not the next piece of the original", n+1)
-			}
-			spans = append(spans, span{pos + at, pos + at + len(c)})
-			pos += at + len(c)
+		if string(m["part"]) != itoa(n+1) || string(m["parts"]) != itoa(len(docs)) {
+			t.Errorf("part %d: part %s parts %s", n+1, m["part"], m["parts"])
 		}
-		for _, ch := range []struct {
-			r   string
-			pos int
-		}{{"’", 6999}, {"🐉", 7898}, {"—", 7999}} {
-			if original[ch.pos:ch.pos+len(ch.r)] != ch.r {
-				t.Fatalf("fixture: %q not at byte %d", ch.r, ch.pos)
-			}
-			in := 0
-			for _, s := range spans {
-				if ch.pos >= s.start && ch.pos+len(ch.r) <= s.end {
-					in++
-				} else if ch.pos < s.end && ch.pos+len(ch.r) > s.start {
-					t.Errorf("%q at byte %d is cut by a part boundary", ch.r, ch.pos)
-				}
-			}
-			if in != 1 {
-				t.Errorf("%q at byte %d is whole in %d parts, want 1", ch.r, ch.pos, in)
+		c := str(t, m["content"])
+		if len(c) > 7000 || c == "" || c != strings.TrimSpace(c) {
+			t.Errorf("part %d: %d bytes, trimmed %v", n+1, len(c), c == strings.TrimSpace(c))
+		}
+		// Parts appear in order in the original, separated only by trimmed white space.
+		at := strings.Index(original[pos:], c)
+		if at < 0 || strings.TrimSpace(original[pos:pos+at]) != "" {
+			t.Fatalf("part %d is not the next piece of the original text", n+1)
+		}
+		pos += at + len(c)
+		joined.WriteString(c)
+		if n == 0 {
+			wantMeta = m["metadata"]
+		} else if !bytes.Equal(m["metadata"], wantMeta) {
+			t.Errorf("part %d: metadata %s differs from part 1", n+1, m["metadata"])
+		}
+	}
+	if strings.TrimSpace(original[pos:]) != "" {
+		t.Error("the parts do not cover the end of the text")
+	}
+	if stripWS(joined.String()) != stripWS(original) {
+		t.Error("the parts do not cover the text")
+	}
+	if !bytes.Contains(wantMeta, []byte(`"adversarial_kind":"over_8000_bytes"`)) || !bytes.Contains(wantMeta, []byte(`"environment":"dev"`)) {
+		t.Errorf("parts do not carry the item's metadata: %s", wantMeta)
+	}
+	again, err := b.Build(items[24], Meta{})
+	if err != nil || len(again) != len(docs) {
+		t.Fatalf("re-run: %d docs, %v", len(again), err)
+	}
+	for n := range docs {
+		if again[n].ID != docs[n].ID || !bytes.Equal(again[n].Body, docs[n].Body) {
+			t.Errorf("re-run part %d differs", n+1)
+		}
+	}
+}
+
+func nastyMultibyteStraddle(t *testing.T, b *Builder, items []json.RawMessage) {
+	docs, err := b.Build(items[30], Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(docs) < 2 {
+		t.Fatalf("%d parts, want a split", len(docs))
+	}
+	original := inputContent(t, items[30])
+	type span struct{ start, end int }
+	var spans []span
+	pos := 0
+	for n, d := range docs {
+		c := str(t, body(t, d)["content"])
+		if !utf8.ValidString(c) {
+			t.Errorf("part %d is not valid UTF-8", n+1)
+		}
+		at := strings.Index(original[pos:], c)
+		if at < 0 {
+			t.Fatalf("part %d is not the next piece of the original", n+1)
+		}
+		spans = append(spans, span{pos + at, pos + at + len(c)})
+		pos += at + len(c)
+	}
+	for _, ch := range []struct {
+		r   string
+		pos int
+	}{{"’", 6999}, {"🐉", 7898}, {"—", 7999}} {
+		if original[ch.pos:ch.pos+len(ch.r)] != ch.r {
+			t.Fatalf("fixture: %q not at byte %d", ch.r, ch.pos)
+		}
+		in := 0
+		for _, s := range spans {
+			if ch.pos >= s.start && ch.pos+len(ch.r) <= s.end {
+				in++
+			} else if ch.pos < s.end && ch.pos+len(ch.r) > s.start {
+				t.Errorf("%q at byte %d is cut by a part boundary", ch.r, ch.pos)
 			}
 		}
-	})
+		if in != 1 {
+			t.Errorf("%q at byte %d is whole in %d parts, want 1", ch.r, ch.pos, in)
+		}
+	}
 }
 
 func itoa(n int) string {
@@ -356,14 +371,18 @@ func TestBuildPassDEmbedding(t *testing.T) {
 	}
 }
 
+// buildFieldsCase is a scenario of TestBuildFields: a record, its meta and the fields of the
+// document built (raw JSON; "" means absent).
+type buildFieldsCase struct {
+	name string
+	raw  string
+	meta Meta
+	want map[string]string // field -> raw JSON; "" means absent
+}
+
 func TestBuildFields(t *testing.T) {
 	b := newBuilder(t)
-	tests := []struct {
-		name string
-		raw  string
-		meta Meta
-		want map[string]string // field -> raw JSON; "" means absent
-	}{
+	tests := []buildFieldsCase{
 		{
 			name: "items shape maps id and text",
 			raw:  `{"id":"c1","text":"hello","metadata":{"page":1}}`,
@@ -414,31 +433,35 @@ func TestBuildFields(t *testing.T) {
 		},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			docs, err := b.Build(json.RawMessage(tc.raw), tc.meta)
-			if err != nil {
-				t.Fatal(err)
+		t.Run(tc.name, func(t *testing.T) { checkBuildFields(t, tc, b) })
+	}
+}
+
+// checkBuildFields builds tc.raw with b and checks the one document's fields and that its body
+// starts with _id.
+func checkBuildFields(t *testing.T, tc buildFieldsCase, b *Builder) {
+	docs, err := b.Build(json.RawMessage(tc.raw), tc.meta)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(docs) != 1 {
+		t.Fatalf("%d docs", len(docs))
+	}
+	m := body(t, docs[0])
+	for k, want := range tc.want {
+		got, ok := m[k]
+		if want == "" {
+			if ok {
+				t.Errorf("%s = %s, want absent", k, got)
 			}
-			if len(docs) != 1 {
-				t.Fatalf("%d docs", len(docs))
-			}
-			m := body(t, docs[0])
-			for k, want := range tc.want {
-				got, ok := m[k]
-				if want == "" {
-					if ok {
-						t.Errorf("%s = %s, want absent", k, got)
-					}
-					continue
-				}
-				if string(got) != want {
-					t.Errorf("%s = %s, want %s", k, got, want)
-				}
-			}
-			if !strings.HasPrefix(string(docs[0].Body), `{"_id":`) {
-				t.Errorf("body does not start with _id: %s", docs[0].Body)
-			}
-		})
+			continue
+		}
+		if string(got) != want {
+			t.Errorf("%s = %s, want %s", k, got, want)
+		}
+	}
+	if !strings.HasPrefix(string(docs[0].Body), `{"_id":`) {
+		t.Errorf("body does not start with _id: %s", docs[0].Body)
 	}
 }
 

@@ -62,16 +62,7 @@ func FuzzBuild(f *testing.F) {
 		m := Meta{Version: 7, Job: "job-1"}
 		docs, err := b.Build(raw, m)
 		if err != nil {
-			if !fault.IsPermanent(err) {
-				t.Fatalf("Build error is not permanent: %v", err)
-			}
-			if c := fault.ClassOf(err); c != fault.Validation && c != fault.Limit {
-				t.Fatalf("Build error has class %q: %v", c, err)
-			}
-			var le *LimitError
-			if errors.As(err, &le) && fault.ClassOf(err) != fault.Limit {
-				t.Fatalf("a *LimitError classified %q: %v", fault.ClassOf(err), err)
-			}
+			checkBuildRefusal(t, err)
 			return
 		}
 		if len(docs) == 0 {
@@ -81,31 +72,7 @@ func FuzzBuild(f *testing.F) {
 		if err != nil && !needsEnrichedConversionRaw(raw) {
 			t.Fatalf("Build accepted %q but RecordID refuses it: %v", raw, err)
 		}
-		for n, d := range docs {
-			if !json.Valid(d.Body) {
-				t.Fatalf("document %d body is not valid JSON: %s", n, d.Body)
-			}
-			if err := limits.Check(d.Body); err != nil {
-				t.Fatalf("document %d breaks the limits: %v\n%s", n, err, d.Body)
-			}
-			var head struct {
-				ID      string `json:"_id"`
-				ChunkID string `json:"chunk_id"`
-				Job     string `json:"sluice_job"`
-			}
-			if err := json.Unmarshal(d.Body, &head); err != nil {
-				t.Fatalf("document %d: %v", n, err)
-			}
-			if head.ID != d.ID || d.Version != m.Version || head.Job != m.Job {
-				t.Fatalf("document %d: _id %q, sluice_job %q, version %d; Doc.ID %q", n, head.ID, head.Job, d.Version, d.ID)
-			}
-			if id != "" && head.ChunkID != id {
-				t.Fatalf("document %d: chunk_id %q, want the record's id %q", n, head.ChunkID, id)
-			}
-			if n == 0 && d.ID != head.ChunkID {
-				t.Fatalf("first document _id %q is not the chunk id %q", d.ID, head.ChunkID)
-			}
-		}
+		checkBuiltDocs(t, docs, id, m, limits)
 		again, err := b.Build(raw, m)
 		if err != nil || len(again) != len(docs) {
 			t.Fatalf("second Build differs: %d docs, %v", len(again), err)
@@ -116,6 +83,52 @@ func FuzzBuild(f *testing.F) {
 			}
 		}
 	})
+}
+
+// checkBuildRefusal checks FuzzBuild's refusal err: permanent, fault.Validation or
+// fault.Limit, and fault.Limit whenever it wraps a *LimitError.
+func checkBuildRefusal(t *testing.T, err error) {
+	if !fault.IsPermanent(err) {
+		t.Fatalf("Build error is not permanent: %v", err)
+	}
+	if c := fault.ClassOf(err); c != fault.Validation && c != fault.Limit {
+		t.Fatalf("Build error has class %q: %v", c, err)
+	}
+	var le *LimitError
+	if errors.As(err, &le) && fault.ClassOf(err) != fault.Limit {
+		t.Fatalf("a *LimitError classified %q: %v", fault.ClassOf(err), err)
+	}
+}
+
+// checkBuiltDocs checks FuzzBuild's documents: each body valid JSON within limits, its _id
+// Doc.ID, its job and version m's, its chunk_id the record's id (when it has one), and the
+// first document's id the chunk id.
+func checkBuiltDocs(t *testing.T, docs []Doc, id string, m Meta, limits Limits) {
+	for n, d := range docs {
+		if !json.Valid(d.Body) {
+			t.Fatalf("document %d body is not valid JSON: %s", n, d.Body)
+		}
+		if err := limits.Check(d.Body); err != nil {
+			t.Fatalf("document %d breaks the limits: %v\n%s", n, err, d.Body)
+		}
+		var head struct {
+			ID      string `json:"_id"`
+			ChunkID string `json:"chunk_id"`
+			Job     string `json:"sluice_job"`
+		}
+		if err := json.Unmarshal(d.Body, &head); err != nil {
+			t.Fatalf("document %d: %v", n, err)
+		}
+		if head.ID != d.ID || d.Version != m.Version || head.Job != m.Job {
+			t.Fatalf("document %d: _id %q, sluice_job %q, version %d; Doc.ID %q", n, head.ID, head.Job, d.Version, d.ID)
+		}
+		if id != "" && head.ChunkID != id {
+			t.Fatalf("document %d: chunk_id %q, want the record's id %q", n, head.ChunkID, id)
+		}
+		if n == 0 && d.ID != head.ChunkID {
+			t.Fatalf("first document _id %q is not the chunk id %q", d.ID, head.ChunkID)
+		}
+	}
 }
 
 // needsEnrichedConversionRaw reports whether raw is a legacy enriched item, whose id the

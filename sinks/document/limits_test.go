@@ -30,17 +30,21 @@ func props(prefix string, n int) string {
 	return b.String()
 }
 
+// limitsCase is a scenario of TestLimitsCheck: body checked against limits, and the limit it
+// breaks if any.
+type limitsCase struct {
+	name   string
+	limits Limits
+	body   string
+	limit  string // "" = passes
+	path   string
+	max    int
+	actual int
+}
+
 func TestLimitsCheck(t *testing.T) {
 	small := Limits{MaxDocChars: 11}
-	tests := []struct {
-		name   string
-		limits Limits
-		body   string
-		limit  string // "" = passes
-		path   string
-		max    int
-		actual int
-	}{
+	tests := []limitsCase{
 		// strings: UTF-8 bytes of the decoded value
 		{name: "string at 8000 bytes", body: `{"s":"` + strings.Repeat("a", 8000) + `"}`},
 		{name: "string over 8000 bytes", body: `{"s":"` + strings.Repeat("a", 8001) + `"}`, limit: LimitStringBytes, path: "s", max: 8000, actual: 8001},
@@ -104,26 +108,30 @@ func TestLimitsCheck(t *testing.T) {
 		{name: "top-level $vector, $lexical, _id", body: `{"_id":"a","$vector":[1],"$lexical":"x","a$":1}`},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			err := tc.limits.Check([]byte(tc.body))
-			if tc.limit == "" {
-				if err != nil {
-					t.Fatal(err)
-				}
-				return
-			}
-			var le *LimitError
-			if !errors.As(err, &le) {
-				t.Fatalf("got %v, want a %s LimitError", err, tc.limit)
-			}
-			if !fault.IsPermanent(err) || fault.ClassOf(err) != fault.Limit {
-				t.Errorf("class %q permanent %v", fault.ClassOf(err), fault.IsPermanent(err))
-			}
-			if le.Limit != tc.limit || le.Path != tc.path || le.Max != tc.max || le.Actual != tc.actual {
-				t.Errorf("got %s %q max %d actual %d, want %s %q max %d actual %d",
-					le.Limit, le.Path, le.Max, le.Actual, tc.limit, tc.path, tc.max, tc.actual)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkLimits(t, tc) })
+	}
+}
+
+// checkLimits checks tc.body against tc.limits: it passes, or fails with a permanent
+// LimitError naming the limit, path, maximum and actual value.
+func checkLimits(t *testing.T, tc limitsCase) {
+	err := tc.limits.Check([]byte(tc.body))
+	if tc.limit == "" {
+		if err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	var le *LimitError
+	if !errors.As(err, &le) {
+		t.Fatalf("got %v, want a %s LimitError", err, tc.limit)
+	}
+	if !fault.IsPermanent(err) || fault.ClassOf(err) != fault.Limit {
+		t.Errorf("class %q permanent %v", fault.ClassOf(err), fault.IsPermanent(err))
+	}
+	if le.Limit != tc.limit || le.Path != tc.path || le.Max != tc.max || le.Actual != tc.actual {
+		t.Errorf("got %s %q max %d actual %d, want %s %q max %d actual %d",
+			le.Limit, le.Path, le.Max, le.Actual, tc.limit, tc.path, tc.max, tc.actual)
 	}
 }
 

@@ -32,20 +32,7 @@ func TestMigrateFromV1(t *testing.T) {
 		indexes string
 	}{
 		{"sqlite", func(t *testing.T) (func() (graph.Store, error), func(string) ([]string, error)) {
-			path := filepath.Join(t.TempDir(), "v1.db")
-			db, err := sql.Open("sqlite", path)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = db.Close() })
-			stmts := append([]string{`CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`},
-				graph.MigrationSQL(1, false)...)
-			stmts = append(stmts, `INSERT INTO schema_migrations VALUES (1, 'graph nodes, edges and apply markers', 0)`)
-			for _, q := range stmts {
-				if _, err := db.ExecContext(ctx, q); err != nil {
-					t.Fatalf("%s: %v", q, err)
-				}
-			}
+			path, db := oldSQLite(t, 1, `INSERT INTO schema_migrations VALUES (1, 'graph nodes, edges and apply markers', 0)`)
 			for _, id := range []string{"old:0", "old:1", "old:2"} {
 				if _, err := db.ExecContext(ctx, `INSERT INTO graph_applied VALUES (?, ?)`, id, now.Add(-48*time.Hour).UnixMicro()); err != nil {
 					t.Fatal(err)
@@ -65,20 +52,7 @@ func TestMigrateFromV1(t *testing.T) {
 			return open, query
 		}, `SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'graph_applied' AND sql IS NOT NULL ORDER BY name`},
 		{"postgres", func(t *testing.T) (func() (graph.Store, error), func(string) ([]string, error)) {
-			dsn := pg.Database(t)
-			conn, err := pgx.Connect(ctx, dsn)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = conn.Close(context.Background()) })
-			stmts := append([]string{`CREATE TABLE schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at bigint NOT NULL)`},
-				graph.MigrationSQL(1, true)...)
-			stmts = append(stmts, `INSERT INTO schema_migrations VALUES (1, 'graph nodes, edges and apply markers', 0)`)
-			for _, q := range stmts {
-				if _, err := conn.Exec(ctx, q); err != nil {
-					t.Fatalf("%s: %v", q, err)
-				}
-			}
+			dsn, conn := oldPostgres(t, 1, `INSERT INTO schema_migrations VALUES (1, 'graph nodes, edges and apply markers', 0)`)
 			if _, err := conn.Exec(ctx, `INSERT INTO graph_applied SELECT unnest($1::text[]), $2`, []string{"old:0", "old:1", "old:2"}, now.Add(-48*time.Hour).UnixMicro()); err != nil {
 				t.Fatal(err)
 			}
@@ -101,46 +75,54 @@ func TestMigrateFromV1(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			open, query := tc.create(t)
-			if idx, err := query(tc.indexes); err != nil || len(idx) != 0 {
-				t.Fatalf("version 1 indexes on graph_applied: %v, %v; want none", idx, err)
-			}
-			s, err := open()
-			if err != nil {
-				t.Fatalf("open a version 1 database: %v", err)
-			}
-			defer s.Close()
-			versions, err := query(`SELECT CAST(version AS text) FROM schema_migrations ORDER BY version`)
-			var want []string
-			for v := range graph.SchemaVersion() {
-				want = append(want, fmt.Sprint(v+1))
-			}
-			if err != nil || !slices.Equal(versions, want) {
-				t.Errorf("schema_migrations versions %v, %v; want %v", versions, err, want)
-			}
-			if idx, err := query(tc.indexes); err != nil || !slices.Equal(idx, []string{"graph_applied_applied_at"}) {
-				t.Errorf("indexes on graph_applied after migrating: %v, %v; want graph_applied_applied_at", idx, err)
-			}
-			if n, err := graph.CountMarkers(ctx, s, graph.DefaultEnv); err != nil || n != 4 {
-				t.Errorf("markers after migrating: %d, %v; want the 4 written by version 1, in dev", n, err)
-			}
-			b := graph.Batch{Nodes: []graph.Node{{ID: "m", Type: graph.TypeRule}}}
-			if r, err := s.ApplyBatch(ctx, graph.DefaultEnv, b, "old:0"); err != nil || !r.AlreadyApplied {
-				t.Errorf("old:0 before pruning: %+v, %v; want AlreadyApplied", r, err)
-			}
-			if n, err := s.PruneApplied(ctx, graph.DefaultEnv, "", now.Add(-graph.DefaultMarkerRetention)); err != nil || n != 3 {
-				t.Errorf("PruneApplied = %d, %v; want 3", n, err)
-			}
-			if r, err := s.ApplyBatch(ctx, graph.DefaultEnv, b, "kept"); err != nil || !r.AlreadyApplied {
-				t.Errorf("kept after pruning: %+v, %v; want AlreadyApplied", r, err)
-			}
-			// Reopening finds nothing to migrate.
-			s2, err := open()
-			if err != nil {
-				t.Fatalf("reopen: %v", err)
-			}
-			_ = s2.Close()
+			checkMigratedFromV1(t, now, open, query, tc.indexes)
 		})
 	}
+}
+
+// checkMigratedFromV1 opens the version 1 database of TestMigrateFromV1 with open and checks
+// the migrations recorded, the new index (listed by the query indexes), the markers kept in
+// dev and their pruning (relative to now), and that reopening finds nothing to migrate.
+func checkMigratedFromV1(t *testing.T, now time.Time, open func() (graph.Store, error), query func(string) ([]string, error), indexes string) {
+	ctx := context.Background()
+	if idx, err := query(indexes); err != nil || len(idx) != 0 {
+		t.Fatalf("version 1 indexes on graph_applied: %v, %v; want none", idx, err)
+	}
+	s, err := open()
+	if err != nil {
+		t.Fatalf("open a version 1 database: %v", err)
+	}
+	defer s.Close()
+	versions, err := query(`SELECT CAST(version AS text) FROM schema_migrations ORDER BY version`)
+	var want []string
+	for v := range graph.SchemaVersion() {
+		want = append(want, fmt.Sprint(v+1))
+	}
+	if err != nil || !slices.Equal(versions, want) {
+		t.Errorf("schema_migrations versions %v, %v; want %v", versions, err, want)
+	}
+	if idx, err := query(indexes); err != nil || !slices.Equal(idx, []string{"graph_applied_applied_at"}) {
+		t.Errorf("indexes on graph_applied after migrating: %v, %v; want graph_applied_applied_at", idx, err)
+	}
+	if n, err := graph.CountMarkers(ctx, s, graph.DefaultEnv); err != nil || n != 4 {
+		t.Errorf("markers after migrating: %d, %v; want the 4 written by version 1, in dev", n, err)
+	}
+	b := graph.Batch{Nodes: []graph.Node{{ID: "m", Type: graph.TypeRule}}}
+	if r, err := s.ApplyBatch(ctx, graph.DefaultEnv, b, "old:0"); err != nil || !r.AlreadyApplied {
+		t.Errorf("old:0 before pruning: %+v, %v; want AlreadyApplied", r, err)
+	}
+	if n, err := s.PruneApplied(ctx, graph.DefaultEnv, "", now.Add(-graph.DefaultMarkerRetention)); err != nil || n != 3 {
+		t.Errorf("PruneApplied = %d, %v; want 3", n, err)
+	}
+	if r, err := s.ApplyBatch(ctx, graph.DefaultEnv, b, "kept"); err != nil || !r.AlreadyApplied {
+		t.Errorf("kept after pruning: %+v, %v; want AlreadyApplied", r, err)
+	}
+	// Reopening finds nothing to migrate.
+	s2, err := open()
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	_ = s2.Close()
 }
 
 // TestSQLitePruneUsesIndex: the chunk query searches the applied_at index instead of

@@ -117,21 +117,25 @@ func TestAstraOpenCreatesOneCollection(t *testing.T) {
 	srv.ResetStats() // that refusal is counted as a violation on purpose
 }
 
+// crashCase is a scenario of TestAstraCrashRecovery: the Data API command that fails, how and
+// how often, and the requirement command applied.
+type crashCase struct {
+	name    string
+	command string // the Data API command that fails
+	fault   dataapitest.Fault
+	n       int // consecutive failures injected (the client makes 2 attempts)
+	// firstErr: the first ApplyCommand returns an error (else the store recovered on
+	// its own, within the same call).
+	firstErr bool
+	cmd      func(t testing.TB) requirements.Command
+}
+
 // TestAstraCrashRecovery: a failure after the record's conditional write (the commit point)
 // and before the audit document or the markers are stored, followed by a redelivery with the
 // same message id, leaves the record written once, the version bumped once, the audit entry
 // stored once, and returns the applied outcome.
 func TestAstraCrashRecovery(t *testing.T) {
-	tests := []struct {
-		name    string
-		command string // the Data API command that fails
-		fault   dataapitest.Fault
-		n       int // consecutive failures injected (the client makes 2 attempts)
-		// firstErr: the first ApplyCommand returns an error (else the store recovered on
-		// its own, within the same call).
-		firstErr bool
-		cmd      func(t testing.TB) requirements.Command
-	}{
+	tests := []crashCase{
 		{name: "marker insert fails", command: "insertOne", fault: dataapitest.FaultHTTP503, n: 2, firstErr: true, cmd: decideCmd},
 		{name: "audit insert fails", command: "insertMany", fault: dataapitest.FaultRetryableCode, n: 2, firstErr: true, cmd: decideCmd},
 		{name: "state write response lost", command: "findOneAndReplace", fault: dataapitest.FaultLostResponse, n: 1, cmd: decideCmd},
@@ -139,74 +143,78 @@ func TestAstraCrashRecovery(t *testing.T) {
 		{name: "version audit insert fails", command: "insertMany", fault: dataapitest.FaultHTTP504, n: 2, firstErr: true, cmd: reqtest.SubmitRequirements},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			srv := newDataAPI(t, dataapitest.Config{})
-			s := openAstra(t, srv)
-			ctx := t.Context()
-			reqtest.Apply(t, s, reqtest.SubmitFeature(reqtest.ReqID), "m-submit")
-			cmd := tt.cmd(t)
+		t.Run(tt.name, func(t *testing.T) { checkCrashRecovery(t, tt) })
+	}
+}
 
-			srv.SetCommandFilter(tt.command)
-			srv.InjectNext(tt.n, tt.fault)
-			first, err := s.ApplyCommand(ctx, cmd, "m-1")
-			if tt.firstErr {
-				if err == nil {
-					t.Fatalf("first attempt succeeded despite the fault: %+v", first)
-				}
-				if fault.IsPermanent(err) {
-					t.Fatalf("first attempt failed permanently, it would be dead-lettered: %v", err)
-				}
-			} else if err != nil || !first.Applied {
-				t.Fatalf("first attempt: %+v, %v", first, err)
-			}
-			srv.SetCommandFilter()
-			if faults := srv.Stats().Faults[tt.fault]; faults != tt.n {
-				t.Fatalf("%d faults injected, want %d", faults, tt.n)
-			}
-			if len(astraDocs(srv, "cmd:"+cmd.CommandID)) != 0 && tt.firstErr {
-				t.Fatal("the marker was written although the attempt failed")
-			}
+// checkCrashRecovery applies tt's command with the fault injected, then redelivers it twice,
+// and checks the outcomes, the feature's version, the audit documents and the audit chain.
+func checkCrashRecovery(t *testing.T, tt crashCase) {
+	srv := newDataAPI(t, dataapitest.Config{})
+	s := openAstra(t, srv)
+	ctx := t.Context()
+	reqtest.Apply(t, s, reqtest.SubmitFeature(reqtest.ReqID), "m-submit")
+	cmd := tt.cmd(t)
 
-			again := reqtest.Apply(t, s, cmd, "m-1") // the redelivery
-			wantSeq := int64(2)
-			if cmd.Type == requirements.TypeSubmitRequirements {
-				wantSeq = 1
-			}
-			if !again.Applied || again.Refusal != nil || again.Audit == nil || again.Audit.Seq != wantSeq {
-				t.Fatalf("redelivery outcome %+v", again)
-			}
-			if !tt.firstErr && reqtest.MustJSON(stripAlready(again)) != reqtest.MustJSON(first) {
-				t.Errorf("redelivery outcome\n%s\nfirst outcome\n%s", reqtest.MustJSON(again), reqtest.MustJSON(first))
-			}
-			third := reqtest.Apply(t, s, cmd, "m-1")
-			if !third.AlreadyApplied || reqtest.MustJSON(stripAlready(third)) != reqtest.MustJSON(stripAlready(again)) {
-				t.Errorf("third delivery %+v, want the recorded outcome", third)
-			}
-			if rec, err := s.CommandOutcome(ctx, cmd.CommandID); err != nil || reqtest.MustJSON(rec) != reqtest.MustJSON(stripAlready(again)) {
-				t.Errorf("CommandOutcome = %+v, %v", rec, err)
-			}
+	srv.SetCommandFilter(tt.command)
+	srv.InjectNext(tt.n, tt.fault)
+	first, err := s.ApplyCommand(ctx, cmd, "m-1")
+	if tt.firstErr {
+		if err == nil {
+			t.Fatalf("first attempt succeeded despite the fault: %+v", first)
+		}
+		if fault.IsPermanent(err) {
+			t.Fatalf("first attempt failed permanently, it would be dead-lettered: %v", err)
+		}
+	} else if err != nil || !first.Applied {
+		t.Fatalf("first attempt: %+v, %v", first, err)
+	}
+	srv.SetCommandFilter()
+	if faults := srv.Stats().Faults[tt.fault]; faults != tt.n {
+		t.Fatalf("%d faults injected, want %d", faults, tt.n)
+	}
+	if len(astraDocs(srv, "cmd:"+cmd.CommandID)) != 0 && tt.firstErr {
+		t.Fatal("the marker was written although the attempt failed")
+	}
 
-			f, err := s.GetFeature(ctx, reqtest.ReqID)
-			if err != nil {
-				t.Fatal(err)
-			}
-			wantVersion, wantAudit := int64(2), 2
-			if cmd.Type == requirements.TypeSubmitRequirements {
-				wantVersion = 1
-				if vs, err := s.ListVersions(ctx); err != nil || len(vs) != 1 {
-					t.Errorf("versions %+v, %v; want exactly one", vs, err)
-				}
-			}
-			if f.Version != wantVersion {
-				t.Errorf("feature version %d, want %d", f.Version, wantVersion)
-			}
-			if n := len(astraDocs(srv, "audit:")); n != wantAudit {
-				t.Errorf("%d audit documents, want %d", n, wantAudit)
-			}
-			if integ, err := s.VerifyAudit(ctx); err != nil || !integ.Valid || integ.Entries != wantAudit {
-				t.Errorf("VerifyAudit = %+v, %v", integ, err)
-			}
-		})
+	again := reqtest.Apply(t, s, cmd, "m-1") // the redelivery
+	wantSeq := int64(2)
+	if cmd.Type == requirements.TypeSubmitRequirements {
+		wantSeq = 1
+	}
+	if !again.Applied || again.Refusal != nil || again.Audit == nil || again.Audit.Seq != wantSeq {
+		t.Fatalf("redelivery outcome %+v", again)
+	}
+	if !tt.firstErr && reqtest.MustJSON(stripAlready(again)) != reqtest.MustJSON(first) {
+		t.Errorf("redelivery outcome\n%s\nfirst outcome\n%s", reqtest.MustJSON(again), reqtest.MustJSON(first))
+	}
+	third := reqtest.Apply(t, s, cmd, "m-1")
+	if !third.AlreadyApplied || reqtest.MustJSON(stripAlready(third)) != reqtest.MustJSON(stripAlready(again)) {
+		t.Errorf("third delivery %+v, want the recorded outcome", third)
+	}
+	if rec, err := s.CommandOutcome(ctx, cmd.CommandID); err != nil || reqtest.MustJSON(rec) != reqtest.MustJSON(stripAlready(again)) {
+		t.Errorf("CommandOutcome = %+v, %v", rec, err)
+	}
+
+	f, err := s.GetFeature(ctx, reqtest.ReqID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantVersion, wantAudit := int64(2), 2
+	if cmd.Type == requirements.TypeSubmitRequirements {
+		wantVersion = 1
+		if vs, err := s.ListVersions(ctx); err != nil || len(vs) != 1 {
+			t.Errorf("versions %+v, %v; want exactly one", vs, err)
+		}
+	}
+	if f.Version != wantVersion {
+		t.Errorf("feature version %d, want %d", f.Version, wantVersion)
+	}
+	if n := len(astraDocs(srv, "audit:")); n != wantAudit {
+		t.Errorf("%d audit documents, want %d", n, wantAudit)
+	}
+	if integ, err := s.VerifyAudit(ctx); err != nil || !integ.Valid || integ.Entries != wantAudit {
+		t.Errorf("VerifyAudit = %+v, %v", integ, err)
 	}
 }
 

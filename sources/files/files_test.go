@@ -259,16 +259,19 @@ type want struct {
 	dupOf  int    // 1 + the index of the earlier item with the same id; 0: not a duplicate
 }
 
+// readerCase is a scenario of TestReaderInputs: the items read from input and how reading ends.
+type readerCase struct {
+	name   string
+	input  string
+	opts   Options
+	format Format
+	items  []want
+	fatal  string // substring of a fatal error after the items
+}
+
 func TestReaderInputs(t *testing.T) {
 	rec := func(id string) string { return `{"chunk_id":"` + id + `","content":"x"}` }
-	tests := []struct {
-		name   string
-		input  string
-		opts   Options
-		format Format
-		items  []want
-		fatal  string // substring of a fatal error after the items
-	}{
+	tests := []readerCase{
 		{name: "JSONL, blank lines, CRLF, no trailing newline",
 			input:  "\n" + rec("a") + "\r\n\r\n   \n" + rec("b") + "\n\t\n" + rec("c"),
 			format: JSONL, items: []want{{id: "a"}, {id: "b"}, {id: "c"}}},
@@ -326,54 +329,58 @@ func TestReaderInputs(t *testing.T) {
 		{name: "byte order mark", input: "\xEF\xBB\xBF" + `{"chunks":[{"id":"a"}]}`, format: Chunks, items: []want{{id: "a"}}},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			r, err := NewReader(strings.NewReader(tc.input), tc.opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var got []Item
-			var fatal error
-			for {
-				it, err := r.Next()
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					fatal = err
-					break
-				}
-				got = append(got, it)
-			}
-			if len(got) != len(tc.items) {
-				t.Fatalf("%d items, want %d (fatal %v)", len(got), len(tc.items), fatal)
-			}
-			for i, w := range tc.items {
-				it := got[i]
-				if it.Index != i || it.ID != w.id {
-					t.Errorf("item %d: index %d id %q, want id %q", i, it.Index, it.ID, w.id)
-				}
-				if w.reason == "" && it.Err != nil {
-					t.Errorf("item %d: rejected: %v", i, it.Err)
-				}
-				if w.reason != "" && (it.Err == nil || !strings.Contains(it.Err.Error(), w.reason)) {
-					t.Errorf("item %d: error %v, want %q", i, it.Err, w.reason)
-				}
-				if wantDup := w.dupOf - 1; it.DuplicateOf != wantDup {
-					t.Errorf("item %d: DuplicateOf %d, want %d", i, it.DuplicateOf, wantDup)
-				}
-			}
-			switch {
-			case tc.fatal == "" && fatal != nil:
-				t.Errorf("fatal error %v", fatal)
-			case tc.fatal != "" && (fatal == nil || !strings.Contains(fatal.Error(), tc.fatal)):
-				t.Errorf("fatal error %v, want %q", fatal, tc.fatal)
-			case tc.fatal != "" && !fault.IsPermanent(fatal):
-				t.Errorf("fatal error %v is not permanent", fatal)
-			}
-			if tc.format != "" && r.Format() != tc.format {
-				t.Errorf("format %q, want %q", r.Format(), tc.format)
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkReader(t, tc) })
+	}
+}
+
+// checkReader reads tc.input to its end and checks each item, the fatal error if any and
+// the format recognised.
+func checkReader(t *testing.T, tc readerCase) {
+	r, err := NewReader(strings.NewReader(tc.input), tc.opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []Item
+	var fatal error
+	for {
+		it, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			fatal = err
+			break
+		}
+		got = append(got, it)
+	}
+	if len(got) != len(tc.items) {
+		t.Fatalf("%d items, want %d (fatal %v)", len(got), len(tc.items), fatal)
+	}
+	for i, w := range tc.items {
+		it := got[i]
+		if it.Index != i || it.ID != w.id {
+			t.Errorf("item %d: index %d id %q, want id %q", i, it.Index, it.ID, w.id)
+		}
+		if w.reason == "" && it.Err != nil {
+			t.Errorf("item %d: rejected: %v", i, it.Err)
+		}
+		if w.reason != "" && (it.Err == nil || !strings.Contains(it.Err.Error(), w.reason)) {
+			t.Errorf("item %d: error %v, want %q", i, it.Err, w.reason)
+		}
+		if wantDup := w.dupOf - 1; it.DuplicateOf != wantDup {
+			t.Errorf("item %d: DuplicateOf %d, want %d", i, it.DuplicateOf, wantDup)
+		}
+	}
+	switch {
+	case tc.fatal == "" && fatal != nil:
+		t.Errorf("fatal error %v", fatal)
+	case tc.fatal != "" && (fatal == nil || !strings.Contains(fatal.Error(), tc.fatal)):
+		t.Errorf("fatal error %v, want %q", fatal, tc.fatal)
+	case tc.fatal != "" && !fault.IsPermanent(fatal):
+		t.Errorf("fatal error %v is not permanent", fatal)
+	}
+	if tc.format != "" && r.Format() != tc.format {
+		t.Errorf("format %q, want %q", r.Format(), tc.format)
 	}
 }
 
@@ -423,84 +430,94 @@ func TestMemoryBounded(t *testing.T) {
 		format Format
 		gen    func(w io.Writer) error
 	}{
-		{"jsonl", JSONL, func(w io.Writer) error {
-			for i := range n {
-				if err := genRecord(w, i, pad); err != nil {
-					return err
-				}
-				if _, err := io.WriteString(w, "\n"); err != nil {
-					return err
-				}
-			}
-			return nil
-		}},
-		{"object", Chunks, func(w io.Writer) error {
-			if _, err := io.WriteString(w, `{"job_id":"gen","chunks":[`); err != nil {
+		{"jsonl", JSONL, func(w io.Writer) error { return genJSONL(w, n, pad) }},
+		{"object", Chunks, func(w io.Writer) error { return genObject(w, n, pad) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) { checkMemoryBounded(t, tc.format, n, tc.gen) })
+	}
+}
+
+// genJSONL writes n generated records as JSON lines.
+func genJSONL(w io.Writer, n int, pad string) error {
+	for i := range n {
+		if err := genRecord(w, i, pad); err != nil {
+			return err
+		}
+		if _, err := io.WriteString(w, "\n"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// genObject writes n generated records as the chunks array of a chunk file.
+func genObject(w io.Writer, n int, pad string) error {
+	if _, err := io.WriteString(w, `{"job_id":"gen","chunks":[`); err != nil {
+		return err
+	}
+	for i := range n {
+		if i > 0 {
+			if _, err := io.WriteString(w, ","); err != nil {
 				return err
 			}
-			for i := range n {
-				if i > 0 {
-					if _, err := io.WriteString(w, ","); err != nil {
-						return err
-					}
-				}
-				if err := genRecord(w, i, pad); err != nil {
-					return err
-				}
-			}
-			_, err := io.WriteString(w, `],"statistics":{"total_chunks":100000}}`)
+		}
+		if err := genRecord(w, i, pad); err != nil {
 			return err
-		}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			pr, pw := io.Pipe()
-			done := make(chan error, 1)
-			go func() {
-				err := tc.gen(pw)
-				pw.CloseWithError(err)
-				done <- err
-			}()
-			defer func() {
-				pr.Close()
-				<-done
-			}()
-			r, err := NewReader(pr, Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			runtime.GC() // what earlier tests left is not this reader's
-			var ms runtime.MemStats
-			var peak uint64
-			count, bytesRead := 0, 0
-			for {
-				it, err := r.Next()
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				if it.Err != nil {
-					t.Fatalf("item %d: %v", it.Index, it.Err)
-				}
-				count++
-				bytesRead += len(it.Record)
-				if count%5000 == 0 {
-					runtime.ReadMemStats(&ms)
-					peak = max(peak, ms.HeapInuse)
-				}
-			}
-			if count != n || r.Format() != tc.format {
-				t.Fatalf("%d items as %q, want %d as %q", count, r.Format(), n, tc.format)
-			}
-			if bytesRead < 100_000_000 {
-				t.Fatalf("read only %d bytes of records", bytesRead)
-			}
-			t.Logf("%d MB of records, peak HeapInuse %d MB", bytesRead>>20, peak>>20)
-			if peak > 64<<20 {
-				t.Errorf("peak HeapInuse %d MB, want under 64 MB", peak>>20)
-			}
-		})
+		}
+	}
+	_, err := io.WriteString(w, `],"statistics":{"total_chunks":100000}}`)
+	return err
+}
+
+// checkMemoryBounded reads what gen writes through a pipe and checks that all n items of
+// format are read, over 100 MB of records, while the heap in use stays under 64 MB.
+func checkMemoryBounded(t *testing.T, format Format, n int, gen func(w io.Writer) error) {
+	pr, pw := io.Pipe()
+	done := make(chan error, 1)
+	go func() {
+		err := gen(pw)
+		pw.CloseWithError(err)
+		done <- err
+	}()
+	defer func() {
+		pr.Close()
+		<-done
+	}()
+	r, err := NewReader(pr, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runtime.GC() // what earlier tests left is not this reader's
+	var ms runtime.MemStats
+	var peak uint64
+	count, bytesRead := 0, 0
+	for {
+		it, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if it.Err != nil {
+			t.Fatalf("item %d: %v", it.Index, it.Err)
+		}
+		count++
+		bytesRead += len(it.Record)
+		if count%5000 == 0 {
+			runtime.ReadMemStats(&ms)
+			peak = max(peak, ms.HeapInuse)
+		}
+	}
+	if count != n || r.Format() != format {
+		t.Fatalf("%d items as %q, want %d as %q", count, r.Format(), n, format)
+	}
+	if bytesRead < 100_000_000 {
+		t.Fatalf("read only %d bytes of records", bytesRead)
+	}
+	t.Logf("%d MB of records, peak HeapInuse %d MB", bytesRead>>20, peak>>20)
+	if peak > 64<<20 {
+		t.Errorf("peak HeapInuse %d MB, want under 64 MB", peak>>20)
 	}
 }
 

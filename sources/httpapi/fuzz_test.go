@@ -159,34 +159,41 @@ func FuzzRequestBodies(f *testing.F) {
 		h.ServeHTTP(rec, req)
 
 		what := fmt.Sprintf("%s %s?%s (Content-Type %q, body %q)", rt.method, rt.path, query, ctype, body)
-		if rec.Code >= 500 {
-			t.Fatalf("%s answered %d: %s", what, rec.Code, rec.Body)
-		}
-		if rec.Code >= 400 && strings.HasPrefix(rt.path, "/api/") {
-			// The Python service's routes answer FastAPI's {"detail": …} (compat.go).
-			var d struct {
-				Detail any `json:"detail"`
-			}
-			if err := json.Unmarshal(rec.Body.Bytes(), &d); err != nil || d.Detail == nil || d.Detail == "" {
-				t.Fatalf("%s answered %d without a detail (%v): %s", what, rec.Code, err, rec.Body)
-			}
-			return
-		}
-		if rec.Code >= 400 {
-			if ct := rec.Header().Get("Content-Type"); ct != "application/problem+json" {
-				t.Fatalf("%s answered %d with Content-Type %q: %s", what, rec.Code, ct, rec.Body)
-			}
-			var p struct {
-				Status int    `json:"status"`
-				Detail string `json:"detail"`
-			}
-			if err := json.Unmarshal(rec.Body.Bytes(), &p); err != nil || p.Status != rec.Code || p.Detail == "" {
-				t.Fatalf("%s answered %d with a malformed problem (%v): %s", what, rec.Code, err, rec.Body)
-			}
-			return
-		}
-		if rec.Code < 200 || !json.Valid(rec.Body.Bytes()) {
-			t.Fatalf("%s answered %d with a body that is not JSON: %s", what, rec.Code, rec.Body)
-		}
+		checkFuzzAnswer(t, what, rt.path, rec)
 	})
+}
+
+// checkFuzzAnswer checks FuzzRequestBodies' answer rec to the request what on path: never a
+// 5xx; an error is FastAPI's {"detail": …} on the Python service's /api routes and a
+// problem+json document whose status matches elsewhere; a success carries a JSON body.
+func checkFuzzAnswer(t *testing.T, what, path string, rec *httptest.ResponseRecorder) {
+	if rec.Code >= 500 {
+		t.Fatalf("%s answered %d: %s", what, rec.Code, rec.Body)
+	}
+	if rec.Code >= 400 && strings.HasPrefix(path, "/api/") {
+		// The Python service's routes answer FastAPI's {"detail": …} (compat.go).
+		var d struct {
+			Detail any `json:"detail"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &d); err != nil || d.Detail == nil || d.Detail == "" {
+			t.Fatalf("%s answered %d without a detail (%v): %s", what, rec.Code, err, rec.Body)
+		}
+		return
+	}
+	if rec.Code >= 400 {
+		if ct := rec.Header().Get("Content-Type"); ct != "application/problem+json" {
+			t.Fatalf("%s answered %d with Content-Type %q: %s", what, rec.Code, ct, rec.Body)
+		}
+		var p struct {
+			Status int    `json:"status"`
+			Detail string `json:"detail"`
+		}
+		if err := json.Unmarshal(rec.Body.Bytes(), &p); err != nil || p.Status != rec.Code || p.Detail == "" {
+			t.Fatalf("%s answered %d with a malformed problem (%v): %s", what, rec.Code, err, rec.Body)
+		}
+		return
+	}
+	if rec.Code < 200 || !json.Valid(rec.Body.Bytes()) {
+		t.Fatalf("%s answered %d with a body that is not JSON: %s", what, rec.Code, rec.Body)
+	}
 }

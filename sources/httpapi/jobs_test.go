@@ -16,17 +16,22 @@ import (
 	"github.com/sluice-dev/sluice/sources/httpapi"
 )
 
+// submitJobBody is the body TestSubmitJob posts: 3 lines, no trailing newline.
+const submitJobBody = "{\"id\":\"a\"}\n{\"id\":\"b\"}\n{\"id\":\"c\"}"
+
+// submitJobCase is a scenario of TestSubmitJob.
+type submitJobCase struct {
+	name       string
+	query      string
+	ctype      string
+	jobs       *fakeJobs
+	wantStatus int
+	wantCall   *submitCall // nil = SubmitJob must not be called
+	wantDetail string      // for problems
+}
+
 func TestSubmitJob(t *testing.T) {
-	const body = "{\"id\":\"a\"}\n{\"id\":\"b\"}\n{\"id\":\"c\"}" // 3 lines, no trailing newline
-	tests := []struct {
-		name       string
-		query      string
-		ctype      string
-		jobs       *fakeJobs
-		wantStatus int
-		wantCall   *submitCall // nil = SubmitJob must not be called
-		wantDetail string      // for problems
-	}{
+	tests := []submitJobCase{
 		{
 			name: "defaults", wantStatus: 202,
 			jobs:     &fakeJobs{result: httpapi.SubmitResult{JobID: "job-7", State: jobs.JobPending}},
@@ -64,61 +69,65 @@ func TestSubmitJob(t *testing.T) {
 		},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := newServer(t, httpapi.Config{Jobs: tt.jobs})
-			hdr := map[string]string{}
-			if tt.ctype != "" {
-				hdr["Content-Type"] = tt.ctype
-			}
-			rec := serve(t, s.Handler(), "POST", "/v1/jobs"+tt.query, "", strings.NewReader(body), hdr)
+		t.Run(tt.name, func(t *testing.T) { checkSubmitJob(t, tt) })
+	}
+}
 
-			calls := tt.jobs.Calls()
-			if tt.wantCall == nil {
-				if len(calls) != 0 {
-					t.Errorf("SubmitJob called %d times, want 0", len(calls))
-				}
-			} else {
-				if len(calls) != 1 {
-					t.Fatalf("SubmitJob called %d times, want 1", len(calls))
-				}
-				want := *tt.wantCall
-				want.Principal, want.HasPrincipal = httpapi.LocalPrincipal, true
-				want.Lines, want.Bytes = 3, int64(len(body))
-				if calls[0] != want {
-					t.Errorf("SubmitJob got %+v, want %+v", calls[0], want)
-				}
-			}
+// checkSubmitJob posts submitJobBody with tt's query and content type and checks the call
+// SubmitJob got, then the problem or the result, Location and Content-Type returned.
+func checkSubmitJob(t *testing.T, tt submitJobCase) {
+	s := newServer(t, httpapi.Config{Jobs: tt.jobs})
+	hdr := map[string]string{}
+	if tt.ctype != "" {
+		hdr["Content-Type"] = tt.ctype
+	}
+	rec := serve(t, s.Handler(), "POST", "/v1/jobs"+tt.query, "", strings.NewReader(submitJobBody), hdr)
 
-			if tt.wantStatus >= 400 {
-				p := decodeProblem(t, rec, tt.wantStatus)
-				mustContain(t, "detail", p.Detail, tt.wantDetail)
-				if strings.Contains(rec.Body.String(), "10.0.0.5") {
-					t.Errorf("internal error leaked to the client: %s", rec.Body)
-				}
-				return
-			}
-			if rec.Code != tt.wantStatus {
-				t.Fatalf("status = %d, want %d; body: %s", rec.Code, tt.wantStatus, rec.Body)
-			}
-			var got httpapi.SubmitResult
-			if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
-				t.Fatalf("decode result: %v", err)
-			}
-			want := tt.jobs.result
-			if want.JobID == "" {
-				want.JobID = "job-1"
-			}
-			want.Env, want.Total, want.Published = tt.wantCall.Env, 3, 3
-			if !reflect.DeepEqual(got, want) {
-				t.Errorf("result = %+v, want %+v", got, want)
-			}
-			if loc := rec.Header().Get("Location"); loc != "/v1/jobs/"+want.JobID {
-				t.Errorf("Location = %q, want /v1/jobs/%s", loc, want.JobID)
-			}
-			if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
-				t.Errorf("Content-Type = %q", ct)
-			}
-		})
+	calls := tt.jobs.Calls()
+	if tt.wantCall == nil {
+		if len(calls) != 0 {
+			t.Errorf("SubmitJob called %d times, want 0", len(calls))
+		}
+	} else {
+		if len(calls) != 1 {
+			t.Fatalf("SubmitJob called %d times, want 1", len(calls))
+		}
+		want := *tt.wantCall
+		want.Principal, want.HasPrincipal = httpapi.LocalPrincipal, true
+		want.Lines, want.Bytes = 3, int64(len(submitJobBody))
+		if calls[0] != want {
+			t.Errorf("SubmitJob got %+v, want %+v", calls[0], want)
+		}
+	}
+
+	if tt.wantStatus >= 400 {
+		p := decodeProblem(t, rec, tt.wantStatus)
+		mustContain(t, "detail", p.Detail, tt.wantDetail)
+		if strings.Contains(rec.Body.String(), "10.0.0.5") {
+			t.Errorf("internal error leaked to the client: %s", rec.Body)
+		}
+		return
+	}
+	if rec.Code != tt.wantStatus {
+		t.Fatalf("status = %d, want %d; body: %s", rec.Code, tt.wantStatus, rec.Body)
+	}
+	var got httpapi.SubmitResult
+	if err := json.Unmarshal(rec.Body.Bytes(), &got); err != nil {
+		t.Fatalf("decode result: %v", err)
+	}
+	want := tt.jobs.result
+	if want.JobID == "" {
+		want.JobID = "job-1"
+	}
+	want.Env, want.Total, want.Published = tt.wantCall.Env, 3, 3
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("result = %+v, want %+v", got, want)
+	}
+	if loc := rec.Header().Get("Location"); loc != "/v1/jobs/"+want.JobID {
+		t.Errorf("Location = %q, want /v1/jobs/%s", loc, want.JobID)
+	}
+	if ct := rec.Header().Get("Content-Type"); ct != "application/json" {
+		t.Errorf("Content-Type = %q", ct)
 	}
 }
 

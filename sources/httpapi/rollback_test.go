@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go/jetstream"
+
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/intake"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
@@ -58,39 +60,10 @@ func (*plainRoller) RollbackJob(context.Context, string, string) (jobs.Job, erro
 // done, with the earlier job it superseded, and GET /v1/jobs/{A} says superseded instead of
 // completed. Every answer matches openapi.json.
 func TestRollbackRouteNamesSupersededJobs(t *testing.T) {
-	dir := t.TempDir()
-	_, _, js := embeddedtest.Start(t, embedded.Config{DataDir: dir, LazySync: true})
 	ctx := context.Background()
-	streams, err := sjs.Provision(ctx, js, sjs.ProvisionConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	store, err := docstore.Open(ctx, docstore.Config{Path: filepath.Join(dir, "docs.db")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = store.Close() })
-	key, err := sign.NewKey("httpapi-tests-command-key-0123456789abcdef")
-	if err != nil {
-		t.Fatal(err)
-	}
-	jobStore := jobs.NewStore(streams.JobsKV)
-	w, err := pipeline.NewWorker(pipeline.WorkerConfig{JS: js, Streams: streams, Jobs: jobStore, Sink: store, Key: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	wctx, stop := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- w.Run(wctx) }()
-	t.Cleanup(func() { stop(); <-done })
-	newLoader := func(noPrevious bool) *intake.Loader {
-		l, err := intake.NewLoader(intake.LoaderConfig{JS: js, Jobs: jobStore, Key: key, SpoolDir: dir, NoPreviousVersions: noPrevious})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l
-	}
-	l := newLoader(false)
+	env := startRollbackEnv(t)
+	jobStore := env.jobs
+	l := env.newLoader(t, false)
 	load := func(name string) jobs.Job {
 		tctx, cancel := context.WithTimeout(ctx, time.Minute)
 		defer cancel()
@@ -146,7 +119,7 @@ func TestRollbackRouteNamesSupersededJobs(t *testing.T) {
 	}
 
 	// Restoring, asked of a server whose store keeps no previous versions: 400 with why.
-	h = newServer(t, httpapi.Config{Jobs: &rollJobs{loader: newLoader(true), store: jobStore}}).Handler()
+	h = newServer(t, httpapi.Config{Jobs: &rollJobs{loader: env.newLoader(t, true), store: jobStore}}).Handler()
 	var p problem
 	if err := json.Unmarshal(call("DELETE /v1/jobs/{id}", "DELETE", "/v1/jobs/"+a.JobID+"?restore_previous=true", http.StatusBadRequest), &p); err != nil {
 		t.Fatal(err)
@@ -157,6 +130,55 @@ func TestRollbackRouteNamesSupersededJobs(t *testing.T) {
 	// A service that takes no options answers 501 to a restoring rollback.
 	h = newServer(t, httpapi.Config{Jobs: &plainRoller{}}).Handler()
 	call("DELETE /v1/jobs/{id}", "DELETE", "/v1/jobs/"+a.JobID+"?restore_previous=1", http.StatusNotImplemented)
+}
+
+// rollbackEnv is a broker, a document store and a worker storing into it, for loading
+// jobs and rolling them back.
+type rollbackEnv struct {
+	dir  string
+	js   jetstream.JetStream
+	jobs *jobs.Store
+	key  *sign.Key
+}
+
+// startRollbackEnv starts a rollbackEnv whose worker and store stop when t ends.
+func startRollbackEnv(t *testing.T) *rollbackEnv {
+	dir := t.TempDir()
+	_, _, js := embeddedtest.Start(t, embedded.Config{DataDir: dir, LazySync: true})
+	ctx := context.Background()
+	streams, err := sjs.Provision(ctx, js, sjs.ProvisionConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := docstore.Open(ctx, docstore.Config{Path: filepath.Join(dir, "docs.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	key, err := sign.NewKey("httpapi-tests-command-key-0123456789abcdef")
+	if err != nil {
+		t.Fatal(err)
+	}
+	jobStore := jobs.NewStore(streams.JobsKV)
+	env := &rollbackEnv{dir: dir, js: js, jobs: jobStore, key: key}
+	w, err := pipeline.NewWorker(pipeline.WorkerConfig{JS: js, Streams: streams, Jobs: jobStore, Sink: store, Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- w.Run(wctx) }()
+	t.Cleanup(func() { stop(); <-done })
+	return env
+}
+
+// newLoader is a loader of env's jobs; noPrevious says its store keeps no previous versions.
+func (env *rollbackEnv) newLoader(t *testing.T, noPrevious bool) *intake.Loader {
+	l, err := intake.NewLoader(intake.LoaderConfig{JS: env.js, Jobs: env.jobs, Key: env.key, SpoolDir: env.dir, NoPreviousVersions: noPrevious})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
 
 // The JobState enum of openapi.json is exactly jobs.States (superseded included).

@@ -59,27 +59,7 @@ func TestSubmitStreamsLargeBody(t *testing.T) {
 	}
 	pr, pw := io.Pipe()
 	genErr := make(chan error, 1)
-	go func() {
-		var sent int
-		for i := 0; i < lines; i++ {
-			if sent >= heldBack && sent-lineLen < heldBack {
-				select {
-				case <-jobs.firstLine:
-				case <-time.After(30 * time.Second):
-					err := errors.New("the service saw no line before the body was complete: the server buffers bodies")
-					pw.CloseWithError(err)
-					genErr <- err
-					return
-				}
-			}
-			if _, err := pw.Write(line); err != nil {
-				genErr <- err
-				return
-			}
-			sent += len(line)
-		}
-		genErr <- pw.Close()
-	}()
+	go func() { genErr <- writeHeldBack(pw, line, lines, heldBack, jobs.firstLine) }()
 
 	req, err := http.NewRequest("POST", "http://"+s.Addr()+"/v1/jobs?env=test&file=big.jsonl", pr)
 	if err != nil {
@@ -117,6 +97,29 @@ func TestSubmitStreamsLargeBody(t *testing.T) {
 	if err := stop(); err != nil {
 		t.Errorf("Run: %v", err)
 	}
+}
+
+// writeHeldBack writes line n times to pw, then closes it. What follows the first heldBack
+// bytes waits until firstLine is closed (the service has seen a line); if that takes over
+// 30 s, it closes pw with the error it returns.
+func writeHeldBack(pw *io.PipeWriter, line []byte, n, heldBack int, firstLine <-chan struct{}) error {
+	var sent int
+	for i := 0; i < n; i++ {
+		if sent >= heldBack && sent-len(line) < heldBack {
+			select {
+			case <-firstLine:
+			case <-time.After(30 * time.Second):
+				err := errors.New("the service saw no line before the body was complete: the server buffers bodies")
+				pw.CloseWithError(err)
+				return err
+			}
+		}
+		if _, err := pw.Write(line); err != nil {
+			return err
+		}
+		sent += len(line)
+	}
+	return pw.Close()
 }
 
 func TestRunShutsDownOnCancel(t *testing.T) {

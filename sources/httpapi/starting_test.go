@@ -134,31 +134,7 @@ func TestStartingHandoverHasNoGap(t *testing.T) {
 		failures = make(chan error, 4)
 	)
 	for range 4 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			tr := &http.Transport{DisableKeepAlives: true}
-			defer tr.CloseIdleConnections()
-			c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
-			for {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				resp, err := c.Get("http://" + addr + "/healthz")
-				if err != nil {
-					failures <- err
-					return
-				}
-				resp.Body.Close()
-				if resp.StatusCode != http.StatusOK {
-					failures <- errors.New(resp.Status)
-					return
-				}
-				sent.Add(1)
-			}
-		}()
+		wg.Go(func() { probeHealthz(addr, stop, &sent, failures) })
 	}
 	waitFor := func(n int64) {
 		for deadline := time.Now().Add(10 * time.Second); sent.Load() < n; {
@@ -207,6 +183,33 @@ func TestStartingHandoverHasNoGap(t *testing.T) {
 	}
 	if err := st.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// probeHealthz gets /healthz on addr, each time on a new connection, until stop is closed,
+// counting the answers in sent. It stops at the first error or status other than 200, and
+// sends it on failures.
+func probeHealthz(addr string, stop <-chan struct{}, sent *atomic.Int64, failures chan<- error) {
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	for {
+		select {
+		case <-stop:
+			return
+		default:
+		}
+		resp, err := c.Get("http://" + addr + "/healthz")
+		if err != nil {
+			failures <- err
+			return
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			failures <- errors.New(resp.Status)
+			return
+		}
+		sent.Add(1)
 	}
 }
 

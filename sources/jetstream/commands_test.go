@@ -27,6 +27,19 @@ func TestProvisionCommandsPartitionsByKey(t *testing.T) {
 	if len(cs.Consumers) != sjs.CommandPartitions {
 		t.Fatalf("%d consumers", len(cs.Consumers))
 	}
+	publishCommandsByKey(t, js, cs)
+	checkCommandPartitions(t, cs)
+	// One holder per partition: a pull without the priority group is refused; the first
+	// client that pulls with it is pinned and gets the partition's commands; another gets
+	// none while it is.
+	checkOnePinnedHolder(t, js, cs)
+}
+
+// publishCommandsByKey publishes two commands for each of 64 keys and checks that both
+// are stored under the key's one partition, that the keys spread over the partitions, and
+// publishes one requirement command: 129 commands in all.
+func publishCommandsByKey(t *testing.T, js jetstream.JetStream, cs *sjs.CommandStreams) {
+	ctx := context.Background()
 	partitionOf := map[string]string{}
 	seen := map[string]bool{}
 	for i := range 64 {
@@ -56,6 +69,12 @@ func TestProvisionCommandsPartitionsByKey(t *testing.T) {
 	if _, err := js.Publish(ctx, schemas.RequirementSubject("requirements"), []byte(`{}`)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// checkCommandPartitions checks each partition consumer's configuration and that together
+// they hold the 129 commands published.
+func checkCommandPartitions(t *testing.T, cs *sjs.CommandStreams) {
+	ctx := context.Background()
 	total := 0
 	for p, c := range cs.Consumers {
 		info, err := c.Info(ctx)
@@ -72,9 +91,13 @@ func TestProvisionCommandsPartitionsByKey(t *testing.T) {
 	if total != 129 {
 		t.Fatalf("partitions hold %d messages, want 129", total)
 	}
-	// One holder per partition: a pull without the priority group is refused; the first
-	// client that pulls with it is pinned and gets the partition's commands; another gets
-	// none while it is.
+}
+
+// checkOnePinnedHolder takes a partition holding at least 3 commands and checks that a
+// pull without the priority group is refused, the first client pulling with it is pinned,
+// and a second client gets nothing.
+func checkOnePinnedHolder(t *testing.T, js jetstream.JetStream, cs *sjs.CommandStreams) {
+	ctx := context.Background()
 	var c jetstream.Consumer
 	var name string
 	for p, cc := range cs.Consumers {

@@ -119,47 +119,80 @@ func TestSubscriberBoundsInFlightAndMapsOutcomes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var inFlight, maxInFlight atomic.Int64
-	var mu sync.Mutex
-	seen := map[string]int{}
+	rec := &outcomeRecorder{seen: map[string]int{}}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		var wg sync.WaitGroup
 		for m := range msgs {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				cur := inFlight.Add(1)
-				for {
-					old := maxInFlight.Load()
-					if cur <= old || maxInFlight.CompareAndSwap(old, cur) {
-						break
-					}
-				}
-				time.Sleep(time.Millisecond)
-				mu.Lock()
-				seen[seenKey(m)]++
-				first := seen[seenKey(m)] == 1
-				mu.Unlock()
-				inFlight.Add(-1)
-				switch {
-				case first && seenKey(m) == "m0007":
-					sjs.SetRetry(m, 10*time.Millisecond)
-					m.Ack()
-				case seenKey(m) == "m0009":
-					sjs.SetTerm(m, "test terminates it")
-					m.Ack()
-				default:
-					m.Ack()
-				}
-			}()
+			wg.Go(func() { rec.handle(m) })
 		}
 		wg.Wait()
 	}()
+	waitAllSettled(t, p.ChunkConsumer, n)
+	if err := sub.Close(); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	if got := rec.maxInFlight.Load(); got > 16 {
+		t.Fatalf("%d messages in flight at once, over the bound of 16", got)
+	}
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	seen := rec.seen
+	if len(seen) != n {
+		t.Fatalf("saw %d distinct messages, want %d", len(seen), n)
+	}
+	if seen["m0007"] != 2 {
+		t.Fatalf("the retried message was delivered %d times, want 2", seen["m0007"])
+	}
+	if seen["m0009"] != 1 {
+		t.Fatalf("the terminated message was delivered %d times, want 1", seen["m0009"])
+	}
+}
+
+// outcomeRecorder handles the messages of TestSubscriberBoundsInFlightAndMapsOutcomes,
+// concurrently: it counts the deliveries of each chunk id and the most messages handled at
+// once, asks for m0007 to be retried once and terminates m0009.
+type outcomeRecorder struct {
+	inFlight, maxInFlight atomic.Int64
+	mu                    sync.Mutex
+	seen                  map[string]int // guarded by mu
+}
+
+func (r *outcomeRecorder) handle(m *message.Message) {
+	cur := r.inFlight.Add(1)
+	for {
+		old := r.maxInFlight.Load()
+		if cur <= old || r.maxInFlight.CompareAndSwap(old, cur) {
+			break
+		}
+	}
+	time.Sleep(time.Millisecond)
+	r.mu.Lock()
+	r.seen[seenKey(m)]++
+	first := r.seen[seenKey(m)] == 1
+	r.mu.Unlock()
+	r.inFlight.Add(-1)
+	switch {
+	case first && seenKey(m) == "m0007":
+		sjs.SetRetry(m, 10*time.Millisecond)
+		m.Ack()
+	case seenKey(m) == "m0009":
+		sjs.SetTerm(m, "test terminates it")
+		m.Ack()
+	default:
+		m.Ack()
+	}
+}
+
+// waitAllSettled waits up to 30 s for consumer c to have settled all n messages of its stream.
+func waitAllSettled(t *testing.T, c jetstream.Consumer, n uint64) {
+	t.Helper()
+	ctx := context.Background()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		info, err := p.ChunkConsumer.Info(ctx)
+		info, err := c.Info(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -170,24 +203,6 @@ func TestSubscriberBoundsInFlightAndMapsOutcomes(t *testing.T) {
 			t.Fatalf("not all settled: %+v", info)
 		}
 		time.Sleep(20 * time.Millisecond)
-	}
-	if err := sub.Close(); err != nil {
-		t.Fatal(err)
-	}
-	<-done
-	if got := maxInFlight.Load(); got > 16 {
-		t.Fatalf("%d messages in flight at once, over the bound of 16", got)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(seen) != n {
-		t.Fatalf("saw %d distinct messages, want %d", len(seen), n)
-	}
-	if seen["m0007"] != 2 {
-		t.Fatalf("the retried message was delivered %d times, want 2", seen["m0007"])
-	}
-	if seen["m0009"] != 1 {
-		t.Fatalf("the terminated message was delivered %d times, want 1", seen["m0009"])
 	}
 }
 

@@ -158,6 +158,13 @@ func TestRolePermissions(t *testing.T) {
 			publishDenied(t, worker, workerViolations, m)
 		})
 	}
+	checkRoleOutcome(t, url, p, cs)
+}
+
+// checkRoleOutcome checks what TestRolePermissions left: the dead letter, the API's one
+// command and the loader's one chunk alone; then that the operator may purge the dead letters.
+func checkRoleOutcome(t *testing.T, url string, p *sjs.Provisioned, cs *sjs.CommandStreams) {
+	ctx := context.Background()
 	// The real outcome: the dead letter is still there, the only command is the API's, and
 	// the loader's one chunk is the only chunk.
 	if n := msgs(t, p.DLQ); n != 1 {

@@ -56,17 +56,16 @@ func classified(t *testing.T, what string, err error) {
 	}
 }
 
-// FuzzResponses sends every Client method to a server that answers with a fuzzed HTTP status,
-// Retry-After header and body. Properties: no panic, no endless loop (each method returns
-// within its deadline), and every error, of a whole call or of one document of an
-// insertMany, is classified by type with a fault class.
-//
-// Run it longer with: go test -run '^$' -fuzz '^FuzzResponses$' -fuzztime 10m ./sinks/astra/dataapi/
-func FuzzResponses(f *testing.F) {
-	for _, s := range []struct {
-		status int
-		body   string
-	}{
+// fuzzSeed is a reply of the Data API: an HTTP status and a body.
+type fuzzSeed struct {
+	status int
+	body   string
+}
+
+// fuzzResponseSeeds returns FuzzResponses' seed replies: the shapes the Data API answers with,
+// per-document outcomes, error lists and statuses, and a few that are wrong.
+func fuzzResponseSeeds() []fuzzSeed {
+	return []fuzzSeed{
 		{200, `{"status":{"insertedIds":["a","b"]}}`},
 		{200, `{"status":{"documentResponses":[{"_id":"a","status":"OK"},{"_id":"b","status":"ERROR","errorsIdx":0}]},"errors":[{"errorCode":"DOCUMENT_ALREADY_EXISTS","message":"dup","family":"REQUEST","scope":"DOCUMENT","documentIds":["b"]}]}`},
 		{200, `{"status":{"documentResponses":[{"_id":"a","status":"SKIPPED"},{"_id":{"$uuid":"x"},"status":"ERROR","errorsIdx":-1}]}}`},
@@ -90,7 +89,17 @@ func FuzzResponses(f *testing.F) {
 		{429, ``},
 		{503, `{"errors":[{"errorCode":"UNAVAILABLE_DATABASE"}]}`},
 		{404, `{"errors":null}`},
-	} {
+	}
+}
+
+// FuzzResponses sends every Client method to a server that answers with a fuzzed HTTP status,
+// Retry-After header and body. Properties: no panic, no endless loop (each method returns
+// within its deadline), and every error, of a whole call or of one document of an
+// insertMany, is classified by type with a fault class.
+//
+// Run it longer with: go test -run '^$' -fuzz '^FuzzResponses$' -fuzztime 10m ./sinks/astra/dataapi/
+func FuzzResponses(f *testing.F) {
+	for _, s := range fuzzResponseSeeds() {
 		f.Add(uint16(s.status), []byte(s.body), "")
 	}
 	f.Add(uint16(503), []byte(`{}`), "1")

@@ -78,35 +78,6 @@ func TestLimits(t *testing.T) {
 	mustOK(t, call(t, s, ksPath, obj{"createCollection": obj{"name": "allow", "options": obj{"indexing": obj{"allow": []any{"title"}}}}}))
 	mustOK(t, call(t, s, ksPath, obj{"createCollection": obj{"name": "vec", "options": obj{"vector": obj{"dimension": 3}}}}))
 
-	deep := func(levels int) obj { // the root is level 1
-		d := obj{"leaf": 1}
-		for range levels - 2 {
-			d = obj{"n": d}
-		}
-		return obj{"_id": "deep", "n": d}
-	}
-	arr := func(n int) []any {
-		a := make([]any, n)
-		for i := range a {
-			a[i] = i
-		}
-		return a
-	}
-	ins := func(doc obj) obj { return obj{"insertOne": obj{"document": doc}} }
-	many := func(n int) obj {
-		docs := make([]any, n)
-		for i := range docs {
-			docs[i] = obj{"_id": i}
-		}
-		return obj{"insertMany": obj{"documents": docs}}
-	}
-	in := func(n int) []any {
-		a := make([]any, n)
-		for i := range a {
-			a[i] = fmt.Sprint(i)
-		}
-		return a
-	}
 	long := strings.Repeat("x", 8001)
 	tests := []struct {
 		name     string
@@ -115,38 +86,38 @@ func TestLimits(t *testing.T) {
 		wantCode string
 		wantMsg  string
 	}{
-		{name: "insertMany 100 ok", coll: "c", body: many(100)},
-		{name: "insertMany 101", coll: "c", body: many(101), wantCode: "COMMAND_FIELD_VALUE_INVALID", wantMsg: "(101 vs 100)"},
-		{name: "string 8000 bytes ok", coll: "c", body: ins(obj{"_id": "s8000", "t": strings.Repeat("é", 4000)})},
-		{name: "string 8001 bytes", coll: "c", body: ins(obj{"_id": "s", "t": long}), wantCode: "SHRED_DOC_LIMIT_VIOLATION",
+		{name: "insertMany 100 ok", coll: "c", body: insertManyN(100)},
+		{name: "insertMany 101", coll: "c", body: insertManyN(101), wantCode: "COMMAND_FIELD_VALUE_INVALID", wantMsg: "(101 vs 100)"},
+		{name: "string 8000 bytes ok", coll: "c", body: insertOneCmd(obj{"_id": "s8000", "t": strings.Repeat("é", 4000)})},
+		{name: "string 8001 bytes", coll: "c", body: insertOneCmd(obj{"_id": "s", "t": long}), wantCode: "SHRED_DOC_LIMIT_VIOLATION",
 			wantMsg: "indexed String value (field 't') length (8001 bytes) exceeds maximum allowed (8000 bytes)"},
-		{name: "nested string 8001 bytes", coll: "c", body: ins(obj{"_id": "s", "m": obj{"t": []any{long}}}), wantCode: "SHRED_DOC_LIMIT_VIOLATION", wantMsg: "field 'm.t'"},
-		{name: "long string on denied field ok", coll: "c", body: ins(obj{"_id": "denied", "body": strings.Repeat("x", 100_000)})},
-		{name: "long string on denied nested path ok", coll: "c", body: ins(obj{"_id": "denied2", "meta": obj{"raw": long}})},
-		{name: "long string on sibling of denied path", coll: "c", body: ins(obj{"_id": "s", "meta": obj{"other": long}}), wantCode: "SHRED_DOC_LIMIT_VIOLATION"},
-		{name: "allow list: unlisted field exempt", coll: "allow", body: ins(obj{"_id": "a1", "body": long})},
-		{name: "allow list: listed field checked", coll: "allow", body: ins(obj{"_id": "a2", "title": long}), wantCode: "SHRED_DOC_LIMIT_VIOLATION"},
-		{name: "depth 16 ok", coll: "c", body: ins(deep(16))},
-		{name: "depth 17", coll: "c", body: ins(deep(17)), wantCode: "SHRED_DOC_LIMIT_VIOLATION", wantMsg: "document depth exceeds maximum allowed (16)"},
-		{name: "array 1000 ok", coll: "c", body: ins(obj{"_id": "a1000", "a": arr(1000)})},
-		{name: "array 1001", coll: "c", body: ins(obj{"_id": "a", "a": arr(1001)}), wantCode: "SHRED_DOC_LIMIT_VIOLATION", wantMsg: "(1001) exceeds maximum allowed (1000)"},
-		{name: "array 1001 on denied field ok", coll: "c", body: ins(obj{"_id": "adenied", "body": arr(1001)})},
-		{name: "document over 4M chars", coll: "c", body: ins(obj{"_id": "big", "body": strings.Repeat("x", 4_000_000)}), wantCode: "SHRED_DOC_LIMIT_VIOLATION", wantMsg: "document size"},
+		{name: "nested string 8001 bytes", coll: "c", body: insertOneCmd(obj{"_id": "s", "m": obj{"t": []any{long}}}), wantCode: "SHRED_DOC_LIMIT_VIOLATION", wantMsg: "field 'm.t'"},
+		{name: "long string on denied field ok", coll: "c", body: insertOneCmd(obj{"_id": "denied", "body": strings.Repeat("x", 100_000)})},
+		{name: "long string on denied nested path ok", coll: "c", body: insertOneCmd(obj{"_id": "denied2", "meta": obj{"raw": long}})},
+		{name: "long string on sibling of denied path", coll: "c", body: insertOneCmd(obj{"_id": "s", "meta": obj{"other": long}}), wantCode: "SHRED_DOC_LIMIT_VIOLATION"},
+		{name: "allow list: unlisted field exempt", coll: "allow", body: insertOneCmd(obj{"_id": "a1", "body": long})},
+		{name: "allow list: listed field checked", coll: "allow", body: insertOneCmd(obj{"_id": "a2", "title": long}), wantCode: "SHRED_DOC_LIMIT_VIOLATION"},
+		{name: "depth 16 ok", coll: "c", body: insertOneCmd(deepDoc(16))},
+		{name: "depth 17", coll: "c", body: insertOneCmd(deepDoc(17)), wantCode: "SHRED_DOC_LIMIT_VIOLATION", wantMsg: "document depth exceeds maximum allowed (16)"},
+		{name: "array 1000 ok", coll: "c", body: insertOneCmd(obj{"_id": "a1000", "a": intArray(1000)})},
+		{name: "array 1001", coll: "c", body: insertOneCmd(obj{"_id": "a", "a": intArray(1001)}), wantCode: "SHRED_DOC_LIMIT_VIOLATION", wantMsg: "(1001) exceeds maximum allowed (1000)"},
+		{name: "array 1001 on denied field ok", coll: "c", body: insertOneCmd(obj{"_id": "adenied", "body": intArray(1001)})},
+		{name: "document over 4M chars", coll: "c", body: insertOneCmd(obj{"_id": "big", "body": strings.Repeat("x", 4_000_000)}), wantCode: "SHRED_DOC_LIMIT_VIOLATION", wantMsg: "document size"},
 		{name: "number over 100 chars", coll: "c", body: `{"insertOne":{"document":{"n":` + strings.Repeat("1", 101) + `}}}`, wantCode: "SHRED_DOC_LIMIT_VIOLATION"},
-		{name: "$ field name", coll: "c", body: ins(obj{"_id": "d", "a": obj{"$x": 1}}), wantCode: "SHRED_BAD_FIELD_NAME"},
-		{name: "empty field name", coll: "c", body: ins(obj{"_id": "d", "": 1}), wantCode: "SHRED_BAD_FIELD_NAME"},
-		{name: "object _id", coll: "c", body: ins(obj{"_id": obj{"a": 1}}), wantCode: "SHRED_BAD_DOCID_TYPE"},
-		{name: "empty string _id", coll: "c", body: ins(obj{"_id": ""}), wantCode: "SHRED_BAD_DOCID_VALUE"},
-		{name: "$date value ok", coll: "c", body: ins(obj{"_id": "date", "at": obj{"$date": 1700000000000}})},
-		{name: "$in 100 ok", coll: "c", body: obj{"find": obj{"filter": obj{"_id": obj{"$in": in(100)}}}}},
-		{name: "$in 101", coll: "c", body: obj{"find": obj{"filter": obj{"_id": obj{"$in": in(101)}}}}, wantCode: "FILTER_INVALID_EXPRESSION", wantMsg: "'$in' operator must have at most 100 values"},
-		{name: "$nin 101", coll: "c", body: obj{"find": obj{"filter": obj{"x": obj{"$nin": in(101)}}}}, wantCode: "FILTER_INVALID_EXPRESSION"},
+		{name: "$ field name", coll: "c", body: insertOneCmd(obj{"_id": "d", "a": obj{"$x": 1}}), wantCode: "SHRED_BAD_FIELD_NAME"},
+		{name: "empty field name", coll: "c", body: insertOneCmd(obj{"_id": "d", "": 1}), wantCode: "SHRED_BAD_FIELD_NAME"},
+		{name: "object _id", coll: "c", body: insertOneCmd(obj{"_id": obj{"a": 1}}), wantCode: "SHRED_BAD_DOCID_TYPE"},
+		{name: "empty string _id", coll: "c", body: insertOneCmd(obj{"_id": ""}), wantCode: "SHRED_BAD_DOCID_VALUE"},
+		{name: "$date value ok", coll: "c", body: insertOneCmd(obj{"_id": "date", "at": obj{"$date": 1700000000000}})},
+		{name: "$in 100 ok", coll: "c", body: obj{"find": obj{"filter": obj{"_id": obj{"$in": numberStrings(100)}}}}},
+		{name: "$in 101", coll: "c", body: obj{"find": obj{"filter": obj{"_id": obj{"$in": numberStrings(101)}}}}, wantCode: "FILTER_INVALID_EXPRESSION", wantMsg: "'$in' operator must have at most 100 values"},
+		{name: "$nin 101", coll: "c", body: obj{"find": obj{"filter": obj{"x": obj{"$nin": numberStrings(101)}}}}, wantCode: "FILTER_INVALID_EXPRESSION"},
 		{name: "filter on denied path", coll: "c", body: obj{"find": obj{"filter": obj{"body": "x"}}}, wantCode: "FILTER_PATH_UNINDEXED"},
 		{name: "unknown filter operator", coll: "c", body: obj{"find": obj{"filter": obj{"a": obj{"$regex": "x"}}}}, wantCode: "FILTER_UNSUPPORTED_OPERATOR"},
-		{name: "vector ok", coll: "vec", body: ins(obj{"_id": "v1", "$vector": []any{0.1, 0.2, 0.3}})},
-		{name: "vector dimension mismatch", coll: "vec", body: ins(obj{"_id": "v2", "$vector": []any{0.1, 0.2}}), wantCode: "VECTOR_SIZE_MISMATCH"},
-		{name: "vector on non-vector collection", coll: "c", body: ins(obj{"_id": "v3", "$vector": []any{0.1}}), wantCode: "VECTOR_SEARCH_NOT_SUPPORTED"},
-		{name: "vector not numbers", coll: "vec", body: ins(obj{"_id": "v4", "$vector": []any{"a", "b", "c"}}), wantCode: "SHRED_BAD_VECTOR_VALUE"},
+		{name: "vector ok", coll: "vec", body: insertOneCmd(obj{"_id": "v1", "$vector": []any{0.1, 0.2, 0.3}})},
+		{name: "vector dimension mismatch", coll: "vec", body: insertOneCmd(obj{"_id": "v2", "$vector": []any{0.1, 0.2}}), wantCode: "VECTOR_SIZE_MISMATCH"},
+		{name: "vector on non-vector collection", coll: "c", body: insertOneCmd(obj{"_id": "v3", "$vector": []any{0.1}}), wantCode: "VECTOR_SEARCH_NOT_SUPPORTED"},
+		{name: "vector not numbers", coll: "vec", body: insertOneCmd(obj{"_id": "v4", "$vector": []any{"a", "b", "c"}}), wantCode: "SHRED_BAD_VECTOR_VALUE"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -176,4 +147,43 @@ func TestLimits(t *testing.T) {
 	if _, ok := s.Documents(ks, "c")["denied2"]; !ok {
 		t.Fatal("an accepted document is missing")
 	}
+}
+
+// deepDoc is a document nested levels deep (the root is level 1).
+func deepDoc(levels int) obj {
+	d := obj{"leaf": 1}
+	for range levels - 2 {
+		d = obj{"n": d}
+	}
+	return obj{"_id": "deep", "n": d}
+}
+
+// intArray is the array 0..n-1.
+func intArray(n int) []any {
+	a := make([]any, n)
+	for i := range a {
+		a[i] = i
+	}
+	return a
+}
+
+// insertOneCmd is the insertOne command of doc.
+func insertOneCmd(doc obj) obj { return obj{"insertOne": obj{"document": doc}} }
+
+// insertManyN is an insertMany command of n documents with ids 0..n-1.
+func insertManyN(n int) obj {
+	docs := make([]any, n)
+	for i := range docs {
+		docs[i] = obj{"_id": i}
+	}
+	return obj{"insertMany": obj{"documents": docs}}
+}
+
+// numberStrings is the array "0".."n-1".
+func numberStrings(n int) []any {
+	a := make([]any, n)
+	for i := range a {
+		a[i] = fmt.Sprint(i)
+	}
+	return a
 }

@@ -20,16 +20,19 @@ func doc(t *testing.T, s *Server, id string) map[string]any {
 	return m
 }
 
+// updateCase is a scenario of TestUpdates: one command on documents a and b.
+type updateCase struct {
+	name       string
+	body       obj
+	wantStatus string
+	wantData   string // "" means no data
+	wantCode   string
+	checkID    string
+	wantDoc    string // stored document checkID after the command; "null" for absent
+}
+
 func TestUpdates(t *testing.T) {
-	tests := []struct {
-		name       string
-		body       obj
-		wantStatus string
-		wantData   string // "" means no data
-		wantCode   string
-		checkID    string
-		wantDoc    string // stored document checkID after the command; "null" for absent
-	}{
+	tests := []updateCase{
 		{name: "updateOne $set $inc $unset", body: obj{"updateOne": obj{"filter": obj{"_id": "a"}, "update": obj{"$set": obj{"m.x": "y"}, "$inc": obj{"n": 2}, "$unset": obj{"s": ""}}}},
 			wantStatus: `{"matchedCount":1,"modifiedCount":1}`, checkID: "a", wantDoc: `{"_id":"a","n":3,"m":{"x":"y"},"tags":["t1"]}`},
 		{name: "updateOne no-op", body: obj{"updateOne": obj{"filter": obj{"_id": "a"}, "update": obj{"$set": obj{"n": 1}}}},
@@ -69,37 +72,41 @@ func TestUpdates(t *testing.T) {
 		{name: "estimatedDocumentCount", body: obj{"estimatedDocumentCount": obj{}}, wantStatus: `{"count":2}`},
 	}
 	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			s := newServer(t, Config{}, "c")
-			mustOK(t, call(t, s, collPath("c"), obj{"insertMany": obj{"documents": []any{
-				obj{"_id": "a", "n": 1, "s": "x", "tags": []any{"t1"}}, obj{"_id": "b", "n": 2}}}}))
-			env := call(t, s, collPath("c"), tc.body)
-			if env.code() != tc.wantCode {
-				t.Fatalf("code %q, want %q: %s", env.code(), tc.wantCode, env.Raw)
-			}
-			if tc.wantCode == "" {
-				var st map[string]any
-				mustUnmarshal(t, tc.wantStatus, &st)
-				if !reflect.DeepEqual(env.Status, st) {
-					t.Fatalf("status %v, want %s", env.Status, tc.wantStatus)
-				}
-				var data map[string]any
-				if tc.wantData != "" {
-					mustUnmarshal(t, tc.wantData, &data)
-				}
-				if !reflect.DeepEqual(env.Data, data) {
-					t.Fatalf("data %v, want %s", env.Data, tc.wantData)
-				}
-				noViolations(t, s)
-			}
-			if tc.checkID != "" {
-				var want map[string]any
-				mustUnmarshal(t, tc.wantDoc, &want)
-				if got := doc(t, s, tc.checkID); !reflect.DeepEqual(got, want) {
-					t.Fatalf("stored %v, want %s", got, tc.wantDoc)
-				}
-			}
-		})
+		t.Run(tc.name, func(t *testing.T) { checkUpdate(t, tc) })
+	}
+}
+
+// checkUpdate runs tc's command on a fresh collection holding a and b and checks the
+// error code, or the status, data and no violation; then the stored document checkID.
+func checkUpdate(t *testing.T, tc updateCase) {
+	s := newServer(t, Config{}, "c")
+	mustOK(t, call(t, s, collPath("c"), obj{"insertMany": obj{"documents": []any{
+		obj{"_id": "a", "n": 1, "s": "x", "tags": []any{"t1"}}, obj{"_id": "b", "n": 2}}}}))
+	env := call(t, s, collPath("c"), tc.body)
+	if env.code() != tc.wantCode {
+		t.Fatalf("code %q, want %q: %s", env.code(), tc.wantCode, env.Raw)
+	}
+	if tc.wantCode == "" {
+		var st map[string]any
+		mustUnmarshal(t, tc.wantStatus, &st)
+		if !reflect.DeepEqual(env.Status, st) {
+			t.Fatalf("status %v, want %s", env.Status, tc.wantStatus)
+		}
+		var data map[string]any
+		if tc.wantData != "" {
+			mustUnmarshal(t, tc.wantData, &data)
+		}
+		if !reflect.DeepEqual(env.Data, data) {
+			t.Fatalf("data %v, want %s", env.Data, tc.wantData)
+		}
+		noViolations(t, s)
+	}
+	if tc.checkID != "" {
+		var want map[string]any
+		mustUnmarshal(t, tc.wantDoc, &want)
+		if got := doc(t, s, tc.checkID); !reflect.DeepEqual(got, want) {
+			t.Fatalf("stored %v, want %s", got, tc.wantDoc)
+		}
 	}
 }
 

@@ -373,6 +373,44 @@ func testStoreImportFixtures(t *testing.T, open Opener) {
 		t.Errorf("report %+v", rep)
 	}
 	// Read back: byte-identical to the stored Python files.
+	checkImportReadBack(t, s, raw)
+
+	// Importing again skips everything; a conflicting file fails the whole import.
+	rep, err = s.Import(ctx, files)
+	if err != nil || len(rep.Skipped) != 4 || len(rep.Features) != 0 {
+		t.Errorf("re-import %+v %v", rep, err)
+	}
+	changed := bytes.Replace(raw[reqtest.FixturePending], []byte(`"medium"`), []byte(`"high"`), 1)
+	newOne := bytes.ReplaceAll(raw[reqtest.FixtureRejected], []byte("FR-17572141034994902"), []byte("FR-17572141034994903"))
+	if _, err := s.Import(ctx, []requirements.LegacyFile{{Name: "new.json", Data: newOne}, {Name: "conflict.json", Data: changed}}); err == nil {
+		t.Error("conflicting import succeeded")
+	}
+	if _, err := s.GetFeature(ctx, "FR-17572141034994903"); !errors.Is(err, requirements.ErrNotFound) {
+		t.Errorf("failed import left a record behind: %v", err)
+	}
+	if _, err := s.Import(ctx, []requirements.LegacyFile{{Name: "x.json", Data: []byte(`{"x":1}`)}}); err == nil {
+		t.Error("unknown file imported")
+	}
+
+	// Imported records take part in the state machine.
+	out := reqtest.Apply(t, s, reqtest.Decide("FR-17572141034994902", requirements.ActionApprove, nil, nil), "")
+	if out.Refusal == nil || out.Refusal.Code != requirements.RefusalAlreadyDecided {
+		t.Errorf("deciding an imported rejected request: %+v", out)
+	}
+	out = reqtest.Apply(t, s, reqtest.Decide("FR-17572141034372077", requirements.ActionReject, reqtest.Ptr("superseded"), reqtest.Ptr(int64(1))), "")
+	if !out.Applied || out.Feature.Version != 2 || out.Audit.Seq != 2 {
+		t.Errorf("deciding an imported pending request: %+v", out)
+	}
+	if integ, _ := s.VerifyAudit(ctx); !integ.Valid {
+		t.Errorf("VerifyAudit after a decision: %+v", integ)
+	}
+}
+
+// checkImportReadBack checks what testStoreImportFixtures imported from the fixtures raw:
+// read back byte-identical to the stored Python files, listed in order, with a valid audit
+// chain of 4 entries.
+func checkImportReadBack(t *testing.T, s requirements.Store, raw map[string][]byte) {
+	ctx := t.Context()
 	v, err := s.GetVersion(ctx, 1757213987664)
 	if err != nil {
 		t.Fatal(err)
@@ -406,36 +444,6 @@ func testStoreImportFixtures(t *testing.T, open Opener) {
 	}
 	if integ, err := s.VerifyAudit(ctx); err != nil || !integ.Valid || integ.Entries != 4 {
 		t.Errorf("VerifyAudit %+v %v", integ, err)
-	}
-
-	// Importing again skips everything; a conflicting file fails the whole import.
-	rep, err = s.Import(ctx, files)
-	if err != nil || len(rep.Skipped) != 4 || len(rep.Features) != 0 {
-		t.Errorf("re-import %+v %v", rep, err)
-	}
-	changed := bytes.Replace(raw[reqtest.FixturePending], []byte(`"medium"`), []byte(`"high"`), 1)
-	newOne := bytes.ReplaceAll(raw[reqtest.FixtureRejected], []byte("FR-17572141034994902"), []byte("FR-17572141034994903"))
-	if _, err := s.Import(ctx, []requirements.LegacyFile{{Name: "new.json", Data: newOne}, {Name: "conflict.json", Data: changed}}); err == nil {
-		t.Error("conflicting import succeeded")
-	}
-	if _, err := s.GetFeature(ctx, "FR-17572141034994903"); !errors.Is(err, requirements.ErrNotFound) {
-		t.Errorf("failed import left a record behind: %v", err)
-	}
-	if _, err := s.Import(ctx, []requirements.LegacyFile{{Name: "x.json", Data: []byte(`{"x":1}`)}}); err == nil {
-		t.Error("unknown file imported")
-	}
-
-	// Imported records take part in the state machine.
-	out := reqtest.Apply(t, s, reqtest.Decide("FR-17572141034994902", requirements.ActionApprove, nil, nil), "")
-	if out.Refusal == nil || out.Refusal.Code != requirements.RefusalAlreadyDecided {
-		t.Errorf("deciding an imported rejected request: %+v", out)
-	}
-	out = reqtest.Apply(t, s, reqtest.Decide("FR-17572141034372077", requirements.ActionReject, reqtest.Ptr("superseded"), reqtest.Ptr(int64(1))), "")
-	if !out.Applied || out.Feature.Version != 2 || out.Audit.Seq != 2 {
-		t.Errorf("deciding an imported pending request: %+v", out)
-	}
-	if integ, _ := s.VerifyAudit(ctx); !integ.Valid {
-		t.Errorf("VerifyAudit after a decision: %+v", integ)
 	}
 }
 
