@@ -242,6 +242,28 @@ func TestCommandsThroughPipeline(t *testing.T) {
 	if t.Failed() {
 		return
 	}
+	checkCommandProjection(t, ce, a, b)
+	if integ, err := ce.store.VerifyAudit(ctx); err != nil || !integ.Valid || integ.Entries != len(applied) {
+		t.Errorf("VerifyAudit = %+v, %v; want %d valid entries", integ, err, len(applied))
+	}
+	// Every command, refused or applied, is on the change feed once, in order.
+	events := followMutations(t, ce, len(steps))
+	for i, st := range steps {
+		if m := events[i]; m.Type != "mutation" || m.CommandType != st.cmd.Type || (st.refusal == "") != m.Applied {
+			t.Errorf("event %d = %+v, want %s applied=%v", i, m, st.cmd.Type, st.refusal == "")
+		}
+	}
+	if dl := ce.deadLetters(t); len(dl) != 0 {
+		t.Errorf("refusals were dead-lettered: %v", dl)
+	}
+}
+
+// checkCommandProjection checks the graph after TestCommandsThroughPipeline's steps: the
+// latest requirements version, its items linked to each other, and one Decision node for each
+// of feature requests a and b.
+func checkCommandProjection(t *testing.T, ce *cmdEnv, a, b string) {
+	t.Helper()
+	ctx := context.Background()
 	// Graph: the version, its items linked part_of it, and one Decision node per decision.
 	v, err := ce.store.LatestVersion(ctx)
 	if err != nil {
@@ -259,20 +281,22 @@ func TestCommandsThroughPipeline(t *testing.T) {
 			t.Errorf("decision node %s: %+v, %v", dec, n, err)
 		}
 	}
-	if integ, err := ce.store.VerifyAudit(ctx); err != nil || !integ.Valid || integ.Entries != len(applied) {
-		t.Errorf("VerifyAudit = %+v, %v; want %d valid entries", integ, err, len(applied))
-	}
-	// Every command, refused or applied, is on the change feed once, in order.
+}
+
+// followMutations reads the first n events of the change feed as mutation events, waiting up
+// to 10 s for them.
+func followMutations(t *testing.T, ce *cmdEnv, n int) []commands.MutationEvent {
+	t.Helper()
 	var events []commands.MutationEvent
-	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err = jobs.NewEventFeed(ce.js).Follow(fctx, 0, func(ev jobs.Event) error {
+	err := jobs.NewEventFeed(ce.js).Follow(fctx, 0, func(ev jobs.Event) error {
 		var m commands.MutationEvent
 		if err := json.Unmarshal(ev.Data, &m); err != nil {
 			return err
 		}
 		events = append(events, m)
-		if len(events) == len(steps) {
+		if len(events) == n {
 			return errStop
 		}
 		return nil
@@ -280,14 +304,7 @@ func TestCommandsThroughPipeline(t *testing.T) {
 	if !errors.Is(err, errStop) {
 		t.Fatalf("follow: %v after %d events", err, len(events))
 	}
-	for i, st := range steps {
-		if m := events[i]; m.Type != "mutation" || m.CommandType != st.cmd.Type || (st.refusal == "") != m.Applied {
-			t.Errorf("event %d = %+v, want %s applied=%v", i, m, st.cmd.Type, st.refusal == "")
-		}
-	}
-	if dl := ce.deadLetters(t); len(dl) != 0 {
-		t.Errorf("refusals were dead-lettered: %v", dl)
-	}
+	return events
 }
 
 var errStop = errors.New("stop")
@@ -483,9 +500,43 @@ func orderScript(rng *rand.Rand, id string, n int) []requirements.Command {
 func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
 	ce := newCmdEnv(t)
 	const keys, perKey = 20, 50
-	var stores [2]*countingStore
+	stores, cfgs := twoCommandWorkers(t, ce)
 	var stops [2]func() error
-	var cfgs [2]commands.WorkerConfig
+	stops[0] = ce.startCommandWorker(t, cfgs[0])
+	scripts := orderScripts(keys, perKey)
+	publishInterleaved(t, ce, scripts)
+	waitFor(t, "the first worker to apply 200 commands", func() bool { return stores[0].n.Load() >= 200 })
+	stops[1] = ce.startCommandWorker(t, cfgs[1])
+	if err := stops[0](); err != nil {
+		t.Fatalf("stop the first worker: %v", err)
+	}
+	ctx := context.Background()
+	last := scripts[keys-1][perKey-1].CommandID
+	if _, ok, err := ce.client.Await(ctx, last, time.Minute); !ok || err != nil {
+		t.Fatalf("last command not applied: %v %v", ok, err)
+	}
+	refused := 0
+	for k, script := range scripts {
+		refused += checkScriptOutcomes(t, ce, k, script)
+	}
+	if dl := ce.deadLetters(t); len(dl) != 0 {
+		t.Fatalf("%d dead letters, first %+v", len(dl), dl[0])
+	}
+	a, b := stores[0].n.Load(), stores[1].n.Load()
+	t.Logf("worker A applied %d, worker B %d; %d of %d commands refused", a, b, refused, keys*perKey)
+	if a == 0 || b == 0 || a+b < keys*perKey {
+		t.Errorf("workers applied %d and %d commands; want both > 0 and %d in all", a, b, keys*perKey)
+	}
+	if refused == 0 || refused == keys*(perKey-1) {
+		t.Errorf("%d refusals: the script does not exercise order", refused)
+	}
+}
+
+// twoCommandWorkers returns the configurations of two command workers on ce's broker, each with
+// its own connection, store (counting the commands it applies) and graph handle, like two
+// processes.
+func twoCommandWorkers(t *testing.T, ce *cmdEnv) (stores [2]*countingStore, cfgs [2]commands.WorkerConfig) {
+	t.Helper()
 	for i := range stores {
 		nc := embeddedtest.Connect(t, ce.srv)
 		js, err := jetstream.New(nc)
@@ -499,7 +550,12 @@ func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
 		stores[i] = &countingStore{Store: ce.openStore(t)}
 		cfgs[i] = commands.WorkerConfig{JS: js, Streams: cs, Store: stores[i], Graph: ce.openGraph(t)}
 	}
-	stops[0] = ce.startCommandWorker(t, cfgs[0])
+	return stores, cfgs
+}
+
+// orderScripts returns keys scripts of perKey commands each (orderScript, from a fixed seed),
+// with command ids ord-<key>-<i> and issue times a millisecond apart.
+func orderScripts(keys, perKey int) [][]requirements.Command {
 	rng := rand.New(rand.NewPCG(5, 7))
 	scripts := make([][]requirements.Command, keys)
 	base := time.Now()
@@ -510,12 +566,17 @@ func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
 			scripts[k][i].IssuedAt = base.Add(time.Duration(i) * time.Millisecond)
 		}
 	}
-	// Interleave keys; one connection publishes asynchronously, so the stream receives each
-	// key's commands in script order.
-	ctx := context.Background()
+	return scripts
+}
+
+// publishInterleaved publishes the scripts' commands, signed as the API signs them, step by
+// step across the keys, and waits for every ack. One connection publishes asynchronously, so
+// the stream receives each key's commands in script order.
+func publishInterleaved(t *testing.T, ce *cmdEnv, scripts [][]requirements.Command) {
+	t.Helper()
 	var futures []jetstream.PubAckFuture
-	for i := range perKey {
-		for k := range keys {
+	for i := range scripts[0] {
+		for k := range scripts {
 			cmd := scripts[k][i]
 			m := nats.NewMsg(cmd.Subject())
 			m.Data, _ = json.Marshal(cmd)
@@ -537,73 +598,60 @@ func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
 			t.Fatal("publish ack timed out")
 		}
 	}
-	waitFor(t, "the first worker to apply 200 commands", func() bool { return stores[0].n.Load() >= 200 })
-	stops[1] = ce.startCommandWorker(t, cfgs[1])
-	if err := stops[0](); err != nil {
-		t.Fatalf("stop the first worker: %v", err)
-	}
-	last := scripts[keys-1][perKey-1].CommandID
-	if _, ok, err := ce.client.Await(ctx, last, time.Minute); !ok || err != nil {
-		t.Fatalf("last command not applied: %v %v", ok, err)
-	}
-	refused := 0
-	for k, script := range scripts {
-		var st requirements.State
-		for i, cmd := range script {
-			want, _, err := requirements.Apply(st, cmd)
-			var ref *requirements.Refusal
-			if errors.As(err, &ref) {
-				refused++
-			} else if err != nil {
-				t.Fatal(err)
+}
+
+// checkScriptOutcomes replays key k's script through requirements.Apply and checks that each
+// command's stored outcome is the replay's (applied at the same version and status, or refused
+// with the same code), that the stored request ends in the replay's state, and that the graph
+// projection catches up with it. It returns how many of the script's commands were refused.
+func checkScriptOutcomes(t *testing.T, ce *cmdEnv, k int, script []requirements.Command) (refused int) {
+	t.Helper()
+	ctx := context.Background()
+	var st requirements.State
+	for i, cmd := range script {
+		want, _, err := requirements.Apply(st, cmd)
+		var ref *requirements.Refusal
+		if errors.As(err, &ref) {
+			refused++
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		var got requirements.Outcome
+		waitFor(t, "outcome of "+cmd.CommandID, func() bool {
+			got, err = ce.store.CommandOutcome(ctx, cmd.CommandID)
+			return err == nil
+		})
+		switch {
+		case ref != nil:
+			if got.Refusal == nil || got.Refusal.Code != ref.Code || got.Refusal.CurrentVersion != ref.CurrentVersion {
+				t.Fatalf("key %d command %d (%s): got %+v, want refusal %+v", k, i, cmd.Type, got.Refusal, ref)
 			}
-			var got requirements.Outcome
-			waitFor(t, "outcome of "+cmd.CommandID, func() bool {
-				got, err = ce.store.CommandOutcome(ctx, cmd.CommandID)
-				return err == nil
-			})
-			switch {
-			case ref != nil:
-				if got.Refusal == nil || got.Refusal.Code != ref.Code || got.Refusal.CurrentVersion != ref.CurrentVersion {
-					t.Fatalf("key %d command %d (%s): got %+v, want refusal %+v", k, i, cmd.Type, got.Refusal, ref)
-				}
-			default:
-				if !got.Applied || got.Feature.Version != want.Feature.Version || got.Feature.Status != want.Feature.Status {
-					t.Fatalf("key %d command %d (%s): got %+v, want %s v%d", k, i, cmd.Type, got, want.Feature.Status, want.Feature.Version)
-				}
-				st = want
+		default:
+			if !got.Applied || got.Feature.Version != want.Feature.Version || got.Feature.Status != want.Feature.Status {
+				t.Fatalf("key %d command %d (%s): got %+v, want %s v%d", k, i, cmd.Type, got, want.Feature.Status, want.Feature.Version)
 			}
-		}
-		f, err := ce.store.GetFeature(ctx, script[0].Key())
-		if err != nil || f.Status != st.Feature.Status || f.Version != st.Feature.Version {
-			t.Fatalf("key %d final %+v, %v; want %s v%d", k, f, err, st.Feature.Status, st.Feature.Version)
-		}
-		// The store's apply marker (what CommandOutcome reads) commits before the graph
-		// projection, which a busy graph file may retry: wait for the projection to catch up.
-		var n graph.Node
-		projected := func() bool {
-			n, err = ce.graph.GetNode(ctx, graph.DefaultEnv, requirements.FeatureNodeID(f.RequestID))
-			return err == nil && n.Properties["status"] == string(f.Status) && n.Version == f.Version
-		}
-		deadline := time.Now().Add(30 * time.Second)
-		for !projected() {
-			if time.Now().After(deadline) {
-				t.Fatalf("key %d graph %+v, %v; want %s at version %d", k, n, err, f.Status, f.Version)
-			}
-			time.Sleep(10 * time.Millisecond)
+			st = want
 		}
 	}
-	if dl := ce.deadLetters(t); len(dl) != 0 {
-		t.Fatalf("%d dead letters, first %+v", len(dl), dl[0])
+	f, err := ce.store.GetFeature(ctx, script[0].Key())
+	if err != nil || f.Status != st.Feature.Status || f.Version != st.Feature.Version {
+		t.Fatalf("key %d final %+v, %v; want %s v%d", k, f, err, st.Feature.Status, st.Feature.Version)
 	}
-	a, b := stores[0].n.Load(), stores[1].n.Load()
-	t.Logf("worker A applied %d, worker B %d; %d of %d commands refused", a, b, refused, keys*perKey)
-	if a == 0 || b == 0 || a+b < keys*perKey {
-		t.Errorf("workers applied %d and %d commands; want both > 0 and %d in all", a, b, keys*perKey)
+	// The store's apply marker (what CommandOutcome reads) commits before the graph
+	// projection, which a busy graph file may retry: wait for the projection to catch up.
+	var n graph.Node
+	projected := func() bool {
+		n, err = ce.graph.GetNode(ctx, graph.DefaultEnv, requirements.FeatureNodeID(f.RequestID))
+		return err == nil && n.Properties["status"] == string(f.Status) && n.Version == f.Version
 	}
-	if refused == 0 || refused == keys*(perKey-1) {
-		t.Errorf("%d refusals: the script does not exercise order", refused)
+	deadline := time.Now().Add(30 * time.Second)
+	for !projected() {
+		if time.Now().After(deadline) {
+			t.Fatalf("key %d graph %+v, %v; want %s at version %d", k, n, err, f.Status, f.Version)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
+	return refused
 }
 
 // The change feed resumes after a given sequence, and ForwardJobEvents puts job changes on it.
