@@ -475,28 +475,14 @@ func fetchOne(t *testing.T, c jetstream.Consumer) jetstream.Msg {
 	return nil
 }
 
+// TestCaptureAdvisories: the capture turns the broker's advisories into dead letters — a
+// message a consumer naked until MaxDeliver ("exhausted") and one a consumer terminated itself
+// ("transient") — and never writes a second dead letter for a message the worker dead-lettered
+// and then terminated. The scenarios run in this order: the terminated one is the barrier that
+// shows the worker's earlier advisory was handled.
 func TestCaptureAdvisories(t *testing.T) {
 	e := newEnv(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	var mu sync.Mutex
-	var captured []schemas.DeadLetterEnvelope
-	c, err := e.dlq.SubscribeAdvisories(ctx, func(_ context.Context, p dlq.CaptureParams) error {
-		mu.Lock()
-		captured = append(captured, p.Envelope)
-		mu.Unlock()
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
+	captured := runCapture(t, e)
 
 	// A message the worker dead-letters (and then terminates): its terminated advisory must
 	// not create a second dead letter.
@@ -505,20 +491,82 @@ func TestCaptureAdvisories(t *testing.T) {
 	job := e.load(t, writeChunks(t, e.dir, 2, "adv_%04d"))
 	workerEntry := e.waitEntries(t, dlq.Filter{Job: job.JobID}, 1)[0]
 
-	// A message a consumer naks until it hits MaxDeliver 2: captured as "exhausted".
-	pub := func(subject, body string) uint64 {
-		m := nats.NewMsg(subject)
-		m.Data = []byte(body)
-		m.Header.Set(schemas.HeaderTraceparent, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
-		ack, err := e.js.PublishMsg(ctx, m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ack.Sequence
+	n, id := captureExhausted(t, e)
+	id2 := captureTerminated(t, e, n)
+
+	// The worker's dead letter is still the only one for its message.
+	if ents := e.all(t, e.dlq, dlq.Filter{Job: job.JobID}); len(ents) != 1 || ents[0].Seq != workerEntry.Seq {
+		t.Fatalf("worker's message has entries %+v", ents)
 	}
+	captured.mu.Lock()
+	defer captured.mu.Unlock()
+	var capturedIDs []string
+	for _, c := range captured.envs {
+		capturedIDs = append(capturedIDs, c.ID)
+		if c.ID == workerEntry.Envelope.ID {
+			t.Fatalf("capture wrote a second dead letter for %s", c.ID)
+		}
+	}
+	if len(captured.envs) != 2 {
+		t.Fatalf("captured %v, want %s and %s", capturedIDs, id, id2)
+	}
+}
+
+// capturedEnvelopes is what a capture's callback was given; mu guards envs.
+type capturedEnvelopes struct {
+	mu   sync.Mutex
+	envs []schemas.DeadLetterEnvelope
+}
+
+// runCapture subscribes to e's advisories and runs the capture until the test ends (when it
+// checks that Run returned no error), recording each envelope captured.
+func runCapture(t *testing.T, e *testEnv) *capturedEnvelopes {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	captured := &capturedEnvelopes{}
+	c, err := e.dlq.SubscribeAdvisories(ctx, func(_ context.Context, p dlq.CaptureParams) error {
+		captured.mu.Lock()
+		captured.envs = append(captured.envs, p.Envelope)
+		captured.mu.Unlock()
+		return nil
+	})
+	if err != nil {
+		cancel()
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return captured
+}
+
+// publishTraced publishes body on subject with a traceparent header and returns its stream
+// sequence.
+func publishTraced(t *testing.T, e *testEnv, subject, body string) uint64 {
+	t.Helper()
+	m := nats.NewMsg(subject)
+	m.Data = []byte(body)
+	m.Header.Set(schemas.HeaderTraceparent, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+	ack, err := e.js.PublishMsg(context.Background(), m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ack.Sequence
+}
+
+// captureExhausted publishes a message that a consumer of its own ("naker", MaxDeliver 2)
+// naks until the limit, and checks it is captured as "exhausted" with its payload, attempts,
+// trace and place in the stream. It returns the naker and the dead letter's id.
+func captureExhausted(t *testing.T, e *testEnv) (jetstream.Consumer, string) {
+	t.Helper()
 	// The worker's consumer sees these too and simply writes them; a consumer of our own
 	// naks them.
-	seq := pub("sluice.v1.chunks.test", `{"chunk_id":"adv_nak","content":"x"}`)
+	seq := publishTraced(t, e, "sluice.v1.chunks.test", `{"chunk_id":"adv_nak","content":"x"}`)
 	n := naker(t, e, "naker", "sluice.v1.chunks.test", 2)
 	for range 2 {
 		if err := fetchOne(t, n).Nak(); err != nil {
@@ -551,11 +599,17 @@ func TestCaptureAdvisories(t *testing.T) {
 	if err := schemasValidate(env); err != nil {
 		t.Fatalf("captured envelope breaks its schema: %v", err)
 	}
+	return n, id
+}
 
-	// A message a consumer terminates itself: captured as "transient". It also serves as a
-	// barrier: advisories are handled in order, so once it is captured the worker's earlier
-	// terminated advisory was handled too.
-	seq2 := pub("sluice.v1.chunks.test", `{"chunk_id":"adv_term","content":"y"}`)
+// captureTerminated publishes a message that the consumer n terminates itself, and checks it
+// is captured as "transient" with the reason; it returns the dead letter's id. It also serves
+// as a barrier: advisories are handled in order, so once it is captured every earlier
+// advisory was handled too.
+func captureTerminated(t *testing.T, e *testEnv, n jetstream.Consumer) string {
+	t.Helper()
+	ctx := context.Background()
+	seq2 := publishTraced(t, e, "sluice.v1.chunks.test", `{"chunk_id":"adv_term","content":"y"}`)
 	m := fetchOne(t, n)
 	if md, _ := m.Metadata(); md.Sequence.Stream != seq2 {
 		t.Fatalf("naker got seq %d, want %d", md.Sequence.Stream, seq2)
@@ -572,22 +626,7 @@ func TestCaptureAdvisories(t *testing.T) {
 	if term.Envelope.Error.Class != "transient" || !contains(term.Envelope.Error.Message, "bad input") {
 		t.Fatalf("terminated envelope = %+v", term.Envelope)
 	}
-	// The worker's dead letter is still the only one for its message.
-	if ents := e.all(t, e.dlq, dlq.Filter{Job: job.JobID}); len(ents) != 1 || ents[0].Seq != workerEntry.Seq {
-		t.Fatalf("worker's message has entries %+v", ents)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	var capturedIDs []string
-	for _, c := range captured {
-		capturedIDs = append(capturedIDs, c.ID)
-		if c.ID == workerEntry.Envelope.ID {
-			t.Fatalf("capture wrote a second dead letter for %s", c.ID)
-		}
-	}
-	if len(captured) != 2 {
-		t.Fatalf("captured %v, want %s and %s", capturedIDs, id, id2)
-	}
+	return id2
 }
 
 // Advisories sent while no capture runs wait in the advisory stream and become dead letters
