@@ -45,6 +45,9 @@ func schemasValidate(env schemas.DeadLetterEnvelope) error {
 	return v.Validate(schemas.DeadLetter, b)
 }
 
+// TestListFiltersAndReplayAfterFix: a chunk the sink rejects is dead-lettered with its job,
+// item and payload; every filter finds it or not; Get finds it after a restart; and once the
+// cause is fixed, replay writes it exactly once and the job completes.
 func TestListFiltersAndReplayAfterFix(t *testing.T) {
 	e := newEnv(t)
 	sink := newFaultySink(e.store, "rep_0002")
@@ -66,32 +69,7 @@ func TestListFiltersAndReplayAfterFix(t *testing.T) {
 		t.Fatalf("entry = %+v", ent)
 	}
 
-	now := time.Now()
-	tests := []struct {
-		name string
-		f    dlq.Filter
-		want int
-	}{
-		{"job", dlq.Filter{Job: job.JobID}, 1},
-		{"other job", dlq.Filter{Job: "nope"}, 0},
-		{"subject", dlq.Filter{Subject: "sluice.v1.chunks.dev"}, 1},
-		{"subject wildcard", dlq.Filter{Subject: "sluice.v1.chunks.*"}, 1},
-		{"other subject", dlq.Filter{Subject: "sluice.v1.chunks.prod"}, 0},
-		{"class", dlq.Filter{ErrorClass: "rejected"}, 1},
-		{"other class", dlq.Filter{ErrorClass: "validation"}, 0},
-		{"since before", dlq.Filter{Since: now.Add(-time.Hour)}, 1},
-		{"since after", dlq.Filter{Since: now.Add(time.Hour)}, 0},
-		{"until after", dlq.Filter{Until: now.Add(time.Hour)}, 1},
-		{"until before", dlq.Filter{Until: now.Add(-time.Hour)}, 0},
-		{"all fields", dlq.Filter{Job: job.JobID, Subject: "sluice.v1.chunks.dev", ErrorClass: "rejected", Since: now.Add(-time.Hour), Until: now.Add(time.Hour)}, 1},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := e.all(t, e.dlq, tc.f); len(got) != tc.want {
-				t.Fatalf("%d entries, want %d", len(got), tc.want)
-			}
-		})
-	}
+	checkListFilters(t, e, job.JobID)
 
 	// Get works from a fresh Store (as after a restart), and unknown ids are ErrNotFound.
 	got, err := e.newStore(t).Get(ctx, env.ID)
@@ -102,6 +80,46 @@ func TestListFiltersAndReplayAfterFix(t *testing.T) {
 		t.Fatalf("Get(unknown) err = %v, want ErrNotFound", err)
 	}
 
+	checkReplayAfterFix(t, e, sink, job.JobID, env)
+}
+
+// checkListFilters checks that each filter on its own, and all at once, lists the one dead
+// letter of job jobID, and that each mismatching one lists none.
+func checkListFilters(t *testing.T, e *testEnv, jobID string) {
+	t.Helper()
+	now := time.Now()
+	tests := []struct {
+		name string
+		f    dlq.Filter
+		want int
+	}{
+		{"job", dlq.Filter{Job: jobID}, 1},
+		{"other job", dlq.Filter{Job: "nope"}, 0},
+		{"subject", dlq.Filter{Subject: "sluice.v1.chunks.dev"}, 1},
+		{"subject wildcard", dlq.Filter{Subject: "sluice.v1.chunks.*"}, 1},
+		{"other subject", dlq.Filter{Subject: "sluice.v1.chunks.prod"}, 0},
+		{"class", dlq.Filter{ErrorClass: "rejected"}, 1},
+		{"other class", dlq.Filter{ErrorClass: "validation"}, 0},
+		{"since before", dlq.Filter{Since: now.Add(-time.Hour)}, 1},
+		{"since after", dlq.Filter{Since: now.Add(time.Hour)}, 0},
+		{"until after", dlq.Filter{Until: now.Add(time.Hour)}, 1},
+		{"until before", dlq.Filter{Until: now.Add(-time.Hour)}, 0},
+		{"all fields", dlq.Filter{Job: jobID, Subject: "sluice.v1.chunks.dev", ErrorClass: "rejected", Since: now.Add(-time.Hour), Until: now.Add(time.Hour)}, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := e.all(t, e.dlq, tc.f); len(got) != tc.want {
+				t.Fatalf("%d entries, want %d", len(got), tc.want)
+			}
+		})
+	}
+}
+
+// checkReplayAfterFix fixes the sink's cause of dead letter env (of job jobID, item 2, chunk
+// rep_0002) and replays it.
+func checkReplayAfterFix(t *testing.T, e *testEnv, sink *faultySink, jobID string, env schemas.DeadLetterEnvelope) {
+	t.Helper()
+	ctx := context.Background()
 	// Fix the cause and replay: the document lands exactly once and the job moves the item
 	// from dead-lettered to written.
 	sink.fix("rep_0002")
@@ -112,7 +130,7 @@ func TestListFiltersAndReplayAfterFix(t *testing.T) {
 	if len(res.Replayed) != 1 || len(res.Skipped) != 0 || len(res.Failed) != 0 || res.Replayed[0].Replay != 1 || res.Replayed[0].Seq == 0 {
 		t.Fatalf("replay = %+v", res)
 	}
-	e.waitJob(t, job.JobID, func(j jobs.Job) bool {
+	e.waitJob(t, jobID, func(j jobs.Job) bool {
 		return j.Written == 5 && j.DeadLettered == 0 && j.State == jobs.JobCompleted
 	})
 	if n := sink.writesOf("rep_0002"); n != 1 {
@@ -129,7 +147,7 @@ func TestListFiltersAndReplayAfterFix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if chunk.Header.Get(schemas.HeaderJob) != job.JobID || chunk.Header.Get(schemas.HeaderItem) != "2" ||
+	if chunk.Header.Get(schemas.HeaderJob) != jobID || chunk.Header.Get(schemas.HeaderItem) != "2" ||
 		chunk.Header.Get(dlq.HeaderReplay) != "1" || chunk.Header.Get(nats.MsgIdHdr) != res.Replayed[0].MsgID ||
 		chunk.Header.Get(dlq.HeaderReplayOf) != env.Headers[nats.MsgIdHdr][0] || string(chunk.Data) != string(env.Payload) {
 		t.Fatalf("replayed message headers %v", chunk.Header)
