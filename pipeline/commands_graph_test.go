@@ -168,16 +168,7 @@ func TestCommandsGraphProjectionsGrouped(t *testing.T) {
 	gs, other := ce.openGraphFile(t, time.Minute)
 	// One command per partition (the last one fails): a partition holding two would hand the
 	// second over only after the first's projection, alone.
-	var cmds []requirements.Command
-	used := map[int]bool{}
-	for i := 0; len(cmds) < ce.cs.Partitions; i++ {
-		c := featureCmd(fmt.Sprintf("FR-5000000%05d", i))
-		if p := commandPartition(c.Key(), ce.cs.Partitions); !used[p] {
-			used[p] = true
-			c.CommandID = fmt.Sprintf("cmd-5000000-%d", len(cmds))
-			cmds = append(cmds, c)
-		}
-	}
+	cmds := onePerPartition(ce)
 	boom := cmds[len(cmds)-1]
 	boomMarker := "command:" + boom.CommandID
 	// json() of a non-JSON string fails at run time with SQLITE_ERROR: transient, and only
@@ -218,6 +209,33 @@ func TestCommandsGraphProjectionsGrouped(t *testing.T) {
 	release()
 	ce.awaitProjected(t, cmds)
 
+	checkGroupedAttempts(t, rg, cmds, boom)
+}
+
+// onePerPartition returns one feature submission per command partition of ce, ids
+// cmd-5000000-0 … (the last one is the scenario's failing one): a partition holding two would
+// hand the second over only after the first's projection, alone.
+func onePerPartition(ce *cmdEnv) []requirements.Command {
+	var cmds []requirements.Command
+	used := map[int]bool{}
+	for i := 0; len(cmds) < ce.cs.Partitions; i++ {
+		c := featureCmd(fmt.Sprintf("FR-5000000%05d", i))
+		if p := commandPartition(c.Key(), ce.cs.Partitions); !used[p] {
+			used[p] = true
+			c.CommandID = fmt.Sprintf("cmd-5000000-%d", len(cmds))
+			cmds = append(cmds, c)
+		}
+	}
+	return cmds
+}
+
+// checkGroupedAttempts checks the projections recorded by rg: the failing one (boom) shared a
+// graph transaction with one that committed, failed twice and was then applied; every other
+// was applied once, never retried; and there were fewer transactions than commands plus the
+// two retries.
+func checkGroupedAttempts(t *testing.T, rg *recordingGraph, cmds []requirements.Command, boom requirements.Command) {
+	t.Helper()
+	boomMarker := "command:" + boom.CommandID
 	attempts := map[string][]error{}
 	sharedFailure := false
 	for _, call := range rg.snapshot() {

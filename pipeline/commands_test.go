@@ -6,16 +6,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dev/sluice/pipeline/commands"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
@@ -25,7 +22,6 @@ import (
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/graph"
 	"github.com/sluice-dev/sluice/sinks/reqstore"
-	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
@@ -242,6 +238,28 @@ func TestCommandsThroughPipeline(t *testing.T) {
 	if t.Failed() {
 		return
 	}
+	checkCommandProjection(t, ce, a, b)
+	if integ, err := ce.store.VerifyAudit(ctx); err != nil || !integ.Valid || integ.Entries != len(applied) {
+		t.Errorf("VerifyAudit = %+v, %v; want %d valid entries", integ, err, len(applied))
+	}
+	// Every command, refused or applied, is on the change feed once, in order.
+	events := followMutations(t, ce, len(steps))
+	for i, st := range steps {
+		if m := events[i]; m.Type != "mutation" || m.CommandType != st.cmd.Type || (st.refusal == "") != m.Applied {
+			t.Errorf("event %d = %+v, want %s applied=%v", i, m, st.cmd.Type, st.refusal == "")
+		}
+	}
+	if dl := ce.deadLetters(t); len(dl) != 0 {
+		t.Errorf("refusals were dead-lettered: %v", dl)
+	}
+}
+
+// checkCommandProjection checks the graph after TestCommandsThroughPipeline's steps: the
+// latest requirements version, its items linked to each other, and one Decision node for each
+// of feature requests a and b.
+func checkCommandProjection(t *testing.T, ce *cmdEnv, a, b string) {
+	t.Helper()
+	ctx := context.Background()
 	// Graph: the version, its items linked part_of it, and one Decision node per decision.
 	v, err := ce.store.LatestVersion(ctx)
 	if err != nil {
@@ -259,20 +277,22 @@ func TestCommandsThroughPipeline(t *testing.T) {
 			t.Errorf("decision node %s: %+v, %v", dec, n, err)
 		}
 	}
-	if integ, err := ce.store.VerifyAudit(ctx); err != nil || !integ.Valid || integ.Entries != len(applied) {
-		t.Errorf("VerifyAudit = %+v, %v; want %d valid entries", integ, err, len(applied))
-	}
-	// Every command, refused or applied, is on the change feed once, in order.
+}
+
+// followMutations reads the first n events of the change feed as mutation events, waiting up
+// to 10 s for them.
+func followMutations(t *testing.T, ce *cmdEnv, n int) []commands.MutationEvent {
+	t.Helper()
 	var events []commands.MutationEvent
-	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	err = jobs.NewEventFeed(ce.js).Follow(fctx, 0, func(ev jobs.Event) error {
+	err := jobs.NewEventFeed(ce.js).Follow(fctx, 0, func(ev jobs.Event) error {
 		var m commands.MutationEvent
 		if err := json.Unmarshal(ev.Data, &m); err != nil {
 			return err
 		}
 		events = append(events, m)
-		if len(events) == len(steps) {
+		if len(events) == n {
 			return errStop
 		}
 		return nil
@@ -280,14 +300,7 @@ func TestCommandsThroughPipeline(t *testing.T) {
 	if !errors.Is(err, errStop) {
 		t.Fatalf("follow: %v after %d events", err, len(events))
 	}
-	for i, st := range steps {
-		if m := events[i]; m.Type != "mutation" || m.CommandType != st.cmd.Type || (st.refusal == "") != m.Applied {
-			t.Errorf("event %d = %+v, want %s applied=%v", i, m, st.cmd.Type, st.refusal == "")
-		}
-	}
-	if dl := ce.deadLetters(t); len(dl) != 0 {
-		t.Errorf("refusals were dead-lettered: %v", dl)
-	}
+	return events
 }
 
 var errStop = errors.New("stop")
@@ -425,184 +438,6 @@ func TestCommandsRedeliveryCompletesGraph(t *testing.T) {
 	}
 	if n2, _ := ce.graph.GetNode(ctx, graph.DefaultEnv, requirements.FeatureNodeID(id)); n2.Version != 2 {
 		t.Errorf("republished command bumped the graph node to version %d", n2.Version)
-	}
-}
-
-// countingStore counts the commands one worker applied.
-type countingStore struct {
-	requirements.Store
-	n atomic.Int64
-}
-
-func (s *countingStore) ApplyCommand(ctx context.Context, cmd requirements.Command, msgID string) (requirements.Outcome, error) {
-	s.n.Add(1)
-	return s.Store.ApplyCommand(ctx, cmd, msgID)
-}
-
-// orderScript returns n commands for key id: a submission, then decisions and transitions
-// with expected versions, chosen at random. Many are refused, and which ones depends on the
-// order they are applied in.
-func orderScript(rng *rand.Rand, id string, n int) []requirements.Command {
-	cmds := []requirements.Command{featureCmd(id)}
-	for len(cmds) < n {
-		var exp *int64
-		if rng.IntN(3) > 0 {
-			exp = ptr(int64(1 + rng.IntN(4)))
-		}
-		switch rng.IntN(6) {
-		case 0:
-			cmds = append(cmds, decideCmd(id, requirements.ActionApprove, nil, exp))
-		case 1:
-			if rng.IntN(4) == 0 {
-				cmds = append(cmds, decideCmd(id, requirements.ActionReject, ptr("not now"), exp))
-			} else {
-				cmds = append(cmds, decideCmd(id, requirements.ActionApprove, nil, exp))
-			}
-		case 2, 3:
-			cmds = append(cmds, transitionCmd(id, requirements.StatusInProgress, exp))
-		case 4:
-			cmds = append(cmds, transitionCmd(id, requirements.StatusCompleted, exp))
-		case 5:
-			if rng.IntN(5) == 0 {
-				cmds = append(cmds, transitionCmd(id, requirements.StatusCancelled, exp))
-			} else {
-				cmds = append(cmds, transitionCmd(id, requirements.StatusInProgress, exp))
-			}
-		}
-	}
-	return cmds
-}
-
-// TestCommandsOrderAcrossTwoWorkers publishes 20 keys × 50 interleaved commands and applies
-// them with two workers (separate connections, store and graph handles, like two processes).
-// The first holds every partition alone (each is pinned to the one worker pulling) until it
-// has applied some; then the second starts and the first is stopped mid-stream, so the second
-// takes the partitions over. Every
-// command's outcome, and each key's final state, must equal applying the key's commands one
-// by one in publish order (requirements.Apply, the pure state machine).
-func TestCommandsOrderAcrossTwoWorkers(t *testing.T) {
-	ce := newCmdEnv(t)
-	const keys, perKey = 20, 50
-	var stores [2]*countingStore
-	var stops [2]func() error
-	var cfgs [2]commands.WorkerConfig
-	for i := range stores {
-		nc := embeddedtest.Connect(t, ce.srv)
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cs, err := sjs.ProvisionCommands(context.Background(), js, sjs.ProvisionConfig{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		stores[i] = &countingStore{Store: ce.openStore(t)}
-		cfgs[i] = commands.WorkerConfig{JS: js, Streams: cs, Store: stores[i], Graph: ce.openGraph(t)}
-	}
-	stops[0] = ce.startCommandWorker(t, cfgs[0])
-	rng := rand.New(rand.NewPCG(5, 7))
-	scripts := make([][]requirements.Command, keys)
-	base := time.Now()
-	for k := range scripts {
-		scripts[k] = orderScript(rng, fmt.Sprintf("FR-40000000%05d", k), perKey)
-		for i := range scripts[k] {
-			scripts[k][i].CommandID = fmt.Sprintf("ord-%d-%d", k, i)
-			scripts[k][i].IssuedAt = base.Add(time.Duration(i) * time.Millisecond)
-		}
-	}
-	// Interleave keys; one connection publishes asynchronously, so the stream receives each
-	// key's commands in script order.
-	ctx := context.Background()
-	var futures []jetstream.PubAckFuture
-	for i := range perKey {
-		for k := range keys {
-			cmd := scripts[k][i]
-			m := nats.NewMsg(cmd.Subject())
-			m.Data, _ = json.Marshal(cmd)
-			m.Header.Set(nats.MsgIdHdr, cmd.CommandID)
-			testKey(t).SignMsg(sign.Command, m) // as the API does
-			f, err := ce.js.PublishMsgAsync(m)
-			if err != nil {
-				t.Fatal(err)
-			}
-			futures = append(futures, f)
-		}
-	}
-	for _, f := range futures {
-		select {
-		case <-f.Ok():
-		case err := <-f.Err():
-			t.Fatal(err)
-		case <-time.After(30 * time.Second):
-			t.Fatal("publish ack timed out")
-		}
-	}
-	waitFor(t, "the first worker to apply 200 commands", func() bool { return stores[0].n.Load() >= 200 })
-	stops[1] = ce.startCommandWorker(t, cfgs[1])
-	if err := stops[0](); err != nil {
-		t.Fatalf("stop the first worker: %v", err)
-	}
-	last := scripts[keys-1][perKey-1].CommandID
-	if _, ok, err := ce.client.Await(ctx, last, time.Minute); !ok || err != nil {
-		t.Fatalf("last command not applied: %v %v", ok, err)
-	}
-	refused := 0
-	for k, script := range scripts {
-		var st requirements.State
-		for i, cmd := range script {
-			want, _, err := requirements.Apply(st, cmd)
-			var ref *requirements.Refusal
-			if errors.As(err, &ref) {
-				refused++
-			} else if err != nil {
-				t.Fatal(err)
-			}
-			var got requirements.Outcome
-			waitFor(t, "outcome of "+cmd.CommandID, func() bool {
-				got, err = ce.store.CommandOutcome(ctx, cmd.CommandID)
-				return err == nil
-			})
-			switch {
-			case ref != nil:
-				if got.Refusal == nil || got.Refusal.Code != ref.Code || got.Refusal.CurrentVersion != ref.CurrentVersion {
-					t.Fatalf("key %d command %d (%s): got %+v, want refusal %+v", k, i, cmd.Type, got.Refusal, ref)
-				}
-			default:
-				if !got.Applied || got.Feature.Version != want.Feature.Version || got.Feature.Status != want.Feature.Status {
-					t.Fatalf("key %d command %d (%s): got %+v, want %s v%d", k, i, cmd.Type, got, want.Feature.Status, want.Feature.Version)
-				}
-				st = want
-			}
-		}
-		f, err := ce.store.GetFeature(ctx, script[0].Key())
-		if err != nil || f.Status != st.Feature.Status || f.Version != st.Feature.Version {
-			t.Fatalf("key %d final %+v, %v; want %s v%d", k, f, err, st.Feature.Status, st.Feature.Version)
-		}
-		// The store's apply marker (what CommandOutcome reads) commits before the graph
-		// projection, which a busy graph file may retry: wait for the projection to catch up.
-		var n graph.Node
-		projected := func() bool {
-			n, err = ce.graph.GetNode(ctx, graph.DefaultEnv, requirements.FeatureNodeID(f.RequestID))
-			return err == nil && n.Properties["status"] == string(f.Status) && n.Version == f.Version
-		}
-		deadline := time.Now().Add(30 * time.Second)
-		for !projected() {
-			if time.Now().After(deadline) {
-				t.Fatalf("key %d graph %+v, %v; want %s at version %d", k, n, err, f.Status, f.Version)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
-	if dl := ce.deadLetters(t); len(dl) != 0 {
-		t.Fatalf("%d dead letters, first %+v", len(dl), dl[0])
-	}
-	a, b := stores[0].n.Load(), stores[1].n.Load()
-	t.Logf("worker A applied %d, worker B %d; %d of %d commands refused", a, b, refused, keys*perKey)
-	if a == 0 || b == 0 || a+b < keys*perKey {
-		t.Errorf("workers applied %d and %d commands; want both > 0 and %d in all", a, b, keys*perKey)
-	}
-	if refused == 0 || refused == keys*(perKey-1) {
-		t.Errorf("%d refusals: the script does not exercise order", refused)
 	}
 }
 
@@ -765,148 +600,5 @@ func TestAwaitOutcomeFromChangeFeed(t *testing.T) {
 	}
 	if _, err := late.Submit(ctx, featureCmd("FR-700000000004")); err == nil {
 		t.Fatal("Submit after Close succeeded")
-	}
-}
-
-// flakyStore fails the commands in fails transiently, each as often as its count says.
-type flakyStore struct {
-	requirements.Store
-	mu    sync.Mutex
-	fails map[string]int
-	tries map[string]int
-}
-
-func (s *flakyStore) ApplyCommand(ctx context.Context, cmd requirements.Command, msgID string) (requirements.Outcome, error) {
-	s.mu.Lock()
-	s.tries[cmd.CommandID]++
-	fail := s.fails[cmd.CommandID] > 0
-	if fail {
-		s.fails[cmd.CommandID]--
-	}
-	s.mu.Unlock()
-	if fail {
-		return requirements.Outcome{}, errors.New("store briefly unavailable")
-	}
-	return s.Store.ApplyCommand(ctx, cmd, msgID)
-}
-
-// TestCommandsRetryInPlaceKeepsKeyOrder: a partition holds several commands of one key; the
-// second fails twice (transiently) and is retried in place. The third, which is only legal
-// after the second, must wait for it: applied, not refused. A command of another key held in
-// the same partition chain is not held up by the failure for good either.
-func TestCommandsRetryInPlaceKeepsKeyOrder(t *testing.T) {
-	ce := newCmdEnv(t)
-	ctx := context.Background()
-	const id = "FR-710000000001"
-	cmds := []requirements.Command{featureCmd(id), decideCmd(id, "approve", nil, nil), transitionCmd(id, requirements.StatusInProgress, nil)}
-	for i := range cmds {
-		cmds[i].CommandID = fmt.Sprintf("inplace-%d", i)
-	}
-	store := &flakyStore{Store: ce.store, fails: map[string]int{"inplace-1": 2}, tries: map[string]int{}}
-	// Published before the worker starts, so the partition pulls them together.
-	for _, c := range cmds {
-		if _, err := ce.client.Submit(ctx, c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ce.startCommandWorker(t, commands.WorkerConfig{Store: store})
-	out, ok, err := ce.client.Await(ctx, "inplace-2", 30*time.Second)
-	if err != nil || !ok {
-		t.Fatalf("await the transition: %v, %v", ok, err)
-	}
-	if !out.Applied || out.Feature == nil || out.Feature.Status != requirements.StatusInProgress || out.Feature.Version != 3 {
-		t.Fatalf("transition: %+v (refusal %+v), want applied at version 3", out, out.Refusal)
-	}
-	store.mu.Lock()
-	tries := store.tries["inplace-1"]
-	store.mu.Unlock()
-	if tries < 3 {
-		t.Fatalf("the failing command was tried %d times, want 3", tries)
-	}
-	f, err := ce.store.GetFeature(ctx, id)
-	if err != nil || f.Status != requirements.StatusInProgress || f.Version != 3 {
-		t.Fatalf("stored %+v, %v", f, err)
-	}
-	if dl := ce.deadLetters(t); len(dl) != 0 {
-		t.Fatalf("%d dead letters, first %+v", len(dl), dl[0])
-	}
-}
-
-// blockingStore blocks ApplyCommand of one command id until release is closed.
-type blockingStore struct {
-	requirements.Store
-	id      string
-	release chan struct{}
-	blocked chan struct{}
-	once    sync.Once
-}
-
-func (s *blockingStore) ApplyCommand(ctx context.Context, cmd requirements.Command, msgID string) (requirements.Outcome, error) {
-	if cmd.CommandID == s.id {
-		s.once.Do(func() { close(s.blocked) })
-		select {
-		case <-s.release:
-		case <-ctx.Done():
-			return requirements.Outcome{}, ctx.Err()
-		}
-	}
-	return s.Store.ApplyCommand(ctx, cmd, msgID)
-}
-
-// TestCommandsTakeoverWaitsForHeldCommands: worker A holds two commands of a key (stuck in
-// its store on the first, after the key's submission) when its connection dies. Worker B is pinned to the partition once A's pin
-// expires and receives a newer command of the key first; it must not apply it before A's
-// two come back (their AckWait), then apply all three in order: the newer one is only legal
-// after them.
-func TestCommandsTakeoverWaitsForHeldCommands(t *testing.T) {
-	ce := newCmdEnv(t)
-	ctx := context.Background()
-	const id = "FR-720000000001"
-	connect := func() (*nats.Conn, jetstream.JetStream, *sjs.CommandStreams) {
-		nc := embeddedtest.Connect(t, ce.srv)
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		// A's commands come back after the pin moved, so B receives the newer one first: A's
-		// last InProgress (every AckWait/3) may be up to a third of AckWait before its
-		// connection dies, so they expire at least 2/3 AckWait after it, past the 10 s pin.
-		cs, err := sjs.ProvisionCommands(ctx, js, sjs.ProvisionConfig{AckWait: 2 * sjs.CommandPinnedTTL})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return nc, js, cs
-	}
-	ncA, jsA, csA := connect()
-	held := &blockingStore{Store: ce.openStore(t), id: "takeover-1", release: make(chan struct{}), blocked: make(chan struct{})}
-	cmds := []requirements.Command{featureCmd(id), decideCmd(id, "approve", nil, nil),
-		transitionCmd(id, requirements.StatusInProgress, nil), transitionCmd(id, requirements.StatusCompleted, nil)}
-	for i := range cmds {
-		cmds[i].CommandID = fmt.Sprintf("takeover-%d", i)
-	}
-	for _, c := range cmds[:3] {
-		if _, err := ce.client.Submit(ctx, c); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ce.startCommandWorker(t, commands.WorkerConfig{JS: jsA, Streams: csA, Store: held, Graph: ce.openGraph(t)})
-	t.Cleanup(func() { close(held.release) })
-	<-held.blocked // A holds takeover-1 and -2, stuck on -1
-	ncA.Close()    // A is gone without handing anything back
-	if _, err := ce.client.Submit(ctx, cmds[3]); err != nil {
-		t.Fatal(err)
-	}
-	_, jsB, csB := connect()
-	ce.startCommandWorker(t, commands.WorkerConfig{JS: jsB, Streams: csB})
-	out, ok, err := ce.client.Await(ctx, "takeover-3", time.Minute)
-	if err != nil || !ok {
-		t.Fatalf("await the last command: %v, %v", ok, err)
-	}
-	if !out.Applied || out.Feature == nil || out.Feature.Status != requirements.StatusCompleted {
-		t.Fatalf("last command: %+v (refusal %+v), want applied: completed after in_progress", out, out.Refusal)
-	}
-	f, err := ce.store.GetFeature(ctx, id)
-	if err != nil || f.Status != requirements.StatusCompleted || f.Version != 4 {
-		t.Fatalf("stored %+v, %v; want completed at version 4", f, err)
 	}
 }

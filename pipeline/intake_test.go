@@ -312,39 +312,8 @@ func (s loaderJobs) GetJob(ctx context.Context, id string) (jobs.Job, error) {
 func TestAPIInputChecks(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	e.startWorker(t, e.store, nil)
-	l := e.loader(t)
 	const limit = 1 << 20
-	srv, err := httpapi.New(httpapi.Config{
-		Addr:            "127.0.0.1:0",
-		Tokens:          []httpapi.Token{{Name: "w", Token: writerToken, Scopes: []httpapi.Scope{httpapi.ScopeWrite}}},
-		Jobs:            loaderJobs{loader: l, jobs: e.jobs},
-		Chunks:          noJobs{},
-		MaxUploadBytes:  limit,
-		ShutdownTimeout: 5 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	base, _ := runServer(t, srv)
-	post := func(t *testing.T, body []byte) (int, map[string]any) {
-		t.Helper()
-		req, err := http.NewRequest(http.MethodPost, base+"/v1/jobs?env=dev&file=f", bytes.NewReader(body))
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.Header.Set("Authorization", "Bearer "+writerToken)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var m map[string]any
-		raw, _ := io.ReadAll(resp.Body)
-		if err := json.Unmarshal(raw, &m); err != nil {
-			t.Fatalf("answer %d %q: %v", resp.StatusCode, raw, err)
-		}
-		return resp.StatusCode, m
-	}
+	base := startUploadAPI(t, e, limit)
 	exe, err := os.ReadFile("/proc/self/exe")
 	if err != nil {
 		t.Fatal(err)
@@ -363,7 +332,7 @@ func TestAPIInputChecks(t *testing.T) {
 	}
 	for _, tc := range refused {
 		t.Run(tc.name, func(t *testing.T) {
-			code, m := post(t, tc.body)
+			code, m := postUpload(t, base, tc.body)
 			detail, _ := m["detail"].(string)
 			if code != tc.status || !strings.Contains(detail, tc.says) || strings.Contains(detail, "\n") {
 				t.Fatalf("%d %q, want %d saying %q in one line", code, detail, tc.status, tc.says)
@@ -379,33 +348,79 @@ func TestAPIInputChecks(t *testing.T) {
 		{"zstd", zstdBytes(t, chunkLines(10, "apizst"))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			code, m := post(t, tc.body)
+			code, m := postUpload(t, base, tc.body)
 			if code != http.StatusAccepted || m["published"] != float64(10) {
 				t.Fatalf("%d %v, want 202 with 10 published", code, m)
 			}
 		})
 	}
-	t.Run("1,500 rejections", func(t *testing.T) {
-		code, m := post(t, rejectingFile(5, 1500))
-		if code != http.StatusAccepted || m["rejected"] != float64(1500) || m["rejections_omitted"] != float64(500) {
-			t.Fatalf("%d rejected %v omitted %v, want 202, 1500, 500", code, m["rejected"], m["rejections_omitted"])
-		}
-		if list, _ := m["rejections"].([]any); len(list) != 1000 {
-			t.Fatalf("%d rejections listed, want 1000", len(list))
-		}
-		req, _ := http.NewRequest(http.MethodGet, base+"/v1/jobs/"+m["job_id"].(string), nil)
-		req.Header.Set("Authorization", "Bearer "+writerToken)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		var job map[string]any
-		if err := json.NewDecoder(resp.Body).Decode(&job); err != nil {
-			t.Fatal(err)
-		}
-		if job["rejections_omitted"] != float64(500) || job["rejections_truncated"] != true {
-			t.Fatalf("job: omitted %v truncated %v, want 500 and true", job["rejections_omitted"], job["rejections_truncated"])
-		}
+	t.Run("1,500 rejections", func(t *testing.T) { checkOmittedRejections(t, base) })
+}
+
+// startUploadAPI serves e's loader and jobs over HTTP with uploads up to limit bytes and one
+// write token (writerToken), and returns the server's base URL.
+func startUploadAPI(t *testing.T, e *testEnv, limit int64) string {
+	t.Helper()
+	srv, err := httpapi.New(httpapi.Config{
+		Addr:            "127.0.0.1:0",
+		Tokens:          []httpapi.Token{{Name: "w", Token: writerToken, Scopes: []httpapi.Scope{httpapi.ScopeWrite}}},
+		Jobs:            loaderJobs{loader: e.loader(t), jobs: e.jobs},
+		Chunks:          noJobs{},
+		MaxUploadBytes:  limit,
+		ShutdownTimeout: 5 * time.Second,
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base, _ := runServer(t, srv)
+	return base
+}
+
+// postUpload POSTs body as a job upload with the write token and returns the status and the
+// decoded answer, which must be JSON.
+func postUpload(t *testing.T, base string, body []byte) (int, map[string]any) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, base+"/v1/jobs?env=dev&file=f", bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+writerToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var m map[string]any
+	raw, _ := io.ReadAll(resp.Body)
+	if err := json.Unmarshal(raw, &m); err != nil {
+		t.Fatalf("answer %d %q: %v", resp.StatusCode, raw, err)
+	}
+	return resp.StatusCode, m
+}
+
+// checkOmittedRejections uploads a file of 1,500 rejected items: the answer lists the first
+// 1,000 and says how many it leaves out, and so does the job.
+func checkOmittedRejections(t *testing.T, base string) {
+	t.Helper()
+	code, m := postUpload(t, base, rejectingFile(5, 1500))
+	if code != http.StatusAccepted || m["rejected"] != float64(1500) || m["rejections_omitted"] != float64(500) {
+		t.Fatalf("%d rejected %v omitted %v, want 202, 1500, 500", code, m["rejected"], m["rejections_omitted"])
+	}
+	if list, _ := m["rejections"].([]any); len(list) != 1000 {
+		t.Fatalf("%d rejections listed, want 1000", len(list))
+	}
+	req, _ := http.NewRequest(http.MethodGet, base+"/v1/jobs/"+m["job_id"].(string), nil)
+	req.Header.Set("Authorization", "Bearer "+writerToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var job map[string]any
+	if err := json.NewDecoder(resp.Body).Decode(&job); err != nil {
+		t.Fatal(err)
+	}
+	if job["rejections_omitted"] != float64(500) || job["rejections_truncated"] != true {
+		t.Fatalf("job: omitted %v truncated %v, want 500 and true", job["rejections_omitted"], job["rejections_truncated"])
+	}
 }

@@ -102,6 +102,8 @@ func TestLoadEveryChunkFixture(t *testing.T) {
 	}
 }
 
+// TestNastyFileOutcomes loads the nasty file: each adversarial item is written, split or
+// rejected as it should be, the later duplicate wins, and nothing is dead-lettered.
 func TestNastyFileOutcomes(t *testing.T) {
 	e := newEnv(t, envOpts{})
 	e.startWorker(t, e.store, nil)
@@ -109,6 +111,39 @@ func TestNastyFileOutcomes(t *testing.T) {
 	if job.State != jobs.JobCompletedWithErrors {
 		t.Fatalf("state = %s, want completed_with_errors", job.State)
 	}
+	checkNastyRejections(t, res, job)
+	// The later duplicate wins.
+	var file struct {
+		Chunks []json.RawMessage `json:"chunks"`
+	}
+	b, _ := os.ReadFile(nasty)
+	if err := json.Unmarshal(b, &file); err != nil {
+		t.Fatal(err)
+	}
+	var dup struct {
+		ID      string `json:"id"`
+		Content string `json:"content"`
+	}
+	_ = json.Unmarshal(file.Chunks[12], &dup)
+	if got := e.doc(t, dup.ID)["content"]; got != dup.Content {
+		t.Fatalf("%s holds %q, want the later item's content", dup.ID, got)
+	}
+	n := checkOverSplit(t, e, file.Chunks[24])
+	sp := checkStraddleSplit(t, e, file.Chunks[30])
+	// 30 normal ids (one replaced by the later duplicate), 3 whole adversarial items (lone
+	// surrogate, emoji, control characters) and the parts of the two split items.
+	if got, want := e.count(t), int64(30+3+n+sp); got != want {
+		t.Fatalf("store holds %d documents, want %d", got, want)
+	}
+	if dl := e.deadLetters(t); len(dl) != 0 {
+		t.Fatalf("dead letters: %v", dl)
+	}
+}
+
+// checkNastyRejections checks the nasty job's counts, which items it rejected and why, and the
+// duplicate-id warning of its load result.
+func checkNastyRejections(t *testing.T, res intake.LoadResult, job jobs.Job) {
+	t.Helper()
 	// 42 items: 30 normal + 5 accepted adversarial (surrogate, emoji, duplicate, control,
 	// straddle) + split over_8000 — and 6 rejected: empty, deep, 2 MB, big array, no id,
 	// numeric id.
@@ -133,27 +168,16 @@ func TestNastyFileOutcomes(t *testing.T) {
 	if len(res.Warnings) != 1 || res.Warnings[0].Index != 12 {
 		t.Errorf("warnings = %+v, want the duplicate id at item 12", res.Warnings)
 	}
-	// The later duplicate wins.
-	var file struct {
-		Chunks []json.RawMessage `json:"chunks"`
-	}
-	b, _ := os.ReadFile(nasty)
-	if err := json.Unmarshal(b, &file); err != nil {
-		t.Fatal(err)
-	}
-	var dup struct {
-		ID      string `json:"id"`
-		Content string `json:"content"`
-	}
-	_ = json.Unmarshal(file.Chunks[12], &dup)
-	if got := e.doc(t, dup.ID)["content"]; got != dup.Content {
-		t.Fatalf("%s holds %q, want the later item's content", dup.ID, got)
-	}
-	// The over-8000-byte item is split into parts under 7000 bytes with deterministic ids.
+}
+
+// checkOverSplit checks that the over-8000-byte item is split into parts under 7000 bytes with
+// deterministic ids, and returns how many.
+func checkOverSplit(t *testing.T, e *testEnv, item json.RawMessage) int {
+	t.Helper()
 	var over struct {
 		ID string `json:"id"`
 	}
-	_ = json.Unmarshal(file.Chunks[24], &over)
+	_ = json.Unmarshal(item, &over)
 	parts := e.doc(t, over.ID)
 	n := int(parts["parts"].(float64))
 	if n < 2 {
@@ -165,12 +189,18 @@ func TestNastyFileOutcomes(t *testing.T) {
 			t.Fatalf("part %d has %d bytes", p, len(c))
 		}
 	}
-	// The straddling item (9,403 bytes in one paragraph) is split too, with no character cut.
+	return n
+}
+
+// checkStraddleSplit checks that the straddling item (9,403 bytes in one paragraph) is split
+// too, with no character cut, and returns into how many parts.
+func checkStraddleSplit(t *testing.T, e *testEnv, item json.RawMessage) int {
+	t.Helper()
 	var straddle struct {
 		ID      string `json:"id"`
 		Content string `json:"content"`
 	}
-	_ = json.Unmarshal(file.Chunks[30], &straddle)
+	_ = json.Unmarshal(item, &straddle)
 	sp := int(e.doc(t, straddle.ID)["parts"].(float64))
 	var joined strings.Builder
 	for p := 1; p <= sp; p++ {
@@ -185,14 +215,7 @@ func TestNastyFileOutcomes(t *testing.T) {
 			t.Errorf("%q lost or broken across parts", r)
 		}
 	}
-	// 30 normal ids (one replaced by the later duplicate), 3 whole adversarial items (lone
-	// surrogate, emoji, control characters) and the parts of the two split items.
-	if got, want := e.count(t), int64(30+3+n+sp); got != want {
-		t.Fatalf("store holds %d documents, want %d", got, want)
-	}
-	if dl := e.deadLetters(t); len(dl) != 0 {
-		t.Fatalf("dead letters: %v", dl)
-	}
+	return sp
 }
 
 func TestTransientFailuresRetryUntilWrittenOnce(t *testing.T) {

@@ -247,65 +247,75 @@ func startRaw(ctx context.Context, tb testing.TB, js jetstream.JetStream, store 
 	}
 	r := &rawPipeline{js: js, n: int64(n), done: make(chan struct{}), failed: make(chan error, 1), it: it}
 	batches := make(chan []jetstream.Msg, rawWriters) // bounded: the reader waits for a writer
-	fail := func(err error) {
-		select {
-		case r.failed <- err:
-		default:
-		}
-	}
-	r.wg.Go(func() {
-		defer close(batches)
-		var batch []jetstream.Msg
-		for {
-			m, err := it.Next(jetstream.NextMaxWait(rawLinger))
-			switch {
-			case errors.Is(err, nats.ErrTimeout):
-			case err != nil:
-				return // stopped
-			default:
-				batch = append(batch, m)
-				if len(batch) < rawBatch {
-					continue
-				}
-			}
-			if len(batch) > 0 {
-				batches <- batch
-				batch = nil
-			}
-		}
-	})
+	r.wg.Go(func() { r.read(batches) })
 	for range rawWriters {
-		r.wg.Go(func() {
-			for batch := range batches {
-				docs := make([]document.Doc, 0, len(batch))
-				for _, m := range batch {
-					meta, err := m.Metadata()
-					if err != nil {
-						fail(err)
-						return
-					}
-					d, err := builder.Build(m.Data(), document.Meta{Version: meta.Sequence.Stream})
-					if err != nil {
-						fail(err)
-						return
-					}
-					docs = append(docs, d...)
-				}
-				errs, err := store.WriteDocs(ctx, "ttrpg_chunks_dev", docs)
-				if err = errors.Join(append(errs, err)...); err != nil {
-					fail(err)
-					return
-				}
-				for _, m := range batch {
-					_ = m.Ack() // fire and forget, as the worker acks
-				}
-				if r.written.Add(int64(len(batch))) == r.n {
-					close(r.done)
-				}
-			}
-		})
+		r.wg.Go(func() { r.write(ctx, store, builder, batches) })
 	}
 	return r
+}
+
+// fail records err as the pipeline's failure unless one is recorded already.
+func (r *rawPipeline) fail(err error) {
+	select {
+	case r.failed <- err:
+	default:
+	}
+}
+
+// read cuts the messages into batches of up to rawBatch, each sent once full or after
+// rawLinger without a message, until the iterator stops; then it closes batches.
+func (r *rawPipeline) read(batches chan<- []jetstream.Msg) {
+	defer close(batches)
+	var batch []jetstream.Msg
+	for {
+		m, err := r.it.Next(jetstream.NextMaxWait(rawLinger))
+		switch {
+		case errors.Is(err, nats.ErrTimeout):
+		case err != nil:
+			return // stopped
+		default:
+			batch = append(batch, m)
+			if len(batch) < rawBatch {
+				continue
+			}
+		}
+		if len(batch) > 0 {
+			batches <- batch
+			batch = nil
+		}
+	}
+}
+
+// write builds each batch's documents, writes them into store and acks the batch, until
+// batches is closed or a step fails (recorded with fail); it closes done once n are written.
+func (r *rawPipeline) write(ctx context.Context, store *docstore.Store, builder *document.Builder, batches <-chan []jetstream.Msg) {
+	for batch := range batches {
+		docs := make([]document.Doc, 0, len(batch))
+		for _, m := range batch {
+			meta, err := m.Metadata()
+			if err != nil {
+				r.fail(err)
+				return
+			}
+			d, err := builder.Build(m.Data(), document.Meta{Version: meta.Sequence.Stream})
+			if err != nil {
+				r.fail(err)
+				return
+			}
+			docs = append(docs, d...)
+		}
+		errs, err := store.WriteDocs(ctx, "ttrpg_chunks_dev", docs)
+		if err = errors.Join(append(errs, err)...); err != nil {
+			r.fail(err)
+			return
+		}
+		for _, m := range batch {
+			_ = m.Ack() // fire and forget, as the worker acks
+		}
+		if r.written.Add(int64(len(batch))) == r.n {
+			close(r.done)
+		}
+	}
 }
 
 // run publishes the file's records one per message and waits until all are written.

@@ -184,51 +184,10 @@ func TestAPIFixturesRoundTrip(t *testing.T) {
 		id := strings.TrimSuffix(name, ".json")
 		t.Run(name, func(t *testing.T) {
 			if strings.HasPrefix(id, "FR-") {
-				// Python style: the ten stored keys; the stored file was json.dumps(indent=2).
-				code, raw := a.call(t, "GET", "/api/features/"+id, readerToken, nil)
-				if code != 200 {
-					t.Fatalf("compat: %d %s", code, raw)
-				}
-				var compat, file, v1 map[string]any
-				_ = json.Unmarshal(raw, &compat)
-				_ = json.Unmarshal(want, &file)
-				if !reflect.DeepEqual(compat, file) {
-					t.Errorf("compat %v\nfile   %v", compat, file)
-				}
-				got := a.json(t, "GET", "/v1/features/"+id, readerToken, nil, 200)
-				v1 = got["feature"].(map[string]any)
-				for k, fv := range file {
-					if !reflect.DeepEqual(v1[k], fv) {
-						t.Errorf("v1 %s = %v, file %v", k, v1[k], fv)
-					}
-				}
-				if v1["version"] != 1.0 || len(got["audit"].([]any)) != 1 {
-					t.Errorf("v1 version %v audit %v", v1["version"], got["audit"])
-				}
+				checkFeatureFixture(t, a, id, want)
 				return
 			}
-			code, raw := a.call(t, "GET", "/api/requirements/"+id, readerToken, nil)
-			if code != 200 || !bytes.Equal(bytes.TrimSpace(raw), bytes.TrimSpace(want)) {
-				t.Fatalf("compat document: %d\n%s\nwant\n%s", code, raw, want)
-			}
-			code, latest := a.call(t, "GET", "/api/requirements/latest", readerToken, nil)
-			if code != 200 || !bytes.Equal(latest, raw) {
-				t.Errorf("compat latest: %d %s", code, latest)
-			}
-			v1 := a.json(t, "GET", "/v1/requirements/"+id, readerToken, nil, 200)
-			doc, _ := json.Marshal(v1["document"])
-			var d1, d2 any
-			_ = json.Unmarshal(doc, &d1)
-			_ = json.Unmarshal(want, &d2)
-			if !reflect.DeepEqual(d1, d2) {
-				t.Errorf("v1 document differs from the file:\n%s", doc)
-			}
-			vs := a.json(t, "GET", "/api/requirements/versions", readerToken, nil, 200)
-			v1s := a.json(t, "GET", "/v1/requirements", readerToken, nil, 200)
-			cv := vs["versions"].([]any)[0].(map[string]any)
-			if cv["file_path"] != "requirements/"+name || cv["checksum"] != v1["checksum"] || !reflect.DeepEqual(v1s["versions"].([]any)[0].(map[string]any)["checksum"], cv["checksum"]) {
-				t.Errorf("versions: compat %v v1 %v", vs, v1s)
-			}
+			checkRequirementsFixture(t, a, name, id, want)
 		})
 	}
 	// Both list styles list the same requests; the Python one without rejection_reason.
@@ -240,6 +199,62 @@ func TestAPIFixturesRoundTrip(t *testing.T) {
 	}
 	if _, ok := cf[0].(map[string]any)["rejection_reason"]; ok {
 		t.Error("the Python list shows rejection_reason")
+	}
+}
+
+// checkFeatureFixture checks that feature request id, imported from the fixture want, reads
+// back the same through the Python-compatible route and /v1, at version 1 with one audit entry.
+func checkFeatureFixture(t *testing.T, a *apiEnv, id string, want []byte) {
+	t.Helper()
+	// Python style: the ten stored keys; the stored file was json.dumps(indent=2).
+	code, raw := a.call(t, "GET", "/api/features/"+id, readerToken, nil)
+	if code != 200 {
+		t.Fatalf("compat: %d %s", code, raw)
+	}
+	var compat, file, v1 map[string]any
+	_ = json.Unmarshal(raw, &compat)
+	_ = json.Unmarshal(want, &file)
+	if !reflect.DeepEqual(compat, file) {
+		t.Errorf("compat %v\nfile   %v", compat, file)
+	}
+	got := a.json(t, "GET", "/v1/features/"+id, readerToken, nil, 200)
+	v1 = got["feature"].(map[string]any)
+	for k, fv := range file {
+		if !reflect.DeepEqual(v1[k], fv) {
+			t.Errorf("v1 %s = %v, file %v", k, v1[k], fv)
+		}
+	}
+	if v1["version"] != 1.0 || len(got["audit"].([]any)) != 1 {
+		t.Errorf("v1 version %v audit %v", v1["version"], got["audit"])
+	}
+}
+
+// checkRequirementsFixture checks that requirements version id, imported from the fixture file
+// name holding want, reads back byte for byte through the Python-compatible route (and as the
+// latest), the same through /v1, and is listed alike by both with its file path and checksum.
+func checkRequirementsFixture(t *testing.T, a *apiEnv, name, id string, want []byte) {
+	t.Helper()
+	code, raw := a.call(t, "GET", "/api/requirements/"+id, readerToken, nil)
+	if code != 200 || !bytes.Equal(bytes.TrimSpace(raw), bytes.TrimSpace(want)) {
+		t.Fatalf("compat document: %d\n%s\nwant\n%s", code, raw, want)
+	}
+	code, latest := a.call(t, "GET", "/api/requirements/latest", readerToken, nil)
+	if code != 200 || !bytes.Equal(latest, raw) {
+		t.Errorf("compat latest: %d %s", code, latest)
+	}
+	v1 := a.json(t, "GET", "/v1/requirements/"+id, readerToken, nil, 200)
+	doc, _ := json.Marshal(v1["document"])
+	var d1, d2 any
+	_ = json.Unmarshal(doc, &d1)
+	_ = json.Unmarshal(want, &d2)
+	if !reflect.DeepEqual(d1, d2) {
+		t.Errorf("v1 document differs from the file:\n%s", doc)
+	}
+	vs := a.json(t, "GET", "/api/requirements/versions", readerToken, nil, 200)
+	v1s := a.json(t, "GET", "/v1/requirements", readerToken, nil, 200)
+	cv := vs["versions"].([]any)[0].(map[string]any)
+	if cv["file_path"] != "requirements/"+name || cv["checksum"] != v1["checksum"] || !reflect.DeepEqual(v1s["versions"].([]any)[0].(map[string]any)["checksum"], cv["checksum"]) {
+		t.Errorf("versions: compat %v v1 %v", vs, v1s)
 	}
 }
 

@@ -16,31 +16,13 @@ import (
 func TestServeTokensScopesAndRotation(t *testing.T) {
 	dir := t.TempDir()
 	tokens := filepath.Join(dir, "tokens.json")
-	write := func(s string) {
-		if err := os.WriteFile(tokens+".tmp", []byte(s), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tokens+".tmp", tokens); err != nil {
-			t.Fatal(err)
-		}
-	}
+	write := func(s string) { replaceFile(t, tokens, s) }
 	write(`[{"name":"reader","token":"reader-token-0123456789","scopes":["read"]},
 	        {"name":"loader","token":"loader-token-0123456789","scopes":["write"]},
 	        {"name":"operator","token":"operator-token-012345678","scopes":["admin"]}]`)
 	srv := startServer(t, "serve", nil, "--data-dir", filepath.Join(dir, "data"), "--tokens-file", tokens)
 	base := srv.base
-	call := func(method, path, token string, body []byte) int {
-		req, _ := http.NewRequest(method, base+path, bytes.NewReader(body))
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			return -1
-		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
+	call := func(method, path, token string, body []byte) int { return statusOf(method, base+path, token, body) }
 	chunk := []byte(`{"chunk_id":"auth_1","content":"a chunk"}`)
 	for _, tc := range []struct {
 		name, method, path, token string
@@ -93,6 +75,32 @@ func TestServeTokensScopesAndRotation(t *testing.T) {
 	if got := call("GET", "/v1/jobs", "reader-token-rotated-0001", nil); got != 200 {
 		t.Fatalf("a broken tokens file dropped the tokens in force: %d", got)
 	}
+}
+
+// replaceFile replaces the file at path with content s in one rename, as an operator's tooling
+// (or a mounted secret) would.
+func replaceFile(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.WriteFile(path+".tmp", []byte(s), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".tmp", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// statusOf makes one request (token "" sends none) and returns its status, -1 when it failed.
+func statusOf(method, url, token string, body []byte) int {
+	req, _ := http.NewRequest(method, url, bytes.NewReader(body))
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return -1
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 func getJSONAuth(t *testing.T, url, token string) map[string]any {

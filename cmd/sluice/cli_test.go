@@ -304,14 +304,6 @@ func TestCompletion(t *testing.T) {
 	}
 	jobID := list[0].(map[string]any)["job_id"].(string)
 
-	has := func(got []string, want ...string) bool {
-		for _, w := range want {
-			if !slices.Contains(got, w) {
-				return false
-			}
-		}
-		return true
-	}
 	for _, tt := range []struct {
 		args      []string
 		want, not []string
@@ -341,7 +333,7 @@ func TestCompletion(t *testing.T) {
 		{[]string{"jobs", "show", "--api-url", "http://" + freeAddr(t), ""}, nil, []string{jobID}},
 	} {
 		got, code := completions(t, env, tt.args...)
-		if code != 0 || !has(got, tt.want...) || slices.ContainsFunc(tt.not, func(n string) bool { return slices.Contains(got, n) }) {
+		if code != 0 || !hasAll(got, tt.want...) || slices.ContainsFunc(tt.not, func(n string) bool { return slices.Contains(got, n) }) {
 			t.Errorf("complete %q: exit %d, got %v; want %v and none of %v", tt.args, code, got, tt.want, tt.not)
 		}
 	}
@@ -352,6 +344,24 @@ func TestCompletion(t *testing.T) {
 		t.Errorf("complete without an API: exit %d, %v after %s", code, got, time.Since(start))
 	}
 
+	checkCompletionScripts(t, env, dl1, dl2)
+}
+
+// hasAll reports whether got holds every one of want.
+func hasAll(got []string, want ...string) bool {
+	for _, w := range want {
+		if !slices.Contains(got, w) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkCompletionScripts checks that every shell's completion script is generated, and that
+// bash's, sourced without the bash-completion package and the API in env, completes flags
+// and the dead-letter ids dl1 and dl2 through the binary.
+func checkCompletionScripts(t *testing.T, env []string, dl1, dl2 string) {
+	t.Helper()
 	// Every shell's script is generated; bash's is valid and, sourced without the
 	// bash-completion package, completes through the binary.
 	for _, sh := range []string{"bash", "zsh", "fish", "powershell"} {
@@ -388,7 +398,7 @@ func TestCompletion(t *testing.T) {
 	if got := bash(binary + " dlq replay --d"); !slices.Equal(got, []string{"--dry-run"}) {
 		t.Errorf("bash: dlq replay --d<Tab> = %v", got)
 	}
-	if got := bash(binary + " dlq show "); !has(got, dl1, dl2) {
+	if got := bash(binary + " dlq show "); !hasAll(got, dl1, dl2) {
 		t.Errorf("bash: dlq show <Tab> = %v, want %s %s", got, dl1, dl2)
 	}
 }
@@ -544,21 +554,7 @@ func TestLoadInterruptedSaysRerun(t *testing.T) {
 func TestJobsWaitSurvivesDroppedStream(t *testing.T) {
 	dataDir := t.TempDir()
 	addr := freeAddr(t)
-	startAPI := func() *exec.Cmd {
-		cmd, _ := startProc(t, "api", nil, "api", "--data-dir", dataDir, "--http-addr", addr)
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-			if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
-				resp.Body.Close()
-				if resp.StatusCode == 200 {
-					return cmd
-				}
-			}
-			if time.Now().After(deadline) {
-				t.Fatal("api not ready after 30 s")
-			}
-		}
-	}
-	api := startAPI()
+	api := startAPIAt(t, dataDir, addr)
 	base := "http://" + addr
 	// No worker yet: the job stays running.
 	jobID := upload(t, base, "/v1/jobs?env=dev&file=wait.jsonl", "", "application/x-ndjson", []byte(`{"chunk_id":"wait_1","content":"one"}`+"\n"+`{"chunk_id":"wait_2","content":"two"}`+"\n"))
@@ -572,26 +568,18 @@ func TestJobsWaitSurvivesDroppedStream(t *testing.T) {
 		t.Fatalf("jobs wait --timeout 2s: exit %d after %s: %s", code, took, errOut)
 	}
 
-	cmd := exec.Command(binary, "jobs", "wait", "--json", jobID)
-	cmd.Env = append(append(os.Environ(), "SLUICE_LOG_LEVEL=warn"), viaProxy...)
-	var out, stderr syncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
+	w := startBgCLI(t, append([]string{"SLUICE_LOG_LEVEL=warn"}, viaProxy...), "jobs", "wait", "--json", jobID)
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			<-done
+		if w.cmd.ProcessState == nil {
+			_ = w.cmd.Process.Kill()
+			<-w.done
 		}
 	})
 	stillWaiting := func(what string) {
 		t.Helper()
 		select {
-		case err := <-done:
-			t.Fatalf("jobs wait returned after %s with the job still running: %v\n%s%s", what, err, out.String(), stderr.String())
+		case err := <-w.done:
+			t.Fatalf("jobs wait returned after %s with the job still running: %v\n%s%s", what, err, w.out.String(), w.errOut.String())
 		case <-time.After(2 * time.Second):
 		}
 	}
@@ -604,20 +592,20 @@ func TestJobsWaitSurvivesDroppedStream(t *testing.T) {
 	}
 	_ = api.Wait()
 	stillWaiting("the API stopped")
-	startAPI()
+	startAPIAt(t, dataDir, addr)
 	stillWaiting("the API restarted")
 	// A worker finishes the job: wait returns with its final state.
 	startProc(t, "worker", nil, "worker", "--data-dir", dataDir)
 	select {
-	case err := <-done:
-		if err != nil || !strings.Contains(out.String(), `"state": "completed"`) || !strings.Contains(out.String(), `"written": 2`) {
-			t.Fatalf("jobs wait: %v\n%s%s", err, out.String(), stderr.String())
+	case err := <-w.done:
+		if err != nil || !strings.Contains(w.out.String(), `"state": "completed"`) || !strings.Contains(w.out.String(), `"written": 2`) {
+			t.Fatalf("jobs wait: %v\n%s%s", err, w.out.String(), w.errOut.String())
 		}
 	case <-time.After(60 * time.Second):
-		t.Fatalf("jobs wait did not return after the job completed\n%s", stderr.String())
+		t.Fatalf("jobs wait did not return after the job completed\n%s", w.errOut.String())
 	}
-	if !strings.Contains(stderr.String(), "reconnecting") {
-		t.Errorf("the reconnects were not announced: %s", stderr.String())
+	if !strings.Contains(w.errOut.String(), "reconnecting") {
+		t.Errorf("the reconnects were not announced: %s", w.errOut.String())
 	}
 	// A job already final returns at once, rolled back included.
 	if _, errOut, code := cliRun(t, []string{"SLUICE_API_URL=" + base}, "jobs", "rollback", jobID); code != 0 {
@@ -629,5 +617,22 @@ func TestJobsWaitSurvivesDroppedStream(t *testing.T) {
 	// An unknown job fails at once.
 	if _, errOut, code := cliRun(t, []string{"SLUICE_API_URL=" + base}, "jobs", "wait", "jnosuch"); code != exitFailure || !strings.Contains(errOut, "404") {
 		t.Fatalf("jobs wait on an unknown job: exit %d: %s", code, errOut)
+	}
+}
+
+// startAPIAt starts `sluice api` on dataDir listening on addr and waits until it is ready.
+func startAPIAt(t *testing.T, dataDir, addr string) *exec.Cmd {
+	t.Helper()
+	cmd, _ := startProc(t, "api", nil, "api", "--data-dir", dataDir, "--http-addr", addr)
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if resp, err := http.Get("http://" + addr + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return cmd
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("api not ready after 30 s")
+		}
 	}
 }

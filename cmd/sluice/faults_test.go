@@ -366,163 +366,182 @@ func TestFaultSuite(t *testing.T) {
 	n := faultChunks()
 	load := fmt.Sprintf("%d chunks, one job", n)
 
-	t.Run("worker kill -9 three times mid-load", func(t *testing.T) {
-		e := newFaultEnv(t, false)
-		w := e.worker(e.nats.url())
-		id := e.load(n)
-		for kill := 1; kill <= 3; kill++ {
-			want := int64(n * kill / 4)
-			e.job(id, time.Minute, func(j jobs.Job) bool { return j.Written >= want })
-			_ = w.Process.Signal(syscall.SIGKILL)
-			_ = w.Wait()
-			w = e.worker(e.nats.url())
-		}
-		start := time.Now()
-		e.finish(t, id, n, 2*time.Minute, start, load, "SIGKILL the worker at 25%, 50%, 75% written; restart it each time", "recovery counts from the third restart; what each killed worker held came back after AckWait (10 s)")
-	})
+	t.Run("worker kill -9 three times mid-load", func(t *testing.T) { faultWorkerKills(t, n, load) })
+	t.Run("broker kill -9 and restart mid-load", func(t *testing.T) { faultBrokerKill(t, n, load) })
+	t.Run("network cuts and delay between worker and broker", func(t *testing.T) { faultNetworkCuts(t, n, load) })
+	t.Run("sink outage 20 s", func(t *testing.T) { faultSinkOutage(t, n, load) })
+	t.Run("sink loses responses", func(t *testing.T) { faultSinkLosesResponses(t, n, load) })
+	t.Run("sink latency 2 s", func(t *testing.T) { faultSinkLatency(t, n, load) })
+	t.Run("SIGTERM while the sink hangs", func(t *testing.T) { faultSIGTERMWhileSinkHangs(t, n, load) })
+	t.Run("poison of every size among good chunks", func(t *testing.T) { faultPoisonOfEverySize(t, n, load) })
+	t.Run("duplicates: resubmitted file and republished messages", func(t *testing.T) { faultDuplicates(t, n, load) })
+}
 
-	t.Run("broker kill -9 and restart mid-load", func(t *testing.T) {
-		e := newFaultEnv(t, false)
-		e.worker(e.nats.url())
-		id := e.load(n)
-		e.job(id, time.Minute, func(j jobs.Job) bool { return j.Written >= int64(n/3) })
-		e.nats.kill()
-		time.Sleep(time.Second)
-		e.nats.start()
-		start := time.Now()
-		row := e.finish(t, id, n, 2*time.Minute, start, load, "SIGKILL nats-server at a third written, restart it 1 s later", "")
-		// Issue 11, finding 8: a job-progress request lost in the restart held every message
-		// of its batch for its full 30 s timeout; now it is made again on reconnect.
-		if row.Recovery > 20*time.Second {
-			t.Errorf("the job finished %s after the broker came back; a lost request is stalling the worker", row.Recovery)
-		}
-	})
-
-	t.Run("network cuts and delay between worker and broker", func(t *testing.T) {
-		e := newFaultEnv(t, false)
-		p := startProxy(t, fmt.Sprintf("127.0.0.1:%d", e.nats.port))
-		p.delay.Store(int64(20 * time.Millisecond))
-		e.worker(p.url())
-		id := e.load(n)
-		e.job(id, time.Minute, func(j jobs.Job) bool { return j.Written > 0 })
-		for range 3 {
-			p.down.Store(true)
-			p.cut()
-			time.Sleep(1500 * time.Millisecond)
-			p.down.Store(false)
-			time.Sleep(time.Second)
-		}
-		start := time.Now()
-		e.finish(t, id, n, 2*time.Minute, start, load, "20 ms delay each way; every connection cut and refused for 1.5 s, three times", "")
-	})
-
-	t.Run("sink outage 20 s", func(t *testing.T) {
-		e := newFaultEnv(t, true)
-		e.worker(e.nats.url())
-		id := e.load(n)
-		e.job(id, time.Minute, func(j jobs.Job) bool { return j.Written > 0 })
-		e.double.SetFaultRate(1, dataapitest.FaultHTTP503)
-		time.Sleep(20 * time.Second)
-		e.double.SetFaultRate(0)
-		start := time.Now()
-		row := e.finish(t, id, n, 3*time.Minute, start, load, "every Data API call answers 503 for 20 s", "messages held by the sink's circuit breaker, probed every ≤5 s; recovery includes the rest of the load")
-		// Before the breaker every message went back with its own backoff: a message failed
-		// 5 times in 20 s waited up to 32 s for its 6th delivery (recovery 31.8 s).
-		if row.Recovery > 15*time.Second {
-			t.Errorf("the job finished %s after the sink came back; the breaker probes every ≤5 s", row.Recovery)
-		}
-	})
-
-	t.Run("sink loses responses", func(t *testing.T) {
-		e := newFaultEnv(t, true)
-		e.double.SetFaultRate(0.2, dataapitest.FaultLostResponse)
-		e.worker(e.nats.url())
-		start := time.Now()
-		id := e.load(n)
-		// The note counts the responses lost over the whole load: wait for its end first.
-		e.job(id, 3*time.Minute, func(j jobs.Job) bool { return j.State.Done() })
-		e.finish(t, id, n, time.Minute, start, load, "20% of Data API calls applied, their response dropped", fmt.Sprintf("%d responses lost; recovery is the whole load", e.double.Stats().Faults[dataapitest.FaultLostResponse]))
-	})
-
-	t.Run("sink latency 2 s", func(t *testing.T) {
-		e := newFaultEnv(t, true)
-		e.double.SetLatency(2*time.Second, 0)
-		e.worker(e.nats.url())
-		start := time.Now()
-		id := e.load(n)
-		e.finish(t, id, n, 3*time.Minute, start, load, "every Data API call takes 2 s", "recovery is the whole load")
-	})
-
-	t.Run("SIGTERM while the sink hangs", func(t *testing.T) {
-		e := newFaultEnv(t, true)
-		w := e.worker(e.nats.url(), "--drain-timeout", "5s")
-		id := e.load(n)
-		e.job(id, time.Minute, func(j jobs.Job) bool { return j.Written > 0 })
-		// Every Data API call from now on hangs until the client gives up.
-		e.double.SetFaultRate(1, dataapitest.FaultTimeout)
-		time.Sleep(500 * time.Millisecond)
-		stopAt := time.Now()
-		_ = w.Process.Signal(syscall.SIGTERM)
+// faultWorkerKills: the worker is killed three times mid-load and restarted; every chunk is written once.
+func faultWorkerKills(t *testing.T, n int, load string) {
+	e := newFaultEnv(t, false)
+	w := e.worker(e.nats.url())
+	id := e.load(n)
+	for kill := 1; kill <= 3; kill++ {
+		want := int64(n * kill / 4)
+		e.job(id, time.Minute, func(j jobs.Job) bool { return j.Written >= want })
+		_ = w.Process.Signal(syscall.SIGKILL)
 		_ = w.Wait()
-		stopped := time.Since(stopAt)
-		// Issue 11, finding 8: SIGTERM took 58 s with --drain-timeout 30s while the sink hung.
-		if stopped > 5*time.Second+3*time.Second {
-			t.Errorf("SIGTERM with --drain-timeout 5s took %s while the sink hung", stopped.Round(10*time.Millisecond))
-		}
-		e.double.SetFaultRate(0)
-		e.worker(e.nats.url())
-		start := time.Now()
-		e.finish(t, id, n, 2*time.Minute, start, load, "every Data API call hangs; SIGTERM the worker (--drain-timeout 5s), then start another", fmt.Sprintf("the worker exited %.1f s after SIGTERM", stopped.Seconds()))
-	})
+		w = e.worker(e.nats.url())
+	}
+	start := time.Now()
+	e.finish(t, id, n, 2*time.Minute, start, load, "SIGKILL the worker at 25%, 50%, 75% written; restart it each time", "recovery counts from the third restart; what each killed worker held came back after AckWait (10 s)")
+}
 
-	t.Run("poison of every size among good chunks", func(t *testing.T) {
-		e := newFaultEnv(t, false)
-		e.worker(e.nats.url())
-		id := e.load(n)
-		// Invalid JSON of sizes around the limits, published straight onto the subject as
-		// another producer could: 10 B, 100 KB, 900 KB (its dead letter would not fit in
-		// 1 MiB with the payload inline: it used to vanish) and the largest message the
-		// broker takes.
-		limit := int(e.js.Conn().MaxPayload())
-		sizes := []int{10, 100 << 10, 900 << 10, limit - 1024}
-		for i, size := range sizes {
-			m := nats.NewMsg("sluice.v1.chunks.dev")
-			m.Data = append([]byte("{not json "), bytes.Repeat([]byte("x"), size-10)...)
-			m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("poison/%d", i))
-			if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
-				t.Fatalf("publish poison of %d bytes: %v", size, err)
-			}
-		}
-		start := time.Now()
-		row, job := e.check(id, n, 2*time.Minute)
-		waitConsumerIdle(t, e.streams.ChunkConsumer, time.Minute)
-		dead := deadLetterIDs(t, e.streams.DLQ)
-		row.DeadLettered = int64(len(dead))
-		row.Scenario, row.Load, row.Fault, row.Recovery = t.Name(), load, fmt.Sprintf("4 invalid-JSON chunks of 10 B, 100 KB, 900 KB and %d B among them", limit-1024), time.Since(start)
-		row.Note = "each poison dead-lettered (the two largest by reference), every good chunk written"
-		if len(dead) != len(sizes) || row.Lost != 0 || row.Duplicated != 0 || job.State != jobs.JobCompleted || job.Written != int64(n) {
-			t.Fatalf("job %s %d of %d written; %d dead letters (want %d), lost %d", job.State, job.Written, n, len(dead), len(sizes), row.Lost)
-		}
-		recordFault(row)
-	})
+// faultBrokerKill: the broker is killed mid-load and restarted; the load finishes soon after.
+func faultBrokerKill(t *testing.T, n int, load string) {
+	e := newFaultEnv(t, false)
+	e.worker(e.nats.url())
+	id := e.load(n)
+	e.job(id, time.Minute, func(j jobs.Job) bool { return j.Written >= int64(n/3) })
+	e.nats.kill()
+	time.Sleep(time.Second)
+	e.nats.start()
+	start := time.Now()
+	row := e.finish(t, id, n, 2*time.Minute, start, load, "SIGKILL nats-server at a third written, restart it 1 s later", "")
+	// Issue 11, finding 8: a job-progress request lost in the restart held every message
+	// of its batch for its full 30 s timeout; now it is made again on reconnect.
+	if row.Recovery > 20*time.Second {
+		t.Errorf("the job finished %s after the broker came back; a lost request is stalling the worker", row.Recovery)
+	}
+}
 
-	t.Run("duplicates: resubmitted file and republished messages", func(t *testing.T) {
-		e := newFaultEnv(t, false)
-		e.worker(e.nats.url())
-		id := e.load(n)
-		e.job(id, 2*time.Minute, func(j jobs.Job) bool { return j.State.Done() })
-		// The same file again is the same job: nothing is published.
-		if again := e.load(n); again != id {
-			t.Fatalf("resubmitted file became job %s, want %s", again, id)
-		}
-		// Every chunk message published again under new message ids (a producer retrying
-		// without Nats-Msg-Id): the store's ids make it harmless, and the job's counts hold.
-		start := time.Now()
-		republished := republishChunks(t, e.js, e.streams.Chunks)
+// faultNetworkCuts: the worker's connections to the broker are delayed, cut and refused three times.
+func faultNetworkCuts(t *testing.T, n int, load string) {
+	e := newFaultEnv(t, false)
+	p := startProxy(t, fmt.Sprintf("127.0.0.1:%d", e.nats.port))
+	p.delay.Store(int64(20 * time.Millisecond))
+	e.worker(p.url())
+	id := e.load(n)
+	e.job(id, time.Minute, func(j jobs.Job) bool { return j.Written > 0 })
+	for range 3 {
+		p.down.Store(true)
+		p.cut()
+		time.Sleep(1500 * time.Millisecond)
+		p.down.Store(false)
 		time.Sleep(time.Second)
-		waitConsumerIdle(t, e.streams.ChunkConsumer, 2*time.Minute)
-		e.finish(t, id, n, time.Minute, start, load, fmt.Sprintf("the file resubmitted; all %d chunk messages published again with new ids", republished), "")
-	})
+	}
+	start := time.Now()
+	e.finish(t, id, n, 2*time.Minute, start, load, "20 ms delay each way; every connection cut and refused for 1.5 s, three times", "")
+}
+
+// faultSinkOutage: the sink answers 503 for 20 s; the load finishes soon after it is back.
+func faultSinkOutage(t *testing.T, n int, load string) {
+	e := newFaultEnv(t, true)
+	e.worker(e.nats.url())
+	id := e.load(n)
+	e.job(id, time.Minute, func(j jobs.Job) bool { return j.Written > 0 })
+	e.double.SetFaultRate(1, dataapitest.FaultHTTP503)
+	time.Sleep(20 * time.Second)
+	e.double.SetFaultRate(0)
+	start := time.Now()
+	row := e.finish(t, id, n, 3*time.Minute, start, load, "every Data API call answers 503 for 20 s", "messages held by the sink's circuit breaker, probed every ≤5 s; recovery includes the rest of the load")
+	// Before the breaker every message went back with its own backoff: a message failed
+	// 5 times in 20 s waited up to 32 s for its 6th delivery (recovery 31.8 s).
+	if row.Recovery > 15*time.Second {
+		t.Errorf("the job finished %s after the sink came back; the breaker probes every ≤5 s", row.Recovery)
+	}
+}
+
+// faultSinkLosesResponses: a fifth of the sink's responses are lost after the call was applied.
+func faultSinkLosesResponses(t *testing.T, n int, load string) {
+	e := newFaultEnv(t, true)
+	e.double.SetFaultRate(0.2, dataapitest.FaultLostResponse)
+	e.worker(e.nats.url())
+	start := time.Now()
+	id := e.load(n)
+	// The note counts the responses lost over the whole load: wait for its end first.
+	e.job(id, 3*time.Minute, func(j jobs.Job) bool { return j.State.Done() })
+	e.finish(t, id, n, time.Minute, start, load, "20% of Data API calls applied, their response dropped", fmt.Sprintf("%d responses lost; recovery is the whole load", e.double.Stats().Faults[dataapitest.FaultLostResponse]))
+}
+
+// faultSinkLatency: every sink call takes 2 s.
+func faultSinkLatency(t *testing.T, n int, load string) {
+	e := newFaultEnv(t, true)
+	e.double.SetLatency(2*time.Second, 0)
+	e.worker(e.nats.url())
+	start := time.Now()
+	id := e.load(n)
+	e.finish(t, id, n, 3*time.Minute, start, load, "every Data API call takes 2 s", "recovery is the whole load")
+}
+
+// faultSIGTERMWhileSinkHangs: the worker is stopped while the sink hangs; it exits within its drain timeout and another finishes the load.
+func faultSIGTERMWhileSinkHangs(t *testing.T, n int, load string) {
+	e := newFaultEnv(t, true)
+	w := e.worker(e.nats.url(), "--drain-timeout", "5s")
+	id := e.load(n)
+	e.job(id, time.Minute, func(j jobs.Job) bool { return j.Written > 0 })
+	// Every Data API call from now on hangs until the client gives up.
+	e.double.SetFaultRate(1, dataapitest.FaultTimeout)
+	time.Sleep(500 * time.Millisecond)
+	stopAt := time.Now()
+	_ = w.Process.Signal(syscall.SIGTERM)
+	_ = w.Wait()
+	stopped := time.Since(stopAt)
+	// Issue 11, finding 8: SIGTERM took 58 s with --drain-timeout 30s while the sink hung.
+	if stopped > 5*time.Second+3*time.Second {
+		t.Errorf("SIGTERM with --drain-timeout 5s took %s while the sink hung", stopped.Round(10*time.Millisecond))
+	}
+	e.double.SetFaultRate(0)
+	e.worker(e.nats.url())
+	start := time.Now()
+	e.finish(t, id, n, 2*time.Minute, start, load, "every Data API call hangs; SIGTERM the worker (--drain-timeout 5s), then start another", fmt.Sprintf("the worker exited %.1f s after SIGTERM", stopped.Seconds()))
+}
+
+// faultPoisonOfEverySize: invalid messages of sizes around the limits among good chunks are each dead-lettered.
+func faultPoisonOfEverySize(t *testing.T, n int, load string) {
+	e := newFaultEnv(t, false)
+	e.worker(e.nats.url())
+	id := e.load(n)
+	// Invalid JSON of sizes around the limits, published straight onto the subject as
+	// another producer could: 10 B, 100 KB, 900 KB (its dead letter would not fit in
+	// 1 MiB with the payload inline: it used to vanish) and the largest message the
+	// broker takes.
+	limit := int(e.js.Conn().MaxPayload())
+	sizes := []int{10, 100 << 10, 900 << 10, limit - 1024}
+	for i, size := range sizes {
+		m := nats.NewMsg("sluice.v1.chunks.dev")
+		m.Data = append([]byte("{not json "), bytes.Repeat([]byte("x"), size-10)...)
+		m.Header.Set(nats.MsgIdHdr, fmt.Sprintf("poison/%d", i))
+		if _, err := e.js.PublishMsg(context.Background(), m); err != nil {
+			t.Fatalf("publish poison of %d bytes: %v", size, err)
+		}
+	}
+	start := time.Now()
+	row, job := e.check(id, n, 2*time.Minute)
+	waitConsumerIdle(t, e.streams.ChunkConsumer, time.Minute)
+	dead := deadLetterIDs(t, e.streams.DLQ)
+	row.DeadLettered = int64(len(dead))
+	row.Scenario, row.Load, row.Fault, row.Recovery = t.Name(), load, fmt.Sprintf("4 invalid-JSON chunks of 10 B, 100 KB, 900 KB and %d B among them", limit-1024), time.Since(start)
+	row.Note = "each poison dead-lettered (the two largest by reference), every good chunk written"
+	if len(dead) != len(sizes) || row.Lost != 0 || row.Duplicated != 0 || job.State != jobs.JobCompleted || job.Written != int64(n) {
+		t.Fatalf("job %s %d of %d written; %d dead letters (want %d), lost %d", job.State, job.Written, n, len(dead), len(sizes), row.Lost)
+	}
+	recordFault(row)
+}
+
+// faultDuplicates: the file resubmitted and every message republished under new ids change nothing.
+func faultDuplicates(t *testing.T, n int, load string) {
+	e := newFaultEnv(t, false)
+	e.worker(e.nats.url())
+	id := e.load(n)
+	e.job(id, 2*time.Minute, func(j jobs.Job) bool { return j.State.Done() })
+	// The same file again is the same job: nothing is published.
+	if again := e.load(n); again != id {
+		t.Fatalf("resubmitted file became job %s, want %s", again, id)
+	}
+	// Every chunk message published again under new message ids (a producer retrying
+	// without Nats-Msg-Id): the store's ids make it harmless, and the job's counts hold.
+	start := time.Now()
+	republished := republishChunks(t, e.js, e.streams.Chunks)
+	time.Sleep(time.Second)
+	waitConsumerIdle(t, e.streams.ChunkConsumer, 2*time.Minute)
+	e.finish(t, id, n, time.Minute, start, load, fmt.Sprintf("the file resubmitted; all %d chunk messages published again with new ids", republished), "")
 }
 
 // republishChunks publishes every message of the chunk stream again, with a new Nats-Msg-Id,

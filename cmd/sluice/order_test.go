@@ -41,18 +41,7 @@ func TestCommandOrderAcrossTwoWorkerProcesses(t *testing.T) {
 
 	const keys = 20
 	at := time.Now().UTC()
-	var cmds [][]requirements.Command
-	for k := range keys {
-		id := fmt.Sprintf("FR-%013d%04d", at.UnixMilli(), k)
-		v := func(n int64) *int64 { return &n }
-		cmds = append(cmds, []requirements.Command{
-			{Type: requirements.TypeSubmitFeatureRequest, SubmitFeatureRequest: &requirements.SubmitFeatureRequest{
-				RequestID: id, Title: fmt.Sprintf("Feature %d", k), Description: "An ordered feature request.", Priority: "high", Requester: "team"}},
-			{Type: requirements.TypeDecideFeatureRequest, Decide: &requirements.DecideFeatureRequest{RequestID: id, Action: requirements.ActionApprove, ExpectedVersion: v(1)}},
-			{Type: requirements.TypeTransitionFeatureRequest, Transition: &requirements.TransitionFeatureRequest{RequestID: id, To: requirements.StatusInProgress, ExpectedVersion: v(2)}},
-			{Type: requirements.TypeTransitionFeatureRequest, Transition: &requirements.TransitionFeatureRequest{RequestID: id, To: requirements.StatusCompleted, ExpectedVersion: v(3)}},
-		})
-	}
+	cmds := orderedFeatureCommands(at, keys)
 	// Interleave: step 0 of every key, then step 1 of every key, …
 	n := 0
 	for step := range 4 {
@@ -80,6 +69,42 @@ func TestCommandOrderAcrossTwoWorkerProcesses(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
+	waitAllCompleted(t, store, cmds)
+	_ = w1.Process.Signal(syscall.SIGTERM)
+	_ = w2.Process.Signal(syscall.SIGTERM)
+	if err := w1.Wait(); err != nil {
+		t.Errorf("worker 1 exit: %v", err)
+	}
+	if err := w2.Wait(); err != nil {
+		t.Errorf("worker 2 exit: %v", err)
+	}
+}
+
+// orderedFeatureCommands returns, for each of keys feature requests (ids from at), its four
+// commands in order: submit, approve, start, complete, each expecting the version the one
+// before leaves.
+func orderedFeatureCommands(at time.Time, keys int) [][]requirements.Command {
+	var cmds [][]requirements.Command
+	for k := range keys {
+		id := fmt.Sprintf("FR-%013d%04d", at.UnixMilli(), k)
+		v := func(n int64) *int64 { return &n }
+		cmds = append(cmds, []requirements.Command{
+			{Type: requirements.TypeSubmitFeatureRequest, SubmitFeatureRequest: &requirements.SubmitFeatureRequest{
+				RequestID: id, Title: fmt.Sprintf("Feature %d", k), Description: "An ordered feature request.", Priority: "high", Requester: "team"}},
+			{Type: requirements.TypeDecideFeatureRequest, Decide: &requirements.DecideFeatureRequest{RequestID: id, Action: requirements.ActionApprove, ExpectedVersion: v(1)}},
+			{Type: requirements.TypeTransitionFeatureRequest, Transition: &requirements.TransitionFeatureRequest{RequestID: id, To: requirements.StatusInProgress, ExpectedVersion: v(2)}},
+			{Type: requirements.TypeTransitionFeatureRequest, Transition: &requirements.TransitionFeatureRequest{RequestID: id, To: requirements.StatusCompleted, ExpectedVersion: v(3)}},
+		})
+	}
+	return cmds
+}
+
+// waitAllCompleted waits up to a minute until every key of cmds (its first command's request)
+// is completed, at version 4.
+func waitAllCompleted(t *testing.T, store *reqstore.SQLiteStore, cmds [][]requirements.Command) {
+	t.Helper()
+	ctx := context.Background()
+	keys := len(cmds)
 	deadline := time.Now().Add(time.Minute)
 	for {
 		done := 0
@@ -103,13 +128,5 @@ func TestCommandOrderAcrossTwoWorkerProcesses(t *testing.T) {
 			t.Fatalf("only %d of %d keys reached their last command's state", done, keys)
 		}
 		time.Sleep(50 * time.Millisecond)
-	}
-	_ = w1.Process.Signal(syscall.SIGTERM)
-	_ = w2.Process.Signal(syscall.SIGTERM)
-	if err := w1.Wait(); err != nil {
-		t.Errorf("worker 1 exit: %v", err)
-	}
-	if err := w2.Wait(); err != nil {
-		t.Errorf("worker 2 exit: %v", err)
 	}
 }

@@ -24,11 +24,45 @@ import (
 // posted over HTTP, the job followed to its end, a chunk read back, and `sluice load` from a
 // second process publishing to the running server.
 func TestServeEndToEnd(t *testing.T) {
+	e := startServeE2E(t)
+	// The steps run in order on one server: each builds on what the ones before stored (the
+	// metrics count every chunk written).
+	e.nastyJob()
+	e.loadFromSecondProcess()
+	e.jobEventsAndList()
+	e.idempotentUpload()
+	e.jobsCLI()
+	e.graphLoad()
+	e.deadLetterCLI()
+	e.metrics()
+
+	if err := e.srv.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.srv.Wait(); err != nil {
+		t.Fatalf("serve exit after SIGTERM: %v", err)
+	}
+}
+
+// serveE2E is TestServeEndToEnd's running server and what its steps pass on.
+type serveE2E struct {
+	t       *testing.T
+	dataDir string
+	srv     *exec.Cmd
+	base    string
+	// jobID is the nasty job's id (set by nastyJob).
+	jobID string
+}
+
+// startServeE2E starts `sluice serve` on the embedded default and loads its OpenAPI document,
+// against which every JSON answer is then checked.
+func startServeE2E(t *testing.T) *serveE2E {
+	t.Helper()
 	dataDir := t.TempDir()
 	s0 := startServer(t, "serve", nil, "--data-dir", dataDir)
-	srv, base := s0.cmd, s0.base
+	e := &serveE2E{t: t, dataDir: dataDir, srv: s0.cmd, base: s0.base}
 	// Every JSON answer below is checked against the server's own OpenAPI document.
-	resp0, err := http.Get(base + "/openapi.json")
+	resp0, err := http.Get(e.base + "/openapi.json")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +72,29 @@ func TestServeEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { apiDoc = nil })
+	return e
+}
 
+// cli runs the binary with args against the API and returns its standard output and exit code.
+func (e *serveE2E) cli(args ...string) (string, int) {
+	e.t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), "SLUICE_API_URL="+e.base)
+	out, err := cmd.Output()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatal(err)
+	}
+	return string(out), code
+}
+
+// nastyJob posts the nasty chunk file, follows the job to its end, reads a chunk back, and
+// posts the file again: the same job, published once.
+func (e *serveE2E) nastyJob() {
+	t, base := e.t, e.base
+	t.Helper()
 	body, err := os.ReadFile("../../testdata/chunks/nasty_job_1757498642_0a06fa1bc2da_pass_a_chunks.json")
 	if err != nil {
 		t.Fatal(err)
@@ -57,10 +113,10 @@ func TestServeEndToEnd(t *testing.T) {
 	if resp.StatusCode != http.StatusAccepted || sub["job_id"] == nil || sub["rejected"].(float64) != 6 {
 		t.Fatalf("POST /v1/jobs: %d %v", resp.StatusCode, sub)
 	}
-	jobID := sub["job_id"].(string)
+	e.jobID = sub["job_id"].(string)
 	var job map[string]any
 	for deadline := time.Now().Add(time.Minute); ; {
-		job = getJSON(t, base+"/v1/jobs/"+jobID, 200, "GET /v1/jobs/{id}")
+		job = getJSON(t, base+"/v1/jobs/"+e.jobID, 200, "GET /v1/jobs/{id}")
 		if job["state"] == "completed_with_errors" || job["state"] == "completed" {
 			break
 		}
@@ -87,12 +143,17 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	_ = json.NewDecoder(resp.Body).Decode(&sub)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || sub["job_id"] != jobID || sub["existing"] != true {
+	if resp.StatusCode != http.StatusOK || sub["job_id"] != e.jobID || sub["existing"] != true {
 		t.Fatalf("resubmission: %d %v", resp.StatusCode, sub)
 	}
+}
 
-	// sluice load finds the running server through the data directory and publishes there.
-	load := exec.Command(binary, "load", "--data-dir", dataDir, "--json", "../../testdata/chunks/passB_enriched.json")
+// loadFromSecondProcess: sluice load finds the running server through the data directory and
+// publishes there.
+func (e *serveE2E) loadFromSecondProcess() {
+	t := e.t
+	t.Helper()
+	load := exec.Command(binary, "load", "--data-dir", e.dataDir, "--json", "../../testdata/chunks/passB_enriched.json")
 	out, err := load.Output()
 	if err != nil {
 		t.Fatalf("load against the running server: %v\n%s", err, out)
@@ -100,13 +161,18 @@ func TestServeEndToEnd(t *testing.T) {
 	if !strings.Contains(string(out), `"written": 20`) {
 		t.Fatalf("load output: %s", out)
 	}
-	enriched := getJSON(t, base+"/v1/chunks/chunk_001?env=dev", 200)
+	enriched := getJSON(t, e.base+"/v1/chunks/chunk_001?env=dev", 200)
 	if md, _ := enriched["metadata"].(map[string]any); md["chunk_type"] != "enriched" {
 		t.Fatalf("enriched item not converted: %v", enriched)
 	}
+}
 
-	// The job's events stream ends with a "done" event.
-	resp, err = http.Get(base + "/v1/jobs/" + jobID + "/events")
+// jobEventsAndList: the job's events stream ends with a "done" event, and the job is listed by
+// its state.
+func (e *serveE2E) jobEventsAndList() {
+	t := e.t
+	t.Helper()
+	resp, err := http.Get(e.base + "/v1/jobs/" + e.jobID + "/events")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,13 +181,18 @@ func TestServeEndToEnd(t *testing.T) {
 	if resp.Header.Get("Content-Type") != "text/event-stream" || !strings.Contains(string(events), "event: done\n") {
 		t.Fatalf("events: %s\n%s", resp.Header.Get("Content-Type"), events)
 	}
-	list := getJSON(t, base+"/v1/jobs?state=completed_with_errors", 200, "GET /v1/jobs")
-	if jobs := list["jobs"].([]any); len(jobs) != 1 || jobs[0].(map[string]any)["job_id"] != jobID {
+	list := getJSON(t, e.base+"/v1/jobs?state=completed_with_errors", 200, "GET /v1/jobs")
+	if jobs := list["jobs"].([]any); len(jobs) != 1 || jobs[0].(map[string]any)["job_id"] != e.jobID {
 		t.Fatalf("list: %v", list)
 	}
-	// An Idempotency-Key makes a retried upload return the first job.
+}
+
+// idempotentUpload: an Idempotency-Key makes a retried upload return the first job.
+func (e *serveE2E) idempotentUpload() {
+	t := e.t
+	t.Helper()
 	post := func(key string, body []byte) map[string]any {
-		req, _ := http.NewRequest("POST", base+"/v1/jobs?env=test", bytes.NewReader(body))
+		req, _ := http.NewRequest("POST", e.base+"/v1/jobs?env=test", bytes.NewReader(body))
 		req.Header.Set("Content-Type", "application/x-ndjson")
 		req.Header.Set("Idempotency-Key", key)
 		resp, err := http.DefaultClient.Do(req)
@@ -138,43 +209,40 @@ func TestServeEndToEnd(t *testing.T) {
 	if k1["job_id"] == nil || k1["job_id"] != k2["job_id"] || k2["existing"] != true {
 		t.Fatalf("idempotent upload: %v then %v", k1, k2)
 	}
-	// The operator commands talk to the API.
-	cli := func(args ...string) (string, int) {
-		cmd := exec.Command(binary, args...)
-		cmd.Env = append(os.Environ(), "SLUICE_API_URL="+base)
-		out, err := cmd.Output()
-		code := 0
-		if ee, ok := err.(*exec.ExitError); ok {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		return string(out), code
-	}
-	if out, code := cli("jobs", "ls"); code != 0 || !strings.Contains(out, jobID) || !strings.Contains(out, "completed_with_errors") {
+}
+
+// jobsCLI: the operator's job commands talk to the API, and roll the nasty job back.
+func (e *serveE2E) jobsCLI() {
+	t, jobID := e.t, e.jobID
+	t.Helper()
+	if out, code := e.cli("jobs", "ls"); code != 0 || !strings.Contains(out, jobID) || !strings.Contains(out, "completed_with_errors") {
 		t.Fatalf("jobs ls: exit %d\n%s", code, out)
 	}
-	if out, code := cli("jobs", "wait", "--json", jobID); code != 3 || !strings.Contains(out, `"rejected": 6`) {
+	if out, code := e.cli("jobs", "wait", "--json", jobID); code != 3 || !strings.Contains(out, `"rejected": 6`) {
 		t.Fatalf("jobs wait on a job with rejections: exit %d\n%s", code, out)
 	}
-	if out, code := cli("jobs", "show", "jnosuch"); code != 1 {
+	if out, code := e.cli("jobs", "show", "jnosuch"); code != 1 {
 		t.Fatalf("jobs show of an unknown job: exit %d\n%s", code, out)
 	}
-	if _, code := cli("jobs", "frobnicate"); code != 2 {
+	if _, code := e.cli("jobs", "frobnicate"); code != 2 {
 		t.Fatalf("unknown subcommand: exit %d, want 2", code)
 	}
 	// Roll the nasty job back: its documents go, the job says so.
-	if out, code := cli("jobs", "rollback", "--json", jobID); code != 0 || !strings.Contains(out, `"state": "rolled_back"`) || !strings.Contains(out, `"deleted": 109`) {
+	if out, code := e.cli("jobs", "rollback", "--json", jobID); code != 0 || !strings.Contains(out, `"state": "rolled_back"`) || !strings.Contains(out, `"deleted": 109`) {
 		t.Fatalf("jobs rollback: exit %d\n%s", code, out)
 	}
-	getJSON(t, base+"/v1/chunks/job_1757498642_0a06fa1bc2da_chunk_9003?env=dev", 404)
+	getJSON(t, e.base+"/v1/chunks/job_1757498642_0a06fa1bc2da_chunk_9003?env=dev", 404)
+}
 
-	// A graph file loads through the same endpoint, and the graph reads answer.
+// graphLoad: a graph file loads through the same endpoint, and the graph reads answer.
+func (e *serveE2E) graphLoad() {
+	t, base := e.t, e.base
+	t.Helper()
 	snap, err := os.ReadFile("../../testdata/chunks/graph_snapshot.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	resp, err = http.Post(base+"/v1/graph?env=dev", "application/json", bytes.NewReader(snap))
+	resp, err := http.Post(base+"/v1/graph?env=dev", "application/json", bytes.NewReader(snap))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,14 +275,67 @@ func TestServeEndToEnd(t *testing.T) {
 		t.Fatalf("neighbors: %v", nb)
 	}
 	getJSON(t, base+"/v1/graph/nodes/nope/neighbors", 404, "GET /v1/graph/nodes/{id}/neighbors")
+}
 
-	// A message no file loader would send goes to the dead-letter queue; the CLI finds it,
-	// shows it, replays it (it fails again, and carries its replay count), and purges it.
-	url, err := os.ReadFile(dataDir + "/nats.url")
+// deadLetterCLI: a message no file loader would send goes to the dead-letter queue; the CLI
+// finds it, shows it, replays it (it fails again, and carries its replay count), and purges it.
+func (e *serveE2E) deadLetterCLI() {
+	t := e.t
+	t.Helper()
+	e.publishBroken()
+	var dlqID string
+	for deadline := time.Now().Add(30 * time.Second); dlqID == ""; {
+		out, _ := e.cli("dlq", "ls", "--json", "--error-class", "validation")
+		var page struct {
+			Entries []map[string]any `json:"entries"`
+		}
+		_ = json.Unmarshal([]byte(out), &page)
+		if len(page.Entries) == 1 {
+			dlqID = page.Entries[0]["id"].(string)
+		} else if time.Now().After(deadline) {
+			t.Fatalf("dead letter never listed: %s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	getJSON(t, e.base+"/v1/dlq", 200, "GET /v1/dlq")
+	getJSON(t, e.base+"/v1/dlq/"+dlqID, 200, "GET /v1/dlq/{id}")
+	if out, code := e.cli("dlq", "show", dlqID); code != 0 || !strings.Contains(out, "empty content") || !strings.Contains(out, `"chunk_id":"broken"`) {
+		t.Fatalf("dlq show: exit %d\n%s", code, out)
+	}
+	if out, code := e.cli("dlq", "replay", "--dry-run", dlqID); code != 0 || !strings.Contains(out, "would replay 1") {
+		t.Fatalf("dlq replay --dry-run: exit %d\n%s", code, out)
+	}
+	if out, code := e.cli("dlq", "replay", dlqID); code != 0 || !strings.Contains(out, "replayed 1") {
+		t.Fatalf("dlq replay: exit %d\n%s", code, out)
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		out, _ := e.cli("dlq", "ls", "--json")
+		if strings.Contains(out, `"replays": 1`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the replayed message did not come back with its replay count: %s", out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, code := e.cli("dlq", "purge", "--error-class", "validation"); code != 2 {
+		t.Fatalf("purge without --yes: exit %d, want 2", code)
+	}
+	if out, code := e.cli("dlq", "purge", "--error-class", "validation", "--yes"); code != 0 || !strings.Contains(out, "purged 1") {
+		t.Fatalf("dlq purge: exit %d\n%s", code, out)
+	}
+}
+
+// publishBroken publishes a chunk with empty content straight onto the embedded broker, found
+// through the data directory.
+func (e *serveE2E) publishBroken() {
+	t := e.t
+	t.Helper()
+	url, err := os.ReadFile(e.dataDir + "/nats.url")
 	if err != nil {
 		t.Fatal(err)
 	}
-	ep, err := embedded.Discover(dataDir)
+	ep, err := embedded.Discover(e.dataDir)
 	if err != nil || ep.URL != strings.TrimSpace(string(url)) {
 		t.Fatalf("discover the embedded broker: %v, %v", ep, err)
 	}
@@ -228,49 +349,13 @@ func TestServeEndToEnd(t *testing.T) {
 	if err := nc.PublishMsg(bad); err != nil {
 		t.Fatal(err)
 	}
-	var dlqID string
-	for deadline := time.Now().Add(30 * time.Second); dlqID == ""; {
-		out, _ := cli("dlq", "ls", "--json", "--error-class", "validation")
-		var page struct {
-			Entries []map[string]any `json:"entries"`
-		}
-		_ = json.Unmarshal([]byte(out), &page)
-		if len(page.Entries) == 1 {
-			dlqID = page.Entries[0]["id"].(string)
-		} else if time.Now().After(deadline) {
-			t.Fatalf("dead letter never listed: %s", out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	getJSON(t, base+"/v1/dlq", 200, "GET /v1/dlq")
-	getJSON(t, base+"/v1/dlq/"+dlqID, 200, "GET /v1/dlq/{id}")
-	if out, code := cli("dlq", "show", dlqID); code != 0 || !strings.Contains(out, "empty content") || !strings.Contains(out, `"chunk_id":"broken"`) {
-		t.Fatalf("dlq show: exit %d\n%s", code, out)
-	}
-	if out, code := cli("dlq", "replay", "--dry-run", dlqID); code != 0 || !strings.Contains(out, "would replay 1") {
-		t.Fatalf("dlq replay --dry-run: exit %d\n%s", code, out)
-	}
-	if out, code := cli("dlq", "replay", dlqID); code != 0 || !strings.Contains(out, "replayed 1") {
-		t.Fatalf("dlq replay: exit %d\n%s", code, out)
-	}
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		out, _ := cli("dlq", "ls", "--json")
-		if strings.Contains(out, `"replays": 1`) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the replayed message did not come back with its replay count: %s", out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	if _, code := cli("dlq", "purge", "--error-class", "validation"); code != 2 {
-		t.Fatalf("purge without --yes: exit %d, want 2", code)
-	}
-	if out, code := cli("dlq", "purge", "--error-class", "validation", "--yes"); code != 0 || !strings.Contains(out, "purged 1") {
-		t.Fatalf("dlq purge: exit %d\n%s", code, out)
-	}
+}
 
-	resp, err = http.Get(base + "/metrics")
+// metrics: the metrics count every chunk written and the chunk batches.
+func (e *serveE2E) metrics() {
+	t := e.t
+	t.Helper()
+	resp, err := http.Get(e.base + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,13 +366,6 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	if !regexp.MustCompile(`(?m)^sluice_chunk_batch_messages_count [1-9]`).Match(metrics) {
 		t.Fatalf("metrics do not count the chunk batches:\n%s", grepLines(string(metrics), "sluice_chunk"))
-	}
-
-	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Wait(); err != nil {
-		t.Fatalf("serve exit after SIGTERM: %v", err)
 	}
 }
 

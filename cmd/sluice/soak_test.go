@@ -62,36 +62,9 @@ func TestSoak(t *testing.T) {
 	nextSample := start.Add(warmup)
 	client := &http.Client{Timeout: 30 * time.Second}
 	for cycle := 0; time.Since(start) < d; cycle++ {
-		// A new file each cycle: a new job, followed to its end.
-		var body bytes.Buffer
-		for i := range perJob {
-			fmt.Fprintf(&body, `{"chunk_id":"soak_%06d_%04d","content":"Soak chunk %d of cycle %d, text enough to be a chunk of rules."}`+"\n", cycle, i, i, cycle)
-		}
-		id := submit(t, client, srv.base+"/v1/jobs?env=dev&format=jsonl", "application/x-ndjson", body.Bytes())
+		soakCycle(t, client, srv.base, cycle, perJob)
 		loaded += perJob
-		// Change feeds opened and dropped at once: each must leave no consumer behind.
-		for range 3 {
-			ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, srv.base+"/v1/events", nil)
-			if resp, err := http.DefaultClient.Do(req); err == nil {
-				_ = resp.Body.Close()
-			}
-			cancel()
-		}
-		if cycle%5 == 0 {
-			g := fmt.Sprintf(`{"nodes":[{"id":"soak:%d:a","type":"Rule","properties":{}},{"id":"soak:%d:b","type":"Rule","properties":{}}],"edges":[{"source":"soak:%d:a","type":"depends_on","target":"soak:%d:b"}]}`, cycle, cycle, cycle, cycle)
-			submit(t, client, srv.base+"/v1/graph?env=dev", "application/json", []byte(g))
-		}
-		for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
-			j := getJSON(t, srv.base+"/v1/jobs/"+id, 200)
-			if j["state"] == "completed" {
-				jobsDone++
-				break
-			}
-			if s, _ := j["state"].(string); s != "running" && s != "pending" || time.Now().After(deadline) {
-				t.Fatalf("cycle %d: job %s ended %v", cycle, id, j)
-			}
-		}
+		jobsDone++
 		if cycle == 0 {
 			// Every route has run once, so every durable consumer exists.
 			idleConsumers = sampleServe(t, srv.base, js, time.Since(start)).consumers
@@ -102,6 +75,64 @@ func TestSoak(t *testing.T) {
 		}
 	}
 	samples = append(samples, sampleServe(t, srv.base, js, time.Since(start)))
+	checkSoakGrowth(t, samples, idleConsumers)
+	_ = srv.cmd.Process.Signal(syscall.SIGTERM)
+	if err := srv.cmd.Wait(); err != nil {
+		t.Errorf("serve exit after the soak: %v", err)
+	}
+	stored := storeCount(t, dataDir)
+	if stored != int64(loaded) {
+		t.Errorf("%d chunks loaded in %d jobs, %d stored", loaded, jobsDone, stored)
+	}
+	first, last := samples[0], samples[len(samples)-1]
+	recordFault(faultRow{
+		Scenario: "soak " + d.String(), Load: fmt.Sprintf("%d jobs of %d chunks, 3 dropped change feeds each, a graph every 5th", jobsDone, perJob),
+		Fault: "none: growth over time", Lost: max(0, int64(loaded)-stored),
+		Note: fmt.Sprintf("goroutines %.0f → %.0f, heap %.0f → %.0f MiB, fds %.0f → %.0f, consumers %d → %d",
+			first.goroutines, last.goroutines, first.heap/(1<<20), last.heap/(1<<20), first.fds, last.fds, first.consumers, last.consumers),
+	})
+}
+
+// soakCycle runs one cycle of the soak's load on the server at base: a new file of perJob
+// chunks uploaded, three change feeds opened and dropped at once, a graph upload every 5th
+// cycle, and the job followed until it completed.
+func soakCycle(t *testing.T, client *http.Client, base string, cycle, perJob int) {
+	t.Helper()
+	// A new file each cycle: a new job, followed to its end.
+	var body bytes.Buffer
+	for i := range perJob {
+		fmt.Fprintf(&body, `{"chunk_id":"soak_%06d_%04d","content":"Soak chunk %d of cycle %d, text enough to be a chunk of rules."}`+"\n", cycle, i, i, cycle)
+	}
+	id := submit(t, client, base+"/v1/jobs?env=dev&format=jsonl", "application/x-ndjson", body.Bytes())
+	// Change feeds opened and dropped at once: each must leave no consumer behind.
+	for range 3 {
+		ctx, cancel := context.WithTimeout(context.Background(), 150*time.Millisecond)
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/events", nil)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			_ = resp.Body.Close()
+		}
+		cancel()
+	}
+	if cycle%5 == 0 {
+		g := fmt.Sprintf(`{"nodes":[{"id":"soak:%d:a","type":"Rule","properties":{}},{"id":"soak:%d:b","type":"Rule","properties":{}}],"edges":[{"source":"soak:%d:a","type":"depends_on","target":"soak:%d:b"}]}`, cycle, cycle, cycle, cycle)
+		submit(t, client, base+"/v1/graph?env=dev", "application/json", []byte(g))
+	}
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		j := getJSON(t, base+"/v1/jobs/"+id, 200)
+		if j["state"] == "completed" {
+			return
+		}
+		if s, _ := j["state"].(string); s != "running" && s != "pending" || time.Now().After(deadline) {
+			t.Fatalf("cycle %d: job %s ended %v", cycle, id, j)
+		}
+	}
+}
+
+// checkSoakGrowth logs the soak's samples and fails if goroutines, file descriptors, consumers
+// or heap grew from the first sample to the last, or if any sample holds more consumers than
+// idleConsumers (those after the first cycle) and a slack of 5.
+func checkSoakGrowth(t *testing.T, samples []soakSample, idleConsumers int) {
+	t.Helper()
 	for _, s := range samples {
 		t.Logf("%6.0fs goroutines %4.0f  heap %6.1f MiB  fds %4.0f  consumers %d", s.at.Seconds(), s.goroutines, s.heap/(1<<20), s.fds, s.consumers)
 	}
@@ -121,20 +152,6 @@ func TestSoak(t *testing.T) {
 			t.Errorf("%.0fs: %d consumers on the broker, %d after the first cycle: dropped change feeds left theirs", s.at.Seconds(), s.consumers, idleConsumers)
 		}
 	}
-	_ = srv.cmd.Process.Signal(syscall.SIGTERM)
-	if err := srv.cmd.Wait(); err != nil {
-		t.Errorf("serve exit after the soak: %v", err)
-	}
-	stored := storeCount(t, dataDir)
-	if stored != int64(loaded) {
-		t.Errorf("%d chunks loaded in %d jobs, %d stored", loaded, jobsDone, stored)
-	}
-	recordFault(faultRow{
-		Scenario: "soak " + d.String(), Load: fmt.Sprintf("%d jobs of %d chunks, 3 dropped change feeds each, a graph every 5th", jobsDone, perJob),
-		Fault: "none: growth over time", Lost: max(0, int64(loaded)-stored),
-		Note: fmt.Sprintf("goroutines %.0f → %.0f, heap %.0f → %.0f MiB, fds %.0f → %.0f, consumers %d → %d",
-			first.goroutines, last.goroutines, first.heap/(1<<20), last.heap/(1<<20), first.fds, last.fds, first.consumers, last.consumers),
-	})
 }
 
 // submit POSTs body and returns the job id of a 202. Like a well-behaved client it waits out

@@ -58,6 +58,46 @@ func TestServeSaysWhatItWaitsFor(t *testing.T) {
 		"serve", "--http-addr", addr, "--data-dir", filepath.Join(t.TempDir(), "data"))
 
 	// /readyz names the wait once the first try failed.
+	checkStartupWait(t, base, double.Token())
+
+	// The CLI started now waits out the 503s (Retry-After) and gets its answer once serve is up.
+	cli := startRetryingCLI(t, base)
+
+	// AstraDB comes back: the same port turns ready and takes a job.
+	double.SetFaultRate(0)
+	for deadline := time.Now().Add(40 * time.Second); ; {
+		if p, ok := get(base + "/readyz"); ok && p.code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("serve not ready 40 s after AstraDB came back")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cli.checkDone(t)
+	body, err := os.ReadFile("../../testdata/chunks/passA_chunks.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := mustPostJSON(t, base+"/v1/jobs?env=dev", body, http.StatusAccepted)
+	waitJobCompleted(t, base, sub["job_id"].(string))
+	if n := len(double.Documents("default_keyspace", "ttrpg_chunks_dev")); n != 20 {
+		t.Fatalf("AstraDB holds %d chunk documents, want 20", n)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("serve exit: %v", err)
+	}
+	if strings.Contains(logs.String(), double.Token()) {
+		t.Fatal("the AstraDB token appears in the logs")
+	}
+}
+
+// checkStartupWait waits until /readyz of the starting server at base names the wait for
+// AstraDB, and checks the answers while it waits: /readyz 503 with Retry-After and the last
+// error but not the token, /healthz 200, other routes 503 with Retry-After.
+func checkStartupWait(t *testing.T, base, token string) {
+	t.Helper()
 	var ready probe
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		p, ok := get(base + "/readyz")
@@ -79,7 +119,7 @@ func TestServeSaysWhatItWaitsFor(t *testing.T) {
 	if !strings.Contains(ready.checks["startup"], "503") {
 		t.Fatalf("/readyz does not give the last error: %q", ready.checks["startup"])
 	}
-	if bytes.Contains(ready.body, []byte(double.Token())) {
+	if bytes.Contains(ready.body, []byte(token)) {
 		t.Fatal("/readyz shows the AstraDB token")
 	}
 	if p, ok := get(base + "/healthz"); !ok || p.code != http.StatusOK {
@@ -88,59 +128,55 @@ func TestServeSaysWhatItWaitsFor(t *testing.T) {
 	if p, ok := get(base + "/v1/jobs"); !ok || p.code != http.StatusServiceUnavailable || p.retryAfter == "" {
 		t.Fatalf("GET /v1/jobs while waiting = %v %d (Retry-After %q), want 503 with Retry-After", ok, p.code, p.retryAfter)
 	}
+}
 
-	// The CLI started now waits out the 503s (Retry-After) and gets its answer once serve is up.
-	cli := exec.Command(binary, "jobs", "ls", "--json")
-	cli.Env = append(os.Environ(), "SLUICE_API_URL="+base)
-	cliOut, cliErr := &syncBuffer{}, &syncBuffer{}
-	cli.Stdout, cli.Stderr = cliOut, cliErr
-	if err := cli.Start(); err != nil {
+// bgCLI is a CLI process running in the background, its output captured.
+type bgCLI struct {
+	cmd         *exec.Cmd
+	out, errOut *syncBuffer
+	done        chan error // its Wait's result
+}
+
+// startBgCLI starts the binary with args, the environment extended by env, in the background.
+func startBgCLI(t *testing.T, env []string, args ...string) *bgCLI {
+	t.Helper()
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	c := &bgCLI{cmd: cmd, out: &syncBuffer{}, errOut: &syncBuffer{}, done: make(chan error, 1)}
+	cmd.Stdout, cmd.Stderr = c.out, c.errOut
+	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	cliDone := make(chan error, 1)
-	go func() { cliDone <- cli.Wait() }()
-	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(cliErr.String(), "sending again in"); {
+	go func() { c.done <- cmd.Wait() }()
+	return c
+}
+
+// startRetryingCLI starts `sluice jobs ls --json` against base, a server that is not ready
+// yet, and waits until it says it is sending again after a 503.
+func startRetryingCLI(t *testing.T, base string) *bgCLI {
+	t.Helper()
+	c := startBgCLI(t, []string{"SLUICE_API_URL=" + base}, "jobs", "ls", "--json")
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(c.errOut.String(), "sending again in"); {
 		if time.Now().After(deadline) {
-			t.Fatalf("sluice jobs ls did not wait for the starting server; stderr: %s", cliErr.String())
+			t.Fatalf("sluice jobs ls did not wait for the starting server; stderr: %s", c.errOut.String())
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+	return c
+}
 
-	// AstraDB comes back: the same port turns ready and takes a job.
-	double.SetFaultRate(0)
-	for deadline := time.Now().Add(40 * time.Second); ; {
-		if p, ok := get(base + "/readyz"); ok && p.code == http.StatusOK {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("serve not ready 40 s after AstraDB came back")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+// checkDone checks that the retrying CLI exits, within 30 s of the server being ready, with
+// its answer, having waited out the 503s.
+func (c *bgCLI) checkDone(t *testing.T) {
+	t.Helper()
 	select {
-	case err := <-cliDone:
-		if err != nil || !strings.Contains(cliErr.String(), "503 Service Unavailable") || !strings.Contains(cliErr.String(), "sending again in") {
-			t.Fatalf("sluice jobs ls during start-up: %v\nstdout: %s\nstderr: %s", err, cliOut.String(), cliErr.String())
+	case err := <-c.done:
+		if err != nil || !strings.Contains(c.errOut.String(), "503 Service Unavailable") || !strings.Contains(c.errOut.String(), "sending again in") {
+			t.Fatalf("sluice jobs ls during start-up: %v\nstdout: %s\nstderr: %s", err, c.out.String(), c.errOut.String())
 		}
 	case <-time.After(30 * time.Second):
-		_ = cli.Process.Kill()
-		t.Fatalf("sluice jobs ls still waiting 30 s after serve was ready; stderr: %s", cliErr.String())
-	}
-	body, err := os.ReadFile("../../testdata/chunks/passA_chunks.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sub := mustPostJSON(t, base+"/v1/jobs?env=dev", body, http.StatusAccepted)
-	waitJobCompleted(t, base, sub["job_id"].(string))
-	if n := len(double.Documents("default_keyspace", "ttrpg_chunks_dev")); n != 20 {
-		t.Fatalf("AstraDB holds %d chunk documents, want 20", n)
-	}
-	_ = cmd.Process.Signal(syscall.SIGTERM)
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("serve exit: %v", err)
-	}
-	if strings.Contains(logs.String(), double.Token()) {
-		t.Fatal("the AstraDB token appears in the logs")
+		_ = c.cmd.Process.Kill()
+		t.Fatalf("sluice jobs ls still waiting 30 s after serve was ready; stderr: %s", c.errOut.String())
 	}
 }
 

@@ -7,12 +7,10 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dev/sluice/pipeline/dlq"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
@@ -45,6 +43,9 @@ func schemasValidate(env schemas.DeadLetterEnvelope) error {
 	return v.Validate(schemas.DeadLetter, b)
 }
 
+// TestListFiltersAndReplayAfterFix: a chunk the sink rejects is dead-lettered with its job,
+// item and payload; every filter finds it or not; Get finds it after a restart; and once the
+// cause is fixed, replay writes it exactly once and the job completes.
 func TestListFiltersAndReplayAfterFix(t *testing.T) {
 	e := newEnv(t)
 	sink := newFaultySink(e.store, "rep_0002")
@@ -66,32 +67,7 @@ func TestListFiltersAndReplayAfterFix(t *testing.T) {
 		t.Fatalf("entry = %+v", ent)
 	}
 
-	now := time.Now()
-	tests := []struct {
-		name string
-		f    dlq.Filter
-		want int
-	}{
-		{"job", dlq.Filter{Job: job.JobID}, 1},
-		{"other job", dlq.Filter{Job: "nope"}, 0},
-		{"subject", dlq.Filter{Subject: "sluice.v1.chunks.dev"}, 1},
-		{"subject wildcard", dlq.Filter{Subject: "sluice.v1.chunks.*"}, 1},
-		{"other subject", dlq.Filter{Subject: "sluice.v1.chunks.prod"}, 0},
-		{"class", dlq.Filter{ErrorClass: "rejected"}, 1},
-		{"other class", dlq.Filter{ErrorClass: "validation"}, 0},
-		{"since before", dlq.Filter{Since: now.Add(-time.Hour)}, 1},
-		{"since after", dlq.Filter{Since: now.Add(time.Hour)}, 0},
-		{"until after", dlq.Filter{Until: now.Add(time.Hour)}, 1},
-		{"until before", dlq.Filter{Until: now.Add(-time.Hour)}, 0},
-		{"all fields", dlq.Filter{Job: job.JobID, Subject: "sluice.v1.chunks.dev", ErrorClass: "rejected", Since: now.Add(-time.Hour), Until: now.Add(time.Hour)}, 1},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := e.all(t, e.dlq, tc.f); len(got) != tc.want {
-				t.Fatalf("%d entries, want %d", len(got), tc.want)
-			}
-		})
-	}
+	checkListFilters(t, e, job.JobID)
 
 	// Get works from a fresh Store (as after a restart), and unknown ids are ErrNotFound.
 	got, err := e.newStore(t).Get(ctx, env.ID)
@@ -102,6 +78,46 @@ func TestListFiltersAndReplayAfterFix(t *testing.T) {
 		t.Fatalf("Get(unknown) err = %v, want ErrNotFound", err)
 	}
 
+	checkReplayAfterFix(t, e, sink, job.JobID, env)
+}
+
+// checkListFilters checks that each filter on its own, and all at once, lists the one dead
+// letter of job jobID, and that each mismatching one lists none.
+func checkListFilters(t *testing.T, e *testEnv, jobID string) {
+	t.Helper()
+	now := time.Now()
+	tests := []struct {
+		name string
+		f    dlq.Filter
+		want int
+	}{
+		{"job", dlq.Filter{Job: jobID}, 1},
+		{"other job", dlq.Filter{Job: "nope"}, 0},
+		{"subject", dlq.Filter{Subject: "sluice.v1.chunks.dev"}, 1},
+		{"subject wildcard", dlq.Filter{Subject: "sluice.v1.chunks.*"}, 1},
+		{"other subject", dlq.Filter{Subject: "sluice.v1.chunks.prod"}, 0},
+		{"class", dlq.Filter{ErrorClass: "rejected"}, 1},
+		{"other class", dlq.Filter{ErrorClass: "validation"}, 0},
+		{"since before", dlq.Filter{Since: now.Add(-time.Hour)}, 1},
+		{"since after", dlq.Filter{Since: now.Add(time.Hour)}, 0},
+		{"until after", dlq.Filter{Until: now.Add(time.Hour)}, 1},
+		{"until before", dlq.Filter{Until: now.Add(-time.Hour)}, 0},
+		{"all fields", dlq.Filter{Job: jobID, Subject: "sluice.v1.chunks.dev", ErrorClass: "rejected", Since: now.Add(-time.Hour), Until: now.Add(time.Hour)}, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := e.all(t, e.dlq, tc.f); len(got) != tc.want {
+				t.Fatalf("%d entries, want %d", len(got), tc.want)
+			}
+		})
+	}
+}
+
+// checkReplayAfterFix fixes the sink's cause of dead letter env (of job jobID, item 2, chunk
+// rep_0002) and replays it.
+func checkReplayAfterFix(t *testing.T, e *testEnv, sink *faultySink, jobID string, env schemas.DeadLetterEnvelope) {
+	t.Helper()
+	ctx := context.Background()
 	// Fix the cause and replay: the document lands exactly once and the job moves the item
 	// from dead-lettered to written.
 	sink.fix("rep_0002")
@@ -112,7 +128,7 @@ func TestListFiltersAndReplayAfterFix(t *testing.T) {
 	if len(res.Replayed) != 1 || len(res.Skipped) != 0 || len(res.Failed) != 0 || res.Replayed[0].Replay != 1 || res.Replayed[0].Seq == 0 {
 		t.Fatalf("replay = %+v", res)
 	}
-	e.waitJob(t, job.JobID, func(j jobs.Job) bool {
+	e.waitJob(t, jobID, func(j jobs.Job) bool {
 		return j.Written == 5 && j.DeadLettered == 0 && j.State == jobs.JobCompleted
 	})
 	if n := sink.writesOf("rep_0002"); n != 1 {
@@ -129,7 +145,7 @@ func TestListFiltersAndReplayAfterFix(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if chunk.Header.Get(schemas.HeaderJob) != job.JobID || chunk.Header.Get(schemas.HeaderItem) != "2" ||
+	if chunk.Header.Get(schemas.HeaderJob) != jobID || chunk.Header.Get(schemas.HeaderItem) != "2" ||
 		chunk.Header.Get(dlq.HeaderReplay) != "1" || chunk.Header.Get(nats.MsgIdHdr) != res.Replayed[0].MsgID ||
 		chunk.Header.Get(dlq.HeaderReplayOf) != env.Headers[nats.MsgIdHdr][0] || string(chunk.Data) != string(env.Payload) {
 		t.Fatalf("replayed message headers %v", chunk.Header)
@@ -446,214 +462,5 @@ func TestScanBoundGivesCursor(t *testing.T) {
 	}
 	if got := e.all(t, s, dlq.Filter{Job: job.JobID}); len(got) != 5 {
 		t.Fatalf("bounded scans found %d entries, want 5", len(got))
-	}
-}
-
-// naker creates a consumer on the chunk stream whose deliveries the test settles by hand.
-func naker(t *testing.T, e *testEnv, name, subject string, maxDeliver int) jetstream.Consumer {
-	t.Helper()
-	c, err := e.streams.Chunks.CreateOrUpdateConsumer(context.Background(), jetstream.ConsumerConfig{
-		Durable: name, AckPolicy: jetstream.AckExplicitPolicy, MaxDeliver: maxDeliver,
-		FilterSubject: subject, AckWait: 30 * time.Second,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-func fetchOne(t *testing.T, c jetstream.Consumer) jetstream.Msg {
-	t.Helper()
-	b, err := c.Fetch(1, jetstream.FetchMaxWait(5*time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for m := range b.Messages() {
-		return m
-	}
-	t.Fatalf("no message delivered: %v", b.Error())
-	return nil
-}
-
-func TestCaptureAdvisories(t *testing.T) {
-	e := newEnv(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	var mu sync.Mutex
-	var captured []schemas.DeadLetterEnvelope
-	c, err := e.dlq.SubscribeAdvisories(ctx, func(_ context.Context, p dlq.CaptureParams) error {
-		mu.Lock()
-		captured = append(captured, p.Envelope)
-		mu.Unlock()
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- c.Run(ctx) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Run: %v", err)
-		}
-	}()
-
-	// A message the worker dead-letters (and then terminates): its terminated advisory must
-	// not create a second dead letter.
-	sink := newFaultySink(e.store, "adv_0001")
-	e.startWorker(t, sink)
-	job := e.load(t, writeChunks(t, e.dir, 2, "adv_%04d"))
-	workerEntry := e.waitEntries(t, dlq.Filter{Job: job.JobID}, 1)[0]
-
-	// A message a consumer naks until it hits MaxDeliver 2: captured as "exhausted".
-	pub := func(subject, body string) uint64 {
-		m := nats.NewMsg(subject)
-		m.Data = []byte(body)
-		m.Header.Set(schemas.HeaderTraceparent, "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
-		ack, err := e.js.PublishMsg(ctx, m)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ack.Sequence
-	}
-	// The worker's consumer sees these too and simply writes them; a consumer of our own
-	// naks them.
-	seq := pub("sluice.v1.chunks.test", `{"chunk_id":"adv_nak","content":"x"}`)
-	n := naker(t, e, "naker", "sluice.v1.chunks.test", 2)
-	for range 2 {
-		if err := fetchOne(t, n).Nak(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	id := schemas.StreamChunks + "-" + strconv.FormatUint(seq, 10)
-	var got dlq.Entry
-	waitFor(t, "captured max-deliveries dead letter", func() bool {
-		// Ask for a redelivery so the server notices the limit.
-		if b, err := n.FetchNoWait(1); err == nil {
-			for m := range b.Messages() {
-				_ = m.Nak()
-			}
-		}
-		ents := e.all(t, e.dlq, dlq.Filter{Subject: "sluice.v1.chunks.test", ErrorClass: "exhausted"})
-		for _, en := range ents {
-			if en.Envelope.ID == id {
-				got = en
-				return true
-			}
-		}
-		return false
-	})
-	env := got.Envelope
-	if env.Consumer != "naker" || env.Attempts != 2 || string(env.Payload) != `{"chunk_id":"adv_nak","content":"x"}` ||
-		env.StreamSeq != seq || env.TraceID != "0af7651916cd43dd8448eb211c80319c" || env.Subject != "sluice.v1.chunks.test" {
-		t.Fatalf("captured envelope = %+v", env)
-	}
-	if err := schemasValidate(env); err != nil {
-		t.Fatalf("captured envelope breaks its schema: %v", err)
-	}
-
-	// A message a consumer terminates itself: captured as "transient". It also serves as a
-	// barrier: advisories are handled in order, so once it is captured the worker's earlier
-	// terminated advisory was handled too.
-	seq2 := pub("sluice.v1.chunks.test", `{"chunk_id":"adv_term","content":"y"}`)
-	m := fetchOne(t, n)
-	if md, _ := m.Metadata(); md.Sequence.Stream != seq2 {
-		t.Fatalf("naker got seq %d, want %d", md.Sequence.Stream, seq2)
-	}
-	if err := m.TermWithReason("bad input"); err != nil {
-		t.Fatal(err)
-	}
-	id2 := schemas.StreamChunks + "-" + strconv.FormatUint(seq2, 10)
-	waitFor(t, "captured terminated dead letter", func() bool {
-		_, err := e.dlq.Get(ctx, id2)
-		return err == nil
-	})
-	term, _ := e.dlq.Get(ctx, id2)
-	if term.Envelope.Error.Class != "transient" || !contains(term.Envelope.Error.Message, "bad input") {
-		t.Fatalf("terminated envelope = %+v", term.Envelope)
-	}
-	// The worker's dead letter is still the only one for its message.
-	if ents := e.all(t, e.dlq, dlq.Filter{Job: job.JobID}); len(ents) != 1 || ents[0].Seq != workerEntry.Seq {
-		t.Fatalf("worker's message has entries %+v", ents)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	var capturedIDs []string
-	for _, c := range captured {
-		capturedIDs = append(capturedIDs, c.ID)
-		if c.ID == workerEntry.Envelope.ID {
-			t.Fatalf("capture wrote a second dead letter for %s", c.ID)
-		}
-	}
-	if len(captured) != 2 {
-		t.Fatalf("captured %v, want %s and %s", capturedIDs, id, id2)
-	}
-}
-
-// Advisories sent while no capture runs wait in the advisory stream and become dead letters
-// once one runs; handled advisories leave the stream.
-func TestCaptureAdvisoriesSentWhileNothingRuns(t *testing.T) {
-	e := newEnv(t)
-	ctx := context.Background()
-	if _, err := e.dlq.SubscribeAdvisories(ctx, nil); err != nil { // provisions, never runs
-		t.Fatal(err)
-	}
-	m := nats.NewMsg("sluice.v1.chunks.test")
-	m.Data = []byte(`{"chunk_id":"adv_late","content":"z"}`)
-	ack, err := e.js.PublishMsg(ctx, m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := naker(t, e, "naker", "sluice.v1.chunks.test", 1)
-	if err := fetchOne(t, n).Nak(); err != nil {
-		t.Fatal(err)
-	}
-	advisories, err := e.js.Stream(ctx, dlq.AdvisoryStream)
-	if err != nil {
-		t.Fatal(err)
-	}
-	held := func() uint64 {
-		info, err := advisories.Info(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return info.State.Msgs
-	}
-	waitFor(t, "the max-deliveries advisory kept in the stream", func() bool {
-		if b, err := n.FetchNoWait(1); err == nil { // let the server notice the limit
-			for m := range b.Messages() {
-				_ = m.Nak()
-			}
-		}
-		return held() == 1
-	})
-	id := schemas.StreamChunks + "-" + strconv.FormatUint(ack.Sequence, 10)
-	if _, err := e.dlq.Get(ctx, id); err == nil {
-		t.Fatal("a dead letter exists before any capture ran")
-	}
-
-	runCtx, cancel := context.WithCancel(ctx)
-	var captured atomic.Int64
-	c, err := e.dlq.SubscribeAdvisories(runCtx, func(context.Context, dlq.CaptureParams) error {
-		captured.Add(1)
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- c.Run(runCtx) }()
-	waitFor(t, "the late advisory captured", func() bool {
-		_, err := e.dlq.Get(ctx, id)
-		return err == nil
-	})
-	waitFor(t, "the handled advisory removed from the stream", func() bool { return held() == 0 })
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	got, _ := e.dlq.Get(ctx, id)
-	if got.Envelope.Error.Class != "exhausted" || string(got.Envelope.Payload) != `{"chunk_id":"adv_late","content":"z"}` || captured.Load() != 1 {
-		t.Fatalf("captured %d, envelope %+v", captured.Load(), got.Envelope)
 	}
 }

@@ -103,77 +103,15 @@ func TestOversizedPoisonIsDeadLetteredByReference(t *testing.T) {
 			data := poison(tt.size(wireHeaderBytes(hdr)))
 			seq := publishRaw(t, e.js, subject, hdr, data)
 			id := schemas.StreamChunks + "-" + strconv.FormatUint(seq, 10)
-			var ent dlq.Entry
-			waitFor(t, "dead letter "+id, func() bool {
-				var err error
-				ent, err = e.dlq.Get(ctx, id)
-				return err == nil
-			})
-			env := ent.Envelope
-			if env.Error.Class != "validation" || env.Subject != subject || env.StreamSeq != seq {
-				t.Fatalf("envelope = %+v", env.Error)
-			}
-			if err := schemasValidate(env); err != nil {
-				t.Fatalf("dead letter breaks its schema: %v", err)
-			}
-			// By reference exactly when embedding would not have fitted.
-			whole := env
-			whole.Payload, whole.PayloadRef = data, nil
-			if fits := dlq.Fits(whole, int64(mp)); fits != (env.PayloadRef == nil) {
-				t.Fatalf("%d bytes: fits inline %v, payload_ref %+v", len(data), fits, env.PayloadRef)
-			}
-			if env.PayloadRef != nil {
-				if len(env.Payload) != 0 || env.PayloadRef.Size != int64(len(data)) || env.PayloadRef.Object != id {
-					t.Fatalf("payload %d bytes inline, ref %+v", len(env.Payload), env.PayloadRef)
-				}
-			}
-			got, err := e.dlq.Payload(ctx, id)
-			if err != nil || !bytes.Equal(got, data) {
-				t.Fatalf("Payload: %d bytes (want %d), equal %v, err %v", len(got), len(data), bytes.Equal(got, data), err)
-			}
-
+			checkPoisonDeadLetter(t, e, id, seq, data)
 			res, err := e.dlq.Replay(ctx, dlq.ReplayRequest{IDs: []string{id}})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !tt.replays {
-				// The original filled the max payload; replay headers cannot be added. The
-				// entry and its stored original stay.
-				if len(res.Failed) != 1 || !strings.Contains(res.Failed[0].Error, "maximum payload") {
-					t.Fatalf("replay of a max-size original = %+v", res)
-				}
-				if got, err := e.dlq.Payload(ctx, id); err != nil || !bytes.Equal(got, data) {
-					t.Fatalf("after the failed replay: %d bytes, %v", len(got), err)
-				}
-				if err := e.dlq.Delete(ctx, id); err != nil {
-					t.Fatal(err)
-				}
+				checkReplayTooLarge(t, e, id, data, res)
 			} else {
-				if len(res.Replayed) != 1 || res.Replayed[0].Seq == 0 {
-					t.Fatalf("replay = %+v", res)
-				}
-				rm, err := e.streams.Chunks.GetMsg(ctx, res.Replayed[0].Seq)
-				if err != nil || !bytes.Equal(rm.Data, data) || rm.Header.Get(schemas.HeaderTraceparent) != hdr.Get(schemas.HeaderTraceparent) {
-					t.Fatalf("republished message: %d bytes, equal %v, headers %v, err %v", len(rm.Data), bytes.Equal(rm.Data, data), rm.Header, err)
-				}
-				// It fails again: a new dead letter, with the same bytes.
-				id2 := schemas.StreamChunks + "-" + strconv.FormatUint(res.Replayed[0].Seq, 10)
-				waitFor(t, "dead letter of the replay "+id2, func() bool {
-					_, err := e.dlq.Get(ctx, id2)
-					return err == nil
-				})
-				if got, err := e.dlq.Payload(ctx, id2); err != nil || !bytes.Equal(got, data) {
-					t.Fatalf("replayed dead letter payload: %d bytes, %v", len(got), err)
-				}
-				if e2, _ := e.dlq.Get(ctx, id2); e2.Envelope.Replays != 1 {
-					t.Fatalf("replayed dead letter replays = %d", e2.Envelope.Replays)
-				}
-				if err := e.dlq.Delete(ctx, id2); err != nil {
-					t.Fatal(err)
-				}
-				if _, err := payloadObject(t, e.js, id2); !errors.Is(err, jetstream.ErrObjectNotFound) {
-					t.Fatalf("object of deleted %s: %v", id2, err)
-				}
+				checkPoisonReplayed(t, e, hdr, data, res)
 			}
 			// Gone from the DLQ, gone from the bucket.
 			if _, err := e.dlq.Get(ctx, id); !errors.Is(err, dlq.ErrNotFound) {
@@ -200,6 +138,93 @@ func TestOversizedPoisonIsDeadLetteredByReference(t *testing.T) {
 	}
 	if info.NumAckPending != 0 || info.NumPending != 0 {
 		t.Fatalf("chunk consumer: %d pending ack, %d pending", info.NumAckPending, info.NumPending)
+	}
+}
+
+// checkPoisonDeadLetter waits for the dead letter id of the poison data published at chunk
+// stream sequence seq, and checks its envelope: class validation, valid against its schema,
+// the payload by reference exactly when it would not fit inline, and the payload back byte
+// for byte.
+func checkPoisonDeadLetter(t *testing.T, e *testEnv, id string, seq uint64, data []byte) {
+	t.Helper()
+	ctx := longCtx(t)
+	var ent dlq.Entry
+	waitFor(t, "dead letter "+id, func() bool {
+		var err error
+		ent, err = e.dlq.Get(ctx, id)
+		return err == nil
+	})
+	env := ent.Envelope
+	if env.Error.Class != "validation" || env.Subject != schemas.ChunkSubject(schemas.Dev) || env.StreamSeq != seq {
+		t.Fatalf("envelope = %+v", env.Error)
+	}
+	if err := schemasValidate(env); err != nil {
+		t.Fatalf("dead letter breaks its schema: %v", err)
+	}
+	// By reference exactly when embedding would not have fitted.
+	whole := env
+	whole.Payload, whole.PayloadRef = data, nil
+	if fits := dlq.Fits(whole, e.nc.MaxPayload()); fits != (env.PayloadRef == nil) {
+		t.Fatalf("%d bytes: fits inline %v, payload_ref %+v", len(data), fits, env.PayloadRef)
+	}
+	if env.PayloadRef != nil {
+		if len(env.Payload) != 0 || env.PayloadRef.Size != int64(len(data)) || env.PayloadRef.Object != id {
+			t.Fatalf("payload %d bytes inline, ref %+v", len(env.Payload), env.PayloadRef)
+		}
+	}
+	got, err := e.dlq.Payload(ctx, id)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("Payload: %d bytes (want %d), equal %v, err %v", len(got), len(data), bytes.Equal(got, data), err)
+	}
+}
+
+// checkReplayTooLarge checks the replay res of dead letter id whose original data filled the
+// max payload: replay headers cannot be added, so it failed and the entry and its stored
+// original stay; then it deletes the entry.
+func checkReplayTooLarge(t *testing.T, e *testEnv, id string, data []byte, res dlq.ReplayResult) {
+	t.Helper()
+	ctx := longCtx(t)
+	if len(res.Failed) != 1 || !strings.Contains(res.Failed[0].Error, "maximum payload") {
+		t.Fatalf("replay of a max-size original = %+v", res)
+	}
+	if got, err := e.dlq.Payload(ctx, id); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("after the failed replay: %d bytes, %v", len(got), err)
+	}
+	if err := e.dlq.Delete(ctx, id); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// checkPoisonReplayed checks the replay res of a poison message (data, published with hdr):
+// republished with its bytes and trace header, it fails again into a new dead letter with the
+// same bytes and one replay, which is then deleted with its stored object.
+func checkPoisonReplayed(t *testing.T, e *testEnv, hdr nats.Header, data []byte, res dlq.ReplayResult) {
+	t.Helper()
+	ctx := longCtx(t)
+	if len(res.Replayed) != 1 || res.Replayed[0].Seq == 0 {
+		t.Fatalf("replay = %+v", res)
+	}
+	rm, err := e.streams.Chunks.GetMsg(ctx, res.Replayed[0].Seq)
+	if err != nil || !bytes.Equal(rm.Data, data) || rm.Header.Get(schemas.HeaderTraceparent) != hdr.Get(schemas.HeaderTraceparent) {
+		t.Fatalf("republished message: %d bytes, equal %v, headers %v, err %v", len(rm.Data), bytes.Equal(rm.Data, data), rm.Header, err)
+	}
+	// It fails again: a new dead letter, with the same bytes.
+	id2 := schemas.StreamChunks + "-" + strconv.FormatUint(res.Replayed[0].Seq, 10)
+	waitFor(t, "dead letter of the replay "+id2, func() bool {
+		_, err := e.dlq.Get(ctx, id2)
+		return err == nil
+	})
+	if got, err := e.dlq.Payload(ctx, id2); err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("replayed dead letter payload: %d bytes, %v", len(got), err)
+	}
+	if e2, _ := e.dlq.Get(ctx, id2); e2.Envelope.Replays != 1 {
+		t.Fatalf("replayed dead letter replays = %d", e2.Envelope.Replays)
+	}
+	if err := e.dlq.Delete(ctx, id2); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := payloadObject(t, e.js, id2); !errors.Is(err, jetstream.ErrObjectNotFound) {
+		t.Fatalf("object of deleted %s: %v", id2, err)
 	}
 }
 

@@ -40,29 +40,9 @@ func TestHTTPThroughRealStore(t *testing.T) {
 	sink := newFaultySink(e.store, "http_0001")
 	e.startWorker(t, sink)
 	job := e.load(t, writeChunks(t, e.dir, 3, "http_%04d"))
-	const reader, admin = "reader-token-0123456789", "admin-token-0123456789"
-	srv, err := httpapi.New(httpapi.Config{
-		Addr: "127.0.0.1:0", Jobs: noJobs{}, Chunks: noChunks{}, DeadLetters: e.dlq,
-		Tokens: []httpapi.Token{
-			{Name: "reader", Token: reader, Scopes: []httpapi.Scope{httpapi.ScopeRead}},
-			{Name: "admin", Token: admin, Scopes: []httpapi.Scope{httpapi.ScopeAdmin}},
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = srv.Close() })
-	do := func(method, target, token, body string) *httptest.ResponseRecorder {
-		req := httptest.NewRequest(method, target, strings.NewReader(body))
-		if token != "" {
-			req.Header.Set("Authorization", "Bearer "+token)
-		}
-		rec := httptest.NewRecorder()
-		srv.Handler().ServeHTTP(rec, req)
-		return rec
-	}
+	do := dlqAPI(t, e)
 
-	rec := do("GET", "/v1/dlq?job="+job.JobID+"&error_class=rejected", reader, "")
+	rec := do("GET", "/v1/dlq?job="+job.JobID+"&error_class=rejected", readerToken, "")
 	var page struct {
 		Entries []struct {
 			ID          string          `json:"id"`
@@ -81,12 +61,12 @@ func TestHTTPThroughRealStore(t *testing.T) {
 		t.Fatalf("list = %s", rec.Body)
 	}
 	id := page.Entries[0].ID
-	if rec := do("GET", "/v1/dlq/"+id, reader, ""); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"id":"`+id+`"`) {
+	if rec := do("GET", "/v1/dlq/"+id, readerToken, ""); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"id":"`+id+`"`) {
 		t.Fatalf("get: %d %s", rec.Code, rec.Body)
 	}
 
 	before := e.state(t, e.streams.DLQ)
-	for _, tok := range []string{"", reader} {
+	for _, tok := range []string{"", readerToken} {
 		if rec := do("POST", "/v1/dlq/replay", tok, `{"ids":["`+id+`"]}`); rec.Code != http.StatusUnauthorized && rec.Code != http.StatusForbidden {
 			t.Fatalf("replay with %q: %d", tok, rec.Code)
 		}
@@ -94,7 +74,7 @@ func TestHTTPThroughRealStore(t *testing.T) {
 			t.Fatalf("purge with %q: %d", tok, rec.Code)
 		}
 	}
-	rec = do("POST", "/v1/dlq/replay", admin, `{"filter":{"job":"`+job.JobID+`"},"dry_run":true}`)
+	rec = do("POST", "/v1/dlq/replay", adminToken, `{"filter":{"job":"`+job.JobID+`"},"dry_run":true}`)
 	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"dry_run":true`) || !strings.Contains(rec.Body.String(), id) {
 		t.Fatalf("dry run: %d %s", rec.Code, rec.Body)
 	}
@@ -103,17 +83,49 @@ func TestHTTPThroughRealStore(t *testing.T) {
 	}
 
 	sink.fix("http_0001")
-	rec = do("POST", "/v1/dlq/replay", admin, `{"ids":["`+id+`"],"rate":50}`)
+	rec = do("POST", "/v1/dlq/replay", adminToken, `{"ids":["`+id+`"],"rate":50}`)
 	var res dlq.ReplayResult
 	if err := json.Unmarshal(rec.Body.Bytes(), &res); rec.Code != http.StatusOK || err != nil || len(res.Replayed) != 1 {
 		t.Fatalf("replay: %d %s", rec.Code, rec.Body)
 	}
 	e.waitJob(t, job.JobID, func(j jobs.Job) bool { return j.Written == 3 && j.DeadLettered == 0 })
-	if rec := do("GET", "/v1/dlq/"+id, reader, ""); rec.Code != http.StatusNotFound {
+	if rec := do("GET", "/v1/dlq/"+id, readerToken, ""); rec.Code != http.StatusNotFound {
 		t.Fatalf("get after replay: %d %s", rec.Code, rec.Body)
 	}
-	if rec := do("GET", "/v1/dlq", reader, ""); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `{"entries":[],"next_cursor":null}`) {
+	if rec := do("GET", "/v1/dlq", readerToken, ""); rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `{"entries":[],"next_cursor":null}`) {
 		t.Fatalf("list after replay: %d %s", rec.Code, rec.Body)
+	}
+}
+
+// Tokens of dlqAPI's server.
+const (
+	readerToken = "reader-token-0123456789"
+	adminToken  = "admin-token-0123456789"
+)
+
+// dlqAPI serves e's dead letters through the real API, with a reader and an admin token, and
+// returns a function that makes one request (token "" sends none) and records the answer.
+func dlqAPI(t *testing.T, e *testEnv) func(method, target, token, body string) *httptest.ResponseRecorder {
+	t.Helper()
+	srv, err := httpapi.New(httpapi.Config{
+		Addr: "127.0.0.1:0", Jobs: noJobs{}, Chunks: noChunks{}, DeadLetters: e.dlq,
+		Tokens: []httpapi.Token{
+			{Name: "reader", Token: readerToken, Scopes: []httpapi.Scope{httpapi.ScopeRead}},
+			{Name: "admin", Token: adminToken, Scopes: []httpapi.Scope{httpapi.ScopeAdmin}},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = srv.Close() })
+	return func(method, target, token, body string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(method, target, strings.NewReader(body))
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		rec := httptest.NewRecorder()
+		srv.Handler().ServeHTTP(rec, req)
+		return rec
 	}
 }
 
@@ -122,10 +134,9 @@ func TestHTTPThroughRealStore(t *testing.T) {
 func TestHTTPPayloadByReference(t *testing.T) {
 	e := newEnv(t)
 	ctx := longCtx(t)
-	const reader = "reader-token-0123456789"
 	srv, err := httpapi.New(httpapi.Config{
 		Addr: "127.0.0.1:0", Jobs: noJobs{}, Chunks: noChunks{}, DeadLetters: e.dlq,
-		Tokens: []httpapi.Token{{Name: "reader", Token: reader, Scopes: []httpapi.Scope{httpapi.ScopeRead}}},
+		Tokens: []httpapi.Token{{Name: "reader", Token: readerToken, Scopes: []httpapi.Scope{httpapi.ScopeRead}}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -154,12 +165,12 @@ func TestHTTPPayloadByReference(t *testing.T) {
 		}); err != nil {
 			t.Fatal(err)
 		}
-		rec := get("/v1/dlq/"+p.id+"/payload", reader)
+		rec := get("/v1/dlq/"+p.id+"/payload", readerToken)
 		if rec.Code != http.StatusOK || !bytes.Equal(rec.Body.Bytes(), p.data) || rec.Header().Get("Content-Type") != "application/octet-stream" {
 			t.Fatalf("%s payload: %d, %d bytes, %s", p.id, rec.Code, rec.Body.Len(), rec.Header().Get("Content-Type"))
 		}
 	}
-	rec := get("/v1/dlq/SLUICE_CHUNKS-1", reader)
+	rec := get("/v1/dlq/SLUICE_CHUNKS-1", readerToken)
 	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"payload":""`) ||
 		!strings.Contains(rec.Body.String(), `"payload_ref":{"bucket":"sluice_dlq_payloads","object":"SLUICE_CHUNKS-1","size":900000`) {
 		t.Fatalf("get: %d %.300s", rec.Code, rec.Body)
@@ -167,7 +178,7 @@ func TestHTTPPayloadByReference(t *testing.T) {
 	if rec := get("/v1/dlq/SLUICE_CHUNKS-1/payload", ""); rec.Code != http.StatusUnauthorized {
 		t.Fatalf("payload without a token: %d", rec.Code)
 	}
-	if rec := get("/v1/dlq/SLUICE_CHUNKS-9/payload", reader); rec.Code != http.StatusNotFound {
+	if rec := get("/v1/dlq/SLUICE_CHUNKS-9/payload", readerToken); rec.Code != http.StatusNotFound {
 		t.Fatalf("payload of an unknown id: %d", rec.Code)
 	}
 	obs, err := e.js.ObjectStore(ctx, schemas.BucketDLQPayloads)
@@ -177,7 +188,7 @@ func TestHTTPPayloadByReference(t *testing.T) {
 	if err := obs.Delete(ctx, "SLUICE_CHUNKS-1"); err != nil {
 		t.Fatal(err)
 	}
-	if rec := get("/v1/dlq/SLUICE_CHUNKS-1/payload", reader); rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), "no longer stored") {
+	if rec := get("/v1/dlq/SLUICE_CHUNKS-1/payload", readerToken); rec.Code != http.StatusNotFound || !strings.Contains(rec.Body.String(), "no longer stored") {
 		t.Fatalf("payload whose object is gone: %d %s", rec.Code, rec.Body)
 	}
 }
