@@ -86,6 +86,7 @@ func newRootCmd(c *cli) *cobra.Command {
 		newDLQCmd(c),
 		newBenchCmd(c),
 		newCompletionCmd(c),
+		newHealthCmd(c),
 		&cobra.Command{
 			Use:     "version",
 			Short:   "Print the version",
@@ -165,7 +166,14 @@ func groupCmd(use, short, long, example, noun string, names ...string) *cobra.Co
 	}
 }
 
+// buildVersion is stamped at build time (-ldflags "-X main.buildVersion=…", as the container
+// image does); empty, the module's build information is used.
+var buildVersion string
+
 func version() string {
+	if buildVersion != "" {
+		return buildVersion
+	}
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		v := bi.Main.Version
 		for _, s := range bi.Settings {

@@ -124,9 +124,42 @@ type broker struct {
 	remote bool
 }
 
+// ensureDataDir creates dir (owner-only) when it is missing and checks that this process can
+// write in it, so that a data directory owned by another user — a Docker volume created by
+// root for an image that runs as uid 65532 — fails at once, naming the path, the user and the
+// permission, instead of later as SQLite's "unable to open database file (14)" (issue 15).
+func ensureDataDir(dir string) error {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return dataDirError(dir, err)
+	}
+	f, err := os.CreateTemp(dir, ".write-check-*")
+	if err != nil {
+		return dataDirError(dir, err)
+	}
+	name := f.Name()
+	_ = f.Close()
+	return os.Remove(name)
+}
+
+// dataDirError says why dir cannot be used and what to do about it.
+func dataDirError(dir string, err error) error {
+	perm := "missing"
+	if fi, serr := os.Stat(dir); serr == nil {
+		perm = fmt.Sprintf("mode %#o", fi.Mode().Perm())
+	} else if fi, serr := os.Stat(filepath.Dir(dir)); serr == nil {
+		perm = fmt.Sprintf("missing; %s has mode %#o", filepath.Dir(dir), fi.Mode().Perm())
+	}
+	return fmt.Errorf("data directory %s (%s) is not writable by this process (uid %d, gid %d): %w; "+
+		"give it a directory this user owns: chown the directory or the volume, or set --data-dir / SLUICE_DATA_DIR",
+		dir, perm, os.Getuid(), os.Getgid(), err)
+}
+
 // openBroker connects to NATS_URL, else to the embedded server another sluice process runs on
 // the data directory, else starts one in this process (when allowEmbedded).
 func openBroker(ctx context.Context, c config, log *slog.Logger, allowEmbedded bool) (*broker, error) {
+	if err := ensureDataDir(c.DataDir); err != nil {
+		return nil, err
+	}
 	b := &broker{}
 	nc := c.NATS
 	if nc.URL != "" {
