@@ -158,6 +158,10 @@ func ValidateTokens(tokens []Token) error {
 	return errors.Join(errs...)
 }
 
+// examplePrefix starts every token of deployments/tokens.example.json; a token that starts
+// with it is refused.
+const examplePrefix = "change-me"
+
 // validateToken checks one token on its own.
 func validateToken(t Token) error {
 	var errs []error
@@ -169,6 +173,11 @@ func validateToken(t Token) error {
 	}
 	if strings.ContainsFunc(t.Token, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
 		errs = append(errs, errors.New("token contains whitespace or control characters"))
+	}
+	if strings.HasPrefix(strings.ToLower(t.Token), examplePrefix) {
+		// deployments/tokens.example.json is public: mounted as the live file (as the compose
+		// file once did), its operator token opened the API to anyone who read the repository.
+		errs = append(errs, fmt.Errorf("token is an example placeholder (%s…): put a secret of your own, e.g. from openssl rand -hex 24", examplePrefix))
 	}
 	if len(t.Scopes) == 0 {
 		errs = append(errs, errors.New("no scopes"))

@@ -2,6 +2,7 @@ package httpapi_test
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -98,6 +99,23 @@ func TestConfigValidateReportsEverything(t *testing.T) {
 	}
 }
 
+// Issue 15: deployments/tokens.example.json, public in the repository, was mounted as the live
+// tokens file by docker-compose.yml; the server refuses it, every token of it named.
+func TestExampleTokensRefused(t *testing.T) {
+	_, err := httpapi.LoadTokens("../../deployments/tokens.example.json")
+	if err == nil {
+		t.Fatal("the example tokens file loaded")
+	}
+	for _, name := range []string{"loader", "operator", "dashboard"} {
+		if !strings.Contains(err.Error(), fmt.Sprintf("name %q): token is an example placeholder", name)) {
+			t.Errorf("error does not name token %q: %v", name, err)
+		}
+	}
+	if strings.Contains(err.Error(), "change-me-operator-token-01") {
+		t.Errorf("error shows a token value: %v", err)
+	}
+}
+
 func TestLoadTokens(t *testing.T) {
 	const (
 		t1 = "s3cret-token-aaaaaaaa"
@@ -129,6 +147,8 @@ func TestLoadTokens(t *testing.T) {
 		{name: "broken JSON after a token", content: `[{"name":"a","token":"` + t1 + `"s3cret]`, wantErr: []string{"invalid JSON at byte offset"}},
 		{name: "token not a string", content: `[{"name":"a","token":12345678901234567890,"scopes":["read"]}]`, wantErr: []string{"wrong type"}},
 		{name: "not a list", content: `{"name":"a"}`, wantErr: []string{"wrong type"}},
+		// Issue 15: the compose file mounted the public example as the live tokens file.
+		{name: "example placeholder", content: `[{"name":"ops","token":"Change-Me-operator-token-01","scopes":["admin"]}]`, wantErr: []string{"example placeholder"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
