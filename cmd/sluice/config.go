@@ -57,6 +57,7 @@ func bindCommon(fs *pflag.FlagSet, c *config) {
 		{&c.NATS.KeyFile, "nats-key", "NATS_KEY", "", "client key for NATS TLS"},
 		{&c.Astra.Endpoint, "astra-endpoint", "ASTRA_DB_API_ENDPOINT", "", "AstraDB Data API endpoint; empty uses the embedded store (token from $ASTRA_DB_APPLICATION_TOKEN)"},
 		{&c.Astra.Keyspace, "astra-keyspace", "ASTRA_DB_KEYSPACE", "default_keyspace", "AstraDB keyspace"},
+		{&c.Astra.APIPath, "astra-api-path", "ASTRA_DB_API_PATH", "/api/json/v1", "Data API path before the keyspace: /api/json/v1 on AstraDB, /v1 on a self-hosted Data API (HCD, DSE)"},
 		{&c.CommandKeyFile, "command-key-file", "SLUICE_COMMAND_KEY_FILE", "", "key file the API signs commands and rollbacks with and workers verify them with; default command.key in the data directory (or the key itself in $SLUICE_COMMAND_KEY)"},
 		{&c.GraphDSN, "graph-dsn", "SLUICE_GRAPH_DSN", "", "graph store: SQLite path or postgres:// DSN; default graph.db in the data directory"},
 	})

@@ -157,6 +157,9 @@ func dataDirError(dir string, err error) error {
 // openBroker connects to NATS_URL, else to the embedded server another sluice process runs on
 // the data directory, else starts one in this process (when allowEmbedded).
 func openBroker(ctx context.Context, c config, log *slog.Logger, allowEmbedded bool) (*broker, error) {
+	if err := refuseExamples(c); err != nil {
+		return nil, err
+	}
 	if err := ensureDataDir(c.DataDir); err != nil {
 		return nil, err
 	}
@@ -202,6 +205,27 @@ func openBroker(ctx context.Context, c config, log *slog.Logger, allowEmbedded b
 	}
 	b.jobs = jobs.NewStore(b.streams.JobsKV)
 	return b, nil
+}
+
+// examplePrefix starts every placeholder of deployments/compose.env.example (and of the
+// example tokens file, which the API refuses on its own).
+const examplePrefix = "change-me"
+
+// refuseExamples fails when a secret of c is still an example placeholder: a deployment
+// started from the example settings unchanged would run with passwords and keys anyone can
+// read in this repository. It names the variable, never the value.
+func refuseExamples(c config) error {
+	var errs []error
+	for _, s := range []struct{ env, v string }{
+		{"NATS_PASSWORD", c.NATS.Password},
+		{"SLUICE_COMMAND_KEY", c.CommandKey},
+		{"ASTRA_DB_APPLICATION_TOKEN", c.Astra.Token},
+	} {
+		if strings.HasPrefix(strings.ToLower(strings.TrimSpace(s.v)), examplePrefix) {
+			errs = append(errs, fmt.Errorf("%s is the example placeholder (%s…): set a secret of your own, e.g. openssl rand -base64 32", s.env, examplePrefix))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (b *broker) close() {
