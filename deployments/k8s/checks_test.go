@@ -1,6 +1,7 @@
 package k8s_test
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"regexp"
@@ -17,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	kjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 
 	"github.com/sluice-dev/sluice/schemas"
@@ -97,9 +99,24 @@ type objects struct {
 	scaledObjects []scaledObject
 }
 
-// strict decodes y into v, refusing unknown and duplicate fields, and checks its apiVersion.
+// decodeStrict decodes YAML b into v as the API server's strict field validation does: an
+// unknown or duplicate field is an error, and names match case-sensitively (encoding/json
+// alone would take "natsbox" for natsBox, which Helm and the API server would not).
+func decodeStrict(b []byte, v any) error {
+	j, err := yaml.YAMLToJSONStrict(b)
+	if err != nil {
+		return err
+	}
+	strictErrs, err := kjson.UnmarshalStrict(j, v, kjson.DisallowDuplicateFields, kjson.DisallowUnknownFields)
+	if err != nil {
+		return err
+	}
+	return errors.Join(strictErrs...)
+}
+
+// strict decodes d into v (decodeStrict) and checks its apiVersion.
 func strict(d doc, v any, apiVersion string) error {
-	if err := yaml.UnmarshalStrict(d.yaml, v); err != nil {
+	if err := decodeStrict(d.yaml, v); err != nil {
 		return fmt.Errorf("%s/%s: %w", d.kind, d.name, err)
 	}
 	var tm struct {

@@ -153,7 +153,8 @@ func TestBrokenManifestsFail(t *testing.T) {
 	cases := []struct {
 		name, file, old, new, want string
 	}{
-		{"unknown field", "base/worker.yaml", "  revisionHistoryLimit: 5\n", "  revisionHistoryLimit: 5\n  replica: 3\n", `unknown field "replica"`},
+		{"unknown field", "base/worker.yaml", "  revisionHistoryLimit: 5\n", "  revisionHistoryLimit: 5\n  replica: 3\n", `unknown field "spec.replica"`},
+		{"field name in the wrong case", "base/api.yaml", "  revisionHistoryLimit: 5\n", "  RevisionHistoryLimit: 5\n", `unknown field "spec.RevisionHistoryLimit"`},
 		{"probe on a port the container lacks", "base/api.yaml", "path: /healthz\n              port: ops", "path: /healthz\n              port: opz", `liveness probe: port "opz"`},
 		{"probe on the API port", "base/worker.yaml", "path: /readyz\n              port: ops", "path: /readyz\n              port: 8080", `readiness probe: port "8080"`},
 		{"secret key that does not exist", "base/worker.yaml", "key: SLUICE_NATS_WORKER_PASSWORD", "key: SLUICE_NATS_WORKERS_PASSWORD", `no key "SLUICE_NATS_WORKERS_PASSWORD"`},
