@@ -198,6 +198,9 @@ var perInvocationFlags = map[string]bool{
 	"duration": true, "chunks-per-job": true, "settle": true, "timeout": true,
 	// a filter here, unlike load's --env (SLUICE_ENV)
 	"jobs ls --env": true,
+	// asks the API instead of the ops listener for one probe: bound to SLUICE_HTTP_ADDR, which
+	// the image sets for the API, it would take every health check away from the ops listener
+	"health --http-addr": true,
 }
 
 // Every configuration flag is mirrored by its environment variable, which its help names; a
@@ -236,7 +239,7 @@ func TestEveryFlagMirroredByItsEnvironmentVariable(t *testing.T) {
 	}
 	// The help text of the real binary names them.
 	out, _, _ := cliRun(t, nil, "serve", "--help")
-	for _, env := range []string{"SLUICE_DATA_DIR", "NATS_URL", "SLUICE_HTTP_ADDR", "SLUICE_API_TOKENS_FILE", "SLUICE_DRAIN_TIMEOUT", "SLUICE_API_RATE_LIMITS", "SLUICE_LAZY_FSYNC"} {
+	for _, env := range []string{"SLUICE_DATA_DIR", "NATS_URL", "SLUICE_HTTP_ADDR", "SLUICE_API_TOKENS_FILE", "SLUICE_DRAIN_TIMEOUT", "SLUICE_API_RATE_LIMITS", "SLUICE_LAZY_FSYNC", "SLUICE_OPS_ADDR"} {
 		if !strings.Contains(out, "[$"+env+"]") {
 			t.Errorf("serve --help does not name %s:\n%s", env, out)
 		}

@@ -41,6 +41,9 @@ type config struct {
 	CommandKey, CommandKeyFile string
 	// DrainTimeout (serve, worker, api) is how long in-flight work may take on shutdown.
 	DrainTimeout time.Duration
+	// OpsAddr (serve, worker, api) is the ops listener's address (/healthz, /readyz,
+	// /metrics without a token); "" or "off" turns it off.
+	OpsAddr string
 }
 
 // bindCommon registers the flags every command that opens the broker or the stores shares,
@@ -91,6 +94,7 @@ func bindServe(fs *pflag.FlagSet, c *config) *apiLimitFlags {
 	bindCommon(fs, c)
 	bindStrings(fs, []stringFlag{
 		{&c.HTTPAddr, "http-addr", "SLUICE_HTTP_ADDR", "127.0.0.1:8080", "HTTP API address"},
+		{&c.OpsAddr, "ops-addr", "SLUICE_OPS_ADDR", httpapi.DefaultOpsAddr, `ops listener: /healthz, /readyz and /metrics without a token; "off" turns it off`},
 		{&c.TokensFile, "tokens-file", "SLUICE_API_TOKENS_FILE", "", "JSON list of API tokens; without it the API serves loopback only"},
 	})
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "how long in-flight work may take to finish on shutdown")

@@ -5,35 +5,49 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/sluice-dev/sluice/sources/httpapi"
 )
 
 // newHealthCmd is "sluice health": a container health check that needs no shell or curl
-// (the image is distroless). It asks /healthz of the process on --http-addr and exits 0 on
-// 200, 1 otherwise, saying why.
+// (the image is distroless). It asks /healthz of the ops listener on --ops-addr (every serve,
+// worker and api process has one) and exits 0 on 200, 1 otherwise, saying why.
 func newHealthCmd(c *cli) *cobra.Command {
-	var addr string
+	var opsAddr, apiAddr string
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "health",
-		Short: "Exit 0 when the sluice process on --http-addr answers /healthz with 200 (container health checks)",
-		Long: `Asks GET /healthz of the sluice serve or api process listening on --http-addr (the same
-flag and variable the process reads; a wildcard host such as 0.0.0.0 is asked on loopback) and
-exits 0 on 200, 1 on anything else or no answer within --timeout. It needs no token: /healthz
-is open. For Docker's HEALTHCHECK and Kubernetes exec probes in the distroless image, which has
-no shell or curl.`,
+		Short: "Exit 0 when the sluice process on --ops-addr answers /healthz with 200 (container health checks)",
+		Long: `Asks GET /healthz of the ops listener of the sluice serve, worker or api process on
+--ops-addr (the same flag and variable the process reads, default ` + httpapi.DefaultOpsAddr + `; a
+wildcard host such as 0.0.0.0 is asked on loopback) and exits 0 on 200, 1 on anything else or
+no answer within --timeout. It needs no token. For Docker's HEALTHCHECK and Kubernetes exec
+probes in the distroless image, which has no shell or curl. --http-addr asks the API's own
+/healthz instead, for a serve or api process whose ops listener is off.`,
 		Example: `  sluice health
-  sluice health --http-addr 127.0.0.1:8080 --timeout 2s`,
+  sluice health --ops-addr 127.0.0.1:9090 --timeout 2s
+  sluice health --http-addr 127.0.0.1:8080       # the API's /healthz (ops listener off)`,
 		Args: noArgs("health takes no arguments"),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			addr := opsAddr
+			if apiAddr != "" {
+				addr = apiAddr
+			} else if addr == "" || strings.EqualFold(addr, opsOff) {
+				return usageError{"health: the ops listener is off (--ops-addr / SLUICE_OPS_ADDR " + opsOff + "); give --http-addr to ask the API's /healthz"}
+			}
 			return checkHealth(cmd.Context(), healthURL(addr), timeout, c)
 		},
 	}
 	bindStrings(cmd.Flags(), []stringFlag{
-		{&addr, "http-addr", "SLUICE_HTTP_ADDR", "127.0.0.1:8080", "address of the process to ask"},
+		{&opsAddr, "ops-addr", "SLUICE_OPS_ADDR", httpapi.DefaultOpsAddr, "ops listener of the process to ask"},
 	})
+	// Not bound to SLUICE_HTTP_ADDR: an image sets it for the API, and the ops listener is
+	// what the health check asks unless told otherwise.
+	cmd.Flags().StringVar(&apiAddr, "http-addr", "", "ask the API's /healthz at this address instead of the ops listener")
 	cmd.Flags().DurationVar(&timeout, "timeout", 3*time.Second, "how long to wait for the answer")
 	return cmd
 }

@@ -80,8 +80,8 @@ func TestServesAsImageUserOnFreshVolume(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	addr := freeAddr(t)
-	serve := asImageUser(t, dir, "serve", "--data-dir", data, "--http-addr", addr)
+	addr, ops := freeAddr(t), freeAddr(t)
+	serve := asImageUser(t, dir, "serve", "--data-dir", data, "--http-addr", addr, "--ops-addr", ops)
 	logs := &syncBuffer{}
 	serve.Stderr = logs
 	if err := serve.Start(); err != nil {
@@ -106,9 +106,25 @@ func TestServesAsImageUserOnFreshVolume(t *testing.T) {
 			t.Fatal("serve as the image's user not ready after 60 s")
 		}
 	}
-	out, err := asImageUser(t, dir, "health", "--http-addr", addr).CombinedOutput()
+	// The health check asks the ops listener (SLUICE_OPS_ADDR, as the image sets it), and the
+	// API's /healthz with --http-addr.
+	hc := asImageUser(t, dir, "health")
+	hc.Env = append(hc.Env, "SLUICE_OPS_ADDR="+ops)
+	out, err := hc.CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "ok" {
-		t.Fatalf("sluice health: %v: %s", err, out)
+		t.Fatalf("sluice health (ops listener): %v: %s", err, out)
+	}
+	out, err = asImageUser(t, dir, "health", "--http-addr", addr).CombinedOutput()
+	if err != nil || strings.TrimSpace(string(out)) != "ok" {
+		t.Fatalf("sluice health --http-addr: %v: %s", err, out)
+	}
+	// The ops listener of the process run as the image's user is ready and scraped without
+	// a token.
+	if p, ok := get("http://" + ops + "/readyz"); !ok || p.code != http.StatusOK {
+		t.Fatalf("ops /readyz = %+v", p)
+	}
+	if p, ok := get("http://" + ops + "/metrics"); !ok || p.code != http.StatusOK || !strings.Contains(string(p.body), "process_open_fds") {
+		t.Fatalf("ops /metrics = %d", p.code)
 	}
 	for _, f := range []string{"documents.db", "graph.db", "requirements.db"} {
 		fi, err := os.Stat(filepath.Join(data, f))
@@ -120,9 +136,15 @@ func TestServesAsImageUserOnFreshVolume(t *testing.T) {
 		}
 	}
 	// The health check fails, with exit status 1, when nothing answers.
-	out, err = asImageUser(t, dir, "health", "--http-addr", freeAddr(t), "--timeout", "1s").CombinedOutput()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), "/healthz") {
+	nothing := freeAddr(t)
+	out, err = asImageUser(t, dir, "health", "--ops-addr", nothing, "--timeout", "1s").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 1 || !strings.Contains(string(out), nothing+"/healthz") {
 		t.Fatalf("health of nothing: %v: %s", err, out)
+	}
+	// With the ops listener off there is nothing to ask: a usage error saying so.
+	out, err = asImageUser(t, dir, "health", "--ops-addr", "off").CombinedOutput()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 2 || !strings.Contains(string(out), "--http-addr") {
+		t.Fatalf("health with the ops listener off: %v: %s", err, out)
 	}
 }
 
@@ -183,6 +205,9 @@ func TestImageFileRunsAsNonRoot(t *testing.T) {
 		`HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 CMD ["/usr/local/bin/sluice", "health"]`,
 		"-X main.buildVersion=${VERSION}",
 		"org.opencontainers.image.version=",
+		// The ops listener answers the kubelet and Prometheus from outside the container.
+		"SLUICE_OPS_ADDR=0.0.0.0:9090",
+		"EXPOSE 8080 9090",
 	} {
 		if !strings.Contains(string(dockerfile), want) {
 			t.Errorf("deployments/Dockerfile lacks %q", want)

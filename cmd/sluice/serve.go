@@ -28,7 +28,8 @@ var serveExamples = map[string]string{
   sluice serve --http-addr 0.0.0.0:8080 --tokens-file tokens.json
   NATS_URL=nats://nats:4222 sluice serve         # an external JetStream cluster`,
 	"worker": `  sluice worker --nats-url nats://nats:4222      # one more worker on the shared consumers
-  sluice worker --drain-timeout 1m`,
+  sluice worker --drain-timeout 1m
+  sluice worker --ops-addr 0.0.0.0:9090          # /healthz, /readyz, /metrics for probes and Prometheus`,
 	"api": `  sluice api --http-addr 0.0.0.0:8080 --tokens-file tokens.json`,
 }
 
@@ -51,12 +52,13 @@ func newServeCmd(cl *cli, name string, workers, api bool) *cobra.Command {
 --drain-timeout) and the process exits 0.`,
 		Example: serveExamples[name],
 		Args:    noArgs(name + " takes no arguments"),
-		RunE: func(*cobra.Command, []string) error {
+		RunE: func(cmd *cobra.Command, _ []string) error {
 			limits, err := lim.parse()
 			if err != nil {
 				return usageError{err.Error()}
 			}
-			return cmdServe(cl.ctx, cl.log, c, serveMode{name: name, workers: workers, api: api, drain: c.DrainTimeout, limits: limits})
+			return cmdServe(cl.ctx, cl.log, c, serveMode{name: name, workers: workers, api: api, drain: c.DrainTimeout, limits: limits,
+				opsExplicit: cmd.Flags().Changed("ops-addr")})
 		},
 	}
 	lim = bindServe(cmd.Flags(), &c)
@@ -70,6 +72,9 @@ type serveMode struct {
 	workers, api bool
 	drain        time.Duration
 	limits       httpapi.Config
+	// opsExplicit is true when --ops-addr or SLUICE_OPS_ADDR was given: that address in use
+	// is an error, where the default in use falls back to an ephemeral port (bindOpsPort).
+	opsExplicit bool
 }
 
 // cmdServe runs the workers, the HTTP API, or both, until ctx ends (SIGINT/SIGTERM), then
@@ -80,10 +85,25 @@ func cmdServe(ctx context.Context, log *slog.Logger, c config, m serveMode) erro
 			return fmt.Errorf("another sluice process already runs the embedded broker on %s (%s)", c.DataDir, ep.URL)
 		}
 	}
+	// One registry for the process: the API's /metrics and the ops listener serve it.
+	reg := newRegistry()
+	ops, err := bindOpsPort(c.OpsAddr, m.opsExplicit, reg, log)
+	if err != nil {
+		return err
+	}
+	if ops != nil {
+		// Closed last, after the drain and the stores: probes answer until the process ends.
+		defer func() {
+			if err := ops.Close(); err != nil {
+				log.Warn("ops listener", "err", err)
+			}
+		}()
+	}
 	su, tokens, err := bindAPIPort(c, m, log)
 	if err != nil {
 		return err
 	}
+	su.ops = ops
 	if su.api != nil {
 		defer su.api.Close() // a start-up that fails; nothing after the handover
 	}
@@ -96,7 +116,7 @@ func cmdServe(ctx context.Context, log *slog.Logger, c config, m serveMode) erro
 		}
 		return err
 	}
-	d, err := openDeps(ctx, c, depsOptions{workers: m.workers, api: m.api, drain: m.drain, log: log, startup: su})
+	d, err := openDeps(ctx, c, depsOptions{workers: m.workers, api: m.api, drain: m.drain, log: log, startup: su, reg: reg})
 	if err != nil {
 		return startErr(err)
 	}
@@ -121,6 +141,16 @@ func cmdServe(ctx context.Context, log *slog.Logger, c config, m serveMode) erro
 	if srv != nil {
 		stop := runAPI(p, d, srv, c.TokensFile, log)
 		defer stop()
+	}
+	if ops != nil {
+		ops.Ready(d.opsChecks(worker))
+		// The pool's context ends on SIGINT/SIGTERM or on a part's failure: /readyz says the
+		// process drains from then on, while /healthz and /metrics answer to the end.
+		p.Go(func(ctx context.Context) error {
+			<-ctx.Done()
+			ops.Draining(fmt.Sprintf("draining: in-flight work finishing (up to %s)", m.drain))
+			return nil
+		})
 	}
 	log.Info("sluice running", "mode", m.name, "data_dir", c.DataDir, "embedded_broker", d.b.srv != nil)
 	err = p.Wait()

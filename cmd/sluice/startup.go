@@ -13,19 +13,24 @@ import (
 // startupRetryMax is the longest wait between two tries of a dependency at start-up.
 const startupRetryMax = 30 * time.Second
 
-// startup says what start-up is doing: in the log, and, when this process serves the API, in
-// GET /readyz of the starting server that holds the API's port meanwhile. The zero value logs
-// nowhere and reports nothing.
+// startup says what start-up is doing: in the log, in GET /readyz of the ops listener and,
+// when this process serves the API, of the starting server that holds the API's port
+// meanwhile. The zero value logs nowhere and reports nothing.
 type startup struct {
 	log *slog.Logger
 	// api is the starting API server; nil without the API.
 	api *httpapi.Starting
+	// ops is the ops listener; nil when it is off.
+	ops *httpapi.Ops
 }
 
 // step reports that start-up now does what ("opening the graph store").
 func (s startup) step(what string) {
 	if s.api != nil {
 		s.api.Report(what)
+	}
+	if s.ops != nil {
+		s.ops.Report(what)
 	}
 }
 

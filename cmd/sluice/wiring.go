@@ -18,7 +18,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/sourcegraph/conc/pool"
 
 	"github.com/sluice-dev/sluice/pipeline"
@@ -61,6 +60,8 @@ type depsOptions struct {
 	drain        time.Duration
 	log          *slog.Logger
 	startup      startup
+	// reg is the process's metrics registry; nil makes one (newRegistry).
+	reg *prometheus.Registry
 }
 
 // openDeps opens everything a serve process needs, reporting each step to o.startup. On error
@@ -85,8 +86,9 @@ func openDeps(ctx context.Context, c config, o depsOptions) (_ *deps, err error)
 	if d.dead, err = dlq.New(dlq.Config{JS: d.b.js, Stream: d.b.streams.DLQ, Logger: o.log}); err != nil {
 		return nil, err
 	}
-	d.reg = prometheus.NewRegistry()
-	d.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if d.reg = o.reg; d.reg == nil {
+		d.reg = newRegistry()
+	}
 	o.startup.step("opening the graph store")
 	if d.g, err = openGraph(ctx, c, d.reg); err != nil {
 		return nil, err

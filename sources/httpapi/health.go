@@ -2,8 +2,11 @@ package httpapi
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"strconv"
 )
 
 // Check is one readiness check run by GET /readyz.
@@ -17,12 +20,23 @@ type Check struct {
 }
 
 // healthz handles GET /healthz: the process is up and serving.
-func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) { writeHealthz(w) }
+
+// readyz handles GET /readyz: it runs every check concurrently under one 2 s deadline.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) { writeReady(w, r, s.cfg.Ready, s.log) }
+
+// writeHealthz is the answer of GET /healthz, on the API, the starting server and the ops
+// listener alike.
+func writeHealthz(w http.ResponseWriter) {
 	writeRawJSON(w, http.StatusOK, []byte(`{"status":"ok"}`+"\n"))
 }
 
-// readyz handles GET /readyz: it runs every check concurrently under one 2 s deadline.
-func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+// writeReady runs checks concurrently under one 2 s deadline (readyTimeout) and answers 200
+// {"status":"ready","checks":{name:"ok"}} when every one passed, else 503 problem+json whose
+// checks name each outcome (the error text, or "timed out after 2s"). A failed check is
+// logged on log at Warn. It blocks for at most the deadline: a check that ignores ctx is left
+// to return on its own (its result channel is buffered).
+func writeReady(w http.ResponseWriter, r *http.Request, checks []Check, log *slog.Logger) {
 	type outcome struct {
 		name string
 		err  error
@@ -30,8 +44,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), readyTimeout)
 	defer cancel()
 	// Buffered for every check, so a check that ignores ctx and returns late never blocks.
-	results := make(chan outcome, len(s.cfg.Ready))
-	for _, c := range s.cfg.Ready {
+	results := make(chan outcome, len(checks))
+	for _, c := range checks {
 		go func() {
 			defer func() {
 				if p := recover(); p != nil {
@@ -42,22 +56,22 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		}()
 	}
 	timedOut := fmt.Sprintf("timed out after %s", readyTimeout)
-	checks := make(map[string]string, len(s.cfg.Ready))
-	for _, c := range s.cfg.Ready {
-		checks[c.Name] = timedOut
+	report := make(map[string]string, len(checks))
+	for _, c := range checks {
+		report[c.Name] = timedOut
 	}
-	failed, pending := 0, len(s.cfg.Ready)
+	failed, pending := 0, len(checks)
 wait:
 	for pending > 0 {
 		select {
 		case o := <-results:
 			pending--
 			if o.err != nil {
-				checks[o.name] = o.err.Error()
+				report[o.name] = o.err.Error()
 				failed++
-				s.log.WarnContext(r.Context(), "readiness check failed", "check", o.name, "error", o.err)
+				log.WarnContext(r.Context(), "readiness check failed", "check", o.name, "error", o.err)
 			} else {
-				checks[o.name] = "ok"
+				report[o.name] = "ok"
 			}
 		case <-ctx.Done():
 			break wait
@@ -65,12 +79,25 @@ wait:
 	}
 	failed += pending
 	if failed == 0 {
-		s.writeJSON(w, r, http.StatusOK, map[string]any{"status": "ready", "checks": checks})
+		body, _ := json.Marshal(map[string]any{"status": "ready", "checks": report}) // strings only: cannot fail
+		writeRawJSON(w, http.StatusOK, append(body, '\n'))
 		return
 	}
-	s.writeProblem(w, r, problemDoc{
+	writeProblemDoc(w, r, problemDoc{
 		Status: http.StatusServiceUnavailable,
-		Detail: fmt.Sprintf("Not ready: %d of %d readiness checks failed or timed out.", failed, len(s.cfg.Ready)),
-		Checks: checks,
+		Detail: fmt.Sprintf("Not ready: %d of %d readiness checks failed or timed out.", failed, len(checks)),
+		Checks: report,
+	})
+}
+
+// writeNotReady answers GET /readyz with 503 problem+json and Retry-After while the process
+// is not in a state to run its checks: starting (check "startup" says what it waits for) or
+// draining (check "drain").
+func writeNotReady(w http.ResponseWriter, r *http.Request, detail, check, status string) {
+	w.Header().Set("Retry-After", strconv.Itoa(retryStarting))
+	writeProblemDoc(w, r, problemDoc{
+		Status: http.StatusServiceUnavailable,
+		Detail: detail,
+		Checks: map[string]string{check: status},
 	})
 }

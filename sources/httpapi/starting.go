@@ -144,14 +144,9 @@ func (s *Starting) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	get := r.Method == http.MethodGet || r.Method == http.MethodHead
 	switch {
 	case get && r.URL.Path == "/healthz":
-		writeRawJSON(w, http.StatusOK, []byte(`{"status":"ok"}`+"\n"))
+		writeHealthz(w)
 	case get && r.URL.Path == "/readyz":
-		w.Header().Set("Retry-After", strconv.Itoa(retryStarting))
-		writeProblemDoc(w, r, problemDoc{
-			Status: http.StatusServiceUnavailable,
-			Detail: "Not ready: the server is starting.",
-			Checks: map[string]string{"startup": s.current()},
-		})
+		writeNotReady(w, r, "Not ready: the server is starting.", "startup", s.current())
 	default:
 		w.Header().Set("Retry-After", strconv.Itoa(retryStarting))
 		writeProblemDoc(w, r, problemDoc{
