@@ -59,17 +59,18 @@ func ParseMode(s string) (Mode, error) {
 // Conflict is an existing setting that differs from what Sluice needs.
 type Conflict struct {
 	// Object is what holds the setting: "stream SLUICE_CHUNKS", "consumer SLUICE_GRAPH/sluice-graph".
-	Object string
+	Object string `json:"object"`
 	// Setting is the setting's name as in NATS's configuration: "retention", "duplicate_window"...
-	Setting string
+	Setting string `json:"setting"`
 	// Have is the existing value, Want what Sluice needs.
-	Have, Want string
+	Have string `json:"have"`
+	Want string `json:"want"`
 	// Why says what goes wrong with Have.
-	Why string
+	Why string `json:"why"`
 	// Fatal is set when Sluice cannot work with Have: ModeMissing and ModeOff fail.
-	Fatal bool
+	Fatal bool `json:"fatal"`
 	// Fixed is set when ModeProvision changed the setting to Want.
-	Fixed bool
+	Fixed bool `json:"fixed"`
 }
 
 func (c Conflict) String() string {
@@ -97,16 +98,16 @@ const (
 // Action is what provisioning did with one object.
 type Action struct {
 	// Object is "stream NAME", "consumer STREAM/NAME" or "bucket NAME".
-	Object string
-	Verb   Verb
+	Object string `json:"object"`
+	Verb   Verb   `json:"verb"`
 	// Changes lists an update's changed settings ("max_bytes: 8589934592 -> 21474836480").
-	Changes []string
+	Changes []string `json:"changes,omitempty"`
 }
 
 // Report is what one provisioning call did, and the conflicts it found. Callers log it.
 type Report struct {
-	Actions   []Action
-	Conflicts []Conflict
+	Actions   []Action   `json:"actions"`
+	Conflicts []Conflict `json:"conflicts"`
 }
 
 func (r *Report) add(o Report) {
