@@ -339,7 +339,10 @@ func cmdProvision(cl *cli, c config, pc sjs.ProvisionConfig, asJSON bool) error 
 	defer b.close()
 	rep, err := sjs.ProvisionAll(cl.ctx, b.js, pc)
 	if asJSON {
-		if perr := printJSON(cl.stdout, rep); perr != nil {
+		enc := json.NewEncoder(cl.stdout)
+		enc.SetIndent("", "  ")
+		enc.SetEscapeHTML(false) // "a -> b" as written
+		if perr := enc.Encode(rep); perr != nil {
 			return perr
 		}
 	} else {
