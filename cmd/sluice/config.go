@@ -44,6 +44,8 @@ type config struct {
 	// OpsAddr (serve, worker, api) is the ops listener's address (/healthz, /readyz,
 	// /metrics without a token); "" or "off" turns it off.
 	OpsAddr string
+	// Provision is --provision and the --stream-* flags (serve, worker, api, load; provision.go).
+	Provision provisionFlags
 }
 
 // bindCommon registers the flags every command that opens the broker or the stores shares,
@@ -99,6 +101,7 @@ func bindServe(fs *pflag.FlagSet, c *config) *apiLimitFlags {
 	})
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "how long in-flight work may take to finish on shutdown")
 	bindEnv(fs, "drain-timeout", "SLUICE_DRAIN_TIMEOUT")
+	bindProvision(fs, &c.Provision)
 	return bindAPILimits(fs)
 }
 
