@@ -38,8 +38,8 @@ var layers = []struct {
 	{"pipeline/intake, pipeline/commands", []string{"pipeline/intake", "pipeline/commands"}},
 	// Edges: the HTTP API and the benchmark harness, which drive the pipeline.
 	{"edges", []string{"sources/httpapi", "sources/httpapi/...", "pipeline/bench"}},
-	// The binary wires everything.
-	{"main", []string{"cmd/..."}},
+	// The binary wires everything; deployments/ tests check what ships around it.
+	{"main", []string{"cmd/...", "deployments", "deployments/..."}},
 }
 
 // apart lists prefixes whose packages may not import one another although they share a layer
