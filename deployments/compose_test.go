@@ -6,7 +6,6 @@
 package deployments_test
 
 import (
-	"bufio"
 	"context"
 	"os"
 	"os/exec"
@@ -20,6 +19,7 @@ import (
 	"time"
 
 	"github.com/compose-spec/compose-go/v2/cli"
+	"github.com/compose-spec/compose-go/v2/dotenv"
 	"github.com/compose-spec/compose-go/v2/types"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
@@ -31,28 +31,12 @@ const (
 	envExample  = "compose.env.example"
 )
 
-// exampleEnv returns the variables of compose.env.example, the file users copy to .env.
+// exampleEnv returns the variables of compose.env.example, the file users copy to .env, read
+// by compose's own .env parser.
 func exampleEnv(t *testing.T) map[string]string {
 	t.Helper()
-	f, err := os.Open(envExample)
+	env, err := dotenv.Read(envExample)
 	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	env := map[string]string{}
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, ok := strings.Cut(line, "=")
-		if !ok {
-			t.Fatalf("%s: %q is not NAME=value", envExample, line)
-		}
-		env[k] = v
-	}
-	if err := sc.Err(); err != nil {
 		t.Fatal(err)
 	}
 	return env
