@@ -123,7 +123,10 @@ func TestCommandsTakeoverWaitsForHeldCommands(t *testing.T) {
 		// A's commands come back after the pin moved, so B receives the newer one first: A's
 		// last InProgress (every AckWait/3) may be up to a third of AckWait before its
 		// connection dies, so they expire at least 2/3 AckWait after it, past the 10 s pin.
-		cs, err := sjs.ProvisionCommands(ctx, js, sjs.ProvisionConfig{AckWait: 2 * sjs.CommandPinnedTTL})
+		// The consumers exist (newCmdEnv): only the provision mode changes their ack wait.
+		ackWait := 2 * sjs.CommandPinnedTTL
+		cs, err := sjs.ProvisionCommands(ctx, js, sjs.ProvisionConfig{Mode: sjs.ModeProvision,
+			Settings: sjs.Settings{Consumers: map[string]sjs.ConsumerSettings{sjs.ConsumerCommandsAll: {AckWait: &ackWait}}}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -41,6 +41,8 @@ type config struct {
 	CommandKey, CommandKeyFile string
 	// DrainTimeout (serve, worker, api) is how long in-flight work may take on shutdown.
 	DrainTimeout time.Duration
+	// Provision is --provision and the --stream-* flags (serve, worker, api, load; provision.go).
+	Provision provisionFlags
 }
 
 // bindCommon registers the flags every command that opens the broker or the stores shares,
@@ -94,6 +96,7 @@ func bindServe(fs *pflag.FlagSet, c *config) *apiLimitFlags {
 	})
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 30*time.Second, "how long in-flight work may take to finish on shutdown")
 	bindEnv(fs, "drain-timeout", "SLUICE_DRAIN_TIMEOUT")
+	bindProvision(fs, &c.Provision)
 	return bindAPILimits(fs)
 }
 

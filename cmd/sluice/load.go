@@ -70,6 +70,7 @@ Exit status: 0 all written, 3 some items rejected or dead-lettered, 1 failure, 2
 	}
 	fs := cmd.Flags()
 	bindCommon(fs, &cfg)
+	bindProvision(fs, &cfg.Provision)
 	fs.StringVar(&env, "env", "dev", "environment: dev, test or prod")
 	bindEnv(fs, "env", "SLUICE_ENV")
 	fs.BoolVar(&asJSON, "json", false, "print the summary as one JSON object")
@@ -82,6 +83,9 @@ func cmdLoad(cl *cli, c config, paths []string, env string, asJSON, force bool) 
 	ctx, stdout, stderr, log := cl.ctx, cl.stdout, cl.stderr, cl.log
 	if !schemas.ValidEnv(env) {
 		return usageError{fmt.Sprintf("load: --env must be dev, test or prod, not %q", env)}
+	}
+	if _, err := c.Provision.config(); err != nil {
+		return err
 	}
 	for _, f := range paths {
 		if st, err := os.Stat(f); err != nil || st.IsDir() {

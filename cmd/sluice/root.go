@@ -87,6 +87,7 @@ func newRootCmd(c *cli) *cobra.Command {
 		newBenchCmd(c),
 		newCompletionCmd(c),
 		newHealthCmd(c),
+		newProvisionCmd(c),
 		&cobra.Command{
 			Use:     "version",
 			Short:   "Print the version",

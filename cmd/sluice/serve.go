@@ -56,6 +56,9 @@ func newServeCmd(cl *cli, name string, workers, api bool) *cobra.Command {
 			if err != nil {
 				return usageError{err.Error()}
 			}
+			if _, err := c.Provision.config(); err != nil {
+				return err // before the API's port is bound
+			}
 			return cmdServe(cl.ctx, cl.log, c, serveMode{name: name, workers: workers, api: api, drain: c.DrainTimeout, limits: limits})
 		},
 	}

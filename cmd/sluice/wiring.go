@@ -82,7 +82,7 @@ func openDeps(ctx context.Context, c config, o depsOptions) (_ *deps, err error)
 		return nil, err
 	}
 	d.closers = append(d.closers, d.sk.close)
-	if d.dead, err = dlq.New(dlq.Config{JS: d.b.js, Stream: d.b.streams.DLQ, Logger: o.log}); err != nil {
+	if d.dead, err = dlq.New(dlq.Config{JS: d.b.js, Stream: d.b.streams.DLQ, Provision: d.b.prov, Logger: o.log}); err != nil {
 		return nil, err
 	}
 	d.reg = prometheus.NewRegistry()
@@ -95,7 +95,7 @@ func openDeps(ctx context.Context, c config, o depsOptions) (_ *deps, err error)
 	if d.key, err = commandKey(c, o.log); err != nil {
 		return nil, err
 	}
-	d.rq, err = startRequirements(ctx, c, requirementsOptions{JS: d.b.js, JobsKV: d.b.streams.JobsKV, Graph: d.g,
+	d.rq, err = startRequirements(ctx, c, requirementsOptions{JS: d.b.js, JobsKV: d.b.streams.JobsKV, Provision: d.b.prov, Graph: d.g,
 		Workers: o.workers, API: o.api, Key: d.key, Drain: o.drain, Logger: o.log, Startup: o.startup})
 	if err != nil {
 		return nil, err
@@ -122,6 +122,9 @@ type broker struct {
 	// remote is true when the broker belongs to another process (NATS_URL, or a running
 	// sluice serve on the same data directory).
 	remote bool
+	// prov is how this process provisions (--provision, --stream-*): the command streams and
+	// the advisory stream are provisioned with it too.
+	prov sjs.ProvisionConfig
 }
 
 // ensureDataDir creates dir (owner-only) when it is missing and checks that this process can
@@ -154,9 +157,38 @@ func dataDirError(dir string, err error) error {
 		dir, perm, os.Getuid(), os.Getgid(), err)
 }
 
-// openBroker connects to NATS_URL, else to the embedded server another sluice process runs on
-// the data directory, else starts one in this process (when allowEmbedded).
+// openBroker connects (dialBroker) and provisions as --provision says: with off it creates
+// nothing and fails naming everything missing; by default it creates only what is missing.
+// Conflicting settings are logged (fatal ones fail).
 func openBroker(ctx context.Context, c config, log *slog.Logger, allowEmbedded bool) (*broker, error) {
+	pc, err := c.Provision.config()
+	if err != nil {
+		return nil, err
+	}
+	b, err := dialBroker(ctx, c, log, allowEmbedded)
+	if err != nil {
+		return nil, err
+	}
+	b.prov = pc
+	if pc.Mode == sjs.ModeOff {
+		// Name everything missing at once, the command streams and advisories too.
+		if _, err := sjs.ProvisionAll(ctx, b.js, pc); err != nil {
+			b.close()
+			return nil, err
+		}
+	}
+	if b.streams, err = sjs.Provision(ctx, b.js, pc); err != nil {
+		b.close()
+		return nil, err
+	}
+	logReport(log, b.streams.Report)
+	b.jobs = jobs.NewStore(b.streams.JobsKV)
+	return b, nil
+}
+
+// dialBroker connects to NATS_URL, else to the embedded server another sluice process runs on
+// the data directory, else starts one in this process (when allowEmbedded). It provisions nothing.
+func dialBroker(ctx context.Context, c config, log *slog.Logger, allowEmbedded bool) (*broker, error) {
 	if err := ensureDataDir(c.DataDir); err != nil {
 		return nil, err
 	}
@@ -196,11 +228,6 @@ func openBroker(ctx context.Context, c config, log *slog.Logger, allowEmbedded b
 		b.close()
 		return nil, fmt.Errorf("jetstream: %w", err)
 	}
-	if b.streams, err = sjs.Provision(ctx, b.js, sjs.ProvisionConfig{}); err != nil {
-		b.close()
-		return nil, err
-	}
-	b.jobs = jobs.NewStore(b.streams.JobsKV)
 	return b, nil
 }
 
@@ -341,6 +368,8 @@ type requirementsOptions struct {
 	// JS is the broker connection; JobsKV the jobs bucket (job progress goes to the change feed).
 	JS     jetstream.JetStream
 	JobsKV jetstream.KeyValue
+	// Provision is how the command streams are provisioned (broker.prov).
+	Provision sjs.ProvisionConfig
 	// Graph receives the projection of applied commands and imports. Optional.
 	Graph commands.GraphApplier
 	// Workers builds the command worker; API builds the API services.
@@ -357,10 +386,11 @@ type requirementsOptions struct {
 // provisions the command streams, and builds the command worker and the API services. Nothing
 // runs until run; the caller must call close after the pool it ran in has returned.
 func startRequirements(ctx context.Context, c config, o requirementsOptions) (*requirementsParts, error) {
-	streams, err := sjs.ProvisionCommands(ctx, o.JS, sjs.ProvisionConfig{})
+	streams, err := sjs.ProvisionCommands(ctx, o.JS, o.Provision)
 	if err != nil {
 		return nil, err
 	}
+	logReport(o.Logger, streams.Report)
 	v, err := requirements.NewValidator()
 	if err != nil {
 		return nil, err

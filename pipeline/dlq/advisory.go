@@ -26,13 +26,10 @@ const (
 
 // AdvisoryStream keeps those advisories until a capture has handled them: the server only
 // publishes them, so without a stream the ones sent while no capture runs would be lost. It is
-// a work queue (a handled advisory is deleted), bounded by advisoryMaxMsgs and advisoryMaxAge.
+// a work queue (a handled advisory is deleted), bounded by sjs.AdvisoryMaxMsgs and sjs.AdvisoryMaxAge.
 const AdvisoryStream = sjs.StreamAdvisories
 
 const (
-	advisoryConsumer = "sluice-advisories"
-	advisoryMaxMsgs  = 100_000
-	advisoryMaxAge   = 30 * 24 * time.Hour
 	// advisoryRetry spaces attempts at an advisory whose capture failed (the DLQ stream
 	// unavailable, say); it is retried until it succeeds.
 	advisoryRetry = 10 * time.Second
@@ -69,39 +66,20 @@ type Capture struct {
 
 // SubscribeAdvisories makes sure the advisory stream (AdvisoryStream) keeps the
 // max-deliveries and terminated advisories of Config.AdvisoryStreams, with the durable
-// consumer captures share, and returns once both exist: every advisory published after it
+// consumer captures share, as Config.Provision's mode allows (sources/jetstream.ProvisionAdvisories;
+// conflicts are logged), and returns once both exist: every advisory published after it
 // returns is captured, by this capture's Run or by any other's, even if none runs at the time.
 // onCapture, when not nil, is called (serially, from Run) after each dead letter the capture
 // stores — for example to count it against its job; its error is logged.
 func (s *Store) SubscribeAdvisories(ctx context.Context, onCapture func(context.Context, CaptureParams) error) (*Capture, error) {
-	var subjects []string
-	for _, stream := range s.cfg.AdvisoryStreams {
-		subjects = append(subjects, advisoryMaxDeliveries+stream+".*", advisoryTerminated+stream+".*")
-	}
-	st, err := s.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
-		Name:        AdvisoryStream,
-		Description: "Sluice: max-deliveries and terminated advisories, kept until captured as dead letters",
-		Subjects:    subjects,
-		Retention:   jetstream.WorkQueuePolicy,
-		Storage:     jetstream.FileStorage,
-		Discard:     jetstream.DiscardOld,
-		MaxMsgs:     advisoryMaxMsgs,
-		MaxAge:      advisoryMaxAge,
-	})
+	a, err := sjs.ProvisionAdvisories(ctx, s.js, s.cfg.Provision, s.cfg.AdvisoryStreams)
 	if err != nil {
-		return nil, fmt.Errorf("provision advisory stream %s: %w", AdvisoryStream, err)
+		return nil, fmt.Errorf("advisory stream %s: %w", AdvisoryStream, err)
 	}
-	cons, err := st.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-		Durable:       advisoryConsumer,
-		Description:   "Sluice: captures advisories as dead letters",
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       30 * time.Second,
-		MaxDeliver:    -1,
-		MaxAckPending: 64,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("provision advisory consumer %s: %w", advisoryConsumer, err)
+	for _, c := range a.Report.Conflicts {
+		s.log.Warn("advisory stream setting conflicts with what Sluice needs", "conflict", c.String())
 	}
+	cons := a.Consumer
 	return &Capture{s: s, cons: cons, onCap: onCapture, w: NewWriter(s.js, s.name), streams: map[string]jetstream.Stream{}}, nil
 }
 

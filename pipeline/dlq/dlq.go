@@ -58,9 +58,7 @@ var ErrInvalid = errors.New("invalid dead-letter request")
 
 // DefaultAdvisoryStreams returns the streams Sluice's workers consume — chunks, jobs, graph
 // batches and commands — whose advisories a capture turns into dead letters by default.
-func DefaultAdvisoryStreams() []string {
-	return []string{schemas.StreamChunks, schemas.StreamJobs, sjs.StreamGraph, sjs.StreamCommands}
-}
+func DefaultAdvisoryStreams() []string { return sjs.DefaultAdvisoryStreams() }
 
 // Config configures a Store.
 type Config struct {
@@ -76,6 +74,10 @@ type Config struct {
 	// CaptureAdvisories turns into dead letters. Optional; nil means every stream Sluice
 	// consumes (DefaultAdvisoryStreams).
 	AdvisoryStreams []string
+	// Provision says whether SubscribeAdvisories may create the advisory stream and its
+	// consumer (sources/jetstream.ProvisionAdvisories). Optional; the zero value creates
+	// what is missing and changes nothing that exists.
+	Provision sjs.ProvisionConfig
 	// Logger receives warnings (advisories that could not be captured). Optional; nil discards.
 	Logger *slog.Logger
 }

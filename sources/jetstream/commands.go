@@ -58,7 +58,7 @@ const (
 	jobEventPrefix      = "sluice.events.jobs."
 )
 
-// CommandStreams holds handles to what ProvisionCommands created.
+// CommandStreams holds handles to what ProvisionCommands created or found.
 type CommandStreams struct {
 	Commands jetstream.Stream
 	Events   jetstream.Stream
@@ -68,6 +68,8 @@ type CommandStreams struct {
 	// Partitions is the stream's partition count: CommandPartitions for a stream created now,
 	// the count it was created with for one that existed.
 	Partitions int
+	// Report says what ProvisionCommands created, updated and kept, and the conflicts it found.
+	Report Report
 }
 
 // CommandConsumerName returns the durable consumer name of partition p.
@@ -124,7 +126,8 @@ func existingPartitions(ctx context.Context, js jetstream.JetStream) (int, error
 	}
 	t := st.CachedInfo().Config.SubjectTransform
 	if t == nil {
-		return 0, fmt.Errorf("provision stream %s: it has no partition transform", StreamCommands)
+		return 0, fmt.Errorf("provision stream %s: it has no partition transform, so no command consumer reads its commands: "+
+			"drain it, delete it with the nats CLI (`nats stream rm %s`) and run `sluice provision`", StreamCommands, StreamCommands)
 	}
 	m := partitionsRE.FindStringSubmatch(t.Destination)
 	n, err := 0, error(nil)
@@ -137,32 +140,52 @@ func existingPartitions(ctx context.Context, js jetstream.JetStream) (int, error
 	return n, nil
 }
 
-// ProvisionCommands creates or updates the command stream with its partition consumers, the
+// ProvisionCommands makes sure the command stream with its partition consumers and the
 // change-feed stream (whose mutation events are also how the API learns a command's outcome;
-// the outcomes bucket of earlier versions is no longer written, see docs/operations.md). It is
-// idempotent and safe to run from several
-// processes at once. cfg supplies Replicas, DuplicateWindow, AckWait and MaxDeliver (with
-// Provision's defaults); every partition consumer holds up to CommandBatch commands pending and
+// the outcomes bucket of earlier versions is no longer written, see docs/operations.md) exist,
+// as cfg.Mode allows, like Provision, whose errors and Report it shares. It is safe to run from
+// several processes at once and blocks on JetStream requests. cfg supplies the defaults of what
+// it creates (Replicas, DuplicateWindow, AckWait, MaxDeliver, ChunkMaxAge for the command
+// stream's max age); every partition consumer holds up to CommandBatch commands pending and
 // pins the partition to one pulling worker at a time (CommandPriorityGroup): the worker that
 // holds a partition applies its commands in stream order, which keeps the commands of one key
-// in publish order across all worker processes while partitions run in parallel. A consumer
-// of an earlier version (MaxAckPending 1, no priority group) is updated in place.
+// in publish order across all worker processes while partitions run in parallel. A consumer of
+// an earlier version (MaxAckPending 1, no priority group) is upgraded in place in ModeMissing
+// too: its workers could not keep per-key order with it (ModeOff fails on it instead).
 //
 // The command stream uses Limits retention like the chunk stream, and keeps commands for
 // cfg.ChunkMaxAge (default 7 days): a command's apply marker, not its deletion, makes it
 // idempotent.
 func ProvisionCommands(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig) (*CommandStreams, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("provision: %w", err)
+	}
 	cfg.setDefaults()
-	var cs CommandStreams
-	var err error
-	if cs.Partitions, err = existingPartitions(ctx, js); err != nil {
+	pr := newProvisioner(js, cfg)
+	cs, err := provisionCommands(ctx, pr, cfg)
+	if err != nil {
 		return nil, err
 	}
-	cs.Commands, err = ensureStream(ctx, js, jetstream.StreamConfig{
+	if err := pr.err(); err != nil {
+		return nil, err
+	}
+	cs.Report = pr.rep
+	return cs, nil
+}
+
+func provisionCommands(ctx context.Context, pr *provisioner, cfg ProvisionConfig) (*CommandStreams, error) {
+	var cs CommandStreams
+	var err error
+	if cs.Partitions, err = existingPartitions(ctx, pr.js); err != nil {
+		return nil, err
+	}
+	transform := commandTransform(cs.Partitions)
+	subjects := []string{schemas.RequirementSubjects, schemas.FeatureSubjects}
+	cs.Commands = pr.stream(ctx, jetstream.StreamConfig{
 		Name:             StreamCommands,
 		Description:      "Requirement and feature-request commands, partitioned by key",
-		Subjects:         []string{schemas.RequirementSubjects, schemas.FeatureSubjects},
-		SubjectTransform: commandTransform(cs.Partitions),
+		Subjects:         subjects,
+		SubjectTransform: transform,
 		Retention:        jetstream.LimitsPolicy,
 		Discard:          jetstream.DiscardNew,
 		MaxAge:           cfg.ChunkMaxAge,
@@ -171,11 +194,9 @@ func ProvisionCommands(ctx context.Context, js jetstream.JetStream, cfg Provisio
 		Duplicates:       cfg.DuplicateWindow,
 		// The API publishes the commands submitted together as one atomic batch.
 		AllowAtomicPublish: true,
-	})
-	if err != nil {
-		return nil, err
-	}
-	cs.Events, err = ensureStream(ctx, js, jetstream.StreamConfig{
+	}, &streamNeeds{subjects: subjects, transform: transform, retention: jetstream.LimitsPolicy, discardNew: true,
+		minDuplicates: cfg.DuplicateWindow, atomic: true})
+	cs.Events = pr.stream(ctx, jetstream.StreamConfig{
 		Name:        StreamEvents,
 		Description: "Change feed: applied mutations and job progress",
 		Subjects:    []string{EventSubjects},
@@ -188,29 +209,23 @@ func ProvisionCommands(ctx context.Context, js jetstream.JetStream, cfg Provisio
 		// The command worker publishes the events of commands applied together as one
 		// atomic batch: one synced write instead of one each.
 		AllowAtomicPublish: true,
-	})
-	if err != nil {
-		return nil, err
-	}
-	cs.Consumers = make([]jetstream.Consumer, cs.Partitions)
-	for p := range cs.Partitions {
-		name := CommandConsumerName(p)
-		c, err := cs.Commands.CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
-			Durable:        name,
-			AckPolicy:      jetstream.AckExplicitPolicy,
-			AckWait:        cfg.AckWait,
-			MaxDeliver:     cfg.MaxDeliver,
-			MaxAckPending:  CommandBatch,
-			FilterSubject:  CommandPartitionFilter(p),
-			MaxWaiting:     512,
-			PriorityGroups: []string{CommandPriorityGroup},
-			PriorityPolicy: jetstream.PriorityPolicyPinned,
-			PinnedTTL:      CommandPinnedTTL,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("provision consumer %s: %w", name, err)
+	}, &streamNeeds{subjects: []string{EventSubjects}, retention: jetstream.LimitsPolicy, minDuplicates: cfg.DuplicateWindow, atomic: true})
+	if cs.Commands != nil {
+		cs.Consumers = make([]jetstream.Consumer, cs.Partitions)
+		for p := range cs.Partitions {
+			cs.Consumers[p] = pr.consumer(ctx, cs.Commands, jetstream.ConsumerConfig{
+				Durable:        CommandConsumerName(p),
+				AckPolicy:      jetstream.AckExplicitPolicy,
+				AckWait:        cfg.AckWait,
+				MaxDeliver:     cfg.MaxDeliver,
+				MaxAckPending:  CommandBatch,
+				FilterSubject:  CommandPartitionFilter(p),
+				MaxWaiting:     512,
+				PriorityGroups: []string{CommandPriorityGroup},
+				PriorityPolicy: jetstream.PriorityPolicyPinned,
+				PinnedTTL:      CommandPinnedTTL,
+			}, consumerNeeds{filter: CommandPartitionFilter(p), maxAckPending: CommandBatch, pinned: true})
 		}
-		cs.Consumers[p] = c
 	}
 	return &cs, nil
 }

@@ -2,7 +2,10 @@ package jetstream_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -168,6 +171,9 @@ func TestOriginalCommandSubject(t *testing.T) {
 
 // A command stream created with another partition count (64, before partition batches) keeps it:
 // re-partitioning would move queued commands' keys to other partitions and break their order.
+// Created before atomic batches, it cannot take the API's publishes: every command but
+// `sluice provision` refuses to start on it (issue 15: they no longer rewrite what exists),
+// and `sluice provision` enables atomic publish.
 func TestProvisionCommandsKeepsAnExistingPartitionCount(t *testing.T) {
 	js, _ := setup(t, sjs.ProvisionConfig{})
 	ctx := context.Background()
@@ -179,7 +185,11 @@ func TestProvisionCommandsKeepsAnExistingPartitionCount(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	cs, err := sjs.ProvisionCommands(ctx, js, sjs.ProvisionConfig{})
+	var ce *sjs.ConflictError
+	if _, err := sjs.ProvisionCommands(ctx, js, sjs.ProvisionConfig{}); !errors.As(err, &ce) || len(ce.Conflicts) != 1 || ce.Conflicts[0].Setting != "allow_atomic" {
+		t.Fatalf("missing mode on a stream without atomic publish: %v, want one fatal allow_atomic conflict", err)
+	}
+	cs, err := sjs.ProvisionCommands(ctx, js, sjs.ProvisionConfig{Mode: sjs.ModeProvision})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,7 +209,8 @@ func TestProvisionCommandsKeepsAnExistingPartitionCount(t *testing.T) {
 }
 
 // A partition consumer of an earlier version (one command in flight, no priority group) is
-// updated in place: it gets the batch and the pinned priority group.
+// updated in place, in the default mode too (its workers could not keep per-key order with
+// it): it gets the batch and the pinned priority group. With --provision off it is refused.
 func TestProvisionCommandsUpdatesOlderConsumers(t *testing.T) {
 	js, _ := setup(t, sjs.ProvisionConfig{})
 	ctx := context.Background()
@@ -212,6 +223,10 @@ func TestProvisionCommandsUpdatesOlderConsumers(t *testing.T) {
 	if _, err := cs.Commands.UpdateConsumer(ctx, old); err != nil {
 		t.Fatalf("make an older consumer: %v", err)
 	}
+	var ce *sjs.ConflictError
+	if _, err := sjs.ProvisionCommands(ctx, js, sjs.ProvisionConfig{Mode: sjs.ModeOff}); !errors.As(err, &ce) || len(ce.Conflicts) != 2 {
+		t.Fatalf("off mode on an older consumer: %v, want its two conflicts", err)
+	}
 	cs, err = sjs.ProvisionCommands(ctx, js, sjs.ProvisionConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -222,5 +237,10 @@ func TestProvisionCommandsUpdatesOlderConsumers(t *testing.T) {
 	}
 	if c := info.Config; c.MaxAckPending != sjs.CommandBatch || c.PriorityPolicy != jetstream.PriorityPolicyPinned || len(c.PriorityGroups) != 1 {
 		t.Fatalf("consumer after provisioning: %+v", c)
+	}
+	if a := cs.Report.Actions; !slices.ContainsFunc(a, func(a sjs.Action) bool {
+		return a.Verb == sjs.Updated && strings.HasSuffix(a.Object, "/"+sjs.CommandConsumerName(0))
+	}) {
+		t.Fatalf("report %+v does not say the consumer was updated", a)
 	}
 }

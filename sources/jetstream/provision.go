@@ -1,6 +1,7 @@
 package jetstream
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,9 +38,18 @@ const (
 	AdvisoryTerminatedPrefix    = "$JS.EVENT.ADVISORY.CONSUMER.MSG_TERMINATED."
 )
 
-// ProvisionConfig sizes the streams and consumers.
+// ProvisionConfig says what Provision, ProvisionCommands and ProvisionAdvisories may do (Mode)
+// and with which settings: the operator's (Settings), over Sluice's defaults for what they create.
 type ProvisionConfig struct {
-	// Replicas for every stream and bucket. Default 1; use 3 on a cluster.
+	// Mode says what may be created or changed. Optional; the zero value is ModeMissing.
+	Mode Mode
+	// Settings are the operator's: used for what is created and, in ModeProvision, set on
+	// what exists. Optional. They win over the defaults below.
+	Settings Settings
+
+	// The defaults below size what is created; they never change what exists.
+
+	// Replicas for every stream and bucket created. Default 1.
 	Replicas int
 	// ChunkMaxBytes bounds the chunk stream. When full, publishers are refused (DiscardNew):
 	// nothing unprocessed is ever dropped. Default 8 GiB.
@@ -50,9 +60,10 @@ type ProvisionConfig struct {
 	// (schemas.BucketDLQPayloads). Default 90 days.
 	DLQMaxAge time.Duration
 	// DuplicateWindow is how long a Nats-Msg-Id is remembered on the job, graph, DLQ and
-	// command streams. Default 10 minutes.
+	// command streams. Default 10 minutes; it is also the shortest window Sluice works with
+	// on them (a shorter one existing is a Conflict).
 	DuplicateWindow time.Duration
-	// ChunkDuplicateWindow is the chunk stream's: default 2 minutes. An id must be remembered
+	// ChunkDuplicateWindow is the chunk stream's: default 2 minutes (and the shortest). An id must be remembered
 	// as long as a publisher may send the same message again — PublishAtomic's retries (up to
 	// 15 s) and a lost commit answer, published again at once. A job resumed after that
 	// publishes what the stream holds already: the stream keeps those twice, the worker
@@ -74,6 +85,9 @@ type ProvisionConfig struct {
 }
 
 func (c *ProvisionConfig) setDefaults() {
+	if c.Mode == "" {
+		c.Mode = ModeMissing
+	}
 	if c.Replicas <= 0 {
 		c.Replicas = 1
 	}
@@ -103,7 +117,21 @@ func (c *ProvisionConfig) setDefaults() {
 	}
 }
 
-// Provisioned holds handles to what Provision created.
+// Validate reports every problem in c at once.
+func (c ProvisionConfig) Validate() error {
+	var errs []error
+	switch c.Mode {
+	case "", ModeMissing, ModeOff, ModeProvision:
+	default:
+		errs = append(errs, fmt.Errorf("mode %q: want missing, off or provision", c.Mode))
+	}
+	if err := c.Settings.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Provisioned holds handles to what Provision created or found.
 type Provisioned struct {
 	Chunks, Jobs, DLQ, Graph jetstream.Stream
 	JobsKV                   jetstream.KeyValue
@@ -113,6 +141,8 @@ type Provisioned struct {
 	ChunkConsumer jetstream.Consumer
 	JobConsumer   jetstream.Consumer
 	GraphConsumer jetstream.Consumer
+	// Report says what Provision created, updated and kept, and the conflicts it found.
+	Report Report
 }
 
 // streamSpec is one stream Provision ensures and, when consumer is set, its durable consumer.
@@ -120,110 +150,153 @@ type streamSpec struct {
 	// cfg holds what this stream sets apart; Provision adds what all share (Limits
 	// retention, DiscardNew, file storage, the replicas).
 	cfg    jetstream.StreamConfig
+	needs  streamNeeds
 	stream *jetstream.Stream // where Provision puts the stream's handle
 	// consumer is the durable consumer's name, "" for none; maxAckPending bounds its
 	// unacknowledged messages; into receives its handle.
 	consumer      string
 	maxAckPending int
-	into          *jetstream.Consumer
+	// ordered: the consumer delivers one at a time (its MaxAckPending is a need).
+	ordered bool
+	into    *jetstream.Consumer
 }
 
 // streamSpecs lists the streams Provision ensures, in the order it creates them, with their
 // handles in p.
 func streamSpecs(cfg ProvisionConfig, p *Provisioned) []streamSpec {
+	work := func(subject string, dup time.Duration) streamNeeds {
+		return streamNeeds{subjects: []string{subject}, retention: jetstream.LimitsPolicy, discardNew: true, minDuplicates: dup, atomic: true}
+	}
 	return []streamSpec{{
 		cfg: jetstream.StreamConfig{Name: schemas.StreamChunks, Description: "Chunk loads: one chunk per message",
 			Subjects: []string{schemas.ChunkSubjects}, MaxBytes: cfg.ChunkMaxBytes, MaxAge: cfg.ChunkMaxAge,
 			Duplicates: cfg.ChunkDuplicateWindow, AllowAtomicPublish: true},
+		needs:  work(schemas.ChunkSubjects, cfg.ChunkDuplicateWindow),
 		stream: &p.Chunks, consumer: ConsumerChunks, maxAckPending: cfg.MaxAckPending, into: &p.ChunkConsumer,
 	}, {
 		cfg: jetstream.StreamConfig{Name: schemas.StreamJobs, Description: "Job lifecycle: open and seal",
 			Subjects: []string{schemas.JobSubjects}, MaxAge: cfg.ChunkMaxAge,
 			Duplicates: cfg.DuplicateWindow, AllowAtomicPublish: true},
+		needs:  work(schemas.JobSubjects, cfg.DuplicateWindow),
 		stream: &p.Jobs, consumer: ConsumerJobs, maxAckPending: cfg.MaxAckPending, into: &p.JobConsumer,
 	}, {
 		cfg: jetstream.StreamConfig{Name: StreamGraph, Description: "Graph batches: nodes and edges applied in one transaction",
 			Subjects: []string{schemas.GraphSubjects}, MaxAge: cfg.ChunkMaxAge,
 			Duplicates: cfg.DuplicateWindow, AllowAtomicPublish: true},
+		needs: work(schemas.GraphSubjects, cfg.DuplicateWindow),
 		// One at a time, in publish order (ConsumerGraph).
-		stream: &p.Graph, consumer: ConsumerGraph, maxAckPending: 1, into: &p.GraphConsumer,
+		stream: &p.Graph, consumer: ConsumerGraph, maxAckPending: 1, ordered: true, into: &p.GraphConsumer,
 	}, {
 		cfg: jetstream.StreamConfig{Name: schemas.StreamDLQ, Description: "Dead letters: original message, error and history",
 			Subjects: []string{schemas.DLQSubjects}, MaxAge: cfg.DLQMaxAge,
 			Duplicates: cfg.DuplicateWindow, AllowDirect: true},
+		needs: streamNeeds{subjects: []string{schemas.DLQSubjects}, retention: jetstream.LimitsPolicy, discardNew: true,
+			minDuplicates: cfg.DuplicateWindow, direct: true},
 		stream: &p.DLQ,
 	}}
 }
 
-// Provision creates or updates the streams, durable consumers and KV bucket Sluice uses. It is
-// idempotent and safe to run from several processes at once.
+// Provision makes sure the streams, durable consumers and buckets Sluice's chunk, job, graph
+// and dead-letter paths use exist, as cfg.Mode allows (ModeMissing by default: create what is
+// missing, change nothing that exists), and returns their handles with a Report of what it did
+// and the conflicts it found; the caller logs the conflicts. It fails with a *MissingError
+// (ModeOff) naming everything missing, a *ConflictError for existing settings Sluice cannot
+// work with, or the broker's error. It is safe to run from several processes at once and
+// blocks on JetStream requests.
 //
 // Streams use Limits retention, not WorkQueue: under sync-always every WorkQueue ack is its own
 // synced delete (DESIGN.md, "Do not pay an fsync per ack"). Reclaim purges what is acked.
 func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig) (*Provisioned, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("provision: %w", err)
+	}
 	cfg.setDefaults()
+	pr := newProvisioner(js, cfg)
+	p := provision(ctx, pr, cfg)
+	if err := pr.err(); err != nil {
+		return nil, err
+	}
+	p.Report = pr.rep
+	return p, nil
+}
+
+func provision(ctx context.Context, pr *provisioner, cfg ProvisionConfig) *Provisioned {
+	js := pr.js
 	var p Provisioned
 	specs := streamSpecs(cfg, &p)
 	for _, sp := range specs {
 		sc := sp.cfg
 		sc.Retention, sc.Discard, sc.Storage, sc.Replicas = jetstream.LimitsPolicy, jetstream.DiscardNew, jetstream.FileStorage, cfg.Replicas
-		s, err := ensureStream(ctx, js, sc)
-		if err != nil {
-			return nil, err
-		}
-		*sp.stream = s
+		*sp.stream = pr.stream(ctx, sc, &sp.needs)
 	}
-	var err error
 	// Like the DLQ stream: file storage, its replicas, its max age (an object whose dead letter
 	// was never published — the publish failed after the put — expires with it). Unbounded in
 	// bytes like the DLQ stream: a dead letter is never refused for space Sluice chose.
-	p.DLQPayloads, err = js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket:      schemas.BucketDLQPayloads,
-		Description: "Originals of dead letters too large to embed them",
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-		TTL:         cfg.DLQMaxAge,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("provision bucket %s: %w", schemas.BucketDLQPayloads, err)
+	objStream := "OBJ_" + schemas.BucketDLQPayloads
+	if pr.bucket(ctx, "bucket "+schemas.BucketDLQPayloads, objStream, func(ctx context.Context) error {
+		ss := pr.settings.stream(objStream)
+		_, err := js.CreateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket:      schemas.BucketDLQPayloads,
+			Description: "Originals of dead letters too large to embed them",
+			Storage:     jetstream.FileStorage,
+			Replicas:    cmp.Or(ss.Replicas, cfg.Replicas),
+			Placement:   ss.Placement,
+			TTL:         ptrOr(ss.MaxAge, cfg.DLQMaxAge),
+			MaxBytes:    ptrOr(ss.MaxBytes, 0),
+		})
+		return err
+	}) {
+		var err error
+		if p.DLQPayloads, err = js.ObjectStore(ctx, schemas.BucketDLQPayloads); err != nil {
+			pr.errs = append(pr.errs, fmt.Errorf("open bucket %s: %w", schemas.BucketDLQPayloads, err))
+		}
 	}
-	p.JobsKV, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      BucketJobs,
-		Description: "Job records and progress",
-		History:     1,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("provision bucket %s: %w", BucketJobs, err)
+	kvStream := "KV_" + BucketJobs
+	if pr.bucket(ctx, "bucket "+BucketJobs, kvStream, func(ctx context.Context) error {
+		ss := pr.settings.stream(kvStream)
+		_, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
+			Bucket:      BucketJobs,
+			Description: "Job records and progress",
+			History:     1,
+			Storage:     jetstream.FileStorage,
+			Replicas:    cmp.Or(ss.Replicas, cfg.Replicas),
+			Placement:   ss.Placement,
+			TTL:         ptrOr(ss.MaxAge, 0),
+			MaxBytes:    ptrOr(ss.MaxBytes, 0),
+		})
+		return err
+	}) {
+		var err error
+		if p.JobsKV, err = js.KeyValue(ctx, BucketJobs); err != nil {
+			pr.errs = append(pr.errs, fmt.Errorf("open bucket %s: %w", BucketJobs, err))
+		}
 	}
 	for _, sp := range specs {
-		if sp.consumer == "" {
+		if sp.consumer == "" || *sp.stream == nil {
 			continue
 		}
-		c, err := (*sp.stream).CreateOrUpdateConsumer(ctx, jetstream.ConsumerConfig{
+		needs := consumerNeeds{}
+		if sp.ordered {
+			needs.maxAckPending = sp.maxAckPending
+		}
+		*sp.into = pr.consumer(ctx, *sp.stream, jetstream.ConsumerConfig{
 			Durable:       sp.consumer,
 			AckPolicy:     jetstream.AckExplicitPolicy,
 			AckWait:       cfg.AckWait,
 			MaxDeliver:    cfg.MaxDeliver,
 			MaxAckPending: sp.maxAckPending,
 			MaxWaiting:    512,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("provision consumer %s: %w", sp.consumer, err)
-		}
-		*sp.into = c
+		}, needs)
 	}
-	return &p, nil
+	return &p
 }
 
-// ensureStream creates stream cfg, or updates it to cfg.
-func ensureStream(ctx context.Context, js jetstream.JetStream, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
-	s, err := js.CreateOrUpdateStream(ctx, cfg)
-	if err != nil {
-		return nil, fmt.Errorf("provision stream %s: %w", cfg.Name, err)
+// ptrOr returns *p, or def when p is nil.
+func ptrOr[T any](p *T, def T) T {
+	if p == nil {
+		return def
 	}
-	return s, nil
+	return *p
 }
 
 // maxHeldScan bounds the pending advisories Reclaim reads for one stream. Past it, Reclaim
