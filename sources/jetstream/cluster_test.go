@@ -30,6 +30,7 @@ func TestSubscriberBoundedByBytesDrainsAnR3Stream(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	cl.WaitStreamCurrent(ctx, js, "SLUICE_CHUNKS", 30*time.Second)
 	const n = 50
 	for i := range n {
 		if _, err := js.PublishMsg(ctx, chunkMsg(fmt.Sprintf("c%02d", i))); err != nil {
