@@ -634,5 +634,11 @@ Reproduce (the soak for 30 minutes; CI runs it for 3):
 		fmt.Fprintf(&b, "| %s | %s | %s | %d | %d | %d | %s | %s |\n", strings.ReplaceAll(name, "_", " "), r.Load, r.Fault,
 			r.Lost, r.Duplicated, r.DeadLettered, rec, r.Note)
 	}
+	// Sections other tests own (clusterSection) follow the table: they are kept.
+	if old, err := os.ReadFile(path); err == nil {
+		if i := strings.Index(string(old), "\n## "); i >= 0 {
+			b.WriteString(string(old[i:]))
+		}
+	}
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }

@@ -150,9 +150,12 @@ func (s *Store) modifyFrom(ctx context.Context, id string, first *jobRecord, fir
 			s.wrote(id, newRev, b)
 			return rec.Job, nil
 		}
+		// A compare-and-set conflict is error 10071 on an R1 bucket and 10164 on a replicated
+		// one (issue 15: every conflict on R3 failed the write).
 		var apiErr *jetstream.APIError
-		conflict := errors.Is(err, jetstream.ErrKeyExists) ||
-			(errors.As(err, &apiErr) && apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence)
+		conflict := errors.Is(err, jetstream.ErrKeyExists) || errors.Is(err, jetstream.ErrKeyRevisionMismatch) ||
+			(errors.As(err, &apiErr) && (apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequence ||
+				apiErr.ErrorCode == jetstream.JSErrCodeStreamWrongLastSequenceConstant))
 		if !conflict {
 			return Job{}, fmt.Errorf("write job %s: %w", id, err)
 		}

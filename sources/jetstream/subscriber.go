@@ -24,9 +24,13 @@ type SubscriberConfig struct {
 	// pulls only for free slots, so nothing waits in a buffer while its AckWait runs. Default 1024.
 	MaxInFlight int
 	// MaxInFlightBytes bounds the bytes (payload and headers) of the messages pulled but not
-	// yet settled, beside MaxInFlight; 0 means no byte bound. A pull asks the server for at most
-	// what is left (FetchMaxBytes), and none is made while less than one largest message
-	// (MinPullBytes) is left, so a message never waits for room it cannot get.
+	// yet settled, beside MaxInFlight; 0 means no byte bound. A pull asks for at most as many
+	// messages as largest messages (MinPullBytes) fit in what is left, and none is made while
+	// less than one largest message is left, so a message never waits for room it cannot get.
+	// It sends no byte limit (FetchMaxBytes): a replicated consumer's answer to one could
+	// lose the messages it delivered (issue 15). With messages much smaller than MinPullBytes
+	// a pull asks for fewer than it could; the bound holds as long as no message is larger
+	// than MinPullBytes.
 	MaxInFlightBytes int64
 	// MaxInFlightWeight bounds the weight (Weight) of the messages pulled but not yet settled,
 	// beside MaxInFlight and MaxInFlightBytes; 0 means no weight bound. The chunk worker
@@ -325,7 +329,7 @@ func (s *Subscriber) pullLoop(deliver func(m jetstream.Msg, h held)) {
 		case <-s.closing:
 			return
 		}
-		want := min(s.cfg.FetchBatch, s.weightRoom())
+		want := min(s.cfg.FetchBatch, s.weightRoom(), s.bytesRoom())
 		n := 1
 	more:
 		for n < want {
@@ -340,11 +344,11 @@ func (s *Subscriber) pullLoop(deliver func(m jetstream.Msg, h held)) {
 		// server's expiry for the server's own end of the request, so no message the server
 		// sent is dropped. A deadline ends the client's side only 10% after the server's, and
 		// on a busy machine messages sent in between were stranded until their AckWait ran out.
-		opts := []jetstream.FetchOpt{jetstream.FetchMaxWait(s.cfg.FetchMaxWait)}
-		if s.cfg.MaxInFlightBytes > 0 {
-			opts = append(opts, jetstream.FetchMaxBytes(int(s.cfg.MaxInFlightBytes-s.bytes.Load())))
-		}
-		batch, err := s.cfg.Consumer.Fetch(n, opts...)
+		// No FetchMaxBytes: bytesRoom bounds the bytes by the count. A replicated consumer
+		// answers a pull with a byte limit whose count is reached with a "409 Batch Completed"
+		// that can overtake the messages, and nats.go ends the fetch on it: the messages count
+		// as delivered and never arrive (issue 15, the three-node proof).
+		batch, err := s.cfg.Consumer.Fetch(n, jetstream.FetchMaxWait(s.cfg.FetchMaxWait))
 		got := 0
 		if err == nil {
 			for m := range batch.Messages() {
@@ -417,6 +421,16 @@ func (s *Subscriber) weightRoom() int {
 	}
 	room := float64(s.cfg.MaxInFlightWeight - s.weight.Load())
 	return int(max(1, min(room/s.meanWeight, math.MaxInt32)))
+}
+
+// bytesRoom is how many messages the next pull may ask for under MaxInFlightBytes: the room
+// left divided by MinPullBytes (the largest message), at least one (waitForRoom waited for
+// one's room); unbounded without MaxInFlightBytes.
+func (s *Subscriber) bytesRoom() int {
+	if s.cfg.MaxInFlightBytes <= 0 {
+		return math.MaxInt
+	}
+	return int(max(1, min((s.cfg.MaxInFlightBytes-s.bytes.Load())/s.cfg.MinPullBytes, math.MaxInt32)))
 }
 
 // messageUUID is the Watermill UUID of m: the one the Publisher sent (HeaderUUID), else its

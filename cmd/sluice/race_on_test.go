@@ -1,0 +1,5 @@
+//go:build race
+
+package main
+
+func raceNote() string { return "go test -race" }
