@@ -209,8 +209,32 @@ func publishJobEvent(ctx context.Context, js jetstream.JetStream, id string, rev
 	if rev > 0 {
 		m.Header.Set(nats.MsgIdHdr, "job/"+id+"/"+strconv.FormatUint(rev, 10))
 	}
-	if _, err := js.PublishMsg(ctx, m); err != nil {
-		return fmt.Errorf("publish job event %s: %w", id, err)
+	for attempt := 1; ; attempt++ {
+		_, err := js.PublishMsg(ctx, m)
+		if err == nil {
+			return nil
+		}
+		// Every worker forwards every revision under the same message id. On a replicated
+		// stream, a publish that arrives while another worker's copy is still being
+		// replicated is answered 10158 ("duplicate message id is in process") instead of as
+		// a duplicate; the other copy may yet fail, so ask again, which then answers
+		// "duplicate" (stored) or stores this one. Issue 15: every R3 worker logged these.
+		var apiErr *jetstream.APIError
+		if attempt >= dupInProcessAttempts || !errors.As(err, &apiErr) || apiErr.ErrorCode != jsErrCodeDuplicateInProcess {
+			return fmt.Errorf("publish job event %s: %w", id, err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("publish job event %s: %w", id, ctx.Err())
+		case <-time.After(time.Duration(attempt) * 20 * time.Millisecond):
+		}
 	}
-	return nil
 }
+
+// jsErrCodeDuplicateInProcess is JetStream's 10158: a message with the same id is being
+// stored by a replicated stream right now (nats.go names no constant for it).
+const jsErrCodeDuplicateInProcess jetstream.ErrorCode = 10158
+
+// dupInProcessAttempts bounds the publishes of one job event answered 10158: replication of the
+// other copy takes milliseconds, and the waits between attempts (20, 40, 60, 80 ms) outlast it.
+const dupInProcessAttempts = 5
