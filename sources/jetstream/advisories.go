@@ -53,13 +53,15 @@ func ProvisionAdvisories(ctx context.Context, js jetstream.JetStream, cfg Provis
 		return nil, fmt.Errorf("provision: %w", err)
 	}
 	cfg.setDefaults()
-	pr := newProvisioner(js, cfg)
-	a := provisionAdvisories(ctx, pr, cfg, streams)
-	if err := pr.err(); err != nil {
-		return nil, err
-	}
-	a.Report = pr.rep
-	return a, nil
+	return retryTransient(ctx, js, func(ctx context.Context) (*Advisories, error) {
+		pr := newProvisioner(js, cfg)
+		a := provisionAdvisories(ctx, pr, cfg, streams)
+		if err := pr.err(); err != nil {
+			return nil, err
+		}
+		a.Report = pr.rep
+		return a, nil
+	})
 }
 
 func provisionAdvisories(ctx context.Context, pr *provisioner, cfg ProvisionConfig, streams []string) *Advisories {
@@ -101,11 +103,13 @@ func ProvisionAll(ctx context.Context, js jetstream.JetStream, cfg ProvisionConf
 		return Report{}, fmt.Errorf("provision: %w", err)
 	}
 	cfg.setDefaults()
-	pr := newProvisioner(js, cfg)
-	provision(ctx, pr, cfg)
-	if _, err := provisionCommands(ctx, pr, cfg); err != nil {
-		pr.errs = append(pr.errs, err)
-	}
-	provisionAdvisories(ctx, pr, cfg, nil)
-	return pr.rep, pr.err()
+	return retryTransient(ctx, js, func(ctx context.Context) (Report, error) {
+		pr := newProvisioner(js, cfg)
+		provision(ctx, pr, cfg)
+		if _, err := provisionCommands(ctx, pr, cfg); err != nil {
+			pr.errs = append(pr.errs, err)
+		}
+		provisionAdvisories(ctx, pr, cfg, nil)
+		return pr.rep, pr.err()
+	})
 }

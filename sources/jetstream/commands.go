@@ -161,16 +161,18 @@ func ProvisionCommands(ctx context.Context, js jetstream.JetStream, cfg Provisio
 		return nil, fmt.Errorf("provision: %w", err)
 	}
 	cfg.setDefaults()
-	pr := newProvisioner(js, cfg)
-	cs, err := provisionCommands(ctx, pr, cfg)
-	if err != nil {
-		return nil, err
-	}
-	if err := pr.err(); err != nil {
-		return nil, err
-	}
-	cs.Report = pr.rep
-	return cs, nil
+	return retryTransient(ctx, js, func(ctx context.Context) (*CommandStreams, error) {
+		pr := newProvisioner(js, cfg)
+		cs, err := provisionCommands(ctx, pr, cfg)
+		if err != nil {
+			return nil, err
+		}
+		if err := pr.err(); err != nil {
+			return nil, err
+		}
+		cs.Report = pr.rep
+		return cs, nil
+	})
 }
 
 func provisionCommands(ctx context.Context, pr *provisioner, cfg ProvisionConfig) (*CommandStreams, error) {

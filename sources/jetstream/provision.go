@@ -211,13 +211,15 @@ func Provision(ctx context.Context, js jetstream.JetStream, cfg ProvisionConfig)
 		return nil, fmt.Errorf("provision: %w", err)
 	}
 	cfg.setDefaults()
-	pr := newProvisioner(js, cfg)
-	p := provision(ctx, pr, cfg)
-	if err := pr.err(); err != nil {
-		return nil, err
-	}
-	p.Report = pr.rep
-	return p, nil
+	return retryTransient(ctx, js, func(ctx context.Context) (*Provisioned, error) {
+		pr := newProvisioner(js, cfg)
+		p := provision(ctx, pr, cfg)
+		if err := pr.err(); err != nil {
+			return nil, err
+		}
+		p.Report = pr.rep
+		return p, nil
+	})
 }
 
 func provision(ctx context.Context, pr *provisioner, cfg ProvisionConfig) *Provisioned {

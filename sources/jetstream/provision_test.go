@@ -3,15 +3,11 @@ package jetstream_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"net"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dev/sluice/schemas"
@@ -292,53 +288,8 @@ func TestReplicasBeyondTheCluster(t *testing.T) {
 // context on the first once the cluster has a meta leader.
 func startCluster(t *testing.T) jetstream.JetStream {
 	t.Helper()
-	var ports []int
-	var routes []string
-	for range 3 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-		routes = append(routes, l.Addr().String())
-		l.Close()
-	}
-	var servers []*server.Server
-	for i := range 3 {
-		opts := &server.Options{ServerName: fmt.Sprintf("n%d", i), Host: "127.0.0.1", Port: server.RANDOM_PORT,
-			JetStream: true, StoreDir: t.TempDir(), NoSigs: true, NoLog: true}
-		opts.Cluster = server.ClusterOpts{Name: "prov", Host: "127.0.0.1", Port: ports[i]}
-		opts.Routes = server.RoutesFromStr("nats://" + strings.Join(routes, ",nats://"))
-		ns, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ns.Start()
-		t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-		servers = append(servers, ns)
-	}
-	for _, ns := range servers {
-		if !ns.ReadyForConnections(30 * time.Second) {
-			t.Fatal("nats-server not ready")
-		}
-	}
-	nc, err := nats.Connect(servers[0].ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if _, err := js.AccountInfo(context.Background()); err == nil {
-			return js
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no JetStream meta leader after 30 s")
-		}
-	}
+	_, js := embeddedtest.StartCluster(t, 3).Connect()
+	return js
 }
 
 // `sluice provision --stream-replicas 3` scales streams and buckets created at R1 (by an

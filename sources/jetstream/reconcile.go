@@ -484,6 +484,13 @@ func newProvisioner(js jetstream.JetStream, cfg ProvisionConfig) *provisioner {
 	return &provisioner{js: js, mode: m, settings: cfg.Settings}
 }
 
+// stalled reports whether a request of this run failed in a way a retry may cure (a timeout,
+// no meta leader): the requests after it would most likely wait out their timeouts too, 5 s
+// each, so the run stops there and retryTransient starts it again.
+func (p *provisioner) stalled() bool {
+	return slices.ContainsFunc(p.errs, transient)
+}
+
 // err is the call's outcome: the missing objects (ModeOff), the fatal conflicts (ModeMissing,
 // ModeOff) and any other failure, joined.
 func (p *provisioner) err() error {
@@ -510,6 +517,9 @@ func (p *provisioner) err() error {
 // to needs and the operator's settings. It returns nil when the stream is missing in ModeOff
 // or on failure (recorded in p).
 func (p *provisioner) stream(ctx context.Context, create jetstream.StreamConfig, needs *streamNeeds) jetstream.Stream {
+	if p.stalled() {
+		return nil
+	}
 	name := create.Name
 	obj := "stream " + name
 	s, err := p.js.Stream(ctx, name)
@@ -595,6 +605,9 @@ func replicasHint(replicas int) string {
 // consumer makes sure durable consumer create.Durable of s exists, as stream does for streams.
 // In ModeMissing a command consumer of an earlier version is upgraded in place (needs.pinned).
 func (p *provisioner) consumer(ctx context.Context, s jetstream.Stream, create jetstream.ConsumerConfig, needs consumerNeeds) jetstream.Consumer {
+	if p.stalled() {
+		return nil
+	}
 	stream := s.CachedInfo().Config.Name
 	obj := "consumer " + stream + "/" + create.Durable
 	c, err := s.Consumer(ctx, create.Durable)
@@ -658,6 +671,9 @@ func (p *provisioner) consumer(ctx context.Context, s jetstream.Stream, create j
 // in ModeProvision its stream gets the operator's replicas and placement (its other settings
 // are the bucket's own). It reports whether the bucket exists now.
 func (p *provisioner) bucket(ctx context.Context, obj, stream string, create func(context.Context) error) bool {
+	if p.stalled() {
+		return false
+	}
 	s, err := p.js.Stream(ctx, stream)
 	if errors.Is(err, jetstream.ErrStreamNotFound) {
 		if p.mode == ModeOff {
