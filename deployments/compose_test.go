@@ -24,6 +24,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
 )
 
 const (
@@ -328,18 +330,9 @@ func TestNATSClusterConfig(t *testing.T) {
 		t.Errorf("user sys in account %q, want SYS", users["sys"])
 	}
 
-	opts.Routes, opts.Cluster.Port, opts.Cluster.Name = nil, 0, ""
-	opts.Host, opts.Port, opts.HTTPPort = "127.0.0.1", server.RANDOM_PORT, 0
-	opts.StoreDir, opts.NoSigs, opts.NoLog = t.TempDir(), true, true
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	ns := embeddedtest.StartConfigured(t, "nats/cluster.conf", func(o *server.Options) {
+		o.Routes, o.Cluster.Port, o.Cluster.Name, o.HTTPPort = nil, 0, "", 0
+	})
 	connect := func(user, pass string) (*nats.Conn, error) {
 		return nats.Connect(ns.ClientURL(), nats.UserInfo(user, pass), nats.MaxReconnects(0))
 	}

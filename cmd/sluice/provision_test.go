@@ -9,9 +9,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
-	"time"
 
-	natsserver "github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dev/sluice/schemas"
@@ -176,22 +174,7 @@ func startPermissioned(t *testing.T) (url string, roleEnv func(role string) []st
 	for _, role := range []string{"API", "WORKER", "LOADER", "OPERATOR"} {
 		t.Setenv("SLUICE_NATS_"+role+"_PASSWORD", pw(role))
 	}
-	opts, err := natsserver.ProcessConfigFile("../../deployments/nats/permissions.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts.Host, opts.Port = "127.0.0.1", natsserver.RANDOM_PORT
-	opts.JetStream, opts.StoreDir = true, t.TempDir()
-	opts.NoSigs, opts.NoLog = true, true
-	ns, err := natsserver.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
+	ns := embeddedtest.StartConfigured(t, "../../deployments/nats/permissions.conf", nil)
 	return ns.ClientURL(), func(role string) []string {
 		return []string{"NATS_URL=" + ns.ClientURL(), "NATS_USER=sluice-" + role, "NATS_PASSWORD=" + pw(strings.ToUpper(role)), "SLUICE_PROVISION=off"}
 	}

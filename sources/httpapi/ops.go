@@ -158,9 +158,7 @@ func (o *Ops) Addr() string { return o.ln.Addr().String() }
 // Ready. Anyone who can reach the listener reads it: it must hold no secret. It is cut to 512
 // bytes. After Ready it does nothing. It does not block.
 func (o *Ops) Report(status string) {
-	if len(status) > maxStartingStatus {
-		status = status[:maxStartingStatus] + "…"
-	}
+	status = clipStatus(status)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.phase == opsStarting {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 )
 
 // Bounds of the starting phase.
@@ -119,9 +120,7 @@ func (s *Starting) Addr() string { return s.ln.Addr().String() }
 // HTTP 503 …"), shown as the "startup" check of GET /readyz until Handover. Anyone who can
 // reach /readyz reads it: it must hold no secret. It is cut to 512 bytes. It does not block.
 func (s *Starting) Report(status string) {
-	if len(status) > maxStartingStatus {
-		status = status[:maxStartingStatus] + "…"
-	}
+	status = clipStatus(status)
 	s.mu.Lock()
 	s.status = status
 	s.mu.Unlock()
@@ -246,3 +245,16 @@ func (l *handoffListener) Close() error {
 
 // resume clears the deadline Close set, for the next server.
 func (l *handoffListener) resume() error { return l.dl.SetDeadline(time.Time{}) }
+
+// clipStatus cuts a start-up status to maxStartingStatus bytes, on a character boundary, and
+// marks the cut.
+func clipStatus(status string) string {
+	if len(status) <= maxStartingStatus {
+		return status
+	}
+	cut := maxStartingStatus
+	for cut > 0 && !utf8.RuneStart(status[cut]) {
+		cut--
+	}
+	return status[:cut] + "…"
+}

@@ -7,11 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dev/sluice/schemas"
+	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
@@ -26,23 +26,7 @@ func startExternal(t *testing.T) string {
 	for _, role := range []string{"API", "WORKER", "LOADER", "OPERATOR"} {
 		t.Setenv("SLUICE_NATS_"+role+"_PASSWORD", "pw-"+role+"-0123456789abcdef")
 	}
-	opts, err := server.ProcessConfigFile(permissionsConf)
-	if err != nil {
-		t.Fatalf("load %s: %v", permissionsConf, err)
-	}
-	opts.Host, opts.Port = "127.0.0.1", server.RANDOM_PORT
-	opts.JetStream, opts.StoreDir = true, t.TempDir()
-	opts.NoSigs, opts.NoLog = true, true
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	return ns.ClientURL()
+	return embeddedtest.StartConfigured(t, permissionsConf, nil).ClientURL()
 }
 
 // connectAs connects as role and returns the connection's JetStream context and a channel of
