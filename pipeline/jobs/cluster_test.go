@@ -115,3 +115,91 @@ func TestJobEventPublishersRaceOnAnR3Stream(t *testing.T) {
 		t.Fatalf("the stream holds %d events, want each of the %d revisions once", n, revisions)
 	}
 }
+
+// Issue 15, item 6: after a broker node was lost, GET /v1/jobs/{id} answered the same
+// progress for 20 to 30 s while the job went on. The API reads jobs from its cache, kept
+// current by a watch whose ordered consumer lived on the lost node; the client noticed only
+// tens of seconds later, and the cache served what it held meanwhile. The cache now checks its
+// watch against the bucket every second: a watch that owes a revision for 3 s is restarted,
+// and reads go to the broker until a new one runs.
+func TestJobCacheFollowsAfterItsWatchNodeIsLost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a three-node JetStream cluster")
+	}
+	cl := embeddedtest.StartCluster(t, 3)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	open := func() jetstream.KeyValue {
+		_, js := cl.Connect()
+		kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "jobs_stall", History: 1, Replicas: 3, Storage: jetstream.FileStorage})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return kv
+	}
+	reader, writer := jobs.NewStore(open()), jobs.NewStore(open())
+	_, js := cl.Connect()
+	cl.WaitStreamCurrent(ctx, js, "KV_jobs_stall", 30*time.Second)
+	cacheDone := make(chan struct{})
+	go func() { defer close(cacheDone); _ = reader.RunCache(ctx, jobs.CacheConfig{}, nil) }()
+	defer func() { cancel(); <-cacheDone }()
+
+	const id = "stall"
+	if _, err := writer.Open(ctx, schemas.JobOpen{JobID: id, Env: "dev", CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	item := int64(0)
+	mark := func() int64 {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+			j, err := writer.Mark(ctx, id, jobs.Mark{Job: id, Item: item, Outcome: jobs.Written})
+			if err == nil {
+				item++
+				return j.Written
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("mark item %d: %v", item, err)
+			}
+		}
+	}
+	// The reader sees a write within follow, as a poller of the API would.
+	const follow = 5 * time.Second
+	sees := func(want int64) {
+		t.Helper()
+		start := time.Now()
+		for {
+			j, err := reader.Get(ctx, id)
+			if err == nil && j.Written >= want {
+				return
+			}
+			if time.Since(start) > follow {
+				t.Fatalf("the reader's cache still says %d written (err %v) %s after the write of %d", j.Written, err, follow, want)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	sees(mark()) // the watch runs: the cache is live
+
+	// The node that holds the watch's consumer.
+	st, err := js.Stream(ctx, "KV_jobs_stall")
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := -1
+	for deadline := time.Now().Add(10 * time.Second); host < 0 && time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		for ci := range st.ListConsumers(ctx).Info() {
+			if ci.Cluster != nil {
+				host = cl.Index(ci.Cluster.Leader)
+			}
+		}
+	}
+	if host < 0 {
+		t.Fatal("found no consumer of the bucket's stream: the cache's watch")
+	}
+	cl.Kill(host)
+	for range 5 {
+		sees(mark())
+		time.Sleep(time.Second)
+	}
+	cl.Restart(host)
+}

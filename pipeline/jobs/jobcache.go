@@ -24,6 +24,12 @@ type CacheConfig struct {
 	// age is the safety net for what a watch cannot see (an operator purging the bucket's
 	// stream) and bounds how long such a change goes unseen.
 	MaxAge time.Duration
+	// StallCheck is how often the watch is checked against the bucket (one stream-info
+	// request), and StallAfter how long it may owe a revision the bucket held before it is
+	// taken for stalled and restarted, the cache serving nothing meanwhile (checkWatch).
+	// Defaults 1 s and 3 s: a live watch delivers within milliseconds, and a client that lost
+	// its watch's broker node noticed only after 20 to 30 s.
+	StallCheck, StallAfter time.Duration
 }
 
 func (c *CacheConfig) setDefaults() {
@@ -35,6 +41,12 @@ func (c *CacheConfig) setDefaults() {
 	}
 	if c.MaxAge <= 0 {
 		c.MaxAge = time.Minute
+	}
+	if c.StallCheck <= 0 {
+		c.StallCheck = time.Second
+	}
+	if c.StallAfter <= 0 {
+		c.StallAfter = 3 * time.Second
 	}
 }
 
@@ -202,10 +214,18 @@ func (s *Store) watchInto(ctx context.Context, c *jobCache) error {
 	// Live from here: every change committed after the watch's consumer started is delivered,
 	// and anything read from the broker from now on is at least as new as the watch's start.
 	c.setLive(true)
+	tick := time.NewTicker(c.cfg.StallCheck)
+	defer tick.Stop()
+	var seen uint64 // the highest revision the watch delivered
+	var owed stallMark
 	for {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case now := <-tick.C:
+			if err := s.checkWatch(ctx, c.cfg, seen, &owed, now); err != nil {
+				return err
+			}
 		case e, ok := <-w.Updates():
 			if !ok {
 				return fmt.Errorf("job cache: watch %s stopped", s.kv.Bucket())
@@ -213,6 +233,7 @@ func (s *Store) watchInto(ctx context.Context, c *jobCache) error {
 			if e == nil {
 				continue
 			}
+			seen = max(seen, e.Revision())
 			del := e.Operation() != jetstream.KeyValuePut
 			var v []byte
 			if !del {
@@ -221,6 +242,52 @@ func (s *Store) watchInto(ctx context.Context, c *jobCache) error {
 			c.put(e.Key(), e.Revision(), v, del)
 		}
 	}
+}
+
+// stallMark is a revision the bucket held at a time, which the watch owes until it has
+// delivered it.
+type stallMark struct {
+	rev uint64
+	at  time.Time
+}
+
+// errWatchStalled ends a watch that has not delivered, within CacheConfig.StallAfter, a
+// revision the bucket already held.
+var errWatchStalled = errors.New("job cache: the watch stalled")
+
+// checkWatch compares what the watch delivered (seen) with the bucket's last revision. A watch
+// whose consumer was on a broker node that went away delivers nothing until the client notices
+// and recreates it, tens of seconds later, while the cache went on serving what it held: after
+// a node loss GET /v1/jobs/{id} answered the same progress for 20 to 30 s while the job went
+// on (issue 15, the three-node proof). The watch owes the revision the bucket held at a tick;
+// not delivered after StallAfter, the watch is ended, and the cache serves nothing until a new
+// one runs (reads go to the broker). A status the broker cannot give (an election) decides
+// nothing. One stream-info request a tick.
+func (s *Store) checkWatch(ctx context.Context, cfg CacheConfig, seen uint64, owed *stallMark, now time.Time) error {
+	if owed.rev > 0 && seen >= owed.rev {
+		*owed = stallMark{}
+	}
+	if owed.rev > 0 && now.Sub(owed.at) >= cfg.StallAfter {
+		return fmt.Errorf("%w: revision %d of %s not delivered %s after the bucket held it (delivered up to %d)",
+			errWatchStalled, owed.rev, s.kv.Bucket(), now.Sub(owed.at).Round(time.Millisecond), seen)
+	}
+	if owed.rev > 0 {
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, cfg.StallCheck)
+	defer cancel()
+	st, err := s.kv.Status(sctx)
+	if err != nil {
+		return nil
+	}
+	bs, ok := st.(*jetstream.KeyValueBucketStatus)
+	if !ok || bs.StreamInfo() == nil {
+		return nil
+	}
+	if last := bs.StreamInfo().State.LastSeq; last > seen {
+		*owed = stallMark{rev: last, at: now}
+	}
+	return nil
 }
 
 // readMode says how Store.get uses the cache.
