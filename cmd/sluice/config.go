@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -105,12 +106,19 @@ func bindServe(fs *pflag.FlagSet, c *config) *apiLimitFlags {
 	return bindAPILimits(fs)
 }
 
-func logLevel() slog.Level {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(os.Getenv("SLUICE_LOG_LEVEL"))); err != nil {
-		return slog.LevelInfo
+// parseLogLevel reads SLUICE_LOG_LEVEL's value: empty is info; debug, info, warn and error
+// (any case, with slog's offsets such as warn+2) are taken; anything else is refused — it
+// silently became info, and an operator asking for debug logs during an incident got none
+// without a word (issue 16).
+func parseLogLevel(v string) (slog.Level, error) {
+	if strings.TrimSpace(v) == "" {
+		return slog.LevelInfo, nil
 	}
-	return l
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(strings.TrimSpace(v))); err != nil {
+		return slog.LevelInfo, usageError{fmt.Sprintf("SLUICE_LOG_LEVEL %q: want debug, info, warn or error", v)}
+	}
+	return l, nil
 }
 
 func envOr(key, def string) string {

@@ -23,7 +23,11 @@ import (
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()}))
+	level, err := parseLogLevel(os.Getenv("SLUICE_LOG_LEVEL"))
+	if err != nil {
+		os.Exit(exitStatus(os.Stderr, err))
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	setMemoryLimit(log)
 	os.Exit(exitStatus(os.Stderr, run(ctx, os.Args[1:], os.Stdout, os.Stderr, log)))
 }

@@ -582,7 +582,6 @@ func (d *deps) newAPIServer(ctx context.Context, c config, su startup, o apiOpti
 	if len(o.tokens) == 0 {
 		o.log.Warn("no API tokens configured (SLUICE_API_TOKENS_FILE): the API serves loopback only, without authentication", "addr", srv.Addr())
 	}
-	o.log.Info("HTTP API listening", "addr", "http://"+srv.Addr())
 	return srv, nil
 }
 
