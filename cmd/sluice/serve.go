@@ -90,6 +90,15 @@ func cmdServe(ctx context.Context, log *slog.Logger, c config, m serveMode) erro
 	}
 	// One registry for the process: the API's /metrics and the ops listener serve it.
 	reg := newRegistry()
+	su, tokens, err := bindAPIPort(c, m, log)
+	if err != nil {
+		return err
+	}
+	if su.api != nil {
+		defer su.api.Close() // a start-up that fails; nothing after the handover
+	}
+	// The ops listener after the API's port: its fallback to an ephemeral port must not take
+	// the port the API was given (it did, in a test that had picked a free port for the API).
 	ops, err := bindOpsPort(c.OpsAddr, m.opsExplicit, reg, log)
 	if err != nil {
 		return err
@@ -102,14 +111,7 @@ func cmdServe(ctx context.Context, log *slog.Logger, c config, m serveMode) erro
 			}
 		}()
 	}
-	su, tokens, err := bindAPIPort(c, m, log)
-	if err != nil {
-		return err
-	}
 	su.ops = ops
-	if su.api != nil {
-		defer su.api.Close() // a start-up that fails; nothing after the handover
-	}
 	// Stopped (SIGINT/SIGTERM) while starting: whatever the start-up's error, nothing ran and
 	// nothing is left to drain, so the process exits 0 as after a drain.
 	startErr := func(err error) error {
