@@ -215,27 +215,36 @@ func (c *Cluster) Restart(i int) {
 }
 
 // WaitReady waits (up to a minute) until the JetStream meta group has a leader among the
-// running nodes and every running node is current with it.
+// running nodes, every running node is current with it, and the leader can place replicas
+// on every running node.
 func (c *Cluster) WaitReady() {
 	c.t.Helper()
 	deadline := time.Now().Add(clusterReadyTimeout)
 	for {
-		leader, current, running := false, true, 0
+		leader, current, running, peers := false, true, 0, 0
 		c.mu.Lock()
 		for _, nd := range c.nodes {
 			if nd.srv == nil {
 				continue
 			}
 			running++
-			leader = leader || nd.srv.JetStreamIsLeader()
+			if nd.srv.JetStreamIsLeader() {
+				leader = true
+				// The peers the meta leader places replicas on: online, with JetStream
+				// and with the stats each sends a while after it joins. Until every
+				// running node is among them, an R3 stream is refused (10005 "no
+				// suitable peers for placement"), as a CI run was right after start.
+				peers = len(nd.srv.JetStreamClusterPeers())
+			}
 			current = current && nd.srv.JetStreamIsCurrent()
 		}
 		c.mu.Unlock()
-		if leader && current {
+		if leader && current && peers >= running {
 			return
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatalf("JetStream cluster not ready after %s: leader %v, all %d running nodes current %v", clusterReadyTimeout, leader, running, current)
+			c.t.Fatalf("JetStream cluster not ready after %s: leader %v, all %d running nodes current %v, %d placeable peers",
+				clusterReadyTimeout, leader, running, current, peers)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
