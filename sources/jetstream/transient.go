@@ -26,6 +26,22 @@ const provisionPatience = 2 * time.Minute
 // less.
 const provisionAttempt = 15 * time.Second
 
+// formingPatience bounds how long provisioning retries a placement refused with no reason
+// given (a bare 10005, "no suitable peers for placement"). NATS says that both of a cluster
+// with fewer servers than the replicas asked for, which no wait cures, and of a cluster still
+// forming, whose meta leader has not yet heard from every server: a CI run created an R3
+// stream a moment after three servers had elected a leader and was refused so. Servers join
+// within seconds of each other; half a minute covers that and keeps the wait for a cluster
+// that is simply too small short.
+const formingPatience = 30 * time.Second
+
+// forming reports whether err is a placement refused without a reason (see formingPatience).
+func forming(err error) bool {
+	var apiErr *jetstream.APIError
+	return errors.As(err, &apiErr) && apiErr.ErrorCode == jsErrCodeNoSuitablePeers &&
+		strings.TrimSpace(apiErr.Description) == "no suitable peers for placement"
+}
+
 // jsErrCodeClusterNotAvailable is JetStream's 10008, "JetStream system temporarily
 // unavailable": no meta leader (yet), so the cluster cannot create or look anything up.
 const jsErrCodeClusterNotAvailable jetstream.ErrorCode = 10008
@@ -44,6 +60,7 @@ const jsErrCodeNoSuitablePeers jetstream.ErrorCode = 10005
 // permission creating what is missing: run `sluice provision`, or --provision off).
 func retryTransient[T any](ctx context.Context, js jetstream.JetStream, f func(context.Context) (T, error)) (T, error) {
 	deadline := time.Now().Add(provisionPatience)
+	formingDeadline := time.Now().Add(formingPatience)
 	delay := 250 * time.Millisecond
 	for {
 		actx, cancel := ctx, context.CancelFunc(func() {})
@@ -57,7 +74,8 @@ func retryTransient[T any](ctx context.Context, js jetstream.JetStream, f func(c
 				return v, errors.Join(err, perm)
 			}
 		}
-		if err == nil || !transient(err) || ctx.Err() != nil || time.Now().After(deadline) {
+		retry := transient(err) || (forming(err) && time.Now().Before(formingDeadline))
+		if err == nil || !retry || ctx.Err() != nil || time.Now().After(deadline) {
 			return v, err
 		}
 		select {
