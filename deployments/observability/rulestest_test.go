@@ -132,13 +132,18 @@ func runRuleTests(t *testing.T, path string) map[string]bool {
 			for _, c := range tc.AlertRuleTest {
 				tested[c.Alertname] = true
 			}
-			runRuleTest(t, f, files, tc)
+			for _, m := range evalRuleTest(t, f, files, tc) {
+				t.Error(m)
+			}
 		})
 	}
 	return tested
 }
 
-func runRuleTest(t *testing.T, f ruleTestFile, files []string, tc ruleTest) {
+// evalRuleTest runs one test of a unit-test file and returns how the alerts differed from its
+// expectations (nothing when they behaved); it fails t only when the test cannot run.
+func evalRuleTest(t *testing.T, f ruleTestFile, files []string, tc ruleTest) (mismatches []string) {
+	t.Helper()
 	interval := time.Duration(tc.Interval)
 	if interval == 0 {
 		interval = time.Duration(f.EvaluationInterval) // promtool's default
@@ -148,8 +153,7 @@ func runRuleTest(t *testing.T, f ruleTestFile, files []string, tc ruleTest) {
 	for _, s := range tc.InputSeries {
 		fmt.Fprintf(&load, "  %s %s\n", s.Series, s.Values)
 	}
-	storage := promqltest.LoadedStorage(t, load.String())
-	t.Cleanup(func() { storage.Close() })
+	storage := promqltest.LoadedStorage(t, load.String()) // closed by its own t.Cleanup
 	engine := promqltest.NewTestEngine(t, false, 0, promqltest.DefaultMaxSamplesPerQuery*100)
 	query := rules.EngineQueryFunc(engine, storage)
 
@@ -193,8 +197,9 @@ func runRuleTest(t *testing.T, f ruleTestFile, files []string, tc ruleTest) {
 			slices.Sort(got)
 			slices.Sort(want)
 			if !slices.Equal(got, want) {
-				t.Errorf("%s at %s:\n got  %q\n want %q", c.Alertname, c.EvalTime, got, want)
+				mismatches = append(mismatches, fmt.Sprintf("%s at %s:\n got  %q\n want %q", c.Alertname, c.EvalTime, got, want))
 			}
 		}
 	}
+	return mismatches
 }
