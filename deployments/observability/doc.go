@@ -11,9 +11,11 @@
 //
 // No Sluice binary imports this package: the SDK and Prometheus's modules stay out of it.
 //
-// To rewrite sluice-dashboard.json after changing Dashboard:
+// deployments/k8s/components/monitoring/prometheusrule.yaml is alerts.yaml as a Prometheus
+// Operator PrometheusRule. To rewrite it and sluice-dashboard.json after changing alerts.yaml or
+// Dashboard:
 //
 //	go generate ./deployments/observability/
 package observability
 
-//go:generate env SLUICE_UPDATE_DASHBOARD=1 go test -count=1 -run ^TestDashboardIsCurrent$ .
+//go:generate env SLUICE_UPDATE_DASHBOARD=1 go test -count=1 -run ^(TestDashboardIsCurrent|TestPrometheusRuleIsCurrent)$ .
