@@ -217,7 +217,22 @@ func Dashboard() (dashboard.Dashboard, error) {
 			query(`max by (instance) (`+sel("sluice_broker_stats_age_seconds")+`)`, "age {{instance}}"),
 			query(rate("instance", sel("sluice_broker_stats_refresh_failures_total")), "failures/s {{instance}}")))
 
-	return b.Build()
+	d, err := b.Build()
+	if err != nil {
+		return d, err
+	}
+	// Every panel and row gets an id of its own, in order: Grafana keys links to a panel
+	// (viewPanel=…) and panel state by it, and the SDK leaves rows at 0 and panels without one.
+	for i := range d.Panels {
+		id := uint32(i + 1)
+		switch p := d.Panels[i]; {
+		case p.RowPanel != nil:
+			p.RowPanel.Id = id
+		case p.Panel != nil:
+			p.Panel.Id = &id
+		}
+	}
+	return d, nil
 }
 
 // meanOf is the mean observation of histogram metric over the dashboard's rate interval, by

@@ -325,6 +325,27 @@ func TestDashboardShowsWhatOperatorsAsk(t *testing.T) {
 	if !slices.Equal(rows, want) {
 		t.Errorf("rows = %q, want %q", rows, want)
 	}
+	ids := map[uint32]bool{}
+	for i, pr := range d.Panels {
+		var id uint32
+		var pos *dashboard.GridPos
+		switch {
+		case pr.RowPanel != nil:
+			id, pos = pr.RowPanel.Id, pr.RowPanel.GridPos
+		case pr.Panel != nil:
+			if pr.Panel.Id != nil {
+				id = *pr.Panel.Id
+			}
+			pos = pr.Panel.GridPos
+		}
+		if id == 0 || ids[id] {
+			t.Errorf("panel %d: id %d is zero or taken", i, id)
+		}
+		ids[id] = true
+		if pos == nil || pos.W == 0 || pos.H == 0 || pos.X+pos.W > 24 {
+			t.Errorf("panel %d: grid position %+v is off the 24-column grid", i, pos)
+		}
+	}
 	var vars []string
 	for _, v := range d.Templating.List {
 		vars = append(vars, v.Name)
