@@ -121,7 +121,11 @@ func Dashboard() (dashboard.Dashboard, error) {
 			Sort(dashboard.VariableSortAlphabeticalAsc).
 			Multi(true).
 			IncludeAll(true).
-			AllValue(".*"))
+			AllValue(".*").
+			Current(dashboard.VariableOption{
+				Text:  dashboard.StringOrArrayOfString{ArrayOfString: []string{"All"}},
+				Value: dashboard.StringOrArrayOfString{ArrayOfString: []string{"$__all"}},
+			}))
 
 	b.WithRow(dashboard.NewRowBuilder("Overview")).
 		WithPanel(single("Processes up", "Sluice processes that answered their last scrape.", "short",
