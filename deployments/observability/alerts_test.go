@@ -21,7 +21,7 @@ const (
 // parseAlerts parses alerts.yaml with Prometheus's own rule parser, unknown fields refused.
 func parseAlerts(t *testing.T) *rulefmt.RuleGroups {
 	t.Helper()
-	groups, errs := rulefmt.ParseFile(alertsFile, false, model.UTF8Validation, parser.NewParser(parser.Options{}), nil)
+	groups, errs := rulefmt.ParseFile(alertsFile, false, model.UTF8Validation, parser.NewParser(parser.Options{}), discard)
 	if len(errs) > 0 {
 		t.Fatalf("parse %s: %v", alertsFile, errs)
 	}
