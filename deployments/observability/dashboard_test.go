@@ -303,6 +303,21 @@ func TestDashboardQueriesNameExistingMetrics(t *testing.T) {
 			t.Errorf("variable %s: %s is not a metric Sluice exports (metrics.txt)", v.Name, m[1])
 		}
 	}
+	// What operators ask the dashboard (issue 16): throughput, latency, lag, dead letters,
+	// pools, jobs and broker storage each read from the families that answer it.
+	for _, name := range []string{
+		"sluice_messages_total", "sluice_messages_in_flight",
+		"sluice_sink_write_seconds", "sluice_http_request_duration_seconds", "sluice_chunk_handle_seconds",
+		"sluice_consumer_pending_messages", "sluice_consumer_ack_pending_messages", "sluice_consumer_redelivered_messages",
+		"sluice_dead_letter_messages", "sluice_dead_letter_replays_total", "sluice_dead_letter_unresolved",
+		"sluice_graph_pool_conns_acquired", "sluice_graph_pool_conns_max", "sluice_sink_writes_in_flight",
+		"sluice_jobs", "sluice_job_stalled_seconds",
+		"sluice_stream_bytes", "sluice_stream_max_bytes", "sluice_jetstream_storage_bytes",
+	} {
+		if !used[name] {
+			t.Errorf("no panel shows %s", name)
+		}
+	}
 	var unused []string
 	for name := range types {
 		if !used[name] {
