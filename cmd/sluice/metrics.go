@@ -29,7 +29,7 @@ func registerBuildInfo(reg prometheus.Registerer) {
 // newBrokerStats registers the cached broker statistics (sjs.BrokerStats) with d's registry;
 // the caller runs them (Run) until the process stops.
 func newBrokerStats(d *deps, log *slog.Logger) (*sjs.BrokerStats, error) {
-	stats, err := sjs.NewBrokerStats(sjs.BrokerStatsConfig{JS: d.b.js, Logger: log})
+	stats, err := sjs.NewBrokerStats(sjs.BrokerStatsConfig{JS: d.b.js, Consumers: sjs.StatsConsumers(d.rq.streams.Partitions), Logger: log})
 	if err != nil {
 		return nil, err
 	}

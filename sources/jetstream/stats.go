@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -16,21 +14,41 @@ import (
 	"github.com/sluice-dev/sluice/schemas"
 )
 
-// StatsStreams are the streams whose storage and consumers BrokerStats reports by default:
-// Sluice's streams, the jobs bucket's and the dead-letter payload bucket's.
+// StatsStreams are the streams whose storage BrokerStats reports by default: Sluice's streams,
+// the jobs bucket's and the dead-letter payload bucket's.
 func StatsStreams() []string {
 	return []string{schemas.StreamChunks, schemas.StreamJobs, StreamGraph, StreamCommands, StreamEvents,
 		schemas.StreamDLQ, StreamAdvisories, "KV_" + BucketJobs, "OBJ_" + schemas.BucketDLQPayloads}
+}
+
+// ConsumerRef names a durable consumer.
+type ConsumerRef struct {
+	Stream, Name string
+}
+
+// StatsConsumers are the durable consumers whose lag BrokerStats reports by default: the
+// chunk, job, graph and advisory consumers and those of the command stream's partitions.
+func StatsConsumers(partitions int) []ConsumerRef {
+	refs := []ConsumerRef{{schemas.StreamChunks, ConsumerChunks}, {schemas.StreamJobs, ConsumerJobs},
+		{StreamGraph, ConsumerGraph}, {StreamAdvisories, ConsumerAdvisories}}
+	for p := range partitions {
+		refs = append(refs, ConsumerRef{StreamCommands, CommandConsumerName(p)})
+	}
+	return refs
 }
 
 // BrokerStatsConfig configures BrokerStats.
 type BrokerStatsConfig struct {
 	// JS is the JetStream context the statistics are read with. Required.
 	JS jetstream.JetStream
-	// Streams names the streams reported, with their consumers. Optional; nil means
-	// StatsStreams. Streams missing on the broker are left out. The list bounds the stream
-	// and consumer labels.
+	// Streams names the streams reported. Optional; nil means StatsStreams. Streams missing
+	// on the broker are left out. The list bounds the stream label.
 	Streams []string
+	// Consumers names the durable consumers reported. Optional; nil means
+	// StatsConsumers(CommandPartitions). Consumers missing on the broker are left out. Only
+	// named durables are reported, never the ephemeral consumers of watches, whose names are
+	// random: the list bounds the consumer label.
+	Consumers []ConsumerRef
 	// DLQStream is the stream whose message count is sluice_dead_letter_messages. Optional;
 	// "" means schemas.StreamDLQ.
 	DLQStream string
@@ -57,11 +75,9 @@ type BrokerStats struct {
 	storage, storageLimit, deadLetters *prometheus.Desc
 	age                                *prometheus.Desc
 	failures                           prometheus.Counter
-	handles                            map[string]jetstream.Stream // by name; refresh only
-	mu                                 sync.Mutex                  // guards snap
+	mu                                 sync.Mutex // guards snap
 	snap                               brokerSnapshot
 	lastWarn                           time.Time // refresh only
-	streamsSet                         map[string]bool
 	now                                func() time.Time
 }
 
@@ -95,6 +111,9 @@ func NewBrokerStats(cfg BrokerStatsConfig) (*BrokerStats, error) {
 	if cfg.Streams == nil {
 		cfg.Streams = StatsStreams()
 	}
+	if cfg.Consumers == nil {
+		cfg.Consumers = StatsConsumers(CommandPartitions)
+	}
 	if cfg.DLQStream == "" {
 		cfg.DLQStream = schemas.StreamDLQ
 	}
@@ -107,16 +126,10 @@ func NewBrokerStats(cfg BrokerStatsConfig) (*BrokerStats, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	set := map[string]bool{}
-	for _, s := range cfg.Streams {
-		set[s] = true
-	}
 	stream := []string{"stream"}
 	consumer := []string{"stream", "consumer"}
 	return &BrokerStats{
 		cfg:         cfg,
-		streamsSet:  set,
-		handles:     map[string]jetstream.Stream{},
 		now:         time.Now,
 		streamMsgs:  prometheus.NewDesc("sluice_stream_messages", "Messages stored in the stream (cached broker read).", stream, nil),
 		streamBytes: prometheus.NewDesc("sluice_stream_bytes", "Bytes stored in the stream (cached broker read).", stream, nil),
@@ -165,48 +178,39 @@ func (b *BrokerStats) Run(ctx context.Context) error {
 	}
 }
 
-// Refresh reads the statistics from the broker now: one stream list, one consumer list per
-// stream and one account info request. Run calls it; it is exported for tests and is not safe
-// to call concurrently with Run.
+// Refresh reads the statistics from the broker now: one stream info request per stream, one
+// consumer info request per consumer and one account info request — only requests every
+// Sluice role may make (deployments/nats/permissions.conf). Run calls it; it is exported for
+// tests and is not safe to call concurrently with Run.
 func (b *BrokerStats) Refresh(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, b.cfg.Timeout)
 	defer cancel()
 	var snap brokerSnapshot
-	lister := b.cfg.JS.ListStreams(ctx)
-	for si := range lister.Info() {
-		name := si.Config.Name
-		if !b.streamsSet[name] {
+	for _, name := range b.cfg.Streams {
+		st, err := b.cfg.JS.Stream(ctx, name)
+		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			continue
 		}
+		if err != nil {
+			return fmt.Errorf("stream %s: %w", name, err)
+		}
+		si := st.CachedInfo()
 		snap.streams = append(snap.streams, streamStat{name: name, msgs: si.State.Msgs, bytes: si.State.Bytes, maxBytes: si.Config.MaxBytes})
 		if name == b.cfg.DLQStream {
 			snap.dlq, snap.dlqOK = float64(si.State.Msgs), true
 		}
 	}
-	if err := lister.Err(); err != nil {
-		return fmt.Errorf("list streams: %w", err)
-	}
-	slices.SortFunc(snap.streams, func(x, y streamStat) int { return strings.Compare(x.name, y.name) })
-	for _, st := range snap.streams {
-		h, ok := b.handles[st.name]
-		if !ok {
-			var err error
-			if h, err = b.cfg.JS.Stream(ctx, st.name); err != nil {
-				return fmt.Errorf("stream %s: %w", st.name, err)
-			}
-			b.handles[st.name] = h
+	for _, ref := range b.cfg.Consumers {
+		c, err := b.cfg.JS.Consumer(ctx, ref.Stream, ref.Name)
+		if errors.Is(err, jetstream.ErrConsumerNotFound) || errors.Is(err, jetstream.ErrStreamNotFound) {
+			continue
 		}
-		cl := h.ListConsumers(ctx)
-		for ci := range cl.Info() {
-			snap.consumers = append(snap.consumers, consumerStat{stream: st.name, name: ci.Name,
-				pending: float64(ci.NumPending), ackPending: float64(ci.NumAckPending), redeliver: float64(ci.NumRedelivered)})
+		if err != nil {
+			return fmt.Errorf("consumer %s of %s: %w", ref.Name, ref.Stream, err)
 		}
-		if err := cl.Err(); err != nil {
-			if errors.Is(err, jetstream.ErrStreamNotFound) {
-				delete(b.handles, st.name)
-			}
-			return fmt.Errorf("list consumers of %s: %w", st.name, err)
-		}
+		ci := c.CachedInfo()
+		snap.consumers = append(snap.consumers, consumerStat{stream: ref.Stream, name: ref.Name,
+			pending: float64(ci.NumPending), ackPending: float64(ci.NumAckPending), redeliver: float64(ci.NumRedelivered)})
 	}
 	ai, err := b.cfg.JS.AccountInfo(ctx)
 	if err != nil {

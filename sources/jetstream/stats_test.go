@@ -155,3 +155,53 @@ func TestBrokerStatsCachedFromTheBroker(t *testing.T) {
 		t.Fatalf("Run = %v, want nil when its context ends", err)
 	}
 }
+
+// The broker statistics are read with requests the API and worker roles of the shipped
+// permissions may make: every stream, every durable consumer and the account are reported, and
+// the server reports no permissions violation.
+func TestBrokerStatsWithRolePermissions(t *testing.T) {
+	url := startExternal(t)
+	ctx := context.Background()
+	op, _ := connectAs(t, url, "operator")
+	if _, err := sjs.ProvisionAll(ctx, op, sjs.ProvisionConfig{Mode: sjs.ModeProvision}); err != nil {
+		t.Fatalf("provision as sluice-operator: %v", err)
+	}
+	for _, role := range []string{"api", "worker"} {
+		t.Run(role, func(t *testing.T) {
+			js, violations := connectAs(t, url, role)
+			stats, err := sjs.NewBrokerStats(sjs.BrokerStatsConfig{JS: js})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := stats.Refresh(ctx); err != nil {
+				t.Fatalf("refresh as sluice-%s: %v", role, err)
+			}
+			reg := prometheus.NewRegistry()
+			reg.MustRegister(stats)
+			mfs, err := reg.Gather()
+			if err != nil {
+				t.Fatal(err)
+			}
+			series := map[string]int{}
+			for _, mf := range mfs {
+				series[mf.GetName()] = len(mf.GetMetric())
+			}
+			want := map[string]int{
+				"sluice_stream_messages":           len(sjs.StatsStreams()),
+				"sluice_consumer_pending_messages": len(sjs.StatsConsumers(sjs.CommandPartitions)),
+				"sluice_jetstream_storage_bytes":   2,
+				"sluice_dead_letter_messages":      1,
+			}
+			for name, n := range want {
+				if series[name] != n {
+					t.Errorf("%s: %d series, want %d", name, series[name], n)
+				}
+			}
+			select {
+			case err := <-violations:
+				t.Fatalf("sluice-%s: %v", role, err)
+			case <-time.After(200 * time.Millisecond):
+			}
+		})
+	}
+}
