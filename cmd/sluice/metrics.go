@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-dev/sluice/pipeline/jobs"
+	"github.com/sluice-dev/sluice/sinks/astra/dataapi"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
@@ -67,4 +68,22 @@ func (m *jobMetrics) census(c jobs.Census) {
 		m.byState.WithLabelValues(s).Set(float64(c.ByState[jobs.State(s)]))
 	}
 	m.stalled.Set(c.Stalled.Seconds())
+}
+
+// astraClientCollectors are sluice_astra_requests_in_flight and sluice_astra_requests_max of
+// the Data API client c, labelled with what it serves (documents, requirements).
+func astraClientCollectors(serves string, c *dataapi.Client) []prometheus.Collector {
+	labels := prometheus.Labels{"client": serves}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "sluice_astra_requests_in_flight",
+			Help:        "Data API requests in flight, by client (documents, requirements); at sluice_astra_requests_max, requests wait for a connection.",
+			ConstLabels: labels,
+		}, func() float64 { return float64(c.InFlight()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "sluice_astra_requests_max",
+			Help:        "The bound on Data API requests in flight (ASTRA connection pool size), by client.",
+			ConstLabels: labels,
+		}, func() float64 { return float64(c.MaxConns()) }),
+	}
 }

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil/promlint"
+
+	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
 )
 
 // metricsFile lists every sluice_* family that serve and a lone worker export (sorted
@@ -52,10 +54,15 @@ func TestMetricsLintAndFamilies(t *testing.T) {
 		addFamilies(families, body)
 	})
 
+	// The lone worker writes to AstraDB (the Data API double), so that the Data API client's
+	// metrics are seen too.
 	t.Run("worker", func(t *testing.T) {
+		double := dataapitest.New(dataapitest.Config{})
+		defer double.Close()
 		_, url := opsBroker(t)
 		ops := freeAddr(t)
-		startProc(t, "worker", []string{"SLUICE_OPS_ADDR=" + ops}, "worker", "--nats-url", url, "--data-dir", t.TempDir())
+		startProc(t, "worker", []string{"SLUICE_OPS_ADDR=" + ops, "ASTRA_DB_API_ENDPOINT=" + double.URL(), "ASTRA_DB_APPLICATION_TOKEN=" + double.Token()},
+			"worker", "--nats-url", url, "--data-dir", t.TempDir())
 		waitProbe(t, "http://"+ops+"/readyz", 60*time.Second, "worker ready", func(p probe) bool { return p.code == 200 })
 		load, loadLogs := startProc(t, "load", nil, "load", "--nats-url", url, "--data-dir", t.TempDir(), "--env", "dev", writeChunkFile(t, 50))
 		if err := load.Wait(); err != nil {
@@ -63,7 +70,9 @@ func TestMetricsLintAndFamilies(t *testing.T) {
 		}
 		body := scrapeUntil(t, "http://"+ops+"/metrics", []string{
 			`sluice_messages_total{outcome="written",stream="SLUICE_CHUNKS"} 50`,
-			`sluice_sink_write_seconds_count{command="insert_docs",sink="docstore",status="ok"}`,
+			`sluice_sink_write_seconds_count{command="insert_docs",sink="astra",status="ok"}`,
+			`sluice_astra_requests_in_flight{client="documents"}`,
+			`sluice_astra_requests_max{client="requirements"}`,
 			`sluice_consumer_pending_messages{consumer="sluice-chunks",stream="SLUICE_CHUNKS"}`,
 			`sluice_jobs{state="completed"}`,
 		})

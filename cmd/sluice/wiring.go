@@ -86,6 +86,9 @@ func openDeps(ctx context.Context, c config, o depsOptions) (_ *deps, err error)
 	if d.reg = o.reg; d.reg == nil {
 		d.reg = newRegistry()
 	}
+	if d.sk.client != nil {
+		d.reg.MustRegister(astraClientCollectors("documents", d.sk.client)...)
+	}
 	if d.dead, err = dlq.New(dlq.Config{JS: d.b.js, Stream: d.b.streams.DLQ, Provision: d.b.prov, Logger: o.log, Registerer: d.reg}); err != nil {
 		return nil, err
 	}
@@ -356,6 +359,8 @@ type sinks struct {
 	notFound error
 	ping     func(context.Context) error
 	close    func()
+	// client is the Data API client of an AstraDB sink, nil for the embedded store.
+	client *dataapi.Client
 }
 
 func openSinks(ctx context.Context, c config, log *slog.Logger) (*sinks, error) {
@@ -373,7 +378,7 @@ func openSinks(ctx context.Context, c config, log *slog.Logger) (*sinks, error) 
 		}
 		log.Info("writing chunks to AstraDB", "astra", ac) // Config logs the token redacted
 		return &sinks{
-			docs: sink, name: "astra", notFound: dataapi.ErrNotFound, close: client.Close,
+			docs: sink, name: "astra", notFound: dataapi.ErrNotFound, close: client.Close, client: client,
 			ping: func(ctx context.Context) error { _, err := client.FindCollections(ctx); return err },
 		}, nil
 	}
@@ -453,6 +458,9 @@ func startRequirements(ctx context.Context, c config, o requirementsOptions) (*r
 		if cerr != nil {
 			client.Close()
 			return nil, fmt.Errorf("open requirements store: %w", cerr)
+		}
+		if o.Registerer != nil {
+			o.Registerer.MustRegister(astraClientCollectors("requirements", client)...)
 		}
 		store = closeBoth{as, client.Close}
 	} else {

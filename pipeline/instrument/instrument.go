@@ -183,7 +183,7 @@ func NewSinks(reg prometheus.Registerer) (*Sinks, error) {
 		}, []string{"sink", "command"}),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "sluice_sink_writes_in_flight",
-			Help: "Sink write calls under way, by sink and command (for astra: Data API write requests in flight).",
+			Help: "Sink write calls under way, by sink and command.",
 		}, []string{"sink", "command"}),
 		batchDocs: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "sluice_sink_batch_documents",
