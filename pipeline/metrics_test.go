@@ -9,8 +9,11 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/commands"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
+	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/schemas"
+	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
 // sample returns the value of family name's sample with exactly labels (a histogram's count),
@@ -103,5 +106,39 @@ func TestMetricsCountOutcomesByStream(t *testing.T) {
 	}
 	if c.ByState[jobs.JobCompletedWithErrors] != 1 || len(c.ByState) != 1 || c.Stalled != 0 {
 		t.Fatalf("census = %+v, want one job completed with errors, none stalled", c)
+	}
+}
+
+// Issue 16: the command worker counts its commands by outcome (applied, refused) and measures
+// its store transactions by status, into the same families as the chunk worker.
+func TestMetricsCountCommands(t *testing.T) {
+	ce := newCmdEnv(t)
+	reg := prometheus.NewRegistry()
+	ce.startCommandWorker(t, commands.WorkerConfig{Registerer: reg})
+	if out := ce.run(t, featureCmd("FR-1000000000001")); !out.Applied {
+		t.Fatalf("feature not applied: %+v", out)
+	}
+	if out := ce.run(t, decideCmd("FR-404", requirements.ActionApprove, nil, nil)); out.Refusal == nil {
+		t.Fatalf("decision on an unknown feature not refused: %+v", out)
+	}
+	cmds := func(outcome string) map[string]string {
+		return map[string]string{"stream": sjs.StreamCommands, "outcome": outcome}
+	}
+	waitFor(t, "both commands counted", func() bool {
+		return sample(t, reg, "sluice_messages_total", cmds("applied")) == 1 && sample(t, reg, "sluice_messages_total", cmds("refused")) == 1
+	})
+	for _, c := range []struct {
+		name   string
+		labels map[string]string
+		min    float64
+	}{
+		{"sluice_sink_write_seconds", map[string]string{"sink": "requirements", "command": "apply_commands", "status": "ok"}, 1},
+		{"sluice_command_batch_commands", map[string]string{}, 1},
+		{"sluice_messages_in_flight", map[string]string{"stream": sjs.StreamCommands}, 0},
+		{"sluice_messages_total", cmds("dead_lettered"), 0},
+	} {
+		if v := sample(t, reg, c.name, c.labels); v < c.min {
+			t.Errorf("%s%v = %v, want at least %v", c.name, c.labels, v, c.min)
+		}
 	}
 }
