@@ -142,3 +142,44 @@ func TestMetricsCountCommands(t *testing.T) {
 		}
 	}
 }
+
+// Issue 16: the reaper's census counts a job it fails as failed, and reports how long the least
+// recently updated unfinished job has gone without an update.
+func TestReaperCensus(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	ctx := context.Background()
+	mk := func(id string) {
+		if _, err := e.jobs.Open(ctx, schemas.JobOpen{JobID: id, Env: "dev", CreatedAt: time.Now().UTC()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk("jstale00000000000000000001") // unsealed, idle: reaped
+	mk("jsealed0000000000000000001") // sealed, waiting for its items: unfinished, idle
+	if _, err := e.jobs.Seal(ctx, schemas.JobSeal{JobID: "jsealed0000000000000000001", Env: "dev", Total: 3, Published: 3, SealedAt: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
+	mk("jfresh00000000000000000001") // unsealed, fresh
+	rctx, cancel := context.WithCancel(ctx)
+	census := make(chan jobs.Census, 1)
+	done := make(chan error, 1)
+	go func() {
+		done <- jobs.RunJobReaper(rctx, e.jobs, jobs.ReaperConfig{After: 300 * time.Millisecond, Every: time.Hour,
+			Census: func(c jobs.Census) { census <- c }}, nil)
+	}()
+	c := <-census
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	total := 0
+	for _, n := range c.ByState {
+		total += n
+	}
+	if total != 3 || c.ByState[jobs.JobFailed] != 1 {
+		t.Fatalf("census %v, want 3 jobs, the reaped one failed", c.ByState)
+	}
+	if c.Stalled < 500*time.Millisecond || c.Stalled > time.Minute {
+		t.Fatalf("stalled %s, want the sealed job's idle time (≥ 500ms); census %v", c.Stalled, c.ByState)
+	}
+}
