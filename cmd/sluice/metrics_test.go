@@ -24,7 +24,7 @@ var metricsFile = filepath.Join("..", "..", "deployments", "observability", "met
 // /metrics of `sluice serve` and of a lone `sluice worker` after each did some work (chunks
 // written, a graph batch and a command applied), so that the labelled families have samples;
 // and the families they export are those deployments/observability/metrics.txt lists
-// (SLUICE_UPDATE_METRICS=1 rewrites it).
+// (SLUICE_UPDATE_METRICS=1 rewrites it); and each is documented in docs/operations.md.
 func TestMetricsLintAndFamilies(t *testing.T) {
 	families := map[string]string{}
 
@@ -83,9 +83,17 @@ func TestMetricsLintAndFamilies(t *testing.T) {
 		return
 	}
 
+	// Every family is documented in docs/operations.md's table ("### Metrics"), with its type.
+	ops, err := os.ReadFile(filepath.Join("..", "..", "docs", "operations.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	var lines []string
 	for name, typ := range families {
 		lines = append(lines, name+" "+typ)
+		if !strings.Contains(string(ops), "| `"+name+"` | "+typ+" |") {
+			t.Errorf("docs/operations.md has no table row for %s (%s)", name, typ)
+		}
 	}
 	slices.Sort(lines)
 	live := strings.Join(lines, "\n") + "\n"
