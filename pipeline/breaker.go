@@ -106,6 +106,8 @@ func newBreakerMetrics(name string, reg prometheus.Registerer) *breakerMetrics {
 			ConstLabels: prometheus.Labels{"sink": name},
 		}, []string{"result"}),
 	}
+	m.probes.WithLabelValues("ok")
+	m.probes.WithLabelValues("failed")
 	if reg != nil {
 		reg.MustRegister(m.openGauge, m.opens, m.probes)
 	}

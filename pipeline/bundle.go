@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline/dlq"
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/instrument"
 	"github.com/sluice-dev/sluice/pipeline/settle"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/document"
@@ -211,7 +212,7 @@ func (w *Worker) settleBundle(ctx context.Context, items []chunkItem, progressEr
 		default:
 			// Written (and its progress recorded): counted now, once — a redelivery skips it.
 			done[i] = true
-			w.metrics.outcome("written", time.Since(d.Received()))
+			w.metrics.chunkWritten(time.Since(d.Received()))
 			continue
 		}
 		if dead == nil {
@@ -240,7 +241,7 @@ func (w *Worker) settleBundle(ctx context.Context, items []chunkItem, progressEr
 					"attempt", meta.NumDelivered, "delay", delay, "err", cause, "suppressed", n)
 			}
 			d.Retry(delay)
-			w.metrics.outcome("retried", 0)
+			w.metrics.messages.Add(schemas.StreamChunks, instrument.OutcomeRetried, 1)
 			return
 		}
 	}

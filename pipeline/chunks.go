@@ -184,7 +184,7 @@ func (w *Worker) settleChunk(ctx context.Context, it chunkItem, progressErr erro
 			w.dlq.Forget(it.meta)
 		}
 		it.d.Ack()
-		w.metrics.outcome("written", time.Since(it.d.Received()))
+		w.metrics.chunkWritten(time.Since(it.d.Received()))
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline/dlq"
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/instrument"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/pipeline/settle"
 	"github.com/sluice-dev/sluice/schemas"
@@ -64,7 +65,9 @@ func (w *Worker) handleGraph(msg *message.Message) error {
 	if err := w.graphBreaker.hold(ctx, func() error {
 		// The marker is the stream position: unique across envs (one stream holds every
 		// env's subject), and kept per env by the store anyway.
+		end := w.metrics.sinks.Begin(instrument.SinkGraph, instrument.CommandApplyGraph)
 		_, applyErr = w.cfg.Graph.ApplyBatch(ctx, env, batch, meta.Stream+":"+strconv.FormatUint(meta.Sequence.Stream, 10))
+		end(instrument.Status(applyErr, nil))
 		var missing *graph.MissingEndpointsError
 		if applyErr == nil || fault.IsPermanent(applyErr) || errors.As(applyErr, &missing) {
 			return nil
@@ -89,7 +92,7 @@ func (w *Worker) handleGraph(msg *message.Message) error {
 		}
 	}
 	w.dlq.Forget(meta)
-	w.metrics.outcome("graph_applied", 0)
+	w.metrics.messages.Add(meta.Stream, instrument.OutcomeApplied, 1)
 	return nil
 }
 
@@ -133,6 +136,6 @@ func (w *Worker) requeueGraph(ctx context.Context, msg *message.Message, m jetst
 	w.log.Info("graph batch requeued: an edge endpoint is not stored yet", "seq", meta.Sequence.Stream,
 		"requeues", n+1, "missing", len(missing.Missing))
 	w.dlq.Forget(meta)
-	w.metrics.outcome("graph_requeued", 0)
+	w.metrics.messages.Add(meta.Stream, instrument.OutcomeRequeued, 1)
 	return nil
 }

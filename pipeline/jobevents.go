@@ -8,6 +8,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/instrument"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/pipeline/settle"
 	"github.com/sluice-dev/sluice/pipeline/sign"
@@ -46,6 +47,7 @@ func (w *Worker) handleJobEvent(msg *message.Message) error {
 	if err != nil {
 		return w.settler.Fail(ctx, settle.Watermill(msg), m, meta, err, "")
 	}
+	w.metrics.messages.Add(meta.Stream, instrument.OutcomeApplied, 1)
 	return nil
 }
 

@@ -2,20 +2,22 @@ package pipeline
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/sluice-dev/sluice/pipeline/instrument"
+	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/document"
+	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
 type workerMetrics struct {
-	messages   *prometheus.CounterVec
-	latency    prometheus.Histogram
-	batchMsgs  prometheus.Histogram
-	batchDocs  prometheus.Histogram
-	writeSecs  prometheus.Histogram
-	writeFails prometheus.Counter
+	messages  *instrument.Messages // sluice_messages_total, sluice_messages_in_flight
+	sinks     *instrument.Sinks    // sluice_sink_write_seconds and the rest
+	latency   prometheus.Histogram
+	batchMsgs prometheus.Histogram
 	// dlqFails counts dead letters that could not be stored; unresolved (a gauge read at
 	// scrape time) is how many messages are in that state now (deadLetterer.unresolvedCount).
 	dlqFails   prometheus.Counter
@@ -23,13 +25,10 @@ type workerMetrics struct {
 }
 
 // newWorkerMetrics makes the worker's metrics and registers them with reg, if not nil.
-// unresolved reports the messages that could neither be applied nor dead-lettered.
-func newWorkerMetrics(reg prometheus.Registerer, unresolved func() float64) *workerMetrics {
+// unresolved reports the messages that could neither be applied nor dead-lettered. The
+// message and sink families are shared with the command worker (pipeline/instrument).
+func newWorkerMetrics(reg prometheus.Registerer, unresolved func() float64) (*workerMetrics, error) {
 	m := &workerMetrics{
-		messages: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "sluice_chunk_messages_total",
-			Help: "Chunks handled, by outcome: written and dead_lettered count chunks (a bundle's items one by one), retried counts messages sent back to the broker.",
-		}, []string{"outcome"}),
 		latency: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "sluice_chunk_handle_seconds",
 			Help:    "Time from pulling a chunk message to its durable write and recorded progress.",
@@ -40,20 +39,6 @@ func newWorkerMetrics(reg prometheus.Registerer, unresolved func() float64) *wor
 			Help:    "Chunk messages per batch handed to the chunk handler.",
 			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500},
 		}),
-		batchDocs: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "sluice_sink_batch_documents",
-			Help:    "Documents per sink write call (group commit size).",
-			Buckets: []float64{1, 2, 5, 10, 20, 50, 100, 200, 500, 1000},
-		}),
-		writeSecs: prometheus.NewHistogram(prometheus.HistogramOpts{
-			Name:    "sluice_sink_write_seconds",
-			Help:    "Duration of one sink write call.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
-		}),
-		writeFails: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "sluice_sink_write_failures_total",
-			Help: "Sink write calls that failed as a whole.",
-		}),
 		dlqFails: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "sluice_dead_letter_failures_total",
 			Help: "Dead letters that could not be stored (the message was kept in its stream and retried, never dropped).",
@@ -63,14 +48,38 @@ func newWorkerMetrics(reg prometheus.Registerer, unresolved func() float64) *wor
 			Help: "Messages that could neither be applied nor dead-lettered in the last 10 minutes; above 0, the worker is unhealthy.",
 		}, unresolved),
 	}
-	if reg != nil {
-		reg.MustRegister(m.messages, m.latency, m.batchMsgs, m.batchDocs, m.writeSecs, m.writeFails, m.dlqFails, m.unresolved)
+	var err error
+	if m.messages, err = instrument.NewMessages(reg); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
 	}
-	return m
+	if m.sinks, err = instrument.NewSinks(reg); err != nil {
+		return nil, fmt.Errorf("worker: %w", err)
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.latency, m.batchMsgs, m.dlqFails, m.unresolved} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("worker: register metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
 }
 
-func (m *workerMetrics) outcome(o string, d time.Duration) {
-	m.messages.WithLabelValues(o).Inc()
+// initSeries creates the worker's counter series at 0: the outcomes of each stream it
+// consumes, and its sink calls.
+func (m *workerMetrics) initSeries(sink string, graph bool) {
+	m.messages.Init(schemas.StreamChunks, instrument.OutcomeWritten, instrument.OutcomeRetried, instrument.OutcomeDeadLettered)
+	m.messages.Init(schemas.StreamJobs, instrument.OutcomeApplied, instrument.OutcomeRetried, instrument.OutcomeDeadLettered)
+	m.sinks.Init(sink, instrument.CommandInsertDocs)
+	if graph {
+		m.messages.Init(sjs.StreamGraph, instrument.OutcomeApplied, instrument.OutcomeRequeued, instrument.OutcomeRetried, instrument.OutcomeDeadLettered)
+		m.sinks.Init(instrument.SinkGraph, instrument.CommandApplyGraph)
+	}
+}
+
+// chunkWritten counts a chunk written, d after its message was pulled.
+func (m *workerMetrics) chunkWritten(d time.Duration) {
+	m.messages.Add(schemas.StreamChunks, instrument.OutcomeWritten, 1)
 	if d > 0 {
 		m.latency.Observe(d.Seconds())
 	}
@@ -79,16 +88,14 @@ func (m *workerMetrics) outcome(o string, d time.Duration) {
 // instrumentedSink measures every write call of the sink it wraps.
 type instrumentedSink struct {
 	DocSink
-	m *workerMetrics
+	name string
+	m    *workerMetrics
 }
 
 func (s instrumentedSink) WriteDocs(ctx context.Context, collection string, docs []document.Doc) ([]error, error) {
-	start := time.Now()
+	end := s.m.sinks.Begin(s.name, instrument.CommandInsertDocs)
 	out, err := s.DocSink.WriteDocs(ctx, collection, docs)
-	s.m.writeSecs.Observe(time.Since(start).Seconds())
-	s.m.batchDocs.Observe(float64(len(docs)))
-	if err != nil {
-		s.m.writeFails.Inc()
-	}
+	end(instrument.Status(err, out))
+	s.m.sinks.Documents(s.name, len(docs))
 	return out, err
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-dev/sluice/pipeline/dlq"
+	"github.com/sluice-dev/sluice/pipeline/instrument"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/pipeline/settle"
 	"github.com/sluice-dev/sluice/pipeline/sign"
@@ -195,13 +196,18 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 		maxDeliver = uint64(ci.Config.MaxDeliver)
 	}
 	dl := dlq.NewSender(cfg.JS)
+	metrics, err := newWorkerMetrics(cfg.Registerer, func() float64 { return float64(dl.Unresolved()) })
+	if err != nil {
+		return nil, err
+	}
+	metrics.initSeries(cfg.SinkName, cfg.Graph != nil)
 	w := &Worker{
 		cfg:         cfg,
 		log:         log,
 		jobs:        cfg.Jobs,
 		dlq:         dl,
 		validator:   v,
-		metrics:     newWorkerMetrics(cfg.Registerer, func() float64 { return float64(dl.Unresolved()) }),
+		metrics:     metrics,
 		builders:    builders,
 		collections: collections,
 	}
@@ -221,8 +227,8 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 			}
 			return w.progress.Record(ctx, jobs.Mark{Job: env.JobID, Item: int64(*env.Item), Outcome: jobs.DeadLettered})
 		},
-		Retried: func() { w.metrics.outcome("retried", 0) },
-		Dead:    func() { w.metrics.outcome("dead_lettered", 0) },
+		Retried: func(stream string) { w.metrics.messages.Add(stream, instrument.OutcomeRetried, 1) },
+		Dead:    func(stream string) { w.metrics.messages.Add(stream, instrument.OutcomeDeadLettered, 1) },
 	}
 	return w, nil
 }
@@ -242,7 +248,7 @@ func (w *Worker) Jobs() *jobs.Store { return w.jobs }
 // returns. It returns nil after a clean drain.
 func (w *Worker) Run(ctx context.Context) error {
 	batchCfg := w.cfg.Batch
-	batchCfg.Sink = instrumentedSink{w.cfg.Sink, w.metrics}
+	batchCfg.Sink = instrumentedSink{w.cfg.Sink, w.cfg.SinkName, w.metrics}
 	if wc, ok := w.cfg.Sink.(WriteConcurrencer); ok && batchCfg.Concurrency <= 0 {
 		batchCfg.Concurrency = wc.WriteConcurrency()
 	}
@@ -368,6 +374,11 @@ func (w *Worker) subscribe(b *Batcher) (subscriptions, error) {
 	}
 
 	subs.chunks, subs.jobs, subs.graph, subs.router = chunks, jobs, graphSub, router
+	for stream, sub := range map[string]*sjs.Subscriber{schemas.StreamChunks: chunks, schemas.StreamJobs: jobs, sjs.StreamGraph: graphSub} {
+		if sub != nil {
+			w.metrics.messages.InFlight(stream, func() float64 { return float64(sub.InFlight()) })
+		}
+	}
 	return subs, nil
 }
 

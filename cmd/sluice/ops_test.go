@@ -110,7 +110,7 @@ func TestOpsWorkerScrapedWhileDraining(t *testing.T) {
 			t.Fatalf("/metrics = %d: %s", resp.StatusCode, body)
 		}
 		metrics = string(body)
-		written := metricValue(metrics, `sluice_chunk_messages_total{outcome="written"}`)
+		written := metricValue(metrics, `sluice_messages_total{outcome="written",stream="SLUICE_CHUNKS"}`)
 		if written > 0 && written < n && midDrain == "" {
 			midDrain = metrics
 		}
@@ -118,7 +118,7 @@ func TestOpsWorkerScrapedWhileDraining(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the worker's metrics never counted %d written chunks:\n%s", n, grepLines(metrics, "sluice_chunk"))
+			t.Fatalf("the worker's metrics never counted %d written chunks:\n%s", n, grepLines(metrics, "sluice_"))
 		}
 	}
 	if err := <-loaded; err != nil {
@@ -128,14 +128,14 @@ func TestOpsWorkerScrapedWhileDraining(t *testing.T) {
 		t.Fatal("no scrape saw the job part-way: the metrics were not served while the worker drained")
 	}
 	for _, sample := range []string{
-		`sluice_chunk_messages_total{outcome="written"}`, "sluice_chunk_handle_seconds_count", "sluice_chunk_batch_messages_count",
-		"sluice_sink_batch_documents_count", "sluice_sink_write_seconds_count",
+		`sluice_messages_total{outcome="written",stream="SLUICE_CHUNKS"}`, "sluice_chunk_handle_seconds_count", "sluice_chunk_batch_messages_count",
+		`sluice_sink_batch_documents_count{sink="docstore"}`, `sluice_sink_write_seconds_count{command="insert_docs",sink="docstore",status="ok"}`,
 	} {
 		if v := metricValue(midDrain, sample); v <= 0 {
 			t.Errorf("mid-drain scrape: %s = %g, want > 0", sample, v)
 		}
 	}
-	for _, sample := range []string{"sluice_sink_write_failures_total", "go_goroutines", "process_open_fds"} {
+	for _, sample := range []string{`sluice_sink_write_failures_total{command="insert_docs",sink="docstore"}`, "go_goroutines", "process_open_fds"} {
 		if v := metricValue(metrics, sample); v < 0 {
 			t.Errorf("/metrics lacks %s", sample)
 		}
@@ -329,7 +329,7 @@ func TestOpsOnAPIAndServe(t *testing.T) {
 				metrics = string(p.body)
 				done := metricValue(metrics, `sluice_http_requests_total{code="401",method="GET",route="/metrics"}`) >= 1
 				if mode == "serve" {
-					done = done && metricValue(metrics, `sluice_chunk_messages_total{outcome="written"}`) == 2 && metricValue(metrics, "sluice_sink_write_seconds_count") > 0
+					done = done && metricValue(metrics, `sluice_messages_total{outcome="written",stream="SLUICE_CHUNKS"}`) == 2 && metricValue(metrics, `sluice_sink_write_seconds_count{command="insert_docs",sink="docstore",status="ok"}`) > 0
 				}
 				if done {
 					break

@@ -138,7 +138,12 @@ func cmdServe(ctx context.Context, log *slog.Logger, c config, m serveMode) erro
 			return startErr(err)
 		}
 	}
+	stats, err := newBrokerStats(d, log)
+	if err != nil {
+		return startErr(err)
+	}
 	p := pool.New().WithContext(ctx).WithCancelOnError()
+	p.Go(stats.Run)
 	d.rq.run(p)
 	if worker != nil {
 		runWorkers(p, d, worker, log)
@@ -207,7 +212,7 @@ func runWorkers(p *pool.ContextPool, d *deps, worker *pipeline.Worker, log *slog
 	// Jobs left open by a publisher that vanished (an API process killed mid-upload) are
 	// failed after 10 minutes without an update, so none stays pending for ever.
 	p.Go(func(ctx context.Context) error {
-		return jobs.RunJobReaper(ctx, d.b.jobs, jobs.ReaperConfig{},
+		return jobs.RunJobReaper(ctx, d.b.jobs, jobs.ReaperConfig{Census: newJobMetrics(d.reg).census},
 			func(err error) { log.Warn("reap abandoned jobs", "err", err) })
 	})
 	// Messages that exhaust their deliveries without reaching the worker's own

@@ -361,11 +361,11 @@ func (e *serveE2E) metrics() {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !strings.Contains(string(metrics), `sluice_chunk_messages_total{outcome="written"} 57`) {
-		t.Fatalf("metrics do not count the 57 written chunks (36 + 20 + 1):\n%s", grepLines(string(metrics), "sluice_chunk"))
+	if !strings.Contains(string(metrics), `sluice_messages_total{outcome="written",stream="SLUICE_CHUNKS"} 57`) {
+		t.Fatalf("metrics do not count the 57 written chunks (36 + 20 + 1):\n%s", grepLines(string(metrics), "sluice_"))
 	}
 	if !regexp.MustCompile(`(?m)^sluice_chunk_batch_messages_count [1-9]`).Match(metrics) {
-		t.Fatalf("metrics do not count the chunk batches:\n%s", grepLines(string(metrics), "sluice_chunk"))
+		t.Fatalf("metrics do not count the chunk batches:\n%s", grepLines(string(metrics), "sluice_"))
 	}
 }
 

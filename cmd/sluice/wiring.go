@@ -83,11 +83,14 @@ func openDeps(ctx context.Context, c config, o depsOptions) (_ *deps, err error)
 		return nil, err
 	}
 	d.closers = append(d.closers, d.sk.close)
-	if d.dead, err = dlq.New(dlq.Config{JS: d.b.js, Stream: d.b.streams.DLQ, Provision: d.b.prov, Logger: o.log}); err != nil {
-		return nil, err
-	}
 	if d.reg = o.reg; d.reg == nil {
 		d.reg = newRegistry()
+	}
+	if d.sk.client != nil {
+		d.reg.MustRegister(astraClientCollectors("documents", d.sk.client)...)
+	}
+	if d.dead, err = dlq.New(dlq.Config{JS: d.b.js, Stream: d.b.streams.DLQ, Provision: d.b.prov, Logger: o.log, Registerer: d.reg}); err != nil {
+		return nil, err
 	}
 	o.startup.step("opening the graph store")
 	if d.g, err = openGraph(ctx, c, d.reg); err != nil {
@@ -98,7 +101,7 @@ func openDeps(ctx context.Context, c config, o depsOptions) (_ *deps, err error)
 		return nil, err
 	}
 	d.rq, err = startRequirements(ctx, c, requirementsOptions{JS: d.b.js, JobsKV: d.b.streams.JobsKV, Provision: d.b.prov, Graph: d.g,
-		Workers: o.workers, API: o.api, Key: d.key, Drain: o.drain, Logger: o.log, Startup: o.startup})
+		Workers: o.workers, API: o.api, Key: d.key, Drain: o.drain, Logger: o.log, Registerer: d.reg, Startup: o.startup})
 	if err != nil {
 		return nil, err
 	}
@@ -304,7 +307,8 @@ func commandKey(c config, log *slog.Logger) (*sign.Key, error) {
 	return k, nil
 }
 
-// openGraph opens the graph store; with reg set, a PostgreSQL pool's statistics are exported.
+// openGraph opens the graph store; with reg set, its connection pool's statistics are
+// exported (SQLite's writer and reader pools together, or PostgreSQL's pool).
 func openGraph(ctx context.Context, c config, reg prometheus.Registerer) (graph.Store, error) {
 	dsn := c.GraphDSN
 	if dsn == "" {
@@ -314,21 +318,31 @@ func openGraph(ctx context.Context, c config, reg prometheus.Registerer) (graph.
 	if err != nil {
 		return nil, fmt.Errorf("open graph store: %w", err)
 	}
-	if pg, ok := g.(*graph.Postgres); ok && reg != nil {
-		gauge := func(name, help string, f func(graph.PoolStats) float64) prometheus.Collector {
-			return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_graph_pool_" + name, Help: help},
-				func() float64 { return f(pg.PoolStats()) })
-		}
-		reg.MustRegister(
-			gauge("conns_total", "PostgreSQL pool connections open.", func(s graph.PoolStats) float64 { return float64(s.TotalConns) }),
-			gauge("conns_idle", "PostgreSQL pool connections idle.", func(s graph.PoolStats) float64 { return float64(s.IdleConns) }),
-			gauge("conns_acquired", "PostgreSQL pool connections in use.", func(s graph.PoolStats) float64 { return float64(s.AcquiredConns) }),
-			gauge("conns_max", "PostgreSQL pool size limit.", func(s graph.PoolStats) float64 { return float64(s.MaxConns) }),
-			gauge("acquire_wait_seconds_total", "Time spent waiting for a pool connection.", func(s graph.PoolStats) float64 { return s.EmptyAcquireWaitTime.Seconds() }),
-			gauge("acquires_waited_total", "Acquires that had to wait for a connection.", func(s graph.PoolStats) float64 { return float64(s.EmptyAcquireCount) }),
-		)
+	if pool, ok := g.(interface{ PoolStats() graph.PoolStats }); ok && reg != nil {
+		reg.MustRegister(graphPoolCollectors(pool.PoolStats)...)
 	}
 	return g, nil
+}
+
+// graphPoolCollectors are the sluice_graph_pool_* metrics of a pool whose statistics stats
+// returns; the acquire waits are counters (monotonic), the connections gauges.
+func graphPoolCollectors(stats func() graph.PoolStats) []prometheus.Collector {
+	gauge := func(name, help string, f func(graph.PoolStats) float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "sluice_graph_pool_" + name, Help: help},
+			func() float64 { return f(stats()) })
+	}
+	counter := func(name, help string, f func(graph.PoolStats) float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "sluice_graph_pool_" + name, Help: help},
+			func() float64 { return f(stats()) })
+	}
+	return []prometheus.Collector{
+		gauge("conns_open", "Graph store connections open (SQLite: writer and readers together).", func(s graph.PoolStats) float64 { return float64(s.TotalConns) }),
+		gauge("conns_idle", "Graph store connections idle.", func(s graph.PoolStats) float64 { return float64(s.IdleConns) }),
+		gauge("conns_acquired", "Graph store connections in use.", func(s graph.PoolStats) float64 { return float64(s.AcquiredConns) }),
+		gauge("conns_max", "Graph store pool size limit.", func(s graph.PoolStats) float64 { return float64(s.MaxConns) }),
+		counter("acquire_wait_seconds_total", "Time spent waiting for a graph store connection.", func(s graph.PoolStats) float64 { return s.EmptyAcquireWaitTime.Seconds() }),
+		counter("acquires_waited_total", "Connection acquires that had to wait for a graph store connection.", func(s graph.PoolStats) float64 { return float64(s.EmptyAcquireCount) }),
+	}
 }
 
 // docSink is the document store chunks go to and are read from.
@@ -345,6 +359,8 @@ type sinks struct {
 	notFound error
 	ping     func(context.Context) error
 	close    func()
+	// client is the Data API client of an AstraDB sink, nil for the embedded store.
+	client *dataapi.Client
 }
 
 func openSinks(ctx context.Context, c config, log *slog.Logger) (*sinks, error) {
@@ -362,7 +378,7 @@ func openSinks(ctx context.Context, c config, log *slog.Logger) (*sinks, error) 
 		}
 		log.Info("writing chunks to AstraDB", "astra", ac) // Config logs the token redacted
 		return &sinks{
-			docs: sink, name: "astra", notFound: dataapi.ErrNotFound, close: client.Close,
+			docs: sink, name: "astra", notFound: dataapi.ErrNotFound, close: client.Close, client: client,
 			ping: func(ctx context.Context) error { _, err := client.FindCollections(ctx); return err },
 		}, nil
 	}
@@ -404,6 +420,8 @@ type requirementsOptions struct {
 	Key    *sign.Key
 	Drain  time.Duration
 	Logger *slog.Logger
+	// Registerer receives the command worker's metrics. Optional.
+	Registerer prometheus.Registerer
 	// Startup reports start-up waits (log, /readyz). Optional: the zero value reports nothing.
 	Startup startup
 }
@@ -441,6 +459,9 @@ func startRequirements(ctx context.Context, c config, o requirementsOptions) (*r
 			client.Close()
 			return nil, fmt.Errorf("open requirements store: %w", cerr)
 		}
+		if o.Registerer != nil {
+			o.Registerer.MustRegister(astraClientCollectors("requirements", client)...)
+		}
 		store = closeBoth{as, client.Close}
 	} else {
 		sq, cerr := reqstore.OpenSQLite(ctx, reqstore.SQLiteConfig{Path: filepath.Join(c.DataDir, "requirements.db"), Validator: v})
@@ -452,7 +473,8 @@ func startRequirements(ctx context.Context, c config, o requirementsOptions) (*r
 	rp := &requirementsParts{store: store, streams: streams, js: o.JS, jobsKV: o.JobsKV, log: o.Logger}
 	if o.Workers {
 		rp.worker, err = commands.NewWorker(commands.WorkerConfig{
-			JS: o.JS, Streams: streams, Store: store, Key: o.Key, Graph: o.Graph, Validator: v, DrainTimeout: o.Drain, Logger: o.Logger,
+			JS: o.JS, Streams: streams, Store: store, Key: o.Key, Graph: o.Graph, Validator: v, DrainTimeout: o.Drain,
+			Registerer: o.Registerer, Logger: o.Logger,
 		})
 		if err != nil {
 			rp.close()

@@ -16,13 +16,16 @@ import (
 	"log/slog"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-dev/sluice/pipeline/dlq"
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/instrument"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/settle"
 	"github.com/sluice-dev/sluice/pipeline/sign"
@@ -79,6 +82,10 @@ type WorkerConfig struct {
 	Retry settle.RetryPolicy
 	// DrainTimeout bounds a graceful stop. Optional; 0 means 30 s.
 	DrainTimeout time.Duration
+	// Registerer receives the worker's metrics (commands settled and in flight, store and
+	// graph writes, commands per store transaction). Optional; the message and sink families
+	// are shared with the chunk worker's when both use one registry (pipeline/instrument).
+	Registerer prometheus.Registerer
 	// Logger, nil discards.
 	Logger *slog.Logger
 }
@@ -123,6 +130,11 @@ type Worker struct {
 	settler *settle.Settler // retries, dead letters
 	dlq     *dlq.Sender
 
+	messages *instrument.Messages
+	sinks    *instrument.Sinks
+	// parts are the running partitions (nil outside Run), read by the in-flight gauge.
+	parts atomic.Pointer[[]*partition]
+
 	// Grouped writes, shared by the partitions (see group): the store transaction, the graph
 	// transaction (nil without Graph) and the change-feed events of commands that arrive
 	// together.
@@ -159,14 +171,22 @@ func NewWorker(cfg WorkerConfig) (*Worker, error) {
 	}
 	dlq := dlq.NewSender(cfg.JS)
 	parts := len(cfg.Streams.Consumers)
-	w := &Worker{cfg: cfg, log: log, v: v, dlq: dlq,
-		settler: &settle.Settler{DLQ: dlq, Retry: cfg.Retry, MaxDeliver: maxDeliver, Log: log, Kind: "command"},
-		applies: chainGroup(parts, applyGroup(cfg.Store), func(r requirements.BatchResult) bool { return r.Err != nil }),
+	m, err := newMetrics(cfg.Registerer, cfg.Graph != nil)
+	if err != nil {
+		return nil, err
+	}
+	w := &Worker{cfg: cfg, log: log, v: v, dlq: dlq, messages: m.messages, sinks: m.sinks,
+		settler: &settle.Settler{DLQ: dlq, Retry: cfg.Retry, MaxDeliver: maxDeliver, Log: log, Kind: "command",
+			Retried: func(stream string) { m.messages.Add(stream, instrument.OutcomeRetried, 1) },
+			Dead:    func(stream string) { m.messages.Add(stream, instrument.OutcomeDeadLettered, 1) },
+		},
+		applies: chainGroup(parts, m.measureApply(applyGroup(cfg.Store)), func(r requirements.BatchResult) bool { return r.Err != nil }),
 		events:  chainGroup(parts, publishGroup(cfg.JS), func(err error) bool { return err != nil }),
 	}
 	if cfg.Graph != nil {
-		w.projects = chainGroup(parts, projectGroup(cfg.Graph), func(r graph.BatchResult) bool { return r.Err != nil })
+		w.projects = chainGroup(parts, m.measureProject(projectGroup(cfg.Graph)), func(r graph.BatchResult) bool { return r.Err != nil })
 	}
+	m.messages.InFlight(sjs.StreamCommands, func() float64 { return float64(w.held()) })
 	return w, nil
 }
 
@@ -202,6 +222,8 @@ func (w *Worker) Run(ctx context.Context) error {
 	for i, c := range w.cfg.Streams.Consumers {
 		parts[i] = &partition{w: w, name: sjs.CommandConsumerName(i), cons: c, work: work}
 	}
+	w.parts.Store(&parts)
+	defer w.parts.Store(nil)
 	every := 10 * time.Second / 3
 	if ci := w.cfg.Streams.Consumers[0].CachedInfo(); ci != nil && ci.Config.AckWait > 0 {
 		every = ci.Config.AckWait / 3
@@ -246,6 +268,21 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("command worker: %w", err)
 	}
 	return nil
+}
+
+// held returns the commands the running partitions hold (pulled, not yet settled).
+func (w *Worker) held() int {
+	parts := w.parts.Load()
+	if parts == nil {
+		return 0
+	}
+	n := 0
+	for _, p := range *parts {
+		p.mu.Lock()
+		n += len(p.held)
+		p.mu.Unlock()
+	}
+	return n
 }
 
 // Health returns nil, or an error saying that commands could neither be applied nor
@@ -347,6 +384,11 @@ func (w *Worker) applyChain(ctx context.Context, p *partition) {
 				w.log.Warn("ack command", "subject", it.h.m.Subject(), "err", err)
 			}
 			settled[it.h] = true
+			if it.out.Refusal != nil {
+				w.messages.Add(it.meta.Stream, instrument.OutcomeRefused, 1)
+			} else {
+				w.messages.Add(it.meta.Stream, instrument.OutcomeApplied, 1)
+			}
 			w.dlq.Forget(it.meta)
 			w.log.Debug("command settled", "command_id", it.cmd.CommandID, "type", it.cmd.Type, "key", it.out.Key,
 				"applied", it.out.Applied, "refusal", it.out.Refusal)

@@ -22,8 +22,10 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/synadia-io/orbit.go/jetstreamext"
 
+	"github.com/sluice-dev/sluice/pipeline/instrument"
 	"github.com/sluice-dev/sluice/schemas"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
@@ -80,6 +82,8 @@ type Config struct {
 	Provision sjs.ProvisionConfig
 	// Logger receives warnings (advisories that could not be captured). Optional; nil discards.
 	Logger *slog.Logger
+	// Registerer receives the replay metric (sluice_dead_letter_replays_total). Optional.
+	Registerer prometheus.Registerer
 }
 
 func (c *Config) setDefaults() {
@@ -141,6 +145,9 @@ type Store struct {
 	replayMu sync.Mutex
 	// replaying holds ids being replayed by this Store right now.
 	replaying map[string]bool
+
+	// replays counts the entries Replay handled, by result (replayed, skipped, failed).
+	replays *prometheus.CounterVec
 }
 
 // New checks cfg and returns a Store. It starts nothing and does no I/O; the id index is built
@@ -151,6 +158,16 @@ func New(cfg Config) (*Store, error) {
 		return nil, fmt.Errorf("dead-letter store config: %w", err)
 	}
 	cfg.AdvisoryStreams = append([]string(nil), cfg.AdvisoryStreams...)
+	replays, err := instrument.Register(cfg.Registerer, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "sluice_dead_letter_replays_total",
+		Help: "Dead letters handled by replay requests of this process, by result (replayed, skipped, failed); dry runs are not counted.",
+	}, []string{"result"}))
+	if err != nil {
+		return nil, fmt.Errorf("dead-letter store: %w", err)
+	}
+	for _, r := range []string{"replayed", "skipped", "failed"} {
+		replays.WithLabelValues(r)
+	}
 	return &Store{
 		cfg:       cfg,
 		js:        cfg.JS,
@@ -159,6 +176,7 @@ func New(cfg Config) (*Store, error) {
 		log:       cfg.Logger,
 		index:     map[string][]uint64{},
 		replaying: map[string]bool{},
+		replays:   replays,
 	}, nil
 }
 

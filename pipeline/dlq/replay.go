@@ -163,6 +163,11 @@ func (s *Store) Replay(ctx context.Context, req ReplayRequest) (ReplayResult, er
 	} else {
 		err = run.byFilter(ctx, *req.Filter, cmp.Or(req.Limit, DefaultReplayLimit))
 	}
+	if !req.DryRun {
+		s.replays.WithLabelValues("replayed").Add(float64(len(run.res.Replayed)))
+		s.replays.WithLabelValues("skipped").Add(float64(len(run.res.Skipped)))
+		s.replays.WithLabelValues("failed").Add(float64(len(run.res.Failed)))
+	}
 	return run.res, err
 }
 

@@ -15,6 +15,18 @@ type ReaperConfig struct {
 	After time.Duration
 	// Every is how often the jobs are scanned. Default 1 minute. A scan reads every job record.
 	Every time.Duration
+	// Census, if set, receives what each successful scan counted (the job-state metrics). It
+	// runs on the reaper's goroutine and must not block.
+	Census func(Census)
+}
+
+// Census is what one scan of the jobs bucket counted.
+type Census struct {
+	// ByState counts the jobs in each state, after the scan's reaping.
+	ByState map[State]int
+	// Stalled is the longest time an unfinished job (not State.Done) had gone without an
+	// update at the scan; 0 without one.
+	Stalled time.Duration
 }
 
 // RunJobReaper fails jobs left open by a publisher that vanished (a crashed loader, an API
@@ -33,8 +45,12 @@ func RunJobReaper(ctx context.Context, jobs *Store, cfg ReaperConfig, onErr func
 	t := time.NewTicker(cfg.Every)
 	defer t.Stop()
 	for {
-		if _, err := jobs.Reap(ctx, cfg.After); err != nil && onErr != nil && ctx.Err() == nil {
+		_, census, err := jobs.reap(ctx, cfg.After)
+		if err != nil && onErr != nil && ctx.Err() == nil {
 			onErr(err)
+		}
+		if err == nil && cfg.Census != nil {
+			cfg.Census(census)
 		}
 		select {
 		case <-ctx.Done():
@@ -47,16 +63,28 @@ func RunJobReaper(ctx context.Context, jobs *Store, cfg ReaperConfig, onErr func
 // Reap fails every unsealed job without a failure that has had no update for after, and
 // returns their ids (RunJobReaper's scan). It reads every job record.
 func (s *Store) Reap(ctx context.Context, after time.Duration) ([]string, error) {
+	reaped, _, err := s.reap(ctx, after)
+	return reaped, err
+}
+
+// reap is Reap, also returning the census of the scan: a reaped job counts as failed.
+func (s *Store) reap(ctx context.Context, after time.Duration) ([]string, Census, error) {
 	stale := func(r *jobRecord) bool {
 		return !r.Sealed && r.Failure == nil && s.now().Sub(r.UpdatedAt) > after
 	}
+	census := Census{ByState: map[State]int{}}
 	var candidates []string
+	was := map[string]State{}
 	if err := s.eachJob(ctx, func(rec *jobRecord) {
+		census.ByState[rec.State]++
 		if stale(rec) {
 			candidates = append(candidates, rec.JobID)
+			was[rec.JobID] = rec.State
+		} else if !rec.State.Done() {
+			census.Stalled = max(census.Stalled, s.now().Sub(rec.UpdatedAt))
 		}
 	}); err != nil {
-		return nil, fmt.Errorf("reap jobs: %w", err)
+		return nil, census, fmt.Errorf("reap jobs: %w", err)
 	}
 	var reaped []string
 	var errs []error
@@ -74,7 +102,9 @@ func (s *Store) Reap(ctx context.Context, after time.Duration) ([]string, error)
 		}
 		if changed {
 			reaped = append(reaped, key)
+			census.ByState[was[key]]--
+			census.ByState[JobFailed]++
 		}
 	}
-	return reaped, errors.Join(errs...)
+	return reaped, census, errors.Join(errs...)
 }

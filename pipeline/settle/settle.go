@@ -38,8 +38,9 @@ type Settler struct {
 	// OnDead, if set, runs after a dead letter is stored and before the message is
 	// terminated; an error retries the message instead (its dead letter is deduplicated).
 	OnDead func(ctx context.Context, env schemas.DeadLetterEnvelope) error
-	// Retried and Dead count outcomes, if set.
-	Retried, Dead func()
+	// Retried and Dead count outcomes, if set, with the stream of the message (or of the
+	// bundle whose chunk was dead-lettered).
+	Retried, Dead func(stream string)
 	// Logs keeps a flood of failures (an outage, a poison burst) to one line a second per
 	// kind of line; the count of the others goes with the next.
 	Logs LogLimiter
@@ -101,7 +102,7 @@ func (s *Settler) Fail(ctx context.Context, msg Disposer, m jetstream.Msg, meta 
 	}
 	msg.Retry(delay)
 	if s.Retried != nil {
-		s.Retried()
+		s.Retried(meta.Stream)
 	}
 	return nil
 }
@@ -142,7 +143,7 @@ func (s *Settler) DeadLetter(ctx context.Context, msg Disposer, m jetstream.Msg,
 	}
 	msg.Term(string(fault.ClassOf(cause)) + ": " + truncate(cause.Error(), 200))
 	if s.Dead != nil {
-		s.Dead()
+		s.Dead(meta.Stream)
 	}
 	return nil
 }
@@ -175,7 +176,7 @@ func (s *Settler) DeadLetterItem(ctx context.Context, m dlq.BundleItem, meta *je
 			"class", env.Error.Class, "err", cause, "suppressed", n)
 	}
 	if s.Dead != nil {
-		s.Dead()
+		s.Dead(meta.Stream)
 	}
 	return nil
 }

@@ -114,6 +114,26 @@ func (s *SQLite) open(ctx context.Context, cfg SQLiteConfig) error {
 	return s.migrate(ctx)
 }
 
+// PoolStats returns a snapshot of the writer and reader connection pools together, in the
+// terms of the PostgreSQL pool's (Postgres.PoolStats): connections open, idle, in use and the
+// limit, and the acquires that waited and for how long. Safe for concurrent use; never blocks.
+func (s *SQLite) PoolStats() PoolStats {
+	var st PoolStats
+	for _, db := range []*sql.DB{s.w, s.r} {
+		if db == nil {
+			continue
+		}
+		d := db.Stats()
+		st.TotalConns += int32(d.OpenConnections)
+		st.IdleConns += int32(d.Idle)
+		st.AcquiredConns += int32(d.InUse)
+		st.MaxConns += int32(d.MaxOpenConnections)
+		st.EmptyAcquireCount += d.WaitCount
+		st.EmptyAcquireWaitTime += d.WaitDuration
+	}
+	return st
+}
+
 // migrate applies pending migrations in one BEGIN IMMEDIATE transaction, so several
 // processes opening the same file at once apply each step exactly once.
 func (s *SQLite) migrate(ctx context.Context) error {

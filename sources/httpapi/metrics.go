@@ -49,6 +49,10 @@ func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Every reason from the start, so that a rate over it sees the first rejection.
+	for _, r := range []string{"connections", "rate", "feeds", "spool", "unavailable", "admission"} {
+		m.rejected.WithLabelValues(r)
+	}
 	m.requests, err = register(reg, m.requests)
 	if err != nil {
 		return nil, err

@@ -67,7 +67,7 @@ func getReady(t *testing.T, c *http.Client, base string) (int, map[string]string
 // process's registry.
 func TestOpsLifecycle(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	chunks := prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_chunk_messages_total", Help: "test"})
+	chunks := prometheus.NewCounter(prometheus.CounterOpts{Name: "sluice_messages_total", Help: "test"})
 	reg.MustRegister(chunks)
 	chunks.Add(7)
 	o := opsServer(t, reg, 0)
@@ -91,7 +91,7 @@ func TestOpsLifecycle(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(body), "sluice_chunk_messages_total 7") {
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "sluice_messages_total 7") {
 		t.Fatalf("/metrics = %d:\n%s", resp.StatusCode, body)
 	}
 

@@ -556,6 +556,14 @@ func msgSize(m jetstream.Msg) int64 {
 	return int64(n)
 }
 
+// InFlight returns the messages delivered to the handler and not yet settled, for metrics.
+// Safe for concurrent use; it does no I/O.
+func (s *Subscriber) InFlight() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.inflight)
+}
+
 func (s *Subscriber) finish(d *Delivery) {
 	s.mu.Lock()
 	delete(s.inflight, d)

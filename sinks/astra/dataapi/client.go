@@ -404,6 +404,10 @@ func (c *Client) command(ctx context.Context, coll, name string, payload any) (*
 	}
 }
 
+// InFlight returns the requests in flight now (at most MaxConns), for metrics. Safe for
+// concurrent use; it does no I/O.
+func (c *Client) InFlight() int { return len(c.sem) }
+
 // once makes one HTTP attempt. It returns the Retry-After delay a 429/503 asked for.
 func (c *Client) once(ctx context.Context, target string, body []byte) (*envelope, time.Duration, error) {
 	select {
