@@ -14,13 +14,13 @@ import (
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 )
 
 // Instrumentation scopes: the name of the tracer each part of Sluice starts its spans with.
 const (
-	ScopeHTTPAPI  = "github.com/sluice-dev/sluice/sources/httpapi"
 	ScopePipeline = "github.com/sluice-dev/sluice/pipeline"
 	ScopeDataAPI  = "github.com/sluice-dev/sluice/sinks/astra/dataapi"
 	ScopeDocstore = "github.com/sluice-dev/sluice/sinks/docstore"
@@ -119,4 +119,27 @@ func Extract(ctx context.Context, h nats.Header) context.Context {
 		return ctx
 	}
 	return otel.GetTextMapPropagator().Extract(ctx, HeaderCarrier(h))
+}
+
+// StartSink starts the client span of one sink call as a child of ctx's span, named
+// "<system> <operation> <collection>", with the db.* attributes and the document (or record)
+// count; docs < 0 leaves the count out. End it with End.
+func StartSink(ctx context.Context, scope, system, operation, collection string, docs int) (context.Context, trace.Span) {
+	ctx, span := Tracer(scope).Start(ctx, system+" "+operation+" "+collection, trace.WithSpanKind(trace.SpanKindClient))
+	if span.IsRecording() {
+		span.SetAttributes(AttrDBSystem.String(system), AttrDBOperation.String(operation), AttrDBCollection.String(collection))
+		if docs >= 0 {
+			span.SetAttributes(AttrDocuments.Int(docs))
+		}
+	}
+	return ctx, span
+}
+
+// End ends span, first recording err (when not nil) as its error and status.
+func End(span trace.Span, err error) {
+	if err != nil && span.IsRecording() {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
 }
