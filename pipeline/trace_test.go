@@ -102,7 +102,7 @@ func TestTraceFromHTTPRequestToSinkAndDeadLetter(t *testing.T) {
 
 	e := newEnv(t, envOpts{})
 	sink := newFaultySink(e.store)
-	sink.reject["tr_0002"] = true  // dead-lettered
+	sink.reject["tr_0002"] = true // dead-lettered
 	sink.failTimes["tr_0003"] = 1 // retried once
 	sink.reject["off_0001"] = true
 	var logs syncBuffer
