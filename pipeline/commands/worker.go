@@ -21,11 +21,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluice-dev/sluice/pipeline/dlq"
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/settle"
 	"github.com/sluice-dev/sluice/pipeline/sign"
+	"github.com/sluice-dev/sluice/pipeline/telemetry"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/graph"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
@@ -263,6 +266,9 @@ type chainItem struct {
 	h    *heldCommand
 	orig originalSubjectMsg
 	meta *jetstream.MsgMetadata // h's, NumDelivered counting the tries in place
+	// mctx is the command message's context: its span, continuing the trace of its headers
+	// (the API request that submitted it); its retries and dead letter are events on it.
+	mctx context.Context
 	cmd  requirements.Command
 	out  requirements.Outcome
 	ev   *nats.Msg
@@ -315,6 +321,8 @@ func (w *Worker) applyChain(ctx context.Context, p *partition) {
 		meta := *h.meta
 		meta.NumDelivered = h.attempts
 		it := &chainItem{h: h, orig: originalSubjectMsg{Msg: h.m}, meta: &meta}
+		it.mctx, _ = telemetry.StartMessage(ctx, telemetry.ScopePipeline, h.m, &meta)
+		defer trace.SpanFromContext(it.mctx).End()
 		items = append(items, it)
 		// The actor in the payload becomes approved_by and the audit's admin: only a command
 		// the API signed (after setting it from the caller's token) may reach the store.
@@ -344,20 +352,20 @@ func (w *Worker) applyChain(ctx context.Context, p *partition) {
 		switch {
 		case it.done:
 			if err := it.h.m.Ack(); err != nil {
-				w.log.Warn("ack command", "subject", it.h.m.Subject(), "err", err)
+				w.log.WarnContext(it.mctx, "ack command", "subject", it.h.m.Subject(), "err", err)
 			}
 			settled[it.h] = true
 			w.dlq.Forget(it.meta)
-			w.log.Debug("command settled", "command_id", it.cmd.CommandID, "type", it.cmd.Type, "key", it.out.Key,
+			w.log.DebugContext(it.mctx, "command settled", "command_id", it.cmd.CommandID, "type", it.cmd.Type, "key", it.out.Key,
 				"applied", it.out.Applied, "refusal", it.out.Refusal)
 			continue
 		case it.dead:
-			_ = w.settler.DeadLetter(ctx, disp, it.orig, it.meta, it.err, "")
+			_ = w.settler.DeadLetter(it.mctx, disp, it.orig, it.meta, it.err, "")
 			if settled[it.h] {
 				continue
 			}
 		case it.err != nil && !it.skipped:
-			_ = w.settler.Fail(ctx, disp, it.orig, it.meta, it.err, it.sink)
+			_ = w.settler.Fail(it.mctx, disp, it.orig, it.meta, it.err, it.sink)
 			if settled[it.h] {
 				continue
 			}
