@@ -49,6 +49,14 @@ func (a *Astra) Run(ctx context.Context, mode string, runs int) (ModeResult, err
 		run = func(ctx context.Context) error { return a.runSluice(ctx, a.single) }
 	case ModeJetStream:
 		run = a.runJetStream
+	case ModeSluiceTrace1, ModeSluiceTrace100:
+		ratio := 0.01
+		if mode == ModeSluiceTrace100 {
+			ratio = 1
+		}
+		untrace := traceGlobally(ratio)
+		defer untrace()
+		run = func(ctx context.Context) error { return a.runSluice(ctx, a.loader) }
 	}
 	var split CPUSplit
 	profiled := true
