@@ -120,8 +120,8 @@ func printAstraBench(w io.Writer, res bench.AstraResult) {
 		answers = "after " + res.Latency.String()
 	}
 	fmt.Fprintf(w, "AstraDB load: %d chunks, Data API double in this process answering %s\n", res.Chunks, answers)
-	fmt.Fprintf(w, "%-13s %10s %5s %7s %8s %8s | %-38s\n", "", "", "", "", "", "", "CPU µs per chunk (sampled)")
-	fmt.Fprintf(w, "%-13s %10s %5s %7s %8s %8s | %6s %6s %6s %6s %6s %7s\n", "mode", "docs/s", "runs", "chunks", "ms/run", "cpu ms",
+	fmt.Fprintf(w, "%-16s %10s %5s %7s %8s %8s | %-38s\n", "", "", "", "", "", "", "CPU µs per chunk (sampled)")
+	fmt.Fprintf(w, "%-16s %10s %5s %7s %8s %8s | %6s %6s %6s %6s %6s %7s\n", "mode", "docs/s", "runs", "chunks", "ms/run", "cpu ms",
 		"broker", "client", "b+c", "double", "unlab", "samples")
 	for _, m := range res.Modes {
 		cpu := "-"
@@ -132,7 +132,7 @@ func printAstraBench(w io.Writer, res bench.AstraResult) {
 		if c := m.CPU; c != nil {
 			split = fmt.Sprintf("%6.1f %6.1f %6.1f %6.1f %6.1f %7d", c.Broker, c.Client, c.BrokerAndClient, c.Double, c.Unlabeled, c.Samples)
 		}
-		fmt.Fprintf(w, "%-13s %10.1f %5d %7d %8.1f %8s | %s\n", m.Mode, m.DocsPerSec, m.Runs, m.Chunks,
+		fmt.Fprintf(w, "%-16s %10.1f %5d %7d %8.1f %8s | %s\n", m.Mode, m.DocsPerSec, m.Runs, m.Chunks,
 			m.Elapsed.Seconds()*1000/float64(m.Runs), cpu, split)
 	}
 	if res.SluiceVsSeed > 0 {
