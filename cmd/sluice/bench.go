@@ -150,6 +150,11 @@ func printAstraBench(w io.Writer, res bench.AstraResult) {
 	if res.SluiceVsAstrapyCeiling > 0 {
 		fmt.Fprintf(w, "c/b ceiling here = %.2f (astrapy's time over the durable publish alone plus one round trip)\n", res.SluiceVsAstrapyCeiling)
 	}
+	for _, m := range res.Modes {
+		if m.Spans > 0 {
+			fmt.Fprintf(w, "%s: %d spans over %d runs\n", m.Mode, m.Spans, m.Runs)
+		}
+	}
 	if res.Trace1VsSluice > 0 {
 		fmt.Fprintf(w, "traced, 1%% sampled / untraced (sluice-trace-1 / sluice) = %.2f%s\n", res.Trace1VsSluice, spread(res.Trace1VsSluiceByRun))
 	}

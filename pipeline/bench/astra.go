@@ -192,6 +192,9 @@ type ModeResult struct {
 	// CPU is the CPU per chunk of each part of the process during the timed runs, sampled
 	// (CPUSplit); nil when the process's CPU profiler was in use by someone else.
 	CPU *PartsCPU `json:"cpu_per_chunk,omitempty"`
+	// Spans is the number of spans the traced modes (ModeSluiceTrace1, ModeSluiceTrace100)
+	// exported over their runs: proof that tracing was on, and how much of it.
+	Spans int64 `json:"spans,omitempty"`
 	// Stored is the number of documents the double held after each run (for ModeJetStream:
 	// records in the messages the run added to the stream): always Chunks, since a run that
 	// leaves any other count is an error.
@@ -369,6 +372,7 @@ func mergeRuns(a, b ModeResult) ModeResult {
 	wa, wb := float64(a.Runs)/float64(m.Runs), float64(b.Runs)/float64(m.Runs)
 	m.CPUPerRun = time.Duration(float64(a.CPUPerRun)*wa + float64(b.CPUPerRun)*wb)
 	m.Stored = b.Stored
+	m.Spans = a.Spans + b.Spans
 	switch {
 	case a.CPU == nil || b.CPU == nil:
 		m.CPU = nil // one run without a split: none for the mode

@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"sync/atomic"
 
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -14,11 +15,11 @@ import (
 // batches their spans to an exporter that drops them. The returned function flushes and shuts
 // it down and puts back the provider that was global before (otel's no-op one if that was
 // the default, which cannot be set again).
-func traceGlobally(ratio float64) (restore func()) {
+func traceGlobally(ratio float64, exp *dropExporter) (restore func()) {
 	prev := otel.GetTracerProvider()
 	tp := sdktrace.NewTracerProvider(
 		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))),
-		sdktrace.WithBatcher(dropExporter{}))
+		sdktrace.WithBatcher(exp))
 	otel.SetTracerProvider(tp)
 	return func() {
 		_ = tp.Shutdown(context.Background())
@@ -30,8 +31,12 @@ func traceGlobally(ratio float64) (restore func()) {
 	}
 }
 
-// dropExporter is a span exporter that drops every span.
-type dropExporter struct{}
+// dropExporter is a span exporter that counts the spans it is given and drops them.
+type dropExporter struct{ n atomic.Int64 }
 
-func (dropExporter) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
-func (dropExporter) Shutdown(context.Context) error                             { return nil }
+func (e *dropExporter) ExportSpans(_ context.Context, spans []sdktrace.ReadOnlySpan) error {
+	e.n.Add(int64(len(spans)))
+	return nil
+}
+
+func (*dropExporter) Shutdown(context.Context) error { return nil }
