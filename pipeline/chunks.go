@@ -50,14 +50,14 @@ type chunkMsg struct {
 // permanent one. A bundle's items are dead-lettered one by one and the bundle is acked once all
 // of them are settled (settleBundle).
 //
-// Traced, each message has a span continuing its traceparent (messageSpans); the batch has
+// Traced, each message has a span continuing its traceparent (batchSpans); the batch has
 // one that links to all of them, under the first message's trace, and the sink's calls are
 // its children. Retries and dead letters are events on the message spans (pipeline/settle).
 func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 	w.metrics.batchMsgs.Observe(float64(len(batch)))
 	mctxs, bctx, bspan := w.batchSpans(ctx, batch)
 	defer endSpans(bspan, mctxs)
-	cb := w.collect(ctx, batch, mctxs)
+	cb := w.collect(batch, mctxs)
 	for coll, docs := range cb.docs {
 		// Collections are written one after another; a batch spans several only when chunks
 		// of different environments arrive together.
@@ -74,7 +74,7 @@ func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 			w.settleBundle(ctx, cb.items[cm.lo:cm.hi], progressErr)
 			continue
 		}
-		w.settleChunk(ctx, cb.items[cm.lo], progressErr)
+		w.settleChunk(cb.items[cm.lo], progressErr)
 	}
 }
 
@@ -129,7 +129,7 @@ func (cb *chunkBatch) written() []jobs.Mark {
 // into its items (those settled on an earlier delivery are skipped). A message that cannot be
 // a chunk is dead-lettered at once and left out. mctxs[i] is the context of batch[i], its
 // span's.
-func (w *Worker) collect(_ context.Context, batch []*sjs.Delivery, mctxs []context.Context) *chunkBatch {
+func (w *Worker) collect(batch []*sjs.Delivery, mctxs []context.Context) *chunkBatch {
 	cb := &chunkBatch{items: make([]chunkItem, 0, len(batch)), msgs: make([]chunkMsg, 0, len(batch)),
 		docs: map[string][]document.Doc{}}
 	for i, d := range batch {
@@ -180,7 +180,9 @@ func (w *Worker) collect(_ context.Context, batch []*sjs.Delivery, mctxs []conte
 
 // settleChunk settles a single-chunk message: acked once its documents and its progress are
 // durable, retried with a delay after a transient failure, dead-lettered after a permanent one.
-func (w *Worker) settleChunk(_ context.Context, it chunkItem, progressErr error) {
+// It settles under the message's context (it.mctx): its span gets the events, its logs the
+// trace id.
+func (w *Worker) settleChunk(it chunkItem, progressErr error) {
 	ctx := it.mctx
 	m := it.d.Msg()
 	switch {
