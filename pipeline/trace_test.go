@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/sluice-dev/sluice/pipeline"
+	"github.com/sluice-dev/sluice/pipeline/commands"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/pipeline/telemetry"
 )
@@ -243,4 +244,41 @@ func attrMap(kvs []attribute.KeyValue) map[string]string {
 		m[string(kv.Key)] = kv.Value.Emit()
 	}
 	return m
+}
+
+// A command submitted under a span (the API request's) carries its trace context: the
+// command worker's message span continues it.
+func TestCommandMessageSpanContinuesTheSubmitter(t *testing.T) {
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	otel.SetTracerProvider(tp)
+	otel.SetTextMapPropagator(telemetry.Propagator())
+	t.Cleanup(func() {
+		otel.SetTracerProvider(noop.NewTracerProvider())
+		_ = tp.Shutdown(context.Background())
+	})
+	ce := newCmdEnv(t)
+	ce.startCommandWorker(t, commands.WorkerConfig{})
+	ctx, submit := tp.Tracer("test").Start(context.Background(), "POST /api/features/submit")
+	id, err := ce.client.Submit(ctx, featureCmd("FR-710000000001"))
+	submit.End()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := ce.client.Await(context.Background(), id, 30*time.Second); err != nil || !ok {
+		t.Fatalf("await %s: %v %v", id, ok, err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		for _, s := range exp.GetSpans() {
+			if strings.HasPrefix(s.Name, "process ") && s.SpanKind == trace.SpanKindConsumer &&
+				s.Parent.SpanID() == submit.SpanContext().SpanID() && s.SpanContext.TraceID() == submit.SpanContext().TraceID() {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no command message span under the submitter's span: %v", spanNames(exp.GetSpans()))
+		}
+		time.Sleep(20 * time.Millisecond) // the span ends after the ack, which Await does not wait for
+	}
 }
