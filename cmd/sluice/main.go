@@ -30,12 +30,12 @@ func main() {
 	if err != nil {
 		os.Exit(exitStatus(os.Stderr, err))
 	}
-	shutdownTracing, err := setupTracing(ctx, os.Getenv, os.Stderr)
+	// telemetry.LogHandler puts trace_id and span_id on the lines logged with a traced ctx.
+	log := slog.New(telemetry.LogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	shutdownTracing, err := setupTracing(ctx, os.Getenv, os.Stderr, log)
 	if err != nil {
 		os.Exit(exitStatus(os.Stderr, err))
 	}
-	// telemetry.LogHandler puts trace_id and span_id on the lines logged with a traced ctx.
-	log := slog.New(telemetry.LogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
 	setMemoryLimit(log)
 	code := exitStatus(os.Stderr, run(ctx, os.Args[1:], os.Stdout, os.Stderr, log))
 	// After the drain: the spans still buffered are flushed (5 s at most).

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"log/slog"
+
 	"go.opentelemetry.io/otel"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace/noop"
@@ -27,7 +29,7 @@ func TestTracingRefusesBadVariables(t *testing.T) {
 		{name: "none with another", env: "OTEL_TRACES_EXPORTER", val: "none,console", want: "OTEL_TRACES_EXPORTER"},
 		{name: "unknown sampler", env: "OTEL_TRACES_SAMPLER", val: "sometimes", want: "OTEL_TRACES_SAMPLER"},
 		{name: "ratio out of range", env: "OTEL_TRACES_SAMPLER_ARG", val: "5", want: "OTEL_TRACES_SAMPLER_ARG"},
-		{name: "grpc", env: "OTEL_EXPORTER_OTLP_PROTOCOL", val: "grpc", want: "OTEL_EXPORTER_OTLP_PROTOCOL"},
+		{name: "http/json", env: "OTEL_EXPORTER_OTLP_PROTOCOL", val: "http/json", want: "OTEL_EXPORTER_OTLP_PROTOCOL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := map[string]string{tc.env: tc.val, "OTEL_TRACES_SAMPLER": "traceidratio"}
@@ -37,7 +39,7 @@ func TestTracingRefusesBadVariables(t *testing.T) {
 			if tc.env == "OTEL_TRACES_SAMPLER" {
 				env["OTEL_TRACES_SAMPLER"] = tc.val
 			}
-			_, err := setupTracing(context.Background(), envMap(env), &bytes.Buffer{})
+			_, err := setupTracing(context.Background(), envMap(env), &bytes.Buffer{}, slog.New(slog.DiscardHandler))
 			var ue usageError
 			if !errors.As(err, &ue) || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("setupTracing(%s=%s) = %v, want a usage error naming %s", tc.env, tc.val, err, tc.want)
@@ -60,7 +62,7 @@ func TestTracingRefusesBadVariables(t *testing.T) {
 func TestTracingExporters(t *testing.T) {
 	ctx := context.Background()
 	for _, v := range []string{"", "none"} {
-		shutdown, err := setupTracing(ctx, envMap(map[string]string{"OTEL_TRACES_EXPORTER": v}), &bytes.Buffer{})
+		shutdown, err := setupTracing(ctx, envMap(map[string]string{"OTEL_TRACES_EXPORTER": v}), &bytes.Buffer{}, slog.New(slog.DiscardHandler))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -76,7 +78,7 @@ func TestTracingExporters(t *testing.T) {
 	}
 
 	var stderr bytes.Buffer
-	shutdown, err := setupTracing(ctx, envMap(map[string]string{"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "sluice-test"}), &stderr)
+	shutdown, err := setupTracing(ctx, envMap(map[string]string{"OTEL_TRACES_EXPORTER": "console", "OTEL_SERVICE_NAME": "sluice-test"}), &stderr, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
