@@ -247,7 +247,8 @@ func attrMap(kvs []attribute.KeyValue) map[string]string {
 }
 
 // A command submitted under a span (the API request's) carries its trace context: the
-// command worker's message span continues it.
+// command worker's message span continues it, and the span of the chain it was written in
+// links to it.
 func TestCommandMessageSpanContinuesTheSubmitter(t *testing.T) {
 	exp := tracetest.NewInMemoryExporter()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
@@ -268,17 +269,24 @@ func TestCommandMessageSpanContinuesTheSubmitter(t *testing.T) {
 	if _, ok, err := ce.client.Await(context.Background(), id, 30*time.Second); err != nil || !ok {
 		t.Fatalf("await %s: %v %v", id, ok, err)
 	}
+	// The chain's span links to the message span and is its child.
 	deadline := time.Now().Add(10 * time.Second)
 	for {
+		var msg trace.SpanID
 		for _, s := range exp.GetSpans() {
 			if strings.HasPrefix(s.Name, "process ") && s.SpanKind == trace.SpanKindConsumer &&
 				s.Parent.SpanID() == submit.SpanContext().SpanID() && s.SpanContext.TraceID() == submit.SpanContext().TraceID() {
+				msg = s.SpanContext.SpanID()
+			}
+		}
+		for _, s := range exp.GetSpans() {
+			if s.Name == "command chain" && msg.IsValid() && s.Parent.SpanID() == msg && len(s.Links) == 1 && s.Links[0].SpanContext.SpanID() == msg {
 				return
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no command message span under the submitter's span: %v", spanNames(exp.GetSpans()))
+			t.Fatalf("no command message span under the submitter's span with its chain's span: %v", spanNames(exp.GetSpans()))
 		}
-		time.Sleep(20 * time.Millisecond) // the span ends after the ack, which Await does not wait for
+		time.Sleep(20 * time.Millisecond) // the spans end after the ack, which Await does not wait for
 	}
 }

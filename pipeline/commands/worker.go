@@ -23,6 +23,8 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/sluice-dev/sluice/pipeline/dlq"
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
@@ -343,7 +345,9 @@ func (w *Worker) applyChain(ctx context.Context, p *partition) {
 		}
 		it.cmd = cmd
 	}
-	w.applyItems(ctx, items)
+	cctx, cspan := chainSpan(ctx, items)
+	w.applyItems(cctx, items)
+	cspan.End()
 
 	// Settle in order: acknowledge what is done, dead-letter what failed for good, and stop at
 	// the first command that stays (retried in place, or behind one of its key that does).
@@ -548,4 +552,28 @@ func mutationMsg(out requirements.Outcome) (*nats.Msg, error) {
 	m.Data = body
 	m.Header.Set(nats.MsgIdHdr, "mutation/"+out.CommandID)
 	return m, nil
+}
+
+// chainSpan starts the span of a chain's writes (the store's, the graph's, the change
+// feed's: the sinks' spans are its children), as a child of the first traced command's message
+// span, linking to every command's. Untraced, it returns ctx and a no-op span.
+func chainSpan(ctx context.Context, items []*chainItem) (context.Context, trace.Span) {
+	var parent context.Context
+	var links []trace.Link
+	for _, it := range items {
+		span := trace.SpanFromContext(it.mctx)
+		if !span.IsRecording() {
+			continue
+		}
+		links = append(links, trace.Link{SpanContext: span.SpanContext()})
+		if parent == nil {
+			parent = trace.ContextWithSpanContext(ctx, span.SpanContext())
+		}
+	}
+	if parent == nil {
+		return ctx, noop.Span{}
+	}
+	cctx, span := telemetry.Tracer(telemetry.ScopePipeline).Start(parent, "command chain", trace.WithLinks(links...))
+	span.SetAttributes(telemetry.AttrMessagingBatchCount.Int(len(items)))
+	return cctx, span
 }
