@@ -10,6 +10,8 @@ import (
 
 	"github.com/sourcegraph/conc/pool"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluice-dev/sluice/sinks/document"
 )
 
@@ -72,6 +74,9 @@ type writeReq struct {
 	results    []error
 	left       atomic.Int64
 	done       chan struct{}
+	// span is the caller's span (the chunk batch's): the parent of the sink's spans, whose
+	// calls run under the Batcher's own context.
+	span trace.SpanContext
 }
 
 // NewBatcher returns a running Batcher. The caller must Close it.
@@ -99,7 +104,8 @@ func (b *Batcher) Write(ctx context.Context, collection string, docs []document.
 	if len(docs) == 0 {
 		return results
 	}
-	r := &writeReq{collection: collection, docs: docs, results: results, done: make(chan struct{})}
+	r := &writeReq{collection: collection, docs: docs, results: results, done: make(chan struct{}),
+		span: trace.SpanContextFromContext(ctx)}
 	r.left.Store(int64(len(docs)))
 	fail := func(err error) []error {
 		for i := range results {
@@ -173,6 +179,9 @@ func (b *Batcher) run() {
 func (b *Batcher) write(r *writeReq, lo, hi int) {
 	docs := r.docs[lo:hi]
 	ctx, cancel := context.WithTimeout(b.base, b.cfg.WriteTimeout)
+	if r.span.IsValid() {
+		ctx = trace.ContextWithSpanContext(ctx, r.span)
+	}
 	outcomes, err := b.cfg.Sink.WriteDocs(ctx, r.collection, docs)
 	cancel()
 	if err == nil && len(outcomes) != len(docs) {

@@ -181,6 +181,7 @@ func (b *bundleMemory) forget(meta *jetstream.MsgMetadata) {
 // that the redelivery skips them.
 func (w *Worker) settleBundle(ctx context.Context, items []chunkItem, progressErr error) {
 	first := items[0]
+	ctx = first.mctx // the bundle message's span: its events and its log lines' trace id
 	d, m, meta := first.d, first.d.Msg(), first.meta
 	last := meta.NumDelivered >= w.settler.MaxDeliver
 	stopping := false // items handed back by a stopping worker: never exhausted, see settle.Settler.Fail
@@ -236,8 +237,9 @@ func (w *Worker) settleBundle(ctx context.Context, items []chunkItem, progressEr
 			if stopping {
 				delay = settle.StoppingRetryDelay
 			}
+			settle.RetryEvent(ctx, meta.NumDelivered, delay, cause)
 			if ok, n := w.settler.Logs.Allow("retry/bundle/" + string(fault.ClassOf(cause))); ok {
-				w.log.Warn("retrying chunk bundle", "subject", m.Subject(), "seq", meta.Sequence.Stream,
+				w.log.WarnContext(ctx, "retrying chunk bundle", "subject", m.Subject(), "seq", meta.Sequence.Stream,
 					"attempt", meta.NumDelivered, "delay", delay, "err", cause, "suppressed", n)
 			}
 			d.Retry(delay)

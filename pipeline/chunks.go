@@ -18,7 +18,9 @@ import (
 // chunkItem is one chunk of a batch, a single-chunk message or one item of a bundle, and what
 // became of it.
 type chunkItem struct {
-	d    *sjs.Delivery
+	d *sjs.Delivery
+	// mctx is the message's context: its span (a bundle's items share their message's).
+	mctx context.Context
 	meta *jetstream.MsgMetadata
 	job  string
 	item int64
@@ -47,17 +49,23 @@ type chunkMsg struct {
 // progress are durable, retried with a delay after a transient failure, dead-lettered after a
 // permanent one. A bundle's items are dead-lettered one by one and the bundle is acked once all
 // of them are settled (settleBundle).
+//
+// Traced, each message has a span continuing its traceparent (batchSpans); the batch has
+// one that links to all of them, under the first message's trace, and the sink's calls are
+// its children. Retries and dead letters are events on the message spans (pipeline/settle).
 func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 	w.metrics.batchMsgs.Observe(float64(len(batch)))
-	cb := w.collect(ctx, batch)
+	mctxs, bctx, bspan := w.batchSpans(ctx, batch)
+	defer endSpans(bspan, mctxs)
+	cb := w.collect(batch, mctxs)
 	for coll, docs := range cb.docs {
 		// Collections are written one after another; a batch spans several only when chunks
 		// of different environments arrive together.
-		cb.noteResults(coll, w.write(ctx, coll, docs))
+		cb.noteResults(coll, w.write(bctx, coll, docs))
 	}
 	var progressErr error
 	if marks := cb.written(); len(marks) > 0 {
-		if err := w.progress.RecordAll(ctx, marks); err != nil {
+		if err := w.progress.RecordAll(bctx, marks); err != nil {
 			progressErr = fmt.Errorf("record progress: %w", err)
 		}
 	}
@@ -66,7 +74,7 @@ func (w *Worker) handleChunks(ctx context.Context, batch []*sjs.Delivery) {
 			w.settleBundle(ctx, cb.items[cm.lo:cm.hi], progressErr)
 			continue
 		}
-		w.settleChunk(ctx, cb.items[cm.lo], progressErr)
+		w.settleChunk(cb.items[cm.lo], progressErr)
 	}
 }
 
@@ -119,16 +127,18 @@ func (cb *chunkBatch) written() []jobs.Mark {
 
 // collect checks each message of batch and builds its chunks' documents; a bundle expands
 // into its items (those settled on an earlier delivery are skipped). A message that cannot be
-// a chunk is dead-lettered at once and left out.
-func (w *Worker) collect(ctx context.Context, batch []*sjs.Delivery) *chunkBatch {
+// a chunk is dead-lettered at once and left out. mctxs[i] is the context of batch[i], its
+// span's.
+func (w *Worker) collect(batch []*sjs.Delivery, mctxs []context.Context) *chunkBatch {
 	cb := &chunkBatch{items: make([]chunkItem, 0, len(batch)), msgs: make([]chunkMsg, 0, len(batch)),
 		docs: map[string][]document.Doc{}}
-	for _, d := range batch {
+	for i, d := range batch {
+		ctx := mctxs[i]
 		m, meta := d.Msg(), d.Meta()
 		if meta == nil {
 			var err error
 			if meta, err = m.Metadata(); err != nil {
-				w.log.Error("chunk without JetStream metadata; retrying", "subject", m.Subject(), "err", err)
+				w.log.ErrorContext(ctx, "chunk without JetStream metadata; retrying", "subject", m.Subject(), "err", err)
 				d.Retry(time.Second)
 				continue
 			}
@@ -139,7 +149,7 @@ func (w *Worker) collect(ctx context.Context, batch []*sjs.Delivery) *chunkBatch
 				_ = w.settler.DeadLetter(ctx, d, m, meta, err, "")
 				continue
 			}
-			it.d = d
+			it.d, it.mctx = d, ctx
 			cb.add(it, docs)
 			cb.msgs = append(cb.msgs, chunkMsg{lo: len(cb.items) - 1, hi: len(cb.items)})
 			continue
@@ -159,9 +169,9 @@ func (w *Worker) collect(ctx context.Context, batch []*sjs.Delivery) *chunkBatch
 			continue
 		}
 		lo := len(cb.items)
-		for i, it := range its {
-			it.d = d
-			cb.add(it, docs[i])
+		for j, it := range its {
+			it.d, it.mctx = d, ctx
+			cb.add(it, docs[j])
 		}
 		cb.msgs = append(cb.msgs, chunkMsg{lo: lo, hi: len(cb.items), bundle: true})
 	}
@@ -170,7 +180,10 @@ func (w *Worker) collect(ctx context.Context, batch []*sjs.Delivery) *chunkBatch
 
 // settleChunk settles a single-chunk message: acked once its documents and its progress are
 // durable, retried with a delay after a transient failure, dead-lettered after a permanent one.
-func (w *Worker) settleChunk(ctx context.Context, it chunkItem, progressErr error) {
+// It settles under the message's context (it.mctx): its span gets the events, its logs the
+// trace id.
+func (w *Worker) settleChunk(it chunkItem, progressErr error) {
+	ctx := it.mctx
 	m := it.d.Msg()
 	switch {
 	case it.permanent != nil:

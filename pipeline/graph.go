@@ -12,11 +12,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluice-dev/sluice/pipeline/dlq"
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/instrument"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/pipeline/settle"
+	"github.com/sluice-dev/sluice/pipeline/telemetry"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/graph"
 )
@@ -40,7 +43,10 @@ func (w *Worker) handleGraph(msg *message.Message) error {
 	if err != nil {
 		return fmt.Errorf("graph handler: %w", err)
 	}
-	ctx := msg.Context()
+	// The message's span, continuing its headers' trace: the graph store's transaction is its
+	// child, retries and dead letters its events.
+	ctx, _ := telemetry.StartMessage(msg.Context(), telemetry.ScopePipeline, m, meta)
+	defer trace.SpanFromContext(ctx).End()
 	env, ok := schemas.EnvFromSubject(m.Subject())
 	if !ok {
 		return w.settler.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanentf(fault.Validation, "subject %q names no valid environment", m.Subject()), "")
@@ -133,7 +139,7 @@ func (w *Worker) requeueGraph(ctx context.Context, msg *message.Message, m jetst
 	if _, err := w.cfg.JS.PublishMsg(ctx, out); err != nil {
 		return w.settler.Fail(ctx, settle.Watermill(msg), m, meta, fmt.Errorf("requeue graph batch: %w", err), "graph")
 	}
-	w.log.Info("graph batch requeued: an edge endpoint is not stored yet", "seq", meta.Sequence.Stream,
+	w.log.InfoContext(ctx, "graph batch requeued: an edge endpoint is not stored yet", "seq", meta.Sequence.Stream,
 		"requeues", n+1, "missing", len(missing.Missing))
 	w.dlq.Forget(meta)
 	w.metrics.messages.Add(meta.Stream, instrument.OutcomeRequeued, 1)

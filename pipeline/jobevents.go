@@ -7,11 +7,14 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/instrument"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/pipeline/settle"
 	"github.com/sluice-dev/sluice/pipeline/sign"
+	"github.com/sluice-dev/sluice/pipeline/telemetry"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/document"
 )
@@ -22,7 +25,8 @@ func (w *Worker) handleJobEvent(msg *message.Message) error {
 	if err != nil {
 		return fmt.Errorf("job handler: %w", err)
 	}
-	ctx := msg.Context()
+	ctx, _ := telemetry.StartMessage(msg.Context(), telemetry.ScopePipeline, m, meta) // its retries and dead letter are events on it
+	defer trace.SpanFromContext(ctx).End()
 	if err := w.validator.Validate(schemas.JobEvent, m.Data()); err != nil {
 		return w.settler.DeadLetter(ctx, settle.Watermill(msg), m, meta, fault.Permanent(fault.Validation, err), "")
 	}
@@ -101,7 +105,7 @@ func (w *Worker) rollback(ctx context.Context, ev schemas.JobRollback) error {
 			return merr
 		}
 	}
-	w.log.Info("rolled back job", "job", ev.JobID, "deleted", res.Deleted, "restored", res.Restored,
+	w.log.InfoContext(ctx, "rolled back job", "job", ev.JobID, "deleted", res.Deleted, "restored", res.Restored,
 		"superseded_jobs", len(res.Superseded), "err", err)
 	_, ferr := w.jobs.FinishRollback(ctx, ev.JobID, id, res, err)
 	return ferr

@@ -55,13 +55,15 @@ func newBenchAstraCmd(c *cli) *cobra.Command {
 			"docs/s per mode (the modes' runs interleaved: run 1 of each, then run 2, ...) and the ratios c/a (sluice/seed) and c/b (sluice/astrapy); with the jetstream\n" +
 			"mode, also the c/b no path through the broker could beat here (its durable publish alone\n" +
 			"plus one write round trip); with sluice-single, c/b at one chunk per message and bundles\n" +
-			"over one chunk per message. The CPU columns split the process's CPU per chunk by part, from\n" +
+			"over one chunk per message; with sluice-trace-1 and sluice-trace-100 (sluice with\n" +
+			"OpenTelemetry tracing on, 1% or all of the jobs' traces sampled, spans dropped after batching),\n" +
+			"their docs/s over untraced sluice's. The CPU columns split the process's CPU per chunk by part, from\n" +
 			"a CPU profile sampled by goroutine label: the broker (the embedded nats-server), the client\n" +
 			"(Sluice's loader, worker, nats.go connection and Astra client, or the astrapy loader), the\n" +
 			"double, and unlabeled runtime work (GC marking); b+c is broker + client with the unlabeled\n" +
 			"share in proportion. At 100 samples per CPU-second, use --chunks 20000 for a split within\n" +
 			"a few percent.",
-		Example: "  sluice bench astra\n  sluice bench astra --modes astrapy,sluice,jetstream --runs 10\n  sluice bench astra --chunks 20000 --latency 0 --json",
+		Example: "  sluice bench astra\n  sluice bench astra --modes astrapy,sluice,jetstream --runs 10\n  sluice bench astra --modes sluice,sluice-trace-1,sluice-trace-100\n  sluice bench astra --chunks 20000 --latency 0 --json",
 		Args:    noArgs("bench astra takes no arguments"),
 	}
 	fs := cmd.Flags()
@@ -70,7 +72,7 @@ func newBenchAstraCmd(c *cli) *cobra.Command {
 	latency := fs.Duration("latency", 20*time.Millisecond, "delay of the Data API double before it answers each request; 0 for none")
 	runs := fs.Int("runs", 5, "timed runs of each mode")
 	modes := fs.String("modes", strings.Join([]string{bench.ModeSeed, bench.ModeAstrapy, bench.ModeSluice, bench.ModeJetStream}, ","),
-		"comma-separated modes to run, in order, of: "+strings.Join(bench.Modes(), ", ")+" (sluice with one chunk per message instead of bundles)")
+		"comma-separated modes to run, in order, of: "+strings.Join(bench.Modes(), ", ")+" (sluice-single: sluice with one chunk per message instead of bundles; sluice-trace-1, sluice-trace-100: sluice traced, 1% or all sampled)")
 	dir := fs.String("dir", "", "directory for the working files and the broker's data (its disk decides the fsync cost); default the system temporary directory")
 	asJSON := fs.Bool("json", false, "print the result as one JSON object")
 	_ = cmd.RegisterFlagCompletionFunc("modes", cobra.FixedCompletions(bench.Modes(), cobra.ShellCompDirectiveNoFileComp|cobra.ShellCompDirectiveNoSpace))
@@ -118,8 +120,8 @@ func printAstraBench(w io.Writer, res bench.AstraResult) {
 		answers = "after " + res.Latency.String()
 	}
 	fmt.Fprintf(w, "AstraDB load: %d chunks, Data API double in this process answering %s\n", res.Chunks, answers)
-	fmt.Fprintf(w, "%-13s %10s %5s %7s %8s %8s | %-38s\n", "", "", "", "", "", "", "CPU µs per chunk (sampled)")
-	fmt.Fprintf(w, "%-13s %10s %5s %7s %8s %8s | %6s %6s %6s %6s %6s %7s\n", "mode", "docs/s", "runs", "chunks", "ms/run", "cpu ms",
+	fmt.Fprintf(w, "%-16s %10s %5s %7s %8s %8s | %-38s\n", "", "", "", "", "", "", "CPU µs per chunk (sampled)")
+	fmt.Fprintf(w, "%-16s %10s %5s %7s %8s %8s | %6s %6s %6s %6s %6s %7s\n", "mode", "docs/s", "runs", "chunks", "ms/run", "cpu ms",
 		"broker", "client", "b+c", "double", "unlab", "samples")
 	for _, m := range res.Modes {
 		cpu := "-"
@@ -130,7 +132,7 @@ func printAstraBench(w io.Writer, res bench.AstraResult) {
 		if c := m.CPU; c != nil {
 			split = fmt.Sprintf("%6.1f %6.1f %6.1f %6.1f %6.1f %7d", c.Broker, c.Client, c.BrokerAndClient, c.Double, c.Unlabeled, c.Samples)
 		}
-		fmt.Fprintf(w, "%-13s %10.1f %5d %7d %8.1f %8s | %s\n", m.Mode, m.DocsPerSec, m.Runs, m.Chunks,
+		fmt.Fprintf(w, "%-16s %10.1f %5d %7d %8.1f %8s | %s\n", m.Mode, m.DocsPerSec, m.Runs, m.Chunks,
 			m.Elapsed.Seconds()*1000/float64(m.Runs), cpu, split)
 	}
 	if res.SluiceVsSeed > 0 {
@@ -147,6 +149,17 @@ func printAstraBench(w io.Writer, res bench.AstraResult) {
 	}
 	if res.SluiceVsAstrapyCeiling > 0 {
 		fmt.Fprintf(w, "c/b ceiling here = %.2f (astrapy's time over the durable publish alone plus one round trip)\n", res.SluiceVsAstrapyCeiling)
+	}
+	for _, m := range res.Modes {
+		if m.Spans > 0 {
+			fmt.Fprintf(w, "%s: %d spans over %d runs\n", m.Mode, m.Spans, m.Runs)
+		}
+	}
+	if res.Trace1VsSluice > 0 {
+		fmt.Fprintf(w, "traced, 1%% sampled / untraced (sluice-trace-1 / sluice) = %.2f%s\n", res.Trace1VsSluice, spread(res.Trace1VsSluiceByRun))
+	}
+	if res.Trace100VsSluice > 0 {
+		fmt.Fprintf(w, "traced, all sampled / untraced (sluice-trace-100 / sluice) = %.2f%s\n", res.Trace100VsSluice, spread(res.Trace100VsSluiceByRun))
 	}
 }
 

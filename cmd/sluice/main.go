@@ -18,6 +18,9 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
+
+	"github.com/sluice-dev/sluice/pipeline/telemetry"
 )
 
 func main() {
@@ -27,9 +30,21 @@ func main() {
 	if err != nil {
 		os.Exit(exitStatus(os.Stderr, err))
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	// telemetry.LogHandler puts trace_id and span_id on the lines logged with a traced ctx.
+	log := slog.New(telemetry.LogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	shutdownTracing, err := setupTracing(ctx, os.Getenv, os.Stderr, log)
+	if err != nil {
+		os.Exit(exitStatus(os.Stderr, err))
+	}
 	setMemoryLimit(log)
-	os.Exit(exitStatus(os.Stderr, run(ctx, os.Args[1:], os.Stdout, os.Stderr, log)))
+	code := exitStatus(os.Stderr, run(ctx, os.Args[1:], os.Stdout, os.Stderr, log))
+	// After the drain: the spans still buffered are flushed (5 s at most).
+	fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	if err := shutdownTracing(fctx); err != nil {
+		log.Warn("tracing: spans not flushed at exit", "err", err)
+	}
+	cancel()
+	os.Exit(code)
 }
 
 // exitStatus says err on w (unless its command has already said it) and returns the exit

@@ -16,6 +16,12 @@
 //   - sluice-single: the sluice mode with the loader publishing one chunk per message
 //     (intake.LoaderConfig.SingleChunkMessages) instead of chunk bundles, for a side by side
 //     of the two (not run unless asked for);
+//   - sluice-trace-1 and sluice-trace-100: the sluice mode with OpenTelemetry tracing on, an
+//     SDK TracerProvider sampling 1% or all of the traces (parent-based: a job's load span
+//     decides for all its spans), its spans batched to an exporter that drops them — the
+//     cost of making, sampling and batching the spans, not of encoding and sending them. The
+//     sluice mode itself runs with otel's no-op provider, as Sluice does by default (not run
+//     unless asked for; side by side with sluice they give the tracing overhead);
 //   - jetstream: the floor under any durable path through the broker: the file's records
 //     published raw to JetStream the way the loader publishes them (in bundles of
 //     intake.DefaultBundleItems, atomic batches, one Nats-Msg-Id each, fsync on every
@@ -54,19 +60,25 @@ const (
 	ModeSluiceSingle = "sluice-single"
 	// ModeJetStream is the floor: the records published raw to JetStream, durably, no more.
 	ModeJetStream = "jetstream"
+	// ModeSluiceTrace1 is ModeSluice traced, 1% of the traces (jobs) sampled.
+	ModeSluiceTrace1 = "sluice-trace-1"
+	// ModeSluiceTrace100 is ModeSluice traced, every trace sampled.
+	ModeSluiceTrace100 = "sluice-trace-100"
 )
 
 // modes lists the modes RunAstra runs by default, in order.
 var modes = []string{ModeSeed, ModeAstrapy, ModeSluice, ModeJetStream}
 
 // allModes lists every mode.
-var allModes = []string{ModeSeed, ModeAstrapy, ModeSluice, ModeSluiceSingle, ModeJetStream}
+var allModes = []string{ModeSeed, ModeAstrapy, ModeSluice, ModeSluiceSingle, ModeJetStream, ModeSluiceTrace1, ModeSluiceTrace100}
 
 // Modes returns every mode's name, the default ones first.
 func Modes() []string { return slices.Clone(allModes) }
 
 // isSluice says whether mode runs Sluice's loader and worker.
-func isSluice(mode string) bool { return mode == ModeSluice || mode == ModeSluiceSingle }
+func isSluice(mode string) bool {
+	return mode == ModeSluice || mode == ModeSluiceSingle || mode == ModeSluiceTrace1 || mode == ModeSluiceTrace100
+}
 
 // The astrapy mode's request shape: astrapy's insert_many(chunk_size=50, concurrency=20).
 const (
@@ -103,8 +115,8 @@ type AstraConfig struct {
 	// NewAstra ignores it: Astra.Run takes the count.
 	Runs int
 	// Modes are the modes to set up (NewAstra) and run, in this order (RunAstra): ModeSeed,
-	// ModeAstrapy, ModeSluice, ModeSluiceSingle, ModeJetStream. Optional; default all but
-	// ModeSluiceSingle. The sluice modes and ModeJetStream start a broker; only the sluice
+	// ModeAstrapy, ModeSluice, ModeSluiceSingle, ModeJetStream, ModeSluiceTrace1,
+	// ModeSluiceTrace100. Optional; default all but ModeSluiceSingle and the traced ones. The sluice modes and ModeJetStream start a broker; only the sluice
 	// modes start a worker.
 	Modes []string
 	// Dir is where NewAstra creates its working directory (the chunk file, the broker's
@@ -180,6 +192,9 @@ type ModeResult struct {
 	// CPU is the CPU per chunk of each part of the process during the timed runs, sampled
 	// (CPUSplit); nil when the process's CPU profiler was in use by someone else.
 	CPU *PartsCPU `json:"cpu_per_chunk,omitempty"`
+	// Spans is the number of spans the traced modes (ModeSluiceTrace1, ModeSluiceTrace100)
+	// exported over their runs: proof that tracing was on, and how much of it.
+	Spans int64 `json:"spans,omitempty"`
 	// Stored is the number of documents the double held after each run (for ModeJetStream:
 	// records in the messages the run added to the stream): always Chunks, since a run that
 	// leaves any other count is an error.
@@ -254,6 +269,13 @@ type AstraResult struct {
 	// one write round trip (Latency), since the last chunk can only be written once it is
 	// stored. 0 when either mode did not run.
 	SluiceVsAstrapyCeiling float64 `json:"sluice_vs_astrapy_ceiling,omitempty"`
+	// Trace1VsSluice and Trace100VsSluice are the traced modes' docs/s over the untraced
+	// sluice mode's (1.0: tracing costs nothing; 0.9: 10% fewer documents a second); 0 when
+	// either did not run. The ByRun slices give them run by run.
+	Trace1VsSluice        float64   `json:"trace1_vs_sluice,omitempty"`
+	Trace100VsSluice      float64   `json:"trace100_vs_sluice,omitempty"`
+	Trace1VsSluiceByRun   []float64 `json:"trace1_vs_sluice_by_run,omitempty"`
+	Trace100VsSluiceByRun []float64 `json:"trace100_vs_sluice_by_run,omitempty"`
 }
 
 // Mode returns the result of mode, and whether it ran.
@@ -328,6 +350,8 @@ func RunAstra(ctx context.Context, cfg AstraConfig) (res AstraResult, err error)
 	res.SluiceVsAstrapy, res.SluiceVsAstrapyByRun = ratio(ModeAstrapy, ModeSluice)
 	res.SluiceSingleVsAstrapy, res.SluiceSingleVsAstrapyByRun = ratio(ModeAstrapy, ModeSluiceSingle)
 	res.BundlesVsSingle, res.BundlesVsSingleByRun = ratio(ModeSluiceSingle, ModeSluice)
+	res.Trace1VsSluice, res.Trace1VsSluiceByRun = ratio(ModeSluice, ModeSluiceTrace1)
+	res.Trace100VsSluice, res.Trace100VsSluiceByRun = ratio(ModeSluice, ModeSluiceTrace100)
 	if ia, ifl := idx(ModeAstrapy), idx(ModeJetStream); ia >= 0 && ifl >= 0 {
 		perRun := func(m ModeResult) time.Duration { return m.Elapsed / time.Duration(m.Runs) }
 		res.SluiceVsAstrapyCeiling = float64(perRun(results[ia])) / float64(perRun(results[ifl])+res.Latency)
@@ -348,6 +372,7 @@ func mergeRuns(a, b ModeResult) ModeResult {
 	wa, wb := float64(a.Runs)/float64(m.Runs), float64(b.Runs)/float64(m.Runs)
 	m.CPUPerRun = time.Duration(float64(a.CPUPerRun)*wa + float64(b.CPUPerRun)*wb)
 	m.Stored = b.Stored
+	m.Spans = a.Spans + b.Spans
 	switch {
 	case a.CPU == nil || b.CPU == nil:
 		m.CPU = nil // one run without a split: none for the mode

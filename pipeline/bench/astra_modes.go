@@ -18,6 +18,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sourcegraph/conc/pool"
 
+	"sync"
+
 	"github.com/sluice-dev/sluice/pipeline/intake"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/schemas"
@@ -38,6 +40,9 @@ func (a *Astra) Run(ctx context.Context, mode string, runs int) (ModeResult, err
 		return res, fmt.Errorf("bench astra: runs must be at least 1, got %d", runs)
 	}
 	var run func(context.Context) error
+	untrace := func() {}
+	var spans *dropExporter
+	defer func() { untrace() }()
 	switch mode {
 	case ModeSeed:
 		run = a.runSeed
@@ -49,6 +54,14 @@ func (a *Astra) Run(ctx context.Context, mode string, runs int) (ModeResult, err
 		run = func(ctx context.Context) error { return a.runSluice(ctx, a.single) }
 	case ModeJetStream:
 		run = a.runJetStream
+	case ModeSluiceTrace1, ModeSluiceTrace100:
+		ratio := 0.01
+		if mode == ModeSluiceTrace100 {
+			ratio = 1
+		}
+		spans = &dropExporter{}
+		untrace = sync.OnceFunc(traceGlobally(ratio, spans))
+		run = func(ctx context.Context) error { return a.runSluice(ctx, a.loader) }
 	}
 	var split CPUSplit
 	profiled := true
@@ -88,6 +101,10 @@ func (a *Astra) Run(ctx context.Context, mode string, runs int) (ModeResult, err
 		if err != nil {
 			return res, fmt.Errorf("bench astra %s, run %d: %w", mode, i+1, err)
 		}
+	}
+	if spans != nil {
+		untrace() // flushes the spans still batched
+		res.Spans = spans.n.Load()
 	}
 	res.DocsPerSec = float64(a.cfg.Chunks*runs) / res.Elapsed.Seconds()
 	res.CPUPerRun /= time.Duration(runs)

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.uber.org/goleak"
 
 	"github.com/sluice-dev/sluice/pipeline/bench"
@@ -166,5 +168,27 @@ func TestAstraConfigErrors(t *testing.T) {
 				t.Error("NewAstra accepted the configuration")
 			}
 		})
+	}
+}
+
+// TestRunAstraTraced runs the sluice mode untraced and traced (all sampled) side by side
+// (issue 16: tracing's overhead measured): the traced runs made spans, the untraced none,
+// the ratio is computed, and the global provider is no SDK's afterwards.
+func TestRunAstraTraced(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := bench.RunAstra(ctx, bench.AstraConfig{Chunks: 1000, Latency: -1, Runs: 2, Dir: t.TempDir(),
+		Modes: []string{bench.ModeSluice, bench.ModeSluiceTrace100, bench.ModeSluiceTrace1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Modes) != 3 || res.Modes[0].Spans != 0 || res.Modes[1].Spans < 3 || res.Modes[1].Stored != 1000 {
+		t.Fatalf("modes = %+v, want spans only from the traced modes", res.Modes)
+	}
+	if res.Trace100VsSluice <= 0 || len(res.Trace100VsSluiceByRun) != 2 || res.Trace1VsSluice <= 0 {
+		t.Errorf("ratios: %v %v %v", res.Trace100VsSluice, res.Trace100VsSluiceByRun, res.Trace1VsSluice)
+	}
+	if _, sdk := otel.GetTracerProvider().(*sdktrace.TracerProvider); sdk {
+		t.Error("an SDK provider is still global after the traced runs")
 	}
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/sign"
+	"github.com/sluice-dev/sluice/pipeline/telemetry"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/graph"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
@@ -157,6 +158,7 @@ func (c *Client) Submit(ctx context.Context, cmd requirements.Command) (string, 
 	m.Data = body
 	m.Header.Set(nats.MsgIdHdr, cmd.CommandID)
 	c.cfg.Key.SignMsg(sign.Command, m)
+	telemetry.Inject(ctx, m.Header) // the signature covers the payload only
 	// Watching before the command can be applied: its outcome cannot go by unseen.
 	if err := c.ensureWatch(ctx); err != nil {
 		return "", fmt.Errorf("submit command %s: %w", cmd.CommandID, err)

@@ -11,6 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/sourcegraph/conc/pool"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/sinks/graph"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
@@ -41,6 +43,9 @@ type group[Req, Res any] struct {
 type groupReq[Req, Res any] struct {
 	req  Req
 	done chan Res
+	// span is the submitter's span (its chain's): the first request's is the parent of the
+	// run's spans, whose context is the group's own.
+	span trace.SpanContext
 }
 
 // newGroup returns a group of at most max requests a run; waiting is how many callers may
@@ -76,6 +81,9 @@ func (g *group[Req, Res]) Start() {
 				reqs[i] = r.req
 			}
 			ctx, cancel := context.WithTimeout(context.Background(), groupWriteTimeout)
+			if first.span.IsValid() {
+				ctx = trace.ContextWithSpanContext(ctx, first.span)
+			}
 			res := g.run(ctx, reqs)
 			cancel()
 			for i, r := range batch {
@@ -98,7 +106,7 @@ var errGroupStopped = errors.New("command worker: stopped")
 // run). It blocks.
 func (g *group[Req, Res]) Submit(ctx context.Context, req Req) (Res, error) {
 	var zero Res
-	r := groupReq[Req, Res]{req: req, done: make(chan Res, 1)}
+	r := groupReq[Req, Res]{req: req, done: make(chan Res, 1), span: trace.SpanContextFromContext(ctx)}
 	select {
 	case g.in <- r:
 	case <-g.stop:

@@ -23,12 +23,17 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"go.opentelemetry.io/otel/trace"
+
+	"go.opentelemetry.io/otel/trace/noop"
+
 	"github.com/sluice-dev/sluice/pipeline/dlq"
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/instrument"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/settle"
 	"github.com/sluice-dev/sluice/pipeline/sign"
+	"github.com/sluice-dev/sluice/pipeline/telemetry"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/graph"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
@@ -300,6 +305,9 @@ type chainItem struct {
 	h    *heldCommand
 	orig originalSubjectMsg
 	meta *jetstream.MsgMetadata // h's, NumDelivered counting the tries in place
+	// mctx is the command message's context: its span, continuing the trace of its headers
+	// (the API request that submitted it); its retries and dead letter are events on it.
+	mctx context.Context
 	cmd  requirements.Command
 	out  requirements.Outcome
 	ev   *nats.Msg
@@ -352,6 +360,8 @@ func (w *Worker) applyChain(ctx context.Context, p *partition) {
 		meta := *h.meta
 		meta.NumDelivered = h.attempts
 		it := &chainItem{h: h, orig: originalSubjectMsg{Msg: h.m}, meta: &meta}
+		it.mctx, _ = telemetry.StartMessage(ctx, telemetry.ScopePipeline, h.m, &meta)
+		defer trace.SpanFromContext(it.mctx).End()
 		items = append(items, it)
 		// The actor in the payload becomes approved_by and the audit's admin: only a command
 		// the API signed (after setting it from the caller's token) may reach the store.
@@ -372,7 +382,9 @@ func (w *Worker) applyChain(ctx context.Context, p *partition) {
 		}
 		it.cmd = cmd
 	}
-	w.applyItems(ctx, items)
+	cctx, cspan := chainSpan(ctx, items)
+	w.applyItems(cctx, items)
+	cspan.End()
 
 	// Settle in order: acknowledge what is done, dead-letter what failed for good, and stop at
 	// the first command that stays (retried in place, or behind one of its key that does).
@@ -381,7 +393,7 @@ func (w *Worker) applyChain(ctx context.Context, p *partition) {
 		switch {
 		case it.done:
 			if err := it.h.m.Ack(); err != nil {
-				w.log.Warn("ack command", "subject", it.h.m.Subject(), "err", err)
+				w.log.WarnContext(it.mctx, "ack command", "subject", it.h.m.Subject(), "err", err)
 			}
 			settled[it.h] = true
 			if it.out.Refusal != nil {
@@ -390,16 +402,16 @@ func (w *Worker) applyChain(ctx context.Context, p *partition) {
 				w.messages.Add(it.meta.Stream, instrument.OutcomeApplied, 1)
 			}
 			w.dlq.Forget(it.meta)
-			w.log.Debug("command settled", "command_id", it.cmd.CommandID, "type", it.cmd.Type, "key", it.out.Key,
+			w.log.DebugContext(it.mctx, "command settled", "command_id", it.cmd.CommandID, "type", it.cmd.Type, "key", it.out.Key,
 				"applied", it.out.Applied, "refusal", it.out.Refusal)
 			continue
 		case it.dead:
-			_ = w.settler.DeadLetter(ctx, disp, it.orig, it.meta, it.err, "")
+			_ = w.settler.DeadLetter(it.mctx, disp, it.orig, it.meta, it.err, "")
 			if settled[it.h] {
 				continue
 			}
 		case it.err != nil && !it.skipped:
-			_ = w.settler.Fail(ctx, disp, it.orig, it.meta, it.err, it.sink)
+			_ = w.settler.Fail(it.mctx, disp, it.orig, it.meta, it.err, it.sink)
 			if settled[it.h] {
 				continue
 			}
@@ -582,4 +594,28 @@ func mutationMsg(out requirements.Outcome) (*nats.Msg, error) {
 	m.Data = body
 	m.Header.Set(nats.MsgIdHdr, "mutation/"+out.CommandID)
 	return m, nil
+}
+
+// chainSpan starts the span of a chain's writes (the store's, the graph's, the change
+// feed's: the sinks' spans are its children), as a child of the first traced command's message
+// span, linking to every command's. Untraced, it returns ctx and a no-op span.
+func chainSpan(ctx context.Context, items []*chainItem) (context.Context, trace.Span) {
+	var parent context.Context
+	var links []trace.Link
+	for _, it := range items {
+		span := trace.SpanFromContext(it.mctx)
+		if !span.IsRecording() {
+			continue
+		}
+		links = append(links, trace.Link{SpanContext: span.SpanContext()})
+		if parent == nil {
+			parent = trace.ContextWithSpanContext(ctx, span.SpanContext())
+		}
+	}
+	if parent == nil {
+		return ctx, noop.Span{}
+	}
+	cctx, span := telemetry.Tracer(telemetry.ScopePipeline).Start(parent, "command chain", trace.WithLinks(links...))
+	span.SetAttributes(telemetry.AttrMessagingBatchCount.Int(len(items)))
+	return cctx, span
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -164,9 +163,13 @@ func (d *Sender) Send(ctx context.Context, m jetstream.Msg, meta *jetstream.MsgM
 		Stream:         meta.Stream,
 		StreamSeq:      meta.Sequence.Stream,
 		Consumer:       meta.Consumer,
-		TraceID:        traceID(m.Headers().Get(schemas.HeaderTraceparent)),
 		JobID:          m.Headers().Get(schemas.HeaderJob),
 		DeadLetteredAt: now,
+	}
+	// One parser for traceparent (schemas.TraceIDFromTraceparent): a malformed one gives no
+	// trace id rather than a wrong one.
+	if tid, ok := schemas.TraceIDFromTraceparent(m.Headers().Get(schemas.HeaderTraceparent)); ok {
+		env.TraceID = tid
 	}
 	// A replayed message that fails again carries its replay count forward (the DLQ's loop
 	// guard reads it).
@@ -192,19 +195,10 @@ func (d *Sender) Send(ctx context.Context, m jetstream.Msg, meta *jetstream.MsgM
 	return written.Envelope, nil
 }
 
-// traceID extracts the trace id from a W3C traceparent ("00-<32 hex>-<16 hex>-<2 hex>").
 // BundleItem is a message that is one item of a chunk bundle: its dead letter's id names the
 // item (stream-seq-iN), and the bundle stays remembered until every item is settled.
 type BundleItem interface {
 	jetstream.Msg
 	// BundleIndex is the item's position in its bundle.
 	BundleIndex() int
-}
-
-func traceID(tp string) string {
-	parts := strings.Split(tp, "-")
-	if len(parts) != 4 || len(parts[1]) != 32 {
-		return ""
-	}
-	return parts[1]
 }

@@ -39,6 +39,16 @@ type chunkBundler struct {
 	n           int    // items in it
 	first, last int    // their indexes
 	chain       []byte // digest of the bundles published so far
+	// trace is the job's W3C trace context (traceparent, tracestate), set on every message;
+	// nil when the load is not traced.
+	trace nats.Header
+}
+
+// traced sets the job's trace context on m.
+func (b *chunkBundler) traced(m *nats.Msg) {
+	for k, v := range b.trace {
+		m.Header[k] = v
+	}
 }
 
 // bundleHead and bundleTail enclose a bundle's items.
@@ -69,6 +79,7 @@ func (b *chunkBundler) add(index int, id string, record []byte, dup bool) error 
 		m.Header.Set(schemas.HeaderJob, b.job)
 		m.Header.Set(schemas.HeaderItem, schemas.FormatItem(index))
 		m.Header.Set(schemas.HeaderSchema, string(schemas.Chunk))
+		b.traced(m)
 		return b.w.Add(m)
 	}
 	if b.n > 0 && (b.n >= b.items || len(b.buf)+entry+len(bundleTail) > b.bytes) {
@@ -116,6 +127,7 @@ func (b *chunkBundler) flush() error {
 	m.Header.Set(schemas.HeaderJob, b.job)
 	m.Header.Set(schemas.HeaderSchema, string(schemas.ChunkBundle))
 	m.Header.Set(schemas.HeaderItems, strconv.Itoa(b.n))
+	b.traced(m)
 	b.buf, b.n = nil, 0
 	return b.w.Add(m)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"github.com/sluice-dev/sluice/pipeline/jobs"
+	"github.com/sluice-dev/sluice/pipeline/telemetry"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/graph"
 	"github.com/sluice-dev/sluice/sources/files"
@@ -61,6 +62,7 @@ func (l *Loader) loadGraph(ctx context.Context, req LoadRequest, src *spooled, j
 		m.Header.Set(nats.MsgIdHdr, cmp.Or(res.msgJob, jobID)+"/graph/"+strconv.Itoa(i))
 		m.Header.Set(schemas.HeaderJob, jobID)
 		m.Header.Set(schemas.HeaderItem, strconv.Itoa(i))
+		telemetry.Inject(ctx, m.Header)
 		if err := w.Add(m); err != nil {
 			_ = w.Close()
 			return res, fmt.Errorf("publish job %s: %w", jobID, err)

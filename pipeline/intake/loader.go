@@ -24,9 +24,14 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/pipeline/sign"
+	"github.com/sluice-dev/sluice/pipeline/telemetry"
 	"github.com/sluice-dev/sluice/schemas"
 	"github.com/sluice-dev/sluice/sinks/document"
 	"github.com/sluice-dev/sluice/sources/files"
@@ -230,7 +235,36 @@ func generationID(jobID string, generation int) string {
 // file whose content was loaded before (same env) returns the existing job with Existing set,
 // publishing nothing, unless Force is set. A job interrupted mid-publish (no seal) is resumed:
 // messages already stored are deduplicated by their Nats-Msg-Id.
-func (l *Loader) Load(ctx context.Context, req LoadRequest) (LoadResult, error) {
+func (l *Loader) Load(ctx context.Context, req LoadRequest) (res LoadResult, err error) {
+	// The job's span: the parent of every message span its items get in the workers (their
+	// messages carry its traceparent), under the API request's span when there is one.
+	ctx, span := telemetry.Tracer(telemetry.ScopeLoad).Start(ctx, "load job",
+		trace.WithSpanKind(trace.SpanKindProducer),
+		trace.WithAttributes(telemetry.AttrMessagingSystem.String("nats"), attribute.String("sluice.env", req.Env)))
+	defer func() {
+		span.SetAttributes(telemetry.AttrJobID.String(res.JobID), attribute.Int64("sluice.items", res.Published))
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "load failed")
+		}
+		span.End()
+	}()
+	return l.loadOnce(ctx, req)
+}
+
+// traceHeader returns the W3C trace context of ctx as NATS headers, or nil when ctx carries no
+// span: computed once per job, copied onto each of its messages.
+func traceHeader(ctx context.Context) nats.Header {
+	h := nats.Header{}
+	telemetry.Inject(ctx, h)
+	if len(h) == 0 {
+		return nil
+	}
+	return h
+}
+
+// loadOnce is Load under its span.
+func (l *Loader) loadOnce(ctx context.Context, req LoadRequest) (LoadResult, error) {
 	if !schemas.ValidEnv(req.Env) {
 		return LoadResult{}, fmt.Errorf("%w: env %q is not dev, test or prod", ErrBadInput, req.Env)
 	}
@@ -460,7 +494,8 @@ func (l *Loader) publishItems(ctx context.Context, r *files.Reader, first files.
 	alive := &toucher{jobs: l.cfg.Jobs, id: jobID, last: time.Now()}
 	w := sjs.NewBatchWriter(ctx, l.cfg.JS, l.cfg.Batch)
 	bundler := &chunkBundler{w: w, job: jobID, msgJob: res.msgJob, subject: schemas.ChunkSubject(req.Env),
-		items: l.cfg.BundleItems, bytes: l.cfg.BundleBytes, single: l.cfg.SingleChunkMessages}
+		items: l.cfg.BundleItems, bytes: l.cfg.BundleBytes, single: l.cfg.SingleChunkMessages,
+		trace: traceHeader(ctx)}
 	reject := func(index int, id, reason string) {
 		res.Rejected++
 		if len(res.Rejections) < schemas.MaxIssues {
@@ -550,6 +585,7 @@ func (l *Loader) publishEvent(ctx context.Context, env, msgID string, ev any) er
 	m.Data = b
 	m.Header.Set(nats.MsgIdHdr, msgID)
 	m.Header.Set(schemas.HeaderSchema, string(schemas.JobEvent))
+	telemetry.Inject(ctx, m.Header)
 	if _, err := l.cfg.JS.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("publish job event %s: %w", msgID, err)
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/sluice-dev/sluice/pipeline/sign"
+	"github.com/sluice-dev/sluice/pipeline/telemetry"
 	"github.com/sluice-dev/sluice/schemas"
 )
 
@@ -25,6 +26,7 @@ func publishSignedRollback(ctx context.Context, js jetstream.JetStream, key *sig
 	m.Header.Set(nats.MsgIdHdr, msgID)
 	m.Header.Set(schemas.HeaderSchema, string(schemas.JobEvent))
 	key.SignMsg(sign.Rollback, m)
+	telemetry.Inject(ctx, m.Header)
 	if _, err := js.PublishMsg(ctx, m); err != nil {
 		return fmt.Errorf("publish rollback event %s: %w", msgID, err)
 	}

@@ -96,8 +96,9 @@ func (s *Settler) Fail(ctx context.Context, msg Disposer, m jetstream.Msg, meta 
 			fmt.Errorf("gave up after %d deliveries: %w", meta.NumDelivered, cause)), sink)
 	}
 	delay := s.Retry.Delay(meta.NumDelivered)
+	RetryEvent(ctx, meta.NumDelivered, delay, cause)
 	if ok, n := s.Logs.Allow("retry/" + string(fault.ClassOf(cause)) + "/" + sink); ok {
-		s.Log.Warn("retrying "+s.Kind, "subject", m.Subject(), "seq", meta.Sequence.Stream,
+		s.Log.WarnContext(ctx, "retrying "+s.Kind, "subject", m.Subject(), "seq", meta.Sequence.Stream,
 			"attempt", meta.NumDelivered, "delay", delay, "err", cause, "suppressed", n)
 	}
 	msg.Retry(delay)
@@ -123,7 +124,7 @@ func (s *Settler) DeadLetter(ctx context.Context, msg Disposer, m jetstream.Msg,
 		s.DLQ.Failed(meta, err)
 		delay := s.Retry.Delay(meta.NumDelivered)
 		if ok, n := s.Logs.Allow("undead/" + sink); ok {
-			s.Log.Error(s.Kind+" could neither be applied nor dead-lettered; kept in its stream and retried",
+			s.Log.ErrorContext(ctx, s.Kind+" could neither be applied nor dead-lettered; kept in its stream and retried",
 				"subject", m.Subject(), "seq", meta.Sequence.Stream, "attempt", meta.NumDelivered,
 				"last_delivery", meta.NumDelivered >= s.MaxDeliver, "delay", delay, "cause", cause, "err", err,
 				"suppressed", n)
@@ -137,8 +138,9 @@ func (s *Settler) DeadLetter(ctx context.Context, msg Disposer, m jetstream.Msg,
 			return nil
 		}
 	}
+	deadLetterEvent(ctx, env, -1)
 	if ok, n := s.Logs.Allow("dead/" + env.Error.Class + "/" + sink); ok {
-		s.Log.Warn("dead-lettered "+s.Kind, "subject", m.Subject(), "seq", meta.Sequence.Stream,
+		s.Log.WarnContext(ctx, "dead-lettered "+s.Kind, "subject", m.Subject(), "seq", meta.Sequence.Stream,
 			"class", env.Error.Class, "err", cause, "suppressed", n)
 	}
 	msg.Term(string(fault.ClassOf(cause)) + ": " + truncate(cause.Error(), 200))
@@ -160,7 +162,7 @@ func (s *Settler) DeadLetterItem(ctx context.Context, m dlq.BundleItem, meta *je
 	if err != nil {
 		s.DLQ.Failed(meta, err)
 		if ok, n := s.Logs.Allow("undead/" + sink); ok {
-			s.Log.Error("bundled "+s.Kind+" could neither be applied nor dead-lettered; its bundle is kept in its stream and retried",
+			s.Log.ErrorContext(ctx, "bundled "+s.Kind+" could neither be applied nor dead-lettered; its bundle is kept in its stream and retried",
 				"subject", m.Subject(), "seq", meta.Sequence.Stream, "item", m.BundleIndex(), "attempt", meta.NumDelivered,
 				"cause", cause, "err", err, "suppressed", n)
 		}
@@ -171,8 +173,9 @@ func (s *Settler) DeadLetterItem(ctx context.Context, m dlq.BundleItem, meta *je
 			return fmt.Errorf("record dead-lettered bundle item %d: %w", m.BundleIndex(), err)
 		}
 	}
+	deadLetterEvent(ctx, env, m.BundleIndex())
 	if ok, n := s.Logs.Allow("dead/" + env.Error.Class + "/" + sink); ok {
-		s.Log.Warn("dead-lettered bundled "+s.Kind, "subject", m.Subject(), "seq", meta.Sequence.Stream, "item", m.BundleIndex(),
+		s.Log.WarnContext(ctx, "dead-lettered bundled "+s.Kind, "subject", m.Subject(), "seq", meta.Sequence.Stream, "item", m.BundleIndex(),
 			"class", env.Error.Class, "err", cause, "suppressed", n)
 	}
 	if s.Dead != nil {

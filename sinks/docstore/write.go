@@ -10,7 +10,11 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/telemetry"
 	"github.com/sluice-dev/sluice/schemas/jsonscan"
 	"github.com/sluice-dev/sluice/sinks/document"
 )
@@ -89,8 +93,22 @@ func (s *Store) WriteDocs(ctx context.Context, collection string, docs []documen
 	return outcomes, nil
 }
 
-// writeRows upserts rows in one transaction and returns how many rows changed.
-func (s *Store) writeRows(ctx context.Context, collection string, rows []row) (int64, error) {
+// writeRows upserts rows in one transaction and returns how many rows changed. The
+// transaction is a span (child of ctx's): its command, collection and row count.
+func (s *Store) writeRows(ctx context.Context, collection string, rows []row) (changed int64, err error) {
+	ctx, span := telemetry.Tracer(telemetry.ScopeDocstore).Start(ctx, "sqlite upsert "+collection,
+		trace.WithSpanKind(trace.SpanKindClient))
+	if span.IsRecording() {
+		span.SetAttributes(telemetry.AttrDBSystem.String("sqlite"), telemetry.AttrDBOperation.String("upsert"),
+			telemetry.AttrDBCollection.String(collection), telemetry.AttrDocuments.Int(len(rows)))
+	}
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, "transaction failed")
+		}
+		span.End()
+	}()
 	tx, err := s.w.BeginTx(ctx, nil)
 	if err != nil {
 		return 0, fmt.Errorf("begin: %w", err)
@@ -98,7 +116,6 @@ func (s *Store) writeRows(ctx context.Context, collection string, rows []row) (i
 	defer func() { _ = tx.Rollback() }() // no-op after Commit
 	stmt := tx.StmtContext(ctx, s.upsert)
 	now := time.Now().UnixMilli()
-	var changed int64
 	for _, r := range rows {
 		res, err := stmt.ExecContext(ctx, collection, r.id, r.version, r.body, r.hash, now)
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/telemetry"
 )
 
 // migrationLockKey is the pg_advisory_xact_lock key that serialises schema migrations
@@ -238,7 +239,15 @@ func classifyPG(err error) error {
 
 // ApplyBatch implements Store.ApplyBatch. Serialization failures and deadlocks are retried
 // up to MaxRetries times with a short jittered backoff; it blocks for those retries.
-func (s *Postgres) ApplyBatch(ctx context.Context, env string, b Batch, msgID string) (Result, error) {
+func (s *Postgres) ApplyBatch(ctx context.Context, env string, b Batch, msgID string) (res Result, err error) {
+	// The transaction is a span: its env's graph and the nodes and edges it upserts.
+	ctx, span := telemetry.StartSink(ctx, telemetry.ScopeGraph, "postgresql", "upsert", "graph_"+env, len(b.Nodes)+len(b.Edges))
+	defer func() { telemetry.End(span, err) }()
+	return s.applyBatch(ctx, env, b, msgID)
+}
+
+// applyBatch is ApplyBatch under its span.
+func (s *Postgres) applyBatch(ctx context.Context, env string, b Batch, msgID string) (Result, error) {
 	p, err := prepare(env, b, s.opts)
 	if err != nil {
 		return Result{}, err
@@ -335,6 +344,18 @@ func (s *Postgres) applyOnce(ctx context.Context, p prepared, enc encoded, msgID
 // earlier savepoints' row locks are part of the conflict), up to MaxRetries times with a
 // short jittered backoff, as ApplyBatch does; it blocks for those retries.
 func (s *Postgres) ApplyBatches(ctx context.Context, bs []MarkedBatch) []BatchResult {
+	// The batches' transaction is a span: the nodes and edges it upserts, across envs.
+	n := 0
+	for _, b := range bs {
+		n += len(b.Batch.Nodes) + len(b.Batch.Edges)
+	}
+	ctx, span := telemetry.StartSink(ctx, telemetry.ScopeGraph, "postgresql", "upsert", "graph", n)
+	defer span.End()
+	return s.applyBatches(ctx, bs)
+}
+
+// applyBatches is ApplyBatches under its span.
+func (s *Postgres) applyBatches(ctx context.Context, bs []MarkedBatch) []BatchResult {
 	res := make([]BatchResult, len(bs))
 	refused := make([]bool, len(bs))
 	ps, pending := prepareBatches(bs, s.opts, res, refused)

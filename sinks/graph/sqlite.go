@@ -15,6 +15,7 @@ import (
 	"modernc.org/sqlite"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/telemetry"
 	"github.com/sluice-dev/sluice/sinks/sqlitedb"
 )
 
@@ -202,7 +203,15 @@ func (s *SQLite) checkOpen() error {
 // ApplyBatch implements Store.ApplyBatch. It blocks while another batch of this store is
 // being written (one writer connection) and while another process holds the file's write
 // lock, up to the busy timeout.
-func (s *SQLite) ApplyBatch(ctx context.Context, env string, b Batch, msgID string) (Result, error) {
+func (s *SQLite) ApplyBatch(ctx context.Context, env string, b Batch, msgID string) (res Result, err error) {
+	// The transaction is a span: its env's graph and the nodes and edges it upserts.
+	ctx, span := telemetry.StartSink(ctx, telemetry.ScopeGraph, "sqlite", "upsert", "graph_"+env, len(b.Nodes)+len(b.Edges))
+	defer func() { telemetry.End(span, err) }()
+	return s.applyBatch(ctx, env, b, msgID)
+}
+
+// applyBatch is ApplyBatch under its span.
+func (s *SQLite) applyBatch(ctx context.Context, env string, b Batch, msgID string) (Result, error) {
 	if err := s.checkOpen(); err != nil {
 		return Result{}, err
 	}
@@ -236,6 +245,18 @@ func (s *SQLite) apply(ctx context.Context, p prepared, msgID string) (Result, e
 // ApplyBatches implements Store.ApplyBatches. It blocks like ApplyBatch: one transaction on
 // the writer connection for all of bs.
 func (s *SQLite) ApplyBatches(ctx context.Context, bs []MarkedBatch) []BatchResult {
+	// The batches' transaction is a span: the nodes and edges it upserts, across envs.
+	n := 0
+	for _, b := range bs {
+		n += len(b.Batch.Nodes) + len(b.Batch.Edges)
+	}
+	ctx, span := telemetry.StartSink(ctx, telemetry.ScopeGraph, "sqlite", "upsert", "graph", n)
+	defer span.End()
+	return s.applyBatches(ctx, bs)
+}
+
+// applyBatches is ApplyBatches under its span.
+func (s *SQLite) applyBatches(ctx context.Context, bs []MarkedBatch) []BatchResult {
 	res := make([]BatchResult, len(bs))
 	refused := make([]bool, len(bs))
 	if len(bs) == 0 {

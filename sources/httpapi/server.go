@@ -118,7 +118,7 @@ func New(cfg Config) (*Server, error) {
 	s.ln = &capListener{Listener: ln, slots: make(chan struct{}, cfg.MaxConns), rejected: func() { m.rejected.WithLabelValues("connections").Inc() }}
 	s.auth.Store(newAuthState(cfg.Tokens, loopback))
 	s.routes()
-	s.handler = http.HandlerFunc(s.serveHTTP)
+	s.handler = traced(http.HandlerFunc(s.serveHTTP))
 	s.srv = &http.Server{
 		Handler:           s.handler,
 		MaxHeaderBytes:    maxHeaderBytes,
@@ -274,6 +274,7 @@ func (s *Server) handle(pattern string, h http.HandlerFunc) {
 			info.route = route
 			info.class = class
 		}
+		nameSpan(r, pattern, route)
 		// Ids are checked against the contract at the door, before anything reads them.
 		if reason := checkIDs(pattern, r); reason != "" {
 			s.problem(w, r, http.StatusBadRequest, reason+".")

@@ -774,6 +774,41 @@ class FakeHandler(http.server.BaseHTTPRequestHandler):
             self.wfile.flush()
 
 
+class TraceTest(unittest.TestCase):
+    """A `sluice serve` exporting its spans to standard error (OTEL_TRACES_EXPORTER=console):
+    a job submitted with a traceparent is traced under that trace, from the API's span to the
+    sink's transaction."""
+
+    TP = "00-5bf92f3577b34da6a3ce929d0e0e4731-00f067aa0ba902b7-01"
+
+    def test_submission_continues_the_callers_trace(self):
+        server = SluiceServer(env={"OTEL_TRACES_EXPORTER": "console",
+                                   "OTEL_BSP_SCHEDULE_DELAY": "100"}).start()
+        try:
+            client = Client(server.base_url, token="", timeout=30, traceparent=self.TP)
+            job = client.load(PASS_A, env="dev", timeout=JOB_TIMEOUT, poll_interval=0.05)
+            self.assertEqual(job["state"], "completed")
+            trace_id = self.TP[3:35]
+            want = {"POST /v1/jobs", "load job", "process sluice.v1.chunks.dev", "chunk batch",
+                    "sqlite upsert ttrpg_chunks_dev"}
+            names = set()
+            deadline = time.monotonic() + 30
+            while not want <= names and time.monotonic() < deadline:
+                time.sleep(0.2)  # the exporter writes every 100 ms; nothing to wait on instead
+                names = set()
+                with open(server.log_path, "rb") as f:
+                    for line in f:
+                        if not line.startswith(b"{"):
+                            continue
+                        span = json.loads(line)
+                        if span.get("SpanContext", {}).get("TraceID") == trace_id:
+                            names.add(span.get("Name"))
+            self.assertLessEqual(want, names, server.log_tail())
+        finally:
+            status = server.stop()
+        self.assertEqual(status, 0)
+
+
 class FakeServer:
     def __init__(self, answers, streams=None):
         self.answers = list(answers)
@@ -1036,6 +1071,25 @@ class FakeServerTest(unittest.TestCase):
         self.assertIsNone(cm.exception.status)
         self.assertLess(time.monotonic() - start, 10)
 
+    def test_traceparent_is_sent_on_every_request(self):
+        tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        other = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+        with FakeServer([SUBMITTED]) as fake:
+            c = Client(fake.url, token="", traceparent=tp, tracestate="vendor=1")
+            c.submit_file(PASS_A, env="dev")
+            c.submit_chunks([{"chunk_id": "a", "content": "x"}], env="dev", traceparent=other)
+            Client(fake.url, token="").submit_file(PASS_A, env="dev")
+        sent = [(h.get("traceparent"), h.get("tracestate")) for _, _, h, _ in fake.requests]
+        self.assertEqual(sent, [(tp, "vendor=1"), (other, None), (None, None)])
+        for bad in ["", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+                    "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+                    "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+                    "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "nonsense"]:
+            with self.subTest(bad=bad), self.assertRaises(ValueError):
+                Client("http://127.0.0.1:1", token="", traceparent=bad)
+        with self.assertRaises(ValueError):
+            Client("http://127.0.0.1:1", token="", tracestate="a=1")  # without a traceparent
+
     def test_dead_letter_and_job_listing_calls(self):
         page = {"entries": [{"id": "d1"}], "next_cursor": "c2"}
         last = {"entries": [{"id": "d2"}], "next_cursor": None}
@@ -1128,6 +1182,13 @@ class PublishNatsExampleTest(unittest.TestCase):
         seal = publish_nats.seal_event("jtest", "dev", len(msgs), issues)
         self.assert_event(seal, "seal")
         self.assertNotIn("rejections", seal)
+
+    def test_traceparent_on_every_message(self):
+        tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        src = publish_nats.read_items(str(PASS_C))
+        msgs = list(publish_nats.prepare(src.items, "jtest", publish_nats.Issues(),
+                                         trace=sluice_client._trace_headers(tp, None)))
+        self.assertEqual({m.headers.get("traceparent") for m in msgs}, {tp})
 
     def test_not_a_chunk_file(self):
         with self.assertRaises(ValueError):

@@ -31,7 +31,12 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/telemetry"
 )
 
 // Config configures a Client. Zero fields take the defaults given in their comments; the
@@ -359,6 +364,31 @@ func (c *Client) redact(s string) string {
 type rawPayload []byte
 
 func (c *Client) command(ctx context.Context, coll, name string, payload any) (*envelope, error) {
+	return c.commandDocs(ctx, coll, name, -1, payload)
+}
+
+// commandDocs is command for a request that carries docs documents (-1: none to count). The
+// request, its retries included, is a span (child of ctx's) with its command, collection and
+// document count; each retry is an event on it.
+func (c *Client) commandDocs(ctx context.Context, coll, name string, docs int, payload any) (env *envelope, err error) {
+	ctx, span := telemetry.Tracer(telemetry.ScopeDataAPI).Start(ctx, "data api "+name,
+		trace.WithSpanKind(trace.SpanKindClient))
+	if span.IsRecording() {
+		span.SetAttributes(telemetry.AttrDBSystem.String("astra"), telemetry.AttrDBOperation.String(name))
+		if coll != "" {
+			span.SetAttributes(telemetry.AttrDBCollection.String(coll))
+		}
+		if docs >= 0 {
+			span.SetAttributes(telemetry.AttrDocuments.Int(docs))
+		}
+	}
+	defer func() {
+		if err != nil {
+			span.RecordError(err)
+			span.SetStatus(codes.Error, string(fault.ClassOf(err)))
+		}
+		span.End()
+	}()
 	what := "data api " + name
 	if coll != "" {
 		what += " on " + coll
@@ -396,6 +426,10 @@ func (c *Client) command(ctx context.Context, coll, name string, payload any) (*
 			return nil, fmt.Errorf("%s (attempt %d of %d): %w", what, attempt, c.cfg.MaxAttempts, err)
 		}
 		delay := c.backoff(attempt, retryAfter)
+		if span.IsRecording() {
+			span.AddEvent(telemetry.EventRetry, trace.WithAttributes(attribute.Int("sluice.attempt", attempt),
+				telemetry.AttrDelay.String(delay.String()), telemetry.AttrErrorClass.String(string(fault.ClassOf(err)))))
+		}
 		c.log.WarnContext(ctx, "astra: request failed, retrying",
 			"command", name, "collection", coll, "attempt", attempt, "delay", delay, "error", err.Error())
 		if err := sleep(ctx, delay); err != nil {

@@ -76,7 +76,7 @@ func (c *Client) insertChunk(ctx context.Context, coll string, docs []json.RawMe
 		payload = append(payload, d...)
 	}
 	payload = append(payload, `],"options":{"ordered":false,"returnDocumentResponses":true}}`...)
-	env, err := c.command(ctx, coll, "insertMany", payload)
+	env, err := c.commandDocs(ctx, coll, "insertMany", len(docs), payload)
 	if err != nil {
 		return err
 	}
@@ -152,7 +152,7 @@ func DocID(doc json.RawMessage) string {
 // InsertOne inserts doc (a JSON object) into coll. A failure of the document itself is a
 // classified error wrapping an *APIError (DOCUMENT_ALREADY_EXISTS, a limit, …).
 func (c *Client) InsertOne(ctx context.Context, coll string, doc json.RawMessage) error {
-	env, err := c.command(ctx, coll, "insertOne", map[string]any{"document": doc})
+	env, err := c.commandDocs(ctx, coll, "insertOne", 1, map[string]any{"document": doc})
 	if err != nil {
 		return fmt.Errorf("insert one: %w", err)
 	}
@@ -319,7 +319,7 @@ func (c *Client) FindOneAndReplace(ctx context.Context, coll string, filter, rep
 		"replacement": replacement,
 		"options":     map[string]any{"upsert": upsert, "returnDocument": "before"},
 	}
-	env, err := c.command(ctx, coll, "findOneAndReplace", payload)
+	env, err := c.commandDocs(ctx, coll, "findOneAndReplace", 1, payload)
 	if err != nil {
 		return ReplaceResult{}, fmt.Errorf("find one and replace: %w", err)
 	}

@@ -207,8 +207,11 @@ class Issues:
 
 
 def prepare(items: Iterator[Tuple[int, Any, Optional[str]]], job_id: str, issues: Issues,
-            max_bytes: int = MAX_MESSAGE_BYTES - HEADER_ROOM) -> Iterator[Prepared]:
-    """Yields the messages to publish, one per usable item, rejecting the others in issues."""
+            max_bytes: int = MAX_MESSAGE_BYTES - HEADER_ROOM,
+            trace: Optional[Dict[str, str]] = None) -> Iterator[Prepared]:
+    """Yields the messages to publish, one per usable item, rejecting the others in issues.
+    trace (W3C ``traceparent`` and ``tracestate`` headers) is set on every message: Sluice's
+    message spans, logs and dead letters then carry that trace."""
     first_index: Dict[str, int] = {}
     for index, item, error in items:
         if error is not None:
@@ -237,6 +240,7 @@ def prepare(items: Iterator[Tuple[int, Any, Optional[str]]], job_id: str, issues
             "Sluice-Job": job_id,
             "Sluice-Item": str(index),
             "Sluice-Schema": CHUNK_SCHEMA,
+            **(trace or {}),
         })
 
 
@@ -294,16 +298,23 @@ async def publish(js: Any, subject: str, data: bytes, headers: Dict[str, str]) -
         delay = min(delay * 2, 5.0)
 
 
-async def publish_file(js: Any, path: str, env: str, max_bytes: int) -> Dict[str, Any]:
-    """Publishes one chunk file as one job and returns its seal event."""
+async def publish_file(js: Any, path: str, env: str, max_bytes: int,
+                       traceparent: Optional[str] = None) -> Dict[str, Any]:
+    """Publishes one chunk file as one job and returns its seal event. traceparent, when
+    given, goes on every message (its job events too)."""
     import nats.errors
+
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+    from sluice_client import _trace_headers  # the same check as the HTTP client's
+
+    trace = _trace_headers(traceparent, None)
 
     job_id = job_id_for(path, env)
     src = read_items(path)  # fails here, before the open event, for a file that is no chunk file
     name = os.path.basename(path)
     await publish(js, job_subject(env),
                   json.dumps(open_event(job_id, env, name, src.format, src.source_job_id)).encode(),
-                  {"Nats-Msg-Id": f"{job_id}/open", "Sluice-Schema": JOB_SCHEMA})
+                  {"Nats-Msg-Id": f"{job_id}/open", "Sluice-Schema": JOB_SCHEMA, **trace})
 
     issues = Issues()
     published = 0
@@ -320,7 +331,7 @@ async def publish_file(js: Any, path: str, env: str, max_bytes: int) -> Dict[str
                 issues.reject(p.index, p.chunk_id, "record too large for the server's max_payload")
         window.clear()
 
-    for p in prepare(src.items, job_id, issues, max_bytes):
+    for p in prepare(src.items, job_id, issues, max_bytes, trace):
         window.append((p, asyncio.ensure_future(publish(js, subject, p.data, p.headers))))
         if len(window) >= IN_FLIGHT:
             await settle()
@@ -328,7 +339,7 @@ async def publish_file(js: Any, path: str, env: str, max_bytes: int) -> Dict[str
 
     seal = seal_event(job_id, env, published, issues)
     await publish(js, job_subject(env), json.dumps(seal).encode(),
-                  {"Nats-Msg-Id": f"{job_id}/seal", "Sluice-Schema": JOB_SCHEMA})
+                  {"Nats-Msg-Id": f"{job_id}/seal", "Sluice-Schema": JOB_SCHEMA, **trace})
     return seal
 
 
@@ -339,7 +350,8 @@ async def amain(args: argparse.Namespace) -> int:
     try:
         max_bytes = min(getattr(nc, "max_payload", MAX_MESSAGE_BYTES) or MAX_MESSAGE_BYTES,
                         MAX_MESSAGE_BYTES) - HEADER_ROOM
-        seal = await publish_file(nc.jetstream(), args.file, args.env, max_bytes)
+        seal = await publish_file(nc.jetstream(), args.file, args.env, max_bytes,
+                                  args.traceparent)
     finally:
         await nc.drain()
     print(f"{args.file}: job {seal['job_id']} sealed: {seal['total']} total, "
@@ -366,6 +378,8 @@ def main() -> int:
                         help="NATS server URL (NATS_URL)")
     parser.add_argument("--api-url", default=None,
                         help="Sluice HTTP API; when set, wait for the job and report it")
+    parser.add_argument("--traceparent", default=os.environ.get("TRACEPARENT") or None,
+                        help="W3C traceparent set on every message (TRACEPARENT)")
     return asyncio.run(amain(parser.parse_args()))
 
 

@@ -42,8 +42,13 @@ API
     per-token rate limits, its upload spool or connection cap, a broker away) is waited out
     (at most 30 s a time) and the request sent again, up to 8 times, when its body can be sent
     again: files and bytes can, ``submit_chunks``' streamed iterators cannot.
+    ``traceparent`` (and ``tracestate``), W3C trace context, are sent as headers on every
+    request: the server's spans, its NATS messages, its logs and a job's dead letters then carry
+    that trace (``docs/operations.md``, "Tracing"). A malformed ``traceparent`` (not
+    ``00-<32 hex>-<16 hex>-<2 hex>`` in lower case, or an all-zero id) raises ``ValueError``.
 
-``Client.submit_file(path, env="dev", force=False, idempotency_key=None, file_name=None) -> dict``
+``Client.submit_file(path, env="dev", force=False, idempotency_key=None, file_name=None,
+traceparent=None, tracestate=None) -> dict``
     Streams the file (it is never read whole): ``.jsonl``/``.ndjson`` files as
     ``application/x-ndjson``, anything else as ``application/json`` (the server recognises the
     chunk file format from the content). A regular file is sent with ``Content-Length``, a pipe
@@ -52,10 +57,11 @@ API
     ``existing`` is true when the same content was already loaded in ``env`` (nothing was
     published again); ``force=True`` loads it again as a new job. ``idempotency_key`` is sent
     as the ``Idempotency-Key`` header. ``file_name`` (default: the file's base name) is the name
-    recorded on the job. Blocks until the server has published every item.
+    recorded on the job. ``traceparent``/``tracestate`` override the client's for this upload
+    (``load`` passes them on too). Blocks until the server has published every item.
 
 ``Client.submit_chunks(chunks, env="dev", file_name=None, force=False,
-idempotency_key=None) -> dict``
+idempotency_key=None, traceparent=None, tracestate=None) -> dict``
     Streams an iterable of chunk dicts as NDJSON with chunked transfer encoding, encoding items
     as the iterator yields them; memory stays bounded however many there are. Item ``i`` of the
     iterator is item ``i`` of the job (rejections name it by that index). An item that cannot be
@@ -127,6 +133,7 @@ import datetime
 import http.client
 import json
 import os
+import re
 import socket
 import ssl
 import stat
@@ -383,7 +390,8 @@ class Client:
 
     def __init__(self, base_url: str = _DEFAULT_URL, token: Optional[str] = None,
                  timeout: float = 30.0, submit_timeout: float = 600.0,
-                 ssl_context: Optional[ssl.SSLContext] = None) -> None:
+                 ssl_context: Optional[ssl.SSLContext] = None,
+                 traceparent: Optional[str] = None, tracestate: Optional[str] = None) -> None:
         parts = urllib.parse.urlsplit(base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"base_url {base_url!r} is not an http:// or https:// URL")
@@ -405,6 +413,7 @@ class Client:
         self._prefix = parts.path.rstrip("/")
         self._token = token
         self._ssl_context = ssl_context
+        self._trace = _trace_headers(traceparent, tracestate)
 
     def __repr__(self) -> str:
         auth = "with token" if self._token else "without token"
@@ -463,6 +472,8 @@ class Client:
                 "User-Agent": "sluice-python-client/1"}
         if self._token:
             hdrs["Authorization"] = "Bearer " + self._token
+        if not (headers and "traceparent" in headers):  # a call's own trace replaces the client's
+            hdrs.update(self._trace)
         if headers:
             hdrs.update(headers)
         where = f"{method} {self.base_url}{path}"
@@ -515,12 +526,13 @@ class Client:
 
     def submit_file(self, path: "os.PathLike[str] | str", env: str = "dev", force: bool = False,
                     idempotency_key: Optional[str] = None,
-                    file_name: Optional[str] = None) -> Dict[str, Any]:
+                    file_name: Optional[str] = None, traceparent: Optional[str] = None,
+                    tracestate: Optional[str] = None) -> Dict[str, Any]:
         """Uploads a chunk file as one job; see the module docstring."""
         path = os.fspath(path)
         _check_env(env)
         name = file_name if file_name is not None else os.path.basename(path)
-        headers = {"Content-Type": _content_type(path)}
+        headers = {"Content-Type": _content_type(path), **_trace_headers(traceparent, tracestate)}
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         with open(path, "rb") as f:
@@ -536,13 +548,14 @@ class Client:
 
     def submit_chunks(self, chunks: Iterable[Dict[str, Any]], env: str = "dev",
                       file_name: Optional[str] = None, force: bool = False,
-                      idempotency_key: Optional[str] = None) -> Dict[str, Any]:
+                      idempotency_key: Optional[str] = None, traceparent: Optional[str] = None,
+                      tracestate: Optional[str] = None) -> Dict[str, Any]:
         """Streams an iterable of chunk dicts as one NDJSON job; see the module docstring."""
         if isinstance(chunks, (dict, str, bytes)):
             raise TypeError("chunks must be an iterable of chunk dicts, not a single "
                             f"{type(chunks).__name__}")
         _check_env(env)
-        headers = {"Content-Type": "application/x-ndjson"}
+        headers = {"Content-Type": "application/x-ndjson", **_trace_headers(traceparent, tracestate)}
         if idempotency_key is not None:
             headers["Idempotency-Key"] = idempotency_key
         _, doc = self._request("POST", "/v1/jobs", _submit_query(env, file_name or "", force),
@@ -619,6 +632,7 @@ class Client:
         hdrs = {"Accept": "text/event-stream", "User-Agent": "sluice-python-client/1"}
         if self._token:
             hdrs["Authorization"] = "Bearer " + self._token
+        hdrs.update(self._trace)
         if last_event_id is not None:
             hdrs["Last-Event-ID"] = last_event_id
         where = f"GET {self.base_url}{path}"
@@ -791,7 +805,8 @@ class Client:
              progress: Optional[Callable[[Dict[str, Any]], None]] = None,
              **kw: Any) -> Dict[str, Any]:
         """Submits a file or an iterable of chunks, then waits; see the module docstring."""
-        submit_kw = {k: kw.pop(k) for k in ("force", "idempotency_key", "file_name") if k in kw}
+        submit_kw = {k: kw.pop(k) for k in ("force", "idempotency_key", "file_name", "traceparent",
+                                            "tracestate") if k in kw}
         wait_kw = {k: kw.pop(k) for k in ("timeout", "poll_interval", "raise_on_errors")
                    if k in kw}
         if kw:
@@ -884,6 +899,32 @@ def _time(t: Optional[Since]) -> Optional[str]:
 def _query(**params: Any) -> Dict[str, str]:
     """The query parameters that are set, as strings."""
     return {k: str(v) for k, v in params.items() if v is not None and v != ""}
+
+
+_TRACEPARENT = re.compile(r"[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def _trace_headers(traceparent: Optional[str], tracestate: Optional[str]) -> Dict[str, str]:
+    """The W3C trace context headers for traceparent and tracestate (none when traceparent is
+    None). Raises ValueError for a traceparent the server would ignore, and for a tracestate
+    without a traceparent or with control characters."""
+    if traceparent is None:
+        if tracestate is not None:
+            raise ValueError("tracestate needs a traceparent")
+        return {}
+    if (not isinstance(traceparent, str) or not _TRACEPARENT.fullmatch(traceparent)
+            or traceparent.startswith("ff-") or traceparent[3:35] == "0" * 32
+            or traceparent[36:52] == "0" * 16):
+        raise ValueError(f"traceparent {traceparent!r} is not a W3C traceparent "
+                         "(00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>, lower case, "
+                         "ids not all zeros)")
+    out = {"traceparent": traceparent}
+    if tracestate is not None:
+        if not isinstance(tracestate, str) or len(tracestate) > 512 or any(
+                c < " " or c == "\x7f" for c in tracestate):
+            raise ValueError("tracestate must be at most 512 printable characters")
+        out["tracestate"] = tracestate
+    return out
 
 
 def _check_env(env: str) -> None:
