@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/sluice-dev/sluice/pipeline/secret"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapi"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 	"github.com/sluice-dev/sluice/sources/httpapi/client"
@@ -39,7 +40,8 @@ type config struct {
 	// CommandKey (SLUICE_COMMAND_KEY, never a flag) or CommandKeyFile is the key the API
 	// signs commands and rollbacks with and the workers verify them with; without either,
 	// command.key in the data directory (created on first use).
-	CommandKey, CommandKeyFile string
+	CommandKey     secret.String
+	CommandKeyFile string
 	// DrainTimeout (serve, worker, api) is how long in-flight work may take on shutdown.
 	DrainTimeout time.Duration
 	// OpsAddr (serve, worker, api) is the ops listener's address (/healthz, /readyz,
@@ -72,9 +74,9 @@ func bindCommon(fs *pflag.FlagSet, c *config) {
 	fs.BoolVar(&c.AstraVector, "astra-vector", false, "AstraDB: create vector collections and store embeddings as $vector")
 	bindEnv(fs, "astra-vector", "SLUICE_ASTRA_VECTOR")
 	// Never flags: they would show in ps.
-	c.NATS.Password = envOr("NATS_PASSWORD", "")
-	c.Astra.Token = envOr("ASTRA_DB_APPLICATION_TOKEN", "")
-	c.CommandKey = envOr("SLUICE_COMMAND_KEY", "")
+	c.NATS.Password = secret.String(envOr("NATS_PASSWORD", ""))
+	c.Astra.Token = secret.String(envOr("ASTRA_DB_APPLICATION_TOKEN", ""))
+	c.CommandKey = secret.String(envOr("SLUICE_COMMAND_KEY", ""))
 }
 
 // stringFlag is a string flag mirrored by an environment variable.
@@ -271,5 +273,5 @@ func (f *apiFlags) get(c *cli, path string, q url.Values, out any) (printed bool
 // newAPIClient is a client of the API at base for the operator commands, with the token from
 // SLUICE_TOKEN (never printed); waiting messages go to waits.
 func newAPIClient(base string, waits io.Writer) (*client.Client, error) {
-	return client.New(client.Config{URL: base, Token: envOr("SLUICE_TOKEN", ""), Waits: waits})
+	return client.New(client.Config{URL: base, Token: secret.String(envOr("SLUICE_TOKEN", "")), Waits: waits})
 }

@@ -14,7 +14,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -27,7 +26,11 @@ func main() {
 	if err != nil {
 		os.Exit(exitStatus(os.Stderr, err))
 	}
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	format, err := parseLogFormat(os.Getenv("SLUICE_LOG_FORMAT"), os.Stderr)
+	if err != nil {
+		os.Exit(exitStatus(os.Stderr, err))
+	}
+	log := newLogger(os.Stderr, level, format)
 	setMemoryLimit(log)
 	os.Exit(exitStatus(os.Stderr, run(ctx, os.Args[1:], os.Stdout, os.Stderr, log)))
 }
