@@ -236,8 +236,8 @@ func (w *Worker) settleBundle(ctx context.Context, items []chunkItem, progressEr
 				delay = settle.StoppingRetryDelay
 			}
 			if ok, n := w.settler.Logs.Allow("retry/bundle/" + string(fault.ClassOf(cause))); ok {
-				w.log.Warn("retrying chunk bundle", "subject", m.Subject(), "seq", meta.Sequence.Stream,
-					"attempt", meta.NumDelivered, "delay", delay, "err", cause, "suppressed", n)
+				w.log.Warn("retrying chunk bundle", "subject", m.Subject(), "stream_seq", meta.Sequence.Stream,
+					"job_id", m.Headers().Get(schemas.HeaderJob), "attempt", meta.NumDelivered, "delay", delay, "err", cause, "suppressed", n)
 			}
 			d.Retry(delay)
 			w.metrics.outcome("retried", 0)

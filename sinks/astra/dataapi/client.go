@@ -398,7 +398,7 @@ func (c *Client) command(ctx context.Context, coll, name string, payload any) (*
 		}
 		delay := c.backoff(attempt, retryAfter)
 		c.log.WarnContext(ctx, "astra: request failed, retrying",
-			"command", name, "collection", coll, "attempt", attempt, "delay", delay, "error", err.Error())
+			"command", name, "collection", coll, "attempt", attempt, "delay", delay, "err", err.Error())
 		if err := sleep(ctx, delay); err != nil {
 			return nil, ctxErr(ctx, what)
 		}
