@@ -35,8 +35,9 @@ type config struct {
 	Astra      dataapi.Config
 	// AstraVector stores a 1024-float embedding as $vector in vector collections.
 	AstraVector bool
-	// GraphDSN is the graph store: an SQLite path or a postgres:// DSN.
-	GraphDSN string
+	// GraphDSN is the graph store: an SQLite path or a postgres:// DSN (whose password never
+	// shows: a secret.DSN).
+	GraphDSN secret.DSN
 	// CommandKey (SLUICE_COMMAND_KEY, never a flag) or CommandKeyFile is the key the API
 	// signs commands and rollbacks with and the workers verify them with; without either,
 	// command.key in the data directory (created on first use).
@@ -67,7 +68,7 @@ func bindCommon(fs *pflag.FlagSet, c *config) {
 		{&c.Astra.Keyspace, "astra-keyspace", "ASTRA_DB_KEYSPACE", "default_keyspace", "AstraDB keyspace"},
 		{&c.Astra.APIPath, "astra-api-path", "ASTRA_DB_API_PATH", "/api/json/v1", "Data API path before the keyspace: /api/json/v1 on AstraDB, /v1 on a self-hosted Data API (HCD, DSE)"},
 		{&c.CommandKeyFile, "command-key-file", "SLUICE_COMMAND_KEY_FILE", "", "key file the API signs commands and rollbacks with and workers verify them with; default command.key in the data directory (or the key itself in $SLUICE_COMMAND_KEY)"},
-		{&c.GraphDSN, "graph-dsn", "SLUICE_GRAPH_DSN", "", "graph store: SQLite path or postgres:// DSN; default graph.db in the data directory"},
+		{(*string)(&c.GraphDSN), "graph-dsn", "SLUICE_GRAPH_DSN", "", "graph store: SQLite path or postgres:// DSN; default graph.db in the data directory"},
 	})
 	fs.BoolVar(&c.LazySync, "lazy-fsync", false, "embedded broker: fsync lazily (faster; loses acknowledged messages on power loss)")
 	bindEnv(fs, "lazy-fsync", "SLUICE_LAZY_FSYNC")

@@ -59,15 +59,20 @@ func TestLogRedactsSecrets(t *testing.T) {
 		"ASTRA_DB_APPLICATION_TOKEN": "AstraCS:astra-token-0123456789",
 		"SLUICE_COMMAND_KEY":         "command-key-0123456789abcdef",
 		"SLUICE_TOKEN":               "api-client-token-0123456789",
+		"SLUICE_GRAPH_DSN":           "graph-db-pass-0123456789",
 	}
 	for k, v := range secrets {
 		t.Setenv(k, v)
 	}
+	t.Setenv("SLUICE_GRAPH_DSN", "postgres://sluice:"+secrets["SLUICE_GRAPH_DSN"]+"@graph-db:5432/graph")
 	const apiToken = "api-server-token-0123456789"
 	var c config
 	fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
 	bindServe(fs, &c)
 	if err := fs.Parse(nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := applyEnv(fs); err != nil {
 		t.Fatal(err)
 	}
 	if string(c.NATS.Password) != secrets["NATS_PASSWORD"] || string(c.Astra.Token) != secrets["ASTRA_DB_APPLICATION_TOKEN"] || string(c.CommandKey) != secrets["SLUICE_COMMAND_KEY"] {
@@ -94,6 +99,9 @@ func TestLogRedactsSecrets(t *testing.T) {
 		}
 		if strings.Contains(out, apiToken) {
 			t.Errorf("%s: the API token shows in the log:\n%s", format, out)
+		}
+		if !strings.Contains(out, "postgres://sluice:"+secret.Redacted+"@graph-db:5432/graph") {
+			t.Errorf("%s: the graph DSN is not shown masked:\n%s", format, out)
 		}
 		if !strings.Contains(out, secret.Redacted) || strings.Contains(out, "!ERROR") {
 			t.Errorf("%s: no %s, or a value the handler could not write:\n%s", format, secret.Redacted, out)

@@ -309,7 +309,7 @@ func commandKey(c config, log *slog.Logger) (*sign.Key, error) {
 
 // openGraph opens the graph store; with reg set, a PostgreSQL pool's statistics are exported.
 func openGraph(ctx context.Context, c config, reg prometheus.Registerer) (graph.Store, error) {
-	dsn := c.GraphDSN
+	dsn := string(c.GraphDSN)
 	if dsn == "" {
 		dsn = filepath.Join(c.DataDir, "graph.db")
 	}

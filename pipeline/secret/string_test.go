@@ -61,3 +61,30 @@ func TestStringRedacted(t *testing.T) {
 		t.Errorf("empty String prints %s", got)
 	}
 }
+
+// A DSN shows everything but its password, in every form it can hold one.
+func TestDSNMasked(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"/data/graph.db", "/data/graph.db"},
+		{"postgres://sluice@db:5432/graph", "postgres://sluice@db:5432/graph"},
+		{"postgres://sluice:pa55w0rd@db:5432/graph?sslmode=require", "postgres://sluice:[REDACTED]@db:5432/graph?sslmode=require"},
+		{"postgres://db/graph?user=sluice&password=pa55w0rd&sslmode=disable", "postgres://db/graph?user=sluice&password=[REDACTED]&sslmode=disable"},
+		{"host=db user=sluice password=pa55w0rd dbname=graph", "host=db user=sluice password=[REDACTED] dbname=graph"},
+		{"host=db password='pa55 w0rd' dbname=graph", "host=db password=[REDACTED] dbname=graph"},
+	} {
+		d := secret.DSN(tc.in)
+		var buf bytes.Buffer
+		slog.New(slog.NewJSONHandler(&buf, nil)).Info("x", "dsn", d)
+		slog.New(slog.NewTextHandler(&buf, nil)).Info("x", "dsn", d, "in", struct{ D secret.DSN }{d})
+		b, _ := json.Marshal(struct{ D secret.DSN }{d})
+		outs := []string{d.Masked(), fmt.Sprint(d), fmt.Sprintf("%q %#v %+v", d, d, struct{ D secret.DSN }{d}), buf.String(), string(b)}
+		if outs[0] != tc.want {
+			t.Errorf("Masked(%q) = %q, want %q", tc.in, outs[0], tc.want)
+		}
+		for _, o := range outs {
+			if strings.Contains(o, "pa55") {
+				t.Errorf("%q: the password shows: %s", tc.in, o)
+			}
+		}
+	}
+}
