@@ -205,7 +205,8 @@ func (c *Capture) handle(ctx context.Context, subject string, data []byte) error
 		return nil // the worker (or another capture) stored it first
 	}
 	env = written.Envelope
-	c.s.log.Warn("captured dead letter from advisory", "dead_letter_id", id, "job_id", env.JobID, "stream_seq", adv.StreamSeq, "class", env.Error.Class, "consumer", adv.Consumer)
+	c.s.log.Warn("captured dead letter from advisory", "dead_letter_id", id, "job_id", env.JobID,
+		"stream_seq", adv.StreamSeq, "class", env.Error.Class, "consumer", adv.Consumer)
 	if c.onCap != nil {
 		if err := c.onCap(ctx, CaptureParams{Envelope: env}); err != nil {
 			c.s.log.Warn("capture callback failed", "dead_letter_id", id, "err", err)

@@ -97,7 +97,8 @@ func (s *Settler) Fail(ctx context.Context, msg Disposer, m jetstream.Msg, meta 
 	delay := s.Retry.Delay(meta.NumDelivered)
 	if ok, n := s.Logs.Allow("retry/" + string(fault.ClassOf(cause)) + "/" + sink); ok {
 		s.Log.Warn("retrying "+s.Kind, "subject", m.Subject(), "stream_seq", meta.Sequence.Stream,
-			"job_id", m.Headers().Get(schemas.HeaderJob), "msg_id", m.Headers().Get(schemas.HeaderMsgID), "attempt", meta.NumDelivered, "delay", delay, "err", cause, "suppressed", n)
+			"job_id", m.Headers().Get(schemas.HeaderJob), "msg_id", m.Headers().Get(schemas.HeaderMsgID),
+			"attempt", meta.NumDelivered, "delay", delay, "err", cause, "suppressed", n)
 	}
 	msg.Retry(delay)
 	if s.Retried != nil {
@@ -124,7 +125,8 @@ func (s *Settler) DeadLetter(ctx context.Context, msg Disposer, m jetstream.Msg,
 		if ok, n := s.Logs.Allow("undead/" + sink); ok {
 			s.Log.Error(s.Kind+" could neither be applied nor dead-lettered; kept in its stream and retried",
 				"subject", m.Subject(), "stream_seq", meta.Sequence.Stream, "job_id", m.Headers().Get(schemas.HeaderJob),
-				"msg_id", m.Headers().Get(schemas.HeaderMsgID), "attempt", meta.NumDelivered, "last_delivery", meta.NumDelivered >= s.MaxDeliver, "delay", delay, "cause", cause, "err", err,
+				"msg_id", m.Headers().Get(schemas.HeaderMsgID), "attempt", meta.NumDelivered,
+				"last_delivery", meta.NumDelivered >= s.MaxDeliver, "delay", delay, "cause", cause, "err", err,
 				"suppressed", n)
 		}
 		msg.Retry(delay)
@@ -138,7 +140,8 @@ func (s *Settler) DeadLetter(ctx context.Context, msg Disposer, m jetstream.Msg,
 	}
 	if ok, n := s.Logs.Allow("dead/" + env.Error.Class + "/" + sink); ok {
 		s.Log.Warn("dead-lettered "+s.Kind, "subject", m.Subject(), "stream_seq", meta.Sequence.Stream,
-			"job_id", env.JobID, "msg_id", m.Headers().Get(schemas.HeaderMsgID), "dead_letter_id", env.ID, "class", env.Error.Class, "err", cause, "suppressed", n)
+			"job_id", env.JobID, "msg_id", m.Headers().Get(schemas.HeaderMsgID), "dead_letter_id", env.ID,
+			"class", env.Error.Class, "err", cause, "suppressed", n)
 	}
 	msg.Term(string(fault.ClassOf(cause)) + ": " + truncate(cause.Error(), 200))
 	if s.Dead != nil {
@@ -160,8 +163,8 @@ func (s *Settler) DeadLetterItem(ctx context.Context, m dlq.BundleItem, meta *je
 		s.DLQ.Failed(meta, err)
 		if ok, n := s.Logs.Allow("undead/" + sink); ok {
 			s.Log.Error("bundled "+s.Kind+" could neither be applied nor dead-lettered; its bundle is kept in its stream and retried",
-				"subject", m.Subject(), "stream_seq", meta.Sequence.Stream, "item", m.BundleIndex(), "job_id", m.Headers().Get(schemas.HeaderJob),
-				"attempt", meta.NumDelivered,
+				"subject", m.Subject(), "stream_seq", meta.Sequence.Stream, "item", m.BundleIndex(),
+				"job_id", m.Headers().Get(schemas.HeaderJob), "attempt", meta.NumDelivered,
 				"cause", cause, "err", err, "suppressed", n)
 		}
 		return fmt.Errorf("dead-letter bundle item %d: %w", m.BundleIndex(), err)
