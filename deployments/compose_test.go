@@ -243,8 +243,9 @@ type buildError struct {
 
 func (e *buildError) Error() string { return "go build ./cmd/sluice: " + e.err.Error() + "\n" + e.out }
 
-// envOnly are the variables the binary reads that no flag mirrors: secrets, kept out of ps.
-var envOnly = []string{"NATS_PASSWORD", "ASTRA_DB_APPLICATION_TOKEN", "SLUICE_COMMAND_KEY", "SLUICE_LOG_LEVEL"}
+// envOnly are the variables the binary reads that no flag mirrors: secrets, kept out of ps,
+// and the logger's settings, read before the command line is.
+var envOnly = []string{"NATS_PASSWORD", "ASTRA_DB_APPLICATION_TOKEN", "SLUICE_COMMAND_KEY", "SLUICE_LOG_LEVEL", "SLUICE_LOG_FORMAT"}
 
 var envRE = regexp.MustCompile(`\[\$([A-Z0-9_]+)\]`)
 

@@ -11,6 +11,7 @@ import (
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/bench"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
+	"github.com/sluice-dev/sluice/pipeline/secret"
 	"github.com/sluice-dev/sluice/sinks/astra"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapi"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
@@ -21,7 +22,7 @@ func astraSink(t testing.TB, mod func(*dataapi.Config)) (*dataapitest.Server, *a
 	t.Helper()
 	srv := dataapitest.New(dataapitest.Config{MaxCollections: 10})
 	t.Cleanup(srv.Close)
-	cfg := dataapi.Config{Endpoint: srv.URL(), Token: srv.Token(), BaseBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
+	cfg := dataapi.Config{Endpoint: srv.URL(), Token: secret.String(srv.Token()), BaseBackoff: 5 * time.Millisecond, MaxBackoff: 50 * time.Millisecond}
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -239,8 +239,8 @@ func (w *Worker) settleBundle(ctx context.Context, items []chunkItem, progressEr
 			}
 			settle.RetryEvent(ctx, meta.NumDelivered, delay, cause)
 			if ok, n := w.settler.Logs.Allow("retry/bundle/" + string(fault.ClassOf(cause))); ok {
-				w.log.WarnContext(ctx, "retrying chunk bundle", "subject", m.Subject(), "seq", meta.Sequence.Stream,
-					"attempt", meta.NumDelivered, "delay", delay, "err", cause, "suppressed", n)
+				w.log.WarnContext(ctx, "retrying chunk bundle", "subject", m.Subject(), "stream_seq", meta.Sequence.Stream,
+					"job_id", m.Headers().Get(schemas.HeaderJob), "attempt", meta.NumDelivered, "delay", delay, "err", cause, "suppressed", n)
 			}
 			d.Retry(delay)
 			w.metrics.messages.Add(schemas.StreamChunks, instrument.OutcomeRetried, 1)

@@ -139,7 +139,7 @@ func (w *Worker) requeueGraph(ctx context.Context, msg *message.Message, m jetst
 	if _, err := w.cfg.JS.PublishMsg(ctx, out); err != nil {
 		return w.settler.Fail(ctx, settle.Watermill(msg), m, meta, fmt.Errorf("requeue graph batch: %w", err), "graph")
 	}
-	w.log.InfoContext(ctx, "graph batch requeued: an edge endpoint is not stored yet", "seq", meta.Sequence.Stream,
+	w.log.InfoContext(ctx, "graph batch requeued: an edge endpoint is not stored yet", "subject", m.Subject(), "stream_seq", meta.Sequence.Stream,
 		"requeues", n+1, "missing", len(missing.Missing))
 	w.dlq.Forget(meta)
 	w.metrics.messages.Add(meta.Stream, instrument.OutcomeRequeued, 1)

@@ -105,8 +105,14 @@ func (w *Worker) rollback(ctx context.Context, ev schemas.JobRollback) error {
 			return merr
 		}
 	}
-	w.log.InfoContext(ctx, "rolled back job", "job", ev.JobID, "deleted", res.Deleted, "restored", res.Restored,
-		"superseded_jobs", len(res.Superseded), "err", err)
+	// A refused rollback says why, at warn; a done one has no error to name (it logged
+	// err=<nil>, issue 16).
+	if err != nil {
+		w.log.WarnContext(ctx, "rollback refused", "job_id", ev.JobID, "rollback_id", id, "err", err)
+	} else {
+		w.log.InfoContext(ctx, "rolled back job", "job_id", ev.JobID, "rollback_id", id, "deleted", res.Deleted, "restored", res.Restored,
+			"superseded_jobs", len(res.Superseded))
+	}
 	_, ferr := w.jobs.FinishRollback(ctx, ev.JobID, id, res, err)
 	return ferr
 }

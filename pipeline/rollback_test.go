@@ -1,11 +1,14 @@
 package pipeline_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -363,4 +366,76 @@ func TestAstraRollbackSupersedesAndReloads(t *testing.T) {
 	if st := srv.Stats(); len(st.Violations) != 0 {
 		t.Fatalf("protocol violations: %v", st.Violations)
 	}
+}
+
+// A successful rollback logged err=<nil> (issue 16): its line now names the job and what was
+// deleted, and no error; a refused one (a store that cannot delete by job) logs at warn with
+// its reason.
+func TestRollbackLogsNoNilError(t *testing.T) {
+	e := newEnv(t, envOpts{})
+	var buf lockedBuffer
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	e.startWorker(t, e.store, func(c *pipeline.WorkerConfig) { c.Logger = log })
+	_, a := e.load(t, passA, false)
+	if rb := e.rollback(t, a.JobID, intake.RollbackOptions{}); rb.State != jobs.JobRolledBack {
+		t.Fatalf("rollback: %s %+v", rb.State, rb.Rollback)
+	}
+	var found bool
+	for line := range strings.Lines(buf.String()) {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Fatalf("%v: %s", err, line)
+		}
+		if rec["msg"] != "rolled back job" {
+			continue
+		}
+		found = true
+		if _, ok := rec["err"]; ok || rec["job_id"] != a.JobID || rec["deleted"] != float64(20) || rec["level"] != "INFO" {
+			t.Fatalf("the rollback's log line: %s", line)
+		}
+	}
+	if !found {
+		t.Fatalf("no \"rolled back job\" line:\n%s", buf.String())
+	}
+
+	// Refused: a store that can neither roll back nor delete by job.
+	e = newEnv(t, envOpts{})
+	var refused lockedBuffer
+	e.startWorker(t, plainSink{e.store}, func(c *pipeline.WorkerConfig) { c.Logger = slog.New(slog.NewJSONHandler(&refused, nil)) })
+	_, a = e.load(t, passA, false)
+	e.rollback(t, a.JobID, intake.RollbackOptions{})
+	found = false
+	for line := range strings.Lines(refused.String()) {
+		if strings.Contains(line, `"msg":"rolled back job"`) {
+			t.Fatalf("a refused rollback logged as done: %s", line)
+		}
+		if strings.Contains(line, `"msg":"rollback refused"`) {
+			found = strings.Contains(line, `"level":"WARN"`) && strings.Contains(line, "cannot delete documents by job") &&
+				strings.Contains(line, `"job_id":"`+a.JobID+`"`)
+		}
+	}
+	if !found {
+		t.Fatalf("no warning naming the refused rollback's job and reason:\n%s", refused.String())
+	}
+}
+
+// plainSink is a store that offers only the DocSink methods: no rollback, no delete by job.
+type plainSink struct{ pipeline.DocSink }
+
+// lockedBuffer is a bytes.Buffer the worker's goroutines and the test may use at once.
+type lockedBuffer struct {
+	mu sync.Mutex // guards b
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

@@ -165,7 +165,7 @@ func runBacklogMode(ctx context.Context, cfg backlogBenchConfig, mode, file, dir
 	case backlogClient:
 		ep := srv.Endpoint()
 		args = append(args, "--data-dir", filepath.Join(dir, "worker"), "--nats-url", ep.URL)
-		env = []string{"NATS_USER=" + ep.User, "NATS_PASSWORD=" + ep.Password} // not flags: ps shows them
+		env = []string{"NATS_USER=" + ep.User, "NATS_PASSWORD=" + string(ep.Password)} // not flags: ps shows them
 	default:
 		return res, fmt.Errorf("unknown mode %q", mode)
 	}

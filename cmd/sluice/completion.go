@@ -13,6 +13,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
+	"github.com/sluice-dev/sluice/pipeline/secret"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 	"github.com/sluice-dev/sluice/sources/httpapi/client"
 )
@@ -122,7 +123,7 @@ func completionClient(cmd *cobra.Command) (api *client.Client, ctx context.Conte
 	if f == nil {
 		return nil, nil, nil, false
 	}
-	api, err := client.New(client.Config{URL: f.Value.String(), Token: envOr("SLUICE_TOKEN", ""), NoResend: true})
+	api, err := client.New(client.Config{URL: f.Value.String(), Token: secret.String(envOr("SLUICE_TOKEN", "")), NoResend: true})
 	if err != nil {
 		return nil, nil, nil, false
 	}

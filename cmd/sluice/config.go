@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/sluice-dev/sluice/pipeline/secret"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapi"
 	"github.com/sluice-dev/sluice/sources/httpapi"
 	"github.com/sluice-dev/sluice/sources/httpapi/client"
@@ -34,12 +35,14 @@ type config struct {
 	Astra      dataapi.Config
 	// AstraVector stores a 1024-float embedding as $vector in vector collections.
 	AstraVector bool
-	// GraphDSN is the graph store: an SQLite path or a postgres:// DSN.
-	GraphDSN string
+	// GraphDSN is the graph store: an SQLite path or a postgres:// DSN (whose password never
+	// shows: a secret.DSN).
+	GraphDSN secret.DSN
 	// CommandKey (SLUICE_COMMAND_KEY, never a flag) or CommandKeyFile is the key the API
 	// signs commands and rollbacks with and the workers verify them with; without either,
 	// command.key in the data directory (created on first use).
-	CommandKey, CommandKeyFile string
+	CommandKey     secret.String
+	CommandKeyFile string
 	// DrainTimeout (serve, worker, api) is how long in-flight work may take on shutdown.
 	DrainTimeout time.Duration
 	// OpsAddr (serve, worker, api) is the ops listener's address (/healthz, /readyz,
@@ -65,16 +68,16 @@ func bindCommon(fs *pflag.FlagSet, c *config) {
 		{&c.Astra.Keyspace, "astra-keyspace", "ASTRA_DB_KEYSPACE", "default_keyspace", "AstraDB keyspace"},
 		{&c.Astra.APIPath, "astra-api-path", "ASTRA_DB_API_PATH", "/api/json/v1", "Data API path before the keyspace: /api/json/v1 on AstraDB, /v1 on a self-hosted Data API (HCD, DSE)"},
 		{&c.CommandKeyFile, "command-key-file", "SLUICE_COMMAND_KEY_FILE", "", "key file the API signs commands and rollbacks with and workers verify them with; default command.key in the data directory (or the key itself in $SLUICE_COMMAND_KEY)"},
-		{&c.GraphDSN, "graph-dsn", "SLUICE_GRAPH_DSN", "", "graph store: SQLite path or postgres:// DSN; default graph.db in the data directory"},
+		{(*string)(&c.GraphDSN), "graph-dsn", "SLUICE_GRAPH_DSN", "", "graph store: SQLite path or postgres:// DSN; default graph.db in the data directory"},
 	})
 	fs.BoolVar(&c.LazySync, "lazy-fsync", false, "embedded broker: fsync lazily (faster; loses acknowledged messages on power loss)")
 	bindEnv(fs, "lazy-fsync", "SLUICE_LAZY_FSYNC")
 	fs.BoolVar(&c.AstraVector, "astra-vector", false, "AstraDB: create vector collections and store embeddings as $vector")
 	bindEnv(fs, "astra-vector", "SLUICE_ASTRA_VECTOR")
 	// Never flags: they would show in ps.
-	c.NATS.Password = envOr("NATS_PASSWORD", "")
-	c.Astra.Token = envOr("ASTRA_DB_APPLICATION_TOKEN", "")
-	c.CommandKey = envOr("SLUICE_COMMAND_KEY", "")
+	c.NATS.Password = secret.String(envOr("NATS_PASSWORD", ""))
+	c.Astra.Token = secret.String(envOr("ASTRA_DB_APPLICATION_TOKEN", ""))
+	c.CommandKey = secret.String(envOr("SLUICE_COMMAND_KEY", ""))
 }
 
 // stringFlag is a string flag mirrored by an environment variable.
@@ -271,5 +274,5 @@ func (f *apiFlags) get(c *cli, path string, q url.Values, out any) (printed bool
 // newAPIClient is a client of the API at base for the operator commands, with the token from
 // SLUICE_TOKEN (never printed); waiting messages go to waits.
 func newAPIClient(base string, waits io.Writer) (*client.Client, error) {
-	return client.New(client.Config{URL: base, Token: envOr("SLUICE_TOKEN", ""), Waits: waits})
+	return client.New(client.Config{URL: base, Token: secret.String(envOr("SLUICE_TOKEN", "")), Waits: waits})
 }

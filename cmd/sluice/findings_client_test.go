@@ -128,7 +128,7 @@ func embeddedJS(t *testing.T, dataDir string) jetstream.JetStream {
 	if err != nil || ep.URL == "" {
 		t.Fatalf("discover the embedded broker: %v, %v", ep, err)
 	}
-	nc, err := nats.Connect(ep.URL, nats.UserInfo(ep.User, ep.Password))
+	nc, err := nats.Connect(ep.URL, nats.UserInfo(ep.User, string(ep.Password)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,13 +14,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 	"time"
-
-	"github.com/sluice-dev/sluice/pipeline/telemetry"
 )
 
 func main() {
@@ -30,8 +27,11 @@ func main() {
 	if err != nil {
 		os.Exit(exitStatus(os.Stderr, err))
 	}
-	// telemetry.LogHandler puts trace_id and span_id on the lines logged with a traced ctx.
-	log := slog.New(telemetry.LogHandler(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level})))
+	format, err := parseLogFormat(os.Getenv("SLUICE_LOG_FORMAT"), os.Stderr)
+	if err != nil {
+		os.Exit(exitStatus(os.Stderr, err))
+	}
+	log := newLogger(os.Stderr, level, format)
 	shutdownTracing, err := setupTracing(ctx, os.Getenv, os.Stderr, log)
 	if err != nil {
 		os.Exit(exitStatus(os.Stderr, err))

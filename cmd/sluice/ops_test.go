@@ -35,7 +35,7 @@ func opsBroker(t *testing.T) (*embedded.Server, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.User = neturl.UserPassword(ep.User, ep.Password)
+	u.User = neturl.UserPassword(ep.User, string(ep.Password))
 	return srv, u.String()
 }
 

@@ -53,6 +53,12 @@ func TestMain(m *testing.M) {
 		fmt.Fprintf(os.Stderr, "build nats-server: %v\n%s", err, out)
 		os.Exit(1)
 	}
+	// The process tests match text log lines (key=value); a child's stderr is no terminal, so
+	// without this it would log JSON. TestLogFormat overrides it per process.
+	if err := os.Setenv("SLUICE_LOG_FORMAT", "text"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	code := m.Run()
 	if err := writeReliabilityReport(); err != nil {
 		fmt.Fprintln(os.Stderr, "reliability report:", err)
@@ -76,7 +82,7 @@ func startBroker(t *testing.T) (url string, js jetstream.JetStream, streams *sjs
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.User = neturl.UserPassword(ep.User, ep.Password)
+	u.User = neturl.UserPassword(ep.User, string(ep.Password))
 	return u.String(), js, streams
 }
 

@@ -25,7 +25,8 @@ Secrets are read from the environment only (a flag would show in ps):
   NATS_PASSWORD                NATS password
   ASTRA_DB_APPLICATION_TOKEN   AstraDB token
   SLUICE_COMMAND_KEY           key that signs commands and rollbacks (or --command-key-file)
-SLUICE_LOG_LEVEL (debug, info, warn, error) sets the log level; GOMEMLIMIT and GOMAXPROCS
+SLUICE_LOG_LEVEL (debug, info, warn, error) sets the log level, SLUICE_LOG_FORMAT (json, text)
+the format (default JSON, text when standard error is a terminal); GOMEMLIMIT and GOMAXPROCS
 are honoured.
 
 Exit status: 0 all good, 1 failure, 2 bad usage, 3 finished with rejected or dead-lettered

@@ -83,6 +83,8 @@ type serveMode struct {
 // cmdServe runs the workers, the HTTP API, or both, until ctx ends (SIGINT/SIGTERM), then
 // drains and exits.
 func cmdServe(ctx context.Context, log *slog.Logger, c config, m serveMode) error {
+	// The whole configuration at debug: its secrets are secret.Strings, logged redacted.
+	log.Debug("configuration", "config", c)
 	if c.NATS.URL == "" && m.name == "serve" {
 		if ep, _ := embedded.Discover(c.DataDir); ep.URL != "" {
 			return fmt.Errorf("another sluice process already runs the embedded broker on %s (%s)", c.DataDir, ep.URL)

@@ -339,7 +339,7 @@ func (e *serveE2E) publishBroken() {
 	if err != nil || ep.URL != strings.TrimSpace(string(url)) {
 		t.Fatalf("discover the embedded broker: %v, %v", ep, err)
 	}
-	nc, err := nats.Connect(ep.URL, nats.UserInfo(ep.User, ep.Password))
+	nc, err := nats.Connect(ep.URL, nats.UserInfo(ep.User, string(ep.Password)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -248,12 +248,15 @@ const examplePrefix = "change-me"
 // read in this repository. It names the variable, never the value.
 func refuseExamples(c config) error {
 	var errs []error
-	for _, s := range []struct{ env, v string }{
+	for _, s := range []struct {
+		env string
+		v   secret.String
+	}{
 		{"NATS_PASSWORD", c.NATS.Password},
 		{"SLUICE_COMMAND_KEY", c.CommandKey},
 		{"ASTRA_DB_APPLICATION_TOKEN", c.Astra.Token},
 	} {
-		if strings.HasPrefix(strings.ToLower(strings.TrimSpace(s.v)), examplePrefix) {
+		if strings.HasPrefix(strings.ToLower(strings.TrimSpace(string(s.v))), examplePrefix) {
 			errs = append(errs, fmt.Errorf("%s is the example placeholder (%s…): set a secret of your own, e.g. openssl rand -base64 32", s.env, examplePrefix))
 		}
 	}
@@ -283,7 +286,7 @@ func (b *broker) ping(ctx context.Context) error {
 // the data directory, generated on first use. Every API and worker process of one deployment
 // must hold the same key; the log line names its fingerprint so they can be compared.
 func commandKey(c config, log *slog.Logger) (*sign.Key, error) {
-	src, raw := "SLUICE_COMMAND_KEY", c.CommandKey
+	src, raw := "SLUICE_COMMAND_KEY", string(c.CommandKey)
 	if raw == "" {
 		var err error
 		if c.CommandKeyFile != "" {
@@ -310,7 +313,7 @@ func commandKey(c config, log *slog.Logger) (*sign.Key, error) {
 // openGraph opens the graph store; with reg set, its connection pool's statistics are
 // exported (SQLite's writer and reader pools together, or PostgreSQL's pool).
 func openGraph(ctx context.Context, c config, reg prometheus.Registerer) (graph.Store, error) {
-	dsn := c.GraphDSN
+	dsn := string(c.GraphDSN)
 	if dsn == "" {
 		dsn = filepath.Join(c.DataDir, "graph.db")
 	}

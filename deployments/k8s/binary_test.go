@@ -11,8 +11,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// envOnly are the variables the binary reads that no flag mirrors: secrets, kept out of ps.
-var envOnly = []string{"NATS_PASSWORD", "ASTRA_DB_APPLICATION_TOKEN", "SLUICE_COMMAND_KEY", "SLUICE_LOG_LEVEL"}
+// envOnly are the variables the binary reads that no flag mirrors: secrets, kept out of ps,
+// and the logger's settings, read before the command line is.
+var envOnly = []string{"NATS_PASSWORD", "ASTRA_DB_APPLICATION_TOKEN", "SLUICE_COMMAND_KEY", "SLUICE_LOG_LEVEL", "SLUICE_LOG_FORMAT"}
 
 // envRE finds the variable a flag's help names ("[$SLUICE_OPS_ADDR]").
 var envRE = regexp.MustCompile(`\[\$([A-Z0-9_]+)\]`)

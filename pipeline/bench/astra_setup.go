@@ -18,6 +18,7 @@ import (
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/intake"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
+	"github.com/sluice-dev/sluice/pipeline/secret"
 	"github.com/sluice-dev/sluice/sinks/astra"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapi"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
@@ -115,7 +116,7 @@ func (a *Astra) setupClient(ctx context.Context, broker bool) error {
 	cfg := a.cfg
 	var err error
 	// Configured as cmd/sluice configures the sink for an ASTRA_DB_API_ENDPOINT.
-	if a.client, err = dataapi.NewClient(dataapi.Config{Endpoint: a.double.URL(), Token: a.double.Token(), Logger: cfg.Logger}); err != nil {
+	if a.client, err = dataapi.NewClient(dataapi.Config{Endpoint: a.double.URL(), Token: secret.String(a.double.Token()), Logger: cfg.Logger}); err != nil {
 		return fmt.Errorf("bench astra: %w", err)
 	}
 	if a.sink, err = astra.NewSink(astra.SinkConfig{Client: a.client, Logger: cfg.Logger}); err != nil {

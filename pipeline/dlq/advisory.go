@@ -103,7 +103,7 @@ func (c *Capture) Run(ctx context.Context) error {
 			if errors.Is(err, jetstream.ErrMsgIteratorClosed) || ctx.Err() != nil {
 				return nil
 			}
-			c.s.log.Warn("consume advisories", "error", err)
+			c.s.log.Warn("consume advisories", "err", err)
 			continue
 		}
 		if err := c.handle(ctx, m.Subject(), m.Data()); err != nil {
@@ -113,7 +113,7 @@ func (c *Capture) Run(ctx context.Context) error {
 			}
 			// The original stays in its stream: the reclaimer does not purge past an advisory
 			// still waiting here (sources/jetstream.Reclaim).
-			c.s.log.Error("could not capture advisory as a dead letter; the message is kept and the capture retried", "subject", m.Subject(), "retry_in", advisoryRetry, "error", err)
+			c.s.log.Error("could not capture advisory as a dead letter; the message is kept and the capture retried", "subject", m.Subject(), "retry_in", advisoryRetry, "err", err)
 			_ = m.NakWithDelay(advisoryRetry)
 			continue
 		}
@@ -139,7 +139,7 @@ func (s *Store) CaptureAdvisories(ctx context.Context, onCapture func(context.Co
 		if err == nil {
 			err = errors.New("advisory consumer stopped")
 		}
-		s.log.Warn("advisory capture not running; retrying", "retry_in", delay, "error", err)
+		s.log.Warn("advisory capture not running; retrying", "retry_in", delay, "err", err)
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
@@ -171,7 +171,7 @@ func (c *Capture) stream(ctx context.Context, name string) (jetstream.Stream, er
 func (c *Capture) handle(ctx context.Context, subject string, data []byte) error {
 	var adv advisory
 	if err := json.Unmarshal(data, &adv); err != nil || adv.Stream == "" || adv.StreamSeq == 0 {
-		c.s.log.Error("dropping an advisory that names no stream message", "subject", subject, "type", adv.Type, "error", err)
+		c.s.log.Error("dropping an advisory that names no stream message", "subject", subject, "type", adv.Type, "err", err)
 		return nil
 	}
 	class, why := adv.classify(subject)
@@ -191,7 +191,7 @@ func (c *Capture) handle(ctx context.Context, subject string, data []byte) error
 	if err != nil {
 		if errors.Is(err, jetstream.ErrMsgNotFound) {
 			c.s.log.Error("message hit max deliveries or was terminated but is no longer in its stream; no dead letter written",
-				"stream", adv.Stream, "seq", adv.StreamSeq, "consumer", adv.Consumer, "reason", why)
+				"stream", adv.Stream, "stream_seq", adv.StreamSeq, "consumer", adv.Consumer, "reason", why)
 			return nil
 		}
 		return fmt.Errorf("read %s message %d: %w", adv.Stream, adv.StreamSeq, err)
@@ -205,10 +205,11 @@ func (c *Capture) handle(ctx context.Context, subject string, data []byte) error
 		return nil // the worker (or another capture) stored it first
 	}
 	env = written.Envelope
-	c.s.log.Warn("captured dead letter from advisory", "id", id, "class", env.Error.Class, "consumer", adv.Consumer)
+	c.s.log.Warn("captured dead letter from advisory", "dead_letter_id", id, "job_id", env.JobID,
+		"stream_seq", adv.StreamSeq, "class", env.Error.Class, "consumer", adv.Consumer)
 	if c.onCap != nil {
 		if err := c.onCap(ctx, CaptureParams{Envelope: env}); err != nil {
-			c.s.log.Warn("capture callback failed", "id", id, "error", err)
+			c.s.log.Warn("capture callback failed", "dead_letter_id", id, "err", err)
 		}
 	}
 	return nil

@@ -418,7 +418,7 @@ func (s *Store) list(ctx context.Context, f Filter, after uint64, limit int, upT
 		}
 		e, err := decode(m)
 		if err != nil {
-			s.log.Warn("skipping undecodable dead letter", "seq", m.Sequence, "error", err)
+			s.log.Warn("skipping undecodable dead letter", "stream_seq", m.Sequence, "err", err)
 			return true, nil
 		}
 		if f.ErrorClass != "" && e.Envelope.Error.Class != f.ErrorClass {

@@ -121,13 +121,13 @@ func (s *Store) dropObjects(ctx context.Context, env schemas.DeadLetterEnvelope)
 	}
 	if left, err := s.locate(ctx, env.ID); err != nil || len(left) > 0 {
 		if err != nil {
-			s.log.Warn("could not check for other copies of a dead letter; its stored original is kept", "id", env.ID, "error", err)
+			s.log.Warn("could not check for other copies of a dead letter; its stored original is kept", "dead_letter_id", env.ID, "err", err)
 		}
 		return
 	}
 	obs, err := s.bucket(ctx)
 	if err != nil {
-		s.log.Warn("could not delete a dead letter's stored original", "id", env.ID, "error", err)
+		s.log.Warn("could not delete a dead letter's stored original", "dead_letter_id", env.ID, "err", err)
 		return
 	}
 	for _, ref := range []*schemas.DeadLetterRef{env.PayloadRef, env.HeadersRef} {
@@ -135,7 +135,7 @@ func (s *Store) dropObjects(ctx context.Context, env schemas.DeadLetterEnvelope)
 			continue
 		}
 		if err := obs.Delete(ctx, ref.Object); err != nil && !errors.Is(err, jetstream.ErrObjectNotFound) {
-			s.log.Warn("could not delete a dead letter's stored original", "id", env.ID, "object", ref.Object, "error", err)
+			s.log.Warn("could not delete a dead letter's stored original", "dead_letter_id", env.ID, "object", ref.Object, "err", err)
 		}
 	}
 }

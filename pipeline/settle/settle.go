@@ -98,7 +98,8 @@ func (s *Settler) Fail(ctx context.Context, msg Disposer, m jetstream.Msg, meta 
 	delay := s.Retry.Delay(meta.NumDelivered)
 	RetryEvent(ctx, meta.NumDelivered, delay, cause)
 	if ok, n := s.Logs.Allow("retry/" + string(fault.ClassOf(cause)) + "/" + sink); ok {
-		s.Log.WarnContext(ctx, "retrying "+s.Kind, "subject", m.Subject(), "seq", meta.Sequence.Stream,
+		s.Log.WarnContext(ctx, "retrying "+s.Kind, "subject", m.Subject(), "stream_seq", meta.Sequence.Stream,
+			"job_id", m.Headers().Get(schemas.HeaderJob), "msg_id", m.Headers().Get(schemas.HeaderMsgID),
 			"attempt", meta.NumDelivered, "delay", delay, "err", cause, "suppressed", n)
 	}
 	msg.Retry(delay)
@@ -125,7 +126,8 @@ func (s *Settler) DeadLetter(ctx context.Context, msg Disposer, m jetstream.Msg,
 		delay := s.Retry.Delay(meta.NumDelivered)
 		if ok, n := s.Logs.Allow("undead/" + sink); ok {
 			s.Log.ErrorContext(ctx, s.Kind+" could neither be applied nor dead-lettered; kept in its stream and retried",
-				"subject", m.Subject(), "seq", meta.Sequence.Stream, "attempt", meta.NumDelivered,
+				"subject", m.Subject(), "stream_seq", meta.Sequence.Stream, "job_id", m.Headers().Get(schemas.HeaderJob),
+				"msg_id", m.Headers().Get(schemas.HeaderMsgID), "attempt", meta.NumDelivered,
 				"last_delivery", meta.NumDelivered >= s.MaxDeliver, "delay", delay, "cause", cause, "err", err,
 				"suppressed", n)
 		}
@@ -140,7 +142,8 @@ func (s *Settler) DeadLetter(ctx context.Context, msg Disposer, m jetstream.Msg,
 	}
 	deadLetterEvent(ctx, env, -1)
 	if ok, n := s.Logs.Allow("dead/" + env.Error.Class + "/" + sink); ok {
-		s.Log.WarnContext(ctx, "dead-lettered "+s.Kind, "subject", m.Subject(), "seq", meta.Sequence.Stream,
+		s.Log.WarnContext(ctx, "dead-lettered "+s.Kind, "subject", m.Subject(), "stream_seq", meta.Sequence.Stream,
+			"job_id", env.JobID, "msg_id", m.Headers().Get(schemas.HeaderMsgID), "dead_letter_id", env.ID,
 			"class", env.Error.Class, "err", cause, "suppressed", n)
 	}
 	msg.Term(string(fault.ClassOf(cause)) + ": " + truncate(cause.Error(), 200))
@@ -163,7 +166,8 @@ func (s *Settler) DeadLetterItem(ctx context.Context, m dlq.BundleItem, meta *je
 		s.DLQ.Failed(meta, err)
 		if ok, n := s.Logs.Allow("undead/" + sink); ok {
 			s.Log.ErrorContext(ctx, "bundled "+s.Kind+" could neither be applied nor dead-lettered; its bundle is kept in its stream and retried",
-				"subject", m.Subject(), "seq", meta.Sequence.Stream, "item", m.BundleIndex(), "attempt", meta.NumDelivered,
+				"subject", m.Subject(), "stream_seq", meta.Sequence.Stream, "item", m.BundleIndex(),
+				"job_id", m.Headers().Get(schemas.HeaderJob), "attempt", meta.NumDelivered,
 				"cause", cause, "err", err, "suppressed", n)
 		}
 		return fmt.Errorf("dead-letter bundle item %d: %w", m.BundleIndex(), err)
@@ -175,8 +179,8 @@ func (s *Settler) DeadLetterItem(ctx context.Context, m dlq.BundleItem, meta *je
 	}
 	deadLetterEvent(ctx, env, m.BundleIndex())
 	if ok, n := s.Logs.Allow("dead/" + env.Error.Class + "/" + sink); ok {
-		s.Log.WarnContext(ctx, "dead-lettered bundled "+s.Kind, "subject", m.Subject(), "seq", meta.Sequence.Stream, "item", m.BundleIndex(),
-			"class", env.Error.Class, "err", cause, "suppressed", n)
+		s.Log.WarnContext(ctx, "dead-lettered bundled "+s.Kind, "subject", m.Subject(), "stream_seq", meta.Sequence.Stream, "item", m.BundleIndex(),
+			"job_id", env.JobID, "dead_letter_id", env.ID, "class", env.Error.Class, "err", cause, "suppressed", n)
 	}
 	if s.Dead != nil {
 		s.Dead(meta.Stream)

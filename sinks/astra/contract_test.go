@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dev/sluice/pipeline/secret"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapi"
 	"github.com/sluice-dev/sluice/sinks/sinktest"
 )
@@ -21,7 +22,7 @@ func contractClient(t *testing.T) *dataapi.Client {
 		t.Skip("ASTRA_DB_API_ENDPOINT not set: contract tests against real Astra skipped")
 	}
 	c, err := dataapi.NewClient(dataapi.Config{
-		Endpoint: endpoint, Token: token, Keyspace: os.Getenv("ASTRA_DB_KEYSPACE"),
+		Endpoint: endpoint, Token: secret.String(token), Keyspace: os.Getenv("ASTRA_DB_KEYSPACE"),
 		RequestTimeout: 60 * time.Second, // createCollection takes seconds on Astra
 	})
 	if err != nil {

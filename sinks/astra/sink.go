@@ -182,7 +182,7 @@ func (s *Sink) create(ctx context.Context, coll string) error {
 	var ae *dataapi.APIError
 	if errors.As(err, &ae) && ae.Code == dataapi.CodeExistingCollectionSettings {
 		s.log.WarnContext(ctx, "astra: collection exists with other options; using it as it is",
-			"collection", coll, "error", err.Error())
+			"collection", coll, "err", err.Error())
 		return nil
 	}
 	if err == nil {

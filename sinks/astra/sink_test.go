@@ -14,6 +14,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/secret"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapi"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
 	"github.com/sluice-dev/sluice/sinks/document"
@@ -42,7 +43,7 @@ func newEnv(t testing.TB, srv *dataapitest.Server, mod func(*dataapi.Config), sm
 	logs := &bytes.Buffer{}
 	logger := slog.New(slog.NewTextHandler(&syncWriter{w: logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	cfg := dataapi.Config{
-		Endpoint: srv.URL(), Token: srv.Token(), Logger: logger,
+		Endpoint: srv.URL(), Token: secret.String(srv.Token()), Logger: logger,
 		BaseBackoff: time.Millisecond, MaxBackoff: 10 * time.Millisecond,
 		RequestTimeout: 5 * time.Second,
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/sluice-dev/sluice/pipeline/fault"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 	"github.com/sluice-dev/sluice/pipeline/requirements/reqtest"
+	"github.com/sluice-dev/sluice/pipeline/secret"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapi"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
 	"github.com/sluice-dev/sluice/sinks/reqstore"
@@ -39,7 +40,7 @@ func newDataAPI(t *testing.T, cfg dataapitest.Config) *dataapitest.Server {
 // newAstraClient returns a client of srv that retries once, quickly.
 func newAstraClient(t *testing.T, srv *dataapitest.Server) *dataapi.Client {
 	t.Helper()
-	c, err := dataapi.NewClient(dataapi.Config{Endpoint: srv.URL(), Token: srv.Token(), MaxAttempts: 2,
+	c, err := dataapi.NewClient(dataapi.Config{Endpoint: srv.URL(), Token: secret.String(srv.Token()), MaxAttempts: 2,
 		BaseBackoff: time.Millisecond, MaxBackoff: 5 * time.Millisecond, RequestTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)

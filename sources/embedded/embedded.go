@@ -53,7 +53,7 @@ var ErrInsecureCredential = secret.ErrInsecure
 type Endpoint struct {
 	URL      string
 	User     string
-	Password string
+	Password secret.String
 }
 
 // String returns the URL, without the credential.
@@ -191,7 +191,7 @@ func (s *Server) ClientURL() string { return s.ns.ClientURL() }
 
 // Endpoint is the URL and the credential clients connect with.
 func (s *Server) Endpoint() Endpoint {
-	return Endpoint{URL: s.ns.ClientURL(), User: User, Password: s.password}
+	return Endpoint{URL: s.ns.ClientURL(), User: User, Password: secret.String(s.password)}
 }
 
 // NATS returns the underlying server, for tests that need its internals.
@@ -229,7 +229,7 @@ func Discover(dataDir string) (Endpoint, error) {
 	if err != nil {
 		return Endpoint{}, err
 	}
-	return Endpoint{URL: strings.TrimSpace(string(b)), User: User, Password: password}, nil
+	return Endpoint{URL: strings.TrimSpace(string(b)), User: User, Password: secret.String(password)}, nil
 }
 
 // lockDir takes an exclusive, non-blocking flock on path. The kernel releases it when the

@@ -42,9 +42,9 @@ func TestClientsMustAuthenticate(t *testing.T) {
 		opts []nats.Option
 	}{
 		{"no credential", nil},
-		{"wrong password", []nats.Option{nats.UserInfo(embedded.User, ep.Password+"x")}},
-		{"wrong user", []nats.Option{nats.UserInfo("admin", ep.Password)}},
-		{"token instead", []nats.Option{nats.Token(ep.Password)}},
+		{"wrong password", []nats.Option{nats.UserInfo(embedded.User, string(ep.Password)+"x")}},
+		{"wrong user", []nats.Option{nats.UserInfo("admin", string(ep.Password))}},
+		{"token instead", []nats.Option{nats.Token(string(ep.Password))}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			nc, err := nats.Connect(ep.URL, append(tc.opts, nats.NoReconnect())...)
@@ -71,7 +71,7 @@ func TestClientsMustAuthenticate(t *testing.T) {
 		t.Fatalf("monitoring port open on %v", addr)
 	}
 	// Printing an endpoint never shows the password.
-	if s := ep.String(); strings.Contains(s, ep.Password) || s != ep.URL {
+	if s := ep.String(); strings.Contains(s, string(ep.Password)) || s != ep.URL {
 		t.Fatalf("endpoint prints as %q", s)
 	}
 }

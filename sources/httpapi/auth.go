@@ -93,7 +93,7 @@ func (s *Server) SetTokens(tokens []Token) {
 	valid := make([]Token, 0, len(tokens))
 	for i, t := range tokens {
 		if err := validateToken(t); err != nil {
-			s.log.Warn("ignoring invalid API token", "index", i, "name", t.Name, "error", err)
+			s.log.Warn("ignoring invalid API token", "index", i, "name", t.Name, "err", err)
 			continue
 		}
 		valid = append(valid, t)

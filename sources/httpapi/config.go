@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluice-dev/sluice/pipeline/secret"
 )
 
 // Defaults for Config fields left at zero.
@@ -77,8 +79,9 @@ type Token struct {
 	// Name identifies the client in logs and in Principal; it is not secret.
 	Name string `json:"name"`
 	// Token is the secret bearer token, at least 16 characters. It never appears in logs,
-	// errors or metrics.
-	Token string `json:"token"`
+	// errors or metrics: a secret.String (marshalling a Token writes it redacted; decoding
+	// reads it).
+	Token secret.String `json:"token"`
 	// Scopes lists what the token may do; at least one.
 	Scopes []Scope `json:"scopes"`
 }
@@ -135,7 +138,7 @@ func LoadTokens(path string) ([]Token, error) {
 func ValidateTokens(tokens []Token) error {
 	var errs []error
 	names := make(map[string]int, len(tokens))
-	secrets := make(map[string]int, len(tokens))
+	secrets := make(map[secret.String]int, len(tokens))
 	for i, t := range tokens {
 		if err := validateToken(t); err != nil {
 			errs = append(errs, fmt.Errorf("token %d (name %q): %w", i, t.Name, err))
@@ -171,10 +174,10 @@ func validateToken(t Token) error {
 	if len(t.Token) < minTokenLen {
 		errs = append(errs, fmt.Errorf("token is shorter than %d characters", minTokenLen))
 	}
-	if strings.ContainsFunc(t.Token, func(r rune) bool { return r <= ' ' || r == 0x7f }) {
+	if strings.ContainsFunc(string(t.Token), func(r rune) bool { return r <= ' ' || r == 0x7f }) {
 		errs = append(errs, errors.New("token contains whitespace or control characters"))
 	}
-	if strings.HasPrefix(strings.ToLower(t.Token), examplePrefix) {
+	if strings.HasPrefix(strings.ToLower(string(t.Token)), examplePrefix) {
 		// deployments/tokens.example.json is public: mounted as the live file (as the compose
 		// file once did), its operator token opened the API to anyone who read the repository.
 		errs = append(errs, fmt.Errorf("token is an example placeholder (%s…): put a secret of your own, e.g. from openssl rand -hex 24", examplePrefix))

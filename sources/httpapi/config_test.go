@@ -187,7 +187,7 @@ func TestTokenFormattingHidesSecret(t *testing.T) {
 	var logs logBuffer
 	debugLogger(&logs).Info("token", "t", tok)
 	for _, s := range []string{tok.String(), logs.String()} {
-		if strings.Contains(s, tok.Token) {
+		if strings.Contains(s, string(tok.Token)) {
 			t.Errorf("formatted token shows the secret: %s", s)
 		}
 		mustContain(t, "formatted token", s, "ci")

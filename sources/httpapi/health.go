@@ -69,7 +69,7 @@ wait:
 			if o.err != nil {
 				report[o.name] = o.err.Error()
 				failed++
-				log.WarnContext(r.Context(), "readiness check failed", "check", o.name, "error", o.err)
+				log.WarnContext(r.Context(), "readiness check failed", "check", o.name, "err", o.err)
 			} else {
 				report[o.name] = "ok"
 			}

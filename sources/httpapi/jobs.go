@@ -210,7 +210,7 @@ func (s *Server) submitFailed(w http.ResponseWriter, r *http.Request, req Submit
 			"The server is publishing as many jobs as it queues; no job was created. Retry shortly.")
 	case r.Context().Err() != nil:
 		// The client went away; nobody reads the answer.
-		s.log.DebugContext(r.Context(), "job submission abandoned by client", "file", req.File, "env", req.Env, "error", err)
+		s.log.DebugContext(r.Context(), "job submission abandoned by client", "file", req.File, "env", req.Env, "err", err)
 		s.writeProblem(w, r, problemDoc{Status: statusClientClosed, Title: "Client Closed Request", Detail: "The client closed the request."})
 	default:
 		s.internalError(w, r, "submit job", err)

@@ -66,7 +66,7 @@ func (s *Server) internalError(w http.ResponseWriter, r *http.Request, msg strin
 		s.unavailableProblem(w, r, msg, err)
 		return
 	}
-	attrs := []any{"error", err, "method", r.Method, "path", r.URL.Path}
+	attrs := []any{"err", err, "method", r.Method, "path", r.URL.Path}
 	if info := reqInfoFrom(r.Context()); info != nil {
 		attrs = append(attrs, "request_id", info.id)
 	}

@@ -56,7 +56,7 @@ func unavailable(r *http.Request, err error) bool {
 
 // unavailableProblem answers 503 with Retry-After for an error unavailable accepted.
 func (s *Server) unavailableProblem(w http.ResponseWriter, r *http.Request, msg string, err error) {
-	attrs := []any{"error", err, "method", r.Method, "path", r.URL.Path}
+	attrs := []any{"err", err, "method", r.Method, "path", r.URL.Path}
 	if info := reqInfoFrom(r.Context()); info != nil {
 		attrs = append(attrs, "request_id", info.id)
 	}

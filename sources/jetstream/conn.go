@@ -11,9 +11,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+
+	"github.com/sluice-dev/sluice/pipeline/secret"
 )
 
-// ConnConfig configures a NATS connection. Secrets in it are never logged.
+// ConnConfig configures a NATS connection. Secrets in it are never logged: Password is a
+// secret.String.
 type ConnConfig struct {
 	// URL of the NATS server(s), comma-separated. Required.
 	URL string
@@ -24,7 +27,8 @@ type ConnConfig struct {
 	// NKeyFile is an NKey seed file. Optional.
 	NKeyFile string
 	// User and Password for user/password authentication. Optional.
-	User, Password string
+	User     string
+	Password secret.String
 	// CAFile, CertFile and KeyFile configure TLS: a CA to trust, and a client certificate.
 	// Optional; CertFile and KeyFile go together.
 	CAFile, CertFile, KeyFile string
@@ -94,7 +98,7 @@ func Connect(ctx context.Context, cfg ConnConfig) (*nats.Conn, error) {
 		opts = append(opts, o)
 	}
 	if cfg.User != "" {
-		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+		opts = append(opts, nats.UserInfo(cfg.User, string(cfg.Password)))
 	}
 	if cfg.CAFile != "" {
 		opts = append(opts, nats.RootCAs(cfg.CAFile))

@@ -36,6 +36,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/secret"
 	"github.com/sluice-dev/sluice/pipeline/telemetry"
 )
 
@@ -47,8 +48,8 @@ type Config struct {
 	// or http://localhost:8181 for a local Data API on HCD/DSE. Required.
 	Endpoint string
 	// Token is the application token, sent as the Token header. Required. It never appears
-	// in errors, logs or the String/LogValue output.
-	Token string
+	// in errors, logs or the String/LogValue output: a secret.String.
+	Token secret.String
 	// Keyspace is the keyspace of every command. Default "default_keyspace".
 	Keyspace string
 	// APIPath is the path prefix before /{keyspace}. Default "/api/json/v1" (Astra, and the
@@ -152,7 +153,7 @@ func (c Config) Validate() error {
 	}
 	if c.Token == "" {
 		errs = append(errs, errors.New("astra config: Token is required"))
-	} else if strings.ContainsAny(c.Token, "\r\n") {
+	} else if strings.ContainsAny(string(c.Token), "\r\n") {
 		errs = append(errs, errors.New("astra config: Token must not contain line breaks"))
 	}
 	if !nameRE.MatchString(c.Keyspace) {
@@ -200,11 +201,11 @@ func (c Config) LogValue() slog.Value {
 	)
 }
 
-func redactedToken(tok string) string {
+func redactedToken(tok secret.String) string {
 	if tok == "" {
 		return "unset"
 	}
-	return "[REDACTED]"
+	return secret.Redacted
 }
 
 // Client sends Data API commands to one endpoint and keyspace. It is safe for concurrent
@@ -349,8 +350,8 @@ func isJSONNull(raw json.RawMessage) bool {
 
 // redact removes the token from s, should a server ever echo it.
 func (c *Client) redact(s string) string {
-	if c.cfg.Token != "" && strings.Contains(s, c.cfg.Token) {
-		return strings.ReplaceAll(s, c.cfg.Token, "[REDACTED]")
+	if c.cfg.Token != "" && strings.Contains(s, string(c.cfg.Token)) {
+		return strings.ReplaceAll(s, string(c.cfg.Token), secret.Redacted)
 	}
 	return s
 }
@@ -431,7 +432,7 @@ func (c *Client) commandDocs(ctx context.Context, coll, name string, docs int, p
 				telemetry.AttrDelay.String(delay.String()), telemetry.AttrErrorClass.String(string(fault.ClassOf(err)))))
 		}
 		c.log.WarnContext(ctx, "astra: request failed, retrying",
-			"command", name, "collection", coll, "attempt", attempt, "delay", delay, "error", err.Error())
+			"command", name, "collection", coll, "attempt", attempt, "delay", delay, "err", err.Error())
 		if err := sleep(ctx, delay); err != nil {
 			return nil, ctxErr(ctx, what)
 		}
@@ -457,7 +458,7 @@ func (c *Client) once(ctx context.Context, target string, body []byte) (*envelop
 	if err != nil {
 		return nil, 0, fault.Permanent(fault.Validation, fmt.Errorf("build request: %w", err))
 	}
-	req.Header.Set("Token", c.cfg.Token)
+	req.Header.Set("Token", string(c.cfg.Token))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Accept", "application/json")
 	req.Header.Set("User-Agent", c.cfg.UserAgent)

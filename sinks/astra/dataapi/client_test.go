@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/sluice-dev/sluice/pipeline/fault"
+	"github.com/sluice-dev/sluice/pipeline/secret"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapitest"
 )
 
@@ -151,7 +152,7 @@ func TestConfigValidate(t *testing.T) {
 					t.Errorf("Validate() = %v, want it to mention %q", err, w)
 				}
 			}
-			if tt.cfg.Token != "" && strings.Contains(err.Error(), tt.cfg.Token) && len(tt.cfg.Token) > 2 {
+			if tt.cfg.Token != "" && strings.Contains(err.Error(), string(tt.cfg.Token)) && len(tt.cfg.Token) > 2 {
 				t.Errorf("Validate() leaks the token: %v", err)
 			}
 		})
@@ -419,5 +420,5 @@ func TestInsertManyRequestShapeAndInvalidDocument(t *testing.T) {
 
 // newDoubleClient returns a client of srv, a Data API double.
 func newDoubleClient(t testing.TB, srv *dataapitest.Server) *Client {
-	return newTestClient(t, srv.URL(), nil, func(c *Config) { c.Token = srv.Token() })
+	return newTestClient(t, srv.URL(), nil, func(c *Config) { c.Token = secret.String(srv.Token()) })
 }

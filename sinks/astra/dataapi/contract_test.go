@@ -6,6 +6,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/sluice-dev/sluice/pipeline/secret"
 )
 
 // contractClient returns a client of the real database named by ASTRA_DB_API_ENDPOINT,
@@ -17,7 +19,7 @@ func contractClient(t *testing.T) *Client {
 		t.Skip("ASTRA_DB_API_ENDPOINT not set: contract tests against real Astra skipped")
 	}
 	c, err := NewClient(Config{
-		Endpoint: endpoint, Token: token, Keyspace: os.Getenv("ASTRA_DB_KEYSPACE"),
+		Endpoint: endpoint, Token: secret.String(token), Keyspace: os.Getenv("ASTRA_DB_KEYSPACE"),
 		RequestTimeout: 60 * time.Second, // createCollection takes seconds on Astra
 	})
 	if err != nil {

@@ -38,7 +38,7 @@ func Start(t testing.TB, cfg embedded.Config) (*embedded.Server, *nats.Conn, jet
 func Connect(t testing.TB, srv *embedded.Server, opts ...nats.Option) *nats.Conn {
 	t.Helper()
 	ep := srv.Endpoint()
-	nc, err := nats.Connect(ep.URL, append([]nats.Option{nats.UserInfo(ep.User, ep.Password)}, opts...)...)
+	nc, err := nats.Connect(ep.URL, append([]nats.Option{nats.UserInfo(ep.User, string(ep.Password))}, opts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}

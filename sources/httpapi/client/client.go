@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/sluice-dev/sluice/pipeline/secret"
 )
 
 // Waiting out 429 and 503, as the Python client does (sources/python/sluice_client.py).
@@ -47,8 +49,8 @@ type Config struct {
 	// URL is the API's base URL, e.g. DefaultURL. Required.
 	URL string
 	// Token is the bearer token; it is sent on every request and never printed. Optional:
-	// empty sends none (a loopback server without tokens).
-	Token string
+	// empty sends none (a loopback server without tokens). A secret.String.
+	Token secret.String
 	// HTTP sends the requests. Optional: nil is a new http.Client.
 	HTTP *http.Client
 	// Waits receives one line for each wait of a 429 or 503 (why, and how long). Optional:
@@ -248,7 +250,7 @@ func (c *Client) try(ctx context.Context, r request) (*http.Response, error) {
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if c.cfg.Token != "" {
-		req.Header.Set("Authorization", "Bearer "+c.cfg.Token)
+		req.Header.Set("Authorization", "Bearer "+string(c.cfg.Token))
 	}
 	resp, err := c.cfg.HTTP.Do(req)
 	if err != nil {
