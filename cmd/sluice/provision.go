@@ -372,7 +372,11 @@ func printReport(w io.Writer, rep sjs.Report) {
 // setting that conflicts with what Sluice needs as a warning.
 func logReport(log *slog.Logger, rep sjs.Report) {
 	for _, a := range rep.Actions {
-		if a.Verb != sjs.Kept {
+		switch {
+		case a.Verb == sjs.Kept:
+		case len(a.Changes) == 0: // created: no "changes":null in a JSON line
+			log.Info("provisioned", "object", a.Object, "did", a.Verb)
+		default:
 			log.Info("provisioned", "object", a.Object, "did", a.Verb, "changes", a.Changes)
 		}
 	}
