@@ -27,7 +27,7 @@ var layers = []struct {
 	// Leaves: wire shapes and subjects, fault classes, secrets, signing, tracing, the shared
 	// metric families, and the requirement domain (types, state machine, audit chain), which
 	// knows no storage.
-	{"leaves", []string{"schemas", "schemas/...", "pipeline/fault", "pipeline/secret", "pipeline/sign", "pipeline/telemetry", "pipeline/instrument",
+	{"leaves", []string{"schemas", "schemas/...", "pipeline/fault", "pipeline/secret", "pipeline/sign", "pipeline/telemetry", "pipeline/instrument", "pipeline/instrument/...",
 		"pipeline/requirements", "pipeline/requirements/..."}},
 	// Adapters: where messages come from (the broker, files) and where they go (document,
 	// graph and requirement stores). Sources and sinks never import each other (apart).

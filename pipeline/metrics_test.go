@@ -5,8 +5,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dev/sluice/pipeline/instrument/instrumenttest"
+
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sluice-dev/sluice/pipeline"
 	"github.com/sluice-dev/sluice/pipeline/commands"
@@ -16,37 +17,12 @@ import (
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
-// sample returns the value of family name's sample with exactly labels (a histogram's count),
+// sample returns the value of family name's series with labels (a histogram's count),
 // or -1 when there is none.
 func sample(t testing.TB, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	next:
-		for _, m := range mf.GetMetric() {
-			if len(m.GetLabel()) != len(labels) {
-				continue
-			}
-			for _, l := range m.GetLabel() {
-				if labels[l.GetName()] != l.GetValue() {
-					continue next
-				}
-			}
-			switch mf.GetType() {
-			case dto.MetricType_COUNTER:
-				return m.GetCounter().GetValue()
-			case dto.MetricType_GAUGE:
-				return m.GetGauge().GetValue()
-			case dto.MetricType_HISTOGRAM:
-				return float64(m.GetHistogram().GetSampleCount())
-			}
-		}
+	if v, ok := instrumenttest.Value(t, reg, name, labels); ok {
+		return v
 	}
 	return -1
 }

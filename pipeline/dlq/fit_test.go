@@ -10,6 +10,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/sluice-dev/sluice/pipeline/instrument/instrumenttest"
+
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
@@ -373,22 +375,8 @@ func blockDLQ(t *testing.T, e *testEnv) (unblock func()) {
 
 func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if c := m.GetCounter(); c != nil {
-				return c.GetValue()
-			}
-			if g := m.GetGauge(); g != nil {
-				return g.GetValue()
-			}
-		}
+	if v, ok := instrumenttest.Value(t, reg, name, nil); ok {
+		return v
 	}
 	return -1
 }

@@ -344,12 +344,7 @@ func (s *Postgres) applyOnce(ctx context.Context, p prepared, enc encoded, msgID
 // earlier savepoints' row locks are part of the conflict), up to MaxRetries times with a
 // short jittered backoff, as ApplyBatch does; it blocks for those retries.
 func (s *Postgres) ApplyBatches(ctx context.Context, bs []MarkedBatch) []BatchResult {
-	// The batches' transaction is a span: the nodes and edges it upserts, across envs.
-	n := 0
-	for _, b := range bs {
-		n += len(b.Batch.Nodes) + len(b.Batch.Edges)
-	}
-	ctx, span := telemetry.StartSink(ctx, telemetry.ScopeGraph, "postgresql", "upsert", "graph", n)
+	ctx, span := startBatchesSpan(ctx, "postgresql", bs)
 	defer span.End()
 	return s.applyBatches(ctx, bs)
 }

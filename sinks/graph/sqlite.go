@@ -245,12 +245,7 @@ func (s *SQLite) apply(ctx context.Context, p prepared, msgID string) (Result, e
 // ApplyBatches implements Store.ApplyBatches. It blocks like ApplyBatch: one transaction on
 // the writer connection for all of bs.
 func (s *SQLite) ApplyBatches(ctx context.Context, bs []MarkedBatch) []BatchResult {
-	// The batches' transaction is a span: the nodes and edges it upserts, across envs.
-	n := 0
-	for _, b := range bs {
-		n += len(b.Batch.Nodes) + len(b.Batch.Edges)
-	}
-	ctx, span := telemetry.StartSink(ctx, telemetry.ScopeGraph, "sqlite", "upsert", "graph", n)
+	ctx, span := startBatchesSpan(ctx, "sqlite", bs)
 	defer span.End()
 	return s.applyBatches(ctx, bs)
 }

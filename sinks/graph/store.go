@@ -5,6 +5,9 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/sluice-dev/sluice/pipeline/telemetry"
 	"github.com/sluice-dev/sluice/schemas"
 )
 
@@ -109,6 +112,16 @@ type MarkedBatch struct {
 type BatchResult struct {
 	Result Result
 	Err    error
+}
+
+// startBatchesSpan starts the span of ApplyBatches' transaction on a system ("sqlite",
+// "postgresql"): the nodes and edges it upserts, across envs.
+func startBatchesSpan(ctx context.Context, system string, bs []MarkedBatch) (context.Context, trace.Span) {
+	n := 0
+	for _, b := range bs {
+		n += len(b.Batch.Nodes) + len(b.Batch.Edges)
+	}
+	return telemetry.StartSink(ctx, telemetry.ScopeGraph, system, "upsert", "graph", n)
 }
 
 // prepareBatches prepares each of bs, recording a batch that cannot be prepared as refused

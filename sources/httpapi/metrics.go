@@ -1,12 +1,12 @@
 package httpapi
 
 import (
-	"errors"
-	"fmt"
 	"net/http"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/sluice-dev/sluice/pipeline/instrument"
 )
 
 // unmatchedRoute labels requests that reached no route (404, 405, path redirects), so that a
@@ -45,7 +45,7 @@ func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
 		}, []string{"reason"}),
 	}
 	var err error
-	m.rejected, err = register(reg, m.rejected)
+	m.rejected, err = instrument.Register(reg, m.rejected)
 	if err != nil {
 		return nil, err
 	}
@@ -53,35 +53,19 @@ func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
 	for _, r := range []string{"connections", "rate", "feeds", "spool", "unavailable", "admission"} {
 		m.rejected.WithLabelValues(r)
 	}
-	m.requests, err = register(reg, m.requests)
+	m.requests, err = instrument.Register(reg, m.requests)
 	if err != nil {
 		return nil, err
 	}
-	m.duration, err = register(reg, m.duration)
+	m.duration, err = instrument.Register(reg, m.duration)
 	if err != nil {
 		return nil, err
 	}
-	m.inFlight, err = register(reg, m.inFlight)
+	m.inFlight, err = instrument.Register(reg, m.inFlight)
 	if err != nil {
 		return nil, err
 	}
 	return m, nil
-}
-
-// register registers c, or returns the identical collector already registered (two servers
-// sharing one registry share the metrics).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
-	err := reg.Register(c)
-	if err == nil {
-		return c, nil
-	}
-	var are prometheus.AlreadyRegisteredError
-	if errors.As(err, &are) {
-		if existing, ok := are.ExistingCollector.(C); ok {
-			return existing, nil
-		}
-	}
-	return c, fmt.Errorf("register http metrics: %w", err)
 }
 
 // methodLabel bounds the method label to the standard methods.

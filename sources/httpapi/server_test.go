@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dev/sluice/pipeline/instrument/instrumenttest"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/sluice-dev/sluice/pipeline/jobs"
@@ -276,29 +278,8 @@ func TestMetrics(t *testing.T) {
 // testCount returns the value of the counter name with labels from reg.
 func testCount(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range mf.GetMetric() {
-			have := map[string]string{}
-			for _, lp := range m.GetLabel() {
-				have[lp.GetName()] = lp.GetValue()
-			}
-			for k, v := range labels {
-				if have[k] != v {
-					continue metric
-				}
-			}
-			return m.GetCounter().GetValue()
-		}
-	}
-	return 0
+	v, _ := instrumenttest.Value(t, reg, name, labels)
+	return v
 }
 
 func TestPanicBecomesProblem(t *testing.T) {

@@ -5,48 +5,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sluice-dev/sluice/pipeline/instrument/instrumenttest"
+
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
 
 	"github.com/sluice-dev/sluice/schemas"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
-// gaugeValue returns the value of family name's sample with exactly labels, and whether it is
-// there.
+// gaugeValue returns the value of family name's series with labels, and whether there is one.
 func gaugeValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) (float64, bool) {
 	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			if matchLabels(m, labels) {
-				if g := m.GetGauge(); g != nil {
-					return g.GetValue(), true
-				}
-				return m.GetCounter().GetValue(), true
-			}
-		}
-	}
-	return 0, false
-}
-
-func matchLabels(m *dto.Metric, want map[string]string) bool {
-	if len(m.GetLabel()) != len(want) {
-		return false
-	}
-	for _, l := range m.GetLabel() {
-		if want[l.GetName()] != l.GetValue() {
-			return false
-		}
-	}
-	return true
+	return instrumenttest.Value(t, reg, name, labels)
 }
 
 // Issue 16: consumer lag, stream storage and dead letters stored are read from the broker, and
