@@ -70,9 +70,15 @@ func (st *authState) authenticate(presented string) (authEntry, bool) {
 	return st.entries[found], true
 }
 
-// bearerToken extracts the token from the request's single Authorization header.
+// bearerToken extracts the token from the request's single Authorization header or, on a
+// WebSocket upgrade without one, from its subprotocols: "Sec-WebSocket-Protocol: bearer,
+// <token>" (what a browser's new WebSocket(url, ["bearer", token]) sends; the server selects
+// WSBearerSubprotocol).
 func bearerToken(r *http.Request) (string, bool) {
 	vals := r.Header.Values("Authorization")
+	if len(vals) == 0 {
+		return subprotocolToken(r)
+	}
 	if len(vals) != 1 {
 		return "", false
 	}
@@ -82,6 +88,26 @@ func bearerToken(r *http.Request) (string, bool) {
 	}
 	tok = strings.TrimSpace(tok)
 	return tok, tok != ""
+}
+
+// subprotocolToken is the token offered after WSBearerSubprotocol in a WebSocket upgrade's
+// Sec-WebSocket-Protocol list.
+func subprotocolToken(r *http.Request) (string, bool) {
+	if !strings.EqualFold(r.Header.Get("Upgrade"), "websocket") {
+		return "", false
+	}
+	var protos []string
+	for _, v := range r.Header.Values("Sec-WebSocket-Protocol") {
+		for _, p := range strings.Split(v, ",") {
+			protos = append(protos, strings.TrimSpace(p))
+		}
+	}
+	for i, p := range protos {
+		if strings.EqualFold(p, WSBearerSubprotocol) && i+1 < len(protos) && protos[i+1] != "" {
+			return protos[i+1], true
+		}
+	}
+	return "", false
 }
 
 // SetTokens replaces the accepted tokens; requests already authenticated are unaffected. It is

@@ -214,7 +214,7 @@ func (s *Server) eventsWS(w http.ResponseWriter, r *http.Request) {
 		s.problem(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
-	conn, err := websocket.Accept(w, r, nil)
+	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{Subprotocols: []string{WSBearerSubprotocol}})
 	if err != nil {
 		return // Accept answered the client
 	}

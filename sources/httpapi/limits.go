@@ -174,6 +174,7 @@ var routeClasses = map[string]rateClass{
 	"GET /v1/events":                     classFeeds,
 	"GET /v1/ws":                         classFeeds,
 	"GET /v1/jobs/{id}/events":           classFeeds,
+	"GET /ws/requirements":               classFeeds,
 }
 
 // limiters holds one token bucket per (principal, class) and the open feeds per principal.

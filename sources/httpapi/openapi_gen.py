@@ -108,7 +108,7 @@ import openapi_graph; openapi_graph.add(paths, schemas)  # graph store reads and
 retry_after = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer", "minimum": 1}}}
 def limited(desc):
     r = problem_resp(desc); r["headers"] = retry_after; return r
-rate_limited = {("post", "/v1/jobs"), ("post", "/v1/graph"), ("get", "/v1/graph/nodes/{id}/neighbors"), ("post", "/v1/dlq/replay"), ("get", "/v1/events"), ("get", "/v1/ws"), ("get", "/v1/jobs/{id}/events")}
+rate_limited = {("post", "/v1/jobs"), ("post", "/v1/graph"), ("get", "/v1/graph/nodes/{id}/neighbors"), ("post", "/v1/dlq/replay"), ("get", "/v1/events"), ("get", "/v1/ws"), ("get", "/v1/jobs/{id}/events"), ("get", "/ws/requirements")}
 for path, ops in paths.items():
     for method, op in ops.items():
         resp = op.setdefault("responses", {})

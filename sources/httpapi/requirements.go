@@ -58,7 +58,8 @@ const (
 )
 
 // requirementsRoutes registers the requirement and feature-request routes: the /v1 API
-// (this file), the Python service's /api routes (compat.go) and the change feed (events.go).
+// (this file), the Python service's /api routes (compat.go), the seed's /requirements/ and
+// /ws/requirements routes (seed.go) and the change feed (events.go).
 // Reads need ScopeRead, feature submissions ScopeWrite, everything an admin did in the Python
 // service ScopeAdmin.
 func (s *Server) requirementsRoutes() {
@@ -76,6 +77,7 @@ func (s *Server) requirementsRoutes() {
 	s.handle("GET /v1/audit/features", rq(ScopeRead, s.listAudit))
 	s.handle("GET /v1/audit/integrity", rq(ScopeAdmin, s.auditIntegrity))
 	s.compatRoutes() // compat.go
+	s.seedRoutes()   // seed.go
 	s.eventRoutes()  // events.go
 }
 
