@@ -28,8 +28,8 @@ import (
 
 // seedServer runs the API over the real command pipeline: an embedded nats-server, the
 // SQLite requirement store and graph, a command client and a command worker. It returns the
-// base URL.
-func seedServer(t *testing.T) string {
+// base URL. mod, when set, changes the server's configuration.
+func seedServer(t *testing.T, mod ...func(*httpapi.Config)) string {
 	t.Helper()
 	dir := t.TempDir()
 	_, _, js := embeddedtest.Start(t, embedded.Config{DataDir: dir, LazySync: true})
@@ -66,7 +66,11 @@ func seedServer(t *testing.T) string {
 	done := make(chan error, 1)
 	go func() { done <- w.Run(wctx) }()
 	t.Cleanup(func() { cancel(); <-done })
-	s := newServer(t, httpapi.Config{Tokens: testTokens(), Requirements: cl, MaxFeedsPerToken: 8})
+	cfg := httpapi.Config{Tokens: testTokens(), Requirements: cl, MaxFeedsPerToken: 8}
+	for _, m := range mod {
+		m(&cfg)
+	}
+	s := newServer(t, cfg)
 	run(t, s)
 	return "http://" + s.Addr()
 }
@@ -382,4 +386,58 @@ func TestSeedWebSocket(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A socket is bounded three ways: requests per token (the feeds rate: an error message, the
+// socket stays open), sockets per token (the feeds cap: 429 before the upgrade) and the size
+// of one message (the socket closes with 1009).
+func TestSeedWebSocketLimits(t *testing.T) {
+	base := seedServer(t, func(c *httpapi.Config) {
+		off := httpapi.Rate{PerSecond: -1}
+		c.RateLimits = httpapi.RateLimits{Uploads: off, Graph: off, Replay: off, Feeds: httpapi.Rate{PerSecond: 0.01, Burst: 5}}
+		c.MaxFeedsPerToken = 2
+	})
+	auth := func() *websocket.DialOptions {
+		return &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + readTok}}}
+	}
+	ws, _, err := dialWS(t, base, auth()) // takes 1 of the burst of 5
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 4 {
+		if got := ask(t, ws, `{"type":"get_requirements","filter":{}}`); got.Type != "requirements_data" {
+			t.Fatalf("request %d: %+v", i, got)
+		}
+	}
+	got := ask(t, ws, `{"type":"get_requirements","filter":{}}`)
+	if got.Type != "error" || !strings.Contains(got.Detail, "too many requests") {
+		t.Fatalf("over the rate: %+v; want an error", got)
+	}
+	if got := ask(t, ws, `{"type":"get_requirements","filter":{}}`); got.Type != "error" {
+		t.Fatalf("still over the rate: %+v; the socket must stay open and answer", got)
+	}
+
+	// Sockets per token: the writer token has its own slots and bucket.
+	wauth := func() *websocket.DialOptions {
+		return &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + writeTok}}}
+	}
+	if _, _, err := dialWS(t, base, wauth()); err != nil {
+		t.Fatal(err)
+	}
+	w2, _, err := dialWS(t, base, wauth())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, resp, err := dialWS(t, base, wauth()); err == nil || resp == nil || resp.StatusCode != http.StatusTooManyRequests {
+		t.Fatalf("third socket of a token: %v; want 429", err)
+	}
+
+	// One message over the bound closes that socket with 1009.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	big := `{"type":"get_requirements","filter":{"title":"` + strings.Repeat("x", 70<<10) + `"}}`
+	_ = w2.Write(ctx, websocket.MessageText, []byte(big))
+	if _, _, err := w2.Read(ctx); websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
+		t.Fatalf("after a too-large message: %v; want close 1009", err)
+	}
 }
