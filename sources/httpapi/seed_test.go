@@ -23,13 +23,15 @@ import (
 	"github.com/sluice-dev/sluice/sources/embedded"
 	"github.com/sluice-dev/sluice/sources/embedded/embeddedtest"
 	"github.com/sluice-dev/sluice/sources/httpapi"
+	"github.com/sluice-dev/sluice/sources/httpapi/openapitest"
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
 // seedServer runs the API over the real command pipeline: an embedded nats-server, the
 // SQLite requirement store and graph, a command client and a command worker. It returns the
-// base URL. mod, when set, changes the server's configuration.
-func seedServer(t *testing.T, mod ...func(*httpapi.Config)) string {
+// base URL and the server's stop (a graceful shutdown). mod, when set, changes the server's
+// configuration.
+func seedServer(t *testing.T, mod ...func(*httpapi.Config)) (string, func() error) {
 	t.Helper()
 	dir := t.TempDir()
 	_, _, js := embeddedtest.Start(t, embedded.Config{DataDir: dir, LazySync: true})
@@ -71,8 +73,8 @@ func seedServer(t *testing.T, mod ...func(*httpapi.Config)) string {
 		m(&cfg)
 	}
 	s := newServer(t, cfg)
-	run(t, s)
-	return "http://" + s.Addr()
+	stop := run(t, s)
+	return "http://" + s.Addr(), stop
 }
 
 // seedBody is a RequirementCreate body (the Python submission body) titled title.
@@ -128,7 +130,7 @@ func seedList(t *testing.T, c *http.Client, base, query string) ([]map[string]an
 }
 
 func TestSeedCreateAndList(t *testing.T) {
-	base := seedServer(t)
+	base, _ := seedServer(t)
 	c := client(t)
 	code, _, b := seedCall(t, c, "POST", base+"/requirements/", adminTok, seedBody("Dice Roller"))
 	if code != 200 {
@@ -145,6 +147,22 @@ func TestSeedCreateAndList(t *testing.T) {
 	md, _ := created["metadata"].(map[string]any)
 	if md["version_id"] != id || md["author"] != "operator" {
 		t.Errorf("metadata = %v; want version_id %v and the token's name as author", md, id)
+	}
+
+	doc, err := openapitest.Load(httpapi.OpenAPI())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := doc.Check("POST /requirements/", code, "application/json", b); err != nil {
+		t.Error(err)
+	}
+	code, _, lb := seedCall(t, c, "GET", base+"/requirements/", readTok, "")
+	if err := doc.Check("GET /requirements/", code, "application/json", lb); err != nil {
+		t.Error(err)
+	}
+	code, _, eb := seedCall(t, c, "GET", base+"/requirements/?limit=0", readTok, "")
+	if err := doc.Check("GET /requirements/", code, "application/json", eb); err != nil {
+		t.Error(err)
 	}
 
 	list, total := seedList(t, c, base, "")
@@ -189,7 +207,7 @@ func TestSeedCreateAndList(t *testing.T) {
 // Fifty creates at once are all applied and all listed, each with its own id; the pages and
 // X-Total-Count agree.
 func TestSeedConcurrentCreates(t *testing.T) {
-	base := seedServer(t)
+	base, _ := seedServer(t)
 	c := client(t)
 	const n = 50
 	ids := make([]float64, n)
@@ -289,7 +307,7 @@ func dialWS(t *testing.T, base string, opts *websocket.DialOptions) (*websocket.
 }
 
 func TestSeedWebSocket(t *testing.T) {
-	base := seedServer(t)
+	base, _ := seedServer(t)
 	c := client(t)
 	var ids []float64
 	for _, title := range []string{"Alpha", "Beta", "Gamma"} {
@@ -392,7 +410,7 @@ func TestSeedWebSocket(t *testing.T) {
 // socket stays open), sockets per token (the feeds cap: 429 before the upgrade) and the size
 // of one message (the socket closes with 1009).
 func TestSeedWebSocketLimits(t *testing.T) {
-	base := seedServer(t, func(c *httpapi.Config) {
+	base, _ := seedServer(t, func(c *httpapi.Config) {
 		off := httpapi.Rate{PerSecond: -1}
 		c.RateLimits = httpapi.RateLimits{Uploads: off, Graph: off, Replay: off, Feeds: httpapi.Rate{PerSecond: 0.01, Burst: 5}}
 		c.MaxFeedsPerToken = 2
@@ -439,5 +457,31 @@ func TestSeedWebSocketLimits(t *testing.T) {
 	_ = w2.Write(ctx, websocket.MessageText, []byte(big))
 	if _, _, err := w2.Read(ctx); websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
 		t.Fatalf("after a too-large message: %v; want close 1009", err)
+	}
+}
+
+// A socket open when the server shuts down is closed with 1001 (going away), and the
+// handler's goroutines end (goleak checks them at the end of the package).
+func TestSeedWebSocketShutdown(t *testing.T) {
+	base, stop := seedServer(t)
+	ws, _, err := dialWS(t, base, &websocket.DialOptions{HTTPHeader: http.Header{"Authorization": {"Bearer " + readTok}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := ask(t, ws, `{"type":"get_requirements","filter":{}}`); got.Type != "requirements_data" {
+		t.Fatalf("%+v", got)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_, _, err := ws.Read(ctx)
+		errc <- err
+	}()
+	if err := stop(); err != nil {
+		t.Fatalf("stop: %v", err)
+	}
+	if err := <-errc; websocket.CloseStatus(err) != websocket.StatusGoingAway {
+		t.Fatalf("read after shutdown: %v; want close 1001", err)
 	}
 }
