@@ -48,9 +48,21 @@ const (
 // failures are the API's problem+json, as on the compatibility routes.
 func (s *Server) seedRoutes() {
 	rq := func(scope Scope, h http.HandlerFunc) http.HandlerFunc { return s.require(scope, s.withRequirements(h)) }
-	s.handle("POST /requirements/", rq(ScopeAdmin, s.seedCreate))
-	s.handle("GET /requirements/", rq(ScopeRead, s.seedList))
+	s.handle("POST /requirements/", s.seedExact(rq(ScopeAdmin, s.seedCreate)))
+	s.handle("GET /requirements/", s.seedExact(rq(ScopeRead, s.seedList)))
 	s.handle("GET /ws/requirements", rq(ScopeRead, s.seedWS))
+}
+
+// seedExact answers 404 {"detail":"Not Found"}, as FastAPI does, for a path below
+// /requirements/ (which the mux pattern "/requirements/" also matches).
+func (s *Server) seedExact(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/requirements/" {
+			s.detail(w, r, http.StatusNotFound, "Not Found")
+			return
+		}
+		h(w, r)
+	}
 }
 
 // seedRequirement is a requirement as the seed's routes answer it: "id" and "archived", then
