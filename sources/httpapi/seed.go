@@ -213,11 +213,12 @@ type seedWSRequest struct {
 }
 
 // seedWSAnswer is one message the server sends: requirements_data with Data, or error with
-// Detail.
+// Detail. Data is a pointer so that requirements_data always carries "data" — [] when nothing
+// matched, as the seed sends (a client reads msg["data"]) — and an error carries none.
 type seedWSAnswer struct {
-	Type   string                 `json:"type"`
-	Data   []*requirements.Object `json:"data,omitempty"`
-	Detail string                 `json:"detail,omitempty"`
+	Type   string                  `json:"type"`
+	Data   *[]*requirements.Object `json:"data,omitempty"`
+	Detail string                  `json:"detail,omitempty"`
 }
 
 // seedWS handles the WebSocket /ws/requirements: for every {"type":"get_requirements",
@@ -300,7 +301,10 @@ func (s *Server) seedAnswer(ctx context.Context, principal string, typ websocket
 		}
 		return fail("reading requirements failed")
 	}
-	return seedWSAnswer{Type: "requirements_data", Data: data}
+	if data == nil {
+		data = []*requirements.Object{}
+	}
+	return seedWSAnswer{Type: "requirements_data", Data: &data}
 }
 
 // seedFilterFields are the fields get_requirements can filter on, and whether each is

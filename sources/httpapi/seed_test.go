@@ -287,6 +287,19 @@ func ask(t *testing.T, c *websocket.Conn, msg string) wsMsg {
 	if err := json.Unmarshal(b, &m); err != nil {
 		t.Fatalf("answer %s: %v", b, err)
 	}
+	// requirements_data always carries a "data" list, [] when nothing matched (a client
+	// written from the seed reads msg["data"]); an error carries none.
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(b, &raw); err != nil {
+		t.Fatalf("answer %s: %v", b, err)
+	}
+	data, has := raw["data"]
+	switch {
+	case m.Type == "requirements_data" && (!has || data[0] != '['):
+		t.Errorf("answer to %s: %s; want a \"data\" list", msg, b)
+	case m.Type == "error" && has:
+		t.Errorf("error answer to %s carries data: %s", msg, b)
+	}
 	return m
 }
 
