@@ -289,18 +289,38 @@ def stored_count(job_id, ids):
 
 # --- the seed's routes ------------------------------------------------------------------------
 
-def require_route(test, method, path):
-    """Skips test when the server has no such route (answers 404 to an empty probe)."""
-    r = request(method, path, body=b"{}" if method == "POST" else None,
-                headers={"Content-Type": "application/json"})
+def require_seed_routes(test):
+    """Skips test when the server has no /requirements/ routes (the listing answers 404)."""
+    r = request("GET", "/requirements/?limit=1&offset=0")
     if r.status == 404:
-        test.skipTest(f"{method} {path} answers 404: the seed's routes (issue 17 item 1) "
+        test.skipTest("GET /requirements/ answers 404: the seed's routes (issue 17 item 1) "
                       "are not in this build")
 
 
+def list_all_requirements():
+    """Every requirement GET /requirements/ lists, page by page, and the X-Total-Count."""
+    out, offset, total = [], 0, None
+    while True:
+        r = request("GET", f"/requirements/?limit=50&offset={offset}")
+        if r.status != 200:
+            raise AssertionError(f"GET /requirements/: {r.status} {r.body[:300]!r}")
+        page = r.json()
+        total = int(r.headers["X-Total-Count"])
+        out += page
+        offset += len(page)
+        if not page or offset >= total:
+            return out, total
+
+
 def new_requirement(title):
-    return {"title": title, "description": f"Acceptance test requirement {title}.",
-            "priority": "high", "requester": "acceptance"}
+    """A RequirementCreate body: the Python submission body (docs/operations.md, "The seed's
+    requirement routes")."""
+    return {"title": title, "version": "1.0.0", "description": f"Acceptance requirements {title}",
+            "requirements": {"functional": [{"id": "AC-001", "title": "Roll",
+                                             "description": "Roll 3d6", "priority": "high"}],
+                             "non_functional": []},
+            "stakeholders": [{"name": "GM", "role": "Owner", "involvement": "primary"}],
+            "author": "acceptance"}
 
 
 def create_requirement(title):
@@ -392,7 +412,7 @@ class TestAsyncEndpoints(unittest.TestCase):
     """The seed's own routes: skipped on a build without them."""
 
     def test_async_requirement_creation(self):
-        require_route(self, "POST", "/requirements/")
+        require_seed_routes(self)
         r = create_requirement("acc-create")
         self.assertIn(r.status, (200, 201), r.body)
         got = r.json()
@@ -400,7 +420,7 @@ class TestAsyncEndpoints(unittest.TestCase):
         self.assertEqual(got.get("title"), "acc-create")
 
     def test_async_requirement_listing(self):
-        require_route(self, "GET", "/requirements/?limit=1&offset=0")
+        require_seed_routes(self)
         created = create_requirement("acc-list").json()
         r = request("GET", "/requirements/?limit=50&offset=0")
         self.assertEqual(r.status, 200)
@@ -409,13 +429,14 @@ class TestAsyncEndpoints(unittest.TestCase):
         self.assertLessEqual(len(items), 50)
         total = int(r.headers["X-Total-Count"])
         self.assertGreaterEqual(total, len(items))
-        everything = request("GET", f"/requirements/?limit={max(total, 1)}&offset=0").json()
+        everything, total = list_all_requirements()
+        self.assertEqual(len(everything), total)
         self.assertIn(created["id"], [i["id"] for i in everything])
         page2 = request("GET", "/requirements/?limit=1&offset=1").json()
         self.assertLessEqual(len(page2), 1)
 
     def test_concurrent_endpoint_requests(self):
-        require_route(self, "POST", "/requirements/")
+        require_seed_routes(self)
         rs = parallel(lambda i: create_requirement(f"acc-conc-{i}"), range(50), workers=50)
         self.assertEqual([r.status for r in rs if r.status not in (200, 201)], [])
         ids = {r.json()["id"] for r in rs}
@@ -423,8 +444,7 @@ class TestAsyncEndpoints(unittest.TestCase):
         lists = parallel(lambda _: request("GET", "/requirements/?limit=50&offset=0"),
                          range(20), workers=20)
         self.assertEqual([r.status for r in lists], [200] * 20)
-        total = int(lists[-1].headers["X-Total-Count"])
-        everything = request("GET", f"/requirements/?limit={total}&offset=0").json()
+        everything, _ = list_all_requirements()
         self.assertLessEqual(ids, {i["id"] for i in everything})
 
     def test_async_websocket_operations(self):
@@ -450,8 +470,9 @@ class TestAsyncEndpoints(unittest.TestCase):
             msgs = []
             try:
                 created = create_requirement("acc-ws")
-                for _ in range(2):  # the socket answers for as long as it is open
-                    await ws.send(json.dumps({"type": "get_requirements", "filter": {}}))
+                # the socket answers for as long as it is open
+                for flt in ({}, {"title": "acc-ws"}):
+                    await ws.send(json.dumps({"type": "get_requirements", "filter": flt}))
                     msgs.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
                 await ws.send("not json")
                 msgs.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
@@ -475,8 +496,10 @@ class TestAsyncEndpoints(unittest.TestCase):
         for msg in msgs[:2]:
             self.assertEqual(msg["type"], "requirements_data", msg)
             self.assertIsInstance(msg["data"], list)
-        if created.status in (200, 201):
-            self.assertIn(created.json()["id"], [d.get("id") for d in msgs[1]["data"]])
+        self.assertIn(created.status, (200, 201), created.body)
+        self.assertIn(created.json()["id"], [d.get("id") for d in msgs[0]["data"]])
+        self.assertEqual([(d["id"], d["title"]) for d in msgs[1]["data"]],
+                         [(created.json()["id"], "acc-ws")], "filtered by title")
         self.assertEqual(msgs[2]["type"], "error", msgs[2])
         self.assertTrue(msgs[2].get("detail"), msgs[2])
         self.assertIn(anon_status, (401, 403), "a socket without a token must be refused")
@@ -487,15 +510,17 @@ class TestAsyncResourceManagement(unittest.TestCase):
 
     def test_connection_cleanup_on_exception(self):
         spool = Path(SERVER.dir) / "data" / "spool"
-        # A client that declares 8 MiB, sends 256 KiB and drops its connection.
+        # A client that declares 8 MiB, sends 2 MiB (past the 1 MiB an upload may hold in
+        # memory, so the server spools it to disk) and drops its connection.
         host, port = SERVER.base_url.removeprefix("http://").split(":")
         with socket.create_connection((host, int(port)), timeout=10) as s:
             s.sendall((f"POST /v1/jobs?env={ENV} HTTP/1.1\r\nHost: {host}\r\n"
                        f"Authorization: Bearer {ADMIN_TOKEN}\r\n"
                        "Content-Type: application/json\r\n"
                        f"Content-Length: {8 * MIB}\r\n\r\n").encode())
-            s.sendall(b'{"chunks": [' + b" " * (256 * 1024))
-            time.sleep(0.3)  # let the server start spooling before the drop
+            s.sendall(b'{"chunks": [' + b" " * (2 * MIB))
+            wait_for("the upload spooled to disk",
+                     lambda: spool.exists() and any(spool.iterdir()), timeout=10)
         wait_for("spool empty after a dropped upload",
                  lambda: not spool.exists() or not any(spool.iterdir()))
         # Only the /metrics request itself is in flight afterwards.
