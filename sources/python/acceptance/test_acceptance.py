@@ -240,7 +240,7 @@ def wait_job(job_id, states=("completed", "completed_with_errors"), timeout=JOB_
         job = get_json(f"/v1/jobs/{job_id}")
         if job["state"] in states:
             return job
-        if job["state"] in ("failed", "rolled_back", "superseded") and job["state"] not in states:
+        if job["state"] in ("failed", "rolled_back", "superseded"):
             raise AssertionError(f"job {job_id} ended {job['state']}: {job}")
         if time.monotonic() > deadline:
             raise AssertionError(f"job {job_id} not in {states} after {timeout}s: {job}")
@@ -256,18 +256,22 @@ def wait_for(what, cond, timeout=30.0):
 
 
 def parallel(fn, args, workers):
-    """fn over args on `workers` threads, started together; returns the results in order."""
+    """fn over args on `workers` threads; the first `workers` calls start together (the
+    rest as threads free up). Returns the results in order."""
+    args = list(args)
     barrier = threading.Barrier(min(workers, len(args)))
 
-    def run(a):
-        try:
-            barrier.wait(30)
-        except threading.BrokenBarrierError:
-            pass
+    def run(ia):
+        i, a = ia
+        if i < barrier.parties:
+            try:
+                barrier.wait(30)
+            except threading.BrokenBarrierError:
+                pass
         return fn(a)
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(run, args))
+        return list(pool.map(run, enumerate(args)))
 
 
 def stored_count(job_id, ids):
@@ -277,7 +281,7 @@ def stored_count(job_id, ids):
     readable = sum(1 for i in ids
                    if request("GET", f"/v1/chunks/{i}?env={ENV}").status == 200)
     if DOUBLE is not None:
-        ids = sorted(set(ids))
+        ids = sorted(ids)
         in_astra = 0
         for i in range(0, len(ids), 100):  # $in takes at most 100 values
             in_astra += len(DOUBLE.chunk_ids(f"ttrpg_chunks_{ENV}", {
@@ -385,7 +389,8 @@ class TestAsyncAstraService(unittest.TestCase):
         mx = m["sluice_graph_pool_conns_max"]
         self.assertGreater(mx, 0)
         self.assertLessEqual(m["sluice_graph_pool_conns_open"], mx)
-        self.assertLessEqual(m["sluice_graph_pool_conns_acquired"], m["sluice_graph_pool_conns_open"])
+        self.assertLessEqual(m["sluice_graph_pool_conns_acquired"],
+                             m["sluice_graph_pool_conns_open"])
         report("graph pool conns_max", int(mx))
         if DOUBLE is not None:
             for client in ("documents", "requirements"):
@@ -616,7 +621,8 @@ class TestAsyncPerformance(unittest.TestCase):
         def sample():
             while not stop.is_set():
                 m = metrics()
-                samples.append((m["sluice_graph_pool_conns_open"], m["sluice_graph_pool_conns_max"]))
+                samples.append((m["sluice_graph_pool_conns_open"],
+                                m["sluice_graph_pool_conns_max"]))
                 stop.wait(0.05)
 
         sampler = threading.Thread(target=sample)
