@@ -225,13 +225,20 @@ def chunk_file(prefix, n):
     return {"job_id": f"job_{prefix}", "phase": "pass_a", "chunks": chunks}
 
 
-def submit(doc):
+def submit(doc, timeout=JOB_TIMEOUT):
+    """POST /v1/jobs; a 503 or 429 with Retry-After (admission: the server is publishing as
+    many jobs as it queues) is waited out and sent again, as sluice_client does."""
     body = doc if isinstance(doc, bytes) else json.dumps(doc).encode()
-    r = request("POST", f"/v1/jobs?env={ENV}", body=body,
-                headers={"Content-Type": "application/json"})
-    if r.status not in (200, 202):
-        raise AssertionError(f"POST /v1/jobs: {r.status} {r.body[:500]!r}")
-    return r.json()
+    deadline = time.monotonic() + timeout
+    while True:
+        r = request("POST", f"/v1/jobs?env={ENV}", body=body,
+                    headers={"Content-Type": "application/json"})
+        if r.status in (200, 202):
+            return r.json()
+        retry = r.headers.get("Retry-After")
+        if r.status not in (429, 503) or retry is None or time.monotonic() > deadline:
+            raise AssertionError(f"POST /v1/jobs: {r.status} {r.body[:500]!r}")
+        time.sleep(min(float(retry), 1.0))
 
 
 def wait_job(job_id, states=("completed", "completed_with_errors"), timeout=JOB_TIMEOUT):
@@ -331,6 +338,70 @@ def create_requirement(title):
     r = request("POST", "/requirements/", body=json.dumps(new_requirement(title)).encode(),
                 headers={"Content-Type": "application/json"})
     return r
+
+
+def ws_connect(token):
+    """Opens /ws/requirements (a coroutine), with token in the Authorization header."""
+    import websockets  # Debian: python3-websockets (10.x there; newer ones work too)
+
+    url = SERVER.base_url.replace("http://", "ws://") + "/ws/requirements"
+    headers = {"Authorization": "Bearer " + token} if token else {}
+    major = int(websockets.__version__.split(".")[0])
+    kw = "additional_headers" if major >= 14 else "extra_headers"
+    return websockets.connect(url, open_timeout=10, **{kw: headers})
+
+
+def ws_refusal(e):
+    """The HTTP status of a refused WebSocket handshake (any websockets version), or None."""
+    resp = getattr(e, "response", None)
+    return getattr(resp, "status_code", None) or getattr(e, "status_code", None)
+
+
+def ws_handshake_status(token):
+    """101 if /ws/requirements accepts token (None: no token), else the refusal's status."""
+    import websockets
+
+    async def go():
+        try:
+            ws = await ws_connect(token)
+        except websockets.exceptions.InvalidHandshake as e:
+            return ws_refusal(e)
+        await ws.close()
+        return 101
+
+    return asyncio.run(go())
+
+
+def ws_session(test, steps, token=READ_TOKEN):
+    """One /ws/requirements socket: each step is a message to send (a str, or a dict sent as
+    JSON), answered by one message, or a callable run before the next step. Returns the answers
+    (decoded). Skips test when the route answers 404; fails it on another refusal."""
+    import websockets
+
+    async def go():
+        try:
+            ws = await ws_connect(token)
+        except websockets.exceptions.InvalidHandshake as e:
+            return None, ws_refusal(e)
+        answers = []
+        try:
+            for step in steps:
+                if callable(step):
+                    await asyncio.to_thread(step)
+                    continue
+                await ws.send(step if isinstance(step, str) else json.dumps(step))
+                answers.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
+        finally:
+            await ws.close()
+        return answers, 101
+
+    answers, status = asyncio.run(go())
+    if status == 404:
+        test.skipTest("/ws/requirements answers 404: the seed's routes (issue 17 item 1) are "
+                      "not in this build")
+    if answers is None:
+        test.fail(f"/ws/requirements refused the handshake: {status}")
+    return answers
 
 
 # --- the tests --------------------------------------------------------------------------------
@@ -455,59 +526,22 @@ class TestAsyncEndpoints(unittest.TestCase):
     def test_async_websocket_operations(self):
         # A client written from the seed's snippet: send get_requirements, read
         # requirements_data, as long as the socket is open.
-        import websockets  # Debian: python3-websockets (10.x there; newer ones work too)
-
-        url = SERVER.base_url.replace("http://", "ws://") + "/ws/requirements"
-        major = int(websockets.__version__.split(".")[0])
-        headers_kw = "additional_headers" if major >= 14 else "extra_headers"
-
-        def refused_status(e):
-            """The HTTP status of a refused handshake, or None."""
-            resp = getattr(e, "response", None)
-            return getattr(resp, "status_code", None) or getattr(e, "status_code", None)
-
-        async def session():
-            try:
-                ws = await websockets.connect(
-                    url, open_timeout=10, **{headers_kw: {"Authorization": "Bearer " + READ_TOKEN}})
-            except websockets.exceptions.InvalidHandshake as e:
-                return ("refused", refused_status(e))
-            msgs = []
-            try:
-                created = create_requirement("acc-ws")
-                # the socket answers for as long as it is open
-                for flt in ({}, {"title": "acc-ws"}):
-                    await ws.send(json.dumps({"type": "get_requirements", "filter": flt}))
-                    msgs.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
-                await ws.send("not json")
-                msgs.append(json.loads(await asyncio.wait_for(ws.recv(), 10)))
-            finally:
-                await ws.close()
-            try:
-                anon = await websockets.connect(url, open_timeout=10)
-                await anon.close()
-                anon_status = 101
-            except websockets.exceptions.InvalidHandshake as e:
-                anon_status = refused_status(e)
-            return ("open", created, msgs, anon_status)
-
-        got = asyncio.run(session())
-        if got[0] == "refused":
-            if got[1] == 404:
-                self.skipTest("/ws/requirements answers 404: the seed's routes (issue 17 "
-                              "item 1) are not in this build")
-            self.fail(f"/ws/requirements refused the handshake: {got[1]}")
-        _, created, msgs, anon_status = got
+        require_seed_routes(self)
+        created = create_requirement("acc-ws")
+        self.assertIn(created.status, (200, 201), created.body)
+        msgs = ws_session(self, [{"type": "get_requirements", "filter": {}},
+                                 {"type": "get_requirements", "filter": {"title": "acc-ws"}},
+                                 "not json"])
         for msg in msgs[:2]:
             self.assertEqual(msg["type"], "requirements_data", msg)
             self.assertIsInstance(msg["data"], list)
-        self.assertIn(created.status, (200, 201), created.body)
         self.assertIn(created.json()["id"], [d.get("id") for d in msgs[0]["data"]])
         self.assertEqual([(d["id"], d["title"]) for d in msgs[1]["data"]],
                          [(created.json()["id"], "acc-ws")], "filtered by title")
         self.assertEqual(msgs[2]["type"], "error", msgs[2])
         self.assertTrue(msgs[2].get("detail"), msgs[2])
-        self.assertIn(anon_status, (401, 403), "a socket without a token must be refused")
+        self.assertIn(ws_handshake_status(None), (401, 403),
+                      "a socket without a token must be refused")
 
 
 class TestAsyncResourceManagement(unittest.TestCase):
@@ -668,6 +702,81 @@ class TestAsyncPerformance(unittest.TestCase):
                f"{modes['seed']['docs_per_sec']:.1f} / {modes['sluice']['docs_per_sec']:.0f} "
                f"({ratio:.1f}x)")
         self.assertGreaterEqual(ratio, SPEEDUP_GOAL)
+
+
+class TestAsyncIntegration(unittest.TestCase):
+    """The requirement's integration tests: whole workflows through the API."""
+
+    def test_end_to_end_async_workflow(self):
+        # upload → completed → read back → roll back → gone → load again → back
+        doc = chunk_file("acc_e2e", 25)
+        ids = [c["id"] for c in doc["chunks"]]
+        sub = submit(doc)
+        self.assertEqual(wait_job(sub["job_id"])["written"], 25)
+        self.assertEqual(stored_count(sub["job_id"], ids), 25)
+        self.assertIn(request("DELETE", f"/v1/jobs/{sub['job_id']}").status, (200, 202))
+        wait_job(sub["job_id"], states=("rolled_back",))
+        self.assertEqual(stored_count(sub["job_id"], ids), 0)
+        again = submit(doc)  # a rolled-back job's file loads again on a plain resubmit
+        self.assertEqual(again["job_id"], sub["job_id"])
+        self.assertEqual(wait_job(again["job_id"])["written"], 25)
+        self.assertEqual(stored_count(again["job_id"], ids), 25)
+
+    def test_websocket_with_async_database(self):
+        # One socket open while requirements are created concurrently: each request on it sees
+        # the store as it is then.
+        require_seed_routes(self)
+        titles = [f"acc-wsdb-{i}" for i in range(10)]
+
+        def create_all():
+            rs = parallel(create_requirement, titles, workers=10)
+            self.assertEqual([r.status for r in rs if r.status not in (200, 201)], [])
+
+        asks = [{"type": "get_requirements", "filter": {"title": t}} for t in titles]
+        answers = ws_session(self, asks + [create_all] + asks)
+        # the seed's client reads msg["data"]: present, [] when nothing matches
+        self.assertEqual([a.get("data") for a in answers[:10]], [[]] * 10, "none before")
+        for t, a in zip(titles, answers[10:]):
+            self.assertEqual(a["type"], "requirements_data", a)
+            self.assertEqual([d["title"] for d in a["data"]], [t])
+
+    def test_batch_processing_reliability(self):
+        # good and hostile files loaded at once: every good record stored, every bad one
+        # rejected with its reason, nothing dead-lettered
+        files = [chunk_file(f"acc_rel{j}", 120) for j in range(4)]
+        bad = chunk_file("acc_rel_bad", 30)
+        for i in (3, 17):
+            bad["chunks"][i]["content"] = ""  # refused: empty content
+        subs = parallel(submit, files + [bad], workers=5)
+        jobs = parallel(lambda x: wait_job(x["job_id"]), subs, workers=5)
+        for f, sub, job in zip(files + [bad], subs, jobs):
+            n = len(f["chunks"])
+            self.assertEqual((job["written"] + job["rejected"], job["dead_lettered"]), (n, 0), job)
+            good = [c["id"] for c in f["chunks"] if c["content"]]
+            self.assertEqual(stored_count(sub["job_id"], good), len(good))
+        self.assertEqual(sorted(r["index"] for r in subs[-1]["rejections"]), [3, 17])
+
+    def test_concurrent_user_scenarios(self):
+        # readers, loaders, requirement authors and graph readers at once
+        doc = chunk_file("acc_users", 20)
+        wait_job(submit(doc)["job_id"])
+        seeded = request("GET", "/requirements/?limit=1&offset=0").status != 404
+
+        def scenario(i):
+            kind = i % 4
+            if kind == 0:
+                return request("GET", f"/v1/chunks/acc_users_{i % 20:05d}?env={ENV}").status
+            if kind == 1:
+                job = wait_job(submit(chunk_file(f"acc_users_load{i}", 10))["job_id"])
+                return 200 if job["written"] == 10 else job["written"]
+            if kind == 2 and seeded:
+                return 200 if create_requirement(f"acc-user-{i}").status in (200, 201) else 0
+            return request("GET", "/v1/graph/stats").status
+
+        n = min(USERS, 200)
+        statuses = parallel(scenario, range(n), workers=n)
+        self.assertEqual([s for s in statuses if s != 200], [])
+        self.assertEqual(get_json("/readyz")["status"], "ready")
 
 
 def main() -> int:
