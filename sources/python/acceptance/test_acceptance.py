@@ -18,8 +18,8 @@ with a tokens file (an admin token and a read-only one) and a temporary data dir
 - SLUICE_ACCEPTANCE_FULL=1: TestAsyncPerformance with 1000 concurrent users (default 200).
 
 The seed's own routes (``POST /requirements/``, ``GET /requirements/``, ``/ws/requirements``)
-are tested only where the server has them: on a build without them (the route answers 404) those
-tests are SKIPPED with that reason. The WebSocket test needs the ``websockets`` package (Debian's
+are part of the server: a build without them (the route answers 404) FAILS those tests, naming
+the route. The WebSocket test needs the ``websockets`` package (Debian's
 python3-websockets); without it that test fails, never skips.
 
 Standard library only otherwise. Run: ``.ci/acceptance-test``, or
@@ -301,11 +301,10 @@ def stored_count(job_id, ids):
 # --- the seed's routes ------------------------------------------------------------------------
 
 def require_seed_routes(test):
-    """Skips test when the server has no /requirements/ routes (the listing answers 404)."""
+    """Fails test when the server has no /requirements/ routes (the listing answers 404)."""
     r = request("GET", "/requirements/?limit=1&offset=0")
     if r.status == 404:
-        test.skipTest("GET /requirements/ answers 404: the seed's routes (issue 17 item 1) "
-                      "are not in this build")
+        test.fail("GET /requirements/ answers 404: the seed's routes are missing from this build")
 
 
 def list_all_requirements():
@@ -375,7 +374,7 @@ def ws_handshake_status(token):
 def ws_session(test, steps, token=READ_TOKEN):
     """One /ws/requirements socket: each step is a message to send (a str, or a dict sent as
     JSON), answered by one message, or a callable run before the next step. Returns the answers
-    (decoded). Skips test when the route answers 404; fails it on another refusal."""
+    (decoded). Fails test when the handshake is refused (404: the route is missing)."""
     import websockets
 
     async def go():
@@ -397,8 +396,7 @@ def ws_session(test, steps, token=READ_TOKEN):
 
     answers, status = asyncio.run(go())
     if status == 404:
-        test.skipTest("/ws/requirements answers 404: the seed's routes (issue 17 item 1) are "
-                      "not in this build")
+        test.fail("/ws/requirements answers 404: the seed's routes are missing from this build")
     if answers is None:
         test.fail(f"/ws/requirements refused the handshake: {status}")
     return answers
@@ -485,7 +483,7 @@ class TestAsyncAstraService(unittest.TestCase):
 
 
 class TestAsyncEndpoints(unittest.TestCase):
-    """The seed's own routes: skipped on a build without them."""
+    """The seed's own routes: POST /requirements/, GET /requirements/, /ws/requirements."""
 
     def test_async_requirement_creation(self):
         require_seed_routes(self)
@@ -760,7 +758,6 @@ class TestAsyncIntegration(unittest.TestCase):
         # readers, loaders, requirement authors and graph readers at once
         doc = chunk_file("acc_users", 20)
         wait_job(submit(doc)["job_id"])
-        seeded = request("GET", "/requirements/?limit=1&offset=0").status != 404
 
         def scenario(i):
             kind = i % 4
@@ -769,7 +766,7 @@ class TestAsyncIntegration(unittest.TestCase):
             if kind == 1:
                 job = wait_job(submit(chunk_file(f"acc_users_load{i}", 10))["job_id"])
                 return 200 if job["written"] == 10 else job["written"]
-            if kind == 2 and seeded:
+            if kind == 2:
                 return 200 if create_requirement(f"acc-user-{i}").status in (200, 201) else 0
             return request("GET", "/v1/graph/stats").status
 
@@ -781,8 +778,8 @@ class TestAsyncIntegration(unittest.TestCase):
 
 def main() -> int:
     """Runs every test; prints unittest's summary, each skip's reason, then
-    "N passed, M skipped, F failed". A skip is a route this build does not have (see the
-    module's doc); any failure, error or failing set-up/tear-down fails the run."""
+    "N passed, M skipped, F failed". Any failure, error, skip or failing set-up/tear-down
+    fails the run: every test must run and pass."""
     suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
     total = suite.countTestCases()
     result = unittest.TextTestRunner(verbosity=2, stream=sys.stdout).run(suite)
@@ -793,7 +790,7 @@ def main() -> int:
     passed = result.testsRun - len(result.skipped) - len(result.failures) - len(
         [t for t, _ in result.errors if isinstance(t, unittest.TestCase)])
     print(f"[{STORE}] {passed} passed, {len(result.skipped)} skipped, {bad + not_run} failed")
-    return 0 if bad == 0 and not_run == 0 else 1
+    return 0 if bad == 0 and not_run == 0 and not result.skipped else 1
 
 
 if __name__ == "__main__":
