@@ -133,6 +133,17 @@ func (s *Server) compatCommand(w http.ResponseWriter, r *http.Request, cmd requi
 	return requirements.Outcome{}, false
 }
 
+// fillSubmissionLists gives a submission without stakeholders or acceptance criteria empty
+// lists, as the Python service stored them.
+func fillSubmissionLists(body *requirements.SubmitRequirements) {
+	if body.Stakeholders == nil {
+		body.Stakeholders = []*requirements.Object{}
+	}
+	if body.AcceptanceCriteria == nil {
+		body.AcceptanceCriteria = []*requirements.Object{}
+	}
+}
+
 // compatSubmitRequirements handles POST /api/requirements/submit.
 func (s *Server) compatSubmitRequirements(w http.ResponseWriter, r *http.Request) {
 	var body requirements.SubmitRequirements
@@ -140,12 +151,7 @@ func (s *Server) compatSubmitRequirements(w http.ResponseWriter, r *http.Request
 		s.detail(w, r, code, err.Error())
 		return
 	}
-	if body.Stakeholders == nil {
-		body.Stakeholders = []*requirements.Object{}
-	}
-	if body.AcceptanceCriteria == nil {
-		body.AcceptanceCriteria = []*requirements.Object{}
-	}
+	fillSubmissionLists(&body)
 	out, ok := s.compatCommand(w, r, requirements.Command{Type: requirements.TypeSubmitRequirements, SubmitRequirements: &body}, "")
 	if !ok {
 		return

@@ -94,12 +94,7 @@ func (s *Server) seedCreate(w http.ResponseWriter, r *http.Request) {
 		s.detail(w, r, code, err.Error())
 		return
 	}
-	if body.Stakeholders == nil {
-		body.Stakeholders = []*requirements.Object{}
-	}
-	if body.AcceptanceCriteria == nil {
-		body.AcceptanceCriteria = []*requirements.Object{}
-	}
+	fillSubmissionLists(&body)
 	cmd := requirements.Command{Type: requirements.TypeSubmitRequirements, SubmitRequirements: &body, Actor: actor(r)}
 	id, err := s.cfg.Requirements.Submit(r.Context(), cmd)
 	var ref *requirements.Refusal
