@@ -97,16 +97,34 @@ func (s *Server) compatVersion(w http.ResponseWriter, r *http.Request) {
 	writeRawJSON(w, http.StatusOK, append(v.JSON(), '\n'))
 }
 
-// compatCommand publishes cmd and waits for its outcome. It answers the client itself for
-// anything but an applied command, which it returns with true. A wait that runs out answers
-// 202 with the command id.
-func (s *Server) compatCommand(w http.ResponseWriter, r *http.Request, cmd requirements.Command, notFound string) (requirements.Outcome, bool) {
+// commandReply is how a family of routes words the answers compatCommand gives itself: a
+// command refused as invalid, and a wait that ran out.
+type commandReply struct {
+	invalidCode   int    // the status of a command refused as invalid
+	invalidPrefix string // put before the refusal's message
+	accepted      func(commandID string) map[string]any
+}
+
+// compatReply is the Python service's wording: 400 "Schema validation failed: …", and a 202
+// with success and message.
+var compatReply = commandReply{
+	invalidCode: http.StatusBadRequest, invalidPrefix: "Schema validation failed: ",
+	accepted: func(id string) map[string]any {
+		return map[string]any{"success": true, "command_id": id, "message": "Accepted; not applied yet. Follow it on GET /v1/events."}
+	},
+}
+
+// compatCommand publishes cmd and waits for its outcome. It answers the client itself, worded
+// by reply, for anything but an applied command, which it returns with true: 404 notFound for
+// a command whose subject does not exist, 409 for another refusal, and 202 with the command id
+// for a wait that runs out.
+func (s *Server) compatCommand(w http.ResponseWriter, r *http.Request, cmd requirements.Command, notFound string, reply commandReply) (requirements.Outcome, bool) {
 	cmd.Actor = actor(r)
 	id, err := s.cfg.Requirements.Submit(r.Context(), cmd)
 	var ref *requirements.Refusal
 	switch {
 	case errors.As(err, &ref):
-		s.detail(w, r, http.StatusBadRequest, "Schema validation failed: "+ref.Message)
+		s.detail(w, r, reply.invalidCode, reply.invalidPrefix+ref.Message)
 		return requirements.Outcome{}, false
 	case err != nil:
 		s.internalError(w, r, "submit command", err)
@@ -119,12 +137,11 @@ func (s *Server) compatCommand(w http.ResponseWriter, r *http.Request, cmd requi
 	case err != nil:
 		s.internalError(w, r, "await command outcome", err)
 	case !ok:
-		s.writeJSON(w, r, http.StatusAccepted, map[string]any{"success": true, "command_id": id,
-			"message": "Accepted; not applied yet. Follow it on GET /v1/events."})
+		s.writeJSON(w, r, http.StatusAccepted, reply.accepted(id))
 	case out.Refusal != nil && out.Refusal.Code == requirements.RefusalNotFound:
 		s.detail(w, r, http.StatusNotFound, notFound)
 	case out.Refusal != nil && out.Refusal.Code == requirements.RefusalInvalid:
-		s.detail(w, r, http.StatusBadRequest, "Schema validation failed: "+out.Refusal.Message)
+		s.detail(w, r, reply.invalidCode, reply.invalidPrefix+out.Refusal.Message)
 	case out.Refusal != nil:
 		s.detail(w, r, http.StatusConflict, out.Refusal.Message)
 	default:
@@ -152,7 +169,7 @@ func (s *Server) compatSubmitRequirements(w http.ResponseWriter, r *http.Request
 		return
 	}
 	fillSubmissionLists(&body)
-	out, ok := s.compatCommand(w, r, requirements.Command{Type: requirements.TypeSubmitRequirements, SubmitRequirements: &body}, "")
+	out, ok := s.compatCommand(w, r, requirements.Command{Type: requirements.TypeSubmitRequirements, SubmitRequirements: &body}, "", compatReply)
 	if !ok {
 		return
 	}
@@ -225,7 +242,7 @@ func (s *Server) compatSubmitFeature(w http.ResponseWriter, r *http.Request) {
 	if body.BusinessValue == "" {
 		body.BusinessValue = "medium"
 	}
-	out, ok := s.compatCommand(w, r, body.command(&s.featureIDs), "")
+	out, ok := s.compatCommand(w, r, body.command(&s.featureIDs), "", compatReply)
 	if !ok {
 		return
 	}
@@ -250,7 +267,7 @@ func (s *Server) compatApprove(w http.ResponseWriter, r *http.Request) {
 	}
 	_, ok := s.compatCommand(w, r, requirements.Command{Type: requirements.TypeDecideFeatureRequest, Decide: &requirements.DecideFeatureRequest{
 		RequestID: r.PathValue("request_id"), Action: body.Action, Reason: optReason(body.Reason),
-	}}, "Feature request not found")
+	}}, "Feature request not found", compatReply)
 	if !ok {
 		return
 	}

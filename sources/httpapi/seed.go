@@ -95,35 +95,23 @@ func (s *Server) seedCreate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	fillSubmissionLists(&body)
-	cmd := requirements.Command{Type: requirements.TypeSubmitRequirements, SubmitRequirements: &body, Actor: actor(r)}
-	id, err := s.cfg.Requirements.Submit(r.Context(), cmd)
-	var ref *requirements.Refusal
+	out, ok := s.compatCommand(w, r, requirements.Command{Type: requirements.TypeSubmitRequirements, SubmitRequirements: &body}, "", seedReply)
 	switch {
-	case errors.As(err, &ref):
-		s.detail(w, r, http.StatusUnprocessableEntity, ref.Message)
-		return
-	case err != nil:
-		s.internalError(w, r, "submit command", err)
-		return
-	}
-	out, ok, err := s.cfg.Requirements.Await(r.Context(), id, compatWait)
-	switch {
-	case err != nil && r.Context().Err() != nil:
-		w.WriteHeader(statusClientClosed)
-	case err != nil:
-		s.internalError(w, r, "await command outcome", err)
 	case !ok:
-		s.writeJSON(w, r, http.StatusAccepted, map[string]any{"command_id": id,
-			"detail": "Accepted; not applied yet. Follow it on GET /v1/events."})
-	case out.Refusal != nil && out.Refusal.Code == requirements.RefusalInvalid:
-		s.detail(w, r, http.StatusUnprocessableEntity, out.Refusal.Message)
-	case out.Refusal != nil:
-		s.detail(w, r, http.StatusConflict, out.Refusal.Message)
 	case out.Version == nil:
 		s.internalError(w, r, "submit requirements", errors.New("outcome without a version"))
 	default:
 		s.writeJSON(w, r, http.StatusOK, seedRequirement(*out.Version))
 	}
+}
+
+// seedReply is FastAPI's wording: 422 {"detail"} for invalid input, and a 202 with the
+// command id.
+var seedReply = commandReply{
+	invalidCode: http.StatusUnprocessableEntity,
+	accepted: func(id string) map[string]any {
+		return map[string]any{"command_id": id, "detail": "Accepted; not applied yet. Follow it on GET /v1/events."}
+	},
 }
 
 // seedPage reads ?limit= (1..seedMaxLimit, default seedDefaultLimit) and ?offset= (≥ 0,
