@@ -18,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sluice-dev/sluice/sources/httpapi/console"
+
 	"github.com/sluice-dev/sluice/pipeline/intake"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
 )
@@ -255,19 +257,39 @@ func (s *Server) routes() {
 	s.handle("GET /healthz", s.healthz)
 	s.handle("GET /openapi.json", s.openapi)
 	s.handle("GET /readyz", s.readyz)
+	s.consoleRoutes()
 	s.handle("GET /metrics", s.require(ScopeRead, promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{
 		ErrorLog:      slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
 		ErrorHandling: promhttp.ContinueOnError,
 	}).ServeHTTP))
 }
 
+// consoleRoutes serves the operator console (sources/httpapi/console) at /ui/: static files,
+// no token needed to load them; everything they show comes from the routes above, with the
+// operator's token. They are not API operations, so the OpenAPI document leaves them out.
+func (s *Server) consoleRoutes() {
+	files := console.Handler()
+	s.handleRoute("GET /ui/", files.ServeHTTP, false)
+	s.handleRoute("GET /ui", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, console.Prefix, http.StatusMovedPermanently)
+	}, false)
+}
+
 // handle registers h for pattern and records the route on each request it serves.
 func (s *Server) handle(pattern string, h http.HandlerFunc) {
+	s.handleRoute(pattern, h, true)
+}
+
+// handleRoute is handle; api says whether the route is an API operation (listed in Patterns,
+// which the OpenAPI document must match).
+func (s *Server) handleRoute(pattern string, h http.HandlerFunc, api bool) {
 	route := pattern
 	if _, path, ok := strings.Cut(pattern, " "); ok {
 		route = path
 	}
-	s.patterns = append(s.patterns, pattern)
+	if api {
+		s.patterns = append(s.patterns, pattern)
+	}
 	class := routeClasses[pattern]
 	s.mux.HandleFunc(pattern, func(w http.ResponseWriter, r *http.Request) {
 		if info := reqInfoFrom(r.Context()); info != nil {
