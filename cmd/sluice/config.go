@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -177,6 +178,7 @@ type apiLimitFlags struct {
 	maxConns, feedsPerToken   *int
 	spoolBytes                *int64
 	rateLimits                *string
+	trustedOrigins            *[]string
 }
 
 func bindAPILimits(fs *pflag.FlagSet) *apiLimitFlags {
@@ -187,11 +189,14 @@ func bindAPILimits(fs *pflag.FlagSet) *apiLimitFlags {
 		feedsPerToken: fs.Int("api-feeds-per-token", 0, "open change feeds per token at most, 429 past it; 0 means 16"),
 		spoolBytes:    fs.Int64("api-spool-bytes", 0, "upload bytes received at once over all uploads, 503 past it; 0 means 4 GiB"),
 		rateLimits:    fs.String("api-rate-limits", "", "per-token rates, class=rate[:burst] for uploads, graph, replay, feeds, or class=off; default uploads=2:10,graph=20:40,replay=1:5,feeds=5:20"),
+		trustedOrigins: fs.StringSlice("api-trusted-origins", nil,
+			"browser origins (scheme://host[:port], comma-separated) allowed to send state-changing requests across origins; default none"),
 	}
 	for flag, env := range map[string]string{
 		"api-body-timeout": "SLUICE_API_BODY_TIMEOUT", "api-graph-timeout": "SLUICE_API_GRAPH_TIMEOUT",
 		"api-max-conns": "SLUICE_API_MAX_CONNS", "api-feeds-per-token": "SLUICE_API_FEEDS_PER_TOKEN",
 		"api-spool-bytes": "SLUICE_API_SPOOL_BYTES", "api-rate-limits": "SLUICE_API_RATE_LIMITS",
+		"api-trusted-origins": "SLUICE_API_TRUSTED_ORIGINS",
 	} {
 		bindEnv(fs, flag, env)
 	}
@@ -217,9 +222,23 @@ func (f *apiLimitFlags) parse() (httpapi.Config, error) {
 	if err != nil {
 		return httpapi.Config{}, err
 	}
+	var origins []string
+	for _, o := range *f.trustedOrigins {
+		if o = strings.TrimSpace(o); o == "" {
+			continue
+		}
+		if err := http.NewCrossOriginProtection().AddTrustedOrigin(o); err != nil {
+			errs = append(errs, fmt.Errorf("--api-trusted-origins: %w", err))
+		}
+		origins = append(origins, o)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return httpapi.Config{}, err
+	}
 	return httpapi.Config{
 		BodyIdleTimeout: *f.bodyTimeout, GraphTimeout: *f.graphTimeout, MaxConns: *f.maxConns,
 		MaxFeedsPerToken: *f.feedsPerToken, MaxSpoolBytes: *f.spoolBytes, RateLimits: rl,
+		TrustedOrigins: origins,
 	}, nil
 }
 

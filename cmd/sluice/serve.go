@@ -134,15 +134,16 @@ func cmdServe(ctx context.Context, log *slog.Logger, c config, m serveMode) erro
 			return startErr(err)
 		}
 	}
-	var srv *httpapi.Server
-	if m.api {
-		if srv, err = d.newAPIServer(ctx, c, su, apiOptions{tokens: tokens, limits: m.limits, drain: m.drain, worker: worker, log: log}); err != nil {
-			return startErr(err)
-		}
-	}
+	// Read by /metrics and by the API's GET /v1/consumers.
 	stats, err := newBrokerStats(d, log)
 	if err != nil {
 		return startErr(err)
+	}
+	var srv *httpapi.Server
+	if m.api {
+		if srv, err = d.newAPIServer(ctx, c, su, apiOptions{tokens: tokens, limits: m.limits, drain: m.drain, worker: worker, broker: stats, log: log}); err != nil {
+			return startErr(err)
+		}
 	}
 	p := pool.New().WithContext(ctx).WithCancelOnError()
 	p.Go(stats.Run)

@@ -15,15 +15,23 @@ import (
 // LocalPrincipal is the principal of every request when no tokens are configured.
 const LocalPrincipal = "local"
 
-// principalKey is the context key of the authenticated principal's name.
+// principalKey is the context key of the authenticated principal.
 type principalKey struct{}
+
+// principal is who require let in: the token's name and its highest Scope.level, or
+// LocalPrincipal with every scope when the server is open (no tokens, loopback only).
+type principal struct {
+	name  string
+	level int
+	open  bool
+}
 
 // Principal returns the name of the token that authenticated the request carrying ctx
 // (LocalPrincipal when the server runs without tokens). ok is false outside an authenticated
 // route. The name comes from the server's token list, never from a request header.
 func Principal(ctx context.Context) (string, bool) {
-	name, ok := ctx.Value(principalKey{}).(string)
-	return name, ok
+	p, ok := ctx.Value(principalKey{}).(principal)
+	return p.name, ok
 }
 
 // authEntry is one configured token, kept as its SHA-256 hash.
@@ -178,8 +186,9 @@ func (s *Server) require(need Scope, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		st := s.auth.Load()
 		var name string
+		var level int
 		if st.open {
-			name = LocalPrincipal
+			name, level = LocalPrincipal, ScopeAdmin.level()
 		} else {
 			tok, ok := bearerToken(r)
 			var e authEntry
@@ -195,7 +204,7 @@ func (s *Server) require(need Scope, h http.HandlerFunc) http.HandlerFunc {
 				s.problem(w, r, http.StatusUnauthorized, "A valid bearer token is required (Authorization: Bearer <token>).")
 				return
 			}
-			name = e.name
+			name, level = e.name, e.level
 			if e.level < need.level() {
 				if info := reqInfoFrom(r.Context()); info != nil {
 					info.principal = name
@@ -233,6 +242,29 @@ func (s *Server) require(need Scope, h http.HandlerFunc) http.HandlerFunc {
 				defer release()
 			}
 		}
-		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, name)))
+		h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, principal{name: name, level: level, open: st.open})))
 	}
+}
+
+// whoamiResponse is GET /v1/whoami's answer.
+type whoamiResponse struct {
+	Principal string `json:"principal"`
+	// Scopes lists every scope the token holds: its own and all below it, in the order read,
+	// write, admin.
+	Scopes []Scope `json:"scopes"`
+	// Auth is false when the server runs open (no tokens, loopback only).
+	Auth bool `json:"auth"`
+}
+
+// whoami answers who the presented token is and what it may do, so a client (the console)
+// can hide the actions it cannot take. It needs ScopeRead, which every token holds.
+func (s *Server) whoami(w http.ResponseWriter, r *http.Request) {
+	p, _ := r.Context().Value(principalKey{}).(principal)
+	scopes := make([]Scope, 0, 3)
+	for _, sc := range []Scope{ScopeRead, ScopeWrite, ScopeAdmin} {
+		if sc.level() <= p.level {
+			scopes = append(scopes, sc)
+		}
+	}
+	s.writeJSON(w, r, http.StatusOK, whoamiResponse{Principal: p.name, Scopes: scopes, Auth: !p.open})
 }

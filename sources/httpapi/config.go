@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -220,6 +221,15 @@ type Config struct {
 	// Graph reads the graph store (/v1/graph/nodes…, /v1/graph/stats). Optional; nil answers
 	// those routes with 501. POST /v1/graph loads graph files through Jobs.
 	Graph GraphService
+	// Broker reads the broker's cached statistics for GET /v1/consumers (streams, consumer
+	// lag). Optional; nil answers that route with 501.
+	Broker BrokerReader
+	// TrustedOrigins are browser origins ("scheme://host[:port]") allowed to send
+	// state-changing requests (any method but GET, HEAD, OPTIONS) across origins, besides the
+	// API's own origin. Cross-origin browser requests from any other origin are refused with
+	// 403 (see http.CrossOriginProtection); requests from non-browser clients are not
+	// affected. Optional; none by default.
+	TrustedOrigins []string
 	// Ready lists the readiness checks GET /readyz runs. Optional; none means always ready.
 	Ready []Check
 	// Registry receives the server's HTTP metrics and is what GET /metrics serves. Optional;
@@ -367,6 +377,11 @@ func (c Config) Validate() error {
 		errs = append(errs, fmt.Errorf("MaxSpoolBytes %d is negative", c.MaxSpoolBytes))
 	} else if up := cmp.Or(c.MaxUploadBytes, DefaultMaxUploadBytes); c.MaxSpoolBytes > 0 && c.MaxSpoolBytes < up {
 		errs = append(errs, fmt.Errorf("MaxSpoolBytes %d is below MaxUploadBytes %d: the largest upload could never be accepted", c.MaxSpoolBytes, up))
+	}
+	for i, o := range c.TrustedOrigins {
+		if err := http.NewCrossOriginProtection().AddTrustedOrigin(o); err != nil {
+			errs = append(errs, fmt.Errorf("TrustedOrigins[%d]: %w", i, err))
+		}
 	}
 	if err := c.RateLimits.Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("RateLimits: %w", err))

@@ -20,7 +20,7 @@ type httpMetrics struct {
 	duration *prometheus.HistogramVec // method, route
 	inFlight prometheus.Gauge
 	// rejected counts requests and connections turned away by a limit, by reason:
-	// connections, rate, feeds, spool, unavailable, admission.
+	// connections, rate, feeds, spool, unavailable, admission, cross_origin.
 	rejected *prometheus.CounterVec
 }
 
@@ -41,7 +41,7 @@ func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
 		}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: "sluice", Subsystem: "http", Name: "rejected_total",
-			Help: "Connections and requests turned away by a limit (connections, rate, feeds, spool) or because a dependency was unavailable.",
+			Help: "Connections and requests turned away by a limit (connections, rate, feeds, spool, admission), because a dependency was unavailable, or as a cross-origin browser request (cross_origin).",
 		}, []string{"reason"}),
 	}
 	var err error
@@ -50,7 +50,7 @@ func newHTTPMetrics(reg prometheus.Registerer) (*httpMetrics, error) {
 		return nil, err
 	}
 	// Every reason from the start, so that a rate over it sees the first rejection.
-	for _, r := range []string{"connections", "rate", "feeds", "spool", "unavailable", "admission"} {
+	for _, r := range []string{"connections", "rate", "feeds", "spool", "unavailable", "admission", "cross_origin"} {
 		m.rejected.WithLabelValues(r)
 	}
 	m.requests, err = instrument.Register(reg, m.requests)

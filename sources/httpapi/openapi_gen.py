@@ -53,6 +53,12 @@ paths = {
   "post": {"operationId":"replayDeadLetters","summary":"Republish dead letters to their original subjects","security":sec("admin"),
    "requestBody":{"required":True,"content":{"application/json":{"schema":ref("ReplayRequest")}}},
    "responses":{"200":json_resp("What was (or, with dry_run, would be) replayed.",ref("ReplayResult")), **errs("400","413","501")}}},
+ "/v1/whoami": {
+  "get": {"operationId":"whoami","summary":"Who the presented token is and every scope it holds, so a client can hide actions it cannot take","security":sec("read"),
+   "responses":{"200":json_resp("The token's name and scopes; without configured tokens (loopback only) principal local with every scope and auth false.",ref("Whoami")), **errs()}}},
+ "/v1/consumers": {
+  "get": {"operationId":"listConsumers","summary":"Streams and the lag of durable consumers, from the broker statistics cached for /metrics (refreshed every 10 s)","security":sec("read"),
+   "responses":{"200":json_resp("The last cached reading; read_at is null before the first refresh.",ref("BrokerReading")), **errs("501")}}},
  "/healthz": {"get":{"operationId":"health","summary":"Liveness","security":[],"responses":{"200":json_resp("Alive.",{"type":"object","required":["status"],"properties":{"status":{"const":"ok"}}})}}},
  "/readyz": {"get":{"operationId":"ready","summary":"Readiness: broker and store reachable","security":[],"responses":{"200":json_resp("Ready.",ref("Readiness")),"503":problem_resp("Not ready; checks says what each check answered. While the process starts (its port is bound before the broker and stores open) the only check is startup: what start-up does or waits for, with the last error; meanwhile /healthz answers 200 and every other route 503 with Retry-After.")}}},
  "/metrics": {"get":{"operationId":"metrics","summary":"Prometheus metrics","security":sec("read"),"responses":{"200":{"description":"Prometheus text format.","content":{"text/plain":{"schema":{"type":"string"}}}}, **errs()}}},
@@ -94,9 +100,22 @@ schemas = {
    "skipped":{"type":"array","items":{"type":"object","required":["id","reason"],"properties":{"id":{"type":"string"},"reason":{"type":"string"}}}},
    "failed":{"type":"array","items":{"type":"object","required":["id","error"],"properties":{"id":{"type":"string"},"error":{"type":"string"}}}},
    "dry_run":{"type":"boolean"},"truncated":{"type":"boolean"}}},
+ "Whoami": {"type":"object","required":["principal","scopes","auth"],"additionalProperties":False,"properties":{
+   "principal":{"type":"string","description":"The token's name from the tokens file; local without configured tokens."},
+   "scopes":{"type":"array","items":{"type":"string","enum":["read","write","admin"]},"description":"Every scope the token holds: its own and all below it, in the order read, write, admin."},
+   "auth":{"type":"boolean","description":"False when the API runs without tokens (loopback only)."}}},
+ "BrokerReading": {"type":"object","required":["read_at","streams","consumers"],"additionalProperties":False,"properties":{
+   "read_at":{"type":["string","null"],"format":"date-time","description":"When the cached reading was taken; null before the first refresh."},
+   "streams":{"type":"array","items":{"type":"object","required":["stream","messages","bytes","max_bytes"],"additionalProperties":False,"properties":{
+     "stream":{"type":"string"},"messages":{"type":"integer","minimum":0},"bytes":{"type":"integer","minimum":0},"max_bytes":{"type":"integer","description":"The stream's byte limit; -1 for none."}}}},
+   "consumers":{"type":"array","items":{"type":"object","required":["stream","consumer","pending","ack_pending","redelivered"],"additionalProperties":False,"properties":{
+     "stream":{"type":"string"},"consumer":{"type":"string"},
+     "pending":{"type":"integer","minimum":0,"description":"Messages not yet delivered to the consumer (num_pending)."},
+     "ack_pending":{"type":"integer","minimum":0,"description":"Messages delivered and not yet acknowledged (num_ack_pending)."},
+     "redelivered":{"type":"integer","minimum":0,"description":"Messages delivered more than once and not yet acknowledged (num_redelivered)."}}}}}},
  "Readiness": {"type":"object","required":["status","checks"],"properties":{"status":{"const":"ready"},"checks":{"type":"object","additionalProperties":{"type":"string"}}}},
 }
-doc = {"openapi":"3.1.0","info":{"title":"Sluice API","version":"1","description":"Publish load jobs and commands; read jobs, chunks and dead letters. Errors are application/problem+json (RFC 9457). Bearer tokens carry scopes read, write and admin (admin implies write implies read); without configured tokens the API serves loopback only, without authentication."},
+doc = {"openapi":"3.1.0","info":{"title":"Sluice API","version":"1","description":"Publish load jobs and commands; read jobs, chunks and dead letters. Errors are application/problem+json (RFC 9457). Bearer tokens carry scopes read, write and admin (admin implies write implies read); without configured tokens the API serves loopback only, without authentication. Browsers may send state-changing requests (POST, PUT, PATCH, DELETE) only from the API's own origin or a trusted origin: a cross-origin one is refused with 403 (Sec-Fetch-Site, or Origin against Host); clients that send neither header (curl, the CLI, the Python client) are not affected."},
  "servers":[{"url":"http://127.0.0.1:8080"}],
  "security":[{"bearer":["read"]}],
  "paths":paths,"components":{"schemas":schemas,"securitySchemes":{"bearer":{"type":"http","scheme":"bearer","description":"A token from SLUICE_API_TOKENS_FILE."}}}}
@@ -119,5 +138,11 @@ for path, ops in paths.items():
         scopes = [sc for req in op.get("security", []) for sc in req.get("bearer", [])]
         if (method != "get" and any(sc in ("write", "admin") for sc in scopes)) or path.startswith("/v1/graph/nodes"):
             resp["503"] = limited("The broker is unavailable, a dependency did not answer in time, or (uploads) the upload spool or the publish queue is full (admission: no job was created); retry after Retry-After.")
+# Cross-origin protection (crossorigin.go): a browser's state-changing request from another
+# origin is refused with 403 before authentication.
+for path, ops in paths.items():
+    for method, op in ops.items():
+        if method in ("post", "put", "patch", "delete"):
+            op["responses"]["403"] = problem_resp("The token lacks the scope this needs, or a browser sent this from another origin (Sec-Fetch-Site cross-site or same-site, or an Origin that is not this server and not in SLUICE_API_TRUSTED_ORIGINS): nothing was done.")
 paths["/v1/graph/nodes/{id}/neighbors"]["get"]["responses"]["422"] = problem_resp("The traversal visits more nodes than the server allows (graph visit budget); ask for a smaller depth or fewer edge types.")
 print(json.dumps(doc, indent=2))

@@ -44,6 +44,7 @@ type Server struct {
 	ln         net.Listener
 	srv        *http.Server
 	mux        *http.ServeMux
+	guarded    http.Handler // mux behind the cross-origin check (crossorigin.go)
 	handler    http.Handler
 	metrics    *httpMetrics
 	registry   *prometheus.Registry
@@ -120,6 +121,7 @@ func New(cfg Config) (*Server, error) {
 	s.ln = &capListener{Listener: ln, slots: make(chan struct{}, cfg.MaxConns), rejected: func() { m.rejected.WithLabelValues("connections").Inc() }}
 	s.auth.Store(newAuthState(cfg.Tokens, loopback))
 	s.routes()
+	s.guarded = s.guardCrossOrigin(s.mux, cfg.TrustedOrigins)
 	s.handler = traced(http.HandlerFunc(s.serveHTTP))
 	s.srv = &http.Server{
 		Handler:           s.handler,
@@ -251,6 +253,9 @@ func (s *Server) Close() error {
 func (s *Server) routes() {
 	s.jobRoutes() // jobs.go
 	s.handle("GET /v1/chunks/{id}", s.require(ScopeRead, s.getChunk))
+	s.handle("GET /v1/whoami", s.require(ScopeRead, s.whoami)) // auth.go
+	s.handle("GET /v1/consumers", s.require(ScopeRead, s.ifEnabled(s.cfg.Broker != nil,
+		"Broker statistics (streams and consumer lag) are not enabled on this server.", s.listConsumers))) // consumers.go
 	s.dlqRoutes()          // dlq.go
 	s.graphRoutes()        // graph.go
 	s.requirementsRoutes() // requirements.go
@@ -380,7 +385,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			)
 		}
 	}()
-	s.mux.ServeHTTP(rw, r)
+	s.guarded.ServeHTTP(rw, r)
 }
 
 // responseWriter records the status and size of an answer, and turns the mux's plain-text

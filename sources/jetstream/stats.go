@@ -84,22 +84,43 @@ type BrokerStats struct {
 // brokerSnapshot is one refresh's reading.
 type brokerSnapshot struct {
 	at        time.Time // zero before the first successful refresh
-	streams   []streamStat
-	consumers []consumerStat
+	streams   []StreamStats
+	consumers []ConsumerStats
 	account   *jetstream.AccountInfo
 	dlq       float64
 	dlqOK     bool
 }
 
-type streamStat struct {
-	name        string
-	msgs, bytes uint64
-	maxBytes    int64
+// BrokerSnapshot is a copy of the last refresh's reading, as Snapshot returns it. It holds the
+// reported streams and consumers only, in the order of BrokerStatsConfig.Streams and
+// Consumers; those missing on the broker are left out.
+type BrokerSnapshot struct {
+	// At is when the reading was taken; zero before the first successful refresh, and then
+	// Streams and Consumers are empty.
+	At        time.Time
+	Streams   []StreamStats
+	Consumers []ConsumerStats
 }
 
-type consumerStat struct {
-	stream, name                   string
-	pending, ackPending, redeliver float64
+// StreamStats is one stream's storage as read from the broker.
+type StreamStats struct {
+	Stream   string
+	Messages uint64
+	Bytes    uint64
+	// MaxBytes is the stream's byte limit; -1 (or 0) means none.
+	MaxBytes int64
+}
+
+// ConsumerStats is one durable consumer's lag as read from the broker.
+type ConsumerStats struct {
+	Stream, Consumer string
+	// Pending counts messages in the stream not yet delivered to the consumer (num_pending).
+	Pending uint64
+	// AckPending counts messages delivered and not yet acknowledged (num_ack_pending).
+	AckPending uint64
+	// Redelivered counts messages delivered more than once and not yet acknowledged
+	// (num_redelivered).
+	Redelivered uint64
 }
 
 // NewBrokerStats checks cfg and returns a BrokerStats; nothing is read until Run. Register it
@@ -195,7 +216,7 @@ func (b *BrokerStats) Refresh(ctx context.Context) error {
 			return fmt.Errorf("stream %s: %w", name, err)
 		}
 		si := st.CachedInfo()
-		snap.streams = append(snap.streams, streamStat{name: name, msgs: si.State.Msgs, bytes: si.State.Bytes, maxBytes: si.Config.MaxBytes})
+		snap.streams = append(snap.streams, StreamStats{Stream: name, Messages: si.State.Msgs, Bytes: si.State.Bytes, MaxBytes: si.Config.MaxBytes})
 		if name == b.cfg.DLQStream {
 			snap.dlq, snap.dlqOK = float64(si.State.Msgs), true
 		}
@@ -209,8 +230,8 @@ func (b *BrokerStats) Refresh(ctx context.Context) error {
 			return fmt.Errorf("consumer %s of %s: %w", ref.Name, ref.Stream, err)
 		}
 		ci := c.CachedInfo()
-		snap.consumers = append(snap.consumers, consumerStat{stream: ref.Stream, name: ref.Name,
-			pending: float64(ci.NumPending), ackPending: float64(ci.NumAckPending), redeliver: float64(ci.NumRedelivered)})
+		snap.consumers = append(snap.consumers, ConsumerStats{Stream: ref.Stream, Consumer: ref.Name,
+			Pending: ci.NumPending, AckPending: uint64(max(ci.NumAckPending, 0)), Redelivered: uint64(max(ci.NumRedelivered, 0))})
 	}
 	ai, err := b.cfg.JS.AccountInfo(ctx)
 	if err != nil {
@@ -222,6 +243,20 @@ func (b *BrokerStats) Refresh(ctx context.Context) error {
 	b.snap = snap
 	b.mu.Unlock()
 	return nil
+}
+
+// Snapshot returns a copy of the last refresh's reading (At is zero before the first one), for
+// readers other than Prometheus, such as the API's GET /v1/consumers. It does no I/O and never
+// blocks beyond a short lock; it is safe for concurrent use with Run and Collect. The caller
+// owns the returned slices.
+func (b *BrokerStats) Snapshot() BrokerSnapshot {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return BrokerSnapshot{
+		At:        b.snap.at,
+		Streams:   append([]StreamStats(nil), b.snap.streams...),
+		Consumers: append([]ConsumerStats(nil), b.snap.consumers...),
+	}
 }
 
 // Describe implements prometheus.Collector.
@@ -247,16 +282,16 @@ func (b *BrokerStats) Collect(ch chan<- prometheus.Metric) {
 	}
 	gauge(b.age, b.now().Sub(snap.at).Seconds())
 	for _, s := range snap.streams {
-		gauge(b.streamMsgs, float64(s.msgs), s.name)
-		gauge(b.streamBytes, float64(s.bytes), s.name)
-		if s.maxBytes > 0 {
-			gauge(b.streamMax, float64(s.maxBytes), s.name)
+		gauge(b.streamMsgs, float64(s.Messages), s.Stream)
+		gauge(b.streamBytes, float64(s.Bytes), s.Stream)
+		if s.MaxBytes > 0 {
+			gauge(b.streamMax, float64(s.MaxBytes), s.Stream)
 		}
 	}
 	for _, c := range snap.consumers {
-		gauge(b.pending, c.pending, c.stream, c.name)
-		gauge(b.ackPending, c.ackPending, c.stream, c.name)
-		gauge(b.redelivered, c.redeliver, c.stream, c.name)
+		gauge(b.pending, float64(c.Pending), c.Stream, c.Consumer)
+		gauge(b.ackPending, float64(c.AckPending), c.Stream, c.Consumer)
+		gauge(b.redelivered, float64(c.Redelivered), c.Stream, c.Consumer)
 	}
 	if snap.dlqOK {
 		gauge(b.deadLetters, snap.dlq)

@@ -58,8 +58,40 @@ func TestBrokerStatsCachedFromTheBroker(t *testing.T) {
 	if _, ok := gaugeValue(t, reg, "sluice_consumer_pending_messages", chunks); ok {
 		t.Fatal("consumer lag reported before the first refresh")
 	}
+	if snap := stats.Snapshot(); !snap.At.IsZero() || len(snap.Streams) != 0 || len(snap.Consumers) != 0 {
+		t.Fatalf("Snapshot before the first refresh = %+v, want empty", snap)
+	}
 	if err := stats.Refresh(ctx); err != nil {
 		t.Fatal(err)
+	}
+	// Snapshot is the same reading as the gauges (issue 18: the console's lag page).
+	snap := stats.Snapshot()
+	if snap.At.IsZero() {
+		t.Fatal("Snapshot after a refresh has no reading time")
+	}
+	var sawStream, sawConsumer bool
+	for _, st := range snap.Streams {
+		if st.Stream == schemas.StreamChunks {
+			sawStream = true
+			if st.Messages != 5 || st.Bytes == 0 || st.MaxBytes != 8<<30 {
+				t.Errorf("Snapshot stream %s = %+v, want 5 messages, bytes > 0, max 8 GiB", st.Stream, st)
+			}
+		}
+	}
+	for _, c := range snap.Consumers {
+		if c.Stream == schemas.StreamChunks && c.Consumer == sjs.ConsumerChunks {
+			sawConsumer = true
+			if c.Pending != 3 || c.AckPending != 2 || c.Redelivered != 0 {
+				t.Errorf("Snapshot consumer %s = %+v, want pending 3, ack pending 2, redelivered 0", c.Consumer, c)
+			}
+		}
+	}
+	if !sawStream || !sawConsumer {
+		t.Errorf("Snapshot = %+v, want stream %s and consumer %s", snap, schemas.StreamChunks, sjs.ConsumerChunks)
+	}
+	snap.Consumers[0].Pending = 999 // the caller owns its copy
+	if again := stats.Snapshot(); again.Consumers[0].Pending == 999 {
+		t.Error("Snapshot shares its slices with the collector")
 	}
 	for _, c := range []struct {
 		name   string
