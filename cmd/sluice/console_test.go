@@ -92,7 +92,11 @@ func (b *browser) tab(parent context.Context) context.Context {
 	}
 	ctx, cancel := chromedp.NewContext(parent, chromedp.WithListener(b.listen))
 	b.t.Cleanup(cancel)
-	b.run(ctx, chromedp.EmulateViewport(1280, 800))
+	// The first action starts the browser or opens the tab, which live as long as the context
+	// of that call: no timeout on it.
+	if err := chromedp.Do(ctx, chromedp.EmulateViewport(1280, 800)); err != nil {
+		b.t.Fatalf("start Chromium: %v", err)
+	}
 	return ctx
 }
 
@@ -178,7 +182,7 @@ func (b *browser) status(url string) int64 {
 func (b *browser) signIn(ctx context.Context, base, token string) {
 	b.t.Helper()
 	b.run(ctx, chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(chromedp.CSS("#token")))
-	b.run(ctx, chromedp.SendKeys(chromedp.CSS("#token"), token), chromedp.Submit(chromedp.CSS("#login")))
+	b.run(ctx, chromedp.SendKeys(chromedp.CSS("#token"), token), chromedp.Click(chromedp.CSS("#login button[type=submit]")))
 	b.wait(ctx, "the jobs page", `document.querySelector('table[data-table=jobs]') !== null`)
 }
 
@@ -209,7 +213,10 @@ func TestConsoleInChromium(t *testing.T) {
 
 	admin := b.tab(nil)
 	b.signIn(admin, base, adminTok)
-	// Keyboard: the first Tab reaches the skip link.
+	// Keyboard: on a freshly loaded page the first Tab reaches the skip link (the token stays
+	// in the tab's session storage across the reload).
+	b.run(admin, chromedp.Reload())
+	b.wait(admin, "the jobs page", `document.querySelector('table[data-table=jobs]') !== null`)
 	b.run(admin, chromedp.KeyEvent(kb.Tab))
 	focused := eval[string](b, admin, `document.activeElement.textContent`)
 	if focused != "Skip to content" {
@@ -248,7 +255,7 @@ func TestConsoleInChromium(t *testing.T) {
 	b.wait(admin, "the DLQ list", `document.querySelector('main div[data-count]')?.dataset.count === '36'`)
 	b.shot(admin, "dead-letters")
 	b.run(admin, chromedp.Click(chromedp.CSS(`tr[data-dead-letter] a`)))
-	b.wait(admin, "a dead letter", `document.querySelector('#payload')?.textContent.includes('"chunk_id"')`)
+	b.wait(admin, "a dead letter", `document.querySelector('#payload')?.textContent.includes('"content"')`)
 		errText := eval[string](b, admin, `document.querySelector('#error-message').textContent`)
 	if !strings.Contains(strings.ToLower(errText), "unauthorized") && !strings.Contains(strings.ToLower(errText), "auth") {
 		t.Fatalf("error shown: %q", errText)
@@ -296,7 +303,7 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Fatalf("feature: %d %v", fr.status, fr.body)
 	}
 	frID := fr.body["feature"].(map[string]any)["request_id"].(string)
-	if a := call(t, "POST", base+"/api/features/"+frID+"/approve", adminTok, "application/json", []byte(`{"admin":"lead","reason":"planned for 2.0"}`)); a.status >= 300 {
+	if a := call(t, "POST", base+"/v1/features/"+frID+"/decision?wait=5s", adminTok, "application/json", []byte(`{"action":"approve","reason":"planned for 2.0"}`)); a.status >= 300 {
 		t.Fatalf("approve: %d %v", a.status, a.body)
 	}
 	b.run(admin, chromedp.Navigate(base+"/ui/#/requirements"))

@@ -39,6 +39,13 @@ function append(el, kids) {
   return el;
 }
 
+// put replaces el's children with kids, skipping null, undefined and false as h does
+// (replaceChildren would write them as text).
+function put(el, ...kids) {
+  el.replaceChildren();
+  return append(el, kids);
+}
+
 const $ = (sel, root) => (root || document).querySelector(sel);
 const main = () => $('#main');
 
@@ -177,17 +184,17 @@ function openDialog(title, body, buttons) {
   const dlg = $('#dialog');
   $('#dialog-title').textContent = title;
   const bodyEl = $('#dialog-body');
-  bodyEl.replaceChildren(body);
+  put(bodyEl, body);
   const acts = $('#dialog-actions');
   const els = buttons.map((b) => h('button', { value: b.value, class: b.cls, disabled: b.disabled, 'data-action': b.value }, b.label));
-  acts.replaceChildren(...els, h('button', { value: '', 'data-action': 'cancel' }, 'Cancel'));
+  put(acts, ...els, h('button', { value: '', 'data-action': 'cancel' }, 'Cancel'));
   dlg.returnValue = '';
   const done = new Promise((resolve) => dlg.addEventListener('close', () => resolve(dlg.returnValue), { once: true }));
   dlg.showModal();
   (els.find((e) => !e.disabled) || acts.lastChild).focus();
   return {
     done,
-    setBody: (b) => bodyEl.replaceChildren(b),
+    setBody: (b) => put(bodyEl, b),
     button: (value) => els.find((e) => e.value === value),
     close: () => dlg.close(),
   };
@@ -204,8 +211,8 @@ async function loadWho() {
 
 function renderWho() {
   const who = $('#who');
-  if (!state.who) { who.replaceChildren(); return; }
-  who.replaceChildren(
+  if (!state.who) { put(who); return; }
+  put(who, 
     h('span', { 'data-principal': state.who.principal }, state.who.principal, ' · ', state.who.scopes.join(', ')),
     state.who.auth ? h('button', { type: 'button', onclick: signOut }, 'Sign out') : null);
 }
@@ -222,7 +229,7 @@ function showLogin(msg) {
   state.who = null;
   renderWho();
   const input = h('input', { id: 'token', name: 'token', type: 'password', autocomplete: 'off', required: true, 'aria-describedby': 'token-help' });
-  const form = h('form', { class: 'card login', id: 'login' },
+  const form = h('form', { class: 'card login', id: 'login', method: 'post' },
     h('h1', {}, 'Sign in'),
     h('p', { id: 'token-help', class: 'muted' }, 'Paste an API token. It is kept in this tab only (session storage) and sent with each request; a read token sees, an admin token can act.'),
     h('label', { class: 'field', for: 'token' }, 'API token', input),
@@ -243,7 +250,7 @@ function showLogin(msg) {
       setStatus(e.message, true);
     }
   });
-  main().replaceChildren(form);
+  put(main(), form);
   if (msg) setStatus(msg, false);
   input.focus();
 }
@@ -297,7 +304,7 @@ async function route() {
     }
     return;
   }
-  main().replaceChildren(h('h1', {}, 'Not found'), h('p', {}, h('a', { href: '#/jobs' }, 'Jobs')));
+  put(main(), h('h1', {}, 'Not found'), h('p', {}, h('a', { href: '#/jobs' }, 'Jobs')));
 }
 
 function setHash(path, params) {
@@ -331,7 +338,7 @@ async function pageJobs(signal, params) {
   filters.addEventListener('submit', (ev) => { ev.preventDefault(); setHash('/jobs', { state: stateSel.value, env: envSel.value }); });
   const tbody = h('tbody');
   const more = h('div', { class: 'actions' });
-  main().replaceChildren(h('h1', {}, 'Jobs'), filters,
+  put(main(), h('h1', {}, 'Jobs'), filters,
     h('div', { class: 'table-wrap' }, h('table', { 'data-table': 'jobs' },
       h('thead', {}, h('tr', {}, ['Job', 'Env', 'State', 'File', 'Progress', { label: 'Rejected', cls: 'num' }, { label: 'Dead', cls: 'num' }, { label: 'Created', cls: 'opt' }]
         .map((c) => h('th', { scope: 'col', class: c.cls }, c.label ?? c)))), tbody)), more);
@@ -375,8 +382,8 @@ async function pageJobs(signal, params) {
     if (cursor) q.set('cursor', cursor);
     const page = await api('GET', '/v1/jobs?' + q, undefined, signal);
     for (const j of page.jobs || []) upsert(j, false);
-    more.replaceChildren(page.next_cursor ? h('button', { type: 'button', onclick: () => loadPage(page.next_cursor) }, 'More jobs') : '');
-    if (!jobs.size) tbody.replaceChildren(h('tr', { class: 'empty' }, h('td', { colspan: 8, class: 'muted' }, 'No jobs yet. Load one with sluice load or POST /v1/jobs.')));
+    put(more, page.next_cursor ? h('button', { type: 'button', onclick: () => loadPage(page.next_cursor) }, 'More jobs') : '');
+    if (!jobs.size) put(tbody, h('tr', { class: 'empty' }, h('td', { colspan: 8, class: 'muted' }, 'No jobs yet. Load one with sluice load or POST /v1/jobs.')));
     else tbody.querySelector('tr.empty')?.remove();
   };
   await loadPage('');
@@ -385,12 +392,12 @@ async function pageJobs(signal, params) {
 async function pageJob(signal, params, id) {
   const head = h('div');
   const dead = h('div');
-  main().replaceChildren(h('p', {}, h('a', { href: '#/jobs' }, '← Jobs')), h('h1', {}, 'Job ', h('span', { class: 'mono' }, id)), head, dead);
+  put(main(), h('p', {}, h('a', { href: '#/jobs' }, '← Jobs')), h('h1', {}, 'Job ', h('span', { class: 'mono' }, id)), head, dead);
   let job = await api('GET', '/v1/jobs/' + encodeURIComponent(id), undefined, signal);
   let deadCount = -1;
   const render = () => {
     const rb = job.rollback;
-    head.replaceChildren(h('section', { class: 'card', 'aria-label': 'Job' },
+    put(head, h('section', { class: 'card', 'aria-label': 'Job' },
       dl([
         ['State', badge(job.state)], ['Environment', job.env], ['File', job.file], ['Format', job.format],
         ['Source job', job.source_job_id], ['Progress', progress(job)], ['Total items', fmtNum(job.total)],
@@ -411,7 +418,7 @@ async function pageJob(signal, params, id) {
     if (deadCount === job.dead_lettered) return;
     deadCount = job.dead_lettered;
     const page = await api('GET', '/v1/dlq?limit=100&job=' + encodeURIComponent(id), undefined, signal);
-    dead.replaceChildren(h('h2', {}, 'Dead letters'), deadTable(page.entries, false, 'No dead letter for this job.'),
+    put(dead, h('h2', {}, 'Dead letters'), deadTable(page.entries, false, 'No dead letter for this job.'),
       page.next_cursor ? h('p', {}, h('a', { href: '#/dlq?job=' + encodeURIComponent(id) }, 'All of them in the DLQ view')) : null);
   };
   render();
@@ -431,16 +438,16 @@ async function rollbackDialog(job) {
   const dlg = openDialog(`Roll back job ${job.job_id}?`, h('div', {}, body), [{ label: 'Roll back', value: 'confirm', cls: 'danger primary', disabled: true }]);
   const preview = async () => {
     dlg.button('confirm').disabled = true;
-    body.replaceChildren(h('p', { class: 'muted' }, 'Reading what the rollback would do…'));
+    put(body, h('p', { class: 'muted' }, 'Reading what the rollback would do…'));
     let p;
     try {
       p = await api('GET', `/v1/jobs/${encodeURIComponent(job.job_id)}/rollback?restore_previous=${restore.checked}`);
     } catch (e) {
-      body.replaceChildren(h('p', { class: 'error' }, e.message));
+      put(body, h('p', { class: 'error' }, e.message));
       return;
     }
     const sup = p.superseded_jobs || [];
-    body.replaceChildren(h('div', { id: 'rollback-preview' },
+    put(body, h('div', { id: 'rollback-preview' },
       h('p', {}, restore.checked
         ? `${fmtNum(p.restored)} of the ${fmtNum(p.documents)} documents this job wrote last are put back to the version they replaced; ${fmtNum(p.deleted)} are deleted.`
         : `${fmtNum(p.documents)} documents this job wrote last are deleted.`),
@@ -479,7 +486,7 @@ function deadTable(entries, selectable, empty, onSelect) {
       h('td', { class: 'mono opt' }, e.job_id ? h('a', { href: '#/jobs/' + encodeURIComponent(e.job_id) }, e.job_id) : '—'),
       h('td', { class: 'num opt' }, e.item ?? ''),
       h('td', {}, badge(e.error?.class || '?', 'bad')),
-      h('td', {}, clip(e.error?.message || '', 160)),
+      h('td', { class: 'err' }, clip(e.error?.message || '', 90)),
       h('td', { class: 'num opt' }, e.attempts),
       h('td', { class: 'num opt' }, e.replays || 0),
       h('td', { class: 'opt' }, fmtTime(e.dead_lettered_at)));
@@ -531,7 +538,7 @@ async function pageDLQ(signal, params) {
   const listEl = h('div');
   const count = h('p', { class: 'muted', id: 'dlq-count' });
   const acts = h('div', { class: 'actions' });
-  main().replaceChildren(h('h1', {}, 'Dead letters'), form, count, acts, listEl);
+  put(main(), h('h1', {}, 'Dead letters'), form, count, acts, listEl);
 
   let entries = [];
   const selected = () => [...listEl.querySelectorAll('input[data-id]:checked')].map((b) => b.dataset.id);
@@ -543,7 +550,7 @@ async function pageDLQ(signal, params) {
   };
   const filterBody = () => Object.fromEntries(dlqFilterKeys.filter((k) => f[k]).map((k) => [k, f[k]]));
   if (can('admin')) {
-    acts.replaceChildren(replaySel,
+    put(acts, replaySel,
       h('button', { type: 'button', id: 'replay-filter', onclick: () => replayDialog({ filter: filterBody() }, reload) },
         hasFilter ? 'Replay all matching…' : 'Replay all…'),
       h('button', { type: 'button', class: 'danger', id: 'purge', disabled: !hasFilter,
@@ -557,7 +564,7 @@ async function pageDLQ(signal, params) {
     const page = await api('GET', '/v1/dlq?' + qq, undefined, signal);
     entries = more ? entries.concat(page.entries) : page.entries;
     cursor = page.next_cursor || '';
-    listEl.replaceChildren(deadTable(entries, can('admin'), hasFilter ? 'No dead letter matches.' : 'The dead-letter queue is empty.', onSelect),
+    put(listEl, deadTable(entries, can('admin'), hasFilter ? 'No dead letter matches.' : 'The dead-letter queue is empty.', onSelect),
       cursor ? h('div', { class: 'actions' }, h('button', { type: 'button', onclick: () => load(true) }, 'More')) : null);
     count.textContent = `${entries.length}${cursor ? '+' : ''} dead letter${entries.length === 1 ? '' : 's'}${hasFilter ? ' match' : ''}.`;
     listEl.dataset.count = String(entries.length);
@@ -574,12 +581,12 @@ async function replayDialog(req, after) {
   const dlg = openDialog('Replay dead letters', h('div', {},
     h('label', { class: 'field', for: 'replay-rate' }, `Rate limit: messages per second (default ${REPLAY_DEFAULT_RATE}, at most ${fmtNum(REPLAY_MAX_RATE)})`, rate),
     body), [{ label: 'Replay', value: 'confirm', cls: 'primary', disabled: true }]);
-  body.replaceChildren(h('p', { class: 'muted' }, 'Dry run…'));
+  put(body, h('p', { class: 'muted' }, 'Dry run…'));
   let res;
   try {
     res = await api('POST', '/v1/dlq/replay', Object.assign({ dry_run: true }, req));
   } catch (e) {
-    body.replaceChildren(h('p', { class: 'error' }, e.message));
+    put(body, h('p', { class: 'error' }, e.message));
     return;
   }
   const n = res.replayed.length;
@@ -588,7 +595,7 @@ async function replayDialog(req, after) {
   const setEta = () => { eta.textContent = n ? `At this rate the replay takes about ${secs()} s.` : ''; };
   rate.addEventListener('input', setEta);
   setEta();
-  body.replaceChildren(h('div', { id: 'replay-preview' },
+  put(body, h('div', { id: 'replay-preview' },
     h('p', {}, `Dry run: ${n} dead letter${n === 1 ? '' : 's'} would be republished to ${n === 1 ? 'its' : 'their'} original subject${n === 1 ? '' : 's'}${res.truncated ? ' (the filter matched more: the rest stay for a next replay)' : ''}.`),
     n ? h('ul', { 'data-list': 'would-replay' }, res.replayed.slice(0, 200).map((r) => h('li', { class: 'mono' }, `${r.id} → ${r.subject}`))) : null,
     res.skipped.length ? [h('p', {}, `${res.skipped.length} skipped:`), h('ul', {}, res.skipped.slice(0, 200).map((s) => h('li', {}, h('span', { class: 'mono' }, s.id), ' — ', s.reason)))] : null,
@@ -669,7 +676,7 @@ async function pageDeadLetter(signal, params, id) {
       } catch (err) { setStatus(err.message, true); }
     } }, 'Delete…')) : null;
   const err = e.error || {};
-  main().replaceChildren(h('p', {}, h('a', { href: '#/dlq' }, '← Dead letters')),
+  put(main(), h('p', {}, h('a', { href: '#/dlq' }, '← Dead letters')),
     h('h1', {}, 'Dead letter ', h('span', { class: 'mono' }, id)), acts,
     h('div', { class: 'split' },
       h('section', { class: 'card', 'aria-labelledby': 'payload-h' }, h('h2', { id: 'payload-h' }, 'Payload'),
@@ -693,10 +700,10 @@ async function pageDeadLetter(signal, params, id) {
 
 async function pageConsumers(signal) {
   const out = h('div');
-  main().replaceChildren(h('h1', {}, 'Consumers and lag'), out);
+  put(main(), h('h1', {}, 'Consumers and lag'), out);
   for (;;) {
     const c = await api('GET', '/v1/consumers', undefined, signal);
-    out.replaceChildren(
+    put(out, 
       h('p', { class: 'muted' }, c.read_at ? `Read from the broker at ${fmtTime(c.read_at)}; refreshed every 10 s.` : 'Not read from the broker yet.'),
       h('h2', {}, 'Consumers'),
       table(['Stream', 'Consumer', { label: 'Pending', cls: 'num' }, { label: 'Ack pending', cls: 'num' }, { label: 'Redelivered', cls: 'num' }],
@@ -721,39 +728,39 @@ async function pageRequirements(signal) {
   const integrity = h('section', { class: 'card', id: 'integrity', 'aria-label': 'Audit chain' }, h('p', { class: 'muted' }, 'Checking the audit chain…'));
   const versions = h('div');
   const features = h('div');
-  main().replaceChildren(h('h1', {}, 'Requirements and feature requests'), integrity,
+  put(main(), h('h1', {}, 'Requirements and feature requests'), integrity,
     h('h2', {}, 'Feature requests'), features, h('h2', {}, 'Requirements versions'), versions);
   const [fr, vs] = await Promise.all([api('GET', '/v1/features', undefined, signal), api('GET', '/v1/requirements', undefined, signal)]);
-  features.replaceChildren(table(['Request', 'Title', 'Status', 'Priority', 'Requester', { label: 'Created', cls: 'opt' }],
+  put(features, table(['Request', 'Title', 'Status', 'Priority', 'Requester', { label: 'Created', cls: 'opt' }],
     (fr.features || []).map((f) => h('tr', { 'data-feature': f.request_id },
       h('td', { class: 'mono' }, h('a', { href: '#/features/' + encodeURIComponent(f.request_id) }, f.request_id)),
       h('td', {}, f.title), h('td', {}, badge(f.status, f.status === 'approved' ? 'good' : f.status === 'rejected' ? 'bad' : 'pending')),
       h('td', {}, f.priority), h('td', {}, f.requester), h('td', { class: 'opt' }, fmtTime(f.created_at)))),
     { name: 'features', empty: 'No feature request yet.' }));
-  versions.replaceChildren(table([{ label: 'Version', cls: 'num' }, 'Author', 'Time', { label: 'Checksum', cls: 'opt' }],
+  put(versions, table([{ label: 'Version', cls: 'num' }, 'Author', 'Time', { label: 'Checksum', cls: 'opt' }],
     (vs.versions || []).map((v) => h('tr', {}, h('td', { class: 'num' }, v.version_id), h('td', {}, v.author),
       h('td', {}, v.timestamp), h('td', { class: 'mono opt' }, clip(v.checksum || '', 16)))),
     { name: 'versions', empty: 'No requirements version yet.' }));
   if (!can('admin')) {
-    integrity.replaceChildren(h('p', { class: 'muted' }, 'Checking the audit chain needs an admin token.'));
+    put(integrity, h('p', { class: 'muted' }, 'Checking the audit chain needs an admin token.'));
     return;
   }
   try {
     const ig = await api('GET', '/v1/audit/integrity', undefined, signal);
-    integrity.replaceChildren(h('p', {}, 'Audit chain: ',
+    put(integrity, h('p', {}, 'Audit chain: ',
       badge(ig.integrity_valid ? 'intact' : 'broken', ig.integrity_valid ? 'good' : 'bad'),
       ` — ${fmtNum(ig.entries)} entries checked at ${fmtTime(ig.validation_timestamp)}`,
       ig.total_compromised ? `; ${fmtNum(ig.total_compromised)} compromised` : ''),
     ig.compromised_entries?.length ? h('pre', {}, JSON.stringify(ig.compromised_entries.slice(0, 50), null, 2)) : null);
   } catch (e) {
-    integrity.replaceChildren(h('p', { class: 'error' }, e.message));
+    put(integrity, h('p', { class: 'error' }, e.message));
   }
 }
 
 async function pageFeature(signal, params, id) {
   const d = await api('GET', '/v1/features/' + encodeURIComponent(id), undefined, signal);
   const f = d.feature;
-  main().replaceChildren(h('p', {}, h('a', { href: '#/requirements' }, '← Requirements and feature requests')),
+  put(main(), h('p', {}, h('a', { href: '#/requirements' }, '← Requirements and feature requests')),
     h('h1', {}, f.title), h('section', { class: 'card' }, dl([
       ['Request', h('span', { class: 'mono' }, f.request_id)], ['Status', badge(f.status)], ['Priority', f.priority],
       ['Requester', f.requester], ['Approved by', f.approved_by], ['Rejection reason', f.rejection_reason],
