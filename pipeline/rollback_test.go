@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"maps"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"github.com/sluice-dev/sluice/pipeline/jobs"
 	"github.com/sluice-dev/sluice/sinks/astra"
 	"github.com/sluice-dev/sluice/sinks/docstore"
+	"github.com/sluice-dev/sluice/sinks/document"
 )
 
 var (
@@ -438,4 +440,90 @@ func (l *lockedBuffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// rollbackPreviewer is a store that previews rollbacks (both document stores).
+type rollbackPreviewer interface {
+	PreviewJobRollback(ctx context.Context, collection, job string, restorePrevious bool) (document.JobRollbackPreview, error)
+}
+
+// previewThenRollback previews the rollback of job id from store, rolls it back through the
+// workers and checks that the outcome is what the preview said; it returns the preview.
+func (e *testEnv) previewThenRollback(t *testing.T, store rollbackPreviewer, id string, opts intake.RollbackOptions) document.JobRollbackPreview {
+	t.Helper()
+	p, err := store.PreviewJobRollback(context.Background(), "ttrpg_chunks_dev", id, opts.RestorePrevious)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb := e.rollback(t, id, opts).Rollback
+	got := map[string]int64{}
+	for _, s := range rb.SupersededJobs {
+		got[s.JobID] = s.Documents
+	}
+	if rb.State != "done" || p.Truncated || rb.Deleted != p.Deleted() || rb.Restored != p.Restorable || !maps.Equal(got, p.Superseded) {
+		t.Fatalf("rollback of %s: %+v, preview said %+v", id, rb, p)
+	}
+	return p
+}
+
+// Issue 18: what a rollback preview says, computed from the store the workers wrote, is what
+// the rollback then does, on the embedded store (deleting and restoring) and on AstraDB.
+// Jobs X (10 ids), W (12), Y (15) and Z (4) write p_0000… in turn: Y rewrote documents of two
+// earlier jobs, and a later job (Z) rewrote some of Y's, which stay and are not counted; X
+// wrote nothing last.
+func TestRollbackPreviewMatchesOutcome(t *testing.T) {
+	loadAll := func(t *testing.T, e *testEnv) (x, w, y, z jobs.Job) {
+		_, x = e.load(t, writeChunks(t, t.TempDir(), 10, "p_%04d"), false)
+		_, w = e.load(t, writeChunks(t, t.TempDir(), 12, "p_%04d"), false)
+		_, y = e.load(t, writeChunks(t, t.TempDir(), 15, "p_%04d"), false)
+		_, z = e.load(t, writeChunks(t, t.TempDir(), 4, "p_%04d"), false)
+		return x, w, y, z
+	}
+	t.Run("embedded", func(t *testing.T) {
+		e := newEnv(t, envOpts{})
+		e.startWorker(t, e.store, nil)
+		x, w, y, z := loadAll(t, e)
+		// Deleting Y: its 11 documents (p_0004…p_0014), 6 of X's and 8 of W's with them.
+		del, err := e.store.PreviewJobRollback(context.Background(), "ttrpg_chunks_dev", y.JobID, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if del.Documents != 11 || del.Restorable != 0 || !maps.Equal(del.Superseded, map[string]int64{x.JobID: 6, w.JobID: 8}) {
+			t.Fatalf("preview of Y, deleting: %+v", del)
+		}
+		// Restoring Y: W's 8 versions back, 3 deleted (no kept version), nobody superseded.
+		res := e.previewThenRollback(t, e.store, y.JobID, intake.RollbackOptions{RestorePrevious: true})
+		if res.Documents != 11 || res.Restorable != 8 || res.Deleted() != 3 || res.Superseded != nil {
+			t.Fatalf("preview of Y, restoring: %+v", res)
+		}
+		if p := e.previewThenRollback(t, e.store, x.JobID, intake.RollbackOptions{}); p.Documents != 0 {
+			t.Fatalf("preview of X, which wrote nothing last: %+v", p)
+		}
+		// Z rewrote W's p_0000…p_0003 (Y's versions were dropped with Y's rollback).
+		if p := e.previewThenRollback(t, e.store, z.JobID, intake.RollbackOptions{}); p.Documents != 4 || !maps.Equal(p.Superseded, map[string]int64{w.JobID: 4}) {
+			t.Fatalf("preview of Z: %+v", p)
+		}
+	})
+	t.Run("astra", func(t *testing.T) {
+		e := newEnv(t, envOpts{})
+		srv, sink, _ := astraSink(t, nil)
+		e.startWorker(t, sink, func(c *pipeline.WorkerConfig) { c.SinkName = "astra" })
+		x, w, y, z := loadAll(t, e)
+		if p, err := sink.PreviewJobRollback(context.Background(), "ttrpg_chunks_dev", y.JobID, true); err != nil || p.Restorable != 0 || p.Documents != 11 {
+			t.Fatalf("preview of Y restoring on AstraDB: %+v %v", p, err)
+		}
+		p := e.previewThenRollback(t, sink, y.JobID, intake.RollbackOptions{})
+		if p.Documents != 11 || !maps.Equal(p.Superseded, map[string]int64{x.JobID: 6, w.JobID: 8}) {
+			t.Fatalf("preview of Y: %+v", p)
+		}
+		if p := e.previewThenRollback(t, sink, x.JobID, intake.RollbackOptions{}); p.Documents != 0 {
+			t.Fatalf("preview of X, which wrote nothing last: %+v", p)
+		}
+		if p := e.previewThenRollback(t, sink, z.JobID, intake.RollbackOptions{}); p.Documents != 4 || p.Superseded[w.JobID] != 4 {
+			t.Fatalf("preview of Z: %+v", p)
+		}
+		if st := srv.Stats(); len(st.Violations) != 0 {
+			t.Fatalf("protocol violations: %v", st.Violations)
+		}
+	})
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/sluice-dev/sluice/pipeline/jobs"
+	"github.com/sluice-dev/sluice/sources/httpapi"
 	"github.com/sluice-dev/sluice/sources/httpapi/client"
 )
 
@@ -141,20 +142,30 @@ out or unreachable, 130 interrupted.` + apiEnvHelp,
 
 // newJobsRollbackCmd is "sluice jobs rollback": DELETE /v1/jobs/{id}, then (--wait) follow it.
 func newJobsRollbackCmd(c *cli, af *apiFlags) *cobra.Command {
-	var waitRollback, restorePrevious bool
+	var waitRollback, restorePrevious, dryRun bool
 	rollback := &cobra.Command{
 		Use:   "rollback [flags] JOB_ID",
 		Short: "Delete every document a job wrote (admin)",
 		Long: `Roll a job back (DELETE /v1/jobs/{id}, admin scope): delete every document it wrote, then,
 with --wait (the default), follow it until the rollback is done. Rolling back again is
-harmless.` + apiEnvHelp,
-		Example:           "  sluice jobs rollback JOB_ID\n  sluice jobs rollback JOB_ID --restore-previous\n  sluice jobs rollback JOB_ID --wait=false --json",
+harmless. --dry-run changes nothing (read scope): it prints what the rollback would do now
+(GET /v1/jobs/{id}/rollback): documents deleted or restored, the earlier jobs whose documents
+would go with them, and whether the rollback can be asked now.` + apiEnvHelp,
+		Example:           "  sluice jobs rollback JOB_ID --dry-run\n  sluice jobs rollback JOB_ID\n  sluice jobs rollback JOB_ID --restore-previous\n  sluice jobs rollback JOB_ID --wait=false --json",
 		Args:              exactArgs(1, "jobs rollback: name one job id"),
 		ValidArgsFunction: completeJobIDs(c, 1),
 		RunE: func(_ *cobra.Command, args []string) error {
 			api, err := af.client(c)
 			if err != nil {
 				return err
+			}
+			if dryRun {
+				var p httpapi.RollbackPreview
+				q := url.Values{"restore_previous": {strconv.FormatBool(restorePrevious)}}
+				if err := api.Do(c.ctx, "GET", "/v1/jobs/"+url.PathEscape(args[0])+"/rollback", q, nil, &p); err != nil {
+					return err
+				}
+				return showRollbackPreview(c.stdout, p, af.asJSON)
 			}
 			var job jobs.Job
 			// Rolling back again is harmless: it deletes the job's documents, and those already
@@ -177,7 +188,38 @@ harmless.` + apiEnvHelp,
 	rollback.Flags().BoolVar(&waitRollback, "wait", true, "wait until the rollback finished")
 	rollback.Flags().BoolVar(&restorePrevious, "restore-previous", false,
 		"put back the version each document replaced instead of deleting it (the embedded store keeps them; AstraDB refuses)")
+	rollback.Flags().BoolVar(&dryRun, "dry-run", false, "change nothing: print what the rollback would do now")
 	return rollback
+}
+
+// showRollbackPreview prints what a rollback would do (sluice jobs rollback --dry-run).
+func showRollbackPreview(w io.Writer, p httpapi.RollbackPreview, asJSON bool) error {
+	if asJSON {
+		return printJSON(w, p)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	mode := "delete"
+	if p.RestorePrevious {
+		mode = "restore previous versions"
+		if !p.RestoreSupported {
+			mode += " (unsupported by this store)"
+		}
+	}
+	fmt.Fprintf(tw, "job\t%s\nenv\t%s\nstate\t%s\nrollback\t%s (dry run: nothing changed)\n", p.JobID, p.Env, p.State, mode)
+	more := ""
+	if p.Truncated {
+		more = " (at least: the store stopped counting)"
+	}
+	fmt.Fprintf(tw, "documents\t%d the job wrote last: %d would be deleted, %d restored%s\n", p.Documents, p.Deleted, p.Restored, more)
+	for _, sj := range p.SupersededJobs {
+		fmt.Fprintf(tw, "superseded\tjob %s: %d of its documents would be deleted\n", sj.JobID, sj.Documents)
+	}
+	if p.CanRollBack {
+		fmt.Fprintf(tw, "can roll back\tyes\n")
+	} else {
+		fmt.Fprintf(tw, "can roll back\tno: %s\n", p.Reason)
+	}
+	return tw.Flush()
 }
 
 // Reconnecting a dropped job event stream: the first wait, doubling up to the last, and how

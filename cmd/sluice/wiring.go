@@ -31,6 +31,7 @@ import (
 	"github.com/sluice-dev/sluice/sinks/astra"
 	"github.com/sluice-dev/sluice/sinks/astra/dataapi"
 	"github.com/sluice-dev/sluice/sinks/docstore"
+	"github.com/sluice-dev/sluice/sinks/document"
 	"github.com/sluice-dev/sluice/sinks/graph"
 	"github.com/sluice-dev/sluice/sinks/reqstore"
 	"github.com/sluice-dev/sluice/sources/embedded"
@@ -590,8 +591,9 @@ func (d *deps) newAPIServer(ctx context.Context, c config, su startup, o apiOpti
 	l := o.limits
 	srv, err := httpapi.New(httpapi.Config{
 		Addr: c.HTTPAddr, Listener: ln, Tokens: o.tokens,
-		Jobs:            jobService{loader: loader, jobs: d.b.jobs},
-		Chunks:          chunkReader{sinks: d.sk, collection: "ttrpg_chunks_{env}"},
+		Jobs: jobService{loader: loader, jobs: d.b.jobs, docs: d.sk.docs, collection: chunkCollection,
+			restoreSupported: c.Astra.Endpoint == ""},
+		Chunks:          chunkReader{sinks: d.sk, collection: chunkCollection},
 		DeadLetters:     d.dead,
 		Graph:           graphReader{d.g},
 		Broker:          newBrokerReader(o.broker),
@@ -634,10 +636,35 @@ func (d *deps) readyChecks(worker *pipeline.Worker) []httpapi.Check {
 	}
 }
 
-// jobService adapts the loader and job store to the API.
+// chunkCollection is the collection template the chunk worker writes (pipeline.WorkerConfig's
+// default), read by the API's chunk reads and rollback previews.
+const chunkCollection = "ttrpg_chunks_{env}"
+
+// jobService adapts the loader, job store and document store to the API.
 type jobService struct {
 	loader *intake.Loader
 	jobs   *jobs.Store
+	// docs previews rollbacks in collection (a template on "{env}"); restoreSupported is
+	// false on AstraDB, which keeps no previous versions.
+	docs             docSink
+	collection       string
+	restoreSupported bool
+}
+
+// rollbackPreviewer is a document store that can preview a job's rollback (both stores).
+type rollbackPreviewer interface {
+	PreviewJobRollback(ctx context.Context, collection, job string, restorePrevious bool) (document.JobRollbackPreview, error)
+}
+
+// PreviewJobRollback says what rolling job id of env back would do now, from the document
+// store the workers write (GET /v1/jobs/{id}/rollback).
+func (s jobService) PreviewJobRollback(ctx context.Context, env, id string, restore bool) (document.JobRollbackPreview, bool, error) {
+	p, ok := s.docs.(rollbackPreviewer)
+	if !ok {
+		return document.JobRollbackPreview{}, false, fmt.Errorf("preview rollback of job %s: the document store cannot preview rollbacks", id)
+	}
+	res, err := p.PreviewJobRollback(ctx, strings.ReplaceAll(s.collection, "{env}", env), id, restore && s.restoreSupported)
+	return res, s.restoreSupported, err
 }
 
 func (s jobService) SubmitJob(ctx context.Context, req httpapi.SubmitRequest) (httpapi.SubmitResult, error) {

@@ -53,32 +53,14 @@ func (s *Sink) RollbackJobDocs(ctx context.Context, coll string, rb document.Job
 	if rb.RestorePrevious {
 		return res, fault.Permanentf(fault.Validation, "AstraDB keeps no previous version of a document to restore; roll back without restoring to delete the job's documents")
 	}
-	err := s.c.Find(ctx, coll, map[string]any{"sluice_job": rb.Job}, dataapi.FindOptions{Projection: map[string]any{PrevJobsField: 1}},
-		func(doc json.RawMessage) error {
-			var d struct {
-				Prev []string `json:"sluice_prev_jobs"`
-			}
-			if json.Unmarshal(doc, &d) != nil {
-				return nil // not ours to judge: the document is still deleted
-			}
-			for _, j := range d.Prev {
-				if j == "" || j == rb.Job {
-					continue
-				}
-				if res.Superseded == nil {
-					res.Superseded = map[string]int64{}
-				}
-				res.Superseded[j]++
-			}
-			return nil
-		})
-	var ae *dataapi.APIError
-	if errors.As(err, &ae) && ae.Code == dataapi.CodeUnknownCollection {
-		return document.JobRollbackResult{}, nil
+	plan, err := s.tallyJobDocs(ctx, coll, rb.Job, 0)
+	if unknownCollection(err) {
+		return res, nil
 	}
 	if err != nil {
-		return document.JobRollbackResult{}, fmt.Errorf("roll back job %s in %s: read its documents: %w", rb.Job, coll, err)
+		return res, fmt.Errorf("roll back job %s in %s: read its documents: %w", rb.Job, coll, err)
 	}
+	res.Superseded = plan.Superseded
 	if rb.BeforeDelete != nil && len(res.Superseded) > 0 {
 		if err := rb.BeforeDelete(ctx, res.Superseded); err != nil {
 			return document.JobRollbackResult{}, fmt.Errorf("roll back job %s in %s: %w", rb.Job, coll, err)
@@ -86,6 +68,67 @@ func (s *Sink) RollbackJobDocs(ctx context.Context, coll string, rb document.Job
 	}
 	res.Deleted, err = s.DeleteJobDocs(ctx, coll, rb.Job)
 	return res, err
+}
+
+// MaxPreviewDocuments bounds how many of a job's documents PreviewJobRollback reads: one find
+// per page of 20, so 100,000 documents are 5,000 calls (minutes against AstraDB). A preview
+// that stops there says Truncated; its counts are then lower bounds.
+const MaxPreviewDocuments = 100_000
+
+// PreviewJobRollback reports what RollbackJobDocs would do now to job's documents in coll,
+// without changing anything: it reads them as the rollback does (their PrevJobsField only,
+// page by page) and counts with the same code. AstraDB keeps no previous versions, so
+// restorePrevious changes nothing (Restorable is 0: every document would be deleted) and is
+// not refused: the caller says restoring is unsupported. A missing collection previews
+// nothing. It reads at most MaxPreviewDocuments documents and then sets Truncated. It blocks
+// for one find per page of 20; safe for concurrent use.
+func (s *Sink) PreviewJobRollback(ctx context.Context, coll, job string, restorePrevious bool) (document.JobRollbackPreview, error) {
+	_ = restorePrevious // nothing to restore on AstraDB: the preview is the same
+	plan, err := s.tallyJobDocs(ctx, coll, job, MaxPreviewDocuments)
+	if unknownCollection(err) {
+		return document.JobRollbackPreview{}, nil
+	}
+	if err != nil {
+		return document.JobRollbackPreview{}, fmt.Errorf("preview rollback of job %s in %s: read its documents: %w", job, coll, err)
+	}
+	return plan, nil
+}
+
+// tallyJobDocs reads the documents of coll whose "sluice_job" is job (their PrevJobsField
+// only) and counts them as a rollback that deletes them (document.JobRollbackPreview.Tally),
+// for RollbackJobDocs and PreviewJobRollback alike. limit > 0 stops after that many documents
+// and sets Truncated when there were more; 0 reads them all. A missing collection is the
+// Data API's error (unknownCollection).
+func (s *Sink) tallyJobDocs(ctx context.Context, coll, job string, limit int) (document.JobRollbackPreview, error) {
+	var plan document.JobRollbackPreview
+	opts := dataapi.FindOptions{Projection: map[string]any{PrevJobsField: 1}}
+	if limit > 0 {
+		opts.Limit = limit + 1 // one more says whether there are more
+	}
+	err := s.c.Find(ctx, coll, map[string]any{"sluice_job": job}, opts, func(doc json.RawMessage) error {
+		if limit > 0 && plan.Documents == int64(limit) {
+			plan.Truncated = true
+			return nil
+		}
+		var d struct {
+			Prev []string `json:"sluice_prev_jobs"`
+		}
+		if json.Unmarshal(doc, &d) != nil {
+			d.Prev = nil // not ours to judge: the document is still deleted
+		}
+		plan.Tally(job, false, false, d.Prev)
+		return nil
+	})
+	if err != nil {
+		return document.JobRollbackPreview{}, err
+	}
+	return plan, nil
+}
+
+// unknownCollection reports whether err is the Data API's answer for a missing collection.
+func unknownCollection(err error) bool {
+	var ae *dataapi.APIError
+	return errors.As(err, &ae) && ae.Code == dataapi.CodeUnknownCollection
 }
 
 // withPrevJobs returns body (a prepared document, which has no PrevJobsField) with

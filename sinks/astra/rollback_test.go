@@ -58,6 +58,7 @@ func TestRollbackJobDocs(t *testing.T) {
 		left   int
 		prevOf map[string][]string // checked before the rollback
 	}{
+		{"the job wrote nothing", []write{{"jA", 1, ids}}, "jB", document.JobRollbackResult{}, 3, nil},
 		{"nothing superseded", []write{{"jB", 1, ids}}, "jB", document.JobRollbackResult{Deleted: 3}, 0, nil},
 		{"the finding: A then B", []write{{"jA", 1, ids}, {"jB", 2, ids}}, "jB",
 			document.JobRollbackResult{Deleted: 3, Superseded: map[string]int64{"jA": 3}}, 0,
@@ -85,6 +86,21 @@ func TestRollbackJobDocs(t *testing.T) {
 				if got := prevJobsOf(t, srv, "rb", id); !slices.Equal(got, want) {
 					t.Fatalf("%s: %s = %v, want %v", id, PrevJobsField, got, want)
 				}
+			}
+			// The preview, with or without restoring (nothing to restore here), says what the
+			// rollback then does.
+			for _, restore := range []bool{true, false} {
+				p, err := env.sink.PreviewJobRollback(context.Background(), "rb", tt.job, restore)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if p.Truncated || p.Restorable != 0 || p.Documents != tt.want.Deleted || p.Deleted() != tt.want.Deleted ||
+					!maps.Equal(p.Superseded, tt.want.Superseded) {
+					t.Fatalf("preview (restore %v) = %+v, want %+v", restore, p, tt.want)
+				}
+			}
+			if n := len(srv.Documents("default_keyspace", "rb")); n != len(ids) {
+				t.Fatalf("the preview changed the collection: %d documents", n)
 			}
 			var before map[string]int64
 			got, err := env.sink.RollbackJobDocs(context.Background(), "rb", document.JobRollback{Job: tt.job, ID: "r",
@@ -149,10 +165,53 @@ func TestRollbackJobDocsRefusals(t *testing.T) {
 	if err == nil || len(srv.Documents("default_keyspace", "rb")) != 1 {
 		t.Fatalf("failed BeforeDelete: %v, %d documents", err, len(srv.Documents("default_keyspace", "rb")))
 	}
-	// A missing collection has nothing to roll back (the double counts the find on it).
-	env = newEnv(t, dataapitest.Start(t, dataapitest.Config{}, "UNKNOWN_COLLECTION"), nil, nil)
+	// A missing collection has nothing to roll back nor to preview (the double counts each find
+	// on it: the rollback's and two previews').
+	env = newEnv(t, dataapitest.Start(t, dataapitest.Config{}, "UNKNOWN_COLLECTION", "UNKNOWN_COLLECTION", "UNKNOWN_COLLECTION"), nil, nil)
 	res, err := env.sink.RollbackJobDocs(context.Background(), "nosuch", document.JobRollback{Job: "jB", ID: "r"})
 	if err != nil || res.Deleted != 0 {
 		t.Fatalf("missing collection: %+v %v", res, err)
+	}
+	// Nor anything to preview, restoring or not.
+	for _, restore := range []bool{false, true} {
+		p, err := env.sink.PreviewJobRollback(context.Background(), "nosuch", "jB", restore)
+		if err != nil || p.Documents != 0 || p.Superseded != nil || p.Truncated {
+			t.Fatalf("preview of a missing collection: %+v %v", p, err)
+		}
+	}
+}
+
+// A preview reads at most a bound of documents (MaxPreviewDocuments in PreviewJobRollback)
+// and says when it stopped: counts up to the bound, Truncated set; exactly the bound is not
+// truncated.
+func TestPreviewJobRollbackBounded(t *testing.T) {
+	srv := dataapitest.Start(t, dataapitest.Config{})
+	env := newEnv(t, srv, nil, nil)
+	var ids []string
+	for i := range 45 { // three pages of 20
+		ids = append(ids, fmt.Sprintf("d%02d", i))
+	}
+	writeAs(t, env.sink, "rb", "jA", 1, ids...)
+	writeAs(t, env.sink, "rb", "jB", 2, ids...)
+	for _, tt := range []struct {
+		name      string
+		limit     int
+		docs      int64
+		truncated bool
+	}{
+		{"under the bound", 44, 44, true},
+		{"one page", 20, 20, true},
+		{"exactly the bound", 45, 45, false},
+		{"over the bound", 100, 45, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := env.sink.tallyJobDocs(context.Background(), "rb", "jB", tt.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Documents != tt.docs || p.Truncated != tt.truncated || p.Superseded["jA"] != tt.docs {
+				t.Fatalf("preview = %+v, want %d documents, truncated %v", p, tt.docs, tt.truncated)
+			}
+		})
 	}
 }

@@ -107,37 +107,23 @@ func (s *Store) RollbackJobDocs(ctx context.Context, collection string, rb docum
 	case !errors.Is(err, sql.ErrNoRows):
 		return fail("read recorded outcome", err)
 	}
-	ids, err := jobDocIDs(ctx, tx, collection, rb.Job)
+	steps, plan, err := planRollback(ctx, tx, collection, rb.Job, rb.RestorePrevious)
 	if err != nil {
-		return fail("list documents", err)
+		return fail("plan", err)
 	}
-	for _, id := range ids {
-		prev, err := previousVersions(ctx, tx, collection, id, rb.Job)
-		if err != nil {
-			return fail("read previous versions of "+id, err)
-		}
-		if rb.RestorePrevious && len(prev) > 0 {
-			if err := restore(ctx, tx, collection, id, prev[0].seq); err != nil {
-				return fail("restore "+id, err)
+	for _, st := range steps {
+		if st.restore != 0 {
+			if err := restore(ctx, tx, collection, st.id, st.restore); err != nil {
+				return fail("restore "+st.id, err)
 			}
-			res.Restored++
 			continue
 		}
-		for _, p := range prev {
-			if p.job == "" {
-				continue // written without a job: nothing to mark
-			}
-			if res.Superseded == nil {
-				res.Superseded = map[string]int64{}
-			}
-			res.Superseded[p.job]++
-		}
 		// The drop_previous trigger deletes the document's kept versions with it.
-		if _, err := tx.ExecContext(ctx, "DELETE FROM documents WHERE collection = ? AND id = ?", collection, id); err != nil {
-			return fail("delete "+id, err)
+		if _, err := tx.ExecContext(ctx, "DELETE FROM documents WHERE collection = ? AND id = ?", collection, st.id); err != nil {
+			return fail("delete "+st.id, err)
 		}
-		res.Deleted++
 	}
+	res = document.JobRollbackResult{Deleted: plan.Deleted(), Restored: plan.Restorable, Superseded: plan.Superseded}
 	if _, err := tx.ExecContext(ctx, "DELETE FROM previous_documents WHERE collection = ? AND job = ?", collection, rb.Job); err != nil {
 		return fail("drop the job's kept versions", err)
 	}
@@ -153,6 +139,68 @@ func (s *Store) RollbackJobDocs(ctx context.Context, collection string, rb docum
 		return fail("commit", err)
 	}
 	return res, nil
+}
+
+// PreviewJobRollback reports what RollbackJobDocs would do now to job's documents in
+// collection, with or without restorePrevious, without changing anything: it reads in one
+// read-only transaction (a snapshot) and counts with the same plan as the rollback. It keeps
+// the ids of the job's current documents in memory while it runs; it never truncates. It
+// honours ctx; safe for concurrent use, and does not wait for writers.
+func (s *Store) PreviewJobRollback(ctx context.Context, collection, job string, restorePrevious bool) (document.JobRollbackPreview, error) {
+	if err := s.checkOpen("preview job rollback"); err != nil {
+		return document.JobRollbackPreview{}, err
+	}
+	if err := checkCollection(collection); err != nil {
+		return document.JobRollbackPreview{}, err
+	}
+	if job == "" {
+		return document.JobRollbackPreview{}, errors.New("docstore: preview job rollback: job is required")
+	}
+	tx, err := s.r.BeginTx(ctx, &sql.TxOptions{ReadOnly: true})
+	if err != nil {
+		return document.JobRollbackPreview{}, fmt.Errorf("preview rollback of job %s in %s: begin: %w", job, collection, err)
+	}
+	defer func() { _ = tx.Rollback() }()
+	_, plan, err := planRollback(ctx, tx, collection, job, restorePrevious)
+	if err != nil {
+		return document.JobRollbackPreview{}, fmt.Errorf("preview rollback of job %s in %s: %w", job, collection, err)
+	}
+	return plan, nil
+}
+
+// rollbackStep is what a rollback does to one document: put back kept version restore, or
+// delete it (restore 0; seq starts at 1).
+type rollbackStep struct {
+	id      string
+	restore int64
+}
+
+// planRollback lists what a rollback of job does in collection, document by document, and
+// counts it (document.JobRollbackPreview.Tally): RollbackJobDocs carries the steps out and
+// PreviewJobRollback reports the counts, so the two cannot drift.
+func planRollback(ctx context.Context, tx *sql.Tx, collection, job string, restorePrevious bool) ([]rollbackStep, document.JobRollbackPreview, error) {
+	var plan document.JobRollbackPreview
+	ids, err := jobDocIDs(ctx, tx, collection, job)
+	if err != nil {
+		return nil, plan, fmt.Errorf("list documents: %w", err)
+	}
+	steps := make([]rollbackStep, 0, len(ids))
+	for _, id := range ids {
+		prev, err := previousVersions(ctx, tx, collection, id, job)
+		if err != nil {
+			return nil, plan, fmt.Errorf("read previous versions of %s: %w", id, err)
+		}
+		earlier := make([]string, len(prev))
+		for i, p := range prev {
+			earlier[i] = p.job
+		}
+		st := rollbackStep{id: id}
+		if plan.Tally(job, restorePrevious, len(prev) > 0, earlier) {
+			st.restore = prev[0].seq
+		}
+		steps = append(steps, st)
+	}
+	return steps, plan, nil
 }
 
 // jobDocIDs returns the ids of collection's documents that job wrote last.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"path/filepath"
@@ -69,6 +70,21 @@ type jobRollbackCase struct {
 func TestRollbackJobDocs(t *testing.T) {
 	ids := []string{"a", "b", "c"}
 	tests := []jobRollbackCase{
+		{
+			name:    "the job wrote nothing",
+			writes:  []jobWrite{{"jA", 1, ids}},
+			job:     "jB",
+			want:    document.JobRollbackResult{},
+			content: map[string]string{"a": "by jA", "b": "by jA", "c": "by jA"},
+		},
+		{
+			name:    "the job wrote nothing, restoring",
+			writes:  []jobWrite{{"jA", 1, ids}},
+			job:     "jB",
+			restore: true,
+			want:    document.JobRollbackResult{},
+			content: map[string]string{"a": "by jA", "b": "by jA", "c": "by jA"},
+		},
 		{
 			name:    "nothing superseded",
 			writes:  []jobWrite{{"jB", 2, ids}},
@@ -156,10 +172,24 @@ func checkJobRollback(t *testing.T, tt jobRollbackCase) {
 			t.Fatal(err)
 		}
 	}
+	// The preview says what the rollback then does, and changes nothing (previewed twice,
+	// in both modes, before it).
+	var preview document.JobRollbackPreview
+	for _, restore := range []bool{!tt.restore, tt.restore} {
+		p, err := s.PreviewJobRollback(t.Context(), coll, tt.job, restore)
+		if err != nil {
+			t.Fatal(err)
+		}
+		preview = p
+	}
 	rb := document.JobRollback{Job: tt.job, ID: tt.job + "@2", RestorePrevious: tt.restore}
 	got, err := s.RollbackJobDocs(t.Context(), coll, rb)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if preview.Truncated || preview.Deleted() != got.Deleted || preview.Restorable != got.Restored ||
+		preview.Documents != got.Deleted+got.Restored || !maps.Equal(preview.Superseded, got.Superseded) {
+		t.Fatalf("preview = %+v, then rollback = %+v", preview, got)
 	}
 	if got.Deleted != tt.want.Deleted || got.Restored != tt.want.Restored || !maps.Equal(got.Superseded, tt.want.Superseded) {
 		t.Fatalf("rollback = %+v, want %+v", got, tt.want)
@@ -178,6 +208,23 @@ func checkJobRollback(t *testing.T, tt jobRollbackCase) {
 	// Nothing of the rolled-back job is kept to be restored later.
 	if n := keptOf(t, s, tt.job); n != 0 {
 		t.Fatalf("%d versions of %s still kept", n, tt.job)
+	}
+}
+
+// The preview refuses what the rollback refuses, and reads a closed store never.
+func TestPreviewJobRollbackRefusesBadInput(t *testing.T) {
+	s := tempStore(t)
+	if _, err := s.PreviewJobRollback(t.Context(), coll, "", false); err == nil {
+		t.Fatal("no job accepted")
+	}
+	if _, err := s.PreviewJobRollback(t.Context(), "bad name", "j", false); err == nil {
+		t.Fatal("bad collection accepted")
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.PreviewJobRollback(t.Context(), coll, "j", false); !errors.Is(err, ErrClosed) {
+		t.Fatalf("closed store: %v, want ErrClosed", err)
 	}
 }
 

@@ -34,3 +34,49 @@ type JobRollbackResult struct {
 	// job's version of them is gone too. Nil when none.
 	Superseded map[string]int64 `json:"superseded,omitempty"`
 }
+
+// JobRollbackPreview is what a rollback of one job would do now (a dry run): a sink computes
+// it with the same counting as its rollback (Tally), so that the two agree while nothing is
+// written in between.
+type JobRollbackPreview struct {
+	// Documents counts the documents the job wrote last (their "sluice_job" is the job): those
+	// the rollback restores or deletes.
+	Documents int64 `json:"documents"`
+	// Restorable counts, for a rollback with RestorePrevious, the documents with a kept
+	// previous version: they would be put back; the others are deleted. 0 without
+	// RestorePrevious or on a sink that keeps no previous versions.
+	Restorable int64 `json:"restorable"`
+	// Superseded counts, per earlier job, the documents of that job the rollback would remove
+	// (JobRollbackResult.Superseded). Nil when none.
+	Superseded map[string]int64 `json:"superseded,omitempty"`
+	// Truncated is true when the sink stopped reading before the last of the job's documents
+	// (a bound on the preview's cost): the counts are then lower bounds.
+	Truncated bool `json:"truncated"`
+}
+
+// Deleted is how many documents the rollback would delete: those it does not restore.
+func (p JobRollbackPreview) Deleted() int64 { return p.Documents - p.Restorable }
+
+// Tally counts one document that job wrote last, as a rollback treats it: with restore and a
+// kept previous version (hasPrevious) it is put back and Tally returns true; otherwise it is
+// deleted, every earlier job in earlier (the jobs with a kept version of it, or that the sink
+// names as its earlier writers; "" and job itself are skipped) counts it in Superseded, and
+// Tally returns false. A sink's rollback and its preview both count with Tally, so that they
+// cannot disagree. Not safe for concurrent use.
+func (p *JobRollbackPreview) Tally(job string, restore, hasPrevious bool, earlier []string) bool {
+	p.Documents++
+	if restore && hasPrevious {
+		p.Restorable++
+		return true
+	}
+	for _, j := range earlier {
+		if j == "" || j == job {
+			continue // written without a job, or by the job itself: nothing to mark
+		}
+		if p.Superseded == nil {
+			p.Superseded = map[string]int64{}
+		}
+		p.Superseded[j]++
+	}
+	return false
+}

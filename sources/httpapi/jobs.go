@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/sluice-dev/sluice/pipeline/intake"
 	"github.com/sluice-dev/sluice/pipeline/jobs"
+	"github.com/sluice-dev/sluice/sinks/document"
 	"github.com/sluice-dev/sluice/sources/files"
 )
 
@@ -117,14 +119,52 @@ type JobRestorer interface {
 	RollbackJobWith(ctx context.Context, id, by string, opts intake.RollbackOptions) (jobs.Job, error)
 }
 
-// jobRoutes registers /v1/jobs: submitting needs ScopeWrite, reading and following ScopeRead,
-// rolling back ScopeAdmin.
+// JobRollbackPreviewer is a JobService that can say what a rollback would do, changing
+// nothing (GET /v1/jobs/{id}/rollback). Optional: without it the route answers 501.
+type JobRollbackPreviewer interface {
+	// PreviewJobRollback counts what rolling back job id of env would do now to the
+	// document store, with or without restorePrevious (document.JobRollbackPreview).
+	// restoreSupported is false when the store keeps no previous versions: the preview is
+	// then that of a rollback that deletes (Restorable 0). It reads only, may block on I/O,
+	// honours ctx and must be safe for concurrent use.
+	PreviewJobRollback(ctx context.Context, env, id string, restorePrevious bool) (preview document.JobRollbackPreview, restoreSupported bool, err error)
+}
+
+// RollbackPreview is the answer of GET /v1/jobs/{id}/rollback: what DELETE /v1/jobs/{id}
+// with the same restore_previous would do if asked now, and whether it may be asked.
+type RollbackPreview struct {
+	JobID string `json:"job_id"`
+	Env   string `json:"env"`
+	// RestorePrevious is the mode previewed (the query parameter).
+	RestorePrevious bool `json:"restore_previous"`
+	// RestoreSupported is false when the store keeps no previous versions (AstraDB).
+	RestoreSupported bool `json:"restore_supported"`
+	// Documents counts the documents the job wrote last: Deleted plus Restored.
+	Documents int64 `json:"documents"`
+	Deleted   int64 `json:"deleted"`
+	Restored  int64 `json:"restored"`
+	// SupersededJobs lists the earlier jobs whose documents would go with the job's, most
+	// documents first (then by job id); empty, never null, when none.
+	SupersededJobs []jobs.SupersededJob `json:"superseded_jobs"`
+	// Truncated is true when the store stopped counting at its bound: the counts are lower
+	// bounds.
+	Truncated bool       `json:"truncated"`
+	State     jobs.State `json:"state"`
+	// CanRollBack is false when DELETE /v1/jobs/{id} would not start this rollback; Reason
+	// then says why ("" otherwise).
+	CanRollBack bool   `json:"can_roll_back"`
+	Reason      string `json:"reason"`
+}
+
+// jobRoutes registers /v1/jobs: submitting needs ScopeWrite, reading, following and
+// previewing a rollback ScopeRead, rolling back ScopeAdmin.
 func (s *Server) jobRoutes() {
 	s.handle("POST /v1/jobs", s.require(ScopeWrite, s.submitJob))
 	s.handle("GET /v1/jobs/{id}", s.require(ScopeRead, s.getJob))
 	s.handle("GET /v1/jobs", s.require(ScopeRead, s.listJobs))
 	s.handle("GET /v1/jobs/{id}/events", s.require(ScopeRead, s.jobEvents))
 	s.handle("DELETE /v1/jobs/{id}", s.require(ScopeAdmin, s.rollbackJob))
+	s.handle("GET /v1/jobs/{id}/rollback", s.require(ScopeRead, s.previewRollback))
 }
 
 // maxFileNameLen bounds the "file" query parameter of a submission.
@@ -352,6 +392,87 @@ func (s *Server) jobEvents(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// restorePreviousParam reads the restore_previous query parameter (absent: false).
+func restorePreviousParam(r *http.Request) (bool, error) {
+	v := r.URL.Query().Get("restore_previous")
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("restore_previous %q is not true or false", v)
+	}
+	return b, nil
+}
+
+// previewRollback handles GET /v1/jobs/{id}/rollback?restore_previous=: 200 with what the
+// rollback would do now (RollbackPreview), computed from the document store; nothing changes.
+func (s *Server) previewRollback(w http.ResponseWriter, r *http.Request) {
+	pv, ok := s.cfg.Jobs.(JobRollbackPreviewer)
+	if !ok {
+		s.problem(w, r, http.StatusNotImplemented, "This server cannot preview rollbacks.")
+		return
+	}
+	restore, err := restorePreviousParam(r)
+	if err != nil {
+		s.problem(w, r, http.StatusBadRequest, err.Error())
+		return
+	}
+	id := r.PathValue("id")
+	job, err := s.cfg.Jobs.GetJob(r.Context(), id)
+	switch {
+	case errors.Is(err, ErrNotFound), errors.Is(err, jobs.ErrJobNotFound):
+		s.problem(w, r, http.StatusNotFound, fmt.Sprintf("No job %q.", id))
+		return
+	case err != nil:
+		s.internalError(w, r, "get job", err)
+		return
+	}
+	p, supported, err := pv.PreviewJobRollback(r.Context(), job.Env, id, restore)
+	if err != nil {
+		s.internalError(w, r, "preview rollback", err)
+		return
+	}
+	out := RollbackPreview{
+		JobID: id, Env: job.Env, RestorePrevious: restore, RestoreSupported: supported,
+		Documents: p.Documents, Deleted: p.Deleted(), Restored: p.Restorable,
+		SupersededJobs: make([]jobs.SupersededJob, 0, len(p.Superseded)),
+		Truncated:      p.Truncated, State: job.State,
+	}
+	if !supported {
+		// What the store counted is a delete; say so whatever it returned.
+		out.Restored, out.Deleted = 0, p.Documents
+	}
+	for j, n := range p.Superseded {
+		out.SupersededJobs = append(out.SupersededJobs, jobs.SupersededJob{JobID: j, Documents: n})
+	}
+	slices.SortFunc(out.SupersededJobs, func(a, b jobs.SupersededJob) int {
+		if a.Documents != b.Documents {
+			return cmp.Compare(b.Documents, a.Documents)
+		}
+		return cmp.Compare(a.JobID, b.JobID)
+	})
+	out.Reason = rollbackRefusal(job, restore, supported)
+	out.CanRollBack = out.Reason == ""
+	s.writeJSON(w, r, http.StatusOK, out)
+}
+
+// rollbackRefusal says why DELETE /v1/jobs/{id} would not start a rollback of job now (the
+// rules of intake.Loader.RollbackWith and jobs.Store.RequestRollback), "" when it would.
+func rollbackRefusal(job jobs.Job, restore, restoreSupported bool) string {
+	switch {
+	case restore && !restoreSupported:
+		return "This document store keeps no previous versions to restore; roll back without restore_previous to delete the job's documents."
+	case !job.State.Done():
+		return fmt.Sprintf("The job is still loading (state %s); it can be rolled back once it is done.", job.State)
+	case job.Rollback != nil && job.Rollback.State == "requested":
+		return "A rollback of this job is already requested."
+	case job.Rollback != nil && job.Rollback.State == "done":
+		return "The job was already rolled back."
+	}
+	return ""
+}
+
 // rollbackJob handles DELETE /v1/jobs/{id}?restore_previous=: 202 with the job, its rollback
 // requested.
 func (s *Server) rollbackJob(w http.ResponseWriter, r *http.Request) {
@@ -362,17 +483,14 @@ func (s *Server) rollbackJob(w http.ResponseWriter, r *http.Request) {
 	}
 	id := r.PathValue("id")
 	var opts intake.RollbackOptions
-	if v := r.URL.Query().Get("restore_previous"); v != "" {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			s.problem(w, r, http.StatusBadRequest, fmt.Sprintf("restore_previous %q is not true or false", v))
-			return
-		}
-		opts.RestorePrevious = b
+	restore, err := restorePreviousParam(r)
+	if err != nil {
+		s.problem(w, r, http.StatusBadRequest, err.Error())
+		return
 	}
+	opts.RestorePrevious = restore
 	by, _ := Principal(r.Context())
 	var job jobs.Job
-	var err error
 	if rs, ok := s.cfg.Jobs.(JobRestorer); ok {
 		job, err = rs.RollbackJobWith(r.Context(), id, by, opts)
 	} else if opts.RestorePrevious {
