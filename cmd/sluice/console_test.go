@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -223,12 +224,28 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Fatalf("first Tab focused %q, want the skip link", focused)
 	}
 
-	// AstraDB refuses every command: each chunk of the job is dead-lettered (auth is permanent).
-	double.SetFaultRate(1, dataapitest.FaultUnauthorized)
+	// An earlier job writes five of the fixture's chunks, which the fixture's job rewrites.
 	nasty, err := os.ReadFile("../../testdata/chunks/nasty_job_1757498642_0a06fa1bc2da_pass_a_chunks.json")
 	if err != nil {
 		t.Fatal(err)
 	}
+	var file struct {
+		Chunks []map[string]any `json:"chunks"`
+	}
+	if err := json.Unmarshal(nasty, &file); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range file.Chunks[:5] {
+		c["content"] = "An earlier draft of " + c["id"].(string)
+	}
+	earlierBody, _ := json.Marshal(map[string]any{"chunks": file.Chunks[:5]})
+	earlier := upload(t, base, "/v1/jobs?env=dev&file=draft.json", adminTok, "application/json", earlierBody)
+	if j := waitDone(t, base, adminTok, earlier, 30*time.Second); j["state"] != "completed" {
+		t.Fatalf("earlier job: %v", j)
+	}
+
+	// AstraDB refuses every command: each chunk of the job is dead-lettered (auth is permanent).
+	double.SetFaultRate(1, dataapitest.FaultUnauthorized)
 	id := upload(t, base, "/v1/jobs?env=dev&file=nasty.json", adminTok, "application/json", nasty)
 	job := waitDone(t, base, adminTok, id, 60*time.Second)
 	if num(job, "rejected") != 6 || num(job, "dead_lettered") != 36 {
@@ -261,6 +278,29 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Fatalf("error shown: %q", errText)
 	}
 	b.shot(admin, "dead-letter")
+
+	// A read-only operator sees the same pages, dead letters included, and no action; a
+	// forged action is refused and changes nothing.
+	reader := b.tab(admin)
+	b.signIn(reader, base, readTok)
+	b.run(reader, chromedp.Navigate(base+"/ui/#/jobs/"+id))
+	b.wait(reader, "the job", `document.querySelectorAll('table[data-table=dead-letters] tr[data-dead-letter]').length === 36`)
+	b.run(reader, chromedp.Navigate(base+"/ui/#/dlq"))
+	b.wait(reader, "the DLQ", `document.querySelector('main div[data-count]')?.dataset.count === '36'`)
+	b.shot(reader, "read-only")
+	controls := `document.querySelectorAll('#rollback, #replay-selected, #replay-filter, #purge, #replay-one, #delete-one, input[data-id]').length`
+	if n := eval[int](b, reader, controls); n != 0 {
+		t.Fatalf("a read token sees %d action controls on the DLQ", n)
+	}
+	b.run(reader, chromedp.Click(chromedp.CSS(`tr[data-dead-letter] a`)))
+	b.wait(reader, "a dead letter", `document.querySelector('#payload') !== null`)
+	if n := eval[int](b, reader, controls); n != 0 {
+		t.Fatalf("a read token sees %d action controls on a dead letter", n)
+	}
+	forged := eval[int](b, reader, `(async () => (await fetch('/v1/dlq?job=`+id+`', {method: 'DELETE', headers: {Authorization: 'Bearer ' + sessionStorage.getItem('sluice.token')}})).status)()`)
+	if forged != 403 || len(dlqEntries(t, base, adminTok)) != 36 {
+		t.Fatalf("a read token's purge answered %d", forged)
+	}
 
 	// Fix the sink, then dry-run: the preview names all 36 and changes nothing.
 	double.SetFaultRate(0)
@@ -319,8 +359,11 @@ func TestConsoleInChromium(t *testing.T) {
 	b.run(admin, chromedp.Click(chromedp.CSS("#rollback")))
 	b.wait(admin, "the rollback preview", `document.querySelector('#rollback-preview') !== null`)
 		preview := eval[string](b, admin, `document.querySelector('#rollback-preview').textContent`)
-	if want := fmt.Sprintf("%d documents this job wrote last are deleted", docs); !strings.Contains(preview, want) {
-		t.Fatalf("rollback preview %q, want %q", preview, want)
+	for _, want := range []string{fmt.Sprintf("%d documents this job wrote last are deleted", docs),
+		"1 earlier job loses documents", earlier + " — 5 documents"} {
+		if !strings.Contains(preview, want) {
+			t.Fatalf("rollback preview %q, want %q", preview, want)
+		}
 	}
 	b.shot(admin, "rollback")
 	// Escape cancels: nothing is rolled back.
@@ -335,22 +378,8 @@ func TestConsoleInChromium(t *testing.T) {
 	if n := len(double.Documents("default_keyspace", "ttrpg_chunks_dev")); n != 0 {
 		t.Fatalf("AstraDB holds %d documents after the rollback", n)
 	}
-
-	// A read-only operator sees the same pages and no action; a forged action is refused.
-	reader := b.tab(admin)
-	b.signIn(reader, base, readTok)
-	b.run(reader, chromedp.Navigate(base+"/ui/#/jobs/"+id))
-	b.wait(reader, "the job", `document.querySelector('table[data-table=rejections]') !== null`)
-	b.run(reader, chromedp.Navigate(base+"/ui/#/dlq"))
-	b.wait(reader, "the DLQ", `document.querySelector('main div[data-count]') !== null`)
-		actions := eval[int](b, reader, `document.querySelectorAll('#rollback, #replay-selected, #replay-filter, #purge, #replay-one, #delete-one, input[data-id]').length`)
-	if actions != 0 {
-		t.Fatalf("a read token sees %d action controls", actions)
-	}
-	b.shot(reader, "read-only")
-		forged := eval[float64](b, reader, `(async () => (await fetch('/v1/dlq?job=x', {method: 'DELETE', headers: {Authorization: 'Bearer ' + sessionStorage.getItem('sluice.token')}})).status)()`)
-	if forged != 403 {
-		t.Fatalf("a read token's purge answered %v, want 403", forged)
+	if j := waitDone(t, base, adminTok, earlier, time.Second); j["state"] != "superseded" {
+		t.Fatalf("the earlier job after the rollback: %v", j)
 	}
 
 	// A page on another origin cannot act through the operator's browser.
@@ -365,7 +394,7 @@ fetch(%q, {method: 'POST', mode: 'no-cors', headers: {'Content-Type': 'text/plai
 	if st := b.status(base + "/v1/jobs?env=dev"); st != http.StatusForbidden && st != http.StatusUnauthorized {
 		t.Fatalf("the forged cross-origin POST answered %d", st)
 	}
-	if a := call(t, "GET", base+"/v1/jobs", adminTok, "", nil); len(a.body["jobs"].([]any)) != 1 {
+	if a := call(t, "GET", base+"/v1/jobs", adminTok, "", nil); len(a.body["jobs"].([]any)) != 2 {
 		t.Fatalf("the forged request created a job: %v", a.body)
 	}
 

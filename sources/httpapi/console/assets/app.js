@@ -452,7 +452,7 @@ async function rollbackDialog(job) {
         ? `${fmtNum(p.restored)} of the ${fmtNum(p.documents)} documents this job wrote last are put back to the version they replaced; ${fmtNum(p.deleted)} are deleted.`
         : `${fmtNum(p.documents)} documents this job wrote last are deleted.`),
       sup.length
-        ? [h('p', {}, `${sup.length} earlier job${sup.length > 1 ? 's' : ''} lose documents this job had rewritten, and become superseded:`),
+        ? [h('p', {}, `${sup.length} earlier job${sup.length > 1 ? 's lose' : ' loses'} documents this job had rewritten, and ${sup.length > 1 ? 'become' : 'becomes'} superseded:`),
           h('ul', { 'data-list': 'superseded' }, sup.map((s) => h('li', {}, h('span', { class: 'mono' }, s.job_id), ` — ${fmtNum(s.documents)} documents`)))]
         : h('p', {}, 'No earlier job is affected.'),
       p.truncated ? h('p', { class: 'muted' }, 'The count stopped early; the rollback may remove more.') : null,
