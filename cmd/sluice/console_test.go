@@ -258,7 +258,7 @@ func TestConsoleInChromium(t *testing.T) {
 	// The job: its rejections with item index and reason, and its dead letters.
 	b.run(admin, chromedp.Click(chromedp.CSS(fmt.Sprintf(`tr[data-job=%q] a`, id))))
 	b.wait(admin, "the job's rejections", `document.querySelectorAll('table[data-table=rejections] tbody tr[data-item]').length === 6`)
-		items := eval[[]string](b, admin, `[...document.querySelectorAll('table[data-table=rejections] tbody tr')].map(r => r.dataset.item + ': ' + r.lastChild.textContent)`)
+	items := eval[[]string](b, admin, `[...document.querySelectorAll('table[data-table=rejections] tbody tr')].map(r => r.dataset.item + ': ' + r.lastChild.textContent)`)
 	for i, want := range []string{"13: empty content", "14: ", "21: content too large", "27: ", "34: no id", "37: id must be a string"} {
 		if !strings.HasPrefix(items[i], want) {
 			t.Fatalf("rejection %d = %q, want %q…", i, items[i], want)
@@ -273,7 +273,7 @@ func TestConsoleInChromium(t *testing.T) {
 	b.shot(admin, "dead-letters")
 	b.run(admin, chromedp.Click(chromedp.CSS(`tr[data-dead-letter] a`)))
 	b.wait(admin, "a dead letter", `document.querySelector('#payload')?.textContent.includes('"content"')`)
-		errText := eval[string](b, admin, `document.querySelector('#error-message').textContent`)
+	errText := eval[string](b, admin, `document.querySelector('#error-message').textContent`)
 	if !strings.Contains(strings.ToLower(errText), "unauthorized") && !strings.Contains(strings.ToLower(errText), "auth") {
 		t.Fatalf("error shown: %q", errText)
 	}
@@ -308,7 +308,7 @@ func TestConsoleInChromium(t *testing.T) {
 	b.wait(admin, "the DLQ list", `document.querySelector('main div[data-count]')?.dataset.count === '36'`)
 	b.run(admin, chromedp.Click(chromedp.CSS("#replay-filter")))
 	b.wait(admin, "the dry run", `document.querySelectorAll('#replay-preview ul[data-list=would-replay] li').length === 36`)
-		rateLabel := eval[string](b, admin, `document.querySelector('label[for=replay-rate]').textContent`)
+	rateLabel := eval[string](b, admin, `document.querySelector('label[for=replay-rate]').textContent`)
 	if !strings.Contains(rateLabel, "default 100") {
 		t.Fatalf("rate limit not shown: %q", rateLabel)
 	}
@@ -358,7 +358,7 @@ func TestConsoleInChromium(t *testing.T) {
 	b.wait(admin, "the rollback button", `document.querySelector('#rollback') !== null`)
 	b.run(admin, chromedp.Click(chromedp.CSS("#rollback")))
 	b.wait(admin, "the rollback preview", `document.querySelector('#rollback-preview') !== null`)
-		preview := eval[string](b, admin, `document.querySelector('#rollback-preview').textContent`)
+	preview := eval[string](b, admin, `document.querySelector('#rollback-preview').textContent`)
 	for _, want := range []string{fmt.Sprintf("%d documents this job wrote last are deleted", docs),
 		"1 earlier job loses documents", earlier + " — 5 documents"} {
 		if !strings.Contains(preview, want) {
@@ -403,7 +403,7 @@ fetch(%q, {method: 'POST', mode: 'no-cors', headers: {'Content-Type': 'text/plai
 	for _, page := range []string{"#/jobs", "#/dlq", "#/jobs/" + id, "#/consumers", "#/requirements"} {
 		b.run(admin, chromedp.Navigate(base+"/ui/"+page))
 		b.wait(admin, page, `document.querySelector('main table') !== null`)
-				wide := eval[bool](b, admin, `document.documentElement.scrollWidth > window.innerWidth + 1`)
+		wide := eval[bool](b, admin, `document.documentElement.scrollWidth > window.innerWidth + 1`)
 		if wide {
 			t.Errorf("%s is wider than a 390 px screen", page)
 		}
@@ -422,4 +422,3 @@ fetch(%q, {method: 'POST', mode: 'no-cors', headers: {'Content-Type': 'text/plai
 		t.Errorf("the pages reported problems: %v", b.problems)
 	}
 }
-
