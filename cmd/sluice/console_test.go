@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -193,6 +194,9 @@ func (b *browser) confirm(ctx context.Context) {
 	b.run(ctx, chromedp.Click(chromedp.CSS(`#dialog-actions button[data-action=confirm]`)))
 }
 
+// hostileName is a file name that would run a script if a page rendered it as HTML.
+const hostileName = `<img src=x onerror="document.title='pwned'">.json`
+
 func TestConsoleInChromium(t *testing.T) {
 	b := newBrowser(t)
 	double := dataapitest.New(dataapitest.Config{})
@@ -224,7 +228,8 @@ func TestConsoleInChromium(t *testing.T) {
 		t.Fatalf("first Tab focused %q, want the skip link", focused)
 	}
 
-	// An earlier job writes five of the fixture's chunks, which the fixture's job rewrites.
+	// An earlier job, under a hostile file name, writes five of the fixture's chunks, which the
+	// fixture's job rewrites.
 	nasty, err := os.ReadFile("../../testdata/chunks/nasty_job_1757498642_0a06fa1bc2da_pass_a_chunks.json")
 	if err != nil {
 		t.Fatal(err)
@@ -239,7 +244,7 @@ func TestConsoleInChromium(t *testing.T) {
 		c["content"] = "An earlier draft of " + c["id"].(string)
 	}
 	earlierBody, _ := json.Marshal(map[string]any{"chunks": file.Chunks[:5]})
-	earlier := upload(t, base, "/v1/jobs?env=dev&file=draft.json", adminTok, "application/json", earlierBody)
+	earlier := upload(t, base, "/v1/jobs?env=dev&file="+url.QueryEscape(hostileName), adminTok, "application/json", earlierBody)
 	if j := waitDone(t, base, adminTok, earlier, 30*time.Second); j["state"] != "completed" {
 		t.Fatalf("earlier job: %v", j)
 	}
@@ -254,6 +259,13 @@ func TestConsoleInChromium(t *testing.T) {
 	// The live list shows the job in its final state without a reload.
 	b.wait(admin, "the job in the live list", fmt.Sprintf(`document.querySelector('tr[data-job=%q][data-state=completed_with_errors]') !== null`, id))
 	b.shot(admin, "jobs")
+	// The hostile name is shown as text: no element made of it, no script run.
+	if name := eval[string](b, admin, fmt.Sprintf(`document.querySelector('tr[data-job=%q] td:nth-child(4)').textContent`, earlier)); name != hostileName {
+		t.Fatalf("the earlier job's file shows as %q", name)
+	}
+	if eval[bool](b, admin, `document.querySelector('main img') !== null || document.title === 'pwned'`) {
+		t.Fatal("a job's file name was rendered as HTML")
+	}
 
 	// The job: its rejections with item index and reason, and its dead letters.
 	b.run(admin, chromedp.Click(chromedp.CSS(fmt.Sprintf(`tr[data-job=%q] a`, id))))

@@ -28,10 +28,7 @@ const ContentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 
 // Handler serves the console's files under Prefix (GET and HEAD only; the API's mux routes
 // the methods). A path that names no file answers 404; "/ui/" is the page itself.
 func Handler() http.Handler {
-	sub, err := fs.Sub(assets, "assets")
-	if err != nil {
-		panic(err) // the embedded tree is fixed at build time
-	}
+	sub := Assets()
 	files := http.FileServerFS(sub)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
@@ -61,4 +58,13 @@ func Handler() http.Handler {
 		r2.URL = &u
 		files.ServeHTTP(w, r2)
 	})
+}
+
+// Assets returns the console's files: index.html, app.js and app.css.
+func Assets() fs.FS {
+	sub, err := fs.Sub(assets, "assets")
+	if err != nil {
+		panic(err) // "assets" is a valid path in a tree fixed at build time
+	}
+	return sub
 }
