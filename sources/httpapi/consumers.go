@@ -64,7 +64,8 @@ func (s *Server) listConsumers(w http.ResponseWriter, r *http.Request) {
 		resp.Consumers = []ConsumerLag{}
 	}
 	if !rd.ReadAt.IsZero() {
-		at := rd.ReadAt.UTC()
+		// Milliseconds, which every JavaScript Date parses.
+		at := rd.ReadAt.UTC().Truncate(time.Millisecond)
 		resp.ReadAt = &at
 	}
 	s.writeJSON(w, r, http.StatusOK, resp)
