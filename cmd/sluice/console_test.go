@@ -154,6 +154,8 @@ func eval[T any](b *browser, ctx context.Context, expr string) T {
 // shot saves the page as name.png at the viewport's size.
 func (b *browser) shot(ctx context.Context, name string) {
 	b.t.Helper()
+	// Without the focus ring of the last key press.
+	b.run(ctx, chromedp.Evaluate[chromedp.Void](`document.activeElement?.blur()`))
 	png, err := chromedp.Run(ctx, chromedp.CaptureScreenshot())
 	if err != nil {
 		b.t.Fatal(err)
@@ -217,6 +219,10 @@ func TestConsoleInChromium(t *testing.T) {
 	}
 
 	admin := b.tab(nil)
+	// A wrong token is refused and stays out of the tab's storage.
+	b.run(admin, chromedp.Navigate(base+"/ui/"), chromedp.WaitVisible(chromedp.CSS("#token")))
+	b.run(admin, chromedp.SendKeys(chromedp.CSS("#token"), "not-a-token"), chromedp.Click(chromedp.CSS("#login button[type=submit]")))
+	b.wait(admin, "the refusal", `document.querySelector('#status').textContent.includes('refused') && sessionStorage.getItem('sluice.token') === null && document.querySelector('#token') !== null`)
 	b.signIn(admin, base, adminTok)
 	// Keyboard: on a freshly loaded page the first Tab reaches the skip link (the token stays
 	// in the tab's session storage across the reload).
@@ -259,6 +265,9 @@ func TestConsoleInChromium(t *testing.T) {
 	// The live list shows the job in its final state without a reload.
 	b.wait(admin, "the job in the live list", fmt.Sprintf(`document.querySelector('tr[data-job=%q][data-state=completed_with_errors]') !== null`, id))
 	b.shot(admin, "jobs")
+	if n := eval[int](b, admin, `document.querySelectorAll('table[data-table=jobs] tbody tr').length`); n != 2 {
+		t.Fatalf("the jobs list has %d rows, want the 2 jobs", n)
+	}
 	// The hostile name is shown as text: no element made of it, no script run.
 	if name := eval[string](b, admin, fmt.Sprintf(`document.querySelector('tr[data-job=%q] td:nth-child(4)').textContent`, earlier)); name != hostileName {
 		t.Fatalf("the earlier job's file shows as %q", name)
@@ -403,7 +412,7 @@ fetch(%q, {method: 'POST', mode: 'no-cors', headers: {'Content-Type': 'text/plai
 	defer evil.Close()
 	b.run(reader, chromedp.Navigate(evil.URL))
 	b.wait(reader, "the forged request", `document.title === 'sent'`)
-	if st := b.status(base + "/v1/jobs?env=dev"); st != http.StatusForbidden && st != http.StatusUnauthorized {
+	if st := b.status(base + "/v1/jobs?env=dev"); st != http.StatusForbidden {
 		t.Fatalf("the forged cross-origin POST answered %d", st)
 	}
 	if a := call(t, "GET", base+"/v1/jobs", adminTok, "", nil); len(a.body["jobs"].([]any)) != 2 {

@@ -318,9 +318,9 @@ function setHash(path, params) {
 
 function progress(job) {
   const pub = job.published || 0;
-  const done = (job.written || 0) + (job.dead_lettered || 0);
+  const written = job.written || 0;
   return h('span', {},
-    h('progress', { max: Math.max(pub, 1), value: Math.min(done, pub), 'aria-label': `${done} of ${pub} settled` }),
+    h('progress', { max: Math.max(pub, 1), value: Math.min(written, pub), 'aria-label': `${written} of ${pub} written` }),
     ' ', `${fmtNum(job.written || 0)}/${fmtNum(pub)}`);
 }
 
@@ -363,6 +363,7 @@ async function pageJobs(signal, params) {
     jobs.set(j.job_id, j);
     const tr = rowOf(j);
     const prev = rows.get(j.job_id);
+    tbody.querySelector('tr.empty')?.remove();
     if (prev) prev.replaceWith(tr);
     else if (atTop) tbody.prepend(tr);
     else tbody.append(tr);
@@ -724,6 +725,8 @@ async function pageConsumers(signal) {
 
 // ---- requirements and feature requests -----------------------------------------------------
 
+const featureBadge = (status) => badge(status, status === 'approved' ? 'good' : status === 'rejected' ? 'bad' : 'pending');
+
 async function pageRequirements(signal) {
   const integrity = h('section', { class: 'card', id: 'integrity', 'aria-label': 'Audit chain' }, h('p', { class: 'muted' }, 'Checking the audit chain…'));
   const versions = h('div');
@@ -734,7 +737,7 @@ async function pageRequirements(signal) {
   put(features, table(['Request', 'Title', 'Status', 'Priority', 'Requester', { label: 'Created', cls: 'opt' }],
     (fr.features || []).map((f) => h('tr', { 'data-feature': f.request_id },
       h('td', { class: 'mono' }, h('a', { href: '#/features/' + encodeURIComponent(f.request_id) }, f.request_id)),
-      h('td', {}, f.title), h('td', {}, badge(f.status, f.status === 'approved' ? 'good' : f.status === 'rejected' ? 'bad' : 'pending')),
+      h('td', {}, f.title), h('td', {}, featureBadge(f.status)),
       h('td', {}, f.priority), h('td', {}, f.requester), h('td', { class: 'opt' }, fmtTime(f.created_at)))),
     { name: 'features', empty: 'No feature request yet.' }));
   put(versions, table([{ label: 'Version', cls: 'num' }, 'Author', 'Time', { label: 'Checksum', cls: 'opt' }],
@@ -762,7 +765,7 @@ async function pageFeature(signal, params, id) {
   const f = d.feature;
   put(main(), h('p', {}, h('a', { href: '#/requirements' }, '← Requirements and feature requests')),
     h('h1', {}, f.title), h('section', { class: 'card' }, dl([
-      ['Request', h('span', { class: 'mono' }, f.request_id)], ['Status', badge(f.status)], ['Priority', f.priority],
+      ['Request', h('span', { class: 'mono' }, f.request_id)], ['Status', featureBadge(f.status)], ['Priority', f.priority],
       ['Requester', f.requester], ['Approved by', f.approved_by], ['Rejection reason', f.rejection_reason],
       ['Created', fmtTime(f.created_at)], ['Updated', fmtTime(f.updated_at)], ['Version', f.version]]),
     h('p', {}, f.description)),
