@@ -71,9 +71,9 @@ func TestAssetsNeedNothingTheCSPForbids(t *testing.T) {
 	html := files["index.html"]
 	for _, bad := range []*regexp.Regexp{
 		regexp.MustCompile(`<script(?:\s[^>]*)?>\s*[^<\s]`), // inline script
-		regexp.MustCompile(`<style`),                         // inline style element
-		regexp.MustCompile(`\sstyle=`),                       // style attribute
-		regexp.MustCompile(`\son[a-z]+=`),                    // inline handler
+		regexp.MustCompile(`<style`),                        // inline style element
+		regexp.MustCompile(`\sstyle=`),                      // style attribute
+		regexp.MustCompile(`\son[a-z]+=`),                   // inline handler
 	} {
 		if m := bad.FindString(html); m != "" {
 			t.Errorf("index.html has %q, which the CSP blocks", m)
