@@ -242,7 +242,10 @@ func (s *Server) seedWS(w http.ResponseWriter, r *http.Request) {
 			return // closed by the client, by a too-large message or at shutdown
 		}
 		ans := s.seedAnswer(ctx, name, typ, msg)
-		wctx, wcancel := context.WithTimeout(ctx, seedWSWriteTimeout)
+		// Not under ctx: the library closes the connection, with no close frame, when a write's
+		// context ends, and a shutdown that ended ctx just as a write finished could do that
+		// before the goroutine above sends 1001. The write waits at most seedWSWriteTimeout.
+		wctx, wcancel := context.WithTimeout(context.Background(), seedWSWriteTimeout)
 		b, err := json.Marshal(ans)
 		if err == nil {
 			err = conn.Write(wctx, websocket.MessageText, b)
