@@ -199,7 +199,7 @@ func (s *Server) Run(ctx context.Context) error {
 
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- s.srv.Serve(s.ln) }()
-	s.log.Info("HTTP API listening", "addr", "http://"+s.Addr(), "auth", len(s.auth.Load().entries) > 0)
+	s.log.Info("HTTP API listening", "addr", "http://"+s.Addr(), "console", "http://"+s.Addr()+console.Prefix, "auth", len(s.auth.Load().entries) > 0)
 
 	select {
 	case err := <-serveErr:
