@@ -596,7 +596,7 @@ func (d *deps) newAPIServer(ctx context.Context, c config, su startup, o apiOpti
 		Chunks:          chunkReader{sinks: d.sk, collection: chunkCollection},
 		DeadLetters:     d.dead,
 		Graph:           graphReader{d.g},
-		Broker:          newBrokerReader(o.broker),
+		Broker:          httpapi.BrokerStatsReader(o.broker),
 		TrustedOrigins:  l.TrustedOrigins,
 		Requirements:    d.rq.requirementsService(),
 		Events:          d.rq.eventSource(),
@@ -739,34 +739,6 @@ func (r chunkReader) GetChunk(ctx context.Context, env, id string) (json.RawMess
 }
 
 // graphReader adapts the graph store to the API.
-// brokerReader adapts the cached broker statistics to httpapi.BrokerReader (GET
-// /v1/consumers), so httpapi keeps types of its own.
-type brokerReader struct{ stats *sjs.BrokerStats }
-
-// newBrokerReader is stats as an httpapi.BrokerReader; nil (a nil interface, so the route
-// answers 501) when stats is nil.
-func newBrokerReader(stats *sjs.BrokerStats) httpapi.BrokerReader {
-	if stats == nil {
-		return nil
-	}
-	return brokerReader{stats}
-}
-
-func (r brokerReader) BrokerReading() httpapi.BrokerReading {
-	snap := r.stats.Snapshot()
-	rd := httpapi.BrokerReading{ReadAt: snap.At,
-		Streams:   make([]httpapi.StreamStat, 0, len(snap.Streams)),
-		Consumers: make([]httpapi.ConsumerLag, 0, len(snap.Consumers))}
-	for _, s := range snap.Streams {
-		rd.Streams = append(rd.Streams, httpapi.StreamStat{Stream: s.Stream, Messages: s.Messages, Bytes: s.Bytes, MaxBytes: s.MaxBytes})
-	}
-	for _, c := range snap.Consumers {
-		rd.Consumers = append(rd.Consumers, httpapi.ConsumerLag{Stream: c.Stream, Consumer: c.Consumer,
-			Pending: c.Pending, AckPending: c.AckPending, Redelivered: c.Redelivered})
-	}
-	return rd
-}
-
 type graphReader struct{ graph.Store }
 
 func (r graphReader) GetNode(ctx context.Context, env, id string) (graph.Node, error) {

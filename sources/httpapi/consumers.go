@@ -3,10 +3,12 @@ package httpapi
 import (
 	"net/http"
 	"time"
+
+	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
 // BrokerReader reads the broker's statistics for GET /v1/consumers: streams and the lag of
-// durable consumers. Implementations serve a cached reading (cmd/sluice adapts
+// durable consumers. Implementations serve a cached reading (BrokerStatsReader adapts
 // sources/jetstream's BrokerStats, refreshed every 10 s), so a poller costs the broker
 // nothing.
 type BrokerReader interface {
@@ -43,6 +45,32 @@ type ConsumerLag struct {
 	AckPending uint64 `json:"ack_pending"`
 	// Redelivered counts messages delivered more than once and not yet acknowledged.
 	Redelivered uint64 `json:"redelivered"`
+}
+
+// BrokerStatsReader is stats as a BrokerReader; nil (a nil interface, so GET /v1/consumers
+// answers 501) when stats is nil.
+func BrokerStatsReader(stats *sjs.BrokerStats) BrokerReader {
+	if stats == nil {
+		return nil
+	}
+	return brokerStatsReader{stats}
+}
+
+type brokerStatsReader struct{ stats *sjs.BrokerStats }
+
+func (r brokerStatsReader) BrokerReading() BrokerReading {
+	snap := r.stats.Snapshot()
+	rd := BrokerReading{ReadAt: snap.At,
+		Streams:   make([]StreamStat, 0, len(snap.Streams)),
+		Consumers: make([]ConsumerLag, 0, len(snap.Consumers))}
+	for _, s := range snap.Streams {
+		rd.Streams = append(rd.Streams, StreamStat{Stream: s.Stream, Messages: s.Messages, Bytes: s.Bytes, MaxBytes: s.MaxBytes})
+	}
+	for _, c := range snap.Consumers {
+		rd.Consumers = append(rd.Consumers, ConsumerLag{Stream: c.Stream, Consumer: c.Consumer,
+			Pending: c.Pending, AckPending: c.AckPending, Redelivered: c.Redelivered})
+	}
+	return rd
 }
 
 // consumersResponse is GET /v1/consumers's answer; its arrays are never null.

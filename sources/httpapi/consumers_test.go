@@ -18,23 +18,6 @@ import (
 	sjs "github.com/sluice-dev/sluice/sources/jetstream"
 )
 
-// brokerStats is a real sjs.BrokerStats as an httpapi.BrokerReader, converted as cmd/sluice
-// converts it.
-type brokerStats struct{ *sjs.BrokerStats }
-
-func (b brokerStats) BrokerReading() httpapi.BrokerReading {
-	snap := b.Snapshot()
-	rd := httpapi.BrokerReading{ReadAt: snap.At}
-	for _, s := range snap.Streams {
-		rd.Streams = append(rd.Streams, httpapi.StreamStat{Stream: s.Stream, Messages: s.Messages, Bytes: s.Bytes, MaxBytes: s.MaxBytes})
-	}
-	for _, c := range snap.Consumers {
-		rd.Consumers = append(rd.Consumers, httpapi.ConsumerLag{Stream: c.Stream, Consumer: c.Consumer,
-			Pending: c.Pending, AckPending: c.AckPending, Redelivered: c.Redelivered})
-	}
-	return rd
-}
-
 // consumersAnswer is GET /v1/consumers as a client decodes it.
 type consumersAnswer struct {
 	ReadAt    *time.Time            `json:"read_at"`
@@ -60,7 +43,7 @@ func TestConsumersFromARealBroker(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := newServer(t, httpapi.Config{Tokens: testTokens(), Broker: brokerStats{stats}}).Handler()
+	h := newServer(t, httpapi.Config{Tokens: testTokens(), Broker: httpapi.BrokerStatsReader(stats)}).Handler()
 	get := func(t *testing.T) consumersAnswer {
 		t.Helper()
 		rec := serve(t, h, "GET", "/v1/consumers", readTok, nil, nil)

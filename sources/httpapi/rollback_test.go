@@ -74,20 +74,7 @@ func TestRollbackRouteNamesSupersededJobs(t *testing.T) {
 	env := startRollbackEnv(t)
 	jobStore := env.jobs
 	l := env.newLoader(t, false)
-	load := func(name string) jobs.Job {
-		tctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		res, err := l.Load(tctx, intake.LoadRequest{Env: "dev", Path: filepath.Join("../../testdata/chunks", name)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		j, err := jobs.Wait(tctx, jobStore, res.JobID, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return j
-	}
-	a, b := load("passA_chunks.json"), load("passB_enriched.json")
+	a, b := env.load(t, l, "passA_chunks.json"), env.load(t, l, "passB_enriched.json")
 
 	doc, err := openapitest.Load(httpapi.OpenAPI())
 	if err != nil {
@@ -150,20 +137,7 @@ func TestRollbackPreviewMatchesRollback(t *testing.T) {
 	ctx := context.Background()
 	env := startRollbackEnv(t)
 	l := env.newLoader(t, false)
-	load := func(name string) jobs.Job {
-		tctx, cancel := context.WithTimeout(ctx, time.Minute)
-		defer cancel()
-		res, err := l.Load(tctx, intake.LoadRequest{Env: "dev", Path: filepath.Join("../../testdata/chunks", name)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		j, err := jobs.Wait(tctx, env.jobs, res.JobID, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return j
-	}
-	a, b := load("passA_chunks.json"), load("passB_enriched.json")
+	a, b := env.load(t, l, "passA_chunks.json"), env.load(t, l, "passB_enriched.json")
 	doc, err := openapitest.Load(httpapi.OpenAPI())
 	if err != nil {
 		t.Fatal(err)
@@ -430,6 +404,22 @@ func startRollbackEnv(t *testing.T) *rollbackEnv {
 }
 
 // newLoader is a loader of env's jobs; noPrevious says its store keeps no previous versions.
+// load loads testdata/chunks/name into env "dev" with l and waits until the job is done.
+func (env *rollbackEnv) load(t *testing.T, l *intake.Loader, name string) jobs.Job {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := l.Load(ctx, intake.LoadRequest{Env: "dev", Path: filepath.Join("../../testdata/chunks", name)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j, err := jobs.Wait(ctx, env.jobs, res.JobID, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return j
+}
+
 func (env *rollbackEnv) newLoader(t *testing.T, noPrevious bool) *intake.Loader {
 	l, err := intake.NewLoader(intake.LoaderConfig{JS: env.js, Jobs: env.jobs, Key: env.key, SpoolDir: env.dir, NoPreviousVersions: noPrevious})
 	if err != nil {

@@ -18,10 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/sluice-dev/sluice/sources/httpapi/console"
-
 	"github.com/sluice-dev/sluice/pipeline/intake"
 	"github.com/sluice-dev/sluice/pipeline/requirements"
+	"github.com/sluice-dev/sluice/sources/httpapi/console"
 )
 
 const (
