@@ -148,7 +148,7 @@ func newJobsRollbackCmd(c *cli, af *apiFlags) *cobra.Command {
 		Short: "Delete every document a job wrote (admin)",
 		Long: `Roll a job back (DELETE /v1/jobs/{id}, admin scope): delete every document it wrote, then,
 with --wait (the default), follow it until the rollback is done. Rolling back again is
-harmless. --dry-run changes nothing (read scope): it prints what the rollback would do now
+harmless. --dry-run changes nothing (admin, as the rollback): it prints what the rollback would do now
 (GET /v1/jobs/{id}/rollback): documents deleted or restored, the earlier jobs whose documents
 would go with them, and whether the rollback can be asked now.` + apiEnvHelp,
 		Example:           "  sluice jobs rollback JOB_ID --dry-run\n  sluice jobs rollback JOB_ID\n  sluice jobs rollback JOB_ID --restore-previous\n  sluice jobs rollback JOB_ID --wait=false --json",

@@ -156,15 +156,16 @@ type RollbackPreview struct {
 	Reason      string `json:"reason"`
 }
 
-// jobRoutes registers /v1/jobs: submitting needs ScopeWrite, reading, following and
-// previewing a rollback ScopeRead, rolling back ScopeAdmin.
+// jobRoutes registers /v1/jobs: submitting needs ScopeWrite, reading and following
+// ScopeRead, rolling back and previewing a rollback ScopeAdmin (a preview reads every document
+// of the job: on AstraDB up to astra.MaxPreviewDocuments/20 Data API calls, not for any reader).
 func (s *Server) jobRoutes() {
 	s.handle("POST /v1/jobs", s.require(ScopeWrite, s.submitJob))
 	s.handle("GET /v1/jobs/{id}", s.require(ScopeRead, s.getJob))
 	s.handle("GET /v1/jobs", s.require(ScopeRead, s.listJobs))
 	s.handle("GET /v1/jobs/{id}/events", s.require(ScopeRead, s.jobEvents))
 	s.handle("DELETE /v1/jobs/{id}", s.require(ScopeAdmin, s.rollbackJob))
-	s.handle("GET /v1/jobs/{id}/rollback", s.require(ScopeRead, s.previewRollback))
+	s.handle("GET /v1/jobs/{id}/rollback", s.require(ScopeAdmin, s.previewRollback))
 }
 
 // maxFileNameLen bounds the "file" query parameter of a submission.

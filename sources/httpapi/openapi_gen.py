@@ -29,7 +29,7 @@ paths = {
    "parameters":[P("id","path"), P("restore_previous",desc="Put back the version each document replaced instead of deleting it. 400 when the document store keeps no previous versions (AstraDB).",schema={"type":"boolean"})],
    "responses":{"202":json_resp("Rollback requested; follow it on the job's rollback field.",ref("Job")), **errs("400","404","409","501")}}},
  "/v1/jobs/{id}/rollback": {
-  "get": {"operationId":"previewRollback","summary":"What rolling the job back would do now (a dry run): documents deleted or restored, earlier jobs affected","security":sec("read"),
+  "get": {"operationId":"previewRollback","summary":"What rolling the job back would do now (a dry run): documents deleted or restored, earlier jobs affected","security":sec("admin"),
    "description":"Computed from the document store with the same counting as the rollback itself; nothing changes. A DELETE /v1/jobs/{id} with the same restore_previous, asked while nothing else writes, does exactly this (the job's rollback field then shows the same numbers). can_roll_back is false, with a reason, while the job is still loading, once a rollback was requested or done, and when restore_previous=true is asked of a store that keeps no previous versions (AstraDB: restore_supported false; the counts are then those of a rollback that deletes). On AstraDB at most 100,000 documents are read; past that truncated is true and the counts are lower bounds.",
    "parameters":[P("id","path"), P("restore_previous",desc="Preview a rollback that puts back the version each document replaced.",schema={"type":"boolean"})],
    "responses":{"200":json_resp("What the rollback would do.",ref("RollbackPreview")), **errs("400","404","501")}}},

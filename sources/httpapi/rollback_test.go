@@ -158,7 +158,7 @@ func TestRollbackPreviewMatchesRollback(t *testing.T) {
 	preview := func(id string, restore bool) httpapi.RollbackPreview {
 		t.Helper()
 		var p httpapi.RollbackPreview
-		body := call("GET /v1/jobs/{id}/rollback", "GET", fmt.Sprintf("/v1/jobs/%s/rollback?restore_previous=%v", id, restore), readTok, http.StatusOK)
+		body := call("GET /v1/jobs/{id}/rollback", "GET", fmt.Sprintf("/v1/jobs/%s/rollback?restore_previous=%v", id, restore), adminTok, http.StatusOK)
 		if err := json.Unmarshal(body, &p); err != nil {
 			t.Fatal(err)
 		}
@@ -300,7 +300,7 @@ func TestRollbackPreviewRoute(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			svc := &previewJobs{fakeJobs: fakeJobs{jobs: byJob}, preview: tt.preview, supported: tt.supported}
 			h := newServer(t, httpapi.Config{Jobs: svc, Tokens: testTokens()}).Handler()
-			rec := serve(t, h, "GET", tt.target, readTok, nil, nil)
+			rec := serve(t, h, "GET", tt.target, adminTok, nil, nil)
 			if rec.Code != http.StatusOK {
 				t.Fatalf("%d %s", rec.Code, rec.Body)
 			}
@@ -334,9 +334,13 @@ func TestRollbackPreviewRoute(t *testing.T) {
 		target, token string
 		want          int
 	}{
-		{"/v1/jobs/jnosuch/rollback", readTok, http.StatusNotFound},
-		{"/v1/jobs/jdone/rollback?restore_previous=maybe", readTok, http.StatusBadRequest},
+		{"/v1/jobs/jnosuch/rollback", adminTok, http.StatusNotFound},
+		{"/v1/jobs/jdone/rollback?restore_previous=maybe", adminTok, http.StatusBadRequest},
 		{"/v1/jobs/jdone/rollback", "", http.StatusUnauthorized},
+		// Previewing costs a read of every document of the job (thousands of Data API calls
+		// on AstraDB): only a token that may roll back may ask.
+		{"/v1/jobs/jdone/rollback", readTok, http.StatusForbidden},
+		{"/v1/jobs/jdone/rollback", writeTok, http.StatusForbidden},
 	} {
 		rec := serve(t, h, "GET", c.target, c.token, nil, nil)
 		if rec.Code != c.want {
@@ -351,7 +355,7 @@ func TestRollbackPreviewRoute(t *testing.T) {
 	}
 	// A store that fails: 500, details only logged.
 	svc.err = errors.New("store away")
-	if rec := serve(t, h, "GET", "/v1/jobs/jdone/rollback", readTok, nil, nil); rec.Code != http.StatusInternalServerError ||
+	if rec := serve(t, h, "GET", "/v1/jobs/jdone/rollback", adminTok, nil, nil); rec.Code != http.StatusInternalServerError ||
 		strings.Contains(rec.Body.String(), "store away") {
 		t.Fatalf("failing store: %d %s", rec.Code, rec.Body)
 	}
