@@ -46,7 +46,7 @@ function put(el, ...kids) {
   return append(el, kids);
 }
 
-const $ = (sel, root) => (root || document).querySelector(sel);
+const $ = (sel) => document.querySelector(sel);
 const main = () => $('#main');
 
 function setStatus(msg, isError) {
@@ -177,9 +177,9 @@ const can = (scope) => !!state.who && state.who.scopes.includes(scope);
 
 // ---- dialogs -------------------------------------------------------------------------------
 
-// openDialog shows a modal with title, body and buttons [{label, cls, value, disabled}]; it
-// resolves with the value of the button pressed ('' on Escape). body may be replaced while it
-// is open through the returned setBody.
+// openDialog shows a modal with title, body and buttons [{label, cls, value, disabled}], plus
+// Cancel. Its done resolves with the value of the button pressed ('' on Cancel or Escape);
+// button(value) is one of the buttons, to enable or relabel while the dialog is open.
 function openDialog(title, body, buttons) {
   const dlg = $('#dialog');
   $('#dialog-title').textContent = title;
@@ -194,9 +194,7 @@ function openDialog(title, body, buttons) {
   (els.find((e) => !e.disabled) || acts.lastChild).focus();
   return {
     done,
-    setBody: (b) => put(bodyEl, b),
     button: (value) => els.find((e) => e.value === value),
-    close: () => dlg.close(),
   };
 }
 
