@@ -11,6 +11,7 @@ const ENVS = ['dev', 'test', 'prod'];
 const REPLAY_DEFAULT_RATE = 100; // pipeline/dlq.DefaultRate
 const REPLAY_MAX_RATE = 10000; // pipeline/dlq.MaxRate
 const PAYLOAD_SHOWN = 256 * 1024; // bytes of a payload shown before "truncated"
+const LIVE_JOBS = 500; // rows the live jobs list keeps; the oldest go first
 
 const state = { token: sessionStorage.getItem(TOKEN_KEY) || '', who: null, page: null };
 
@@ -366,6 +367,14 @@ async function pageJobs(signal, params) {
     else if (atTop) tbody.prepend(tr);
     else tbody.append(tr);
     rows.set(j.job_id, tr);
+    // A tab left open for days must not grow without end: a live job past LIVE_JOBS rows
+    // pushes the bottom (oldest) one out. Pages the operator asks for ("More jobs") stay.
+    if (!prev && atTop && rows.size > LIVE_JOBS) {
+      const last = tbody.lastElementChild;
+      rows.delete(last.dataset.job);
+      jobs.delete(last.dataset.job);
+      last.remove();
+    }
   };
   // Follow first, then list: an event that races the list is kept when it is newer.
   follow('/v1/events?types=job', signal, (type, data) => {
